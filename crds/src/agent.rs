@@ -1,0 +1,102 @@
+use crate::common::{Condition, LabelSelector, Time, conditions_schema};
+use crate::policy::Action;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An agent identity: which pods it is, which MCP servers and models it may use, and its kill switch.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "ManagedAgent",
+    plural = "managedagents",
+    singular = "managedagent",
+    namespaced,
+    status = "ManagedAgentStatus",
+    shortname = "ma",
+    category = "tollgate",
+    doc = "An AI agent under Tollgate: its pods, the MCP servers and models it may use, its kill switch.",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspended"),
+    printcolumn(name = "Pods", type_ = "integer", json_path = ".status.pods"),
+    printcolumn(name = "Spend", type_ = "number", json_path = ".status.spendUSD"),
+    printcolumn(name = "Last Activity", type_ = "date", json_path = ".status.lastActivityTime", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedAgentSpec {
+    /// The agent's pods, by label.
+    pub selector: LabelSelector,
+    /// The service account the agent's pods run as; its requests are attributed to it and it may
+    /// never approve them.
+    #[serde(default = "default_service_account")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: String,
+    /// `MCPServer` names in this namespace the agent may use (globs allowed); empty means none.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub mcp_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelAccess>,
+    /// What happens to a call no policy decided; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_action: Option<Action>,
+    /// The kill switch: every tool and model call is refused while true.
+    #[serde(default)]
+    pub suspended: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection: Option<Injection>,
+}
+
+fn default_service_account() -> String {
+    "default".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelAccess {
+    /// Model names or aliases (globs allowed) the agent may call through the gateway.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub allowed: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Injection {
+    /// Redirect the pod's outbound traffic to MCP servers through the sidecar, so it cannot be
+    /// bypassed.
+    #[serde(default)]
+    pub transparent: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedAgentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Running pods the selector matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<AgentCredentials>,
+    /// Spend in USD over the current budget periods.
+    #[serde(default, rename = "spendUSD", skip_serializing_if = "Option::is_none")]
+    pub spend_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_time: Option<Time>,
+}
+
+/// Where the agent's gateway key lives. The key itself is only in the Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCredentials {
+    pub secret_name: String,
+    pub key_prefix: String,
+    /// `sha256:` of the key.
+    pub key_hash: String,
+}

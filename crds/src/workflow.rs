@@ -1,0 +1,141 @@
+use crate::common::{Condition, SecretKeyRef, conditions_schema};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Who approves held calls, how many of them must agree, and for how long a request stays open.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "ApprovalWorkflow",
+    plural = "approvalworkflows",
+    singular = "approvalworkflow",
+    namespaced,
+    status = "ApprovalWorkflowStatus",
+    shortname = "awf",
+    category = "tollgate",
+    doc = "Who approves held tool calls, how many must agree, and how long a request stays open.",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Quorum", type_ = "integer", json_path = ".spec.requiredApprovals"),
+    printcolumn(name = "Timeout", type_ = "integer", json_path = ".spec.timeoutSeconds"),
+    printcolumn(name = "Async", type_ = "boolean", json_path = ".spec.async"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.escalation) || !has(self.escalation.afterSeconds) || self.escalation.afterSeconds <= self.timeoutSeconds").message("escalation.afterSeconds must not exceed timeoutSeconds"))]
+#[x_kube(validation = kube::core::Rule::new("size(self.approvers.users) + size(self.approvers.groups) + (has(self.approvers.slack) ? size(self.approvers.slack.userIds) : 0) >= self.requiredApprovals || size(self.approvers.groups) > 0").message("fewer approvers than requiredApprovals: the quorum could never be reached"))]
+pub struct ApprovalWorkflowSpec {
+    pub approvers: Approvers,
+    /// How many distinct approvers must approve. One Deny from any approver denies.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10))]
+    pub required_approvals: i32,
+    /// Seconds from the request until it expires (or escalates, with `escalation`).
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 30, max = 2_592_000))]
+    pub timeout_seconds: i32,
+    /// Asks further approvers once, when nobody decided in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
+    /// Answer the agent at once with a pending result it polls with `get_approval_status`,
+    /// instead of holding the call open.
+    #[serde(default)]
+    pub r#async: bool,
+    /// Approvers must give a reason with every decision.
+    #[serde(default)]
+    pub require_reason: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+fn one() -> i32 {
+    1
+}
+fn default_timeout() -> i32 {
+    300
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approvers {
+    /// Kubernetes user names, as the API server authenticates them.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub users: Vec<String>,
+    /// Kubernetes groups whose members may approve.
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackApprovers>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackApprovers {
+    /// Slack member ids (`U…`) whose button clicks count as decisions.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 32), pattern(r"^[UW][A-Z0-9]+$")))]
+    pub user_ids: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Escalation {
+    /// Seconds after the request at which it escalates, if still pending; the deadline then moves
+    /// to the escalation time plus `timeoutSeconds`. Defaults to `timeoutSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 2_592_000))]
+    pub after_seconds: Option<i32>,
+    /// Added to the workflow's approvers once escalated.
+    pub approvers: Approvers,
+    /// The quorum once escalated; the workflow's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub required_approvals: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notify {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackNotify>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookNotify>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackNotify {
+    /// Channel id (`C…`) or name.
+    #[schemars(length(min = 1, max = 80))]
+    pub channel: String,
+    /// The bot token; the gateway's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookNotify {
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://"))]
+    pub url: String,
+    /// Key for an HMAC-SHA256 signature of each body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalWorkflowStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Requests of this workflow that are still pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<i32>,
+}
