@@ -1,0 +1,16 @@
+//! Tollgate's pure core: every decision as a function of its inputs. No IO, no async runtime.
+//!
+//! - [`policy`]: compile `ToolPolicy` / `ClusterToolPolicy` (CEL at load) and decide calls.
+//! - [`approval`]: the `ApprovalRequest` phase machine.
+//! - [`authz`]: whether a write to an `ApprovalRequest`'s status may be admitted.
+//! - [`digest`], [`redact`]: the argument digest an approval binds to, and what may be stored.
+//! - [`audit`]: the audit record.
+
+pub mod approval;
+pub mod audit;
+pub mod authz;
+pub mod digest;
+pub mod expr;
+pub mod glob;
+pub mod policy;
+pub mod redact;

@@ -1,0 +1,270 @@
+//! The `ApprovalRequest` phase machine (DESIGN §3.3): quorum, veto, expiry, one escalation.
+//! The operator calls [`step`] on every reconcile and writes back what it returns.
+
+use jiff::{SignedDuration as Duration, Timestamp};
+use std::collections::BTreeSet;
+use tollgate_api::{ApprovalDecision, ApprovalWorkflowSpec, Approvers, Phase, Verdict, Via};
+
+/// Who may decide. Slack members are matched as `slack:<member id>`, the name the gateway
+/// writes their decisions under.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApproverSet {
+    pub users: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    pub slack_ids: BTreeSet<String>,
+}
+
+pub const SLACK_USER_PREFIX: &str = "slack:";
+
+impl ApproverSet {
+    pub fn from_spec(a: &Approvers) -> Self {
+        ApproverSet {
+            users: a.users.iter().cloned().collect(),
+            groups: a.groups.iter().cloned().collect(),
+            slack_ids: a.slack.iter().flat_map(|s| s.user_ids.iter().cloned()).collect(),
+        }
+    }
+
+    fn union(&self, other: &ApproverSet) -> ApproverSet {
+        ApproverSet {
+            users: self.users.union(&other.users).cloned().collect(),
+            groups: self.groups.union(&other.groups).cloned().collect(),
+            slack_ids: self.slack_ids.union(&other.slack_ids).cloned().collect(),
+        }
+    }
+
+    /// Whether `user` (with the groups the API server authenticated) may decide.
+    pub fn admits(&self, user: &str, groups: &[String]) -> bool {
+        if let Some(id) = user.strip_prefix(SLACK_USER_PREFIX) {
+            return self.slack_ids.contains(id);
+        }
+        self.users.contains(user) || groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+/// An `ApprovalWorkflow` as the phase machine needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workflow {
+    pub name: String,
+    pub approvers: ApproverSet,
+    pub required: u32,
+    pub timeout: Duration,
+    pub require_reason: bool,
+    pub escalation: Option<EscalationRules>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationRules {
+    /// From the request to escalation.
+    pub after: Duration,
+    pub approvers: ApproverSet,
+    pub required: Option<u32>,
+}
+
+impl Workflow {
+    pub fn from_spec(name: &str, spec: &ApprovalWorkflowSpec) -> Self {
+        let timeout = Duration::from_secs(i64::from(spec.timeout_seconds.max(1)));
+        Workflow {
+            name: name.to_owned(),
+            approvers: ApproverSet::from_spec(&spec.approvers),
+            required: u32::try_from(spec.required_approvals.max(1)).unwrap_or(1),
+            timeout,
+            require_reason: spec.require_reason,
+            escalation: spec.escalation.as_ref().map(|e| EscalationRules {
+                after: e.after_seconds.map_or(timeout, |s| Duration::from_secs(i64::from(s.max(1)))),
+                approvers: ApproverSet::from_spec(&e.approvers),
+                required: e.required_approvals.and_then(|r| u32::try_from(r.max(1)).ok()),
+            }),
+        }
+    }
+
+    /// The approvers and quorum in force, before or after escalation.
+    pub fn in_force(&self, escalated: bool) -> (ApproverSet, u32) {
+        match (&self.escalation, escalated) {
+            (Some(e), true) => (self.approvers.union(&e.approvers), e.required.unwrap_or(self.required)),
+            _ => (self.approvers.clone(), self.required),
+        }
+    }
+}
+
+/// What the operator last wrote, plus the request's creation time.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    pub requested_at: Timestamp,
+    pub phase: Phase,
+    pub decisions: &'a [ApprovalDecision],
+    pub escalated_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Approved { by: Vec<String> },
+    Denied { by: String, reason: Option<String> },
+    Escalated,
+    Expired,
+}
+
+/// The status the operator should write, and when to look again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Next {
+    pub phase: Phase,
+    pub approvals: u32,
+    pub required: u32,
+    pub expires_at: Timestamp,
+    pub escalated_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    /// `None` once final.
+    pub requeue_at: Option<Timestamp>,
+    /// What changed in this step, for an Event and a notification update.
+    pub transition: Option<Transition>,
+}
+
+impl Next {
+    /// `n/m` for the `Approvals` column.
+    pub fn approvals_text(&self) -> String {
+        format!("{}/{}", self.approvals, self.required)
+    }
+}
+
+enum Tally {
+    Approved(Vec<String>),
+    Denied(String, Option<String>),
+    Open,
+}
+
+/// Counts decisions in arrival order: one per person (their first), none after `deadline`.
+/// The first Deny vetoes; reaching the quorum approves.
+fn tally(decisions: &[ApprovalDecision], required: u32, deadline: Timestamp) -> (Tally, u32) {
+    let mut seen = BTreeSet::new();
+    let mut approved = Vec::new();
+    for d in decisions {
+        if d.time.0 > deadline || !seen.insert(d.user.as_str()) {
+            continue;
+        }
+        match d.decision {
+            Verdict::Deny => return (Tally::Denied(d.user.clone(), d.reason.clone()), count(&approved)),
+            Verdict::Approve => {
+                approved.push(d.user.clone());
+                if count(&approved) >= required {
+                    let n = count(&approved);
+                    return (Tally::Approved(approved), n);
+                }
+            }
+        }
+    }
+    let n = count(&approved);
+    (Tally::Open, n)
+}
+
+fn count(v: &[String]) -> u32 {
+    u32::try_from(v.len()).unwrap_or(u32::MAX)
+}
+
+/// Saturating: a hostile `requestedAt` near the end of time must not panic the operator.
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+/// One step of the phase machine at `now`.
+pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Next {
+    let mut escalated_at = observed.escalated_at;
+    let deadline_for = |escalated_at: Option<Timestamp>| match escalated_at {
+        Some(e) => add(e, workflow.timeout),
+        None => add(observed.requested_at, workflow.timeout),
+    };
+    let (_, required) = workflow.in_force(escalated_at.is_some());
+    let deadline = deadline_for(escalated_at);
+
+    if observed.phase.is_final() {
+        // Decisions after the end change nothing.
+        let (_, approvals) = tally(observed.decisions, required, deadline);
+        return Next {
+            phase: observed.phase,
+            approvals,
+            required,
+            expires_at: deadline,
+            escalated_at,
+            resolved_at: observed.resolved_at.or(Some(now)),
+            requeue_at: None,
+            transition: None,
+        };
+    }
+
+    let resolved = |phase, approvals, required, expires_at, escalated_at, transition| Next {
+        phase,
+        approvals,
+        required,
+        expires_at,
+        escalated_at,
+        resolved_at: Some(now),
+        requeue_at: None,
+        transition: Some(transition),
+    };
+
+    let (t, approvals) = tally(observed.decisions, required, deadline);
+    match t {
+        Tally::Denied(by, reason) => {
+            return resolved(Phase::Denied, approvals, required, deadline, escalated_at, Transition::Denied { by, reason });
+        }
+        Tally::Approved(by) => {
+            return resolved(Phase::Approved, approvals, required, deadline, escalated_at, Transition::Approved { by });
+        }
+        Tally::Open => {}
+    }
+
+    // One escalation, at its time, if nobody settled the request before.
+    let escalates_at = workflow.escalation.as_ref().map(|e| add(observed.requested_at, e.after));
+    let mut transition = None;
+    if let (Some(at), None) = (escalates_at, escalated_at)
+        && now >= at
+    {
+        escalated_at = Some(now);
+        transition = Some(Transition::Escalated);
+        let (_, required) = workflow.in_force(true);
+        let deadline = deadline_for(escalated_at);
+        let (t, approvals) = tally(observed.decisions, required, deadline);
+        if let Tally::Approved(by) = t {
+            return resolved(Phase::Approved, approvals, required, deadline, escalated_at, Transition::Approved { by });
+        }
+        return Next {
+            phase: Phase::Pending,
+            approvals,
+            required,
+            expires_at: deadline,
+            escalated_at,
+            resolved_at: None,
+            requeue_at: Some(deadline),
+            transition,
+        };
+    }
+
+    if now >= deadline {
+        return resolved(Phase::Expired, approvals, required, deadline, escalated_at, Transition::Expired);
+    }
+    let requeue_at = match (escalates_at, escalated_at) {
+        (Some(at), None) => at.min(deadline),
+        _ => deadline,
+    };
+    Next {
+        phase: Phase::Pending,
+        approvals,
+        required,
+        expires_at: deadline,
+        escalated_at,
+        resolved_at: None,
+        requeue_at: Some(requeue_at),
+        transition,
+    }
+}
+
+/// A decision as `kubectl approve` or the gateway appends it.
+pub fn new_decision(user: &str, verdict: Verdict, reason: Option<String>, via: Via, now: Timestamp) -> ApprovalDecision {
+    ApprovalDecision {
+        user: user.to_owned(),
+        decision: verdict,
+        reason,
+        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        via,
+    }
+}

@@ -1,0 +1,88 @@
+//! The audit record (DESIGN §3.5): one per decision and one per outcome, written by the sidecar
+//! as a JSON line and later shipped to the gateway's hash-chained store.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// What the policy decided, before anything ran.
+    Decision,
+    /// What happened: forwarded and answered, refused, timed out.
+    Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditDecision {
+    Allow,
+    Deny,
+    RequireApproval,
+}
+
+impl From<tollgate_api::Action> for AuditDecision {
+    fn from(a: tollgate_api::Action) -> Self {
+        match a {
+            tollgate_api::Action::Allow => AuditDecision::Allow,
+            tollgate_api::Action::Deny => AuditDecision::Deny,
+            tollgate_api::Action::RequireApproval => AuditDecision::RequireApproval,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Forwarded,
+    Denied,
+    Approved,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalCancelled,
+    UpstreamError,
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRef {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    pub service_account: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// RFC 3339.
+    pub time: String,
+    pub kind: RecordKind,
+    /// Ties a call's decision, approval and outcome records together.
+    pub correlation_id: String,
+    pub agent: AgentRef,
+    pub server: String,
+    pub tool: String,
+    pub arguments_digest: String,
+    /// Redacted: see [`crate::redact`].
+    pub arguments: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    pub decision: AuditDecision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_request: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(default)]
+    pub is_error: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// A CEL error that raised the decision, or the upstream failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

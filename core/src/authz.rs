@@ -1,0 +1,151 @@
+//! Who may write what to an `ApprovalRequest`'s status (DESIGN §3.3). The operator's validating
+//! webhook calls [`authorize_status_update`] with the caller the API server authenticated.
+
+use crate::approval::{SLACK_USER_PREFIX, Workflow};
+use jiff::{SignedDuration, Timestamp};
+use tollgate_api::{ApprovalRequestStatus, Phase, Via};
+
+/// How far a decision's `time` may be from the API server's clock.
+pub const MAX_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(120);
+
+/// The caller, as in the admission request's `userInfo`.
+#[derive(Debug, Clone)]
+pub struct Caller<'a> {
+    pub username: &'a str,
+    pub groups: &'a [String],
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthzContext<'a> {
+    pub workflow: &'a Workflow,
+    pub request_name: &'a str,
+    /// `system:serviceaccount:<ns>:<name>` of the agent that made the call.
+    pub agent_service_account: &'a str,
+    /// The operator's identity: the only one that may change `phase` and the bookkeeping fields.
+    pub operator: &'a str,
+    /// The gateway's identity: the only one that may write Slack decisions, after it verified the
+    /// click's signature.
+    pub slack_relay: &'a str,
+    pub now: Timestamp,
+}
+
+/// Why a status write was refused. The messages speak to the person who ran the command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("earlier decisions cannot be changed or removed; decisions are append-only")]
+    EditedEarlierDecision,
+    #[error("only the Tollgate operator may change status.{field}; approvers only append a decision")]
+    OperatorField { field: &'static str },
+    #[error("append one decision at a time")]
+    SeveralDecisions,
+    #[error("request {request} is already {phase}; it no longer takes decisions")]
+    NotPending { request: String, phase: Phase },
+    #[error("request {request} expired at {expired_at}; it no longer takes decisions")]
+    Expired { request: String, expired_at: Timestamp },
+    #[error("you are {caller}, but the decision is written in the name of {claimed}: decide only in your own name")]
+    Impersonation { caller: String, claimed: String },
+    #[error("only the Tollgate gateway may record decisions made in Slack")]
+    SlackRelayOnly,
+    #[error("{caller} is the agent's own service account and may not decide its own requests")]
+    SelfApproval { caller: String },
+    #[error("you ({user}) are not an approver of workflow {workflow}")]
+    NotApprover { user: String, workflow: String },
+    #[error("{user} has already decided on {request}; one decision per person")]
+    DuplicateVote { user: String, request: String },
+    #[error("workflow {workflow} requires a reason with every decision (--reason)")]
+    ReasonRequired { workflow: String },
+    #[error("the decision's time {time} is more than {skew} seconds from the server's clock {now}")]
+    ClockSkew { time: Timestamp, now: Timestamp, skew: i64 },
+}
+
+/// Admits a status update from `old` to `new` by `caller`, or says why not.
+pub fn authorize_status_update(
+    old: &ApprovalRequestStatus,
+    new: &ApprovalRequestStatus,
+    caller: &Caller<'_>,
+    ctx: &AuthzContext<'_>,
+) -> Result<(), Refusal> {
+    // Append-only holds for everyone, the operator included.
+    if new.decisions.len() < old.decisions.len() || new.decisions[..old.decisions.len()] != old.decisions[..] {
+        return Err(Refusal::EditedEarlierDecision);
+    }
+    let added = &new.decisions[old.decisions.len()..];
+    if caller.username == ctx.operator {
+        return if added.is_empty() { Ok(()) } else { Err(Refusal::Impersonation {
+            caller: caller.username.to_owned(),
+            claimed: added[0].user.clone(),
+        }) };
+    }
+
+    if let Some(field) = changed_operator_field(old, new) {
+        return Err(Refusal::OperatorField { field });
+    }
+    let [decision] = added else {
+        return if added.is_empty() { Ok(()) } else { Err(Refusal::SeveralDecisions) };
+    };
+
+    let phase = old.phase.unwrap_or_default();
+    if phase.is_final() {
+        return Err(Refusal::NotPending { request: ctx.request_name.to_owned(), phase });
+    }
+    if let Some(expires) = &old.expires_at
+        && ctx.now >= expires.0
+    {
+        return Err(Refusal::Expired { request: ctx.request_name.to_owned(), expired_at: expires.0 });
+    }
+
+    // The deciding identity: the caller, or a Slack member relayed by the gateway.
+    let relayed = decision.via == Via::Slack;
+    if relayed && caller.username != ctx.slack_relay {
+        return Err(Refusal::SlackRelayOnly);
+    }
+    let identity_ok = if relayed {
+        decision.user.starts_with(SLACK_USER_PREFIX)
+    } else {
+        decision.user == caller.username
+    };
+    if !identity_ok {
+        return Err(Refusal::Impersonation { caller: caller.username.to_owned(), claimed: decision.user.clone() });
+    }
+    if caller.username == ctx.agent_service_account || decision.user == ctx.agent_service_account {
+        return Err(Refusal::SelfApproval { caller: caller.username.to_owned() });
+    }
+    let groups: &[String] = if relayed { &[] } else { caller.groups };
+    let (approvers, _) = ctx.workflow.in_force(old.escalated_at.is_some());
+    if !approvers.admits(&decision.user, groups) {
+        return Err(Refusal::NotApprover { user: decision.user.clone(), workflow: ctx.workflow.name.clone() });
+    }
+    if old.decisions.iter().any(|d| d.user == decision.user) {
+        return Err(Refusal::DuplicateVote { user: decision.user.clone(), request: ctx.request_name.to_owned() });
+    }
+    if ctx.workflow.require_reason && decision.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(Refusal::ReasonRequired { workflow: ctx.workflow.name.clone() });
+    }
+    let skew = decision.time.0.duration_since(ctx.now).abs();
+    if skew > MAX_CLOCK_SKEW {
+        return Err(Refusal::ClockSkew { time: decision.time.0, now: ctx.now, skew: MAX_CLOCK_SKEW.as_secs() });
+    }
+    Ok(())
+}
+
+fn changed_operator_field(old: &ApprovalRequestStatus, new: &ApprovalRequestStatus) -> Option<&'static str> {
+    if old.phase != new.phase {
+        Some("phase")
+    } else if old.approvals != new.approvals {
+        Some("approvals")
+    } else if old.expires_at != new.expires_at {
+        Some("expiresAt")
+    } else if old.escalated_at != new.escalated_at {
+        Some("escalatedAt")
+    } else if old.resolved_at != new.resolved_at {
+        Some("resolvedAt")
+    } else if old.notifications != new.notifications {
+        Some("notifications")
+    } else if old.conditions != new.conditions {
+        Some("conditions")
+    } else if old.observed_generation != new.observed_generation {
+        Some("observedGeneration")
+    } else {
+        None
+    }
+}

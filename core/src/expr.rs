@@ -1,0 +1,281 @@
+//! CEL for `when` conditions: one shared environment (standard library, string extensions, a
+//! `matches` whose regexes are compiled once), programs compiled at policy load, and variables bound
+//! lazily per call.
+
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
+    CelUInt, STRING_TYPE,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::{Context, Env, ExecutionError, Program, Value};
+use regex::Regex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+
+/// The variables a `when` expression may use.
+pub const VARIABLES: &[&str] = &["args", "tool", "agent", "justification", "now"];
+
+/// Regexes seen by `matches`, compiled once. Bounded: patterns that come from arguments must not
+/// grow memory without limit, so past the bound a pattern is compiled and dropped.
+static REGEXES: LazyLock<RwLock<HashMap<String, Arc<Regex>>>> = LazyLock::new(Default::default);
+const REGEX_CACHE_LIMIT: usize = 4096;
+/// Compiled regex programs are bounded too, so a hostile pattern cannot take unbounded memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+pub(crate) fn cached_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    if let Ok(cache) = REGEXES.read()
+        && let Some(re) = cache.get(pattern)
+    {
+        return Ok(Arc::clone(re));
+    }
+    let re = Arc::new(regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build()?);
+    if let Ok(mut cache) = REGEXES.write()
+        && cache.len() < REGEX_CACHE_LIMIT
+    {
+        cache.insert(pattern.to_owned(), Arc::clone(&re));
+    }
+    Ok(re)
+}
+
+fn regex_match<'b, 'v>(text: &CowVal<'b, 'v>, pattern: &CowVal<'b, 'v>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let (Some(text), Some(pattern)) = (text.downcast_ref::<CelString>(), pattern.downcast_ref::<CelString>()) else {
+        return Err(ExecutionError::function_error("matches", "expects (string, string)"));
+    };
+    let re = cached_regex(pattern.inner())
+        .map_err(|e| ExecutionError::function_error("matches", format!("invalid regex {:?}: {e}", pattern.inner())))?;
+    Ok(CowVal::owned(CelBool::from(re.is_match(text.inner()))))
+}
+
+fn matches_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    match args.as_slice() {
+        [text, pattern] => regex_match(text, pattern),
+        _ => Err(ExecutionError::invalid_argument_count(2, args.len())),
+    }
+}
+
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    // The crate's own `matches` builds its regex on every call; ours is cached. The `regex` feature
+    // is off, so these are the only overloads.
+    let declared = env
+        .add_member_overload("matches", "string.matches(string)", STRING_TYPE, vec![STRING_TYPE], matches_fn)
+        .and_then(|()| env.add_overload("matches", "matches(string,string)", vec![STRING_TYPE, STRING_TYPE], matches_fn))
+        .and_then(|()| env.add_extension(cel::extensions::strings));
+    if let Err(e) = declared {
+        // Declarations are static; a clash is a programming error caught by every test.
+        panic!("CEL environment: {e}");
+    }
+    Arc::new(env)
+});
+
+pub fn env() -> Arc<Env> {
+    Arc::clone(&ENV)
+}
+
+/// A compiled `when` expression.
+#[derive(Clone)]
+pub struct Condition {
+    source: Arc<str>,
+    program: Arc<Program>,
+    uses: Uses,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Condition").field("source", &self.source).finish()
+    }
+}
+
+/// Which variables an expression reads, so a call binds only those.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Uses {
+    /// Reading `args` means parsing the raw arguments; the other variables are cheap.
+    pub args: bool,
+}
+
+impl Condition {
+    /// Compiles `source`; the error is the compiler's message, to be prefixed with a field path.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let program = env().compile(source).map_err(|e| e.to_string().trim().to_owned())?;
+        let refs = program.references();
+        let uses = Uses { args: refs.has_variable("args") };
+        // Without a type checker an unknown identifier would only fail at run time, where it fails
+        // closed on every call; refusing it at load tells the author instead.
+        let unknown: Vec<&str> = refs.variables().into_iter().filter(|v| !VARIABLES.contains(v)).collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "undeclared reference to {}; the variables are {}",
+                unknown.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", "),
+                VARIABLES.join(", ")
+            ));
+        }
+        for pattern in literal_regexes(source) {
+            cached_regex(&pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+        }
+        Ok(Condition { source: source.into(), program: Arc::new(program), uses })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub(crate) fn uses(&self) -> Uses {
+        self.uses
+    }
+
+    /// Evaluates to a boolean; anything else, or any error, is an `Err` with the reason.
+    pub(crate) fn evaluate(&self, bindings: &Bindings<'_>) -> Result<bool, String> {
+        let mut ctx = Context::with_env(env());
+        ctx.set_variable_resolver(bindings);
+        match self.program.execute(&ctx) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("condition evaluated to {other:?}, not a bool")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Regex literals passed to `matches`, found by a scan of the source so that invalid patterns
+/// are refused at load and valid ones are compiled before the first call.
+fn literal_regexes(source: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("matches(") {
+        rest = &rest[at + "matches(".len()..];
+        let trimmed = rest.trim_start();
+        let Some(quote) = trimmed.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            continue;
+        };
+        let body = &trimmed[1..];
+        let raw_prefix = source.contains("r'") || source.contains("r\"");
+        if let Some(end) = body.find(quote) {
+            let literal = &body[..end];
+            // Escapes other than in raw strings would need CEL's unescaping; those are compiled
+            // on first use instead.
+            if !literal.contains('\\') || raw_prefix {
+                found.push(literal.to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// The values of one call, converted to CEL only when an expression first reads them.
+pub(crate) struct Bindings<'a> {
+    pub args: &'a crate::policy::Args<'a>,
+    pub tool_name: &'a str,
+    pub server: &'a str,
+    pub agent: &'a crate::policy::AgentInfo,
+    pub justification: Option<&'a str>,
+    pub now: jiff::Timestamp,
+    args_val: OnceLock<Option<Box<dyn Val + 'static>>>,
+    tool_val: OnceLock<Box<dyn Val + 'static>>,
+    agent_val: OnceLock<Box<dyn Val + 'static>>,
+    justification_val: OnceLock<Box<dyn Val + 'static>>,
+    now_val: OnceLock<Box<dyn Val + 'static>>,
+}
+
+impl<'a> Bindings<'a> {
+    pub fn new(
+        args: &'a crate::policy::Args<'a>,
+        tool_name: &'a str,
+        server: &'a str,
+        agent: &'a crate::policy::AgentInfo,
+        justification: Option<&'a str>,
+        now: jiff::Timestamp,
+    ) -> Self {
+        Bindings {
+            args,
+            tool_name,
+            server,
+            agent,
+            justification,
+            now,
+            args_val: OnceLock::new(),
+            tool_val: OnceLock::new(),
+            agent_val: OnceLock::new(),
+            justification_val: OnceLock::new(),
+            now_val: OnceLock::new(),
+        }
+    }
+}
+
+impl VariableResolver for Bindings<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let val: &'b (dyn Val + 'static) = match variable {
+            "args" => self.args_val.get_or_init(|| self.args.parsed().ok().map(json_to_val)).as_deref()?,
+            "tool" => self.tool_val.get_or_init(|| {
+                string_map([("name", self.tool_name), ("server", self.server)])
+            }).as_ref(),
+            "agent" => self.agent_val.get_or_init(|| agent_to_val(self.agent)).as_ref(),
+            "justification" => self.justification_val.get_or_init(|| match self.justification {
+                Some(j) => Box::new(CelString::from(j.to_owned())),
+                None => Box::new(CelNull),
+            }).as_ref(),
+            "now" => self.now_val.get_or_init(|| Box::new(CelTimestamp::from(to_chrono(self.now)))).as_ref(),
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(val))
+    }
+}
+
+fn string_map<'s>(entries: impl IntoIterator<Item = (&'s str, &'s str)>) -> Box<dyn Val> {
+    let map: HashMap<CelMapKey, Box<dyn Val>> = entries
+        .into_iter()
+        .map(|(k, v)| (CelMapKey::from(k.to_owned()), Box::new(CelString::from(v.to_owned())) as Box<dyn Val>))
+        .collect();
+    Box::new(CelMap::from(map))
+}
+
+fn agent_to_val(agent: &crate::policy::AgentInfo) -> Box<dyn Val> {
+    let labels = string_map(agent.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut map: HashMap<CelMapKey, Box<dyn Val>> = HashMap::new();
+    map.insert(CelMapKey::from("name".to_owned()), Box::new(CelString::from(agent.name.clone())));
+    map.insert(CelMapKey::from("namespace".to_owned()), Box::new(CelString::from(agent.namespace.clone())));
+    map.insert(CelMapKey::from("serviceAccount".to_owned()), Box::new(CelString::from(agent.service_account.clone())));
+    map.insert(CelMapKey::from("labels".to_owned()), labels);
+    Box::new(CelMap::from(map))
+}
+
+/// JSON to CEL. Integers stay integers, so `args.count > 5` works; a number too large for i64
+/// becomes uint or double as CEL would parse it.
+pub(crate) fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
+    use serde_json::Value as J;
+    match value {
+        J::Null => Box::new(CelNull),
+        J::Bool(b) => Box::new(CelBool::from(*b)),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Box::new(CelInt::from(i))
+            } else if let Some(u) = n.as_u64() {
+                Box::new(CelUInt::from(u))
+            } else {
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
+            }
+        }
+        J::String(s) => Box::new(CelString::from(s.clone())),
+        J::Array(items) => Box::new(CelList::from(items.iter().map(json_to_val).collect::<Vec<_>>())),
+        J::Object(map) => Box::new(CelMap::from(
+            map.iter()
+                .map(|(k, v)| (CelMapKey::from(k.clone()), json_to_val(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
+    }
+}
+
+/// For tests and tools: evaluate `source` against plain values.
+pub fn eval_standalone(source: &str, vars: BTreeMap<&str, serde_json::Value>) -> Result<Value, String> {
+    let program = env().compile(source).map_err(|e| e.to_string())?;
+    let mut ctx = Context::with_env(env());
+    for (k, v) in vars {
+        ctx.add_variable_as_val(k, json_to_val(&v));
+    }
+    program.execute(&ctx).map_err(|e| e.to_string())
+}
+
+fn to_chrono(t: jiff::Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0))
+        .unwrap_or_default()
+        .fixed_offset()
+}

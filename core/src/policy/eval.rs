@@ -1,0 +1,218 @@
+use super::{Action, AgentInfo, Args, CompiledPolicy, PolicyId};
+use crate::expr::Bindings;
+
+/// Whether an `ApprovalWorkflow` of that name exists in the agent's namespace.
+pub trait WorkflowLookup {
+    fn exists(&self, name: &str) -> bool;
+}
+
+impl<F: Fn(&str) -> bool> WorkflowLookup for F {
+    fn exists(&self, name: &str) -> bool {
+        self(name)
+    }
+}
+
+/// What decided a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// A rule of a policy (for a fallback policy, `fallback` is true).
+    Rule { policy: PolicyId, rule: String, fallback: bool },
+    AgentDefault,
+    ClusterDefault,
+    Suspended,
+    ServerNotAllowed,
+    MissingJustification,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub decided_by: DecidedBy,
+    /// For a Deny, what the agent is told; for RequireApproval, what approvers read.
+    pub message: Option<String>,
+    /// For RequireApproval: the workflow that decides (it exists).
+    pub workflow: Option<String>,
+    /// A `when` that failed at run time (rule 5); recorded in the audit.
+    pub error: Option<String>,
+}
+
+impl Decision {
+    fn plain(action: Action, decided_by: DecidedBy, message: Option<String>) -> Self {
+        Decision { action, decided_by, message, workflow: None, error: None }
+    }
+
+    /// The text after `Access denied: ` that the agent reads.
+    pub fn deny_message(&self) -> String {
+        if let Some(m) = &self.message {
+            return m.clone();
+        }
+        match &self.decided_by {
+            DecidedBy::Rule { policy, rule, .. } => format!("denied by {policy} ({rule})"),
+            DecidedBy::AgentDefault => "denied by the agent's defaultAction".into(),
+            DecidedBy::ClusterDefault => "denied by the cluster default".into(),
+            DecidedBy::Suspended => "the agent is suspended".into(),
+            DecidedBy::ServerNotAllowed => "the agent may not use this MCP server".into(),
+            DecidedBy::MissingJustification => "a justification is required".into(),
+        }
+    }
+}
+
+/// One policy's outcome (rule 2), before workflows are resolved.
+struct Outcome<'p> {
+    policy: &'p CompiledPolicy,
+    action: Action,
+    rule: &'p str,
+    message: Option<&'p str>,
+    workflow: Option<&'p str>,
+    error: Option<String>,
+}
+
+fn decide_in_policy<'p>(policy: &'p CompiledPolicy, bindings: &Bindings<'_>) -> Option<Outcome<'p>> {
+    let entry = policy.entry_for(bindings.server, bindings.tool_name)?;
+    for rule in &entry.rules {
+        let error = match &rule.when {
+            None => None,
+            Some(condition) => {
+                let result = match (condition.uses().args, bindings.args.parsed()) {
+                    (true, Err(e)) => Err(e.to_owned()),
+                    _ => condition.evaluate(bindings),
+                };
+                match result {
+                    Ok(true) => None,
+                    Ok(false) => continue,
+                    Err(e) => Some(format!("{}.when: {e}", rule.path)),
+                }
+            }
+        };
+        // Rule 5: an error counts as a match and raises the action to at least RequireApproval.
+        let action = if error.is_some() { rule.action.max(Action::RequireApproval) } else { rule.action };
+        return Some(Outcome {
+            policy,
+            action,
+            rule: &rule.path,
+            message: rule.message.as_deref(),
+            workflow: rule.workflow.as_deref().or(entry.workflow.as_deref()),
+            error,
+        });
+    }
+    None
+}
+
+/// Rule 3: the most restrictive outcome; ties go to the first policy in (cluster first, name)
+/// order, so `policies` is scanned in that order.
+fn most_restrictive<'p>(outcomes: impl Iterator<Item = Outcome<'p>>) -> Option<Outcome<'p>> {
+    let mut best: Option<Outcome<'p>> = None;
+    for o in outcomes {
+        let better = match &best {
+            None => true,
+            Some(b) => o.action > b.action || (o.action == b.action && o.policy.id < b.policy.id),
+        };
+        if better {
+            best = Some(o);
+        }
+    }
+    best
+}
+
+/// Rules 2–5 over the policies that apply to the agent (callers pass only those; see
+/// [`CompiledPolicy::applies_to`]). `cluster_default` is the Helm value (Allow out of the box).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    policies: &[&CompiledPolicy],
+    agent: &AgentInfo,
+    server: &str,
+    tool: &str,
+    args: &Args<'_>,
+    justification: Option<&str>,
+    workflows: &dyn WorkflowLookup,
+    cluster_default: Action,
+    now: jiff::Timestamp,
+) -> Decision {
+    let bindings = Bindings::new(args, tool, server, agent, justification, now);
+    let decided = |fallback: bool| {
+        most_restrictive(policies.iter().filter(|p| p.fallback == fallback).filter_map(|p| decide_in_policy(p, &bindings)))
+    };
+    let outcome = decided(false).map(|o| (o, false)).or_else(|| decided(true).map(|o| (o, true)));
+    let Some((o, fallback)) = outcome else {
+        return match agent.default_action {
+            Some(action) => Decision::plain(action, DecidedBy::AgentDefault, None),
+            None => Decision::plain(cluster_default, DecidedBy::ClusterDefault, None),
+        };
+    };
+    let decided_by = DecidedBy::Rule { policy: o.policy.id.clone(), rule: o.rule.to_owned(), fallback };
+    let mut decision = Decision {
+        action: o.action,
+        decided_by,
+        message: o.message.map(str::to_owned),
+        workflow: None,
+        error: o.error,
+    };
+    if decision.action == Action::RequireApproval {
+        match o.workflow {
+            Some(name) if workflows.exists(name) => decision.workflow = Some(name.to_owned()),
+            // Rule 5: approval with no resolvable workflow is a Deny that says so.
+            Some(name) => {
+                decision.action = Action::Deny;
+                decision.message = Some(format!(
+                    "approval required, but approval workflow {name:?} does not exist in namespace {}",
+                    agent.namespace
+                ));
+            }
+            None => {
+                decision.action = Action::Deny;
+                decision.message = Some(format!(
+                    "approval required, but {} names no approvalWorkflow for {}",
+                    o.policy.id, o.rule
+                ));
+            }
+        }
+    }
+    if let (Some(err), Action::Deny) = (&decision.error, decision.action)
+        && decision.message.is_none()
+    {
+        decision.message = Some(format!("policy condition failed: {err}"));
+    }
+    decision
+}
+
+/// The whole decision of DESIGN §3.2 for a `tools/call`: kill switch, server access,
+/// justification, then the policies. `policies` may include ones that do not apply; they are
+/// filtered here.
+#[allow(clippy::too_many_arguments)]
+pub fn decide(
+    policies: &[&CompiledPolicy],
+    agent: &AgentInfo,
+    server: &str,
+    tool: &str,
+    args: &Args<'_>,
+    justification: Option<&str>,
+    workflows: &dyn WorkflowLookup,
+    cluster_default: Action,
+    now: jiff::Timestamp,
+) -> Decision {
+    if agent.suspended {
+        return Decision::plain(
+            Action::Deny,
+            DecidedBy::Suspended,
+            Some(format!("agent {}/{} is suspended", agent.namespace, agent.name)),
+        );
+    }
+    if !agent.may_use_server(server) {
+        return Decision::plain(
+            Action::Deny,
+            DecidedBy::ServerNotAllowed,
+            Some(format!("agent {} may not use MCP server {server:?}", agent.name)),
+        );
+    }
+    let applicable: Vec<&CompiledPolicy> = policies.iter().copied().filter(|p| p.applies_to(agent)).collect();
+    if super::justification_mode(&applicable, server, tool) == Some(super::Justification::Required)
+        && justification.is_none_or(|j| j.trim().is_empty())
+    {
+        return Decision::plain(
+            Action::Deny,
+            DecidedBy::MissingJustification,
+            Some(format!("tool {tool:?} requires a justification: pass a non-empty \"justification\" argument explaining why")),
+        );
+    }
+    evaluate(&applicable, agent, server, tool, args, justification, workflows, cluster_default, now)
+}

@@ -1,0 +1,110 @@
+use super::{Action, AgentInfo, CompiledPolicy, Justification};
+use serde_json::{Map, Value};
+
+/// Rule 7 across policies: Required if any applicable policy's matching entry requires it,
+/// else Optional if any offers it.
+pub fn justification_mode(policies: &[&CompiledPolicy], server: &str, tool: &str) -> Option<Justification> {
+    let mut mode = None;
+    for p in policies {
+        match p.entry_for(server, tool).and_then(|e| e.justification) {
+            Some(Justification::Required) => return Some(Justification::Required),
+            Some(Justification::Optional) => mode = Some(Justification::Optional),
+            None => {}
+        }
+    }
+    mode
+}
+
+/// What a policy certainly does with a tool, whatever the arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Static {
+    NoDecision,
+    Deny,
+    Other,
+}
+
+fn static_outcome(policy: &CompiledPolicy, server: &str, tool: &str) -> Static {
+    let Some(entry) = policy.entry_for(server, tool) else {
+        return Static::NoDecision;
+    };
+    // Conditional rules that could match first must all deny too (an error keeps a Deny a Deny).
+    for rule in &entry.rules {
+        if rule.action != Action::Deny {
+            return Static::Other;
+        }
+        if rule.when.is_none() {
+            return Static::Deny;
+        }
+    }
+    Static::Other
+}
+
+/// Rule 6: whether `tools/list` shows the tool. Hidden: servers the agent may not use, and tools
+/// that are denied whatever the arguments. Conditionally denied tools stay visible.
+pub fn visible(policies: &[&CompiledPolicy], agent: &AgentInfo, server: &str, tool: &str, cluster_default: Action) -> bool {
+    if agent.suspended || !agent.may_use_server(server) {
+        return false;
+    }
+    let applicable: Vec<&CompiledPolicy> = policies.iter().copied().filter(|p| p.applies_to(agent)).collect();
+    for fallback in [false, true] {
+        let outcomes: Vec<Static> = applicable
+            .iter()
+            .filter(|p| p.fallback == fallback)
+            .map(|p| static_outcome(p, server, tool))
+            .collect();
+        if outcomes.contains(&Static::Deny) {
+            return false;
+        }
+        if outcomes.iter().any(|o| *o != Static::NoDecision) {
+            return true;
+        }
+    }
+    agent.default_action.unwrap_or(cluster_default) != Action::Deny
+}
+
+/// A justification as the agent gave it; an empty or blank string counts as missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Justify {
+    pub justification: Option<String>,
+    /// The arguments without the `justification` key, as forwarded and as rules see them.
+    pub arguments: Value,
+}
+
+/// Removes `justification` from the arguments when the tool has a justification mode.
+pub fn split_justification(arguments: Value, mode: Option<Justification>) -> Justify {
+    let (Some(_), Value::Object(mut map)) = (mode, arguments.clone()) else {
+        return Justify { justification: None, arguments };
+    };
+    let justification = match map.remove("justification") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+        _ => None,
+    };
+    Justify { justification, arguments: Value::Object(map) }
+}
+
+const JUSTIFICATION_DESCRIPTION: &str =
+    "Why this call is needed. Approvers and the audit log see it; it is not passed to the tool.";
+
+/// Rule 7: adds the `justification` property to a tool's input schema (required or optional).
+pub fn add_justification_property(schema: &mut Value, mode: Justification) {
+    if !schema.is_object() {
+        *schema = Value::Object(Map::new());
+    }
+    let Value::Object(obj) = schema else { return };
+    obj.entry("type").or_insert_with(|| Value::String("object".into()));
+    let properties = obj.entry("properties").or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(props) = properties {
+        props.insert(
+            "justification".into(),
+            serde_json::json!({"type": "string", "minLength": 1, "description": JUSTIFICATION_DESCRIPTION}),
+        );
+    }
+    if mode == Justification::Required {
+        let required = obj.entry("required").or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = required
+            && !list.iter().any(|v| v == "justification")
+        {
+            list.push(Value::String("justification".into()));
+        }
+    }
+}
