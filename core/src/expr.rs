@@ -98,11 +98,12 @@ impl Condition {
     /// Compiles `source`; the error is the compiler's message, to be prefixed with a field path.
     pub fn compile(source: &str) -> Result<Self, String> {
         let program = env().compile(source).map_err(|e| e.to_string().trim().to_owned())?;
-        let refs = program.references();
-        let uses = Uses { args: refs.has_variable("args") };
+        let mut scan = Scan::default();
+        scan.walk(program.expression(), &mut Vec::new());
+        let uses = Uses { args: scan.free.iter().any(|v| v == "args") };
         // Without a type checker an unknown identifier would only fail at run time, where it fails
         // closed on every call; refusing it at load tells the author instead.
-        let unknown: Vec<&str> = refs.variables().into_iter().filter(|v| !VARIABLES.contains(v)).collect();
+        let unknown: Vec<String> = scan.free.into_iter().filter(|v| !VARIABLES.contains(&v.as_str())).collect();
         if !unknown.is_empty() {
             return Err(format!(
                 "undeclared reference to {}; the variables are {}",
@@ -110,7 +111,9 @@ impl Condition {
                 VARIABLES.join(", ")
             ));
         }
-        for pattern in literal_regexes(source) {
+        // Literal patterns are compiled now: a bad one is refused at load, a good one is cached
+        // before the first call.
+        for pattern in scan.regexes {
             cached_regex(&pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
         }
         Ok(Condition { source: source.into(), program: Arc::new(program), uses })
@@ -136,29 +139,65 @@ impl Condition {
     }
 }
 
-/// Regex literals passed to `matches`, found by a scan of the source so that invalid patterns
-/// are refused at load and valid ones are compiled before the first call.
-fn literal_regexes(source: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut rest = source;
-    while let Some(at) = rest.find("matches(") {
-        rest = &rest[at + "matches(".len()..];
-        let trimmed = rest.trim_start();
-        let Some(quote) = trimmed.chars().next().filter(|c| *c == '\'' || *c == '"') else {
-            continue;
-        };
-        let body = &trimmed[1..];
-        let raw_prefix = source.contains("r'") || source.contains("r\"");
-        if let Some(end) = body.find(quote) {
-            let literal = &body[..end];
-            // Escapes other than in raw strings would need CEL's unescaping; those are compiled
-            // on first use instead.
-            if !literal.contains('\\') || raw_prefix {
-                found.push(literal.to_owned());
+/// Free identifiers (not bound by a macro such as `exists(i, …)`) and literal `matches` patterns.
+#[derive(Default)]
+struct Scan {
+    free: Vec<String>,
+    regexes: Vec<String>,
+}
+
+impl Scan {
+    fn walk(&mut self, e: &cel::IdedExpr, bound: &mut Vec<String>) {
+        use cel::common::ast::{Expr, LiteralValue};
+        match &e.expr {
+            Expr::Ident(name) => {
+                if !bound.contains(name) && !self.free.contains(name) {
+                    self.free.push(name.clone());
+                }
+            }
+            Expr::Call(call) => {
+                if call.func_name == "matches"
+                    && let Some(Expr::Literal(LiteralValue::String(p))) = call.args.last().map(|a| &a.expr)
+                {
+                    self.regexes.push(p.inner().to_owned());
+                }
+                if let Some(t) = &call.target {
+                    self.walk(t, bound);
+                }
+                for a in &call.args {
+                    self.walk(a, bound);
+                }
+            }
+            Expr::Select(sel) => self.walk(&sel.operand, bound),
+            Expr::List(list) => list.elements.iter().for_each(|x| self.walk(x, bound)),
+            Expr::Map(map) => map.entries.iter().for_each(|x| self.walk_entry(&x.expr, bound)),
+            Expr::Struct(st) => st.entries.iter().for_each(|x| self.walk_entry(&x.expr, bound)),
+            Expr::Comprehension(c) => {
+                self.walk(&c.iter_range, bound);
+                self.walk(&c.accu_init, bound);
+                let depth = bound.len();
+                bound.push(c.iter_var.clone());
+                bound.extend(c.iter_var2.iter().cloned());
+                bound.push(c.accu_var.clone());
+                self.walk(&c.loop_cond, bound);
+                self.walk(&c.loop_step, bound);
+                self.walk(&c.result, bound);
+                bound.truncate(depth);
+            }
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    fn walk_entry(&mut self, e: &cel::common::ast::EntryExpr, bound: &mut Vec<String>) {
+        use cel::common::ast::EntryExpr;
+        match e {
+            EntryExpr::StructField(f) => self.walk(&f.value, bound),
+            EntryExpr::MapEntry(m) => {
+                self.walk(&m.key, bound);
+                self.walk(&m.value, bound);
             }
         }
     }
-    found
 }
 
 /// The values of one call, converted to CEL only when an expression first reads them.

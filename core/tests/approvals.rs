@@ -1,0 +1,267 @@
+//! DESIGN §3.3: the phase machine and the decision-authorization function.
+#![allow(clippy::unwrap_used)]
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tollgate_api::{ApprovalDecision, ApprovalRequestStatus, ApprovalWorkflowSpec, Phase, Verdict, Via};
+use tollgate_core::approval::{Next, Observed, Transition, Workflow, new_decision, step};
+use tollgate_core::authz::{AuthzContext, Caller, Refusal, authorize_status_update};
+
+fn t0() -> Timestamp {
+    "2026-11-22T12:00:00Z".parse().unwrap()
+}
+fn at(secs: i64) -> Timestamp {
+    t0() + SignedDuration::from_secs(secs)
+}
+
+fn workflow(yaml: &str) -> Workflow {
+    let spec: ApprovalWorkflowSpec = serde_yaml::from_str(yaml).unwrap();
+    Workflow::from_spec("prod-deploy", &spec)
+}
+
+const QUORUM2: &str = "approvers: {users: [alice, bob, carol]}\nrequiredApprovals: 2\ntimeoutSeconds: 300";
+const ESCALATING: &str = r#"
+approvers: {users: [alice]}
+timeoutSeconds: 300
+escalation: {afterSeconds: 120, approvers: {users: [boss]}, requiredApprovals: 1}
+"#;
+
+fn d(user: &str, v: Verdict, secs: i64) -> ApprovalDecision {
+    new_decision(user, v, None, Via::Kubectl, at(secs))
+}
+
+fn run(w: &Workflow, decisions: &[ApprovalDecision], escalated_at: Option<Timestamp>, now: Timestamp) -> Next {
+    step(w, &Observed { requested_at: t0(), phase: Phase::Pending, decisions, escalated_at, resolved_at: None }, now)
+}
+
+#[test]
+fn quorum_counts_distinct_approvers() {
+    let w = workflow(QUORUM2);
+    let n = run(&w, &[d("alice", Verdict::Approve, 1)], None, at(2));
+    assert_eq!((n.phase, n.approvals_text()), (Phase::Pending, "1/2".into()));
+    assert_eq!(n.requeue_at, Some(at(300)));
+    assert_eq!(n.expires_at, at(300));
+    let n = run(&w, &[d("alice", Verdict::Approve, 1), d("bob", Verdict::Approve, 2)], None, at(3));
+    assert_eq!((n.phase, n.approvals_text()), (Phase::Approved, "2/2".into()));
+    assert_eq!(n.transition, Some(Transition::Approved { by: vec!["alice".into(), "bob".into()] }));
+    assert_eq!(n.requeue_at, None);
+}
+
+#[test]
+fn duplicate_votes_count_once() {
+    let w = workflow(QUORUM2);
+    let n = run(&w, &[d("alice", Verdict::Approve, 1), d("alice", Verdict::Approve, 2)], None, at(3));
+    assert_eq!((n.phase, n.approvals), (Phase::Pending, 1));
+    // A person's later Deny does not override their first decision either.
+    let n = run(&w, &[d("alice", Verdict::Approve, 1), d("alice", Verdict::Deny, 2)], None, at(3));
+    assert_eq!(n.phase, Phase::Pending);
+}
+
+#[test]
+fn any_deny_vetoes() {
+    let w = workflow(QUORUM2);
+    let mut deny = d("carol", Verdict::Deny, 2);
+    deny.reason = Some("not during the freeze".into());
+    let n = run(&w, &[d("alice", Verdict::Approve, 1), deny], None, at(3));
+    assert_eq!(n.phase, Phase::Denied);
+    assert_eq!(n.transition, Some(Transition::Denied { by: "carol".into(), reason: Some("not during the freeze".into()) }));
+}
+
+#[test]
+fn first_terminal_event_wins() {
+    let w = workflow(QUORUM2);
+    let n = run(&w, &[d("alice", Verdict::Approve, 1), d("bob", Verdict::Approve, 2), d("carol", Verdict::Deny, 3)], None, at(4));
+    assert_eq!(n.phase, Phase::Approved);
+}
+
+#[test]
+fn expiry_at_the_deadline() {
+    let w = workflow(QUORUM2);
+    let n = run(&w, &[d("alice", Verdict::Approve, 1)], None, at(299));
+    assert_eq!(n.phase, Phase::Pending);
+    let n = run(&w, &[d("alice", Verdict::Approve, 1)], None, at(300));
+    assert_eq!((n.phase, n.transition.clone()), (Phase::Expired, Some(Transition::Expired)));
+    assert_eq!(n.resolved_at, Some(at(300)));
+}
+
+#[test]
+fn decisions_after_the_deadline_are_ignored() {
+    let w = workflow(QUORUM2);
+    let n = run(&w, &[d("alice", Verdict::Approve, 1), d("bob", Verdict::Approve, 301)], None, at(302));
+    assert_eq!(n.phase, Phase::Expired);
+}
+
+#[test]
+fn late_decisions_after_the_end_change_nothing() {
+    let w = workflow(QUORUM2);
+    for phase in [Phase::Denied, Phase::Expired, Phase::Cancelled, Phase::Approved] {
+        let decisions = [d("alice", Verdict::Approve, 1), d("bob", Verdict::Approve, 2)];
+        let obs = Observed { requested_at: t0(), phase, decisions: &decisions, escalated_at: None, resolved_at: Some(at(1)) };
+        let n = step(&w, &obs, at(5));
+        assert_eq!((n.phase, n.transition, n.requeue_at, n.resolved_at), (phase, None, None, Some(at(1))));
+    }
+}
+
+#[test]
+fn escalates_once_then_expires() {
+    let w = workflow(ESCALATING);
+    let n = run(&w, &[], None, at(60));
+    assert_eq!((n.phase, n.requeue_at), (Phase::Pending, Some(at(120))));
+    let n = run(&w, &[], None, at(121));
+    assert_eq!((n.phase, n.transition.clone()), (Phase::Pending, Some(Transition::Escalated)));
+    assert_eq!(n.escalated_at, Some(at(121)));
+    assert_eq!(n.expires_at, at(121 + 300));
+    assert_eq!(n.requeue_at, Some(at(421)));
+    // Already escalated: no second escalation, expiry at the extended deadline.
+    let n = run(&w, &[], Some(at(121)), at(400));
+    assert_eq!((n.phase, n.transition.clone()), (Phase::Pending, None));
+    let n = run(&w, &[], Some(at(121)), at(421));
+    assert_eq!((n.phase, n.transition), (Phase::Expired, Some(Transition::Expired)));
+}
+
+#[test]
+fn escalation_quorum_applies_after_escalation() {
+    let w = workflow("approvers: {users: [a, b]}\nrequiredApprovals: 2\ntimeoutSeconds: 300\nescalation: {approvers: {users: [boss]}, requiredApprovals: 1}");
+    let n = run(&w, &[d("a", Verdict::Approve, 1)], None, at(10));
+    assert_eq!(n.approvals_text(), "1/2");
+    // Escalation defaults to the timeout; the lower quorum then approves at once.
+    let n = run(&w, &[d("a", Verdict::Approve, 1)], None, at(300));
+    assert_eq!(n.phase, Phase::Approved);
+    assert_eq!(n.approvals_text(), "1/1");
+}
+
+#[test]
+fn hostile_timestamps_do_not_panic() {
+    let w = workflow(QUORUM2);
+    let obs = Observed { requested_at: Timestamp::MAX, phase: Phase::Pending, decisions: &[], escalated_at: None, resolved_at: None };
+    assert_eq!(step(&w, &obs, t0()).phase, Phase::Pending);
+}
+
+// --- authorization ---------------------------------------------------------------------------
+
+const OPERATOR: &str = "system:serviceaccount:tollgate-system:tollgate-operator";
+const GATEWAY: &str = "system:serviceaccount:tollgate-system:tollgate-gateway";
+const AGENT_SA: &str = "system:serviceaccount:team-a:coder";
+
+fn ctx(w: &Workflow) -> AuthzContext<'_> {
+    AuthzContext { workflow: w, request_name: "deploy-abc", agent_service_account: AGENT_SA, operator: OPERATOR, slack_relay: GATEWAY, now: at(10) }
+}
+
+fn pending(decisions: Vec<ApprovalDecision>) -> ApprovalRequestStatus {
+    ApprovalRequestStatus { phase: Some(Phase::Pending), approvals: Some("0/2".into()), expires_at: Some(Time(at(300))), decisions, ..Default::default() }
+}
+
+fn with(old: &ApprovalRequestStatus, decision: ApprovalDecision) -> ApprovalRequestStatus {
+    let mut new = old.clone();
+    new.decisions.push(decision);
+    new
+}
+
+fn check(w: &Workflow, old: &ApprovalRequestStatus, new: &ApprovalRequestStatus, user: &str, groups: &[&str]) -> Result<(), Refusal> {
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    authorize_status_update(old, new, &Caller { username: user, groups: &groups }, &ctx(w))
+}
+
+#[test]
+fn an_approver_may_append_their_own_decision() {
+    let w = workflow("approvers: {users: [alice], groups: [sre]}\nrequiredApprovals: 2");
+    let old = pending(vec![]);
+    assert_eq!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]), Ok(()));
+    assert_eq!(check(&w, &old, &with(&old, d("dave", Verdict::Deny, 10)), "dave", &["sre"]), Ok(()));
+}
+
+#[test]
+fn forgeries_are_refused() {
+    let w = workflow("approvers: {users: [alice, bob], slack: {userIds: [U123]}}\nrequiredApprovals: 2");
+    let old = pending(vec![d("alice", Verdict::Approve, 5)]);
+    let cases: Vec<(&str, ApprovalRequestStatus, &str, fn(&Refusal) -> bool)> = vec![
+        ("outsider approving", with(&old, d("mallory", Verdict::Approve, 10)), "mallory", |r| matches!(r, Refusal::NotApprover { .. })),
+        ("in someone else's name", with(&old, d("bob", Verdict::Approve, 10)), "alice", |r| matches!(r, Refusal::Impersonation { .. })),
+        ("voting twice", with(&old, d("alice", Verdict::Approve, 10)), "alice", |r| matches!(r, Refusal::DuplicateVote { .. })),
+        ("agent's service account", with(&old, d(AGENT_SA, Verdict::Approve, 10)), AGENT_SA, |r| matches!(r, Refusal::SelfApproval { .. })),
+        ("editing an earlier decision", pending(vec![d("alice", Verdict::Deny, 5)]), "alice", |r| matches!(r, Refusal::EditedEarlierDecision)),
+        ("removing a decision", pending(vec![]), "bob", |r| matches!(r, Refusal::EditedEarlierDecision)),
+        ("slack without the gateway", with(&old, ApprovalDecision { via: Via::Slack, ..d("slack:U123", Verdict::Approve, 10) }), "bob", |r| matches!(r, Refusal::SlackRelayOnly)),
+        ("clock skew", with(&old, d("bob", Verdict::Approve, 10_000)), "bob", |r| matches!(r, Refusal::ClockSkew { .. })),
+        ("two at once", with(&with(&old, d("bob", Verdict::Approve, 10)), d("carol", Verdict::Approve, 10)), "bob", |r| matches!(r, Refusal::SeveralDecisions)),
+    ];
+    for (name, new, caller, want) in cases {
+        let got = check(&w, &old, &new, caller, &[]);
+        match got {
+            Err(ref r) if want(r) => {}
+            other => panic!("{name}: got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_agent_service_account_cannot_approve_even_when_listed() {
+    let w = workflow(&format!("approvers: {{users: [{AGENT_SA:?}]}}"));
+    let old = pending(vec![]);
+    let r = check(&w, &old, &with(&old, d(AGENT_SA, Verdict::Approve, 10)), AGENT_SA, &[]);
+    assert!(matches!(r, Err(Refusal::SelfApproval { .. })), "{r:?}");
+}
+
+#[test]
+fn only_the_operator_changes_phase() {
+    let w = workflow(QUORUM2);
+    let old = pending(vec![]);
+    let mut new = old.clone();
+    new.phase = Some(Phase::Approved);
+    assert_eq!(check(&w, &old, &new, "alice", &[]), Err(Refusal::OperatorField { field: "phase" }));
+    assert_eq!(check(&w, &old, &new, OPERATOR, &[]), Ok(()));
+    // Even the operator cannot rewrite decisions.
+    let old = pending(vec![d("alice", Verdict::Approve, 1)]);
+    assert_eq!(check(&w, &old, &pending(vec![]), OPERATOR, &[]), Err(Refusal::EditedEarlierDecision));
+}
+
+#[test]
+fn no_decisions_after_the_end_or_after_expiry() {
+    let w = workflow(QUORUM2);
+    let mut old = pending(vec![]);
+    old.phase = Some(Phase::Expired);
+    let r = check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]);
+    assert!(matches!(r, Err(Refusal::NotPending { phase: Phase::Expired, .. })), "{r:?}");
+    // Still Pending because the operator has not caught up, but past expiresAt.
+    let mut old = pending(vec![]);
+    old.expires_at = Some(Time(at(5)));
+    let r = check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]);
+    assert!(matches!(r, Err(Refusal::Expired { .. })), "{r:?}");
+}
+
+#[test]
+fn slack_decisions_relayed_by_the_gateway() {
+    let w = workflow("approvers: {users: [alice], slack: {userIds: [U123]}}");
+    let old = pending(vec![]);
+    let slack = |user: &str| ApprovalDecision { via: Via::Slack, ..d(user, Verdict::Approve, 10) };
+    assert_eq!(check(&w, &old, &with(&old, slack("slack:U123")), GATEWAY, &[]), Ok(()));
+    assert!(matches!(check(&w, &old, &with(&old, slack("slack:U999")), GATEWAY, &[]), Err(Refusal::NotApprover { .. })));
+    // The gateway may not decide as a Kubernetes user.
+    assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), GATEWAY, &[]), Err(Refusal::Impersonation { .. })));
+}
+
+#[test]
+fn escalation_approvers_only_after_escalation() {
+    let w = workflow(ESCALATING);
+    let old = pending(vec![]);
+    assert!(matches!(check(&w, &old, &with(&old, d("boss", Verdict::Approve, 10)), "boss", &[]), Err(Refusal::NotApprover { .. })));
+    let mut escalated = old.clone();
+    escalated.escalated_at = Some(Time(at(5)));
+    assert_eq!(check(&w, &escalated, &with(&escalated, d("boss", Verdict::Approve, 10)), "boss", &[]), Ok(()));
+}
+
+#[test]
+fn require_reason() {
+    let w = workflow("approvers: {users: [alice]}\nrequireReason: true");
+    let old = pending(vec![]);
+    assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]), Err(Refusal::ReasonRequired { .. })));
+    let mut dec = d("alice", Verdict::Approve, 10);
+    dec.reason = Some("looks right".into());
+    assert_eq!(check(&w, &old, &with(&old, dec), "alice", &[]), Ok(()));
+}
+
+#[test]
+fn refusals_read_as_plain_words() {
+    let r = Refusal::NotApprover { user: "bob".into(), workflow: "prod-deploy".into() };
+    assert_eq!(r.to_string(), "you (bob) are not an approver of workflow prod-deploy");
+}
