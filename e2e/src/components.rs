@@ -1,0 +1,115 @@
+//! How etcd and kube-apiserver are found and invoked.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, ensure};
+
+pub(crate) fn etcd_command(bin: &Path, dir: &Path, client: u16, peer: u16) -> Command {
+    let client = format!("http://127.0.0.1:{client}");
+    let peer = format!("http://127.0.0.1:{peer}");
+    let mut cmd = Command::new(bin.join("etcd"));
+    cmd.arg("--data-dir")
+        .arg(dir.join("etcd"))
+        .args(["--name", "default"])
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .arg(format!("--initial-cluster=default={peer}"))
+        .args(["--log-level", "warn"])
+        // The data is thrown away with the temp dir; fsync only makes startup and tests slower.
+        .arg("--unsafe-no-fsync");
+    cmd
+}
+
+pub(crate) fn apiserver_command(bin: &Path, dir: &Path, etcd_client: u16, port: u16) -> Command {
+    let file = |name: &str| dir.join(name).into_os_string();
+    let mut cmd = Command::new(bin.join("kube-apiserver"));
+    cmd.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg("--advertise-address=127.0.0.1")
+        // No kubelets or Services to route to; the reconciler would only write an unreachable IP.
+        .arg("--endpoint-reconciler-type=none")
+        .arg("--tls-cert-file")
+        .arg(file("serving.crt"))
+        .arg("--tls-private-key-file")
+        .arg(file("serving.key"))
+        .arg("--client-ca-file")
+        .arg(file("ca.crt"))
+        .arg("--token-auth-file")
+        .arg(file("tokens.csv"))
+        .arg("--authorization-mode=RBAC")
+        .arg("--service-account-issuer=https://kubernetes.default.svc")
+        .arg("--api-audiences=https://kubernetes.default.svc")
+        .arg("--service-account-key-file")
+        .arg(file("sa.pub"))
+        .arg("--service-account-signing-key-file")
+        .arg(file("sa.key"))
+        .arg("--service-cluster-ip-range=10.96.0.0/16")
+        // No controller-manager creates the default ServiceAccounts this plugin insists on.
+        .arg("--disable-admission-plugins=ServiceAccount")
+        .arg("--cert-dir")
+        .arg(dir.as_os_str());
+    cmd
+}
+
+/// `TOLLGATE_CONTROL_PLANE_DIR`, else the (idempotent, cached) build script's last stdout line.
+pub(crate) fn binaries_dir() -> Result<PathBuf> {
+    let dir = match std::env::var_os("TOLLGATE_CONTROL_PLANE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-control-plane.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .with_context(|| format!("running {}", script.display()))?;
+            ensure!(
+                out.status.success(),
+                "{} failed ({})",
+                script.display(),
+                out.status
+            );
+            let stdout = String::from_utf8(out.stdout).context("build script printed non-UTF-8")?;
+            let last = stdout.lines().map(str::trim).rfind(|l| !l.is_empty());
+            PathBuf::from(last.context("the build script printed no directory")?)
+        }
+    };
+    for bin in ["etcd", "kube-apiserver"] {
+        ensure!(dir.join(bin).is_file(), "{} has no {bin}", dir.display());
+    }
+    Ok(dir)
+}
+
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Loopback ports free right now. All are held until all are chosen, so they differ; another
+/// process may still take one before the child binds it, which the startup error would show.
+pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("binding a loopback port")?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener
+            .local_addr()
+            .context("reading a bound port")?
+            .port();
+    }
+    Ok(ports)
+}
