@@ -24,6 +24,21 @@ pub enum DecidedBy {
     MissingJustification,
 }
 
+impl std::fmt::Display for DecidedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecidedBy::Rule { policy, rule, fallback } => {
+                write!(f, "{policy}, {rule}{}", if *fallback { " (fallback)" } else { "" })
+            }
+            DecidedBy::AgentDefault => f.write_str("the agent's defaultAction"),
+            DecidedBy::ClusterDefault => f.write_str("the cluster default"),
+            DecidedBy::Suspended => f.write_str("the kill switch (ManagedAgent.spec.suspended)"),
+            DecidedBy::ServerNotAllowed => f.write_str("the agent's mcpServers"),
+            DecidedBy::MissingJustification => f.write_str("a missing justification"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub action: Action,
