@@ -79,6 +79,8 @@ pub struct Condition {
     source: Arc<str>,
     program: Arc<Program>,
     uses: Uses,
+    /// The same condition for the native evaluator, when it fits its subset.
+    native: Option<Arc<(crate::native::Node, usize)>>,
 }
 
 impl std::fmt::Debug for Condition {
@@ -116,7 +118,11 @@ impl Condition {
         for pattern in scan.regexes {
             cached_regex(&pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
         }
-        Ok(Condition { source: source.into(), program: Arc::new(program), uses })
+        let native = crate::native::lower(program.expression()).map(|n| {
+            let slots = crate::native::slots(&n);
+            Arc::new((n, slots))
+        });
+        Ok(Condition { source: source.into(), program: Arc::new(program), uses, native })
     }
 
     pub fn source(&self) -> &str {
@@ -129,6 +135,32 @@ impl Condition {
 
     /// Evaluates to a boolean; anything else, or any error, is an `Err` with the reason.
     pub(crate) fn evaluate(&self, bindings: &Bindings<'_>) -> Result<bool, String> {
+        if let Some(b) = self.evaluate_native(bindings) {
+            return Ok(b);
+        }
+        self.evaluate_cel(bindings)
+    }
+
+    /// Whether the condition runs natively (for tests and the benchmark's report).
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    pub(crate) fn evaluate_native(&self, bindings: &Bindings<'_>) -> Option<bool> {
+        let native = self.native.as_deref()?;
+        let empty = serde_json::Value::Null;
+        let args = if self.uses.args { bindings.args.parsed().ok()? } else { &empty };
+        let inputs = crate::native::Inputs {
+            args,
+            tool_name: bindings.tool_name,
+            server: bindings.server,
+            agent: bindings.agent,
+            justification: bindings.justification,
+        };
+        crate::native::Eval::new(&inputs, native.1).condition(&native.0)
+    }
+
+    pub(crate) fn evaluate_cel(&self, bindings: &Bindings<'_>) -> Result<bool, String> {
         let mut ctx = Context::with_env(env());
         ctx.set_variable_resolver(bindings);
         match self.program.execute(&ctx) {
@@ -317,4 +349,19 @@ fn to_chrono(t: jiff::Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
     chrono::DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0))
         .unwrap_or_default()
         .fixed_offset()
+}
+
+/// Both evaluators on one condition, for the differential test: the native answer (`None` when
+/// it defers) and cel-rust's.
+#[doc(hidden)]
+pub fn evaluate_both(
+    source: &str,
+    args: &serde_json::Value,
+    agent: &crate::policy::AgentInfo,
+    justification: Option<&str>,
+) -> Result<(bool, Option<bool>, Result<bool, String>), String> {
+    let condition = Condition::compile(source)?;
+    let args = crate::policy::Args::value(args);
+    let bindings = Bindings::new(&args, "deploy", "github", agent, justification, jiff::Timestamp::UNIX_EPOCH);
+    Ok((condition.is_native(), condition.evaluate_native(&bindings), condition.evaluate_cel(&bindings)))
 }

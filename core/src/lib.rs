@@ -12,5 +12,6 @@ pub mod authz;
 pub mod digest;
 pub mod expr;
 pub mod glob;
+mod native;
 pub mod policy;
 pub mod redact;
