@@ -72,7 +72,7 @@ impl ControlPlane {
             let token = cp.token(user);
             users::write_kubeconfig(
                 &cp.kubeconfig(user),
-                user,
+                user.name(),
                 &cp.server_url(),
                 &cp.ca_pem,
                 token,

@@ -5,6 +5,7 @@ mod certs;
 mod components;
 mod control_plane;
 mod process;
+mod tollgate;
 mod users;
 
 use std::io::Read;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use control_plane::ControlPlane;
+pub use tollgate::{OPERATOR_USER, Operator, binary};
 pub use users::User;
 
 /// Polls `f` every `poll` until it yields `Some`, for at most `timeout`.

@@ -73,12 +73,12 @@ pub(crate) fn token_file(tokens: &[String; 4]) -> String {
 
 pub(crate) fn write_kubeconfig(
     path: &Path,
-    user: User,
+    name: &str,
     server: &str,
     ca_pem: &str,
     token: &str,
 ) -> Result<()> {
-    let context = format!("{}@tollgate-e2e", user.name());
+    let context = format!("{name}@tollgate-e2e");
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -89,10 +89,10 @@ pub(crate) fn write_kubeconfig(
                 "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca_pem),
             },
         }],
-        "users": [{ "name": user.name(), "user": { "token": token } }],
+        "users": [{ "name": name, "user": { "token": token } }],
         "contexts": [{
             "name": context,
-            "context": { "cluster": "tollgate-e2e", "user": user.name() },
+            "context": { "cluster": "tollgate-e2e", "user": name },
         }],
         "current-context": context,
     });

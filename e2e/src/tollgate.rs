@@ -1,0 +1,151 @@
+//! Tollgate's own processes against the control plane: the operator (and later the sidecar and
+//! gateway), each running as its service account, as it would in a cluster.
+
+use crate::components::{free_ports, repo_root};
+use crate::process::{spawn_guarded, terminate};
+use crate::{ControlPlane, User, wait_until};
+use anyhow::{Context, Result, ensure};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+pub const OPERATOR_USER: &str = "system:serviceaccount:tollgate-system:tollgate-operator";
+
+/// The workspace's debug binary `name` of package `package`, built if missing. `hack/test.sh`
+/// builds every binary before the tests, so this is a no-op there.
+pub fn binary(package: &str, name: &str) -> Result<PathBuf> {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let path = target.join("debug").join(name);
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--quiet", "-p", package, "--bin", name])
+        .current_dir(repo_root())
+        .status()
+        .with_context(|| format!("building {name}"))?;
+    ensure!(status.success(), "building {name} failed");
+    ensure!(path.is_file(), "{} missing after the build", path.display());
+    Ok(path)
+}
+
+impl ControlPlane {
+    /// `tollgate-system`, the operator's service account and the RBAC of `config/rbac/`, once.
+    pub fn install_tollgate_system(&self) -> Result<()> {
+        static DONE: OnceLock<()> = OnceLock::new();
+        if DONE.get().is_some() {
+            return Ok(());
+        }
+        let rbac = repo_root().join("config/rbac");
+        self.kubectl_ok(User::Admin, ["apply", "--server-side", "-f", rbac.to_str().context("path")?])?;
+        // Approvers get the approver role everywhere; which requests they may decide is the
+        // workflow's business, checked by the webhook.
+        self.kubectl_ok(
+            User::Admin,
+            ["create", "clusterrolebinding", "tollgate-approvers", "--clusterrole=tollgate-approver", "--group=tollgate:approvers"],
+        )?;
+        let _ = DONE.set(());
+        Ok(())
+    }
+
+    /// A kubeconfig for a service account, with a token from the TokenRequest API.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let token = self.kubectl_ok(User::Admin, ["create", "token", name, "-n", namespace, "--duration=24h"])?;
+        let path = self.dir().join(format!("kubeconfig-sa-{namespace}-{name}"));
+        crate::users::write_kubeconfig(&path, &format!("{namespace}-{name}"), &self.server_url(), self.ca_pem(), token.trim())?;
+        Ok(path)
+    }
+}
+
+/// A running `tollgate-operator`. Dropping it stops the process.
+pub struct Operator {
+    child: Mutex<Option<Child>>,
+    pub webhook_url: String,
+    pub admin_url: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator as `tollgate-system/tollgate-operator` and waits until it is ready
+    /// and its webhook answers.
+    pub fn start(cp: &ControlPlane) -> Result<Operator> {
+        cp.install_tollgate_system()?;
+        let bin = binary("tollgate-operator", "tollgate-operator")?;
+        let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-operator")?;
+        let [webhook, admin] = free_ports::<2>()?;
+        let webhook_url = format!("https://127.0.0.1:{webhook}");
+        let admin_url = format!("http://127.0.0.1:{admin}");
+        let log = cp.dir().join(format!("operator-{webhook}.log"));
+        let mut cmd = Command::new(&bin);
+        cmd.env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info,tollgate_operator=debug")
+            .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
+            .args(["--webhook-url", &webhook_url])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")]);
+        let child = spawn_on_long_lived_thread(cmd, log.clone())?;
+        let op = Operator { child: Mutex::new(Some(child)), webhook_url, admin_url, log };
+        wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+            if let Some(status) = op.exited() {
+                anyhow::bail!("the operator exited ({status}):\n{}", tail(&op.log));
+            }
+            Ok(http_ok(admin, "/readyz").then_some(()))
+        })
+        .with_context(|| format!("waiting for the operator to be ready; log:\n{}", tail(&op.log)))?;
+        Ok(op)
+    }
+
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            terminate(&mut child, Duration::from_secs(5));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Children die with the thread that forked them (PR_SET_PDEATHSIG); tests run on short-lived
+/// threads, so fork from one that never ends.
+fn spawn_on_long_lived_thread(mut cmd: Command, log: PathBuf) -> Result<Child> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("tollgate-child".into())
+        .spawn(move || {
+            let _ = tx.send(spawn_guarded(&mut cmd, &log));
+            loop {
+                std::thread::park();
+            }
+        })
+        .context("spawning the launcher thread")?;
+    rx.recv().context("the launcher thread died")?
+}
+
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}

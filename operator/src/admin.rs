@@ -1,0 +1,99 @@
+//! `/healthz`, `/readyz` and `/metrics` on the admin port.
+
+use crate::Shared;
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    webhook: String,
+    allowed: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reviews: Family<ReviewLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register("tollgate_operator_reconciles", "Reconciles by controller and result", reconciles.clone());
+        registry.register("tollgate_admission_reviews", "Admission reviews by webhook and verdict", reviews.clone());
+        Metrics { registry, reconciles, reviews }
+    }
+}
+
+impl Metrics {
+    pub fn reconcile(&self, controller: &str, ok: bool) {
+        let labels = ReconcileLabels { controller: controller.into(), result: if ok { "ok" } else { "error" }.into() };
+        self.reconciles.get_or_create(&labels).inc();
+    }
+
+    pub fn review(&self, webhook: &str, allowed: bool) {
+        self.reviews.get_or_create(&ReviewLabels { webhook: webhook.into(), allowed: allowed.to_string() }).inc();
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn serve(addr: SocketAddr, shared: Arc<Shared>, ready: Readiness) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin port {addr}"))?;
+    tracing::info!(%addr, "admin listening");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (shared, ready) = (shared.clone(), ready.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (code, body) = match req.uri().path() {
+                    "/healthz" => (StatusCode::OK, "ok".to_owned()),
+                    "/readyz" if ready.is_ready() => (StatusCode::OK, "ready".to_owned()),
+                    "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "starting".to_owned()),
+                    "/metrics" => (StatusCode::OK, shared.metrics.encode()),
+                    _ => (StatusCode::NOT_FOUND, "not found".to_owned()),
+                };
+                let mut resp = Response::new(Full::new(Bytes::from(body)));
+                *resp.status_mut() = code;
+                futures::future::ok::<_, std::convert::Infallible>(resp)
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,165 @@
+//! The `ApprovalRequest` controller: runs the phase machine of `tollgate-core` and writes what it
+//! returns to status, with an Event per transition and a requeue at the next deadline.
+
+use crate::Shared;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_api::{ApprovalRequest, ApprovalRequestStatus, ApprovalWorkflow, Phase};
+use tollgate_core::approval::{Observed, Transition, Workflow, step};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the request has no namespace")]
+    NoNamespace,
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let requests: Api<ApprovalRequest> = Api::all(shared.client.clone());
+    Controller::new(requests, watcher::Config::default())
+        .run(reconcile, error_policy, shared)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy(_: Arc<ApprovalRequest>, error: &Error, shared: Arc<Shared>) -> Action {
+    shared.metrics.reconcile("approvalrequest", false);
+    tracing::warn!(%error, "approval reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+#[tracing::instrument(skip_all, fields(request = %ar.name_any(), namespace = ar.namespace().unwrap_or_default()))]
+async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let ns = ar.namespace().ok_or(Error::NoNamespace)?;
+    let requests: Api<ApprovalRequest> = Api::namespaced(shared.client.clone(), &ns);
+    let workflows: Api<ApprovalWorkflow> = Api::namespaced(shared.client.clone(), &ns);
+    let old = ar.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+
+    let Some(workflow) = workflows.get_opt(&ar.spec.workflow).await? else {
+        if old.phase.unwrap_or_default().is_final() {
+            return Ok(Action::await_change());
+        }
+        let mut status = old.clone();
+        status.phase = Some(Phase::Cancelled);
+        status.resolved_at = Some(Time(now));
+        let message = format!("approval workflow {:?} does not exist in namespace {ns}", ar.spec.workflow);
+        set_condition(&mut status, condition("Resolved", true, "WorkflowNotFound", &message, ar.meta().generation, now));
+        write(&requests, &ar, &status).await?;
+        publish(&shared, &ar, EventType::Warning, "WorkflowNotFound", &message).await;
+        shared.metrics.reconcile("approvalrequest", true);
+        return Ok(Action::await_change());
+    };
+
+    let rules = Workflow::from_spec(&ar.spec.workflow, &workflow.spec);
+    let observed = Observed {
+        requested_at: ar.spec.requested_at.0,
+        phase: old.phase.unwrap_or_default(),
+        decisions: &old.decisions,
+        escalated_at: old.escalated_at.as_ref().map(|t| t.0),
+        resolved_at: old.resolved_at.as_ref().map(|t| t.0),
+    };
+    let next = step(&rules, &observed, now);
+
+    let mut status = old.clone();
+    status.phase = Some(next.phase);
+    status.approvals = Some(next.approvals_text());
+    status.expires_at = Some(Time(next.expires_at));
+    status.escalated_at = next.escalated_at.map(Time);
+    status.resolved_at = next.resolved_at.map(Time);
+    status.observed_generation = ar.meta().generation;
+    let (resolved, reason, message) = match next.phase {
+        Phase::Pending if next.escalated_at.is_some() => (false, "Escalated", "escalated; waiting for approvers".to_owned()),
+        Phase::Pending => (false, "Pending", format!("waiting for {} more approval(s)", next.required.saturating_sub(next.approvals))),
+        Phase::Approved => (true, "Approved", format!("approved ({})", next.approvals_text())),
+        Phase::Denied => (true, "Denied", "denied by an approver".to_owned()),
+        Phase::Expired => (true, "Expired", "nobody decided in time".to_owned()),
+        Phase::Cancelled => (true, "Cancelled", "cancelled".to_owned()),
+    };
+    let existing = old.conditions.iter().find(|c| c.type_ == "Resolved");
+    let since = existing.filter(|c| c.reason == reason).map_or(now, |c| c.last_transition_time.0);
+    set_condition(&mut status, condition("Resolved", resolved, reason, &message, ar.meta().generation, since));
+
+    if status != old {
+        write(&requests, &ar, &status).await?;
+    }
+    if let Some(t) = &next.transition {
+        let (kind, reason, note) = match t {
+            Transition::Approved { by } => (EventType::Normal, "Approved", format!("approved by {}", by.join(", "))),
+            Transition::Denied { by, reason } => (
+                EventType::Normal,
+                "Denied",
+                format!("denied by {by}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+            ),
+            Transition::Escalated => (EventType::Normal, "Escalated", "nobody decided in time; escalation approvers asked".to_owned()),
+            Transition::Expired => (EventType::Normal, "Expired", "nobody decided before the deadline".to_owned()),
+        };
+        tracing::info!(reason, note, "approval request transition");
+        publish(&shared, &ar, kind, reason, &note).await;
+    }
+    shared.metrics.reconcile("approvalrequest", true);
+    Ok(match next.requeue_at {
+        // A little past the deadline, so the step at wake-up sees it passed.
+        Some(at) => Action::requeue(duration_until(now, at) + Duration::from_millis(50)),
+        None => Action::await_change(),
+    })
+}
+
+fn duration_until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// Writes the operator's fields of status. Decisions are left out: they belong to the people who
+/// append them, and a merge patch of a list would replace it. The resourceVersion makes a write
+/// based on a stale read fail (and requeue) instead of clobbering.
+async fn write(api: &Api<ApprovalRequest>, ar: &ApprovalRequest, status: &ApprovalRequestStatus) -> Result<(), Error> {
+    let mut body = serde_json::to_value(status).unwrap_or_default();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("decisions");
+    }
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": ar.resource_version()},
+        "status": body,
+    });
+    api.patch_status(&ar.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+pub(crate) fn condition(type_: &str, status: bool, reason: &str, message: &str, generation: Option<i64>, since: Timestamp) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time: Time(since),
+    }
+}
+
+pub(crate) fn set_condition(status: &mut ApprovalRequestStatus, c: Condition) {
+    status.conditions.retain(|x| x.type_ != c.type_);
+    status.conditions.push(c);
+}
+
+async fn publish(shared: &Shared, ar: &ApprovalRequest, type_: EventType, reason: &str, note: &str) {
+    let recorder = Recorder::new(shared.client.clone(), Reporter { controller: "tollgate-operator".into(), instance: None });
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &ar.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}

@@ -1,0 +1,92 @@
+//! Tollgate's operator: the `ApprovalRequest` phase machine, policy status, and the validating
+//! admission webhook that decides who may write what (DESIGN §3.3).
+
+pub mod admin;
+pub mod approvals;
+pub mod policies;
+pub mod register;
+pub mod telemetry;
+pub mod tls;
+pub mod webhook;
+
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "tollgate-operator", version, about = "Tollgate's controllers and admission webhooks")]
+pub struct Config {
+    /// Where the validating webhook listens (HTTPS).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// How the API server reaches the webhook: a URL (`https://127.0.0.1:9443`), used as
+    /// `clientConfig.url`. Without it, `--webhook-service` is used.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// `namespace/name` of the Service in front of the webhook (in a cluster).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_SERVICE", default_value = "tollgate-system/tollgate-operator")]
+    pub webhook_service: String,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(long, env = "TOLLGATE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// The identity of the gateway, the only one that may record Slack decisions.
+    #[arg(long, env = "TOLLGATE_SLACK_RELAY_USER", default_value = "system:serviceaccount:tollgate-system:tollgate-gateway")]
+    pub slack_relay_user: String,
+    /// Name of the ValidatingWebhookConfiguration the operator keeps up to date.
+    #[arg(long, default_value = "tollgate.dev")]
+    pub webhook_configuration: String,
+    /// Log as JSON lines.
+    #[arg(long, env = "TOLLGATE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// What every part of the operator shares.
+pub struct Shared {
+    pub client: kube::Client,
+    /// Who the operator is, as the API server sees it; only it may move `phase`.
+    pub identity: String,
+    pub slack_relay_user: String,
+    pub metrics: admin::Metrics,
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let identity = whoami(&client).await?;
+    tracing::info!(identity, "operator starting");
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        identity,
+        slack_relay_user: config.slack_relay_user.clone(),
+        metrics: admin::Metrics::default(),
+    });
+    let ready = admin::Readiness::default();
+
+    let certs = tls::WebhookCerts::generate(&config)?;
+    let webhook = webhook::serve(config.webhook_addr, certs.server_config()?, shared.clone());
+    let admin = admin::serve(config.admin_addr, shared.clone(), ready.clone());
+    register::webhook_configuration(&client, &config, &certs.ca_pem).await?;
+    ready.set_ready();
+
+    tokio::select! {
+        r = webhook => r.context("webhook server"),
+        r = admin => r.context("admin server"),
+        () = approvals::run(shared.clone()) => Ok(()),
+        () = policies::run(shared.clone()) => Ok(()),
+        _ = tokio::signal::ctrl_c() => { tracing::info!("stopping"); Ok(()) }
+    }
+}
+
+/// The operator's own user name, from a SelfSubjectReview.
+async fn whoami(client: &kube::Client) -> Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    let review = api
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await
+        .context("asking the API server who the operator is (SelfSubjectReview)")?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .context("the SelfSubjectReview has no user name")
+}

@@ -1,0 +1,121 @@
+//! Policy status: `Ready` (or `InvalidExpression` with the field path), the rule count, and how
+//! many agents the policy governs. The webhook refuses bad policies at apply; this reports on
+//! those that predate it or came in while it was down.
+
+use crate::Shared;
+use crate::approvals::condition;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_api::{ClusterToolPolicy, ManagedAgent, ToolPolicy, ToolPolicyStatus};
+use tollgate_core::policy::{self, CompileError, CompiledPolicy};
+
+/// Agents come and go without touching policies; recount now and then.
+const RECOUNT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let namespaced = Controller::new(Api::<ToolPolicy>::all(shared.client.clone()), watcher::Config::default())
+        .run(reconcile_namespaced, error_policy, shared.clone())
+        .for_each(|_| futures::future::ready(()));
+    let cluster = Controller::new(Api::<ClusterToolPolicy>::all(shared.client.clone()), watcher::Config::default())
+        .run(reconcile_cluster, error_policy, shared)
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(namespaced, cluster);
+}
+
+fn error_policy<K>(_: Arc<K>, error: &Error, shared: Arc<Shared>) -> Action {
+    shared.metrics.reconcile("toolpolicy", false);
+    tracing::warn!(%error, "policy reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[tracing::instrument(skip_all, fields(policy = %p.name_any(), namespace = p.namespace().unwrap_or_default()))]
+async fn reconcile_namespaced(p: Arc<ToolPolicy>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let ns = p.namespace().unwrap_or_default();
+    let compiled = policy::compile_tool_policy(&ns, &p.name_any(), &p.spec);
+    let agents = Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns).list(&ListParams::default()).await?;
+    let status = status_for(&compiled, &agents.items, &[], p.status.as_ref(), p.meta().generation);
+    if p.status.as_ref() != Some(&status) {
+        Api::<ToolPolicy>::namespaced(shared.client.clone(), &ns)
+            .patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
+            .await?;
+    }
+    shared.metrics.reconcile("toolpolicy", true);
+    Ok(Action::requeue(RECOUNT))
+}
+
+#[tracing::instrument(skip_all, fields(policy = %p.name_any()))]
+async fn reconcile_cluster(p: Arc<ClusterToolPolicy>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let compiled = policy::compile_cluster_tool_policy(&p.name_any(), &p.spec);
+    let agents = Api::<ManagedAgent>::all(shared.client.clone()).list(&ListParams::default()).await?;
+    let namespaces = Api::<Namespace>::all(shared.client.clone()).list(&ListParams::default()).await?;
+    let status = status_for(&compiled, &agents.items, &namespaces.items, p.status.as_ref(), p.meta().generation);
+    if p.status.as_ref() != Some(&status) {
+        Api::<ClusterToolPolicy>::all(shared.client.clone())
+            .patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
+            .await?;
+    }
+    shared.metrics.reconcile("clustertoolpolicy", true);
+    Ok(Action::requeue(RECOUNT))
+}
+
+fn status_for(
+    compiled: &Result<CompiledPolicy, CompileError>,
+    agents: &[ManagedAgent],
+    namespaces: &[Namespace],
+    old: Option<&ToolPolicyStatus>,
+    generation: Option<i64>,
+) -> ToolPolicyStatus {
+    let (ready, reason, message, rules, matched) = match compiled {
+        Ok(p) => {
+            let matched = agents
+                .iter()
+                .filter(|a| {
+                    let ns = a.namespace().unwrap_or_default();
+                    let ns_labels = namespaces
+                        .iter()
+                        .find(|n| n.name_any() == ns)
+                        .map(|n| n.labels().clone())
+                        .unwrap_or_default();
+                    p.applies_to(&agent_info(a, ns_labels))
+                })
+                .count();
+            (true, "Compiled", format!("{} rules compiled", p.rule_count()), Some(p.rule_count()), Some(matched))
+        }
+        Err(e) => (false, e.reason(), e.to_string(), None, None),
+    };
+    let previous = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    let since = previous.filter(|c| c.reason == reason && c.message == message).map_or_else(Timestamp::now, |c| c.last_transition_time.0);
+    ToolPolicyStatus {
+        observed_generation: generation,
+        conditions: vec![condition("Ready", ready, reason, &message, generation, since)],
+        rules: rules.and_then(|n| i32::try_from(n).ok()),
+        matched_agents: matched.and_then(|n| i32::try_from(n).ok()),
+    }
+}
+
+/// The agent as the core sees it.
+pub fn agent_info(a: &ManagedAgent, namespace_labels: std::collections::BTreeMap<String, String>) -> policy::AgentInfo {
+    policy::AgentInfo {
+        name: a.name_any(),
+        namespace: a.namespace().unwrap_or_default(),
+        labels: a.labels().clone(),
+        service_account: a.spec.service_account_name.clone(),
+        namespace_labels,
+        mcp_servers: a.spec.mcp_servers.iter().map(|s| tollgate_core::glob::Glob::new(s)).collect(),
+        default_action: a.spec.default_action,
+        suspended: a.spec.suspended,
+    }
+}

@@ -1,0 +1,67 @@
+//! Keeps the ValidatingWebhookConfiguration in step with this operator's CA and address.
+
+use crate::Config;
+use anyhow::{Context, Result};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+
+pub const APPROVALS_PATH: &str = "/validate/approvalrequests/status";
+pub const POLICIES_PATH: &str = "/validate/policies";
+
+pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pem: &str) -> Result<()> {
+    let client_config = |path: &str| WebhookClientConfig {
+        ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+        url: config.webhook_url.as_ref().map(|u| format!("{}{path}", u.trim_end_matches('/'))),
+        service: match (&config.webhook_url, config.webhook_service.split_once('/')) {
+            (None, Some((ns, name))) => Some(ServiceReference {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+                path: Some(path.to_owned()),
+                port: Some(443),
+            }),
+            _ => None,
+        },
+    };
+    let rule = |operations: &[&str], resources: &[&str]| RuleWithOperations {
+        api_groups: Some(vec![tollgate_api::GROUP.to_owned()]),
+        api_versions: Some(vec![tollgate_api::VERSION.to_owned()]),
+        operations: Some(operations.iter().map(|s| s.to_string()).collect()),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        scope: Some("*".to_owned()),
+    };
+    let webhook = |name: &str, path: &str, rules: Vec<RuleWithOperations>| ValidatingWebhook {
+        name: name.to_owned(),
+        admission_review_versions: vec!["v1".to_owned()],
+        client_config: client_config(path),
+        failure_policy: Some("Fail".to_owned()),
+        match_policy: Some("Equivalent".to_owned()),
+        side_effects: "None".to_owned(),
+        timeout_seconds: Some(5),
+        rules: Some(rules),
+        ..Default::default()
+    };
+    let vwc = ValidatingWebhookConfiguration {
+        metadata: ObjectMeta { name: Some(config.webhook_configuration.clone()), ..Default::default() },
+        webhooks: Some(vec![
+            webhook("approvals.tollgate.dev", APPROVALS_PATH, vec![rule(&["UPDATE"], &["approvalrequests/status"])]),
+            webhook("policies.tollgate.dev", POLICIES_PATH, vec![rule(&["CREATE", "UPDATE"], &["toolpolicies", "clustertoolpolicies"])]),
+        ]),
+    };
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    api.patch(
+        &config.webhook_configuration,
+        &PatchParams::apply("tollgate-operator").force(),
+        &Patch::Apply(&serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": vwc.metadata,
+            "webhooks": vwc.webhooks,
+        })),
+    )
+    .await
+    .context("registering the validating webhook")?;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The validating admission webhook (DESIGN §3.3): who may append which decision to an
+//! `ApprovalRequest`, that only the operator moves its phase, and that policies whose `when`
+//! does not compile are refused at `kubectl apply` with the field path.
+
+use crate::Shared;
+use crate::register::{APPROVALS_PATH, POLICIES_PATH};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tollgate_api::{ApprovalRequest, ApprovalWorkflow, ClusterToolPolicySpec, ToolPolicySpec};
+use tollgate_core::approval::Workflow;
+use tollgate_core::authz::{AuthzContext, Caller, authorize_status_update};
+
+/// Admission reviews carry one object; anything larger is not one of ours.
+const MAX_BODY: usize = 4 << 20;
+
+pub async fn serve(addr: SocketAddr, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the webhook to {addr}"))?;
+    tracing::info!(%addr, "webhook listening");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(stream).await {
+                Ok(s) => s,
+                Err(e) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            };
+            let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %e, "webhook connection ended");
+            }
+        });
+    }
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, &format!("reading the review: {e}"))),
+    };
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return Ok(plain(StatusCode::BAD_REQUEST, &format!("not an AdmissionReview: {e}"))),
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return Ok(plain(StatusCode::BAD_REQUEST, &format!("AdmissionReview without a request: {e}"))),
+    };
+    let response = match path.as_str() {
+        APPROVALS_PATH => review_decision(&request, &shared).await,
+        POLICIES_PATH => review_policy(&request),
+        _ => return Ok(plain(StatusCode::NOT_FOUND, "no such webhook")),
+    };
+    shared.metrics.review(&path, response.allowed);
+    let body = serde_json::to_vec(&response.into_review()).unwrap_or_default();
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response")))
+}
+
+fn plain(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *r.status_mut() = code;
+    r
+}
+
+fn typed<T: serde::de::DeserializeOwned>(o: Option<&DynamicObject>) -> Result<T, String> {
+    let o = o.ok_or("the review has no object")?;
+    serde_json::to_value(o).and_then(serde_json::from_value).map_err(|e| format!("unreadable object: {e}"))
+}
+
+#[tracing::instrument(skip_all, fields(request = %req.name, namespace = req.namespace.as_deref().unwrap_or(""), user = req.user_info.username.as_deref().unwrap_or("")))]
+async fn review_decision(req: &AdmissionRequest<DynamicObject>, shared: &Shared) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    if req.sub_resource.as_deref() != Some("status") {
+        return response;
+    }
+    let (old, new): (ApprovalRequest, ApprovalRequest) = match (typed(req.old_object.as_ref()), typed(req.object.as_ref())) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => return response.deny(e),
+    };
+    let caller = req.user_info.username.as_deref().unwrap_or_default();
+    let groups = req.user_info.groups.clone().unwrap_or_default();
+    let ns = req.namespace.as_deref().unwrap_or_default();
+    let workflows: Api<ApprovalWorkflow> = Api::namespaced(shared.client.clone(), ns);
+    let workflow = match workflows.get_opt(&old.spec.workflow).await {
+        Ok(Some(w)) => w,
+        // The operator must still be able to close a request whose workflow is gone.
+        Ok(None) if caller == shared.identity => return response,
+        Ok(None) => return response.deny(format!("approval workflow {:?} does not exist in namespace {ns}", old.spec.workflow)),
+        Err(e) => return response.deny(format!("cannot read approval workflow {:?}: {e}", old.spec.workflow)),
+    };
+    let rules = Workflow::from_spec(&old.spec.workflow, &workflow.spec);
+    let agent_sa = format!("system:serviceaccount:{ns}:{}", old.spec.service_account);
+    let ctx = AuthzContext {
+        workflow: &rules,
+        request_name: &req.name,
+        agent_service_account: &agent_sa,
+        operator: &shared.identity,
+        slack_relay: &shared.slack_relay_user,
+        now: jiff::Timestamp::now(),
+    };
+    match authorize_status_update(
+        &old.status.unwrap_or_default(),
+        &new.status.unwrap_or_default(),
+        &Caller { username: caller, groups: &groups },
+        &ctx,
+    ) {
+        Ok(()) => response,
+        Err(refusal) => {
+            tracing::info!(%refusal, "decision refused");
+            response.deny(refusal.to_string())
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(kind = %req.kind.kind, policy = %req.name))]
+fn review_policy(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    let Some(object) = req.object.as_ref() else { return response };
+    let spec = object.data.get("spec").cloned().unwrap_or_default();
+    let ns = req.namespace.as_deref().unwrap_or_default();
+    let compiled = match req.kind.kind.as_str() {
+        "ToolPolicy" => serde_json::from_value::<ToolPolicySpec>(spec)
+            .map_err(|e| format!("spec: {e}"))
+            .and_then(|s| tollgate_core::policy::compile_tool_policy(ns, &req.name, &s).map(drop).map_err(|e| e.to_string())),
+        "ClusterToolPolicy" => serde_json::from_value::<ClusterToolPolicySpec>(spec)
+            .map_err(|e| format!("spec: {e}"))
+            .and_then(|s| tollgate_core::policy::compile_cluster_tool_policy(&req.name, &s).map(drop).map_err(|e| e.to_string())),
+        _ => Ok(()),
+    };
+    match compiled {
+        Ok(()) => response,
+        Err(e) => response.deny(format!("invalid policy: {e}")),
+    }
+}
