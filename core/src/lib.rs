@@ -12,6 +12,8 @@ pub mod authz;
 pub mod digest;
 pub mod expr;
 pub mod glob;
+pub mod jsonrpc;
 mod native;
 pub mod policy;
 pub mod redact;
+pub mod sse;

@@ -15,6 +15,9 @@ use std::time::Duration;
 use tollgate_api::{ApprovalRequest, ApprovalRequestStatus, ApprovalWorkflow, Phase};
 use tollgate_core::approval::{Observed, Transition, Workflow, step};
 
+/// Set by a sidecar on the requests of its previous instance (DESIGN §3.2: never run blindly).
+pub const CANCEL_ANNOTATION: &str = "tollgate.dev/cancel";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the request has no namespace")]
@@ -59,6 +62,20 @@ async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Acti
         shared.metrics.reconcile("approvalrequest", true);
         return Ok(Action::await_change());
     };
+
+    // The sidecar that held the call went away: the call can never run, so the request ends.
+    if let Some(why) = ar.annotations().get(CANCEL_ANNOTATION)
+        && !old.phase.unwrap_or_default().is_final()
+    {
+        let mut status = old.clone();
+        status.phase = Some(Phase::Cancelled);
+        status.resolved_at = Some(Time(now));
+        set_condition(&mut status, condition("Resolved", true, "Cancelled", why, ar.meta().generation, now));
+        write(&requests, &ar, &status).await?;
+        publish(&shared, &ar, EventType::Normal, "Cancelled", why).await;
+        shared.metrics.reconcile("approvalrequest", true);
+        return Ok(Action::await_change());
+    }
 
     let rules = Workflow::from_spec(&ar.spec.workflow, &workflow.spec);
     let observed = Observed {

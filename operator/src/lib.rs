@@ -1,11 +1,9 @@
 //! Tollgate's operator: the `ApprovalRequest` phase machine, policy status, and the validating
 //! admission webhook that decides who may write what (DESIGN §3.3).
 
-pub mod admin;
 pub mod approvals;
 pub mod policies;
 pub mod register;
-pub mod telemetry;
 pub mod tls;
 pub mod webhook;
 
@@ -46,7 +44,7 @@ pub struct Shared {
     /// Who the operator is, as the API server sees it; only it may move `phase`.
     pub identity: String,
     pub slack_relay_user: String,
-    pub metrics: admin::Metrics,
+    pub metrics: Arc<tollgate_runtime::admin::Metrics>,
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -57,13 +55,13 @@ pub async fn run(config: Config) -> Result<()> {
         client: client.clone(),
         identity,
         slack_relay_user: config.slack_relay_user.clone(),
-        metrics: admin::Metrics::default(),
+        metrics: Arc::default(),
     });
-    let ready = admin::Readiness::default();
+    let ready = tollgate_runtime::admin::Readiness::default();
 
     let certs = tls::WebhookCerts::generate(&config)?;
     let webhook = webhook::serve(config.webhook_addr, certs.server_config()?, shared.clone());
-    let admin = admin::serve(config.admin_addr, shared.clone(), ready.clone());
+    let admin = tollgate_runtime::admin::serve(config.admin_addr, shared.metrics.clone(), ready.clone());
     register::webhook_configuration(&client, &config, &certs.ca_pem).await?;
     ready.set_ready();
 

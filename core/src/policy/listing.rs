@@ -108,3 +108,51 @@ pub fn add_justification_property(schema: &mut Value, mode: Justification) {
         }
     }
 }
+
+/// Rules 6 and 7 applied to a `tools/list` result: drops hidden tools and adds the
+/// `justification` property where a policy asks for one. `decide(tool)` returns `None` to hide
+/// the tool, else its justification mode.
+pub fn rewrite_tools_list(result: &mut Value, decide: impl Fn(&str) -> Option<Option<Justification>>) {
+    let Some(Value::Array(tools)) = result.get_mut("tools") else { return };
+    tools.retain_mut(|tool| {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match decide(&name) {
+            None => false,
+            Some(None) => true,
+            Some(Some(mode)) => {
+                if let Some(schema) = tool.get_mut("inputSchema") {
+                    add_justification_property(schema, mode);
+                } else if let Value::Object(t) = tool {
+                    let mut schema = Value::Object(Map::new());
+                    add_justification_property(&mut schema, mode);
+                    t.insert("inputSchema".into(), schema);
+                }
+                true
+            }
+        }
+    });
+}
+
+/// A policy that could not be compiled still governs: it denies every call in its scope, so an
+/// unloadable guardrail fails closed instead of vanishing.
+pub fn unloadable(id: super::PolicyId, fallback: bool, message: String) -> super::CompiledPolicy {
+    super::CompiledPolicy {
+        id,
+        fallback,
+        agent_selector: Default::default(),
+        namespace_selector: Default::default(),
+        entries: vec![super::CompiledEntry {
+            server: crate::glob::Glob::Any,
+            name: crate::glob::Glob::Any,
+            justification: None,
+            workflow: None,
+            rules: vec![super::CompiledRule {
+                path: "spec".into(),
+                action: Action::Deny,
+                when: None,
+                message: Some(message),
+                workflow: None,
+            }],
+        }],
+    }
+}

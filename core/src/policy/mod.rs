@@ -6,7 +6,7 @@ mod listing;
 
 pub use compile::{CompileError, FieldError, compile_cluster_tool_policy, compile_tool_policy};
 pub use eval::{Decision, DecidedBy, WorkflowLookup, decide, evaluate};
-pub use listing::{Justify, add_justification_property, justification_mode, split_justification, visible};
+pub use listing::{Justify, add_justification_property, justification_mode, rewrite_tools_list, split_justification, unloadable, visible};
 
 use crate::expr::Condition;
 use crate::glob::Glob;

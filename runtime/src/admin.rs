@@ -1,6 +1,5 @@
 //! `/healthz`, `/readyz` and `/metrics` on the admin port.
 
-use crate::Shared;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,10 +25,18 @@ struct ReviewLabels {
     allowed: String,
 }
 
+/// Tollgate's Prometheus metrics; each process uses the families that concern it.
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
     reviews: Family<ReviewLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: String,
+    outcome: String,
 }
 
 impl Default for Metrics {
@@ -37,13 +44,19 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reviews = Family::<ReviewLabels, Counter>::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register("tollgate_operator_reconciles", "Reconciles by controller and result", reconciles.clone());
         registry.register("tollgate_admission_reviews", "Admission reviews by webhook and verdict", reviews.clone());
-        Metrics { registry, reconciles, reviews }
+        registry.register("tollgate_tool_calls", "Tool calls by decision and outcome", decisions.clone());
+        Metrics { registry, reconciles, reviews, decisions }
     }
 }
 
 impl Metrics {
+    pub fn tool_call(&self, decision: &str, outcome: &str) {
+        self.decisions.get_or_create(&DecisionLabels { decision: decision.into(), outcome: outcome.into() }).inc();
+    }
+
     pub fn reconcile(&self, controller: &str, ok: bool) {
         let labels = ReconcileLabels { controller: controller.into(), result: if ok { "ok" } else { "error" }.into() };
         self.reconciles.get_or_create(&labels).inc();
@@ -67,24 +80,24 @@ impl Readiness {
     pub fn set_ready(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
-    fn is_ready(&self) -> bool {
+    pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
 
-pub async fn serve(addr: SocketAddr, shared: Arc<Shared>, ready: Readiness) -> Result<()> {
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, ready: Readiness) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin port {addr}"))?;
     tracing::info!(%addr, "admin listening");
     loop {
         let (stream, _) = listener.accept().await?;
-        let (shared, ready) = (shared.clone(), ready.clone());
+        let (metrics, ready) = (metrics.clone(), ready.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (code, body) = match req.uri().path() {
                     "/healthz" => (StatusCode::OK, "ok".to_owned()),
                     "/readyz" if ready.is_ready() => (StatusCode::OK, "ready".to_owned()),
                     "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "starting".to_owned()),
-                    "/metrics" => (StatusCode::OK, shared.metrics.encode()),
+                    "/metrics" => (StatusCode::OK, metrics.encode()),
                     _ => (StatusCode::NOT_FOUND, "not found".to_owned()),
                 };
                 let mut resp = Response::new(Full::new(Bytes::from(body)));

@@ -1,0 +1,118 @@
+//! Server-sent events as MCP's Streamable HTTP uses them: a parser that keeps each event's text
+//! exactly (ids for resumption included) so events the firewall does not touch pass unchanged.
+
+/// One event: its raw text (without the blank line that ends it) and its joined `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub raw: String,
+    pub data: String,
+}
+
+/// Splits complete events off the front of `buf`, leaving a partial event in it.
+#[derive(Debug, Default)]
+pub struct Parser {
+    buf: String,
+}
+
+/// An event larger than this is refused rather than buffered without bound.
+pub const MAX_EVENT: usize = 16 << 20;
+
+impl Parser {
+    pub fn push(&mut self, chunk: &str) -> Result<Vec<Event>, String> {
+        self.buf.push_str(chunk);
+        let mut events = Vec::new();
+        loop {
+            let normalized_end = find_event_end(&self.buf);
+            let Some((end, sep)) = normalized_end else { break };
+            let raw: String = self.buf[..end].to_owned();
+            self.buf.drain(..end + sep);
+            let data = raw
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect::<Vec<_>>()
+                .join("\n");
+            events.push(Event { raw, data });
+        }
+        if self.buf.len() > MAX_EVENT {
+            return Err(format!("an event exceeds {MAX_EVENT} bytes"));
+        }
+        Ok(events)
+    }
+}
+
+fn find_event_end(buf: &str) -> Option<(usize, usize)> {
+    ["\n\n", "\r\n\r\n", "\r\r"].iter().filter_map(|sep| buf.find(sep).map(|i| (i, sep.len()))).min_by_key(|(i, _)| *i)
+}
+
+/// An event whose `data` is `json`, keeping the original's other fields (id, event) in order.
+pub fn replace_data(event: &Event, json: &str) -> String {
+    let mut out = String::new();
+    let mut wrote = false;
+    for line in event.raw.lines() {
+        if line.starts_with("data:") {
+            if !wrote {
+                out.push_str("data: ");
+                out.push_str(json);
+                out.push('\n');
+                wrote = true;
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !wrote {
+        out.push_str("data: ");
+        out.push_str(json);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
+/// A new event carrying one JSON-RPC message.
+pub fn message_event(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + 24);
+    out.extend_from_slice(b"event: message\ndata: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_events_across_chunks() {
+        let mut p = Parser::default();
+        assert!(p.push("id: 1\nevent: message\ndata: {\"a\"").unwrap().is_empty());
+        let evs = p.push(":1}\n\nid: 2\ndata: x\ndata: y\n\n: comment").unwrap();
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].data, "{\"a\":1}");
+        assert_eq!(evs[0].raw, "id: 1\nevent: message\ndata: {\"a\":1}");
+        assert_eq!(evs[1].data, "x\ny");
+        let evs = p.push("\n\n").unwrap();
+        assert_eq!(evs[0].data, "");
+    }
+
+    #[test]
+    fn crlf() {
+        let mut p = Parser::default();
+        let evs = p.push("data: a\r\n\r\ndata: b\n\n").unwrap();
+        assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn replace_keeps_id() {
+        let e = Event { raw: "id: 42\nevent: message\ndata: {}".into(), data: "{}".into() };
+        assert_eq!(replace_data(&e, "{\"x\":1}"), "id: 42\nevent: message\ndata: {\"x\":1}\n\n");
+    }
+
+    #[test]
+    fn unbounded_event_is_refused() {
+        let mut p = Parser::default();
+        assert!(p.push(&"x".repeat(MAX_EVENT + 1)).is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! Response bodies: whole, streamed from upstream, or fed from a channel (held calls).
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, Error>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn streamed(incoming: hyper::body::Incoming) -> Body {
+    incoming.map_err(|e| Box::new(e) as Error).boxed()
+}
+
+/// A body whose chunks are sent on the returned channel; it ends when the sender is dropped.
+pub fn channel() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let stream = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |b| Ok::<_, Error>(Frame::data(b)));
+    (tx, BodyExt::boxed(StreamBody::new(stream)))
+}

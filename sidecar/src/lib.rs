@@ -1,0 +1,91 @@
+//! Tollgate's MCP firewall (DESIGN §3.2): a Streamable HTTP proxy on localhost that passes every
+//! MCP message through unchanged except `tools/list` (hidden tools, justification schemas) and
+//! `tools/call` (decided by `tollgate-core`: allowed, denied, or held for approval).
+
+pub mod approvals;
+pub mod audit;
+pub mod body;
+pub mod proxy;
+pub mod snapshot;
+pub mod upstream;
+
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tollgate_core::policy::Action;
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "tollgate-sidecar", version, about = "Tollgate's MCP firewall")]
+pub struct Config {
+    /// Where agents reach MCP: `/mcp/<server>` exposes one server.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:15001")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "TOLLGATE_ADMIN_ADDR", default_value = "127.0.0.1:15021")]
+    pub admin_addr: SocketAddr,
+    /// The `ManagedAgent` this sidecar serves.
+    #[arg(long, env = "TOLLGATE_AGENT")]
+    pub agent: String,
+    #[arg(long, env = "TOLLGATE_NAMESPACE")]
+    pub namespace: String,
+    #[arg(long, env = "TOLLGATE_POD", default_value = "")]
+    pub pod: String,
+    /// The decision for calls no policy and no `defaultAction` decides.
+    #[arg(long, env = "TOLLGATE_CLUSTER_DEFAULT", default_value = "Allow", value_parser = parse_action)]
+    pub cluster_default: Action,
+    /// Largest request body accepted from the agent.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body: usize,
+    /// Seconds between progress notifications while a call waits for approval.
+    #[arg(long, default_value_t = 5)]
+    pub progress_interval_seconds: u64,
+    #[arg(long, env = "TOLLGATE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+fn parse_action(s: &str) -> Result<Action, String> {
+    match s {
+        "Allow" => Ok(Action::Allow),
+        "Deny" => Ok(Action::Deny),
+        "RequireApproval" => Ok(Action::RequireApproval),
+        other => Err(format!("{other:?} is not one of Allow, Deny, RequireApproval")),
+    }
+}
+
+/// What every request handler shares.
+pub struct Sidecar {
+    pub config: Config,
+    pub client: kube::Client,
+    pub snapshot: Arc<arc_swap::ArcSwap<snapshot::Snapshot>>,
+    pub upstream: upstream::Upstream,
+    pub held: approvals::Registry,
+    pub metrics: Arc<tollgate_runtime::admin::Metrics>,
+    /// This process's identity on the requests it creates: it executes only its own.
+    pub instance: String,
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let instance = format!("{:016x}", rand::random::<u64>());
+    let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot::Snapshot::default()));
+    let sidecar = Arc::new(Sidecar {
+        config: config.clone(),
+        client: client.clone(),
+        snapshot: snapshot.clone(),
+        upstream: upstream::Upstream::new(),
+        held: approvals::Registry::default(),
+        metrics: Arc::default(),
+        instance,
+    });
+    tracing::info!(agent = config.agent, namespace = config.namespace, instance = sidecar.instance, "sidecar starting");
+    approvals::cancel_orphans(&sidecar).await;
+    let ready = tollgate_runtime::admin::Readiness::default();
+    let watch = snapshot::watch(client, config.agent.clone(), config.namespace.clone(), snapshot, ready.clone());
+    let admin = tollgate_runtime::admin::serve(config.admin_addr, sidecar.metrics.clone(), ready);
+    let serve = proxy::serve(config.listen, sidecar);
+    tokio::select! {
+        r = serve => r.context("MCP listener"),
+        r = admin => r.context("admin listener"),
+        r = watch => r.context("policy watch"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

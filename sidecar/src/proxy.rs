@@ -1,0 +1,297 @@
+//! The MCP endpoint the agent talks to. Only the JSON-RPC envelope is parsed; every method and
+//! notification but `tools/list` and `tools/call` is forwarded byte for byte, both ways.
+
+use crate::Sidecar;
+use crate::audit;
+use crate::body::{Body, full, streamed};
+use crate::snapshot::{Server, Snapshot};
+use crate::upstream::{copy_response_headers, header, is_event_stream};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderMap};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RecordKind};
+use tollgate_core::jsonrpc::{self, Envelope, Incoming as Message};
+use tollgate_core::policy::{self, Action, Args, Decision};
+
+pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "MCP listening");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let sidecar = sidecar.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, sidecar.clone()));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+pub(crate) fn json(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(full(bytes));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, header("application/json"));
+    r
+}
+
+async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let Some(server_name) = path.strip_prefix("/mcp/").map(str::to_owned) else {
+        let msg = if path == "/mcp" {
+            "the aggregated /mcp endpoint is not available yet: use /mcp/<server>"
+        } else {
+            "not an MCP endpoint: use /mcp/<server>"
+        };
+        return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, msg)));
+    };
+    let snapshot = sc.snapshot.load_full();
+    let Some(server) = snapshot.servers.get(&server_name).cloned() else {
+        let msg = format!("no MCPServer named {server_name:?} in namespace {}", sc.config.namespace);
+        return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, &msg)));
+    };
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::POST {
+        // GET (the server's stream, resumable with Last-Event-ID) and DELETE (end of session).
+        return Ok(forward(&sc, &server, parts.method, &parts.headers, Bytes::new(), None).await);
+    }
+    let bytes = match Limited::new(body, sc.config.max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let msg = format!("request body refused: {e} (the limit is {} bytes)", sc.config.max_body);
+            return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &msg)));
+        }
+    };
+    let message = match jsonrpc::parse(&bytes) {
+        Ok(m) => m,
+        Err(e) => return Ok(json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, e.code(), &e.to_string()))),
+    };
+    Ok(match message {
+        Message::Single(env) => match env.method() {
+            Some("tools/call") if env.is_request() => tools_call(&sc, &snapshot, &server, &parts.headers, &env, &bytes).await,
+            Some("tools/list") if env.is_request() => tools_list(&sc, &snapshot, &server, &parts.headers, &env, bytes.clone()).await,
+            _ => forward(&sc, &server, Method::POST, &parts.headers, bytes.clone(), env.id).await,
+        },
+        Message::Batch(envs) => {
+            if envs.iter().any(|e| matches!(e.method(), Some("tools/call" | "tools/list"))) {
+                let msg = "tools/call and tools/list cannot be batched through Tollgate; send them one at a time";
+                json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, -32600, msg))
+            } else {
+                forward(&sc, &server, Method::POST, &parts.headers, bytes.clone(), None).await
+            }
+        }
+    })
+}
+
+/// Passes a request through and streams the answer back unchanged.
+async fn forward(sc: &Sidecar, server: &Server, method: Method, headers: &HeaderMap, body: Bytes, id: Option<&RawValue>) -> Response<Body> {
+    match sc.upstream.send(server, method, headers, body).await {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            let mut out = Response::new(streamed(body));
+            *out.status_mut() = parts.status;
+            copy_response_headers(&parts.headers, out.headers_mut(), true);
+            out
+        }
+        Err(e) => json(StatusCode::BAD_GATEWAY, jsonrpc::error_response(id, -32603, &e.to_string())),
+    }
+}
+
+/// Forwards `tools/list` and rewrites its answer: hidden tools dropped, justification added.
+async fn tools_list(sc: &Sidecar, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, body: Bytes) -> Response<Body> {
+    if let Some(reason) = snapshot.unavailable(&sc.config.agent, &sc.config.namespace) {
+        return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &reason));
+    }
+    let resp = match sc.upstream.send(server, Method::POST, headers, body).await {
+        Ok(r) => r,
+        Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &e.to_string())),
+    };
+    let (parts, incoming) = resp.into_parts();
+    let sse = is_event_stream(&parts.headers);
+    let bytes = match incoming.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &format!("MCP server {} broke off: {e}", server.name))),
+    };
+    let rewrite = |message: &str| -> Option<String> {
+        let mut v: Value = serde_json::from_str(message).ok()?;
+        let result = v.get_mut("result")?;
+        rewrite_listing(sc, snapshot, &server.name, result);
+        serde_json::to_string(&v).ok()
+    };
+    let new_body = if sse {
+        let mut parser = tollgate_core::sse::Parser::default();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = String::new();
+        // A trailing blank line ends the last event even if the server omitted it.
+        for ev in parser.push(&text).unwrap_or_default().into_iter().chain(parser.push("\n\n").unwrap_or_default()) {
+            match rewrite(&ev.data) {
+                Some(json) if !ev.data.is_empty() => out.push_str(&tollgate_core::sse::replace_data(&ev, &json)),
+                _ => {
+                    out.push_str(&ev.raw);
+                    out.push_str("\n\n");
+                }
+            }
+        }
+        Bytes::from(out)
+    } else {
+        match std::str::from_utf8(&bytes).ok().and_then(rewrite) {
+            Some(json) => Bytes::from(json),
+            None => bytes,
+        }
+    };
+    let mut out = Response::new(full(new_body));
+    *out.status_mut() = parts.status;
+    copy_response_headers(&parts.headers, out.headers_mut(), false);
+    out
+}
+
+fn rewrite_listing(sc: &Sidecar, snapshot: &Snapshot, server: &str, result: &mut Value) {
+    let Some(agent) = &snapshot.agent else { return };
+    let refs = snapshot.policy_refs();
+    policy::rewrite_tools_list(result, |tool| {
+        policy::visible(&refs, agent, server, tool, sc.config.cluster_default).then(|| policy::justification_mode(&refs, server, tool))
+    });
+    crate::approvals::add_builtin_tools(result);
+}
+
+/// A `tools/call`: decided, then denied, forwarded, or held for approval.
+async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, raw: &Bytes) -> Response<Body> {
+    let started = Instant::now();
+    let call = match jsonrpc::tool_call_params(env.params) {
+        Ok(c) => c,
+        Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
+    };
+    if let Some(resp) = crate::approvals::builtin(sc, snapshot, server, headers, env, &call).await {
+        return resp;
+    }
+    if let Some(reason) = snapshot.unavailable(&sc.config.agent, &sc.config.namespace) {
+        sc.metrics.tool_call("deny", "not_loaded");
+        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {reason}"), true));
+    }
+    let Some(agent) = snapshot.agent.as_ref() else {
+        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, "Access denied: no agent", true));
+    };
+    let arguments: Value = match call.arguments.map(|a| serde_json::from_str(a.get())) {
+        None => Value::Object(Default::default()),
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &format!("invalid arguments: {e}"))),
+    };
+    let refs = snapshot.policy_refs();
+    let mode = policy::justification_mode(&refs, &server.name, &call.name);
+    let split = policy::split_justification(arguments, mode);
+    let workflows = |w: &str| snapshot.workflows.contains_key(w);
+    let now = jiff::Timestamp::now();
+    let decision = policy::decide(&refs, agent, &server.name, &call.name, &Args::value(&split.arguments), split.justification.as_deref(), &workflows, sc.config.cluster_default, now);
+    let ctx = CallContext {
+        sc,
+        server,
+        tool: &call.name,
+        arguments: &split.arguments,
+        justification: split.justification.as_deref(),
+        decision: &decision,
+        correlation: format!("{:016x}", rand::random::<u64>()),
+    };
+    ctx.audit(RecordKind::Decision, None, false, None, None);
+    tracing::info!(tool = call.name, server = server.name, action = ?decision.action, by = %decision.decided_by, "tools/call decided");
+
+    // What goes upstream: the call without its justification.
+    let forward_body = if mode.is_some() {
+        match env.params.map(|p| jsonrpc::with_arguments(env.id, p, &split.arguments)) {
+            Some(Ok(b)) => Bytes::from(b),
+            _ => raw.clone(),
+        }
+    } else {
+        raw.clone()
+    };
+    match decision.action {
+        Action::Deny => {
+            sc.metrics.tool_call("deny", "denied");
+            ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, Some(started));
+            json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {}", decision.deny_message()), true))
+        }
+        Action::Allow => {
+            sc.metrics.tool_call("allow", "forwarded");
+            let resp = call_upstream(sc, server, headers, forward_body, env.id).await;
+            let outcome = if resp.status() == StatusCode::OK { Outcome::Forwarded } else { Outcome::UpstreamError };
+            ctx.audit(RecordKind::Outcome, Some(outcome), outcome != Outcome::Forwarded, None, Some(started));
+            resp
+        }
+        Action::RequireApproval => {
+            let progress = call.meta.as_ref().and_then(|m| m.progress_token.clone());
+            crate::approvals::hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), forward_body, progress).await
+        }
+    }
+}
+
+/// Forwards an allowed call; a down or slow server is an `isError` result naming it.
+pub(crate) async fn call_upstream(sc: &Sidecar, server: &Server, headers: &HeaderMap, body: Bytes, id: Option<&RawValue>) -> Response<Body> {
+    match sc.upstream.send(server, Method::POST, headers, body).await {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            let mut out = Response::new(streamed(body));
+            *out.status_mut() = parts.status;
+            copy_response_headers(&parts.headers, out.headers_mut(), true);
+            out
+        }
+        Err(e) => {
+            let mut r = json(StatusCode::OK, jsonrpc::tool_text_result(id, &e.to_string(), true));
+            // Not a proxy failure the client should retry blindly: the answer is in the body.
+            r.headers_mut().insert("x-tollgate-upstream-error", header("1"));
+            r
+        }
+    }
+}
+
+/// One call's facts, for audit records and approval requests.
+pub(crate) struct CallContext<'a> {
+    pub sc: &'a Arc<Sidecar>,
+    pub server: &'a Server,
+    pub tool: &'a str,
+    pub arguments: &'a Value,
+    pub justification: Option<&'a str>,
+    pub decision: &'a Decision,
+    pub correlation: String,
+}
+
+impl CallContext<'_> {
+    pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {
+        let (policy, rule) = match &self.decision.decided_by {
+            policy::DecidedBy::Rule { policy, rule, .. } => (Some(policy.to_string()), Some(rule.clone())),
+            other => (Some(other.to_string()), None),
+        };
+        audit::emit(&AuditRecord {
+            time: jiff::Timestamp::now().to_string(),
+            kind,
+            correlation_id: self.correlation.clone(),
+            agent: AgentRef {
+                namespace: self.sc.config.namespace.clone(),
+                name: self.sc.config.agent.clone(),
+                pod: Some(self.sc.config.pod.clone()).filter(|p| !p.is_empty()),
+                service_account: self.sc.snapshot.load().agent.as_ref().map(|a| a.service_account.clone()).unwrap_or_default(),
+            },
+            server: self.server.name.clone(),
+            tool: self.tool.to_owned(),
+            arguments_digest: tollgate_core::digest::arguments_digest(self.arguments),
+            arguments: tollgate_core::redact::redact(self.arguments),
+            justification: self.justification.map(str::to_owned),
+            decision: AuditDecision::from(self.decision.action),
+            policy,
+            rule,
+            approval_request: request.map(str::to_owned),
+            approvers: Vec::new(),
+            outcome,
+            is_error,
+            duration_ms: started.map(|s| s.elapsed().as_secs_f64() * 1000.0),
+            error: self.decision.error.clone(),
+        });
+    }
+}

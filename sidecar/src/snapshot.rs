@@ -1,0 +1,195 @@
+//! The policy snapshot: watched objects compiled with `tollgate-core` and swapped atomically,
+//! so a change applies to the next call without a restart.
+
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_api::{ApprovalWorkflow, ClusterToolPolicy, HeaderSource, McpServer, ManagedAgent, PolicyKind, ToolPolicy};
+use tollgate_core::glob::Glob;
+use tollgate_core::policy::{self, AgentInfo, CompiledPolicy, PolicyId};
+use tollgate_runtime::admin::Readiness;
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    pub url: String,
+    pub timeout: Duration,
+    pub headers: Vec<HeaderSource>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkflowInfo {
+    pub async_mode: bool,
+    pub timeout: Duration,
+    pub escalation_after: Option<Duration>,
+}
+
+/// Everything a call is decided with.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// False until every watch has listed once: until then every call is refused.
+    pub loaded: bool,
+    pub agent: Option<AgentInfo>,
+    /// Only the policies that apply to this agent, in (cluster first, name) order.
+    pub policies: Vec<CompiledPolicy>,
+    pub servers: BTreeMap<String, Server>,
+    pub workflows: BTreeMap<String, WorkflowInfo>,
+}
+
+impl Snapshot {
+    pub fn policy_refs(&self) -> Vec<&CompiledPolicy> {
+        self.policies.iter().collect()
+    }
+
+    /// Why no call can be decided now, if none can.
+    pub fn unavailable(&self, agent: &str, namespace: &str) -> Option<String> {
+        if !self.loaded {
+            return Some("Tollgate has not loaded its policies yet; no tool call is allowed until it has".into());
+        }
+        if self.agent.is_none() {
+            return Some(format!("no ManagedAgent named {agent:?} in namespace {namespace:?}; every tool call is refused"));
+        }
+        None
+    }
+}
+
+pub struct Stores {
+    pub agents: Store<ManagedAgent>,
+    pub policies: Store<ToolPolicy>,
+    pub cluster_policies: Store<ClusterToolPolicy>,
+    pub servers: Store<McpServer>,
+    pub workflows: Store<ApprovalWorkflow>,
+    pub namespaces: Store<Namespace>,
+}
+
+/// Builds a snapshot from the watched objects.
+pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
+    let ns_labels = s.namespaces.state().iter().find(|n| n.name_any() == namespace).map(|n| n.labels().clone()).unwrap_or_default();
+    let agent = s.agents.state().iter().find(|a| a.name_any() == agent_name).map(|a| AgentInfo {
+        name: a.name_any(),
+        namespace: namespace.to_owned(),
+        labels: a.labels().clone(),
+        service_account: a.spec.service_account_name.clone(),
+        namespace_labels: ns_labels.clone(),
+        mcp_servers: a.spec.mcp_servers.iter().map(|g| Glob::new(g)).collect(),
+        default_action: a.spec.default_action,
+        suspended: a.spec.suspended,
+    });
+    let mut policies: Vec<CompiledPolicy> = Vec::new();
+    for p in s.cluster_policies.state() {
+        let compiled = policy::compile_cluster_tool_policy(&p.name_any(), &p.spec).unwrap_or_else(|e| {
+            let id = PolicyId { kind: PolicyKind::ClusterToolPolicy, namespace: None, name: p.name_any() };
+            policy::unloadable(id, p.spec.fallback, format!("ClusterToolPolicy {} cannot be loaded: {e}", p.name_any()))
+        });
+        policies.push(compiled);
+    }
+    for p in s.policies.state() {
+        let compiled = policy::compile_tool_policy(namespace, &p.name_any(), &p.spec).unwrap_or_else(|e| {
+            let id = PolicyId { kind: PolicyKind::ToolPolicy, namespace: Some(namespace.to_owned()), name: p.name_any() };
+            policy::unloadable(id, p.spec.fallback, format!("ToolPolicy {} cannot be loaded: {e}", p.name_any()))
+        });
+        policies.push(compiled);
+    }
+    if let Some(a) = &agent {
+        policies.retain(|p| p.applies_to(a));
+    }
+    policies.sort_by(|a, b| a.id.cmp(&b.id));
+    let servers = s
+        .servers
+        .state()
+        .iter()
+        .filter_map(|m| {
+            let url = match (&m.spec.url, &m.spec.service) {
+                (Some(url), _) => url.clone(),
+                (None, Some(svc)) => format!("http://{}.{namespace}.svc:{}{}", svc.name, svc.port, svc.path),
+                (None, None) => return None,
+            };
+            let timeout = Duration::from_secs(u64::try_from(m.spec.timeout_seconds.max(1)).unwrap_or(30));
+            Some((m.name_any(), Server { name: m.name_any(), url, timeout, headers: m.spec.headers.clone() }))
+        })
+        .collect();
+    let workflows = s
+        .workflows
+        .state()
+        .iter()
+        .map(|w| {
+            let secs = |s: i32| Duration::from_secs(u64::try_from(s.max(1)).unwrap_or(300));
+            let info = WorkflowInfo {
+                async_mode: w.spec.r#async,
+                timeout: secs(w.spec.timeout_seconds),
+                escalation_after: w.spec.escalation.as_ref().map(|e| secs(e.after_seconds.unwrap_or(w.spec.timeout_seconds))),
+            };
+            (w.name_any(), info)
+        })
+        .collect();
+    Snapshot { loaded: true, agent, policies, servers, workflows }
+}
+
+/// Watches the objects a decision depends on and swaps in a new snapshot on every change.
+pub async fn watch(client: kube::Client, agent: String, namespace: String, target: Arc<ArcSwap<Snapshot>>, ready: Readiness) -> Result<()> {
+    let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(64);
+    macro_rules! reflect {
+        ($api:expr) => {{
+            let (store, writer) = reflector::store();
+            let tx = changed_tx.clone();
+            let stream = reflector::reflector(writer, watcher($api, watcher::Config::default()).default_backoff())
+                .applied_objects()
+                .for_each(move |_| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.try_send(());
+                    }
+                });
+            tokio::spawn(stream);
+            store
+        }};
+    }
+    let stores = Stores {
+        agents: reflect!(Api::<ManagedAgent>::namespaced(client.clone(), &namespace)),
+        policies: reflect!(Api::<ToolPolicy>::namespaced(client.clone(), &namespace)),
+        cluster_policies: reflect!(Api::<ClusterToolPolicy>::all(client.clone())),
+        servers: reflect!(Api::<McpServer>::namespaced(client.clone(), &namespace)),
+        workflows: reflect!(Api::<ApprovalWorkflow>::namespaced(client.clone(), &namespace)),
+        namespaces: {
+            let (store, writer) = reflector::store();
+            let tx = changed_tx.clone();
+            let cfg = watcher::Config::default().fields(&format!("metadata.name={namespace}"));
+            tokio::spawn(reflector::reflector(writer, watcher(Api::<Namespace>::all(client.clone()), cfg).default_backoff()).applied_objects().for_each(move |_| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.try_send(());
+                }
+            }));
+            store
+        },
+    };
+    for (name, wait) in [
+        ("ManagedAgent", stores.agents.wait_until_ready().await),
+        ("ToolPolicy", stores.policies.wait_until_ready().await),
+        ("ClusterToolPolicy", stores.cluster_policies.wait_until_ready().await),
+        ("McpServer", stores.servers.wait_until_ready().await),
+        ("ApprovalWorkflow", stores.workflows.wait_until_ready().await),
+        ("Namespace", stores.namespaces.wait_until_ready().await),
+    ] {
+        wait.map_err(|e| anyhow::anyhow!("watching {name}: {e}"))?;
+    }
+    loop {
+        let snapshot = build(&agent, &namespace, &stores);
+        tracing::debug!(policies = snapshot.policies.len(), servers = snapshot.servers.len(), agent = snapshot.agent.is_some(), "snapshot swapped");
+        target.store(Arc::new(snapshot));
+        ready.set_ready();
+        if changed.recv().await.is_none() {
+            return Ok(());
+        }
+        // Coalesce a burst of events (an apply of many objects) into one rebuild.
+        while changed.try_recv().is_ok() {}
+    }
+}

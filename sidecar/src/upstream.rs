@@ -1,0 +1,100 @@
+//! Requests to upstream MCP servers: plain HTTP with connection pooling, a per-server deadline
+//! for the response head, and the server's configured headers.
+
+use crate::body::{Body, full};
+use crate::snapshot::Server;
+use bytes::Bytes;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Request headers passed to the upstream as they are; everything else is the proxy's business.
+const FORWARDED_REQUEST_HEADERS: &[&str] = &["accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id"];
+/// Hop-by-hop response headers that must not be copied.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("MCP server {server} did not answer within {secs}s")]
+    Timeout { server: String, secs: u64 },
+    #[error("MCP server {server} is unreachable: {reason}")]
+    Unreachable { server: String, reason: String },
+    #[error("MCP server {server} has an unsupported URL {url:?}: {reason}")]
+    BadUrl { server: String, url: String, reason: String },
+}
+
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Upstream {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Upstream { client: Client::builder(TokioExecutor::new()).build(connector) }
+    }
+
+    /// Sends one request; the deadline covers the response head, not a stream that follows.
+    pub async fn send(&self, server: &Server, method: Method, downstream: &HeaderMap, body: Bytes) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        if !server.url.starts_with("http://") {
+            return Err(UpstreamError::BadUrl {
+                server: server.name.clone(),
+                url: server.url.clone(),
+                reason: "only http:// upstreams are supported so far".into(),
+            });
+        }
+        let mut req = Request::builder().method(method).uri(&server.url);
+        if let Some(h) = req.headers_mut() {
+            for name in FORWARDED_REQUEST_HEADERS {
+                if let Some(v) = downstream.get(*name) {
+                    h.insert(HeaderName::from_static(name), v.clone());
+                }
+            }
+        }
+        let req = req.body(full(body)).map_err(|e| UpstreamError::BadUrl {
+            server: server.name.clone(),
+            url: server.url.clone(),
+            reason: e.to_string(),
+        })?;
+        match tokio::time::timeout(server.timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout { server: server.name.clone(), secs: server.timeout.as_secs() }),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable { server: server.name.clone(), reason: root_cause(&e) }),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The upstream's response headers as the agent should see them.
+pub fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, keep_length: bool) {
+    for (name, value) in from {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || (!keep_length && n == "content-length") {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+pub fn header(value: &'static str) -> HeaderValue {
+    HeaderValue::from_static(value)
+}
