@@ -4,6 +4,7 @@
 mod certs;
 mod components;
 mod control_plane;
+mod mcp;
 mod process;
 mod tollgate;
 mod users;
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use control_plane::ControlPlane;
-pub use tollgate::{OPERATOR_USER, Operator, binary};
+pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary};
+pub use mcp::{Everything, py_client, tool_text, tools_dir, ts_client};
 pub use users::User;
 
 /// Polls `f` every `poll` until it yields `Some`, for at most `timeout`.

@@ -57,12 +57,57 @@ impl ControlPlane {
     }
 }
 
+/// A child process of a test, stopped when dropped, with its output in a log file.
+pub struct Process {
+    child: Mutex<Option<Child>>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `cmd` from a thread that outlives the test's own.
+    pub fn spawn(cmd: Command, log: PathBuf) -> Result<Process> {
+        let child = spawn_on_long_lived_thread(cmd, log.clone())?;
+        Ok(Process { child: Mutex::new(Some(child)), log })
+    }
+
+    pub fn exited(&self) -> Option<std::process::ExitStatus> {
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            terminate(&mut child, Duration::from_secs(5));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+
+    /// Waits until `GET http://127.0.0.1:port{path}` answers 200, failing early if the process dies.
+    pub fn wait_http_ok(&self, what: &str, port: u16, path: &str) -> Result<()> {
+        wait_until(Duration::from_secs(60), Duration::from_millis(50), || {
+            if let Some(status) = self.exited() {
+                anyhow::bail!("{what} exited ({status}):\n{}", self.log_tail());
+            }
+            Ok(http_ok(port, path).then_some(()))
+        })
+        .with_context(|| format!("waiting for {what}; log:\n{}", self.log_tail()))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A running `tollgate-operator`. Dropping it stops the process.
 pub struct Operator {
-    child: Mutex<Option<Child>>,
+    pub process: Process,
     pub webhook_url: String,
     pub admin_url: String,
-    pub log: PathBuf,
 }
 
 impl Operator {
@@ -82,37 +127,17 @@ impl Operator {
             .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
             .args(["--webhook-url", &webhook_url])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")]);
-        let child = spawn_on_long_lived_thread(cmd, log.clone())?;
-        let op = Operator { child: Mutex::new(Some(child)), webhook_url, admin_url, log };
-        wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
-            if let Some(status) = op.exited() {
-                anyhow::bail!("the operator exited ({status}):\n{}", tail(&op.log));
-            }
-            Ok(http_ok(admin, "/readyz").then_some(()))
-        })
-        .with_context(|| format!("waiting for the operator to be ready; log:\n{}", tail(&op.log)))?;
-        Ok(op)
-    }
-
-    fn exited(&self) -> Option<std::process::ExitStatus> {
-        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        let process = Process::spawn(cmd, log)?;
+        process.wait_http_ok("the operator", admin, "/readyz")?;
+        Ok(Operator { process, webhook_url, admin_url })
     }
 
     pub fn stop(&self) {
-        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            terminate(&mut child, Duration::from_secs(5));
-        }
+        self.process.stop();
     }
 
     pub fn log_tail(&self) -> String {
-        tail(&self.log)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.stop();
+        self.process.log_tail()
     }
 }
 
@@ -148,4 +173,54 @@ pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A running `tollgate-sidecar` for one agent, as its service account.
+pub struct Sidecar {
+    pub process: Process,
+    /// `http://127.0.0.1:PORT`; MCP is at `{base}/mcp/<server>`.
+    pub base: String,
+    pub admin_port: u16,
+}
+
+impl Sidecar {
+    /// Gives `namespace/service_account` the agent roles and starts a sidecar as it.
+    pub fn start(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str) -> Result<Sidecar> {
+        cp.install_tollgate_system()?;
+        let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
+        let exists = cp.kubectl(User::Admin, ["get", "serviceaccount", service_account, "-n", namespace])?.status.success();
+        if !exists {
+            cp.kubectl_ok(User::Admin, ["create", "serviceaccount", service_account, "-n", namespace])?;
+            let subject = format!("--serviceaccount={namespace}:{service_account}");
+            cp.kubectl_ok(User::Admin, ["create", "rolebinding", &format!("{service_account}-tollgate-agent"), "-n", namespace, "--clusterrole=tollgate-agent", &subject])?;
+            cp.kubectl_ok(User::Admin, ["create", "clusterrolebinding", &format!("{namespace}-{service_account}-tollgate-agent"), "--clusterrole=tollgate-agent-cluster", &subject])?;
+        }
+        let kubeconfig = cp.service_account_kubeconfig(namespace, service_account)?;
+        let [listen, admin] = free_ports::<2>()?;
+        let log = cp.dir().join(format!("sidecar-{namespace}-{listen}.log"));
+        let mut cmd = Command::new(&bin);
+        cmd.env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info,tollgate_sidecar=debug")
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--agent", agent, "--namespace", namespace, "--pod", pod])
+            .args(["--progress-interval-seconds", "1"]);
+        let process = Process::spawn(cmd, log)?;
+        process.wait_http_ok("the sidecar", admin, "/readyz")?;
+        Ok(Sidecar { process, base: format!("http://127.0.0.1:{listen}"), admin_port: admin })
+    }
+
+    pub fn url(&self, server: &str) -> String {
+        format!("{}/mcp/{server}", self.base)
+    }
+
+    /// The audit records the sidecar wrote to stdout so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.process.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 }

@@ -80,7 +80,7 @@ pub async fn builtin(
     match call.name.as_str() {
         GET_STATUS => {
             let id = args.get("request_id").and_then(Value::as_str).unwrap_or_default();
-            Some(json(StatusCode::OK, get_status(sc, id, env.id).await))
+            Some(json(StatusCode::OK, get_status(sc, id, env.id, headers).await))
         }
         REQUEST_APPROVAL => Some(request_approval(sc, snapshot, server, headers, env, &args).await),
         _ => None,
@@ -281,10 +281,10 @@ async fn settle(sc: &Sidecar, name: &str, held: &Held, deadline: Duration) -> Va
             return text_result(&format!("Access denied: approval request {name} was not decided in time"), true);
         }
     };
-    conclude(sc, name, held, &ar).await
+    conclude(sc, name, held, &ar, None).await
 }
 
-async fn conclude(sc: &Sidecar, name: &str, held: &Held, ar: &ApprovalRequest) -> Value {
+async fn conclude(sc: &Sidecar, name: &str, held: &Held, ar: &ApprovalRequest, headers: Option<&HeaderMap>) -> Value {
     let status = ar.status.clone().unwrap_or_default();
     let last = status.decisions.iter().rev().find(|d| d.decision == tollgate_api::Verdict::Deny);
     match status.phase.unwrap_or_default() {
@@ -295,7 +295,7 @@ async fn conclude(sc: &Sidecar, name: &str, held: &Held, ar: &ApprovalRequest) -
             sc.metrics.tool_call("require_approval", "approved");
             match &held.server {
                 None => text_result(&format!("Approved: request {name} was approved ({})", status.approvals.unwrap_or_default()), false),
-                Some(server) => execute(sc, server, held).await,
+                Some(server) => execute(sc, server, held, headers.unwrap_or(&held.headers)).await,
             }
         }
         Phase::Denied => {
@@ -316,8 +316,9 @@ fn text_result(text: &str, is_error: bool) -> Value {
 }
 
 /// Runs the approved call upstream and returns its `result` (or an `isError` one).
-async fn execute(sc: &Sidecar, server: &Server, held: &Held) -> Value {
-    let resp = match sc.upstream.send(server, Method::POST, &held.headers, held.body.clone()).await {
+async fn execute(sc: &Sidecar, server: &Server, held: &Held, headers: &HeaderMap) -> Value {
+    tracing::info!(server = server.name, digest = held.digest, "approved call executed");
+    let resp = match sc.upstream.send(server, Method::POST, headers, held.body.clone()).await {
         Ok(r) => r,
         Err(e) => return text_result(&e.to_string(), true),
     };
@@ -346,7 +347,7 @@ async fn execute(sc: &Sidecar, server: &Server, held: &Held) -> Value {
 }
 
 /// `get_approval_status`: the phase, or, once approved, the held call's result (run once).
-async fn get_status(sc: &Sidecar, name: &str, id: Option<&RawValue>) -> Vec<u8> {
+async fn get_status(sc: &Sidecar, name: &str, id: Option<&RawValue>, headers: &HeaderMap) -> Vec<u8> {
     let held = sc.held.calls.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
     let Some(held) = held else {
         let text = format!("no held call {name:?} in this sidecar (a request from before a restart is never run)");
@@ -374,7 +375,8 @@ async fn get_status(sc: &Sidecar, name: &str, id: Option<&RawValue>) -> Vec<u8> 
         });
         return jsonrpc::result_response(id, pending);
     }
-    let done = conclude(sc, name, &held, &ar).await;
+    // The call runs in the session of the poll: the one it was held in may have ended since.
+    let done = conclude(sc, name, &held, &ar, Some(headers)).await;
     *result = Some(done.clone());
     jsonrpc::result_response(id, done)
 }

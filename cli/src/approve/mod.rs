@@ -1,0 +1,61 @@
+//! `kubectl approve`: the approvers' kubectl plugin (DESIGN §3.3). Pure parts (argument rewrite,
+//! formatting, patch building, error wording) are tested here; the rest talks to the API server.
+
+pub mod args;
+mod client;
+mod decide;
+pub mod errors;
+pub mod format;
+mod list;
+mod out;
+pub mod patch;
+mod watch;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use tollgate_api::Verdict;
+
+use args::{Cli, Command};
+
+/// Runs the plugin with `argv` (program name first) and returns the process exit code.
+///
+/// Errors are printed here as `error: ...`, never as a panic or a debug dump: they are meant for
+/// the person at the terminal.
+pub fn main(argv: Vec<OsString>) -> i32 {
+    let cli = Cli::parse_from(args::normalize(argv));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => 0,
+        Err(e) if e.is::<out::StdoutClosed>() => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // A deny without a reason is refused before connecting, whoever and wherever the caller is.
+    if let Command::Deny(d) = &cli.command {
+        patch::check_reason(Verdict::Deny, &d.name, d.reason.as_deref())
+            .map_err(anyhow::Error::msg)?;
+    }
+    let session = client::connect(&cli.conn).await?;
+    match &cli.command {
+        Command::List(a) => list::list(&session, a).await,
+        Command::Show(a) => list::show(&session, a).await,
+        Command::Approve(a) => decide::decide(&session, Verdict::Approve, a).await,
+        Command::Deny(a) => decide::decide(&session, Verdict::Deny, a).await,
+        Command::Watch(a) => watch::watch(&session, a).await,
+    }
+}

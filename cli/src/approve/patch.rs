@@ -1,0 +1,200 @@
+//! The JSON patch that appends one decision to `status.decisions` (DESIGN §3.3), and the checks
+//! worth making before sending it.
+
+use serde_json::{Value, json};
+use tollgate_api::{ApprovalDecision, ApprovalRequest, ApprovalRequestStatus, Verdict};
+
+/// The `maxLength` of `status.decisions[].reason` in the CRD.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Ops appending `decision` to a request whose status is `status`, read at `resource_version`.
+///
+/// Appending to an existing list (`/-`) is safe against concurrent writers. Creating the list (or
+/// the whole status) replaces whatever is there, so those ops are guarded by a test of the
+/// resourceVersion: if someone else wrote in between, the server refuses and we re-read.
+pub fn append_decision(
+    status: Option<&ApprovalRequestStatus>,
+    resource_version: &str,
+    decision: &ApprovalDecision,
+) -> Result<Value, serde_json::Error> {
+    let d = serde_json::to_value(decision)?;
+    let guard =
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version});
+    Ok(match status {
+        None => json!([guard, {"op": "add", "path": "/status", "value": {"decisions": [d]}}]),
+        Some(s) if s.decisions.is_empty() => {
+            json!([guard, {"op": "add", "path": "/status/decisions", "value": [d]}])
+        }
+        Some(_) => json!([{"op": "add", "path": "/status/decisions/-", "value": d}]),
+    })
+}
+
+/// The reason to record: trimmed, `None` when blank. A deny must say why, and the schema caps
+/// the length; both are checked before any network call so everyone gets the same answer.
+pub fn check_reason(
+    verdict: Verdict,
+    name: &str,
+    reason: Option<&str>,
+) -> Result<Option<String>, String> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    if verdict == Verdict::Deny && reason.is_none() {
+        return Err(format!(
+            "a reason is required to deny: kubectl approve deny {name} --reason \"why\""
+        ));
+    }
+    if let Some(r) = reason
+        && r.len() > MAX_REASON_BYTES
+    {
+        return Err(format!(
+            "the reason is too long ({} bytes; at most {MAX_REASON_BYTES})",
+            r.len()
+        ));
+    }
+    Ok(reason.map(String::from))
+}
+
+/// Why a decision by `user` on `ar` would be pointless, before asking the server (which has the
+/// final word through its webhook and the list-map key on `user`).
+pub fn precheck(ar: &ApprovalRequest, user: &str) -> Result<(), String> {
+    let id = super::format::qualified_name(ar);
+    let status = ar.status.as_ref();
+    if let Some(phase) = status.and_then(|s| s.phase)
+        && phase.is_final()
+    {
+        return Err(format!(
+            "{id} is already {phase}; decisions change nothing now"
+        ));
+    }
+    if let Some(d) = status.and_then(|s| s.decisions.iter().find(|d| d.user == user)) {
+        return Err(format!(
+            "you ({user}) already decided on {id}: {} at {}",
+            super::format::verdict(d.decision),
+            super::format::rfc3339(&d.time)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use tollgate_api::{ApprovalRequestSpec, Phase, Via};
+
+    fn decision(user: &str) -> ApprovalDecision {
+        ApprovalDecision {
+            user: user.into(),
+            decision: Verdict::Approve,
+            reason: Some("ok".into()),
+            time: Time("2025-05-01T10:00:00Z".parse().unwrap()),
+            via: Via::Kubectl,
+        }
+    }
+
+    const D: &str = r#"{"user":"approver-a","decision":"Approve","reason":"ok","time":"2025-05-01T10:00:00Z","via":"kubectl"}"#;
+
+    fn d_json() -> Value {
+        serde_json::from_str(D).unwrap()
+    }
+
+    #[test]
+    fn no_status_adds_the_whole_status_behind_a_guard() {
+        let ops = append_decision(None, "42", &decision("approver-a")).unwrap();
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
+                {"op": "add", "path": "/status", "value": {"decisions": [d_json()]}},
+            ])
+        );
+    }
+
+    #[test]
+    fn status_without_decisions_adds_the_list_behind_a_guard() {
+        let status = ApprovalRequestStatus {
+            phase: Some(Phase::Pending),
+            approvals: Some("0/1".into()),
+            ..Default::default()
+        };
+        let ops = append_decision(Some(&status), "7", &decision("approver-a")).unwrap();
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+                {"op": "add", "path": "/status/decisions", "value": [d_json()]},
+            ])
+        );
+    }
+
+    #[test]
+    fn existing_decisions_are_appended_to() {
+        let status = ApprovalRequestStatus {
+            decisions: vec![decision("approver-b")],
+            ..Default::default()
+        };
+        let ops = append_decision(Some(&status), "7", &decision("approver-a")).unwrap();
+        assert_eq!(
+            ops,
+            json!([{"op": "add", "path": "/status/decisions/-", "value": d_json()}])
+        );
+        // It is a JSON patch kube can send.
+        serde_json::from_value::<json_patch::Patch>(ops).unwrap();
+    }
+
+    fn request(status: Option<ApprovalRequestStatus>) -> ApprovalRequest {
+        let spec: ApprovalRequestSpec = serde_json::from_value(json!({
+            "agent": "bot", "serviceAccount": "bot", "server": "s", "tool": "t",
+            "argumentsDigest": format!("sha256:{}", "0".repeat(64)),
+            "workflow": "wf", "requestedAt": "2025-05-01T10:00:00Z",
+        }))
+        .unwrap();
+        let mut ar = ApprovalRequest::new("x7k2", spec);
+        ar.metadata.namespace = Some("ns".into());
+        ar.status = status;
+        ar
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(check_reason(Verdict::Approve, "x", None), Ok(None));
+        assert_eq!(
+            check_reason(Verdict::Approve, "x", Some(" ok ")),
+            Ok(Some("ok".into()))
+        );
+        assert_eq!(
+            check_reason(Verdict::Deny, "x", Some("no")),
+            Ok(Some("no".into()))
+        );
+        for blank in [None, Some(""), Some("  ")] {
+            assert_eq!(
+                check_reason(Verdict::Deny, "x7k2", blank).unwrap_err(),
+                "a reason is required to deny: kubectl approve deny x7k2 --reason \"why\""
+            );
+        }
+        let long = "x".repeat(MAX_REASON_BYTES + 1);
+        assert!(check_reason(Verdict::Approve, "x", Some(&long)).is_err());
+    }
+
+    #[test]
+    fn prechecks() {
+        assert_eq!(precheck(&request(None), "a"), Ok(()));
+        let done = request(Some(ApprovalRequestStatus {
+            phase: Some(Phase::Approved),
+            ..Default::default()
+        }));
+        assert_eq!(
+            precheck(&done, "a").unwrap_err(),
+            "ns/x7k2 is already Approved; decisions change nothing now"
+        );
+        let decided = request(Some(ApprovalRequestStatus {
+            decisions: vec![decision("approver-a")],
+            ..Default::default()
+        }));
+        assert_eq!(
+            precheck(&decided, "approver-a").unwrap_err(),
+            "you (approver-a) already decided on ns/x7k2: Approve at 2025-05-01T10:00:00Z"
+        );
+        assert_eq!(precheck(&decided, "approver-b"), Ok(()));
+    }
+}

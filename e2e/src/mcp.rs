@@ -1,0 +1,87 @@
+//! Real MCP parts nobody here wrote: the reference server-everything and clients built on the
+//! official Python and TypeScript SDKs (installed pinned by `scripts/install-mcp-tools.sh`).
+
+use crate::components::{free_ports, repo_root};
+use crate::tollgate::Process;
+use crate::{ControlPlane, wait_until};
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The install directory of the pinned MCP tools.
+pub fn tools_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(d) = DIR.get() {
+        return Ok(d.clone());
+    }
+    let dir = match std::env::var_os("TOLLGATE_MCP_TOOLS") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let script = repo_root().join("e2e/scripts/install-mcp-tools.sh");
+            let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().context("installing the MCP tools")?;
+            ensure!(out.status.success(), "{} failed", script.display());
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(stdout.lines().map(str::trim).rfind(|l| !l.is_empty()).context("no directory printed")?)
+        }
+    };
+    Ok(DIR.get_or_init(|| dir).clone())
+}
+
+/// `@modelcontextprotocol/server-everything` on a loopback port.
+pub struct Everything {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Everything {
+    pub fn start(cp: &ControlPlane) -> Result<Everything> {
+        let dir = tools_dir()?;
+        let [port] = free_ports::<1>()?;
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo_root().join("e2e/scripts/run-everything-server.sh")).arg(port.to_string()).env("TOLLGATE_MCP_TOOLS", &dir);
+        let process = Process::spawn(cmd, cp.dir().join(format!("everything-{port}.log")))?;
+        wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            if let Some(s) = process.exited() {
+                anyhow::bail!("server-everything exited ({s}):\n{}", process.log_tail());
+            }
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
+        })?;
+        Ok(Everything { process, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+/// Runs a scenario with the official Python SDK's client; one JSON value per step.
+pub fn py_client(url: &str, scenario: &Value) -> Result<Vec<Value>> {
+    let dir = tools_dir()?;
+    run_client(Command::new(dir.join("venv/bin/python")).arg(repo_root().join("e2e/clients/py_client.py")), url, scenario)
+}
+
+/// Runs a scenario with the official TypeScript SDK's client.
+pub fn ts_client(url: &str, scenario: &Value) -> Result<Vec<Value>> {
+    let dir = tools_dir()?;
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("e2e/clients/ts_client.mjs")).env("NODE_PATH", dir.join("node/node_modules"));
+    run_client(&mut cmd, url, scenario)
+}
+
+fn run_client(cmd: &mut Command, url: &str, scenario: &Value) -> Result<Vec<Value>> {
+    let out = cmd.args(["--timeout", "60", url, &scenario.to_string()]).stdin(Stdio::null()).output().context("running an MCP client")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    ensure!(out.status.success(), "MCP client failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    Ok(lines)
+}
+
+/// The text of a `call_tool` step's result, and whether it was an error.
+pub fn tool_text(step: &Value) -> (String, bool) {
+    let result = &step["result"];
+    let text = result["content"].as_array().into_iter().flatten().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("\n");
+    (text, result["isError"].as_bool().unwrap_or(false))
+}

@@ -1,0 +1,330 @@
+//! The MCP firewall end to end (DESIGN §3.1–§3.3): the official Python and TypeScript MCP SDK
+//! clients talk to the reference server-everything through `tollgate-sidecar`, which runs as the
+//! agent's service account against the real API server, with the operator deciding approvals.
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tollgate_e2e::{ControlPlane, Everything, Operator, Sidecar, User, py_client, tool_text, ts_client, wait_until};
+
+fn operator() -> &'static Operator {
+    static OP: OnceLock<Operator> = OnceLock::new();
+    OP.get_or_init(|| Operator::start(ControlPlane::shared()).unwrap_or_else(|e| panic!("starting the operator: {e:#}")))
+}
+
+fn everything() -> &'static Everything {
+    static E: OnceLock<Everything> = OnceLock::new();
+    E.get_or_init(|| Everything::start(ControlPlane::shared()).unwrap_or_else(|e| panic!("starting server-everything: {e:#}")))
+}
+
+const POLICY: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: everything}
+spec:
+  tools:
+    - server: everything
+      name: echo
+      rules:
+        - {action: Deny, when: "args.message.contains('secret')", message: echoing secrets is not allowed}
+        - {action: Allow}
+    - {server: everything, name: get-env, rules: [{action: Deny, message: the environment is private}]}
+    - {server: everything, name: get-sum, justification: Required, rules: [{action: Allow}]}
+    - server: everything
+      name: trigger-long-running-operation
+      approvalWorkflow: ops
+      rules: [{action: RequireApproval, message: long operations need a person}]
+    - server: tollgate
+      name: request_approval
+      approvalWorkflow: ops
+      rules: [{action: RequireApproval}]
+"#;
+
+struct Env {
+    cp: &'static ControlPlane,
+    ns: String,
+    sidecar: Sidecar,
+}
+
+/// A namespace with the everything server, an agent, the policy above, a workflow, a sidecar.
+fn setup(prefix: &str, workflow_async: bool) -> Result<Env> {
+    let cp = ControlPlane::shared();
+    operator();
+    let ns = cp.create_namespace(prefix)?;
+    let objects = format!(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: everything}}
+spec: {{url: "{url}", timeoutSeconds: 10}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: down}}
+spec: {{url: "http://127.0.0.1:9/mcp", timeoutSeconds: 2}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ManagedAgent
+metadata: {{name: coder}}
+spec: {{selector: {{matchLabels: {{app: coder}}}}, serviceAccountName: coder, mcpServers: ["*"]}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApprovalWorkflow
+metadata: {{name: ops}}
+spec: {{approvers: {{users: [approver-a, approver-b]}}, requiredApprovals: 1, async: {workflow_async}}}
+---
+{POLICY}"#,
+        url = everything().url()
+    );
+    let path = cp.dir().join(format!("{ns}-objects.yaml"));
+    std::fs::write(&path, objects)?;
+    cp.kubectl_ok(User::Admin, ["apply", "-n", &ns, "-f", path.to_str().context("path")?])?;
+    let sidecar = Sidecar::start(cp, &ns, "coder", "coder", &format!("coder-{ns}"))?;
+    Ok(Env { cp, ns, sidecar })
+}
+
+fn step<'a>(steps: &'a [Value], i: usize) -> &'a Value {
+    steps.get(i).unwrap_or(&Value::Null)
+}
+
+#[test]
+fn allow_deny_hide_justify_and_pass_through() -> Result<()> {
+    let env = setup("firewall", false)?;
+    let url = env.sidecar.url("everything");
+    let steps = py_client(&url, &json!([
+        {"op": "list_tools"},
+        {"op": "call_tool", "name": "echo", "arguments": {"message": "hello"}},
+        {"op": "call_tool", "name": "echo", "arguments": {"message": "my secret"}},
+        {"op": "call_tool", "name": "get-env", "arguments": {}},
+        {"op": "call_tool", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
+        {"op": "call_tool", "name": "get-sum", "arguments": {"a": 2, "b": 3, "justification": "checking arithmetic for INC-7"}},
+        {"op": "list_prompts"},
+        {"op": "list_resources"},
+        {"op": "read_resource", "uri": "demo://resource/static/document/architecture.md"},
+        {"op": "ping"},
+    ]))?;
+    let tools: Vec<&str> = step(&steps, 0)["result"]["tools"].as_array().context("tools")?.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(tools.contains(&"echo") && tools.contains(&"get-sum"), "{tools:?}");
+    assert!(!tools.contains(&"get-env"), "an unconditionally denied tool is hidden: {tools:?}");
+    assert!(tools.contains(&"get_approval_status"), "{tools:?}");
+    let sum = step(&steps, 0)["result"]["tools"].as_array().into_iter().flatten().find(|t| t["name"] == "get-sum").context("get-sum")?;
+    assert_eq!(sum["inputSchema"]["properties"]["justification"]["type"], "string");
+    assert!(sum["inputSchema"]["required"].as_array().context("required")?.contains(&json!("justification")));
+
+    assert_eq!(tool_text(step(&steps, 1)), ("Echo: hello".to_owned(), false));
+    assert_eq!(tool_text(step(&steps, 2)), ("Access denied: echoing secrets is not allowed".to_owned(), true));
+    assert_eq!(tool_text(step(&steps, 3)), ("Access denied: the environment is private".to_owned(), true));
+    let (text, is_error) = tool_text(step(&steps, 4));
+    assert!(is_error && text.contains("requires a justification"), "{text}");
+    let (text, is_error) = tool_text(step(&steps, 5));
+    assert!(!is_error && text.contains("5"), "{text}");
+    for i in 6..10 {
+        assert_eq!(step(&steps, i)["ok"], true, "pass-through step {i}: {}", step(&steps, i));
+    }
+    assert!(step(&steps, 8).to_string().contains("architecture"), "{}", step(&steps, 8));
+
+    // One decision record per call, the denied ones with their policy and rule.
+    let audit = env.sidecar.audit_records();
+    let denied: Vec<&Value> = audit.iter().filter(|r| r["kind"] == "decision" && r["decision"] == "deny").collect();
+    assert!(denied.iter().any(|r| r["tool"] == "get-env" && r["rule"] == "spec.tools[1].rules[0]"), "{audit:?}");
+    assert!(audit.iter().any(|r| r["tool"] == "get-sum" && r["justification"] == "checking arithmetic for INC-7"), "{audit:?}");
+    Ok(())
+}
+
+#[test]
+fn blocking_approval_granted_with_kubectl_and_progress_while_waiting() -> Result<()> {
+    let env = setup("blocking", false)?;
+    let url = env.sidecar.url("everything");
+    let call = std::thread::spawn(move || {
+        py_client(&url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.2, "steps": 1}, "progress": true}]))
+    });
+    let name = pending_request(env.cp, &env.ns)?;
+    let spec = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.spec.tool} {.spec.server} {.spec.agent} {.spec.workflow}"])?;
+    assert_eq!(spec.trim(), "trigger-long-running-operation everything coder ops");
+    // Let a progress notification or two go out, then approve.
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        Ok(env.sidecar.process.log_tail().contains("call held for approval").then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_millis(1500));
+    decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
+    let steps = call.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    let (text, is_error) = tool_text(step(&steps, 0));
+    assert!(!is_error && text.contains("Long running operation completed"), "{}", step(&steps, 0));
+    let progress = step(&steps, 0)["progress"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(progress >= 1, "no progress notifications while waiting: {}", step(&steps, 0));
+    Ok(())
+}
+
+#[test]
+fn a_denied_approval_is_an_error_result() -> Result<()> {
+    let env = setup("vetoed", false)?;
+    let url = env.sidecar.url("everything");
+    let call = std::thread::spawn(move || {
+        py_client(&url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}}]))
+    });
+    let name = pending_request(env.cp, &env.ns)?;
+    decide(env.cp, User::ApproverB, &env.ns, &name, "Deny")?;
+    let steps = call.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    let (text, is_error) = tool_text(step(&steps, 0));
+    assert!(is_error && text.contains(&format!("approval request {name} was denied by approver-b")), "{text}");
+    Ok(())
+}
+
+#[test]
+fn async_approval_runs_the_call_once_under_concurrent_polls() -> Result<()> {
+    let env = setup("async", true)?;
+    let url = env.sidecar.url("everything");
+    let steps = py_client(&url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}}]))?;
+    let result = &step(&steps, 0)["result"];
+    assert_eq!(result["structuredContent"]["status"], "pending", "{result}");
+    let name = result["structuredContent"]["request_id"].as_str().context("request_id")?.to_owned();
+    let poll = json!([{"op": "call_tool", "name": "get_approval_status", "arguments": {"request_id": name}}]);
+    let pending = py_client(&url, &poll)?;
+    assert!(tool_text(step(&pending, 0)).0.contains("is pending"), "{}", step(&pending, 0));
+
+    decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let phase = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.status.phase}"])?;
+        Ok((phase.trim() == "Approved").then_some(()))
+    })?;
+    let polls = py_client(&url, &json!([{"op": "concurrent_calls", "name": "get_approval_status", "arguments": {"request_id": name}, "count": 5}]))?;
+    let results = step(&polls, 0)["result"]["results"].as_array().context("results")?.clone();
+    assert_eq!(results.len(), 5);
+    for r in &results {
+        let (text, is_error) = tool_text(r);
+        assert!(!is_error && text.contains("Long running operation completed"), "{r}");
+    }
+    // Exactly once: the upstream saw one run of the tool for the five polls (and a later poll).
+    let again = py_client(&url, &poll)?;
+    assert!(tool_text(step(&again, 0)).0.contains("Long running operation completed"));
+    let runs = env.sidecar.process.log_tail().matches("approved call executed").count();
+    assert_eq!(runs, 1, "the held call ran {runs} times");
+    Ok(())
+}
+
+#[test]
+fn request_approval_standalone() -> Result<()> {
+    let env = setup("standalone", true)?;
+    let url = env.sidecar.url("everything");
+    let steps = py_client(&url, &json!([{"op": "call_tool", "name": "request_approval",
+        "arguments": {"operation": "rotate the database password", "context": "prod", "reasoning": "quarterly rotation"}}]))?;
+    let name = step(&steps, 0)["result"]["structuredContent"]["request_id"].as_str().context("request_id")?.to_owned();
+    let spec = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.spec.tool}/{.spec.justification}"])?;
+    assert_eq!(spec.trim(), "request_approval/quarterly rotation");
+    decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
+    let mut last = String::new();
+    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let out = py_client(&url, &json!([{"op": "call_tool", "name": "get_approval_status", "arguments": {"request_id": name}}]))?;
+        last = tool_text(step(&out, 0)).0;
+        Ok(last.starts_with("Approved").then_some(()))
+    })
+    .with_context(|| format!("last status: {last}"))?;
+    Ok(())
+}
+
+#[test]
+fn policy_edits_apply_without_restart_and_the_kill_switch() -> Result<()> {
+    let env = setup("live", false)?;
+    let url = env.sidecar.url("everything");
+    let echo = json!([{"op": "call_tool", "name": "echo", "arguments": {"message": "hi"}}]);
+    assert_eq!(tool_text(step(&py_client(&url, &echo)?, 0)), ("Echo: hi".to_owned(), false));
+    let patch = r#"[{"op":"replace","path":"/spec/tools/0/rules/1/action","value":"Deny"}]"#;
+    env.cp.kubectl_ok(User::Admin, ["patch", "tp", "everything", "-n", &env.ns, "--type=json", "-p", patch])?;
+    let started = std::time::Instant::now();
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        Ok(tool_text(step(&py_client(&url, &echo)?, 0)).1.then_some(()))
+    })?;
+    assert!(started.elapsed() < Duration::from_secs(5), "policy took {:?} to apply", started.elapsed());
+
+    env.cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"suspended":true}}"#])?;
+    let sum = json!([{"op": "call_tool", "name": "get-sum", "arguments": {"a": 1, "b": 1, "justification": "x"}}, {"op": "list_tools"}]);
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let out = py_client(&url, &sum)?;
+        last = json!(out);
+        Ok(tool_text(step(&out, 0)).0.contains("is suspended").then_some(()))
+    })
+    .with_context(|| format!("{last}"))?;
+    let tools = last[1]["result"]["tools"].as_array().map(|t| t.iter().filter(|t| t["name"] != "get_approval_status" && t["name"] != "request_approval").count());
+    assert_eq!(tools, Some(0), "a suspended agent sees no server tools: {}", last[1]);
+    Ok(())
+}
+
+#[test]
+fn a_down_server_is_an_error_result_naming_it_and_bad_input_is_refused() -> Result<()> {
+    let env = setup("down", false)?;
+    // The down server cannot even initialize: the client reports the sidecar's JSON-RPC error.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-X", "POST", &env.sidecar.url("down"), "-H", "content-type: application/json",
+            "-H", "accept: application/json, text/event-stream",
+            "-d", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}"#])
+        .output()?;
+    let body: Value = serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
+    let text = body["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    assert_eq!(body["result"]["isError"], true, "{body}");
+    assert!(text.contains("MCP server down is unreachable"), "{body}");
+
+    for (bad, code) in [("{not json", -32700), ("[]", -32600)] {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-X", "POST", &env.sidecar.url("everything"), "-H", "content-type: application/json", "-d", bad])
+            .output()?;
+        let body: Value = serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
+        assert_eq!(body["error"]["code"], code, "{bad}: {body}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_sidecar_restart_cancels_its_pending_requests() -> Result<()> {
+    let mut env = setup("restart", true)?;
+    let url = env.sidecar.url("everything");
+    let steps = py_client(&url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}}]))?;
+    let name = step(&steps, 0)["result"]["structuredContent"]["request_id"].as_str().context("request_id")?.to_owned();
+    env.sidecar.process.stop();
+    env.sidecar = Sidecar::start(env.cp, &env.ns, "coder", "coder", &format!("coder-{}", env.ns))?;
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let phase = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.status.phase}"])?;
+        Ok((phase.trim() == "Cancelled").then_some(()))
+    })
+    .with_context(|| operator().log_tail())?;
+    let out = py_client(&env.sidecar.url("everything"), &json!([{"op": "call_tool", "name": "get_approval_status", "arguments": {"request_id": name}}]))?;
+    let (text, is_error) = tool_text(step(&out, 0));
+    assert!(is_error && text.contains("never run"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn the_typescript_sdk_client_works_through_the_sidecar() -> Result<()> {
+    let env = setup("typescript", false)?;
+    let steps = ts_client(&env.sidecar.url("everything"), &json!([
+        {"op": "list_tools"},
+        {"op": "call_tool", "name": "echo", "arguments": {"message": "from typescript"}},
+        {"op": "call_tool", "name": "get-env", "arguments": {}},
+    ]))?;
+    assert_eq!(step(&steps, 0)["ok"], true, "{}", step(&steps, 0));
+    assert_eq!(tool_text(step(&steps, 1)), ("Echo: from typescript".to_owned(), false));
+    assert_eq!(tool_text(step(&steps, 2)), ("Access denied: the environment is private".to_owned(), true));
+    Ok(())
+}
+
+/// The one request of the namespace once the sidecar created it.
+fn pending_request(cp: &ControlPlane, ns: &str) -> Result<String> {
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let names = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}"])?;
+        Ok(names.split_whitespace().next().map(str::to_owned))
+    })
+}
+
+/// A decision as `kubectl approve` writes it (a JSON patch on the status subresource).
+fn decide(cp: &ControlPlane, user: User, ns: &str, name: &str, verdict: &str) -> Result<()> {
+    let d = json!({"user": user.name(), "decision": verdict, "reason": "e2e", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"});
+    // The operator writes status (phase, approvals) first; wait for it so the list exists.
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let phase = cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?;
+        Ok((phase.trim() == "Pending").then_some(()))
+    })?;
+    let patch = json!([{"op": "add", "path": "/status/decisions", "value": [d]}]).to_string();
+    cp.kubectl_ok(user, ["patch", "ar", name, "-n", ns, "--subresource=status", "--type=json", "-p", &patch])?;
+    Ok(())
+}
