@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use control_plane::ControlPlane;
-pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary};
+pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, plugin_path};
 pub use mcp::{Everything, py_client, tool_text, tools_dir, ts_client};
 pub use users::User;
 

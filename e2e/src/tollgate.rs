@@ -224,3 +224,32 @@ impl Sidecar {
             .collect()
     }
 }
+
+impl ControlPlane {
+    /// Real `kubectl approve …` as `user`, with this build of the plugin first on PATH.
+    pub fn kubectl_approve(&self, user: User, args: &[&str]) -> Result<std::process::Output> {
+        self.kubectl_approve_command(user, args)?.output().context("running kubectl approve")
+    }
+
+    /// The command [`ControlPlane::kubectl_approve`] runs, for callers that spawn it.
+    pub fn kubectl_approve_command(&self, user: User, args: &[&str]) -> Result<Command> {
+        let path = plugin_path()?;
+        // Flags after the plugin name: kubectl looks for a plugin only before the first flag.
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("approve")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig(user))
+            .env("PATH", path)
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null());
+        Ok(cmd)
+    }
+}
+
+/// `PATH` with this build's `kubectl-approve` first, so `kubectl approve` finds it.
+pub fn plugin_path() -> Result<std::ffi::OsString> {
+    let plugin = binary("tollgate-cli", "kubectl-approve")?;
+    let dir = plugin.parent().context("plugin directory")?.to_path_buf();
+    Ok(std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?)
+}

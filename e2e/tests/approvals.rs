@@ -98,8 +98,12 @@ fn quorum_of_two_approves_with_events() -> Result<()> {
     assert_eq!(get(cp, &ns, "deploy-1", ".status.approvals")?, "0/2");
     assert!(!get(cp, &ns, "deploy-1", ".status.expiresAt")?.is_empty());
 
-    accepted(&append(cp, User::ApproverA, &ns, "deploy-1", &decision("approver-a", "Approve", Some("looks fine"), "kubectl"))?);
+    // Real `kubectl approve`, through the webhook.
+    let out = cp.kubectl_approve(User::ApproverA, &["deploy-1", "-n", &ns, "--reason", "looks fine", "--wait", "0"])?;
+    accepted(&out);
     wait_for(cp, &ns, "deploy-1", ".status.approvals", "1/2")?;
+    let out = cp.kubectl_approve(User::ApproverA, &["deploy-1", "-n", &ns, "--wait", "0"])?;
+    assert!(!out.status.success(), "a second vote by the plugin was accepted");
     assert_eq!(get(cp, &ns, "deploy-1", ".status.phase")?, "Pending");
     accepted(&append(cp, User::ApproverB, &ns, "deploy-1", &decision("approver-b", "Approve", None, "kubectl"))?);
     wait_for(cp, &ns, "deploy-1", ".status.phase", "Approved")?;

@@ -146,8 +146,12 @@ fn blocking_approval_granted_with_kubectl_and_progress_while_waiting() -> Result
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         Ok(env.sidecar.process.log_tail().contains("call held for approval").then_some(()))
     })?;
-    std::thread::sleep(Duration::from_millis(1500));
-    decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
+    wait_for_pending(env.cp, &env.ns, &name)?;
+    // `kubectl approve` with the plugin on PATH, as approver-a would type it.
+    let out = env.cp.kubectl_approve(User::ApproverA, &[&name, "-n", &env.ns, "--reason", "checked the diff", "--wait", "10"])?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&format!("approved {}/{name}", env.ns)), "{said}");
     let steps = call.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     let (text, is_error) = tool_text(step(&steps, 0));
     assert!(!is_error && text.contains("Long running operation completed"), "{}", step(&steps, 0));
@@ -164,10 +168,16 @@ fn a_denied_approval_is_an_error_result() -> Result<()> {
         py_client(&url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}}]))
     });
     let name = pending_request(env.cp, &env.ns)?;
-    decide(env.cp, User::ApproverB, &env.ns, &name, "Deny")?;
+    wait_for_pending(env.cp, &env.ns, &name)?;
+    let out = env.cp.kubectl_approve(User::ApproverB, &["deny", &name, "-n", &env.ns, "--reason", "not during the freeze", "--wait", "0"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // An outsider is told plainly, and nothing changes.
+    let out = env.cp.kubectl_approve(User::Outsider, &[&name, "-n", &env.ns])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("you (outsider) may not decide approval requests"), "{err}");
     let steps = call.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     let (text, is_error) = tool_text(step(&steps, 0));
-    assert!(is_error && text.contains(&format!("approval request {name} was denied by approver-b")), "{text}");
+    assert!(is_error && text.contains(&format!("approval request {name} was denied by approver-b: not during the freeze")), "{text}");
     Ok(())
 }
 
@@ -316,14 +326,18 @@ fn pending_request(cp: &ControlPlane, ns: &str) -> Result<String> {
     })
 }
 
+fn wait_for_pending(cp: &ControlPlane, ns: &str, name: &str) -> Result<()> {
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let phase = cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?;
+        Ok((phase.trim() == "Pending").then_some(()))
+    })
+}
+
 /// A decision as `kubectl approve` writes it (a JSON patch on the status subresource).
 fn decide(cp: &ControlPlane, user: User, ns: &str, name: &str, verdict: &str) -> Result<()> {
     let d = json!({"user": user.name(), "decision": verdict, "reason": "e2e", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"});
     // The operator writes status (phase, approvals) first; wait for it so the list exists.
-    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
-        let phase = cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?;
-        Ok((phase.trim() == "Pending").then_some(()))
-    })?;
+    wait_for_pending(cp, ns, name)?;
     let patch = json!([{"op": "add", "path": "/status/decisions", "value": [d]}]).to_string();
     cp.kubectl_ok(user, ["patch", "ar", name, "-n", ns, "--subresource=status", "--type=json", "-p", &patch])?;
     Ok(())

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,65 +17,11 @@ use tollgate_e2e::{ControlPlane, User, wait_until};
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The directory of a freshly built `kubectl-approve`, once per test binary. Cargo exposes
-/// `CARGO_BIN_EXE_*` only for the package's own binaries, so it is built here.
-fn plugin_dir() -> &'static Path {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = DIR.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "tollgate-cli",
-                "--bin",
-                "kubectl-approve",
-            ])
-            .current_dir(repo())
-            .status()
-            .map_err(|e| format!("running cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("building kubectl-approve failed ({status})"));
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| repo().join("target"), PathBuf::from);
-        let dir = target.join("debug");
-        match dir.join("kubectl-approve").is_file() {
-            true => Ok(dir),
-            false => Err(format!("no kubectl-approve in {}", dir.display())),
-        }
-    });
-    match built {
-        Ok(dir) => dir,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// `PATH` with the plugin's directory first, so `kubectl approve` finds this build.
-fn path_env() -> std::ffi::OsString {
-    let mut dirs = vec![plugin_dir().to_path_buf()];
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    std::env::join_paths(dirs).unwrap()
-}
-
-/// `kubectl approve ARGS --kubeconfig <user's>`. The flag goes last: kubectl only looks for a
-/// plugin when the plugin's name comes before any flag.
 fn plugin(cp: &ControlPlane, user: User, args: &[&str]) -> Command {
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("approve")
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(cp.kubeconfig(user))
-        .env("PATH", path_env())
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null());
-    cmd
+    match cp.kubectl_approve_command(user, args) {
+        Ok(cmd) => cmd,
+        Err(e) => panic!("preparing kubectl approve: {e:#}"),
+    }
 }
 
 fn approve(cp: &ControlPlane, user: User, args: &[&str]) -> Result<Output> {
@@ -138,7 +83,6 @@ fn apply_json(cp: &ControlPlane, ns: &str, json: &Value) -> Result<()> {
 fn setup(prefix: &str) -> Result<(&'static ControlPlane, String)> {
     static ROLE: OnceLock<()> = OnceLock::new();
     let cp = ControlPlane::shared();
-    plugin_dir();
     if ROLE.get().is_none() {
         apply_json(
             cp,
@@ -344,7 +288,7 @@ fn list_shows_pending_requests_in_every_format() -> Result<()> {
     // -A as the admin: a NAMESPACE column; KUBECONFIG is honoured when --kubeconfig is absent.
     let out = Command::new("kubectl")
         .args(["approve", "list", "-A"])
-        .env("PATH", path_env())
+        .env("PATH", tollgate_e2e::plugin_path()?)
         .env("KUBECONFIG", cp.kubeconfig(User::Admin))
         .stdin(Stdio::null())
         .output()?;
