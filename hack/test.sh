@@ -9,9 +9,16 @@ step "control plane (kube-apiserver + etcd from their Go modules, cached)"
 TOLLGATE_CONTROL_PLANE_DIR="$(bash e2e/scripts/build-control-plane.sh | tail -n 1)"
 export TOLLGATE_CONTROL_PLANE_DIR
 
+step "MCP SDK clients and the reference server (pinned, cached)"
+TOLLGATE_MCP_TOOLS="$(bash e2e/scripts/install-mcp-tools.sh | tail -n 1)"
+export TOLLGATE_MCP_TOOLS
+
 step "generated files are fresh"
 cargo run --quiet --locked -p tollgate-api --bin crdgen -- --check
 
+step "build (the e2e tests run these binaries as processes)"
+cargo build --locked --workspace --bins
+
 step "tests"
-# Two cores: one test binary at a time keeps the control-plane tests from starving each other.
+# Two cores: two tests at a time; the end-to-end tests mostly wait on processes.
 cargo test --workspace --locked -- --test-threads="${TOLLGATE_TEST_THREADS:-2}"

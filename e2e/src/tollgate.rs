@@ -12,20 +12,24 @@ use std::time::Duration;
 
 pub const OPERATOR_USER: &str = "system:serviceaccount:tollgate-system:tollgate-operator";
 
-/// The workspace's debug binary `name` of package `package`, built if missing. `hack/test.sh`
-/// builds every binary before the tests, so this is a no-op there.
+/// The workspace's debug binary `name` (of `package`). The first call runs
+/// `cargo build --workspace --bins`, a no-op after `hack/test.sh` built everything; building the
+/// whole workspace (not `-p package`) keeps cargo's feature resolution, and so its artifacts, the
+/// same as that build's.
 pub fn binary(package: &str, name: &str) -> Result<PathBuf> {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--quiet", "--workspace", "--bins"])
+            .current_dir(repo_root())
+            .status()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if status.success() { Ok(()) } else { Err(format!("cargo build --workspace --bins failed ({status})")) }
+    });
+    built.clone().map_err(anyhow::Error::msg)?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
     let path = target.join("debug").join(name);
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--quiet", "-p", package, "--bin", name])
-        .current_dir(repo_root())
-        .status()
-        .with_context(|| format!("building {name}"))?;
-    ensure!(status.success(), "building {name} failed");
-    ensure!(path.is_file(), "{} missing after the build", path.display());
+    ensure!(path.is_file(), "{} (package {package}) missing after the build", path.display());
     Ok(path)
 }
 

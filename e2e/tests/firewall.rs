@@ -142,9 +142,9 @@ fn blocking_approval_granted_with_kubectl_and_progress_while_waiting() -> Result
     let name = pending_request(env.cp, &env.ns)?;
     let spec = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.spec.tool} {.spec.server} {.spec.agent} {.spec.workflow}"])?;
     assert_eq!(spec.trim(), "trigger-long-running-operation everything coder ops");
-    // Let a progress notification or two go out, then approve.
+    // Approve once the client has been sent a progress notification while it waits.
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        Ok(env.sidecar.process.log_tail().contains("call held for approval").then_some(()))
+        Ok(env.sidecar.process.log_tail().contains("progress notification sent").then_some(()))
     })?;
     wait_for_pending(env.cp, &env.ns, &name)?;
     // `kubectl approve` with the plugin on PATH, as approver-a would type it.

@@ -182,6 +182,7 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
                 _ = ticks.tick() => {
                     if let Some(token) = &progress {
                         n += 1;
+                        tracing::debug!(request = name, n, "progress notification sent");
                         let msg = format!("waiting for approval of {name} ({}s)", started.elapsed().as_secs());
                         let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(&jsonrpc::progress_notification(token, n, &msg)))).await;
                     }
@@ -276,7 +277,10 @@ async fn settle(sc: &Sidecar, name: &str, held: &Held, deadline: Duration) -> Va
         None
     };
     let ar = match tokio::time::timeout(deadline, wait).await {
-        Ok(Some(ar)) => ar,
+        Ok(Some(ar)) => {
+            tracing::info!(request = name, phase = ?ar.status.as_ref().and_then(|s| s.phase), "approval request decided");
+            ar
+        }
         Ok(None) | Err(_) => {
             return text_result(&format!("Access denied: approval request {name} was not decided in time"), true);
         }
