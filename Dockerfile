@@ -2,11 +2,12 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p tollgate-cli -p tollgate-api \
+RUN cargo build --release --locked -p tollgate-cli -p tollgate-api -p tollgate-operator -p tollgate-sidecar \
  && mkdir /out \
- && cp target/release/tollgate target/release/crdgen /out/
+ && cp target/release/tollgate target/release/kubectl-approve target/release/crdgen \
+       target/release/tollgate-operator target/release/tollgate-sidecar /out/
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/
 USER nonroot
-ENTRYPOINT ["/usr/local/bin/tollgate"]
+ENTRYPOINT ["/usr/local/bin/tollgate-operator"]

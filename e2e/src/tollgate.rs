@@ -68,6 +68,11 @@ pub struct Process {
 }
 
 impl Process {
+    /// The process id, for reading its CPU time and memory from /proc.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(Child::id)
+    }
+
     /// Starts `cmd` from a thread that outlives the test's own.
     pub fn spawn(cmd: Command, log: PathBuf) -> Result<Process> {
         let child = spawn_on_long_lived_thread(cmd, log.clone())?;
@@ -190,8 +195,13 @@ pub struct Sidecar {
 impl Sidecar {
     /// Gives `namespace/service_account` the agent roles and starts a sidecar as it.
     pub fn start(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str) -> Result<Sidecar> {
-        cp.install_tollgate_system()?;
         let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None)
+    }
+
+    /// As [`Sidecar::start`], with a given build, optionally pinned to one CPU (benchmarks).
+    pub fn start_binary(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str, bin: &Path, cpu: Option<usize>) -> Result<Sidecar> {
+        cp.install_tollgate_system()?;
         let exists = cp.kubectl(User::Admin, ["get", "serviceaccount", service_account, "-n", namespace])?.status.success();
         if !exists {
             cp.kubectl_ok(User::Admin, ["create", "serviceaccount", service_account, "-n", namespace])?;
@@ -202,7 +212,14 @@ impl Sidecar {
         let kubeconfig = cp.service_account_kubeconfig(namespace, service_account)?;
         let [listen, admin] = free_ports::<2>()?;
         let log = cp.dir().join(format!("sidecar-{namespace}-{listen}.log"));
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,tollgate_sidecar=debug")
             .args(["--listen", &format!("127.0.0.1:{listen}")])

@@ -1,0 +1,304 @@
+//! The sidecar under load, against the direct path, in one run (DESIGN §5):
+//! - added latency of an allowed 1 KiB `tools/call` decided by 10 CEL rules, one connection;
+//! - CPU per call and throughput at saturation, against a bare hyper proxy;
+//! - memory idle and under load;
+//! - approval round trip (decision written → held call answered) and policy propagation.
+//!
+//! Build first: `cargo build --release --workspace --bins`. The load generator and the mock
+//! upstream run on CPU 0, the proxies on CPU 1.
+
+use anyhow::{Context, Result, ensure};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tollgate_bench::quantile_us;
+use tollgate_e2e::{ControlPlane, Operator, Process, Sidecar, User, wait_until};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const NS: &str = "bench";
+
+fn main() -> Result<()> {
+    pin_to_cpu(0);
+    let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    let sidecar_bin = release.join("tollgate-sidecar");
+    let bare_bin = release.join("bench-bare-proxy");
+    ensure!(sidecar_bin.is_file() && bare_bin.is_file(), "build first: cargo build --release --workspace --bins");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+
+    let upstream = rt.block_on(mock_upstream())?;
+    let cp = ControlPlane::start()?;
+    let operator = Operator::start(&cp)?;
+    cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
+    let objects = format!(include_str!("bench-objects.yaml.in"), upstream = upstream);
+    let path = cp.dir().join("bench.yaml");
+    std::fs::write(&path, objects)?;
+    cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?;
+    let sidecar = Sidecar::start_binary(&cp, NS, "coder", "coder", "bench-pod", &sidecar_bin, Some(1))?;
+    let bare = start_bare_proxy(&cp, &bare_bin, &upstream)?;
+    let via_sidecar = format!("{}/mcp/upstream", sidecar.base);
+    let body = call_body("work");
+    println!("tools/call body: {} bytes; policy: 10 CEL rules, all evaluated, the last allows", body.len());
+
+    // Idle memory once the snapshot is loaded and a first call went through.
+    rt.block_on(async { one_call(&via_sidecar, &body).await })?;
+    let sidecar_pid = sidecar.process.pid().context("sidecar pid")?;
+    let idle_rss = rss_kib(sidecar_pid);
+
+    // Latency, one connection, interleaved rounds.
+    let (mut direct, mut via, mut via_bare) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        let mut d = Conn::open(&upstream).await?;
+        let mut s = Conn::open(&via_sidecar).await?;
+        let mut b = Conn::open(&bare.1).await?;
+        for _ in 0..500 {
+            d.call(&body).await?;
+            s.call(&body).await?;
+            b.call(&body).await?;
+        }
+        for _round in 0..20 {
+            for _ in 0..500 {
+                direct.push(d.timed(&body).await?);
+            }
+            for _ in 0..500 {
+                via.push(s.timed(&body).await?);
+            }
+            for _ in 0..500 {
+                via_bare.push(b.timed(&body).await?);
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let (d50, d99) = (quantile_us(&mut direct, 0.5), quantile_us(&mut direct, 0.99));
+    let (s50, s99) = (quantile_us(&mut via, 0.5), quantile_us(&mut via, 0.99));
+    let (b50, b99) = (quantile_us(&mut via_bare, 0.5), quantile_us(&mut via_bare, 0.99));
+    println!("\nlatency, one connection, {} calls per path (interleaved rounds)", direct.len());
+    println!("  direct to upstream        p50 {d50:7.1} µs   p99 {d99:7.1} µs");
+    println!("  via bare hyper proxy      p50 {b50:7.1} µs   p99 {b99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", b50 - d50, b99 - d99);
+    println!("  via tollgate-sidecar      p50 {s50:7.1} µs   p99 {s99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", s50 - d50, s99 - d99);
+    println!("  target: added p50 ≤ 40 µs, p99 ≤ 100 µs");
+
+    // Saturation: 16 connections for 3 s against each proxy on its one CPU.
+    println!("\nsaturation, 16 connections, 3 s each, proxy pinned to one CPU");
+    let bare_pid = bare.0.pid().context("bare pid")?;
+    let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &body, bare_pid)?;
+    let (side_calls, side_cpu, load_rss) = saturate(&rt, &via_sidecar, &body, sidecar_pid)?;
+    println!("  bare hyper proxy   {:8.0} calls/s   {:5.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
+    println!("  tollgate-sidecar   {:8.0} calls/s   {:5.1} µs CPU per call   ({:.2}× the bare proxy's throughput)", side_calls / 3.0, side_cpu / side_calls * 1e6, side_calls / bare_calls);
+    println!("  target: ≤ 25 µs CPU per call, ≥ 0.8× the bare proxy");
+    println!("\nsidecar memory: idle {:.1} MiB, under load {:.1} MiB (targets ≤ 12 / ≤ 24 MiB)", idle_rss / 1024.0, load_rss / 1024.0);
+
+    // Approval round trip: decision written → the held call's answer arrives.
+    let mut rtts = Vec::new();
+    for i in 0..15 {
+        let url = via_sidecar.clone();
+        let held = call_body("held");
+        let answer = std::thread::spawn(move || -> Result<Instant> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(one_call(&url, &held))?;
+            Ok(Instant::now())
+        });
+        let name = wait_until(Duration::from_secs(20), Duration::from_millis(5), || {
+            let out = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", NS, "-l", "tollgate.dev/tool=held", "-o", "jsonpath={range .items[?(@.status.phase==\"Pending\")]}{.metadata.name}{\"\\n\"}{end}"])?;
+            Ok(out.lines().next().map(str::to_owned))
+        })?;
+        let decision = format!(
+            r#"[{{"op":"add","path":"/status/decisions","value":[{{"user":"approver-a","decision":"Approve","time":"{}","via":"api"}}]}}]"#,
+            jiff_now()
+        );
+        cp.kubectl_ok(User::ApproverA, ["patch", "ar", &name, "-n", NS, "--subresource=status", "--type=json", "-p", &decision])?;
+        let written = Instant::now();
+        let answered = answer.join().map_err(|_| anyhow::anyhow!("client panicked"))??;
+        rtts.push(u64::try_from(answered.saturating_duration_since(written).as_nanos()).unwrap_or(0));
+        let _ = i;
+    }
+    println!("\napproval round trip (decision written → held call answered), {} runs: p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 500 ms)",
+        rtts.len(), quantile_us(&mut rtts, 0.5) / 1000.0, quantile_us(&mut rtts, 0.99) / 1000.0);
+
+    // Policy propagation: applied object → enforced.
+    let mut props = Vec::new();
+    let toggle = call_body("toggle");
+    for i in 0..10 {
+        let action = if i % 2 == 0 { "Deny" } else { "Allow" };
+        let patch = format!(r#"[{{"op":"replace","path":"/spec/tools/2/rules/0/action","value":"{action}"}}]"#);
+        cp.kubectl_ok(User::Admin, ["patch", "tp", "bench", "-n", NS, "--type=json", "-p", &patch])?;
+        let applied = Instant::now();
+        rt.block_on(async {
+            let mut c = Conn::open(&via_sidecar).await?;
+            loop {
+                let text = c.text(&toggle).await?;
+                if text.contains("Access denied") == (action == "Deny") {
+                    break;
+                }
+                ensure!(applied.elapsed() < Duration::from_secs(10), "policy not applied in 10 s");
+            }
+            anyhow::Ok(())
+        })?;
+        props.push(u64::try_from(applied.elapsed().as_nanos()).unwrap_or(0));
+    }
+    println!("policy propagation (applied → enforced), {} runs: p50 {:.1} ms, max {:.1} ms (target ≤ 2 s)",
+        props.len(), quantile_us(&mut props, 0.5) / 1000.0, quantile_us(&mut props, 1.0) / 1000.0);
+    drop(sidecar);
+    drop(operator);
+    Ok(())
+}
+
+fn jiff_now() -> String {
+    // RFC 3339 in UTC from the system clock, without a date crate in the bench.
+    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+}
+
+fn call_body(tool: &str) -> Bytes {
+    let files: Vec<String> = (0..20).map(|i| format!("src/module_{i:02}/lib.rs")).collect();
+    let args = serde_json::json!({
+        "path": "/work/repo/src/main.rs", "command": "cargo test --workspace --all-features", "env": "staging",
+        "branch": "feature/tollgate-bench", "files": files, "message": "x".repeat(280),
+    });
+    Bytes::from(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}}).to_string())
+}
+
+/// One HTTP/1.1 keep-alive connection.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    uri: hyper::Uri,
+}
+
+impl Conn {
+    async fn open(url: &str) -> Result<Conn> {
+        let uri: hyper::Uri = url.parse()?;
+        let addr = format!("{}:{}", uri.host().context("host")?, uri.port_u16().context("port")?);
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Conn { sender, uri })
+    }
+
+    async fn call(&mut self, body: &Bytes) -> Result<Bytes> {
+        let req = Request::post(self.uri.clone())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("host", "bench")
+            .body(Full::new(body.clone()))?;
+        let resp = self.sender.send_request(req).await?;
+        ensure!(resp.status().is_success(), "status {}", resp.status());
+        Ok(resp.into_body().collect().await?.to_bytes())
+    }
+
+    async fn timed(&mut self, body: &Bytes) -> Result<u64> {
+        let t = Instant::now();
+        self.call(body).await?;
+        Ok(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    async fn text(&mut self, body: &Bytes) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.call(body).await?).into_owned())
+    }
+}
+
+async fn one_call(url: &str, body: &Bytes) -> Result<Bytes> {
+    Conn::open(url).await?.call(body).await
+}
+
+/// Total calls and the process's CPU seconds over 3 s of 16 connections; the max RSS seen.
+fn saturate(rt: &tokio::runtime::Runtime, url: &str, body: &Bytes, pid: u32) -> Result<(f64, f64, f64)> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_seconds(pid);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut max_rss = 0.0f64;
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (url, body, calls) = (url.to_owned(), body.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = Conn::open(&url).await?;
+                while Instant::now() < deadline {
+                    c.call(&body).await?;
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            }));
+        }
+        while Instant::now() < deadline {
+            max_rss = max_rss.max(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for t in tasks {
+            t.await??;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok((calls.load(Ordering::Relaxed) as f64, cpu_seconds(pid) - cpu0, max_rss))
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn pin_to_cpu(cpu: usize) {
+    #[allow(unsafe_code)]
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; 0 is this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// A mock MCP upstream: answers every POST with a small `tools/call` result.
+async fn mock_upstream() -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done"}],"isError":false}}"#;
+                    let mut resp = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                    resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(format!("http://{addr}/mcp"))
+}
+
+fn start_bare_proxy(cp: &ControlPlane, bin: &std::path::Path, upstream: &str) -> Result<(Process, String)> {
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "1"]).arg(bin).args(["127.0.0.1:0", upstream]);
+    let log = cp.dir().join("bare-proxy.log");
+    let p = Process::spawn(cmd, log.clone())?;
+    let addr = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        Ok(std::fs::read_to_string(&log).ok().and_then(|s| s.lines().next().map(str::to_owned)))
+    })?;
+    Ok((p, format!("http://{addr}/")))
+}
