@@ -6,7 +6,6 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tollgate_api::{ApprovalWorkflowSpec, ClusterToolPolicySpec, ManagedAgentSpec, ToolPolicySpec};
-use tollgate_core::glob::Glob;
 use tollgate_core::policy::{self, Action, AgentInfo, Args, CompiledPolicy, Decision};
 
 /// One YAML document, as far as the offline tools care.
@@ -117,16 +116,7 @@ fn push_policy(bundle: &mut Bundle, id: String, r: Result<CompiledPolicy, String
 }
 
 pub fn agent_info(name: &str, namespace: &str, labels: BTreeMap<String, String>, spec: &ManagedAgentSpec) -> AgentInfo {
-    AgentInfo {
-        name: name.to_owned(),
-        namespace: namespace.to_owned(),
-        labels,
-        service_account: spec.service_account_name.clone(),
-        namespace_labels: BTreeMap::new(),
-        mcp_servers: spec.mcp_servers.iter().map(|s| Glob::new(s)).collect(),
-        default_action: spec.default_action,
-        suspended: spec.suspended,
-    }
+    AgentInfo::from_spec(name, namespace, labels, spec, BTreeMap::new())
 }
 
 /// One call to decide.

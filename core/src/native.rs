@@ -404,13 +404,7 @@ impl<'a> Eval<'a> {
             Node::Call(f, args) => self.call(*f, args)?,
             Node::Quantifier { all, range, iter_slot, pred } => {
                 let range = self.eval(range)?;
-                let items: Box<dyn Iterator<Item = V<'a>>> = match range {
-                    V::List(items) => Box::new(items.iter().map(from_json)),
-                    V::Map(m) => Box::new(m.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
-                    V::Labels(l) => Box::new(l.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
-                    _ => return None,
-                };
-                for item in items {
+                for item in iterate(range)? {
                     *self.locals.get_mut(*iter_slot)? = item;
                     match self.eval(pred)? {
                         V::Bool(b) if b != *all => return Some(V::Bool(b)),
@@ -423,13 +417,7 @@ impl<'a> Eval<'a> {
             Node::Loop(l) => {
                 let range = self.eval(&l.range)?;
                 let mut accu = self.eval(&l.init)?;
-                let items: Box<dyn Iterator<Item = V<'a>>> = match range {
-                    V::List(items) => Box::new(items.iter().map(from_json)),
-                    V::Map(m) => Box::new(m.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
-                    V::Labels(l) => Box::new(l.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
-                    _ => return None,
-                };
-                for item in items {
+                for item in iterate(range)? {
                     *self.locals.get_mut(l.accu_slot)? = accu.clone();
                     match self.eval(&l.cond)? {
                         V::Bool(true) => {}
@@ -488,6 +476,16 @@ impl<'a> Eval<'a> {
             _ => return None,
         })
     }
+}
+
+/// What a comprehension ranges over: a list's elements, a map's keys.
+fn iterate<'a>(range: V<'a>) -> Option<Box<dyn Iterator<Item = V<'a>> + 'a>> {
+    Some(match range {
+        V::List(items) => Box::new(items.iter().map(from_json)),
+        V::Map(m) => Box::new(m.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
+        V::Labels(l) => Box::new(l.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
+        _ => return None,
+    })
 }
 
 /// Comparisons of two values of the same kind; anything else is cel-rust's to decide.

@@ -108,14 +108,5 @@ fn status_for(
 
 /// The agent as the core sees it.
 pub fn agent_info(a: &ManagedAgent, namespace_labels: std::collections::BTreeMap<String, String>) -> policy::AgentInfo {
-    policy::AgentInfo {
-        name: a.name_any(),
-        namespace: a.namespace().unwrap_or_default(),
-        labels: a.labels().clone(),
-        service_account: a.spec.service_account_name.clone(),
-        namespace_labels,
-        mcp_servers: a.spec.mcp_servers.iter().map(|s| tollgate_core::glob::Glob::new(s)).collect(),
-        default_action: a.spec.default_action,
-        suspended: a.spec.suspended,
-    }
+    policy::AgentInfo::from_spec(&a.name_any(), &a.namespace().unwrap_or_default(), a.labels().clone(), &a.spec, namespace_labels)
 }

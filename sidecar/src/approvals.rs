@@ -115,6 +115,7 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
         justification: reasoning,
         decision: &decision,
         correlation: format!("{:016x}", rand::random::<u64>()),
+        facts: Default::default(),
     };
     ctx.audit(RecordKind::Decision, None, false, None, None);
     hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), Bytes::new(), None).await

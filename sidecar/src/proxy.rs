@@ -199,9 +199,10 @@ async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, hea
         justification: split.justification.as_deref(),
         decision: &decision,
         correlation: format!("{:016x}", rand::random::<u64>()),
+        facts: Default::default(),
     };
     ctx.audit(RecordKind::Decision, None, false, None, None);
-    tracing::info!(tool = call.name, server = server.name, action = ?decision.action, by = %decision.decided_by, "tools/call decided");
+    tracing::debug!(tool = call.name, server = server.name, action = ?decision.action, by = %decision.decided_by, "tools/call decided");
 
     // What goes upstream: the call without its justification.
     let forward_body = if mode.is_some() {
@@ -260,9 +261,15 @@ pub(crate) struct CallContext<'a> {
     pub justification: Option<&'a str>,
     pub decision: &'a Decision,
     pub correlation: String,
+    /// Digest and redacted arguments, computed once for all of the call's records.
+    pub facts: std::sync::OnceLock<(String, Value)>,
 }
 
 impl CallContext<'_> {
+    fn facts(&self) -> &(String, Value) {
+        self.facts.get_or_init(|| (tollgate_core::digest::arguments_digest(self.arguments), tollgate_core::redact::redact(self.arguments)))
+    }
+
     pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {
         let (policy, rule) = match &self.decision.decided_by {
             policy::DecidedBy::Rule { policy, rule, .. } => (Some(policy.to_string()), Some(rule.clone())),
@@ -280,8 +287,8 @@ impl CallContext<'_> {
             },
             server: self.server.name.clone(),
             tool: self.tool.to_owned(),
-            arguments_digest: tollgate_core::digest::arguments_digest(self.arguments),
-            arguments: tollgate_core::redact::redact(self.arguments),
+            arguments_digest: self.facts().0.clone(),
+            arguments: self.facts().1.clone(),
             justification: self.justification.map(str::to_owned),
             decision: AuditDecision::from(self.decision.action),
             policy,

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ApprovalWorkflow, ClusterToolPolicy, HeaderSource, McpServer, ManagedAgent, PolicyKind, ToolPolicy};
-use tollgate_core::glob::Glob;
 use tollgate_core::policy::{self, AgentInfo, CompiledPolicy, PolicyId};
 use tollgate_runtime::admin::Readiness;
 
@@ -73,16 +72,12 @@ pub struct Stores {
 /// Builds a snapshot from the watched objects.
 pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
     let ns_labels = s.namespaces.state().iter().find(|n| n.name_any() == namespace).map(|n| n.labels().clone()).unwrap_or_default();
-    let agent = s.agents.state().iter().find(|a| a.name_any() == agent_name).map(|a| AgentInfo {
-        name: a.name_any(),
-        namespace: namespace.to_owned(),
-        labels: a.labels().clone(),
-        service_account: a.spec.service_account_name.clone(),
-        namespace_labels: ns_labels.clone(),
-        mcp_servers: a.spec.mcp_servers.iter().map(|g| Glob::new(g)).collect(),
-        default_action: a.spec.default_action,
-        suspended: a.spec.suspended,
-    });
+    let agent = s
+        .agents
+        .state()
+        .iter()
+        .find(|a| a.name_any() == agent_name)
+        .map(|a| AgentInfo::from_spec(&a.name_any(), namespace, a.labels().clone(), &a.spec, ns_labels.clone()));
     let mut policies: Vec<CompiledPolicy> = Vec::new();
     for p in s.cluster_policies.state() {
         let compiled = policy::compile_cluster_tool_policy(&p.name_any(), &p.spec).unwrap_or_else(|e| {

@@ -46,7 +46,8 @@ fn main() -> Result<()> {
     println!("tools/call body: {} bytes; policy: 10 CEL rules, all evaluated, the last allows", body.len());
 
     // Idle memory once the snapshot is loaded and a first call went through.
-    rt.block_on(async { one_call(&via_sidecar, &body).await })?;
+    let first = rt.block_on(async { one_call(&via_sidecar, &body).await }).with_context(|| sidecar.process.log_tail())?;
+    ensure!(!String::from_utf8_lossy(&first).contains("Access denied"), "the bench call was denied: {}", String::from_utf8_lossy(&first));
     let sidecar_pid = sidecar.process.pid().context("sidecar pid")?;
     let idle_rss = rss_kib(sidecar_pid);
 
@@ -57,9 +58,9 @@ fn main() -> Result<()> {
         let mut s = Conn::open(&via_sidecar).await?;
         let mut b = Conn::open(&bare.1).await?;
         for _ in 0..500 {
-            d.call(&body).await?;
-            s.call(&body).await?;
-            b.call(&body).await?;
+            d.call(&body).await.context("warming up the direct path")?;
+            s.call(&body).await.context("warming up the sidecar")?;
+            b.call(&body).await.context("warming up the bare proxy")?;
         }
         for _round in 0..20 {
             for _ in 0..500 {
@@ -163,30 +164,28 @@ fn call_body(tool: &str) -> Bytes {
     Bytes::from(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}}).to_string())
 }
 
-/// One HTTP/1.1 keep-alive connection.
+/// One keep-alive connection (a pool of one: reused while it lives, replaced if it closes).
 struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     uri: hyper::Uri,
 }
 
 impl Conn {
     async fn open(url: &str) -> Result<Conn> {
-        let uri: hyper::Uri = url.parse()?;
-        let addr = format!("{}:{}", uri.host().context("host")?, uri.port_u16().context("port")?);
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        Ok(Conn { sender, uri })
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .build(connector);
+        Ok(Conn { client, uri: url.parse()? })
     }
 
     async fn call(&mut self, body: &Bytes) -> Result<Bytes> {
         let req = Request::post(self.uri.clone())
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("host", "bench")
             .body(Full::new(body.clone()))?;
-        let resp = self.sender.send_request(req).await?;
+        let resp = self.client.request(req).await?;
         ensure!(resp.status().is_success(), "status {}", resp.status());
         Ok(resp.into_body().collect().await?.to_bytes())
     }

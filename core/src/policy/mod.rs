@@ -98,6 +98,26 @@ pub struct AgentInfo {
 }
 
 impl AgentInfo {
+    /// The agent as policies see it, from its `ManagedAgent` and its namespace's labels.
+    pub fn from_spec(
+        name: &str,
+        namespace: &str,
+        labels: BTreeMap<String, String>,
+        spec: &tollgate_api::ManagedAgentSpec,
+        namespace_labels: BTreeMap<String, String>,
+    ) -> Self {
+        AgentInfo {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            labels,
+            service_account: spec.service_account_name.clone(),
+            namespace_labels,
+            mcp_servers: spec.mcp_servers.iter().map(|g| Glob::new(g)).collect(),
+            default_action: spec.default_action,
+            suspended: spec.suspended,
+        }
+    }
+
     pub fn may_use_server(&self, server: &str) -> bool {
         self.mcp_servers.iter().any(|g| g.matches(server))
     }
