@@ -59,8 +59,13 @@ impl Everything {
 
 /// Runs a scenario with the official Python SDK's client; one JSON value per step.
 pub fn py_client(url: &str, scenario: &Value) -> Result<Vec<Value>> {
+    py_client_with_timeout(url, scenario, 60)
+}
+
+/// As [`py_client`], with a per-request timeout (a person deciding takes longer than a test).
+pub fn py_client_with_timeout(url: &str, scenario: &Value, seconds: u64) -> Result<Vec<Value>> {
     let dir = tools_dir()?;
-    run_client(Command::new(dir.join("venv/bin/python")).arg(repo_root().join("e2e/clients/py_client.py")), url, scenario)
+    run_client(Command::new(dir.join("venv/bin/python")).arg(repo_root().join("e2e/clients/py_client.py")), url, scenario, seconds)
 }
 
 /// Runs a scenario with the official TypeScript SDK's client.
@@ -68,11 +73,11 @@ pub fn ts_client(url: &str, scenario: &Value) -> Result<Vec<Value>> {
     let dir = tools_dir()?;
     let mut cmd = Command::new("node");
     cmd.arg(repo_root().join("e2e/clients/ts_client.mjs")).env("NODE_PATH", dir.join("node/node_modules"));
-    run_client(&mut cmd, url, scenario)
+    run_client(&mut cmd, url, scenario, 60)
 }
 
-fn run_client(cmd: &mut Command, url: &str, scenario: &Value) -> Result<Vec<Value>> {
-    let out = cmd.args(["--timeout", "60", url, &scenario.to_string()]).stdin(Stdio::null()).output().context("running an MCP client")?;
+fn run_client(cmd: &mut Command, url: &str, scenario: &Value, timeout: u64) -> Result<Vec<Value>> {
+    let out = cmd.args(["--timeout", &timeout.to_string(), url, &scenario.to_string()]).stdin(Stdio::null()).output().context("running an MCP client")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     ensure!(out.status.success(), "MCP client failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));

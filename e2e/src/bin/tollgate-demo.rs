@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::io::IsTerminal;
 use std::time::Duration;
-use tollgate_e2e::{ControlPlane, Everything, Operator, Sidecar, User, py_client, tool_text, wait_until};
+use tollgate_e2e::{ControlPlane, Everything, Operator, Sidecar, User, py_client, py_client_with_timeout, tool_text, wait_until};
 
 const NS: &str = "tollgate-demo";
 
@@ -53,7 +53,8 @@ fn main() -> Result<()> {
     say("a call held for approval: trigger-long-running-operation (the agent blocks, with progress)");
     let held_url = url.clone();
     let agent = std::thread::spawn(move || {
-        py_client(&held_url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2}, "progress": true}]))
+        // The workflow gives a person ten minutes; so does the agent.
+        py_client_with_timeout(&held_url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2}, "progress": true}]), 610)
     });
     let name: String = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         let names = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", NS, "-o", "jsonpath={.items[*].metadata.name}"])?;

@@ -1,0 +1,69 @@
+//! The operator is stopped and started again while requests are pending (DESIGN §6, nothing
+//! lost): decisions are refused while its webhook is down (fail closed), a request that expired
+//! meanwhile ends Expired, and a pending one is approved once it is back.
+
+use anyhow::{Context, Result};
+use std::time::Duration;
+use tollgate_e2e::{ControlPlane, Operator, User, wait_until};
+
+fn apply(cp: &ControlPlane, ns: &str, json: &str) -> Result<()> {
+    let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
+    std::fs::write(&path, json)?;
+    cp.kubectl_ok(User::Admin, ["apply", "-n", ns, "-f", path.to_str().context("path")?])?;
+    Ok(())
+}
+
+fn request(cp: &ControlPlane, ns: &str, name: &str, age: i64) -> Result<()> {
+    let requested = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age);
+    apply(cp, ns, &format!(
+        r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
+            "spec":{{"agent":"coder","serviceAccount":"coder","server":"s","tool":"deploy",
+            "argumentsDigest":"sha256:2222222222222222222222222222222222222222222222222222222222222222",
+            "workflow":"ops","requestedAt":"{requested}"}}}}"#
+    ))
+}
+
+fn phase(cp: &ControlPlane, ns: &str, name: &str) -> Result<String> {
+    Ok(cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?.trim().to_owned())
+}
+
+fn wait_phase(cp: &ControlPlane, ns: &str, name: &str, want: &str) -> Result<()> {
+    let mut last = String::new();
+    wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        last = phase(cp, ns, name)?;
+        Ok((last == want).then_some(()))
+    })
+    .with_context(|| format!("{name} is {last:?}, want {want}"))
+}
+
+#[test]
+fn pending_requests_survive_an_operator_restart() -> Result<()> {
+    let cp = ControlPlane::shared();
+    let first = Operator::start(cp)?;
+    let ns = cp.create_namespace("restart")?;
+    apply(cp, &ns, r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalWorkflow","metadata":{"name":"ops"},
+        "spec":{"approvers":{"users":["approver-a"]},"timeoutSeconds":30}}"#)?;
+    request(cp, &ns, "long", 0)?;
+    request(cp, &ns, "short", 25)?;
+    wait_phase(cp, &ns, "long", "Pending")?;
+    wait_phase(cp, &ns, "short", "Pending")?;
+
+    first.stop();
+    // With the webhook down, a decision is refused rather than admitted unchecked.
+    let out = cp.kubectl_approve(User::ApproverA, &["long", "-n", &ns, "--wait", "0"])?;
+    assert!(!out.status.success(), "a decision was admitted while the webhook was down");
+    // "short" passes its deadline while nobody watches.
+    wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let expires: jiff::Timestamp = cp.kubectl_ok(User::Admin, ["get", "ar", "short", "-n", &ns, "-o", "jsonpath={.status.expiresAt}"])?.trim().parse()?;
+        Ok((jiff::Timestamp::now() > expires).then_some(()))
+    })?;
+    assert_eq!(phase(cp, &ns, "short")?, "Pending");
+
+    let _second = Operator::start(cp)?;
+    wait_phase(cp, &ns, "short", "Expired")?;
+    assert_eq!(phase(cp, &ns, "long")?, "Pending");
+    let out = cp.kubectl_approve(User::ApproverA, &["long", "-n", &ns, "--reason", "after the restart", "--wait", "0"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_phase(cp, &ns, "long", "Approved")?;
+    Ok(())
+}
