@@ -342,3 +342,42 @@ fn decide(cp: &ControlPlane, user: User, ns: &str, name: &str, verdict: &str) ->
     cp.kubectl_ok(user, ["patch", "ar", name, "-n", ns, "--subresource=status", "--type=json", "-p", &patch])?;
     Ok(())
 }
+
+#[test]
+fn the_aggregated_endpoint_serves_every_allowed_server_under_policy() -> Result<()> {
+    let env = setup("aggregate", true)?;
+    let url = format!("{}/mcp", env.sidecar.base);
+    let steps = py_client(&url, &json!([
+        {"op": "list_tools"},
+        {"op": "call_tool", "name": "everything__echo", "arguments": {"message": "via the aggregate"}},
+        {"op": "call_tool", "name": "everything__get-env", "arguments": {}},
+        {"op": "call_tool", "name": "everything__get-sum", "arguments": {"a": 1, "b": 2}},
+        {"op": "call_tool", "name": "down__anything", "arguments": {}},
+        {"op": "call_tool", "name": "no-such-tool", "arguments": {}},
+        {"op": "call_tool", "name": "everything__trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}},
+        {"op": "ping"},
+    ]))?;
+    let tools: Vec<&str> = step(&steps, 0)["result"]["tools"].as_array().context("tools")?.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(tools.contains(&"everything__echo") && tools.contains(&"get_approval_status"), "{tools:?}");
+    assert!(!tools.contains(&"everything__get-env"), "hidden on the aggregate too: {tools:?}");
+    assert!(!tools.iter().any(|t| t.starts_with("down__")), "a down server contributes nothing: {tools:?}");
+    assert_eq!(tool_text(step(&steps, 1)), ("Echo: via the aggregate".to_owned(), false));
+    assert_eq!(tool_text(step(&steps, 2)), ("Access denied: the environment is private".to_owned(), true));
+    assert!(tool_text(step(&steps, 3)).0.contains("requires a justification"), "{}", step(&steps, 3));
+    let (text, is_error) = tool_text(step(&steps, 4));
+    assert!(is_error && text.contains("MCP server down is unreachable"), "{text}");
+    assert!(tool_text(step(&steps, 5)).1);
+    let name = step(&steps, 6)["result"]["structuredContent"]["request_id"].as_str().context("request_id")?.to_owned();
+    assert_eq!(step(&steps, 7)["ok"], true);
+
+    // The held call runs once approved, polled through the aggregate.
+    decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
+    let mut last = String::new();
+    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let out = py_client(&url, &json!([{"op": "call_tool", "name": "get_approval_status", "arguments": {"request_id": name}}]))?;
+        last = tool_text(step(&out, 0)).0;
+        Ok(last.contains("Long running operation completed").then_some(()))
+    })
+    .with_context(|| format!("last status: {last}"))?;
+    Ok(())
+}

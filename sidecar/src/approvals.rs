@@ -6,10 +6,9 @@ use crate::Sidecar;
 use crate::body::{Body, channel};
 use crate::proxy::{CallContext, json};
 use crate::snapshot::{Server, Snapshot};
-use crate::upstream::{header, is_event_stream};
+use crate::upstream::header;
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::BodyExt;
 use hyper::header::{CONTENT_TYPE, HeaderMap};
 use hyper::{Method, Response, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -38,6 +37,14 @@ const POLL_SECONDS: u64 = 5;
 #[derive(Default)]
 pub struct Registry {
     calls: Mutex<HashMap<String, Arc<Held>>>,
+}
+
+impl Registry {
+    /// The server a held call goes to (`None` for standalone approvals and unknown requests).
+    pub fn server_of(&self, name: &str) -> Option<String> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.get(name).and_then(|h| h.server.as_ref().map(|s| s.name.clone()))
+    }
 }
 
 pub struct Held {
@@ -327,19 +334,9 @@ async fn execute(sc: &Sidecar, server: &Server, held: &Held, headers: &HeaderMap
         Ok(r) => r,
         Err(e) => return text_result(&e.to_string(), true),
     };
-    let sse = is_event_stream(resp.headers());
-    let bytes = match resp.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return text_result(&format!("MCP server {} broke off: {e}", server.name), true),
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let messages: Vec<Value> = if sse {
-        let mut p = tollgate_core::sse::Parser::default();
-        let mut evs = p.push(&text).unwrap_or_default();
-        evs.extend(p.push("\n\n").unwrap_or_default());
-        evs.iter().filter_map(|e| serde_json::from_str(&e.data).ok()).collect()
-    } else {
-        serde_json::from_str(&text).into_iter().collect()
+    let messages = match crate::upstream::messages(resp).await {
+        Ok(m) => m,
+        Err(e) => return text_result(&format!("MCP server {}: {e}", server.name), true),
     };
     match messages.into_iter().find(|m| m.get("result").is_some() || m.get("error").is_some()) {
         Some(mut m) => match (m.get_mut("result").map(Value::take), m.get("error")) {

@@ -2,6 +2,7 @@
 //! MCP message through unchanged except `tools/list` (hidden tools, justification schemas) and
 //! `tools/call` (decided by `tollgate-core`: allowed, denied, or held for approval).
 
+pub mod aggregate;
 pub mod approvals;
 pub mod audit;
 pub mod body;
@@ -17,7 +18,7 @@ use tollgate_core::policy::Action;
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "tollgate-sidecar", version, about = "Tollgate's MCP firewall")]
 pub struct Config {
-    /// Where agents reach MCP: `/mcp/<server>` exposes one server.
+    /// Where agents reach MCP: `/mcp` aggregates every server, `/mcp/<server>` exposes one.
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:15001")]
     pub listen: SocketAddr,
     #[arg(long, env = "TOLLGATE_ADMIN_ADDR", default_value = "127.0.0.1:15021")]
@@ -58,6 +59,8 @@ pub struct Sidecar {
     pub snapshot: Arc<arc_swap::ArcSwap<snapshot::Snapshot>>,
     pub upstream: upstream::Upstream,
     pub held: approvals::Registry,
+    /// Sessions of the aggregated `/mcp` endpoint.
+    pub sessions: aggregate::Sessions,
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
     /// This process's identity on the requests it creates: it executes only its own.
     pub instance: String,
@@ -73,6 +76,7 @@ pub async fn run(config: Config) -> Result<()> {
         snapshot: snapshot.clone(),
         upstream: upstream::Upstream::new(),
         held: approvals::Registry::default(),
+        sessions: aggregate::Sessions::default(),
         metrics: Arc::default(),
         instance,
     });

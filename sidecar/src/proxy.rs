@@ -46,15 +46,25 @@ pub(crate) fn json(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
 
 async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
-    let Some(server_name) = path.strip_prefix("/mcp/").map(str::to_owned) else {
-        let msg = if path == "/mcp" {
-            "the aggregated /mcp endpoint is not available yet: use /mcp/<server>"
-        } else {
-            "not an MCP endpoint: use /mcp/<server>"
-        };
-        return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, msg)));
+    let server_name = match path.strip_prefix("/mcp/") {
+        Some(name) => Some(name.to_owned()),
+        None if path == "/mcp" => None,
+        None => return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, "not an MCP endpoint: use /mcp or /mcp/<server>"))),
     };
     let snapshot = sc.snapshot.load_full();
+    if !snapshot.loaded {
+        // Before the first snapshot nothing is known, not even which servers exist: refuse all.
+        let reason = snapshot.unavailable(&sc.config.agent, &sc.config.namespace).unwrap_or_default();
+        return Ok(json(StatusCode::SERVICE_UNAVAILABLE, jsonrpc::error_response(None, -32603, &reason)));
+    }
+    let Some(server_name) = server_name else {
+        let (parts, body) = req.into_parts();
+        let bytes = match Limited::new(body, sc.config.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &format!("request body refused: {e}")))),
+        };
+        return Ok(crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await);
+    };
     let Some(server) = snapshot.servers.get(&server_name).cloned() else {
         let msg = format!("no MCPServer named {server_name:?} in namespace {}", sc.config.namespace);
         return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, &msg)));
@@ -164,7 +174,7 @@ fn rewrite_listing(sc: &Sidecar, snapshot: &Snapshot, server: &str, result: &mut
 }
 
 /// A `tools/call`: decided, then denied, forwarded, or held for approval.
-async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, raw: &Bytes) -> Response<Body> {
+pub(crate) async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, raw: &Bytes) -> Response<Body> {
     let started = Instant::now();
     let call = match jsonrpc::tool_call_params(env.params) {
         Ok(c) => c,

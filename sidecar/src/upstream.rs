@@ -98,3 +98,19 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
 pub fn header(value: &'static str) -> HeaderValue {
     HeaderValue::from_static(value)
 }
+
+/// The JSON-RPC messages of an upstream answer, whether it came as JSON or as an SSE stream.
+pub async fn messages(resp: Response<hyper::body::Incoming>) -> Result<Vec<serde_json::Value>, String> {
+    use http_body_util::BodyExt;
+    let sse = is_event_stream(resp.headers());
+    let bytes = resp.into_body().collect().await.map_err(|e| format!("the answer broke off: {e}"))?.to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(if sse {
+        let mut p = tollgate_core::sse::Parser::default();
+        let mut events = p.push(&text)?;
+        events.extend(p.push("\n\n")?);
+        events.iter().filter_map(|e| serde_json::from_str(&e.data).ok()).collect()
+    } else {
+        serde_json::from_str(&text).into_iter().collect()
+    })
+}
