@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // an exploratory example, not shipped code
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::hint::black_box;

@@ -65,6 +65,7 @@ fn wildcard_match(pattern: &[char], text: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::Glob;
 

@@ -128,6 +128,7 @@ pub fn with_arguments(id: Option<&RawValue>, params: &RawValue, arguments: &Valu
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -62,6 +62,7 @@ fn redact_at(value: &Value, depth: usize) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -1,3 +1,6 @@
+// kube-derive expands each printcolumn into attributes clippy mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 //! The Tollgate API: group `tollgate.dev`, version `v1alpha1`.
 //!
 //! Every kind has a status subresource with `observedGeneration` and `conditions` (a list-map keyed

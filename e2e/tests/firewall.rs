@@ -84,7 +84,7 @@ spec: {{approvers: {{users: [approver-a, approver-b]}}, requiredApprovals: 1, as
     Ok(Env { cp, ns, sidecar })
 }
 
-fn step<'a>(steps: &'a [Value], i: usize) -> &'a Value {
+fn step(steps: &[Value], i: usize) -> &Value {
     steps.get(i).unwrap_or(&Value::Null)
 }
 
@@ -155,8 +155,10 @@ fn blocking_approval_granted_with_kubectl_and_progress_while_waiting() -> Result
     let steps = call.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     let (text, is_error) = tool_text(step(&steps, 0));
     assert!(!is_error && text.contains("Long running operation completed"), "{}", step(&steps, 0));
-    let progress = step(&steps, 0)["progress"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(progress >= 1, "no progress notifications while waiting: {}", step(&steps, 0));
+    let progress = step(&steps, 0)["progress"].as_array().cloned().unwrap_or_default();
+    // Ours while waiting (no total), then the server's own while it ran the call (with a total).
+    assert!(progress.iter().any(|p| p.get("total").is_none_or(Value::is_null)), "no progress while waiting: {}", step(&steps, 0));
+    assert!(progress.iter().any(|p| p["total"].as_f64() == Some(1.0)), "the server's progress was not relayed: {}", step(&steps, 0));
     Ok(())
 }
 

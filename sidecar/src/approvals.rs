@@ -171,7 +171,7 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
 
     let wants_sse = headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     if !wants_sse {
-        let result = settle(sc, &name, &held, deadline).await;
+        let (result, _) = settle(sc, &name, &held, deadline).await;
         return json(StatusCode::OK, jsonrpc::result_response(id.as_deref(), result));
     }
     // Blocking with a stream: progress while waiting, then the result, on one SSE response.
@@ -197,6 +197,11 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
                 }
             }
         };
+        let (result, notifications) = result;
+        // What the server sent while running the call (its own progress, logs) goes first.
+        for n in notifications {
+            let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(n.to_string().as_bytes()))).await;
+        }
         let message = jsonrpc::result_response(id.as_deref(), result);
         let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(&message))).await;
     });
@@ -269,8 +274,9 @@ async fn create(ctx: &CallContext<'_>, workflow: &str, digest: &str) -> Result<S
 }
 
 /// Waits for the request to end and returns the `tools/call` result the agent gets: the held
-/// call's own result once approved (run here, once), else an `isError` result saying why.
-async fn settle(sc: &Sidecar, name: &str, held: &Held, deadline: Duration) -> Value {
+/// call's own result once approved (run here, once), else an `isError` result saying why; with
+/// the notifications the server sent while running it.
+async fn settle(sc: &Sidecar, name: &str, held: &Held, deadline: Duration) -> (Value, Vec<Value>) {
     let api: Api<ApprovalRequest> = Api::namespaced(sc.client.clone(), &sc.config.namespace);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let wait = async {
@@ -290,36 +296,37 @@ async fn settle(sc: &Sidecar, name: &str, held: &Held, deadline: Duration) -> Va
             ar
         }
         Ok(None) | Err(_) => {
-            return text_result(&format!("Access denied: approval request {name} was not decided in time"), true);
+            return (text_result(&format!("Access denied: approval request {name} was not decided in time"), true), Vec::new());
         }
     };
     conclude(sc, name, held, &ar, None).await
 }
 
-async fn conclude(sc: &Sidecar, name: &str, held: &Held, ar: &ApprovalRequest, headers: Option<&HeaderMap>) -> Value {
+async fn conclude(sc: &Sidecar, name: &str, held: &Held, ar: &ApprovalRequest, headers: Option<&HeaderMap>) -> (Value, Vec<Value>) {
+    let refused = |text: String| (text_result(&text, true), Vec::new());
     let status = ar.status.clone().unwrap_or_default();
     let last = status.decisions.iter().rev().find(|d| d.decision == tollgate_api::Verdict::Deny);
     match status.phase.unwrap_or_default() {
         Phase::Approved => {
             if ar.spec.sidecar_instance.as_deref() != Some(sc.instance.as_str()) || ar.spec.arguments_digest != held.digest {
-                return text_result(&format!("Access denied: approval request {name} does not match the held call; it will not run"), true);
+                return refused(format!("Access denied: approval request {name} does not match the held call; it will not run"));
             }
             sc.metrics.tool_call("require_approval", "approved");
             match &held.server {
-                None => text_result(&format!("Approved: request {name} was approved ({})", status.approvals.unwrap_or_default()), false),
+                None => (text_result(&format!("Approved: request {name} was approved ({})", status.approvals.unwrap_or_default()), false), Vec::new()),
                 Some(server) => execute(sc, server, held, headers.unwrap_or(&held.headers)).await,
             }
         }
         Phase::Denied => {
             sc.metrics.tool_call("require_approval", "denied");
             let by = last.map(|d| format!(" by {}{}", d.user, d.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()));
-            text_result(&format!("Access denied: approval request {name} was denied{}", by.unwrap_or_default()), true)
+            refused(format!("Access denied: approval request {name} was denied{}", by.unwrap_or_default()))
         }
         Phase::Expired => {
             sc.metrics.tool_call("require_approval", "expired");
-            text_result(&format!("Access denied: approval request {name} expired before anyone decided"), true)
+            refused(format!("Access denied: approval request {name} expired before anyone decided"))
         }
-        Phase::Cancelled | Phase::Pending => text_result(&format!("Access denied: approval request {name} was cancelled"), true),
+        Phase::Cancelled | Phase::Pending => refused(format!("Access denied: approval request {name} was cancelled")),
     }
 }
 
@@ -327,25 +334,29 @@ fn text_result(text: &str, is_error: bool) -> Value {
     json!({"content": [{"type": "text", "text": text}], "isError": is_error})
 }
 
-/// Runs the approved call upstream and returns its `result` (or an `isError` one).
-async fn execute(sc: &Sidecar, server: &Server, held: &Held, headers: &HeaderMap) -> Value {
+/// Runs the approved call upstream and returns its `result` (or an `isError` one) and the
+/// notifications the server sent on the way.
+async fn execute(sc: &Sidecar, server: &Server, held: &Held, headers: &HeaderMap) -> (Value, Vec<Value>) {
     tracing::info!(server = server.name, digest = held.digest, "approved call executed");
     let resp = match sc.upstream.send(server, Method::POST, headers, held.body.clone()).await {
         Ok(r) => r,
-        Err(e) => return text_result(&e.to_string(), true),
+        Err(e) => return (text_result(&e.to_string(), true), Vec::new()),
     };
     let messages = match crate::upstream::messages(resp).await {
         Ok(m) => m,
-        Err(e) => return text_result(&format!("MCP server {}: {e}", server.name), true),
+        Err(e) => return (text_result(&format!("MCP server {}: {e}", server.name), true), Vec::new()),
     };
-    match messages.into_iter().find(|m| m.get("result").is_some() || m.get("error").is_some()) {
+    let (mut answers, notifications): (Vec<Value>, Vec<Value>) =
+        messages.into_iter().partition(|m| m.get("result").is_some() || m.get("error").is_some());
+    let result = match answers.pop() {
         Some(mut m) => match (m.get_mut("result").map(Value::take), m.get("error")) {
             (Some(result), _) => result,
             (None, Some(err)) => text_result(&format!("MCP server {} answered with an error: {err}", server.name), true),
             _ => text_result("no result", true),
         },
         None => text_result(&format!("MCP server {} sent no result", server.name), true),
-    }
+    };
+    (result, notifications)
 }
 
 /// `get_approval_status`: the phase, or, once approved, the held call's result (run once).
@@ -378,7 +389,7 @@ async fn get_status(sc: &Sidecar, name: &str, id: Option<&RawValue>, headers: &H
         return jsonrpc::result_response(id, pending);
     }
     // The call runs in the session of the poll: the one it was held in may have ended since.
-    let done = conclude(sc, name, &held, &ar, Some(headers)).await;
+    let (done, _) = conclude(sc, name, &held, &ar, Some(headers)).await;
     *result = Some(done.clone());
     jsonrpc::result_response(id, done)
 }
@@ -408,6 +419,7 @@ pub async fn cancel_orphans(sc: &Sidecar) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
