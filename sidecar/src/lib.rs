@@ -31,7 +31,7 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_POD", default_value = "")]
     pub pod: String,
     /// The decision for calls no policy and no `defaultAction` decides.
-    #[arg(long, env = "TOLLGATE_CLUSTER_DEFAULT", default_value = "Allow", value_parser = parse_action)]
+    #[arg(long, env = "TOLLGATE_CLUSTER_DEFAULT", default_value = "Allow", value_parser = tollgate_core::policy::parse_action)]
     pub cluster_default: Action,
     /// Largest request body accepted from the agent.
     #[arg(long, default_value_t = 4 << 20)]
@@ -43,14 +43,6 @@ pub struct Config {
     pub log_json: bool,
 }
 
-fn parse_action(s: &str) -> Result<Action, String> {
-    match s {
-        "Allow" => Ok(Action::Allow),
-        "Deny" => Ok(Action::Deny),
-        "RequireApproval" => Ok(Action::RequireApproval),
-        other => Err(format!("{other:?} is not one of Allow, Deny, RequireApproval")),
-    }
-}
 
 /// What every request handler shares.
 pub struct Sidecar {

@@ -38,19 +38,11 @@ enum Command {
         #[arg(long, default_value = "{}")]
         args: String,
         /// The cluster default for calls no policy decides.
-        #[arg(long, default_value = "Allow", value_parser = parse_action)]
+        #[arg(long, default_value = "Allow", value_parser = tollgate_core::policy::parse_action)]
         cluster_default: Action,
     },
 }
 
-fn parse_action(s: &str) -> Result<Action, String> {
-    match s {
-        "Allow" => Ok(Action::Allow),
-        "Deny" => Ok(Action::Deny),
-        "RequireApproval" => Ok(Action::RequireApproval),
-        other => Err(format!("{other:?} is not one of Allow, Deny, RequireApproval")),
-    }
-}
 
 fn main() -> Result<ExitCode> {
     match Cli::parse().command {

@@ -15,6 +15,16 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 pub use tollgate_api::{Action, Justification, PolicyKind};
 
+/// An action as written in flags and Helm values: `Allow`, `Deny` or `RequireApproval`.
+pub fn parse_action(s: &str) -> Result<Action, String> {
+    match s {
+        "Allow" => Ok(Action::Allow),
+        "Deny" => Ok(Action::Deny),
+        "RequireApproval" => Ok(Action::RequireApproval),
+        other => Err(format!("{other:?} is not one of Allow, Deny, RequireApproval")),
+    }
+}
+
 /// Which policy an outcome came from. Orders cluster-scoped first, then by namespace and name,
 /// which is the tie-break order of rule 3.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
