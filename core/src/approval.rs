@@ -202,6 +202,17 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
         transition: Some(transition),
     };
 
+    let pending = |approvals, required, expires_at, escalated_at, requeue_at, transition| Next {
+        phase: Phase::Pending,
+        approvals,
+        required,
+        expires_at,
+        escalated_at,
+        resolved_at: None,
+        requeue_at: Some(requeue_at),
+        transition,
+    };
+
     let (t, approvals) = tally(observed.decisions, required, deadline);
     match t {
         Tally::Denied(by, reason) => {
@@ -227,16 +238,7 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
         if let Tally::Approved(by) = t {
             return resolved(Phase::Approved, approvals, required, deadline, escalated_at, Transition::Approved { by });
         }
-        return Next {
-            phase: Phase::Pending,
-            approvals,
-            required,
-            expires_at: deadline,
-            escalated_at,
-            resolved_at: None,
-            requeue_at: Some(deadline),
-            transition,
-        };
+        return pending(approvals, required, deadline, escalated_at, deadline, transition);
     }
 
     if now >= deadline {
@@ -246,16 +248,7 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
         (Some(at), None) => at.min(deadline),
         _ => deadline,
     };
-    Next {
-        phase: Phase::Pending,
-        approvals,
-        required,
-        expires_at: deadline,
-        escalated_at,
-        resolved_at: None,
-        requeue_at: Some(requeue_at),
-        transition,
-    }
+    pending(approvals, required, deadline, escalated_at, requeue_at, transition)
 }
 
 /// A decision as `kubectl approve` or the gateway appends it.
