@@ -30,7 +30,15 @@ impl Envelope<'_> {
 #[derive(Debug)]
 pub enum Incoming<'a> {
     Single(Envelope<'a>),
-    Batch(Vec<Envelope<'a>>),
+    Batch(Vec<Element<'a>>),
+}
+
+/// One element of a batch: its bytes as sent, and its envelope (`None` when the element is not
+/// a JSON-RPC message, which JSON-RPC answers with an error of its own, not by failing the batch).
+#[derive(Debug)]
+pub struct Element<'a> {
+    pub raw: &'a RawValue,
+    pub envelope: Option<Envelope<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,11 +64,12 @@ impl ParseError {
 pub fn parse(body: &[u8]) -> Result<Incoming<'_>, ParseError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        let batch: Vec<Envelope<'_>> = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
-        if batch.is_empty() {
+        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+        if raws.is_empty() {
             return Err(ParseError::EmptyBatch);
         }
-        Ok(Incoming::Batch(batch))
+        let elements = raws.into_iter().map(|raw| Element { raw, envelope: serde_json::from_str(raw.get()).ok() }).collect();
+        Ok(Incoming::Batch(elements))
     } else {
         serde_json::from_slice(body).map(Incoming::Single).map_err(|e| ParseError::Json(e.to_string()))
     }
@@ -150,6 +159,12 @@ mod tests {
         assert!(r.method.is_none());
         let Ok(Incoming::Batch(b)) = parse(br#" [{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":1,"method":"b"}]"#) else { panic!() };
         assert_eq!(b.len(), 2);
+        assert_eq!(b[1].envelope.as_ref().and_then(|e| e.method()), Some("b"));
+        assert_eq!(b[1].raw.get(), r#"{"jsonrpc":"2.0","id":1,"method":"b"}"#);
+        // JSON-RPC answers a bad element on its own; the others still count.
+        let Ok(Incoming::Batch(b)) = parse(br#"[1, {"jsonrpc":"2.0","id":2,"method":"c"}]"#) else { panic!() };
+        assert!(b[0].envelope.is_none());
+        assert!(b[1].envelope.is_some());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`digest`], [`redact`]: the argument digest an approval binds to, and what may be stored.
 //! - [`audit`]: the audit record.
 
+pub mod aggregate;
 pub mod approval;
 pub mod audit;
 pub mod authz;

@@ -12,6 +12,8 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct Parser {
     buf: String,
+    /// Bytes of a UTF-8 character split across chunks, kept for the next chunk.
+    partial: Vec<u8>,
 }
 
 /// An event larger than this is refused rather than buffered without bound.
@@ -37,6 +39,30 @@ impl Parser {
         if self.buf.len() > MAX_EVENT {
             return Err(format!("an event exceeds {MAX_EVENT} bytes"));
         }
+        Ok(events)
+    }
+}
+
+impl Parser {
+    /// As [`Parser::push`], for a stream's raw chunks, which may split a character in two.
+    pub fn push_bytes(&mut self, chunk: &[u8]) -> Result<Vec<Event>, String> {
+        let joined;
+        let bytes = if self.partial.is_empty() {
+            chunk
+        } else {
+            self.partial.extend_from_slice(chunk);
+            joined = std::mem::take(&mut self.partial);
+            &joined[..]
+        };
+        let valid = match std::str::from_utf8(bytes) {
+            Ok(_) => bytes.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => return Err("the event stream is not valid UTF-8".into()),
+        };
+        let (text, rest) = bytes.split_at(valid);
+        let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
+        let events = self.push(text)?;
+        self.partial = rest.to_vec();
         Ok(events)
     }
 }
@@ -96,6 +122,19 @@ mod tests {
         assert_eq!(evs[1].data, "x\ny");
         let evs = p.push("\n\n").unwrap();
         assert_eq!(evs[0].data, "");
+    }
+
+    #[test]
+    fn chunks_may_split_a_character() {
+        let text = "data: {\"t\":\"é😀\"}\n\n".as_bytes();
+        for cut in 0..text.len() {
+            let mut p = Parser::default();
+            let mut events = p.push_bytes(&text[..cut]).unwrap();
+            events.extend(p.push_bytes(&text[cut..]).unwrap());
+            assert_eq!(events.len(), 1, "cut at {cut}");
+            assert_eq!(events[0].data, "{\"t\":\"é😀\"}");
+        }
+        assert!(Parser::default().push_bytes(b"data: \xff\xfe\n\n").is_err());
     }
 
     #[test]

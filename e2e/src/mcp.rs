@@ -68,6 +68,12 @@ pub fn py_client_with_timeout(url: &str, scenario: &Value, seconds: u64) -> Resu
     run_client(Command::new(dir.join("venv/bin/python")).arg(repo_root().join("e2e/clients/py_client.py")), url, scenario, seconds)
 }
 
+/// As [`py_client`], with options of the client (`--sampling-reply`, `--elicit-accept`, …).
+pub fn py_client_with_args(url: &str, args: &[&str], scenario: &Value) -> Result<Vec<Value>> {
+    let dir = tools_dir()?;
+    run_client(Command::new(dir.join("venv/bin/python")).arg(repo_root().join("e2e/clients/py_client.py")).args(args), url, scenario, 60)
+}
+
 /// Runs a scenario with the official TypeScript SDK's client.
 pub fn ts_client(url: &str, scenario: &Value) -> Result<Vec<Value>> {
     let dir = tools_dir()?;

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
+use tollgate_e2e::raw_mcp::RawSession;
 use tollgate_e2e::{ControlPlane, Everything, Operator, Sidecar, User, py_client, tool_text, ts_client, wait_until};
 
 fn operator() -> &'static Operator {
@@ -381,5 +382,128 @@ fn the_aggregated_endpoint_serves_every_allowed_server_under_policy() -> Result<
         Ok(last.contains("Long running operation completed").then_some(()))
     })
     .with_context(|| format!("last status: {last}"))?;
+    Ok(())
+}
+
+#[test]
+fn batches_are_split_and_every_call_in_them_decided() -> Result<()> {
+    let env = setup("batch", true)?;
+    // Batches exist in protocol 2025-03-26 (later revisions dropped them).
+    let s = RawSession::open(&env.sidecar.url("everything"), "2025-03-26")?;
+    let call = |id: u64, name: &str, args: Value| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": args}});
+    let batch = json!([
+        call(1, "echo", json!({"message": "in a batch"})),
+        call(2, "get-env", json!({})),
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 4, "method": "ping"},
+        call(5, "echo", json!({"message": "a secret"})),
+        {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
+        42,
+        call(6, "trigger-long-running-operation", json!({"duration": 0.1, "steps": 1})),
+    ]);
+    let answer = s.post(&batch)?;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let text = |id: u64| answer.response(&json!(id)).map(|r| tool_text(&json!({"result": r["result"]}))).unwrap_or_default();
+    assert_eq!(text(1), ("Echo: in a batch".to_owned(), false));
+    assert_eq!(text(2), ("Access denied: the environment is private".to_owned(), true));
+    assert_eq!(text(5), ("Access denied: echoing secrets is not allowed".to_owned(), true));
+    let tools: Vec<&str> = answer.response(&json!(3)).and_then(|r| r["result"]["tools"].as_array()).context("tools/list answered")?
+        .iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(tools.contains(&"echo") && tools.contains(&"get_approval_status") && !tools.contains(&"get-env"), "{tools:?}");
+    assert_eq!(answer.response(&json!(4)).map(|r| &r["result"]), Some(&json!({})), "ping passed through: {answer:?}");
+    let invalid = answer.messages.iter().find(|m| m["id"].is_null()).context("the invalid element is answered")?;
+    assert_eq!(invalid["error"]["code"], -32600);
+    let held = answer.response(&json!(6)).context("held call answered")?;
+    let name = held["result"]["structuredContent"]["request_id"].as_str().context("a held call in a batch is held too")?;
+    wait_for_pending(env.cp, &env.ns, name)?;
+    assert_eq!(answer.messages.iter().filter(|m| m.get("id").is_some()).count(), 7, "one answer per request: {:?}", answer.messages);
+
+    // Only notifications: nothing to answer.
+    let quiet = s.post(&json!([{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}]))?;
+    assert_eq!(quiet.status, 202, "{quiet:?}");
+    let decisions: Vec<Value> = env.sidecar.audit_records().into_iter().filter(|r| r["kind"] == "decision" && r["tool"] == "echo").collect();
+    assert_eq!(decisions.len(), 2, "each call of the batch audited: {decisions:?}");
+    Ok(())
+}
+
+#[test]
+fn the_aggregated_endpoint_merges_prompts_and_resources_and_relays_server_requests() -> Result<()> {
+    let env = setup("aggregate-more", false)?;
+    let url = format!("{}/mcp", env.sidecar.base);
+    let steps = tollgate_e2e::py_client_with_args(&url, &["--sampling-reply", "sampled by the client", "--elicit-accept", r#"{"name": "Ada"}"#], &json!([
+        {"op": "initialize_result"},
+        {"op": "list_prompts"},
+        {"op": "get_prompt", "name": "everything__args-prompt", "arguments": {"city": "Lisbon"}},
+        {"op": "get_prompt", "name": "everything__resource-prompt", "arguments": {"resourceType": "Text", "resourceId": "2"}},
+        {"op": "list_resources"},
+        {"op": "read_resource", "uri": "everything+demo://resource/static/document/features.md"},
+        {"op": "list_resource_templates"},
+        {"op": "read_resource", "uri": "everything+demo://resource/dynamic/text/3"},
+        {"op": "read_resource", "uri": "demo://resource/dynamic/text/3"},
+        {"op": "call_tool", "name": "everything__get-resource-links", "arguments": {"count": 2}},
+        {"op": "call_tool", "name": "everything__trigger-sampling-request", "arguments": {"prompt": "say hi", "maxTokens": 10}},
+        {"op": "call_tool", "name": "everything__trigger-elicitation-request", "arguments": {}},
+    ]))?;
+    let caps = &step(&steps, 0)["result"]["capabilities"];
+    assert!(caps.get("prompts").is_some() && caps.get("resources").is_some() && caps.get("tools").is_some(), "merged capabilities: {caps}");
+    let prompts: Vec<&str> = step(&steps, 1)["result"]["prompts"].as_array().context("prompts")?.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(prompts.contains(&"everything__simple-prompt") && prompts.contains(&"everything__args-prompt"), "{prompts:?}");
+    assert!(step(&steps, 2).to_string().contains("What's weather in Lisbon?"), "{}", step(&steps, 2));
+    let embedded = &step(&steps, 3)["result"]["messages"][1]["content"]["resource"]["uri"];
+    assert_eq!(embedded, "everything+demo://resource/dynamic/text/2", "{}", step(&steps, 3));
+    let uris: Vec<&str> = step(&steps, 4)["result"]["resources"].as_array().context("resources")?.iter().filter_map(|r| r["uri"].as_str()).collect();
+    assert!(uris.contains(&"everything+demo://resource/static/document/features.md"), "{uris:?}");
+    assert!(uris.iter().all(|u| u.starts_with("everything+")), "{uris:?}");
+    let read = &step(&steps, 5)["result"]["contents"][0];
+    assert_eq!(read["uri"], "everything+demo://resource/static/document/features.md");
+    assert!(read["text"].as_str().is_some_and(|t| !t.is_empty()), "{read}");
+    let templates = step(&steps, 6).to_string();
+    assert!(templates.contains("everything+demo://resource/dynamic/text/{resourceId}"), "{templates}");
+    assert_eq!(step(&steps, 7)["result"]["contents"][0]["uri"], "everything+demo://resource/dynamic/text/3", "{}", step(&steps, 7));
+    assert_eq!(step(&steps, 8)["ok"], false, "an unprefixed URI names no server: {}", step(&steps, 8));
+    assert!(step(&steps, 8)["error"].as_str().unwrap_or_default().contains("<server>+<uri>"), "{}", step(&steps, 8));
+    let links: Vec<&str> = step(&steps, 9)["result"]["content"].as_array().context("links")?.iter().filter_map(|c| c["uri"].as_str()).collect();
+    assert!(!links.is_empty() && links.iter().all(|u| u.starts_with("everything+")), "{}", step(&steps, 9));
+    // The server asked the client to sample mid-call; the client's answer found its way back.
+    let (sampled, is_error) = tool_text(step(&steps, 10));
+    assert!(!is_error && sampled.contains("sampled by the client"), "{}", step(&steps, 10));
+    assert!(step(&steps, 11).to_string().contains("Ada"), "elicitation answered: {}", step(&steps, 11));
+    Ok(())
+}
+
+#[test]
+fn the_aggregated_stream_merges_server_notifications_and_batches_work_there() -> Result<()> {
+    let env = setup("aggregate-stream", false)?;
+    let s = RawSession::open(&format!("{}/mcp", env.sidecar.base), "2025-03-26")?;
+    let stream_log = env.cp.dir().join(format!("{}-stream.log", env.ns));
+    let stream = s.open_stream(&stream_log)?;
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        Ok(std::fs::read_to_string(&stream_log).unwrap_or_default().contains("text/event-stream").then_some(()))
+    })
+    .with_context(|| format!("the GET stream did not open: {}", stream.log_tail()))?;
+    let call = |id: u64, name: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": {}}});
+    let answer = s.post(&json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "logging/setLevel", "params": {"level": "debug"}},
+        {"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": "everything+demo://resource/dynamic/text/1"}},
+        call(3, "everything__toggle-simulated-logging"),
+        call(4, "everything__toggle-subscriber-updates"),
+        call(5, "everything__get-env"),
+    ]))?;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.response(&json!(1)).map(|r| &r["result"]), Some(&json!({})), "{answer:?}");
+    assert!(answer.response(&json!(2)).is_some_and(|r| r.get("result").is_some()), "{answer:?}");
+    let denied = answer.response(&json!(5)).map(|r| tool_text(&json!({"result": r["result"]}))).unwrap_or_default();
+    assert_eq!(denied, ("Access denied: the environment is private".to_owned(), true));
+    // The server's own notifications arrive on the merged stream, URIs in aggregated form.
+    let seen = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let text = std::fs::read_to_string(&stream_log).unwrap_or_default();
+        let msgs = tollgate_e2e::raw_mcp::messages(&text, true);
+        let log = msgs.iter().any(|m| m["method"] == "notifications/message");
+        let updated = msgs.iter().find(|m| m["method"] == "notifications/resources/updated").map(|m| m["params"]["uri"].clone());
+        Ok(log.then_some(updated).flatten())
+    })
+    .with_context(|| format!("stream so far: {}", stream.log_tail()))?;
+    assert_eq!(seen, json!("everything+demo://resource/dynamic/text/1"));
+    stream.stop();
     Ok(())
 }

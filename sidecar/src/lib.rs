@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod approvals;
 pub mod audit;
+pub mod batch;
 pub mod body;
 pub mod proxy;
 pub mod snapshot;

@@ -86,20 +86,47 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
         Err(e) => return Ok(json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, e.code(), &e.to_string()))),
     };
     Ok(match message {
-        Message::Single(env) => match env.method() {
-            Some("tools/call") if env.is_request() => tools_call(&sc, &snapshot, &server, &parts.headers, &env, &bytes).await,
-            Some("tools/list") if env.is_request() => tools_list(&sc, &snapshot, &server, &parts.headers, &env, bytes.clone()).await,
-            _ => forward(&sc, &server, Method::POST, &parts.headers, bytes.clone(), env.id).await,
-        },
-        Message::Batch(envs) => {
-            if envs.iter().any(|e| matches!(e.method(), Some("tools/call" | "tools/list"))) {
-                let msg = "tools/call and tools/list cannot be batched through Tollgate; send them one at a time";
-                json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, -32600, msg))
-            } else {
-                forward(&sc, &server, Method::POST, &parts.headers, bytes.clone(), None).await
-            }
-        }
+        Message::Single(env) => single(&sc, &snapshot, &server, &parts.headers, &env, &bytes).await,
+        Message::Batch(elements) => batch(&sc, &snapshot, &server, &parts.headers, &elements, &bytes).await,
     })
+}
+
+/// Whether the firewall decides this message itself rather than passing it through.
+fn decided_here(env: &Envelope<'_>) -> bool {
+    env.is_request() && matches!(env.method(), Some("tools/call" | "tools/list"))
+}
+
+async fn single(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, bytes: &Bytes) -> Response<Body> {
+    match env.method() {
+        Some("tools/call") if env.is_request() => tools_call(sc, snapshot, server, headers, env, bytes).await,
+        Some("tools/list") if env.is_request() => tools_list(sc, snapshot, server, headers, env, bytes.clone()).await,
+        _ => forward(sc, server, Method::POST, headers, bytes.clone(), env.id).await,
+    }
+}
+
+/// A batch: `tools/call` and `tools/list` decided one by one, everything else forwarded upstream
+/// as one batch of the elements' bytes as sent.
+async fn batch(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, elements: &[jsonrpc::Element<'_>], bytes: &Bytes) -> Response<Body> {
+    if !elements.iter().any(|e| e.envelope.as_ref().is_some_and(decided_here)) {
+        return forward(sc, server, Method::POST, headers, bytes.clone(), None).await;
+    }
+    let mut parts: Vec<futures::future::BoxFuture<'_, Response<Body>>> = Vec::new();
+    let mut rest: Vec<&str> = Vec::new();
+    for element in elements {
+        match &element.envelope {
+            None => parts.push(crate::batch::invalid_element()),
+            Some(env) if decided_here(env) => {
+                let raw = Bytes::copy_from_slice(element.raw.get().as_bytes());
+                parts.push(Box::pin(async move { single(sc, snapshot, server, headers, env, &raw).await }));
+            }
+            Some(_) => rest.push(element.raw.get()),
+        }
+    }
+    if !rest.is_empty() {
+        let body = Bytes::from(format!("[{}]", rest.join(",")));
+        parts.push(Box::pin(forward(sc, server, Method::POST, headers, body, None)));
+    }
+    crate::batch::answer(headers, parts).await
 }
 
 /// Passes a request through and streams the answer back unchanged.

@@ -99,8 +99,13 @@ pub fn header(value: &'static str) -> HeaderValue {
     HeaderValue::from_static(value)
 }
 
-/// The JSON-RPC messages of an upstream answer, whether it came as JSON or as an SSE stream.
-pub async fn messages(resp: Response<hyper::body::Incoming>) -> Result<Vec<serde_json::Value>, String> {
+/// The JSON-RPC messages of an answer, whether it came as JSON (one message or a batch's array)
+/// or as an SSE stream.
+pub async fn messages<B>(resp: Response<B>) -> Result<Vec<serde_json::Value>, String>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
     use http_body_util::BodyExt;
     let sse = is_event_stream(resp.headers());
     let bytes = resp.into_body().collect().await.map_err(|e| format!("the answer broke off: {e}"))?.to_bytes();
@@ -111,6 +116,10 @@ pub async fn messages(resp: Response<hyper::body::Incoming>) -> Result<Vec<serde
         events.extend(p.push("\n\n")?);
         events.iter().filter_map(|e| serde_json::from_str(&e.data).ok()).collect()
     } else {
-        serde_json::from_str(&text).into_iter().collect()
+        match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Array(all)) => all,
+            Ok(one) => vec![one],
+            Err(_) => Vec::new(),
+        }
     })
 }
