@@ -52,6 +52,24 @@ pub struct AgentRef {
     pub service_account: String,
 }
 
+/// JSON kept as its text: written verbatim, compared as text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// The JSON text of `value` (`null` if it cannot be serialized).
+    pub fn of(value: &impl Serialize) -> RawJson {
+        RawJson(serde_json::value::to_raw_value(value).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()))
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// RFC 3339.
@@ -63,8 +81,8 @@ pub struct AuditRecord {
     pub server: String,
     pub tool: String,
     pub arguments_digest: String,
-    /// Redacted: see [`crate::redact`].
-    pub arguments: serde_json::Value,
+    /// Redacted (see [`crate::redact`]), kept as JSON text: a call's records share one rendering.
+    pub arguments: RawJson,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
     pub decision: AuditDecision,

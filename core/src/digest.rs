@@ -3,51 +3,69 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::io::Write;
 
 /// Writes `value` canonically: object keys sorted by their UTF-16 code units (as RFC 8785 does),
 /// no insignificant whitespace, strings escaped by serde_json.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail, and serde_json writes valid UTF-8.
+    let _ = write_canonical(value, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_canonical<W: Write>(value: &Value, out: &mut W) -> std::io::Result<()> {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // ASCII keys (nearly all) compare the same bytewise as by UTF-16 units.
+            entries.sort_by(|(a, _), (b, _)| {
+                if a.is_ascii() && b.is_ascii() { a.as_bytes().cmp(b.as_bytes()) } else { a.encode_utf16().cmp(b.encode_utf16()) }
+            });
+            out.write_all(b"{")?;
+            for (i, (key, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_all(b",")?;
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(key) {
-                    write_canonical(v, out);
-                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.write_all(b":")?;
+                write_canonical(v, out)?;
             }
-            out.push('}');
+            out.write_all(b"}")
         }
         Value::Array(items) => {
-            out.push('[');
+            out.write_all(b"[")?;
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_all(b",")?;
                 }
-                write_canonical(item, out);
+                write_canonical(item, out)?;
             }
-            out.push(']');
+            out.write_all(b"]")
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => Ok(serde_json::to_writer(&mut *out, scalar)?),
+    }
+}
+
+/// Feeds what is written straight into the hash: no canonical copy of the arguments is kept.
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 /// `sha256:<hex>` of the canonical form.
 pub fn arguments_digest(value: &Value) -> String {
-    let hash = Sha256::digest(canonical_json(value).as_bytes());
-    format!("sha256:{}", hex::encode(hash))
+    let mut hasher = HashWriter(Sha256::new());
+    let _ = write_canonical(value, &mut hasher);
+    format!("sha256:{}", hex::encode(hasher.0.finalize()))
 }
 
 #[cfg(test)]

@@ -26,12 +26,55 @@ const SENSITIVE: &[&str] = &[
 const MAX_DEPTH: usize = 64;
 
 pub fn is_sensitive_key(key: &str) -> bool {
-    let normalized: String = key
-        .chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect();
+    let normalized: String = if key.is_ascii() {
+        key.bytes().filter(|c| *c != b'_' && *c != b'-').map(|c| char::from(c.to_ascii_lowercase())).collect()
+    } else {
+        key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
+    };
     SENSITIVE.iter().any(|s| normalized.contains(s))
+}
+
+/// `value` redacted as it is serialized, without a redacted copy: what audit records write.
+#[derive(Debug, Clone, Copy)]
+pub struct Redacted<'a>(pub &'a Value);
+
+impl serde::Serialize for Redacted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        At(self.0, 0).serialize(serializer)
+    }
+}
+
+struct At<'a>(&'a Value, usize);
+
+impl serde::Serialize for At<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let At(value, depth) = *self;
+        if depth >= MAX_DEPTH {
+            return serializer.serialize_str(REDACTED);
+        }
+        match value {
+            Value::Object(map) => {
+                let mut m = serializer.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    if is_sensitive_key(k) {
+                        m.serialize_entry(k, REDACTED)?;
+                    } else {
+                        m.serialize_entry(k, &At(v, depth + 1))?;
+                    }
+                }
+                m.end()
+            }
+            Value::Array(items) => {
+                let mut s = serializer.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    s.serialize_element(&At(v, depth + 1))?;
+                }
+                s.end()
+            }
+            scalar => scalar.serialize(serializer),
+        }
+    }
 }
 
 /// A copy of `value` with the values of sensitive keys replaced by `[REDACTED]`.
@@ -66,6 +109,17 @@ fn redact_at(value: &Value, depth: usize) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn serialized_redaction_equals_the_redacted_copy() {
+        let mut deep = json!("bottom");
+        for _ in 0..100 {
+            deep = json!({"password": "p", "next": deep, "list": [1, {"token": "t"}]});
+        }
+        for v in [json!({"a": 1, "API_KEY": "k", "nested": {"Cookie": [1, 2], "x": "ü"}}), json!([{"secret": 1}]), json!("plain"), deep] {
+            assert_eq!(serde_json::to_value(Redacted(&v)).unwrap(), redact(&v));
+        }
+    }
 
     #[test]
     fn sensitive_keys() {

@@ -220,8 +220,10 @@ impl Sidecar {
             }
             None => Command::new(bin),
         };
+        // A pinned sidecar is being measured: it logs as in production.
+        let log_filter = if cpu.is_some() { "info" } else { "info,tollgate_sidecar=debug" };
         cmd.env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,tollgate_sidecar=debug")
+            .env("RUST_LOG", log_filter)
             .args(["--listen", &format!("127.0.0.1:{listen}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(["--agent", agent, "--namespace", namespace, "--pod", pod])
@@ -243,6 +245,16 @@ impl Sidecar {
             .filter(|l| l.starts_with('{'))
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// The audit records once `done` holds for them (the sidecar writes them within milliseconds).
+    pub fn wait_audit(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Result<Vec<serde_json::Value>> {
+        let mut last = Vec::new();
+        crate::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+            last = self.audit_records();
+            Ok(done(&last).then(|| last.clone()))
+        })
+        .with_context(|| format!("audit records so far: {last:?}"))
     }
 }
 

@@ -126,7 +126,7 @@ fn allow_deny_hide_justify_and_pass_through() -> Result<()> {
     assert!(step(&steps, 8).to_string().contains("architecture"), "{}", step(&steps, 8));
 
     // One decision record per call, the denied ones with their policy and rule.
-    let audit = env.sidecar.audit_records();
+    let audit = env.sidecar.wait_audit(|a| a.iter().any(|r| r["tool"] == "get-sum" && r["kind"] == "outcome"))?;
     let denied: Vec<&Value> = audit.iter().filter(|r| r["kind"] == "decision" && r["decision"] == "deny").collect();
     assert!(denied.iter().any(|r| r["tool"] == "get-env" && r["rule"] == "spec.tools[1].rules[0]"), "{audit:?}");
     assert!(audit.iter().any(|r| r["tool"] == "get-sum" && r["justification"] == "checking arithmetic for INC-7"), "{audit:?}");
@@ -160,6 +160,11 @@ fn blocking_approval_granted_with_kubectl_and_progress_while_waiting() -> Result
     // Ours while waiting (no total), then the server's own while it ran the call (with a total).
     assert!(progress.iter().any(|p| p.get("total").is_none_or(Value::is_null)), "no progress while waiting: {}", step(&steps, 0));
     assert!(progress.iter().any(|p| p["total"].as_f64() == Some(1.0)), "the server's progress was not relayed: {}", step(&steps, 0));
+    // The held call's outcome is audited with who approved it, under the request's name.
+    let outcome = |a: &[Value]| a.iter().find(|r| r["kind"] == "outcome" && r["approval_request"] == name.as_str()).cloned();
+    let audit = env.sidecar.wait_audit(|a| outcome(a).is_some())?;
+    let record = outcome(&audit).context("outcome record")?;
+    assert_eq!((&record["outcome"], &record["approvers"], &record["is_error"]), (&json!("approved"), &json!(["approver-a"]), &json!(false)), "{record}");
     Ok(())
 }
 
@@ -181,6 +186,7 @@ fn a_denied_approval_is_an_error_result() -> Result<()> {
     let steps = call.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     let (text, is_error) = tool_text(step(&steps, 0));
     assert!(is_error && text.contains(&format!("approval request {name} was denied by approver-b: not during the freeze")), "{text}");
+    env.sidecar.wait_audit(|a| a.iter().any(|r| r["approval_request"] == name.as_str() && r["outcome"] == "approval_denied"))?;
     Ok(())
 }
 
@@ -421,8 +427,9 @@ fn batches_are_split_and_every_call_in_them_decided() -> Result<()> {
     // Only notifications: nothing to answer.
     let quiet = s.post(&json!([{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}]))?;
     assert_eq!(quiet.status, 202, "{quiet:?}");
-    let decisions: Vec<Value> = env.sidecar.audit_records().into_iter().filter(|r| r["kind"] == "decision" && r["tool"] == "echo").collect();
-    assert_eq!(decisions.len(), 2, "each call of the batch audited: {decisions:?}");
+    let echo_decisions = |a: &[Value]| a.iter().filter(|r| r["kind"] == "decision" && r["tool"] == "echo").count();
+    let audit = env.sidecar.wait_audit(|a| echo_decisions(a) >= 2)?;
+    assert_eq!(echo_decisions(&audit), 2, "each call of the batch audited once: {audit:?}");
     Ok(())
 }
 

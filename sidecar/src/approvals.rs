@@ -48,6 +48,9 @@ impl Registry {
 }
 
 pub struct Held {
+    /// The outcome record, filled in when the request ends.
+    audit: tollgate_core::audit::AuditRecord,
+    created: Instant,
     server: Option<Server>,
     headers: HeaderMap,
     body: Bytes,
@@ -152,7 +155,8 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
     ctx.audit(RecordKind::Decision, None, false, Some(&name), None);
     tracing::info!(request = name, tool = ctx.tool, workflow = workflow_name, r#async = workflow.async_mode, "call held for approval");
     let server = (ctx.server.name != BUILTIN_SERVER).then(|| ctx.server.clone());
-    let held = Arc::new(Held { server, headers: headers.clone(), body, digest, result: tokio::sync::Mutex::new(None) });
+    let audit = ctx.record(RecordKind::Outcome, None, false, Some(&name), None);
+    let held = Arc::new(Held { audit, created: Instant::now(), server, headers: headers.clone(), body, digest, result: tokio::sync::Mutex::new(None) });
     let deadline = workflow.timeout * 2 + workflow.escalation_after.unwrap_or_default() + Duration::from_secs(30);
 
     if workflow.async_mode {
@@ -296,13 +300,42 @@ async fn settle(sc: &Sidecar, name: &str, held: &Held, deadline: Duration) -> (V
             ar
         }
         Ok(None) | Err(_) => {
+            emit_outcome(sc, held, Outcome::Timeout, true, Vec::new());
             return (text_result(&format!("Access denied: approval request {name} was not decided in time"), true), Vec::new());
         }
     };
     conclude(sc, name, held, &ar, None).await
 }
 
+/// The held call's outcome record: who approved, and what became of it.
+fn emit_outcome(sc: &Sidecar, held: &Held, outcome: Outcome, is_error: bool, approvers: Vec<String>) {
+    let mut record = held.audit.clone();
+    record.time = jiff::Timestamp::now().to_string();
+    record.outcome = Some(outcome);
+    record.is_error = is_error;
+    record.approvers = approvers;
+    record.duration_ms = Some(held.created.elapsed().as_secs_f64() * 1000.0);
+    sc.audit.emit(&record);
+}
+
+/// Ends a held call as its request ended, and audits the outcome.
 async fn conclude(sc: &Sidecar, name: &str, held: &Held, ar: &ApprovalRequest, headers: Option<&HeaderMap>) -> (Value, Vec<Value>) {
+    let (result, notifications) = run_or_refuse(sc, name, held, ar, headers).await;
+    let status = ar.status.clone().unwrap_or_default();
+    let approvers = status.decisions.iter().filter(|d| d.decision == tollgate_api::Verdict::Approve).map(|d| d.user.clone()).collect();
+    let is_error = result.get("isError").and_then(Value::as_bool).unwrap_or(false);
+    let outcome = match status.phase.unwrap_or_default() {
+        Phase::Approved if held.server.is_none() || !is_error => Outcome::Approved,
+        Phase::Approved => Outcome::UpstreamError,
+        Phase::Denied => Outcome::ApprovalDenied,
+        Phase::Expired => Outcome::ApprovalExpired,
+        Phase::Cancelled | Phase::Pending => Outcome::ApprovalCancelled,
+    };
+    emit_outcome(sc, held, outcome, is_error, approvers);
+    (result, notifications)
+}
+
+async fn run_or_refuse(sc: &Sidecar, name: &str, held: &Held, ar: &ApprovalRequest, headers: Option<&HeaderMap>) -> (Value, Vec<Value>) {
     let refused = |text: String| (text_result(&text, true), Vec::new());
     let status = ar.status.clone().unwrap_or_default();
     let last = status.decisions.iter().rev().find(|d| d.decision == tollgate_api::Verdict::Deny);

@@ -40,6 +40,9 @@ pub struct Config {
     /// Seconds between progress notifications while a call waits for approval.
     #[arg(long, default_value_t = 5)]
     pub progress_interval_seconds: u64,
+    /// Threads serving requests: 1 (the default) runs everything on one thread.
+    #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
 }
@@ -55,8 +58,21 @@ pub struct Sidecar {
     /// Sessions of the aggregated `/mcp` endpoint.
     pub sessions: aggregate::Sessions,
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
+    pub audit: audit::AuditLog,
     /// This process's identity on the requests it creates: it executes only its own.
     pub instance: String,
+}
+
+/// SIGINT or SIGTERM (what Kubernetes sends): the audit buffer is flushed before exit.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -71,6 +87,7 @@ pub async fn run(config: Config) -> Result<()> {
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
         metrics: Arc::default(),
+        audit: audit::AuditLog::default(),
         instance,
     });
     tracing::info!(agent = config.agent, namespace = config.namespace, instance = sidecar.instance, "sidecar starting");
@@ -78,11 +95,14 @@ pub async fn run(config: Config) -> Result<()> {
     let ready = tollgate_runtime::admin::Readiness::default();
     let watch = snapshot::watch(client, config.agent.clone(), config.namespace.clone(), snapshot, ready.clone());
     let admin = tollgate_runtime::admin::serve(config.admin_addr, sidecar.metrics.clone(), ready);
-    let serve = proxy::serve(config.listen, sidecar);
-    tokio::select! {
+    let serve = proxy::serve(config.listen, sidecar.clone());
+    let result = tokio::select! {
         r = serve => r.context("MCP listener"),
         r = admin => r.context("admin listener"),
         r = watch => r.context("policy watch"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+        () = sidecar.audit.run() => Ok(()),
+        () = shutdown_signal() => Ok(()),
+    };
+    sidecar.audit.flush();
+    result
 }

@@ -7,12 +7,24 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = tollgate_sidecar::Config::parse();
     tollgate_runtime::telemetry::init(config.log_json);
-    match tollgate_sidecar::run(config).await {
+    // One thread by default, as a sidecar has a fraction of a core: a multi-threaded runtime on
+    // one CPU spends its time waking threads that then wait for the same CPU.
+    let runtime = match config.worker_threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tollgate_sidecar::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "sidecar failed");

@@ -2,7 +2,6 @@
 //! notification but `tools/list` and `tools/call` is forwarded byte for byte, both ways.
 
 use crate::Sidecar;
-use crate::audit;
 use crate::body::{Body, full, streamed};
 use crate::snapshot::{Server, Snapshot};
 use crate::upstream::{copy_response_headers, header, is_event_stream};
@@ -19,7 +18,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RecordKind};
+use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RawJson, RecordKind};
 use tollgate_core::jsonrpc::{self, Envelope, Incoming as Message};
 use tollgate_core::policy::{self, Action, Args, Decision};
 
@@ -207,6 +206,21 @@ pub(crate) async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &
         Ok(c) => c,
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
     };
+    let span = tracing::info_span!("tools_call", server = %server.name, tool = %call.name);
+    tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, call, started), span).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide_and_act(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    server: &Server,
+    headers: &HeaderMap,
+    env: &Envelope<'_>,
+    raw: &Bytes,
+    call: jsonrpc::ToolCallParams<'_>,
+    started: Instant,
+) -> Response<Body> {
     if let Some(resp) = crate::approvals::builtin(sc, snapshot, server, headers, env, &call).await {
         return resp;
     }
@@ -239,7 +253,7 @@ pub(crate) async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &
         facts: Default::default(),
     };
     ctx.audit(RecordKind::Decision, None, false, None, None);
-    tracing::debug!(tool = call.name, server = server.name, action = ?decision.action, by = %decision.decided_by, "tools/call decided");
+    tracing::debug!(action = ?decision.action, by = %decision.decided_by, correlation = ctx.correlation, "tools/call decided");
 
     // What goes upstream: the call without its justification.
     let forward_body = if mode.is_some() {
@@ -299,20 +313,27 @@ pub(crate) struct CallContext<'a> {
     pub decision: &'a Decision,
     pub correlation: String,
     /// Digest and redacted arguments, computed once for all of the call's records.
-    pub facts: std::sync::OnceLock<(String, Value)>,
+    pub facts: std::sync::OnceLock<(String, RawJson)>,
 }
 
 impl CallContext<'_> {
-    fn facts(&self) -> &(String, Value) {
-        self.facts.get_or_init(|| (tollgate_core::digest::arguments_digest(self.arguments), tollgate_core::redact::redact(self.arguments)))
+    fn facts(&self) -> &(String, RawJson) {
+        self.facts.get_or_init(|| {
+            (tollgate_core::digest::arguments_digest(self.arguments), RawJson::of(&tollgate_core::redact::Redacted(self.arguments)))
+        })
     }
 
     pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {
+        self.sc.audit.emit(&self.record(kind, outcome, is_error, request, started));
+    }
+
+    /// The record `audit` writes; a held call keeps one to fill in when it ends.
+    pub fn record(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) -> AuditRecord {
         let (policy, rule) = match &self.decision.decided_by {
             policy::DecidedBy::Rule { policy, rule, .. } => (Some(policy.to_string()), Some(rule.clone())),
             other => (Some(other.to_string()), None),
         };
-        audit::emit(&AuditRecord {
+        AuditRecord {
             time: jiff::Timestamp::now().to_string(),
             kind,
             correlation_id: self.correlation.clone(),
@@ -336,6 +357,6 @@ impl CallContext<'_> {
             is_error,
             duration_ms: started.map(|s| s.elapsed().as_secs_f64() * 1000.0),
             error: self.decision.error.clone(),
-        });
+        }
     }
 }

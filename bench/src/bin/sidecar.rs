@@ -29,9 +29,10 @@ fn main() -> Result<()> {
     let sidecar_bin = release.join("tollgate-sidecar");
     let bare_bin = release.join("bench-bare-proxy");
     ensure!(sidecar_bin.is_file() && bare_bin.is_file(), "build first: cargo build --release --workspace --bins");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-
-    let upstream = rt.block_on(mock_upstream())?;
+    // The client on this thread's own runtime (a request never hops threads on its way out);
+    // the mock upstream on a thread of its own, on the same CPU.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let upstream = mock_upstream()?;
     let cp = ControlPlane::start()?;
     let operator = Operator::start(&cp)?;
     cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
@@ -88,7 +89,19 @@ fn main() -> Result<()> {
     println!("\nsaturation, 16 connections, 3 s each, proxy pinned to one CPU");
     let bare_pid = bare.0.pid().context("bare pid")?;
     let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &body, bare_pid)?;
+    // TOLLGATE_BENCH_PROFILE=FILE records the sidecar's saturation run with `perf record`.
+    let profiler = std::env::var("TOLLGATE_BENCH_PROFILE").ok().map(|out| {
+        std::process::Command::new("perf").args(["record", "-q", "-F", "1000", "--call-graph", "dwarf,32768", "-o", &out, "-p", &sidecar_pid.to_string()]).spawn()
+    });
     let (side_calls, side_cpu, load_rss) = saturate(&rt, &via_sidecar, &body, sidecar_pid)?;
+    if let Some(Ok(mut perf)) = profiler {
+        #[allow(unsafe_code)]
+        // SAFETY: kill has no memory preconditions; SIGINT makes perf write its file and exit.
+        unsafe {
+            libc::kill(perf.id() as i32, libc::SIGINT);
+        }
+        let _ = perf.wait();
+    }
     println!("  bare hyper proxy   {:8.0} calls/s   {:5.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
     println!("  tollgate-sidecar   {:8.0} calls/s   {:5.1} µs CPU per call   ({:.2}× the bare proxy's throughput)", side_calls / 3.0, side_cpu / side_calls * 1e6, side_calls / bare_calls);
     println!("  target: ≤ 25 µs CPU per call, ≥ 0.8× the bare proxy");
@@ -268,11 +281,22 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// A mock MCP upstream: answers every POST with a small `tools/call` result.
-async fn mock_upstream() -> Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
+/// A mock MCP upstream on a thread of its own: answers every POST with a small `tools/call` result.
+fn mock_upstream() -> Result<String> {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    std::thread::spawn(move || {
+        pin_to_cpu(0);
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(serve_mock(std_listener));
+    });
+    Ok(format!("http://{addr}/mcp"))
+}
+
+async fn serve_mock(std_listener: std::net::TcpListener) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
+    {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
             let _ = stream.set_nodelay(true);
@@ -287,8 +311,7 @@ async fn mock_upstream() -> Result<String> {
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
             });
         }
-    });
-    Ok(format!("http://{addr}/mcp"))
+    }
 }
 
 fn start_bare_proxy(cp: &ControlPlane, bin: &std::path::Path, upstream: &str) -> Result<(Process, String)> {

@@ -82,7 +82,8 @@ fn main() -> Result<()> {
     print!("{}", cp.kubectl_ok(User::Admin, ["get", "approvalrequests", "-n", NS])?);
 
     say("the audit trail (one JSON line per decision and outcome, on the sidecar's stdout)");
-    for r in sidecar.audit_records() {
+    let trail = sidecar.wait_audit(|a| a.iter().any(|r| r["kind"] == "outcome" && r["tool"] == "trigger-long-running-operation"))?;
+    for r in trail {
         println!("  {} {:<8} {:<32} {:<16} {}", r["kind"].as_str().unwrap_or(""), r["decision"].as_str().unwrap_or(""), r["tool"].as_str().unwrap_or(""),
             r["outcome"].as_str().unwrap_or("-"), r["rule"].as_str().unwrap_or(""));
     }
