@@ -86,6 +86,9 @@ pub async fn builtin(
     env: &Envelope<'_>,
     call: &ToolCallParams<'_>,
 ) -> Option<Response<Body>> {
+    if !matches!(call.name.as_str(), GET_STATUS | REQUEST_APPROVAL) {
+        return None;
+    }
     let args: Value = call.arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or(Value::Null);
     match call.name.as_str() {
         GET_STATUS => {

@@ -26,7 +26,10 @@ const NS: &str = "bench";
 fn main() -> Result<()> {
     pin_to_cpu(0);
     let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
-    let sidecar_bin = release.join("tollgate-sidecar");
+    // The shipping build (`--profile sidecar`: fat LTO) when there is one, else the release build.
+    let shipped = release.join("../sidecar/tollgate-sidecar");
+    let sidecar_bin = if shipped.is_file() { shipped } else { release.join("tollgate-sidecar") };
+    println!("sidecar binary: {}", sidecar_bin.display());
     let bare_bin = release.join("bench-bare-proxy");
     ensure!(sidecar_bin.is_file() && bare_bin.is_file(), "build first: cargo build --release --workspace --bins");
     // The client on this thread's own runtime (a request never hops threads on its way out);
@@ -106,6 +109,7 @@ fn main() -> Result<()> {
     println!("  tollgate-sidecar   {:8.0} calls/s   {:5.1} µs CPU per call   ({:.2}× the bare proxy's throughput)", side_calls / 3.0, side_cpu / side_calls * 1e6, side_calls / bare_calls);
     println!("  target: ≤ 25 µs CPU per call, ≥ 0.8× the bare proxy");
     println!("\nsidecar memory: idle {:.1} MiB, under load {:.1} MiB (targets ≤ 12 / ≤ 24 MiB)", idle_rss / 1024.0, load_rss / 1024.0);
+    println!("  now: {}", memory_breakdown(sidecar_pid));
 
     // Approval round trip: decision written → the held call's answer arrives.
     let mut rtts = Vec::new();
@@ -260,6 +264,13 @@ fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+/// Anonymous memory (heap, stacks) against pages of the binary itself.
+fn memory_breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default();
+    format!("RSS {} = anonymous {} + file {} (+ shmem {}); threads {}", field("VmRSS:"), field("RssAnon:"), field("RssFile:"), field("RssShmem:"), field("Threads:"))
 }
 
 fn rss_kib(pid: u32) -> f64 {
