@@ -14,7 +14,9 @@ fn main() {
         let n = 200_000;
         let t = std::time::Instant::now();
         for _ in 0..n {
-            let d = policy::decide(&[&p], &agent, "s", "t", &Args::value(&parsed), None, &|_: &str| true, Action::Deny, jiff::Timestamp::UNIX_EPOCH);
+            let args = Args::value(&parsed);
+            let call = policy::Call { agent: &agent, server: "s", tool: "t", args: &args, justification: None, now: jiff::Timestamp::UNIX_EPOCH };
+            let d = policy::decide(&[&p], &call, &|_: &str| true, Action::Deny);
             black_box(d);
         }
         println!("{:50} {:6.2} µs", expr, t.elapsed().as_secs_f64() * 1e6 / n as f64);

@@ -137,17 +137,16 @@ pub fn eval(bundle: &Bundle, call: &Call<'_>) -> Result<Decision> {
     let applicable: Vec<&CompiledPolicy> = refs.iter().copied().filter(|p| p.applies_to(agent)).collect();
     let split = policy::split_justification(raw, policy::justification_mode(&applicable, call.server, call.tool));
     let workflows = |name: &str| bundle.workflows.iter().any(|(ns, n)| *ns == agent.namespace && n == name);
-    Ok(policy::decide(
-        &refs,
+    let args = Args::value(&split.arguments);
+    let decided = policy::Call {
         agent,
-        call.server,
-        call.tool,
-        &Args::value(&split.arguments),
-        split.justification.as_deref(),
-        &workflows,
-        call.cluster_default,
-        jiff::Timestamp::now(),
-    ))
+        server: call.server,
+        tool: call.tool,
+        args: &args,
+        justification: split.justification.as_deref(),
+        now: jiff::Timestamp::now(),
+    };
+    Ok(policy::decide(&refs, &decided, &workflows, call.cluster_default))
 }
 
 /// The decision as people read it.

@@ -354,6 +354,7 @@ fn to_chrono(t: jiff::Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
 /// Both evaluators on one condition, for the differential test: the native answer (`None` when
 /// it defers) and cel-rust's.
 #[doc(hidden)]
+#[allow(clippy::type_complexity)]
 pub fn evaluate_both(
     source: &str,
     args: &serde_json::Value,

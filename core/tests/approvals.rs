@@ -174,7 +174,8 @@ fn an_approver_may_append_their_own_decision() {
 fn forgeries_are_refused() {
     let w = workflow("approvers: {users: [alice, bob], slack: {userIds: [U123]}}\nrequiredApprovals: 2");
     let old = pending(vec![d("alice", Verdict::Approve, 5)]);
-    let cases: Vec<(&str, ApprovalRequestStatus, &str, fn(&Refusal) -> bool)> = vec![
+    type Case<'a> = (&'a str, ApprovalRequestStatus, &'a str, fn(&Refusal) -> bool);
+    let cases: Vec<Case> = vec![
         ("outsider approving", with(&old, d("mallory", Verdict::Approve, 10)), "mallory", |r| matches!(r, Refusal::NotApprover { .. })),
         ("in someone else's name", with(&old, d("bob", Verdict::Approve, 10)), "alice", |r| matches!(r, Refusal::Impersonation { .. })),
         ("voting twice", with(&old, d("alice", Verdict::Approve, 10)), "alice", |r| matches!(r, Refusal::DuplicateVote { .. })),

@@ -52,7 +52,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         let p = tool_policy("team-a", "p", RULES);
-        let d = tollgate_core::policy::decide(&[&p], &agent(), "s", "x", &tollgate_core::policy::Args::raw(&bytes), None, &workflows, Action::Allow, now());
+        let d = tollgate_core::policy::decide(&[&p], &call(&agent(), &tollgate_core::policy::Args::raw(&bytes)), &workflows, Action::Allow);
         prop_assert!(d.action != Action::Allow || d.error.is_none());
     }
 }
@@ -70,7 +70,7 @@ fn huge_and_deep_inputs_are_bounded() {
     ];
     for (name, bytes) in cases {
         let started = Instant::now();
-        let d = tollgate_core::policy::decide(&[&p], &agent(), "s", "x", &tollgate_core::policy::Args::raw(&bytes), None, &workflows, Action::Allow, now());
+        let d = tollgate_core::policy::decide(&[&p], &call(&agent(), &tollgate_core::policy::Args::raw(&bytes)), &workflows, Action::Allow);
         let took = started.elapsed();
         assert!(took < Duration::from_secs(5), "{name} took {took:?}");
         match name {
@@ -95,4 +95,8 @@ fn hostile_regexes_from_arguments_are_bounded() {
             assert!(d.action >= Action::RequireApproval);
         }
     }
+}
+
+fn call<'a>(agent: &'a tollgate_core::policy::AgentInfo, args: &'a tollgate_core::policy::Args<'a>) -> tollgate_core::policy::Call<'a> {
+    tollgate_core::policy::Call { agent, server: "s", tool: "x", args, justification: None, now: now() }
 }

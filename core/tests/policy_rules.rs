@@ -146,7 +146,9 @@ fn rule3_then_agent_default_then_cluster_default() {
     assert_eq!((d.action, d.decided_by), (Action::Deny, DecidedBy::AgentDefault));
     let d = decide_with(&[&p], &agent(), "github", "y", "{}", None);
     assert_eq!((d.action, d.decided_by), (Action::Allow, DecidedBy::ClusterDefault));
-    let d = policy::decide(&[&p], &agent(), "github", "y", &policy::Args::raw(b"{}"), None, &workflows, Action::Deny, now());
+    let (agent, args) = (agent(), policy::Args::raw(b"{}"));
+    let call = policy::Call { agent: &agent, server: "github", tool: "y", args: &args, justification: None, now: now() };
+    let d = policy::decide(&[&p], &call, &workflows, Action::Deny);
     assert_eq!((d.action, d.decided_by), (Action::Deny, DecidedBy::ClusterDefault));
 }
 

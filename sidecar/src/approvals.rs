@@ -109,7 +109,9 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
     let arguments = json!({"operation": args.get("operation"), "context": args.get("context")});
     let refs = snapshot.policy_refs();
     let workflows = |w: &str| snapshot.workflows.contains_key(w);
-    let decision = policy::decide(&refs, agent, BUILTIN_SERVER, REQUEST_APPROVAL, &Args::value(&arguments), reasoning, &workflows, Action::Deny, jiff::Timestamp::now());
+    let args = Args::value(&arguments);
+    let call = policy::Call { agent, server: BUILTIN_SERVER, tool: REQUEST_APPROVAL, args: &args, justification: reasoning, now: jiff::Timestamp::now() };
+    let decision = policy::decide(&refs, &call, &workflows, Action::Deny);
     if decision.action != Action::RequireApproval {
         let text = match decision.action {
             Action::Deny if decision.decided_by != DecidedBy::ClusterDefault => format!("Access denied: {}", decision.deny_message()),

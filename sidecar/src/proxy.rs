@@ -240,8 +240,16 @@ async fn decide_and_act(
     let mode = policy::justification_mode(&refs, &server.name, &call.name);
     let split = policy::split_justification(arguments, mode);
     let workflows = |w: &str| snapshot.workflows.contains_key(w);
-    let now = jiff::Timestamp::now();
-    let decision = policy::decide(&refs, agent, &server.name, &call.name, &Args::value(&split.arguments), split.justification.as_deref(), &workflows, sc.config.cluster_default, now);
+    let args = Args::value(&split.arguments);
+    let decided = policy::Call {
+        agent,
+        server: &server.name,
+        tool: &call.name,
+        args: &args,
+        justification: split.justification.as_deref(),
+        now: jiff::Timestamp::now(),
+    };
+    let decision = policy::decide(&refs, &decided, &workflows, sc.config.cluster_default);
     let ctx = CallContext {
         sc,
         server,

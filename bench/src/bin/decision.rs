@@ -62,7 +62,9 @@ fn main() -> Result<()> {
     let now = jiff::Timestamp::now();
 
     let decide = || {
-        let d = policy::decide(&policies, &agent, "github", "run", &Args::raw(args.as_bytes()), None, &workflows, Action::Deny, now);
+        let args = Args::raw(args.as_bytes());
+        let call = policy::Call { agent: &agent, server: "github", tool: "run", args: &args, justification: None, now };
+        let d = policy::decide(&policies, &call, &workflows, Action::Deny);
         assert_eq!(d.action, Action::Allow);
         black_box(d);
     };

@@ -129,20 +129,22 @@ fn most_restrictive<'p>(outcomes: impl Iterator<Item = Outcome<'p>>) -> Option<O
     best
 }
 
+/// One `tools/call` as policies see it: who calls what, with which arguments, when.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub agent: &'a AgentInfo,
+    pub server: &'a str,
+    pub tool: &'a str,
+    pub args: &'a Args<'a>,
+    /// Already split off the arguments (see [`super::split_justification`]).
+    pub justification: Option<&'a str>,
+    pub now: jiff::Timestamp,
+}
+
 /// Rules 2–5 over the policies that apply to the agent (callers pass only those; see
 /// [`CompiledPolicy::applies_to`]). `cluster_default` is the Helm value (Allow out of the box).
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    policies: &[&CompiledPolicy],
-    agent: &AgentInfo,
-    server: &str,
-    tool: &str,
-    args: &Args<'_>,
-    justification: Option<&str>,
-    workflows: &dyn WorkflowLookup,
-    cluster_default: Action,
-    now: jiff::Timestamp,
-) -> Decision {
+pub fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action) -> Decision {
+    let Call { agent, server, tool, args, justification, now } = *call;
     let bindings = Bindings::new(args, tool, server, agent, justification, now);
     let decided = |fallback: bool| {
         most_restrictive(policies.iter().filter(|p| p.fallback == fallback).filter_map(|p| decide_in_policy(p, &bindings)))
@@ -193,18 +195,8 @@ pub fn evaluate(
 /// The whole decision of DESIGN §3.2 for a `tools/call`: kill switch, server access,
 /// justification, then the policies. `policies` may include ones that do not apply; they are
 /// filtered here.
-#[allow(clippy::too_many_arguments)]
-pub fn decide(
-    policies: &[&CompiledPolicy],
-    agent: &AgentInfo,
-    server: &str,
-    tool: &str,
-    args: &Args<'_>,
-    justification: Option<&str>,
-    workflows: &dyn WorkflowLookup,
-    cluster_default: Action,
-    now: jiff::Timestamp,
-) -> Decision {
+pub fn decide(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action) -> Decision {
+    let Call { agent, server, tool, justification, .. } = *call;
     if agent.suspended {
         return Decision::plain(
             Action::Deny,
@@ -229,5 +221,5 @@ pub fn decide(
             Some(format!("tool {tool:?} requires a justification: pass a non-empty \"justification\" argument explaining why")),
         );
     }
-    evaluate(&applicable, agent, server, tool, args, justification, workflows, cluster_default, now)
+    evaluate(&applicable, call, workflows, cluster_default)
 }

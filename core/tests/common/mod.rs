@@ -38,7 +38,8 @@ pub fn workflows(name: &str) -> bool {
 }
 
 pub fn decide_with(policies: &[&CompiledPolicy], agent: &AgentInfo, server: &str, tool: &str, args: &str, justification: Option<&str>) -> Decision {
-    policy::decide(policies, agent, server, tool, &Args::raw(args.as_bytes()), justification, &workflows, Action::Allow, now())
+    let args = Args::raw(args.as_bytes());
+    policy::decide(policies, &policy::Call { agent, server, tool, args: &args, justification, now: now() }, &workflows, Action::Allow)
 }
 
 pub fn decide(policies: &[&CompiledPolicy], tool: &str, args: &str) -> Decision {
