@@ -25,6 +25,8 @@ pub struct ControlPlane {
     port: u16,
     ca_pem: String,
     tokens: [String; 4],
+    /// Set once `tollgate-system` and the RBAC are applied (see `install_tollgate_system`).
+    pub(crate) system_installed: OnceLock<()>,
 }
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
@@ -67,6 +69,7 @@ impl ControlPlane {
             port,
             ca_pem: pki.ca_pem,
             tokens,
+            system_installed: OnceLock::new(),
         };
         for user in User::ALL {
             let token = cp.token(user);
@@ -175,6 +178,16 @@ impl ControlPlane {
             // Best effort: a leftover temp dir is no reason to fail a test run.
             let _ = tmp.close();
         }
+    }
+
+    /// Kills one component (`kube-apiserver` or `etcd`) at once, to test what happens without it.
+    pub fn kill_component(&self, name: &str) -> Result<()> {
+        let mut children = lock(&self.children);
+        let i = children.iter().position(|(n, _)| *n == name).with_context(|| format!("no running component {name}"))?;
+        let (_, mut child) = children.remove(i);
+        drop(children);
+        process::terminate(&mut child, Duration::ZERO);
+        Ok(())
     }
 
     fn spawn(&self, name: &'static str, mut cmd: Command) -> Result<()> {

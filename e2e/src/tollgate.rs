@@ -36,8 +36,7 @@ pub fn binary(package: &str, name: &str) -> Result<PathBuf> {
 impl ControlPlane {
     /// `tollgate-system`, the operator's service account and the RBAC of `config/rbac/`, once.
     pub fn install_tollgate_system(&self) -> Result<()> {
-        static DONE: OnceLock<()> = OnceLock::new();
-        if DONE.get().is_some() {
+        if self.system_installed.get().is_some() {
             return Ok(());
         }
         let rbac = repo_root().join("config/rbac");
@@ -48,7 +47,7 @@ impl ControlPlane {
             User::Admin,
             ["create", "clusterrolebinding", "tollgate-approvers", "--clusterrole=tollgate-approver", "--group=tollgate:approvers"],
         )?;
-        let _ = DONE.set(());
+        let _ = self.system_installed.set(());
         Ok(())
     }
 

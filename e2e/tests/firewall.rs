@@ -50,8 +50,11 @@ struct Env {
 
 /// A namespace with the everything server, an agent, the policy above, a workflow, a sidecar.
 fn setup(prefix: &str, workflow_async: bool) -> Result<Env> {
-    let cp = ControlPlane::shared();
     operator();
+    setup_in(ControlPlane::shared(), prefix, workflow_async, &everything().url())
+}
+
+fn setup_in(cp: &'static ControlPlane, prefix: &str, workflow_async: bool, everything_url: &str) -> Result<Env> {
     let ns = cp.create_namespace(prefix)?;
     let objects = format!(
         r#"
@@ -76,7 +79,7 @@ metadata: {{name: ops}}
 spec: {{approvers: {{users: [approver-a, approver-b]}}, requiredApprovals: 1, async: {workflow_async}}}
 ---
 {POLICY}"#,
-        url = everything().url()
+        url = everything_url
     );
     let path = cp.dir().join(format!("{ns}-objects.yaml"));
     std::fs::write(&path, objects)?;
@@ -512,5 +515,34 @@ fn the_aggregated_stream_merges_server_notifications_and_batches_work_there() ->
     .with_context(|| format!("stream so far: {}", stream.log_tail()))?;
     assert_eq!(seen, json!("everything+demo://resource/dynamic/text/1"));
     stream.stop();
+    Ok(())
+}
+
+#[test]
+fn fails_closed_when_the_api_server_is_gone_and_an_approval_is_needed() -> Result<()> {
+    // A control plane of its own: this test stops its API server.
+    let cp: &'static ControlPlane = Box::leak(Box::new(ControlPlane::start()?));
+    let server = Everything::start(cp)?;
+    let env = setup_in(cp, "no-apiserver", false, &server.url())?;
+    let url = env.sidecar.url("everything");
+    let before = py_client(&url, &json!([{"op": "call_tool", "name": "echo", "arguments": {"message": "before"}}]))?;
+    assert_eq!(tool_text(step(&before, 0)), ("Echo: before".to_owned(), false));
+    cp.kill_component("kube-apiserver")?;
+    let after = py_client(&url, &json!([
+        {"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}},
+        {"op": "call_tool", "name": "get-env", "arguments": {}},
+        {"op": "call_tool", "name": "echo", "arguments": {"message": "after"}},
+    ]))?;
+    // The held call cannot be put to anyone: refused, saying why; it never runs.
+    let (text, is_error) = tool_text(step(&after, 0));
+    assert!(is_error && text.starts_with("Access denied: approval is required, but the approval request could not be created"), "{text}");
+    // The policies last seen still decide the rest.
+    assert_eq!(tool_text(step(&after, 1)), ("Access denied: the environment is private".to_owned(), true));
+    assert_eq!(tool_text(step(&after, 2)), ("Echo: after".to_owned(), false));
+    let audit = env.sidecar.wait_audit(|a| a.iter().any(|r| r["tool"] == "trigger-long-running-operation" && r["kind"] == "outcome"))?;
+    let held = audit.iter().find(|r| r["tool"] == "trigger-long-running-operation" && r["kind"] == "outcome").context("outcome")?;
+    assert_eq!((&held["outcome"], &held["is_error"]), (&json!("denied"), &json!(true)), "{held}");
+    drop(env);
+    cp.shutdown();
     Ok(())
 }
