@@ -36,7 +36,9 @@ pub struct McpServerSpec {
     /// The MCP transport. Only Streamable HTTP is supported.
     #[serde(default)]
     pub transport: McpTransport,
-    /// Headers sent to the server on every request, e.g. an `Authorization` token.
+    /// Headers sent to the server on every request, e.g. an `Authorization` token. The sidecar
+    /// reads a Secret's value from the Secret mounted into its own container only
+    /// (`<credentials-dir>/<secret>/<key>`); the agent never sees it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub headers: Vec<HeaderSource>,

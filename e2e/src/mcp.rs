@@ -68,6 +68,34 @@ pub fn py_client_with_timeout(url: &str, scenario: &Value, seconds: u64) -> Resu
     run_client(Command::new(dir.join("venv/bin/python")).arg(repo_root().join("e2e/clients/py_client.py")), url, scenario, seconds)
 }
 
+/// An MCP server on the official Python SDK that answers only requests bearing `token`
+/// (`e2e/servers/auth_echo.py`); its tool `whoami` says which token it saw.
+pub struct AuthEcho {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl AuthEcho {
+    pub fn start(cp: &ControlPlane, token: &str) -> Result<AuthEcho> {
+        let dir = tools_dir()?;
+        let [port] = free_ports::<1>()?;
+        let mut cmd = Command::new(dir.join("venv/bin/python"));
+        cmd.arg(repo_root().join("e2e/servers/auth_echo.py")).arg(port.to_string()).arg(token);
+        let process = Process::spawn(cmd, cp.dir().join(format!("auth-echo-{port}.log")))?;
+        wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            if let Some(s) = process.exited() {
+                anyhow::bail!("auth_echo.py exited ({s}):\n{}", process.log_tail());
+            }
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
+        })?;
+        Ok(AuthEcho { process, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
 /// As [`py_client`], with options of the client (`--sampling-reply`, `--elicit-accept`, …).
 pub fn py_client_with_args(url: &str, args: &[&str], scenario: &Value) -> Result<Vec<Value>> {
     let dir = tools_dir()?;

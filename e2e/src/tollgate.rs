@@ -189,6 +189,8 @@ pub struct Sidecar {
     /// `http://127.0.0.1:PORT`; MCP is at `{base}/mcp/<server>`.
     pub base: String,
     pub admin_port: u16,
+    /// Its credentials directory (see [`Sidecar::mount_secret`]).
+    pub credentials: PathBuf,
 }
 
 impl Sidecar {
@@ -211,6 +213,9 @@ impl Sidecar {
         let kubeconfig = cp.service_account_kubeconfig(namespace, service_account)?;
         let [listen, admin] = free_ports::<2>()?;
         let log = cp.dir().join(format!("sidecar-{namespace}-{listen}.log"));
+        // What the injection webhook mounts from Secrets, into the sidecar's container only.
+        let credentials = cp.dir().join(format!("credentials-{namespace}-{listen}"));
+        std::fs::create_dir_all(&credentials)?;
         let mut cmd = match cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
@@ -226,10 +231,20 @@ impl Sidecar {
             .args(["--listen", &format!("127.0.0.1:{listen}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(["--agent", agent, "--namespace", namespace, "--pod", pod])
-            .args(["--progress-interval-seconds", "1"]);
+            .args(["--progress-interval-seconds", "1"])
+            .arg("--credentials-dir")
+            .arg(&credentials);
         let process = Process::spawn(cmd, log)?;
         process.wait_http_ok("the sidecar", admin, "/readyz")?;
-        Ok(Sidecar { process, base: format!("http://127.0.0.1:{listen}"), admin_port: admin })
+        Ok(Sidecar { process, base: format!("http://127.0.0.1:{listen}"), admin_port: admin, credentials })
+    }
+
+    /// Puts `value` where a mounted Secret `secret` would show its `key` to this sidecar.
+    pub fn mount_secret(&self, secret: &str, key: &str, value: &str) -> Result<()> {
+        let dir = self.credentials.join(secret);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(key), value)?;
+        Ok(())
     }
 
     pub fn url(&self, server: &str) -> String {

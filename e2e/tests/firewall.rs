@@ -546,3 +546,56 @@ fn fails_closed_when_the_api_server_is_gone_and_an_approval_is_needed() -> Resul
     cp.shutdown();
     Ok(())
 }
+
+#[test]
+fn upstream_credentials_come_from_secrets_mounted_into_the_sidecar_only() -> Result<()> {
+    let env = setup("credentials", false)?;
+    let server = tollgate_e2e::AuthEcho::start(env.cp, "t0ken-1")?;
+    let objects = format!(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: private}}
+spec:
+  url: "{url}"
+  headers: [{{name: Authorization, prefix: "Bearer ", secretKeyRef: {{name: private-token, key: token}}}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: unmounted}}
+spec:
+  url: "{url}"
+  headers: [{{name: Authorization, secretKeyRef: {{name: nowhere, key: token}}}}]
+"#,
+        url = server.url()
+    );
+    let path = env.cp.dir().join(format!("{}-private.yaml", env.ns));
+    std::fs::write(&path, objects)?;
+    env.cp.kubectl_ok(User::Admin, ["apply", "-n", &env.ns, "-f", path.to_str().context("path")?])?;
+    // The server refuses anyone without the token, the agent included.
+    let direct = py_client(&server.url(), &json!([{"op": "list_tools"}]));
+    assert!(direct.is_err(), "the server must refuse a client without its token: {direct:?}");
+
+    env.sidecar.mount_secret("private-token", "token", "t0ken-1\n")?;
+    let whoami = json!([{"op": "call_tool", "name": "whoami", "arguments": {}}]);
+    let steps = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let steps = py_client(&env.sidecar.url("private"), &whoami);
+        Ok(steps.ok().filter(|s| tool_text(step(s, 0)).0 == "authorized as t0ken-1"))
+    })
+    .context("the sidecar never called the server with its token")?;
+    assert_eq!(tool_text(step(&steps, 0)), ("authorized as t0ken-1".to_owned(), false));
+
+    // A Secret that is not mounted: the call fails at the sidecar, naming what is missing.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-X", "POST", &env.sidecar.url("unmounted"), "-H", "content-type: application/json",
+            "-H", "accept: application/json, text/event-stream",
+            "-d", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#])
+        .output()?;
+    let body: Value = serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
+    let text = body["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("MCP server unmounted cannot be called: header Authorization: Secret nowhere key token is not mounted into the sidecar"), "{body}");
+    // Nothing of the token reaches the audit trail or the log.
+    let output = std::fs::read_to_string(&env.sidecar.process.log)?;
+    assert!(!output.contains("t0ken-1"), "the token leaked into the sidecar's output");
+    Ok(())
+}

@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod approvals;
 pub mod audit;
 pub mod batch;
+pub mod credentials;
 pub mod body;
 pub mod proxy;
 pub mod snapshot;
@@ -40,6 +41,10 @@ pub struct Config {
     /// Seconds between progress notifications while a call waits for approval.
     #[arg(long, default_value_t = 5)]
     pub progress_interval_seconds: u64,
+    /// Where the Secrets named by `MCPServer.spec.headers` are mounted, one directory per Secret
+    /// (`<dir>/<secret>/<key>`); mounted into the sidecar's container only.
+    #[arg(long, env = "TOLLGATE_CREDENTIALS_DIR", default_value = "/var/run/tollgate/credentials")]
+    pub credentials_dir: std::path::PathBuf,
     /// Threads serving requests: 1 (the default) runs everything on one thread.
     #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,
@@ -83,7 +88,7 @@ pub async fn run(config: Config) -> Result<()> {
         config: config.clone(),
         client: client.clone(),
         snapshot: snapshot.clone(),
-        upstream: upstream::Upstream::new(),
+        upstream: upstream::Upstream::new(credentials::Credentials::new(&config.credentials_dir)),
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
         metrics: Arc::default(),

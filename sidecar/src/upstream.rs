@@ -23,23 +23,20 @@ pub enum UpstreamError {
     Unreachable { server: String, reason: String },
     #[error("MCP server {server} has an unsupported URL {url:?}: {reason}")]
     BadUrl { server: String, url: String, reason: String },
+    #[error("MCP server {server} cannot be called: {source}")]
+    Credentials { server: String, source: crate::credentials::CredentialError },
 }
 
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Self::new()
-    }
+    credentials: crate::credentials::Credentials,
 }
 
 impl Upstream {
-    pub fn new() -> Self {
+    pub fn new(credentials: crate::credentials::Credentials) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        Upstream { client: Client::builder(TokioExecutor::new()).build(connector) }
+        Upstream { client: Client::builder(TokioExecutor::new()).build(connector), credentials }
     }
 
     /// Sends one request; the deadline covers the response head, not a stream that follows.
@@ -51,12 +48,20 @@ impl Upstream {
                 reason: "only http:// upstreams are supported so far".into(),
             });
         }
+        // Without its credentials a server is not called at all: it would only refuse, less clearly.
+        let credentials = self
+            .credentials
+            .resolve(&server.headers)
+            .map_err(|source| UpstreamError::Credentials { server: server.name.clone(), source })?;
         let mut req = Request::builder().method(method).uri(&server.url);
         if let Some(h) = req.headers_mut() {
             for name in FORWARDED_REQUEST_HEADERS {
                 if let Some(v) = downstream.get(*name) {
                     h.insert(HeaderName::from_static(name), v.clone());
                 }
+            }
+            for (name, value) in credentials {
+                h.insert(name, value);
             }
         }
         let req = req.body(full(body)).map_err(|e| UpstreamError::BadUrl {
