@@ -28,8 +28,11 @@ pub enum CredentialError {
 
 pub struct Credentials {
     dir: PathBuf,
-    cache: Mutex<HashMap<PathBuf, (Instant, Result<String, String>)>>,
+    cache: Mutex<HashMap<PathBuf, Read>>,
 }
+
+/// When a file was read, and what it held (or why it could not be read).
+type Read = (Instant, Result<String, String>);
 
 impl Credentials {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
