@@ -84,8 +84,17 @@ fn main() -> Result<()> {
     say("the audit trail (one JSON line per decision and outcome, on the sidecar's stdout)");
     let trail = sidecar.wait_audit(|a| a.iter().any(|r| r["kind"] == "outcome" && r["tool"] == "trigger-long-running-operation"))?;
     for r in trail {
-        println!("  {} {:<8} {:<32} {:<16} {}", r["kind"].as_str().unwrap_or(""), r["decision"].as_str().unwrap_or(""), r["tool"].as_str().unwrap_or(""),
-            r["outcome"].as_str().unwrap_or("-"), r["rule"].as_str().unwrap_or(""));
+        let approvers: Vec<&str> = r["approvers"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+        let by = if approvers.is_empty() { String::new() } else { format!(" by {}", approvers.join(", ")) };
+        println!(
+            "  {:<8} {:<16} {:<30} {:<10} {:<22} {}{by}",
+            r["kind"].as_str().unwrap_or(""),
+            r["decision"].as_str().unwrap_or(""),
+            r["tool"].as_str().unwrap_or(""),
+            r["outcome"].as_str().unwrap_or("-"),
+            r["rule"].as_str().unwrap_or("-"),
+            r["approval_request"].as_str().unwrap_or(""),
+        );
     }
     if std::io::stdin().is_terminal() && !auto {
         say("everything is still running; press Enter to stop");
