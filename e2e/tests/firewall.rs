@@ -168,6 +168,9 @@ fn blocking_approval_granted_with_kubectl_and_progress_while_waiting() -> Result
     let audit = env.sidecar.wait_audit(|a| outcome(a).is_some())?;
     let record = outcome(&audit).context("outcome record")?;
     assert_eq!((&record["outcome"], &record["approvers"], &record["is_error"]), (&json!("approved"), &json!(["approver-a"]), &json!(false)), "{record}");
+    let decisions: Vec<&Value> = audit.iter().filter(|r| r["kind"] == "decision" && r["tool"] == "trigger-long-running-operation").collect();
+    assert_eq!(decisions.len(), 1, "one decision record per held call: {decisions:?}");
+    assert_eq!(decisions[0]["approval_request"], name.as_str());
     Ok(())
 }
 
@@ -542,6 +545,8 @@ fn fails_closed_when_the_api_server_is_gone_and_an_approval_is_needed() -> Resul
     let audit = env.sidecar.wait_audit(|a| a.iter().any(|r| r["tool"] == "trigger-long-running-operation" && r["kind"] == "outcome"))?;
     let held = audit.iter().find(|r| r["tool"] == "trigger-long-running-operation" && r["kind"] == "outcome").context("outcome")?;
     assert_eq!((&held["outcome"], &held["is_error"]), (&json!("denied"), &json!(true)), "{held}");
+    let decisions = audit.iter().filter(|r| r["tool"] == "trigger-long-running-operation" && r["kind"] == "decision").count();
+    assert_eq!(decisions, 1, "{audit:?}");
     drop(env);
     cp.shutdown();
     Ok(())

@@ -132,7 +132,6 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
         correlation: format!("{:016x}", rand::random::<u64>()),
         facts: Default::default(),
     };
-    ctx.audit(RecordKind::Decision, None, false, None, None);
     hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), Bytes::new(), None).await
 }
 
@@ -141,20 +140,25 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
     let sc = ctx.sc;
     let id: Option<Box<RawValue>> = id.and_then(|s| RawValue::from_string(s).ok());
     let snapshot = sc.snapshot.load_full();
+    // The decision record carries the request's name, so it is written once the request exists;
+    // a call that cannot be held gets its decision and its refusal.
+    let refuse = |text: &str| {
+        ctx.audit(RecordKind::Decision, None, false, None, None);
+        ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, None);
+        json(StatusCode::OK, jsonrpc::tool_text_result(id.as_deref(), text, true))
+    };
     let Some(workflow_name) = ctx.decision.workflow.clone() else {
-        return json(StatusCode::OK, jsonrpc::tool_text_result(id.as_deref(), "Access denied: no approval workflow", true));
+        return refuse("Access denied: no approval workflow");
     };
     let Some(workflow) = snapshot.workflows.get(&workflow_name).cloned() else {
-        return json(StatusCode::OK, jsonrpc::tool_text_result(id.as_deref(), "Access denied: the approval workflow went away", true));
+        return refuse("Access denied: the approval workflow went away");
     };
     let digest = tollgate_core::digest::arguments_digest(ctx.arguments);
     let name = match create(ctx, &workflow_name, &digest).await {
         Ok(n) => n,
         Err(e) => {
             sc.metrics.tool_call("require_approval", "request_failed");
-            ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, None);
-            let text = format!("Access denied: approval is required, but the approval request could not be created: {e}");
-            return json(StatusCode::OK, jsonrpc::tool_text_result(id.as_deref(), &text, true));
+            return refuse(&format!("Access denied: approval is required, but the approval request could not be created: {e}"));
         }
     };
     ctx.audit(RecordKind::Decision, None, false, Some(&name), None);

@@ -260,7 +260,10 @@ async fn decide_and_act(
         correlation: format!("{:016x}", rand::random::<u64>()),
         facts: Default::default(),
     };
-    ctx.audit(RecordKind::Decision, None, false, None, None);
+    if decision.action != Action::RequireApproval {
+        // A held call's decision record names its request: `hold` writes it.
+        ctx.audit(RecordKind::Decision, None, false, None, None);
+    }
     tracing::debug!(action = ?decision.action, by = %decision.decided_by, correlation = ctx.correlation, "tools/call decided");
 
     // What goes upstream: the call without its justification.
