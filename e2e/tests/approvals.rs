@@ -267,5 +267,22 @@ fn invalid_cel_is_refused_at_apply_with_the_field_path() -> Result<()> {
         Ok((last.trim() == "True 2 1").then_some(()))
     })
     .with_context(|| format!("policy status: {last:?}"))?;
+    // Agents coming and going change the count at once (the periodic recount is minutes away).
+    let matched = |want: &str| -> Result<()> {
+        let mut last = String::new();
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            last = cp.kubectl_ok(User::Admin, ["get", "tp", "good", "-n", &ns, "-o", "jsonpath={.status.matchedAgents}"])?;
+            Ok((last.trim() == want).then_some(()))
+        })
+        .with_context(|| format!("matchedAgents is {last:?}, not {want}"))
+    };
+    let agents_before = cp.kubectl_ok(User::Admin, ["get", "managedagents", "-n", &ns, "-o", "name"])?.lines().count();
+    matched(&agents_before.to_string())?;
+    let out = apply(cp, User::Admin, &ns, r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ManagedAgent","metadata":{"name":"late-agent"},
+        "spec":{"selector":{"matchLabels":{"app":"late"}},"serviceAccountName":"late"}}"#)?;
+    accepted(&out);
+    matched(&(agents_before + 1).to_string())?;
+    cp.kubectl_ok(User::Admin, ["delete", "managedagent", "late-agent", "-n", &ns])?;
+    matched(&agents_before.to_string())?;
     Ok(())
 }

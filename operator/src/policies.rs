@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use std::time::Duration;
 use tollgate_api::{ClusterToolPolicy, ManagedAgent, ToolPolicy, ToolPolicyStatus};
 use tollgate_core::policy::{self, CompileError, CompiledPolicy};
 
-/// Agents come and go without touching policies; recount now and then.
-const RECOUNT: Duration = Duration::from_secs(30);
+/// Agents are watched, so a policy's count follows them; namespace labels (which cluster
+/// policies select on) are not, and this recount catches up with them.
+const RECOUNT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,10 +28,23 @@ pub enum Error {
 }
 
 pub async fn run(shared: Arc<Shared>) {
-    let namespaced = Controller::new(Api::<ToolPolicy>::all(shared.client.clone()), watcher::Config::default())
+    let agents = || Api::<ManagedAgent>::all(shared.client.clone());
+    let namespaced = Controller::new(Api::<ToolPolicy>::all(shared.client.clone()), watcher::Config::default());
+    let policies = namespaced.store();
+    // An agent that comes, goes or changes its labels changes the count of its namespace's policies.
+    let namespaced = namespaced
+        .watches(agents(), watcher::Config::default(), move |agent: ManagedAgent| {
+            let ns = agent.namespace();
+            policies.state().into_iter().filter(|p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
+        })
         .run(reconcile_namespaced, error_policy, shared.clone())
         .for_each(|_| futures::future::ready(()));
-    let cluster = Controller::new(Api::<ClusterToolPolicy>::all(shared.client.clone()), watcher::Config::default())
+    let cluster = Controller::new(Api::<ClusterToolPolicy>::all(shared.client.clone()), watcher::Config::default());
+    let policies = cluster.store();
+    let cluster = cluster
+        .watches(agents(), watcher::Config::default(), move |_: ManagedAgent| {
+            policies.state().into_iter().map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
+        })
         .run(reconcile_cluster, error_policy, shared)
         .for_each(|_| futures::future::ready(()));
     futures::join!(namespaced, cluster);
