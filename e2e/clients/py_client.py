@@ -18,7 +18,6 @@ list of steps (inline JSON, or @FILE to read it from a file, or - for stdin):
     {"op": "ping"}
     {"op": "session_id"}        the Mcp-Session-Id the client holds (null if the server set none)
     {"op": "initialize_result"} the InitializeResult of the handshake (protocolVersion, serverInfo..)
-    {"op": "sleep", "seconds": S}
 
 Each step prints exactly ONE JSON line to stdout:
 
@@ -137,9 +136,6 @@ async def run_step(
             result = holder.get("session_id")
         elif op == "initialize_result":
             result = holder.get("initialize_result")
-        elif op == "sleep":
-            await asyncio.sleep(float(step.get("seconds", 0)))
-            result = None
         else:
             return {"ok": False, "error": f"unknown op {op!r}"}
         return {"ok": True, "result": dump(result)}

@@ -13,7 +13,7 @@
 //   {"op":"concurrent_calls","name":...,"arguments":...,"count":N}
 //   {"op":"list_prompts"} {"op":"get_prompt","name":...,"arguments":{...}}
 //   {"op":"list_resources"} {"op":"read_resource","uri":...} {"op":"ping"}
-//   {"op":"session_id"} {"op":"initialize_result"} {"op":"sleep","seconds":S}
+//   {"op":"session_id"} {"op":"initialize_result"}
 // Each step prints ONE JSON line on stdout:
 //   {"op":...,"ok":true,"result":<result as received>,"progress":[...]}   (progress: call_tool
 //                                                                          with "progress":true)
@@ -155,9 +155,6 @@ async function runStep(client, transport, step) {
             instructions: client.getInstructions(),
           },
         };
-      case "sleep":
-        await new Promise((r) => setTimeout(r, Number(step.seconds ?? 0) * 1000));
-        return { ok: true, result: null };
       default:
         return { ok: false, error: `unknown op ${JSON.stringify(step.op)}` };
     }

@@ -42,19 +42,26 @@ impl Everything {
         let [port] = free_ports::<1>()?;
         let mut cmd = Command::new("bash");
         cmd.arg(repo_root().join("e2e/scripts/run-everything-server.sh")).arg(port.to_string()).env("TOLLGATE_MCP_TOOLS", &dir);
-        let process = Process::spawn(cmd, cp.dir().join(format!("everything-{port}.log")))?;
-        wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-            if let Some(s) = process.exited() {
-                anyhow::bail!("server-everything exited ({s}):\n{}", process.log_tail());
-            }
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
-        })?;
+        let process = start_server(cp, "server-everything", cmd, port)?;
         Ok(Everything { process, port })
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
+}
+
+/// Starts an MCP server process and waits until it accepts connections on `port`, failing
+/// early, with its log, if it exits.
+fn start_server(cp: &ControlPlane, name: &str, cmd: Command, port: u16) -> Result<Process> {
+    let process = Process::spawn(cmd, cp.dir().join(format!("{name}-{port}.log")))?;
+    wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        if let Some(s) = process.exited() {
+            anyhow::bail!("{name} exited ({s}):\n{}", process.log_tail());
+        }
+        Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
+    })?;
+    Ok(process)
 }
 
 /// Runs a scenario with the official Python SDK's client; one JSON value per step.
@@ -81,13 +88,7 @@ impl AuthEcho {
         let [port] = free_ports::<1>()?;
         let mut cmd = Command::new(dir.join("venv/bin/python"));
         cmd.arg(repo_root().join("e2e/servers/auth_echo.py")).arg(port.to_string()).arg(token);
-        let process = Process::spawn(cmd, cp.dir().join(format!("auth-echo-{port}.log")))?;
-        wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-            if let Some(s) = process.exited() {
-                anyhow::bail!("auth_echo.py exited ({s}):\n{}", process.log_tail());
-            }
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
-        })?;
+        let process = start_server(cp, "auth-echo", cmd, port)?;
         Ok(AuthEcho { process, port })
     }
 

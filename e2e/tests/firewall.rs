@@ -238,13 +238,7 @@ fn request_approval_standalone() -> Result<()> {
     let spec = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.spec.tool}/{.spec.justification}"])?;
     assert_eq!(spec.trim(), "request_approval/quarterly rotation");
     decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
-    let mut last = String::new();
-    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
-        let out = py_client(&url, &json!([{"op": "call_tool", "name": "get_approval_status", "arguments": {"request_id": name}}]))?;
-        last = tool_text(step(&out, 0)).0;
-        Ok(last.starts_with("Approved").then_some(()))
-    })
-    .with_context(|| format!("last status: {last}"))?;
+    poll_status(&url, &name, |text| text.starts_with("Approved"))?;
     Ok(())
 }
 
@@ -334,6 +328,17 @@ fn the_typescript_sdk_client_works_through_the_sidecar() -> Result<()> {
 }
 
 /// The one request of the namespace once the sidecar created it.
+/// Polls `get_approval_status` for request `name` until its text satisfies `done`.
+fn poll_status(url: &str, name: &str, done: impl Fn(&str) -> bool) -> Result<()> {
+    let mut last = String::new();
+    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let out = py_client(url, &json!([{"op": "call_tool", "name": "get_approval_status", "arguments": {"request_id": name}}]))?;
+        last = tool_text(step(&out, 0)).0;
+        Ok(done(&last).then_some(()))
+    })
+    .with_context(|| format!("last status: {last}"))
+}
+
 fn pending_request(cp: &ControlPlane, ns: &str) -> Result<String> {
     wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
         let names = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}"])?;
@@ -387,13 +392,7 @@ fn the_aggregated_endpoint_serves_every_allowed_server_under_policy() -> Result<
 
     // The held call runs once approved, polled through the aggregate.
     decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
-    let mut last = String::new();
-    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
-        let out = py_client(&url, &json!([{"op": "call_tool", "name": "get_approval_status", "arguments": {"request_id": name}}]))?;
-        last = tool_text(step(&out, 0)).0;
-        Ok(last.contains("Long running operation completed").then_some(()))
-    })
-    .with_context(|| format!("last status: {last}"))?;
+    poll_status(&url, &name, |text| text.contains("Long running operation completed"))?;
     Ok(())
 }
 

@@ -153,7 +153,7 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
     let Some(workflow) = snapshot.workflows.get(&workflow_name).cloned() else {
         return refuse("Access denied: the approval workflow went away");
     };
-    let digest = tollgate_core::digest::arguments_digest(ctx.arguments);
+    let digest = ctx.digest().to_owned();
     let name = match create(ctx, &workflow_name, &digest).await {
         Ok(n) => n,
         Err(e) => {

@@ -328,6 +328,11 @@ pub(crate) struct CallContext<'a> {
 }
 
 impl CallContext<'_> {
+    /// The arguments' digest, computed once for the call's records and its approval request.
+    pub fn digest(&self) -> &str {
+        &self.facts().0
+    }
+
     fn facts(&self) -> &(String, RawJson) {
         self.facts.get_or_init(|| {
             (tollgate_core::digest::arguments_digest(self.arguments), RawJson::of(&tollgate_core::redact::Redacted(self.arguments)))

@@ -241,9 +241,11 @@ fn saturate(rt: &tokio::runtime::Runtime, url: &str, body: &Bytes, pid: u32) -> 
                 anyhow::Ok(())
             }));
         }
+        // RSS sampled every 200 ms while the load runs.
+        let mut samples = tokio::time::interval(Duration::from_millis(200));
         while Instant::now() < deadline {
+            samples.tick().await;
             max_rss = max_rss.max(rss_kib(pid));
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         for t in tasks {
             t.await??;

@@ -91,8 +91,7 @@ where
 
 /// GET: one stream made of the stream of every server of the session that offers one.
 pub async fn stream(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Arc<Session>) -> Response<Body> {
-    let usable: Vec<_> = snapshot.servers.values().filter(|s| snapshot.agent.as_ref().is_some_and(|a| a.may_use_server(&s.name))).collect();
-    let opened = futures::future::join_all(usable.iter().map(|server| async move {
+    let opened = futures::future::join_all(super::usable(snapshot).map(|server| async move {
         let upstream = session.upstream(sc, server).await.ok()?;
         let mut headers = upstream.headers.clone();
         headers.insert(ACCEPT, header("text/event-stream"));
