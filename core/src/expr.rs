@@ -165,9 +165,45 @@ impl Condition {
         ctx.set_variable_resolver(bindings);
         match self.program.execute(&ctx) {
             Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("condition evaluated to {other:?}, not a bool")),
-            Err(e) => Err(e.to_string()),
+            Ok(other) => Err(format!("condition evaluated to a {}, not a bool", other.type_of())),
+            Err(e) => Err(describe(&e)),
         }
+    }
+}
+
+/// A run-time error as the audit, the approval request and the agent may read it: what failed
+/// and on which types, never the values (cel-rust's own messages print the arguments, which may
+/// be secrets).
+#[allow(deprecated)]
+pub fn describe(e: &ExecutionError) -> String {
+    use ExecutionError as E;
+    let t = |v: &Value| v.type_of().to_string();
+    match e {
+        E::InvalidArgumentCount { expected, actual } => format!("invalid argument count: expected {expected}, got {actual}"),
+        E::UnsupportedTargetType { target } => format!("invalid argument type {}", t(target)),
+        E::NotSupportedAsMethod { method, target } => format!("method '{method}' not supported on type {}", t(target)),
+        E::UnsupportedKeyType(v) => format!("a {} cannot be a map key", t(v)),
+        E::UnexpectedType { got, want } => format!("unexpected type: got {got}, want {want}"),
+        E::NoSuchKey(_) => "no such key".to_owned(),
+        E::NoSuchOverload(o) => o.to_string(),
+        E::UndeclaredReference(name) => format!("undeclared reference to '{name}'"),
+        E::MissingArgumentOrTarget => "missing argument or target".to_owned(),
+        E::ValuesNotComparable(a, b) => format!("a {} cannot be compared to a {}", t(a), t(b)),
+        E::UnsupportedUnaryOperator(op, v) => format!("operator '{op}' does not apply to a {}", t(v)),
+        E::UnsupportedBinaryOperator(op, a, b) => format!("operator '{op}' does not apply to a {} and a {}", t(a), t(b)),
+        E::UnsupportedMapIndex(v) | E::UnsupportedListIndex(v) => format!("a {} cannot be an index", t(v)),
+        E::UnsupportedIndex(i, v) => format!("a {} cannot index a {}", t(i), t(v)),
+        E::UnsupportedFunctionCallIdentifierType(_) => "unsupported function call".to_owned(),
+        E::UnsupportedFieldsConstruction(_) => "unsupported fields construction".to_owned(),
+        E::FunctionError { function, .. } => format!("function '{function}' failed on its arguments"),
+        E::DivisionByZero(v) => format!("division of a {} by zero", t(v)),
+        E::RemainderByZero(v) => format!("remainder of a {} by zero", t(v)),
+        E::Overflow(op, a, b) => format!("overflow in '{op}' of a {} and a {}", t(a), t(b)),
+        E::IndexOutOfBounds(_) => "index out of bounds".to_owned(),
+        E::DuplicateKey(v) => format!("repeated {} key in a map literal", t(v)),
+        E::InternalError(_) => "internal error".to_owned(),
+        #[allow(unreachable_patterns)]
+        _ => "evaluation failed".to_owned(),
     }
 }
 

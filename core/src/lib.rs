@@ -6,6 +6,7 @@
 //! - [`digest`], [`redact`]: the argument digest an approval binds to, and what may be stored.
 //! - [`audit`]: the audit record.
 
+pub mod access;
 pub mod aggregate;
 pub mod approval;
 pub mod audit;
@@ -13,8 +14,11 @@ pub mod authz;
 pub mod digest;
 pub mod expr;
 pub mod glob;
+pub mod held;
 pub mod jsonrpc;
+pub mod k8s_names;
 mod native;
 pub mod policy;
 pub mod redact;
 pub mod sse;
+pub mod strict;

@@ -1,7 +1,14 @@
-//! Redaction of sensitive values in tool arguments before they are stored in an
-//! `ApprovalRequest` or an audit record.
+//! Redaction of sensitive values in tool arguments (and justifications) before they are stored in
+//! an `ApprovalRequest` or an audit record. Two nets:
+//! - by key: the value of a key named like a credential (`password`, `api_key`, …), and the
+//!   `value` of a `{"name": "Authorization", "value": …}` pair;
+//! - by shape, in any string: bearer and basic credentials, passwords in URLs and DSNs,
+//!   private-key blocks, and the token formats of well-known providers.
 
+use regex::Regex;
 use serde_json::Value;
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -34,6 +41,51 @@ pub fn is_sensitive_key(key: &str) -> bool {
     SENSITIVE.iter().any(|s| normalized.contains(s))
 }
 
+/// Substrings that every secret shape below contains; a string with none of them is left alone
+/// without running the regex (most strings).
+const SHAPE_HINTS: &[&str] = &["://", "earer", "EARER", "asic", "ASIC", "oken", "OKEN", "ass", "ASS", "wd", "WD", "-----BEGIN", "k-", "k_", "gh", "xox", "AKIA", "glpat-", "AIza"];
+
+fn shapes() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        #[allow(clippy::expect_used)]
+        Regex::new(concat!(
+            r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+            r"|(?P<label>(?i:\b(?:bearer|basic|token)\s+))[A-Za-z0-9._~+/=-]{8,}",
+            r"|(?P<pw>(?i:\b(?:password|passwd|pwd)\s*[=:]\s*))[^\s;&'\x22]+",
+            r"|(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@",
+            r"|\b(?:sk|rk|pk)[-_](?:live_|test_|proj-|ant-)?[A-Za-z0-9_-]{16,}",
+            r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}",
+            r"|\bxox[abprs]-[A-Za-z0-9-]{10,}|\bglpat-[A-Za-z0-9_-]{20,}",
+            r"|\bAKIA[0-9A-Z]{16}\b|\bAIza[0-9A-Za-z_-]{35}",
+        ))
+        .expect("the redaction patterns compile")
+    })
+}
+
+/// `s` with every secret-shaped part replaced by `[REDACTED]`; what names it (`Bearer `,
+/// `password=`, `postgres://user:`) is kept, so the reader knows what was there.
+pub fn redact_str(s: &str) -> Cow<'_, str> {
+    if !SHAPE_HINTS.iter().any(|h| s.contains(h)) {
+        return Cow::Borrowed(s);
+    }
+    shapes().replace_all(s, |c: &regex::Captures<'_>| match (c.name("label").or(c.name("pw")), c.name("url")) {
+        (Some(label), _) => format!("{}{REDACTED}", label.as_str()),
+        (_, Some(url)) => format!("{}{REDACTED}@", url.as_str()),
+        _ => REDACTED.to_owned(),
+    })
+}
+
+/// Whether an object is a name/value pair naming a credential, e.g. an HTTP header list entry
+/// `{"name": "Authorization", "value": "Bearer …"}`: its value goes whatever it looks like.
+fn is_sensitive_pair(map: &serde_json::Map<String, Value>) -> bool {
+    ["name", "key", "header", "Name", "Key"].iter().any(|k| map.get(*k).and_then(Value::as_str).is_some_and(is_sensitive_key))
+}
+
+fn pair_value_key(k: &str) -> bool {
+    matches!(k, "value" | "Value" | "val")
+}
+
 /// `value` redacted as it is serialized, without a redacted copy: what audit records write.
 #[derive(Debug, Clone, Copy)]
 pub struct Redacted<'a>(pub &'a Value);
@@ -55,9 +107,10 @@ impl serde::Serialize for At<'_> {
         }
         match value {
             Value::Object(map) => {
+                let pair = is_sensitive_pair(map);
                 let mut m = serializer.serialize_map(Some(map.len()))?;
                 for (k, v) in map {
-                    if is_sensitive_key(k) {
+                    if is_sensitive_key(k) || (pair && pair_value_key(k)) {
                         m.serialize_entry(k, REDACTED)?;
                     } else {
                         m.serialize_entry(k, &At(v, depth + 1))?;
@@ -72,6 +125,7 @@ impl serde::Serialize for At<'_> {
                 }
                 s.end()
             }
+            Value::String(text) => serializer.serialize_str(&redact_str(text)),
             scalar => scalar.serialize(serializer),
         }
     }
@@ -87,19 +141,21 @@ fn redact_at(value: &Value, depth: usize) -> Value {
         return Value::String(REDACTED.into());
     }
     match value {
-        Value::Object(map) => Value::Object(
+        Value::Object(map) => Value::Object({
+            let pair = is_sensitive_pair(map);
             map.iter()
                 .map(|(k, v)| {
-                    let v = if is_sensitive_key(k) {
+                    let v = if is_sensitive_key(k) || (pair && pair_value_key(k)) {
                         Value::String(REDACTED.into())
                     } else {
                         redact_at(v, depth + 1)
                     };
                     (k.clone(), v)
                 })
-                .collect(),
-        ),
+                .collect()
+        }),
         Value::Array(items) => Value::Array(items.iter().map(|v| redact_at(v, depth + 1)).collect()),
+        Value::String(text) => Value::String(redact_str(text).into_owned()),
         other => other.clone(),
     }
 }
@@ -150,6 +206,42 @@ mod tests {
             "password": REDACTED
         }));
         assert!(!r.to_string().contains("sk-123"));
+    }
+
+    #[test]
+    fn secret_shaped_values_are_redacted_wherever_they_are() {
+        let secrets = [
+            "s3cr3t-bearer-value-123",
+            "hunter2-in-a-url",
+            "pw-in-a-dsn-77",
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+            "sk-proj-abcdefghijklmnop1234567890",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "xoxb-1234567890-abcdefghij",
+            "AKIAABCDEFGHIJKLMNOP",
+            "header-pair-value-9",
+        ];
+        let v = json!({
+            "headers": [{"name": "Authorization", "value": "header-pair-value-9"}, {"name": "Accept", "value": "application/json"}],
+            "note": "curl -H 'Authorization: Bearer s3cr3t-bearer-value-123' https://api",
+            "url": "https://deploy:hunter2-in-a-url@git.example.com/repo.git",
+            "dsn": "host=db user=app password=pw-in-a-dsn-77 sslmode=require",
+            "key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END RSA PRIVATE KEY-----",
+            "list": ["sk-proj-abcdefghijklmnop1234567890", "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "xoxb-1234567890-abcdefghij AKIAABCDEFGHIJKLMNOP"],
+        });
+        let copy = redact(&v).to_string();
+        let streamed = serde_json::to_string(&Redacted(&v)).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), redact(&v));
+        for s in secrets {
+            assert!(!copy.contains(s), "{s} survived: {copy}");
+        }
+        // What it was stays readable; harmless values stay whole.
+        for kept in ["Bearer [REDACTED]", "https://deploy:[REDACTED]@git.example.com", "password=[REDACTED]", "application/json", "sslmode=require"] {
+            assert!(copy.contains(kept), "{kept} missing: {copy}");
+        }
+        for plain in ["deploy checkout to prod", "see https://example.com/a@b", "user@example.com", "the token count is 5", "sk-1"] {
+            assert_eq!(redact_str(plain), plain, "{plain}");
+        }
     }
 
     #[test]

@@ -361,3 +361,39 @@ fn kill_switch_and_server_access() {
     let d = decide_with(&[&p], &a, "postgres", "x", "{}", None);
     assert_eq!((d.action, d.decided_by), (Action::Deny, DecidedBy::ServerNotAllowed));
 }
+
+#[test]
+fn run_time_errors_name_types_never_values() {
+    let secret = "hunter2-do-not-print";
+    let p = tool_policy("team-a", "p", r#"
+tools:
+  - name: x
+    approvalWorkflow: ops
+    rules:
+      - {action: Allow, when: "args.count > 5"}
+      - {action: Allow, when: "args.items[args.key] == 1"}
+      - {action: Allow, when: "args.a + args.b == 'x'"}
+      - {action: Allow, when: "args.count"}
+      - {action: Allow, when: "int(args.count) > 1"}
+"#);
+    let args = format!(r#"{{"count": "{secret}", "items": {{"k": 1}}, "key": "{secret}", "a": "{secret}", "b": 1}}"#);
+    // Each rule in turn: the ones before it are dropped by making them pass over.
+    let d = decide(&[&p], "x", &args);
+    let err = d.error.clone().unwrap_or_default();
+    assert!(err.contains("string") && err.contains("int"), "the types are named: {err}");
+    for rule in 1..5 {
+        let only = tool_policy("team-a", "p", &format!("tools: [{{name: x, approvalWorkflow: ops, rules: [{}]}}]", [
+            r#"{action: Allow, when: "args.count > 5"}"#,
+            r#"{action: Allow, when: "args.items[args.key] == 1"}"#,
+            r#"{action: Allow, when: "args.a + args.b == 'x'"}"#,
+            r#"{action: Allow, when: "args.count"}"#,
+            r#"{action: Allow, when: "int(args.count) > 1"}"#,
+        ][rule]));
+        let d = decide(&[&only], "x", &args);
+        let err = d.error.unwrap_or_default();
+        assert!(!err.is_empty(), "rule {rule} should fail at run time");
+        assert!(!err.contains(secret), "rule {rule} prints a value: {err}");
+        assert!(!d.message.unwrap_or_default().contains(secret));
+    }
+    assert!(!err.contains(secret), "{err}");
+}

@@ -1,20 +1,24 @@
 //! Pieces shared by several kinds.
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
-/// A key of a Secret in the object's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// A key of a Secret in the object's namespace. Both become a file path in the sidecar, so both
+/// follow Kubernetes' own rules: a DNS-1123 name, and a key of `[-._a-zA-Z0-9]` that is not `.`,
+/// `..` or starting with `..`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.key != '.' && !self.key.startsWith('..')").message("key must not be '.', '..' or start with '..'"))]
 pub struct SecretKeyRef {
     /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub name: String,
     /// Key within the Secret.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 
 pub use control_plane::ControlPlane;
 pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, plugin_path};
-pub use mcp::{AuthEcho, Everything, py_client, py_client_with_args, py_client_with_timeout, tool_text, tools_dir, ts_client};
+pub use mcp::{AuthEcho, Everything, Hostile, py_client, py_client_with_args, py_client_with_timeout, tool_text, tools_dir, ts_client};
 pub use users::User;
 
 /// Polls `f` every `poll` until it yields `Some`, for at most `timeout`.

@@ -97,6 +97,27 @@ impl AuthEcho {
     }
 }
 
+/// The hostile MCP server of `e2e/servers/hostile.py`: slow, dribbling, huge, endless and
+/// malformed answers, one tool each.
+pub struct Hostile {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Hostile {
+    pub fn start(cp: &ControlPlane) -> Result<Hostile> {
+        let [port] = free_ports::<1>()?;
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("e2e/servers/hostile.py")).arg(port.to_string());
+        let process = start_server(cp, "hostile", cmd, port)?;
+        Ok(Hostile { process, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
 /// As [`py_client`], with options of the client (`--sampling-reply`, `--elicit-accept`, …).
 pub fn py_client_with_args(url: &str, args: &[&str], scenario: &Value) -> Result<Vec<Value>> {
     let dir = tools_dir()?;

@@ -53,13 +53,26 @@ impl RawSession {
     }
 
     pub fn post(&self, body: &Value) -> Result<Answer> {
+        self.send("POST", Some(&body.to_string()), &[])
+    }
+
+    /// A request of any method on the session, with a body as given byte for byte (duplicate
+    /// keys and all) and headers added to (or overriding) the session's.
+    pub fn send(&self, method: &str, body: Option<&str>, extra_headers: &[&str]) -> Result<Answer> {
+        let mut headers = self.headers();
+        headers.extend(extra_headers.iter().map(|h| (*h).to_owned()));
+        request(method, &self.url, &headers, body)
+    }
+
+    /// A POST that hangs up after `seconds`, as a client that goes away does; what it got so far.
+    pub fn post_and_hang_up(&self, body: &Value, seconds: u64) -> Result<String> {
         let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-i", "--max-time", "60", "-X", "POST", &self.url, "--data-binary", &body.to_string()]);
+        cmd.args(["-s", "-i", "--max-time", &seconds.to_string(), "-X", "POST", &self.url, "--data-binary", &body.to_string()]);
         for h in self.headers() {
             cmd.args(["-H", &h]);
         }
         let out = cmd.output().context("running curl")?;
-        parse_answer(&String::from_utf8_lossy(&out.stdout))
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `GET` of the server stream, copied by a `curl` process into `log`.
@@ -70,6 +83,35 @@ impl RawSession {
             cmd.args(["-H", &h]);
         }
         Process::spawn(cmd, log.to_path_buf())
+    }
+}
+
+/// One request by `curl`, whatever its method, headers and body; a GET stream is cut after 3 s.
+pub fn request(method: &str, url: &str, headers: &[String], body: Option<&str>) -> Result<Answer> {
+    let mut cmd = Command::new("curl");
+    let max_time = if method == "GET" { "3" } else { "60" };
+    cmd.args(["-s", "-i", "--max-time", max_time, "-X", method, url]);
+    if let Some(body) = body {
+        cmd.args(["--data-binary", body]);
+    }
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.output().context("running curl")?;
+    parse_answer(&String::from_utf8_lossy(&out.stdout))
+}
+
+impl Answer {
+    /// The message of the first JSON-RPC error in the answer, or "" when there is none.
+    pub fn error_message(&self) -> &str {
+        self.messages.iter().find_map(|m| m["error"]["message"].as_str()).unwrap_or_default()
+    }
+
+    /// The text and `isError` of the `tools/call` result answering `id`.
+    pub fn tool_text(&self, id: &Value) -> (String, bool) {
+        let result = self.response(id).map(|r| r["result"].clone()).unwrap_or_default();
+        let text = result["content"].as_array().into_iter().flatten().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("\n");
+        (text, result["isError"].as_bool().unwrap_or(false))
     }
 }
 

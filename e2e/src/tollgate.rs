@@ -197,11 +197,27 @@ impl Sidecar {
     /// Gives `namespace/service_account` the agent roles and starts a sidecar as it.
     pub fn start(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str) -> Result<Sidecar> {
         let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
-        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None)
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, &[])
+    }
+
+    /// As [`Sidecar::start`], with more command-line flags.
+    pub fn start_with(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str, flags: &[&str]) -> Result<Sidecar> {
+        let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, flags)
     }
 
     /// As [`Sidecar::start`], with a given build, optionally pinned to one CPU (benchmarks).
-    pub fn start_binary(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str, bin: &Path, cpu: Option<usize>) -> Result<Sidecar> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_binary(
+        cp: &ControlPlane,
+        namespace: &str,
+        agent: &str,
+        service_account: &str,
+        pod: &str,
+        bin: &Path,
+        cpu: Option<usize>,
+        flags: &[&str],
+    ) -> Result<Sidecar> {
         cp.install_tollgate_system()?;
         let exists = cp.kubectl(User::Admin, ["get", "serviceaccount", service_account, "-n", namespace])?.status.success();
         if !exists {
@@ -233,7 +249,8 @@ impl Sidecar {
             .args(["--agent", agent, "--namespace", namespace, "--pod", pod])
             .args(["--progress-interval-seconds", "1"])
             .arg("--credentials-dir")
-            .arg(&credentials);
+            .arg(&credentials)
+            .args(flags);
         let process = Process::spawn(cmd, log)?;
         process.wait_http_ok("the sidecar", admin, "/readyz")?;
         Ok(Sidecar { process, base: format!("http://127.0.0.1:{listen}"), admin_port: admin, credentials })

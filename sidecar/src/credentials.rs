@@ -24,6 +24,8 @@ pub enum CredentialError {
     NoSource { header: String },
     #[error("header {header}: not a valid header name or value")]
     Invalid { header: String },
+    #[error("header {header}: {what} {given:?} is not a valid Secret {what} (it would be a path outside the mounted Secrets)")]
+    BadReference { header: String, what: &'static str, given: String },
 }
 
 pub struct Credentials {
@@ -51,6 +53,13 @@ impl Credentials {
             (None, Some(_)) => return Err(CredentialError::Vault { header }),
             _ => return Err(CredentialError::NoSource { header }),
         };
+        // The API server's schema already refuses these; checked again here, where they become a path.
+        if !tollgate_core::k8s_names::is_dns1123_subdomain(&secret.name) {
+            return Err(CredentialError::BadReference { header, what: "name", given: secret.name.clone() });
+        }
+        if !tollgate_core::k8s_names::is_secret_key(&secret.key) {
+            return Err(CredentialError::BadReference { header, what: "key", given: secret.key.clone() });
+        }
         let path = self.dir.join(&secret.name).join(&secret.key);
         let value = self.read(&path).map_err(|reason| CredentialError::NotMounted {
             header: header.clone(),
@@ -101,6 +110,20 @@ mod tests {
             prefix: prefix.map(str::to_owned),
             secret_key_ref: secret.map(|(n, k)| SecretKeyRef { name: n.into(), key: k.into() }),
             vault: vault.then(|| VaultRef { path: "secret/data/x".into(), key: "k".into(), role: None }),
+        }
+    }
+
+    #[test]
+    fn references_that_are_paths_never_reach_the_filesystem() {
+        let root = tempfile::tempdir().unwrap();
+        let creds = root.path().join("credentials");
+        std::fs::create_dir_all(creds.join("gh")).unwrap();
+        std::fs::write(root.path().join("token"), "the-service-account-token").unwrap();
+        let c = Credentials::new(&creds);
+        for (name, key) in [("..", "token"), ("gh", "../../token"), ("gh", "/etc/hostname"), ("/etc", "hostname"), ("gh/..", "token"), ("..", "..")] {
+            let err = c.resolve(&[source("Authorization", None, Some((name, key)), false)]).unwrap_err();
+            assert!(matches!(err, CredentialError::BadReference { .. }), "{name}/{key}: {err}");
+            assert!(!err.to_string().contains("the-service-account-token"));
         }
     }
 

@@ -3,6 +3,7 @@
 //! `tools/call` (decided by `tollgate-core`: allowed, denied, or held for approval).
 
 pub mod aggregate;
+pub mod answer;
 pub mod approvals;
 pub mod audit;
 pub mod batch;
@@ -38,6 +39,13 @@ pub struct Config {
     /// Largest request body accepted from the agent.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body: usize,
+    /// Largest answer read from an MCP server (a tool result, a list); a larger one is an error
+    /// naming the server.
+    #[arg(long, env = "TOLLGATE_MAX_UPSTREAM_ANSWER", default_value_t = 16 << 20)]
+    pub max_upstream_answer: usize,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout_seconds: u64,
     /// Seconds between progress notifications while a call waits for approval.
     #[arg(long, default_value_t = 5)]
     pub progress_interval_seconds: u64,
@@ -50,12 +58,32 @@ pub struct Config {
     pub worker_threads: usize,
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+    /// The pod's own address (downward API `status.podIP`): accepted as `Host` like loopback.
+    #[arg(long, env = "TOLLGATE_POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
+    /// More names accepted as `Host` (comma-separated, no port); loopback is always accepted.
+    #[arg(long, env = "TOLLGATE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) whose pages may call the sidecar; none by default.
+    #[arg(long, env = "TOLLGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Config {
+    pub fn transport_rules(&self) -> tollgate_core::access::TransportRules {
+        tollgate_core::access::TransportRules {
+            allowed_hosts: self.allowed_hosts.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            pod_ip: self.pod_ip,
+        }
+    }
 }
 
 
 /// What every request handler shares.
 pub struct Sidecar {
     pub config: Config,
+    pub transport: tollgate_core::access::TransportRules,
     pub client: kube::Client,
     pub snapshot: Arc<arc_swap::ArcSwap<snapshot::Snapshot>>,
     pub upstream: upstream::Upstream,
@@ -86,9 +114,10 @@ pub async fn run(config: Config) -> Result<()> {
     let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot::Snapshot::default()));
     let sidecar = Arc::new(Sidecar {
         config: config.clone(),
+        transport: config.transport_rules(),
         client: client.clone(),
         snapshot: snapshot.clone(),
-        upstream: upstream::Upstream::new(credentials::Credentials::new(&config.credentials_dir)),
+        upstream: upstream::Upstream::new(credentials::Credentials::new(&config.credentials_dir), config.max_upstream_answer),
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
         metrics: Arc::default(),

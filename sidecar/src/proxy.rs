@@ -25,13 +25,21 @@ use tollgate_core::policy::{self, Action, Args, Decision};
 pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "MCP listening");
+    // A client that never finishes its headers must not hold a connection (and its memory) forever.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(sidecar.config.header_read_timeout_seconds.max(1)));
+    let builder = Arc::new(builder);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let sidecar = sidecar.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(req, sidecar.clone()));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
@@ -43,6 +51,26 @@ pub(crate) fn json(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
     r
 }
 
+/// A refusal before any message is read: the status says it, the body is a JSON-RPC error that
+/// says why.
+pub(crate) fn refused(status: u16, code: i64, message: &str) -> Response<Body> {
+    json(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), jsonrpc::error_response(None, code, message))
+}
+
+/// `Host`, `Origin` and `Content-Type`, each at most once, by the sidecar's transport rules.
+fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool) -> Result<(), tollgate_core::access::TransportRefusal> {
+    let headers = req.headers();
+    let one = |name: hyper::header::HeaderName, what: &'static str| {
+        let mut all = headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (_, Some(_)) => Err(tollgate_core::access::TransportRefusal::Repeated(what)),
+            (first, None) => Ok(first.and_then(|v| v.to_str().ok())),
+        }
+    };
+    let host = one(hyper::header::HOST, "Host")?.or_else(|| req.uri().authority().map(|a| a.as_str()));
+    sc.transport.check(is_post, host, one(hyper::header::ORIGIN, "Origin")?, one(CONTENT_TYPE, "Content-Type")?)
+}
+
 async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let server_name = match path.strip_prefix("/mcp/") {
@@ -50,36 +78,50 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
         None if path == "/mcp" => None,
         None => return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, "not an MCP endpoint: use /mcp or /mcp/<server>"))),
     };
-    let snapshot = sc.snapshot.load_full();
-    if !snapshot.loaded {
-        // Before the first snapshot nothing is known, not even which servers exist: refuse all.
-        let reason = snapshot.unavailable(&sc.config.agent, &sc.config.namespace).unwrap_or_default();
-        return Ok(json(StatusCode::SERVICE_UNAVAILABLE, jsonrpc::error_response(None, -32603, &reason)));
+    // Transport first: a page in a browser must not reach the agent's tools (DNS rebinding).
+    let is_post = req.method() == Method::POST;
+    let transport = check_transport(&sc, &req, is_post);
+    if let Err(r) = transport {
+        tracing::info!(refusal = %r, "request refused at the transport");
+        return Ok(refused(r.http_status(), -32600, &r.to_string()));
     }
-    let Some(server_name) = server_name else {
-        let (parts, body) = req.into_parts();
-        let bytes = match Limited::new(body, sc.config.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &format!("request body refused: {e}")))),
-        };
-        return Ok(crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await);
+    // Then the agent's rights, for every method: nothing reaches a server it may not use.
+    let snapshot = sc.snapshot.load_full();
+    let agent = match snapshot.agent_access(&sc.config.agent, &sc.config.namespace) {
+        Ok(a) => a,
+        Err(r) => return Ok(refused(r.http_status(), -32600, &r.to_string())),
     };
-    let Some(server) = snapshot.servers.get(&server_name).cloned() else {
-        let msg = format!("no MCPServer named {server_name:?} in namespace {}", sc.config.namespace);
-        return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, &msg)));
+    let server = match &server_name {
+        None => None,
+        Some(name) => match tollgate_core::access::server_access(agent, name, snapshot.servers.contains_key(name)) {
+            Ok(()) => snapshot.servers.get(name).cloned(),
+            Err(r) => return Ok(refused(r.http_status(), -32600, &r.to_string())),
+        },
     };
     let (parts, body) = req.into_parts();
-    if parts.method != Method::POST {
+    let bytes = if is_post {
+        match Limited::new(body, sc.config.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                let msg = format!("request body refused: {e} (the limit is {} bytes)", sc.config.max_body);
+                return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &msg)));
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    // What is decided here must be what the upstream runs: bodies parsers read differently go nowhere.
+    if is_post && let Err(a) = tollgate_core::strict::check(&bytes) {
+        let code = if matches!(a, tollgate_core::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
+        return Ok(json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string())));
+    }
+    let Some(server) = server else {
+        return Ok(crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await);
+    };
+    if !is_post {
         // GET (the server's stream, resumable with Last-Event-ID) and DELETE (end of session).
         return Ok(forward(&sc, &server, parts.method, &parts.headers, Bytes::new(), None).await);
     }
-    let bytes = match Limited::new(body, sc.config.max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let msg = format!("request body refused: {e} (the limit is {} bytes)", sc.config.max_body);
-            return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &msg)));
-        }
-    };
     let message = match jsonrpc::parse(&bytes) {
         Ok(m) => m,
         Err(e) => return Ok(json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, e.code(), &e.to_string()))),
@@ -92,12 +134,14 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
 
 /// Whether the firewall decides this message itself rather than passing it through.
 fn decided_here(env: &Envelope<'_>) -> bool {
-    env.is_request() && matches!(env.method(), Some("tools/call" | "tools/list"))
+    // A `tools/call` without an id is decided too: refused, never forwarded unseen.
+    env.method() == Some("tools/call") || (env.is_request() && env.method() == Some("tools/list"))
 }
 
 async fn single(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, bytes: &Bytes) -> Response<Body> {
     match env.method() {
-        Some("tools/call") if env.is_request() => tools_call(sc, snapshot, server, headers, env, bytes).await,
+        Some("tools/call") if env.id.is_none() => refuse_idless(sc, server, env),
+        Some("tools/call") => tools_call(sc, snapshot, server, headers, env, bytes).await,
         Some("tools/list") if env.is_request() => tools_list(sc, snapshot, server, headers, env, bytes.clone()).await,
         _ => forward(sc, server, Method::POST, headers, bytes.clone(), env.id).await,
     }
@@ -147,16 +191,11 @@ async fn tools_list(sc: &Sidecar, snapshot: &Snapshot, server: &Server, headers:
     if let Some(reason) = snapshot.unavailable(&sc.config.agent, &sc.config.namespace) {
         return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &reason));
     }
-    let resp = match sc.upstream.send(server, Method::POST, headers, body).await {
+    let (parts, bytes) = match sc.upstream.call(server, Method::POST, headers, body).await {
         Ok(r) => r,
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &e.to_string())),
     };
-    let (parts, incoming) = resp.into_parts();
     let sse = is_event_stream(&parts.headers);
-    let bytes = match incoming.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &format!("MCP server {} broke off: {e}", server.name))),
-    };
     let rewrite = |message: &str| -> Option<String> {
         let mut v: Value = serde_json::from_str(message).ok()?;
         let result = v.get_mut("result")?;
@@ -197,6 +236,28 @@ fn rewrite_listing(sc: &Sidecar, snapshot: &Snapshot, server: &str, result: &mut
         policy::visible(&refs, agent, server, tool, sc.config.cluster_default).then(|| policy::justification_mode(&refs, server, tool))
     });
     crate::approvals::add_builtin_tools(result);
+}
+
+/// A `tools/call` without an id (or with `"id": null`): as a notification it would run with no
+/// answer to anyone; refused with a JSON-RPC error, and audited.
+pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'_>) -> Response<Body> {
+    let tool = jsonrpc::tool_call_params(env.params).map(|c| c.name).unwrap_or_default();
+    let message = "a tools/call must carry an id: without one it is never forwarded";
+    let decision = Decision::refused(policy::DecidedBy::InvalidRequest, message);
+    let ctx = CallContext {
+        sc,
+        server,
+        tool: &tool,
+        arguments: &Value::Null,
+        justification: None,
+        decision: &decision,
+        correlation: format!("{:016x}", rand::random::<u64>()),
+        facts: Default::default(),
+    };
+    ctx.audit(RecordKind::Decision, None, false, None, None);
+    ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, None);
+    sc.metrics.tool_call("deny", "invalid_request");
+    json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, -32600, message))
 }
 
 /// A `tools/call`: decided, then denied, forwarded, or held for approval.
@@ -295,22 +356,13 @@ async fn decide_and_act(
     }
 }
 
-/// Forwards an allowed call; a down or slow server is an `isError` result naming it.
+/// Forwards an allowed call; a down, slow, huge or broken answer is an `isError` result naming
+/// the server.
 pub(crate) async fn call_upstream(sc: &Sidecar, server: &Server, headers: &HeaderMap, body: Bytes, id: Option<&RawValue>) -> Response<Body> {
+    let deadline = tokio::time::Instant::now() + server.timeout;
     match sc.upstream.send(server, Method::POST, headers, body).await {
-        Ok(resp) => {
-            let (parts, body) = resp.into_parts();
-            let mut out = Response::new(streamed(body));
-            *out.status_mut() = parts.status;
-            copy_response_headers(&parts.headers, out.headers_mut(), true);
-            out
-        }
-        Err(e) => {
-            let mut r = json(StatusCode::OK, jsonrpc::tool_text_result(id, &e.to_string(), true));
-            // Not a proxy failure the client should retry blindly: the answer is in the body.
-            r.headers_mut().insert("x-tollgate-upstream-error", header("1"));
-            r
-        }
+        Ok(resp) => crate::answer::relay(resp, server, id, sc.upstream.max_answer, deadline).await,
+        Err(e) => crate::answer::upstream_error(id, &e),
     }
 }
 
@@ -363,7 +415,7 @@ impl CallContext<'_> {
             tool: self.tool.to_owned(),
             arguments_digest: self.facts().0.clone(),
             arguments: self.facts().1.clone(),
-            justification: self.justification.map(str::to_owned),
+            justification: self.justification.map(|j| tollgate_core::redact::redact_str(j).into_owned()),
             decision: AuditDecision::from(self.decision.action),
             policy,
             rule,

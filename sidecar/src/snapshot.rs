@@ -26,6 +26,8 @@ pub struct Server {
 
 #[derive(Debug, Clone)]
 pub struct WorkflowInfo {
+    /// Approvers and quorum, as a held call's result is checked against before it runs.
+    pub rules: tollgate_core::approval::Workflow,
     pub async_mode: bool,
     pub timeout: Duration,
     pub escalation_after: Option<Duration>,
@@ -48,15 +50,14 @@ impl Snapshot {
         self.policies.iter().collect()
     }
 
+    /// The agent if it may be served at all (policies loaded, managed, not suspended).
+    pub fn agent_access(&self, agent: &str, namespace: &str) -> Result<&AgentInfo, tollgate_core::access::AccessRefusal> {
+        tollgate_core::access::agent_access(self.loaded, self.agent.as_ref(), agent, namespace)
+    }
+
     /// Why no call can be decided now, if none can.
     pub fn unavailable(&self, agent: &str, namespace: &str) -> Option<String> {
-        if !self.loaded {
-            return Some("Tollgate has not loaded its policies yet; no tool call is allowed until it has".into());
-        }
-        if self.agent.is_none() {
-            return Some(format!("no ManagedAgent named {agent:?} in namespace {namespace:?}; every tool call is refused"));
-        }
-        None
+        self.agent_access(agent, namespace).err().map(|e| e.to_string())
     }
 }
 
@@ -118,6 +119,7 @@ pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
         .map(|w| {
             let secs = |s: i32| Duration::from_secs(u64::try_from(s.max(1)).unwrap_or(300));
             let info = WorkflowInfo {
+                rules: tollgate_core::approval::Workflow::from_spec(&w.name_any(), &w.spec),
                 async_mode: w.spec.r#async,
                 timeout: secs(w.spec.timeout_seconds),
                 escalation_after: w.spec.escalation.as_ref().map(|e| secs(e.after_seconds.unwrap_or(w.spec.timeout_seconds))),
@@ -135,8 +137,9 @@ pub async fn watch(client: kube::Client, agent: String, namespace: String, targe
         ($api:expr) => {{
             let (store, writer) = reflector::store();
             let tx = changed_tx.clone();
+            // Every event, deletes and relists included, rebuilds: a deleted allow rule must stop
+            // allowing as fast as an edited one.
             let stream = reflector::reflector(writer, watcher($api, watcher::Config::default()).default_backoff())
-                .applied_objects()
                 .for_each(move |_| {
                     let tx = tx.clone();
                     async move {
@@ -157,7 +160,7 @@ pub async fn watch(client: kube::Client, agent: String, namespace: String, targe
             let (store, writer) = reflector::store();
             let tx = changed_tx.clone();
             let cfg = watcher::Config::default().fields(&format!("metadata.name={namespace}"));
-            tokio::spawn(reflector::reflector(writer, watcher(Api::<Namespace>::all(client.clone()), cfg).default_backoff()).applied_objects().for_each(move |_| {
+            tokio::spawn(reflector::reflector(writer, watcher(Api::<Namespace>::all(client.clone()), cfg).default_backoff()).for_each(move |_| {
                 let tx = tx.clone();
                 async move {
                     let _ = tx.try_send(());

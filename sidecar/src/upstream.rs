@@ -1,5 +1,7 @@
-//! Requests to upstream MCP servers: plain HTTP with connection pooling, a per-server deadline
-//! for the response head, and the server's configured headers.
+//! Requests to upstream MCP servers: plain HTTP with connection pooling and the server's
+//! configured headers. A server's `timeoutSeconds` bounds the whole answer of a request (not a
+//! GET stream, which is long-lived by design), and an answer the sidecar reads is bounded in size:
+//! a hostile or broken server costs the agent a clear error, never the sidecar its memory.
 
 use crate::body::{Body, full};
 use crate::snapshot::Server;
@@ -25,18 +27,40 @@ pub enum UpstreamError {
     BadUrl { server: String, url: String, reason: String },
     #[error("MCP server {server} cannot be called: {source}")]
     Credentials { server: String, source: crate::credentials::CredentialError },
+    #[error("MCP server {server} answered with more than {limit} bytes; the answer was dropped")]
+    TooLarge { server: String, limit: usize },
+    #[error("MCP server {server} broke off its answer: {reason}")]
+    BrokeOff { server: String, reason: String },
 }
 
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
     credentials: crate::credentials::Credentials,
+    /// The largest answer the sidecar reads from a server.
+    pub max_answer: usize,
 }
 
 impl Upstream {
-    pub fn new(credentials: crate::credentials::Credentials) -> Self {
+    pub fn new(credentials: crate::credentials::Credentials, max_answer: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        Upstream { client: Client::builder(TokioExecutor::new()).build(connector), credentials }
+        Upstream { client: Client::builder(TokioExecutor::new()).build(connector), credentials, max_answer }
+    }
+
+    /// Sends one request and reads its whole answer, within the server's timeout and size limit.
+    pub async fn call(&self, server: &Server, method: Method, downstream: &HeaderMap, body: Bytes) -> Result<(hyper::http::response::Parts, Bytes), UpstreamError> {
+        let deadline = tokio::time::Instant::now() + server.timeout;
+        let resp = self.send(server, method, downstream, body).await?;
+        let (parts, body) = resp.into_parts();
+        let bytes = read_body(body, self.max_answer, deadline, server).await?;
+        Ok((parts, bytes))
+    }
+
+    /// The JSON-RPC messages of a request's whole answer (see [`Upstream::call`]).
+    pub async fn messages(&self, server: &Server, method: Method, downstream: &HeaderMap, body: Bytes) -> Result<(hyper::http::response::Parts, Vec<serde_json::Value>), UpstreamError> {
+        let (parts, bytes) = self.call(server, method, downstream, body).await?;
+        let messages = parse_messages(is_event_stream(&parts.headers), &bytes).map_err(|reason| UpstreamError::BrokeOff { server: server.name.clone(), reason })?;
+        Ok((parts, messages))
     }
 
     /// Sends one request; the deadline covers the response head, not a stream that follows.
@@ -77,6 +101,30 @@ impl Upstream {
     }
 }
 
+/// A body read to its end, refused past `limit` bytes or `deadline`.
+pub async fn read_body<B>(mut body: B, limit: usize, deadline: tokio::time::Instant, server: &Server) -> Result<Bytes, UpstreamError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    use http_body_util::BodyExt;
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(UpstreamError::Timeout { server: server.name.clone(), secs: server.timeout.as_secs() }),
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) => return Err(UpstreamError::BrokeOff { server: server.name.clone(), reason: e.to_string() }),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(UpstreamError::TooLarge { server: server.name.clone(), limit });
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
@@ -105,7 +153,8 @@ pub fn header(value: &'static str) -> HeaderValue {
 }
 
 /// The JSON-RPC messages of an answer, whether it came as JSON (one message or a batch's array)
-/// or as an SSE stream.
+/// or as an SSE stream. For answers the sidecar made itself (batches); a server's answer is read
+/// with [`Upstream::messages`], which bounds it.
 pub async fn messages<B>(resp: Response<B>) -> Result<Vec<serde_json::Value>, String>
 where
     B: hyper::body::Body,
@@ -114,7 +163,13 @@ where
     use http_body_util::BodyExt;
     let sse = is_event_stream(resp.headers());
     let bytes = resp.into_body().collect().await.map_err(|e| format!("the answer broke off: {e}"))?.to_bytes();
-    let text = String::from_utf8_lossy(&bytes);
+    parse_messages(sse, &bytes)
+}
+
+/// The JSON-RPC messages of a whole answer. Events and bodies that are not JSON are skipped: what
+/// is missing then shows as no result.
+pub fn parse_messages(sse: bool, bytes: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+    let text = String::from_utf8_lossy(bytes);
     Ok(if sse {
         let mut p = tollgate_core::sse::Parser::default();
         let mut events = p.push(&text)?;

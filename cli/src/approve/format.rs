@@ -86,12 +86,50 @@ fn age_of(t: Option<&Time>, now: Timestamp) -> String {
     t.map_or_else(|| NONE.into(), |t| age(seconds_between(t.0, now)))
 }
 
-/// At most `max` characters, with `...` when cut; newlines flattened so a cell stays one line.
+/// Characters that change how a terminal shows what follows, beyond the control characters:
+/// bidirectional overrides and isolates, and invisible joiners, which can reorder or hide text.
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+fn escape_into(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        '\r' => out.push_str("\\r"),
+        c => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+    }
+}
+
+fn escape_where(s: &str, unsafe_char: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(&unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) { escape_into(&mut out, c) } else { out.push(c) }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Text anyone who can create a request wrote (the agent: tool, justification, message, …), as it
+/// may reach an approver's terminal: control characters and format characters spelled out as
+/// escapes, so no escape sequence can hide, move or recolour what the approver reads. With
+/// `keep_newlines`, line breaks stay (a multi-line justification), every other one is escaped.
+pub fn safe(s: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    escape_where(s, |c| (c.is_control() && !(keep_newlines && c == '\n')) || is_format_char(c))
+}
+
+/// The last line of defence, on everything printed: control characters other than newline and
+/// tab, and format characters, escaped.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_where(s, |c| (c.is_control() && c != '\n' && c != '\t') || is_format_char(c))
+}
+
+/// At most `max` characters, with `...` when cut; one line, nothing a terminal would interpret.
 pub fn truncate(s: &str, max: usize) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let spaced: String = s.chars().map(|c| if matches!(c, '\n' | '\r' | '\t') { ' ' } else { c }).collect();
+    let flat = safe(&spaced, false).into_owned();
     if flat.chars().count() <= max {
         return flat;
     }
@@ -161,8 +199,8 @@ pub fn list_table(
         }
         row.extend([
             ar.metadata.name.clone().unwrap_or_default(),
-            ar.spec.tool.clone(),
-            ar.spec.agent.clone(),
+            safe(&ar.spec.tool, false).into_owned(),
+            safe(&ar.spec.agent, false).into_owned(),
             phase(ar).to_string(),
             status
                 .and_then(|s| s.approvals.clone())
@@ -172,8 +210,8 @@ pub fn list_table(
         ]);
         if wide {
             row.extend([
-                ar.spec.server.clone(),
-                ar.spec.workflow.clone(),
+                safe(&ar.spec.server, false).into_owned(),
+                safe(&ar.spec.workflow, false).into_owned(),
                 ar.spec
                     .justification
                     .as_deref()
@@ -223,7 +261,8 @@ pub fn rfc3339(t: &Time) -> String {
 pub fn show(ar: &ApprovalRequest, now: Timestamp) -> String {
     let spec = &ar.spec;
     let status = ar.status.clone().unwrap_or_default();
-    let opt = |v: Option<&str>| v.unwrap_or(NONE).to_owned();
+    let opt = |v: Option<&str>| safe(v.unwrap_or(NONE), true).into_owned();
+    let one = |v: &str| safe(v, false).into_owned();
     let mut fields: Vec<(&str, String)> = vec![
         ("Name", qualified_name(ar)),
         ("Phase", phase(ar).to_string()),
@@ -247,13 +286,13 @@ pub fn show(ar: &ApprovalRequest, now: Timestamp) -> String {
     }
     fields.extend([
         ("Requested", when(&spec.requested_at, now)),
-        ("Tool", spec.tool.clone()),
-        ("Server", spec.server.clone()),
-        ("Agent", spec.agent.clone()),
-        ("Service account", spec.service_account.clone()),
-        ("Pod", opt(spec.pod.as_deref())),
-        ("Workflow", spec.workflow.clone()),
-        ("Policy", policy_line(ar)),
+        ("Tool", one(&spec.tool)),
+        ("Server", one(&spec.server)),
+        ("Agent", one(&spec.agent)),
+        ("Service account", one(&spec.service_account)),
+        ("Pod", one(spec.pod.as_deref().unwrap_or(NONE))),
+        ("Workflow", one(&spec.workflow)),
+        ("Policy", one(&policy_line(ar))),
         ("Message", opt(spec.message.as_deref())),
         ("Justification", opt(spec.justification.as_deref())),
     ]);
@@ -268,6 +307,7 @@ pub fn show(ar: &ApprovalRequest, now: Timestamp) -> String {
         None => NONE.to_owned(),
         Some(v) => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
     };
+    let args = safe(&args, true);
     for line in args.lines() {
         out.push_str(&format!("  {line}\n"));
     }
@@ -283,7 +323,7 @@ pub fn show(ar: &ApprovalRequest, now: Timestamp) -> String {
     ];
     for d in &status.decisions {
         rows.push(vec![
-            d.user.clone(),
+            safe(&d.user, false).into_owned(),
             verdict(d.decision).into(),
             serde_json::to_value(d.via)
                 .ok()
@@ -378,7 +418,9 @@ pub fn watch_line(ar: &ApprovalRequest) -> String {
     );
     format!(
         "pending {ns}/{name}: tool={} server={} agent={} justification={justification}  ->  kubectl approve {name} -n {ns}",
-        ar.spec.tool, ar.spec.server, ar.spec.agent
+        safe(&ar.spec.tool, false),
+        safe(&ar.spec.server, false),
+        safe(&ar.spec.agent, false)
     )
 }
 

@@ -200,3 +200,27 @@ fn watch_lines_end_with_the_command_to_run() {
          justification=\"ship 1.4.2: fixes the checkout timeout\"  ->  kubectl approve deploy-x7k2 -n tollgate-demo"
     );
 }
+
+#[test]
+fn nothing_an_agent_wrote_can_drive_the_terminal() {
+    let hidden = "\u{1b}[8m";
+    let mut ar = request(serde_json::json!({"phase": "Pending", "approvals": "0/1"}));
+    ar.spec.justification = Some(format!("routine cleanup{hidden}\nreally: drop every table\u{1b}[0m"));
+    ar.spec.tool = format!("read_file{hidden}");
+    ar.spec.message = Some("ok\r\u{202e}evil".into());
+    ar.spec.arguments = Some(serde_json::json!({"path": format!("/tmp{hidden}")}));
+    let now = ts("2026-01-01T00:00:00Z");
+    for (what, text) in [
+        ("show", show(&ar, now)),
+        ("list", list_table(std::slice::from_ref(&ar), now, true, true)),
+        ("watch", watch_line(&ar)),
+    ] {
+        for bad in ['\u{1b}', '\r', '\u{202e}'] {
+            assert!(!text.contains(bad), "{what} prints {bad:?} raw:\n{text}");
+        }
+        assert!(text.contains("\\u{1b}[8m"), "{what} shows the escape for what it is:\n{text}");
+    }
+    assert!(show(&ar, now).contains("\\r\\u{202e}evil"));
+    assert_eq!(terminal_safe("a\tb\nc\u{1b}[2J\u{7f}"), "a\tb\nc\\u{1b}[2J\\u{7f}");
+    assert_eq!(safe("plain text", false), std::borrow::Cow::Borrowed("plain text"));
+}

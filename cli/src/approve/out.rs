@@ -7,7 +7,10 @@ use std::io::Write;
 #[error("stdout closed")]
 pub struct StdoutClosed;
 
+/// Writes `text`, with every control character but newline and tab escaped: whatever a request
+/// holds, nothing printed can drive the approver's terminal.
 pub fn print(text: &str) -> anyhow::Result<()> {
+    let text = super::format::terminal_safe(text);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),

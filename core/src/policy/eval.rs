@@ -22,6 +22,8 @@ pub enum DecidedBy {
     Suspended,
     ServerNotAllowed,
     MissingJustification,
+    /// A message the firewall cannot decide as sent (no id, ambiguous fields).
+    InvalidRequest,
 }
 
 impl std::fmt::Display for DecidedBy {
@@ -35,6 +37,7 @@ impl std::fmt::Display for DecidedBy {
             DecidedBy::Suspended => f.write_str("the kill switch (ManagedAgent.spec.suspended)"),
             DecidedBy::ServerNotAllowed => f.write_str("the agent's mcpServers"),
             DecidedBy::MissingJustification => f.write_str("a missing justification"),
+            DecidedBy::InvalidRequest => f.write_str("an invalid request"),
         }
     }
 }
@@ -56,6 +59,11 @@ impl Decision {
         Decision { action, decided_by, message, workflow: None, error: None }
     }
 
+    /// A Deny made before any policy is consulted.
+    pub fn refused(decided_by: DecidedBy, message: &str) -> Self {
+        Decision::plain(Action::Deny, decided_by, Some(message.to_owned()))
+    }
+
     /// The text after `Access denied: ` that the agent reads.
     pub fn deny_message(&self) -> String {
         if let Some(m) = &self.message {
@@ -68,6 +76,7 @@ impl Decision {
             DecidedBy::Suspended => "the agent is suspended".into(),
             DecidedBy::ServerNotAllowed => "the agent may not use this MCP server".into(),
             DecidedBy::MissingJustification => "a justification is required".into(),
+            DecidedBy::InvalidRequest => "the request is invalid".into(),
         }
     }
 }

@@ -15,7 +15,6 @@ use crate::approvals::{self, GET_STATUS, REQUEST_APPROVAL};
 use crate::body::Body;
 use crate::proxy::json;
 use crate::snapshot::{Server, Snapshot};
-use crate::upstream::messages;
 use bytes::Bytes;
 use hyper::header::{ACCEPT, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
@@ -77,6 +76,10 @@ async fn one(sc: &Arc<Sidecar>, snapshot: &Snapshot, headers: &HeaderMap, env: &
         return relay::response_from_client(sc, snapshot, &session, raw).await;
     };
     if env.id.is_none() {
+        if method == "tools/call" {
+            let server = Server { name: String::new(), url: String::new(), timeout: std::time::Duration::ZERO, headers: Vec::new() };
+            return crate::proxy::refuse_idless(sc, &server, env);
+        }
         return relay::notification_from_client(sc, snapshot, &session, method, raw).await;
     }
     let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_else(|| json!({}));
@@ -111,6 +114,10 @@ fn usable(snapshot: &Snapshot) -> impl Iterator<Item = &Server> {
 /// `initialize`: opens the upstream session of every server the agent may use, and answers with
 /// what they offer together.
 async fn initialize(sc: &Sidecar, snapshot: &Snapshot, env: &Envelope<'_>) -> Response<Body> {
+    if env.params.is_some_and(|p| p.get().len() > session::MAX_INIT_PARAMS) {
+        let msg = format!("initialize params larger than {} bytes are refused", session::MAX_INIT_PARAMS);
+        return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(env.id, -32600, &msg));
+    }
     let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or(Value::Null);
     let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
     let version = SUPPORTED_VERSIONS.iter().find(|v| **v == asked).copied().unwrap_or(SUPPORTED_VERSIONS[0]);
@@ -158,8 +165,8 @@ async fn list_one(sc: &Sidecar, session: &Session, server: &Server, method: &str
     for _ in 0..MAX_PAGES {
         let params = cursor.take().map_or_else(|| json!({}), |c| json!({"cursor": c}));
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let resp = sc.upstream.send(server, Method::POST, &upstream.headers, Bytes::from(body.to_string())).await.map_err(|e| e.to_string())?;
-        let mut result = messages(resp).await?.into_iter().find_map(|mut m| m.get_mut("result").map(Value::take)).ok_or_else(|| format!("no {method} result"))?;
+        let (_, answer) = sc.upstream.messages(server, Method::POST, &upstream.headers, Bytes::from(body.to_string())).await.map_err(|e| e.to_string())?;
+        let mut result = answer.into_iter().find_map(|mut m| m.get_mut("result").map(Value::take)).ok_or_else(|| format!("no {method} result"))?;
         if let Some(Value::Array(page)) = result.get_mut(key).map(Value::take) {
             items.extend(page);
         }

@@ -3,7 +3,7 @@
 
 use crate::Sidecar;
 use crate::snapshot::Server;
-use crate::upstream::{header, messages};
+use crate::upstream::header;
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::{HeaderMap, HeaderValue};
@@ -16,7 +16,10 @@ pub const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Sessions kept at most; the oldest goes when a new one would pass this (clients that never
 /// send DELETE must not grow the sidecar without bound).
-const MAX_SESSIONS: usize = 1024;
+const MAX_SESSIONS: usize = 256;
+/// The largest `initialize` params a session keeps (to open upstream sessions with them later):
+/// with [`MAX_SESSIONS`], sessions hold a few MiB at most.
+pub const MAX_INIT_PARAMS: usize = 16 << 10;
 
 #[derive(Default)]
 pub struct Sessions {
@@ -93,11 +96,10 @@ async fn open(sc: &Sidecar, server: &Server, init_params: &Value) -> Result<Upst
     headers.insert(hyper::header::ACCEPT, header("application/json, text/event-stream"));
     headers.insert(hyper::header::CONTENT_TYPE, header("application/json"));
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init_params});
-    let resp = sc.upstream.send(server, Method::POST, &headers, Bytes::from(init.to_string())).await.map_err(|e| e.to_string())?;
-    if let Some(id) = resp.headers().get(SESSION_HEADER).cloned() {
+    let (parts, answer) = sc.upstream.messages(server, Method::POST, &headers, Bytes::from(init.to_string())).await.map_err(|e| e.to_string())?;
+    if let Some(id) = parts.headers.get(SESSION_HEADER).cloned() {
         headers.insert(SESSION_HEADER, id);
     }
-    let answer = messages(resp).await?;
     let Some(result) = answer.into_iter().find_map(|mut m| m.get_mut("result").map(Value::take)) else {
         return Err(format!("MCP server {} did not complete initialize", server.name));
     };

@@ -1,0 +1,301 @@
+//! Held calls (DESIGN §3.2, §3.3): an `ApprovalRequest` per held call, then either a blocking
+//! answer (with progress notifications) or, in async mode, a pending result the agent polls with
+//! `get_approval_status`, which runs the approved call exactly once.
+//!
+//! A held call is bound to the request object it created (`tollgate_core::held`): its UID and
+//! spec, and the quorum of the workflow it was held under. Once its request has ended it is
+//! concluded in a task of its own, so a client that hangs up neither runs it twice nor leaves it
+//! unaudited.
+
+mod request;
+mod settle;
+
+pub use request::{CANCEL_ANNOTATION, cancel_orphans};
+
+use crate::Sidecar;
+use crate::body::{Body, channel};
+use crate::proxy::{CallContext, json};
+use crate::snapshot::{Server, Snapshot};
+use crate::upstream::header;
+use bytes::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderMap};
+use hyper::{Response, StatusCode};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tollgate_core::audit::{Outcome, RecordKind};
+use tollgate_core::held::{Binding, hold_deadline};
+use tollgate_core::jsonrpc::{self, Envelope, ToolCallParams};
+use tollgate_core::policy::{self, Action, Args, DecidedBy};
+
+pub const GET_STATUS: &str = "get_approval_status";
+pub const REQUEST_APPROVAL: &str = "request_approval";
+/// Server name policies use for the built-in tools.
+pub const BUILTIN_SERVER: &str = "tollgate";
+const POLL_SECONDS: u64 = 5;
+/// Async held calls kept at most; past it new holds are refused (answered and expired ones are
+/// pruned first).
+const MAX_HELD: usize = 4096;
+/// How long an answered call's result stays for late polls.
+const KEEP_ANSWERED: Duration = Duration::from_secs(600);
+
+/// Calls held in async mode, by request name.
+#[derive(Default)]
+pub struct Registry {
+    calls: Mutex<HashMap<String, Arc<Held>>>,
+}
+
+impl Registry {
+    /// The server a held call goes to (`None` for standalone approvals and unknown requests).
+    pub fn server_of(&self, name: &str) -> Option<String> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.get(name).and_then(|h| h.server.as_ref().map(|s| s.name.clone()))
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<Held>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Keeps `held` under `name`, after dropping calls past their deadline and answers older than
+    /// [`KEEP_ANSWERED`]; `false` when the registry is still full.
+    fn insert(&self, name: String, held: Arc<Held>) -> bool {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        calls.retain(|_, h| now < h.deadline && h.answered_at.get().is_none_or(|at| now.duration_since(*at) < KEEP_ANSWERED));
+        if calls.len() >= MAX_HELD {
+            return false;
+        }
+        calls.insert(name, held);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Held {
+    /// The outcome record, filled in when the request ends.
+    audit: tollgate_core::audit::AuditRecord,
+    created: Instant,
+    deadline: Instant,
+    server: Option<Server>,
+    headers: HeaderMap,
+    body: Bytes,
+    /// The request it created, as created: it runs for that object only.
+    binding: Binding,
+    /// The workflow it was held under: the quorum it must reach, whatever the workflow becomes.
+    workflow: tollgate_core::approval::Workflow,
+    /// The final answer once known: concurrent polls wait for it, later polls get the same one.
+    answer: tokio::sync::OnceCell<Value>,
+    answered_at: std::sync::OnceLock<Instant>,
+}
+
+/// The built-in tools, listed beside the server's own.
+pub fn add_builtin_tools(result: &mut Value) {
+    let Some(Value::Array(tools)) = result.get_mut("tools") else { return };
+    tools.retain(|t| !matches!(t.get("name").and_then(Value::as_str), Some(GET_STATUS | REQUEST_APPROVAL)));
+    tools.push(json!({
+        "name": GET_STATUS,
+        "description": "Status of a tool call held for human approval. Once approved, runs the held call (exactly once) and returns its result.",
+        "inputSchema": {"type": "object", "properties": {"request_id": {"type": "string"}}, "required": ["request_id"]},
+    }));
+    tools.push(json!({
+        "name": REQUEST_APPROVAL,
+        "description": "Ask a human to approve an operation before you do it.",
+        "inputSchema": {"type": "object", "properties": {
+            "operation": {"type": "string"}, "context": {"type": "string"}, "reasoning": {"type": "string"}},
+            "required": ["operation", "reasoning"]},
+    }));
+}
+
+/// Handles the built-in tools; `None` for any other tool.
+pub async fn builtin(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    server: &Server,
+    headers: &HeaderMap,
+    env: &Envelope<'_>,
+    call: &ToolCallParams<'_>,
+) -> Option<Response<Body>> {
+    if !matches!(call.name.as_str(), GET_STATUS | REQUEST_APPROVAL) {
+        return None;
+    }
+    let args: Value = call.arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or(Value::Null);
+    match call.name.as_str() {
+        GET_STATUS => {
+            let id = args.get("request_id").and_then(Value::as_str).unwrap_or_default();
+            Some(json(StatusCode::OK, settle::get_status(sc, id, env.id, headers).await))
+        }
+        REQUEST_APPROVAL => Some(request_approval(sc, snapshot, server, headers, env, &args).await),
+        _ => None,
+    }
+}
+
+async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, args: &Value) -> Response<Body> {
+    let Some(agent) = snapshot.agent.as_ref() else {
+        let reason = snapshot.unavailable(&sc.config.agent, &sc.config.namespace).unwrap_or_default();
+        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {reason}"), true));
+    };
+    let reasoning = args.get("reasoning").and_then(Value::as_str).filter(|r| !r.trim().is_empty());
+    let arguments = json!({"operation": args.get("operation"), "context": args.get("context")});
+    let refs = snapshot.policy_refs();
+    let workflows = |w: &str| snapshot.workflows.contains_key(w);
+    let args = Args::value(&arguments);
+    let call = policy::Call { agent, server: BUILTIN_SERVER, tool: REQUEST_APPROVAL, args: &args, justification: reasoning, now: jiff::Timestamp::now() };
+    let decision = policy::decide(&refs, &call, &workflows, Action::Deny);
+    if decision.action != Action::RequireApproval {
+        let text = match decision.action {
+            Action::Deny if decision.decided_by != DecidedBy::ClusterDefault => format!("Access denied: {}", decision.deny_message()),
+            _ => format!(
+                "request_approval needs a ToolPolicy rule for server {BUILTIN_SERVER:?}, tool {REQUEST_APPROVAL:?} with action RequireApproval and an approvalWorkflow"
+            ),
+        };
+        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &text, true));
+    }
+    let standalone = Server { name: BUILTIN_SERVER.into(), url: String::new(), timeout: server.timeout, headers: Vec::new() };
+    let ctx = CallContext {
+        sc,
+        server: &standalone,
+        tool: REQUEST_APPROVAL,
+        arguments: &arguments,
+        justification: reasoning,
+        decision: &decision,
+        correlation: format!("{:016x}", rand::random::<u64>()),
+        facts: Default::default(),
+    };
+    hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), Bytes::new(), None).await
+}
+
+/// Creates the request and answers as the workflow says: at once (async) or when decided.
+pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<String>, body: Bytes, progress: Option<Value>) -> Response<Body> {
+    let sc = ctx.sc;
+    let id: Option<Box<RawValue>> = id.and_then(|s| RawValue::from_string(s).ok());
+    let snapshot = sc.snapshot.load_full();
+    // The decision record carries the request's name, so it is written once the request exists;
+    // a call that cannot be held gets its decision and its refusal.
+    let refuse = |text: &str| {
+        ctx.audit(RecordKind::Decision, None, false, None, None);
+        ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, None);
+        json(StatusCode::OK, jsonrpc::tool_text_result(id.as_deref(), text, true))
+    };
+    let Some(workflow_name) = ctx.decision.workflow.clone() else {
+        return refuse("Access denied: no approval workflow");
+    };
+    let Some(workflow) = snapshot.workflows.get(&workflow_name).cloned() else {
+        return refuse("Access denied: the approval workflow went away");
+    };
+    if workflow.async_mode && sc.held.len() >= MAX_HELD {
+        return refuse(&format!("Access denied: this sidecar already holds {MAX_HELD} calls for approval; try again later"));
+    }
+    let digest = ctx.digest().to_owned();
+    let (name, uid) = match request::create(ctx, &workflow_name, &digest).await {
+        Ok(created) => created,
+        Err(e) => {
+            sc.metrics.tool_call("require_approval", "request_failed");
+            return refuse(&format!("Access denied: approval is required, but the approval request could not be created: {e}"));
+        }
+    };
+    ctx.audit(RecordKind::Decision, None, false, Some(&name), None);
+    tracing::info!(request = name, tool = ctx.tool, workflow = workflow_name, r#async = workflow.async_mode, "call held for approval");
+    let server = (ctx.server.name != BUILTIN_SERVER).then(|| ctx.server.clone());
+    let audit = ctx.record(RecordKind::Outcome, None, false, Some(&name), None);
+    let binding = Binding {
+        uid,
+        agent: sc.config.agent.clone(),
+        sidecar_instance: sc.instance.clone(),
+        workflow: workflow_name.clone(),
+        server: ctx.server.name.clone(),
+        tool: ctx.tool.to_owned(),
+        digest,
+    };
+    let created = Instant::now();
+    let deadline = created + hold_deadline(workflow.timeout, workflow.escalation_after);
+    let held = Arc::new(Held {
+        audit,
+        created,
+        deadline,
+        server,
+        headers: headers.clone(),
+        body,
+        binding,
+        workflow: workflow.rules.clone(),
+        answer: tokio::sync::OnceCell::new(),
+        answered_at: std::sync::OnceLock::new(),
+    });
+
+    if workflow.async_mode {
+        if !sc.held.insert(name.clone(), held) {
+            request::cancel(sc, &name, "the sidecar holds too many calls").await;
+            return refuse(&format!("Access denied: this sidecar already holds {MAX_HELD} calls for approval; try again later"));
+        }
+        sc.metrics.tool_call("require_approval", "pending");
+        let text = format!(
+            "Approval required: request {name} is pending with workflow {workflow_name}. Call {GET_STATUS} with request_id \"{name}\" every {POLL_SECONDS} seconds; once approved it runs the call and returns its result."
+        );
+        let result = json!({
+            "content": [{"type": "text", "text": text}],
+            "structuredContent": {"status": "pending", "request_id": name, "poll_interval_seconds": POLL_SECONDS},
+            "isError": false,
+        });
+        return json(StatusCode::OK, jsonrpc::result_response(id.as_deref(), result));
+    }
+
+    // Blocking: the answer is written when the request ends, by a task that outlives the client's
+    // connection, so a client that hangs up still gets its call cancelled (or finished) and audited.
+    let wants_sse = headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let (tx, body) = channel();
+    let interval = Duration::from_secs(sc.config.progress_interval_seconds.max(1));
+    let sc = sc.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let ending = {
+            let ended = settle::wait(&sc, &name, &held);
+            tokio::pin!(ended);
+            let mut ticks = tokio::time::interval(interval);
+            ticks.tick().await;
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    e = &mut ended => break Some(e),
+                    () = tx.closed() => break None,
+                    _ = ticks.tick() => {
+                        if let (Some(token), true) = (&progress, wants_sse) {
+                            n += 1;
+                            tracing::debug!(request = name, n, "progress notification sent");
+                            let msg = format!("waiting for approval of {name} ({}s)", started.elapsed().as_secs());
+                            let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(&jsonrpc::progress_notification(token, n, &msg)))).await;
+                        }
+                    }
+                }
+            }
+        };
+        let Some(ending) = ending else {
+            settle::client_left(&sc, &name, &held).await;
+            return;
+        };
+        let (result, notifications) = settle::conclude(&sc, &name, &held, ending, None, true).await;
+        let message = jsonrpc::result_response(id.as_deref(), result);
+        if !wants_sse {
+            let _ = tx.send(Bytes::from(message)).await;
+            return;
+        }
+        // What the server sent while running the call (its own progress, logs) goes first.
+        for n in notifications {
+            let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(n.to_string().as_bytes()))).await;
+        }
+        let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(&message))).await;
+    });
+    let mut r = Response::new(body);
+    let content_type = if wants_sse { "text/event-stream" } else { "application/json" };
+    r.headers_mut().insert(CONTENT_TYPE, header(content_type));
+    r.headers_mut().insert("cache-control", header("no-cache"));
+    r
+}
+
