@@ -19,9 +19,13 @@ export TOLLGATE_MCP_TOOLS
 step "generated files are fresh"
 cargo run --quiet --locked -p tollgate-api --bin crdgen -- --check
 
+step "format and lints (rustfmt.toml; clippy with warnings as errors)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+
 step "build (the e2e tests run these binaries as processes)"
 cargo build --locked --workspace --bins
 
 step "tests"
 # Two cores: two tests at a time; the end-to-end tests mostly wait on processes.
-cargo test --workspace --locked -- --test-threads="${TOLLGATE_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TOLLGATE_TEST_THREADS:-2}"

@@ -20,5 +20,6 @@ pub mod k8s_names;
 mod native;
 pub mod policy;
 pub mod redact;
+pub mod request_authz;
 pub mod sse;
 pub mod strict;

@@ -23,6 +23,7 @@ pub struct ControlPlane {
     /// In start order, so stopping in reverse takes the apiserver down before its etcd.
     children: Mutex<Vec<(&'static str, Child)>>,
     port: u16,
+    etcd_client: u16,
     ca_pem: String,
     tokens: [String; 4],
     /// Set once `tollgate-system` and the RBAC are applied (see `install_tollgate_system`).
@@ -67,6 +68,7 @@ impl ControlPlane {
             tmp: Mutex::new(Some(tmp)),
             children: Mutex::new(Vec::new()),
             port,
+            etcd_client,
             ca_pem: pki.ca_pem,
             tokens,
             system_installed: OnceLock::new(),
@@ -188,6 +190,22 @@ impl ControlPlane {
         drop(children);
         process::terminate(&mut child, Duration::ZERO);
         Ok(())
+    }
+
+    /// Stops kube-apiserver and starts it again on the same port and etcd data, as a restart
+    /// in a cluster would; returns once it is ready. Watches of every client break and resume.
+    pub fn restart_apiserver(&self) -> Result<()> {
+        {
+            let mut children = lock(&self.children);
+            if let Some(i) = children.iter().position(|(n, _)| *n == "kube-apiserver") {
+                let (_, mut child) = children.remove(i);
+                drop(children);
+                process::terminate(&mut child, STOP_GRACE);
+            }
+        }
+        let bin = binaries_dir()?;
+        self.spawn("kube-apiserver", apiserver_command(&bin, &self.dir, self.etcd_client, self.port))?;
+        self.wait_ready()
     }
 
     fn spawn(&self, name: &'static str, mut cmd: Command) -> Result<()> {

@@ -16,7 +16,15 @@ pub const OPERATOR_USER: &str = "system:serviceaccount:tollgate-system:tollgate-
 /// `cargo build --workspace --bins`, a no-op after `hack/test.sh` built everything; building the
 /// whole workspace (not `-p package`) keeps cargo's feature resolution, and so its artifacts, the
 /// same as that build's.
+///
+/// With `TOLLGATE_BIN_DIR` set, the binaries are taken from there instead, unbuilt: the suite
+/// then runs against another build (an older commit's, to see a new test fail before its fix).
 pub fn binary(package: &str, name: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("TOLLGATE_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        ensure!(path.is_file(), "{} (package {package}) missing from TOLLGATE_BIN_DIR", path.display());
+        return Ok(path);
+    }
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -49,6 +57,34 @@ impl ControlPlane {
         )?;
         let _ = self.system_installed.set(());
         Ok(())
+    }
+
+    /// An agent's service account with the agent roles (created once), and a kubeconfig for it.
+    pub fn agent_identity(&self, namespace: &str, service_account: &str) -> Result<PathBuf> {
+        self.install_tollgate_system()?;
+        let exists = self.kubectl(User::Admin, ["get", "serviceaccount", service_account, "-n", namespace])?.status.success();
+        if !exists {
+            self.kubectl_ok(User::Admin, ["create", "serviceaccount", service_account, "-n", namespace])?;
+            let subject = format!("--serviceaccount={namespace}:{service_account}");
+            self.kubectl_ok(User::Admin, ["create", "rolebinding", &format!("{service_account}-tollgate-agent"), "-n", namespace, "--clusterrole=tollgate-agent", &subject])?;
+            self.kubectl_ok(User::Admin, ["create", "clusterrolebinding", &format!("{namespace}-{service_account}-tollgate-agent"), "--clusterrole=tollgate-agent-cluster", &subject])?;
+        }
+        self.service_account_kubeconfig(namespace, service_account)
+    }
+
+    /// `kubectl ARGS` as the agent `agent` (a `ManagedAgent` running as `service_account`,
+    /// created if missing), as its sidecar would act: requests are created only that way.
+    pub fn kubectl_as_agent(&self, namespace: &str, agent: &str, service_account: &str, args: &[&str]) -> Result<std::process::Output> {
+        let kubeconfig = self.agent_identity(namespace, service_account)?;
+        if !self.kubectl(User::Admin, ["get", "managedagent", agent, "-n", namespace])?.status.success() {
+            let ma = format!(
+                r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ManagedAgent","metadata":{{"name":"{agent}"}},"spec":{{"selector":{{"matchLabels":{{"app":"{agent}"}}}},"serviceAccountName":"{service_account}","mcpServers":["*"]}}}}"#
+            );
+            let path = self.dir().join(format!("{namespace}-agent-{agent}.json"));
+            std::fs::write(&path, ma)?;
+            self.kubectl_ok(User::Admin, ["apply", "-n", namespace, "-f", path.to_str().context("path")?])?;
+        }
+        Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(["-n", namespace]).args(args).output().context("running kubectl as the agent")
     }
 
     /// A kubeconfig for a service account, with a token from the TokenRequest API.
@@ -218,15 +254,7 @@ impl Sidecar {
         cpu: Option<usize>,
         flags: &[&str],
     ) -> Result<Sidecar> {
-        cp.install_tollgate_system()?;
-        let exists = cp.kubectl(User::Admin, ["get", "serviceaccount", service_account, "-n", namespace])?.status.success();
-        if !exists {
-            cp.kubectl_ok(User::Admin, ["create", "serviceaccount", service_account, "-n", namespace])?;
-            let subject = format!("--serviceaccount={namespace}:{service_account}");
-            cp.kubectl_ok(User::Admin, ["create", "rolebinding", &format!("{service_account}-tollgate-agent"), "-n", namespace, "--clusterrole=tollgate-agent", &subject])?;
-            cp.kubectl_ok(User::Admin, ["create", "clusterrolebinding", &format!("{namespace}-{service_account}-tollgate-agent"), "--clusterrole=tollgate-agent-cluster", &subject])?;
-        }
-        let kubeconfig = cp.service_account_kubeconfig(namespace, service_account)?;
+        let kubeconfig = cp.agent_identity(namespace, service_account)?;
         let [listen, admin] = free_ports::<2>()?;
         let log = cp.dir().join(format!("sidecar-{namespace}-{listen}.log"));
         // What the injection webhook mounts from Secrets, into the sidecar's container only.

@@ -38,7 +38,7 @@ fn workflow(cp: &ControlPlane, ns: &str, name: &str, spec: &str) -> Result<()> {
 /// Creates a request as the sidecar would, `age` seconds old.
 fn request(cp: &ControlPlane, ns: &str, name: &str, workflow: &str, age: i64) -> Result<()> {
     let requested = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age);
-    let out = apply(cp, User::Admin, ns, &format!(
+    let out = create_as_agent(cp, ns, &format!(
         r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
             "spec":{{"agent":"coder","serviceAccount":"coder","server":"platform-tools","tool":"deploy",
             "arguments":{{"environment":"production"}},
@@ -47,6 +47,13 @@ fn request(cp: &ControlPlane, ns: &str, name: &str, workflow: &str, age: i64) ->
     ))?;
     anyhow::ensure!(out.status.success(), "request: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
+}
+
+/// Creates an object as the agent `coder`'s own service account, as its sidecar does.
+fn create_as_agent(cp: &ControlPlane, ns: &str, json: &str) -> Result<std::process::Output> {
+    let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
+    std::fs::write(&path, json)?;
+    cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])
 }
 
 fn get(cp: &ControlPlane, ns: &str, name: &str, path: &str) -> Result<String> {
@@ -181,7 +188,6 @@ fn forgeries_are_refused_by_the_api_server() -> Result<()> {
 
     // The agent's own service account: without the approver role RBAC refuses it; with it (and
     // even listed as an approver), the webhook still does.
-    cp.kubectl_ok(User::Admin, ["create", "serviceaccount", "coder", "-n", &ns])?;
     let agent = cp.service_account_kubeconfig(&ns, "coder")?;
     let agent_patch = |d: &str| -> Result<std::process::Output> {
         let patch = format!(r#"[{{"op":"add","path":"/status/decisions/-","value":{d}}}]"#);
@@ -284,5 +290,44 @@ fn invalid_cel_is_refused_at_apply_with_the_field_path() -> Result<()> {
     matched(&(agents_before + 1).to_string())?;
     cp.kubectl_ok(User::Admin, ["delete", "managedagent", "late-agent", "-n", &ns])?;
     matched(&agents_before.to_string())?;
+    Ok(())
+}
+
+#[test]
+fn requests_are_bound_to_the_agents_identity() -> Result<()> {
+    let (cp, ns) = setup("identity")?;
+    workflow(cp, &ns, "ops", r#"{"approvers":{"users":["approver-a"]}}"#)?;
+    let body = |name: &str, agent: &str, sa: &str, extra_meta: &str| format!(
+        r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"{extra_meta}}},
+            "spec":{{"agent":"{agent}","serviceAccount":"{sa}","server":"s","tool":"deploy",
+            "argumentsDigest":"sha256:3333333333333333333333333333333333333333333333333333333333333333",
+            "workflow":"ops","requestedAt":"{}"}}}}"#, jiff::Timestamp::now()
+    );
+    let create = |who: &str, json: &str| -> Result<std::process::Output> {
+        let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
+        std::fs::write(&path, json)?;
+        let file = path.to_str().context("path")?;
+        match who {
+            "admin" => cp.kubectl(User::Admin, ["create", "-n", &ns, "-f", file]),
+            agent => cp.kubectl_as_agent(&ns, agent, agent, &["create", "-f", file]),
+        }
+    };
+    // The agents' own sidecars create their own requests.
+    accepted(&create("coder", &body("mine", "coder", "coder", ""))?);
+    accepted(&create("other", &body("theirs", "other", "other", ""))?);
+    // Nobody else creates one in an agent's name, its own service account only as itself.
+    refused(&create("admin", &body("forged-1", "coder", "coder", ""))?, "only the service account of ManagedAgent coder (system:serviceaccount:");
+    refused(&create("other", &body("forged-2", "coder", "coder", ""))?, "not system:serviceaccount:");
+    refused(&create("coder", &body("forged-3", "coder", "other", ""))?, "spec.serviceAccount must be coder");
+    refused(&create("coder", &body("forged-4", "ghost", "coder", ""))?, "ManagedAgent \"ghost\" does not exist");
+    let owned = r#","ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"x","uid":"00000000-0000-0000-0000-000000000001"}]"#;
+    refused(&create("coder", &body("forged-5", "coder", "coder", owned))?, "may not have owner references");
+    // Changes: another agent cannot touch it; its own agent may only ask for its cancellation.
+    let annotate = |who: &str, patch: &str| cp.kubectl_as_agent(&ns, who, who, &["patch", "ar", "mine", "--type=merge", "-p", patch]);
+    let cancel = r#"{"metadata":{"annotations":{"tollgate.dev/cancel":"the client went away"}}}"#;
+    refused(&annotate("other", cancel)?, "may not change approval requests of agent coder");
+    refused(&annotate("coder", r#"{"metadata":{"labels":{"tollgate.dev/agent":"admin"}}}"#)?, "metadata.labels cannot change");
+    accepted(&annotate("coder", cancel)?);
+    wait_for(cp, &ns, "mine", ".status.phase", "Cancelled")?;
     Ok(())
 }

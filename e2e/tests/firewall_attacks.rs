@@ -432,3 +432,73 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
     assert!(started.elapsed() < Duration::from_secs(5), "a client that never finished its headers was kept {:?}", started.elapsed());
     Ok(())
 }
+
+#[test]
+fn after_an_api_server_restart_the_sidecar_decides_with_fresh_objects_and_holds_survive() -> Result<()> {
+    // A control plane of its own: this test restarts its API server.
+    let cp: &'static tollgate_e2e::ControlPlane = Box::leak(Box::new(tollgate_e2e::ControlPlane::start()?));
+    let server = tollgate_e2e::Everything::start(cp)?;
+    let _operator = tollgate_e2e::Operator::start(cp)?;
+    let env = setup_in(cp, "watch-restart", true, &server.url())?;
+    let s = RawSession::open(&env.sidecar.url("everything"), VERSION)?;
+    env.cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"defaultAction":"Deny"}}"#])?;
+    within(Duration::from_secs(10), "defaultAction Deny applies", || denied(&s, "get-tiny-image", json!({})))?;
+    let name = held_request(&s, 1, 0.1)?;
+    wait_phase(&env, &name, "Pending")?;
+
+    cp.restart_apiserver()?;
+    // The watches resume on their own: a delete made after the restart is enforced.
+    env.cp.kubectl_ok(User::Admin, ["delete", "toolpolicy", "everything", "-n", &env.ns])?;
+    let took = within(Duration::from_secs(30), "a delete after the restart", || denied(&s, "echo", json!({"message": "hi"})))?;
+    eprintln!("after the API server restart, a delete was enforced in {took:?}");
+    // The held call survived, bound to its request: approved now, it runs once.
+    decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
+    wait_phase(&env, &name, "Approved")?;
+    let (text, _) = call(&s, 2, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(2));
+    assert!(text.contains("Long running operation completed"), "{text}");
+    assert_eq!(executions(&env), 1);
+    drop(env);
+    cp.shutdown();
+    Ok(())
+}
+
+#[test]
+fn secrets_in_arguments_never_reach_logs_audit_objects_or_errors() -> Result<()> {
+    let env = setup("secrets", true)?;
+    let s = RawSession::open(&env.sidecar.url("everything"), VERSION)?;
+    let secret = |n: u8| format!("Zq{n}{}", tollgate_e2e::random_hex(12).unwrap_or_default());
+    let (header, dsn, bearer, key, cel) = (secret(1), secret(2), secret(3), secret(4), secret(5));
+    let mut answers = Vec::new();
+    // Allowed: the server gets the call (that is its business), the audit gets none of them.
+    answers.push(call(&s, 1, "echo", json!({"message": "deploying", "headers": [{"name": "Authorization", "value": header}],
+        "db": format!("postgres://app:{dsn}@db.internal/prod")}))?);
+    // A CEL error on a value: the error names types only.
+    answers.push(call(&s, 2, "echo", json!({"message": {"password": cel}}))?);
+    // Held: the request object gets redacted arguments and justification.
+    answers.push(s.post(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "trigger-long-running-operation",
+        "arguments": {"duration": 0.1, "steps": 1, "note": format!("curl -H 'Authorization: Bearer {bearer}'"),
+            "key": format!("-----BEGIN PRIVATE KEY-----\n{key}\n-----END PRIVATE KEY-----")}}}))?);
+    let name = answers[2].response(&json!(3)).and_then(|r| r["result"]["structuredContent"]["request_id"].as_str()).context("held")?.to_owned();
+    wait_phase(&env, &name, "Pending")?;
+    let (_, is_error) = answers[1].tool_text(&json!(2));
+    assert!(is_error, "a rule that fails on the arguments fails closed");
+    let audit = env.sidecar.wait_audit(|a| a.iter().filter(|r| r["kind"] == "outcome").count() >= 2)?;
+    let failed = audit.iter().find_map(|r| r["error"].as_str().filter(|e| e.contains(".when"))).context("the CEL error is audited")?;
+    assert!(failed.contains("map"), "the CEL error names the type: {failed}");
+
+    let mut seen = vec![
+        ("sidecar log and audit", std::fs::read_to_string(&env.sidecar.process.log)?),
+        ("operator log", std::fs::read_to_string(&operator().process.log)?),
+        ("approval requests", env.cp.kubectl_ok(User::Admin, ["get", "ar", "-n", &env.ns, "-o", "yaml"])?),
+        ("events", env.cp.kubectl_ok(User::Admin, ["get", "events", "-n", &env.ns, "-o", "yaml"])?),
+    ];
+    seen.push(("answers to the agent", format!("{answers:?}")));
+    for (what, text) in &seen {
+        for s in [&header, &dsn, &bearer, &key, &cel] {
+            assert!(!text.contains(s.as_str()), "{s} found in the {what}");
+        }
+    }
+    let ar = &seen[2].1;
+    assert!(ar.contains("Bearer [REDACTED]") && ar.contains("[REDACTED]"), "{ar}");
+    Ok(())
+}

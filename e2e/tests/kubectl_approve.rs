@@ -647,3 +647,40 @@ fn watch_prints_requests_as_they_arrive() -> Result<()> {
     next_line_with(&rx, &format!("denied {ns}/deploy-6"))?;
     Ok(())
 }
+
+#[test]
+fn what_the_agent_wrote_cannot_drive_the_approvers_terminal() -> Result<()> {
+    let (cp, ns) = setup("approve-escapes")?;
+    // The agent's text, with an escape that would hide what follows (SGR 8, "concealed").
+    let hidden = serde_json::json!({
+        "apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest",
+        "metadata": {"name": "deploy-hidden"},
+        "spec": {
+            "agent": "release-bot", "serviceAccount": "release-bot",
+            "server": "platform-tools", "tool": "deploy\u{1b}[8m",
+            "arguments": {"service": "checkout\u{1b}[8m", "drop": "every table"},
+            "argumentsDigest": format!("sha256:{}", "2".repeat(64)),
+            "justification": "routine\u{1b}[8m and nothing else\r\u{202e}",
+            "message": "ok\u{1b}]0;owned\u{7}",
+            "workflow": "prod-deploy",
+            "requestedAt": rfc3339_from_now(0),
+        },
+    });
+    apply_json(cp, &ns, &hidden)?;
+    set_status(cp, &ns, "deploy-hidden", &pending(1))?;
+    for args in [
+        vec!["show", "deploy-hidden", "-n", &ns],
+        vec!["list", "-n", &ns, "-o", "wide"],
+        vec!["show", "deploy-hidden", "-n", &ns, "-o", "yaml"],
+        vec!["show", "deploy-hidden", "-n", &ns, "-o", "json"],
+    ] {
+        let out = approve_ok(cp, User::ApproverA, &args)?;
+        for raw in ['\u{1b}', '\r', '\u{7}', '\u{202e}'] {
+            assert!(!out.contains(raw), "kubectl approve {} prints {raw:?} raw:\n{out}", args.join(" "));
+        }
+    }
+    let show = approve_ok(cp, User::ApproverA, &["show", "deploy-hidden", "-n", &ns])?;
+    assert!(show.contains("routine\\u{1b}[8m and nothing else"), "{show}");
+    assert!(show.contains("every table"), "{show}");
+    Ok(())
+}

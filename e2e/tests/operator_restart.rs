@@ -13,14 +13,19 @@ fn apply(cp: &ControlPlane, ns: &str, json: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates a request as the agent's sidecar does (only its service account may).
 fn request(cp: &ControlPlane, ns: &str, name: &str, age: i64) -> Result<()> {
     let requested = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age);
-    apply(cp, ns, &format!(
+    let path = cp.dir().join(format!("{ns}-{name}.json"));
+    std::fs::write(&path, format!(
         r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
             "spec":{{"agent":"coder","serviceAccount":"coder","server":"s","tool":"deploy",
             "argumentsDigest":"sha256:2222222222222222222222222222222222222222222222222222222222222222",
             "workflow":"ops","requestedAt":"{requested}"}}}}"#
-    ))
+    ))?;
+    let out = cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
+    anyhow::ensure!(out.status.success(), "request: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
 }
 
 fn phase(cp: &ControlPlane, ns: &str, name: &str) -> Result<String> {

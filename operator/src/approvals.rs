@@ -16,7 +16,7 @@ use tollgate_api::{ApprovalRequest, ApprovalRequestStatus, ApprovalWorkflow, Pha
 use tollgate_core::approval::{Observed, Transition, Workflow, step};
 
 /// Set by a sidecar on the requests of its previous instance (DESIGN §3.2: never run blindly).
-pub const CANCEL_ANNOTATION: &str = "tollgate.dev/cancel";
+pub use tollgate_core::request_authz::CANCEL_ANNOTATION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

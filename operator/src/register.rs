@@ -10,6 +10,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
 pub const APPROVALS_PATH: &str = "/validate/approvalrequests/status";
 pub const POLICIES_PATH: &str = "/validate/policies";
+pub const REQUESTS_PATH: &str = "/validate/approvalrequests";
 
 pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pem: &str) -> Result<()> {
     let client_config = |path: &str| WebhookClientConfig {
@@ -47,6 +48,7 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
         metadata: ObjectMeta { name: Some(config.webhook_configuration.clone()), ..Default::default() },
         webhooks: Some(vec![
             webhook("approvals.tollgate.dev", APPROVALS_PATH, vec![rule(&["UPDATE"], &["approvalrequests/status"])]),
+            webhook("requests.tollgate.dev", REQUESTS_PATH, vec![rule(&["CREATE", "UPDATE"], &["approvalrequests"])]),
             webhook("policies.tollgate.dev", POLICIES_PATH, vec![rule(&["CREATE", "UPDATE"], &["toolpolicies", "clustertoolpolicies"])]),
         ]),
     };

@@ -3,7 +3,7 @@
 //! does not compile are refused at `kubectl apply` with the field path.
 
 use crate::Shared;
-use crate::register::{APPROVALS_PATH, POLICIES_PATH};
+use crate::register::{APPROVALS_PATH, POLICIES_PATH, REQUESTS_PATH};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -16,7 +16,8 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tollgate_api::{ApprovalRequest, ApprovalWorkflow, ClusterToolPolicySpec, ToolPolicySpec};
+use tollgate_api::{ApprovalRequest, ApprovalWorkflow, ClusterToolPolicySpec, ManagedAgent, ToolPolicySpec};
+use tollgate_core::request_authz::{self, RequestMeta};
 use tollgate_core::approval::Workflow;
 use tollgate_core::authz::{AuthzContext, Caller, authorize_status_update};
 
@@ -62,6 +63,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     let response = match path.as_str() {
         APPROVALS_PATH => review_decision(&request, &shared).await,
         POLICIES_PATH => review_policy(&request),
+        REQUESTS_PATH => review_request(&request, &shared).await,
         _ => return Ok(plain(StatusCode::NOT_FOUND, "no such webhook")),
     };
     shared.metrics.review(&path, response.allowed);
@@ -123,6 +125,51 @@ async fn review_decision(req: &AdmissionRequest<DynamicObject>, shared: &Shared)
         Ok(()) => response,
         Err(refusal) => {
             tracing::info!(%refusal, "decision refused");
+            response.deny(refusal.to_string())
+        }
+    }
+}
+
+fn request_meta(ar: &ApprovalRequest) -> RequestMeta {
+    let m = &ar.metadata;
+    RequestMeta {
+        labels: m.labels.clone().unwrap_or_default(),
+        annotations: m.annotations.clone().unwrap_or_default(),
+        owner_references: m.owner_references.as_ref().map_or(0, Vec::len),
+        finalizers: m.finalizers.clone().unwrap_or_default(),
+    }
+}
+
+/// Creates and updates of the request object: bound to the agent's identity (DESIGN §3.3).
+#[tracing::instrument(skip_all, fields(request = %req.name, namespace = req.namespace.as_deref().unwrap_or(""), user = req.user_info.username.as_deref().unwrap_or("")))]
+async fn review_request(req: &AdmissionRequest<DynamicObject>, shared: &Shared) -> AdmissionResponse {
+    use kube::core::admission::Operation;
+    let response = AdmissionResponse::from(req);
+    let new: ApprovalRequest = match typed(req.object.as_ref()) {
+        Ok(n) => n,
+        Err(e) => return response.deny(e),
+    };
+    let caller = req.user_info.username.as_deref().unwrap_or_default();
+    let ns = req.namespace.as_deref().unwrap_or_default();
+    let verdict = match req.operation {
+        Operation::Create => {
+            let agents: Api<ManagedAgent> = Api::namespaced(shared.client.clone(), ns);
+            let agent_sa = match agents.get_opt(&new.spec.agent).await {
+                Ok(a) => a.map(|a| a.spec.service_account_name),
+                Err(e) => return response.deny(format!("cannot read ManagedAgent {:?}: {e}", new.spec.agent)),
+            };
+            request_authz::authorize_create(caller, ns, &new.spec.agent, &new.spec.service_account, agent_sa.as_deref(), &request_meta(&new))
+        }
+        Operation::Update => match typed::<ApprovalRequest>(req.old_object.as_ref()) {
+            Ok(old) => request_authz::authorize_update(caller, ns, &old.spec.service_account, &shared.identity, &request_meta(&old), &request_meta(&new)),
+            Err(e) => return response.deny(e),
+        },
+        _ => Ok(()),
+    };
+    match verdict {
+        Ok(()) => response,
+        Err(refusal) => {
+            tracing::info!(%refusal, "request write refused");
             response.deny(refusal.to_string())
         }
     }

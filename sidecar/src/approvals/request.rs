@@ -12,7 +12,7 @@ use tollgate_api::{ApprovalRequest, ApprovalRequestSpec, PolicyRef};
 use tollgate_core::policy::DecidedBy;
 
 /// Set on a request whose call can no longer run; the operator then cancels it.
-pub const CANCEL_ANNOTATION: &str = "tollgate.dev/cancel";
+pub use tollgate_core::request_authz::CANCEL_ANNOTATION;
 
 /// Asks the operator to cancel request `name`, saying why.
 pub(super) async fn cancel(sc: &Sidecar, name: &str, why: &str) {
