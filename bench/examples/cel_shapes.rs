@@ -5,7 +5,15 @@ use std::hint::black_box;
 use tollgate_core::policy::{self, Action, AgentInfo, Args};
 fn main() {
     let args = r#"{"path":"/work/repo/src/main.rs","env":"staging","files":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q","r","s","t"]}"#;
-    for expr in ["true", "tool.name == 'zzz'", "args.env == 'production'", "args.path.startsWith('/etc/')", "args.path.matches('^/(proc|sys)/')", "size(args.files) > 50", "args.files.exists(f, f.endsWith('.pem'))"] {
+    for expr in [
+        "true",
+        "tool.name == 'zzz'",
+        "args.env == 'production'",
+        "args.path.startsWith('/etc/')",
+        "args.path.matches('^/(proc|sys)/')",
+        "size(args.files) > 50",
+        "args.files.exists(f, f.endsWith('.pem'))",
+    ] {
         let yaml = format!("tools: [{{name: '*', rules: [{{action: Deny, when: {:?}}}, {{action: Allow}}]}}]", format!("!({expr})"));
         let spec: tollgate_api::ToolPolicySpec = serde_yaml::from_str(&yaml).unwrap();
         let p = policy::compile_tool_policy("ns", "p", &spec).unwrap();

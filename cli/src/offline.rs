@@ -138,14 +138,8 @@ pub fn eval(bundle: &Bundle, call: &Call<'_>) -> Result<Decision> {
     let split = policy::split_justification(raw, policy::justification_mode(&applicable, call.server, call.tool));
     let workflows = |name: &str| bundle.workflows.iter().any(|(ns, n)| *ns == agent.namespace && n == name);
     let args = Args::value(&split.arguments);
-    let decided = policy::Call {
-        agent,
-        server: call.server,
-        tool: call.tool,
-        args: &args,
-        justification: split.justification.as_deref(),
-        now: jiff::Timestamp::now(),
-    };
+    let decided =
+        policy::Call { agent, server: call.server, tool: call.tool, args: &args, justification: split.justification.as_deref(), now: jiff::Timestamp::now() };
     Ok(policy::decide(&refs, &decided, &workflows, call.cluster_default))
 }
 

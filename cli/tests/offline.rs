@@ -43,8 +43,21 @@ fn quickstart_decisions() {
         ("read_file", r#"{"path":"/home/me/.env"}"#, "blocked cluster-wide"),
     ];
     for (tool, args, want) in cases {
-        let (ok, out) = tollgate(&["eval", "-f", "examples/quickstart", "-n", "tollgate-demo", "--agent", "coder",
-            "--server", "platform-tools", "--tool", tool, "--args", args]);
+        let (ok, out) = tollgate(&[
+            "eval",
+            "-f",
+            "examples/quickstart",
+            "-n",
+            "tollgate-demo",
+            "--agent",
+            "coder",
+            "--server",
+            "platform-tools",
+            "--tool",
+            tool,
+            "--args",
+            args,
+        ]);
         assert!(ok, "{out}");
         assert!(out.contains(want), "{tool} {args}: expected {want:?} in\n{out}");
     }

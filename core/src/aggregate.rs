@@ -193,13 +193,16 @@ mod tests {
         let a = json!({"tools": {}, "prompts": {"listChanged": true}, "logging": {}});
         let b = json!({"resources": {"subscribe": true, "listChanged": false}, "completions": {}});
         let merged = merge_capabilities([&a, &b]);
-        assert_eq!(merged, json!({
-            "tools": {"listChanged": true},
-            "prompts": {"listChanged": true},
-            "logging": {},
-            "resources": {"subscribe": true},
-            "completions": {},
-        }));
+        assert_eq!(
+            merged,
+            json!({
+                "tools": {"listChanged": true},
+                "prompts": {"listChanged": true},
+                "logging": {},
+                "resources": {"subscribe": true},
+                "completions": {},
+            })
+        );
         assert_eq!(merge_capabilities([]), json!({"tools": {"listChanged": true}}));
     }
 }

@@ -253,11 +253,5 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
 
 /// A decision as `kubectl approve` or the gateway appends it.
 pub fn new_decision(user: &str, verdict: Verdict, reason: Option<String>, via: Via, now: Timestamp) -> ApprovalDecision {
-    ApprovalDecision {
-        user: user.to_owned(),
-        decision: verdict,
-        reason,
-        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
-        via,
-    }
+    ApprovalDecision { user: user.to_owned(), decision: verdict, reason, time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now), via }
 }

@@ -59,22 +59,14 @@ pub enum Refusal {
 }
 
 /// Admits a status update from `old` to `new` by `caller`, or says why not.
-pub fn authorize_status_update(
-    old: &ApprovalRequestStatus,
-    new: &ApprovalRequestStatus,
-    caller: &Caller<'_>,
-    ctx: &AuthzContext<'_>,
-) -> Result<(), Refusal> {
+pub fn authorize_status_update(old: &ApprovalRequestStatus, new: &ApprovalRequestStatus, caller: &Caller<'_>, ctx: &AuthzContext<'_>) -> Result<(), Refusal> {
     // Append-only holds for everyone, the operator included.
     if new.decisions.len() < old.decisions.len() || new.decisions[..old.decisions.len()] != old.decisions[..] {
         return Err(Refusal::EditedEarlierDecision);
     }
     let added = &new.decisions[old.decisions.len()..];
     if caller.username == ctx.operator {
-        return if added.is_empty() { Ok(()) } else { Err(Refusal::Impersonation {
-            caller: caller.username.to_owned(),
-            claimed: added[0].user.clone(),
-        }) };
+        return if added.is_empty() { Ok(()) } else { Err(Refusal::Impersonation { caller: caller.username.to_owned(), claimed: added[0].user.clone() }) };
     }
 
     if let Some(field) = changed_operator_field(old, new) {
@@ -99,11 +91,7 @@ pub fn authorize_status_update(
     if relayed && caller.username != ctx.slack_relay {
         return Err(Refusal::SlackRelayOnly);
     }
-    let identity_ok = if relayed {
-        decision.user.starts_with(SLACK_USER_PREFIX)
-    } else {
-        decision.user == caller.username
-    };
+    let identity_ok = if relayed { decision.user.starts_with(SLACK_USER_PREFIX) } else { decision.user == caller.username };
     if !identity_ok {
         return Err(Refusal::Impersonation { caller: caller.username.to_owned(), claimed: decision.user.clone() });
     }

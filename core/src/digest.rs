@@ -19,9 +19,11 @@ fn write_canonical<W: Write>(value: &Value, out: &mut W) -> std::io::Result<()> 
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             // ASCII keys (nearly all) compare the same bytewise as by UTF-16 units.
-            entries.sort_by(|(a, _), (b, _)| {
-                if a.is_ascii() && b.is_ascii() { a.as_bytes().cmp(b.as_bytes()) } else { a.encode_utf16().cmp(b.encode_utf16()) }
-            });
+            entries.sort_by(
+                |(a, _), (b, _)| {
+                    if a.is_ascii() && b.is_ascii() { a.as_bytes().cmp(b.as_bytes()) } else { a.encode_utf16().cmp(b.encode_utf16()) }
+                },
+            );
             out.write_all(b"{")?;
             for (i, (key, v)) in entries.into_iter().enumerate() {
                 if i > 0 {

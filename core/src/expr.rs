@@ -2,10 +2,7 @@
 //! `matches` whose regexes are compiled once), programs compiled at policy load, and variables bound
 //! lazily per call.
 
-use cel::common::types::{
-    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
-    CelUInt, STRING_TYPE,
-};
+use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp, CelUInt, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, Program, Value};
@@ -42,8 +39,7 @@ fn regex_match<'b, 'v>(text: &CowVal<'b, 'v>, pattern: &CowVal<'b, 'v>) -> Resul
     let (Some(text), Some(pattern)) = (text.downcast_ref::<CelString>(), pattern.downcast_ref::<CelString>()) else {
         return Err(ExecutionError::function_error("matches", "expects (string, string)"));
     };
-    let re = cached_regex(pattern.inner())
-        .map_err(|e| ExecutionError::function_error("matches", format!("invalid regex {:?}: {e}", pattern.inner())))?;
+    let re = cached_regex(pattern.inner()).map_err(|e| ExecutionError::function_error("matches", format!("invalid regex {:?}: {e}", pattern.inner())))?;
     Ok(CowVal::owned(CelBool::from(re.is_match(text.inner()))))
 }
 
@@ -312,14 +308,15 @@ impl VariableResolver for Bindings<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let val: &'b (dyn Val + 'static) = match variable {
             "args" => self.args_val.get_or_init(|| self.args.parsed().ok().map(json_to_val)).as_deref()?,
-            "tool" => self.tool_val.get_or_init(|| {
-                string_map([("name", self.tool_name), ("server", self.server)])
-            }).as_ref(),
+            "tool" => self.tool_val.get_or_init(|| string_map([("name", self.tool_name), ("server", self.server)])).as_ref(),
             "agent" => self.agent_val.get_or_init(|| agent_to_val(self.agent)).as_ref(),
-            "justification" => self.justification_val.get_or_init(|| match self.justification {
-                Some(j) => Box::new(CelString::from(j.to_owned())),
-                None => Box::new(CelNull),
-            }).as_ref(),
+            "justification" => self
+                .justification_val
+                .get_or_init(|| match self.justification {
+                    Some(j) => Box::new(CelString::from(j.to_owned())),
+                    None => Box::new(CelNull),
+                })
+                .as_ref(),
             "now" => self.now_val.get_or_init(|| Box::new(CelTimestamp::from(to_chrono(self.now)))).as_ref(),
             _ => return None,
         };
@@ -328,10 +325,8 @@ impl VariableResolver for Bindings<'_> {
 }
 
 fn string_map<'s>(entries: impl IntoIterator<Item = (&'s str, &'s str)>) -> Box<dyn Val> {
-    let map: HashMap<CelMapKey, Box<dyn Val>> = entries
-        .into_iter()
-        .map(|(k, v)| (CelMapKey::from(k.to_owned()), Box::new(CelString::from(v.to_owned())) as Box<dyn Val>))
-        .collect();
+    let map: HashMap<CelMapKey, Box<dyn Val>> =
+        entries.into_iter().map(|(k, v)| (CelMapKey::from(k.to_owned()), Box::new(CelString::from(v.to_owned())) as Box<dyn Val>)).collect();
     Box::new(CelMap::from(map))
 }
 
@@ -363,11 +358,7 @@ pub(crate) fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
         }
         J::String(s) => Box::new(CelString::from(s.clone())),
         J::Array(items) => Box::new(CelList::from(items.iter().map(json_to_val).collect::<Vec<_>>())),
-        J::Object(map) => Box::new(CelMap::from(
-            map.iter()
-                .map(|(k, v)| (CelMapKey::from(k.clone()), json_to_val(v)))
-                .collect::<HashMap<_, _>>(),
-        )),
+        J::Object(map) => Box::new(CelMap::from(map.iter().map(|(k, v)| (CelMapKey::from(k.clone()), json_to_val(v))).collect::<HashMap<_, _>>())),
     }
 }
 
@@ -382,9 +373,7 @@ pub fn eval_standalone(source: &str, vars: BTreeMap<&str, serde_json::Value>) ->
 }
 
 fn to_chrono(t: jiff::Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
-    chrono::DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0))
-        .unwrap_or_default()
-        .fixed_offset()
+    chrono::DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0)).unwrap_or_default().fixed_offset()
 }
 
 /// Both evaluators on one condition, for the differential test: the native answer (`None` when

@@ -61,7 +61,8 @@ pub fn may_run(bound: &Binding, seen: &Seen<'_>, workflow: &Workflow, now: Times
             return Err(Unbound::Changed { name, field });
         }
     }
-    let observed = Observed { requested_at: seen.requested_at, phase: Phase::Pending, decisions: seen.decisions, escalated_at: seen.escalated_at, resolved_at: None };
+    let observed =
+        Observed { requested_at: seen.requested_at, phase: Phase::Pending, decisions: seen.decisions, escalated_at: seen.escalated_at, resolved_at: None };
     if step(workflow, &observed, now).phase != Phase::Approved {
         return Err(Unbound::NotApproved { name, workflow: workflow.name.clone() });
     }
@@ -106,7 +107,8 @@ mod tests {
     }
 
     fn workflow(required: i32) -> Workflow {
-        let spec: ApprovalWorkflowSpec = serde_json::from_value(serde_json::json!({"approvers": {"users": ["alice", "bob"]}, "requiredApprovals": required})).unwrap();
+        let spec: ApprovalWorkflowSpec =
+            serde_json::from_value(serde_json::json!({"approvers": {"users": ["alice", "bob"]}, "requiredApprovals": required})).unwrap();
         Workflow::from_spec("ops", &spec)
     }
 

@@ -102,8 +102,7 @@ fn id_value(id: Option<&RawValue>) -> Value {
 
 /// A JSON-RPC error response.
 pub fn error_response(id: Option<&RawValue>, code: i64, message: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "error": {"code": code, "message": message}}))
-        .unwrap_or_default()
+    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "error": {"code": code, "message": message}})).unwrap_or_default()
 }
 
 /// A successful response with `result`.
@@ -129,11 +128,9 @@ pub fn progress_notification(token: &Value, progress: u64, message: &str) -> Vec
 
 /// The `tools/call` request with new arguments (the justification removed), other fields kept.
 pub fn with_arguments(id: Option<&RawValue>, params: &RawValue, arguments: &Value) -> Result<Vec<u8>, String> {
-    let mut p: serde_json::Map<String, Value> =
-        serde_json::from_str(params.get()).map_err(|e| format!("invalid tools/call params: {e}"))?;
+    let mut p: serde_json::Map<String, Value> = serde_json::from_str(params.get()).map_err(|e| format!("invalid tools/call params: {e}"))?;
     p.insert("arguments".into(), arguments.clone());
-    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "method": "tools/call", "params": p}))
-        .map_err(|e| e.to_string())
+    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "method": "tools/call", "params": p})).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -193,7 +190,11 @@ mod tests {
 
     #[test]
     fn arguments_are_replaced_and_the_rest_kept() {
-        let Ok(Incoming::Single(e)) = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":1,"justification":"j"},"_meta":{"progressToken":"t"}}}"#) else { panic!() };
+        let Ok(Incoming::Single(e)) = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":1,"justification":"j"},"_meta":{"progressToken":"t"}}}"#,
+        ) else {
+            panic!()
+        };
         let out: Value = serde_json::from_slice(&with_arguments(e.id, e.params.unwrap(), &json!({"a":1})).unwrap()).unwrap();
         assert_eq!(out["params"], json!({"name":"x","arguments":{"a":1},"_meta":{"progressToken":"t"}}));
     }

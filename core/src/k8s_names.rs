@@ -20,11 +20,7 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
 /// A Secret (or ConfigMap) data key: `[-._a-zA-Z0-9]+`, at most 253, and not `.`, `..` or
 /// starting with `..`.
 pub fn is_secret_key(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
-        && s != "."
-        && !s.starts_with("..")
+    !s.is_empty() && s.len() <= 253 && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')) && s != "." && !s.starts_with("..")
 }
 
 #[cfg(test)]

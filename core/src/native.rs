@@ -19,7 +19,11 @@ pub(crate) enum Node {
     Lit(Lit),
     Var(Var),
     Local(usize),
-    Select { operand: Box<Node>, field: String, test: bool },
+    Select {
+        operand: Box<Node>,
+        field: String,
+        test: bool,
+    },
     Index(Box<Node>, Box<Node>),
     Not(Box<Node>),
     NotStrictlyFalse(Box<Node>),
@@ -32,7 +36,12 @@ pub(crate) enum Node {
     Call(Func, Vec<Node>),
     Loop(Box<Loop>),
     /// `range.exists(x, pred)` / `range.all(x, pred)`: the macro's accumulator is a plain bool.
-    Quantifier { all: bool, range: Box<Node>, iter_slot: usize, pred: Box<Node> },
+    Quantifier {
+        all: bool,
+        range: Box<Node>,
+        iter_slot: usize,
+        pred: Box<Node>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -95,15 +104,12 @@ pub(crate) fn lower(e: &cel::IdedExpr) -> Option<Node> {
 pub(crate) fn slots(node: &Node) -> usize {
     match node {
         Node::Local(i) => i + 1,
-        Node::Loop(l) => [l.iter_slot + 1, l.accu_slot + 1, slots(&l.range), slots(&l.init), slots(&l.cond), slots(&l.step), slots(&l.result)]
-            .into_iter()
-            .max()
-            .unwrap_or(0),
+        Node::Loop(l) => {
+            [l.iter_slot + 1, l.accu_slot + 1, slots(&l.range), slots(&l.init), slots(&l.cond), slots(&l.step), slots(&l.result)].into_iter().max().unwrap_or(0)
+        }
         Node::Quantifier { range, iter_slot, pred, .. } => (iter_slot + 1).max(slots(range)).max(slots(pred)),
         Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) => slots(operand),
-        Node::Index(a, b) | Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) | Node::In(a, b) | Node::AddInt(a, b) => {
-            slots(a).max(slots(b))
-        }
+        Node::Index(a, b) | Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) | Node::In(a, b) | Node::AddInt(a, b) => slots(a).max(slots(b)),
         Node::Cond(a, b, c) => slots(a).max(slots(b)).max(slots(c)),
         Node::Call(_, args) => args.iter().map(slots).max().unwrap_or(0),
         Node::Lit(_) | Node::Var(_) => 0,

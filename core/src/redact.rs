@@ -14,20 +14,8 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// Fragments of key names whose values are never stored. Matched case-insensitively against the
 /// key with `-` and `_` removed, so `API-Key`, `api_key` and `apiKey` are all caught.
-const SENSITIVE: &[&str] = &[
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "token",
-    "apikey",
-    "credential",
-    "authorization",
-    "privatekey",
-    "accesskey",
-    "cookie",
-    "sessionid",
-];
+const SENSITIVE: &[&str] =
+    &["password", "passwd", "passphrase", "secret", "token", "apikey", "credential", "authorization", "privatekey", "accesskey", "cookie", "sessionid"];
 
 /// Deeper than this, whole subtrees are replaced: redaction must terminate on hostile input.
 const MAX_DEPTH: usize = 64;
@@ -43,7 +31,8 @@ pub fn is_sensitive_key(key: &str) -> bool {
 
 /// Substrings that every secret shape below contains; a string with none of them is left alone
 /// without running the regex (most strings).
-const SHAPE_HINTS: &[&str] = &["://", "earer", "EARER", "asic", "ASIC", "oken", "OKEN", "ass", "ASS", "wd", "WD", "-----BEGIN", "k-", "k_", "gh", "xox", "AKIA", "glpat-", "AIza"];
+const SHAPE_HINTS: &[&str] =
+    &["://", "earer", "EARER", "asic", "ASIC", "oken", "OKEN", "ass", "ASS", "wd", "WD", "-----BEGIN", "k-", "k_", "gh", "xox", "AKIA", "glpat-", "AIza"];
 
 fn shapes() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
@@ -145,11 +134,7 @@ fn redact_at(value: &Value, depth: usize) -> Value {
             let pair = is_sensitive_pair(map);
             map.iter()
                 .map(|(k, v)| {
-                    let v = if is_sensitive_key(k) || (pair && pair_value_key(k)) {
-                        Value::String(REDACTED.into())
-                    } else {
-                        redact_at(v, depth + 1)
-                    };
+                    let v = if is_sensitive_key(k) || (pair && pair_value_key(k)) { Value::String(REDACTED.into()) } else { redact_at(v, depth + 1) };
                     (k.clone(), v)
                 })
                 .collect()
@@ -179,9 +164,23 @@ mod tests {
 
     #[test]
     fn sensitive_keys() {
-        for k in ["password", "PASSWORD", "db_password", "api_key", "apiKey", "API-Key", "token",
-            "refresh_token", "client_secret", "credentials", "Authorization", "private_key",
-            "aws_access_key_id", "Cookie", "session_id"] {
+        for k in [
+            "password",
+            "PASSWORD",
+            "db_password",
+            "api_key",
+            "apiKey",
+            "API-Key",
+            "token",
+            "refresh_token",
+            "client_secret",
+            "credentials",
+            "Authorization",
+            "private_key",
+            "aws_access_key_id",
+            "Cookie",
+            "session_id",
+        ] {
             assert!(is_sensitive_key(k), "{k} should be sensitive");
         }
         for k in ["path", "command", "repo", "name", "tokens_used_count_x", "environment"] {
@@ -199,12 +198,15 @@ mod tests {
             "password": {"nested": "whole subtree goes"}
         });
         let r = redact(&v);
-        assert_eq!(r, json!({
-            "command": "deploy",
-            "env": {"API_KEY": REDACTED, "region": "eu"},
-            "headers": [{"Authorization": REDACTED}, {"accept": "json"}],
-            "password": REDACTED
-        }));
+        assert_eq!(
+            r,
+            json!({
+                "command": "deploy",
+                "env": {"API_KEY": REDACTED, "region": "eu"},
+                "headers": [{"Authorization": REDACTED}, {"accept": "json"}],
+                "password": REDACTED
+            })
+        );
         assert!(!r.to_string().contains("sk-123"));
     }
 

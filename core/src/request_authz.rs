@@ -68,7 +68,14 @@ pub fn authorize_create(
 /// An UPDATE of the object (spec is immutable by the schema). Service accounts of the request's
 /// namespace are agents (or could be): only the request's own agent may write, and only the
 /// cancel annotation. Anyone else (people, controllers elsewhere, the operator) is left to RBAC.
-pub fn authorize_update(caller: &str, namespace: &str, agent_service_account: &str, operator: &str, old: &RequestMeta, new: &RequestMeta) -> Result<(), RequestRefusal> {
+pub fn authorize_update(
+    caller: &str,
+    namespace: &str,
+    agent_service_account: &str,
+    operator: &str,
+    old: &RequestMeta,
+    new: &RequestMeta,
+) -> Result<(), RequestRefusal> {
     if caller == operator {
         return Ok(());
     }
@@ -135,7 +142,10 @@ mod tests {
         let mut cancel = old.clone();
         cancel.annotations.insert(CANCEL_ANNOTATION.into(), "the sidecar restarted".into());
         assert_eq!(authorize_update(AGENT, "team", "coder", OPERATOR, &old, &cancel), Ok(()));
-        assert!(matches!(authorize_update("system:serviceaccount:team:other", "team", "coder", OPERATOR, &old, &cancel), Err(RequestRefusal::OtherAgent { .. })));
+        assert!(matches!(
+            authorize_update("system:serviceaccount:team:other", "team", "coder", OPERATOR, &old, &cancel),
+            Err(RequestRefusal::OtherAgent { .. })
+        ));
         let mut relabel = old.clone();
         relabel.labels.insert("tollgate.dev/agent".into(), "admin".into());
         let mut annotate = cancel.clone();

@@ -32,12 +32,7 @@ impl Parser {
         let mut from = self.scanned.saturating_sub(3).max(start);
         while let Some((end, sep)) = find_event_end(&self.buf, from) {
             let raw = &self.buf[start..end];
-            let data = raw
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect::<Vec<_>>()
-                .join("\n");
+            let data = raw.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect::<Vec<_>>().join("\n");
             events.push(Event { raw: raw.to_owned(), data });
             start = end + sep;
             from = start;

@@ -182,7 +182,9 @@ fn forgeries_are_refused() {
         ("agent's service account", with(&old, d(AGENT_SA, Verdict::Approve, 10)), AGENT_SA, |r| matches!(r, Refusal::SelfApproval { .. })),
         ("editing an earlier decision", pending(vec![d("alice", Verdict::Deny, 5)]), "alice", |r| matches!(r, Refusal::EditedEarlierDecision)),
         ("removing a decision", pending(vec![]), "bob", |r| matches!(r, Refusal::EditedEarlierDecision)),
-        ("slack without the gateway", with(&old, ApprovalDecision { via: Via::Slack, ..d("slack:U123", Verdict::Approve, 10) }), "bob", |r| matches!(r, Refusal::SlackRelayOnly)),
+        ("slack without the gateway", with(&old, ApprovalDecision { via: Via::Slack, ..d("slack:U123", Verdict::Approve, 10) }), "bob", |r| {
+            matches!(r, Refusal::SlackRelayOnly)
+        }),
         ("clock skew", with(&old, d("bob", Verdict::Approve, 10_000)), "bob", |r| matches!(r, Refusal::ClockSkew { .. })),
         ("two at once", with(&with(&old, d("bob", Verdict::Approve, 10)), d("carol", Verdict::Approve, 10)), "bob", |r| matches!(r, Refusal::SeveralDecisions)),
     ];

@@ -30,8 +30,7 @@ fn hostile_json() -> impl Strategy<Value = serde_json::Value> {
     leaf.prop_recursive(8, 256, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
-            prop::collection::btree_map("(path|items|cmd|a|b|c|kind|[a-z]{1,4})", inner, 0..8)
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("(path|items|cmd|a|b|c|kind|[a-z]{1,4})", inner, 0..8).prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
         ]
     })
 }

@@ -9,23 +9,20 @@ use tollgate_core::policy::{self, Action, DecidedBy, Justification};
 
 #[test]
 fn rule6_hides_unconditionally_denied_tools_only() {
-    let p = tool_policy("team-a", "p", r#"
+    let p = tool_policy(
+        "team-a",
+        "p",
+        r#"
 tools:
   - {name: delete_repo, rules: [{action: Deny}]}
   - {name: drop_*, rules: [{action: Deny, when: "args.force"}, {action: Deny}]}
   - {name: deploy, rules: [{action: Deny, when: "args.env == 'prod'"}, {action: Allow}]}
   - {name: maybe, rules: [{action: Deny, when: "args.x"}]}
   - {name: approve_me, approvalWorkflow: ops, rules: [{action: RequireApproval}]}
-"#);
+"#,
+    );
     let a = agent();
-    let cases = [
-        ("delete_repo", false),
-        ("drop_table", false),
-        ("deploy", true),
-        ("maybe", true),
-        ("approve_me", true),
-        ("read_file", true),
-    ];
+    let cases = [("delete_repo", false), ("drop_table", false), ("deploy", true), ("maybe", true), ("approve_me", true), ("read_file", true)];
     for (tool, want) in cases {
         assert_eq!(policy::visible(&[&p], &a, "github", tool, Action::Allow), want, "{tool}");
     }

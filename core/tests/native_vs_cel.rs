@@ -19,28 +19,47 @@ fn scalar() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn arguments() -> impl Strategy<Value = serde_json::Value> {
-    (scalar(), scalar(), scalar(), prop::collection::vec(scalar(), 0..5), prop::option::of(scalar()), any::<bool>()).prop_map(
-        |(a, b, s, l, x, with_m)| {
-            let mut args = json!({"a": a, "b": b, "s": s, "l": l});
-            if with_m {
-                args["m"] = match x {
-                    Some(x) => json!({"x": x, "y": 1}),
-                    None => json!({"y": 1}),
-                };
-            }
-            args
-        },
-    )
+    (scalar(), scalar(), scalar(), prop::collection::vec(scalar(), 0..5), prop::option::of(scalar()), any::<bool>()).prop_map(|(a, b, s, l, x, with_m)| {
+        let mut args = json!({"a": a, "b": b, "s": s, "l": l});
+        if with_m {
+            args["m"] = match x {
+                Some(x) => json!({"x": x, "y": 1}),
+                None => json!({"y": 1}),
+            };
+        }
+        args
+    })
 }
 
 fn atom() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("args.a"), Just("args.b"), Just("args.s"), Just("args.l"), Just("args.m"), Just("args.m.x"),
-        Just("args.l[0]"), Just("args['a']"), Just("args.missing"),
-        Just("tool.name"), Just("tool.server"), Just("agent.name"), Just("agent.labels.team"), Just("agent.labels"),
+        Just("args.a"),
+        Just("args.b"),
+        Just("args.s"),
+        Just("args.l"),
+        Just("args.m"),
+        Just("args.m.x"),
+        Just("args.l[0]"),
+        Just("args['a']"),
+        Just("args.missing"),
+        Just("tool.name"),
+        Just("tool.server"),
+        Just("agent.name"),
+        Just("agent.labels.team"),
+        Just("agent.labels"),
         Just("justification"),
-        Just("1"), Just("0"), Just("-3"), Just("2u"), Just("0.5"), Just("'x'"), Just("'a'"), Just("''"), Just("'é🚀'"),
-        Just("true"), Just("false"), Just("null"),
+        Just("1"),
+        Just("0"),
+        Just("-3"),
+        Just("2u"),
+        Just("0.5"),
+        Just("'x'"),
+        Just("'a'"),
+        Just("''"),
+        Just("'é🚀'"),
+        Just("true"),
+        Just("false"),
+        Just("null"),
     ]
     .prop_map(str::to_owned)
 }
@@ -49,14 +68,17 @@ fn expression() -> impl Strategy<Value = String> {
     atom().prop_recursive(4, 48, 3, |inner| {
         let pred = inner.clone().prop_map(|p| p.replace("args.a", "v"));
         prop_oneof![
-            (inner.clone(), inner.clone(), prop_oneof![Just("=="), Just("!="), Just("<"), Just("<="), Just(">"), Just(">="), Just("&&"), Just("||"), Just("in")])
+            (
+                inner.clone(),
+                inner.clone(),
+                prop_oneof![Just("=="), Just("!="), Just("<"), Just("<="), Just(">"), Just(">="), Just("&&"), Just("||"), Just("in")]
+            )
                 .prop_map(|(a, b, op)| format!("({a} {op} {b})")),
             inner.clone().prop_map(|a| format!("!({a})")),
             (inner.clone(), inner.clone(), inner.clone()).prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
             inner.clone().prop_map(|a| format!("size({a})")),
             inner.clone().prop_map(|a| format!("{a}.size()")),
-            (inner.clone(), inner.clone(), prop_oneof![Just("startsWith"), Just("endsWith"), Just("contains")])
-                .prop_map(|(a, b, f)| format!("{a}.{f}({b})")),
+            (inner.clone(), inner.clone(), prop_oneof![Just("startsWith"), Just("endsWith"), Just("contains")]).prop_map(|(a, b, f)| format!("{a}.{f}({b})")),
             inner.clone().prop_map(|a| format!("{a}.matches('^[a-z]+$')")),
             inner.clone().prop_map(|a| format!("{a}.lowerAscii()")),
             inner.clone().prop_map(|a| format!("{a}.trim()")),

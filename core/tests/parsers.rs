@@ -9,16 +9,13 @@ use tollgate_core::{jsonrpc, sse, strict};
 
 /// Bodies that look like JSON-RPC often enough to reach the interesting paths.
 fn rpc_like() -> impl Strategy<Value = Vec<u8>> {
-    let key = prop_oneof![Just("method"), Just("Method"), Just("params"), Just("id"), Just("name"), Just("Name"), Just("arguments"), Just("jsonrpc"), Just("x")];
+    let key =
+        prop_oneof![Just("method"), Just("Method"), Just("params"), Just("id"), Just("name"), Just("Name"), Just("arguments"), Just("jsonrpc"), Just("x")];
     let value = prop_oneof![Just("\"tools/call\"".to_owned()), Just("1".to_owned()), Just("null".to_owned()), "\"[a-z/]{0,8}\"".prop_map(|s| s)];
     let member = (key, value).prop_map(|(k, v)| format!("\"{k}\":{v}"));
     let object = prop::collection::vec(member, 0..6).prop_map(|m| format!("{{{}}}", m.join(",")));
     let nested = (object.clone(), object.clone()).prop_map(|(a, b)| a.replacen('}', &format!(",\"params\":{b}}}"), 1).replacen("{,", "{", 1));
-    prop_oneof![
-        object.prop_map(String::into_bytes),
-        nested.prop_map(String::into_bytes),
-        prop::collection::vec(any::<u8>(), 0..512),
-    ]
+    prop_oneof![object.prop_map(String::into_bytes), nested.prop_map(String::into_bytes), prop::collection::vec(any::<u8>(), 0..512),]
 }
 
 proptest! {

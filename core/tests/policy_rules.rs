@@ -27,7 +27,11 @@ fn rule1_policies_apply_by_namespace_and_selectors() {
     let other_ns = tool_policy("team-b", "p", "tools: [{name: x, rules: [{action: Deny}]}]");
     let matching = tool_policy("team-a", "m", "agentSelector: {matchLabels: {team: a}}\ntools: [{name: x, rules: [{action: Deny}]}]");
     let not_matching = tool_policy("team-a", "n", "agentSelector: {matchLabels: {team: b}}\ntools: [{name: x, rules: [{action: Deny}]}]");
-    let expr = tool_policy("team-a", "e", "agentSelector: {matchExpressions: [{key: tier, operator: In, values: [prod, staging]}]}\ntools: [{name: x, rules: [{action: Deny}]}]");
+    let expr = tool_policy(
+        "team-a",
+        "e",
+        "agentSelector: {matchExpressions: [{key: tier, operator: In, values: [prod, staging]}]}\ntools: [{name: x, rules: [{action: Deny}]}]",
+    );
     let cluster_all = cluster_policy("all", "tools: [{name: x, rules: [{action: Deny}]}]");
     let cluster_prod = cluster_policy("prod", "namespaceSelector: {matchLabels: {env: prod}}\ntools: [{name: x, rules: [{action: Deny}]}]");
     let cluster_dev = cluster_policy("dev", "namespaceSelector: {matchLabels: {env: dev}}\ntools: [{name: x, rules: [{action: Deny}]}]");
@@ -67,7 +71,10 @@ fn rule2_first_entry_and_first_rule_decide() {
 
 #[test]
 fn rule2_first_match_wins_though_a_later_rule_would_allow() {
-    let p = tool_policy("team-a", "p", r#"
+    let p = tool_policy(
+        "team-a",
+        "p",
+        r#"
 tools:
   - name: "*"
     rules:
@@ -75,7 +82,8 @@ tools:
       - {action: Allow}
   - name: drop_table
     rules: [{action: Allow}]
-"#);
+"#,
+    );
     // The second entry would allow, but the first entry matches first.
     assert_eq!(decide(&[&p], "drop_table", "{}").action, Action::Deny);
     // Within an entry: an earlier Allow beats a later Deny.
@@ -184,14 +192,18 @@ fn rule4_cel_context() {
 
 #[test]
 fn rule4_justification_is_visible_to_cel() {
-    let p = tool_policy("team-a", "p", r#"
+    let p = tool_policy(
+        "team-a",
+        "p",
+        r#"
 tools:
   - name: x
     justification: Optional
     rules:
       - {action: Deny, when: "justification == null || size(justification) < 10", message: explain yourself}
       - {action: Allow}
-"#);
+"#,
+    );
     assert_eq!(decide_with(&[&p], &agent(), "s", "x", "{}", Some("because the ticket INC-1 says so")).action, Action::Allow);
     assert_eq!(decide_with(&[&p], &agent(), "s", "x", "{}", Some("why not")).action, Action::Deny);
     assert_eq!(decide_with(&[&p], &agent(), "s", "x", "{}", None).action, Action::Deny);
@@ -199,7 +211,8 @@ tools:
 
 #[test]
 fn rule4_compile_errors_carry_the_field_path() {
-    let spec: tollgate_api::ToolPolicySpec = serde_yaml::from_str(r#"
+    let spec: tollgate_api::ToolPolicySpec = serde_yaml::from_str(
+        r#"
 tools:
   - {name: a, rules: [{action: Allow}]}
   - {name: b, rules: [{action: Allow}]}
@@ -208,7 +221,9 @@ tools:
       - {action: Deny, when: "args.x ==== 1"}
       - {action: Deny, when: "request.user == 'x'"}
       - {action: Deny, when: "args.p.matches('[unclosed')"}
-"#).unwrap();
+"#,
+    )
+    .unwrap();
     let err = policy::compile_tool_policy("ns", "p", &spec).unwrap_err();
     let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["spec.tools[2].rules[0].when", "spec.tools[2].rules[1].when", "spec.tools[2].rules[2].when"]);
@@ -221,14 +236,18 @@ tools:
 // Rule 5: errors fail closed.
 #[test]
 fn rule5_missing_field_raises_allow_to_approval_never_allows() {
-    let p = tool_policy("team-a", "p", r#"
+    let p = tool_policy(
+        "team-a",
+        "p",
+        r#"
 tools:
   - name: x
     approvalWorkflow: ops
     rules:
       - {action: Allow, when: "args.branch != 'main'"}
       - {action: Deny}
-"#);
+"#,
+    );
     let d = decide(&[&p], "x", r#"{"other": 1}"#);
     assert_eq!(d.action, Action::RequireApproval);
     assert_eq!(d.workflow.as_deref(), Some("ops"));
@@ -319,12 +338,16 @@ fn deeply_nested_arguments() {
 
 #[test]
 fn glob_matching_of_server_and_tool() {
-    let p = tool_policy("team-a", "p", r#"
+    let p = tool_policy(
+        "team-a",
+        "p",
+        r#"
 tools:
   - {server: "prod-*", name: "*", rules: [{action: Deny, message: prod}]}
   - {server: github, name: "delete_?epo", rules: [{action: Deny, message: gh}]}
   - {name: "*", rules: [{action: Allow}]}
-"#);
+"#,
+    );
     let a = agent();
     let cases = [
         ("prod-db", "query", Some("prod")),
@@ -365,7 +388,10 @@ fn kill_switch_and_server_access() {
 #[test]
 fn run_time_errors_name_types_never_values() {
     let secret = "hunter2-do-not-print";
-    let p = tool_policy("team-a", "p", r#"
+    let p = tool_policy(
+        "team-a",
+        "p",
+        r#"
 tools:
   - name: x
     approvalWorkflow: ops
@@ -375,20 +401,28 @@ tools:
       - {action: Allow, when: "args.a + args.b == 'x'"}
       - {action: Allow, when: "args.count"}
       - {action: Allow, when: "int(args.count) > 1"}
-"#);
+"#,
+    );
     let args = format!(r#"{{"count": "{secret}", "items": {{"k": 1}}, "key": "{secret}", "a": "{secret}", "b": 1}}"#);
     // Each rule in turn: the ones before it are dropped by making them pass over.
     let d = decide(&[&p], "x", &args);
     let err = d.error.clone().unwrap_or_default();
     assert!(err.contains("string") && err.contains("int"), "the types are named: {err}");
     for rule in 1..5 {
-        let only = tool_policy("team-a", "p", &format!("tools: [{{name: x, approvalWorkflow: ops, rules: [{}]}}]", [
-            r#"{action: Allow, when: "args.count > 5"}"#,
-            r#"{action: Allow, when: "args.items[args.key] == 1"}"#,
-            r#"{action: Allow, when: "args.a + args.b == 'x'"}"#,
-            r#"{action: Allow, when: "args.count"}"#,
-            r#"{action: Allow, when: "int(args.count) > 1"}"#,
-        ][rule]));
+        let only = tool_policy(
+            "team-a",
+            "p",
+            &format!(
+                "tools: [{{name: x, approvalWorkflow: ops, rules: [{}]}}]",
+                [
+                    r#"{action: Allow, when: "args.count > 5"}"#,
+                    r#"{action: Allow, when: "args.items[args.key] == 1"}"#,
+                    r#"{action: Allow, when: "args.a + args.b == 'x'"}"#,
+                    r#"{action: Allow, when: "args.count"}"#,
+                    r#"{action: Allow, when: "int(args.count) > 1"}"#,
+                ][rule]
+            ),
+        );
         let d = decide(&[&only], "x", &args);
         let err = d.error.unwrap_or_default();
         assert!(!err.is_empty(), "rule {rule} should fail at run time");

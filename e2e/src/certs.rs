@@ -1,10 +1,7 @@
 //! The throwaway PKI of one control plane.
 
 use anyhow::{Context, Result};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 pub(crate) struct Pki {
     pub ca_pem: String,
@@ -18,42 +15,24 @@ pub(crate) struct Pki {
 
 /// SANs of the serving certificate: loopback, as clients here reach it, plus the in-cluster names
 /// the apiserver uses for itself.
-const SERVING_SANS: [&str; 5] = [
-    "127.0.0.1",
-    "localhost",
-    "kubernetes",
-    "kubernetes.default",
-    "kubernetes.default.svc",
-];
+const SERVING_SANS: [&str; 5] = ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"];
 
 pub(crate) fn generate() -> Result<Pki> {
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "tollgate-e2e-ca");
+    ca.distinguished_name.push(DnType::CommonName, "tollgate-e2e-ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key).context("self-signing the CA")?;
     let issuer = Issuer::new(ca, ca_key);
 
     let serving_key = KeyPair::generate().context("generating the serving key")?;
     let sans: Vec<String> = SERVING_SANS.iter().map(|s| s.to_string()).collect();
     let mut serving = CertificateParams::new(sans).context("serving certificate parameters")?;
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    serving.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving
-        .signed_by(&serving_key, &issuer)
-        .context("signing the serving certificate")?;
+    let serving_cert = serving.signed_by(&serving_key, &issuer).context("signing the serving certificate")?;
 
     let sa_key = KeyPair::generate().context("generating the service-account key")?;
     Ok(Pki {

@@ -12,18 +12,8 @@ pub(crate) fn etcd_command(bin: &Path, dir: &Path, client: u16, peer: u16) -> Co
     cmd.arg("--data-dir")
         .arg(dir.join("etcd"))
         .args(["--name", "default"])
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
         .arg(format!("--initial-cluster=default={peer}"))
         .args(["--log-level", "warn"])
         // The data is thrown away with the temp dir; fsync only makes startup and tests slower.
@@ -68,20 +58,14 @@ pub(crate) fn binaries_dir() -> Result<PathBuf> {
     let dir = match std::env::var_os("TOLLGATE_CONTROL_PLANE_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => {
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-control-plane.sh");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-control-plane.sh");
             let out = Command::new("bash")
                 .arg(&script)
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit())
                 .output()
                 .with_context(|| format!("running {}", script.display()))?;
-            ensure!(
-                out.status.success(),
-                "{} failed ({})",
-                script.display(),
-                out.status
-            );
+            ensure!(out.status.success(), "{} failed ({})", script.display(), out.status);
             let stdout = String::from_utf8(out.stdout).context("build script printed non-UTF-8")?;
             let last = stdout.lines().map(str::trim).rfind(|l| !l.is_empty());
             PathBuf::from(last.context("the build script printed no directory")?)
@@ -100,16 +84,10 @@ pub(crate) fn repo_root() -> PathBuf {
 /// Loopback ports free right now. All are held until all are chosen, so they differ; another
 /// process may still take one before the child binds it, which the startup error would show.
 pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let listeners = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("binding a loopback port")?;
+    let listeners = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>().context("binding a loopback port")?;
     let mut ports = [0; N];
     for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener
-            .local_addr()
-            .context("reading a bound port")?
-            .port();
+        *port = listener.local_addr().context("reading a bound port")?.port();
     }
     Ok(ports)
 }

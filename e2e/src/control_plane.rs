@@ -39,18 +39,10 @@ impl ControlPlane {
     /// thread that created it; [`ControlPlane::shared`] is the one to use from `#[test]`s.
     pub fn start() -> Result<ControlPlane> {
         let bin = binaries_dir()?;
-        let tmp = tempfile::Builder::new()
-            .prefix("tollgate-e2e-")
-            .tempdir()
-            .context("creating the control plane's temp dir")?;
+        let tmp = tempfile::Builder::new().prefix("tollgate-e2e-").tempdir().context("creating the control plane's temp dir")?;
         let dir = tmp.path().to_path_buf();
         let pki = certs::generate()?;
-        let tokens = [
-            random_hex(16)?,
-            random_hex(16)?,
-            random_hex(16)?,
-            random_hex(16)?,
-        ];
+        let tokens = [random_hex(16)?, random_hex(16)?, random_hex(16)?, random_hex(16)?];
         for (name, contents) in [
             ("ca.crt", pki.ca_pem.as_str()),
             ("serving.crt", &pki.serving_cert_pem),
@@ -75,19 +67,10 @@ impl ControlPlane {
         };
         for user in User::ALL {
             let token = cp.token(user);
-            users::write_kubeconfig(
-                &cp.kubeconfig(user),
-                user.name(),
-                &cp.server_url(),
-                &cp.ca_pem,
-                token,
-            )?;
+            users::write_kubeconfig(&cp.kubeconfig(user), user.name(), &cp.server_url(), &cp.ca_pem, token)?;
         }
         cp.spawn("etcd", etcd_command(&bin, &cp.dir, etcd_client, etcd_peer))?;
-        cp.spawn(
-            "kube-apiserver",
-            apiserver_command(&bin, &cp.dir, etcd_client, port),
-        )?;
+        cp.spawn("kube-apiserver", apiserver_command(&bin, &cp.dir, etcd_client, port))?;
         cp.wait_ready()?;
         cp.install_crds()?;
         Ok(cp)
@@ -151,13 +134,7 @@ impl ControlPlane {
         let args: Vec<S> = args.into_iter().collect();
         let out = self.kubectl(user, &args)?;
         let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
-        ensure!(
-            out.status.success(),
-            "kubectl {} as {user} failed ({}): {}",
-            shown.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        ensure!(out.status.success(), "kubectl {} as {user} failed ({}): {}", shown.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
         String::from_utf8(out.stdout).context("kubectl printed non-UTF-8")
     }
 
@@ -227,10 +204,7 @@ impl ControlPlane {
     fn check_children(&self) -> Result<()> {
         for (name, child) in lock(&self.children).iter_mut() {
             if let Some(status) = child.try_wait().context("polling a child")? {
-                bail!(
-                    "{name} exited during startup ({status}); {}",
-                    self.log_context(name)
-                );
+                bail!("{name} exited during startup ({status}); {}", self.log_context(name));
             }
         }
         Ok(())
@@ -240,10 +214,7 @@ impl ControlPlane {
         let mut last = String::new();
         let ready = wait_until(READY_TIMEOUT, READY_POLL, || {
             self.check_children()?;
-            let out = self.kubectl(
-                User::Admin,
-                ["get", "--raw", "/readyz", "--request-timeout=2s"],
-            )?;
+            let out = self.kubectl(User::Admin, ["get", "--raw", "/readyz", "--request-timeout=2s"])?;
             if out.status.success() {
                 return Ok(Some(()));
             }
@@ -251,10 +222,7 @@ impl ControlPlane {
             Ok(None)
         });
         match ready {
-            Err(e) if e.is::<TimedOut>() => Err(e.context(format!(
-                "kube-apiserver not ready (last /readyz: {last}); {}",
-                self.log_context("kube-apiserver")
-            ))),
+            Err(e) if e.is::<TimedOut>() => Err(e.context(format!("kube-apiserver not ready (last /readyz: {last}); {}", self.log_context("kube-apiserver")))),
             other => other,
         }
     }
@@ -262,10 +230,7 @@ impl ControlPlane {
     fn install_crds(&self) -> Result<()> {
         let crds = repo_root().join("crds");
         let crds = crds.to_str().context("non-UTF-8 repo path")?;
-        let applied = self.kubectl_ok(
-            User::Admin,
-            ["apply", "--server-side", "-o", "name", "-f", crds],
-        )?;
+        let applied = self.kubectl_ok(User::Admin, ["apply", "--server-side", "-o", "name", "-f", crds])?;
         let names: Vec<&str> = applied.split_whitespace().collect();
         ensure!(!names.is_empty(), "no CRDs found in {crds}");
         let mut args = vec!["wait", "--for", "condition=established", "--timeout=60s"];

@@ -17,19 +17,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use control_plane::ControlPlane;
-pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, plugin_path};
 pub use mcp::{AuthEcho, Everything, Hostile, py_client, py_client_with_args, py_client_with_timeout, tool_text, tools_dir, ts_client};
+pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, plugin_path};
 pub use users::User;
 
 /// Polls `f` every `poll` until it yields `Some`, for at most `timeout`.
 ///
 /// `Ok(None)` means "not yet"; an `Err` from `f` is final and returned at once. Running out of
 /// time is a [`TimedOut`] error, so callers can tell it apart and add what they last saw.
-pub fn wait_until<T>(
-    timeout: Duration,
-    poll: Duration,
-    mut f: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
+pub fn wait_until<T>(timeout: Duration, poll: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = f()? {
@@ -58,9 +54,7 @@ impl std::error::Error for TimedOut {}
 /// `2 * bytes` lowercase hex digits from the kernel's CSPRNG (tokens must not be guessable).
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("reading /dev/urandom")?;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).context("reading /dev/urandom")?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 

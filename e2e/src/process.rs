@@ -20,22 +20,12 @@ pub(crate) fn spawn_guarded(cmd: &mut Command, log: &Path) -> Result<Child> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone().context("duplicating the log file handle")?;
     let parent = std::process::id();
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
     // (prctl, getppid, _exit); it touches no memory the parent's other threads could hold locked.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect; then nobody would send the signal.
@@ -45,8 +35,7 @@ pub(crate) fn spawn_guarded(cmd: &mut Command, log: &Path) -> Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn()
-        .with_context(|| format!("spawning {:?}", cmd.get_program()))
+    cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))
 }
 
 /// SIGTERM to the child's process group, SIGKILL once `grace` has passed, then reaps the child.

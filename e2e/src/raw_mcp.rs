@@ -118,9 +118,7 @@ impl Answer {
 fn parse_answer(raw: &str) -> Result<Answer> {
     let (head, body) = raw.split_once("\r\n\r\n").with_context(|| format!("no HTTP answer: {raw:?}"))?;
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).with_context(|| format!("no status in {head:?}"))?;
-    let header = |name: &str| {
-        head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned()))
-    };
+    let header = |name: &str| head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned()));
     let sse = header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
     Ok(Answer { status, session: header("mcp-session-id"), messages: messages(body, sse) })
 }

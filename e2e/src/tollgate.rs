@@ -51,10 +51,7 @@ impl ControlPlane {
         self.kubectl_ok(User::Admin, ["apply", "--server-side", "-f", rbac.to_str().context("path")?])?;
         // Approvers get the approver role everywhere; which requests they may decide is the
         // workflow's business, checked by the webhook.
-        self.kubectl_ok(
-            User::Admin,
-            ["create", "clusterrolebinding", "tollgate-approvers", "--clusterrole=tollgate-approver", "--group=tollgate:approvers"],
-        )?;
+        self.kubectl_ok(User::Admin, ["create", "clusterrolebinding", "tollgate-approvers", "--clusterrole=tollgate-approver", "--group=tollgate:approvers"])?;
         let _ = self.system_installed.set(());
         Ok(())
     }
@@ -66,8 +63,14 @@ impl ControlPlane {
         if !exists {
             self.kubectl_ok(User::Admin, ["create", "serviceaccount", service_account, "-n", namespace])?;
             let subject = format!("--serviceaccount={namespace}:{service_account}");
-            self.kubectl_ok(User::Admin, ["create", "rolebinding", &format!("{service_account}-tollgate-agent"), "-n", namespace, "--clusterrole=tollgate-agent", &subject])?;
-            self.kubectl_ok(User::Admin, ["create", "clusterrolebinding", &format!("{namespace}-{service_account}-tollgate-agent"), "--clusterrole=tollgate-agent-cluster", &subject])?;
+            self.kubectl_ok(
+                User::Admin,
+                ["create", "rolebinding", &format!("{service_account}-tollgate-agent"), "-n", namespace, "--clusterrole=tollgate-agent", &subject],
+            )?;
+            self.kubectl_ok(
+                User::Admin,
+                ["create", "clusterrolebinding", &format!("{namespace}-{service_account}-tollgate-agent"), "--clusterrole=tollgate-agent-cluster", &subject],
+            )?;
         }
         self.service_account_kubeconfig(namespace, service_account)
     }

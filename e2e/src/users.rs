@@ -20,12 +20,7 @@ pub enum User {
 }
 
 impl User {
-    pub const ALL: [User; 4] = [
-        User::Admin,
-        User::ApproverA,
-        User::ApproverB,
-        User::Outsider,
-    ];
+    pub const ALL: [User; 4] = [User::Admin, User::ApproverA, User::ApproverB, User::Outsider];
 
     /// The Kubernetes user name, as RBAC subjects and audit entries see it.
     pub fn name(self) -> &'static str {
@@ -71,13 +66,7 @@ pub(crate) fn token_file(tokens: &[String; 4]) -> String {
         .collect()
 }
 
-pub(crate) fn write_kubeconfig(
-    path: &Path,
-    name: &str,
-    server: &str,
-    ca_pem: &str,
-    token: &str,
-) -> Result<()> {
+pub(crate) fn write_kubeconfig(path: &Path, name: &str, server: &str, ca_pem: &str, token: &str) -> Result<()> {
     let context = format!("{name}@tollgate-e2e");
     let config = serde_json::json!({
         "apiVersion": "v1",

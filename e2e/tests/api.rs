@@ -38,12 +38,7 @@ fn every_example_applies_server_side() -> Result<()> {
     assert!(files.len() >= 6, "examples found: {files:?}");
     for file in &files {
         let out = cp.kubectl(User::Admin, ["apply", "--server-side", "-n", &ns, "-f", file.to_str().context("path")?])?;
-        assert!(
-            out.status.success(),
-            "{} was refused: {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{} was refused: {}", file.display(), String::from_utf8_lossy(&out.stderr));
     }
     // Defaults from the schema were filled in by the API server.
     let timeout = cp.kubectl_ok(User::Admin, ["get", "mcpserver", "platform-tools", "-n", &ns, "-o", "jsonpath={.spec.timeoutSeconds} {.spec.transport}"])?;
@@ -149,11 +144,8 @@ fn approval_request_spec_is_immutable() -> Result<()> {
     let out = apply(cp, User::Admin, &ns, "request", REQUEST)?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let edits = [
-        r#"{"spec":{"tool":"delete_repository"}}"#,
-        r#"{"spec":{"arguments":{"environment":"staging"}}}"#,
-        r#"{"spec":{"justification":"something else"}}"#,
-    ];
+    let edits =
+        [r#"{"spec":{"tool":"delete_repository"}}"#, r#"{"spec":{"arguments":{"environment":"staging"}}}"#, r#"{"spec":{"justification":"something else"}}"#];
     for patch in edits {
         let out = cp.kubectl(User::Admin, ["patch", "approvalrequest", "deploy-1", "-n", &ns, "--type", "merge", "-p", patch])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -230,8 +222,21 @@ fn budgets_show_spent_limit_and_state() -> Result<()> {
         "spec":{"period":"Monthly","softLimitUSD":80,"hardLimitUSD":100}}"#;
     let out = apply(cp, User::Admin, &ns, "budget", budget)?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    cp.kubectl_ok(User::Admin, ["patch", "budget", "monthly", "-n", &ns, "--subresource=status", "--type", "merge",
-        "-p", r#"{"status":{"spentUSD":85.5,"remainingUSD":14.5,"state":"SoftExceeded"}}"#])?;
+    cp.kubectl_ok(
+        User::Admin,
+        [
+            "patch",
+            "budget",
+            "monthly",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"spentUSD":85.5,"remainingUSD":14.5,"state":"SoftExceeded"}}"#,
+        ],
+    )?;
     let out = cp.kubectl_ok(User::Admin, ["get", "budgets", "-n", &ns])?;
     let header: Vec<&str> = out.lines().next().context("no header")?.split_whitespace().collect();
     assert_eq!(header, ["NAME", "PERIOD", "SPENT", "LIMIT", "STATE", "AGE"], "{out}");

@@ -28,9 +28,12 @@ fn apply(cp: &ControlPlane, user: User, ns: &str, json: &str) -> Result<std::pro
 }
 
 fn workflow(cp: &ControlPlane, ns: &str, name: &str, spec: &str) -> Result<()> {
-    let out = apply(cp, User::Admin, ns, &format!(
-        r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalWorkflow","metadata":{{"name":"{name}"}},"spec":{spec}}}"#
-    ))?;
+    let out = apply(
+        cp,
+        User::Admin,
+        ns,
+        &format!(r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalWorkflow","metadata":{{"name":"{name}"}},"spec":{spec}}}"#),
+    )?;
     anyhow::ensure!(out.status.success(), "workflow: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
@@ -38,13 +41,17 @@ fn workflow(cp: &ControlPlane, ns: &str, name: &str, spec: &str) -> Result<()> {
 /// Creates a request as the sidecar would, `age` seconds old.
 fn request(cp: &ControlPlane, ns: &str, name: &str, workflow: &str, age: i64) -> Result<()> {
     let requested = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age);
-    let out = create_as_agent(cp, ns, &format!(
-        r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
+    let out = create_as_agent(
+        cp,
+        ns,
+        &format!(
+            r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
             "spec":{{"agent":"coder","serviceAccount":"coder","server":"platform-tools","tool":"deploy",
             "arguments":{{"environment":"production"}},
             "argumentsDigest":"sha256:1111111111111111111111111111111111111111111111111111111111111111",
             "workflow":"{workflow}","requestedAt":"{requested}"}}}}"#
-    ))?;
+        ),
+    )?;
     anyhow::ensure!(out.status.success(), "request: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
@@ -142,7 +149,12 @@ fn a_single_deny_vetoes() -> Result<()> {
 fn forgeries_are_refused_by_the_api_server() -> Result<()> {
     let (cp, ns) = setup("forgery")?;
     // approver-b has the approver role (RBAC) but is not an approver of this workflow.
-    workflow(cp, &ns, "prod-deploy", r#"{"approvers":{"users":["approver-a","system:serviceaccount:NS:coder"]},"requiredApprovals":2}"#.replace("NS", &ns).as_str())?;
+    workflow(
+        cp,
+        &ns,
+        "prod-deploy",
+        r#"{"approvers":{"users":["approver-a","system:serviceaccount:NS:coder"]},"requiredApprovals":2}"#.replace("NS", &ns).as_str(),
+    )?;
     request(cp, &ns, "deploy-1", "prod-deploy", 0)?;
     wait_for(cp, &ns, "deploy-1", ".status.phase", "Pending")?;
 
@@ -154,10 +166,7 @@ fn forgeries_are_refused_by_the_api_server() -> Result<()> {
         "you (approver-b) are not an approver of workflow prod-deploy",
     );
     // approver-a writing approver-b's name.
-    refused(
-        &append(cp, User::ApproverA, &ns, "deploy-1", &decision("approver-b", "Approve", None, "kubectl"))?,
-        "decide only in your own name",
-    );
+    refused(&append(cp, User::ApproverA, &ns, "deploy-1", &decision("approver-b", "Approve", None, "kubectl"))?, "decide only in your own name");
     // A Slack decision not relayed by the gateway.
     refused(
         &append(cp, User::ApproverA, &ns, "deploy-1", &decision("slack:U123", "Approve", None, "slack"))?,
@@ -165,7 +174,10 @@ fn forgeries_are_refused_by_the_api_server() -> Result<()> {
     );
     // An approver may not move the phase.
     refused(
-        &cp.kubectl(User::ApproverA, ["patch", "ar", "deploy-1", "-n", &ns, "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Approved"}}"#])?,
+        &cp.kubectl(
+            User::ApproverA,
+            ["patch", "ar", "deploy-1", "-n", &ns, "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Approved"}}"#],
+        )?,
         "only the Tollgate operator may change status.phase",
     );
 
@@ -175,14 +187,28 @@ fn forgeries_are_refused_by_the_api_server() -> Result<()> {
     refused(&append(cp, User::ApproverA, &ns, "deploy-1", &decision("approver-a", "Approve", None, "kubectl"))?, "Duplicate value");
     // Editing an earlier decision.
     refused(
-        &cp.kubectl(User::ApproverA, ["patch", "ar", "deploy-1", "-n", &ns, "--subresource=status", "--type=json",
-            "-p", r#"[{"op":"replace","path":"/status/decisions/0/decision","value":"Deny"}]"#])?,
+        &cp.kubectl(
+            User::ApproverA,
+            [
+                "patch",
+                "ar",
+                "deploy-1",
+                "-n",
+                &ns,
+                "--subresource=status",
+                "--type=json",
+                "-p",
+                r#"[{"op":"replace","path":"/status/decisions/0/decision","value":"Deny"}]"#,
+            ],
+        )?,
         "earlier decisions cannot be changed or removed",
     );
     // Removing one.
     refused(
-        &cp.kubectl(User::ApproverA, ["patch", "ar", "deploy-1", "-n", &ns, "--subresource=status", "--type=json",
-            "-p", r#"[{"op":"remove","path":"/status/decisions/0"}]"#])?,
+        &cp.kubectl(
+            User::ApproverA,
+            ["patch", "ar", "deploy-1", "-n", &ns, "--subresource=status", "--type=json", "-p", r#"[{"op":"remove","path":"/status/decisions/0"}]"#],
+        )?,
         "earlier decisions cannot be changed or removed",
     );
 
@@ -198,7 +224,10 @@ fn forgeries_are_refused_by_the_api_server() -> Result<()> {
     };
     let sa = format!("system:serviceaccount:{ns}:coder");
     refused(&agent_patch(&decision(&sa, "Approve", None, "kubectl"))?, "forbidden");
-    cp.kubectl_ok(User::Admin, ["create", "rolebinding", "coder-approver", "-n", &ns, "--clusterrole=tollgate-approver", &format!("--serviceaccount={ns}:coder")])?;
+    cp.kubectl_ok(
+        User::Admin,
+        ["create", "rolebinding", "coder-approver", "-n", &ns, "--clusterrole=tollgate-approver", &format!("--serviceaccount={ns}:coder")],
+    )?;
     let mut last = String::new();
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         let out = agent_patch(&decision(&sa, "Approve", None, "kubectl"))?;
@@ -229,16 +258,18 @@ fn expiry_and_decisions_after_it() -> Result<()> {
 #[test]
 fn escalation_asks_further_approvers_once() -> Result<()> {
     let (cp, ns) = setup("escalation")?;
-    workflow(cp, &ns, "prod-deploy", r#"{"approvers":{"users":["approver-a"]},"timeoutSeconds":60,
-        "escalation":{"afterSeconds":30,"approvers":{"users":["approver-b"]}}}"#)?;
+    workflow(
+        cp,
+        &ns,
+        "prod-deploy",
+        r#"{"approvers":{"users":["approver-a"]},"timeoutSeconds":60,
+        "escalation":{"afterSeconds":30,"approvers":{"users":["approver-b"]}}}"#,
+    )?;
     request(cp, &ns, "fresh", "prod-deploy", 0)?;
     request(cp, &ns, "stale", "prod-deploy", 31)?;
     wait_for(cp, &ns, "fresh", ".status.phase", "Pending")?;
     // Not escalated yet: approver-b is not an approver.
-    refused(
-        &append(cp, User::ApproverB, &ns, "fresh", &decision("approver-b", "Approve", None, "kubectl"))?,
-        "not an approver of workflow prod-deploy",
-    );
+    refused(&append(cp, User::ApproverB, &ns, "fresh", &decision("approver-b", "Approve", None, "kubectl"))?, "not an approver of workflow prod-deploy");
     // Escalated: approver-b now is, and the deadline moved.
     let mut escalated = String::new();
     wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
@@ -257,19 +288,37 @@ fn escalation_asks_further_approvers_once() -> Result<()> {
 #[test]
 fn invalid_cel_is_refused_at_apply_with_the_field_path() -> Result<()> {
     let (cp, ns) = setup("celcheck")?;
-    let out = apply(cp, User::Admin, &ns, r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ToolPolicy","metadata":{"name":"bad"},
-        "spec":{"tools":[{"name":"a","rules":[{"action":"Allow"}]},{"name":"deploy","rules":[{"action":"Deny"},{"action":"Deny","when":"args.env ==== 'prod'"}]}]}}"#)?;
+    let out = apply(
+        cp,
+        User::Admin,
+        &ns,
+        r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ToolPolicy","metadata":{"name":"bad"},
+        "spec":{"tools":[{"name":"a","rules":[{"action":"Allow"}]},{"name":"deploy","rules":[{"action":"Deny"},{"action":"Deny","when":"args.env ==== 'prod'"}]}]}}"#,
+    )?;
     refused(&out, r#"admission webhook "policies.tollgate.dev" denied the request: invalid policy: spec.tools[1].rules[1].when:"#);
-    let out = apply(cp, User::Admin, &ns, r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ClusterToolPolicy","metadata":{"name":"bad-cluster"},
-        "spec":{"tools":[{"name":"x","rules":[{"action":"Deny","when":"request.user == 'x'"}]}]}}"#)?;
+    let out = apply(
+        cp,
+        User::Admin,
+        &ns,
+        r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ClusterToolPolicy","metadata":{"name":"bad-cluster"},
+        "spec":{"tools":[{"name":"x","rules":[{"action":"Deny","when":"request.user == 'x'"}]}]}}"#,
+    )?;
     refused(&out, "spec.tools[0].rules[0].when: undeclared reference to 'request'");
     // A good one is accepted and the operator reports it Ready with its rule count.
-    let out = apply(cp, User::Admin, &ns, r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ToolPolicy","metadata":{"name":"good"},
-        "spec":{"tools":[{"name":"deploy","rules":[{"action":"Deny","when":"args.env == 'prod'"},{"action":"Allow"}]}]}}"#)?;
+    let out = apply(
+        cp,
+        User::Admin,
+        &ns,
+        r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ToolPolicy","metadata":{"name":"good"},
+        "spec":{"tools":[{"name":"deploy","rules":[{"action":"Deny","when":"args.env == 'prod'"},{"action":"Allow"}]}]}}"#,
+    )?;
     accepted(&out);
     let mut last = String::new();
     wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
-        last = cp.kubectl_ok(User::Admin, ["get", "tp", "good", "-n", &ns, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.rules} {.status.observedGeneration}"#])?;
+        last = cp.kubectl_ok(
+            User::Admin,
+            ["get", "tp", "good", "-n", &ns, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.rules} {.status.observedGeneration}"#],
+        )?;
         Ok((last.trim() == "True 2 1").then_some(()))
     })
     .with_context(|| format!("policy status: {last:?}"))?;
@@ -284,8 +333,13 @@ fn invalid_cel_is_refused_at_apply_with_the_field_path() -> Result<()> {
     };
     let agents_before = cp.kubectl_ok(User::Admin, ["get", "managedagents", "-n", &ns, "-o", "name"])?.lines().count();
     matched(&agents_before.to_string())?;
-    let out = apply(cp, User::Admin, &ns, r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ManagedAgent","metadata":{"name":"late-agent"},
-        "spec":{"selector":{"matchLabels":{"app":"late"}},"serviceAccountName":"late"}}"#)?;
+    let out = apply(
+        cp,
+        User::Admin,
+        &ns,
+        r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ManagedAgent","metadata":{"name":"late-agent"},
+        "spec":{"selector":{"matchLabels":{"app":"late"}},"serviceAccountName":"late"}}"#,
+    )?;
     accepted(&out);
     matched(&(agents_before + 1).to_string())?;
     cp.kubectl_ok(User::Admin, ["delete", "managedagent", "late-agent", "-n", &ns])?;
@@ -297,12 +351,15 @@ fn invalid_cel_is_refused_at_apply_with_the_field_path() -> Result<()> {
 fn requests_are_bound_to_the_agents_identity() -> Result<()> {
     let (cp, ns) = setup("identity")?;
     workflow(cp, &ns, "ops", r#"{"approvers":{"users":["approver-a"]}}"#)?;
-    let body = |name: &str, agent: &str, sa: &str, extra_meta: &str| format!(
-        r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"{extra_meta}}},
+    let body = |name: &str, agent: &str, sa: &str, extra_meta: &str| {
+        format!(
+            r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"{extra_meta}}},
             "spec":{{"agent":"{agent}","serviceAccount":"{sa}","server":"s","tool":"deploy",
             "argumentsDigest":"sha256:3333333333333333333333333333333333333333333333333333333333333333",
-            "workflow":"ops","requestedAt":"{}"}}}}"#, jiff::Timestamp::now()
-    );
+            "workflow":"ops","requestedAt":"{}"}}}}"#,
+            jiff::Timestamp::now()
+        )
+    };
     let create = |who: &str, json: &str| -> Result<std::process::Output> {
         let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
         std::fs::write(&path, json)?;

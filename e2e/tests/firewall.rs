@@ -15,18 +15,21 @@ use common::*;
 fn allow_deny_hide_justify_and_pass_through() -> Result<()> {
     let env = setup("firewall", false)?;
     let url = env.sidecar.url("everything");
-    let steps = py_client(&url, &json!([
-        {"op": "list_tools"},
-        {"op": "call_tool", "name": "echo", "arguments": {"message": "hello"}},
-        {"op": "call_tool", "name": "echo", "arguments": {"message": "my secret"}},
-        {"op": "call_tool", "name": "get-env", "arguments": {}},
-        {"op": "call_tool", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
-        {"op": "call_tool", "name": "get-sum", "arguments": {"a": 2, "b": 3, "justification": "checking arithmetic for INC-7"}},
-        {"op": "list_prompts"},
-        {"op": "list_resources"},
-        {"op": "read_resource", "uri": "demo://resource/static/document/architecture.md"},
-        {"op": "ping"},
-    ]))?;
+    let steps = py_client(
+        &url,
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "hello"}},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "my secret"}},
+            {"op": "call_tool", "name": "get-env", "arguments": {}},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": 2, "b": 3, "justification": "checking arithmetic for INC-7"}},
+            {"op": "list_prompts"},
+            {"op": "list_resources"},
+            {"op": "read_resource", "uri": "demo://resource/static/document/architecture.md"},
+            {"op": "ping"},
+        ]),
+    )?;
     let tools: Vec<&str> = step(&steps, 0)["result"]["tools"].as_array().context("tools")?.iter().filter_map(|t| t["name"].as_str()).collect();
     assert!(tools.contains(&"echo") && tools.contains(&"get-sum"), "{tools:?}");
     assert!(!tools.contains(&"get-env"), "an unconditionally denied tool is hidden: {tools:?}");
@@ -63,7 +66,8 @@ fn blocking_approval_granted_with_kubectl_and_progress_while_waiting() -> Result
         py_client(&url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.2, "steps": 1}, "progress": true}]))
     });
     let name = pending_request(env.cp, &env.ns)?;
-    let spec = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.spec.tool} {.spec.server} {.spec.agent} {.spec.workflow}"])?;
+    let spec =
+        env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.spec.tool} {.spec.server} {.spec.agent} {.spec.workflow}"])?;
     assert_eq!(spec.trim(), "trigger-long-running-operation everything coder ops");
     // Approve once the client has been sent a progress notification while it waits.
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -151,8 +155,11 @@ fn async_approval_runs_the_call_once_under_concurrent_polls() -> Result<()> {
 fn request_approval_standalone() -> Result<()> {
     let env = setup("standalone", true)?;
     let url = env.sidecar.url("everything");
-    let steps = py_client(&url, &json!([{"op": "call_tool", "name": "request_approval",
-        "arguments": {"operation": "rotate the database password", "context": "prod", "reasoning": "quarterly rotation"}}]))?;
+    let steps = py_client(
+        &url,
+        &json!([{"op": "call_tool", "name": "request_approval",
+        "arguments": {"operation": "rotate the database password", "context": "prod", "reasoning": "quarterly rotation"}}]),
+    )?;
     let name = step(&steps, 0)["result"]["structuredContent"]["request_id"].as_str().context("request_id")?.to_owned();
     let spec = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.spec.tool}/{.spec.justification}"])?;
     assert_eq!(spec.trim(), "request_approval/quarterly rotation");
@@ -170,9 +177,7 @@ fn policy_edits_apply_without_restart_and_the_kill_switch() -> Result<()> {
     let patch = r#"[{"op":"replace","path":"/spec/tools/0/rules/1/action","value":"Deny"}]"#;
     env.cp.kubectl_ok(User::Admin, ["patch", "tp", "everything", "-n", &env.ns, "--type=json", "-p", patch])?;
     let started = std::time::Instant::now();
-    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        Ok(tool_text(step(&py_client(&url, &echo)?, 0)).1.then_some(()))
-    })?;
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || Ok(tool_text(step(&py_client(&url, &echo)?, 0)).1.then_some(())))?;
     assert!(started.elapsed() < Duration::from_secs(5), "policy took {:?} to apply", started.elapsed());
 
     // The kill switch: every request of every method refused, saying why.
@@ -187,7 +192,8 @@ fn policy_edits_apply_without_restart_and_the_kill_switch() -> Result<()> {
         Ok((last.contains("403") || last.contains("is suspended")).then_some(()))
     })
     .with_context(|| last.clone())?;
-    let call = tollgate_e2e::raw_mcp::request("POST", &url, &["content-type: application/json".into()], Some(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#))?;
+    let call =
+        tollgate_e2e::raw_mcp::request("POST", &url, &["content-type: application/json".into()], Some(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#))?;
     assert_eq!(call.status, 403, "{call:?}");
     assert!(call.error_message().contains(&format!("agent {}/coder is suspended", env.ns)), "{call:?}");
     Ok(())
@@ -198,9 +204,18 @@ fn a_down_server_is_an_error_result_naming_it_and_bad_input_is_refused() -> Resu
     let env = setup("down", false)?;
     // The down server cannot even initialize: the client reports the sidecar's JSON-RPC error.
     let out = std::process::Command::new("curl")
-        .args(["-s", "-X", "POST", &env.sidecar.url("down"), "-H", "content-type: application/json",
-            "-H", "accept: application/json, text/event-stream",
-            "-d", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}"#])
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            &env.sidecar.url("down"),
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "-d",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}"#,
+        ])
         .output()?;
     let body: Value = serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
     let text = body["result"]["content"][0]["text"].as_str().unwrap_or_default();
@@ -239,11 +254,14 @@ fn a_sidecar_restart_cancels_its_pending_requests() -> Result<()> {
 #[test]
 fn the_typescript_sdk_client_works_through_the_sidecar() -> Result<()> {
     let env = setup("typescript", false)?;
-    let steps = ts_client(&env.sidecar.url("everything"), &json!([
-        {"op": "list_tools"},
-        {"op": "call_tool", "name": "echo", "arguments": {"message": "from typescript"}},
-        {"op": "call_tool", "name": "get-env", "arguments": {}},
-    ]))?;
+    let steps = ts_client(
+        &env.sidecar.url("everything"),
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "from typescript"}},
+            {"op": "call_tool", "name": "get-env", "arguments": {}},
+        ]),
+    )?;
     assert_eq!(step(&steps, 0)["ok"], true, "{}", step(&steps, 0));
     assert_eq!(tool_text(step(&steps, 1)), ("Echo: from typescript".to_owned(), false));
     assert_eq!(tool_text(step(&steps, 2)), ("Access denied: the environment is private".to_owned(), true));
@@ -254,16 +272,19 @@ fn the_typescript_sdk_client_works_through_the_sidecar() -> Result<()> {
 fn the_aggregated_endpoint_serves_every_allowed_server_under_policy() -> Result<()> {
     let env = setup("aggregate", true)?;
     let url = format!("{}/mcp", env.sidecar.base);
-    let steps = py_client(&url, &json!([
-        {"op": "list_tools"},
-        {"op": "call_tool", "name": "everything__echo", "arguments": {"message": "via the aggregate"}},
-        {"op": "call_tool", "name": "everything__get-env", "arguments": {}},
-        {"op": "call_tool", "name": "everything__get-sum", "arguments": {"a": 1, "b": 2}},
-        {"op": "call_tool", "name": "down__anything", "arguments": {}},
-        {"op": "call_tool", "name": "no-such-tool", "arguments": {}},
-        {"op": "call_tool", "name": "everything__trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}},
-        {"op": "ping"},
-    ]))?;
+    let steps = py_client(
+        &url,
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call_tool", "name": "everything__echo", "arguments": {"message": "via the aggregate"}},
+            {"op": "call_tool", "name": "everything__get-env", "arguments": {}},
+            {"op": "call_tool", "name": "everything__get-sum", "arguments": {"a": 1, "b": 2}},
+            {"op": "call_tool", "name": "down__anything", "arguments": {}},
+            {"op": "call_tool", "name": "no-such-tool", "arguments": {}},
+            {"op": "call_tool", "name": "everything__trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}},
+            {"op": "ping"},
+        ]),
+    )?;
     let tools: Vec<&str> = step(&steps, 0)["result"]["tools"].as_array().context("tools")?.iter().filter_map(|t| t["name"].as_str()).collect();
     assert!(tools.contains(&"everything__echo") && tools.contains(&"get_approval_status"), "{tools:?}");
     assert!(!tools.contains(&"everything__get-env"), "hidden on the aggregate too: {tools:?}");
@@ -305,8 +326,13 @@ fn batches_are_split_and_every_call_in_them_decided() -> Result<()> {
     assert_eq!(text(1), ("Echo: in a batch".to_owned(), false));
     assert_eq!(text(2), ("Access denied: the environment is private".to_owned(), true));
     assert_eq!(text(5), ("Access denied: echoing secrets is not allowed".to_owned(), true));
-    let tools: Vec<&str> = answer.response(&json!(3)).and_then(|r| r["result"]["tools"].as_array()).context("tools/list answered")?
-        .iter().filter_map(|t| t["name"].as_str()).collect();
+    let tools: Vec<&str> = answer
+        .response(&json!(3))
+        .and_then(|r| r["result"]["tools"].as_array())
+        .context("tools/list answered")?
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
     assert!(tools.contains(&"echo") && tools.contains(&"get_approval_status") && !tools.contains(&"get-env"), "{tools:?}");
     assert_eq!(answer.response(&json!(4)).map(|r| &r["result"]), Some(&json!({})), "ping passed through: {answer:?}");
     let invalid = answer.messages.iter().find(|m| m["id"].is_null()).context("the invalid element is answered")?;
@@ -329,20 +355,24 @@ fn batches_are_split_and_every_call_in_them_decided() -> Result<()> {
 fn the_aggregated_endpoint_merges_prompts_and_resources_and_relays_server_requests() -> Result<()> {
     let env = setup("aggregate-more", false)?;
     let url = format!("{}/mcp", env.sidecar.base);
-    let steps = tollgate_e2e::py_client_with_args(&url, &["--sampling-reply", "sampled by the client", "--elicit-accept", r#"{"name": "Ada"}"#], &json!([
-        {"op": "initialize_result"},
-        {"op": "list_prompts"},
-        {"op": "get_prompt", "name": "everything__args-prompt", "arguments": {"city": "Lisbon"}},
-        {"op": "get_prompt", "name": "everything__resource-prompt", "arguments": {"resourceType": "Text", "resourceId": "2"}},
-        {"op": "list_resources"},
-        {"op": "read_resource", "uri": "everything+demo://resource/static/document/features.md"},
-        {"op": "list_resource_templates"},
-        {"op": "read_resource", "uri": "everything+demo://resource/dynamic/text/3"},
-        {"op": "read_resource", "uri": "demo://resource/dynamic/text/3"},
-        {"op": "call_tool", "name": "everything__get-resource-links", "arguments": {"count": 2}},
-        {"op": "call_tool", "name": "everything__trigger-sampling-request", "arguments": {"prompt": "say hi", "maxTokens": 10}},
-        {"op": "call_tool", "name": "everything__trigger-elicitation-request", "arguments": {}},
-    ]))?;
+    let steps = tollgate_e2e::py_client_with_args(
+        &url,
+        &["--sampling-reply", "sampled by the client", "--elicit-accept", r#"{"name": "Ada"}"#],
+        &json!([
+            {"op": "initialize_result"},
+            {"op": "list_prompts"},
+            {"op": "get_prompt", "name": "everything__args-prompt", "arguments": {"city": "Lisbon"}},
+            {"op": "get_prompt", "name": "everything__resource-prompt", "arguments": {"resourceType": "Text", "resourceId": "2"}},
+            {"op": "list_resources"},
+            {"op": "read_resource", "uri": "everything+demo://resource/static/document/features.md"},
+            {"op": "list_resource_templates"},
+            {"op": "read_resource", "uri": "everything+demo://resource/dynamic/text/3"},
+            {"op": "read_resource", "uri": "demo://resource/dynamic/text/3"},
+            {"op": "call_tool", "name": "everything__get-resource-links", "arguments": {"count": 2}},
+            {"op": "call_tool", "name": "everything__trigger-sampling-request", "arguments": {"prompt": "say hi", "maxTokens": 10}},
+            {"op": "call_tool", "name": "everything__trigger-elicitation-request", "arguments": {}},
+        ]),
+    )?;
     let caps = &step(&steps, 0)["result"]["capabilities"];
     assert!(caps.get("prompts").is_some() && caps.get("resources").is_some() && caps.get("tools").is_some(), "merged capabilities: {caps}");
     let prompts: Vec<&str> = step(&steps, 1)["result"]["prompts"].as_array().context("prompts")?.iter().filter_map(|p| p["name"].as_str()).collect();
@@ -417,11 +447,14 @@ fn fails_closed_when_the_api_server_is_gone_and_an_approval_is_needed() -> Resul
     let before = py_client(&url, &json!([{"op": "call_tool", "name": "echo", "arguments": {"message": "before"}}]))?;
     assert_eq!(tool_text(step(&before, 0)), ("Echo: before".to_owned(), false));
     cp.kill_component("kube-apiserver")?;
-    let after = py_client(&url, &json!([
-        {"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}},
-        {"op": "call_tool", "name": "get-env", "arguments": {}},
-        {"op": "call_tool", "name": "echo", "arguments": {"message": "after"}},
-    ]))?;
+    let after = py_client(
+        &url,
+        &json!([
+            {"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 0.1, "steps": 1}},
+            {"op": "call_tool", "name": "get-env", "arguments": {}},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "after"}},
+        ]),
+    )?;
     // The held call cannot be put to anyone: refused, saying why; it never runs.
     let (text, is_error) = tool_text(step(&after, 0));
     assert!(is_error && text.starts_with("Access denied: approval is required, but the approval request could not be created"), "{text}");
@@ -478,9 +511,18 @@ spec:
 
     // A Secret that is not mounted: the call fails at the sidecar, naming what is missing.
     let out = std::process::Command::new("curl")
-        .args(["-s", "-X", "POST", &env.sidecar.url("unmounted"), "-H", "content-type: application/json",
-            "-H", "accept: application/json, text/event-stream",
-            "-d", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#])
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            &env.sidecar.url("unmounted"),
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "-d",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#,
+        ])
         .output()?;
     let body: Value = serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
     let text = body["result"]["content"][0]["text"].as_str().unwrap_or_default();

@@ -64,8 +64,11 @@ fn deleting_any_watched_object_changes_decisions_within_two_seconds() -> Result<
 
     // A cluster policy that allowed it, deleted.
     let ctp = format!("allow-echo-{}", env.ns);
-    apply(&env, "ctp", &format!(
-        r#"
+    apply(
+        &env,
+        "ctp",
+        &format!(
+            r#"
 apiVersion: tollgate.dev/v1alpha1
 kind: ClusterToolPolicy
 metadata: {{name: {ctp}}}
@@ -73,8 +76,9 @@ spec:
   namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
   tools: [{{server: everything, name: echo, rules: [{{action: Allow}}]}}]
 "#,
-        ns = env.ns
-    ))?;
+            ns = env.ns
+        ),
+    )?;
     within(Duration::from_secs(10), "ClusterToolPolicy applies", || denied(&s, "echo", json!({"message": "hi"})).map(|(d, t)| (!d, t)))?;
     env.cp.kubectl_ok(User::Admin, ["delete", "clustertoolpolicy", &ctp])?;
     let took = within(two, "deleted ClusterToolPolicy", || denied(&s, "echo", json!({"message": "hi"})))?;
@@ -96,7 +100,12 @@ spec:
         Ok((a.status == 403 && a.error_message().contains("no longer managed"), format!("{a:?}")))
     })?;
     eprintln!("ManagedAgent delete enforced in {took:?}");
-    let a = tollgate_e2e::raw_mcp::request("POST", &env.sidecar.url("down"), &["content-type: application/json".into()], Some(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#))?;
+    let a = tollgate_e2e::raw_mcp::request(
+        "POST",
+        &env.sidecar.url("down"),
+        &["content-type: application/json".into()],
+        Some(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+    )?;
     assert_eq!(a.status, 403, "{a:?}");
     assert!(a.error_message().contains("agent coder is no longer managed by Tollgate"), "{a:?}");
     Ok(())
@@ -105,7 +114,11 @@ spec:
 #[test]
 fn every_method_of_every_endpoint_obeys_the_agents_rights() -> Result<()> {
     let env = setup("rights", true)?;
-    apply(&env, "elsewhere", &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: elsewhere}}\nspec: {{url: \"{}\"}}\n", everything().url()))?;
+    apply(
+        &env,
+        "elsewhere",
+        &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: elsewhere}}\nspec: {{url: \"{}\"}}\n", everything().url()),
+    )?;
     env.cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"mcpServers":["everything","down"]}}"#])?;
     // A server outside mcpServers: every method refused with 403 and a body that says why.
     let url = env.sidecar.url("elsewhere");
@@ -131,7 +144,9 @@ fn every_method_of_every_endpoint_obeys_the_agents_rights() -> Result<()> {
     }
     // On the aggregate, the server does not exist for the agent either.
     let agg = RawSession::open(&format!("{}/mcp", env.sidecar.base), VERSION)?;
-    let read = agg.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": "elsewhere+demo://resource/static/document/architecture.md"}}))?;
+    let read = agg.post(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": "elsewhere+demo://resource/static/document/architecture.md"}}),
+    )?;
     assert!(read.response(&json!(2)).is_some_and(|r| r.get("error").is_some()), "{read:?}");
     let (text, is_error) = call(&agg, 3, "elsewhere__echo", json!({"message": "x"}))?.tool_text(&json!(3));
     assert!(is_error && text.contains("may not use MCP server"), "{text}");
@@ -188,9 +203,15 @@ fn idless_and_ambiguous_tool_calls_are_refused_and_audited() -> Result<()> {
     // Read one way by the firewall and another by the server: refused before any decision.
     for (body, says) in [
         (r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","Name":"get-env","arguments":{"message":"x"}}}"#, "case variant of \"name\""),
-        (r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi","message":"my secret"}}}"#, "duplicate key \"message\""),
+        (
+            r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi","message":"my secret"}}}"#,
+            "duplicate key \"message\"",
+        ),
         (r#"{"jsonrpc":"2.0","id":7,"method":"ping","Method":"tools/call","params":{"name":"get-env","arguments":{}}}"#, "case variant of \"method\""),
-        (r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}},"params":{"name":"get-env"}}"#, "duplicate key \"params\""),
+        (
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}},"params":{"name":"get-env"}}"#,
+            "duplicate key \"params\"",
+        ),
     ] {
         for session in [&s, &agg] {
             let a = session.send("POST", Some(body), &[])?;
@@ -231,8 +252,14 @@ fn foreign_hosts_origins_and_content_types_are_refused() -> Result<()> {
     assert_eq!(bare.status, 415, "{bare:?}");
     assert!(bare.error_message().contains("must be application/json"), "{bare:?}");
     // A sidecar told to accept a name and an origin accepts them, and still no other.
-    let other = Sidecar::start_with(env.cp, &env.ns, "coder", "coder", &format!("coder2-{}", env.ns),
-        &["--allowed-hosts", "coder.agents.internal", "--allowed-origins", "https://console.example"])?;
+    let other = Sidecar::start_with(
+        env.cp,
+        &env.ns,
+        "coder",
+        "coder",
+        &format!("coder2-{}", env.ns),
+        &["--allowed-hosts", "coder.agents.internal", "--allowed-origins", "https://console.example"],
+    )?;
     let s2 = RawSession::open(&other.url("everything"), VERSION)?;
     assert_eq!(s2.send("POST", Some(ping), &["Host: coder.agents.internal:15001", "Origin: https://console.example"])?.status, 200);
     assert_eq!(s2.send("POST", Some(ping), &["Origin: https://console.example.evil"])?.status, 403);
@@ -254,7 +281,10 @@ fn wait_phase(env: &Env, name: &str, want: &str) -> Result<()> {
 
 fn held_request(s: &RawSession, id: u64, duration: f64) -> Result<String> {
     let a = call(s, id, "trigger-long-running-operation", json!({"duration": duration, "steps": 1}))?;
-    a.response(&json!(id)).and_then(|r| r["result"]["structuredContent"]["request_id"].as_str()).map(str::to_owned).with_context(|| format!("no request id: {a:?}"))
+    a.response(&json!(id))
+        .and_then(|r| r["result"]["structuredContent"]["request_id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no request id: {a:?}"))
 }
 
 fn executions(env: &Env) -> usize {
@@ -264,7 +294,11 @@ fn executions(env: &Env) -> usize {
 #[test]
 fn a_held_call_runs_only_for_the_request_it_created() -> Result<()> {
     let env = setup("decoy", true)?;
-    apply(&env, "lax", "apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\nmetadata: {name: lax}\nspec: {approvers: {users: [approver-a]}, requiredApprovals: 1, async: true}\n")?;
+    apply(
+        &env,
+        "lax",
+        "apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\nmetadata: {name: lax}\nspec: {approvers: {users: [approver-a]}, requiredApprovals: 1, async: true}\n",
+    )?;
     let s = RawSession::open(&env.sidecar.url("everything"), VERSION)?;
     let name = held_request(&s, 1, 0.1)?;
     wait_phase(&env, &name, "Pending")?;
@@ -305,7 +339,11 @@ fn a_held_call_needs_the_quorum_of_the_workflow_it_was_held_under() -> Result<()
         let approvals = env.cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &env.ns, "-o", "jsonpath={.status.approvals}"])?;
         Ok((approvals.trim() == "0/2", name))
     })?;
-    let name = env.cp.kubectl_ok(User::Admin, ["get", "ar", "-n", &env.ns, "--sort-by=.metadata.creationTimestamp", "-o", "jsonpath={.items[-1:].metadata.name}"])?.trim().to_owned();
+    let name = env
+        .cp
+        .kubectl_ok(User::Admin, ["get", "ar", "-n", &env.ns, "--sort-by=.metadata.creationTimestamp", "-o", "jsonpath={.items[-1:].metadata.name}"])?
+        .trim()
+        .to_owned();
     // The workflow relaxed after the hold; one approval then approves it in the operator's eyes.
     env.cp.kubectl_ok(User::Admin, ["patch", "approvalworkflow", "ops", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"requiredApprovals":1}}"#])?;
     decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
@@ -365,9 +403,20 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
     // The sidecar reads at most 4 MiB of any answer here, and waits 3 s for one.
     let mut env = setup("hostile", false)?;
     let hostile = tollgate_e2e::Hostile::start(env.cp)?;
-    apply(&env, "hostile", &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: hostile}}\nspec: {{url: \"{}\", timeoutSeconds: 3}}\n", hostile.url()))?;
+    apply(
+        &env,
+        "hostile",
+        &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: hostile}}\nspec: {{url: \"{}\", timeoutSeconds: 3}}\n", hostile.url()),
+    )?;
     env.sidecar.process.stop();
-    env.sidecar = Sidecar::start_with(env.cp, &env.ns, "coder", "coder", &format!("coder-{}", env.ns), &["--max-upstream-answer", "4194304", "--header-read-timeout-seconds", "1"])?;
+    env.sidecar = Sidecar::start_with(
+        env.cp,
+        &env.ns,
+        "coder",
+        "coder",
+        &format!("coder-{}", env.ns),
+        &["--max-upstream-answer", "4194304", "--header-read-timeout-seconds", "1"],
+    )?;
     let pid = env.sidecar.process.pid().context("pid")?;
     let url = env.sidecar.url("hostile");
     // The normal calls go to another server through the same sidecar.
@@ -470,8 +519,13 @@ fn secrets_in_arguments_never_reach_logs_audit_objects_or_errors() -> Result<()>
     let (header, dsn, bearer, key, cel) = (secret(1), secret(2), secret(3), secret(4), secret(5));
     let mut answers = Vec::new();
     // Allowed: the server gets the call (that is its business), the audit gets none of them.
-    answers.push(call(&s, 1, "echo", json!({"message": "deploying", "headers": [{"name": "Authorization", "value": header}],
-        "db": format!("postgres://app:{dsn}@db.internal/prod")}))?);
+    answers.push(call(
+        &s,
+        1,
+        "echo",
+        json!({"message": "deploying", "headers": [{"name": "Authorization", "value": header}],
+        "db": format!("postgres://app:{dsn}@db.internal/prod")}),
+    )?);
     // A CEL error on a value: the error names types only.
     answers.push(call(&s, 2, "echo", json!({"message": {"password": cel}}))?);
     // Held: the request object gets redacted arguments and justification.

@@ -25,20 +25,12 @@ fn plugin(cp: &ControlPlane, user: User, args: &[&str]) -> Command {
 }
 
 fn approve(cp: &ControlPlane, user: User, args: &[&str]) -> Result<Output> {
-    plugin(cp, user, args)
-        .output()
-        .context("running kubectl approve")
+    plugin(cp, user, args).output().context("running kubectl approve")
 }
 
 fn approve_ok(cp: &ControlPlane, user: User, args: &[&str]) -> Result<String> {
     let out = approve(cp, user, args)?;
-    ensure!(
-        out.status.success(),
-        "kubectl approve {} as {user} failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "kubectl approve {} as {user} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?)
 }
 
@@ -47,35 +39,16 @@ fn approve_ok(cp: &ControlPlane, user: User, args: &[&str]) -> Result<String> {
 fn approve_err(cp: &ControlPlane, user: User, args: &[&str]) -> Result<String> {
     let out = approve(cp, user, args)?;
     let stderr = String::from_utf8(out.stderr)?;
-    ensure!(
-        !out.status.success(),
-        "kubectl approve {} as {user} succeeded",
-        args.join(" ")
-    );
+    ensure!(!out.status.success(), "kubectl approve {} as {user} succeeded", args.join(" "));
     ensure!(stderr.starts_with("error: "), "stderr: {stderr}");
-    ensure!(
-        !stderr.contains("panicked") && !stderr.contains("Api(") && stderr.lines().count() == 1,
-        "stderr: {stderr}"
-    );
+    ensure!(!stderr.contains("panicked") && !stderr.contains("Api(") && stderr.lines().count() == 1, "stderr: {stderr}");
     Ok(stderr.trim_end().to_owned())
 }
 
 fn apply_json(cp: &ControlPlane, ns: &str, json: &Value) -> Result<()> {
-    let path = cp
-        .dir()
-        .join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
+    let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
     std::fs::write(&path, serde_json::to_vec(json)?)?;
-    cp.kubectl_ok(
-        User::Admin,
-        [
-            "apply",
-            "--server-side",
-            "-n",
-            ns,
-            "-f",
-            path.to_str().context("path")?,
-        ],
-    )?;
+    cp.kubectl_ok(User::Admin, ["apply", "--server-side", "-n", ns, "-f", path.to_str().context("path")?])?;
     Ok(())
 }
 
@@ -114,11 +87,7 @@ fn setup(prefix: &str) -> Result<(&'static ControlPlane, String)> {
 
 /// RFC 3339 (UTC, seconds) of now + `secs`, without a date crate (civil-from-days, H. Hinnant).
 fn rfc3339_from_now(secs: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + secs;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 + secs;
     let (days, rem) = (now.div_euclid(86400), now.rem_euclid(86400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -129,12 +98,7 @@ fn rfc3339_from_now(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Creates a request as the sidecar would and, unless `status` is null, gives it the status the
@@ -172,118 +136,52 @@ fn pending(quorum: u32) -> Value {
 
 fn set_status(cp: &ControlPlane, ns: &str, name: &str, status: &Value) -> Result<()> {
     let patch = serde_json::json!({"status": status}).to_string();
-    cp.kubectl_ok(
-        User::Admin,
-        [
-            "patch",
-            "ar",
-            name,
-            "-n",
-            ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ],
-    )?;
+    cp.kubectl_ok(User::Admin, ["patch", "ar", name, "-n", ns, "--subresource=status", "--type=merge", "-p", &patch])?;
     Ok(())
 }
 
 fn get(cp: &ControlPlane, ns: &str, name: &str) -> Result<Value> {
-    Ok(serde_json::from_str(&cp.kubectl_ok(
-        User::Admin,
-        ["get", "ar", name, "-n", ns, "-o", "json"],
-    )?)?)
+    Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "json"])?)?)
 }
 
 fn decisions(cp: &ControlPlane, ns: &str, name: &str) -> Result<Vec<Value>> {
     let ar = get(cp, ns, name)?;
-    Ok(ar["status"]["decisions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
+    Ok(ar["status"]["decisions"].as_array().cloned().unwrap_or_default())
 }
 
 #[test]
 fn list_shows_pending_requests_in_every_format() -> Result<()> {
     let (cp, ns) = setup("approve-list")?;
     request(cp, &ns, "deploy-1", pending(1))?;
-    request(
-        cp,
-        &ns,
-        "deploy-old",
-        serde_json::json!({"phase": "Approved", "approvals": "1/1"}),
-    )?;
+    request(cp, &ns, "deploy-old", serde_json::json!({"phase": "Approved", "approvals": "1/1"}))?;
 
     let table = approve_ok(cp, User::ApproverA, &["list", "-n", &ns])?;
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "{table}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(
-        header,
-        [
-            "NAME",
-            "TOOL",
-            "AGENT",
-            "PHASE",
-            "APPROVALS",
-            "EXPIRES",
-            "AGE"
-        ]
-    );
+    assert_eq!(header, ["NAME", "TOOL", "AGENT", "PHASE", "APPROVALS", "EXPIRES", "AGE"]);
     let row: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(
-        row[..6],
-        ["deploy-1", "deploy", "release-bot", "Pending", "0/1", "in"],
-        "{table}"
-    );
+    assert_eq!(row[..6], ["deploy-1", "deploy", "release-bot", "Pending", "0/1", "in"], "{table}");
     assert!(row[6].starts_with("9m") || row[6] == "10m0s", "{table}");
 
     let all = approve_ok(cp, User::ApproverA, &["list", "--all", "-n", &ns])?;
-    assert!(
-        all.contains("deploy-old") && all.contains("Approved"),
-        "{all}"
-    );
+    assert!(all.contains("deploy-old") && all.contains("Approved"), "{all}");
 
     let wide = approve_ok(cp, User::ApproverA, &["list", "-o", "wide", "-n", &ns])?;
-    assert!(
-        wide.lines()
-            .next()
-            .unwrap()
-            .ends_with("SERVER           WORKFLOW      JUSTIFICATION"),
-        "{wide}"
-    );
-    assert!(
-        wide.contains("platform-tools   prod-deploy   ship 1.4.2: fixes the checkout timeout"),
-        "{wide}"
-    );
+    assert!(wide.lines().next().unwrap().ends_with("SERVER           WORKFLOW      JUSTIFICATION"), "{wide}");
+    assert!(wide.contains("platform-tools   prod-deploy   ship 1.4.2: fixes the checkout timeout"), "{wide}");
 
-    let json: Value = serde_json::from_str(&approve_ok(
-        cp,
-        User::ApproverA,
-        &["list", "-o", "json", "-n", &ns],
-    )?)?;
+    let json: Value = serde_json::from_str(&approve_ok(cp, User::ApproverA, &["list", "-o", "json", "-n", &ns])?)?;
     assert_eq!(json["kind"], "List");
     let items = json["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["metadata"]["name"], "deploy-1");
     assert_eq!(items[0]["spec"]["arguments"]["replicas"], 3);
 
-    let yaml: Value = serde_yaml::from_str(&approve_ok(
-        cp,
-        User::ApproverA,
-        &["list", "-o", "yaml", "-n", &ns],
-    )?)?;
+    let yaml: Value = serde_yaml::from_str(&approve_ok(cp, User::ApproverA, &["list", "-o", "yaml", "-n", &ns])?)?;
     assert_eq!(yaml["items"][0]["status"]["approvals"], "0/1");
-    let names = approve_ok(
-        cp,
-        User::ApproverA,
-        &["list", "--all", "-o", "name", "-n", &ns],
-    )?;
-    assert_eq!(
-        names,
-        "approvalrequest.tollgate.dev/deploy-1\napprovalrequest.tollgate.dev/deploy-old\n"
-    );
+    let names = approve_ok(cp, User::ApproverA, &["list", "--all", "-o", "name", "-n", &ns])?;
+    assert_eq!(names, "approvalrequest.tollgate.dev/deploy-1\napprovalrequest.tollgate.dev/deploy-old\n");
 
     // -A as the admin: a NAMESPACE column; KUBECONFIG is honoured when --kubeconfig is absent.
     let out = Command::new("kubectl")
@@ -293,18 +191,9 @@ fn list_shows_pending_requests_in_every_format() -> Result<()> {
         .stdin(Stdio::null())
         .output()?;
     let every = String::from_utf8(out.stdout)?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(every.starts_with("NAMESPACE "), "{every}");
-    assert!(
-        every
-            .lines()
-            .any(|l| l.split_whitespace().take(2).eq([ns.as_str(), "deploy-1"])),
-        "{every}"
-    );
+    assert!(every.lines().any(|l| l.split_whitespace().take(2).eq([ns.as_str(), "deploy-1"])), "{every}");
     Ok(())
 }
 
@@ -313,11 +202,7 @@ fn approvers_decide_and_show_tells_the_story() -> Result<()> {
     let (cp, ns) = setup("approve-decide")?;
     request(cp, &ns, "deploy-2", pending(1))?;
 
-    let out = approve_ok(
-        cp,
-        User::ApproverA,
-        &["deploy-2", "--reason", "ok", "-n", &ns, "--wait", "0"],
-    )?;
+    let out = approve_ok(cp, User::ApproverA, &["deploy-2", "--reason", "ok", "-n", &ns, "--wait", "0"])?;
     assert_eq!(out, format!("approved {ns}/deploy-2 (1/1 approvals)\n"));
     let d = decisions(cp, &ns, "deploy-2")?;
     assert_eq!(d.len(), 1, "{d:?}");
@@ -328,37 +213,15 @@ fn approvers_decide_and_show_tells_the_story() -> Result<()> {
     assert!(d[0]["time"].as_str().unwrap().ends_with('Z'), "{d:?}");
 
     let err = approve_err(cp, User::ApproverB, &["deny", "deploy-2", "-n", &ns])?;
-    assert_eq!(
-        err,
-        "error: a reason is required to deny: kubectl approve deny deploy-2 --reason \"why\""
-    );
+    assert_eq!(err, "error: a reason is required to deny: kubectl approve deny deploy-2 --reason \"why\"");
     let err = approve_err(cp, User::ApproverA, &["deploy-2", "-n", &ns])?;
-    assert!(
-        err.starts_with("error: you (approver-a) already decided on"),
-        "{err}"
-    );
+    assert!(err.starts_with("error: you (approver-a) already decided on"), "{err}");
 
-    let out = approve_ok(
-        cp,
-        User::ApproverB,
-        &[
-            "deny",
-            "deploy-2",
-            "--reason",
-            "not during the freeze",
-            "-n",
-            &ns,
-            "--wait",
-            "0",
-        ],
-    )?;
+    let out = approve_ok(cp, User::ApproverB, &["deny", "deploy-2", "--reason", "not during the freeze", "-n", &ns, "--wait", "0"])?;
     assert_eq!(out, format!("denied {ns}/deploy-2\n"));
     let d = decisions(cp, &ns, "deploy-2")?;
     assert_eq!(d.len(), 2, "{d:?}");
-    assert_eq!(
-        (d[1]["user"].as_str(), d[1]["decision"].as_str()),
-        (Some("approver-b"), Some("Deny"))
-    );
+    assert_eq!((d[1]["user"].as_str(), d[1]["decision"].as_str()), (Some("approver-b"), Some("Deny")));
 
     let show = approve_ok(cp, User::ApproverA, &["show", "deploy-2", "-n", &ns])?;
     for want in [
@@ -375,27 +238,15 @@ fn approvers_decide_and_show_tells_the_story() -> Result<()> {
     ] {
         assert!(show.contains(&want), "missing {want:?} in:\n{show}");
     }
-    let rows: Vec<Vec<&str>> = show
-        .lines()
-        .skip_while(|l| !l.starts_with("Decisions:"))
-        .skip(2)
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = show.lines().skip_while(|l| !l.starts_with("Decisions:")).skip(2).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 2, "{show}");
     assert_eq!(rows[0][..3], ["approver-a", "Approve", "kubectl"], "{show}");
     assert_eq!(rows[0].last(), Some(&"ok"), "{show}");
     assert_eq!(rows[1][..3], ["approver-b", "Deny", "kubectl"], "{show}");
     assert!(show.trim_end().ends_with("not during the freeze"), "{show}");
 
-    let json: Value = serde_json::from_str(&approve_ok(
-        cp,
-        User::ApproverA,
-        &["show", "deploy-2", "-o", "json", "-n", &ns],
-    )?)?;
-    assert_eq!(
-        json["status"]["decisions"].as_array().map(Vec::len),
-        Some(2)
-    );
+    let json: Value = serde_json::from_str(&approve_ok(cp, User::ApproverA, &["show", "deploy-2", "-o", "json", "-n", &ns])?)?;
+    assert_eq!(json["status"]["decisions"].as_array().map(Vec::len), Some(2));
     Ok(())
 }
 
@@ -404,17 +255,11 @@ fn a_request_without_status_gets_one() -> Result<()> {
     let (cp, ns) = setup("approve-nostatus")?;
     request(cp, &ns, "fresh", Value::Null)?;
     let listed = approve_ok(cp, User::ApproverA, &["list", "-n", &ns])?;
-    assert!(
-        listed.contains("fresh ") && listed.contains("Pending   <none>"),
-        "{listed}"
-    );
+    assert!(listed.contains("fresh ") && listed.contains("Pending   <none>"), "{listed}");
     let out = approve_ok(cp, User::ApproverA, &["fresh", "-n", &ns, "--wait", "0"])?;
     assert_eq!(out, format!("approved {ns}/fresh (1 approvals)\n"));
     let d = decisions(cp, &ns, "fresh")?;
-    assert_eq!(
-        (d.len(), d[0]["user"].as_str(), d[0].get("reason")),
-        (1, Some("approver-a"), None)
-    );
+    assert_eq!((d.len(), d[0]["user"].as_str(), d[0].get("reason")), (1, Some("approver-a"), None));
     Ok(())
 }
 
@@ -425,30 +270,14 @@ fn concurrent_decisions_are_both_kept() -> Result<()> {
         let name = format!("race-{round}");
         request(cp, &ns, &name, pending(2))?;
         // Both start from "no decisions yet": one's guarded add fails and is redone as an append.
-        let a = plugin(cp, User::ApproverA, &[&name, "-n", &ns, "--wait", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let b = plugin(
-            cp,
-            User::ApproverB,
-            &["deny", &name, "--reason", "no", "-n", &ns, "--wait", "0"],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        let a = plugin(cp, User::ApproverA, &[&name, "-n", &ns, "--wait", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let b =
+            plugin(cp, User::ApproverB, &["deny", &name, "--reason", "no", "-n", &ns, "--wait", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         for child in [a, b] {
             let out = child.wait_with_output()?;
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
-        let mut users: Vec<String> = decisions(cp, &ns, &name)?
-            .iter()
-            .map(|d| d["user"].as_str().unwrap_or_default().to_owned())
-            .collect();
+        let mut users: Vec<String> = decisions(cp, &ns, &name)?.iter().map(|d| d["user"].as_str().unwrap_or_default().to_owned()).collect();
         users.sort();
         assert_eq!(users, ["approver-a", "approver-b"]);
     }
@@ -460,55 +289,20 @@ fn refusals_are_in_plain_words() -> Result<()> {
     let (cp, ns) = setup("approve-refused")?;
     request(cp, &ns, "deploy-3", pending(1))?;
 
-    let err = approve_err(
-        cp,
-        User::Outsider,
-        &["deploy-3", "--reason", "me too", "-n", &ns],
-    )?;
-    assert_eq!(
-        err,
-        format!(
-            "error: you (outsider) may not decide approval requests in namespace {ns}: ask for the tollgate-approver role"
-        )
-    );
+    let err = approve_err(cp, User::Outsider, &["deploy-3", "--reason", "me too", "-n", &ns])?;
+    assert_eq!(err, format!("error: you (outsider) may not decide approval requests in namespace {ns}: ask for the tollgate-approver role"));
     let err = approve_err(cp, User::Outsider, &["list", "-n", &ns])?;
-    assert_eq!(
-        err,
-        format!(
-            "error: you (outsider) may not list approval requests in namespace {ns}: ask for the tollgate-approver role"
-        )
-    );
-    let err = approve_err(
-        cp,
-        User::Outsider,
-        &["deploy-3", "-n", &ns, "--as", "approver-a"],
-    )?;
-    assert_eq!(
-        err,
-        "error: you (outsider) may not act as another user (--as): impersonation is not granted to you"
-    );
+    assert_eq!(err, format!("error: you (outsider) may not list approval requests in namespace {ns}: ask for the tollgate-approver role"));
+    let err = approve_err(cp, User::Outsider, &["deploy-3", "-n", &ns, "--as", "approver-a"])?;
+    assert_eq!(err, "error: you (outsider) may not act as another user (--as): impersonation is not granted to you");
     let err = approve_err(cp, User::ApproverA, &["nope", "-n", &ns])?;
-    assert_eq!(
-        err,
-        format!("error: approval request \"nope\" not found in namespace \"{ns}\"")
-    );
+    assert_eq!(err, format!("error: approval request \"nope\" not found in namespace \"{ns}\""));
     let err = approve_err(cp, User::ApproverA, &["show", "nope", "-n", &ns])?;
-    assert_eq!(
-        err,
-        format!("error: approval request \"nope\" not found in namespace \"{ns}\"")
-    );
+    assert_eq!(err, format!("error: approval request \"nope\" not found in namespace \"{ns}\""));
 
-    set_status(
-        cp,
-        &ns,
-        "deploy-3",
-        &serde_json::json!({"phase": "Expired"}),
-    )?;
+    set_status(cp, &ns, "deploy-3", &serde_json::json!({"phase": "Expired"}))?;
     let err = approve_err(cp, User::ApproverA, &["deploy-3", "-n", &ns])?;
-    assert_eq!(
-        err,
-        format!("error: {ns}/deploy-3 is already Expired; decisions change nothing now")
-    );
+    assert_eq!(err, format!("error: {ns}/deploy-3 is already Expired; decisions change nothing now"));
     assert!(decisions(cp, &ns, "deploy-3")?.is_empty());
     Ok(())
 }
@@ -519,38 +313,12 @@ fn the_admin_can_decide_as_an_approver() -> Result<()> {
     request(cp, &ns, "deploy-4", pending(2))?;
     // Impersonating only the user leaves out its groups, so RBAC refuses approver-b: the
     // message names the impersonated user, which shows --as took effect.
-    let err = approve_err(
-        cp,
-        User::Admin,
-        &["deploy-4", "-n", &ns, "--as", "approver-b"],
-    )?;
-    assert_eq!(
-        err,
-        format!(
-            "error: you (approver-b) may not decide approval requests in namespace {ns}: ask for the tollgate-approver role"
-        )
-    );
-    let out = approve_ok(
-        cp,
-        User::Admin,
-        &[
-            "deploy-4",
-            "-n",
-            &ns,
-            "--as",
-            "approver-b",
-            "--as-group",
-            "tollgate:approvers",
-            "--reason",
-            "for b",
-        ],
-    )?;
+    let err = approve_err(cp, User::Admin, &["deploy-4", "-n", &ns, "--as", "approver-b"])?;
+    assert_eq!(err, format!("error: you (approver-b) may not decide approval requests in namespace {ns}: ask for the tollgate-approver role"));
+    let out = approve_ok(cp, User::Admin, &["deploy-4", "-n", &ns, "--as", "approver-b", "--as-group", "tollgate:approvers", "--reason", "for b"])?;
     assert_eq!(out, format!("approved {ns}/deploy-4 (1/2 approvals)\n"));
     let d = decisions(cp, &ns, "deploy-4")?;
-    assert_eq!(
-        (d[0]["user"].as_str(), d[0]["reason"].as_str()),
-        (Some("approver-b"), Some("for b"))
-    );
+    assert_eq!((d[0]["user"].as_str(), d[0]["reason"].as_str()), (Some("approver-b"), Some("for b")));
     Ok(())
 }
 
@@ -572,9 +340,7 @@ fn next_line_with(rx: &mpsc::Receiver<String>, want: &str) -> Result<String> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .with_context(|| format!("no line with {want:?} within {WAIT:?}"))?;
+        let line = rx.recv_timeout(left).with_context(|| format!("no line with {want:?} within {WAIT:?}"))?;
         if line.contains(want) {
             return Ok(line);
         }
@@ -595,26 +361,13 @@ impl Drop for Killed {
 fn deciding_waits_for_the_operator_to_move_the_phase() -> Result<()> {
     let (cp, ns) = setup("approve-wait")?;
     request(cp, &ns, "deploy-5", pending(1))?;
-    let mut child = plugin(
-        cp,
-        User::ApproverA,
-        &["deploy-5", "-n", &ns, "--wait", "30"],
-    )
-    .stdout(Stdio::piped())
-    .spawn()?;
+    let mut child = plugin(cp, User::ApproverA, &["deploy-5", "-n", &ns, "--wait", "30"]).stdout(Stdio::piped()).spawn()?;
     let rx = lines_of(&mut child)?;
     let mut child = Killed(child);
     next_line_with(&rx, &format!("approved {ns}/deploy-5 (1/1 approvals)"))?;
     // Standing in for the operator, once the decision is stored.
-    wait_until(WAIT, POLL, || {
-        Ok((decisions(cp, &ns, "deploy-5")?.len() == 1).then_some(()))
-    })?;
-    set_status(
-        cp,
-        &ns,
-        "deploy-5",
-        &serde_json::json!({"phase": "Approved", "approvals": "1/1"}),
-    )?;
+    wait_until(WAIT, POLL, || Ok((decisions(cp, &ns, "deploy-5")?.len() == 1).then_some(())))?;
+    set_status(cp, &ns, "deploy-5", &serde_json::json!({"phase": "Approved", "approvals": "1/1"}))?;
     next_line_with(&rx, &format!("{ns}/deploy-5 is now Approved"))?;
     let status = wait_until(WAIT, POLL, || Ok(child.0.try_wait()?))?;
     assert!(status.success());
@@ -624,25 +377,14 @@ fn deciding_waits_for_the_operator_to_move_the_phase() -> Result<()> {
 #[test]
 fn watch_prints_requests_as_they_arrive() -> Result<()> {
     let (cp, ns) = setup("approve-watch")?;
-    let mut child = plugin(cp, User::ApproverA, &["watch", "-n", &ns])
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = plugin(cp, User::ApproverA, &["watch", "-n", &ns]).stdout(Stdio::piped()).spawn()?;
     let rx = lines_of(&mut child)?;
     let _child = Killed(child);
     request(cp, &ns, "deploy-6", pending(1))?;
     let line = next_line_with(&rx, &format!("pending {ns}/deploy-6"))?;
-    assert!(
-        line.contains("tool=deploy") && line.contains("agent=release-bot"),
-        "{line}"
-    );
-    assert!(
-        line.contains("justification=\"ship 1.4.2: fixes the checkout timeout\""),
-        "{line}"
-    );
-    assert!(
-        line.ends_with(&format!("kubectl approve deploy-6 -n {ns}")),
-        "{line}"
-    );
+    assert!(line.contains("tool=deploy") && line.contains("agent=release-bot"), "{line}");
+    assert!(line.contains("justification=\"ship 1.4.2: fixes the checkout timeout\""), "{line}");
+    assert!(line.ends_with(&format!("kubectl approve deploy-6 -n {ns}")), "{line}");
     set_status(cp, &ns, "deploy-6", &serde_json::json!({"phase": "Denied"}))?;
     next_line_with(&rx, &format!("denied {ns}/deploy-6"))?;
     Ok(())

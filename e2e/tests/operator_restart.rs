@@ -17,12 +17,15 @@ fn apply(cp: &ControlPlane, ns: &str, json: &str) -> Result<()> {
 fn request(cp: &ControlPlane, ns: &str, name: &str, age: i64) -> Result<()> {
     let requested = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age);
     let path = cp.dir().join(format!("{ns}-{name}.json"));
-    std::fs::write(&path, format!(
-        r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
             "spec":{{"agent":"coder","serviceAccount":"coder","server":"s","tool":"deploy",
             "argumentsDigest":"sha256:2222222222222222222222222222222222222222222222222222222222222222",
             "workflow":"ops","requestedAt":"{requested}"}}}}"#
-    ))?;
+        ),
+    )?;
     let out = cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
     anyhow::ensure!(out.status.success(), "request: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
@@ -46,8 +49,12 @@ fn pending_requests_survive_an_operator_restart() -> Result<()> {
     let cp = ControlPlane::shared();
     let first = Operator::start(cp)?;
     let ns = cp.create_namespace("restart")?;
-    apply(cp, &ns, r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalWorkflow","metadata":{"name":"ops"},
-        "spec":{"approvers":{"users":["approver-a"]},"timeoutSeconds":30}}"#)?;
+    apply(
+        cp,
+        &ns,
+        r#"{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalWorkflow","metadata":{"name":"ops"},
+        "spec":{"approvers":{"users":["approver-a"]},"timeoutSeconds":30}}"#,
+    )?;
     request(cp, &ns, "long", 0)?;
     request(cp, &ns, "short", 25)?;
     wait_phase(cp, &ns, "long", "Pending")?;

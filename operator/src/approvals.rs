@@ -28,10 +28,7 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let requests: Api<ApprovalRequest> = Api::all(shared.client.clone());
-    Controller::new(requests, watcher::Config::default())
-        .run(reconcile, error_policy, shared)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    Controller::new(requests, watcher::Config::default()).run(reconcile, error_policy, shared).for_each(|_| futures::future::ready(())).await;
 }
 
 fn error_policy(_: Arc<ApprovalRequest>, error: &Error, shared: Arc<Shared>) -> Action {
@@ -112,11 +109,9 @@ async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Acti
     if let Some(t) = &next.transition {
         let (kind, reason, note) = match t {
             Transition::Approved { by } => (EventType::Normal, "Approved", format!("approved by {}", by.join(", "))),
-            Transition::Denied { by, reason } => (
-                EventType::Normal,
-                "Denied",
-                format!("denied by {by}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
-            ),
+            Transition::Denied { by, reason } => {
+                (EventType::Normal, "Denied", format!("denied by {by}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()))
+            }
             Transition::Escalated => (EventType::Normal, "Escalated", "nobody decided in time; escalation approvers asked".to_owned()),
             Transition::Expired => (EventType::Normal, "Expired", "nobody decided before the deadline".to_owned()),
         };
@@ -169,13 +164,7 @@ pub(crate) fn set_condition(status: &mut ApprovalRequestStatus, c: Condition) {
 
 async fn publish(shared: &Shared, ar: &ApprovalRequest, type_: EventType, reason: &str, note: &str) {
     let recorder = Recorder::new(shared.client.clone(), Reporter { controller: "tollgate-operator".into(), instance: None });
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1024).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
+    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1024).collect()), action: "Reconcile".into(), secondary: None };
     if let Err(e) = recorder.publish(&event, &ar.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish an event");
     }

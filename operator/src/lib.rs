@@ -51,12 +51,7 @@ pub async fn run(config: Config) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let identity = whoami(&client).await?;
     tracing::info!(identity, "operator starting");
-    let shared = Arc::new(Shared {
-        client: client.clone(),
-        identity,
-        slack_relay_user: config.slack_relay_user.clone(),
-        metrics: Arc::default(),
-    });
+    let shared = Arc::new(Shared { client: client.clone(), identity, slack_relay_user: config.slack_relay_user.clone(), metrics: Arc::default() });
     let ready = tollgate_runtime::admin::Readiness::default();
 
     let certs = tls::WebhookCerts::generate(&config)?;
@@ -78,13 +73,7 @@ pub async fn run(config: Config) -> Result<()> {
 async fn whoami(client: &kube::Client) -> Result<String> {
     use k8s_openapi::api::authentication::v1::SelfSubjectReview;
     let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
-    let review = api
-        .create(&Default::default(), &SelfSubjectReview::default())
-        .await
-        .context("asking the API server who the operator is (SelfSubjectReview)")?;
-    review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .context("the SelfSubjectReview has no user name")
+    let review =
+        api.create(&Default::default(), &SelfSubjectReview::default()).await.context("asking the API server who the operator is (SelfSubjectReview)")?;
+    review.status.and_then(|s| s.user_info).and_then(|u| u.username).context("the SelfSubjectReview has no user name")
 }

@@ -99,11 +99,7 @@ fn status_for(
                 .iter()
                 .filter(|a| {
                     let ns = a.namespace().unwrap_or_default();
-                    let ns_labels = namespaces
-                        .iter()
-                        .find(|n| n.name_any() == ns)
-                        .map(|n| n.labels().clone())
-                        .unwrap_or_default();
+                    let ns_labels = namespaces.iter().find(|n| n.name_any() == ns).map(|n| n.labels().clone()).unwrap_or_default();
                     p.applies_to(&agent_info(a, ns_labels))
                 })
                 .count();

@@ -17,12 +17,9 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
         ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
         url: config.webhook_url.as_ref().map(|u| format!("{}{path}", u.trim_end_matches('/'))),
         service: match (&config.webhook_url, config.webhook_service.split_once('/')) {
-            (None, Some((ns, name))) => Some(ServiceReference {
-                namespace: ns.to_owned(),
-                name: name.to_owned(),
-                path: Some(path.to_owned()),
-                port: Some(443),
-            }),
+            (None, Some((ns, name))) => {
+                Some(ServiceReference { namespace: ns.to_owned(), name: name.to_owned(), path: Some(path.to_owned()), port: Some(443) })
+            }
             _ => None,
         },
     };

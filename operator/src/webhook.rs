@@ -17,9 +17,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, ClusterToolPolicySpec, ManagedAgent, ToolPolicySpec};
-use tollgate_core::request_authz::{self, RequestMeta};
 use tollgate_core::approval::Workflow;
 use tollgate_core::authz::{AuthzContext, Caller, authorize_status_update};
+use tollgate_core::request_authz::{self, RequestMeta};
 
 /// Admission reviews carry one object; anything larger is not one of ours.
 const MAX_BODY: usize = 4 << 20;
@@ -116,12 +116,7 @@ async fn review_decision(req: &AdmissionRequest<DynamicObject>, shared: &Shared)
         slack_relay: &shared.slack_relay_user,
         now: jiff::Timestamp::now(),
     };
-    match authorize_status_update(
-        &old.status.unwrap_or_default(),
-        &new.status.unwrap_or_default(),
-        &Caller { username: caller, groups: &groups },
-        &ctx,
-    ) {
+    match authorize_status_update(&old.status.unwrap_or_default(), &new.status.unwrap_or_default(), &Caller { username: caller, groups: &groups }, &ctx) {
         Ok(()) => response,
         Err(refusal) => {
             tracing::info!(%refusal, "decision refused");

@@ -104,9 +104,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, ready: Readiness) ->
                 *resp.status_mut() = code;
                 futures::future::ok::<_, std::convert::Infallible>(resp)
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -23,7 +23,13 @@ pub fn upstream_error(id: Option<&RawValue>, e: &UpstreamError) -> Response<Body
 }
 
 /// The agent's response for the upstream's `resp` to the call `id`.
-pub async fn relay(resp: Response<hyper::body::Incoming>, server: &Server, id: Option<&RawValue>, limit: usize, deadline: tokio::time::Instant) -> Response<Body> {
+pub async fn relay(
+    resp: Response<hyper::body::Incoming>,
+    server: &Server,
+    id: Option<&RawValue>,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Response<Body> {
     let (parts, body) = resp.into_parts();
     let sse = is_event_stream(&parts.headers);
     let out = if sse {
@@ -45,7 +51,14 @@ pub async fn relay(resp: Response<hyper::body::Incoming>, server: &Server, id: O
 
 /// Copies an SSE answer event by event; stops with an error result for `id` when the server
 /// breaks a bound or ends without answering.
-async fn pump(mut body: hyper::body::Incoming, server: Server, id: Option<String>, limit: usize, deadline: tokio::time::Instant, tx: tokio::sync::mpsc::Sender<Bytes>) {
+async fn pump(
+    mut body: hyper::body::Incoming,
+    server: Server,
+    id: Option<String>,
+    limit: usize,
+    deadline: tokio::time::Instant,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
     let id_raw = id.as_deref().and_then(|i| RawValue::from_string(i.to_owned()).ok());
     let fail = |text: String| Bytes::from(sse::message_event(&jsonrpc::tool_text_result(id_raw.as_deref(), &text, true)));
     let mut parser = sse::Parser::default();

@@ -7,8 +7,8 @@ pub mod answer;
 pub mod approvals;
 pub mod audit;
 pub mod batch;
-pub mod credentials;
 pub mod body;
+pub mod credentials;
 pub mod proxy;
 pub mod snapshot;
 pub mod upstream;
@@ -71,14 +71,9 @@ pub struct Config {
 
 impl Config {
     pub fn transport_rules(&self) -> tollgate_core::access::TransportRules {
-        tollgate_core::access::TransportRules {
-            allowed_hosts: self.allowed_hosts.clone(),
-            allowed_origins: self.allowed_origins.clone(),
-            pod_ip: self.pod_ip,
-        }
+        tollgate_core::access::TransportRules { allowed_hosts: self.allowed_hosts.clone(), allowed_origins: self.allowed_origins.clone(), pod_ip: self.pod_ip }
     }
 }
-
 
 /// What every request handler shares.
 pub struct Sidecar {

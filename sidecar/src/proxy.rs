@@ -149,7 +149,14 @@ async fn single(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers
 
 /// A batch: `tools/call` and `tools/list` decided one by one, everything else forwarded upstream
 /// as one batch of the elements' bytes as sent.
-async fn batch(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, elements: &[jsonrpc::Element<'_>], bytes: &Bytes) -> Response<Body> {
+async fn batch(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    server: &Server,
+    headers: &HeaderMap,
+    elements: &[jsonrpc::Element<'_>],
+    bytes: &Bytes,
+) -> Response<Body> {
     if !elements.iter().any(|e| e.envelope.as_ref().is_some_and(decided_here)) {
         return forward(sc, server, Method::POST, headers, bytes.clone(), None).await;
     }
@@ -261,7 +268,14 @@ pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'
 }
 
 /// A `tools/call`: decided, then denied, forwarded, or held for approval.
-pub(crate) async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, raw: &Bytes) -> Response<Body> {
+pub(crate) async fn tools_call(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    server: &Server,
+    headers: &HeaderMap,
+    env: &Envelope<'_>,
+    raw: &Bytes,
+) -> Response<Body> {
     let started = Instant::now();
     let call = match jsonrpc::tool_call_params(env.params) {
         Ok(c) => c,
@@ -302,14 +316,8 @@ async fn decide_and_act(
     let split = policy::split_justification(arguments, mode);
     let workflows = |w: &str| snapshot.workflows.contains_key(w);
     let args = Args::value(&split.arguments);
-    let decided = policy::Call {
-        agent,
-        server: &server.name,
-        tool: &call.name,
-        args: &args,
-        justification: split.justification.as_deref(),
-        now: jiff::Timestamp::now(),
-    };
+    let decided =
+        policy::Call { agent, server: &server.name, tool: &call.name, args: &args, justification: split.justification.as_deref(), now: jiff::Timestamp::now() };
     let decision = policy::decide(&refs, &decided, &workflows, sc.config.cluster_default);
     let ctx = CallContext {
         sc,
@@ -386,9 +394,7 @@ impl CallContext<'_> {
     }
 
     fn facts(&self) -> &(String, RawJson) {
-        self.facts.get_or_init(|| {
-            (tollgate_core::digest::arguments_digest(self.arguments), RawJson::of(&tollgate_core::redact::Redacted(self.arguments)))
-        })
+        self.facts.get_or_init(|| (tollgate_core::digest::arguments_digest(self.arguments), RawJson::of(&tollgate_core::redact::Redacted(self.arguments))))
     }
 
     pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {

@@ -5,14 +5,14 @@ use anyhow::Result;
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_api::{ApprovalWorkflow, ClusterToolPolicy, HeaderSource, McpServer, ManagedAgent, PolicyKind, ToolPolicy};
+use tollgate_api::{ApprovalWorkflow, ClusterToolPolicy, HeaderSource, ManagedAgent, McpServer, PolicyKind, ToolPolicy};
 use tollgate_core::policy::{self, AgentInfo, CompiledPolicy, PolicyId};
 use tollgate_runtime::admin::Readiness;
 
@@ -139,13 +139,12 @@ pub async fn watch(client: kube::Client, agent: String, namespace: String, targe
             let tx = changed_tx.clone();
             // Every event, deletes and relists included, rebuilds: a deleted allow rule must stop
             // allowing as fast as an edited one.
-            let stream = reflector::reflector(writer, watcher($api, watcher::Config::default()).default_backoff())
-                .for_each(move |_| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.try_send(());
-                    }
-                });
+            let stream = reflector::reflector(writer, watcher($api, watcher::Config::default()).default_backoff()).for_each(move |_| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.try_send(());
+                }
+            });
             tokio::spawn(stream);
             store
         }};

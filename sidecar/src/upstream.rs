@@ -48,7 +48,13 @@ impl Upstream {
     }
 
     /// Sends one request and reads its whole answer, within the server's timeout and size limit.
-    pub async fn call(&self, server: &Server, method: Method, downstream: &HeaderMap, body: Bytes) -> Result<(hyper::http::response::Parts, Bytes), UpstreamError> {
+    pub async fn call(
+        &self,
+        server: &Server,
+        method: Method,
+        downstream: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(hyper::http::response::Parts, Bytes), UpstreamError> {
         let deadline = tokio::time::Instant::now() + server.timeout;
         let resp = self.send(server, method, downstream, body).await?;
         let (parts, body) = resp.into_parts();
@@ -57,9 +63,16 @@ impl Upstream {
     }
 
     /// The JSON-RPC messages of a request's whole answer (see [`Upstream::call`]).
-    pub async fn messages(&self, server: &Server, method: Method, downstream: &HeaderMap, body: Bytes) -> Result<(hyper::http::response::Parts, Vec<serde_json::Value>), UpstreamError> {
+    pub async fn messages(
+        &self,
+        server: &Server,
+        method: Method,
+        downstream: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(hyper::http::response::Parts, Vec<serde_json::Value>), UpstreamError> {
         let (parts, bytes) = self.call(server, method, downstream, body).await?;
-        let messages = parse_messages(is_event_stream(&parts.headers), &bytes).map_err(|reason| UpstreamError::BrokeOff { server: server.name.clone(), reason })?;
+        let messages =
+            parse_messages(is_event_stream(&parts.headers), &bytes).map_err(|reason| UpstreamError::BrokeOff { server: server.name.clone(), reason })?;
         Ok((parts, messages))
     }
 
@@ -73,10 +86,7 @@ impl Upstream {
             });
         }
         // Without its credentials a server is not called at all: it would only refuse, less clearly.
-        let credentials = self
-            .credentials
-            .resolve(&server.headers)
-            .map_err(|source| UpstreamError::Credentials { server: server.name.clone(), source })?;
+        let credentials = self.credentials.resolve(&server.headers).map_err(|source| UpstreamError::Credentials { server: server.name.clone(), source })?;
         let mut req = Request::builder().method(method).uri(&server.url);
         if let Some(h) = req.headers_mut() {
             for name in FORWARDED_REQUEST_HEADERS {
@@ -88,11 +98,7 @@ impl Upstream {
                 h.insert(name, value);
             }
         }
-        let req = req.body(full(body)).map_err(|e| UpstreamError::BadUrl {
-            server: server.name.clone(),
-            url: server.url.clone(),
-            reason: e.to_string(),
-        })?;
+        let req = req.body(full(body)).map_err(|e| UpstreamError::BadUrl { server: server.name.clone(), url: server.url.clone(), reason: e.to_string() })?;
         match tokio::time::timeout(server.timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout { server: server.name.clone(), secs: server.timeout.as_secs() }),
             Ok(Err(e)) => Err(UpstreamError::Unreachable { server: server.name.clone(), reason: root_cause(&e) }),

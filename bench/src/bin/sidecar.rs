@@ -94,7 +94,9 @@ fn main() -> Result<()> {
     let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &body, bare_pid)?;
     // TOLLGATE_BENCH_PROFILE=FILE records the sidecar's saturation run with `perf record`.
     let profiler = std::env::var("TOLLGATE_BENCH_PROFILE").ok().map(|out| {
-        std::process::Command::new("perf").args(["record", "-q", "-F", "1000", "--call-graph", "dwarf,32768", "-o", &out, "-p", &sidecar_pid.to_string()]).spawn()
+        std::process::Command::new("perf")
+            .args(["record", "-q", "-F", "1000", "--call-graph", "dwarf,32768", "-o", &out, "-p", &sidecar_pid.to_string()])
+            .spawn()
     });
     let (side_calls, side_cpu, load_rss) = saturate(&rt, &via_sidecar, &body, sidecar_pid)?;
     if let Some(Ok(mut perf)) = profiler {
@@ -106,7 +108,12 @@ fn main() -> Result<()> {
         let _ = perf.wait();
     }
     println!("  bare hyper proxy   {:8.0} calls/s   {:5.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
-    println!("  tollgate-sidecar   {:8.0} calls/s   {:5.1} µs CPU per call   ({:.2}× the bare proxy's throughput)", side_calls / 3.0, side_cpu / side_calls * 1e6, side_calls / bare_calls);
+    println!(
+        "  tollgate-sidecar   {:8.0} calls/s   {:5.1} µs CPU per call   ({:.2}× the bare proxy's throughput)",
+        side_calls / 3.0,
+        side_cpu / side_calls * 1e6,
+        side_calls / bare_calls
+    );
     println!("  target: ≤ 25 µs CPU per call, ≥ 0.8× the bare proxy");
     println!("\nsidecar memory: idle {:.1} MiB, under load {:.1} MiB (targets ≤ 12 / ≤ 24 MiB)", idle_rss / 1024.0, load_rss / 1024.0);
     println!("  now: {}", memory_breakdown(sidecar_pid));
@@ -122,7 +129,19 @@ fn main() -> Result<()> {
             Ok(Instant::now())
         });
         let name = wait_until(Duration::from_secs(20), Duration::from_millis(5), || {
-            let out = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", NS, "-l", "tollgate.dev/tool=held", "-o", "jsonpath={range .items[?(@.status.phase==\"Pending\")]}{.metadata.name}{\"\\n\"}{end}"])?;
+            let out = cp.kubectl_ok(
+                User::Admin,
+                [
+                    "get",
+                    "ar",
+                    "-n",
+                    NS,
+                    "-l",
+                    "tollgate.dev/tool=held",
+                    "-o",
+                    "jsonpath={range .items[?(@.status.phase==\"Pending\")]}{.metadata.name}{\"\\n\"}{end}",
+                ],
+            )?;
             Ok(out.lines().next().map(str::to_owned))
         })?;
         let decision = format!(
@@ -135,8 +154,12 @@ fn main() -> Result<()> {
         rtts.push(u64::try_from(answered.saturating_duration_since(written).as_nanos()).unwrap_or(0));
         let _ = i;
     }
-    println!("\napproval round trip (decision written → held call answered), {} runs: p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 500 ms)",
-        rtts.len(), quantile_us(&mut rtts, 0.5) / 1000.0, quantile_us(&mut rtts, 0.99) / 1000.0);
+    println!(
+        "\napproval round trip (decision written → held call answered), {} runs: p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 500 ms)",
+        rtts.len(),
+        quantile_us(&mut rtts, 0.5) / 1000.0,
+        quantile_us(&mut rtts, 0.99) / 1000.0
+    );
 
     // Policy propagation: applied object → enforced.
     let mut props = Vec::new();
@@ -159,8 +182,12 @@ fn main() -> Result<()> {
         })?;
         props.push(u64::try_from(applied.elapsed().as_nanos()).unwrap_or(0));
     }
-    println!("policy propagation (applied → enforced), {} runs: p50 {:.1} ms, max {:.1} ms (target ≤ 2 s)",
-        props.len(), quantile_us(&mut props, 0.5) / 1000.0, quantile_us(&mut props, 1.0) / 1000.0);
+    println!(
+        "policy propagation (applied → enforced), {} runs: p50 {:.1} ms, max {:.1} ms (target ≤ 2 s)",
+        props.len(),
+        quantile_us(&mut props, 0.5) / 1000.0,
+        quantile_us(&mut props, 1.0) / 1000.0
+    );
     drop(sidecar);
     drop(operator);
     Ok(())
@@ -191,9 +218,7 @@ impl Conn {
     async fn open(url: &str) -> Result<Conn> {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(1)
-            .build(connector);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).build(connector);
         Ok(Conn { client, uri: url.parse()? })
     }
 
@@ -272,7 +297,14 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn memory_breakdown(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default();
-    format!("RSS {} = anonymous {} + file {} (+ shmem {}); threads {}", field("VmRSS:"), field("RssAnon:"), field("RssFile:"), field("RssShmem:"), field("Threads:"))
+    format!(
+        "RSS {} = anonymous {} + file {} (+ shmem {}); threads {}",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("RssShmem:"),
+        field("Threads:")
+    )
 }
 
 fn rss_kib(pid: u32) -> f64 {

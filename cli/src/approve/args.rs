@@ -106,18 +106,7 @@ pub enum Output {
 const SUBCOMMANDS: [&str; 6] = ["list", "show", "approve", "deny", "watch", "help"];
 
 /// Flags whose value is the next argument, unless written `--flag=value` (or `-nvalue`).
-const VALUE_FLAGS: [&str; 10] = [
-    "--kubeconfig",
-    "--context",
-    "-n",
-    "--namespace",
-    "--as",
-    "--as-group",
-    "-o",
-    "--output",
-    "--reason",
-    "--wait",
-];
+const VALUE_FLAGS: [&str; 10] = ["--kubeconfig", "--context", "-n", "--namespace", "--as", "--as-group", "-o", "--output", "--reason", "--wait"];
 
 /// Inserts `approve` before the first positional argument when it is not a subcommand, so that
 /// `kubectl approve NAME --reason x` parses as `approve NAME --reason x`.
@@ -155,39 +144,21 @@ mod tests {
 
     fn norm(line: &str) -> Vec<String> {
         let args = line.split_whitespace().map(OsString::from).collect();
-        normalize(args)
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect()
+        normalize(args).into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     #[test]
     fn a_bare_name_means_approve() {
-        assert_eq!(
-            norm("k x7k2 --reason ok"),
-            ["k", "approve", "x7k2", "--reason", "ok"]
-        );
-        assert_eq!(
-            norm("k -n ns --kubeconfig /k x7k2"),
-            ["k", "-n", "ns", "--kubeconfig", "/k", "approve", "x7k2"]
-        );
-        assert_eq!(
-            norm("k --namespace=ns x7k2"),
-            ["k", "--namespace=ns", "approve", "x7k2"]
-        );
-        assert_eq!(
-            norm("k --reason list x7k2"),
-            ["k", "--reason", "list", "approve", "x7k2"]
-        );
+        assert_eq!(norm("k x7k2 --reason ok"), ["k", "approve", "x7k2", "--reason", "ok"]);
+        assert_eq!(norm("k -n ns --kubeconfig /k x7k2"), ["k", "-n", "ns", "--kubeconfig", "/k", "approve", "x7k2"]);
+        assert_eq!(norm("k --namespace=ns x7k2"), ["k", "--namespace=ns", "approve", "x7k2"]);
+        assert_eq!(norm("k --reason list x7k2"), ["k", "--reason", "list", "approve", "x7k2"]);
     }
 
     #[test]
     fn subcommands_and_flag_only_lines_are_left_alone() {
         assert_eq!(norm("k list -A"), ["k", "list", "-A"]);
-        assert_eq!(
-            norm("k -n ns deny x --reason no"),
-            ["k", "-n", "ns", "deny", "x", "--reason", "no"]
-        );
+        assert_eq!(norm("k -n ns deny x --reason no"), ["k", "-n", "ns", "deny", "x", "--reason", "no"]);
         assert_eq!(norm("k approve list"), ["k", "approve", "list"]);
         assert_eq!(norm("k --help"), ["k", "--help"]);
         assert_eq!(norm("k"), ["k"]);
@@ -195,12 +166,7 @@ mod tests {
 
     #[test]
     fn the_rewritten_line_parses() {
-        let cli = Cli::try_parse_from(normalize(
-            ["k", "x7k2", "-n", "ns", "--as", "bob", "--reason", "fine"]
-                .map(OsString::from)
-                .to_vec(),
-        ))
-        .unwrap();
+        let cli = Cli::try_parse_from(normalize(["k", "x7k2", "-n", "ns", "--as", "bob", "--reason", "fine"].map(OsString::from).to_vec())).unwrap();
         assert_eq!(cli.conn.namespace.as_deref(), Some("ns"));
         assert_eq!(cli.conn.as_user.as_deref(), Some("bob"));
         match cli.command {

@@ -19,38 +19,18 @@ pub struct Session {
 /// in-cluster service account), applies `--context`, `--as` and `--as-group`, and picks the
 /// namespace (`-n`, else the context's, else `default`).
 pub async fn connect(conn: &Connection) -> Result<Session> {
-    let options = KubeConfigOptions {
-        context: conn.context.clone(),
-        cluster: None,
-        user: None,
-    };
+    let options = KubeConfigOptions { context: conn.context.clone(), cluster: None, user: None };
     let mut config = match (&conn.kubeconfig, &conn.context) {
         (Some(path), _) => {
-            let fail = |e: &dyn std::error::Error| {
-                anyhow!(
-                    "cannot use the kubeconfig {}: {}",
-                    path.display(),
-                    errors::causes(e)
-                )
-            };
+            let fail = |e: &dyn std::error::Error| anyhow!("cannot use the kubeconfig {}: {}", path.display(), errors::causes(e));
             let kubeconfig = Kubeconfig::read_from(path).map_err(|e| fail(&e))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| fail(&e))?
+            Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| fail(&e))?
         }
         // `from_kubeconfig` reads $KUBECONFIG (all its files, merged) or ~/.kube/config.
-        (None, Some(context)) => Config::from_kubeconfig(&options).await.map_err(|e| {
-            anyhow!(
-                "cannot use the kubeconfig context {context:?}: {}",
-                errors::causes(&e)
-            )
-        })?,
-        (None, None) => Config::infer().await.map_err(|e| {
-            anyhow!(
-                "no usable kubeconfig (use --kubeconfig or set KUBECONFIG): {}",
-                errors::causes(&e)
-            )
-        })?,
+        (None, Some(context)) => {
+            Config::from_kubeconfig(&options).await.map_err(|e| anyhow!("cannot use the kubeconfig context {context:?}: {}", errors::causes(&e)))?
+        }
+        (None, None) => Config::infer().await.map_err(|e| anyhow!("no usable kubeconfig (use --kubeconfig or set KUBECONFIG): {}", errors::causes(&e)))?,
     };
     // kube sends these as Impersonate-User / Impersonate-Group headers, as kubectl --as does.
     if let Some(user) = &conn.as_user {
@@ -59,16 +39,8 @@ pub async fn connect(conn: &Connection) -> Result<Session> {
     if !conn.as_group.is_empty() {
         config.auth_info.impersonate_groups = Some(conn.as_group.clone());
     }
-    let namespace = conn
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).map_err(|e| {
-        anyhow!(
-            "cannot build a client for the API server: {}",
-            errors::causes(&e)
-        )
-    })?;
+    let namespace = conn.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| anyhow!("cannot build a client for the API server: {}", errors::causes(&e)))?;
     Ok(Session { client, namespace })
 }
 
@@ -76,15 +48,8 @@ pub async fn connect(conn: &Connection) -> Result<Session> {
 /// `user` a decision must carry for the admission webhook to accept it.
 pub async fn whoami(session: &Session) -> Result<String> {
     let api: Api<SelfSubjectReview> = Api::all(session.client.clone());
-    let cx = errors::Context {
-        namespace: &session.namespace,
-        user: None,
-        doing: Doing::WhoAmI,
-    };
-    let review = api
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await
-        .map_err(|e| anyhow::Error::msg(errors::explain(&e, &cx)))?;
+    let cx = errors::Context { namespace: &session.namespace, user: None, doing: Doing::WhoAmI };
+    let review = api.create(&PostParams::default(), &SelfSubjectReview::default()).await.map_err(|e| anyhow::Error::msg(errors::explain(&e, &cx)))?;
     review
         .status
         .and_then(|s| s.user_info)

@@ -20,26 +20,14 @@ const ATTEMPTS: usize = 5;
 pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> Result<()> {
     let name = args.name.as_str();
     let ns = session.namespace.as_str();
-    let reason =
-        patch::check_reason(verdict, name, args.reason.as_deref()).map_err(anyhow::Error::msg)?;
+    let reason = patch::check_reason(verdict, name, args.reason.as_deref()).map_err(anyhow::Error::msg)?;
     let user = client::whoami(session).await?;
-    let cx = errors::Context {
-        namespace: ns,
-        user: Some(&user),
-        doing: Doing::Decide { name },
-    };
+    let cx = errors::Context { namespace: ns, user: Some(&user), doing: Doing::Decide { name } };
     let fail = |e: kube::Error| anyhow::Error::msg(errors::explain(&e, &cx));
     let api: Api<ApprovalRequest> = Api::namespaced(session.client.clone(), ns);
     // The API server writes times to the second; so do we, for a tidy status.
-    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-        .context("the system clock is out of range")?;
-    let decision = ApprovalDecision {
-        user: user.clone(),
-        decision: verdict,
-        reason,
-        time: Time(now),
-        via: Via::Kubectl,
-    };
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).context("the system clock is out of range")?;
+    let decision = ApprovalDecision { user: user.clone(), decision: verdict, reason, time: Time(now), via: Via::Kubectl };
 
     let mut attempt = 0;
     loop {
@@ -49,14 +37,10 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
         let rv = ar.metadata.resource_version.as_deref().unwrap_or_default();
         let ops = patch::append_decision(ar.status.as_ref(), rv, &decision)?;
         let ops: json_patch::Patch = serde_json::from_value(ops)?;
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Json::<()>(ops))
-            .await
-        {
+        match api.patch_status(name, &PatchParams::default(), &Patch::Json::<()>(ops)).await {
             Ok(_) => break,
             // Someone wrote in between (another approver, the operator): read again and redo.
-            Err(kube::Error::Api(s))
-                if attempt < ATTEMPTS && errors::is_stale_write(s.code, &s.message) => {}
+            Err(kube::Error::Api(s)) if attempt < ATTEMPTS && errors::is_stale_write(s.code, &s.message) => {}
             Err(e) => return Err(fail(e)),
         }
     }
@@ -70,9 +54,7 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
     if args.wait > 0 && format::may_resolve(verdict, &fresh) {
         let rv = fresh.metadata.resource_version.clone().unwrap_or_default();
         let wait = Duration::from_secs(args.wait);
-        if let Ok(Some(phase)) =
-            tokio::time::timeout(wait, next_phase(&api, name, &rv, args.wait)).await
-        {
+        if let Ok(Some(phase)) = tokio::time::timeout(wait, next_phase(&api, name, &rv, args.wait)).await {
             out::println(&format!("{id} is now {phase}"))?;
         }
     }
@@ -81,22 +63,13 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
 
 /// The request's phase once the operator moves it out of Pending, watching from `rv`; `None`
 /// when the watch ends first or fails (waiting is a courtesy, never a reason to fail).
-async fn next_phase(
-    api: &Api<ApprovalRequest>,
-    name: &str,
-    rv: &str,
-    seconds: u64,
-) -> Option<Phase> {
-    let params = WatchParams::default()
-        .fields(&format!("metadata.name={name}"))
-        .timeout(u32::try_from(seconds).unwrap_or(u32::MAX));
+async fn next_phase(api: &Api<ApprovalRequest>, name: &str, rv: &str, seconds: u64) -> Option<Phase> {
+    let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(u32::try_from(seconds).unwrap_or(u32::MAX));
     let stream = api.watch(&params, rv).await.ok()?;
     futures::pin_mut!(stream);
     while let Some(event) = stream.try_next().await.ok()? {
         match event {
-            WatchEvent::Added(ar) | WatchEvent::Modified(ar)
-                if format::phase(&ar) != Phase::Pending =>
-            {
+            WatchEvent::Added(ar) | WatchEvent::Modified(ar) if format::phase(&ar) != Phase::Pending => {
                 return Some(format::phase(&ar));
             }
             WatchEvent::Deleted(_) | WatchEvent::Error(_) => return None,

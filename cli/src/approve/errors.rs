@@ -57,9 +57,7 @@ pub fn is_stale_write(code: u16, message: &str) -> bool {
 pub fn explain_status(code: u16, message: &str, cx: &Context<'_>) -> String {
     let ns = cx.namespace;
     match code {
-        404 if message.contains(NO_SUCH_RESOURCE) => {
-            "the ApprovalRequest API (tollgate.dev/v1alpha1) is not installed on this cluster".into()
-        }
+        404 if message.contains(NO_SUCH_RESOURCE) => "the ApprovalRequest API (tollgate.dev/v1alpha1) is not installed on this cluster".into(),
         404 => match cx.doing {
             Doing::Read { name } | Doing::Decide { name } => {
                 format!("approval request \"{name}\" not found in namespace \"{ns}\"")
@@ -127,31 +125,21 @@ mod tests {
     use super::*;
 
     fn cx(doing: Doing<'_>) -> Context<'_> {
-        Context {
-            namespace: "tollgate-demo",
-            user: None,
-            doing,
-        }
+        Context { namespace: "tollgate-demo", user: None, doing }
     }
 
     #[test]
     fn webhook_prefixes_are_stripped() {
         assert_eq!(
-            clean_message(
-                r#"admission webhook "approvals.tollgate.dev" denied the request: you (bob) are not an approver of workflow prod-deploy"#
-            ),
+            clean_message(r#"admission webhook "approvals.tollgate.dev" denied the request: you (bob) are not an approver of workflow prod-deploy"#),
             "you (bob) are not an approver of workflow prod-deploy"
         );
         assert_eq!(
-            clean_message(
-                r#"approvalrequests.tollgate.dev "x" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: not now"#
-            ),
+            clean_message(r#"approvalrequests.tollgate.dev "x" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: not now"#),
             "not now"
         );
         assert_eq!(
-            clean_message(
-                r#"ApprovalRequest.tollgate.dev "x" is invalid: status.decisions[1]: Duplicate value: map[string]interface {}{"user":"a"}"#
-            ),
+            clean_message(r#"ApprovalRequest.tollgate.dev "x" is invalid: status.decisions[1]: Duplicate value: map[string]interface {}{"user":"a"}"#),
             r#"status.decisions[1]: Duplicate value: map[string]interface {}{"user":"a"}"#
         );
         assert_eq!(clean_message("  plain  "), "plain");
@@ -160,14 +148,8 @@ mod tests {
     #[test]
     fn webhook_denials_pass_through_cleaned() {
         let msg = r#"admission webhook "approvals.tollgate.dev" denied the request: you (bob) are not an approver of workflow prod-deploy"#;
-        assert_eq!(
-            explain_status(403, msg, &cx(Doing::Decide { name: "x" })),
-            "you (bob) are not an approver of workflow prod-deploy"
-        );
-        assert_eq!(
-            explain_status(400, msg, &cx(Doing::Decide { name: "x" })),
-            "you (bob) are not an approver of workflow prod-deploy"
-        );
+        assert_eq!(explain_status(403, msg, &cx(Doing::Decide { name: "x" })), "you (bob) are not an approver of workflow prod-deploy");
+        assert_eq!(explain_status(400, msg, &cx(Doing::Decide { name: "x" })), "you (bob) are not an approver of workflow prod-deploy");
     }
 
     #[test]
@@ -177,38 +159,18 @@ mod tests {
             explain_status(403, msg, &cx(Doing::Decide { name: "x" })),
             "you (outsider) may not decide approval requests in namespace tollgate-demo: ask for the tollgate-approver role"
         );
-        let known = Context {
-            user: Some("carol"),
-            ..cx(Doing::List {
-                all_namespaces: true,
-            })
-        };
-        assert_eq!(
-            explain_status(403, msg, &known),
-            "you (carol) may not list approval requests in all namespaces: ask for the tollgate-approver role"
-        );
+        let known = Context { user: Some("carol"), ..cx(Doing::List { all_namespaces: true }) };
+        assert_eq!(explain_status(403, msg, &known), "you (carol) may not list approval requests in all namespaces: ask for the tollgate-approver role");
         let imp = r#"users "approver-b" is forbidden: User "outsider" cannot impersonate resource "users" in API group "" at the cluster scope"#;
-        assert_eq!(
-            explain_status(403, imp, &cx(Doing::WhoAmI)),
-            "you (outsider) may not act as another user (--as): impersonation is not granted to you"
-        );
+        assert_eq!(explain_status(403, imp, &cx(Doing::WhoAmI)), "you (outsider) may not act as another user (--as): impersonation is not granted to you");
     }
 
     #[test]
     fn not_found_says_what_and_where() {
         let msg = r#"approvalrequests.tollgate.dev "nope" not found"#;
+        assert_eq!(explain_status(404, msg, &cx(Doing::Read { name: "nope" })), r#"approval request "nope" not found in namespace "tollgate-demo""#);
         assert_eq!(
-            explain_status(404, msg, &cx(Doing::Read { name: "nope" })),
-            r#"approval request "nope" not found in namespace "tollgate-demo""#
-        );
-        assert_eq!(
-            explain_status(
-                404,
-                NO_SUCH_RESOURCE,
-                &cx(Doing::List {
-                    all_namespaces: false
-                })
-            ),
+            explain_status(404, NO_SUCH_RESOURCE, &cx(Doing::List { all_namespaces: false })),
             "the ApprovalRequest API (tollgate.dev/v1alpha1) is not installed on this cluster"
         );
     }
@@ -241,11 +203,7 @@ mod tests {
         assert!(is_stale_write(422, PATCH_NOT_APPLICABLE));
         assert!(!is_stale_write(422, "status.decisions[1]: Duplicate value"));
         assert_eq!(
-            explain_status(
-                409,
-                "Operation cannot be fulfilled",
-                &cx(Doing::Decide { name: "x" })
-            ),
+            explain_status(409, "Operation cannot be fulfilled", &cx(Doing::Decide { name: "x" })),
             "tollgate-demo/x kept changing while your decision was being written; run the command again"
         );
         assert_eq!(

@@ -12,11 +12,7 @@ const JUSTIFICATION_WATCH: usize = 80;
 
 /// `namespace/name`.
 pub fn qualified_name(ar: &ApprovalRequest) -> String {
-    format!(
-        "{}/{}",
-        ar.metadata.namespace.as_deref().unwrap_or_default(),
-        ar.metadata.name.as_deref().unwrap_or_default()
-    )
+    format!("{}/{}", ar.metadata.namespace.as_deref().unwrap_or_default(), ar.metadata.name.as_deref().unwrap_or_default())
 }
 
 /// A request with no phase yet is pending: the operator has not seen it.
@@ -39,11 +35,7 @@ pub fn age(seconds: i64) -> String {
     }
     let (minutes, hours) = (s / 60, s / 3600);
     let with = |big: i64, bu: &str, small: i64, su: &str| {
-        if small == 0 {
-            format!("{big}{bu}")
-        } else {
-            format!("{big}{bu}{small}{su}")
-        }
+        if small == 0 { format!("{big}{bu}") } else { format!("{big}{bu}{small}{su}") }
     };
     match () {
         _ if minutes < 10 => with(minutes, "m", s % 60, "s"),
@@ -140,15 +132,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 /// Columns separated by three spaces, left-aligned, as kubectl's tabwriter does.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
@@ -168,25 +152,12 @@ pub fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// The `list` table; `all_namespaces` adds NAMESPACE, `wide` adds SERVER, WORKFLOW, JUSTIFICATION.
-pub fn list_table(
-    items: &[ApprovalRequest],
-    now: Timestamp,
-    wide: bool,
-    all_namespaces: bool,
-) -> String {
+pub fn list_table(items: &[ApprovalRequest], now: Timestamp, wide: bool, all_namespaces: bool) -> String {
     let mut header: Vec<&str> = Vec::new();
     if all_namespaces {
         header.push("NAMESPACE");
     }
-    header.extend([
-        "NAME",
-        "TOOL",
-        "AGENT",
-        "PHASE",
-        "APPROVALS",
-        "EXPIRES",
-        "AGE",
-    ]);
+    header.extend(["NAME", "TOOL", "AGENT", "PHASE", "APPROVALS", "EXPIRES", "AGE"]);
     if wide {
         header.extend(["SERVER", "WORKFLOW", "JUSTIFICATION"]);
     }
@@ -202,9 +173,7 @@ pub fn list_table(
             safe(&ar.spec.tool, false).into_owned(),
             safe(&ar.spec.agent, false).into_owned(),
             phase(ar).to_string(),
-            status
-                .and_then(|s| s.approvals.clone())
-                .unwrap_or_else(|| NONE.into()),
+            status.and_then(|s| s.approvals.clone()).unwrap_or_else(|| NONE.into()),
             expires_column(ar, now),
             age_of(ar.metadata.creation_timestamp.as_ref(), now),
         ]);
@@ -212,10 +181,7 @@ pub fn list_table(
             row.extend([
                 safe(&ar.spec.server, false).into_owned(),
                 safe(&ar.spec.workflow, false).into_owned(),
-                ar.spec
-                    .justification
-                    .as_deref()
-                    .map_or_else(|| NONE.into(), |j| truncate(j, JUSTIFICATION_WIDE)),
+                ar.spec.justification.as_deref().map_or_else(|| NONE.into(), |j| truncate(j, JUSTIFICATION_WIDE)),
             ]);
         }
         rows.push(row);
@@ -225,30 +191,18 @@ pub fn list_table(
 
 /// A `List` document, as `kubectl get -o json|yaml` prints one.
 pub fn list_document(items: &[ApprovalRequest]) -> Result<Value, serde_json::Error> {
-    let items = items
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(
-        json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}),
-    )
+    let items = items.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}))
 }
 
 /// `-o name`: `approvalrequest.tollgate.dev/NAME`.
 pub fn name_line(ar: &ApprovalRequest) -> String {
-    format!(
-        "approvalrequest.tollgate.dev/{}",
-        ar.metadata.name.as_deref().unwrap_or_default()
-    )
+    format!("approvalrequest.tollgate.dev/{}", ar.metadata.name.as_deref().unwrap_or_default())
 }
 
 fn when(t: &Time, now: Timestamp) -> String {
     let secs = seconds_between(t.0, now);
-    let rel = if secs >= 0 {
-        format!("{} ago", age(secs))
-    } else {
-        format!("in {}", countdown(-secs))
-    };
+    let rel = if secs >= 0 { format!("{} ago", age(secs)) } else { format!("in {}", countdown(-secs)) };
     format!("{rel} ({})", rfc3339(t))
 }
 
@@ -263,16 +217,8 @@ pub fn show(ar: &ApprovalRequest, now: Timestamp) -> String {
     let status = ar.status.clone().unwrap_or_default();
     let opt = |v: Option<&str>| safe(v.unwrap_or(NONE), true).into_owned();
     let one = |v: &str| safe(v, false).into_owned();
-    let mut fields: Vec<(&str, String)> = vec![
-        ("Name", qualified_name(ar)),
-        ("Phase", phase(ar).to_string()),
-        ("Approvals", opt(status.approvals.as_deref())),
-    ];
-    match (
-        phase(ar),
-        status.expires_at.as_ref(),
-        status.resolved_at.as_ref(),
-    ) {
+    let mut fields: Vec<(&str, String)> = vec![("Name", qualified_name(ar)), ("Phase", phase(ar).to_string()), ("Approvals", opt(status.approvals.as_deref()))];
+    match (phase(ar), status.expires_at.as_ref(), status.resolved_at.as_ref()) {
         (Phase::Pending, Some(t), _) if t.0 <= now => {
             fields.push(("Expires", format!("expired {}", when(t, now))));
         }
@@ -316,23 +262,14 @@ pub fn show(ar: &ApprovalRequest, now: Timestamp) -> String {
         return out;
     }
     out.push_str("Decisions:\n");
-    let mut rows = vec![
-        ["USER", "DECISION", "VIA", "TIME", "REASON"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = vec![["USER", "DECISION", "VIA", "TIME", "REASON"].map(String::from).to_vec()];
     for d in &status.decisions {
         rows.push(vec![
             safe(&d.user, false).into_owned(),
             verdict(d.decision).into(),
-            serde_json::to_value(d.via)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
+            serde_json::to_value(d.via).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
             when(&d.time, now),
-            d.reason
-                .as_deref()
-                .map_or_else(|| NONE.into(), |r| truncate(r, 200)),
+            d.reason.as_deref().map_or_else(|| NONE.into(), |r| truncate(r, 200)),
         ]);
     }
     for line in table(&rows).lines() {
@@ -371,16 +308,8 @@ fn approvals(ar: &ApprovalRequest) -> (usize, Option<usize>) {
     let Some(status) = &ar.status else {
         return (0, None);
     };
-    let n = status
-        .decisions
-        .iter()
-        .filter(|d| d.decision == Verdict::Approve)
-        .count();
-    let quorum = status
-        .approvals
-        .as_deref()
-        .and_then(|a| a.split_once('/'))
-        .and_then(|(_, m)| m.trim().parse().ok());
+    let n = status.decisions.iter().filter(|d| d.decision == Verdict::Approve).count();
+    let quorum = status.approvals.as_deref().and_then(|a| a.split_once('/')).and_then(|(_, m)| m.trim().parse().ok());
     (n, quorum)
 }
 
@@ -412,10 +341,7 @@ pub fn decided_line(v: Verdict, ar: &ApprovalRequest) -> String {
 pub fn watch_line(ar: &ApprovalRequest) -> String {
     let name = ar.metadata.name.as_deref().unwrap_or_default();
     let ns = ar.metadata.namespace.as_deref().unwrap_or_default();
-    let justification = ar.spec.justification.as_deref().map_or_else(
-        || NONE.into(),
-        |j| format!("{:?}", truncate(j, JUSTIFICATION_WATCH)),
-    );
+    let justification = ar.spec.justification.as_deref().map_or_else(|| NONE.into(), |j| format!("{:?}", truncate(j, JUSTIFICATION_WATCH)));
     format!(
         "pending {ns}/{name}: tool={} server={} agent={} justification={justification}  ->  kubectl approve {name} -n {ns}",
         safe(&ar.spec.tool, false),

@@ -78,9 +78,7 @@ fn truncation_keeps_cells_on_one_line() {
 #[test]
 fn list_tables() {
     let now = ts(NOW);
-    let items = [request(
-        json!({"phase": "Pending", "approvals": "0/2", "expiresAt": "2025-05-01T10:04:12Z"}),
-    )];
+    let items = [request(json!({"phase": "Pending", "approvals": "0/2", "expiresAt": "2025-05-01T10:04:12Z"}))];
     assert_eq!(
         list_table(&items, now, false, false),
         "NAME          TOOL     AGENT         PHASE     APPROVALS   EXPIRES    AGE\n\
@@ -89,18 +87,9 @@ fn list_tables() {
     let wide = list_table(&items, now, true, true);
     let lines: Vec<&str> = wide.lines().collect();
     assert!(lines[0].starts_with("NAMESPACE       NAME"), "{wide}");
-    assert!(
-        lines[0].ends_with("SERVER           WORKFLOW      JUSTIFICATION"),
-        "{wide}"
-    );
-    assert!(
-        lines[1].starts_with("tollgate-demo   deploy-x7k2"),
-        "{wide}"
-    );
-    assert!(
-        lines[1].ends_with("platform-tools   prod-deploy   ship 1.4.2: fixes the checkout timeout"),
-        "{wide}"
-    );
+    assert!(lines[0].ends_with("SERVER           WORKFLOW      JUSTIFICATION"), "{wide}");
+    assert!(lines[1].starts_with("tollgate-demo   deploy-x7k2"), "{wide}");
+    assert!(lines[1].ends_with("platform-tools   prod-deploy   ship 1.4.2: fixes the checkout timeout"), "{wide}");
 }
 
 #[test]
@@ -110,10 +99,7 @@ fn list_documents_look_like_kubectls() {
     assert_eq!(doc["items"][0]["apiVersion"], "tollgate.dev/v1alpha1");
     assert_eq!(doc["items"][0]["kind"], "ApprovalRequest");
     assert_eq!(doc["items"][0]["spec"]["tool"], "deploy");
-    assert_eq!(
-        name_line(&request(json!(null))),
-        "approvalrequest.tollgate.dev/deploy-x7k2"
-    );
+    assert_eq!(name_line(&request(json!(null))), "approvalrequest.tollgate.dev/deploy-x7k2");
 }
 
 #[test]
@@ -155,10 +141,7 @@ Decisions:
 fn resolved_requests_say_when() {
     let ar = request(json!({"phase": "Denied", "resolvedAt": "2025-05-01T09:59:30Z"}));
     let text = show(&ar, ts(NOW));
-    assert!(
-        text.contains("Resolved:        30s ago (2025-05-01T09:59:30Z)\n"),
-        "{text}"
-    );
+    assert!(text.contains("Resolved:        30s ago (2025-05-01T09:59:30Z)\n"), "{text}");
     assert!(text.contains("Decisions:       <none>\n"), "{text}");
     let expired = request(json!({"expiresAt": "2025-05-01T09:59:00Z"}));
     assert!(show(&expired, ts(NOW)).contains("Expires:         expired 60s ago"));
@@ -173,21 +156,12 @@ fn decided_lines_count_approvals_over_the_quorum() {
     .unwrap();
     let mut ar = request(json!(null));
     ar.status = Some(status);
-    assert_eq!(
-        decided_line(Verdict::Approve, &ar),
-        "approved tollgate-demo/deploy-x7k2 (1/2 approvals)"
-    );
-    assert_eq!(
-        decided_line(Verdict::Deny, &ar),
-        "denied tollgate-demo/deploy-x7k2"
-    );
+    assert_eq!(decided_line(Verdict::Approve, &ar), "approved tollgate-demo/deploy-x7k2 (1/2 approvals)");
+    assert_eq!(decided_line(Verdict::Deny, &ar), "denied tollgate-demo/deploy-x7k2");
     assert!(!may_resolve(Verdict::Approve, &ar));
     assert!(may_resolve(Verdict::Deny, &ar));
     ar.status = None;
-    assert_eq!(
-        decided_line(Verdict::Approve, &ar),
-        "approved tollgate-demo/deploy-x7k2 (0 approvals)"
-    );
+    assert_eq!(decided_line(Verdict::Approve, &ar), "approved tollgate-demo/deploy-x7k2 (0 approvals)");
     assert!(may_resolve(Verdict::Approve, &ar));
 }
 
@@ -210,11 +184,7 @@ fn nothing_an_agent_wrote_can_drive_the_terminal() {
     ar.spec.message = Some("ok\r\u{202e}evil".into());
     ar.spec.arguments = Some(serde_json::json!({"path": format!("/tmp{hidden}")}));
     let now = ts("2026-01-01T00:00:00Z");
-    for (what, text) in [
-        ("show", show(&ar, now)),
-        ("list", list_table(std::slice::from_ref(&ar), now, true, true)),
-        ("watch", watch_line(&ar)),
-    ] {
+    for (what, text) in [("show", show(&ar, now)), ("list", list_table(std::slice::from_ref(&ar), now, true, true)), ("watch", watch_line(&ar))] {
         for bad in ['\u{1b}', '\r', '\u{202e}'] {
             assert!(!text.contains(bad), "{what} prints {bad:?} raw:\n{text}");
         }

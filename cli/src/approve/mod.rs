@@ -24,10 +24,7 @@ use args::{Cli, Command};
 /// the person at the terminal.
 pub fn main(argv: Vec<OsString>) -> i32 {
     let cli = Cli::parse_from(args::normalize(argv));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -47,8 +44,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // A deny without a reason is refused before connecting, whoever and wherever the caller is.
     if let Command::Deny(d) = &cli.command {
-        patch::check_reason(Verdict::Deny, &d.name, d.reason.as_deref())
-            .map_err(anyhow::Error::msg)?;
+        patch::check_reason(Verdict::Deny, &d.name, d.reason.as_deref()).map_err(anyhow::Error::msg)?;
     }
     let session = client::connect(&cli.conn).await?;
     match &cli.command {

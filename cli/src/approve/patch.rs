@@ -12,14 +12,9 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// Appending to an existing list (`/-`) is safe against concurrent writers. Creating the list (or
 /// the whole status) replaces whatever is there, so those ops are guarded by a test of the
 /// resourceVersion: if someone else wrote in between, the server refuses and we re-read.
-pub fn append_decision(
-    status: Option<&ApprovalRequestStatus>,
-    resource_version: &str,
-    decision: &ApprovalDecision,
-) -> Result<Value, serde_json::Error> {
+pub fn append_decision(status: Option<&ApprovalRequestStatus>, resource_version: &str, decision: &ApprovalDecision) -> Result<Value, serde_json::Error> {
     let d = serde_json::to_value(decision)?;
-    let guard =
-        json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version});
+    let guard = json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version});
     Ok(match status {
         None => json!([guard, {"op": "add", "path": "/status", "value": {"decisions": [d]}}]),
         Some(s) if s.decisions.is_empty() => {
@@ -31,24 +26,15 @@ pub fn append_decision(
 
 /// The reason to record: trimmed, `None` when blank. A deny must say why, and the schema caps
 /// the length; both are checked before any network call so everyone gets the same answer.
-pub fn check_reason(
-    verdict: Verdict,
-    name: &str,
-    reason: Option<&str>,
-) -> Result<Option<String>, String> {
+pub fn check_reason(verdict: Verdict, name: &str, reason: Option<&str>) -> Result<Option<String>, String> {
     let reason = reason.map(str::trim).filter(|r| !r.is_empty());
     if verdict == Verdict::Deny && reason.is_none() {
-        return Err(format!(
-            "a reason is required to deny: kubectl approve deny {name} --reason \"why\""
-        ));
+        return Err(format!("a reason is required to deny: kubectl approve deny {name} --reason \"why\""));
     }
     if let Some(r) = reason
         && r.len() > MAX_REASON_BYTES
     {
-        return Err(format!(
-            "the reason is too long ({} bytes; at most {MAX_REASON_BYTES})",
-            r.len()
-        ));
+        return Err(format!("the reason is too long ({} bytes; at most {MAX_REASON_BYTES})", r.len()));
     }
     Ok(reason.map(String::from))
 }
@@ -61,16 +47,10 @@ pub fn precheck(ar: &ApprovalRequest, user: &str) -> Result<(), String> {
     if let Some(phase) = status.and_then(|s| s.phase)
         && phase.is_final()
     {
-        return Err(format!(
-            "{id} is already {phase}; decisions change nothing now"
-        ));
+        return Err(format!("{id} is already {phase}; decisions change nothing now"));
     }
     if let Some(d) = status.and_then(|s| s.decisions.iter().find(|d| d.user == user)) {
-        return Err(format!(
-            "you ({user}) already decided on {id}: {} at {}",
-            super::format::verdict(d.decision),
-            super::format::rfc3339(&d.time)
-        ));
+        return Err(format!("you ({user}) already decided on {id}: {} at {}", super::format::verdict(d.decision), super::format::rfc3339(&d.time)));
     }
     Ok(())
 }
@@ -112,11 +92,7 @@ mod tests {
 
     #[test]
     fn status_without_decisions_adds_the_list_behind_a_guard() {
-        let status = ApprovalRequestStatus {
-            phase: Some(Phase::Pending),
-            approvals: Some("0/1".into()),
-            ..Default::default()
-        };
+        let status = ApprovalRequestStatus { phase: Some(Phase::Pending), approvals: Some("0/1".into()), ..Default::default() };
         let ops = append_decision(Some(&status), "7", &decision("approver-a")).unwrap();
         assert_eq!(
             ops,
@@ -129,15 +105,9 @@ mod tests {
 
     #[test]
     fn existing_decisions_are_appended_to() {
-        let status = ApprovalRequestStatus {
-            decisions: vec![decision("approver-b")],
-            ..Default::default()
-        };
+        let status = ApprovalRequestStatus { decisions: vec![decision("approver-b")], ..Default::default() };
         let ops = append_decision(Some(&status), "7", &decision("approver-a")).unwrap();
-        assert_eq!(
-            ops,
-            json!([{"op": "add", "path": "/status/decisions/-", "value": d_json()}])
-        );
+        assert_eq!(ops, json!([{"op": "add", "path": "/status/decisions/-", "value": d_json()}]));
         // It is a JSON patch kube can send.
         serde_json::from_value::<json_patch::Patch>(ops).unwrap();
     }
@@ -158,19 +128,10 @@ mod tests {
     #[test]
     fn reasons() {
         assert_eq!(check_reason(Verdict::Approve, "x", None), Ok(None));
-        assert_eq!(
-            check_reason(Verdict::Approve, "x", Some(" ok ")),
-            Ok(Some("ok".into()))
-        );
-        assert_eq!(
-            check_reason(Verdict::Deny, "x", Some("no")),
-            Ok(Some("no".into()))
-        );
+        assert_eq!(check_reason(Verdict::Approve, "x", Some(" ok ")), Ok(Some("ok".into())));
+        assert_eq!(check_reason(Verdict::Deny, "x", Some("no")), Ok(Some("no".into())));
         for blank in [None, Some(""), Some("  ")] {
-            assert_eq!(
-                check_reason(Verdict::Deny, "x7k2", blank).unwrap_err(),
-                "a reason is required to deny: kubectl approve deny x7k2 --reason \"why\""
-            );
+            assert_eq!(check_reason(Verdict::Deny, "x7k2", blank).unwrap_err(), "a reason is required to deny: kubectl approve deny x7k2 --reason \"why\"");
         }
         let long = "x".repeat(MAX_REASON_BYTES + 1);
         assert!(check_reason(Verdict::Approve, "x", Some(&long)).is_err());
@@ -179,22 +140,10 @@ mod tests {
     #[test]
     fn prechecks() {
         assert_eq!(precheck(&request(None), "a"), Ok(()));
-        let done = request(Some(ApprovalRequestStatus {
-            phase: Some(Phase::Approved),
-            ..Default::default()
-        }));
-        assert_eq!(
-            precheck(&done, "a").unwrap_err(),
-            "ns/x7k2 is already Approved; decisions change nothing now"
-        );
-        let decided = request(Some(ApprovalRequestStatus {
-            decisions: vec![decision("approver-a")],
-            ..Default::default()
-        }));
-        assert_eq!(
-            precheck(&decided, "approver-a").unwrap_err(),
-            "you (approver-a) already decided on ns/x7k2: Approve at 2025-05-01T10:00:00Z"
-        );
+        let done = request(Some(ApprovalRequestStatus { phase: Some(Phase::Approved), ..Default::default() }));
+        assert_eq!(precheck(&done, "a").unwrap_err(), "ns/x7k2 is already Approved; decisions change nothing now");
+        let decided = request(Some(ApprovalRequestStatus { decisions: vec![decision("approver-a")], ..Default::default() }));
+        assert_eq!(precheck(&decided, "approver-a").unwrap_err(), "you (approver-a) already decided on ns/x7k2: Approve at 2025-05-01T10:00:00Z");
         assert_eq!(precheck(&decided, "approver-b"), Ok(()));
     }
 }

@@ -15,26 +15,13 @@ use super::errors::{self, Doing};
 use super::{format, out};
 
 pub async fn watch(session: &Session, args: &WatchArgs) -> Result<()> {
-    let api: Api<ApprovalRequest> = if args.all_namespaces {
-        Api::all(session.client.clone())
-    } else {
-        Api::namespaced(session.client.clone(), &session.namespace)
-    };
-    let cx = errors::Context {
-        namespace: &session.namespace,
-        user: None,
-        doing: Doing::Watch {
-            all_namespaces: args.all_namespaces,
-        },
-    };
+    let api: Api<ApprovalRequest> =
+        if args.all_namespaces { Api::all(session.client.clone()) } else { Api::namespaced(session.client.clone(), &session.namespace) };
+    let cx = errors::Context { namespace: &session.namespace, user: None, doing: Doing::Watch { all_namespaces: args.all_namespaces } };
     // The watcher retries forever; a refusal is better reported once, in plain words.
-    api.list(&ListParams::default().limit(1))
-        .await
-        .map_err(|e| anyhow::Error::msg(errors::explain(&e, &cx)))?;
+    api.list(&ListParams::default().limit(1)).await.map_err(|e| anyhow::Error::msg(errors::explain(&e, &cx)))?;
 
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .applied_objects();
+    let stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects();
     futures::pin_mut!(stream);
     let ctrl_c = tokio::signal::ctrl_c();
     futures::pin_mut!(ctrl_c);

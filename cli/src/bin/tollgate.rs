@@ -43,7 +43,6 @@ enum Command {
     },
 }
 
-
 fn main() -> Result<ExitCode> {
     match Cli::parse().command {
         Command::Validate { files } => {

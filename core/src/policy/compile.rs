@@ -2,8 +2,8 @@ use super::{CompiledEntry, CompiledPolicy, CompiledRule, PolicyId, PolicyKind};
 use crate::expr::Condition;
 use crate::glob::Glob;
 use kube::core::Selector;
-use tollgate_api::{ClusterToolPolicySpec, ToolPolicySpec, ToolRules};
 use tollgate_api::common::LabelSelector;
+use tollgate_api::{ClusterToolPolicySpec, ToolPolicySpec, ToolRules};
 
 /// One problem in a policy, at a field path such as `spec.tools[2].rules[0].when`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,13 +79,7 @@ fn compile(
                     }
                 },
             };
-            rules.push(CompiledRule {
-                path,
-                action: rule.action,
-                when,
-                message: rule.message.clone(),
-                workflow: rule.approval_workflow.clone(),
-            });
+            rules.push(CompiledRule { path, action: rule.action, when, message: rule.message.clone(), workflow: rule.approval_workflow.clone() });
         }
         entries.push(CompiledEntry {
             server: Glob::new(&entry.server),

@@ -16,7 +16,11 @@ impl<F: Fn(&str) -> bool> WorkflowLookup for F {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecidedBy {
     /// A rule of a policy (for a fallback policy, `fallback` is true).
-    Rule { policy: PolicyId, rule: String, fallback: bool },
+    Rule {
+        policy: PolicyId,
+        rule: String,
+        fallback: bool,
+    },
     AgentDefault,
     ClusterDefault,
     Suspended,
@@ -155,9 +159,7 @@ pub struct Call<'a> {
 pub fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action) -> Decision {
     let Call { agent, server, tool, args, justification, now } = *call;
     let bindings = Bindings::new(args, tool, server, agent, justification, now);
-    let decided = |fallback: bool| {
-        most_restrictive(policies.iter().filter(|p| p.fallback == fallback).filter_map(|p| decide_in_policy(p, &bindings)))
-    };
+    let decided = |fallback: bool| most_restrictive(policies.iter().filter(|p| p.fallback == fallback).filter_map(|p| decide_in_policy(p, &bindings)));
     let outcome = decided(false).map(|o| (o, false)).or_else(|| decided(true).map(|o| (o, true)));
     let Some((o, fallback)) = outcome else {
         return match agent.default_action {
@@ -166,30 +168,18 @@ pub fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn W
         };
     };
     let decided_by = DecidedBy::Rule { policy: o.policy.id.clone(), rule: o.rule.to_owned(), fallback };
-    let mut decision = Decision {
-        action: o.action,
-        decided_by,
-        message: o.message.map(str::to_owned),
-        workflow: None,
-        error: o.error,
-    };
+    let mut decision = Decision { action: o.action, decided_by, message: o.message.map(str::to_owned), workflow: None, error: o.error };
     if decision.action == Action::RequireApproval {
         match o.workflow {
             Some(name) if workflows.exists(name) => decision.workflow = Some(name.to_owned()),
             // Rule 5: approval with no resolvable workflow is a Deny that says so.
             Some(name) => {
                 decision.action = Action::Deny;
-                decision.message = Some(format!(
-                    "approval required, but approval workflow {name:?} does not exist in namespace {}",
-                    agent.namespace
-                ));
+                decision.message = Some(format!("approval required, but approval workflow {name:?} does not exist in namespace {}", agent.namespace));
             }
             None => {
                 decision.action = Action::Deny;
-                decision.message = Some(format!(
-                    "approval required, but {} names no approvalWorkflow for {}",
-                    o.policy.id, o.rule
-                ));
+                decision.message = Some(format!("approval required, but {} names no approvalWorkflow for {}", o.policy.id, o.rule));
             }
         }
     }
@@ -207,23 +197,13 @@ pub fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn W
 pub fn decide(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action) -> Decision {
     let Call { agent, server, tool, justification, .. } = *call;
     if agent.suspended {
-        return Decision::plain(
-            Action::Deny,
-            DecidedBy::Suspended,
-            Some(format!("agent {}/{} is suspended", agent.namespace, agent.name)),
-        );
+        return Decision::plain(Action::Deny, DecidedBy::Suspended, Some(format!("agent {}/{} is suspended", agent.namespace, agent.name)));
     }
     if !agent.may_use_server(server) {
-        return Decision::plain(
-            Action::Deny,
-            DecidedBy::ServerNotAllowed,
-            Some(format!("agent {} may not use MCP server {server:?}", agent.name)),
-        );
+        return Decision::plain(Action::Deny, DecidedBy::ServerNotAllowed, Some(format!("agent {} may not use MCP server {server:?}", agent.name)));
     }
     let applicable: Vec<&CompiledPolicy> = policies.iter().copied().filter(|p| p.applies_to(agent)).collect();
-    if super::justification_mode(&applicable, server, tool) == Some(super::Justification::Required)
-        && justification.is_none_or(|j| j.trim().is_empty())
-    {
+    if super::justification_mode(&applicable, server, tool) == Some(super::Justification::Required) && justification.is_none_or(|j| j.trim().is_empty()) {
         return Decision::plain(
             Action::Deny,
             DecidedBy::MissingJustification,

@@ -47,11 +47,7 @@ pub fn visible(policies: &[&CompiledPolicy], agent: &AgentInfo, server: &str, to
     }
     let applicable: Vec<&CompiledPolicy> = policies.iter().copied().filter(|p| p.applies_to(agent)).collect();
     for fallback in [false, true] {
-        let outcomes: Vec<Static> = applicable
-            .iter()
-            .filter(|p| p.fallback == fallback)
-            .map(|p| static_outcome(p, server, tool))
-            .collect();
+        let outcomes: Vec<Static> = applicable.iter().filter(|p| p.fallback == fallback).map(|p| static_outcome(p, server, tool)).collect();
         if outcomes.contains(&Static::Deny) {
             return false;
         }
@@ -82,8 +78,7 @@ pub fn split_justification(arguments: Value, mode: Option<Justification>) -> Jus
     Justify { justification, arguments: Value::Object(map) }
 }
 
-const JUSTIFICATION_DESCRIPTION: &str =
-    "Why this call is needed. Approvers and the audit log see it; it is not passed to the tool.";
+const JUSTIFICATION_DESCRIPTION: &str = "Why this call is needed. Approvers and the audit log see it; it is not passed to the tool.";
 
 /// Rule 7: adds the `justification` property to a tool's input schema (required or optional).
 pub fn add_justification_property(schema: &mut Value, mode: Justification) {
@@ -94,10 +89,7 @@ pub fn add_justification_property(schema: &mut Value, mode: Justification) {
     obj.entry("type").or_insert_with(|| Value::String("object".into()));
     let properties = obj.entry("properties").or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(props) = properties {
-        props.insert(
-            "justification".into(),
-            serde_json::json!({"type": "string", "minLength": 1, "description": JUSTIFICATION_DESCRIPTION}),
-        );
+        props.insert("justification".into(), serde_json::json!({"type": "string", "minLength": 1, "description": JUSTIFICATION_DESCRIPTION}));
     }
     if mode == Justification::Required {
         let required = obj.entry("required").or_insert_with(|| Value::Array(Vec::new()));
@@ -146,13 +138,7 @@ pub fn unloadable(id: super::PolicyId, fallback: bool, message: String) -> super
             name: crate::glob::Glob::Any,
             justification: None,
             workflow: None,
-            rules: vec![super::CompiledRule {
-                path: "spec".into(),
-                action: Action::Deny,
-                when: None,
-                message: Some(message),
-                workflow: None,
-            }],
+            rules: vec![super::CompiledRule { path: "spec".into(), action: Action::Deny, when: None, message: Some(message), workflow: None }],
         }],
     }
 }

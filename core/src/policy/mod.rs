@@ -5,7 +5,7 @@ mod eval;
 mod listing;
 
 pub use compile::{CompileError, FieldError, compile_cluster_tool_policy, compile_tool_policy};
-pub use eval::{Call, Decision, DecidedBy, WorkflowLookup, decide, evaluate};
+pub use eval::{Call, DecidedBy, Decision, WorkflowLookup, decide, evaluate};
 pub use listing::{Justify, add_justification_property, justification_mode, rewrite_tools_list, split_justification, unloadable, visible};
 
 use crate::expr::Condition;

@@ -54,7 +54,11 @@ fn main() -> Result<()> {
     let held_url = url.clone();
     let agent = std::thread::spawn(move || {
         // The workflow gives a person ten minutes; so does the agent.
-        py_client_with_timeout(&held_url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2}, "progress": true}]), 610)
+        py_client_with_timeout(
+            &held_url,
+            &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2}, "progress": true}]),
+            610,
+        )
     });
     let name: String = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         let names = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", NS, "-o", "jsonpath={.items[*].metadata.name}"])?;

@@ -17,11 +17,7 @@ fn main() -> Result<()> {
     let began = Instant::now();
     // Started on the main thread, which lives as long as the children should (PR_SET_PDEATHSIG).
     let cp = ControlPlane::start()?;
-    eprintln!(
-        "control plane up at {} in {:.1?}",
-        cp.server_url(),
-        began.elapsed()
-    );
+    eprintln!("control plane up at {} in {:.1?}", cp.server_url(), began.elapsed());
     println!("export KUBECONFIG={}", cp.kubeconfig(User::Admin).display());
     for user in User::ALL.into_iter().filter(|&u| u != User::Admin) {
         println!("# {user}: {}", cp.kubeconfig(user).display());

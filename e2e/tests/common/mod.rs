@@ -126,4 +126,3 @@ pub fn decide(cp: &ControlPlane, user: User, ns: &str, name: &str, verdict: &str
     cp.kubectl_ok(user, ["patch", "ar", name, "-n", ns, "--subresource=status", "--type=json", "-p", &patch])?;
     Ok(())
 }
-

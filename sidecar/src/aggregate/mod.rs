@@ -54,9 +54,9 @@ pub async fn handle(sc: &Arc<Sidecar>, snapshot: &Snapshot, method: Method, head
         Ok(Message::Batch(elements)) => {
             let parts = elements.iter().map(|element| match &element.envelope {
                 None => crate::batch::invalid_element(),
-                Some(env) if env.method() == Some("initialize") => Box::pin(async move {
-                    json(StatusCode::OK, jsonrpc::error_response(env.id, -32600, "initialize must not be part of a batch"))
-                }),
+                Some(env) if env.method() == Some("initialize") => {
+                    Box::pin(async move { json(StatusCode::OK, jsonrpc::error_response(env.id, -32600, "initialize must not be part of a batch")) })
+                }
                 Some(env) => Box::pin(one(sc, snapshot, headers, env, element.raw.get().as_bytes())),
             });
             crate::batch::answer(headers, parts.collect()).await
@@ -226,7 +226,11 @@ fn route(method: &str, mut params: Value) -> Result<(String, Value), String> {
     fn unprefix(v: Option<&mut Value>, split: fn(&str) -> Option<(&str, &str)>, what: &str) -> Result<String, String> {
         let v = v.ok_or_else(|| format!("no {what} given"))?;
         let given = v.as_str().unwrap_or_default().to_owned();
-        let (server, own) = split(&given).ok_or_else(|| format!("unknown {what} {given:?}: on /mcp they read <server>{SEPARATOR}<name> for prompts and <server>+<uri> for resources, as the lists give them"))?;
+        let (server, own) = split(&given).ok_or_else(|| {
+            format!(
+                "unknown {what} {given:?}: on /mcp they read <server>{SEPARATOR}<name> for prompts and <server>+<uri> for resources, as the lists give them"
+            )
+        })?;
         *v = Value::String(own.to_owned());
         Ok(server.to_owned())
     }
@@ -241,7 +245,15 @@ fn route(method: &str, mut params: Value) -> Result<(String, Value), String> {
     Ok((server, params))
 }
 
-async fn routed(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, headers: &HeaderMap, env: &Envelope<'_>, method: &str, params: Value) -> Response<Body> {
+async fn routed(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    session: &Session,
+    headers: &HeaderMap,
+    env: &Envelope<'_>,
+    method: &str,
+    params: Value,
+) -> Response<Body> {
     let (server_name, params) = match route(method, params) {
         Ok(r) => r,
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
@@ -280,7 +292,10 @@ async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, h
         None => (None, name.clone()),
     };
     let Some(server) = server else {
-        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("unknown tool {name:?}: tools here are named <server>{SEPARATOR}<tool>"), true));
+        return json(
+            StatusCode::OK,
+            jsonrpc::tool_text_result(env.id, &format!("unknown tool {name:?}: tools here are named <server>{SEPARATOR}<tool>"), true),
+        );
     };
     let upstream = match (&held_server, builtin) {
         (Some(s), _) => session.upstream(sc, s).await.map(|u| u.headers),

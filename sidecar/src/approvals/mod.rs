@@ -298,4 +298,3 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
     r.headers_mut().insert("cache-control", header("no-cache"));
     r
 }
-

@@ -30,13 +30,8 @@ fn label_value(s: &str) -> String {
 }
 
 fn request_name(tool: &str) -> String {
-    let base: String = tool
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .take(40)
-        .collect::<String>()
-        .trim_matches('-')
-        .to_owned();
+    let base: String =
+        tool.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(40).collect::<String>().trim_matches('-').to_owned();
     let base = if base.is_empty() { "call".to_owned() } else { base };
     format!("{base}-{:08x}", rand::random::<u32>())
 }
@@ -47,10 +42,9 @@ pub(super) async fn create(ctx: &CallContext<'_>, workflow: &str, digest: &str) 
     let snapshot = sc.snapshot.load();
     let service_account = snapshot.agent.as_ref().map(|a| a.service_account.clone()).unwrap_or_default();
     let (policy, rule) = match &ctx.decision.decided_by {
-        DecidedBy::Rule { policy, rule, .. } => (
-            Some(PolicyRef { kind: policy.kind, name: policy.name.clone(), namespace: policy.namespace.clone() }),
-            Some(rule.clone()),
-        ),
+        DecidedBy::Rule { policy, rule, .. } => {
+            (Some(PolicyRef { kind: policy.kind, name: policy.name.clone(), namespace: policy.namespace.clone() }), Some(rule.clone()))
+        }
         _ => (None, None),
     };
     let message = ctx.decision.error.clone().map(|e| format!("condition failed (held for safety): {e}")).or(ctx.decision.message.clone());

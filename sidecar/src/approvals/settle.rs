@@ -5,11 +5,11 @@ use super::{GET_STATUS, Held, POLL_SECONDS, request};
 use crate::Sidecar;
 use crate::snapshot::Server;
 use futures::StreamExt;
-use hyper::header::HeaderMap;
 use hyper::Method;
+use hyper::header::HeaderMap;
 use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -202,7 +202,8 @@ pub(super) async fn get_status(sc: &Arc<Sidecar>, name: &str, id: Option<&RawVal
         Ok(Some(_)) if Instant::now() >= held.deadline => Ending::TimedOut,
         Ok(Some(ar)) => {
             let status = ar.status.unwrap_or_default();
-            let text = format!("Approval request {name} is pending ({} approvals); ask again in {POLL_SECONDS} seconds", status.approvals.as_deref().unwrap_or("0"));
+            let text =
+                format!("Approval request {name} is pending ({} approvals); ask again in {POLL_SECONDS} seconds", status.approvals.as_deref().unwrap_or("0"));
             let pending = json!({
                 "content": [{"type": "text", "text": text}],
                 "structuredContent": {"status": "pending", "request_id": name, "approvals": status.approvals, "poll_interval_seconds": POLL_SECONDS},
