@@ -76,7 +76,7 @@ fn find_event_end(buf: &str, from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while i < bytes.len() {
         // Only line ends can start a terminator; skip to the next one.
-        let Some(off) = bytes[i..].iter().position(|b| *b == b'\n' || *b == b'\r') else { return None };
+        let off = bytes[i..].iter().position(|b| *b == b'\n' || *b == b'\r')?;
         i += off;
         let rest = &bytes[i..];
         if rest.starts_with(b"\n\n") || rest.starts_with(b"\r\r") {

@@ -4,10 +4,11 @@
 //! broken off, malformed, or no result at all) ends in an `isError` result naming the server,
 //! never in a hung or half-answered agent.
 
+use crate::body::header;
+use crate::body::json;
 use crate::body::{Body, channel, full};
-use crate::proxy::json;
 use crate::snapshot::Server;
-use crate::upstream::{UpstreamError, copy_response_headers, header, is_event_stream, read_body};
+use crate::upstream::{UpstreamError, copy_response_headers, is_event_stream, read_body};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{Response, StatusCode};

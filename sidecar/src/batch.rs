@@ -3,9 +3,10 @@
 //! answers into one reply: a JSON array of the responses, or, when the client accepts SSE, one
 //! stream with every message (notifications too).
 
+use crate::body::header;
+use crate::body::json;
 use crate::body::{Body, full};
-use crate::proxy::json;
-use crate::upstream::{header, messages};
+use crate::upstream::messages;
 use futures::future::BoxFuture;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use hyper::{Response, StatusCode};

@@ -6,7 +6,7 @@
 use crate::body::{Body, full};
 use crate::snapshot::Server;
 use bytes::Bytes;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName};
 use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -152,10 +152,6 @@ pub fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, keep_length: 
 
 pub fn is_event_stream(headers: &HeaderMap) -> bool {
     headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"))
-}
-
-pub fn header(value: &'static str) -> HeaderValue {
-    HeaderValue::from_static(value)
 }
 
 /// The JSON-RPC messages of an answer, whether it came as JSON (one message or a batch's array)

@@ -10,11 +10,11 @@ mod session;
 pub use session::Sessions;
 use session::{SESSION_HEADER, Session};
 
-use crate::Sidecar;
 use crate::approvals::{self, GET_STATUS, REQUEST_APPROVAL};
 use crate::body::Body;
-use crate::proxy::json;
+use crate::body::json;
 use crate::snapshot::{Server, Snapshot};
+use crate::state::Sidecar;
 use bytes::Bytes;
 use hyper::header::{ACCEPT, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
@@ -78,7 +78,7 @@ async fn one(sc: &Arc<Sidecar>, snapshot: &Snapshot, headers: &HeaderMap, env: &
     if env.id.is_none() {
         if method == "tools/call" {
             let server = Server { name: String::new(), url: String::new(), timeout: std::time::Duration::ZERO, headers: Vec::new() };
-            return crate::proxy::refuse_idless(sc, &server, env);
+            return crate::tools::refuse_idless(sc, &server, env);
         }
         return relay::notification_from_client(sc, snapshot, &session, method, raw).await;
     }
@@ -123,7 +123,7 @@ async fn initialize(sc: &Sidecar, snapshot: &Snapshot, env: &Envelope<'_>) -> Re
     let version = SUPPORTED_VERSIONS.iter().find(|v| **v == asked).copied().unwrap_or(SUPPORTED_VERSIONS[0]);
     let session = Arc::new(Session::new(params));
     let servers: Vec<&Server> = usable(snapshot).collect();
-    let opened = futures::future::join_all(servers.iter().map(|s| session.upstream(sc, s))).await;
+    let opened = futures::future::join_all(servers.iter().map(|s| session.upstream(&sc.upstream, s))).await;
     let mut instructions = format!("Tools of every MCP server you may use, named <server>{SEPARATOR}<tool>, under Tollgate's policy.");
     let mut capabilities = Vec::new();
     for (server, result) in servers.iter().zip(opened) {
@@ -155,7 +155,7 @@ async fn initialize(sc: &Sidecar, snapshot: &Snapshot, env: &Envelope<'_>) -> Re
 
 /// Every page of `method` from one server: the items under `key`.
 async fn list_one(sc: &Sidecar, session: &Session, server: &Server, method: &str, key: &str) -> Result<Vec<Value>, String> {
-    let upstream = session.upstream(sc, server).await?;
+    let upstream = session.upstream(&sc.upstream, server).await?;
     let capability = method.split('/').next().unwrap_or_default();
     if !upstream.offers(capability) {
         return Ok(Vec::new());
@@ -262,7 +262,7 @@ async fn routed(
         Some(s) if usable(snapshot).any(|u| u.name == s.name) => s,
         _ => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &format!("no MCP server {server_name:?} for this agent"))),
     };
-    let upstream = match session.upstream(sc, server).await {
+    let upstream = match session.upstream(&sc.upstream, server).await {
         Ok(u) => u,
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &e)),
     };
@@ -298,9 +298,9 @@ async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, h
         );
     };
     let upstream = match (&held_server, builtin) {
-        (Some(s), _) => session.upstream(sc, s).await.map(|u| u.headers),
+        (Some(s), _) => session.upstream(&sc.upstream, s).await.map(|u| u.headers),
         (None, true) => Ok(headers.clone()),
-        (None, false) => session.upstream(sc, &server).await.map(|u| u.headers),
+        (None, false) => session.upstream(&sc.upstream, &server).await.map(|u| u.headers),
     };
     let mut forwarded = match upstream {
         Ok(h) => h,
@@ -316,7 +316,7 @@ async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, h
     if let Some(accept) = headers.get(ACCEPT) {
         forwarded.insert(ACCEPT, accept.clone());
     }
-    let resp = crate::proxy::tools_call(sc, snapshot, &server, &forwarded, &inner, &body).await;
+    let resp = crate::tools::tools_call(sc, snapshot, &server, &forwarded, &inner, &body).await;
     relay::to_client(&server.name, resp).await
 }
 

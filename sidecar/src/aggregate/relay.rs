@@ -4,11 +4,12 @@
 //! its own explains (answers to those requests, notifications) goes back to the right servers.
 
 use super::session::{SESSION_HEADER, Session};
-use crate::Sidecar;
+use crate::body::header;
+use crate::body::json;
 use crate::body::{Body, channel, full};
-use crate::proxy::json;
 use crate::snapshot::Snapshot;
-use crate::upstream::{copy_response_headers, header, is_event_stream};
+use crate::state::Sidecar;
+use crate::upstream::{copy_response_headers, is_event_stream};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
@@ -92,7 +93,7 @@ where
 /// GET: one stream made of the stream of every server of the session that offers one.
 pub async fn stream(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Arc<Session>) -> Response<Body> {
     let opened = futures::future::join_all(super::usable(snapshot).map(|server| async move {
-        let upstream = session.upstream(sc, server).await.ok()?;
+        let upstream = session.upstream(&sc.upstream, server).await.ok()?;
         let mut headers = upstream.headers.clone();
         headers.insert(ACCEPT, header("text/event-stream"));
         let resp = sc.upstream.send(server, Method::GET, &headers, Bytes::new()).await.ok()?;
@@ -135,7 +136,7 @@ pub async fn response_from_client(sc: &Sidecar, snapshot: &Snapshot, session: &S
         return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, -32600, &format!("MCP server {server_name} is gone")));
     };
     message["id"] = original;
-    let upstream = match session.upstream(sc, server).await {
+    let upstream = match session.upstream(&sc.upstream, server).await {
         Ok(u) => u,
         Err(e) => return json(StatusCode::BAD_GATEWAY, jsonrpc::error_response(None, -32603, &e)),
     };

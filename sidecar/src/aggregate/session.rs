@@ -1,9 +1,8 @@
 //! Sessions of the aggregated endpoint: the sidecar owns the downstream session and opens one
 //! upstream session per server, initialized with the client's own `initialize` parameters.
 
-use crate::Sidecar;
+use crate::body::header;
 use crate::snapshot::Server;
-use crate::upstream::header;
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::{HeaderMap, HeaderValue};
@@ -79,9 +78,9 @@ impl Session {
     }
 
     /// The upstream session for `server`, opened on first use; concurrent first uses open it once.
-    pub async fn upstream(&self, sc: &Sidecar, server: &Server) -> Result<Upstream, String> {
+    pub async fn upstream(&self, client: &crate::upstream::Upstream, server: &Server) -> Result<Upstream, String> {
         let cell = self.upstream.lock().unwrap_or_else(|e| e.into_inner()).entry(server.name.clone()).or_default().clone();
-        cell.get_or_try_init(|| open(sc, server, &self.init_params)).await.cloned()
+        cell.get_or_try_init(|| open(client, server, &self.init_params)).await.cloned()
     }
 
     /// The upstream sessions opened so far, by server.
@@ -91,12 +90,12 @@ impl Session {
     }
 }
 
-async fn open(sc: &Sidecar, server: &Server, init_params: &Value) -> Result<Upstream, String> {
+async fn open(client: &crate::upstream::Upstream, server: &Server, init_params: &Value) -> Result<Upstream, String> {
     let mut headers = HeaderMap::new();
     headers.insert(hyper::header::ACCEPT, header("application/json, text/event-stream"));
     headers.insert(hyper::header::CONTENT_TYPE, header("application/json"));
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init_params});
-    let (parts, answer) = sc.upstream.messages(server, Method::POST, &headers, Bytes::from(init.to_string())).await.map_err(|e| e.to_string())?;
+    let (parts, answer) = client.messages(server, Method::POST, &headers, Bytes::from(init.to_string())).await.map_err(|e| e.to_string())?;
     if let Some(id) = parts.headers.get(SESSION_HEADER).cloned() {
         headers.insert(SESSION_HEADER, id);
     }
@@ -108,7 +107,7 @@ async fn open(sc: &Sidecar, server: &Server, init_params: &Value) -> Result<Upst
         headers.insert(VERSION_HEADER, v);
     }
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    sc.upstream.send(server, Method::POST, &headers, Bytes::from(initialized.to_string())).await.map_err(|e| e.to_string())?;
+    client.send(server, Method::POST, &headers, Bytes::from(initialized.to_string())).await.map_err(|e| e.to_string())?;
     Ok(Upstream {
         headers,
         capabilities: result.get("capabilities").cloned().unwrap_or(Value::Null),

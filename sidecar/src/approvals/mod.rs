@@ -7,23 +7,26 @@
 //! concluded in a task of its own, so a client that hangs up neither runs it twice nor leaves it
 //! unaudited.
 
+mod registry;
 mod request;
 mod settle;
 
+pub use registry::{Held, MAX_HELD, Registry};
+
 pub use request::{CANCEL_ANNOTATION, cancel_orphans};
 
-use crate::Sidecar;
+use crate::body::header;
+use crate::body::json;
 use crate::body::{Body, channel};
-use crate::proxy::{CallContext, json};
+use crate::call::CallContext;
 use crate::snapshot::{Server, Snapshot};
-use crate::upstream::header;
+use crate::state::Sidecar;
 use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderMap};
 use hyper::{Response, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_core::audit::{Outcome, RecordKind};
 use tollgate_core::held::{Binding, hold_deadline};
@@ -35,67 +38,6 @@ pub const REQUEST_APPROVAL: &str = "request_approval";
 /// Server name policies use for the built-in tools.
 pub const BUILTIN_SERVER: &str = "tollgate";
 const POLL_SECONDS: u64 = 5;
-/// Async held calls kept at most; past it new holds are refused (answered and expired ones are
-/// pruned first).
-const MAX_HELD: usize = 4096;
-/// How long an answered call's result stays for late polls.
-const KEEP_ANSWERED: Duration = Duration::from_secs(600);
-
-/// Calls held in async mode, by request name.
-#[derive(Default)]
-pub struct Registry {
-    calls: Mutex<HashMap<String, Arc<Held>>>,
-}
-
-impl Registry {
-    /// The server a held call goes to (`None` for standalone approvals and unknown requests).
-    pub fn server_of(&self, name: &str) -> Option<String> {
-        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        calls.get(name).and_then(|h| h.server.as_ref().map(|s| s.name.clone()))
-    }
-
-    fn get(&self, name: &str) -> Option<Arc<Held>> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
-    }
-
-    /// Keeps `held` under `name`, after dropping calls past their deadline and answers older than
-    /// [`KEEP_ANSWERED`]; `false` when the registry is still full.
-    fn insert(&self, name: String, held: Arc<Held>) -> bool {
-        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        calls.retain(|_, h| now < h.deadline && h.answered_at.get().is_none_or(|at| now.duration_since(*at) < KEEP_ANSWERED));
-        if calls.len() >= MAX_HELD {
-            return false;
-        }
-        calls.insert(name, held);
-        true
-    }
-
-    pub fn len(&self) -> usize {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-pub struct Held {
-    /// The outcome record, filled in when the request ends.
-    audit: tollgate_core::audit::AuditRecord,
-    created: Instant,
-    deadline: Instant,
-    server: Option<Server>,
-    headers: HeaderMap,
-    body: Bytes,
-    /// The request it created, as created: it runs for that object only.
-    binding: Binding,
-    /// The workflow it was held under: the quorum it must reach, whatever the workflow becomes.
-    workflow: tollgate_core::approval::Workflow,
-    /// The final answer once known: concurrent polls wait for it, later polls get the same one.
-    answer: tokio::sync::OnceCell<Value>,
-    answered_at: std::sync::OnceLock<Instant>,
-}
 
 /// The built-in tools, listed beside the server's own.
 pub fn add_builtin_tools(result: &mut Value) {

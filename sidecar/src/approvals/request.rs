@@ -1,8 +1,8 @@
 //! The `ApprovalRequest` objects of held calls: created by the sidecar, and marked for
 //! cancellation (the operator then moves them to Cancelled) when their call can no longer run.
 
-use crate::Sidecar;
-use crate::proxy::CallContext;
+use crate::call::CallContext;
+use crate::state::Sidecar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};

@@ -2,8 +2,8 @@
 //! request it created approved it by a real quorum, the call runs once; every end is audited.
 
 use super::{GET_STATUS, Held, POLL_SECONDS, request};
-use crate::Sidecar;
 use crate::snapshot::Server;
+use crate::state::Sidecar;
 use futures::StreamExt;
 use hyper::Method;
 use hyper::header::HeaderMap;

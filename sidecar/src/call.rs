@@ -1,0 +1,70 @@
+//! One call's facts, shared by its audit records and its approval request.
+
+use crate::snapshot::Server;
+use crate::state::Sidecar;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RawJson, RecordKind};
+use tollgate_core::policy::{self, Decision};
+
+/// One call's facts, for audit records and approval requests.
+pub(crate) struct CallContext<'a> {
+    pub sc: &'a Arc<Sidecar>,
+    pub server: &'a Server,
+    pub tool: &'a str,
+    pub arguments: &'a Value,
+    pub justification: Option<&'a str>,
+    pub decision: &'a Decision,
+    pub correlation: String,
+    /// Digest and redacted arguments, computed once for all of the call's records.
+    pub facts: std::sync::OnceLock<(String, RawJson)>,
+}
+
+impl CallContext<'_> {
+    /// The arguments' digest, computed once for the call's records and its approval request.
+    pub fn digest(&self) -> &str {
+        &self.facts().0
+    }
+
+    fn facts(&self) -> &(String, RawJson) {
+        self.facts.get_or_init(|| (tollgate_core::digest::arguments_digest(self.arguments), RawJson::of(&tollgate_core::redact::Redacted(self.arguments))))
+    }
+
+    pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {
+        self.sc.audit.emit(&self.record(kind, outcome, is_error, request, started));
+    }
+
+    /// The record `audit` writes; a held call keeps one to fill in when it ends.
+    pub fn record(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) -> AuditRecord {
+        let (policy, rule) = match &self.decision.decided_by {
+            policy::DecidedBy::Rule { policy, rule, .. } => (Some(policy.to_string()), Some(rule.clone())),
+            other => (Some(other.to_string()), None),
+        };
+        AuditRecord {
+            time: jiff::Timestamp::now().to_string(),
+            kind,
+            correlation_id: self.correlation.clone(),
+            agent: AgentRef {
+                namespace: self.sc.config.namespace.clone(),
+                name: self.sc.config.agent.clone(),
+                pod: Some(self.sc.config.pod.clone()).filter(|p| !p.is_empty()),
+                service_account: self.sc.snapshot.load().agent.as_ref().map(|a| a.service_account.clone()).unwrap_or_default(),
+            },
+            server: self.server.name.clone(),
+            tool: self.tool.to_owned(),
+            arguments_digest: self.facts().0.clone(),
+            arguments: self.facts().1.clone(),
+            justification: self.justification.map(|j| tollgate_core::redact::redact_str(j).into_owned()),
+            decision: AuditDecision::from(self.decision.action),
+            policy,
+            rule,
+            approval_request: request.map(str::to_owned),
+            approvers: Vec::new(),
+            outcome,
+            is_error,
+            duration_ms: started.map(|s| s.elapsed().as_secs_f64() * 1000.0),
+            error: self.decision.error.clone(),
+        }
+    }
+}

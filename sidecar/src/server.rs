@@ -1,0 +1,103 @@
+//! The listener the agent talks to: every request passes the transport rules, the agent's rights
+//! and the one-reading check here, whatever its endpoint and method, before `/mcp/<server>`
+//! ([`crate::proxy`]) or `/mcp` ([`crate::aggregate`]) sees it.
+
+use crate::body::{Body, json, refused};
+use crate::state::Sidecar;
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tollgate_core::jsonrpc;
+
+pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "MCP listening");
+    // A client that never finishes its headers must not hold a connection (and its memory) forever.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(sidecar.config.header_read_timeout_seconds.max(1)));
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let sidecar = sidecar.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, sidecar.clone()));
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// `Host`, `Origin` and `Content-Type`, each at most once, by the sidecar's transport rules.
+fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool) -> Result<(), tollgate_core::access::TransportRefusal> {
+    let headers = req.headers();
+    let one = |name: hyper::header::HeaderName, what: &'static str| {
+        let mut all = headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (_, Some(_)) => Err(tollgate_core::access::TransportRefusal::Repeated(what)),
+            (first, None) => Ok(first.and_then(|v| v.to_str().ok())),
+        }
+    };
+    let host = one(hyper::header::HOST, "Host")?.or_else(|| req.uri().authority().map(|a| a.as_str()));
+    sc.transport.check(is_post, host, one(hyper::header::ORIGIN, "Origin")?, one(CONTENT_TYPE, "Content-Type")?)
+}
+
+async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let server_name = match path.strip_prefix("/mcp/") {
+        Some(name) => Some(name.to_owned()),
+        None if path == "/mcp" => None,
+        None => return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, "not an MCP endpoint: use /mcp or /mcp/<server>"))),
+    };
+    // Transport first: a page in a browser must not reach the agent's tools (DNS rebinding).
+    let is_post = req.method() == Method::POST;
+    let transport = check_transport(&sc, &req, is_post);
+    if let Err(r) = transport {
+        tracing::info!(refusal = %r, "request refused at the transport");
+        return Ok(refused(r.http_status(), -32600, &r.to_string()));
+    }
+    // Then the agent's rights, for every method: nothing reaches a server it may not use.
+    let snapshot = sc.snapshot.load_full();
+    let agent = match snapshot.agent_access(&sc.config.agent, &sc.config.namespace) {
+        Ok(a) => a,
+        Err(r) => return Ok(refused(r.http_status(), -32600, &r.to_string())),
+    };
+    let server = match &server_name {
+        None => None,
+        Some(name) => match tollgate_core::access::server_access(agent, name, snapshot.servers.contains_key(name)) {
+            Ok(()) => snapshot.servers.get(name).cloned(),
+            Err(r) => return Ok(refused(r.http_status(), -32600, &r.to_string())),
+        },
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = if is_post {
+        match Limited::new(body, sc.config.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                let msg = format!("request body refused: {e} (the limit is {} bytes)", sc.config.max_body);
+                return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &msg)));
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    // What is decided here must be what the upstream runs: bodies parsers read differently go nowhere.
+    if is_post && let Err(a) = tollgate_core::strict::check(&bytes) {
+        let code = if matches!(a, tollgate_core::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
+        return Ok(json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string())));
+    }
+    let Some(server) = server else {
+        return Ok(crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await);
+    };
+    Ok(crate::proxy::handle(&sc, &snapshot, &server, parts.method, &parts.headers, bytes).await)
+}

@@ -1,0 +1,146 @@
+//! `tools/call`, on either endpoint: decided by `tollgate-core`, then denied, forwarded, or held
+//! for approval; an id-less call is refused.
+
+use crate::body::{Body, json};
+use crate::call::CallContext;
+use crate::snapshot::{Server, Snapshot};
+use crate::state::Sidecar;
+use bytes::Bytes;
+use hyper::header::HeaderMap;
+use hyper::{Method, Response, StatusCode};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::Instant;
+use tollgate_core::audit::{Outcome, RecordKind};
+use tollgate_core::jsonrpc::{self, Envelope};
+use tollgate_core::policy::{self, Action, Args, Decision};
+
+/// A `tools/call` without an id (or with `"id": null`): as a notification it would run with no
+/// answer to anyone; refused with a JSON-RPC error, and audited.
+pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'_>) -> Response<Body> {
+    let tool = jsonrpc::tool_call_params(env.params).map(|c| c.name).unwrap_or_default();
+    let message = "a tools/call must carry an id: without one it is never forwarded";
+    let decision = Decision::refused(policy::DecidedBy::InvalidRequest, message);
+    let ctx = CallContext {
+        sc,
+        server,
+        tool: &tool,
+        arguments: &Value::Null,
+        justification: None,
+        decision: &decision,
+        correlation: format!("{:016x}", rand::random::<u64>()),
+        facts: Default::default(),
+    };
+    ctx.audit(RecordKind::Decision, None, false, None, None);
+    ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, None);
+    sc.metrics.tool_call("deny", "invalid_request");
+    json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, -32600, message))
+}
+
+/// A `tools/call`: decided, then denied, forwarded, or held for approval.
+pub(crate) async fn tools_call(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    server: &Server,
+    headers: &HeaderMap,
+    env: &Envelope<'_>,
+    raw: &Bytes,
+) -> Response<Body> {
+    let started = Instant::now();
+    let call = match jsonrpc::tool_call_params(env.params) {
+        Ok(c) => c,
+        Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
+    };
+    let span = tracing::info_span!("tools_call", server = %server.name, tool = %call.name);
+    tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, call, started), span).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide_and_act(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    server: &Server,
+    headers: &HeaderMap,
+    env: &Envelope<'_>,
+    raw: &Bytes,
+    call: jsonrpc::ToolCallParams<'_>,
+    started: Instant,
+) -> Response<Body> {
+    if let Some(resp) = crate::approvals::builtin(sc, snapshot, server, headers, env, &call).await {
+        return resp;
+    }
+    if let Some(reason) = snapshot.unavailable(&sc.config.agent, &sc.config.namespace) {
+        sc.metrics.tool_call("deny", "not_loaded");
+        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {reason}"), true));
+    }
+    let Some(agent) = snapshot.agent.as_ref() else {
+        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, "Access denied: no agent", true));
+    };
+    let arguments: Value = match call.arguments.map(|a| serde_json::from_str(a.get())) {
+        None => Value::Object(Default::default()),
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &format!("invalid arguments: {e}"))),
+    };
+    let refs = snapshot.policy_refs();
+    let mode = policy::justification_mode(&refs, &server.name, &call.name);
+    let split = policy::split_justification(arguments, mode);
+    let workflows = |w: &str| snapshot.workflows.contains_key(w);
+    let args = Args::value(&split.arguments);
+    let decided =
+        policy::Call { agent, server: &server.name, tool: &call.name, args: &args, justification: split.justification.as_deref(), now: jiff::Timestamp::now() };
+    let decision = policy::decide(&refs, &decided, &workflows, sc.config.cluster_default);
+    let ctx = CallContext {
+        sc,
+        server,
+        tool: &call.name,
+        arguments: &split.arguments,
+        justification: split.justification.as_deref(),
+        decision: &decision,
+        correlation: format!("{:016x}", rand::random::<u64>()),
+        facts: Default::default(),
+    };
+    if decision.action != Action::RequireApproval {
+        // A held call's decision record names its request: `hold` writes it.
+        ctx.audit(RecordKind::Decision, None, false, None, None);
+    }
+    tracing::debug!(action = ?decision.action, by = %decision.decided_by, correlation = ctx.correlation, "tools/call decided");
+
+    // What goes upstream: the call without its justification.
+    let forward_body = if mode.is_some() {
+        match env.params.map(|p| jsonrpc::with_arguments(env.id, p, &split.arguments)) {
+            Some(Ok(b)) => Bytes::from(b),
+            _ => raw.clone(),
+        }
+    } else {
+        raw.clone()
+    };
+    match decision.action {
+        Action::Deny => {
+            sc.metrics.tool_call("deny", "denied");
+            ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, Some(started));
+            json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {}", decision.deny_message()), true))
+        }
+        Action::Allow => {
+            sc.metrics.tool_call("allow", "forwarded");
+            let resp = call_upstream(sc, server, headers, forward_body, env.id).await;
+            let outcome = if resp.status() == StatusCode::OK { Outcome::Forwarded } else { Outcome::UpstreamError };
+            ctx.audit(RecordKind::Outcome, Some(outcome), outcome != Outcome::Forwarded, None, Some(started));
+            resp
+        }
+        Action::RequireApproval => {
+            let progress = call.meta.as_ref().and_then(|m| m.progress_token.clone());
+            crate::approvals::hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), forward_body, progress).await
+        }
+    }
+}
+
+/// Forwards an allowed call; a down, slow, huge or broken answer is an `isError` result naming
+/// the server.
+pub(crate) async fn call_upstream(sc: &Sidecar, server: &Server, headers: &HeaderMap, body: Bytes, id: Option<&RawValue>) -> Response<Body> {
+    let deadline = tokio::time::Instant::now() + server.timeout;
+    match sc.upstream.send(server, Method::POST, headers, body).await {
+        Ok(resp) => crate::answer::relay(resp, server, id, sc.upstream.max_answer, deadline).await,
+        Err(e) => crate::answer::upstream_error(id, &e),
+    }
+}
