@@ -105,8 +105,15 @@ pub fn error_response(id: Option<&RawValue>, code: i64, message: &str) -> Vec<u8
     serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "error": {"code": code, "message": message}})).unwrap_or_default()
 }
 
-/// A successful response with `result`.
-pub fn result_response(id: Option<&RawValue>, result: Value) -> Vec<u8> {
+/// A successful response with `result`. A tool result the firewall makes itself says it is
+/// complete (`resultType`, which 2026-07-28 clients require; earlier revisions allow extra keys).
+pub fn result_response(id: Option<&RawValue>, mut result: Value) -> Vec<u8> {
+    if let Value::Object(map) = &mut result
+        && map.contains_key("content")
+        && !map.contains_key("resultType")
+    {
+        map.insert("resultType".into(), Value::String("complete".into()));
+    }
     serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "result": result})).unwrap_or_default()
 }
 
@@ -183,7 +190,10 @@ mod tests {
     fn responses_keep_the_id() {
         let Ok(Incoming::Single(e)) = parse(br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"name":"x"}}"#) else { panic!() };
         let out: Value = serde_json::from_slice(&tool_text_result(e.id, "Access denied: no", true)).unwrap();
-        assert_eq!(out, json!({"jsonrpc":"2.0","id":"abc","result":{"content":[{"type":"text","text":"Access denied: no"}],"isError":true}}));
+        assert_eq!(
+            out,
+            json!({"jsonrpc":"2.0","id":"abc","result":{"content":[{"type":"text","text":"Access denied: no"}],"isError":true,"resultType":"complete"}})
+        );
         let err: Value = serde_json::from_slice(&error_response(None, -32700, "bad")).unwrap();
         assert_eq!(err["id"], Value::Null);
     }

@@ -83,7 +83,7 @@ pub(crate) fn repo_root() -> PathBuf {
 
 /// Loopback ports free right now. All are held until all are chosen, so they differ; another
 /// process may still take one before the child binds it, which the startup error would show.
-pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N]> {
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
     let listeners = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>().context("binding a loopback port")?;
     let mut ports = [0; N];
     for (port, listener) in ports.iter_mut().zip(&listeners) {

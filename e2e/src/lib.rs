@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+pub use components::free_ports;
 pub use control_plane::ControlPlane;
-pub use mcp::{AuthEcho, Everything, Hostile, py_client, py_client_with_args, py_client_with_timeout, tool_text, tools_dir, ts_client};
+pub use mcp::{
+    AuthEcho, Everything, Hostile, Modern, py_client, py_client_with_args, py_client_with_timeout, py_modern_client, tool_text, tools_dir, ts_client,
+};
 pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, plugin_path};
 pub use users::User;
 

@@ -118,6 +118,35 @@ impl Hostile {
     }
 }
 
+/// A stateless MCP server on the official Python SDK 2.x (`e2e/servers/modern.py`), speaking
+/// the 2026-07-28 revision (and the handshake for older clients).
+pub struct Modern {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Modern {
+    pub fn start(cp: &ControlPlane) -> Result<Modern> {
+        let dir = tools_dir()?;
+        let [port] = free_ports::<1>()?;
+        let mut cmd = Command::new(dir.join("venv/bin/python"));
+        cmd.arg(repo_root().join("e2e/servers/modern.py")).arg(port.to_string());
+        let process = start_server(cp, "modern", cmd, port)?;
+        Ok(Modern { process, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+/// Runs a scenario with the official Python SDK 2.x `Client` in `mode` (`2026-07-28`, `auto`,
+/// `legacy`): `e2e/clients/py_modern_client.py`.
+pub fn py_modern_client(url: &str, mode: &str, scenario: &Value) -> Result<Vec<Value>> {
+    let dir = tools_dir()?;
+    run_client(Command::new(dir.join("venv/bin/python")).arg(repo_root().join("e2e/clients/py_modern_client.py")).args(["--mode", mode]), url, scenario, 60)
+}
+
 /// As [`py_client`], with options of the client (`--sampling-reply`, `--elicit-accept`, …).
 pub fn py_client_with_args(url: &str, args: &[&str], scenario: &Value) -> Result<Vec<Value>> {
     let dir = tools_dir()?;

@@ -161,19 +161,27 @@ impl Operator {
     /// Starts the operator as `tollgate-system/tollgate-operator` and waits until it is ready
     /// and its webhook answers.
     pub fn start(cp: &ControlPlane) -> Result<Operator> {
+        let [webhook] = free_ports::<1>()?;
+        Operator::start_with(cp, webhook, &[])
+    }
+
+    /// As [`Operator::start`], on a given webhook port and with more flags (replicas that share
+    /// one address pass `--webhook-reuse-port`).
+    pub fn start_with(cp: &ControlPlane, webhook: u16, flags: &[&str]) -> Result<Operator> {
         cp.install_tollgate_system()?;
         let bin = binary("tollgate-operator", "tollgate-operator")?;
         let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-operator")?;
-        let [webhook, admin] = free_ports::<2>()?;
+        let [admin] = free_ports::<1>()?;
         let webhook_url = format!("https://127.0.0.1:{webhook}");
         let admin_url = format!("http://127.0.0.1:{admin}");
-        let log = cp.dir().join(format!("operator-{webhook}.log"));
+        let log = cp.dir().join(format!("operator-{webhook}-{admin}.log"));
         let mut cmd = Command::new(&bin);
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,tollgate_operator=debug")
             .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
             .args(["--webhook-url", &webhook_url])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")]);
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(flags);
         let process = Process::spawn(cmd, log)?;
         process.wait_http_ok("the operator", admin, "/readyz")?;
         Ok(Operator { process, webhook_url, admin_url })

@@ -2,6 +2,7 @@
 //! admission webhook that decides who may write what (DESIGN §3.3).
 
 pub mod approvals;
+pub mod leader;
 pub mod policies;
 pub mod register;
 pub mod tls;
@@ -36,6 +37,24 @@ pub struct Config {
     /// Log as JSON lines.
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+    /// The operator's own namespace: its Lease and its webhook TLS Secret live there.
+    #[arg(long, env = "TOLLGATE_NAMESPACE", default_value = "tollgate-system")]
+    pub namespace: String,
+    /// The Secret holding the webhook's CA and serving certificate, shared by every replica.
+    #[arg(long, default_value = "tollgate-webhook-tls")]
+    pub tls_secret: String,
+    /// The Lease the replicas elect their leader on; only the leader runs the controllers.
+    #[arg(long, default_value = "tollgate-operator")]
+    pub lease_name: String,
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// This replica's name in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Let several replicas on one host listen on the same webhook address (SO_REUSEPORT), the
+    /// kernel spreading connections between them as a Service would.
+    #[arg(long)]
+    pub webhook_reuse_port: bool,
 }
 
 /// What every part of the operator shares.
@@ -54,18 +73,47 @@ pub async fn run(config: Config) -> Result<()> {
     let shared = Arc::new(Shared { client: client.clone(), identity, slack_relay_user: config.slack_relay_user.clone(), metrics: Arc::default() });
     let ready = tollgate_runtime::admin::Readiness::default();
 
-    let certs = tls::WebhookCerts::generate(&config)?;
-    let webhook = webhook::serve(config.webhook_addr, certs.server_config()?, shared.clone());
+    let certs = tls::WebhookCerts::shared(&client, &config).await?;
+    let webhook = webhook::serve(config.webhook_addr, config.webhook_reuse_port, certs.server_config()?, shared.clone());
     let admin = tollgate_runtime::admin::serve(config.admin_addr, shared.metrics.clone(), ready.clone());
+    // Every replica registers the same configuration (one CA, one address): idempotent.
     register::webhook_configuration(&client, &config, &certs.ca_pem).await?;
     ready.set_ready();
 
-    tokio::select! {
+    let identity = config.identity.clone().unwrap_or_else(|| format!("tollgate-operator-{:08x}", rand::random::<u32>()));
+    let election = leader::Election {
+        api: kube::Api::namespaced(client.clone(), &config.namespace),
+        name: config.lease_name.clone(),
+        identity,
+        duration: std::time::Duration::from_secs(config.lease_duration_seconds.max(3)),
+    };
+    let lead = async {
+        election.acquire().await?;
+        tokio::select! {
+            r = election.keep() => r,
+            () = approvals::run(shared.clone()) => Ok(()),
+            () = policies::run(shared.clone()) => Ok(()),
+        }
+    };
+    let result = tokio::select! {
         r = webhook => r.context("webhook server"),
         r = admin => r.context("admin server"),
-        () = approvals::run(shared.clone()) => Ok(()),
-        () = policies::run(shared.clone()) => Ok(()),
-        _ = tokio::signal::ctrl_c() => { tracing::info!("stopping"); Ok(()) }
+        r = lead => r.context("leading"),
+        () = shutdown_signal() => { tracing::info!("stopping"); Ok(()) }
+    };
+    election.release().await;
+    result
+}
+
+/// SIGINT or SIGTERM (what Kubernetes sends).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

@@ -1,5 +1,6 @@
-//! The webhook's self-managed CA and serving certificate, made at start-up and never written to
-//! disk: the CA bundle goes into the ValidatingWebhookConfiguration the operator owns.
+//! The webhook's self-managed CA and serving certificate, shared by every replica through one
+//! Secret (the first replica makes it; the others read it), so the CA bundle in the
+//! ValidatingWebhookConfiguration verifies whichever replica a call reaches.
 
 use crate::Config;
 use anyhow::{Context, Result};
@@ -12,7 +13,52 @@ pub struct WebhookCerts {
     key_pem: String,
 }
 
+const CA_KEY: &str = "ca.crt";
+const CERT_KEY: &str = "tls.crt";
+const KEY_KEY: &str = "tls.key";
+
 impl WebhookCerts {
+    /// The certificates in the Secret, made and stored there first if there are none yet. Two
+    /// replicas starting together both try to create it; the API server keeps one, and the other
+    /// reads that one.
+    pub async fn shared(client: &kube::Client, config: &Config) -> Result<Self> {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::api::{Api, ObjectMeta, PostParams};
+        let api: Api<Secret> = Api::namespaced(client.clone(), &config.namespace);
+        for _ in 0..5 {
+            if let Some(secret) = api.get_opt(&config.tls_secret).await.context("reading the webhook TLS Secret")? {
+                let data = secret.data.unwrap_or_default();
+                let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
+                if let (Some(ca_pem), Some(cert_pem), Some(key_pem)) = (text(CA_KEY), text(CERT_KEY), text(KEY_KEY)) {
+                    tracing::info!(secret = config.tls_secret, "webhook certificates read from the shared Secret");
+                    return Ok(WebhookCerts { ca_pem, cert_pem, key_pem });
+                }
+                anyhow::bail!("Secret {}/{} lacks {CA_KEY}, {CERT_KEY} or {KEY_KEY}", config.namespace, config.tls_secret);
+            }
+            let made = WebhookCerts::generate(config)?;
+            let data = [(CA_KEY, &made.ca_pem), (CERT_KEY, &made.cert_pem), (KEY_KEY, &made.key_pem)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect();
+            let secret = Secret {
+                metadata: ObjectMeta { name: Some(config.tls_secret.clone()), ..Default::default() },
+                type_: Some("kubernetes.io/tls".into()),
+                data: Some(data),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => {
+                    tracing::info!(secret = config.tls_secret, "webhook certificates made and stored");
+                    return Ok(made);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(e).context("storing the webhook TLS Secret"),
+            }
+        }
+        anyhow::bail!("the webhook TLS Secret kept changing while it was being read")
+    }
+
     pub fn generate(config: &Config) -> Result<Self> {
         let ca_key = KeyPair::generate().context("CA key")?;
         let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA params")?;

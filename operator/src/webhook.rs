@@ -24,8 +24,14 @@ use tollgate_core::request_authz::{self, RequestMeta};
 /// Admission reviews carry one object; anything larger is not one of ours.
 const MAX_BODY: usize = 4 << 20;
 
-pub async fn serve(addr: SocketAddr, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the webhook to {addr}"))?;
+pub async fn serve(addr: SocketAddr, reuse_port: bool, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) -> Result<()> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.context("webhook socket")?;
+    socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
+    if reuse_port {
+        socket.set_reuseport(true).context("SO_REUSEPORT")?;
+    }
+    socket.bind(addr).with_context(|| format!("binding the webhook to {addr}"))?;
+    let listener = socket.listen(1024).context("listening")?;
     tracing::info!(%addr, "webhook listening");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {

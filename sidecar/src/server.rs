@@ -52,6 +52,64 @@ fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool) -> Resu
     sc.transport.check(is_post, host, one(hyper::header::ORIGIN, "Origin")?, one(CONTENT_TYPE, "Content-Type")?)
 }
 
+/// The 2026-07-28 routing headers, checked against the body they mirror before anything is
+/// decided: an upstream (or a proxy before it) may route on them. A lying `tools/call` is audited.
+/// The refusal, if any.
+fn check_routing_headers(sc: &Arc<Sidecar>, headers: &hyper::HeaderMap, bytes: &Bytes, server: Option<&crate::snapshot::Server>) -> Option<Response<Body>> {
+    use tollgate_core::routing::{self, RoutingHeaders};
+    let mut h = RoutingHeaders::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        let value = value.to_str().unwrap_or("\u{fffd}");
+        let slot = match name {
+            "mcp-method" => &mut h.method,
+            "mcp-name" => &mut h.name,
+            "mcp-protocol-version" => &mut h.protocol_version,
+            _ => match name.strip_prefix("mcp-param-") {
+                Some(token) => {
+                    h.params.push((token, value));
+                    if seen.contains(&name) {
+                        h.repeated = Some(name);
+                    }
+                    seen.push(name);
+                    continue;
+                }
+                None => continue,
+            },
+        };
+        if slot.is_some() {
+            h.repeated = Some(name);
+        }
+        *slot = Some(value);
+    }
+    // Every client sends the protocol version; only a 2026-07-28 request also mirrors its body
+    // (and then its version is checked against `_meta` too). Others cost no second parse.
+    if h.method.is_none() && h.name.is_none() && h.params.is_empty() && h.repeated.is_none() {
+        return None;
+    }
+    let refuse = |env: Option<&jsonrpc::Envelope<'_>>, e: &dyn std::fmt::Display| {
+        let message = e.to_string();
+        if let (Some(env), Some(server)) = (env, server)
+            && env.method() == Some("tools/call")
+        {
+            return crate::tools::refuse_invalid(sc, server, env, &message, StatusCode::BAD_REQUEST, routing::HEADER_MISMATCH);
+        }
+        json(StatusCode::BAD_REQUEST, jsonrpc::error_response(env.and_then(|e| e.id), routing::HEADER_MISMATCH, &message))
+    };
+    match jsonrpc::parse(bytes) {
+        Ok(jsonrpc::Incoming::Single(env)) => {
+            let params: serde_json::Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
+            routing::check(&h, &env, &params).err().map(|e| refuse(Some(&env), &e))
+        }
+        Ok(jsonrpc::Incoming::Batch(_)) if h.method.is_some() || h.name.is_some() || !h.params.is_empty() => {
+            Some(refuse(None, &routing::HeaderMismatch::Batch))
+        }
+        // Not JSON-RPC: refused as such further on.
+        _ => None,
+    }
+}
+
 async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let server_name = match path.strip_prefix("/mcp/") {
@@ -95,6 +153,9 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
     if is_post && let Err(a) = tollgate_core::strict::check(&bytes) {
         let code = if matches!(a, tollgate_core::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
         return Ok(json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string())));
+    }
+    if is_post && let Some(refusal) = check_routing_headers(&sc, &parts.headers, &bytes, server.as_ref()) {
+        return Ok(refusal);
     }
     let Some(server) = server else {
         return Ok(crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await);

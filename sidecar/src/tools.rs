@@ -16,11 +16,10 @@ use tollgate_core::audit::{Outcome, RecordKind};
 use tollgate_core::jsonrpc::{self, Envelope};
 use tollgate_core::policy::{self, Action, Args, Decision};
 
-/// A `tools/call` without an id (or with `"id": null`): as a notification it would run with no
-/// answer to anyone; refused with a JSON-RPC error, and audited.
-pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'_>) -> Response<Body> {
+/// A `tools/call` refused before any decision (no id, routing headers that lie about it): a
+/// JSON-RPC error with `status`, and the refusal audited.
+pub(crate) fn refuse_invalid(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'_>, message: &str, status: StatusCode, code: i64) -> Response<Body> {
     let tool = jsonrpc::tool_call_params(env.params).map(|c| c.name).unwrap_or_default();
-    let message = "a tools/call must carry an id: without one it is never forwarded";
     let decision = Decision::refused(policy::DecidedBy::InvalidRequest, message);
     let ctx = CallContext {
         sc,
@@ -35,7 +34,13 @@ pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'
     ctx.audit(RecordKind::Decision, None, false, None, None);
     ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, None);
     sc.metrics.tool_call("deny", "invalid_request");
-    json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, -32600, message))
+    json(status, jsonrpc::error_response(env.id, code, message))
+}
+
+/// A `tools/call` without an id (or with `"id": null`): as a notification it would run with no
+/// answer to anyone; refused with a JSON-RPC error, and audited.
+pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'_>) -> Response<Body> {
+    refuse_invalid(sc, server, env, "a tools/call must carry an id: without one it is never forwarded", StatusCode::BAD_REQUEST, -32600)
 }
 
 /// A `tools/call`: decided, then denied, forwarded, or held for approval.

@@ -13,7 +13,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// Request headers passed to the upstream as they are; everything else is the proxy's business.
-const FORWARDED_REQUEST_HEADERS: &[&str] = &["accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id"];
+/// Besides these, every `Mcp-*` header goes (the session, the protocol version, the 2026-07-28
+/// routing headers, and ones later revisions add); the routing ones were checked against the body.
+const FORWARDED_REQUEST_HEADERS: &[&str] = &["accept", "content-type", "last-event-id"];
 /// Hop-by-hop response headers that must not be copied.
 const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"];
 
@@ -94,6 +96,11 @@ impl Upstream {
                     h.insert(HeaderName::from_static(name), v.clone());
                 }
             }
+            for (name, value) in downstream {
+                if name.as_str().starts_with("mcp-") {
+                    h.append(name.clone(), value.clone());
+                }
+            }
             for (name, value) in credentials {
                 h.insert(name, value);
             }
@@ -105,6 +112,21 @@ impl Upstream {
             Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+/// Whether a header mirrors one message's body (2026-07-28): it belongs to that message only.
+pub fn is_routing_header(name: &str) -> bool {
+    name == "mcp-method" || name == "mcp-name" || name.starts_with("mcp-param-")
+}
+
+/// `session`'s headers with the routing headers of the message they now carry (`own`): a held
+/// call runs in a poll's session, never under the poll's `Mcp-Name`.
+pub fn with_routing_of(session: &HeaderMap, own: &HeaderMap) -> HeaderMap {
+    let mut out: HeaderMap = session.iter().filter(|(n, _)| !is_routing_header(n.as_str())).map(|(n, v)| (n.clone(), v.clone())).collect();
+    for (n, v) in own.iter().filter(|(n, _)| is_routing_header(n.as_str())) {
+        out.append(n.clone(), v.clone());
+    }
+    out
 }
 
 /// A body read to its end, refused past `limit` bytes or `deadline`.

@@ -143,7 +143,10 @@ pub(super) async fn conclude(sc: &Sidecar, name: &str, held: &Held, ending: Endi
             sc.metrics.tool_call("require_approval", "approved");
             match &held.server {
                 None => (text_result(&format!("Approved: request {name} was approved ({})", status.approvals.clone().unwrap_or_default()), false), Vec::new()),
-                Some(server) => execute(sc, server, held, headers.unwrap_or(&held.headers)).await,
+                Some(server) => {
+                    let headers = headers.map_or_else(|| held.headers.clone(), |poll| crate::upstream::with_routing_of(poll, &held.headers));
+                    execute(sc, server, held, &headers).await
+                }
             }
         }
         Phase::Denied => {

@@ -1,0 +1,111 @@
+//! Two operator replicas (DESIGN §3.6): one CA and serving certificate shared through a Secret, so
+//! every webhook call verifies whichever replica the kernel hands it to; the controllers on the
+//! leader of a Lease, and a new leader within the lease duration when the leader dies.
+
+use anyhow::{Context, Result, ensure};
+use std::time::{Duration, Instant};
+use tollgate_e2e::{ControlPlane, Operator, User, wait_until};
+
+const LEASE_SECONDS: u64 = 6;
+
+fn holder(cp: &ControlPlane) -> Result<String> {
+    Ok(cp.kubectl_ok(User::Admin, ["get", "lease", "tollgate-operator", "-n", "tollgate-system", "-o", "jsonpath={.spec.holderIdentity}"])?.trim().to_owned())
+}
+
+fn create_as_agent(cp: &ControlPlane, ns: &str, json: &str) -> Result<()> {
+    let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
+    std::fs::write(&path, json)?;
+    let out = cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// A request as the sidecar makes it, `age` seconds old.
+fn request(name: &str, workflow: &str, age: i64) -> String {
+    format!(
+        r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
+            "spec":{{"agent":"coder","serviceAccount":"coder","server":"s","tool":"deploy",
+            "argumentsDigest":"sha256:4444444444444444444444444444444444444444444444444444444444444444",
+            "workflow":"{workflow}","requestedAt":"{}"}}}}"#,
+        jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age)
+    )
+}
+
+fn phase(cp: &ControlPlane, ns: &str, name: &str) -> Result<String> {
+    Ok(cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?.trim().to_owned())
+}
+
+#[test]
+fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> {
+    let cp = ControlPlane::shared();
+    let [port] = tollgate_e2e::free_ports::<1>()?;
+    let flags = ["--webhook-reuse-port", "--lease-duration-seconds", "6", "--identity"];
+    let a = Operator::start_with(cp, port, &[&flags[..], &["replica-a"]].concat())?;
+    let b = Operator::start_with(cp, port, &[&flags[..], &["replica-b"]].concat())?;
+    let leader = wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok(Some(holder(cp)?).filter(|h| !h.is_empty())))?;
+    let ns = cp.create_namespace("ha")?;
+    let path = cp.dir().join(format!("{ns}-workflows.json"));
+    std::fs::write(
+        &path,
+        r#"{"apiVersion":"v1","kind":"List","items":[
+        {"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalWorkflow","metadata":{"name":"two"},"spec":{"approvers":{"users":["approver-a","approver-b"]},"requiredApprovals":2}},
+        {"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalWorkflow","metadata":{"name":"short"},"spec":{"approvers":{"users":["approver-a"]},"timeoutSeconds":30}}]}"#,
+    )?;
+    cp.kubectl_ok(User::Admin, ["apply", "-n", &ns, "-f", path.to_str().context("path")?])?;
+
+    // 100 policy applies and 100 decisions, each through whichever replica the kernel picks.
+    let mut failures = Vec::new();
+    for i in 0..50 {
+        let name = format!("r{i}");
+        create_as_agent(cp, &ns, &request(&name, "two", 0))?;
+        for (k, user) in [User::ApproverA, User::ApproverB].into_iter().enumerate() {
+            wait_until(Duration::from_secs(20), Duration::from_millis(50), || Ok((phase(cp, &ns, &name)? == "Pending").then_some(())))?;
+            let d = serde_json::json!({"user": user.name(), "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"});
+            // The first decision makes the list, the second appends to it (as kubectl approve does).
+            let op = if k == 0 {
+                serde_json::json!({"op": "add", "path": "/status/decisions", "value": [d]})
+            } else {
+                serde_json::json!({"op": "add", "path": "/status/decisions/-", "value": d})
+            };
+            let patch = serde_json::json!([op]).to_string();
+            let out = cp.kubectl(user, ["patch", "ar", &name, "-n", &ns, "--subresource=status", "--type=json", "-p", &patch])?;
+            if !out.status.success() {
+                failures.push(format!("decision on {name}: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        for j in 0..2 {
+            let policy = format!(
+                r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ToolPolicy","metadata":{{"name":"p{j}"}},"spec":{{"tools":[{{"name":"t{i}","rules":[{{"action":"Deny","when":"args.n > {i}"}}]}}]}}}}"#
+            );
+            let file = cp.dir().join(format!("{ns}-p{i}-{j}.json"));
+            std::fs::write(&file, policy)?;
+            let out = cp.kubectl(User::Admin, ["apply", "-n", &ns, "-f", file.to_str().context("path")?])?;
+            if !out.status.success() {
+                failures.push(format!("policy apply: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of 200 webhook calls failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok((phase(cp, &ns, "r49")? == "Approved").then_some(())))?;
+
+    // A request that expires (30 s after it was made, 18 s ago) once the leader is gone.
+    create_as_agent(cp, &ns, &request("expiring", "short", 18))?;
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok((phase(cp, &ns, "expiring")? == "Pending").then_some(())))?;
+    let expires: jiff::Timestamp = cp.kubectl_ok(User::Admin, ["get", "ar", "expiring", "-n", &ns, "-o", "jsonpath={.status.expiresAt}"])?.trim().parse()?;
+    // The leader dies without a word (SIGKILL: no release of the Lease).
+    let dead = if leader == "replica-a" { &a } else { &b };
+    let pid = dead.process.pid().context("leader pid")?;
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
+    let killed = Instant::now();
+    let next = wait_until(Duration::from_secs(LEASE_SECONDS * 3), Duration::from_millis(100), || Ok(Some(holder(cp)?).filter(|h| *h != leader)))?;
+    let took = killed.elapsed();
+    eprintln!("{next} took over from {leader} in {took:?} (lease {LEASE_SECONDS}s)");
+    assert!(took < Duration::from_secs(LEASE_SECONDS + 3), "failover took {took:?}");
+    // The new leader expires the request on time, and the webhook still answers.
+    wait_until(Duration::from_secs(30), Duration::from_millis(100), || Ok((phase(cp, &ns, "expiring")? == "Expired").then_some(())))?;
+    let late = jiff::Timestamp::now().duration_since(expires);
+    assert!(late < jiff::SignedDuration::from_secs(5), "expired {late:?} after its deadline");
+    let out = cp.kubectl(User::Admin, ["apply", "-n", &ns, "-f", cp.dir().join(format!("{ns}-p0-0.json")).to_str().context("path")?])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
