@@ -99,22 +99,10 @@ pub async fn run(config: Config) -> Result<()> {
         r = webhook => r.context("webhook server"),
         r = admin => r.context("admin server"),
         r = lead => r.context("leading"),
-        () = shutdown_signal() => { tracing::info!("stopping"); Ok(()) }
+        () = tollgate_runtime::shutdown_signal() => { tracing::info!("stopping"); Ok(()) }
     };
     election.release().await;
     result
-}
-
-/// SIGINT or SIGTERM (what Kubernetes sends).
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// The operator's own user name, from a SelfSubjectReview.

@@ -22,18 +22,6 @@ use std::sync::Arc;
 
 pub use state::{Config, Sidecar};
 
-/// SIGINT or SIGTERM (what Kubernetes sends): the audit buffer is flushed before exit.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 pub async fn run(config: Config) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let instance = format!("{:016x}", rand::random::<u64>());
@@ -61,7 +49,7 @@ pub async fn run(config: Config) -> Result<()> {
         r = admin => r.context("admin listener"),
         r = watch => r.context("policy watch"),
         () = sidecar.audit.run() => Ok(()),
-        () = shutdown_signal() => Ok(()),
+        () = tollgate_runtime::shutdown_signal() => Ok(()),
     };
     sidecar.audit.flush();
     result
