@@ -400,7 +400,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
 
 #[test]
 fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Result<()> {
-    // The sidecar reads at most 4 MiB of any answer here, and waits 3 s for one.
+    // The sidecar reads at most 1 MiB of any answer here, and waits 3 s for one.
     let mut env = setup("hostile", false)?;
     let hostile = tollgate_e2e::Hostile::start(env.cp)?;
     apply(
@@ -415,7 +415,7 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
         "coder",
         "coder",
         &format!("coder-{}", env.ns),
-        &["--max-upstream-answer", "4194304", "--header-read-timeout-seconds", "1"],
+        &["--max-upstream-answer", "1048576", "--header-read-timeout-seconds", "1"],
     )?;
     let pid = env.sidecar.process.pid().context("pid")?;
     let url = env.sidecar.url("hostile");
@@ -460,8 +460,8 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
         let says = match tool.as_str() {
             "slow" => "did not answer within 3s",
             "dribble" => "within 3s",
-            "huge" => "more than 4194304 bytes",
-            "endless" => "more than 4194304 bytes",
+            "huge" => "more than 1048576 bytes",
+            "endless" => "more than 1048576 bytes",
             _ => "without a result (10 malformed events skipped)",
         };
         assert!(text.contains("MCP server hostile") && text.contains(says), "{tool}: {text}");

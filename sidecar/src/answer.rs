@@ -79,6 +79,10 @@ async fn pump(
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
+        // A server that floods its stream must not keep this (single) thread from other calls.
+        if total / crate::upstream::YIELD_EVERY != (total + data.len()) / crate::upstream::YIELD_EVERY {
+            tokio::task::yield_now().await;
+        }
         total += data.len();
         if total > limit {
             let _ = tx.send(fail(format!("MCP server {name} answered with more than {limit} bytes; the answer was cut off"))).await;

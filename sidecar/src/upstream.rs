@@ -129,6 +129,9 @@ pub fn with_routing_of(session: &HeaderMap, own: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// Bytes of an answer processed between two chances for other tasks to run.
+pub(crate) const YIELD_EVERY: usize = 64 << 10;
+
 /// A body read to its end, refused past `limit` bytes or `deadline`.
 pub async fn read_body<B>(mut body: B, limit: usize, deadline: tokio::time::Instant, server: &Server) -> Result<Bytes, UpstreamError>
 where
@@ -147,6 +150,10 @@ where
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
                 return Err(UpstreamError::TooLarge { server: server.name.clone(), limit });
+            }
+            // A server that floods its answer must not keep this (single) thread from other calls.
+            if out.len() / YIELD_EVERY != (out.len() + data.len()) / YIELD_EVERY {
+                tokio::task::yield_now().await;
             }
             out.extend_from_slice(&data);
         }
