@@ -25,3 +25,4 @@ pub mod request_authz;
 pub mod routing;
 pub mod sse;
 pub mod strict;
+pub mod tasks;

@@ -59,6 +59,7 @@ fn name_key(method: &str) -> Option<&'static str> {
     match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
         _ => None,
     }
 }
@@ -161,6 +162,12 @@ mod tests {
         assert_eq!(checked(&call, &RoutingHeaders::default()), Ok(()));
         let read = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "file:///x"}});
         assert_eq!(checked(&read, &RoutingHeaders { name: Some("file:///x"), ..Default::default() }), Ok(()));
+        // Stateless clients name the task they poll, so requests for it reach the instance that holds it.
+        for method in ["tasks/get", "tasks/update", "tasks/cancel"] {
+            let poll = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"taskId": "t-1"}});
+            assert_eq!(checked(&poll, &RoutingHeaders { method: Some(method), name: Some("t-1"), ..Default::default() }), Ok(()), "{method}");
+            assert!(checked(&poll, &RoutingHeaders { name: Some("t-2"), ..Default::default() }).is_err(), "{method}");
+        }
     }
 
     #[test]

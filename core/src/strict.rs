@@ -12,7 +12,8 @@ use std::cell::RefCell;
 use std::fmt;
 
 const ENVELOPE_FIELDS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
-const PARAMS_FIELDS: &[&str] = &["name", "arguments", "_meta", "uri", "cursor", "ref", "argument", "level", "task", "protocolVersion"];
+const PARAMS_FIELDS: &[&str] =
+    &["name", "arguments", "_meta", "uri", "cursor", "ref", "argument", "level", "task", "protocolVersion", "taskId", "inputResponses", "requestState"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Ambiguity {

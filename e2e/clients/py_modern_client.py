@@ -5,7 +5,9 @@
 
     $VENV/bin/python e2e/clients/py_modern_client.py [--mode M] URL SCENARIO_JSON
 
-Steps: {"op": "list_tools"} and {"op": "call_tool", "name": ..., "arguments": {...}}. Each step
+Steps: {"op": "list_tools"} and {"op": "call_tool", "name": ..., "arguments": {...}}. With
+`--elicit JSON`, every elicitation is accepted with that content (and counted: the step's line
+says how many it answered under "elicitations"). Each step
 prints one JSON line, {"op", "ok": true, "result"} or {"op", "ok": false, "error", "code"}; exit 0
 when every step ran (whatever each answered), 1 when the client could not connect.
 """
@@ -20,15 +22,24 @@ from typing import Any
 
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
+from mcp_types import ElicitResult
 
 
 def dump(result: Any) -> Any:
     return result.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-async def run(url: str, mode: str, steps: list[dict[str, Any]]) -> int:
+async def run(url: str, mode: str, steps: list[dict[str, Any]], elicit: dict[str, Any] | None) -> int:
+    asked = 0
+
+    async def on_elicit(context: Any, params: Any) -> ElicitResult:
+        nonlocal asked
+        asked += 1
+        return ElicitResult(action="accept", content=elicit)
+
+    options: dict[str, Any] = {"elicitation_callback": on_elicit} if elicit is not None else {}
     try:
-        async with Client(url, mode=mode) as client:
+        async with Client(url, mode=mode, **options) as client:
             for step in steps:
                 out: dict[str, Any] = {"op": step["op"]}
                 try:
@@ -39,6 +50,7 @@ async def run(url: str, mode: str, steps: list[dict[str, Any]]) -> int:
                     else:
                         raise ValueError(f"unknown op {step['op']!r}")
                     out["ok"] = True
+                    out["elicitations"] = asked
                 except MCPError as e:
                     out.update(ok=False, error=str(e), code=getattr(getattr(e, "error", None), "code", None))
                 except Exception as e:  # noqa: BLE001 - every failure is a step's answer
@@ -54,10 +66,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", default="2026-07-28")
     parser.add_argument("--timeout", default="60")
+    parser.add_argument("--elicit", default=None)
     parser.add_argument("url")
     parser.add_argument("scenario")
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.url, args.mode, json.loads(args.scenario))))
+    elicit = json.loads(args.elicit) if args.elicit else None
+    sys.exit(asyncio.run(run(args.url, args.mode, json.loads(args.scenario), elicit)))
 
 
 if __name__ == "__main__":

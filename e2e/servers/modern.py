@@ -6,15 +6,27 @@ the body) and still answers the initialize handshake of older clients.
     $VENV/bin/python e2e/servers/modern.py PORT
 
 Serves Streamable HTTP on http://127.0.0.1:PORT/mcp; prints "listening" once it accepts. Its
-tools: `echo`, `read_file`, `delete_everything`, and `whoami_headers` (the Mcp-* headers it got).
+tools: `echo`, `read_file`, `delete_everything`, `whoami_headers` (the Mcp-* headers it got), and
+`remove_file`, which asks the client to confirm (an elicitation: on 2026-07-28 an
+`InputRequiredResult` the client answers by retrying the call with `inputResponses`).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import uvicorn
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from pydantic import BaseModel
+
+
+class Confirmation(BaseModel):
+    confirm: bool
+
+
+async def confirmation(path: str) -> Elicit[Confirmation]:
+    return Elicit(f"Remove {path}?", Confirmation)
 
 
 def main() -> None:
@@ -41,6 +53,11 @@ def main() -> None:
         """The routing headers the request carried, as the server saw them."""
         headers = ctx.headers or {}
         return ";".join(f"{k}={v}" for k, v in sorted(headers.items()) if k.lower().startswith("mcp-"))
+
+    @server.tool()
+    async def remove_file(path: str, answer: Annotated[Confirmation, Resolve(confirmation)]) -> str:
+        """Removes a file once the user confirms."""
+        return f"removed {path}" if answer.confirm else f"kept {path}"
 
     app = server.streamable_http_app(stateless_http=True, json_response=True)
     print("listening", flush=True)

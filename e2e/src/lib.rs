@@ -19,7 +19,8 @@ use anyhow::{Context, Result};
 pub use components::free_ports;
 pub use control_plane::ControlPlane;
 pub use mcp::{
-    AuthEcho, Everything, Hostile, Modern, py_client, py_client_with_args, py_client_with_timeout, py_modern_client, tool_text, tools_dir, ts_client,
+    AuthEcho, Everything, Hostile, Modern, TasksServer, py_client, py_client_with_args, py_client_with_timeout, py_modern_client, py_modern_client_with,
+    tool_text, tools_dir, ts_client,
 };
 pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, plugin_path};
 pub use users::User;

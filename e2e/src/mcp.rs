@@ -140,11 +140,46 @@ impl Modern {
     }
 }
 
+/// A stateless 2026-07-28 server with the tasks extension (`e2e/servers/tasks.py`), which keeps
+/// every `tools/call` it received.
+pub struct TasksServer {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl TasksServer {
+    pub fn start(cp: &ControlPlane) -> Result<TasksServer> {
+        let [port] = free_ports::<1>()?;
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("e2e/servers/tasks.py")).arg(port.to_string());
+        let process = start_server(cp, "tasks", cmd, port)?;
+        Ok(TasksServer { process, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Every `tools/call` the server received: `{"name", "arguments", "declared_tasks"}`.
+    pub fn calls(&self) -> Result<Vec<Value>> {
+        let answer = crate::raw_mcp::request("GET", &format!("http://127.0.0.1:{}/calls", self.port), &[], None)?;
+        ensure!(answer.status == 200, "GET /calls answered {}", answer.status);
+        Ok(answer.messages)
+    }
+}
+
 /// Runs a scenario with the official Python SDK 2.x `Client` in `mode` (`2026-07-28`, `auto`,
 /// `legacy`): `e2e/clients/py_modern_client.py`.
 pub fn py_modern_client(url: &str, mode: &str, scenario: &Value) -> Result<Vec<Value>> {
+    py_modern_client_with(url, mode, &[], scenario)
+}
+
+/// As [`py_modern_client`], with options of the client (`--elicit JSON`).
+pub fn py_modern_client_with(url: &str, mode: &str, args: &[&str], scenario: &Value) -> Result<Vec<Value>> {
     let dir = tools_dir()?;
-    run_client(Command::new(dir.join("venv/bin/python")).arg(repo_root().join("e2e/clients/py_modern_client.py")).args(["--mode", mode]), url, scenario, 60)
+    let mut cmd = Command::new(dir.join("venv/bin/python"));
+    cmd.arg(repo_root().join("e2e/clients/py_modern_client.py")).args(["--mode", mode]).args(args);
+    run_client(&mut cmd, url, scenario, 60)
 }
 
 /// As [`py_client`], with options of the client (`--sampling-reply`, `--elicit-accept`, …).

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use tollgate_e2e::raw_mcp::request;
-use tollgate_e2e::{Modern, User, py_modern_client, tool_text};
+use tollgate_e2e::{Modern, User, py_modern_client, py_modern_client_with, tool_text};
 
 mod common;
 use common::*;
@@ -17,6 +17,11 @@ metadata: {name: modern}
 spec:
   tools:
     - {server: modern, name: delete_everything, rules: [{action: Deny, message: nothing gets deleted here}]}
+    - server: modern
+      name: remove_file
+      rules:
+        - {action: Allow, when: "args.path.startsWith('/tmp/')"}
+        - {action: Deny, message: only files under /tmp}
     - {server: modern, name: "*", rules: [{action: Allow}]}
 "#;
 
@@ -98,5 +103,57 @@ fn routing_headers_that_disagree_with_the_body_are_refused_and_audited() -> Resu
         .sidecar
         .wait_audit(|a| a.iter().filter(|r| r["tool"] == "delete_everything" && r["policy"] == "an invalid request" && r["kind"] == "outcome").count() == 4)?;
     assert!(audit.iter().all(|r| r["outcome"] != "forwarded" || r["tool"] != "delete_everything"), "{audit:?}");
+    Ok(())
+}
+
+/// MRTR (2026-07-28): a server that needs the user's input answers `input_required`; the client
+/// retries the call with `inputResponses` and the server's `requestState`. The firewall passes the
+/// answer through unchanged and decides every retry again on its own arguments, so answers given
+/// for a harmless call cannot carry a different one past the policy.
+#[test]
+fn input_required_results_pass_through_and_every_retry_is_decided_again() -> Result<()> {
+    let (env, _server) = modern_env("modern-mrtr")?;
+    let url = env.sidecar.url("modern");
+    // The SDK drives the rounds itself: asked, answered, retried.
+    let steps = py_modern_client_with(
+        &url,
+        "2026-07-28",
+        &["--elicit", r#"{"confirm": true}"#],
+        &json!([{"op": "call_tool", "name": "remove_file", "arguments": {"path": "/tmp/scratch"}}]),
+    )?;
+    assert_eq!(tool_text(step(&steps, 0)), ("removed /tmp/scratch".to_owned(), false), "{steps:?}");
+    assert_eq!(step(&steps, 0)["elicitations"], 1, "{steps:?}");
+    env.sidecar.wait_audit(|a| a.iter().filter(|r| r["tool"] == "remove_file" && r["kind"] == "decision" && r["decision"] == "allow").count() == 2)?;
+
+    let headers: Vec<String> = [
+        "content-type: application/json",
+        "accept: application/json, text/event-stream",
+        "mcp-protocol-version: 2026-07-28",
+        "mcp-method: tools/call",
+        "mcp-name: remove_file",
+    ]
+    .iter()
+    .map(|h| (*h).to_owned())
+    .collect();
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}});
+    let first = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "remove_file", "arguments": {"path": "/tmp/a"}, "_meta": meta}});
+    let asked = request("POST", &url, &headers, Some(&first.to_string()))?;
+    let input = asked.response(&json!(1)).map(|m| m["result"].clone()).unwrap_or_default();
+    assert_eq!(input["resultType"], "input_required", "passed through unchanged: {asked:?}");
+    let (key, state) = (input["inputRequests"].as_object().and_then(|r| r.keys().next().cloned()).context("inputRequests")?, input["requestState"].clone());
+    assert!(state.is_string(), "{input}");
+
+    // The retry carries the answers and the state, but names another file.
+    let retry = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "remove_file", "arguments": {"path": "/etc/passwd"},
+        "inputResponses": {key: {"action": "accept", "content": {"confirm": true}}}, "requestState": state, "_meta": meta}});
+    let answered = request("POST", &url, &headers, Some(&retry.to_string()))?;
+    assert_eq!(answered.tool_text(&json!(2)), ("Access denied: only files under /tmp".to_owned(), true), "{answered:?}");
+    let audit = env.sidecar.wait_audit(|a| a.iter().any(|r| r["tool"] == "remove_file" && r["outcome"] == "denied"))?;
+    assert!(audit.iter().filter(|r| r["tool"] == "remove_file" && r["outcome"] == "forwarded").count() == 3, "{audit:?}");
+
+    // Spelled in another case, the retry's fields are refused before any decision.
+    let sly = retry.to_string().replace("\"requestState\"", "\"requestState\":\"x\",\"RequestState\"");
+    let refused = request("POST", &url, &headers, Some(&sly))?;
+    assert_eq!(refused.status, 400, "{refused:?}");
     Ok(())
 }

@@ -34,7 +34,7 @@ pub(crate) async fn handle(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serv
 /// Whether the firewall decides this message itself rather than passing it through.
 fn decided_here(env: &Envelope<'_>) -> bool {
     // A `tools/call` without an id is decided too: refused, never forwarded unseen.
-    env.method() == Some("tools/call") || (env.is_request() && env.method() == Some("tools/list"))
+    env.method() == Some("tools/call") || (env.is_request() && env.method() == Some("tools/list")) || crate::approvals::tasks::is_held_task(env)
 }
 
 async fn single(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, bytes: &Bytes) -> Response<Body> {
@@ -42,6 +42,13 @@ async fn single(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers
         Some("tools/call") if env.id.is_none() => crate::tools::refuse_idless(sc, server, env),
         Some("tools/call") => crate::tools::tools_call(sc, snapshot, server, headers, env, bytes).await,
         Some("tools/list") if env.is_request() => tools_list(sc, snapshot, server, headers, env, bytes.clone()).await,
+        Some("tasks/get" | "tasks/update" | "tasks/cancel") if env.is_request() => {
+            let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
+            match crate::approvals::tasks::task_request(&params) {
+                Some(request) => crate::approvals::tasks::answer(sc, Some(&server.name), env, request, headers).await,
+                None => forward(sc, server, Method::POST, headers, bytes.clone(), env.id).await,
+            }
+        }
         _ => forward(sc, server, Method::POST, headers, bytes.clone(), env.id).await,
     }
 }

@@ -135,8 +135,22 @@ async fn decide_and_act(
         }
         Action::RequireApproval => {
             let progress = call.meta.as_ref().and_then(|m| m.progress_token.clone());
-            crate::approvals::hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), forward_body, progress).await
+            let (forward_body, as_task) = as_plain_call(forward_body);
+            crate::approvals::hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), forward_body, progress, as_task).await
         }
+    }
+}
+
+/// A held call made by a client that declared the tasks extension is answered with a task the
+/// sidecar owns; it then runs upstream as a plain call, so its result is the call's own and not
+/// a task of the server's. The body and whether it declared the extension.
+fn as_plain_call(body: Bytes) -> (Bytes, bool) {
+    let Ok(mut message) = serde_json::from_slice::<Value>(&body) else { return (body, false) };
+    let Some(params) = message.get_mut("params").filter(|p| tollgate_core::tasks::declared(p)) else { return (body, false) };
+    tollgate_core::tasks::undeclare(params);
+    match serde_json::to_vec(&message) {
+        Ok(plain) => (Bytes::from(plain), true),
+        Err(_) => (body, false),
     }
 }
 

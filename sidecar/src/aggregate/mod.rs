@@ -91,6 +91,7 @@ async fn one(sc: &Arc<Sidecar>, snapshot: &Snapshot, headers: &HeaderMap, env: &
         "resources/list" => listed("resources").await,
         "resources/templates/list" => listed("resourceTemplates").await,
         "tools/call" => tools_call(sc, snapshot, &session, headers, env, params).await,
+        "tasks/get" | "tasks/update" | "tasks/cancel" => held_task(sc, snapshot, &session, env, &params).await,
         "prompts/get" | "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "completion/complete" => {
             routed(sc, snapshot, &session, headers, env, method, params).await
         }
@@ -105,6 +106,24 @@ async fn one(sc: &Arc<Sidecar>, snapshot: &Snapshot, headers: &HeaderMap, env: &
         }
         other => json(StatusCode::OK, jsonrpc::error_response(env.id, -32601, &format!("method not found: {other}"))),
     }
+}
+
+/// `tasks/*` here: only the tasks of calls held for approval live on the aggregate; a server's
+/// own tasks are polled where they were made, on `/mcp/<server>`.
+async fn held_task(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, env: &Envelope<'_>, params: &Value) -> Response<Body> {
+    let Some(request) = approvals::tasks::task_request(params) else {
+        let text = "unknown task: the aggregated endpoint keeps only the tasks of calls held for approval; a server's own tasks are polled on /mcp/<server>";
+        return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, text));
+    };
+    // The held call runs in this session's upstream session for its server.
+    let headers = match sc.held.server_of(request).and_then(|s| snapshot.servers.get(&s)) {
+        Some(server) => match session.upstream(&sc.upstream, server).await {
+            Ok(u) => u.headers,
+            Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &e)),
+        },
+        None => HeaderMap::new(),
+    };
+    approvals::tasks::answer(sc, None, env, request, &headers).await
 }
 
 fn usable(snapshot: &Snapshot) -> impl Iterator<Item = &Server> {

@@ -10,6 +10,7 @@
 mod registry;
 mod request;
 mod settle;
+pub(crate) mod tasks;
 
 pub use registry::{Held, MAX_HELD, Registry};
 
@@ -112,11 +113,19 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
         correlation: format!("{:016x}", rand::random::<u64>()),
         facts: Default::default(),
     };
-    hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), Bytes::new(), None).await
+    hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), Bytes::new(), None, false).await
 }
 
-/// Creates the request and answers as the workflow says: at once (async) or when decided.
-pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<String>, body: Bytes, progress: Option<Value>) -> Response<Body> {
+/// Creates the request and answers as the workflow says: at once (async) or when decided. A
+/// client that declared the tasks extension (`as_task`) gets a task it polls, whatever the mode.
+pub(crate) async fn hold(
+    ctx: &CallContext<'_>,
+    headers: &HeaderMap,
+    id: Option<String>,
+    body: Bytes,
+    progress: Option<Value>,
+    as_task: bool,
+) -> Response<Body> {
     let sc = ctx.sc;
     let id: Option<Box<RawValue>> = id.and_then(|s| RawValue::from_string(s).ok());
     let snapshot = sc.snapshot.load_full();
@@ -133,7 +142,8 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
     let Some(workflow) = snapshot.workflows.get(&workflow_name).cloned() else {
         return refuse("Access denied: the approval workflow went away");
     };
-    if workflow.async_mode && sc.held.len() >= MAX_HELD {
+    let polled = workflow.async_mode || as_task;
+    if polled && sc.held.len() >= MAX_HELD {
         return refuse(&format!("Access denied: this sidecar already holds {MAX_HELD} calls for approval; try again later"));
     }
     let digest = ctx.digest().to_owned();
@@ -145,7 +155,7 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
         }
     };
     ctx.audit(RecordKind::Decision, None, false, Some(&name), None);
-    tracing::info!(request = name, tool = ctx.tool, workflow = workflow_name, r#async = workflow.async_mode, "call held for approval");
+    tracing::info!(request = name, tool = ctx.tool, workflow = workflow_name, r#async = workflow.async_mode, as_task, "call held for approval");
     let server = (ctx.server.name != BUILTIN_SERVER).then(|| ctx.server.clone());
     let audit = ctx.record(RecordKind::Outcome, None, false, Some(&name), None);
     let binding = Binding {
@@ -172,12 +182,16 @@ pub(crate) async fn hold(ctx: &CallContext<'_>, headers: &HeaderMap, id: Option<
         answered_at: std::sync::OnceLock::new(),
     });
 
-    if workflow.async_mode {
+    if polled {
+        let view = as_task.then(|| tasks::created(&name, &held));
         if !sc.held.insert(name.clone(), held) {
             request::cancel(sc, &name, "the sidecar holds too many calls").await;
             return refuse(&format!("Access denied: this sidecar already holds {MAX_HELD} calls for approval; try again later"));
         }
         sc.metrics.tool_call("require_approval", "pending");
+        if let Some(view) = view {
+            return json(StatusCode::OK, jsonrpc::result_response(id.as_deref(), view));
+        }
         let text = format!(
             "Approval required: request {name} is pending with workflow {workflow_name}. Call {GET_STATUS} with request_id \"{name}\" every {POLL_SECONDS} seconds; once approved it runs the call and returns its result."
         );

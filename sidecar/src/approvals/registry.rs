@@ -3,7 +3,6 @@
 use crate::snapshot::Server;
 use bytes::Bytes;
 use hyper::header::HeaderMap;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,6 +66,6 @@ pub struct Held {
     /// The workflow it was held under: the quorum it must reach, whatever the workflow becomes.
     pub(super) workflow: tollgate_core::approval::Workflow,
     /// The final answer once known: concurrent polls wait for it, later polls get the same one.
-    pub(super) answer: tokio::sync::OnceCell<Value>,
+    pub(super) answer: tokio::sync::OnceCell<super::settle::Concluded>,
     pub(super) answered_at: std::sync::OnceLock<Instant>,
 }

@@ -186,16 +186,34 @@ async fn execute(sc: &Sidecar, server: &Server, held: &Held, headers: &HeaderMap
     (result, notifications)
 }
 
-/// `get_approval_status`: the phase, or, once the request ended, the held call's answer. The
-/// call is concluded once, in a task of its own: a poll that hangs up mid-run does not stop it,
-/// and the next poll gets its result.
-pub(super) async fn get_status(sc: &Arc<Sidecar>, name: &str, id: Option<&RawValue>, headers: &HeaderMap) -> Vec<u8> {
-    let Some(held) = sc.held.get(name) else {
-        let text = format!("no held call {name:?} in this sidecar (a request from before a restart is never run)");
-        return jsonrpc::tool_text_result(id, &text, true);
-    };
+/// Where a held call stands when polled.
+pub(super) enum Poll {
+    /// No such held call here: unknown, pruned, or from before a restart.
+    Unknown,
+    /// Its request is still pending, with this many approvals.
+    Pending { approvals: Option<String> },
+    /// It ended: its result (the call's own, or an `isError` one saying why it did not run).
+    Done(Concluded),
+    /// The request could not be read; the poll may be repeated.
+    Unreadable(String),
+}
+
+/// How a held call ended, kept for every later poll.
+#[derive(Clone)]
+pub(crate) struct Concluded {
+    pub result: Value,
+    /// Ended by its own client (`tasks/cancel`), not by its request.
+    pub by_client: bool,
+}
+
+/// One poll of held call `name`: its state, or, once its request ended, its answer. The call is
+/// concluded once, in a task of its own: a poll that hangs up mid-run does not stop it, and the
+/// next poll gets its result. The call runs in the session of the poll (`headers`): the one it
+/// was held in may have ended since.
+pub(super) async fn poll(sc: &Arc<Sidecar>, name: &str, headers: &HeaderMap) -> Poll {
+    let Some(held) = sc.held.get(name) else { return Poll::Unknown };
     if let Some(done) = held.answer.get() {
-        return jsonrpc::result_response(id, done.clone());
+        return Poll::Done(done.clone());
     }
     let api: Api<ApprovalRequest> = Api::namespaced(sc.client.clone(), &sc.config.namespace);
     let ending = match api.get_opt(name).await {
@@ -203,20 +221,9 @@ pub(super) async fn get_status(sc: &Arc<Sidecar>, name: &str, id: Option<&RawVal
         Ok(None) => Ending::Gone,
         Ok(Some(ar)) if ar.status.as_ref().and_then(|s| s.phase).is_some_and(Phase::is_final) => Ending::Final(Box::new(ar)),
         Ok(Some(_)) if Instant::now() >= held.deadline => Ending::TimedOut,
-        Ok(Some(ar)) => {
-            let status = ar.status.unwrap_or_default();
-            let text =
-                format!("Approval request {name} is pending ({} approvals); ask again in {POLL_SECONDS} seconds", status.approvals.as_deref().unwrap_or("0"));
-            let pending = json!({
-                "content": [{"type": "text", "text": text}],
-                "structuredContent": {"status": "pending", "request_id": name, "approvals": status.approvals, "poll_interval_seconds": POLL_SECONDS},
-                "isError": false,
-            });
-            return jsonrpc::result_response(id, pending);
-        }
-        Err(e) => return jsonrpc::tool_text_result(id, &format!("cannot read approval request {name}: {e}; ask again with {GET_STATUS}"), true),
+        Ok(Some(ar)) => return Poll::Pending { approvals: ar.status.and_then(|s| s.approvals) },
+        Err(e) => return Poll::Unreadable(format!("cannot read approval request {name}: {e}")),
     };
-    // The call runs in the session of the poll: the one it was held in may have ended since.
     let (sc2, name2, headers2) = (sc.clone(), name.to_owned(), headers.clone());
     let task = tokio::spawn(async move {
         let answer = held
@@ -224,13 +231,52 @@ pub(super) async fn get_status(sc: &Arc<Sidecar>, name: &str, id: Option<&RawVal
             .get_or_init(|| async {
                 let (result, _) = conclude(&sc2, &name2, &held, ending, Some(&headers2), true).await;
                 let _ = held.answered_at.set(Instant::now());
-                result
+                Concluded { result, by_client: false }
             })
             .await;
         answer.clone()
     });
     match task.await {
-        Ok(done) => jsonrpc::result_response(id, done),
-        Err(e) => jsonrpc::tool_text_result(id, &format!("running the held call failed: {e}"), true),
+        Ok(done) => Poll::Done(done),
+        Err(e) => Poll::Unreadable(format!("running the held call failed: {e}")),
+    }
+}
+
+/// The client gave up on held call `name` (`tasks/cancel`): unless it already ended, its request
+/// is cancelled and it never runs. `Err` with the answer it ended with when too late.
+pub(super) async fn cancel_by_client(sc: &Sidecar, name: &str) -> Result<(), Concluded> {
+    let Some(held) = sc.held.get(name) else { return Ok(()) };
+    let mut ours = false;
+    let done = held
+        .answer
+        .get_or_init(|| async {
+            ours = true;
+            request::cancel(sc, name, "the agent cancelled the task").await;
+            emit_outcome(sc, &held, Outcome::ApprovalCancelled, true, Vec::new());
+            let _ = held.answered_at.set(Instant::now());
+            Concluded {
+                result: text_result(&format!("Cancelled: the held call of approval request {name} was cancelled by the agent; it did not run"), true),
+                by_client: true,
+            }
+        })
+        .await;
+    if ours { Ok(()) } else { Err(done.clone()) }
+}
+
+/// `get_approval_status`: the phase, or, once the request ended, the held call's answer.
+pub(super) async fn get_status(sc: &Arc<Sidecar>, name: &str, id: Option<&RawValue>, headers: &HeaderMap) -> Vec<u8> {
+    match poll(sc, name, headers).await {
+        Poll::Unknown => jsonrpc::tool_text_result(id, &format!("no held call {name:?} in this sidecar (a request from before a restart is never run)"), true),
+        Poll::Done(done) => jsonrpc::result_response(id, done.result),
+        Poll::Pending { approvals } => {
+            let text = format!("Approval request {name} is pending ({} approvals); ask again in {POLL_SECONDS} seconds", approvals.as_deref().unwrap_or("0"));
+            let pending = json!({
+                "content": [{"type": "text", "text": text}],
+                "structuredContent": {"status": "pending", "request_id": name, "approvals": approvals, "poll_interval_seconds": POLL_SECONDS},
+                "isError": false,
+            });
+            jsonrpc::result_response(id, pending)
+        }
+        Poll::Unreadable(e) => jsonrpc::tool_text_result(id, &format!("{e}; ask again with {GET_STATUS}"), true),
     }
 }
