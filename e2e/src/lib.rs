@@ -1,6 +1,7 @@
 //! End-to-end harness for Tollgate (DESIGN.md §4): a real kube-apiserver and etcd on loopback with
 //! generated certificates, RBAC on, token-file users, and Tollgate's CRDs applied from `crds/`.
 
+mod balancer;
 mod certs;
 mod components;
 mod control_plane;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+pub use balancer::Balancer;
 pub use components::free_ports;
 pub use control_plane::ControlPlane;
 pub use mcp::{

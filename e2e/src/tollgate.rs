@@ -155,6 +155,8 @@ pub struct Operator {
     pub process: Process,
     pub webhook_url: String,
     pub admin_url: String,
+    /// Where this replica itself serves the webhooks.
+    pub webhook_port: u16,
 }
 
 impl Operator {
@@ -168,11 +170,22 @@ impl Operator {
     /// As [`Operator::start`], on a given webhook port and with more flags (replicas that share
     /// one address pass `--webhook-reuse-port`).
     pub fn start_with(cp: &ControlPlane, webhook: u16, flags: &[&str]) -> Result<Operator> {
+        Operator::start_listening(cp, webhook, webhook, flags, &[])
+    }
+
+    /// A replica serving on `webhook`, behind a balancer on `url_port` (the webhook
+    /// configuration's address); configured by environment variables as a Deployment's pods are
+    /// (a build that lacks one still starts).
+    pub fn start_behind(cp: &ControlPlane, webhook: u16, url_port: u16, env: &[(&str, &str)]) -> Result<Operator> {
+        Operator::start_listening(cp, webhook, url_port, &[], env)
+    }
+
+    fn start_listening(cp: &ControlPlane, webhook: u16, url_port: u16, flags: &[&str], env: &[(&str, &str)]) -> Result<Operator> {
         cp.install_tollgate_system()?;
         let bin = binary("tollgate-operator", "tollgate-operator")?;
         let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-operator")?;
         let [admin] = free_ports::<1>()?;
-        let webhook_url = format!("https://127.0.0.1:{webhook}");
+        let webhook_url = format!("https://127.0.0.1:{url_port}");
         let admin_url = format!("http://127.0.0.1:{admin}");
         let log = cp.dir().join(format!("operator-{webhook}-{admin}.log"));
         let mut cmd = Command::new(&bin);
@@ -181,10 +194,11 @@ impl Operator {
             .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
             .args(["--webhook-url", &webhook_url])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .args(flags);
+            .args(flags)
+            .envs(env.iter().copied());
         let process = Process::spawn(cmd, log)?;
         process.wait_http_ok("the operator", admin, "/readyz")?;
-        Ok(Operator { process, webhook_url, admin_url })
+        Ok(Operator { process, webhook_url, admin_url, webhook_port: webhook })
     }
 
     pub fn stop(&self) {
@@ -244,13 +258,20 @@ impl Sidecar {
     /// Gives `namespace/service_account` the agent roles and starts a sidecar as it.
     pub fn start(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str) -> Result<Sidecar> {
         let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
-        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, &[])
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, &[], &[])
     }
 
     /// As [`Sidecar::start`], with more command-line flags.
     pub fn start_with(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str, flags: &[&str]) -> Result<Sidecar> {
         let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
-        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, flags)
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, flags, &[])
+    }
+
+    /// As [`Sidecar::start`], configured by environment variables as an injected sidecar is (a
+    /// build that lacks one still starts, and shows what it does without it).
+    pub fn start_with_env(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str, env: &[(&str, &str)]) -> Result<Sidecar> {
+        let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, &[], env)
     }
 
     /// As [`Sidecar::start`], with a given build, optionally pinned to one CPU (benchmarks).
@@ -264,6 +285,7 @@ impl Sidecar {
         bin: &Path,
         cpu: Option<usize>,
         flags: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<Sidecar> {
         let kubeconfig = cp.agent_identity(namespace, service_account)?;
         let [listen, admin] = free_ports::<2>()?;
@@ -289,7 +311,8 @@ impl Sidecar {
             .args(["--progress-interval-seconds", "1"])
             .arg("--credentials-dir")
             .arg(&credentials)
-            .args(flags);
+            .args(flags)
+            .envs(env.iter().copied());
         let process = Process::spawn(cmd, log)?;
         process.wait_http_ok("the sidecar", admin, "/readyz")?;
         Ok(Sidecar { process, base: format!("http://127.0.0.1:{listen}"), admin_port: admin, credentials })

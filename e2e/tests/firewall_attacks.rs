@@ -409,13 +409,13 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
         &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: hostile}}\nspec: {{url: \"{}\", timeoutSeconds: 3}}\n", hostile.url()),
     )?;
     env.sidecar.process.stop();
-    env.sidecar = Sidecar::start_with(
+    env.sidecar = Sidecar::start_with_env(
         env.cp,
         &env.ns,
         "coder",
         "coder",
         &format!("coder-{}", env.ns),
-        &["--max-upstream-answer", "1048576", "--header-read-timeout-seconds", "1"],
+        &[("TOLLGATE_MAX_UPSTREAM_ANSWER", "1048576"), ("TOLLGATE_HEADER_READ_TIMEOUT_SECONDS", "1")],
     )?;
     let pid = env.sidecar.process.pid().context("pid")?;
     let url = env.sidecar.url("hostile");

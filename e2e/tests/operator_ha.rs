@@ -1,10 +1,10 @@
 //! Two operator replicas (DESIGN §3.6): one CA and serving certificate shared through a Secret, so
-//! every webhook call verifies whichever replica the kernel hands it to; the controllers on the
+//! every webhook call verifies whichever replica a Service hands it to; the controllers on the
 //! leader of a Lease, and a new leader within the lease duration when the leader dies.
 
 use anyhow::{Context, Result, ensure};
 use std::time::{Duration, Instant};
-use tollgate_e2e::{ControlPlane, Operator, User, wait_until};
+use tollgate_e2e::{Balancer, ControlPlane, Operator, User, wait_until};
 
 const LEASE_SECONDS: u64 = 6;
 
@@ -35,14 +35,22 @@ fn phase(cp: &ControlPlane, ns: &str, name: &str) -> Result<String> {
     Ok(cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?.trim().to_owned())
 }
 
+/// Admission reviews a replica served, from its metrics.
+fn reviews(op: &Operator) -> Result<u64> {
+    let out = std::process::Command::new("curl").args(["-s", "--max-time", "5", &format!("{}/metrics", op.admin_url)]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().filter(|l| l.starts_with("tollgate_admission_reviews_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum())
+}
+
 #[test]
 fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> {
     let cp = ControlPlane::shared();
-    let [port] = tollgate_e2e::free_ports::<1>()?;
-    let flags = ["--webhook-reuse-port", "--lease-duration-seconds", "6", "--identity"];
-    let a = Operator::start_with(cp, port, &[&flags[..], &["replica-a"]].concat())?;
-    let b = Operator::start_with(cp, port, &[&flags[..], &["replica-b"]].concat())?;
-    let leader = wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok(Some(holder(cp)?).filter(|h| !h.is_empty())))?;
+    // Two replicas behind one address, as a Service puts them.
+    let [url_port, port_a, port_b] = tollgate_e2e::free_ports::<3>()?;
+    let service = Balancer::start(url_port, vec![port_a, port_b])?;
+    let lease = LEASE_SECONDS.to_string();
+    let a = Operator::start_behind(cp, port_a, url_port, &[("POD_NAME", "replica-a"), ("TOLLGATE_LEASE_DURATION_SECONDS", &lease)])?;
+    let b = Operator::start_behind(cp, port_b, url_port, &[("POD_NAME", "replica-b"), ("TOLLGATE_LEASE_DURATION_SECONDS", &lease)])?;
     let ns = cp.create_namespace("ha")?;
     let path = cp.dir().join(format!("{ns}-workflows.json"));
     std::fs::write(
@@ -53,7 +61,9 @@ fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> 
     )?;
     cp.kubectl_ok(User::Admin, ["apply", "-n", &ns, "-f", path.to_str().context("path")?])?;
 
-    // 100 policy applies and 100 decisions, each through whichever replica the kernel picks.
+    // 100 policy applies and 100 decisions, each on a new connection to the next replica (the
+    // API server keeps its connections to a webhook; closing them makes it dial again).
+    let (before_a, before_b) = (reviews(&a)?, reviews(&b)?);
     let mut failures = Vec::new();
     for i in 0..50 {
         let name = format!("r{i}");
@@ -68,6 +78,7 @@ fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> 
                 serde_json::json!({"op": "add", "path": "/status/decisions/-", "value": d})
             };
             let patch = serde_json::json!([op]).to_string();
+            service.rotate();
             let out = cp.kubectl(user, ["patch", "ar", &name, "-n", &ns, "--subresource=status", "--type=json", "-p", &patch])?;
             if !out.status.success() {
                 failures.push(format!("decision on {name}: {}", String::from_utf8_lossy(&out.stderr)));
@@ -79,6 +90,7 @@ fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> 
             );
             let file = cp.dir().join(format!("{ns}-p{i}-{j}.json"));
             std::fs::write(&file, policy)?;
+            service.rotate();
             let out = cp.kubectl(User::Admin, ["apply", "-n", &ns, "-f", file.to_str().context("path")?])?;
             if !out.status.success() {
                 failures.push(format!("policy apply: {}", String::from_utf8_lossy(&out.stderr)));
@@ -86,6 +98,10 @@ fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> 
         }
     }
     assert!(failures.is_empty(), "{} of 200 webhook calls failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    let served = (reviews(&a)? - before_a, reviews(&b)? - before_b);
+    eprintln!("admission reviews served: replica-a {}, replica-b {}", served.0, served.1);
+    assert!(served.0 >= 50 && served.1 >= 50, "both replicas serve: {served:?}");
+    let leader = wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok(Some(holder(cp)?).filter(|h| !h.is_empty())))?;
     wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok((phase(cp, &ns, "r49")? == "Approved").then_some(())))?;
 
     // A request that expires (30 s after it was made, 18 s ago) once the leader is gone.

@@ -46,7 +46,7 @@ pub struct Config {
     /// The Lease the replicas elect their leader on; only the leader runs the controllers.
     #[arg(long, default_value = "tollgate-operator")]
     pub lease_name: String,
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, env = "TOLLGATE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
     /// This replica's name in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]

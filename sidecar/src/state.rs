@@ -33,7 +33,7 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_MAX_UPSTREAM_ANSWER", default_value_t = 16 << 20)]
     pub max_upstream_answer: usize,
     /// Seconds a client may take to send a request's headers.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
     pub header_read_timeout_seconds: u64,
     /// Seconds between progress notifications while a call waits for approval.
     #[arg(long, default_value_t = 5)]
