@@ -556,3 +556,37 @@ fn secrets_in_arguments_never_reach_logs_audit_objects_or_errors() -> Result<()>
     assert!(ar.contains("Bearer [REDACTED]") && ar.contains("[REDACTED]"), "{ar}");
     Ok(())
 }
+
+#[test]
+fn an_open_stream_ends_when_the_agent_loses_its_rights_to_it() -> Result<()> {
+    let env = setup("stream-cut", false)?;
+    let open = |url: String, what: &str| -> Result<tollgate_e2e::Process> {
+        let s = RawSession::open(&url, VERSION)?;
+        let log = env.cp.dir().join(format!("{}-{what}.log", env.ns));
+        let stream = s.open_stream(&log)?;
+        // server-everything sends the stream's head with its first event: have it log.
+        let tool = if what == "server-stream" { "toggle-simulated-logging" } else { "everything__toggle-simulated-logging" };
+        s.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "logging/setLevel", "params": {"level": "debug"}}))?;
+        s.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": {}}}))?;
+        wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            Ok(std::fs::read_to_string(&log).unwrap_or_default().contains("text/event-stream").then_some(()))
+        })
+        .with_context(|| format!("the {what} stream did not open: {}", stream.log_tail()))?;
+        Ok(stream)
+    };
+    let server_stream = open(env.sidecar.url("everything"), "server-stream")?;
+    let aggregated_stream = open(format!("{}/mcp", env.sidecar.base), "aggregated-stream")?;
+    let ended = |stream: &tollgate_e2e::Process, what: &str| {
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || Ok(stream.exited().map(|_| ())))
+            .with_context(|| format!("the {what} stream is still open"))
+    };
+
+    // The server taken from the agent's servers: its stream ends, the aggregated one stays.
+    env.cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"mcpServers":["down"]}}"#])?;
+    ended(&server_stream, "server")?;
+    assert!(aggregated_stream.exited().is_none(), "the aggregated stream ended while the agent still had rights");
+    // The agent suspended: nothing stays open.
+    env.cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"suspended":true}}"#])?;
+    ended(&aggregated_stream, "aggregated")?;
+    Ok(())
+}

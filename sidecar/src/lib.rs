@@ -10,6 +10,7 @@ pub mod batch;
 pub mod body;
 pub mod call;
 pub mod credentials;
+pub mod guard;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
@@ -31,6 +32,7 @@ pub async fn run(config: Config) -> Result<()> {
         transport: config.transport_rules(),
         client: client.clone(),
         snapshot: snapshot.clone(),
+        snapshot_swapped: tokio::sync::watch::Sender::new(()),
         upstream: upstream::Upstream::new(credentials::Credentials::new(&config.credentials_dir), config.max_upstream_answer),
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
@@ -41,7 +43,13 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(agent = config.agent, namespace = config.namespace, instance = sidecar.instance, "sidecar starting");
     approvals::cancel_orphans(&sidecar).await;
     let ready = tollgate_runtime::admin::Readiness::default();
-    let watch = snapshot::watch(client, config.agent.clone(), config.namespace.clone(), snapshot, ready.clone());
+    let swapped = {
+        let sidecar = sidecar.clone();
+        move || {
+            sidecar.snapshot_swapped.send_replace(());
+        }
+    };
+    let watch = snapshot::watch(client, config.agent.clone(), config.namespace.clone(), snapshot, ready.clone(), swapped);
     let admin = tollgate_runtime::admin::serve(config.admin_addr, sidecar.metrics.clone(), ready);
     let serve = server::serve(config.listen, sidecar.clone());
     let result = tokio::select! {

@@ -157,8 +157,15 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
     if is_post && let Some(refusal) = check_routing_headers(&sc, &parts.headers, &bytes, server.as_ref()) {
         return Ok(refusal);
     }
-    let Some(server) = server else {
-        return Ok(crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await);
+    let is_get = parts.method == Method::GET;
+    let resp = match &server {
+        None => crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await,
+        Some(server) => crate::proxy::handle(&sc, &snapshot, server, parts.method, &parts.headers, bytes).await,
     };
-    Ok(crate::proxy::handle(&sc, &snapshot, &server, parts.method, &parts.headers, bytes).await)
+    if !is_get || !resp.status().is_success() {
+        return Ok(resp);
+    }
+    // The GET stream stays open for as long as the agent keeps its rights to it.
+    let (head, body) = resp.into_parts();
+    Ok(Response::from_parts(head, crate::guard::while_allowed(&sc, body, server.map(|s| s.name))))
 }

@@ -131,7 +131,15 @@ pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
 }
 
 /// Watches the objects a decision depends on and swaps in a new snapshot on every change.
-pub async fn watch(client: kube::Client, agent: String, namespace: String, target: Arc<ArcSwap<Snapshot>>, ready: Readiness) -> Result<()> {
+/// Keeps `target` current with the watched objects; `swapped` runs after every swap.
+pub async fn watch(
+    client: kube::Client,
+    agent: String,
+    namespace: String,
+    target: Arc<ArcSwap<Snapshot>>,
+    ready: Readiness,
+    swapped: impl Fn() + Send,
+) -> Result<()> {
     let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(64);
     macro_rules! reflect {
         ($api:expr) => {{
@@ -182,6 +190,7 @@ pub async fn watch(client: kube::Client, agent: String, namespace: String, targe
         let snapshot = build(&agent, &namespace, &stores);
         tracing::debug!(policies = snapshot.policies.len(), servers = snapshot.servers.len(), agent = snapshot.agent.is_some(), "snapshot swapped");
         target.store(Arc::new(snapshot));
+        swapped();
         ready.set_ready();
         if changed.recv().await.is_none() {
             return Ok(());

@@ -70,6 +70,8 @@ pub struct Sidecar {
     pub transport: tollgate_core::access::TransportRules,
     pub client: kube::Client,
     pub snapshot: Arc<arc_swap::ArcSwap<snapshot::Snapshot>>,
+    /// Signalled after every snapshot swap: open streams check the agent's rights again.
+    pub snapshot_swapped: tokio::sync::watch::Sender<()>,
     pub upstream: upstream::Upstream,
     pub held: Registry,
     /// Sessions of the aggregated `/mcp` endpoint.
