@@ -62,6 +62,15 @@ impl RawJson {
     pub fn of(value: &impl Serialize) -> RawJson {
         RawJson(serde_json::value::to_raw_value(value).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()))
     }
+
+    /// `value` redacted, as a record keeps it: its text as received (`raw`) when redaction would
+    /// change nothing, else a redacted rendering.
+    pub fn redacted(value: &serde_json::Value, raw: Option<&serde_json::value::RawValue>) -> RawJson {
+        match raw.filter(|raw| crate::redact::untouched(value, raw.get())) {
+            Some(text) => RawJson(text.to_owned()),
+            None => RawJson::of(&crate::redact::Redacted(value)),
+        }
+    }
 }
 
 impl PartialEq for RawJson {

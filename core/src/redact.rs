@@ -21,6 +21,18 @@ const SENSITIVE: &[&str] =
 const MAX_DEPTH: usize = 64;
 
 pub fn is_sensitive_key(key: &str) -> bool {
+    // Every key of every call's arguments comes here: the usual short ASCII key is normalized on
+    // the stack.
+    if key.len() <= 64 && key.is_ascii() {
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        for b in key.bytes().filter(|b| *b != b'_' && *b != b'-') {
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        let normalized = std::str::from_utf8(&buf[..n]).unwrap_or_default();
+        return SENSITIVE.iter().any(|s| normalized.contains(s));
+    }
     let normalized: String = if key.is_ascii() {
         key.bytes().filter(|c| *c != b'_' && *c != b'-').map(|c| char::from(c.to_ascii_lowercase())).collect()
     } else {
@@ -29,19 +41,23 @@ pub fn is_sensitive_key(key: &str) -> bool {
     SENSITIVE.iter().any(|s| normalized.contains(s))
 }
 
+/// Word boundaries are ASCII ones: a Unicode `\b` makes the regex engine give up its fast
+/// automaton on any string with a non-ASCII character (ten times slower, on every call whose
+/// arguments hold text in most of the world's languages), and no secret shape here starts with a
+/// non-ASCII letter.
 fn shapes() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         #[allow(clippy::expect_used)]
         Regex::new(concat!(
             r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
-            r"|(?P<label>(?i:\b(?:bearer|basic|token)\s+))[A-Za-z0-9._~+/=-]{8,}",
-            r"|(?P<pw>(?i:\b(?:password|passwd|pwd)\s*[=:]\s*))[^\s;&'\x22]+",
-            r"|(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@",
-            r"|\b(?:sk|rk|pk)[-_](?:live_|test_|proj-|ant-)?[A-Za-z0-9_-]{16,}",
-            r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}",
-            r"|\bxox[abprs]-[A-Za-z0-9-]{10,}|\bglpat-[A-Za-z0-9_-]{20,}",
-            r"|\bAKIA[0-9A-Z]{16}\b|\bAIza[0-9A-Za-z_-]{35}",
+            r"|(?P<label>(?i:(?-u:\b)(?:bearer|basic|token)\s+))[A-Za-z0-9._~+/=-]{8,}",
+            r"|(?P<pw>(?i:(?-u:\b)(?:password|passwd|pwd)\s*[=:]\s*))[^\s;&'\x22]+",
+            r"|(?P<url>(?-u:\b)[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@",
+            r"|(?-u:\b)(?:sk|rk|pk)[-_](?:live_|test_|proj-|ant-)?[A-Za-z0-9_-]{16,}",
+            r"|(?-u:\b)gh[pousr]_[A-Za-z0-9]{20,}|(?-u:\b)github_pat_[A-Za-z0-9_]{20,}",
+            r"|(?-u:\b)xox[abprs]-[A-Za-z0-9-]{10,}|(?-u:\b)glpat-[A-Za-z0-9_-]{20,}",
+            r"|(?-u:\b)AKIA[0-9A-Z]{16}(?-u:\b)|(?-u:\b)AIza[0-9A-Za-z_-]{35}",
         ))
         .expect("the redaction patterns compile")
     })
@@ -115,6 +131,24 @@ impl serde::Serialize for At<'_> {
             scalar => scalar.serialize(serializer),
         }
     }
+}
+
+/// Whether redacting `value`, whose JSON text as received is `raw`, would leave it as it is: no
+/// sensitive key or name/value pair, nothing nested past the depth limit, and no secret-shaped
+/// string (strings are checked as decoded, so an escape hides nothing). No rendering: most
+/// calls' arguments are recorded as they came. Text with a line break between its tokens is
+/// never taken as is: it would split an audit line.
+pub fn untouched(value: &Value, raw: &str) -> bool {
+    fn clean(value: &Value, depth: usize) -> bool {
+        match value {
+            _ if depth >= MAX_DEPTH => false,
+            Value::Object(map) => !is_sensitive_pair(map) && map.iter().all(|(k, v)| !is_sensitive_key(k) && clean(v, depth + 1)),
+            Value::Array(items) => items.iter().all(|v| clean(v, depth + 1)),
+            Value::String(s) => s.len() < 6 || !shapes().is_match(s),
+            _ => true,
+        }
+    }
+    memchr::memchr2(b'\n', b'\r', raw.as_bytes()).is_none() && clean(value, 0)
 }
 
 /// A copy of `value` with the values of sensitive keys replaced by `[REDACTED]`.
@@ -241,6 +275,50 @@ mod tests {
         for plain in ["deploy checkout to prod", "see https://example.com/a@b", "user@example.com", "the token count is 5", "sk-1"] {
             assert_eq!(redact_str(plain), plain, "{plain}");
         }
+    }
+
+    #[test]
+    fn text_in_any_script_is_redacted_the_same() {
+        for (text, kept) in [
+            ("Schlüssel für die Übergabe: Bearer s3cr3t-bearer-value-123 — danke", "Schlüssel für die Übergabe: Bearer [REDACTED] — danke"),
+            ("密码 password=pw-in-a-dsn-77 已更新", "密码 password=[REDACTED] 已更新"),
+            ("ключ ghp_abcdefghijklmnopqrstuvwxyz0123456789 здесь", "ключ [REDACTED] здесь"),
+            ("ütoken abcdefgh12345678", "ütoken [REDACTED]"),
+        ] {
+            assert_eq!(redact_str(text), kept, "{text}");
+        }
+        assert_eq!(redact_str("Grüße aus Köln, ça va? 日本語のテキスト"), "Grüße aus Köln, ça va? 日本語のテキスト");
+    }
+
+    #[test]
+    fn text_taken_as_is_is_text_redaction_would_not_change() {
+        let cases = [
+            r#"{"path": "/work/repo/src/main.rs", "files": ["a", "b"], "n": 3, "nested": {"env": "staging"}}"#,
+            r#"{"note": "Grüße aus Köln"}"#,
+            r#"{"api_key": "k"}"#,
+            r#"{"headers": [{"name": "Authorization", "value": "x"}]}"#,
+            r#"{"cmd": "curl -H 'Authorization: Bearer s3cr3t-bearer-value-123'"}"#,
+            r#"{"url": "https://deploy:hunter2@git.example.com/r.git"}"#,
+            r#"{"k": "sk-proj-abcdefghijklmnop1234567890"}"#,
+            r#"{"k": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"}"#,
+            r#"{"k": "Bearer\u0020s3cr3t-bearer-value-123"}"#,
+            "{\"a\":\n \"b\"}",
+            r#"{"short": "pwd=x", "AKIA": "AKIAABCDEFGHIJKLMNOP"}"#,
+        ];
+        let mut taken = 0;
+        for raw in cases {
+            let v: Value = serde_json::from_str(raw).unwrap();
+            if untouched(&v, raw) {
+                taken += 1;
+                assert_eq!(redact(&v), v, "{raw} was taken as is, but redaction changes it");
+            }
+        }
+        assert_eq!(taken, 2, "the two harmless cases are taken as is");
+        let mut deep = json!("leaf");
+        for _ in 0..100 {
+            deep = json!({"a": deep});
+        }
+        assert!(!untouched(&deep, &deep.to_string()), "past the depth limit, redaction cuts");
     }
 
     #[test]

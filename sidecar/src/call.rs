@@ -14,6 +14,8 @@ pub(crate) struct CallContext<'a> {
     pub server: &'a Server,
     pub tool: &'a str,
     pub arguments: &'a Value,
+    /// The arguments' JSON text as the agent sent it, when `arguments` is exactly that.
+    pub raw_arguments: Option<&'a serde_json::value::RawValue>,
     pub justification: Option<&'a str>,
     pub decision: &'a Decision,
     pub correlation: String,
@@ -28,7 +30,7 @@ impl CallContext<'_> {
     }
 
     fn facts(&self) -> &(String, RawJson) {
-        self.facts.get_or_init(|| (tollgate_core::digest::arguments_digest(self.arguments), RawJson::of(&tollgate_core::redact::Redacted(self.arguments))))
+        self.facts.get_or_init(|| (tollgate_core::digest::arguments_digest(self.arguments), RawJson::redacted(self.arguments, self.raw_arguments)))
     }
 
     pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {

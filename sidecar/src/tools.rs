@@ -26,6 +26,7 @@ pub(crate) fn refuse_invalid(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<
         server,
         tool: &tool,
         arguments: &Value::Null,
+        raw_arguments: None,
         justification: None,
         decision: &decision,
         correlation: format!("{:016x}", rand::random::<u64>()),
@@ -100,6 +101,8 @@ async fn decide_and_act(
         server,
         tool: &call.name,
         arguments: &split.arguments,
+        // Without a justification taken out, the arguments are what the agent sent.
+        raw_arguments: if mode.is_none() { call.arguments } else { None },
         justification: split.justification.as_deref(),
         decision: &decision,
         correlation: format!("{:016x}", rand::random::<u64>()),

@@ -108,6 +108,7 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
         server: &standalone,
         tool: REQUEST_APPROVAL,
         arguments: &arguments,
+        raw_arguments: None,
         justification: reasoning,
         decision: &decision,
         correlation: format!("{:016x}", rand::random::<u64>()),
