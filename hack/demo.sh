@@ -9,6 +9,9 @@ source hack/lib.sh
 step "control plane binaries (built once from their Go modules, then cached)"
 TOLLGATE_CONTROL_PLANE_DIR="$(bash e2e/scripts/build-control-plane.sh | tail -n 1)"
 export TOLLGATE_CONTROL_PLANE_DIR
+step "Helm from its Go module (built once, then cached): the chart installs Tollgate's RBAC"
+TOLLGATE_HELM="$(bash e2e/scripts/build-helm.sh | tail -n 1)"
+export TOLLGATE_HELM
 step "MCP SDK clients and the reference server (pinned, cached)"
 TOLLGATE_MCP_TOOLS="$(bash e2e/scripts/install-mcp-tools.sh | tail -n 1)"
 export TOLLGATE_MCP_TOOLS

@@ -53,23 +53,48 @@ pub(crate) fn apiserver_command(bin: &Path, dir: &Path, etcd_client: u16, port: 
     cmd
 }
 
+/// The last line a (cached, idempotent) build script of `e2e/scripts/` prints: where it put what
+/// it built.
+fn built_by(script: &str) -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script);
+    let out =
+        Command::new("bash").arg(&script).stdin(Stdio::null()).stderr(Stdio::inherit()).output().with_context(|| format!("running {}", script.display()))?;
+    ensure!(out.status.success(), "{} failed ({})", script.display(), out.status);
+    let stdout = String::from_utf8(out.stdout).context("build script printed non-UTF-8")?;
+    let last = stdout.lines().map(str::trim).rfind(|l| !l.is_empty());
+    Ok(PathBuf::from(last.with_context(|| format!("{} printed no path", script.display()))?))
+}
+
+/// Real Helm, built from its Go module: `TOLLGATE_HELM`, else what `build-helm.sh` built.
+pub fn helm() -> Result<PathBuf> {
+    static HELM: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let found = HELM.get_or_init(|| match std::env::var_os("TOLLGATE_HELM") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => built_by("build-helm.sh").map_err(|e| format!("{e:#}")),
+    });
+    let path = found.clone().map_err(anyhow::Error::msg)?;
+    ensure!(path.is_file(), "no helm at {}", path.display());
+    Ok(path)
+}
+
+/// `helm template tollgate charts/tollgate` with `args`: the manifests a cluster would get.
+pub fn render_chart(args: &[&str]) -> Result<String> {
+    let out = Command::new(helm()?)
+        .args(["template", "tollgate"])
+        .arg(repo_root().join("charts/tollgate"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running helm template")?;
+    ensure!(out.status.success(), "helm template {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).context("helm printed non-UTF-8")
+}
+
 /// `TOLLGATE_CONTROL_PLANE_DIR`, else the (idempotent, cached) build script's last stdout line.
 pub(crate) fn binaries_dir() -> Result<PathBuf> {
     let dir = match std::env::var_os("TOLLGATE_CONTROL_PLANE_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-control-plane.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .with_context(|| format!("running {}", script.display()))?;
-            ensure!(out.status.success(), "{} failed ({})", script.display(), out.status);
-            let stdout = String::from_utf8(out.stdout).context("build script printed non-UTF-8")?;
-            let last = stdout.lines().map(str::trim).rfind(|l| !l.is_empty());
-            PathBuf::from(last.context("the build script printed no directory")?)
-        }
+        None => built_by("build-control-plane.sh")?,
     };
     for bin in ["etcd", "kube-apiserver"] {
         ensure!(dir.join(bin).is_file(), "{} has no {bin}", dir.display());

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use balancer::Balancer;
-pub use components::free_ports;
+pub use components::{free_ports, helm, render_chart};
 pub use control_plane::ControlPlane;
 pub use mcp::{
     AuthEcho, Everything, Hostile, Modern, TasksServer, py_client, py_client_with_args, py_client_with_timeout, py_modern_client, py_modern_client_with,
     tool_text, tools_dir, ts_client,
 };
-pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, plugin_path};
+pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, chart_values, plugin_path};
 pub use users::User;
 
 /// Polls `f` every `poll` until it yields `Some`, for at most `timeout`.

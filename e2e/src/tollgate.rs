@@ -41,14 +41,30 @@ pub fn binary(package: &str, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// An example values file of the chart (`charts/tollgate/ci/`), as a path argument.
+pub fn chart_values(name: &str) -> Result<String> {
+    let path = repo_root().join("charts/tollgate/ci").join(name);
+    ensure!(path.is_file(), "no values file {}", path.display());
+    Ok(path.to_str().context("path")?.to_owned())
+}
+
 impl ControlPlane {
-    /// `tollgate-system`, the operator's service account and the RBAC of `config/rbac/`, once.
+    /// The chart, rendered by real Helm into `tollgate-system` and applied, once: the operator
+    /// runs here under exactly the service account and RBAC a cluster gets from `helm install`,
+    /// so a rule the chart lacks fails a test. (Its Deployment and Service are stored but never
+    /// run: there is no kubelet; the harness runs the operator as a process instead, with the
+    /// webhook reached by URL, as `ci/out-of-cluster-values.yaml` configures.)
     pub fn install_tollgate_system(&self) -> Result<()> {
         if self.system_installed.get().is_some() {
             return Ok(());
         }
-        let rbac = repo_root().join("config/rbac");
-        self.kubectl_ok(User::Admin, ["apply", "--server-side", "-f", rbac.to_str().context("path")?])?;
+        let rendered = crate::components::render_chart(&["--namespace", "tollgate-system", "-f", &chart_values("out-of-cluster-values.yaml")?])?;
+        let path = self.dir().join("tollgate-chart.yaml");
+        std::fs::write(&path, rendered)?;
+        if !self.kubectl(User::Admin, ["get", "namespace", "tollgate-system"])?.status.success() {
+            self.kubectl_ok(User::Admin, ["create", "namespace", "tollgate-system"])?;
+        }
+        self.kubectl_ok(User::Admin, ["apply", "--server-side", "-f", path.to_str().context("path")?])?;
         // Approvers get the approver role everywhere; which requests they may decide is the
         // workflow's business, checked by the webhook.
         self.kubectl_ok(User::Admin, ["create", "clusterrolebinding", "tollgate-approvers", "--clusterrole=tollgate-approver", "--group=tollgate:approvers"])?;

@@ -32,7 +32,7 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_SLACK_RELAY_USER", default_value = "system:serviceaccount:tollgate-system:tollgate-gateway")]
     pub slack_relay_user: String,
     /// Name of the ValidatingWebhookConfiguration the operator keeps up to date.
-    #[arg(long, default_value = "tollgate.dev")]
+    #[arg(long, env = "TOLLGATE_WEBHOOK_CONFIGURATION", default_value = "tollgate")]
     pub webhook_configuration: String,
     /// Log as JSON lines.
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
@@ -43,6 +43,9 @@ pub struct Config {
     /// The Secret holding the webhook's CA and serving certificate, shared by every replica.
     #[arg(long, default_value = "tollgate-webhook-tls")]
     pub tls_secret: String,
+    /// Another party (cert-manager) fills the TLS Secret: wait for it instead of making one.
+    #[arg(long, env = "TOLLGATE_TLS_SECRET_EXTERNAL")]
+    pub tls_secret_external: bool,
     /// The Lease the replicas elect their leader on; only the leader runs the controllers.
     #[arg(long, default_value = "tollgate-operator")]
     pub lease_name: String,

@@ -6,6 +6,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
 pub const APPROVALS_PATH: &str = "/validate/approvalrequests/status";
@@ -38,6 +39,17 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
         match_policy: Some("Equivalent".to_owned()),
         side_effects: "None".to_owned(),
         timeout_seconds: Some(5),
+        // The operator's own namespace and kube-system stay writable while the webhook is down,
+        // so a broken install can be repaired (namespaced objects only; cluster-scoped ones are
+        // always reviewed).
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".to_owned(),
+                operator: "NotIn".to_owned(),
+                values: Some(vec![config.namespace.clone(), "kube-system".to_owned()]),
+            }]),
+            match_labels: None,
+        }),
         rules: Some(rules),
         ..Default::default()
     };

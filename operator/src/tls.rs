@@ -26,7 +26,8 @@ impl WebhookCerts {
         use k8s_openapi::api::core::v1::Secret;
         use kube::api::{Api, ObjectMeta, PostParams};
         let api: Api<Secret> = Api::namespaced(client.clone(), &config.namespace);
-        for _ in 0..5 {
+        let mut conflicts = 0;
+        loop {
             if let Some(secret) = api.get_opt(&config.tls_secret).await.context("reading the webhook TLS Secret")? {
                 let data = secret.data.unwrap_or_default();
                 let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
@@ -34,7 +35,15 @@ impl WebhookCerts {
                     tracing::info!(secret = config.tls_secret, "webhook certificates read from the shared Secret");
                     return Ok(WebhookCerts { ca_pem, cert_pem, key_pem });
                 }
-                anyhow::bail!("Secret {}/{} lacks {CA_KEY}, {CERT_KEY} or {KEY_KEY}", config.namespace, config.tls_secret);
+                if !config.tls_secret_external {
+                    anyhow::bail!("Secret {}/{} lacks {CA_KEY}, {CERT_KEY} or {KEY_KEY}", config.namespace, config.tls_secret);
+                }
+            }
+            if config.tls_secret_external {
+                // Issued by someone else (cert-manager): it comes, or this replica never gets ready.
+                tracing::info!(secret = config.tls_secret, "waiting for the webhook TLS Secret to be issued ({CA_KEY}, {CERT_KEY}, {KEY_KEY})");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
             }
             let made = WebhookCerts::generate(config)?;
             let data = [(CA_KEY, &made.ca_pem), (CERT_KEY, &made.cert_pem), (KEY_KEY, &made.key_pem)]
@@ -52,11 +61,11 @@ impl WebhookCerts {
                     tracing::info!(secret = config.tls_secret, "webhook certificates made and stored");
                     return Ok(made);
                 }
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(kube::Error::Api(e)) if e.code == 409 && conflicts < 5 => conflicts += 1,
+                Err(kube::Error::Api(e)) if e.code == 409 => anyhow::bail!("the webhook TLS Secret kept changing while it was being read"),
                 Err(e) => return Err(e).context("storing the webhook TLS Secret"),
             }
         }
-        anyhow::bail!("the webhook TLS Secret kept changing while it was being read")
     }
 
     pub fn generate(config: &Config) -> Result<Self> {
