@@ -15,6 +15,7 @@ pub mod digest;
 pub mod expr;
 pub mod glob;
 pub mod held;
+pub mod inject;
 pub mod jsonrpc;
 pub mod k8s_names;
 pub mod lease;

@@ -1,0 +1,265 @@
+//! Sidecar injection (DESIGN §3.6), decided as a pure function of the pod as submitted and the
+//! `ManagedAgent`s of its namespace: which agent the pod is, whether it may be, and the pod as it
+//! must run (the firewall as a native sidecar, the only container holding the service account's
+//! token, the credential Secrets of the agent's MCP servers mounted into it alone, and the
+//! endpoint the app containers call).
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+use tollgate_api::ManagedAgentSpec;
+
+/// Set on an injected pod, naming its agent: a second pass changes nothing.
+pub const INJECTED_ANNOTATION: &str = "tollgate.dev/injected";
+/// `"false"` on a pod leaves it alone (the skip is reported as an Event).
+pub const OPT_OUT_ANNOTATION: &str = "tollgate.dev/inject";
+/// Namespaces whose pods are injected carry this label with the value `enabled`.
+pub const NAMESPACE_LABEL: &str = "tollgate.dev/injection";
+pub const SIDECAR_NAME: &str = "tollgate-sidecar";
+/// What the app containers call: the aggregated MCP endpoint of the sidecar, on localhost.
+pub const MCP_URL_ENV: &str = "TOLLGATE_MCP_URL";
+pub const CREDENTIALS_DIR: &str = "/var/run/tollgate/credentials";
+const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+const TOKEN_VOLUME: &str = "tollgate-service-account";
+const SIDECAR_UID: i64 = 65532;
+
+/// How injected sidecars run (from the chart's values).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub image: String,
+    pub listen_port: u16,
+    pub admin_port: u16,
+    pub resources: Option<ResourceRequirements>,
+    pub cluster_default: String,
+}
+
+/// A `ManagedAgent` of the pod's namespace, with the Secrets its MCP servers' headers read.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub name: &'a str,
+    pub spec: &'a ManagedAgentSpec,
+    pub credential_secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// No agent's selector matches: the pod is not an agent.
+    NotAnAgent,
+    /// Injected before (the webhook was called again): nothing changes.
+    AlreadyInjected,
+    /// The pod opted out with the annotation; `agent` matched it.
+    OptedOut { agent: String },
+    /// The pod claims an identity it may not have; the reason, for the person who applied it.
+    Refused(String),
+    /// The pod as it must run.
+    Inject { agent: String, pod: Box<Pod> },
+}
+
+/// Whether `selector` selects `labels` (Kubernetes semantics: an empty selector selects all).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            // An operator the API server would have refused selects nothing.
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// What to do with `pod`, created in a namespace labelled for injection whose agents are
+/// `agents`.
+pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outcome {
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let injected = annotations.contains_key(INJECTED_ANNOTATION) || spec.init_containers.iter().flatten().any(|c| c.name == SIDECAR_NAME);
+    if injected {
+        return Outcome::AlreadyInjected;
+    }
+    let matched: Vec<&Candidate<'_>> = agents.iter().filter(|a| selects(&a.spec.selector, &labels)).collect();
+    let agent = match matched.as_slice() {
+        [] => return Outcome::NotAnAgent,
+        [one] => *one,
+        many => {
+            let names: Vec<&str> = many.iter().map(|a| a.name).collect();
+            return Outcome::Refused(format!(
+                "pod matches the selectors of several ManagedAgents ({}); a pod is one agent: narrow their selectors",
+                names.join(", ")
+            ));
+        }
+    };
+    if annotations.get(OPT_OUT_ANNOTATION).map(String::as_str) == Some("false") {
+        return Outcome::OptedOut { agent: agent.name.to_owned() };
+    }
+    let service_account = spec.service_account_name.as_deref().filter(|s| !s.is_empty()).unwrap_or("default");
+    if service_account != agent.spec.service_account_name {
+        return Outcome::Refused(format!(
+            "pod matches ManagedAgent {} but runs as service account {service_account:?}, not the agent's {:?}: it would act under another identity",
+            agent.name, agent.spec.service_account_name
+        ));
+    }
+    Outcome::Inject { agent: agent.name.to_owned(), pod: Box::new(inject(pod, agent, settings)) }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), value_from: None }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource { field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), api_version: None }), ..Default::default() }),
+    }
+}
+
+fn credential_volume(secret: &str) -> String {
+    let name = format!("tollgate-cred-{secret}");
+    name.chars().take(63).collect::<String>().trim_end_matches('-').to_owned()
+}
+
+fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
+    let probe = |path: &str, failures: i32| Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.to_owned()), port: IntOrString::Int(i32::from(settings.admin_port)), ..Default::default() }),
+        period_seconds: Some(1),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    };
+    let mut mounts = vec![VolumeMount { name: TOKEN_VOLUME.to_owned(), mount_path: TOKEN_DIR.to_owned(), read_only: Some(true), ..Default::default() }];
+    mounts.extend(agent.credential_secrets.iter().map(|s| VolumeMount {
+        name: credential_volume(s),
+        mount_path: format!("{CREDENTIALS_DIR}/{s}"),
+        read_only: Some(true),
+        ..Default::default()
+    }));
+    Container {
+        name: SIDECAR_NAME.to_owned(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["/usr/local/bin/tollgate-sidecar".to_owned()]),
+        // A native sidecar: started before the app containers, stopped after them.
+        restart_policy: Some("Always".to_owned()),
+        env: Some(vec![
+            env("TOLLGATE_AGENT", agent.name),
+            field_env("TOLLGATE_NAMESPACE", "metadata.namespace"),
+            field_env("TOLLGATE_POD", "metadata.name"),
+            field_env("TOLLGATE_POD_IP", "status.podIP"),
+            env("TOLLGATE_LISTEN", &format!("127.0.0.1:{}", settings.listen_port)),
+            env("TOLLGATE_ADMIN_ADDR", &format!("0.0.0.0:{}", settings.admin_port)),
+            env("TOLLGATE_CLUSTER_DEFAULT", &settings.cluster_default),
+            env("TOLLGATE_CREDENTIALS_DIR", CREDENTIALS_DIR),
+            env("TOLLGATE_LOG_JSON", "true"),
+        ]),
+        ports: Some(vec![ContainerPort { name: Some("tollgate-admin".to_owned()), container_port: i32::from(settings.admin_port), ..Default::default() }]),
+        startup_probe: Some(probe("/readyz", 60)),
+        readiness_probe: Some(probe("/readyz", 3)),
+        liveness_probe: Some(Probe { period_seconds: Some(10), ..probe("/healthz", 3) }),
+        resources: settings.resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(SIDECAR_UID),
+            run_as_group: Some(SIDECAR_UID),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+/// The service account's token as the kubelet would mount it, for the sidecar alone.
+fn token_volume() -> Volume {
+    let item = |key: &str| KeyToPath { key: key.to_owned(), path: key.to_owned(), mode: None };
+    Volume {
+        name: TOKEN_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o444),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection { path: "token".to_owned(), expiration_seconds: Some(3607), audience: None }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection { name: "kube-root-ca.crt".to_owned(), items: Some(vec![item("ca.crt")]), optional: None }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".to_owned(),
+                            field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".to_owned(), api_version: None }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `pod` with the sidecar of `agent`: the sidecar first among the init containers, the app
+/// containers without the service account's token (whatever mounted it: the ServiceAccount
+/// admission plugin runs before webhooks) and with the MCP endpoint in their environment.
+pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
+    let mut pod = pod.clone();
+    pod.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(INJECTED_ANNOTATION.to_owned(), agent.name.to_owned());
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.automount_service_account_token = Some(false);
+    let mcp_url = format!("http://127.0.0.1:{}/mcp", settings.listen_port);
+    let mut token_volumes = Vec::new();
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        if let Some(mounts) = c.volume_mounts.as_mut() {
+            mounts.retain(|m| {
+                let token = m.mount_path.trim_end_matches('/') == TOKEN_DIR;
+                if token {
+                    token_volumes.push(m.name.clone());
+                }
+                !token
+            });
+        }
+        let envs = c.env.get_or_insert_with(Vec::new);
+        if !envs.iter().any(|e| e.name == MCP_URL_ENV) {
+            envs.push(env(MCP_URL_ENV, &mcp_url));
+        }
+    }
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.retain(|v| !token_volumes.contains(&v.name));
+    volumes.push(token_volume());
+    volumes.extend(agent.credential_secrets.iter().map(|s| Volume {
+        name: credential_volume(s),
+        secret: Some(SecretVolumeSource { secret_name: Some(s.clone()), default_mode: Some(0o444), ..Default::default() }),
+        ..Default::default()
+    }));
+    spec.init_containers.get_or_insert_with(Vec::new).insert(0, sidecar(agent, settings));
+    pod
+}
+
+/// The Secrets the headers of the MCP servers `agent` may use read from, each once, sorted: what
+/// its sidecar gets mounted.
+pub fn credential_secrets<'a>(agent: &ManagedAgentSpec, servers: impl IntoIterator<Item = (&'a str, &'a tollgate_api::McpServerSpec)>) -> Vec<String> {
+    let allowed: Vec<crate::glob::Glob> = agent.mcp_servers.iter().map(|g| crate::glob::Glob::new(g)).collect();
+    let mut secrets: Vec<String> = servers
+        .into_iter()
+        .filter(|(name, _)| allowed.iter().any(|g| g.matches(name)))
+        .flat_map(|(_, spec)| spec.headers.iter().filter_map(|h| h.secret_key_ref.as_ref().map(|r| r.name.clone())))
+        .collect();
+    secrets.sort();
+    secrets.dedup();
+    secrets
+}
