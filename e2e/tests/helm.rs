@@ -70,6 +70,14 @@ fn the_default_install_is_safe_and_highly_available() -> Result<()> {
         assert_eq!(w["clientConfig"]["service"]["name"], "tollgate-webhook", "{w}");
     }
 
+    let mwc = find(&docs, "MutatingWebhookConfiguration").context("the injection webhook comes with the chart")?;
+    let inject = &mwc["webhooks"][0];
+    assert_eq!((inject["failurePolicy"].as_str(), inject["clientConfig"]["service"]["path"].as_str()), (Some("Fail"), Some("/mutate/pods")), "{inject}");
+    assert_eq!(inject["namespaceSelector"]["matchLabels"]["tollgate.dev/injection"], "enabled", "{inject}");
+    assert!(inject["timeoutSeconds"].as_u64().is_some_and(|t| t <= 5), "{inject}");
+    let env = container["env"].as_array().context("env")?;
+    assert!(env.iter().any(|e| e["name"] == "TOLLGATE_SIDECAR_IMAGE" && e["value"] == "ghcr.io/tollgate-dev/tollgate:0.1.0"), "{env:?}");
+
     // One replica: no disruption budget to block a drain. cert-manager: a Certificate and the CA
     // injected by annotation.
     let single = documents(&render_chart(&["-f", &chart_values("single-replica-values.yaml")?])?)?;
@@ -133,6 +141,8 @@ fn the_operator_runs_under_the_charts_rbac_and_no_more() -> Result<()> {
         &["update", "leases.coordination.k8s.io", "-n", "tollgate-system"],
         &["create", "secrets", "-n", "tollgate-system"],
         &["patch", "validatingwebhookconfigurations/tollgate"],
+        &["patch", "mutatingwebhookconfigurations/tollgate"],
+        &["list", "managedagents.tollgate.dev", "-n", "team-a"],
         &["create", "events", "-n", "team-a"],
     ] {
         assert!(can(needed)?, "the operator needs: {needed:?}");
@@ -141,6 +151,7 @@ fn the_operator_runs_under_the_charts_rbac_and_no_more() -> Result<()> {
         &["get", "secrets", "-n", "team-a"][..],
         &["create", "secrets", "-n", "kube-system"],
         &["patch", "validatingwebhookconfigurations/someone-elses"],
+        &["patch", "mutatingwebhookconfigurations/someone-elses"],
         &["update", "approvalrequests.tollgate.dev", "-n", "team-a"],
         &["create", "pods", "-n", "team-a"],
     ] {

@@ -2,6 +2,7 @@
 //! admission webhook that decides who may write what (DESIGN §3.3).
 
 pub mod approvals;
+pub mod inject;
 pub mod leader;
 pub mod policies;
 pub mod register;
@@ -9,6 +10,7 @@ pub mod tls;
 pub mod webhook;
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -58,6 +60,32 @@ pub struct Config {
     /// kernel spreading connections between them as a Service would.
     #[arg(long)]
     pub webhook_reuse_port: bool,
+    /// The image of injected sidecars.
+    #[arg(long, env = "TOLLGATE_SIDECAR_IMAGE", default_value = concat!("ghcr.io/tollgate-dev/tollgate:", env!("CARGO_PKG_VERSION")))]
+    pub sidecar_image: String,
+    /// Resources of injected sidecars, as the JSON of a container's `resources`.
+    #[arg(long, env = "TOLLGATE_SIDECAR_RESOURCES", value_parser = parse_resources)]
+    pub sidecar_resources: Option<ResourceRequirements>,
+    /// The decision injected sidecars make for calls nothing else decides.
+    #[arg(long, env = "TOLLGATE_CLUSTER_DEFAULT", default_value = "Allow", value_parser = ["Allow", "Deny"])]
+    pub cluster_default: String,
+}
+
+fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a container's resources: {e}"))
+}
+
+impl Config {
+    /// How injected sidecars run.
+    pub fn injection(&self) -> tollgate_core::inject::Settings {
+        tollgate_core::inject::Settings {
+            image: self.sidecar_image.clone(),
+            listen_port: 15001,
+            admin_port: 15021,
+            resources: self.sidecar_resources.clone(),
+            cluster_default: self.cluster_default.clone(),
+        }
+    }
 }
 
 /// What every part of the operator shares.
@@ -67,13 +95,20 @@ pub struct Shared {
     pub identity: String,
     pub slack_relay_user: String,
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
+    pub injection: tollgate_core::inject::Settings,
 }
 
 pub async fn run(config: Config) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let identity = whoami(&client).await?;
     tracing::info!(identity, "operator starting");
-    let shared = Arc::new(Shared { client: client.clone(), identity, slack_relay_user: config.slack_relay_user.clone(), metrics: Arc::default() });
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        identity,
+        slack_relay_user: config.slack_relay_user.clone(),
+        metrics: Arc::default(),
+        injection: config.injection(),
+    });
     let ready = tollgate_runtime::admin::Readiness::default();
 
     let certs = tls::WebhookCerts::shared(&client, &config).await?;

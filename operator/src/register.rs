@@ -1,10 +1,12 @@
-//! Keeps the ValidatingWebhookConfiguration in step with this operator's CA and address.
+//! Keeps the webhook configurations in step with this operator's CA and address: the validating
+//! one (decisions, requests, policies) and the mutating one (sidecar injection into the pods of
+//! namespaces labelled `tollgate.dev/injection=enabled`).
 
 use crate::Config;
 use anyhow::{Context, Result};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
@@ -12,6 +14,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 pub const APPROVALS_PATH: &str = "/validate/approvalrequests/status";
 pub const POLICIES_PATH: &str = "/validate/policies";
 pub const REQUESTS_PATH: &str = "/validate/approvalrequests";
+pub const INJECT_PATH: &str = "/mutate/pods";
 
 pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pem: &str) -> Result<()> {
     let client_config = |path: &str| WebhookClientConfig {
@@ -23,6 +26,14 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
             }
             _ => None,
         },
+    };
+    // The operator's own namespace and kube-system stay writable while the webhook is down, so a
+    // broken install can be repaired (namespaced objects only; cluster-scoped ones are always
+    // reviewed).
+    let exempt = LabelSelectorRequirement {
+        key: "kubernetes.io/metadata.name".to_owned(),
+        operator: "NotIn".to_owned(),
+        values: Some(vec![config.namespace.clone(), "kube-system".to_owned()]),
     };
     let rule = |operations: &[&str], resources: &[&str]| RuleWithOperations {
         api_groups: Some(vec![tollgate_api::GROUP.to_owned()]),
@@ -39,17 +50,7 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
         match_policy: Some("Equivalent".to_owned()),
         side_effects: "None".to_owned(),
         timeout_seconds: Some(5),
-        // The operator's own namespace and kube-system stay writable while the webhook is down,
-        // so a broken install can be repaired (namespaced objects only; cluster-scoped ones are
-        // always reviewed).
-        namespace_selector: Some(LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "kubernetes.io/metadata.name".to_owned(),
-                operator: "NotIn".to_owned(),
-                values: Some(vec![config.namespace.clone(), "kube-system".to_owned()]),
-            }]),
-            match_labels: None,
-        }),
+        namespace_selector: Some(LabelSelector { match_expressions: Some(vec![exempt.clone()]), match_labels: None }),
         rules: Some(rules),
         ..Default::default()
     };
@@ -74,5 +75,46 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
     )
     .await
     .context("registering the validating webhook")?;
+
+    let inject = MutatingWebhook {
+        name: "inject.tollgate.dev".to_owned(),
+        admission_review_versions: vec!["v1".to_owned()],
+        client_config: client_config(INJECT_PATH),
+        failure_policy: Some("Fail".to_owned()),
+        match_policy: Some("Equivalent".to_owned()),
+        // Events about skipped pods are written, except on dry runs.
+        side_effects: "NoneOnDryRun".to_owned(),
+        timeout_seconds: Some(5),
+        reinvocation_policy: Some("IfNeeded".to_owned()),
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some([(tollgate_core::inject::NAMESPACE_LABEL.to_owned(), "enabled".to_owned())].into()),
+            match_expressions: Some(vec![exempt]),
+        }),
+        rules: Some(vec![RuleWithOperations {
+            api_groups: Some(vec![String::new()]),
+            api_versions: Some(vec!["v1".to_owned()]),
+            operations: Some(vec!["CREATE".to_owned()]),
+            resources: Some(vec!["pods".to_owned()]),
+            scope: Some("Namespaced".to_owned()),
+        }]),
+        ..Default::default()
+    };
+    let mwc = MutatingWebhookConfiguration {
+        metadata: ObjectMeta { name: Some(config.webhook_configuration.clone()), ..Default::default() },
+        webhooks: Some(vec![inject]),
+    };
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    api.patch(
+        &config.webhook_configuration,
+        &PatchParams::apply("tollgate-operator").force(),
+        &Patch::Apply(&serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": mwc.metadata,
+            "webhooks": mwc.webhooks,
+        })),
+    )
+    .await
+    .context("registering the injection webhook")?;
     Ok(())
 }

@@ -1,0 +1,126 @@
+//! Sidecar injection (DESIGN §3.6): a pod applied with plain `kubectl apply` in a namespace
+//! labelled `tollgate.dev/injection=enabled` is stored with the firewall beside it, through the
+//! mutating webhook the chart installs and the operator serves; pods that are no agent pass
+//! unchanged, pods that claim an identity they may not have are refused with the reason, and a
+//! pod that opts out is left alone with an Event saying so.
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use tollgate_e2e::{ControlPlane, User, wait_until};
+
+mod common;
+use common::operator;
+
+fn apply(cp: &ControlPlane, ns: &str, name: &str, yaml: &str) -> Result<std::process::Output> {
+    let path = cp.dir().join(format!("{ns}-{name}.yaml"));
+    std::fs::write(&path, yaml)?;
+    cp.kubectl(User::Admin, ["apply", "-n", ns, "-f", path.to_str().context("path")?])
+}
+
+fn pod_yaml(name: &str, app: &str, service_account: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {app}}}\n  annotations: {{{annotations}}}\nspec:\n  serviceAccountName: {service_account}\n  containers:\n    - name: agent\n      image: python:3.12\n      command: [python, agent.py]\n"
+    )
+}
+
+fn stored(cp: &ControlPlane, ns: &str, name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", "pod", name, "-n", ns, "-o", "json"])?)?)
+}
+
+const AGENT: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: github-token}
+stringData: {token: not-a-real-token}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: github}
+spec:
+  url: http://127.0.0.1:9/mcp
+  headers: [{name: Authorization, prefix: "Bearer ", secretKeyRef: {name: github-token, key: token}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: payroll}
+spec:
+  url: http://127.0.0.1:9/payroll
+  headers: [{name: X-Key, secretKeyRef: {name: payroll-key, key: k}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ManagedAgent
+metadata: {name: coder}
+spec: {selector: {matchLabels: {app: coder}}, serviceAccountName: coder, mcpServers: [github]}
+"#;
+
+#[test]
+fn a_pod_applied_with_kubectl_is_injected_and_only_as_its_agent() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("inject")?;
+    cp.kubectl_ok(User::Admin, ["label", "namespace", &ns, "tollgate.dev/injection=enabled"])?;
+    let out = apply(cp, &ns, "agent", AGENT)?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = apply(cp, &ns, "coder-1", &pod_yaml("coder-1", "coder", "coder", ""))?;
+    ensure!(out.status.success(), "the agent's pod is admitted: {}", String::from_utf8_lossy(&out.stderr));
+    let pod = stored(cp, &ns, "coder-1")?;
+    let spec = &pod["spec"];
+    let sidecar = &spec["initContainers"][0];
+    assert_eq!((sidecar["name"].as_str(), sidecar["restartPolicy"].as_str()), (Some("tollgate-sidecar"), Some("Always")), "{pod}");
+    assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/readyz");
+    let env = |c: &Value, name: &str| c["env"].as_array().into_iter().flatten().find(|e| e["name"] == name).cloned();
+    assert_eq!(env(sidecar, "TOLLGATE_AGENT").map(|e| e["value"].clone()), Some("coder".into()));
+    assert_eq!(env(sidecar, "TOLLGATE_POD").map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone()), Some("metadata.name".into()));
+    let mounts: Vec<&str> = sidecar["volumeMounts"].as_array().into_iter().flatten().filter_map(|m| m["mountPath"].as_str()).collect();
+    assert!(mounts.contains(&"/var/run/tollgate/credentials/github-token"), "the agent's server credentials: {mounts:?}");
+    assert!(!mounts.iter().any(|m| m.contains("payroll")), "not a server the agent may not use: {mounts:?}");
+    assert!(mounts.contains(&"/var/run/secrets/kubernetes.io/serviceaccount"), "{mounts:?}");
+    // Only the sidecar speaks for the agent: the app container has neither token nor secrets.
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    let app = &spec["containers"][0];
+    assert_eq!(env(app, "TOLLGATE_MCP_URL").map(|e| e["value"].clone()), Some("http://127.0.0.1:15001/mcp".into()));
+    assert!(app["volumeMounts"].as_array().is_none_or(|m| m.is_empty()), "{app}");
+    assert_eq!(pod["metadata"]["annotations"]["tollgate.dev/injected"], "coder");
+
+    // A pod that is no agent passes as it came.
+    let out = apply(cp, &ns, "web", &pod_yaml("web", "web", "default", ""))?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stored(cp, &ns, "web")?["spec"].get("initContainers").is_none());
+
+    // The agent's labels under another service account: refused, saying which.
+    let out = apply(cp, &ns, "impostor", &pod_yaml("impostor", "coder", "deployer", ""))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && err.contains("ManagedAgent coder") && err.contains("\"deployer\""), "{err}");
+
+    // Opted out: created bare, and the skip is an Event on the agent.
+    let out = apply(cp, &ns, "bare", &pod_yaml("bare", "coder", "coder", "tollgate.dev/inject: \"false\""))?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stored(cp, &ns, "bare")?["spec"].get("initContainers").is_none());
+    wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), || {
+        let events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "--field-selector", "reason=InjectionSkipped", "-o", "json"])?;
+        Ok((events.contains("pod bare opted out") && events.contains("\"name\": \"coder\"")).then_some(()))
+    })
+    .context("the InjectionSkipped Event")?;
+
+    // Two agents select the pod: refused, naming both.
+    let out = apply(
+        cp,
+        &ns,
+        "second",
+        "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {name: any-app}\nspec: {selector: {matchExpressions: [{key: app, operator: Exists}]}, serviceAccountName: coder}\n",
+    )?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = apply(cp, &ns, "coder-2", &pod_yaml("coder-2", "coder", "coder", ""))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && err.contains("several ManagedAgents (any-app, coder)"), "{err}");
+
+    // A namespace without the label is not injected.
+    let plain = cp.create_namespace("inject-off")?;
+    let out = apply(cp, &plain, "agent", AGENT)?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = apply(cp, &plain, "coder-1", &pod_yaml("coder-1", "coder", "coder", ""))?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stored(cp, &plain, "coder-1")?["spec"].get("initContainers").is_none());
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The injection webhook (DESIGN §3.6): on Pod CREATE in a labelled namespace, the pod's agent
+//! is found among the namespace's `ManagedAgent`s and the pod answered with the patch that makes it
+//! run as `tollgate_core::inject` decides. Anything that cannot be read fails closed.
+
+use crate::Shared;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use tollgate_api::{ManagedAgent, McpServer};
+use tollgate_core::inject::{self, Candidate, Outcome};
+
+#[tracing::instrument(skip_all, fields(namespace = req.namespace.as_deref().unwrap_or(""), pod = %req.name))]
+pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    let Some(object) = req.object.as_ref() else { return response };
+    let pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
+        Ok(p) => p,
+        Err(e) => return response.deny(format!("unreadable pod: {e}")),
+    };
+    let ns = req.namespace.clone().unwrap_or_default();
+    let lp = ListParams::default();
+    let agents = match Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns).list(&lp).await {
+        Ok(l) => l.items,
+        Err(e) => return response.deny(format!("cannot read the ManagedAgents of namespace {ns} to inject the pod: {e}")),
+    };
+    if agents.is_empty() {
+        return response;
+    }
+    let servers = match Api::<McpServer>::namespaced(shared.client.clone(), &ns).list(&lp).await {
+        Ok(l) => l.items,
+        Err(e) => return response.deny(format!("cannot read the MCPServers of namespace {ns} to inject the pod: {e}")),
+    };
+    let names: Vec<String> = agents.iter().map(|a| a.name_any()).collect();
+    let candidates: Vec<Candidate<'_>> = agents
+        .iter()
+        .zip(&names)
+        .map(|(a, name)| Candidate {
+            name,
+            spec: &a.spec,
+            credential_secrets: inject::credential_secrets(&a.spec, servers.iter().map(|s| (s.metadata.name.as_deref().unwrap_or_default(), &s.spec))),
+        })
+        .collect();
+    let pod_name = pod.metadata.name.clone().or(pod.metadata.generate_name.clone().map(|g| format!("{g}…"))).unwrap_or_default();
+    match inject::decide(&pod, &candidates, &shared.injection) {
+        Outcome::NotAnAgent | Outcome::AlreadyInjected => response,
+        Outcome::Refused(why) => {
+            tracing::info!(pod = pod_name, why, "pod refused");
+            response.deny(why)
+        }
+        Outcome::OptedOut { agent } => {
+            if !req.dry_run {
+                skipped_event(shared, &agents, &agent, &pod_name).await;
+            }
+            response
+        }
+        Outcome::Inject { agent, pod: injected } => {
+            let (before, after) = match (serde_json::to_value(&pod), serde_json::to_value(&injected)) {
+                (Ok(b), Ok(a)) => (b, a),
+                _ => return response.deny("the injected pod could not be rendered"),
+            };
+            tracing::info!(pod = pod_name, agent, "sidecar injected");
+            match response.with_patch(json_patch::diff(&before, &after)) {
+                Ok(r) => r,
+                Err(e) => AdmissionResponse::from(req).deny(format!("the injection patch could not be written: {e}")),
+            }
+        }
+    }
+}
+
+/// The skip is visible where people look for their agent: an Event on the `ManagedAgent`.
+async fn skipped_event(shared: &Shared, agents: &[ManagedAgent], agent: &str, pod: &str) {
+    let Some(object) = agents.iter().find(|a| a.name_any() == agent) else { return };
+    let recorder = Recorder::new(shared.client.clone(), Reporter { controller: "tollgate-operator".into(), instance: None });
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "InjectionSkipped".into(),
+        note: Some(format!("pod {pod} opted out with {}=false: it runs without the Tollgate sidecar", inject::OPT_OUT_ANNOTATION)),
+        action: "Inject".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not record the skipped injection");
+    }
+}
