@@ -195,4 +195,27 @@ mod tests {
         assert_eq!(server_access(&agent, "db", true), server_access(&agent, "db", false));
         assert_eq!(server_access(&agent, "db", true).unwrap_err().http_status(), 403);
     }
+
+    #[test]
+    fn a_sidecar_speaks_only_as_its_agents_service_account() {
+        let agent = AgentInfo { name: "coder".into(), namespace: "ns".into(), service_account: "coder".into(), ..Default::default() };
+        assert_eq!(identity_refusal("system:serviceaccount:ns:coder", "ns", &agent), None);
+        for other in ["system:serviceaccount:ns:deployer", "system:serviceaccount:other:coder", "admin", ""] {
+            let why = identity_refusal(other, "ns", &agent).unwrap_or_default();
+            assert!(why.contains("ManagedAgent ns/coder") && why.contains("\"coder\""), "{other}: {why}");
+        }
+    }
+}
+
+/// The sidecar's own identity against its agent's: it must run as the agent's service account,
+/// or it would speak for an agent under someone else's name (and the requests it creates would be
+/// refused as forged). `user` is what the API server says the sidecar is.
+pub fn identity_refusal(user: &str, namespace: &str, agent: &AgentInfo) -> Option<String> {
+    let expected = format!("system:serviceaccount:{namespace}:{}", agent.service_account);
+    (user != expected).then(|| {
+        format!(
+            "this sidecar runs as {user}, but ManagedAgent {namespace}/{} runs as service account {:?}: refusing to speak for it (inject the sidecar into the agent's own pods, or fix spec.serviceAccountName)",
+            agent.name, agent.service_account
+        )
+    })
 }

@@ -124,3 +124,25 @@ fn a_pod_applied_with_kubectl_is_injected_and_only_as_its_agent() -> Result<()> 
     assert!(stored(cp, &plain, "coder-1")?["spec"].get("initContainers").is_none());
     Ok(())
 }
+
+#[test]
+fn a_sidecar_running_as_another_service_account_refuses_to_speak_for_the_agent() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("identity")?;
+    let out = apply(cp, &ns, "agent", AGENT)?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Its own service account: it starts and serves.
+    let own = tollgate_e2e::Sidecar::start(cp, &ns, "coder", "coder", "coder-own")?;
+    // Another service account with the same rights: it refuses to start, saying why.
+    let err = match tollgate_e2e::Sidecar::start(cp, &ns, "coder", "deployer", "coder-borrowed") {
+        Ok(_) => anyhow::bail!("a sidecar running as deployer started for agent coder"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(&format!("runs as system:serviceaccount:{ns}:deployer")) && err.contains("\"coder\""), "{err}");
+    // An edit that gives the agent another service account stops the running one.
+    cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"serviceAccountName":"someone-else"}}"#])?;
+    wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(50), || Ok(own.process.exited().map(|_| ())))
+        .context("the sidecar stops once its agent runs as another service account")?;
+    Ok(())
+}

@@ -100,7 +100,7 @@ pub struct Shared {
 
 pub async fn run(config: Config) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-    let identity = whoami(&client).await?;
+    let identity = tollgate_runtime::whoami(&client).await?;
     tracing::info!(identity, "operator starting");
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -141,13 +141,4 @@ pub async fn run(config: Config) -> Result<()> {
     };
     election.release().await;
     result
-}
-
-/// The operator's own user name, from a SelfSubjectReview.
-async fn whoami(client: &kube::Client) -> Result<String> {
-    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-    let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
-    let review =
-        api.create(&Default::default(), &SelfSubjectReview::default()).await.context("asking the API server who the operator is (SelfSubjectReview)")?;
-    review.status.and_then(|s| s.user_info).and_then(|u| u.username).context("the SelfSubjectReview has no user name")
 }

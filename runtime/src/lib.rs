@@ -1,4 +1,5 @@
-//! What every Tollgate process shares: the admin port, logging, and how it is asked to stop.
+//! What every Tollgate process shares: the admin port, logging, how it is asked to stop, and who
+//! it is to the API server.
 
 pub mod admin;
 pub mod telemetry;
@@ -13,4 +14,14 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Who this process is, as the API server sees its credentials (a SelfSubjectReview).
+pub async fn whoami(client: &kube::Client) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    let review =
+        api.create(&Default::default(), &SelfSubjectReview::default()).await.context("asking the API server who this process is (SelfSubjectReview)")?;
+    review.status.and_then(|s| s.user_info).and_then(|u| u.username).context("the SelfSubjectReview has no user name")
 }

@@ -20,6 +20,7 @@ pub mod upstream;
 
 use anyhow::{Context, Result};
 use std::sync::Arc;
+use tollgate_runtime::admin::Readiness;
 
 pub use state::{Config, Sidecar};
 
@@ -49,16 +50,40 @@ pub async fn run(config: Config) -> Result<()> {
             sidecar.snapshot_swapped.send_replace(());
         }
     };
-    let watch = snapshot::watch(client, config.agent.clone(), config.namespace.clone(), snapshot, ready.clone(), swapped);
-    let admin = tollgate_runtime::admin::serve(config.admin_addr, sidecar.metrics.clone(), ready);
+    // Ready once the policies are loaded and the sidecar is known to run as its agent.
+    let loaded = tollgate_runtime::admin::Readiness::default();
+    let watch = snapshot::watch(client, config.agent.clone(), config.namespace.clone(), snapshot, loaded.clone(), swapped);
+    let admin = tollgate_runtime::admin::serve(config.admin_addr, sidecar.metrics.clone(), ready.clone());
     let serve = server::serve(config.listen, sidecar.clone());
+    let identity = speaks_for_its_agent(&sidecar, &loaded, &ready);
     let result = tokio::select! {
         r = serve => r.context("MCP listener"),
         r = admin => r.context("admin listener"),
         r = watch => r.context("policy watch"),
+        r = identity => r,
         () = sidecar.audit.run() => Ok(()),
         () = tollgate_runtime::shutdown_signal() => Ok(()),
     };
     sidecar.audit.flush();
     result
+}
+
+/// Runs while the sidecar may speak for its agent; ends with the reason as soon as the agent it
+/// serves runs as another service account than this sidecar (at start, or after an edit).
+async fn speaks_for_its_agent(sc: &Arc<Sidecar>, loaded: &Readiness, ready: &Readiness) -> Result<()> {
+    let user = tollgate_runtime::whoami(&sc.client).await?;
+    tracing::info!(user, "the API server knows this sidecar as");
+    let mut swaps = sc.snapshot_swapped.subscribe();
+    loop {
+        let snapshot = sc.snapshot.load_full();
+        if let Some(refusal) = snapshot.agent.as_ref().and_then(|a| tollgate_core::access::identity_refusal(&user, &sc.config.namespace, a)) {
+            anyhow::bail!(refusal);
+        }
+        if loaded.is_ready() {
+            ready.set_ready();
+        }
+        if swaps.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }

@@ -190,8 +190,9 @@ pub async fn watch(
         let snapshot = build(&agent, &namespace, &stores);
         tracing::debug!(policies = snapshot.policies.len(), servers = snapshot.servers.len(), agent = snapshot.agent.is_some(), "snapshot swapped");
         target.store(Arc::new(snapshot));
-        swapped();
+        // Loaded first: whoever the swap wakes sees it.
         ready.set_ready();
+        swapped();
         if changed.recv().await.is_none() {
             return Ok(());
         }
