@@ -141,6 +141,19 @@ pub fn server_access(agent: &AgentInfo, server: &str, exists: bool) -> Result<()
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+/// The sidecar's own identity against its agent's: it must run as the agent's service account,
+/// or it would speak for an agent under someone else's name (and the requests it creates would be
+/// refused as forged). `user` is what the API server says the sidecar is.
+pub fn identity_refusal(user: &str, namespace: &str, agent: &AgentInfo) -> Option<String> {
+    let expected = format!("system:serviceaccount:{namespace}:{}", agent.service_account);
+    (user != expected).then(|| {
+        format!(
+            "this sidecar runs as {user}, but ManagedAgent {namespace}/{} runs as service account {:?}: refusing to speak for it (inject the sidecar into the agent's own pods, or fix spec.serviceAccountName)",
+            agent.name, agent.service_account
+        )
+    })
+}
+
 mod tests {
     use super::*;
     use crate::glob::Glob;
@@ -205,17 +218,4 @@ mod tests {
             assert!(why.contains("ManagedAgent ns/coder") && why.contains("\"coder\""), "{other}: {why}");
         }
     }
-}
-
-/// The sidecar's own identity against its agent's: it must run as the agent's service account,
-/// or it would speak for an agent under someone else's name (and the requests it creates would be
-/// refused as forged). `user` is what the API server says the sidecar is.
-pub fn identity_refusal(user: &str, namespace: &str, agent: &AgentInfo) -> Option<String> {
-    let expected = format!("system:serviceaccount:{namespace}:{}", agent.service_account);
-    (user != expected).then(|| {
-        format!(
-            "this sidecar runs as {user}, but ManagedAgent {namespace}/{} runs as service account {:?}: refusing to speak for it (inject the sidecar into the agent's own pods, or fix spec.serviceAccountName)",
-            agent.name, agent.service_account
-        )
-    })
 }
