@@ -139,8 +139,6 @@ pub fn server_access(agent: &AgentInfo, server: &str, exists: bool) -> Result<()
     Ok(())
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
 /// The sidecar's own identity against its agent's: it must run as the agent's service account,
 /// or it would speak for an agent under someone else's name (and the requests it creates would be
 /// refused as forged). `user` is what the API server says the sidecar is.
@@ -154,6 +152,8 @@ pub fn identity_refusal(user: &str, namespace: &str, agent: &AgentInfo) -> Optio
     })
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::glob::Glob;
