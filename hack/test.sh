@@ -16,6 +16,10 @@ step "Helm from its Go module (pinned, cached)"
 TOLLGATE_HELM="$(bash e2e/scripts/build-helm.sh | tail -n 1)"
 export TOLLGATE_HELM
 
+step "Argo CD's Lua engine (gopher-lua, pinned, cached) for the health checks"
+TOLLGATE_ARGOCD_HEALTH="$(bash e2e/scripts/build-argocd-health.sh | tail -n 1)"
+export TOLLGATE_ARGOCD_HEALTH
+
 step "MCP SDK clients and the reference server (pinned, cached)"
 TOLLGATE_MCP_TOOLS="$(bash e2e/scripts/install-mcp-tools.sh | tail -n 1)"
 export TOLLGATE_MCP_TOOLS

@@ -77,6 +77,19 @@ pub fn helm() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Argo CD's Lua engine running a health check: `TOLLGATE_ARGOCD_HEALTH`, else what
+/// `build-argocd-health.sh` built.
+pub fn argocd_health() -> Result<PathBuf> {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let found = BIN.get_or_init(|| match std::env::var_os("TOLLGATE_ARGOCD_HEALTH") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => built_by("build-argocd-health.sh").map_err(|e| format!("{e:#}")),
+    });
+    let path = found.clone().map_err(anyhow::Error::msg)?;
+    ensure!(path.is_file(), "no argocd-health at {}", path.display());
+    Ok(path)
+}
+
 /// `helm template tollgate charts/tollgate` with `args`: the manifests a cluster would get.
 pub fn render_chart(args: &[&str]) -> Result<String> {
     let out = Command::new(helm()?)

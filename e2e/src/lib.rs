@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use balancer::Balancer;
-pub use components::{free_ports, helm, render_chart};
+pub use components::{argocd_health, free_ports, helm, render_chart};
 pub use control_plane::ControlPlane;
 pub use mcp::{
     AuthEcho, Everything, Hostile, Modern, TasksServer, py_client, py_client_with_args, py_client_with_timeout, py_modern_client, py_modern_client_with,

@@ -1,0 +1,27 @@
+-- Health from the Ready condition the operator maintains; Healthy (nothing reported) until it has written one.
+local hs = {}
+local function ready(obj)
+  if obj.status ~= nil and obj.status.conditions ~= nil then
+    for _, c in ipairs(obj.status.conditions) do
+      if c.type == "Ready" then
+        return c
+      end
+    end
+  end
+  return nil
+end
+local c = ready(obj)
+if c == nil then
+  hs.status = "Healthy"
+  hs.message = "no condition reported"
+elseif c.status == "True" then
+  hs.status = "Healthy"
+  hs.message = c.message or "ready"
+elseif c.status == "False" then
+  hs.status = "Degraded"
+  hs.message = (c.reason or "NotReady") .. ": " .. (c.message or "")
+else
+  hs.status = "Progressing"
+  hs.message = c.message or "not ready yet"
+end
+return hs
