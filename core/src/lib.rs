@@ -7,6 +7,7 @@
 //! - [`audit`]: the audit record.
 
 pub mod access;
+pub mod agent_rbac;
 pub mod aggregate;
 pub mod approval;
 pub mod audit;

@@ -1,6 +1,7 @@
 //! Tollgate's operator: the `ApprovalRequest` phase machine, policy status, and the validating
 //! admission webhook that decides who may write what (DESIGN §3.3).
 
+pub mod agents;
 pub mod approvals;
 pub mod inject;
 pub mod leader;
@@ -130,6 +131,7 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::select! {
             r = election.keep() => r,
             () = approvals::run(shared.clone()) => Ok(()),
+            () = agents::run(shared.clone()) => Ok(()),
             () = policies::run(shared.clone()) => Ok(()),
         }
     };

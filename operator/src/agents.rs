@@ -1,0 +1,103 @@
+//! The `ManagedAgent` controller (DESIGN §3.6): the RBAC its sidecar needs (a RoleBinding owned by
+//! the agent, and its service account among the subjects of the agents' ClusterRoleBinding, which
+//! follows the set of agents, deletes included) and `Ready` in its status.
+
+use crate::Shared;
+use crate::approvals::condition;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_api::{ManagedAgent, ManagedAgentStatus};
+use tollgate_core::agent_rbac;
+
+const MANAGER: &str = "tollgate-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let api = Api::<ManagedAgent>::all(shared.client.clone());
+    let (agents, writer) = reflector::store();
+    let binding = {
+        let shared = shared.clone();
+        let agents = agents.clone();
+        reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()).default_backoff()).for_each(move |event| {
+            let (shared, agents) = (shared.clone(), agents.clone());
+            // The store is whole once a listing is done; then every change counts.
+            let whole = matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)));
+            async move {
+                if whole {
+                    cluster_binding(&shared, &agents).await;
+                }
+            }
+        })
+    };
+    let controller = Controller::new(api, watcher::Config::default()).run(reconcile, error_policy, shared).for_each(|_| futures::future::ready(()));
+    futures::join!(binding, controller);
+}
+
+/// Every agent's service account may read what is cluster-wide (ClusterToolPolicies, its
+/// namespace's labels); an agent deleted leaves the subjects with the next event.
+async fn cluster_binding(shared: &Shared, agents: &Store<ManagedAgent>) {
+    let all = agents.state();
+    let wanted = agent_rbac::cluster_binding(all.iter().map(|a| (a.metadata.namespace.as_deref().unwrap_or_default(), a.spec.service_account_name.as_str())));
+    let api = Api::<ClusterRoleBinding>::all(shared.client.clone());
+    match api.patch(agent_rbac::AGENTS_CLUSTER_BINDING, &PatchParams::apply(MANAGER).force(), &Patch::Apply(applied(&wanted))).await {
+        Ok(_) => tracing::debug!(agents = all.len(), "agents' cluster role binding in step"),
+        Err(e) => tracing::warn!(error = %e, "could not keep the agents' cluster role binding"),
+    }
+}
+
+/// An object as server-side apply wants it: with its kind.
+fn applied<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
+    let mut v = serde_json::to_value(object).unwrap_or_default();
+    v["apiVersion"] = K::api_version(&()).into();
+    v["kind"] = K::kind(&()).into();
+    v
+}
+
+fn error_policy(_: Arc<ManagedAgent>, error: &Error, shared: Arc<Shared>) -> Action {
+    shared.metrics.reconcile("managedagent", false);
+    tracing::warn!(%error, "agent reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[tracing::instrument(skip_all, fields(agent = %a.name_any(), namespace = a.namespace().unwrap_or_default()))]
+async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let ns = a.namespace().unwrap_or_default();
+    let name = a.name_any();
+    let sa = &a.spec.service_account_name;
+    let wanted = agent_rbac::role_binding(&ns, &name, a.metadata.uid.as_deref().unwrap_or_default(), sa);
+    let bindings = Api::<RoleBinding>::namespaced(shared.client.clone(), &ns);
+    let bound =
+        bindings.patch(wanted.metadata.name.as_deref().unwrap_or_default(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(applied(&wanted))).await;
+    let (ready, reason, message) = match &bound {
+        Ok(_) => (true, "Bound", format!("service account {ns}/{sa} may watch the agent's policies and create its approval requests")),
+        Err(e) => (false, "RBACFailed", format!("could not bind service account {ns}/{sa} to ClusterRole {}: {e}", agent_rbac::AGENT_ROLE)),
+    };
+    let old = a.status.clone().unwrap_or_default();
+    let previous = old.conditions.iter().find(|c| c.type_ == "Ready");
+    let since = previous.filter(|c| c.reason == reason && c.message == message).map_or_else(Timestamp::now, |c| c.last_transition_time.0);
+    let generation = a.meta().generation;
+    let mut status = ManagedAgentStatus { observed_generation: generation, ..old.clone() };
+    status.conditions.retain(|c| c.type_ != "Ready");
+    status.conditions.push(condition("Ready", ready, reason, &message, generation, since));
+    if status != old {
+        Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
+            .await?;
+    }
+    shared.metrics.reconcile("managedagent", bound.is_ok());
+    bound?;
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
