@@ -68,12 +68,17 @@ fn built_by(script: &str) -> Result<PathBuf> {
 /// Real Helm, built from its Go module: `TOLLGATE_HELM`, else what `build-helm.sh` built.
 pub fn helm() -> Result<PathBuf> {
     static HELM: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let found = HELM.get_or_init(|| match std::env::var_os("TOLLGATE_HELM") {
+    tool(&HELM, "TOLLGATE_HELM", "build-helm.sh")
+}
+
+/// A tool the e2e tests run: the path in `env`, else what `script` built (once per process).
+fn tool(cell: &'static std::sync::OnceLock<Result<PathBuf, String>>, env: &str, script: &str) -> Result<PathBuf> {
+    let found = cell.get_or_init(|| match std::env::var_os(env) {
         Some(path) => Ok(PathBuf::from(path)),
-        None => built_by("build-helm.sh").map_err(|e| format!("{e:#}")),
+        None => built_by(script).map_err(|e| format!("{e:#}")),
     });
     let path = found.clone().map_err(anyhow::Error::msg)?;
-    ensure!(path.is_file(), "no helm at {}", path.display());
+    ensure!(path.is_file(), "no {} at {} ({env})", script.trim_start_matches("build-").trim_end_matches(".sh"), path.display());
     Ok(path)
 }
 
@@ -81,13 +86,7 @@ pub fn helm() -> Result<PathBuf> {
 /// `build-argocd-health.sh` built.
 pub fn argocd_health() -> Result<PathBuf> {
     static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let found = BIN.get_or_init(|| match std::env::var_os("TOLLGATE_ARGOCD_HEALTH") {
-        Some(path) => Ok(PathBuf::from(path)),
-        None => built_by("build-argocd-health.sh").map_err(|e| format!("{e:#}")),
-    });
-    let path = found.clone().map_err(anyhow::Error::msg)?;
-    ensure!(path.is_file(), "no argocd-health at {}", path.display());
-    Ok(path)
+    tool(&BIN, "TOLLGATE_ARGOCD_HEALTH", "build-argocd-health.sh")
 }
 
 /// `helm template tollgate charts/tollgate` with `args`: the manifests a cluster would get.

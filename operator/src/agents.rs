@@ -2,8 +2,8 @@
 //! the agent, and its service account among the subjects of the agents' ClusterRoleBinding, which
 //! follows the set of agents, deletes included) and `Ready` in its status.
 
-use crate::Shared;
 use crate::approvals::condition;
+use crate::{Shared, ssa};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ManagedAgent, ManagedAgentStatus};
 use tollgate_core::agent_rbac;
-
-const MANAGER: &str = "tollgate-operator";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,18 +50,10 @@ async fn cluster_binding(shared: &Shared, agents: &Store<ManagedAgent>) {
     let all = agents.state();
     let wanted = agent_rbac::cluster_binding(all.iter().map(|a| (a.metadata.namespace.as_deref().unwrap_or_default(), a.spec.service_account_name.as_str())));
     let api = Api::<ClusterRoleBinding>::all(shared.client.clone());
-    match api.patch(agent_rbac::AGENTS_CLUSTER_BINDING, &PatchParams::apply(MANAGER).force(), &Patch::Apply(applied(&wanted))).await {
+    match api.patch(agent_rbac::AGENTS_CLUSTER_BINDING, &ssa::params(), &ssa::body(&wanted)).await {
         Ok(_) => tracing::debug!(agents = all.len(), "agents' cluster role binding in step"),
         Err(e) => tracing::warn!(error = %e, "could not keep the agents' cluster role binding"),
     }
-}
-
-/// An object as server-side apply wants it: with its kind.
-fn applied<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
-    let mut v = serde_json::to_value(object).unwrap_or_default();
-    v["apiVersion"] = K::api_version(&()).into();
-    v["kind"] = K::kind(&()).into();
-    v
 }
 
 fn error_policy(_: Arc<ManagedAgent>, error: &Error, shared: Arc<Shared>) -> Action {
@@ -79,8 +69,7 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
     let sa = &a.spec.service_account_name;
     let wanted = agent_rbac::role_binding(&ns, &name, a.metadata.uid.as_deref().unwrap_or_default(), sa);
     let bindings = Api::<RoleBinding>::namespaced(shared.client.clone(), &ns);
-    let bound =
-        bindings.patch(wanted.metadata.name.as_deref().unwrap_or_default(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(applied(&wanted))).await;
+    let bound = bindings.patch(wanted.metadata.name.as_deref().unwrap_or_default(), &ssa::params(), &ssa::body(&wanted)).await;
     let (ready, reason, message) = match &bound {
         Ok(_) => (true, "Bound", format!("service account {ns}/{sa} may watch the agent's policies and create its approval requests")),
         Err(e) => (false, "RBACFailed", format!("could not bind service account {ns}/{sa} to ClusterRole {}: {e}", agent_rbac::AGENT_ROLE)),

@@ -7,6 +7,7 @@ pub mod inject;
 pub mod leader;
 pub mod policies;
 pub mod register;
+pub mod ssa;
 pub mod tls;
 pub mod webhook;
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta};
 
 pub const APPROVALS_PATH: &str = "/validate/approvalrequests/status";
 pub const POLICIES_PATH: &str = "/validate/policies";
@@ -62,19 +62,7 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
             webhook("policies.tollgate.dev", POLICIES_PATH, vec![rule(&["CREATE", "UPDATE"], &["toolpolicies", "clustertoolpolicies"])]),
         ]),
     };
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    api.patch(
-        &config.webhook_configuration,
-        &PatchParams::apply("tollgate-operator").force(),
-        &Patch::Apply(&serde_json::json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": vwc.metadata,
-            "webhooks": vwc.webhooks,
-        })),
-    )
-    .await
-    .context("registering the validating webhook")?;
+    apply(client, &vwc).await.context("registering the validating webhook")?;
 
     let inject = MutatingWebhook {
         name: "inject.tollgate.dev".to_owned(),
@@ -103,18 +91,15 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
         metadata: ObjectMeta { name: Some(config.webhook_configuration.clone()), ..Default::default() },
         webhooks: Some(vec![inject]),
     };
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    api.patch(
-        &config.webhook_configuration,
-        &PatchParams::apply("tollgate-operator").force(),
-        &Patch::Apply(&serde_json::json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": mwc.metadata,
-            "webhooks": mwc.webhooks,
-        })),
-    )
-    .await
-    .context("registering the injection webhook")?;
+    apply(client, &mwc).await.context("registering the injection webhook")?;
     Ok(())
+}
+
+/// Server-side apply of a cluster-scoped object as the operator, taking over what it sets.
+async fn apply<K>(client: &kube::Client, object: &K) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    Api::<K>::all(client.clone()).patch(&name, &crate::ssa::params(), &crate::ssa::body(object)).await.map(|_| ())
 }
