@@ -16,6 +16,8 @@ use tollgate_api::ManagedAgentSpec;
 
 /// Set on an injected pod, naming its agent: a second pass changes nothing.
 pub const INJECTED_ANNOTATION: &str = "tollgate.dev/injected";
+/// The label an injected pod carries with its agent's name: how the agent's status counts it.
+pub const AGENT_LABEL: &str = "tollgate.dev/agent";
 /// `"false"` on a pod leaves it alone (the skip is reported as an Event).
 pub const OPT_OUT_ANNOTATION: &str = "tollgate.dev/inject";
 /// Namespaces whose pods are injected carry this label with the value `enabled`.
@@ -219,6 +221,7 @@ fn token_volume() -> Volume {
 pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
     let mut pod = pod.clone();
     pod.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(INJECTED_ANNOTATION.to_owned(), agent.name.to_owned());
+    pod.metadata.labels.get_or_insert_with(BTreeMap::new).insert(AGENT_LABEL.to_owned(), agent.name.chars().take(63).collect());
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.automount_service_account_token = Some(false);
     let mcp_url = format!("http://127.0.0.1:{}/mcp", settings.listen_port);

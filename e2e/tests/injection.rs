@@ -82,6 +82,12 @@ fn a_pod_applied_with_kubectl_is_injected_and_only_as_its_agent() -> Result<()> 
     assert_eq!(env(app, "TOLLGATE_MCP_URL").map(|e| e["value"].clone()), Some("http://127.0.0.1:15001/mcp".into()));
     assert!(app["volumeMounts"].as_array().is_none_or(|m| m.is_empty()), "{app}");
     assert_eq!(pod["metadata"]["annotations"]["tollgate.dev/injected"], "coder");
+    // The agent counts its injected pods (none runs: there is no kubelet here).
+    wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), || {
+        let said = cp.kubectl_ok(User::Admin, ["get", "ma", "coder", "-n", &ns, "-o", r#"jsonpath={.status.conditions[?(@.type=="Injected")].message}"#])?;
+        Ok((said.trim() == "1 pods injected with the sidecar, 0 running").then_some(()))
+    })
+    .context("the agent's Injected condition")?;
 
     // A pod that is no agent passes as it came.
     let out = apply(cp, &ns, "web", &pod_yaml("web", "web", "default", ""))?;

@@ -1,21 +1,24 @@
 //! The `ManagedAgent` controller (DESIGN §3.6): the RBAC its sidecar needs (a RoleBinding owned by
 //! the agent, and its service account among the subjects of the agents' ClusterRoleBinding, which
-//! follows the set of agents, deletes included) and `Ready` in its status.
+//! follows the set of agents, deletes included), `Ready` in its status, and its injected pods
+//! (`Injected`, and how many run).
 
 use crate::approvals::condition;
 use crate::{Shared, ssa};
 use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ManagedAgent, ManagedAgentStatus};
 use tollgate_core::agent_rbac;
+use tollgate_core::inject::AGENT_LABEL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,7 +43,15 @@ pub async fn run(shared: Arc<Shared>) {
             }
         })
     };
-    let controller = Controller::new(api, watcher::Config::default()).run(reconcile, error_policy, shared).for_each(|_| futures::future::ready(()));
+    // An injected pod that comes, goes or starts running changes its agent's count.
+    let injected = Api::<Pod>::all(shared.client.clone());
+    let controller = Controller::new(api, watcher::Config::default())
+        .watches(injected, watcher::Config::default().labels(AGENT_LABEL), |pod: Pod| {
+            let agent = pod.labels().get(AGENT_LABEL).cloned().unwrap_or_default();
+            Some(ObjectRef::<ManagedAgent>::new(&agent).within(&pod.namespace().unwrap_or_default()))
+        })
+        .run(reconcile, error_policy, shared)
+        .for_each(|_| futures::future::ready(()));
     futures::join!(binding, controller);
 }
 
@@ -78,9 +89,22 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
     let previous = old.conditions.iter().find(|c| c.type_ == "Ready");
     let since = previous.filter(|c| c.reason == reason && c.message == message).map_or_else(Timestamp::now, |c| c.last_transition_time.0);
     let generation = a.meta().generation;
-    let mut status = ManagedAgentStatus { observed_generation: generation, ..old.clone() };
-    status.conditions.retain(|c| c.type_ != "Ready");
+    let pods = Api::<Pod>::namespaced(shared.client.clone(), &ns).list(&ListParams::default().labels(&format!("{AGENT_LABEL}={name}"))).await?.items;
+    let running = pods.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+    let (injected, why, said) = match pods.len() {
+        0 => (false, "NoPods", "no pod of this agent has been injected yet".to_owned()),
+        n => (true, "Injected", format!("{n} pods injected with the sidecar, {running} running")),
+    };
+    let injected_since = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Injected")
+        .filter(|c| c.reason == why && c.message == said)
+        .map_or_else(Timestamp::now, |c| c.last_transition_time.0);
+    let mut status = ManagedAgentStatus { observed_generation: generation, pods: i32::try_from(running).ok(), ..old.clone() };
+    status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Injected");
     status.conditions.push(condition("Ready", ready, reason, &message, generation, since));
+    status.conditions.push(condition("Injected", injected, why, &said, generation, injected_since));
     if status != old {
         Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns)
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
