@@ -9,7 +9,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -107,7 +107,7 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
     status.conditions.push(condition("Injected", injected, why, &said, generation, injected_since));
     if status != old {
         Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns)
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
+            .patch_status(&name, &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
             .await?;
     }
     shared.metrics.reconcile("managedagent", bound.is_ok());

@@ -5,7 +5,7 @@ use crate::Shared;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -142,7 +142,7 @@ async fn write(api: &Api<ApprovalRequest>, ar: &ApprovalRequest, status: &Approv
         "metadata": {"resourceVersion": ar.resource_version()},
         "status": body,
     });
-    api.patch_status(&ar.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch_status(&ar.name_any(), &crate::ssa::write_params(), &Patch::Merge(&patch)).await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use crate::approvals::condition;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -64,7 +64,7 @@ async fn reconcile_namespaced(p: Arc<ToolPolicy>, shared: Arc<Shared>) -> Result
     let status = status_for(&compiled, &agents.items, &[], p.status.as_ref(), p.meta().generation);
     if p.status.as_ref() != Some(&status) {
         Api::<ToolPolicy>::namespaced(shared.client.clone(), &ns)
-            .patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
+            .patch_status(&p.name_any(), &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
             .await?;
     }
     shared.metrics.reconcile("toolpolicy", true);
@@ -79,7 +79,7 @@ async fn reconcile_cluster(p: Arc<ClusterToolPolicy>, shared: Arc<Shared>) -> Re
     let status = status_for(&compiled, &agents.items, &namespaces.items, p.status.as_ref(), p.meta().generation);
     if p.status.as_ref() != Some(&status) {
         Api::<ClusterToolPolicy>::all(shared.client.clone())
-            .patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
+            .patch_status(&p.name_any(), &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
             .await?;
     }
     shared.metrics.reconcile("clustertoolpolicy", true);

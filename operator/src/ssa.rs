@@ -1,5 +1,5 @@
-//! Server-side apply as the operator: the object with its kind, written under one field manager
-//! that takes over what it sets.
+//! How the operator writes: under one field manager (`tollgate-operator`), by server-side apply
+//! for the objects it owns (taking over what it sets) and by plain patches for status.
 
 use kube::api::{Patch, PatchParams};
 
@@ -15,4 +15,9 @@ pub fn body<K: kube::Resource<DynamicType = ()> + serde::Serialize>(object: &K) 
     v["apiVersion"] = K::api_version(&()).into();
     v["kind"] = K::kind(&()).into();
     Patch::Apply(v)
+}
+
+/// A plain write (a status patch) under the operator's name, so `managedFields` says who wrote it.
+pub fn write_params() -> PatchParams {
+    PatchParams { field_manager: Some(MANAGER.to_owned()), ..PatchParams::default() }
 }
