@@ -1,4 +1,5 @@
--- Health from the Ready condition the operator maintains; Healthy (nothing reported) until it has written one.
+-- A suspended object (a ManagedAgent's kill switch) is Suspended; otherwise its Ready condition
+-- decides, Healthy until one is written. One script for every kind whose status reads this way.
 local hs = {}
 local function ready(obj)
   if obj.status ~= nil and obj.status.conditions ~= nil then
@@ -11,7 +12,10 @@ local function ready(obj)
   return nil
 end
 local c = ready(obj)
-if c == nil then
+if obj.spec ~= nil and obj.spec.suspended == true then
+  hs.status = "Suspended"
+  hs.message = "the kill switch is on: every call is refused"
+elseif c == nil then
   hs.status = "Healthy"
   hs.message = "no condition reported"
 elseif c.status == "True" then
