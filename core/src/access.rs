@@ -73,6 +73,12 @@ impl TransportRules {
         if !self.host_allowed(host) {
             return Err(TransportRefusal::ForeignHost(host.to_owned()));
         }
+        self.check_redirected(is_post, origin, content_type)
+    }
+
+    /// As [`TransportRules::check`] for a connection the agent dialled to an MCP server's address
+    /// and the pod's redirect sent here: its `Host` names that server, which is what it dialled.
+    pub fn check_redirected(&self, is_post: bool, origin: Option<&str>, content_type: Option<&str>) -> Result<(), TransportRefusal> {
         if let Some(origin) = origin
             && !self.origin_allowed(origin)
         {

@@ -26,6 +26,11 @@ pub const SIDECAR_NAME: &str = "tollgate-sidecar";
 /// What the app containers call: the aggregated MCP endpoint of the sidecar, on localhost.
 pub const MCP_URL_ENV: &str = "TOLLGATE_MCP_URL";
 pub const CREDENTIALS_DIR: &str = "/var/run/tollgate/credentials";
+pub const CA_DIR: &str = "/var/run/tollgate/ca";
+/// Transparent mode's init container: installs the redirect before anything else runs.
+pub const REDIRECT_NAME: &str = "tollgate-redirect";
+const REDIRECT_SCRATCH: &str = "/run/tollgate-redirect";
+const REDIRECT_SCRATCH_VOLUME: &str = "tollgate-redirect-scratch";
 const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const TOKEN_VOLUME: &str = "tollgate-service-account";
 const SIDECAR_UID: i64 = 65532;
@@ -38,14 +43,26 @@ pub struct Settings {
     pub admin_port: u16,
     pub resources: Option<ResourceRequirements>,
     pub cluster_default: String,
+    /// Transparent mode: the sidecar's redirect port, and what is never redirected.
+    pub redirect_port: u16,
+    pub exclude_cidrs: Vec<String>,
+    pub exclude_ports: Vec<u16>,
 }
 
-/// A `ManagedAgent` of the pod's namespace, with the Secrets its MCP servers' headers read.
+/// A `ManagedAgent` of the pod's namespace, with what its MCP servers need mounted.
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     pub name: &'a str,
     pub spec: &'a ManagedAgentSpec,
-    pub credential_secrets: Vec<String>,
+    pub mounts: Mounts,
+}
+
+/// What the sidecar of an agent gets mounted, each once, sorted: the Secrets its MCP servers'
+/// headers and CA bundles read, and the ConfigMaps holding CA bundles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mounts {
+    pub secrets: Vec<String>,
+    pub config_maps: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,8 +144,59 @@ fn field_env(name: &str, path: &str) -> EnvVar {
 }
 
 fn credential_volume(secret: &str) -> String {
-    let name = format!("tollgate-cred-{secret}");
-    name.chars().take(63).collect::<String>().trim_end_matches('-').to_owned()
+    volume_name("tollgate-cred-", secret)
+}
+
+fn ca_volume(config_map: &str) -> String {
+    volume_name("tollgate-ca-", config_map)
+}
+
+fn volume_name(prefix: &str, object: &str) -> String {
+    let name = format!("{prefix}{object}");
+    name.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).replace('.', "-")
+}
+
+fn transparent(agent: &ManagedAgentSpec) -> bool {
+    agent.injection.as_ref().is_some_and(|i| i.transparent)
+}
+
+/// Transparent mode's init step: the sidecar binary installing the redirect, as root with
+/// `NET_ADMIN` and `NET_RAW` (what iptables needs) and nothing else; it exits before the app runs.
+fn redirect(settings: &Settings) -> Container {
+    let mut envs = vec![
+        env("TOLLGATE_REDIRECT_PORT", &settings.redirect_port.to_string()),
+        env("TOLLGATE_PROXY_UID", &SIDECAR_UID.to_string()),
+        // iptables takes a lock file; the root filesystem stays read-only.
+        env("XTABLES_LOCKFILE", &format!("{REDIRECT_SCRATCH}/xtables.lock")),
+    ];
+    if !settings.exclude_cidrs.is_empty() {
+        envs.push(env("TOLLGATE_EXCLUDE_CIDRS", &settings.exclude_cidrs.join(",")));
+    }
+    if !settings.exclude_ports.is_empty() {
+        envs.push(env("TOLLGATE_EXCLUDE_PORTS", &settings.exclude_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")));
+    }
+    Container {
+        name: REDIRECT_NAME.to_owned(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["/usr/local/bin/tollgate-sidecar".to_owned(), "redirect".to_owned()]),
+        env: Some(envs),
+        volume_mounts: Some(vec![VolumeMount { name: REDIRECT_SCRATCH_VOLUME.to_owned(), mount_path: REDIRECT_SCRATCH.to_owned(), ..Default::default() }]),
+        resources: settings.resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(false),
+            run_as_user: Some(0),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+                add: Some(vec!["NET_ADMIN".to_owned(), "NET_RAW".to_owned()]),
+                drop: Some(vec!["ALL".to_owned()]),
+            }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
@@ -139,29 +207,40 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
         ..Default::default()
     };
     let mut mounts = vec![VolumeMount { name: TOKEN_VOLUME.to_owned(), mount_path: TOKEN_DIR.to_owned(), read_only: Some(true), ..Default::default() }];
-    mounts.extend(agent.credential_secrets.iter().map(|s| VolumeMount {
+    mounts.extend(agent.mounts.secrets.iter().map(|s| VolumeMount {
         name: credential_volume(s),
         mount_path: format!("{CREDENTIALS_DIR}/{s}"),
         read_only: Some(true),
         ..Default::default()
     }));
+    mounts.extend(agent.mounts.config_maps.iter().map(|c| VolumeMount {
+        name: ca_volume(c),
+        mount_path: format!("{CA_DIR}/{c}"),
+        read_only: Some(true),
+        ..Default::default()
+    }));
+    let mut envs = vec![
+        env("TOLLGATE_AGENT", agent.name),
+        field_env("TOLLGATE_NAMESPACE", "metadata.namespace"),
+        field_env("TOLLGATE_POD", "metadata.name"),
+        field_env("TOLLGATE_POD_IP", "status.podIP"),
+        env("TOLLGATE_LISTEN", &format!("127.0.0.1:{}", settings.listen_port)),
+        env("TOLLGATE_ADMIN_ADDR", &format!("0.0.0.0:{}", settings.admin_port)),
+        env("TOLLGATE_CLUSTER_DEFAULT", &settings.cluster_default),
+        env("TOLLGATE_CREDENTIALS_DIR", CREDENTIALS_DIR),
+        env("TOLLGATE_CA_DIR", CA_DIR),
+        env("TOLLGATE_LOG_JSON", "true"),
+    ];
+    if transparent(agent.spec) {
+        envs.push(env("TOLLGATE_TRANSPARENT_LISTEN", &format!("127.0.0.1:{}", settings.redirect_port)));
+    }
     Container {
         name: SIDECAR_NAME.to_owned(),
         image: Some(settings.image.clone()),
         command: Some(vec!["/usr/local/bin/tollgate-sidecar".to_owned()]),
         // A native sidecar: started before the app containers, stopped after them.
         restart_policy: Some("Always".to_owned()),
-        env: Some(vec![
-            env("TOLLGATE_AGENT", agent.name),
-            field_env("TOLLGATE_NAMESPACE", "metadata.namespace"),
-            field_env("TOLLGATE_POD", "metadata.name"),
-            field_env("TOLLGATE_POD_IP", "status.podIP"),
-            env("TOLLGATE_LISTEN", &format!("127.0.0.1:{}", settings.listen_port)),
-            env("TOLLGATE_ADMIN_ADDR", &format!("0.0.0.0:{}", settings.admin_port)),
-            env("TOLLGATE_CLUSTER_DEFAULT", &settings.cluster_default),
-            env("TOLLGATE_CREDENTIALS_DIR", CREDENTIALS_DIR),
-            env("TOLLGATE_LOG_JSON", "true"),
-        ]),
+        env: Some(envs),
         ports: Some(vec![ContainerPort { name: Some("tollgate-admin".to_owned()), container_port: i32::from(settings.admin_port), ..Default::default() }]),
         startup_probe: Some(probe("/readyz", 60)),
         readiness_probe: Some(probe("/readyz", 3)),
@@ -223,11 +302,15 @@ pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
     pod.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(INJECTED_ANNOTATION.to_owned(), agent.name.to_owned());
     pod.metadata.labels.get_or_insert_with(BTreeMap::new).insert(AGENT_LABEL.to_owned(), agent.name.chars().take(63).collect());
     let spec = pod.spec.get_or_insert_with(Default::default);
-    spec.automount_service_account_token = Some(false);
+    // An agent that calls the Kubernetes API itself keeps the token it was given (opted in).
+    let keep_token = agent.spec.injection.as_ref().is_some_and(|i| i.keep_service_account_token);
+    if !keep_token {
+        spec.automount_service_account_token = Some(false);
+    }
     let mcp_url = format!("http://127.0.0.1:{}/mcp", settings.listen_port);
     let mut token_volumes = Vec::new();
     for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-        if let Some(mounts) = c.volume_mounts.as_mut() {
+        if let Some(mounts) = c.volume_mounts.as_mut().filter(|_| !keep_token) {
             mounts.retain(|m| {
                 let token = m.mount_path.trim_end_matches('/') == TOKEN_DIR;
                 if token {
@@ -244,25 +327,41 @@ pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| !token_volumes.contains(&v.name));
     volumes.push(token_volume());
-    volumes.extend(agent.credential_secrets.iter().map(|s| Volume {
+    volumes.extend(agent.mounts.secrets.iter().map(|s| Volume {
         name: credential_volume(s),
         secret: Some(SecretVolumeSource { secret_name: Some(s.clone()), default_mode: Some(0o444), ..Default::default() }),
         ..Default::default()
     }));
-    spec.init_containers.get_or_insert_with(Vec::new).insert(0, sidecar(agent, settings));
+    volumes.extend(agent.mounts.config_maps.iter().map(|c| Volume {
+        name: ca_volume(c),
+        config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource { name: c.clone(), default_mode: Some(0o444), ..Default::default() }),
+        ..Default::default()
+    }));
+    let init = spec.init_containers.get_or_insert_with(Vec::new);
+    init.insert(0, sidecar(agent, settings));
+    if transparent(agent.spec) {
+        init.insert(0, redirect(settings));
+        let scratch = Volume { name: REDIRECT_SCRATCH_VOLUME.to_owned(), empty_dir: Some(Default::default()), ..Default::default() };
+        spec.volumes.get_or_insert_with(Vec::new).push(scratch);
+    }
     pod
 }
 
-/// The Secrets the headers of the MCP servers `agent` may use read from, each once, sorted: what
-/// its sidecar gets mounted.
-pub fn credential_secrets<'a>(agent: &ManagedAgentSpec, servers: impl IntoIterator<Item = (&'a str, &'a tollgate_api::McpServerSpec)>) -> Vec<String> {
+/// What the sidecar of `agent` gets mounted for the MCP servers it may use: the Secrets their
+/// headers and CA bundles read, and the ConfigMaps of their CA bundles.
+pub fn mounts<'a>(agent: &ManagedAgentSpec, servers: impl IntoIterator<Item = (&'a str, &'a tollgate_api::McpServerSpec)>) -> Mounts {
     let allowed: Vec<crate::glob::Glob> = agent.mcp_servers.iter().map(|g| crate::glob::Glob::new(g)).collect();
-    let mut secrets: Vec<String> = servers
-        .into_iter()
-        .filter(|(name, _)| allowed.iter().any(|g| g.matches(name)))
-        .flat_map(|(_, spec)| spec.headers.iter().filter_map(|h| h.secret_key_ref.as_ref().map(|r| r.name.clone())))
-        .collect();
-    secrets.sort();
-    secrets.dedup();
-    secrets
+    let mut m = Mounts::default();
+    for (_, spec) in servers.into_iter().filter(|(name, _)| allowed.iter().any(|g| g.matches(name))) {
+        m.secrets.extend(spec.headers.iter().filter_map(|h| h.secret_key_ref.as_ref().map(|r| r.name.clone())));
+        if let Some(bundle) = spec.tls.as_ref().and_then(|t| t.ca_bundle.as_ref()) {
+            m.secrets.extend(bundle.secret_key_ref.as_ref().map(|r| r.name.clone()));
+            m.config_maps.extend(bundle.config_map_key_ref.as_ref().map(|r| r.name.clone()));
+        }
+    }
+    for list in [&mut m.secrets, &mut m.config_maps] {
+        list.sort();
+        list.dedup();
+    }
+    m
 }

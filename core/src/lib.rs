@@ -28,3 +28,4 @@ pub mod routing;
 pub mod sse;
 pub mod strict;
 pub mod tasks;
+pub mod transparent;

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use tollgate_api::{ManagedAgentSpec, McpServerSpec};
-use tollgate_core::inject::{Candidate, Outcome, Settings, credential_secrets, decide};
+use tollgate_core::inject::{Candidate, Outcome, Settings, decide, mounts};
 
 fn settings() -> Settings {
     Settings {
@@ -17,6 +17,9 @@ fn settings() -> Settings {
         admin_port: 15021,
         resources: serde_json::from_value(json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}})).ok(),
         cluster_default: "Allow".into(),
+        redirect_port: 15006,
+        exclude_cidrs: vec!["10.96.0.0/12".into()],
+        exclude_ports: vec![53],
     }
 }
 
@@ -66,9 +69,10 @@ fn an_agent_pod_gets_the_sidecar_and_loses_the_token() {
         ("docs-wiki", serde_json::from_value(json!({"url": "http://wiki/mcp", "headers": [{"name": "X-Key", "secretKeyRef": {"name": "wiki", "key": "k"}}, {"name": "X-Other", "secretKeyRef": {"name": "github-token", "key": "other"}}]})).unwrap()),
         ("payroll", serde_json::from_value(json!({"url": "http://payroll/mcp", "headers": [{"name": "X-Key", "secretKeyRef": {"name": "payroll-key", "key": "k"}}]})).unwrap()),
     ];
-    let secrets = credential_secrets(&coder, servers.iter().map(|(n, s)| (*n, s)));
-    assert_eq!(secrets, ["github-token", "wiki"], "only the servers the agent may use, each Secret once");
-    let candidates = [Candidate { name: "coder", spec: &coder, credential_secrets: secrets }];
+    let secrets = mounts(&coder, servers.iter().map(|(n, s)| (*n, s)));
+    assert_eq!(secrets.secrets, ["github-token", "wiki"], "only the servers the agent may use, each Secret once");
+    assert!(secrets.config_maps.is_empty());
+    let candidates = [Candidate { name: "coder", spec: &coder, mounts: secrets }];
     let submitted = pod(json!({"app": "coder"}), "coder", json!({}));
     let Outcome::Inject { agent, pod: injected } = decide(&submitted, &candidates, &settings()) else { panic!("the agent's pod is injected") };
     assert_eq!(agent, "coder");
@@ -81,9 +85,9 @@ fn an_agent_pod_gets_the_sidecar_and_loses_the_token() {
 fn pods_that_are_not_one_agent_under_its_identity_are_not_injected() {
     let coder = agent(json!({"matchLabels": {"app": "coder"}}), "coder", &["*"]);
     let any_app = agent(json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}), "coder", &["*"]);
-    let one = [Candidate { name: "coder", spec: &coder, credential_secrets: vec![] }];
+    let one = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
     let two =
-        [Candidate { name: "coder", spec: &coder, credential_secrets: vec![] }, Candidate { name: "any-app", spec: &any_app, credential_secrets: vec![] }];
+        [Candidate { name: "coder", spec: &coder, mounts: Default::default() }, Candidate { name: "any-app", spec: &any_app, mounts: Default::default() }];
     let s = settings();
     assert_eq!(decide(&pod(json!({"app": "web"}), "coder", json!({})), &one, &s), Outcome::NotAnAgent);
     let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &two, &s) else { panic!("two agents") };
@@ -93,4 +97,48 @@ fn pods_that_are_not_one_agent_under_its_identity_are_not_injected() {
     let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "", json!({})), &one, &s) else { panic!("the default account") };
     assert!(why.contains("\"default\""), "{why}");
     assert_eq!(decide(&pod(json!({"app": "coder"}), "coder", json!({"tollgate.dev/inject": "false"})), &one, &s), Outcome::OptedOut { agent: "coder".into() });
+}
+
+#[test]
+fn a_transparent_agent_pod_is_redirected_first_and_its_ca_bundles_are_mounted_into_the_sidecar() {
+    let coder: ManagedAgentSpec = serde_json::from_value(json!({
+        "selector": {"matchLabels": {"app": "coder"}}, "serviceAccountName": "coder", "mcpServers": ["*"],
+        "injection": {"transparent": true, "otherDestinations": "Refuse"}
+    }))
+    .unwrap();
+    let servers: Vec<(&str, McpServerSpec)> = vec![
+        (
+            "internal",
+            serde_json::from_value(json!({"url": "https://mcp.corp/mcp", "tls": {"caBundle": {"configMapKeyRef": {"name": "corp-ca", "key": "ca.crt"}}}}))
+                .unwrap(),
+        ),
+        (
+            "vendor",
+            serde_json::from_value(json!({"url": "https://vendor/mcp", "tls": {"caBundle": {"secretKeyRef": {"name": "vendor-ca", "key": "ca.pem"}}}}))
+                .unwrap(),
+        ),
+    ];
+    let m = mounts(&coder, servers.iter().map(|(n, s)| (*n, s)));
+    assert_eq!((m.secrets.as_slice(), m.config_maps.as_slice()), (&["vendor-ca".to_owned()][..], &["corp-ca".to_owned()][..]));
+    let candidates = [Candidate { name: "coder", spec: &coder, mounts: m }];
+    let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else { panic!("injected") };
+    let spec = injected.spec.as_ref().unwrap();
+    let init: Vec<&str> = spec.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(init, ["tollgate-redirect", "tollgate-sidecar"], "the redirect is installed before anything else runs");
+    golden("inject-transparent-pod.json", &serde_json::to_value(&injected).unwrap());
+}
+
+#[test]
+fn an_agent_that_opts_in_keeps_its_service_account_token() {
+    let coder: ManagedAgentSpec = serde_json::from_value(json!({
+        "selector": {"matchLabels": {"app": "coder"}}, "serviceAccountName": "coder", "injection": {"keepServiceAccountToken": true}
+    }))
+    .unwrap();
+    let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
+    let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else { panic!("injected") };
+    let spec = injected.spec.as_ref().unwrap();
+    assert_ne!(spec.automount_service_account_token, Some(false));
+    let app = &spec.containers[0];
+    assert!(app.volume_mounts.iter().flatten().any(|m| m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount"), "the app keeps its token");
+    assert!(spec.volumes.iter().flatten().any(|v| v.name == "kube-api-access-x1"));
 }

@@ -65,10 +65,30 @@ pub struct ModelAccess {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Injection {
-    /// Redirect the pod's outbound traffic to MCP servers through the sidecar, so it cannot be
-    /// bypassed.
+    /// Redirect the pod's outbound TCP through the sidecar (an init container with `NET_ADMIN`
+    /// installs iptables rules), so a connection straight to an MCP server's address is decided
+    /// as on `/mcp/<server>` and the sidecar cannot be bypassed.
     #[serde(default)]
     pub transparent: bool,
+    /// In transparent mode, what happens to connections to destinations that are not MCP servers.
+    #[serde(default)]
+    pub other_destinations: OtherDestinations,
+    /// Keep the service account token in the app containers, for an agent that calls the
+    /// Kubernetes API itself. Its containers can then act as the agent's service account directly
+    /// (create ApprovalRequests as the sidecar does, read what its RBAC allows); only the sidecar
+    /// can still call MCP servers' credentials, which stay mounted into the sidecar alone.
+    #[serde(default)]
+    pub keep_service_account_token: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OtherDestinations {
+    /// Passed through untouched (the default).
+    #[default]
+    PassThrough,
+    /// Refused: the agent may reach MCP servers (through the sidecar) and loopback only, besides
+    /// the chart's excluded CIDRs and ports.
+    Refuse,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

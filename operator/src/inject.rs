@@ -40,7 +40,7 @@ pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) 
         .map(|(a, name)| Candidate {
             name,
             spec: &a.spec,
-            credential_secrets: inject::credential_secrets(&a.spec, servers.iter().map(|s| (s.metadata.name.as_deref().unwrap_or_default(), &s.spec))),
+            mounts: inject::mounts(&a.spec, servers.iter().map(|s| (s.metadata.name.as_deref().unwrap_or_default(), &s.spec))),
         })
         .collect();
     let pod_name = pod.metadata.name.clone().or(pod.metadata.generate_name.clone().map(|g| format!("{g}…"))).unwrap_or_default();

@@ -71,6 +71,17 @@ pub struct Config {
     /// The decision injected sidecars make for calls nothing else decides.
     #[arg(long, env = "TOLLGATE_CLUSTER_DEFAULT", default_value = "Allow", value_parser = ["Allow", "Deny"])]
     pub cluster_default: String,
+    /// Transparent mode: destinations (CIDRs) injected pods reach without the sidecar, e.g. the
+    /// API server's; comma-separated.
+    #[arg(long, env = "TOLLGATE_REDIRECT_EXCLUDE_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
+    pub redirect_exclude_cidrs: Vec<String>,
+    /// Transparent mode: destination ports injected pods reach without the sidecar.
+    #[arg(long, env = "TOLLGATE_REDIRECT_EXCLUDE_PORTS", value_delimiter = ',')]
+    pub redirect_exclude_ports: Vec<u16>,
+}
+
+fn parse_cidr(text: &str) -> Result<String, String> {
+    text.trim().parse::<tollgate_core::transparent::Cidr>().map(|c| c.to_string()).map_err(|e| e.to_string())
 }
 
 fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
@@ -86,6 +97,9 @@ impl Config {
             admin_port: 15021,
             resources: self.sidecar_resources.clone(),
             cluster_default: self.cluster_default.clone(),
+            redirect_port: 15006,
+            exclude_cidrs: self.redirect_exclude_cidrs.clone(),
+            exclude_ports: self.redirect_exclude_ports.clone(),
         }
     }
 }

@@ -31,6 +31,12 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     reviews: Family<ReviewLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    redirected: Family<RouteLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,13 +54,24 @@ impl Default for Metrics {
         registry.register("tollgate_operator_reconciles", "Reconciles by controller and result", reconciles.clone());
         registry.register("tollgate_admission_reviews", "Admission reviews by webhook and verdict", reviews.clone());
         registry.register("tollgate_tool_calls", "Tool calls by decision and outcome", decisions.clone());
-        Metrics { registry, reconciles, reviews, decisions }
+        let redirected = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "tollgate_redirected_connections",
+            "Connections the transparent redirect sent to the sidecar, by what became of them",
+            redirected.clone(),
+        );
+        Metrics { registry, reconciles, reviews, decisions, redirected }
     }
 }
 
 impl Metrics {
     pub fn tool_call(&self, decision: &str, outcome: &str) {
         self.decisions.get_or_create(&DecisionLabels { decision: decision.into(), outcome: outcome.into() }).inc();
+    }
+
+    /// A redirected connection: `mcp`, `passthrough`, or why it was refused.
+    pub fn redirected(&self, route: &str) {
+        self.redirected.get_or_create(&RouteLabels { route: route.into() }).inc();
     }
 
     pub fn reconcile(&self, controller: &str, ok: bool) {

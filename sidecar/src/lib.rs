@@ -12,10 +12,12 @@ pub mod call;
 pub mod credentials;
 pub mod guard;
 pub mod proxy;
+pub mod redirect;
 pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod tools;
+pub mod transparent;
 pub mod upstream;
 
 use anyhow::{Context, Result};
@@ -34,7 +36,11 @@ pub async fn run(config: Config) -> Result<()> {
         client: client.clone(),
         snapshot: snapshot.clone(),
         snapshot_swapped: tokio::sync::watch::Sender::new(()),
-        upstream: upstream::Upstream::new(credentials::Credentials::new(&config.credentials_dir), config.max_upstream_answer),
+        upstream: upstream::Upstream::new(
+            credentials::Credentials::new(&config.credentials_dir),
+            config.max_upstream_answer,
+            upstream::CaFiles { secrets: config.credentials_dir.clone(), config_maps: config.ca_dir.clone() },
+        ),
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
         metrics: Arc::default(),
@@ -56,8 +62,15 @@ pub async fn run(config: Config) -> Result<()> {
     let admin = tollgate_runtime::admin::serve(config.admin_addr, sidecar.metrics.clone(), ready.clone());
     let serve = server::serve(config.listen, sidecar.clone());
     let identity = speaks_for_its_agent(&sidecar, &loaded, &ready);
+    let redirected = async {
+        match config.transparent_listen {
+            Some(addr) => transparent::serve(addr, sidecar.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = serve => r.context("MCP listener"),
+        r = redirected => r.context("transparent-mode listener"),
         r = admin => r.context("admin listener"),
         r = watch => r.context("policy watch"),
         r = identity => r,

@@ -9,6 +9,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Transparent mode's init step is this binary too, so the image holds one program.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "redirect") {
+        let args = tollgate_sidecar::redirect::RedirectArgs::parse_from(std::env::args_os().skip(1));
+        return match tollgate_sidecar::redirect::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate-sidecar redirect: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = tollgate_sidecar::Config::parse();
     tollgate_runtime::telemetry::init(config.log_json);
     // One thread by default, as a sidecar has a fraction of a core: a multi-threaded runtime on

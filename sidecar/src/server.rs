@@ -38,8 +38,9 @@ pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
     }
 }
 
-/// `Host`, `Origin` and `Content-Type`, each at most once, by the sidecar's transport rules.
-fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool) -> Result<(), tollgate_core::access::TransportRefusal> {
+/// `Host`, `Origin` and `Content-Type`, each at most once, by the sidecar's transport rules. A
+/// redirected connection's `Host` is the MCP server the agent dialled, not the sidecar.
+fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool, redirected: bool) -> Result<(), tollgate_core::access::TransportRefusal> {
     let headers = req.headers();
     let one = |name: hyper::header::HeaderName, what: &'static str| {
         let mut all = headers.get_all(name).iter();
@@ -49,7 +50,11 @@ fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool) -> Resu
         }
     };
     let host = one(hyper::header::HOST, "Host")?.or_else(|| req.uri().authority().map(|a| a.as_str()));
-    sc.transport.check(is_post, host, one(hyper::header::ORIGIN, "Origin")?, one(CONTENT_TYPE, "Content-Type")?)
+    let (origin, content_type) = (one(hyper::header::ORIGIN, "Origin")?, one(CONTENT_TYPE, "Content-Type")?);
+    if redirected {
+        return sc.transport.check_redirected(is_post, origin, content_type);
+    }
+    sc.transport.check(is_post, host, origin, content_type)
 }
 
 /// The 2026-07-28 routing headers, checked against the body they mirror before anything is
@@ -117,24 +122,39 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
         None if path == "/mcp" => None,
         None => return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, "not an MCP endpoint: use /mcp or /mcp/<server>"))),
     };
+    Ok(decide(req, sc, server_name, false).await)
+}
+
+/// A request on a connection the agent dialled to `server`'s own address (transparent mode):
+/// decided exactly as on `/mcp/<server>`. Only the server's MCP endpoint is reachable this way.
+pub async fn handle_redirected(req: Request<Incoming>, sc: Arc<Sidecar>, server: String) -> Result<Response<Body>, Infallible> {
+    let endpoint = sc.snapshot.load().servers.get(&server).map(|s| tollgate_core::transparent::url_path(&s.url).to_owned());
+    if endpoint.as_deref().is_some_and(|p| p != req.uri().path()) {
+        let msg = format!("only the MCP endpoint {} of MCP server {server} is reachable at this address through Tollgate", endpoint.unwrap_or_default());
+        return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, &msg)));
+    }
+    Ok(decide(req, sc, Some(server), true).await)
+}
+
+async fn decide(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<String>, redirected: bool) -> Response<Body> {
     // Transport first: a page in a browser must not reach the agent's tools (DNS rebinding).
     let is_post = req.method() == Method::POST;
-    let transport = check_transport(&sc, &req, is_post);
+    let transport = check_transport(&sc, &req, is_post, redirected);
     if let Err(r) = transport {
         tracing::info!(refusal = %r, "request refused at the transport");
-        return Ok(refused(r.http_status(), -32600, &r.to_string()));
+        return refused(r.http_status(), -32600, &r.to_string());
     }
     // Then the agent's rights, for every method: nothing reaches a server it may not use.
     let snapshot = sc.snapshot.load_full();
     let agent = match snapshot.agent_access(&sc.config.agent, &sc.config.namespace) {
         Ok(a) => a,
-        Err(r) => return Ok(refused(r.http_status(), -32600, &r.to_string())),
+        Err(r) => return refused(r.http_status(), -32600, &r.to_string()),
     };
     let server = match &server_name {
         None => None,
         Some(name) => match tollgate_core::access::server_access(agent, name, snapshot.servers.contains_key(name)) {
             Ok(()) => snapshot.servers.get(name).cloned(),
-            Err(r) => return Ok(refused(r.http_status(), -32600, &r.to_string())),
+            Err(r) => return refused(r.http_status(), -32600, &r.to_string()),
         },
     };
     let (parts, body) = req.into_parts();
@@ -143,7 +163,7 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 let msg = format!("request body refused: {e} (the limit is {} bytes)", sc.config.max_body);
-                return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &msg)));
+                return json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &msg));
             }
         }
     } else {
@@ -152,10 +172,10 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
     // What is decided here must be what the upstream runs: bodies parsers read differently go nowhere.
     if is_post && let Err(a) = tollgate_core::strict::check(&bytes) {
         let code = if matches!(a, tollgate_core::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
-        return Ok(json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string())));
+        return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string()));
     }
     if is_post && let Some(refusal) = check_routing_headers(&sc, &parts.headers, &bytes, server.as_ref()) {
-        return Ok(refusal);
+        return refusal;
     }
     let is_get = parts.method == Method::GET;
     let resp = match &server {
@@ -163,9 +183,9 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
         Some(server) => crate::proxy::handle(&sc, &snapshot, server, parts.method, &parts.headers, bytes).await,
     };
     if !is_get || !resp.status().is_success() {
-        return Ok(resp);
+        return resp;
     }
     // The GET stream stays open for as long as the agent keeps its rights to it.
     let (head, body) = resp.into_parts();
-    Ok(Response::from_parts(head, crate::guard::while_allowed(&sc, body, server.map(|s| s.name))))
+    Response::from_parts(head, crate::guard::while_allowed(&sc, body, server.map(|s| s.name)))
 }

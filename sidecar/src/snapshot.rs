@@ -22,6 +22,7 @@ pub struct Server {
     pub url: String,
     pub timeout: Duration,
     pub headers: Vec<HeaderSource>,
+    pub tls: Option<tollgate_api::UpstreamTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct Snapshot {
     pub policies: Vec<CompiledPolicy>,
     pub servers: BTreeMap<String, Server>,
     pub workflows: BTreeMap<String, WorkflowInfo>,
+    /// Transparent mode: connections to destinations that are not MCP servers are refused.
+    pub refuse_other_destinations: bool,
 }
 
 impl Snapshot {
@@ -109,7 +112,7 @@ pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
                 (None, None) => return None,
             };
             let timeout = Duration::from_secs(u64::try_from(m.spec.timeout_seconds.max(1)).unwrap_or(30));
-            Some((m.name_any(), Server { name: m.name_any(), url, timeout, headers: m.spec.headers.clone() }))
+            Some((m.name_any(), Server { name: m.name_any(), url, timeout, headers: m.spec.headers.clone(), tls: m.spec.tls.clone() }))
         })
         .collect();
     let workflows = s
@@ -127,7 +130,12 @@ pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
             (w.name_any(), info)
         })
         .collect();
-    Snapshot { loaded: true, agent, policies, servers, workflows }
+    let refuse_other_destinations = s
+        .agents
+        .state()
+        .iter()
+        .any(|a| a.name_any() == agent_name && a.spec.injection.as_ref().is_some_and(|i| i.other_destinations == tollgate_api::OtherDestinations::Refuse));
+    Snapshot { loaded: true, agent, policies, servers, workflows, refuse_other_destinations }
 }
 
 /// Watches the objects a decision depends on and swaps in a new snapshot on every change.

@@ -42,6 +42,13 @@ pub struct Config {
     /// (`<dir>/<secret>/<key>`); mounted into the sidecar's container only.
     #[arg(long, env = "TOLLGATE_CREDENTIALS_DIR", default_value = "/var/run/tollgate/credentials")]
     pub credentials_dir: std::path::PathBuf,
+    /// Where ConfigMaps holding CA bundles of `MCPServer.spec.tls` are mounted, one directory per
+    /// ConfigMap (`<dir>/<configmap>/<key>`); Secrets holding them are under the credentials dir.
+    #[arg(long, env = "TOLLGATE_CA_DIR", default_value = "/var/run/tollgate/ca")]
+    pub ca_dir: std::path::PathBuf,
+    /// Transparent mode: where the pod's iptables redirect sends its outbound TCP.
+    #[arg(long, env = "TOLLGATE_TRANSPARENT_LISTEN")]
+    pub transparent_listen: Option<SocketAddr>,
     /// Threads serving requests: 1 (the default) runs everything on one thread.
     #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,

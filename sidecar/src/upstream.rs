@@ -1,5 +1,6 @@
-//! Requests to upstream MCP servers: plain HTTP with connection pooling and the server's
-//! configured headers. A server's `timeoutSeconds` bounds the whole answer of a request (not a
+//! Requests to upstream MCP servers: HTTP or HTTPS (rustls: the platform's roots, plus a
+//! server's own CA bundle when it names one) with connection pooling and the server's configured
+//! headers. A server's `timeoutSeconds` bounds the whole answer of a request (not a
 //! GET stream, which is long-lived by design), and an answer the sidecar reads is bounded in size:
 //! a hostile or broken server costs the agent a clear error, never the sidecar its memory.
 
@@ -8,9 +9,15 @@ use crate::snapshot::Server;
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName};
 use hyper::{Method, Request, Response};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tollgate_api::CaBundleSource;
 
 /// Request headers passed to the upstream as they are; everything else is the proxy's business.
 /// Besides these, every `Mcp-*` header goes (the session, the protocol version, the 2026-07-28
@@ -33,20 +40,94 @@ pub enum UpstreamError {
     TooLarge { server: String, limit: usize },
     #[error("MCP server {server} broke off its answer: {reason}")]
     BrokeOff { server: String, reason: String },
+    #[error("MCP server {server}: its CA bundle {path} cannot be used: {reason}")]
+    CaBundle { server: String, path: String, reason: String },
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Where mounted CA bundles are: Secrets and ConfigMaps, one directory each, a file per key.
+#[derive(Debug, Clone)]
+pub struct CaFiles {
+    pub secrets: PathBuf,
+    pub config_maps: PathBuf,
 }
 
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    /// Trusts the platform's roots.
+    client: HttpClient,
+    roots: Arc<rustls::RootCertStore>,
+    ca_files: CaFiles,
+    /// Clients that also trust a server's bundle, by its file, rebuilt when the file changes (a
+    /// rotated Secret or ConfigMap applies without a restart).
+    with_bundle: Mutex<HashMap<PathBuf, (SystemTime, HttpClient)>>,
     credentials: crate::credentials::Credentials,
     /// The largest answer the sidecar reads from a server.
     pub max_answer: usize,
 }
 
+fn platform_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!(added, "platform CA certificates loaded");
+    roots
+}
+
+fn client_trusting(roots: Arc<rustls::RootCertStore>) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    let tls = match tls {
+        Ok(t) => t,
+        // The ring provider supports the default versions; this cannot happen with it.
+        Err(e) => unreachable!("ring supports TLS 1.2 and 1.3: {e}"),
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
 impl Upstream {
-    pub fn new(credentials: crate::credentials::Credentials, max_answer: usize) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Upstream { client: Client::builder(TokioExecutor::new()).build(connector), credentials, max_answer }
+    pub fn new(credentials: crate::credentials::Credentials, max_answer: usize, ca_files: CaFiles) -> Self {
+        let roots = Arc::new(platform_roots());
+        Upstream { client: client_trusting(roots.clone()), roots, ca_files, with_bundle: Mutex::default(), credentials, max_answer }
+    }
+
+    /// The client for `server`: the platform's roots, or those plus its CA bundle.
+    fn client_for(&self, server: &Server) -> Result<HttpClient, Box<UpstreamError>> {
+        let Some(bundle) = server.tls.as_ref().and_then(|t| t.ca_bundle.as_ref()) else {
+            return Ok(self.client.clone());
+        };
+        let bad = |path: &std::path::Path, reason: String| {
+            Box::new(UpstreamError::CaBundle { server: server.name.clone(), path: path.display().to_string(), reason })
+        };
+        let path = match bundle {
+            CaBundleSource { secret_key_ref: Some(r), .. } => self.ca_files.secrets.join(&r.name).join(&r.key),
+            CaBundleSource { config_map_key_ref: Some(r), .. } => self.ca_files.config_maps.join(&r.name).join(&r.key),
+            _ => return Err(bad(&self.ca_files.secrets, "set exactly one of secretKeyRef or configMapKeyRef".into())),
+        };
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|e| bad(&path, format!("not mounted into the sidecar: {e}")))?;
+        let mut cache = self.with_bundle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, client)) = cache.get(&path)
+            && *at == modified
+        {
+            return Ok(client.clone());
+        }
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = (*self.roots).clone();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(&path).and_then(Iterator::collect).map_err(|e| bad(&path, format!("not PEM certificates: {e}")))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(bad(&path, "it holds no usable CA certificate".into()));
+        }
+        let client = client_trusting(Arc::new(roots));
+        cache.insert(path, (modified, client.clone()));
+        Ok(client)
     }
 
     /// Sends one request and reads its whole answer, within the server's timeout and size limit.
@@ -80,13 +161,14 @@ impl Upstream {
 
     /// Sends one request; the deadline covers the response head, not a stream that follows.
     pub async fn send(&self, server: &Server, method: Method, downstream: &HeaderMap, body: Bytes) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        if !server.url.starts_with("http://") {
+        if !server.url.starts_with("http://") && !server.url.starts_with("https://") {
             return Err(UpstreamError::BadUrl {
                 server: server.name.clone(),
                 url: server.url.clone(),
-                reason: "only http:// upstreams are supported so far".into(),
+                reason: "only http:// and https:// are supported".into(),
             });
         }
+        let client = self.client_for(server).map_err(|e| *e)?;
         // Without its credentials a server is not called at all: it would only refuse, less clearly.
         let credentials = self.credentials.resolve(&server.headers).map_err(|source| UpstreamError::Credentials { server: server.name.clone(), source })?;
         let mut req = Request::builder().method(method).uri(&server.url);
@@ -106,7 +188,7 @@ impl Upstream {
             }
         }
         let req = req.body(full(body)).map_err(|e| UpstreamError::BadUrl { server: server.name.clone(), url: server.url.clone(), reason: e.to_string() })?;
-        match tokio::time::timeout(server.timeout, self.client.request(req)).await {
+        match tokio::time::timeout(server.timeout, client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout { server: server.name.clone(), secs: server.timeout.as_secs() }),
             Ok(Err(e)) => Err(UpstreamError::Unreachable { server: server.name.clone(), reason: root_cause(&e) }),
             Ok(Ok(resp)) => Ok(resp),

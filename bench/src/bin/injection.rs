@@ -69,6 +69,9 @@ fn main() -> Result<()> {
             admin_port: 15021,
             resources: None,
             cluster_default: "Allow".into(),
+            redirect_port: 15006,
+            exclude_cidrs: Vec::new(),
+            exclude_ports: Vec::new(),
         };
         let shared = Arc::new(tollgate_operator::Shared {
             client,
@@ -110,10 +113,7 @@ fn main() -> Result<()> {
             .map(|(a, name)| tollgate_core::inject::Candidate {
                 name,
                 spec: &a.spec,
-                credential_secrets: tollgate_core::inject::credential_secrets(
-                    &a.spec,
-                    servers.iter().map(|s| (s.metadata.name.as_deref().unwrap_or_default(), &s.spec)),
-                ),
+                mounts: tollgate_core::inject::mounts(&a.spec, servers.iter().map(|s| (s.metadata.name.as_deref().unwrap_or_default(), &s.spec))),
             })
             .collect();
         let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod("p", "app-3", "sa-3"))?;

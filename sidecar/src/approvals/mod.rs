@@ -102,7 +102,7 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
         };
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &text, true));
     }
-    let standalone = Server { name: BUILTIN_SERVER.into(), url: String::new(), timeout: server.timeout, headers: Vec::new() };
+    let standalone = Server { name: BUILTIN_SERVER.into(), url: String::new(), timeout: server.timeout, headers: Vec::new(), tls: None };
     let ctx = CallContext {
         sc,
         server: &standalone,

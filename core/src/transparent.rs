@@ -1,0 +1,264 @@
+//! Transparent mode (DESIGN §3.6): the iptables rules an agent pod's init step installs, and what
+//! the sidecar does with a connection the rules sent it, by the destination the agent dialled.
+//! Both pure: the init subcommand runs the rules, the sidecar's listener asks [`route`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// The nat chain holding Tollgate's rules; `OUTPUT` jumps to it for TCP.
+pub const CHAIN: &str = "TOLLGATE_OUTPUT";
+
+/// An address range, `addr/len` (a bare address is its own /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{0:?} is not an address range: expected addr/len such as 10.0.0.0/8 or fd00::/8")]
+    Syntax(String),
+    #[error("{0:?} has a prefix longer than its address")]
+    Length(String),
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| CidrError::Syntax(s.to_owned()))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => l.trim().parse::<u8>().map_err(|_| CidrError::Syntax(s.to_owned()))?,
+        };
+        if len > max {
+            return Err(CidrError::Length(s.to_owned()));
+        }
+        Ok(Cidr { addr, len })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// What the init step is told: where the sidecar listens for redirected connections, whose
+/// traffic is the sidecar's own, and what never goes through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub port: u16,
+    pub proxy_uid: u32,
+    pub exclude_cidrs: Vec<Cidr>,
+    pub exclude_ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Redirect {
+    /// The rules appended to [`CHAIN`] (which `OUTPUT` jumps to for TCP), in order: the sidecar's
+    /// own connections, loopback and the exclusions return; everything else is redirected.
+    pub fn rules(&self, family: Family) -> Vec<Vec<String>> {
+        let s = |v: &str| v.to_owned();
+        let mut rules = vec![vec![s("-m"), s("owner"), s("--uid-owner"), self.proxy_uid.to_string(), s("-j"), s("RETURN")]];
+        let loopback = match family {
+            Family::V4 => "127.0.0.0/8",
+            Family::V6 => "::1/128",
+        };
+        rules.push(vec![s("-d"), s(loopback), s("-j"), s("RETURN")]);
+        for c in self.exclude_cidrs.iter().filter(|c| c.addr.is_ipv4() == (family == Family::V4)) {
+            rules.push(vec![s("-d"), c.to_string(), s("-j"), s("RETURN")]);
+        }
+        for p in &self.exclude_ports {
+            rules.push(vec![s("-p"), s("tcp"), s("--dport"), p.to_string(), s("-j"), s("RETURN")]);
+        }
+        rules.push(vec![s("-p"), s("tcp"), s("-j"), s("REDIRECT"), s("--to-ports"), self.port.to_string()]);
+        rules
+    }
+}
+
+/// What the sidecar does with a redirected connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// An MCP server's address: served and decided as on `/mcp/<server>`.
+    Mcp(&'a str),
+    /// Any other destination: relayed untouched.
+    PassThrough,
+    /// Closed (logged and counted).
+    Refuse(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the sidecar has not resolved its MCP servers' addresses yet; nothing is relayed until it has")]
+    NotReady,
+    #[error("the connection was not redirected (no original destination): nothing to relay it to")]
+    NotRedirected,
+    #[error("{0} is the sidecar itself: relaying it would loop")]
+    Loop(SocketAddr),
+    #[error("{0} is not an MCP server, and this agent's other destinations are refused (ManagedAgent.spec.injection.otherDestinations)")]
+    OtherDestination(SocketAddr),
+    #[error("encrypted traffic to MCP server {0} cannot be inspected: speak plain HTTP to its address, the sidecar originates TLS upstream")]
+    Encrypted(String),
+}
+
+impl Refusal {
+    /// A metric label: one per kind, never an address.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::NotReady => "refused_not_ready",
+            Refusal::NotRedirected => "refused_not_redirected",
+            Refusal::Loop(_) => "refused_loop",
+            Refusal::OtherDestination(_) => "refused_other_destination",
+            Refusal::Encrypted(_) => "refused_encrypted",
+        }
+    }
+}
+
+/// How a connection that reached the redirect port is handled. `original` is the destination
+/// the agent dialled (none when the connection was not redirected, i.e. dialled the port
+/// directly); `servers` the MCP servers' addresses (none until they were resolved: then nothing
+/// may pass, as it might be one); `own` the sidecar's listening addresses.
+pub fn route<'a>(original: Option<SocketAddr>, servers: Option<&'a [(SocketAddr, String)]>, own: &[SocketAddr], refuse_others: bool) -> Route<'a> {
+    let Some(servers) = servers else {
+        return Route::Refuse(Refusal::NotReady);
+    };
+    let Some(original) = original else {
+        return Route::Refuse(Refusal::NotRedirected);
+    };
+    if own.iter().any(|o| o.port() == original.port() && (o.ip() == original.ip() || o.ip().is_unspecified() || original.ip().is_loopback())) {
+        return Route::Refuse(Refusal::Loop(original));
+    }
+    if let Some((_, name)) = servers.iter().find(|(a, _)| *a == original) {
+        return Route::Mcp(name);
+    }
+    if refuse_others {
+        return Route::Refuse(Refusal::OtherDestination(original));
+    }
+    Route::PassThrough
+}
+
+/// Whether a connection's first bytes are a TLS handshake record: encrypted traffic to an MCP
+/// server cannot be inspected, so it is refused (the agent speaks plain HTTP to the server's
+/// address and the sidecar originates TLS upstream).
+/// A record type of 22 (handshake) is enough: no HTTP request starts with that byte.
+pub fn is_tls_handshake(first: &[u8]) -> bool {
+    first.first() == Some(&0x16)
+}
+
+/// The host and port a URL names (`http` defaults to 80, `https` to 443); None when it is not an
+/// absolute http(s) URL.
+pub fn url_host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default,
+            None => return None,
+        };
+        return Some((host.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_owned(), port.parse().ok()?)),
+        None if !authority.is_empty() => Some((authority.to_owned(), default)),
+        None => None,
+    }
+}
+
+/// The path part of a URL (`/` when it has none).
+pub fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.find('/') {
+        Some(i) => rest[i..].split(['?', '#']).next().unwrap_or("/"),
+        None => "/",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn redirect() -> Redirect {
+        Redirect { port: 15006, proxy_uid: 65532, exclude_cidrs: vec!["10.96.0.0/12".parse().unwrap(), "fd00::/8".parse().unwrap()], exclude_ports: vec![53] }
+    }
+
+    #[test]
+    fn rules_exempt_the_sidecar_loopback_and_exclusions_then_redirect() {
+        let v4: Vec<String> = redirect().rules(Family::V4).iter().map(|r| r.join(" ")).collect();
+        assert_eq!(
+            v4,
+            [
+                "-m owner --uid-owner 65532 -j RETURN",
+                "-d 127.0.0.0/8 -j RETURN",
+                "-d 10.96.0.0/12 -j RETURN",
+                "-p tcp --dport 53 -j RETURN",
+                "-p tcp -j REDIRECT --to-ports 15006",
+            ]
+        );
+        let v6: Vec<String> = redirect().rules(Family::V6).iter().map(|r| r.join(" ")).collect();
+        assert_eq!(v6[1], "-d ::1/128 -j RETURN");
+        assert_eq!(v6[2], "-d fd00::/8 -j RETURN");
+        assert_eq!(v6.len(), 5);
+    }
+
+    #[test]
+    fn cidrs_parse_or_say_why_not() {
+        assert_eq!("192.0.2.0/24".parse::<Cidr>().unwrap().to_string(), "192.0.2.0/24");
+        assert_eq!("192.0.2.7".parse::<Cidr>().unwrap().to_string(), "192.0.2.7/32");
+        assert!(matches!("10.0.0.0/33".parse::<Cidr>(), Err(CidrError::Length(_))));
+        assert!(matches!("ten/8".parse::<Cidr>(), Err(CidrError::Syntax(_))));
+        assert!(matches!("10.0.0.0/x".parse::<Cidr>(), Err(CidrError::Syntax(_))));
+    }
+
+    #[test]
+    fn connections_route_by_the_destination_dialled() {
+        let servers = vec![("192.0.2.10:8080".parse().unwrap(), "files".to_owned())];
+        let own: Vec<SocketAddr> = vec!["127.0.0.1:15006".parse().unwrap(), "127.0.0.1:15001".parse().unwrap()];
+        assert_eq!(route(Some("192.0.2.10:8080".parse().unwrap()), Some(&servers), &own, false), Route::Mcp("files"));
+        // Another port of the same host is another service.
+        assert_eq!(route(Some("192.0.2.10:9090".parse().unwrap()), Some(&servers), &own, false), Route::PassThrough);
+        assert!(matches!(route(Some("192.0.2.99:443".parse().unwrap()), Some(&servers), &own, true), Route::Refuse(_)));
+        assert!(matches!(route(None, Some(&servers), &own, false), Route::Refuse(Refusal::NotRedirected)));
+        // Before the servers are resolved, a connection might be to one of them.
+        assert!(matches!(route(Some("192.0.2.99:443".parse().unwrap()), None, &own, false), Route::Refuse(Refusal::NotReady)));
+        assert!(matches!(route(Some("127.0.0.1:15006".parse().unwrap()), Some(&servers), &own, false), Route::Refuse(Refusal::Loop(_))));
+    }
+
+    #[test]
+    fn tls_is_told_from_plain_http() {
+        assert!(is_tls_handshake(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(!is_tls_handshake(b"POST /mcp HTTP/1.1\r\n"));
+        assert!(!is_tls_handshake(b""));
+    }
+
+    #[test]
+    fn urls_name_their_host_port_and_path() {
+        assert_eq!(url_host_port("http://192.0.2.10:8080/mcp"), Some(("192.0.2.10".into(), 8080)));
+        assert_eq!(url_host_port("https://mcp.example.com/mcp"), Some(("mcp.example.com".into(), 443)));
+        assert_eq!(url_host_port("http://files.tools.svc"), Some(("files.tools.svc".into(), 80)));
+        assert_eq!(url_host_port("http://[fd00::1]:81/x"), Some(("fd00::1".into(), 81)));
+        assert_eq!(url_host_port("ftp://x/"), None);
+        assert_eq!(url_host_port("http://x:notaport/"), None);
+        assert_eq!(url_path("http://a:1/mcp?x=1"), "/mcp");
+        assert_eq!(url_path("http://a:1"), "/");
+    }
+}

@@ -1,0 +1,139 @@
+//! Transparent mode's listener: connections the pod's iptables redirect sent here, routed by the
+//! destination the agent dialled (`SO_ORIGINAL_DST`). An MCP server's address is served exactly
+//! as `/mcp/<server>` ([`crate::server::handle_redirected`]); other destinations are relayed
+//! untouched or refused, as the agent says; TLS to an MCP address is refused (it cannot be read).
+
+use crate::state::Sidecar;
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tollgate_core::transparent::{self, Refusal, Route};
+use tracing::Instrument;
+
+/// The MCP servers' addresses, resolved again on every snapshot swap and every [`RESOLVE_EVERY`]
+/// (a Service's name may come to point elsewhere). None until the policies have loaded and the
+/// addresses were resolved once.
+pub type Targets = ArcSwap<Option<Vec<(SocketAddr, String)>>>;
+
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+pub async fn serve(addr: SocketAddr, sc: Arc<Sidecar>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the redirect port {addr}"))?;
+    tracing::info!(%addr, "transparent mode: redirected connections accepted");
+    let targets = Arc::new(Targets::from_pointee(None));
+    tokio::spawn(resolve_targets(sc.clone(), targets.clone()));
+    let mut own = vec![addr, sc.config.listen, sc.config.admin_addr];
+    own.dedup();
+    let own: Arc<[SocketAddr]> = own.into();
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let original = original_destination(&stream);
+        let span = tracing::info_span!("redirected", %peer, original = ?original);
+        let targets = targets.load_full();
+        let refuse_others = sc.snapshot.load().refuse_other_destinations;
+        let route = match transparent::route(original, targets.as_deref(), &own, refuse_others) {
+            Route::Mcp(server) => Ok(Some(server.to_owned())),
+            Route::PassThrough => Ok(None),
+            Route::Refuse(r) => Err(r),
+        };
+        let sc = sc.clone();
+        tokio::spawn(
+            async move {
+                match route {
+                    Ok(Some(server)) => serve_mcp(stream, sc, server).await,
+                    Ok(None) => relay(stream, original, &sc).await,
+                    Err(r) => refuse(&sc, &r),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn refuse(sc: &Sidecar, refusal: &Refusal) {
+    tracing::warn!(refusal = %refusal, "redirected connection refused");
+    sc.metrics.redirected(refusal.label());
+}
+
+async fn serve_mcp(stream: TcpStream, sc: Arc<Sidecar>, server: String) {
+    // A client speaks first in HTTP; one that says nothing is dropped like a slow header.
+    let mut first = [0u8; 1];
+    let wait = Duration::from_secs(sc.config.header_read_timeout_seconds.max(1));
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    if transparent::is_tls_handshake(&first) {
+        return refuse(&sc, &Refusal::Encrypted(server));
+    }
+    sc.metrics.redirected("mcp");
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(wait);
+    let service = hyper::service::service_fn(move |req| crate::server::handle_redirected(req, sc.clone(), server.clone()));
+    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+}
+
+async fn relay(mut stream: TcpStream, original: Option<SocketAddr>, sc: &Sidecar) {
+    let Some(original) = original else { return };
+    // The sidecar's own connections are exempt from the redirect (its UID), so this cannot loop.
+    match TcpStream::connect(original).await {
+        Ok(mut upstream) => {
+            sc.metrics.redirected("passthrough");
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+        }
+        Err(e) => {
+            tracing::info!(%original, error = %e, "redirected connection: destination unreachable");
+            sc.metrics.redirected("unreachable");
+        }
+    }
+}
+
+/// Where the agent meant to connect, as the redirect recorded it; none for a connection that was
+/// not redirected.
+fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    match stream.local_addr().ok()? {
+        SocketAddr::V4(_) => {
+            let a = getsockopt(stream, sockopt::OriginalDst).ok()?;
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        SocketAddr::V6(_) => {
+            let a = getsockopt(stream, sockopt::Ip6tOriginalDst).ok()?;
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+        }
+    }
+}
+
+async fn resolve_targets(sc: Arc<Sidecar>, targets: Arc<Targets>) {
+    let mut swaps = sc.snapshot_swapped.subscribe();
+    loop {
+        let snapshot = sc.snapshot.load_full();
+        if !snapshot.loaded {
+            if swaps.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let servers: Vec<(String, String)> = snapshot.servers.values().map(|s| (s.name.clone(), s.url.clone())).collect();
+        let mut resolved = Vec::new();
+        for (name, url) in servers {
+            let Some((host, port)) = transparent::url_host_port(&url) else { continue };
+            match tokio::net::lookup_host((host.as_str(), port)).await {
+                Ok(addrs) => resolved.extend(addrs.map(|a| (a, name.clone()))),
+                Err(e) => tracing::warn!(server = name, host, error = %e, "transparent mode: cannot resolve an MCP server's address"),
+            }
+        }
+        targets.store(Arc::new(Some(resolved)));
+        tokio::select! {
+            r = swaps.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(RESOLVE_EVERY) => {}
+        }
+    }
+}
