@@ -23,6 +23,9 @@ export TOLLGATE_ARGOCD_HEALTH
 step "MCP SDK clients and the reference server (pinned, cached)"
 TOLLGATE_MCP_TOOLS="$(bash e2e/scripts/install-mcp-tools.sh | tail -n 1)"
 export TOLLGATE_MCP_TOOLS
+# Transparent mode's test runs real iptables rules in a network namespace of its own.
+TOLLGATE_IPTABLES="$(bash e2e/scripts/install-iptables.sh | tail -n 1)"
+export TOLLGATE_IPTABLES
 
 step "generated files are fresh"
 cargo run --quiet --locked -p tollgate-api --bin crdgen -- --check

@@ -3,9 +3,10 @@
 (no initialize, `_meta` on every request, `server/discover`, routing headers it checks against
 the body) and still answers the initialize handshake of older clients.
 
-    $VENV/bin/python e2e/servers/modern.py PORT
+    $VENV/bin/python e2e/servers/modern.py PORT [HOST [CERT KEY]]
 
-Serves Streamable HTTP on http://127.0.0.1:PORT/mcp; prints "listening" once it accepts. Its
+Serves Streamable HTTP on http://HOST:PORT/mcp (HOST 127.0.0.1 by default; https with CERT and
+KEY); prints "listening" once it accepts. Its
 tools: `echo`, `read_file`, `delete_everything`, `whoami_headers` (the Mcp-* headers it got), and
 `remove_file`, which asks the client to confirm (an elicitation: on 2026-07-28 an
 `InputRequiredResult` the client answers by retrying the call with `inputResponses`).
@@ -59,9 +60,14 @@ def main() -> None:
         """Removes a file once the user confirms."""
         return f"removed {path}" if answer.confirm else f"kept {path}"
 
-    app = server.streamable_http_app(stateless_http=True, json_response=True)
+    # A network namespace's documentation-range address, for transparent mode's test; the SDK
+    # then accepts that host (it refuses foreign Host headers, as it should).
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    app = server.streamable_http_app(stateless_http=True, json_response=True, host=host)
     print("listening", flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # CERT and KEY: serve HTTPS, as a hosted server with a private CA does.
+    tls = {"ssl_certfile": sys.argv[3], "ssl_keyfile": sys.argv[4]} if len(sys.argv) > 4 else {}
+    uvicorn.run(app, host=host, port=port, log_level="warning", **tls)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,26 @@ pub(crate) fn generate() -> Result<Pki> {
         sa_public_pem: sa_key.public_key_pem(),
     })
 }
+
+/// A serving certificate for `sans` from a CA of its own: what a server with a private CA has.
+pub struct ServerPki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn server_pki(sans: &[&str]) -> Result<ServerPki> {
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    ca.distinguished_name.push(DnType::CommonName, "tollgate-e2e-private-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).context("self-signing the CA")?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().context("generating the serving key")?;
+    let mut params = CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).context("serving certificate parameters")?;
+    params.distinguished_name.push(DnType::CommonName, "mcp-server");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer).context("signing the serving certificate")?;
+    Ok(ServerPki { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}

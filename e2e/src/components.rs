@@ -89,6 +89,12 @@ pub fn argocd_health() -> Result<PathBuf> {
     tool(&BIN, "TOLLGATE_ARGOCD_HEALTH", "build-argocd-health.sh")
 }
 
+/// Debian's iptables, installed by `install-iptables.sh` when missing (once per process).
+pub fn iptables() -> Result<PathBuf> {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    tool(&BIN, "TOLLGATE_IPTABLES", "install-iptables.sh")
+}
+
 /// `helm template tollgate charts/tollgate` with `args`: the manifests a cluster would get.
 pub fn render_chart(args: &[&str]) -> Result<String> {
     let out = Command::new(helm()?)

@@ -87,6 +87,10 @@ impl ControlPlane {
         }
     }
 
+    pub fn server_port(&self) -> u16 {
+        self.port
+    }
+
     pub fn server_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
@@ -136,6 +140,13 @@ impl ControlPlane {
         let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
         ensure!(out.status.success(), "kubectl {} as {user} failed ({}): {}", shown.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
         String::from_utf8(out.stdout).context("kubectl printed non-UTF-8")
+    }
+
+    /// `kubectl apply` of `yaml` in `namespace` as `user`.
+    pub fn apply(&self, user: User, namespace: &str, yaml: &str) -> Result<String> {
+        let path = self.dir().join(format!("apply-{namespace}-{}.yaml", random_hex(4)?));
+        std::fs::write(&path, yaml)?;
+        self.kubectl_ok(user, [std::ffi::OsStr::new("apply"), "-n".as_ref(), namespace.as_ref(), "-f".as_ref(), path.as_os_str()])
     }
 
     /// Creates `<prefix>-<8 hex digits>` as admin and returns its name.

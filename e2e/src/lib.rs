@@ -2,10 +2,11 @@
 //! generated certificates, RBAC on, token-file users, and Tollgate's CRDs applied from `crds/`.
 
 mod balancer;
-mod certs;
+pub mod certs;
 mod components;
 mod control_plane;
 mod mcp;
+pub mod netns;
 mod process;
 pub mod raw_mcp;
 mod tollgate;
@@ -18,19 +19,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use balancer::Balancer;
-pub use components::{argocd_health, free_ports, helm, render_chart};
+pub use components::{argocd_health, free_ports, helm, iptables, render_chart};
 pub use control_plane::ControlPlane;
 pub use mcp::{
     AuthEcho, Everything, Hostile, Modern, TasksServer, py_client, py_client_with_args, py_client_with_timeout, py_modern_client, py_modern_client_with,
     tool_text, tools_dir, ts_client,
 };
-pub use tollgate::{OPERATOR_USER, Operator, Process, Sidecar, binary, chart_values, plugin_path};
+pub use tollgate::{Launch, OPERATOR_USER, Operator, Process, Sidecar, binary, chart_values, plugin_path};
 pub use users::User;
 
 /// Polls `f` every `poll` until it yields `Some`, for at most `timeout`.
 ///
 /// `Ok(None)` means "not yet"; an `Err` from `f` is final and returned at once. Running out of
 /// time is a [`TimedOut`] error, so callers can tell it apart and add what they last saw.
+/// A file of this repository.
+pub fn repo_file(relative: &str) -> std::path::PathBuf {
+    components::repo_root().join(relative)
+}
+
 pub fn wait_until<T>(timeout: Duration, poll: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {

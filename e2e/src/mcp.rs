@@ -123,20 +123,36 @@ impl Hostile {
 pub struct Modern {
     pub process: Process,
     pub port: u16,
+    scheme: &'static str,
 }
 
 impl Modern {
     pub fn start(cp: &ControlPlane) -> Result<Modern> {
+        Modern::start_with(cp, None)
+    }
+
+    /// Serving HTTPS with a certificate of `pki`'s private CA.
+    pub fn start_tls(cp: &ControlPlane, pki: &crate::certs::ServerPki) -> Result<Modern> {
+        Modern::start_with(cp, Some(pki))
+    }
+
+    fn start_with(cp: &ControlPlane, pki: Option<&crate::certs::ServerPki>) -> Result<Modern> {
         let dir = tools_dir()?;
         let [port] = free_ports::<1>()?;
         let mut cmd = Command::new(dir.join("venv/bin/python"));
         cmd.arg(repo_root().join("e2e/servers/modern.py")).arg(port.to_string());
+        if let Some(pki) = pki {
+            let (cert, key) = (cp.dir().join(format!("modern-{port}.crt")), cp.dir().join(format!("modern-{port}.key")));
+            std::fs::write(&cert, &pki.cert_pem)?;
+            std::fs::write(&key, &pki.key_pem)?;
+            cmd.arg("127.0.0.1").arg(&cert).arg(&key);
+        }
         let process = start_server(cp, "modern", cmd, port)?;
-        Ok(Modern { process, port })
+        Ok(Modern { process, port, scheme: if pki.is_some() { "https" } else { "http" } })
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        format!("{}://127.0.0.1:{}/mcp", self.scheme, self.port)
     }
 }
 

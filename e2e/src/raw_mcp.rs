@@ -27,12 +27,19 @@ pub struct RawSession {
     pub url: String,
     pub session: Option<String>,
     pub version: String,
+    /// What `curl` runs under (e.g. `nsenter … setpriv …`: another network namespace and user).
+    pub runner: Vec<String>,
 }
 
 impl RawSession {
     /// `initialize` and `notifications/initialized`, as protocol `version`.
     pub fn open(url: &str, version: &str) -> Result<RawSession> {
-        let mut s = RawSession { url: url.to_owned(), session: None, version: version.to_owned() };
+        RawSession::open_via(&[], url, version)
+    }
+
+    /// As [`RawSession::open`], with every `curl` run under `runner`.
+    pub fn open_via(runner: &[String], url: &str, version: &str) -> Result<RawSession> {
+        let mut s = RawSession { url: url.to_owned(), session: None, version: version.to_owned(), runner: runner.to_vec() };
         let init = s.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "tollgate-e2e-raw", "version": "1"}}}))?;
         if init.response(&json!(0)).and_then(|r| r.get("result")).is_none() {
@@ -61,7 +68,7 @@ impl RawSession {
     pub fn send(&self, method: &str, body: Option<&str>, extra_headers: &[&str]) -> Result<Answer> {
         let mut headers = self.headers();
         headers.extend(extra_headers.iter().map(|h| (*h).to_owned()));
-        request(method, &self.url, &headers, body)
+        request_via(&self.runner, method, &self.url, &headers, body)
     }
 
     /// A POST that hangs up after `seconds`, as a client that goes away does; what it got so far.
@@ -88,7 +95,19 @@ impl RawSession {
 
 /// One request by `curl`, whatever its method, headers and body; a GET stream is cut after 3 s.
 pub fn request(method: &str, url: &str, headers: &[String], body: Option<&str>) -> Result<Answer> {
-    let mut cmd = Command::new("curl");
+    request_via(&[], method, url, headers, body)
+}
+
+/// As [`request`], with `curl` run under `runner`.
+pub fn request_via(runner: &[String], method: &str, url: &str, headers: &[String], body: Option<&str>) -> Result<Answer> {
+    let mut cmd = match runner.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg("curl");
+            c
+        }
+        None => Command::new("curl"),
+    };
     let max_time = if method == "GET" { "3" } else { "60" };
     cmd.args(["-s", "-i", "--max-time", max_time, "-X", method, url]);
     if let Some(body) = body {

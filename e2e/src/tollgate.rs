@@ -260,6 +260,16 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// How a sidecar process is started.
+#[derive(Clone, Copy)]
+pub enum Launch<'a> {
+    Direct,
+    /// Pinned to one CPU (benchmarks).
+    Pinned(usize),
+    /// Inside a network namespace (transparent mode); its admin port is exposed to the host.
+    In(&'a crate::netns::NetNs),
+}
+
 /// A running `tollgate-sidecar` for one agent, as its service account.
 pub struct Sidecar {
     pub process: Process,
@@ -274,23 +284,23 @@ impl Sidecar {
     /// Gives `namespace/service_account` the agent roles and starts a sidecar as it.
     pub fn start(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str) -> Result<Sidecar> {
         let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
-        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, &[], &[])
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, Launch::Direct, &[], &[])
     }
 
     /// As [`Sidecar::start`], with more command-line flags.
     pub fn start_with(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str, flags: &[&str]) -> Result<Sidecar> {
         let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
-        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, flags, &[])
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, Launch::Direct, flags, &[])
     }
 
     /// As [`Sidecar::start`], configured by environment variables as an injected sidecar is (a
     /// build that lacks one still starts, and shows what it does without it).
     pub fn start_with_env(cp: &ControlPlane, namespace: &str, agent: &str, service_account: &str, pod: &str, env: &[(&str, &str)]) -> Result<Sidecar> {
         let bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
-        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, None, &[], env)
+        Sidecar::start_binary(cp, namespace, agent, service_account, pod, &bin, Launch::Direct, &[], env)
     }
 
-    /// As [`Sidecar::start`], with a given build, optionally pinned to one CPU (benchmarks).
+    /// As [`Sidecar::start`], with a given build, launched as `launch` says.
     #[allow(clippy::too_many_arguments)]
     pub fn start_binary(
         cp: &ControlPlane,
@@ -299,7 +309,7 @@ impl Sidecar {
         service_account: &str,
         pod: &str,
         bin: &Path,
-        cpu: Option<usize>,
+        launch: Launch<'_>,
         flags: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Sidecar> {
@@ -309,16 +319,21 @@ impl Sidecar {
         // What the injection webhook mounts from Secrets, into the sidecar's container only.
         let credentials = cp.dir().join(format!("credentials-{namespace}-{listen}"));
         std::fs::create_dir_all(&credentials)?;
-        let mut cmd = match cpu {
-            Some(cpu) => {
+        let mut cmd = match launch {
+            Launch::Pinned(cpu) => {
                 let mut c = Command::new("taskset");
                 c.args(["-c", &cpu.to_string()]).arg(bin);
                 c
             }
-            None => Command::new(bin),
+            Launch::In(ns) => {
+                // The sidecar inside reaches the API server at the address its kubeconfig names.
+                ns.bring_in(cp.server_port())?;
+                ns.command(bin)
+            }
+            Launch::Direct => Command::new(bin),
         };
         // A pinned sidecar is being measured: it logs as in production.
-        let log_filter = if cpu.is_some() { "info" } else { "info,tollgate_sidecar=debug" };
+        let log_filter = if matches!(launch, Launch::Pinned(_)) { "info" } else { "info,tollgate_sidecar=debug" };
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", log_filter)
             .args(["--listen", &format!("127.0.0.1:{listen}")])
@@ -330,6 +345,10 @@ impl Sidecar {
             .args(flags)
             .envs(env.iter().copied());
         let process = Process::spawn(cmd, log)?;
+        let admin = match launch {
+            Launch::In(ns) => ns.expose(admin)?,
+            _ => admin,
+        };
         process.wait_http_ok("the sidecar", admin, "/readyz")?;
         Ok(Sidecar { process, base: format!("http://127.0.0.1:{listen}"), admin_port: admin, credentials })
     }

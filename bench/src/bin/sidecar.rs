@@ -48,7 +48,7 @@ fn main() -> Result<()> {
     let path = cp.dir().join("bench.yaml");
     std::fs::write(&path, objects)?;
     cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?;
-    let sidecar = Sidecar::start_binary(&cp, NS, "coder", "coder", "bench-pod", &sidecar_bin, Some(1), &[], &[])?;
+    let sidecar = Sidecar::start_binary(&cp, NS, "coder", "coder", "bench-pod", &sidecar_bin, tollgate_e2e::Launch::Pinned(1), &[], &[])?;
     let bare = start_bare_proxy(&cp, &bare_bin, &upstream)?;
     let via_sidecar = format!("{}/mcp/upstream", sidecar.base);
     let body = call_body("work");
