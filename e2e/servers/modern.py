@@ -14,6 +14,7 @@ tools: `echo`, `read_file`, `delete_everything`, `whoami_headers` (the Mcp-* hea
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -63,7 +64,9 @@ def main() -> None:
     # A network namespace's documentation-range address, for transparent mode's test; the SDK
     # then accepts that host (it refuses foreign Host headers, as it should).
     host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
-    app = server.streamable_http_app(stateless_http=True, json_response=True, host=host)
+    # The name clients reach it by, when a portal gives it another address than where it listens.
+    public = os.environ.get("MODERN_PUBLIC_HOST", host)
+    app = server.streamable_http_app(stateless_http=True, json_response=True, host=public)
     print("listening", flush=True)
     # CERT and KEY: serve HTTPS, as a hosted server with a private CA does.
     tls = {"ssl_certfile": sys.argv[3], "ssl_keyfile": sys.argv[4]} if len(sys.argv) > 4 else {}

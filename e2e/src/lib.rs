@@ -5,6 +5,7 @@ mod balancer;
 pub mod certs;
 mod components;
 mod control_plane;
+pub mod kubelet;
 mod mcp;
 pub mod netns;
 mod process;

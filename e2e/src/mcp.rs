@@ -128,18 +128,26 @@ pub struct Modern {
 
 impl Modern {
     pub fn start(cp: &ControlPlane) -> Result<Modern> {
-        Modern::start_with(cp, None)
+        Modern::start_with(cp, None, None)
     }
 
     /// Serving HTTPS with a certificate of `pki`'s private CA.
     pub fn start_tls(cp: &ControlPlane, pki: &crate::certs::ServerPki) -> Result<Modern> {
-        Modern::start_with(cp, Some(pki))
+        Modern::start_with(cp, Some(pki), None)
     }
 
-    fn start_with(cp: &ControlPlane, pki: Option<&crate::certs::ServerPki>) -> Result<Modern> {
+    /// Accepting requests that name it `host` (the address a pod reaches it at through a portal).
+    pub fn start_reached_as(cp: &ControlPlane, host: &str) -> Result<Modern> {
+        Modern::start_with(cp, None, Some(host))
+    }
+
+    fn start_with(cp: &ControlPlane, pki: Option<&crate::certs::ServerPki>, public: Option<&str>) -> Result<Modern> {
         let dir = tools_dir()?;
         let [port] = free_ports::<1>()?;
         let mut cmd = Command::new(dir.join("venv/bin/python"));
+        if let Some(host) = public {
+            cmd.env("MODERN_PUBLIC_HOST", host);
+        }
         cmd.arg(repo_root().join("e2e/servers/modern.py")).arg(port.to_string());
         if let Some(pki) = pki {
             let (cert, key) = (cp.dir().join(format!("modern-{port}.crt")), cp.dir().join(format!("modern-{port}.key")));

@@ -72,7 +72,20 @@ impl NetNs {
 
     /// The host's `127.0.0.1:port` reachable at `127.0.0.1:port` inside.
     pub fn bring_in(&self, port: u16) -> Result<()> {
-        let listener = self.inside(move || TcpListener::bind(("127.0.0.1", port)).with_context(|| format!("binding 127.0.0.1:{port} inside")))?;
+        self.bring_in_at(std::net::Ipv4Addr::LOCALHOST.into(), port)
+    }
+
+    /// The host's `127.0.0.1:port` reachable at `ip:port` inside (`ip` is added to `lo`), as a
+    /// cluster network makes another pod's address reachable.
+    pub fn bring_in_at(&self, ip: std::net::IpAddr, port: u16) -> Result<()> {
+        if !ip.is_loopback() {
+            let cidr = format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 });
+            let addrs = self.run(&["ip", "-o", "addr", "show", "dev", "lo"])?;
+            if !addrs.contains(&format!(" {cidr} ")) {
+                self.run(&["ip", "addr", "add", &cidr, "dev", "lo"])?;
+            }
+        }
+        let listener = self.inside(move || TcpListener::bind((ip, port)).with_context(|| format!("binding {ip}:{port} inside")))?;
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 if let Ok(out) = TcpStream::connect(("127.0.0.1", port)) {
