@@ -255,3 +255,45 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
 pub fn new_decision(user: &str, verdict: Verdict, reason: Option<String>, via: Via, now: Timestamp) -> ApprovalDecision {
     ApprovalDecision { user: user.to_owned(), decision: verdict, reason, time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now), via }
 }
+
+/// Whether a workflow can ever approve anything, as its `Ready` condition says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+    /// Approvers named by user name or Slack member id, escalation included.
+    pub named: usize,
+    pub groups: usize,
+}
+
+/// The API server's schema refuses most unreachable quorums at apply; this also covers the
+/// escalation's, and objects stored before the rule.
+pub fn readiness(spec: &ApprovalWorkflowSpec) -> Readiness {
+    let w = Workflow::from_spec("", spec);
+    let all = match &w.escalation {
+        Some(e) => w.approvers.union(&e.approvers),
+        None => w.approvers.clone(),
+    };
+    let named = all.users.len() + all.slack_ids.len();
+    let groups = all.groups.len();
+    let refuse = |reason: &'static str, message: String| Readiness { ready: false, reason, message, named, groups };
+    let first_named = w.approvers.users.len() + w.approvers.slack_ids.len();
+    if first_named == 0 && w.approvers.groups.is_empty() {
+        return refuse("NoApprovers", "no approvers: nobody could ever decide its requests".into());
+    }
+    if w.approvers.groups.is_empty() && first_named < w.required as usize {
+        return refuse("QuorumUnreachable", format!("{} approvals needed but only {first_named} approvers named", w.required));
+    }
+    if let Some(e) = &w.escalation {
+        let required = e.required.unwrap_or(w.required) as usize;
+        if all.groups.is_empty() && named < required {
+            return refuse("QuorumUnreachable", format!("after escalation {required} approvals needed but only {named} approvers named"));
+        }
+    }
+    let mut message = format!("{named} approvers named, {groups} groups; {} approval(s) needed; requests expire after {}s", w.required, w.timeout.as_secs());
+    if let Some(e) = &w.escalation {
+        message.push_str(&format!(", escalate after {}s", e.after.as_secs()));
+    }
+    Readiness { ready: true, reason: "Valid", message, named, groups }
+}

@@ -13,6 +13,7 @@ pub mod approval;
 pub mod audit;
 pub mod authz;
 pub mod digest;
+pub mod discovery;
 pub mod expr;
 pub mod glob;
 pub mod held;

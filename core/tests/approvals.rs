@@ -268,3 +268,26 @@ fn refusals_read_as_plain_words() {
     let r = Refusal::NotApprover { user: "bob".into(), workflow: "prod-deploy".into() };
     assert_eq!(r.to_string(), "you (bob) are not an approver of workflow prod-deploy");
 }
+
+#[test]
+fn a_workflow_is_ready_only_when_its_quorum_can_be_reached() {
+    use tollgate_core::approval::readiness;
+    let spec = |v: serde_json::Value| -> tollgate_api::ApprovalWorkflowSpec { serde_json::from_value(v).unwrap() };
+    let ok = readiness(&spec(serde_json::json!({"approvers": {"users": ["a", "b"], "slack": {"userIds": ["U1"]}}, "requiredApprovals": 2})));
+    assert!(ok.ready, "{ok:?}");
+    assert_eq!((ok.reason, ok.named, ok.groups), ("Valid", 3, 0));
+    assert!(ok.message.contains("2 approval(s) needed"), "{}", ok.message);
+    let groups = readiness(&spec(serde_json::json!({"approvers": {"groups": ["sre"]}, "requiredApprovals": 3})));
+    assert!(groups.ready, "members of a group may be many: {groups:?}");
+    let none = readiness(&spec(serde_json::json!({"approvers": {}})));
+    assert_eq!((none.ready, none.reason), (false, "NoApprovers"));
+    let short = readiness(&spec(serde_json::json!({"approvers": {"users": ["a"]}, "requiredApprovals": 2})));
+    assert_eq!((short.ready, short.reason), (false, "QuorumUnreachable"));
+    let escalation =
+        readiness(&spec(serde_json::json!({"approvers": {"users": ["a"]}, "escalation": {"approvers": {"users": ["a"]}, "requiredApprovals": 2}})));
+    assert_eq!((escalation.ready, escalation.reason), (false, "QuorumUnreachable"), "{escalation:?}");
+    let escalates = readiness(&spec(
+        serde_json::json!({"approvers": {"users": ["a"]}, "timeoutSeconds": 600, "escalation": {"afterSeconds": 60, "approvers": {"users": ["b"]}}}),
+    ));
+    assert!(escalates.ready && escalates.message.contains("escalate after 60s"), "{escalates:?}");
+}

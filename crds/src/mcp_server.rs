@@ -74,6 +74,17 @@ fn default_timeout_seconds() -> i32 {
     30
 }
 
+impl McpServerSpec {
+    /// The server's Streamable HTTP endpoint: its `url`, or its Service's cluster DNS name.
+    pub fn endpoint(&self, namespace: &str) -> Option<String> {
+        match (&self.url, &self.service) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(svc)) => Some(format!("http://{}.{namespace}.svc:{}{}", svc.name, svc.port, svc.path)),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceTarget {

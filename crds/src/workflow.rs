@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     category = "tollgate",
     doc = "Who approves held tool calls, how many must agree, and how long a request stays open.",
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Approvers", type_ = "integer", json_path = ".status.approvers"),
     printcolumn(name = "Quorum", type_ = "integer", json_path = ".spec.requiredApprovals"),
     printcolumn(name = "Timeout", type_ = "integer", json_path = ".spec.timeoutSeconds"),
     printcolumn(name = "Async", type_ = "boolean", json_path = ".spec.async"),
@@ -138,4 +139,10 @@ pub struct ApprovalWorkflowStatus {
     /// Requests of this workflow that are still pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<i32>,
+    /// Approvers named by user name or Slack member id (escalation included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<i32>,
+    /// Groups whose members may approve (escalation included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_groups: Option<i32>,
 }

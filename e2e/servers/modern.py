@@ -35,20 +35,40 @@ def main() -> None:
     port = int(sys.argv[1])
     server = MCPServer("modern")
 
-    @server.tool()
-    async def echo(message: str) -> str:
-        """Says the message back."""
-        return f"Echo: {message}"
+    # MODERN_VARIANT=2 is the same server after an upgrade: `echo` takes another argument,
+    # `delete_everything` is gone and `write_file` is new (what discovery must notice).
+    upgraded = os.environ.get("MODERN_VARIANT") == "2"
+
+    if upgraded:
+
+        @server.tool()
+        async def echo(message: str, loud: bool = False) -> str:
+            """Says the message back, perhaps loudly."""
+            return f"Echo: {message.upper() if loud else message}"
+
+        @server.tool()
+        async def write_file(path: str, text: str) -> str:
+            """Pretends to write a file."""
+            return f"wrote {path}"
+
+    else:
+
+        @server.tool()
+        async def echo(message: str) -> str:
+            """Says the message back."""
+            return f"Echo: {message}"
 
     @server.tool()
     async def read_file(path: str) -> str:
         """Pretends to read a file."""
         return f"contents of {path}"
 
-    @server.tool()
-    async def delete_everything(confirm: bool = True) -> str:
-        """What no agent should run."""
-        return "everything deleted"
+    if not upgraded:
+
+        @server.tool()
+        async def delete_everything(confirm: bool = True) -> str:
+            """What no agent should run."""
+            return "everything deleted"
 
     @server.tool()
     async def whoami_headers(ctx: Context) -> str:

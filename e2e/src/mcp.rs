@@ -141,10 +141,20 @@ impl Modern {
         Modern::start_with(cp, None, Some(host))
     }
 
+    /// On `port`, as it is after an upgrade (`MODERN_VARIANT=2`: other tools, another schema).
+    pub fn start_upgraded_on(cp: &ControlPlane, port: u16) -> Result<Modern> {
+        Modern::start_on(cp, port, None, None, &[("MODERN_VARIANT", "2")])
+    }
+
     fn start_with(cp: &ControlPlane, pki: Option<&crate::certs::ServerPki>, public: Option<&str>) -> Result<Modern> {
-        let dir = tools_dir()?;
         let [port] = free_ports::<1>()?;
+        Modern::start_on(cp, port, pki, public, &[])
+    }
+
+    fn start_on(cp: &ControlPlane, port: u16, pki: Option<&crate::certs::ServerPki>, public: Option<&str>, env: &[(&str, &str)]) -> Result<Modern> {
+        let dir = tools_dir()?;
         let mut cmd = Command::new(dir.join("venv/bin/python"));
+        cmd.envs(env.iter().copied());
         if let Some(host) = public {
             cmd.env("MODERN_PUBLIC_HOST", host);
         }

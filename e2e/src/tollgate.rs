@@ -207,6 +207,8 @@ impl Operator {
         let mut cmd = Command::new(&bin);
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,tollgate_operator=debug")
+            // Discovery refreshes often enough for a test to see a server change.
+            .env("TOLLGATE_DISCOVERY_INTERVAL_SECONDS", "5")
             .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
             .args(["--webhook-url", &webhook_url])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])

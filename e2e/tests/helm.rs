@@ -144,11 +144,14 @@ fn the_operator_runs_under_the_charts_rbac_and_no_more() -> Result<()> {
         &["patch", "mutatingwebhookconfigurations/tollgate"],
         &["list", "managedagents.tollgate.dev", "-n", "team-a"],
         &["create", "events", "-n", "team-a"],
+        // Discovery reads the Secret an MCPServer names, by name.
+        &["get", "secrets", "-n", "team-a"],
     ] {
         assert!(can(needed)?, "the operator needs: {needed:?}");
     }
     for refused in [
-        &["get", "secrets", "-n", "team-a"][..],
+        &["list", "secrets", "-n", "team-a"][..],
+        &["watch", "secrets", "-A"],
         &["create", "secrets", "-n", "kube-system"],
         &["patch", "validatingwebhookconfigurations/someone-elses"],
         &["patch", "mutatingwebhookconfigurations/someone-elses"],

@@ -1,15 +1,13 @@
 //! Tollgate's operator: the `ApprovalRequest` phase machine, policy status, and the validating
 //! admission webhook that decides who may write what (DESIGN §3.3).
 
-pub mod agents;
-pub mod approvals;
-pub mod inject;
+pub mod admission;
+pub mod controllers;
 pub mod leader;
-pub mod policies;
-pub mod register;
 pub mod ssa;
-pub mod tls;
-pub mod webhook;
+
+use admission::{register, tls, validate};
+use controllers::{agents, approvals, policies, servers, workflows};
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -78,6 +76,9 @@ pub struct Config {
     /// Transparent mode: destination ports injected pods reach without the sidecar.
     #[arg(long, env = "TOLLGATE_REDIRECT_EXCLUDE_PORTS", value_delimiter = ',')]
     pub redirect_exclude_ports: Vec<u16>,
+    /// Seconds between two discoveries of an MCP server (besides one on every change).
+    #[arg(long, env = "TOLLGATE_DISCOVERY_INTERVAL_SECONDS", default_value_t = 300)]
+    pub discovery_interval_seconds: u64,
 }
 
 fn parse_cidr(text: &str) -> Result<String, String> {
@@ -128,7 +129,7 @@ pub async fn run(config: Config) -> Result<()> {
     let ready = tollgate_runtime::admin::Readiness::default();
 
     let certs = tls::WebhookCerts::shared(&client, &config).await?;
-    let webhook = webhook::serve(config.webhook_addr, config.webhook_reuse_port, certs.server_config()?, shared.clone());
+    let webhook = validate::serve(config.webhook_addr, config.webhook_reuse_port, certs.server_config()?, shared.clone());
     let admin = tollgate_runtime::admin::serve(config.admin_addr, shared.metrics.clone(), ready.clone());
     // Every replica registers the same configuration (one CA, one address): idempotent.
     register::webhook_configuration(&client, &config, &certs.ca_pem).await?;
@@ -148,6 +149,8 @@ pub async fn run(config: Config) -> Result<()> {
             () = approvals::run(shared.clone()) => Ok(()),
             () = agents::run(shared.clone()) => Ok(()),
             () = policies::run(shared.clone()) => Ok(()),
+            () = workflows::run(shared.clone()) => Ok(()),
+            () = servers::run(shared.clone(), std::time::Duration::from_secs(config.discovery_interval_seconds.max(1))) => Ok(()),
         }
     };
     let result = tokio::select! {
@@ -158,4 +161,21 @@ pub async fn run(config: Config) -> Result<()> {
     };
     election.release().await;
     result
+}
+
+/// An Event about `object` from the operator; failing to record one never fails the work.
+pub(crate) async fn publish_event(
+    client: &kube::Client,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    use kube::runtime::events::{Event, Recorder, Reporter};
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "tollgate-operator".into(), instance: None });
+    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1024).collect()), action: action.into(), secondary: None };
+    if let Err(e) = recorder.publish(&event, object).await {
+        tracing::warn!(error = %e, reason, "could not publish an event");
+    }
 }

@@ -1,18 +1,13 @@
 //! Response bodies: whole, streamed from upstream, or fed from a channel (held calls).
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Response, StatusCode};
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = BoxBody<Bytes, Error>;
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
-}
+/// One body type with the upstream client's, so a relayed answer needs no conversion.
+pub use tollgate_mcp_client::transport::{Body, BoxError as Error, full};
 
 pub fn streamed(incoming: hyper::body::Incoming) -> Body {
     incoming.map_err(|e| Box::new(e) as Error).boxed()

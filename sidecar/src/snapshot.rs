@@ -106,11 +106,7 @@ pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
         .state()
         .iter()
         .filter_map(|m| {
-            let url = match (&m.spec.url, &m.spec.service) {
-                (Some(url), _) => url.clone(),
-                (None, Some(svc)) => format!("http://{}.{namespace}.svc:{}{}", svc.name, svc.port, svc.path),
-                (None, None) => return None,
-            };
+            let url = m.spec.endpoint(namespace)?;
             let timeout = Duration::from_secs(u64::try_from(m.spec.timeout_seconds.max(1)).unwrap_or(30));
             Some((m.name_any(), Server { name: m.name_any(), url, timeout, headers: m.spec.headers.clone(), tls: m.spec.tls.clone() }))
         })

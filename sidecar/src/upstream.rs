@@ -4,20 +4,17 @@
 //! GET stream, which is long-lived by design), and an answer the sidecar reads is bounded in size:
 //! a hostile or broken server costs the agent a clear error, never the sidecar its memory.
 
-use crate::body::{Body, full};
+use crate::body::full;
 use crate::snapshot::Server;
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName};
 use hyper::{Method, Request, Response};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tollgate_api::CaBundleSource;
+use tollgate_mcp_client::transport::{self, HttpClient};
 
 /// Request headers passed to the upstream as they are; everything else is the proxy's business.
 /// Besides these, every `Mcp-*` header goes (the session, the protocol version, the 2026-07-28
@@ -44,8 +41,6 @@ pub enum UpstreamError {
     CaBundle { server: String, path: String, reason: String },
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
-
 /// Where mounted CA bundles are: Secrets and ConfigMaps, one directory each, a file per key.
 #[derive(Debug, Clone)]
 pub struct CaFiles {
@@ -66,35 +61,10 @@ pub struct Upstream {
     pub max_answer: usize,
 }
 
-fn platform_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    tracing::debug!(added, "platform CA certificates loaded");
-    roots
-}
-
-fn client_trusting(roots: Arc<rustls::RootCertStore>) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    let tls = match tls {
-        Ok(t) => t,
-        // The ring provider supports the default versions; this cannot happen with it.
-        Err(e) => unreachable!("ring supports TLS 1.2 and 1.3: {e}"),
-    };
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
-    Client::builder(TokioExecutor::new()).build(https)
-}
-
 impl Upstream {
     pub fn new(credentials: crate::credentials::Credentials, max_answer: usize, ca_files: CaFiles) -> Self {
-        let roots = Arc::new(platform_roots());
-        Upstream { client: client_trusting(roots.clone()), roots, ca_files, with_bundle: Mutex::default(), credentials, max_answer }
+        let roots = Arc::new(transport::platform_roots());
+        Upstream { client: transport::client(roots.clone()), roots, ca_files, with_bundle: Mutex::default(), credentials, max_answer }
     }
 
     /// The client for `server`: the platform's roots, or those plus its CA bundle.
@@ -117,15 +87,9 @@ impl Upstream {
         {
             return Ok(client.clone());
         }
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let mut roots = (*self.roots).clone();
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(&path).and_then(Iterator::collect).map_err(|e| bad(&path, format!("not PEM certificates: {e}")))?;
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(bad(&path, "it holds no usable CA certificate".into()));
-        }
-        let client = client_trusting(Arc::new(roots));
+        let pem = std::fs::read(&path).map_err(|e| bad(&path, format!("not readable: {e}")))?;
+        let roots = transport::roots_with_bundle(&self.roots, &pem).map_err(|reason| bad(&path, reason))?;
+        let client = transport::client(Arc::new(roots));
         cache.insert(path, (modified, client.clone()));
         Ok(client)
     }
@@ -211,43 +175,19 @@ pub fn with_routing_of(session: &HeaderMap, own: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// Bytes of an answer processed between two chances for other tasks to run.
-pub(crate) const YIELD_EVERY: usize = 64 << 10;
+pub(crate) use transport::{YIELD_EVERY, is_event_stream, parse_messages, root_cause};
 
-/// A body read to its end, refused past `limit` bytes or `deadline`.
-pub async fn read_body<B>(mut body: B, limit: usize, deadline: tokio::time::Instant, server: &Server) -> Result<Bytes, UpstreamError>
+/// A body read to its end, refused past `limit` bytes or `deadline`, the error naming `server`.
+pub async fn read_body<B>(body: B, limit: usize, deadline: tokio::time::Instant, server: &Server) -> Result<Bytes, UpstreamError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    use http_body_util::BodyExt;
-    let mut out = bytes::BytesMut::new();
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(UpstreamError::Timeout { server: server.name.clone(), secs: server.timeout.as_secs() }),
-            Ok(None) => return Ok(out.freeze()),
-            Ok(Some(Err(e))) => return Err(UpstreamError::BrokeOff { server: server.name.clone(), reason: e.to_string() }),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(UpstreamError::TooLarge { server: server.name.clone(), limit });
-            }
-            // A server that floods its answer must not keep this (single) thread from other calls.
-            if out.len() / YIELD_EVERY != (out.len() + data.len()) / YIELD_EVERY {
-                tokio::task::yield_now().await;
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
+    transport::read_body(body, limit, deadline).await.map_err(|e| match e {
+        transport::ReadError::Timeout => UpstreamError::Timeout { server: server.name.clone(), secs: server.timeout.as_secs() },
+        transport::ReadError::TooLarge(limit) => UpstreamError::TooLarge { server: server.name.clone(), limit },
+        transport::ReadError::BrokeOff(reason) => UpstreamError::BrokeOff { server: server.name.clone(), reason },
+    })
 }
 
 /// The upstream's response headers as the agent should see them.
@@ -259,10 +199,6 @@ pub fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, keep_length: 
         }
         to.append(name.clone(), value.clone());
     }
-}
-
-pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
 /// The JSON-RPC messages of an answer, whether it came as JSON (one message or a batch's array)
@@ -277,22 +213,4 @@ where
     let sse = is_event_stream(resp.headers());
     let bytes = resp.into_body().collect().await.map_err(|e| format!("the answer broke off: {e}"))?.to_bytes();
     parse_messages(sse, &bytes)
-}
-
-/// The JSON-RPC messages of a whole answer. Events and bodies that are not JSON are skipped: what
-/// is missing then shows as no result.
-pub fn parse_messages(sse: bool, bytes: &[u8]) -> Result<Vec<serde_json::Value>, String> {
-    let text = String::from_utf8_lossy(bytes);
-    Ok(if sse {
-        let mut p = tollgate_core::sse::Parser::default();
-        let mut events = p.push(&text)?;
-        events.extend(p.push("\n\n")?);
-        events.iter().filter_map(|e| serde_json::from_str(&e.data).ok()).collect()
-    } else {
-        match serde_json::from_str(&text) {
-            Ok(serde_json::Value::Array(all)) => all,
-            Ok(one) => vec![one],
-            Err(_) => Vec::new(),
-        }
-    })
 }

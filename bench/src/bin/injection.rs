@@ -82,7 +82,7 @@ fn main() -> Result<()> {
         });
         let agent_pod = review(&pod("p", "app-3", "sa-3"))?;
         let other_pod = review(&pod("q", "web", "default"))?;
-        let first = tollgate_operator::inject::review_pod(&agent_pod, &shared).await;
+        let first = tollgate_operator::admission::inject::review_pod(&agent_pod, &shared).await;
         anyhow::ensure!(first.allowed && first.patch.is_some(), "the agent's pod is injected: {first:?}");
 
         let timed = |req: &AdmissionRequest<DynamicObject>| {
@@ -90,11 +90,11 @@ fn main() -> Result<()> {
             async move {
                 let mut samples = Vec::with_capacity(RUNS);
                 for _ in 0..100 {
-                    tollgate_operator::inject::review_pod(&req, &shared).await;
+                    tollgate_operator::admission::inject::review_pod(&req, &shared).await;
                 }
                 for _ in 0..RUNS {
                     let t = Instant::now();
-                    std::hint::black_box(tollgate_operator::inject::review_pod(&req, &shared).await);
+                    std::hint::black_box(tollgate_operator::admission::inject::review_pod(&req, &shared).await);
                     samples.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
                 }
                 samples

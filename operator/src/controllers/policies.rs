@@ -2,8 +2,8 @@
 //! many agents the policy governs. The webhook refuses bad policies at apply; this reports on
 //! those that predate it or came in while it was down.
 
+use super::condition;
 use crate::Shared;
-use crate::approvals::condition;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tollgate_api::{ManagedAgent, McpServer};
 use tollgate_core::inject::{self, Candidate, Outcome};
@@ -73,15 +73,6 @@ pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) 
 /// The skip is visible where people look for their agent: an Event on the `ManagedAgent`.
 async fn skipped_event(shared: &Shared, agents: &[ManagedAgent], agent: &str, pod: &str) {
     let Some(object) = agents.iter().find(|a| a.name_any() == agent) else { return };
-    let recorder = Recorder::new(shared.client.clone(), Reporter { controller: "tollgate-operator".into(), instance: None });
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "InjectionSkipped".into(),
-        note: Some(format!("pod {pod} opted out with {}=false: it runs without the Tollgate sidecar", inject::OPT_OUT_ANNOTATION)),
-        action: "Inject".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not record the skipped injection");
-    }
+    let note = format!("pod {pod} opted out with {}=false: it runs without the Tollgate sidecar", inject::OPT_OUT_ANNOTATION);
+    crate::publish_event(&shared.client, &object.object_ref(&()), EventType::Normal, "InjectionSkipped", &note, "Inject").await;
 }

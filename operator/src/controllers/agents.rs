@@ -3,7 +3,7 @@
 //! follows the set of agents, deletes included), `Ready` in its status, and its injected pods
 //! (`Injected`, and how many run).
 
-use crate::approvals::condition;
+use super::condition;
 use crate::{Shared, ssa};
 use futures::StreamExt;
 use jiff::Timestamp;

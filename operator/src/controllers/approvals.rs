@@ -7,13 +7,16 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ApprovalRequest, ApprovalRequestStatus, ApprovalWorkflow, Phase};
 use tollgate_core::approval::{Observed, Transition, Workflow, step};
+
+use super::condition;
 
 /// Set by a sidecar on the requests of its previous instance (DESIGN §3.2: never run blindly).
 pub use tollgate_core::request_authz::CANCEL_ANNOTATION;
@@ -28,7 +31,23 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let requests: Api<ApprovalRequest> = Api::all(shared.client.clone());
-    Controller::new(requests, watcher::Config::default()).run(reconcile, error_policy, shared).for_each(|_| futures::future::ready(())).await;
+    let controller = Controller::new(requests, watcher::Config::default());
+    let store = controller.store();
+    // A workflow's edit (quorum, approvers, timeout) or deletion is applied to its pending
+    // requests at once, not at their next deadline.
+    controller
+        .watches(Api::<ApprovalWorkflow>::all(shared.client.clone()), watcher::Config::default(), move |w: ApprovalWorkflow| {
+            let (ns, name) = (w.namespace(), w.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|r| r.namespace() == ns && r.spec.workflow == name && !r.status.as_ref().and_then(|s| s.phase).unwrap_or_default().is_final())
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        })
+        .run(reconcile, error_policy, shared)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(_: Arc<ApprovalRequest>, error: &Error, shared: Arc<Shared>) -> Action {
@@ -146,26 +165,11 @@ async fn write(api: &Api<ApprovalRequest>, ar: &ApprovalRequest, status: &Approv
     Ok(())
 }
 
-pub(crate) fn condition(type_: &str, status: bool, reason: &str, message: &str, generation: Option<i64>, since: Timestamp) -> Condition {
-    Condition {
-        type_: type_.to_owned(),
-        status: if status { "True" } else { "False" }.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: generation,
-        last_transition_time: Time(since),
-    }
-}
-
 pub(crate) fn set_condition(status: &mut ApprovalRequestStatus, c: Condition) {
     status.conditions.retain(|x| x.type_ != c.type_);
     status.conditions.push(c);
 }
 
 async fn publish(shared: &Shared, ar: &ApprovalRequest, type_: EventType, reason: &str, note: &str) {
-    let recorder = Recorder::new(shared.client.clone(), Reporter { controller: "tollgate-operator".into(), instance: None });
-    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1024).collect()), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = recorder.publish(&event, &ar.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish an event");
-    }
+    crate::publish_event(&shared.client, &ar.object_ref(&()), type_, reason, note, "Reconcile").await;
 }

@@ -2,8 +2,8 @@
 //! `ApprovalRequest`, that only the operator moves its phase, and that policies whose `when`
 //! does not compile are refused at `kubectl apply` with the field path.
 
+use super::register::{APPROVALS_PATH, INJECT_PATH, POLICIES_PATH, REQUESTS_PATH};
 use crate::Shared;
-use crate::register::{APPROVALS_PATH, INJECT_PATH, POLICIES_PATH, REQUESTS_PATH};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -70,7 +70,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         APPROVALS_PATH => review_decision(&request, &shared).await,
         POLICIES_PATH => review_policy(&request),
         REQUESTS_PATH => review_request(&request, &shared).await,
-        INJECT_PATH => crate::inject::review_pod(&request, &shared).await,
+        INJECT_PATH => super::inject::review_pod(&request, &shared).await,
         _ => return Ok(plain(StatusCode::NOT_FOUND, "no such webhook")),
     };
     shared.metrics.review(&path, response.allowed);

@@ -1,0 +1,190 @@
+//! The operator owns the rest of the lifecycle: it discovers MCP servers (what they say of
+//! themselves, their tools and a digest of each schema, a `Ready` condition that says what is
+//! wrong, Events when tools change) and keeps approval workflows' status, applying a workflow's
+//! edit to its pending requests at once.
+
+mod common;
+
+use anyhow::{Context, Result, ensure};
+use common::{decide, operator};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tollgate_e2e::{AuthEcho, ControlPlane, Modern, User, wait_until};
+
+fn get(cp: &ControlPlane, ns: &str, resource: &str, name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", resource, name, "-n", ns, "-o", "json"])?)?)
+}
+
+/// The server's `Ready` condition once it has `status` (and `reason`, when given).
+fn wait_ready(cp: &ControlPlane, ns: &str, name: &str, status: &str, reason: Option<&str>) -> Result<Value> {
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let server = get(cp, ns, "mcpserver", name)?;
+        let ready = server["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").cloned().unwrap_or_default();
+        last = ready.clone();
+        Ok((ready["status"] == status && reason.is_none_or(|r| ready["reason"] == r)).then_some(server))
+    })
+    .with_context(|| format!("MCPServer {name}: last Ready condition {last}"))
+}
+
+fn events(cp: &ControlPlane, ns: &str, reason: &str) -> Result<Vec<String>> {
+    let list: Value =
+        serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", "events", "-n", ns, "--field-selector", &format!("reason={reason}"), "-o", "json"])?)?;
+    Ok(list["items"].as_array().into_iter().flatten().filter_map(|e| e["note"].as_str().or(e["message"].as_str()).map(str::to_owned)).collect())
+}
+
+fn wait_event(cp: &ControlPlane, ns: &str, reason: &str, contains: &str) -> Result<String> {
+    wait_until(Duration::from_secs(30), Duration::from_millis(200), || Ok(events(cp, ns, reason)?.into_iter().find(|n| n.contains(contains))))
+        .with_context(|| format!("no {reason} Event saying {contains:?}"))
+}
+
+#[test]
+fn mcp_servers_are_discovered_and_their_changes_announced() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let server = Modern::start(cp)?;
+    let auth = AuthEcho::start(cp, "s3cret")?;
+    let ns = cp.create_namespace("discovery")?;
+    cp.apply(
+        User::Admin,
+        &ns,
+        &format!(
+            r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: files}}
+spec: {{url: "{}"}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: down}}
+spec: {{url: "http://127.0.0.1:9/mcp"}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: private}}
+spec:
+  url: "{}"
+  headers: [{{name: Authorization, prefix: "Bearer ", secretKeyRef: {{name: private-token, key: token}}}}]
+"#,
+            server.url(),
+            auth.url()
+        ),
+    )?;
+
+    // What the server says of itself and its tools, with a digest of each schema.
+    let files = wait_ready(cp, &ns, "files", "True", Some("Discovered"))?;
+    let status = &files["status"];
+    assert_eq!(status["serverInfo"]["name"], "modern", "{status}");
+    assert!(status["serverInfo"]["protocolVersion"].is_string(), "{status}");
+    let tools: Vec<&str> = status["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+    assert!(tools.contains(&"echo") && tools.contains(&"delete_everything"), "{tools:?}");
+    let echo = status["tools"].as_array().into_iter().flatten().find(|t| t["name"] == "echo").context("echo")?;
+    let digest = echo["schemaDigest"].as_str().context("schemaDigest")?.to_owned();
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+    assert!(status["lastDiscoveryTime"].is_string());
+    let table = cp.kubectl_ok(User::Admin, ["get", "mcpservers", "-n", &ns, "-o", "wide"])?;
+    assert!(table.lines().any(|l| l.starts_with("files") && l.contains("True") && l.contains("modern")), "{table}");
+
+    // A server that cannot be reached says why, and an Event says it once.
+    let down = wait_ready(cp, &ns, "down", "False", Some("Unreachable"))?;
+    let message = down["status"]["conditions"][0]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("127.0.0.1:9") && message.to_lowercase().contains("refused"), "{message}");
+    wait_event(cp, &ns, "DiscoveryFailed", "127.0.0.1:9")?;
+
+    // Credentials: missing, wrong, right; discovery follows without an edit of the server.
+    let missing = wait_ready(cp, &ns, "private", "False", Some("CredentialsMissing"))?;
+    assert!(missing["status"]["conditions"][0]["message"].as_str().unwrap_or_default().contains("private-token"), "{missing}");
+    cp.kubectl_ok(User::Admin, ["create", "secret", "generic", "private-token", "-n", &ns, "--from-literal=token=wrong"])?;
+    wait_ready(cp, &ns, "private", "False", Some("Unauthorized"))?;
+    cp.kubectl_ok(User::Admin, ["delete", "secret", "private-token", "-n", &ns])?;
+    cp.kubectl_ok(User::Admin, ["create", "secret", "generic", "private-token", "-n", &ns, "--from-literal=token=s3cret"])?;
+    let private = wait_ready(cp, &ns, "private", "True", None)?;
+    assert_eq!(private["status"]["tools"][0]["name"], "whoami", "{private}");
+    // The credential itself is nowhere in what the operator wrote.
+    assert!(!private.to_string().contains("s3cret"));
+
+    // The server is upgraded under the same address: the change is announced.
+    let port = server.port;
+    drop(server);
+    let _upgraded = Modern::start_upgraded_on(cp, port)?;
+    let changed = wait_event(cp, &ns, "ToolSchemaChanged", "tool echo")?;
+    assert!(changed.contains(&digest), "{changed}");
+    let membership = wait_event(cp, &ns, "ToolsChanged", "write_file")?;
+    assert!(membership.contains("added: write_file") && membership.contains("removed: delete_everything"), "{membership}");
+    let files = get(cp, &ns, "mcpserver", "files")?;
+    let echo = files["status"]["tools"].as_array().into_iter().flatten().find(|t| t["name"] == "echo").context("echo")?;
+    assert_ne!(echo["schemaDigest"].as_str(), Some(digest.as_str()));
+    Ok(())
+}
+
+#[test]
+fn workflows_report_their_approvers_and_an_edit_applies_to_pending_requests_at_once() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("workflow")?;
+    cp.apply(
+        User::Admin,
+        &ns,
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: ApprovalWorkflow
+metadata: {name: ops}
+spec: {approvers: {users: [approver-a, approver-b], groups: [sre]}, requiredApprovals: 2, timeoutSeconds: 3600}
+"#,
+    )?;
+    let ready = |w: &Value| w["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").cloned().unwrap_or_default();
+    let workflow = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let w = get(cp, &ns, "approvalworkflow", "ops")?;
+        Ok((ready(&w)["status"] == "True").then_some(w))
+    })?;
+    assert_eq!((workflow["status"]["approvers"].as_i64(), workflow["status"]["approverGroups"].as_i64()), (Some(2), Some(1)), "{workflow}");
+    assert!(ready(&workflow)["message"].as_str().unwrap_or_default().contains("2 approval(s) needed"), "{workflow}");
+
+    // A request of the workflow: pending, and counted.
+    let request = json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest", "metadata": {"name": "publish"}, "spec": {
+        "agent": "coder", "serviceAccount": "coder", "server": "docs", "tool": "publish",
+        "argumentsDigest": "sha256:4444444444444444444444444444444444444444444444444444444444444444",
+        "workflow": "ops", "requestedAt": jiff::Timestamp::now().to_string()}});
+    let path = cp.dir().join(format!("{ns}-request.json"));
+    std::fs::write(&path, request.to_string())?;
+    let out = cp.kubectl_as_agent(&ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until(Duration::from_secs(20), Duration::from_millis(200), || Ok((get(cp, &ns, "approvalworkflow", "ops")?["status"]["pending"] == 1).then_some(())))
+        .context("the workflow counts its pending request")?;
+    let table = cp.kubectl_ok(User::Admin, ["get", "approvalworkflows", "-n", &ns])?;
+    assert!(table.contains("APPROVERS") && table.lines().any(|l| l.starts_with("ops ") && l.contains("True")), "{table}");
+
+    // One of two approvals: still pending. The quorum lowered to one: approved at once, with no
+    // other decision and long before any deadline.
+    decide(cp, User::ApproverA, &ns, "publish", "Approve")?;
+    let phase = || -> Result<String> { Ok(get(cp, &ns, "approvalrequest", "publish")?["status"]["phase"].as_str().unwrap_or_default().to_owned()) };
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let ar = get(cp, &ns, "approvalrequest", "publish")?;
+        Ok((ar["status"]["approvals"] == "1/2").then_some(()))
+    })?;
+    assert_eq!(phase()?, "Pending");
+    cp.kubectl_ok(User::Admin, ["patch", "approvalworkflow", "ops", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"requiredApprovals":1}}"#])?;
+    wait_until(Duration::from_secs(5), Duration::from_millis(100), || Ok((phase()? == "Approved").then_some(())))
+        .context("the edit was not applied to the pending request")?;
+    wait_until(Duration::from_secs(20), Duration::from_millis(200), || Ok((get(cp, &ns, "approvalworkflow", "ops")?["status"]["pending"] == 0).then_some(())))
+        .context("the workflow's pending count follows")?;
+
+    // A workflow whose quorum cannot be reached after escalation says so.
+    cp.apply(
+        User::Admin,
+        &ns,
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: ApprovalWorkflow
+metadata: {name: lonely}
+spec: {approvers: {users: [approver-a]}, escalation: {approvers: {users: [approver-a]}, requiredApprovals: 3}}
+"#,
+    )?;
+    let lonely = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let w = get(cp, &ns, "approvalworkflow", "lonely")?;
+        Ok((ready(&w)["reason"] == "QuorumUnreachable").then_some(w))
+    })?;
+    assert_eq!(ready(&lonely)["status"], "False", "{lonely}");
+    Ok(())
+}
