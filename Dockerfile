@@ -1,4 +1,6 @@
-# One image for all Tollgate binaries. Build: docker build -t tollgate .
+# One image for every Tollgate binary: the operator (the default entrypoint), the sidecar (also
+# transparent mode's init step, `tollgate-sidecar redirect`, which needs iptables), and the CLIs.
+# Build: docker build -t tollgate .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -8,7 +10,13 @@ RUN cargo build --release --locked -p tollgate-cli -p tollgate-api -p tollgate-o
  && cp target/release/tollgate target/release/kubectl-approve target/release/crdgen \
        target/release/tollgate-operator target/sidecar/tollgate-sidecar /out/
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+# Debian slim rather than distroless: the redirect needs iptables (nf_tables) and the sidecar
+# trusts the platform's CA certificates for https:// MCP servers.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
-USER nonroot
+# The sidecar's UID (injection runs it as 65532; transparent mode exempts that UID's traffic).
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/tollgate-operator"]
