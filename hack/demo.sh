@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: a local control plane (real kube-apiserver + etcd), the Tollgate operator, the
-# reference MCP server, the agent's sidecar, and a scripted agent whose calls are allowed, denied,
-# and held until you run the `kubectl approve` line it prints. `--auto-approve` approves by itself.
+# reference MCP server, and an agent pod applied with plain kubectl, injected with the sidecar by
+# the operator's webhook and run from its stored spec; its calls are allowed, denied, and held
+# until you run the `kubectl approve` line it prints. `--auto-approve` approves by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib.sh

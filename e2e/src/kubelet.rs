@@ -43,12 +43,17 @@ impl RunningPod {
         self.containers.iter().find(|(n, _)| n == name).map(|(_, p)| p).with_context(|| format!("pod {} has no container {name}", self.name))
     }
 
+    /// What a container wrote so far (stdout and stderr).
+    pub fn log(&self, name: &str) -> Result<String> {
+        Ok(std::fs::read_to_string(self.dir.join(format!("{name}.log")))?)
+    }
+
     /// The output of a container once it exited (successfully or not), within `timeout`.
     pub fn wait_exit(&self, name: &str, timeout: Duration) -> Result<(std::process::ExitStatus, String)> {
         let process = self.container(name)?;
         let status = wait_until(timeout, Duration::from_millis(100), || Ok(process.exited()))
             .with_context(|| format!("container {name} still runs; its log:\n{}", process.log_tail()))?;
-        Ok((status, std::fs::read_to_string(self.dir.join(format!("{name}.log")))?))
+        Ok((status, self.log(name)?))
     }
 }
 

@@ -1,14 +1,17 @@
-//! The demo: a local control plane, the operator, the reference MCP server, a sidecar, and a
-//! scripted agent (the official Python MCP SDK) whose calls are allowed, denied, and held until a
-//! person runs `kubectl approve` (or `--auto-approve`).
+//! The demo: a local control plane, the operator, the reference MCP server, and an agent pod
+//! applied with plain `kubectl` and injected by the operator's webhook, run from its stored spec:
+//! its app (the official Python MCP SDK client) makes calls that are allowed, denied, and held
+//! until a person runs `kubectl approve` (or `--auto-approve`).
 
 use anyhow::{Context, Result};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::IsTerminal;
 use std::time::Duration;
-use tollgate_e2e::{ControlPlane, Everything, Operator, Sidecar, User, py_client, py_client_with_timeout, tool_text, wait_until};
+use tollgate_e2e::kubelet::{Programs, run_pod};
+use tollgate_e2e::{ControlPlane, Everything, Operator, User, tool_text, wait_until};
 
 const NS: &str = "tollgate-demo";
+const POD: &str = "coder-7d9f";
 
 fn main() -> Result<()> {
     let auto = std::env::args().any(|a| a == "--auto-approve");
@@ -28,42 +31,49 @@ fn main() -> Result<()> {
     std::fs::write(&path, objects)?;
     print!("{}", cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?);
 
-    say("starting the agent's sidecar (the MCP firewall), as the agent's service account");
-    let sidecar = Sidecar::start(&cp, NS, "coder", "coder", "coder-7d9f")?;
-    let url = sidecar.url("everything");
-    println!("  the agent's MCP endpoint: {url}");
+    say(&format!("labelling {NS} for injection and applying the agent's pod (plain kubectl, no sidecar in it)"));
+    cp.kubectl_ok(User::Admin, ["label", "namespace", NS, "tollgate.dev/injection=enabled"])?;
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo");
+    let client = tollgate_e2e::repo_file("e2e/clients/py_client.py");
+    let from = |key: &str, path: &str| format!("--from-file={key}={path}");
+    cp.kubectl_ok(
+        User::Admin,
+        [
+            "create",
+            "configmap",
+            "agent",
+            "-n",
+            NS,
+            &from("py_client.py", &client.to_string_lossy()),
+            &from("scenario.json", &format!("{examples}/agent-scenario.json")),
+        ],
+    )?;
+    print!("{}", cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", &format!("{examples}/agent-pod.yaml")])?);
 
-    say("the agent lists its tools (get-env is hidden: it is always denied)");
-    let listed = py_client(&url, &json!([{"op": "list_tools"}]))?;
-    let names: Vec<&str> = listed[0]["result"]["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
-    println!("  {}", names.join(", "));
-
-    for (what, name, args) in [
-        ("an allowed call", "echo", json!({"message": "hello from the agent"})),
-        ("a denied call", "get-env", json!({})),
-        ("a call the cluster guardrail refuses", "echo", json!({"message": "the password is hunter2"})),
-        ("a call without the justification its policy requires", "get-sum", json!({"a": 2, "b": 40})),
-        ("the same call, justified", "get-sum", json!({"a": 2, "b": 40, "justification": "capacity planning for INC-7"})),
-    ] {
-        say(&format!("{what}: {name} {args}"));
-        let out = py_client(&url, &json!([{"op": "call_tool", "name": name, "arguments": args}]))?;
-        show(&out[0]);
+    say("the pod as the API server stored it: the injection webhook added the firewall");
+    let stored: Value = serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", "pod", POD, "-n", NS, "-o", "json"])?)?;
+    let spec = &stored["spec"];
+    for c in spec["initContainers"].as_array().into_iter().flatten() {
+        println!("  init container {} (restartPolicy {}: a native sidecar)", c["name"].as_str().unwrap_or(""), c["restartPolicy"].as_str().unwrap_or("-"));
     }
+    let app = &spec["containers"][0];
+    let mcp_url = app["env"].as_array().into_iter().flatten().find(|e| e["name"] == "TOLLGATE_MCP_URL").and_then(|e| e["value"].as_str()).unwrap_or("");
+    println!("  app container {}: TOLLGATE_MCP_URL={mcp_url}", app["name"].as_str().unwrap_or(""));
+    println!("  automountServiceAccountToken: {} (only the sidecar holds the agent's token)", spec["automountServiceAccountToken"]);
 
-    say("a call held for approval: trigger-long-running-operation (the agent blocks, with progress)");
-    let held_url = url.clone();
-    let agent = std::thread::spawn(move || {
-        // The workflow gives a person ten minutes; so does the agent.
-        py_client_with_timeout(
-            &held_url,
-            &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2}, "progress": true}]),
-            610,
-        )
-    });
-    let name: String = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+    say("running the pod from that spec (its own network namespace, its volumes, the sidecar's startup probe first)");
+    let programs = Programs::default()
+        .with("/usr/local/bin/tollgate-sidecar", tollgate_e2e::binary("tollgate-sidecar", "tollgate-sidecar")?)
+        .with("python", tollgate_e2e::tools_dir()?.join("venv/bin/python"));
+    let pod = run_pod(&cp, NS, POD, &programs, &[(std::net::Ipv4Addr::LOCALHOST.into(), everything.port)])?;
+    print!("{}", cp.kubectl_ok(User::Admin, ["get", "managedagents", "-n", NS])?);
+
+    say("the agent calls its tools; the last call is held for approval (the agent blocks, with progress)");
+    let name: String = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
         let names = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", NS, "-o", "jsonpath={.items[*].metadata.name}"])?;
         Ok(names.split_whitespace().next().map(str::to_owned))
-    })?;
+    })
+    .with_context(|| format!("no request; the agent said:\n{}", pod.log("agent").unwrap_or_default()))?;
     wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         Ok((cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "jsonpath={.status.phase}"])?.trim() == "Pending").then_some(()))
     })?;
@@ -79,14 +89,33 @@ fn main() -> Result<()> {
         println!("  PATH={} kubectl approve {name} -n {NS} --kubeconfig {}", path.to_string_lossy(), cp.kubeconfig(User::ApproverA).display());
         println!("  (or deny it: kubectl approve deny {name} -n {NS} --reason \"…\" with the same PATH and --kubeconfig)");
     }
-    let out = agent.join().map_err(|_| anyhow::anyhow!("the agent thread panicked"))??;
-    say("the held call's answer");
-    show(&out[0]);
-    println!("  progress notifications while waiting and running: {}", out[0]["progress"].as_array().map_or(0, Vec::len));
+    let (status, log) = pod.wait_exit("agent", Duration::from_secs(660))?;
+    let steps: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    anyhow::ensure!(status.success() && steps.len() == 7, "the agent failed ({status}):\n{log}");
+
+    say("what the agent saw");
+    let names: Vec<&str> = steps[0]["result"]["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+    println!("  its tools (get-env is hidden: it is always denied): {}", names.join(", "));
+    for (i, what) in [
+        "an allowed call: echo",
+        "a denied call: get-env",
+        "a call the cluster guardrail refuses: echo with a password",
+        "a call without the justification its policy requires: get-sum",
+        "the same call, justified",
+        "the held call, once approved: trigger-long-running-operation",
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!("  {what}");
+        show(&steps[i + 1]);
+    }
+    println!("  progress notifications while waiting and running: {}", steps[6]["progress"].as_array().map_or(0, Vec::len));
     print!("{}", cp.kubectl_ok(User::Admin, ["get", "approvalrequests", "-n", NS])?);
 
     say("the audit trail (one JSON line per decision and outcome, on the sidecar's stdout)");
-    let trail = sidecar.wait_audit(|a| a.iter().any(|r| r["kind"] == "outcome" && r["tool"] == "trigger-long-running-operation"))?;
+    let trail: Vec<Value> =
+        pod.log("tollgate-sidecar")?.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|r| r.get("kind").is_some()).collect();
     for r in trail {
         let approvers: Vec<&str> = r["approvers"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
         let by = if approvers.is_empty() { String::new() } else { format!(" by {}", approvers.join(", ")) };
@@ -104,7 +133,7 @@ fn main() -> Result<()> {
         say("everything is still running; press Enter to stop");
         let _ = std::io::stdin().read_line(&mut String::new());
     }
-    drop(sidecar);
+    drop(pod);
     drop(everything);
     drop(operator);
     Ok(())
