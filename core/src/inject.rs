@@ -33,7 +33,11 @@ const REDIRECT_SCRATCH: &str = "/run/tollgate-redirect";
 const REDIRECT_SCRATCH_VOLUME: &str = "tollgate-redirect-scratch";
 const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const TOKEN_VOLUME: &str = "tollgate-service-account";
-const SIDECAR_UID: i64 = 65532;
+/// The sidecar's UID: transparent mode exempts its traffic from the redirect, so no other
+/// container of an agent pod may run as it. Not 65532, which distroless `nonroot` images use.
+pub const SIDECAR_UID: i64 = 1337;
+/// Capabilities with which a container could undo the redirect (or read others' traffic).
+const ESCAPING_CAPABILITIES: &[&str] = &["ALL", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "BPF"];
 
 /// How injected sidecars run (from the chart's values).
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +132,38 @@ pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outco
             agent.name, agent.spec.service_account_name
         ));
     }
+    if let Some(why) = escape_route(&spec, transparent(agent.spec)) {
+        return Outcome::Refused(format!("pod matches ManagedAgent {} but {why}", agent.name));
+    }
     Outcome::Inject { agent: agent.name.to_owned(), pod: Box::new(inject(pod, agent, settings)) }
+}
+
+/// How the pod could get around its sidecar, if it could. On the host's network the sidecar
+/// would serve (and redirect) the node itself; in transparent mode a container that runs as the
+/// sidecar's UID is exempt from the redirect, and one that is privileged or holds a network
+/// capability can remove it.
+pub fn escape_route(spec: &k8s_openapi::api::core::v1::PodSpec, transparent: bool) -> Option<String> {
+    if spec.host_network == Some(true) {
+        return Some("uses the host's network: its sidecar would listen on the node, not in the pod".into());
+    }
+    if !transparent {
+        return None;
+    }
+    let pod_uid = spec.security_context.as_ref().and_then(|s| s.run_as_user);
+    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        let sc = c.security_context.as_ref();
+        if sc.and_then(|s| s.run_as_user).or(pod_uid) == Some(SIDECAR_UID) {
+            return Some(format!("container {} runs as UID {SIDECAR_UID}, the sidecar's: its traffic would skip transparent mode's redirect", c.name));
+        }
+        if sc.and_then(|s| s.privileged) == Some(true) {
+            return Some(format!("container {} is privileged: it could remove transparent mode's redirect", c.name));
+        }
+        let added = sc.and_then(|s| s.capabilities.as_ref()).and_then(|c| c.add.as_ref());
+        if let Some(cap) = added.into_iter().flatten().find(|cap| ESCAPING_CAPABILITIES.contains(&cap.to_ascii_uppercase().trim_start_matches("CAP_"))) {
+            return Some(format!("container {} adds capability {cap}: it could remove transparent mode's redirect", c.name));
+        }
+    }
+    None
 }
 
 fn env(name: &str, value: &str) -> EnvVar {

@@ -142,3 +142,40 @@ fn an_agent_that_opts_in_keeps_its_service_account_token() {
     assert!(app.volume_mounts.iter().flatten().any(|m| m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount"), "the app keeps its token");
     assert!(spec.volumes.iter().flatten().any(|v| v.name == "kube-api-access-x1"));
 }
+
+#[test]
+fn a_pod_that_could_get_around_its_sidecar_is_refused_saying_how() {
+    let plain = agent(json!({"matchLabels": {"app": "coder"}}), "coder", &["*"]);
+    let transparent: ManagedAgentSpec =
+        serde_json::from_value(json!({"selector": {"matchLabels": {"app": "coder"}}, "serviceAccountName": "coder", "injection": {"transparent": true}}))
+            .unwrap();
+    let with = |f: &dyn Fn(&mut k8s_openapi::api::core::v1::PodSpec)| {
+        let mut p = pod(json!({"app": "coder"}), "coder", json!({}));
+        f(p.spec.as_mut().unwrap());
+        p
+    };
+    let refused = |spec: &ManagedAgentSpec, p: &Pod| match decide(p, &[Candidate { name: "coder", spec, mounts: Default::default() }], &settings()) {
+        Outcome::Refused(why) => Some(why),
+        _ => None,
+    };
+    let host = with(&|s| s.host_network = Some(true));
+    assert!(refused(&plain, &host).unwrap().contains("host's network"));
+    let sc = |v: Value| -> Option<k8s_openapi::api::core::v1::SecurityContext> { serde_json::from_value(v).ok() };
+    let cases: Vec<(Pod, &str)> = vec![
+        (with(&|s| s.containers[0].security_context = sc(json!({"runAsUser": 1337}))), "runs as UID 1337"),
+        (with(&|s| s.security_context = serde_json::from_value(json!({"runAsUser": 1337})).ok()), "runs as UID 1337"),
+        (with(&|s| s.containers[0].security_context = sc(json!({"privileged": true}))), "is privileged"),
+        (with(&|s| s.containers[0].security_context = sc(json!({"capabilities": {"add": ["NET_ADMIN"]}}))), "adds capability NET_ADMIN"),
+        (with(&|s| s.containers[0].security_context = sc(json!({"capabilities": {"add": ["cap_net_raw"]}}))), "adds capability cap_net_raw"),
+    ];
+    for (p, says) in &cases {
+        let why = refused(&transparent, p).unwrap_or_else(|| panic!("transparent mode admitted a pod that {says}"));
+        assert!(why.contains(says) && why.contains("ManagedAgent coder"), "{why}");
+        // Without transparent mode there is no redirect to escape: the sidecar is still the only
+        // holder of the agent's token and credentials.
+        assert_eq!(refused(&plain, p), None, "{says}");
+    }
+    // A container that merely runs as another user is fine.
+    let other = with(&|s| s.containers[0].security_context = sc(json!({"runAsUser": 1000, "capabilities": {"add": ["NET_BIND_SERVICE"]}})));
+    assert_eq!(refused(&transparent, &other), None);
+}

@@ -152,3 +152,31 @@ fn a_sidecar_running_as_another_service_account_refuses_to_speak_for_the_agent()
         .context("the sidecar stops once its agent runs as another service account")?;
     Ok(())
 }
+
+#[test]
+fn a_transparent_agent_pod_that_could_undo_its_redirect_is_refused() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("inject-escape")?;
+    cp.kubectl_ok(User::Admin, ["label", "namespace", &ns, "tollgate.dev/injection=enabled"])?;
+    let agent = "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {name: coder}\nspec: {selector: {matchLabels: {app: coder}}, serviceAccountName: coder, injection: {transparent: true}}\n";
+    let out = apply(cp, &ns, "agent", agent)?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let with = |name: &str, security: &str| format!("{}      securityContext: {security}\n", pod_yaml(name, "coder", "coder", ""));
+    for (name, security, says) in [
+        ("admin", "{capabilities: {add: [NET_ADMIN]}}", "adds capability NET_ADMIN"),
+        ("privileged", "{privileged: true}", "is privileged"),
+        ("as-sidecar", "{runAsUser: 1337}", "runs as UID 1337"),
+    ] {
+        let out = apply(cp, &ns, name, &with(name, security))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success() && err.contains(says) && err.contains("redirect"), "{name}: {err}");
+    }
+    // The same agent's ordinary pod is injected, redirect first.
+    let out = apply(cp, &ns, "ordinary", &pod_yaml("ordinary", "coder", "coder", ""))?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let init: Vec<String> =
+        stored(cp, &ns, "ordinary")?["spec"]["initContainers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect();
+    assert_eq!(init, ["tollgate-redirect", "tollgate-sidecar"]);
+    Ok(())
+}

@@ -92,6 +92,21 @@ spec:
     assert!(message.contains("127.0.0.1:9") && message.to_lowercase().contains("refused"), "{message}");
     wait_event(cp, &ns, "DiscoveryFailed", "127.0.0.1:9")?;
 
+    // An endpoint that is not MCP: its answer's status is told, never its body (whoever may name
+    // a URL must not read internal endpoints through the object's status).
+    let [web_port] = tollgate_e2e::free_ports::<1>()?;
+    let mut web = std::process::Command::new("python3");
+    web.args(["-m", "http.server", &web_port.to_string(), "--bind", "127.0.0.1"]).current_dir(cp.dir());
+    let _web = tollgate_e2e::Process::spawn(web, cp.dir().join(format!("{ns}-web.log")))?;
+    cp.apply(
+        User::Admin,
+        &ns,
+        &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: internal}}\nspec: {{url: \"http://127.0.0.1:{web_port}/\"}}\n"),
+    )?;
+    let internal = wait_ready(cp, &ns, "internal", "False", Some("BadAnswer"))?;
+    let said = internal["status"]["conditions"][0]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(said.contains("HTTP 501") && !said.contains("Unsupported method") && !said.contains("<"), "{said}");
+
     // Credentials: missing, wrong, right; discovery follows without an edit of the server.
     let missing = wait_ready(cp, &ns, "private", "False", Some("CredentialsMissing"))?;
     assert!(missing["status"]["conditions"][0]["message"].as_str().unwrap_or_default().contains("private-token"), "{missing}");

@@ -176,6 +176,6 @@ fn a_transparent_pod_that_dials_its_mcp_server_directly_is_still_decided() -> Re
     let (denied, is_error) = text(&steps, 1);
     assert!(is_error && denied.contains("nothing is deleted here"), "the denied tool stays denied: {steps:?}");
     let rules = pod.net.run(&["iptables", "-t", "nat", "-S", "TOLLGATE_OUTPUT"])?;
-    assert!(rules.contains("--uid-owner 65532 -j RETURN"), "the sidecar's own traffic is exempt: {rules}");
+    assert!(rules.contains("--uid-owner 1337 -j RETURN"), "the sidecar's own traffic is exempt: {rules}");
     Ok(())
 }

@@ -56,8 +56,10 @@ pub enum DiscoveryError {
     Timeout { url: String, secs: u64 },
     #[error("{url} refused the credentials (HTTP {status}): check the Secrets its headers name")]
     Unauthorized { url: String, status: u16 },
-    #[error("{url} answered {method} with HTTP {status}: {body}")]
-    Http { url: String, method: &'static str, status: u16, body: String },
+    /// The body is never repeated: whoever may name a URL could otherwise read what an internal
+    /// endpoint answers through the object's status.
+    #[error("{url} answered {method} with HTTP {status}")]
+    Http { url: String, method: &'static str, status: u16 },
     #[error("{url}: {method}: {source}")]
     Read { url: String, method: &'static str, source: ReadError },
     #[error("{url} did not answer {method} as an MCP server: {detail}")]
@@ -122,8 +124,7 @@ impl Exchange<'_> {
             return Err(DiscoveryError::Unauthorized { url: url.clone(), status });
         }
         if !parts.status.is_success() {
-            let body: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
-            return Err(DiscoveryError::Http { url: url.clone(), method: rpc, status, body });
+            return Err(DiscoveryError::Http { url: url.clone(), method: rpc, status });
         }
         Ok((parts, bytes))
     }

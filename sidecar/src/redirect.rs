@@ -15,7 +15,7 @@ pub struct RedirectArgs {
     #[arg(long, env = "TOLLGATE_REDIRECT_PORT", default_value_t = 15006)]
     pub port: u16,
     /// The sidecar's UID: its own connections are never redirected.
-    #[arg(long, env = "TOLLGATE_PROXY_UID", default_value_t = 65532)]
+    #[arg(long, env = "TOLLGATE_PROXY_UID", default_value_t = 1337)]
     pub proxy_uid: u32,
     /// Destinations never redirected (comma-separated CIDRs).
     #[arg(long, env = "TOLLGATE_EXCLUDE_CIDRS", value_delimiter = ',')]
