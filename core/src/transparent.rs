@@ -90,8 +90,9 @@ impl Redirect {
 /// What the sidecar does with a redirected connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// An MCP server's address: served and decided as on `/mcp/<server>`.
-    Mcp(&'a str),
+    /// MCP servers' address: served and decided as on `/mcp/<server>`, the server being the one
+    /// whose URL path the request names (several servers may share a host and port).
+    Mcp(Vec<&'a str>),
     /// Any other destination: relayed untouched.
     PassThrough,
     /// Closed (logged and counted).
@@ -139,8 +140,9 @@ pub fn route<'a>(original: Option<SocketAddr>, servers: Option<&'a [(SocketAddr,
     if own.iter().any(|o| o.port() == original.port() && (o.ip() == original.ip() || o.ip().is_unspecified() || original.ip().is_loopback())) {
         return Route::Refuse(Refusal::Loop(original));
     }
-    if let Some((_, name)) = servers.iter().find(|(a, _)| *a == original) {
-        return Route::Mcp(name);
+    let names: Vec<&str> = servers.iter().filter(|(a, _)| *a == original).map(|(_, n)| n.as_str()).collect();
+    if !names.is_empty() {
+        return Route::Mcp(names);
     }
     if refuse_others {
         return Route::Refuse(Refusal::OtherDestination(original));
@@ -231,9 +233,9 @@ mod tests {
 
     #[test]
     fn connections_route_by_the_destination_dialled() {
-        let servers = vec![("192.0.2.10:8080".parse().unwrap(), "files".to_owned())];
+        let servers = vec![("192.0.2.10:8080".parse().unwrap(), "files".to_owned()), ("192.0.2.10:8080".parse().unwrap(), "wiki".to_owned())];
         let own: Vec<SocketAddr> = vec!["127.0.0.1:15006".parse().unwrap(), "127.0.0.1:15001".parse().unwrap()];
-        assert_eq!(route(Some("192.0.2.10:8080".parse().unwrap()), Some(&servers), &own, false), Route::Mcp("files"));
+        assert_eq!(route(Some("192.0.2.10:8080".parse().unwrap()), Some(&servers), &own, false), Route::Mcp(vec!["files", "wiki"]));
         // Another port of the same host is another service.
         assert_eq!(route(Some("192.0.2.10:9090".parse().unwrap()), Some(&servers), &own, false), Route::PassThrough);
         assert!(matches!(route(Some("192.0.2.99:443".parse().unwrap()), Some(&servers), &own, true), Route::Refuse(_)));

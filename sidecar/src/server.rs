@@ -125,14 +125,20 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
     Ok(decide(req, sc, server_name, false).await)
 }
 
-/// A request on a connection the agent dialled to `server`'s own address (transparent mode):
-/// decided exactly as on `/mcp/<server>`. Only the server's MCP endpoint is reachable this way.
-pub async fn handle_redirected(req: Request<Incoming>, sc: Arc<Sidecar>, server: String) -> Result<Response<Body>, Infallible> {
-    let endpoint = sc.snapshot.load().servers.get(&server).map(|s| tollgate_core::transparent::url_path(&s.url).to_owned());
-    if endpoint.as_deref().is_some_and(|p| p != req.uri().path()) {
-        let msg = format!("only the MCP endpoint {} of MCP server {server} is reachable at this address through Tollgate", endpoint.unwrap_or_default());
+/// A request on a connection the agent dialled to an MCP server's own address (transparent
+/// mode): decided exactly as on `/mcp/<server>`, for the server at that address whose MCP
+/// endpoint the request names (several may share a host and port). Nothing else is reachable.
+pub async fn handle_redirected(req: Request<Incoming>, sc: Arc<Sidecar>, servers: Arc<[String]>) -> Result<Response<Body>, Infallible> {
+    let snapshot = sc.snapshot.load();
+    let endpoints: Vec<(&String, &str)> =
+        servers.iter().filter_map(|n| snapshot.servers.get(n).map(|s| (n, tollgate_core::transparent::url_path(&s.url)))).collect();
+    let Some((server, _)) = endpoints.iter().find(|(_, path)| *path == req.uri().path()) else {
+        let paths: Vec<&str> = endpoints.iter().map(|(_, p)| *p).collect();
+        let msg = format!("only the MCP endpoints of MCP servers {} ({}) are reachable at this address through Tollgate", servers.join(", "), paths.join(", "));
         return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, &msg)));
-    }
+    };
+    let server = (*server).clone();
+    drop(snapshot);
     Ok(decide(req, sc, Some(server), true).await)
 }
 

@@ -37,7 +37,7 @@ pub async fn serve(addr: SocketAddr, sc: Arc<Sidecar>) -> Result<()> {
         let targets = targets.load_full();
         let refuse_others = sc.snapshot.load().refuse_other_destinations;
         let route = match transparent::route(original, targets.as_deref(), &own, refuse_others) {
-            Route::Mcp(server) => Ok(Some(server.to_owned())),
+            Route::Mcp(servers) => Ok(Some(servers.into_iter().map(str::to_owned).collect::<Vec<_>>())),
             Route::PassThrough => Ok(None),
             Route::Refuse(r) => Err(r),
         };
@@ -45,7 +45,7 @@ pub async fn serve(addr: SocketAddr, sc: Arc<Sidecar>) -> Result<()> {
         tokio::spawn(
             async move {
                 match route {
-                    Ok(Some(server)) => serve_mcp(stream, sc, server).await,
+                    Ok(Some(servers)) => serve_mcp(stream, sc, servers).await,
                     Ok(None) => relay(stream, original, &sc).await,
                     Err(r) => refuse(&sc, &r),
                 }
@@ -60,7 +60,7 @@ fn refuse(sc: &Sidecar, refusal: &Refusal) {
     sc.metrics.redirected(refusal.label());
 }
 
-async fn serve_mcp(stream: TcpStream, sc: Arc<Sidecar>, server: String) {
+async fn serve_mcp(stream: TcpStream, sc: Arc<Sidecar>, servers: Vec<String>) {
     // A client speaks first in HTTP; one that says nothing is dropped like a slow header.
     let mut first = [0u8; 1];
     let wait = Duration::from_secs(sc.config.header_read_timeout_seconds.max(1));
@@ -69,12 +69,13 @@ async fn serve_mcp(stream: TcpStream, sc: Arc<Sidecar>, server: String) {
         _ => return,
     }
     if transparent::is_tls_handshake(&first) {
-        return refuse(&sc, &Refusal::Encrypted(server));
+        return refuse(&sc, &Refusal::Encrypted(servers.join(", ")));
     }
     sc.metrics.redirected("mcp");
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(wait);
-    let service = hyper::service::service_fn(move |req| crate::server::handle_redirected(req, sc.clone(), server.clone()));
+    let servers: Arc<[String]> = servers.into();
+    let service = hyper::service::service_fn(move |req| crate::server::handle_redirected(req, sc.clone(), servers.clone()));
     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
 }
 
