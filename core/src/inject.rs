@@ -280,7 +280,7 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
         startup_probe: Some(probe("/readyz", 60)),
         readiness_probe: Some(probe("/readyz", 3)),
         liveness_probe: Some(Probe { period_seconds: Some(10), ..probe("/healthz", 3) }),
-        resources: settings.resources.clone(),
+        resources: agent.spec.injection.as_ref().and_then(|i| i.resources.clone()).or_else(|| settings.resources.clone()),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(SIDECAR_UID),

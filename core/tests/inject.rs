@@ -137,6 +137,8 @@ fn an_agent_that_opts_in_keeps_its_service_account_token() {
     let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
     let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else { panic!("injected") };
     let spec = injected.spec.as_ref().unwrap();
+    // No resources of its own: the chart's.
+    assert_eq!(spec.init_containers.as_ref().unwrap()[0].resources, settings().resources);
     assert_ne!(spec.automount_service_account_token, Some(false));
     let app = &spec.containers[0];
     assert!(app.volume_mounts.iter().flatten().any(|m| m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount"), "the app keeps its token");
@@ -178,4 +180,17 @@ fn a_pod_that_could_get_around_its_sidecar_is_refused_saying_how() {
     // A container that merely runs as another user is fine.
     let other = with(&|s| s.containers[0].security_context = sc(json!({"runAsUser": 1000, "capabilities": {"add": ["NET_BIND_SERVICE"]}})));
     assert_eq!(refused(&transparent, &other), None);
+}
+
+#[test]
+fn an_agent_may_size_its_own_sidecar() {
+    let coder: ManagedAgentSpec = serde_json::from_value(json!({
+        "selector": {"matchLabels": {"app": "coder"}}, "serviceAccountName": "coder",
+        "injection": {"resources": {"requests": {"cpu": "50m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}}}
+    }))
+    .unwrap();
+    let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
+    let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else { panic!("injected") };
+    let sidecar = &injected.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    assert_eq!(serde_json::to_value(&sidecar.resources).unwrap()["limits"]["memory"], "128Mi");
 }

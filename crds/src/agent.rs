@@ -62,7 +62,7 @@ pub struct ModelAccess {
     pub allowed: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Injection {
     /// Redirect the pod's outbound TCP through the sidecar (an init container with `NET_ADMIN`
@@ -79,6 +79,9 @@ pub struct Injection {
     /// can still call MCP servers' credentials, which stay mounted into the sidecar alone.
     #[serde(default)]
     pub keep_service_account_token: bool,
+    /// The injected sidecar's resources, instead of the chart's `injection.resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

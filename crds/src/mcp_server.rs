@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
     printcolumn(name = "Service", type_ = "string", json_path = ".spec.service.name"),
+    printcolumn(name = "Tools", type_ = "integer", json_path = ".status.toolCount"),
     printcolumn(name = "Server", type_ = "string", json_path = ".status.serverInfo.name", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -141,6 +142,9 @@ pub struct McpServerStatus {
     /// Tools the server listed at the last discovery.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<DiscoveredTool>,
+    /// How many tools it listed (a column of `kubectl get mcpservers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_count: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_discovery_time: Option<Time>,
 }

@@ -85,6 +85,7 @@ spec:
     assert!(status["lastDiscoveryTime"].is_string());
     let table = cp.kubectl_ok(User::Admin, ["get", "mcpservers", "-n", &ns, "-o", "wide"])?;
     assert!(table.lines().any(|l| l.starts_with("files") && l.contains("True") && l.contains("modern")), "{table}");
+    assert_eq!(status["toolCount"].as_u64(), Some(tools.len() as u64), "{status}");
 
     // A server that cannot be reached says why, and an Event says it once.
     let down = wait_ready(cp, &ns, "down", "False", Some("Unreachable"))?;

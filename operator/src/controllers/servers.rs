@@ -118,6 +118,7 @@ async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action, 
             }
             let message = format!("{} tools from {} {}", tools.len(), found.name, found.version.as_deref().unwrap_or_default());
             status.server_info = Some(ServerInfo { name: found.name, version: found.version, protocol_version: found.protocol_version });
+            status.tool_count = i32::try_from(tools.len()).ok();
             status.tools = tools;
             status.last_discovery_time = Some(Time(now));
             upsert_condition(&mut status.conditions, condition("Ready", true, "Discovered", message.trim(), generation, now));
