@@ -51,6 +51,9 @@ pub struct Settings {
     pub redirect_port: u16,
     pub exclude_cidrs: Vec<String>,
     pub exclude_ports: Vec<u16>,
+    /// The model gateway's base URL (`http://tollgate-gateway.tollgate-system.svc:8080`): the
+    /// app containers get the SDKs' base URLs under it and the agent's key; none when absent.
+    pub gateway_url: Option<String>,
 }
 
 /// A `ManagedAgent` of the pod's namespace, with what its MCP servers need mounted.
@@ -168,6 +171,13 @@ pub fn escape_route(spec: &k8s_openapi::api::core::v1::PodSpec, transparent: boo
 
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.to_owned()), value_from: None }
+}
+
+/// The agent's gateway key, from the Secret the operator minted it into.
+fn key_env(name: &str, agent: &str) -> EnvVar {
+    let source =
+        k8s_openapi::api::core::v1::SecretKeySelector { name: crate::keys::secret_name(agent), key: crate::keys::SECRET_KEY.to_owned(), optional: None };
+    EnvVar { name: name.to_owned(), value: None, value_from: Some(EnvVarSource { secret_key_ref: Some(source), ..Default::default() }) }
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {
@@ -355,8 +365,19 @@ pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
             });
         }
         let envs = c.env.get_or_insert_with(Vec::new);
-        if !envs.iter().any(|e| e.name == MCP_URL_ENV) {
-            envs.push(env(MCP_URL_ENV, &mcp_url));
+        let mut add = |e: EnvVar| {
+            if !envs.iter().any(|x| x.name == e.name) {
+                envs.push(e);
+            }
+        };
+        add(env(MCP_URL_ENV, &mcp_url));
+        if let Some(gateway) = &settings.gateway_url {
+            let gateway = gateway.trim_end_matches('/');
+            add(env("OPENAI_BASE_URL", &format!("{gateway}/openai/v1")));
+            add(env("ANTHROPIC_BASE_URL", &format!("{gateway}/anthropic")));
+            for name in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
+                add(key_env(name, agent.name));
+            }
         }
     }
     let volumes = spec.volumes.get_or_insert_with(Vec::new);

@@ -144,15 +144,16 @@ fn the_operator_runs_under_the_charts_rbac_and_no_more() -> Result<()> {
         &["patch", "mutatingwebhookconfigurations/tollgate"],
         &["list", "managedagents.tollgate.dev", "-n", "team-a"],
         &["create", "events", "-n", "team-a"],
-        // Discovery reads the Secret an MCPServer names, by name.
+        // Discovery reads the Secret an MCPServer names, by name; agents' keys are minted.
         &["get", "secrets", "-n", "team-a"],
+        &["create", "secrets", "-n", "team-a"],
     ] {
         assert!(can(needed)?, "the operator needs: {needed:?}");
     }
     for refused in [
         &["list", "secrets", "-n", "team-a"][..],
         &["watch", "secrets", "-A"],
-        &["create", "secrets", "-n", "kube-system"],
+        &["delete", "secrets", "-n", "team-a"],
         &["patch", "validatingwebhookconfigurations/someone-elses"],
         &["patch", "mutatingwebhookconfigurations/someone-elses"],
         &["update", "approvalrequests.tollgate.dev", "-n", "team-a"],

@@ -79,6 +79,10 @@ pub struct Config {
     /// Seconds between two discoveries of an MCP server (besides one on every change).
     #[arg(long, env = "TOLLGATE_DISCOVERY_INTERVAL_SECONDS", default_value_t = 300)]
     pub discovery_interval_seconds: u64,
+    /// The model gateway's base URL, given to injected pods (with the agent's key); none: no
+    /// model endpoint is injected.
+    #[arg(long, env = "TOLLGATE_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
 }
 
 fn parse_cidr(text: &str) -> Result<String, String> {
@@ -101,6 +105,7 @@ impl Config {
             redirect_port: 15006,
             exclude_cidrs: self.redirect_exclude_cidrs.clone(),
             exclude_ports: self.redirect_exclude_ports.clone(),
+            gateway_url: self.gateway_url.clone(),
         }
     }
 }

@@ -72,6 +72,7 @@ fn main() -> Result<()> {
             redirect_port: 15006,
             exclude_cidrs: Vec::new(),
             exclude_ports: Vec::new(),
+            gateway_url: None,
         };
         let shared = Arc::new(tollgate_operator::Shared {
             client,

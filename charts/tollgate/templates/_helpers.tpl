@@ -45,3 +45,7 @@ service:
   port: 443
 {{- end }}
 {{- end -}}
+
+{{- define "tollgate.gateway" -}}
+{{- printf "%s-gateway" (include "tollgate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

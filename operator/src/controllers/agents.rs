@@ -101,7 +101,14 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
         .find(|c| c.type_ == "Injected")
         .filter(|c| c.reason == why && c.message == said)
         .map_or_else(Timestamp::now, |c| c.last_transition_time.0);
-    let mut status = ManagedAgentStatus { observed_generation: generation, pods: i32::try_from(running).ok(), ..old.clone() };
+    let credentials = match super::agent_keys::ensure(&shared.client, &a).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not mint the agent's gateway key");
+            old.credentials.clone()
+        }
+    };
+    let mut status = ManagedAgentStatus { observed_generation: generation, pods: i32::try_from(running).ok(), credentials, ..old.clone() };
     status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Injected");
     status.conditions.push(condition("Ready", ready, reason, &message, generation, since));
     status.conditions.push(condition("Injected", injected, why, &said, generation, injected_since));

@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+pub mod agent_keys;
 pub mod agents;
 pub mod approvals;
 pub mod policies;

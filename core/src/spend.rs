@@ -1,0 +1,219 @@
+//! Model spend (DESIGN §3.4), decided purely: what a call costs from the provider's usage and the
+//! `ModelProvider`'s prices, what it may cost at most before it is sent (the reservation), when a
+//! budget's period starts, and which budgets a call counts against. Money is integer micro-USD
+//! everywhere it is added up, so sums in SQL and here agree to the last digit.
+
+use crate::glob::Glob;
+use jiff::Timestamp;
+use jiff::civil::Weekday;
+use jiff::tz::TimeZone;
+use tollgate_api::{BudgetPeriod, BudgetSpec, Pricing};
+
+/// Micro-USD: 1 USD is 1_000_000.
+pub type Micros = i64;
+
+pub fn usd_to_micros(usd: f64) -> Micros {
+    if usd.is_finite() { (usd * 1e6).round() as Micros } else { Micros::MAX }
+}
+
+pub fn micros_to_usd(m: Micros) -> f64 {
+    m as f64 / 1e6
+}
+
+/// Tokens of one call, normalised across providers: `input` excludes cached input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    pub cached_input: u64,
+    pub output: u64,
+}
+
+impl Usage {
+    /// From an OpenAI usage block: Chat Completions (`prompt_tokens`, `completion_tokens`,
+    /// `prompt_tokens_details.cached_tokens`) or Responses (`input_tokens`, `output_tokens`,
+    /// `input_tokens_details.cached_tokens`). OpenAI counts cached tokens inside the prompt.
+    pub fn from_openai(u: &serde_json::Value) -> Option<Usage> {
+        let n = |v: &serde_json::Value| v.as_u64();
+        let prompt = n(&u["prompt_tokens"]).or_else(|| n(&u["input_tokens"]))?;
+        let output = n(&u["completion_tokens"]).or_else(|| n(&u["output_tokens"])).unwrap_or(0);
+        let cached = n(&u["prompt_tokens_details"]["cached_tokens"]).or_else(|| n(&u["input_tokens_details"]["cached_tokens"])).unwrap_or(0).min(prompt);
+        Some(Usage { input: prompt - cached, cached_input: cached, output })
+    }
+
+    /// From an Anthropic usage block: `input_tokens` excludes cache reads
+    /// (`cache_read_input_tokens`); cache writes (`cache_creation_input_tokens`) bill as input.
+    pub fn from_anthropic(u: &serde_json::Value) -> Option<Usage> {
+        let n = |k: &str| u[k].as_u64();
+        // A stream's `message_delta` carries output tokens only.
+        if n("input_tokens").is_none() && n("output_tokens").is_none() {
+            return None;
+        }
+        let input = n("input_tokens").unwrap_or(0);
+        Some(Usage {
+            input: input + n("cache_creation_input_tokens").unwrap_or(0),
+            cached_input: n("cache_read_input_tokens").unwrap_or(0),
+            output: n("output_tokens").unwrap_or(0),
+        })
+    }
+
+    /// Streams report usage in pieces (Anthropic: input at `message_start`, output at
+    /// `message_delta`); the later, larger count of each kind wins.
+    pub fn merge(self, later: Usage) -> Usage {
+        Usage { input: self.input.max(later.input), cached_input: self.cached_input.max(later.cached_input), output: self.output.max(later.output) }
+    }
+}
+
+fn per_token(per_million_usd: f64) -> f64 {
+    per_million_usd.max(0.0)
+}
+
+/// What `usage` costs at `pricing` (cached input at its own price, else the input price); rounded
+/// up to the micro-USD, so many small calls never add up to less than they cost.
+pub fn cost(pricing: &Pricing, usage: &Usage) -> Micros {
+    let cached_price = pricing.cached_input_per_million_usd.unwrap_or(pricing.input_per_million_usd);
+    // Per-million prices times tokens give micro-USD directly.
+    let micros = usage.input as f64 * per_token(pricing.input_per_million_usd)
+        + usage.cached_input as f64 * per_token(cached_price)
+        + usage.output as f64 * per_token(pricing.output_per_million_usd);
+    if micros.is_finite() { micros.ceil() as Micros } else { Micros::MAX }
+}
+
+/// Output tokens assumed when a request sets no limit: a reservation must bound the call.
+pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
+
+/// The most a request can cost before it is sent: its body's bytes as input tokens (a token is
+/// at least one byte of text, so this never underestimates), and its own output limit (or
+/// [`DEFAULT_MAX_OUTPUT`]).
+pub fn estimate(pricing: &Pricing, request_bytes: usize, max_output: Option<u64>) -> Micros {
+    let usage = Usage { input: request_bytes as u64, cached_input: 0, output: max_output.unwrap_or(DEFAULT_MAX_OUTPUT) };
+    cost(pricing, &usage)
+}
+
+/// The output limit a request body sets, whatever its API calls it.
+pub fn max_output(body: &serde_json::Value) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"].iter().find_map(|k| body[*k].as_u64())
+}
+
+/// Where the period containing `now` starts (UTC): the hour, the day, Monday, the first of the
+/// month; a `Total` budget never rolls over.
+pub fn period_start(period: BudgetPeriod, now: Timestamp) -> Timestamp {
+    let dt = now.to_zoned(TimeZone::UTC).datetime();
+    let start = match period {
+        BudgetPeriod::Total => return Timestamp::UNIX_EPOCH,
+        BudgetPeriod::Hourly => dt.date().at(dt.hour(), 0, 0, 0),
+        BudgetPeriod::Daily => dt.date().at(0, 0, 0, 0),
+        BudgetPeriod::Weekly => {
+            let back = i64::from(dt.weekday().since(Weekday::Monday));
+            dt.date().checked_sub(jiff::Span::new().days(back)).unwrap_or(dt.date()).at(0, 0, 0, 0)
+        }
+        BudgetPeriod::Monthly => dt.date().first_of_month().at(0, 0, 0, 0),
+    };
+    start.to_zoned(TimeZone::UTC).map(|z| z.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Whether a budget counts a call of `agent_labels`' agent to `model` (its canonical name or the
+/// alias the call used): the selector (none selects every agent of the namespace) and the model
+/// globs (none: every model).
+pub fn budget_applies(budget: &BudgetSpec, agent_labels: &std::collections::BTreeMap<String, String>, model: &str, alias: &str) -> bool {
+    let selected = budget.agent_selector.as_ref().is_none_or(|s| crate::inject::selects(s, agent_labels));
+    let models = budget.models.is_empty() || budget.models.iter().map(|g| Glob::new(g)).any(|g| g.matches(model) || g.matches(alias));
+    selected && models
+}
+
+/// A budget's state from what was spent (reservations included) and its limits.
+pub fn state(spent: Micros, soft: Option<Micros>, hard: Micros) -> tollgate_api::BudgetState {
+    use tollgate_api::BudgetState;
+    if spent >= hard {
+        BudgetState::HardExceeded
+    } else if soft.is_some_and(|s| spent >= s) {
+        BudgetState::SoftExceeded
+    } else {
+        BudgetState::Ok
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pricing(input: f64, output: f64, cached: Option<f64>) -> Pricing {
+        Pricing { input_per_million_usd: input, output_per_million_usd: output, cached_input_per_million_usd: cached }
+    }
+
+    #[test]
+    fn usage_is_normalised_from_each_provider() {
+        let chat = json!({"prompt_tokens": 1000, "completion_tokens": 200, "prompt_tokens_details": {"cached_tokens": 400}});
+        assert_eq!(Usage::from_openai(&chat), Some(Usage { input: 600, cached_input: 400, output: 200 }));
+        let responses = json!({"input_tokens": 50, "output_tokens": 7, "input_tokens_details": {"cached_tokens": 0}});
+        assert_eq!(Usage::from_openai(&responses), Some(Usage { input: 50, cached_input: 0, output: 7 }));
+        let anthropic = json!({"input_tokens": 30, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 500, "output_tokens": 12});
+        assert_eq!(Usage::from_anthropic(&anthropic), Some(Usage { input: 40, cached_input: 500, output: 12 }));
+        assert_eq!(Usage::from_openai(&json!({})), None);
+        assert_eq!(Usage::from_anthropic(&json!({"output_tokens": 9})), Some(Usage { input: 0, cached_input: 0, output: 9 }));
+        assert_eq!(Usage::from_anthropic(&json!(null)), None);
+        // Cached beyond the prompt (a lying upstream) cannot make input negative.
+        assert_eq!(Usage::from_openai(&json!({"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 9}})).unwrap().input, 0);
+    }
+
+    #[test]
+    fn cost_uses_each_price_and_rounds_up() {
+        let p = pricing(2.5, 10.0, Some(1.25));
+        // 600 × 2.5 + 400 × 1.25 + 200 × 10 = 1500 + 500 + 2000 micro-USD.
+        assert_eq!(cost(&p, &Usage { input: 600, cached_input: 400, output: 200 }), 4000);
+        // Without a cached price, cached input costs what input does.
+        assert_eq!(cost(&pricing(2.5, 10.0, None), &Usage { input: 0, cached_input: 400, output: 0 }), 1000);
+        // A fraction of a micro-USD is a whole one.
+        assert_eq!(cost(&pricing(0.15, 0.6, None), &Usage { input: 1, cached_input: 0, output: 0 }), 1);
+        assert_eq!(cost(&pricing(-5.0, 1.0, None), &Usage { input: 100, cached_input: 0, output: 1 }), 1);
+    }
+
+    #[test]
+    fn the_estimate_bounds_the_call() {
+        let p = pricing(1.0, 2.0, None);
+        assert_eq!(estimate(&p, 1000, Some(100)), 1000 + 200);
+        assert_eq!(estimate(&p, 0, None), 2 * DEFAULT_MAX_OUTPUT as Micros);
+        assert_eq!(max_output(&json!({"max_tokens": 64})), Some(64));
+        assert_eq!(max_output(&json!({"max_completion_tokens": 32, "max_tokens": 64})), Some(32));
+        assert_eq!(max_output(&json!({"max_output_tokens": 16})), Some(16));
+        assert_eq!(max_output(&json!({})), None);
+    }
+
+    #[test]
+    fn periods_start_on_utc_boundaries() {
+        let now: Timestamp = "2026-12-03T14:35:12Z".parse().unwrap(); // a Thursday
+        let at = |p| period_start(p, now).to_string();
+        assert_eq!(at(BudgetPeriod::Hourly), "2026-12-03T14:00:00Z");
+        assert_eq!(at(BudgetPeriod::Daily), "2026-12-03T00:00:00Z");
+        assert_eq!(at(BudgetPeriod::Weekly), "2026-11-30T00:00:00Z");
+        assert_eq!(at(BudgetPeriod::Monthly), "2026-12-01T00:00:00Z");
+        assert_eq!(at(BudgetPeriod::Total), "1970-01-01T00:00:00Z");
+        let monday: Timestamp = "2026-11-30T00:00:00Z".parse().unwrap();
+        assert_eq!(period_start(BudgetPeriod::Weekly, monday), monday);
+    }
+
+    #[test]
+    fn budgets_apply_by_selector_and_model_glob() {
+        let spec = |v: serde_json::Value| -> BudgetSpec { serde_json::from_value(v).unwrap() };
+        let labels: std::collections::BTreeMap<String, String> = [("team".to_owned(), "platform".to_owned())].into();
+        let all = spec(json!({"period": "Daily", "hardLimitUSD": 5.0}));
+        assert!(budget_applies(&all, &labels, "gpt-4o", "gpt-4o"));
+        let gpt = spec(json!({"period": "Daily", "hardLimitUSD": 5.0, "models": ["gpt-*"], "agentSelector": {"matchLabels": {"team": "platform"}}}));
+        assert!(budget_applies(&gpt, &labels, "gpt-4o-2024-08-06", "fast"));
+        assert!(budget_applies(&gpt, &labels, "claude-x", "gpt-cheap"), "an alias the glob matches counts");
+        assert!(!budget_applies(&gpt, &labels, "claude-x", "claude"));
+        assert!(!budget_applies(&gpt, &Default::default(), "gpt-4o", "gpt-4o"));
+    }
+
+    #[test]
+    fn state_follows_the_limits() {
+        use tollgate_api::BudgetState;
+        assert_eq!(state(10, Some(50), 100), BudgetState::Ok);
+        assert_eq!(state(50, Some(50), 100), BudgetState::SoftExceeded);
+        assert_eq!(state(100, Some(50), 100), BudgetState::HardExceeded);
+        assert_eq!(state(99, None, 100), BudgetState::Ok);
+        assert_eq!(usd_to_micros(1.5), 1_500_000);
+        assert_eq!(micros_to_usd(250_000), 0.25);
+    }
+}

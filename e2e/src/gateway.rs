@@ -1,0 +1,123 @@
+//! The model gateway as a process, under the chart's `tollgate-gateway` service account; the fake
+//! model provider it calls; and the official `openai`/`anthropic` SDKs as the agent.
+
+use crate::components::{free_ports, repo_root};
+use crate::tollgate::{Process, binary};
+use crate::{ControlPlane, wait_until};
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub struct Gateway {
+    pub process: Process,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+impl Gateway {
+    /// A gateway on a loopback port with its ledger at `database_url`.
+    pub fn start(cp: &ControlPlane, database_url: &str) -> Result<Gateway> {
+        cp.install_tollgate_system()?;
+        let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
+        let [port, admin_port] = free_ports::<2>()?;
+        let mut cmd = Command::new(binary("tollgate-gateway", "tollgate-gateway")?);
+        cmd.env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info,tollgate_gateway=debug")
+            .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("TOLLGATE_DATABASE_URL", database_url)
+            .env("TOLLGATE_STATUS_INTERVAL_SECONDS", "1");
+        let process = Process::spawn(cmd, cp.dir().join(format!("gateway-{port}.log")))?;
+        process.wait_http_ok("the gateway", admin_port, "/readyz")?;
+        Ok(Gateway { process, port, admin_port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment injection gives an agent's app containers.
+    pub fn agent_env(&self, key: &str) -> Vec<(String, String)> {
+        vec![
+            ("OPENAI_BASE_URL".into(), format!("{}/openai/v1", self.url())),
+            ("OPENAI_API_KEY".into(), key.into()),
+            ("ANTHROPIC_BASE_URL".into(), format!("{}/anthropic", self.url())),
+            ("ANTHROPIC_API_KEY".into(), key.into()),
+        ]
+    }
+}
+
+/// `e2e/servers/fake_provider.py`: OpenAI's and Anthropic's wire formats, requests recorded.
+pub struct FakeProvider {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl FakeProvider {
+    pub fn start(cp: &ControlPlane, openai_key: &str, anthropic_key: &str) -> Result<FakeProvider> {
+        let [port] = free_ports::<1>()?;
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("e2e/servers/fake_provider.py")).args([&port.to_string(), openai_key, anthropic_key]);
+        let process = Process::spawn(cmd, cp.dir().join(format!("fake-provider-{port}.log")))?;
+        wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            if let Some(s) = process.exited() {
+                bail!("the fake provider exited ({s}): {}", process.log_tail());
+            }
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
+        })?;
+        Ok(FakeProvider { process, port })
+    }
+
+    pub fn openai_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    pub fn anthropic_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request it got: path, headers, body.
+    pub fn calls(&self) -> Result<Vec<Value>> {
+        let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/calls", self.port)]).output()?;
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["calls"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// The pinned SDKs' venv: `TOLLGATE_MODEL_SDKS`, else what `install-model-sdks.sh` installs.
+pub fn sdks_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = DIR.get_or_init(|| match std::env::var_os("TOLLGATE_MODEL_SDKS") {
+        Some(d) => Ok(PathBuf::from(d)),
+        None => {
+            let script = repo_root().join("e2e/scripts/install-model-sdks.sh");
+            let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("{} failed", script.display()));
+            }
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            stdout.lines().map(str::trim).rfind(|l| !l.is_empty()).map(PathBuf::from).ok_or_else(|| "no directory printed".to_owned())
+        }
+    });
+    found.clone().map_err(anyhow::Error::msg)
+}
+
+/// Runs `e2e/clients/model_client.py` with `env` (an injected pod's); one JSON value per step.
+pub fn model_client(env: &[(String, String)], scenario: &Value) -> Result<Vec<Value>> {
+    let python = sdks_dir()?.join("venv/bin/python");
+    let out = Command::new(python)
+        .arg(repo_root().join("e2e/clients/model_client.py"))
+        .arg(scenario.to_string())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .context("running the model client")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "the model client failed ({}): {}\n{stdout}", out.status, String::from_utf8_lossy(&out.stderr));
+    stdout.lines().map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}"))).collect()
+}

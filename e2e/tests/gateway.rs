@@ -1,0 +1,259 @@
+//! The model gateway with the official `openai` and `anthropic` SDKs as the agent (configured
+//! only by the variables injection gives a pod), a fake provider speaking both wire formats, the
+//! operator minting the agent's key, and the ledger in SQLite or a real PostgreSQL.
+
+mod common;
+
+use anyhow::{Context, Result, ensure};
+use base64::Engine;
+use common::operator;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tollgate_e2e::gateway::{FakeProvider, Gateway, model_client};
+use tollgate_e2e::postgres::Postgres;
+use tollgate_e2e::{ControlPlane, User, wait_until};
+
+const OPENAI_KEY: &str = "sk-provider-openai-0123456789";
+const ANTHROPIC_KEY: &str = "sk-ant-provider-0123456789";
+
+fn get(cp: &ControlPlane, ns: &str, resource: &str, name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", resource, name, "-n", ns, "-o", "json"])?)?)
+}
+
+/// A namespace with the providers, the agent `coder` (and `other`), and optionally a budget;
+/// the agent's key once the operator has minted it.
+fn setup(cp: &ControlPlane, fake: &FakeProvider, prefix: &str, budget: &str) -> Result<(String, String)> {
+    let ns = cp.create_namespace(prefix)?;
+    let objects = format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: provider-keys}}
+stringData: {{openai: "{OPENAI_KEY}", anthropic: "{ANTHROPIC_KEY}"}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: openai}}
+spec:
+  type: openai
+  baseURL: "{openai}"
+  credentials: {{secretKeyRef: {{name: provider-keys, key: openai}}}}
+  models:
+    - {{name: gpt-4o-mini, aliases: [fast], pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
+    - {{name: gpt-5, pricing: {{inputPerMillionUSD: 10.0, outputPerMillionUSD: 30.0}}}}
+    - {{name: rate-limited, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
+    - {{name: slow, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: anthropic}}
+spec:
+  type: anthropic
+  baseURL: "{anthropic}"
+  credentials: {{secretKeyRef: {{name: provider-keys, key: anthropic}}}}
+  models:
+    - {{name: claude-sonnet-4-5, aliases: [sonnet], pricing: {{inputPerMillionUSD: 3.0, outputPerMillionUSD: 15.0}}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ManagedAgent
+metadata: {{name: coder, labels: {{team: platform}}}}
+spec:
+  selector: {{matchLabels: {{app: coder}}}}
+  serviceAccountName: coder
+  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow]}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ManagedAgent
+metadata: {{name: other}}
+spec:
+  selector: {{matchLabels: {{app: other}}}}
+  serviceAccountName: other
+  models: {{allowed: ["claude-*"]}}
+{budget}"#,
+        openai = fake.openai_url(),
+        anthropic = fake.anthropic_url(),
+    );
+    cp.apply(User::Admin, &ns, &objects)?;
+    let key = agent_key(cp, &ns, "coder")?;
+    Ok((ns, key))
+}
+
+/// The key the operator minted for `agent`, read from its Secret as the kubelet would.
+fn agent_key(cp: &ControlPlane, ns: &str, agent: &str) -> Result<String> {
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let a = get(cp, ns, "managedagent", agent)?;
+        let Some(secret) = a["status"]["credentials"]["secretName"].as_str() else { return Ok(None) };
+        let encoded = cp.kubectl_ok(User::Admin, ["get", "secret", secret, "-n", ns, "-o", "jsonpath={.data.api-key}"])?;
+        let key = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim())?)?;
+        Ok(Some(key))
+    })
+    .with_context(|| format!("the operator minted no key for {agent}"))
+}
+
+fn text(step: &Value) -> &str {
+    step["text"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn the_official_sdks_call_models_through_the_gateway_under_the_agents_key() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let (ns, key) = setup(cp, &fake, "gateway", "")?;
+    let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
+    let gateway = Gateway::start(cp, &ledger)?;
+    let env = gateway.agent_env(&key);
+    let steps = model_client(
+        &env,
+        &json!([
+            {"op": "models"},
+            {"op": "chat", "model": "fast"},
+            {"op": "chat", "model": "gpt-4o-mini", "stream": true},
+            {"op": "chat", "model": "gpt-4o-mini", "stream": true, "include_usage": true},
+            {"op": "responses", "model": "gpt-4o-mini"},
+            {"op": "responses", "model": "gpt-4o-mini", "stream": true},
+            {"op": "messages", "model": "sonnet"},
+            {"op": "messages", "model": "claude-sonnet-4-5", "stream": true},
+            {"op": "chat", "model": "slow", "stream": true},
+        ]),
+    )?;
+    for s in &steps {
+        ensure!(s["ok"] == true, "{s}");
+    }
+    let models: Vec<&str> = steps[0]["models"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(models.contains(&"gpt-4o-mini") && models.contains(&"fast") && !models.contains(&"gpt-5"), "only what the agent may use: {models:?}");
+    assert_eq!(text(&steps[1]), "Hello from gpt-4o-mini", "an alias is the model it names");
+    assert!(steps[1]["usage"]["prompt_tokens"].as_u64().is_some());
+    assert_eq!(text(&steps[2]), "Hello from gpt-4o-mini");
+    assert!(steps[2]["usage"].is_null(), "usage the client did not ask for is not shown to it: {}", steps[2]);
+    assert!(steps[3]["usage"]["completion_tokens"].as_u64() == Some(5), "usage it asked for is: {}", steps[3]);
+    assert_eq!(text(&steps[4]), "Hello from gpt-4o-mini");
+    assert_eq!(text(&steps[5]), "Hello from gpt-4o-mini");
+    assert!(steps[5]["usage"]["output_tokens"].as_u64() == Some(5), "{}", steps[5]);
+    assert_eq!(text(&steps[6]), "Hello from claude-sonnet-4-5");
+    assert_eq!(text(&steps[7]), "Hello from claude-sonnet-4-5");
+    assert_eq!(steps[7]["usage"]["output_tokens"], 5);
+    // The stream is passed on event by event: its first event came long before its end.
+    let (first, total) = (steps[8]["first_event_s"].as_f64().unwrap_or(f64::MAX), steps[8]["total_s"].as_f64().unwrap_or(0.0));
+    assert!(first + 0.5 < total, "the first event waited for the stream: first {first}s, total {total}s");
+
+    // What the provider saw: its own key, the model's own name, usage asked for; never the agent's key.
+    let calls = fake.calls()?;
+    assert_eq!(calls.len(), 8, "{calls:?}");
+    for c in &calls {
+        let shown = c.to_string();
+        assert!(!shown.contains(&key), "the agent's key reached the provider: {shown}");
+    }
+    let chat: Vec<&Value> = calls.iter().filter(|c| c["path"] == "/v1/chat/completions").collect();
+    assert_eq!(chat[0]["headers"]["authorization"], format!("Bearer {OPENAI_KEY}"));
+    assert_eq!(chat[0]["body"]["model"], "gpt-4o-mini");
+    assert_eq!(chat[1]["body"]["stream_options"]["include_usage"], true, "the gateway asks for usage in streams");
+    let anthropic: Vec<&Value> = calls.iter().filter(|c| c["path"] == "/v1/messages").collect();
+    assert_eq!(anthropic[0]["headers"]["x-api-key"], ANTHROPIC_KEY);
+    assert_eq!(anthropic[0]["body"]["model"], "claude-sonnet-4-5");
+
+    // Every call is in the ledger: the agent's spend shows within 5 s, and nowhere a key.
+    let spent = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let a = get(cp, &ns, "managedagent", "coder")?;
+        Ok(a["status"]["spendUSD"].as_f64().filter(|s| *s > 0.0))
+    })
+    .context("the agent's spendUSD")?;
+    assert!(spent < 0.01, "{spent}");
+    let log = std::fs::read_to_string(cp.dir().join(format!("gateway-{}.log", gateway.port)))?;
+    assert_eq!(log.matches("model call settled").count(), 8, "one ledger row per call");
+    assert!(!log.contains(&key) && !log.contains(OPENAI_KEY) && !log.contains(ANTHROPIC_KEY), "a key in the gateway's log");
+    let agent = get(cp, &ns, "managedagent", "coder")?.to_string();
+    assert!(!agent.contains(&key), "the key itself in the agent's status");
+    Ok(())
+}
+
+#[test]
+fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: tiny}\nspec: {period: Daily, hardLimitUSD: 0.000001, softLimitUSD: 0.0000005, models: [\"claude-*\"]}\n";
+    let (ns, key) = setup(cp, &fake, "gateway-refusals", budget)?;
+    let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
+    let gateway = Gateway::start(cp, &ledger)?;
+    let other = agent_key(cp, &ns, "other")?;
+    let call = |key: &str, step: Value| -> Result<Value> { Ok(model_client(&gateway.agent_env(key), &json!([step]))?.remove(0)) };
+    let refused = |s: &Value, error: &str, status: u64, says: &str| {
+        assert_eq!((s["error"].as_str(), s["status"].as_u64()), (Some(error), Some(status)), "{s}");
+        assert!(s["message"].as_str().unwrap_or_default().contains(says), "{s}");
+    };
+    refused(&call("tgk-wrong", json!({"op": "chat", "model": "fast"}))?, "AuthenticationError", 401, "invalid API key");
+    refused(&call("tgk-wrong", json!({"op": "messages", "model": "sonnet"}))?, "AuthenticationError", 401, "invalid API key");
+    refused(&call(&key, json!({"op": "chat", "model": "gpt-5"}))?, "PermissionDeniedError", 403, "not in its models.allowed");
+    refused(&call(&other, json!({"op": "chat", "model": "fast"}))?, "PermissionDeniedError", 403, "agent other may not use model");
+    refused(&call(&key, json!({"op": "chat", "model": "gpt-9"}))?, "NotFoundError", 404, "not served here");
+    // The provider's own 429 passes through, for the SDK to retry as it would.
+    refused(&call(&key, json!({"op": "chat", "model": "rate-limited"}))?, "RateLimitError", 429, "Rate limit reached");
+    // A budget: the first call is reserved and served, then the budget is spent.
+    assert_eq!(call(&key, json!({"op": "messages", "model": "sonnet"}))?["ok"], true);
+    refused(&call(&key, json!({"op": "messages", "model": "sonnet"}))?, "PermissionDeniedError", 403, "budget tiny is spent");
+    // Models the budget does not count are still served.
+    assert_eq!(call(&key, json!({"op": "chat", "model": "fast"}))?["ok"], true);
+    let status = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let b = get(cp, &ns, "budget", "tiny")?;
+        Ok((b["status"]["state"] == "HardExceeded").then_some(b))
+    })
+    .context("the budget's status")?;
+    assert!(status["status"]["spentUSD"].as_f64().unwrap_or_default() > 0.0, "{status}");
+    let table = cp.kubectl_ok(User::Admin, ["get", "budgets", "-n", &ns])?;
+    assert!(table.contains("HardExceeded"), "{table}");
+    // The kill switch: the key stops working within 2 s; deleting the agent too.
+    cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"suspended":true}}"#])?;
+    wait_until(Duration::from_secs(2), Duration::from_millis(50), || Ok((call(&key, json!({"op": "chat", "model": "fast"}))?["status"] == 403).then_some(())))
+        .context("a suspended agent's key still worked after 2 s")?;
+    cp.kubectl_ok(User::Admin, ["delete", "managedagent", "other", "-n", &ns])?;
+    wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+        Ok((call(&other, json!({"op": "messages", "model": "sonnet"}))?["status"] == 401).then_some(()))
+    })
+    .context("a deleted agent's key still worked after 2 s")?;
+    Ok(())
+}
+
+/// 200 concurrent calls at a budget's limit, spread over two gateway replicas sharing one ledger:
+/// spend never passes the hard limit by more than one call's estimate.
+fn race(cp: &ControlPlane, prefix: &str, start: impl Fn() -> Result<Vec<Gateway>>) -> Result<()> {
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    // Each call is estimated at (body bytes + 10 output tokens × 2) micro-USD, about 120.
+    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: race}\nspec: {period: Total, hardLimitUSD: 0.002}\n";
+    let (ns, key) = setup(cp, &fake, prefix, budget)?;
+    let gateways = start()?;
+    let base_urls: Vec<String> = gateways.iter().map(|g| format!("{}/openai/v1", g.url())).collect();
+    let env = gateways[0].agent_env(&key);
+    let out = model_client(&env, &json!([{"op": "burst", "model": "fast", "count": 200, "concurrency": 50, "base_urls": base_urls}]))?;
+    let counts = &out[0]["counts"];
+    let served = counts["200"].as_u64().unwrap_or(0);
+    let refused = counts["403"].as_u64().unwrap_or(0);
+    assert!(served > 0 && refused > 0 && served + refused == 200, "{counts}");
+    let spent = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let b = get(cp, &ns, "budget", "race")?;
+        Ok(b["status"]["spentUSD"].as_f64().filter(|_| b["status"]["state"] == "HardExceeded"))
+    })
+    .context("the budget's spend")?;
+    // The largest estimate of these calls: ~100 bytes of body and 10 output tokens.
+    let one_estimate = 0.000_2;
+    assert!(spent <= 0.002 + one_estimate, "spend {spent} passed the limit by more than one call's estimate ({counts})");
+    Ok(())
+}
+
+#[test]
+fn a_budget_holds_under_200_concurrent_calls_across_two_replicas_on_postgres() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let pg = Postgres::start(cp.dir())?;
+    race(cp, "race-pg", || Ok(vec![Gateway::start(cp, &pg.url())?, Gateway::start(cp, &pg.url())?]))
+}
+
+#[test]
+fn a_budget_holds_under_200_concurrent_calls_on_sqlite() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    race(cp, "race-sqlite", || {
+        let path = cp.dir().join(format!("race-{}.db", std::process::id()));
+        Ok(vec![Gateway::start(cp, &format!("sqlite://{}?mode=rwc", path.display()))?])
+    })
+}

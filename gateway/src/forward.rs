@@ -1,0 +1,325 @@
+//! One model call: the agent by its key, the model it may use, its budgets reserved, the
+//! provider called with the provider's credential (never the agent's key), the answer passed back
+//! (streams event by event) and the call settled in the ledger. Every refusal is in the
+//! provider's own error format.
+
+use crate::ledger::{Claim, LedgerError, Reservation, Row};
+use crate::state::Gateway;
+use crate::stream;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tollgate_core::models::{self, Api, Refusal};
+use tollgate_core::spend::{self, Micros, Usage};
+use tollgate_mcp_client::transport::{self, Body, full};
+use tracing::Instrument;
+
+/// Request headers passed to the provider as they are.
+const FORWARDED: &[&str] = &["accept", "anthropic-version", "anthropic-beta", "openai-beta"];
+/// Response headers passed back as they are (a 429's advice on when to retry included).
+const RETURNED: &[&str] =
+    &["content-type", "retry-after", "x-request-id", "request-id", "anthropic-ratelimit-requests-remaining", "x-ratelimit-remaining-requests"];
+/// Set when a soft limit of a budget that applies is reached: served, with a warning.
+pub const BUDGET_WARNING: &str = "x-tollgate-budget-warning";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Models,
+    ChatCompletions,
+    Responses,
+    Messages,
+}
+
+fn refuse(api: Api, r: &Refusal) -> Response<Body> {
+    let mut resp = Response::new(full(r.body(api)));
+    *resp.status_mut() = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::FORBIDDEN);
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
+    let endpoint = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/openai/v1/models") => (Api::OpenAi, Endpoint::Models),
+        (&Method::POST, "/openai/v1/chat/completions") => (Api::OpenAi, Endpoint::ChatCompletions),
+        (&Method::POST, "/openai/v1/responses") => (Api::OpenAi, Endpoint::Responses),
+        (&Method::POST, "/anthropic/v1/messages") => (Api::Anthropic, Endpoint::Messages),
+        (_, path) => {
+            let api = if path.starts_with("/anthropic") { Api::Anthropic } else { Api::OpenAi };
+            return refuse(api, &Refusal::BadRequest(format!("{} {path} is not served here", req.method())));
+        }
+    };
+    let (api, endpoint) = endpoint;
+    let span = tracing::info_span!("model_call", api = ?api, endpoint = ?endpoint, agent = tracing::field::Empty, model = tracing::field::Empty);
+    match call(req, &gw, api, endpoint, &span).instrument(span.clone()).await {
+        Ok(resp) => resp,
+        Err(r) => {
+            tracing::info!(refusal = %r, "model call refused");
+            gw.metrics.tool_call("deny", "model_refused");
+            refuse(api, &r)
+        }
+    }
+}
+
+/// The agent's key, from either SDK's header.
+fn presented_key(req: &Request<Incoming>) -> Option<String> {
+    let h = req.headers();
+    let bearer = h.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let x_api_key = h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+    bearer.or(x_api_key).filter(|k| !k.is_empty()).map(str::to_owned)
+}
+
+async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: Endpoint, span: &tracing::Span) -> Result<Response<Body>, Refusal> {
+    let index = gw.index.load_full();
+    if !index.loaded {
+        return Err(Refusal::NotReady);
+    }
+    let key = presented_key(&req).ok_or(Refusal::NoKey)?;
+    let agent = index.agents.get(&tollgate_core::keys::hash(&key)).cloned().ok_or(Refusal::BadKey)?;
+    span.record("agent", format!("{}/{}", agent.namespace, agent.name));
+    if agent.spec.suspended {
+        return Err(Refusal::Suspended { agent: agent.name.clone(), namespace: agent.namespace.clone() });
+    }
+    let no_providers = Vec::new();
+    let providers = index.providers.get(&agent.namespace).unwrap_or(&no_providers);
+    let allowed = agent.spec.models.as_ref().map(|m| m.allowed.clone()).unwrap_or_default();
+    if endpoint == Endpoint::Models {
+        return Ok(models_list(providers, &allowed));
+    }
+    let pod = req.headers().get("x-tollgate-pod").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let client_headers = req.headers().clone();
+    let bytes = Limited::new(req.into_body(), gw.config.max_body)
+        .collect()
+        .await
+        .map_err(|e| Refusal::BadRequest(format!("{e} (the limit is {} bytes)", gw.config.max_body)))?
+        .to_bytes();
+    let mut body: Value = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let requested = body.get("model").and_then(Value::as_str).ok_or_else(|| Refusal::BadRequest("no \"model\"".into()))?.to_owned();
+    span.record("model", requested.as_str());
+    let resolved = models::resolve(&requested, api, providers).ok_or_else(|| Refusal::UnknownModel(requested.clone()))?;
+    if !models::allowed(&allowed, &requested, resolved.model) {
+        return Err(Refusal::ModelNotAllowed { agent: agent.name.clone(), model: requested });
+    }
+    // Every budget of the namespace that counts this call.
+    let now = jiff::Timestamp::now();
+    let no_budgets = Vec::new();
+    let budgets: Vec<&(String, tollgate_api::BudgetSpec)> = index
+        .budgets
+        .get(&agent.namespace)
+        .unwrap_or(&no_budgets)
+        .iter()
+        .filter(|(_, b)| spend::budget_applies(b, &agent.labels, resolved.model, &requested))
+        .collect();
+    if let Some((name, _)) = budgets.first()
+        && resolved.pricing.is_none()
+    {
+        return Err(Refusal::Unpriced { model: resolved.model.to_owned(), provider: resolved.provider.to_owned(), budget: name.clone() });
+    }
+    let estimate = resolved.pricing.map_or(0, |p| spend::estimate(p, bytes.len(), spend::max_output(&body)));
+    let claims: Vec<Claim> = budgets
+        .iter()
+        .map(|(name, b)| Claim {
+            budget: format!("{}/{name}", agent.namespace),
+            period_start_us: spend::period_start(b.period, now).as_microsecond(),
+            hard_limit: spend::usd_to_micros(b.hard_limit_usd),
+        })
+        .collect();
+    let reservation = gw.ledger.reserve(claims.clone(), estimate).await.map_err(|e| match e {
+        LedgerError::Exhausted { budget, spent, limit } => {
+            Refusal::BudgetExhausted { budget, spent_usd: spend::micros_to_usd(spent), limit_usd: spend::micros_to_usd(limit) }
+        }
+        other => Refusal::Ledger(other.to_string()),
+    })?;
+    let mut warning = None;
+    for ((name, b), c) in budgets.iter().zip(&claims) {
+        if let Some(soft) = b.soft_limit_usd.map(spend::usd_to_micros)
+            && gw.ledger.spent(&c.budget, c.period_start_us).await.unwrap_or(0) >= soft
+        {
+            warning = Some(format!("budget {name} passed its soft limit of {:.2} USD", b.soft_limit_usd.unwrap_or_default()));
+        }
+    }
+
+    // The request as the provider must see it: its own model name, and usage asked for in a
+    // stream (taken out again if the client did not ask).
+    body["model"] = json!(resolved.model);
+    let streaming = body["stream"].as_bool() == Some(true);
+    let mut strip_usage = false;
+    if endpoint == Endpoint::ChatCompletions && streaming && body["stream_options"]["include_usage"].as_bool() != Some(true) {
+        body["stream_options"] = json!({"include_usage": true});
+        strip_usage = true;
+    }
+    let path = match endpoint {
+        Endpoint::ChatCompletions => "/chat/completions",
+        Endpoint::Responses => "/responses",
+        Endpoint::Messages => "/v1/messages",
+        Endpoint::Models => "/models",
+    };
+    let url = format!("{}{path}", resolved.spec.base_url.trim_end_matches('/'));
+    let release = |status: u16| Settlement {
+        gw: gw.clone(),
+        reservation: reservation.clone(),
+        agent: agent.clone(),
+        pod: pod.clone(),
+        provider: resolved.provider.to_owned(),
+        model: resolved.model.to_owned(),
+        pricing: resolved.pricing.cloned(),
+        status,
+    };
+    let credential = match gw.credentials.get(&gw.client, &agent.namespace, resolved.spec.credentials.as_ref()).await {
+        Ok(c) => c,
+        Err(reason) => {
+            release(502).finish(None, Duration::ZERO).await;
+            return Err(Refusal::Provider { provider: resolved.provider.to_owned(), reason });
+        }
+    };
+    let mut upstream = Request::builder().method(Method::POST).uri(&url);
+    if let Some(h) = upstream.headers_mut() {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for name in FORWARDED {
+            if let Some(v) = client_headers.get(*name) {
+                h.insert(*name, v.clone());
+            }
+        }
+        if api == Api::Anthropic && !h.contains_key("anthropic-version") {
+            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
+        if let Some(c) = &credential {
+            let (name, value) = match api {
+                Api::OpenAi => ("authorization", format!("Bearer {c}")),
+                Api::Anthropic => ("x-api-key", c.clone()),
+            };
+            if let Ok(mut v) = HeaderValue::from_str(&value) {
+                v.set_sensitive(true);
+                h.insert(name, v);
+            }
+        }
+    }
+    let upstream = upstream.body(full(body.to_string())).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let started = Instant::now();
+    let timeout = Duration::from_secs(gw.config.provider_timeout_seconds.max(1));
+    let resp = match tokio::time::timeout(timeout, gw.http.request(upstream)).await {
+        Ok(Ok(r)) => r,
+        outcome => {
+            let reason = match outcome {
+                Ok(Err(e)) => format!("unreachable: {}", transport::root_cause(&e)),
+                _ => format!("no answer within {}s", timeout.as_secs()),
+            };
+            release(502).finish(None, started.elapsed()).await;
+            return Err(Refusal::Provider { provider: resolved.provider.to_owned(), reason });
+        }
+    };
+    let status = resp.status();
+    let (parts, incoming) = resp.into_parts();
+    let mut out = Response::builder().status(status);
+    if let Some(h) = out.headers_mut() {
+        for name in RETURNED {
+            if let Some(v) = parts.headers.get(*name) {
+                h.insert(*name, v.clone());
+            }
+        }
+        if let Some(w) = warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
+            h.insert(BUDGET_WARNING, w);
+        }
+    }
+    let settlement = release(status.as_u16());
+    if status.is_success() && transport::is_event_stream(&parts.headers) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let end: stream::End = rx.await.unwrap_or_default();
+            settlement.finish(end.usage, started.elapsed()).await;
+        });
+        return out.body(stream::metered(incoming, api, strip_usage, tx)).map_err(|e| Refusal::BadRequest(e.to_string()));
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let answer = match transport::read_body(incoming, gw.config.max_answer, deadline).await {
+        Ok(b) => b,
+        Err(e) => {
+            settlement.finish(None, started.elapsed()).await;
+            return Err(Refusal::Provider { provider: resolved.provider.to_owned(), reason: e.to_string() });
+        }
+    };
+    let usage = if status.is_success() { usage_of(api, &answer) } else { Some(Usage::default()) };
+    settlement.finish(usage, started.elapsed()).await;
+    out.body(full(answer)).map_err(|e| Refusal::BadRequest(e.to_string()))
+}
+
+fn usage_of(api: Api, answer: &Bytes) -> Option<Usage> {
+    let v: Value = serde_json::from_slice(answer).ok()?;
+    match api {
+        Api::OpenAi => Usage::from_openai(&v["usage"]),
+        Api::Anthropic => Usage::from_anthropic(&v["usage"]),
+    }
+}
+
+/// The models the agent may use, as OpenAI lists them.
+fn models_list(providers: &[(String, tollgate_api::ModelProviderSpec)], allowed: &[String]) -> Response<Body> {
+    let mut data = Vec::new();
+    for (name, p) in providers.iter().filter(|(_, p)| Api::OpenAi.served_by(p.r#type)) {
+        for m in &p.models {
+            for id in std::iter::once(&m.name).chain(&m.aliases) {
+                if models::allowed(allowed, id, &m.name) {
+                    data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": name}));
+                }
+            }
+        }
+    }
+    let mut resp = Response::new(full(json!({"object": "list", "data": data}).to_string()));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Settles one call: its reservation replaced by its cost, and its ledger row.
+struct Settlement {
+    gw: Arc<Gateway>,
+    reservation: Reservation,
+    agent: Arc<crate::index::Agent>,
+    pod: String,
+    provider: String,
+    model: String,
+    pricing: Option<tollgate_api::Pricing>,
+    status: u16,
+}
+
+impl Settlement {
+    /// With the usage the provider reported; without it (a stream cut short, an answer without
+    /// usage), the call is taken to have cost its whole reservation: a provider bills what it ran.
+    async fn finish(self, usage: Option<Usage>, latency: Duration) {
+        let cost: Micros = match (&usage, &self.pricing) {
+            (Some(u), Some(p)) => spend::cost(p, u),
+            (Some(_), None) => 0,
+            (None, _) => self.reservation.amount,
+        };
+        if let Err(e) = self.gw.ledger.settle(&self.reservation, cost).await {
+            tracing::error!(error = %e, "could not settle a call's reservation");
+        }
+        let row = Row {
+            time_us: jiff::Timestamp::now().as_microsecond(),
+            namespace: self.agent.namespace.clone(),
+            agent: self.agent.name.clone(),
+            pod: self.pod,
+            provider: self.provider,
+            model: self.model,
+            usage: usage.unwrap_or_default(),
+            cost,
+            latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
+            status: self.status,
+        };
+        tracing::info!(
+            agent = row.agent,
+            model = row.model,
+            status = row.status,
+            cost_micros = row.cost,
+            input = row.usage.input,
+            output = row.usage.output,
+            "model call settled"
+        );
+        self.gw.metrics.tool_call(if (200..300).contains(&row.status) { "allow" } else { "error" }, "model_call");
+        if let Err(e) = self.gw.ledger.record(&row).await {
+            tracing::error!(error = %e, "could not record a call in the ledger");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! What every call is decided with: the agents (by the hash of their key), the model providers
+//! and the budgets of every namespace, rebuilt from watches on every change and swapped at once,
+//! so a suspended or deleted agent's key stops working with the next event (well within 2 s).
+
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tollgate_api::{Budget, BudgetSpec, ManagedAgent, ManagedAgentSpec, ModelProvider, ModelProviderSpec};
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub spec: ManagedAgentSpec,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    /// False until every watch has listed once: until then every call is refused.
+    pub loaded: bool,
+    /// By `sha256:` of the agent's key, as its status records it.
+    pub agents: HashMap<String, Arc<Agent>>,
+    /// Per namespace, by name (the order `resolve` prefers).
+    pub providers: HashMap<String, Vec<(String, ModelProviderSpec)>>,
+    pub budgets: HashMap<String, Vec<(String, BudgetSpec)>>,
+}
+
+pub struct Stores {
+    pub agents: Store<ManagedAgent>,
+    pub providers: Store<ModelProvider>,
+    pub budgets: Store<Budget>,
+}
+
+pub fn build(s: &Stores) -> Index {
+    let mut index = Index { loaded: true, ..Index::default() };
+    for a in s.agents.state() {
+        let Some(hash) = a.status.as_ref().and_then(|st| st.credentials.as_ref()).map(|c| c.key_hash.clone()) else { continue };
+        let agent = Agent { namespace: a.namespace().unwrap_or_default(), name: a.name_any(), labels: a.labels().clone(), spec: a.spec.clone() };
+        index.agents.insert(hash, Arc::new(agent));
+    }
+    for p in s.providers.state() {
+        index.providers.entry(p.namespace().unwrap_or_default()).or_default().push((p.name_any(), p.spec.clone()));
+    }
+    for b in s.budgets.state() {
+        index.budgets.entry(b.namespace().unwrap_or_default()).or_default().push((b.name_any(), b.spec.clone()));
+    }
+    for list in index.providers.values_mut() {
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    for list in index.budgets.values_mut() {
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    index
+}
+
+/// Keeps `target` current; returns only if a watch ends.
+pub async fn watch(client: kube::Client, target: Arc<ArcSwap<Index>>, loaded: tollgate_runtime::admin::Readiness) -> Result<()> {
+    let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(64);
+    macro_rules! reflect {
+        ($api:expr) => {{
+            let (store, writer) = reflector::store();
+            let tx = changed_tx.clone();
+            let stream = reflector::reflector(writer, watcher($api, watcher::Config::default()).default_backoff()).for_each(move |_| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.try_send(());
+                }
+            });
+            tokio::spawn(stream);
+            store
+        }};
+    }
+    let stores = Stores {
+        agents: reflect!(Api::<ManagedAgent>::all(client.clone())),
+        providers: reflect!(Api::<ModelProvider>::all(client.clone())),
+        budgets: reflect!(Api::<Budget>::all(client.clone())),
+    };
+    for (name, wait) in [
+        ("ManagedAgent", stores.agents.wait_until_ready().await),
+        ("ModelProvider", stores.providers.wait_until_ready().await),
+        ("Budget", stores.budgets.wait_until_ready().await),
+    ] {
+        wait.map_err(|e| anyhow::anyhow!("watching {name}: {e}"))?;
+    }
+    loop {
+        let index = build(&stores);
+        tracing::debug!(agents = index.agents.len(), "index swapped");
+        target.store(Arc::new(index));
+        loaded.set_ready();
+        if changed.recv().await.is_none() {
+            return Ok(());
+        }
+        while changed.try_recv().is_ok() {}
+    }
+}

@@ -1,0 +1,239 @@
+//! The ledger and budgets, in SQLite (one replica, a file) or PostgreSQL (several replicas), with
+//! the same SQL through sqlx's Any driver. A call reserves its estimated cost against every budget
+//! that applies to it, in one transaction of one conditional `UPDATE` per budget (in a fixed
+//! order, so two replicas never deadlock): a budget already at its hard limit takes no more, so
+//! concurrent calls, on any replica, can take spend past the limit by at most one call's
+//! estimate. The answer settles the reservation to the actual cost; an error releases it.
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, SqlSafeStr};
+use tollgate_core::spend::Micros;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("budget {budget} is spent: {spent} of {limit} micro-USD this period")]
+    Exhausted { budget: String, spent: Micros, limit: Micros },
+    #[error("ledger database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("ledger migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// One budget a call counts against, in the period it falls in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// `namespace/name`.
+    pub budget: String,
+    pub period_start_us: i64,
+    pub hard_limit: Micros,
+}
+
+/// What a call took from its budgets before it was sent.
+#[derive(Debug, Clone, Default)]
+pub struct Reservation {
+    pub claims: Vec<Claim>,
+    pub amount: Micros,
+}
+
+/// A settled call, as its ledger row.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub time_us: i64,
+    pub namespace: String,
+    pub agent: String,
+    pub pod: String,
+    pub provider: String,
+    pub model: String,
+    pub usage: tollgate_core::spend::Usage,
+    pub cost: Micros,
+    pub latency_ms: i64,
+    pub status: u16,
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    pool: AnyPool,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "ledger".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/0001_ledger.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl Ledger {
+    /// Connects (`sqlite://path?mode=rwc` or `postgres://…`) and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Ledger, LedgerError> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new().max_connections(if url.starts_with("sqlite") { 1 } else { 8 }).connect(url).await?;
+        migrator().run(&pool).await?;
+        Ok(Ledger { pool })
+    }
+
+    /// Takes `amount` from every budget of `claims`, or from none: the first budget already at its
+    /// hard limit refuses the call.
+    pub async fn reserve(&self, mut claims: Vec<Claim>, amount: Micros) -> Result<Reservation, LedgerError> {
+        claims.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
+        claims.dedup();
+        if claims.is_empty() {
+            return Ok(Reservation { claims, amount: 0 });
+        }
+        let mut tx = self.pool.begin().await?;
+        for c in &claims {
+            sqlx::query("INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING")
+                .bind(&c.budget)
+                .bind(c.period_start_us)
+                .execute(&mut *tx)
+                .await?;
+            let taken =
+                sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros + $3 WHERE budget = $1 AND period_start_us = $2 AND spent_micros < $4")
+                    .bind(&c.budget)
+                    .bind(c.period_start_us)
+                    .bind(amount)
+                    .bind(c.hard_limit)
+                    .execute(&mut *tx)
+                    .await?;
+            if taken.rows_affected() == 0 {
+                let spent: i64 = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
+                    .bind(&c.budget)
+                    .bind(c.period_start_us)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+                return Err(LedgerError::Exhausted { budget: c.budget.clone(), spent, limit: c.hard_limit });
+            }
+        }
+        tx.commit().await?;
+        Ok(Reservation { claims, amount })
+    }
+
+    /// Replaces the reservation by what the call cost (0 releases it), in the periods it was
+    /// reserved in.
+    pub async fn settle(&self, r: &Reservation, actual: Micros) -> Result<(), LedgerError> {
+        if r.claims.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for c in &r.claims {
+            sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros - $3 + $4 WHERE budget = $1 AND period_start_us = $2")
+                .bind(&c.budget)
+                .bind(c.period_start_us)
+                .bind(r.amount)
+                .bind(actual)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn record(&self, row: &Row) -> Result<(), LedgerError> {
+        let id = i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX;
+        sqlx::query(
+            "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(id)
+        .bind(row.time_us)
+        .bind(&row.namespace)
+        .bind(&row.agent)
+        .bind(&row.pod)
+        .bind(&row.provider)
+        .bind(&row.model)
+        .bind(i64::try_from(row.usage.input).unwrap_or(i64::MAX))
+        .bind(i64::try_from(row.usage.cached_input).unwrap_or(i64::MAX))
+        .bind(i64::try_from(row.usage.output).unwrap_or(i64::MAX))
+        .bind(row.cost)
+        .bind(row.latency_ms)
+        .bind(i64::from(row.status))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What a budget has taken in a period (reservations in flight included).
+    pub async fn spent(&self, budget: &str, period_start_us: i64) -> Result<Micros, LedgerError> {
+        let spent: Option<i64> = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
+            .bind(budget)
+            .bind(period_start_us)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(spent.unwrap_or(0))
+    }
+
+    /// What an agent's calls cost since a time.
+    pub async fn agent_spend(&self, namespace: &str, agent: &str, since_us: i64) -> Result<Micros, LedgerError> {
+        let sum: Option<i64> = sqlx::query_scalar("SELECT CAST(SUM(cost_micros) AS BIGINT) FROM ledger WHERE namespace = $1 AND agent = $2 AND time_us >= $3")
+            .bind(namespace)
+            .bind(agent)
+            .bind(since_us)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sum.unwrap_or(0))
+    }
+
+    /// Ledger rows of an agent, newest first (for tests and `kubectl`-side tooling).
+    pub async fn calls(&self, namespace: &str, agent: &str) -> Result<Vec<(String, i64, i64, i64, i64)>, LedgerError> {
+        let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT model, input_tokens, output_tokens, cost_micros, status FROM ledger WHERE namespace = $1 AND agent = $2 ORDER BY time_us DESC",
+        )
+        .bind(namespace)
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn ledger() -> (Ledger, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+        (Ledger::connect(&url).await.unwrap(), dir)
+    }
+
+    fn claim(budget: &str, limit: Micros) -> Claim {
+        Claim { budget: budget.into(), period_start_us: 0, hard_limit: limit }
+    }
+
+    #[tokio::test]
+    async fn a_budget_at_its_limit_takes_no_more_and_settling_frees_what_was_not_spent() {
+        let (l, _dir) = ledger().await;
+        let r1 = l.reserve(vec![claim("ns/team", 100)], 60).await.unwrap();
+        // Below the limit: taken, even past it (by at most this call's estimate).
+        let r2 = l.reserve(vec![claim("ns/team", 100)], 60).await.unwrap();
+        assert_eq!(l.spent("ns/team", 0).await.unwrap(), 120);
+        assert!(matches!(l.reserve(vec![claim("ns/team", 100)], 1).await, Err(LedgerError::Exhausted { spent: 120, .. })));
+        l.settle(&r1, 10).await.unwrap();
+        l.settle(&r2, 0).await.unwrap();
+        assert_eq!(l.spent("ns/team", 0).await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn all_budgets_or_none() {
+        let (l, _dir) = ledger().await;
+        l.reserve(vec![claim("ns/small", 5)], 5).await.unwrap();
+        assert!(l.reserve(vec![claim("ns/big", 1000), claim("ns/small", 5)], 3).await.is_err());
+        assert_eq!(l.spent("ns/big", 0).await.unwrap(), 0, "the refused call took nothing from the other budget");
+    }
+
+    #[tokio::test]
+    async fn rows_add_up_per_agent() {
+        let (l, _dir) = ledger().await;
+        for cost in [5, 7] {
+            let row = Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: "m".into(), cost, status: 200, ..Row::default() };
+            l.record(&row).await.unwrap();
+        }
+        assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), 12);
+        assert_eq!(l.agent_spend("ns", "other", 0).await.unwrap(), 0);
+        assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 2);
+    }
+}

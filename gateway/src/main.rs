@@ -1,0 +1,18 @@
+//! `tollgate-gateway`: the model gateway.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = tollgate_gateway::Config::parse();
+    tollgate_runtime::telemetry::init(config.log_json);
+    match tollgate_gateway::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "gateway failed");
+            ExitCode::FAILURE
+        }
+    }
+}

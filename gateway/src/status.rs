@@ -1,0 +1,96 @@
+//! Spend in status, from the ledger: every `Budget`'s `spentUSD`, `remainingUSD`, `state` and
+//! `periodStart`, and every agent's `spendUSD` (this calendar month, UTC), refreshed every few
+//! seconds; an Event when a budget crosses its soft or hard limit. Only changes are written.
+
+use crate::state::Gateway;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_api::{Budget, BudgetState, ManagedAgent};
+use tollgate_core::spend;
+
+const MANAGER: &str = "tollgate-gateway";
+
+pub async fn run(gw: Arc<Gateway>) {
+    let mut written: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut states: HashMap<String, BudgetState> = HashMap::new();
+    let every = Duration::from_secs(gw.config.status_interval_seconds.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = refresh(&gw, &mut written, &mut states).await {
+            tracing::warn!(error = %e, "could not refresh spend in status");
+        }
+    }
+}
+
+async fn refresh(gw: &Gateway, written: &mut HashMap<String, serde_json::Value>, states: &mut HashMap<String, BudgetState>) -> anyhow::Result<()> {
+    let index = gw.index.load_full();
+    let now = Timestamp::now();
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
+    for (ns, budgets) in &index.budgets {
+        for (name, b) in budgets {
+            let start = spend::period_start(b.period, now);
+            let key = format!("{ns}/{name}");
+            let spent = gw.ledger.spent(&key, start.as_microsecond()).await?;
+            let hard = spend::usd_to_micros(b.hard_limit_usd);
+            let state = spend::state(spent, b.soft_limit_usd.map(spend::usd_to_micros), hard);
+            let message = format!("{:.6} of {:.2} USD spent since {start}", spend::micros_to_usd(spent), b.hard_limit_usd);
+            let status = serde_json::json!({
+                "spentUSD": spend::micros_to_usd(spent),
+                "remainingUSD": spend::micros_to_usd((hard - spent).max(0)),
+                "state": state,
+                "periodStart": Time(start),
+                "conditions": [Condition {
+                    type_: "Ready".into(), status: "True".into(), reason: format!("{state:?}"), message,
+                    observed_generation: None, last_transition_time: Time(start),
+                }],
+            });
+            if written.get(&key) == Some(&status) {
+                continue;
+            }
+            let api = Api::<Budget>::namespaced(gw.client.clone(), ns);
+            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": status}))).await?;
+            written.insert(key.clone(), status);
+            let before = states.insert(key.clone(), state);
+            if before.is_some_and(|b| b != state) && state != BudgetState::Ok {
+                let (reason, note) = match state {
+                    BudgetState::HardExceeded => (
+                        "HardLimitReached",
+                        format!(
+                            "budget {name} reached its hard limit of {:.2} USD: calls it counts are refused until {}",
+                            b.hard_limit_usd, "the period rolls over"
+                        ),
+                    ),
+                    _ => (
+                        "SoftLimitReached",
+                        format!("budget {name} passed its soft limit of {:.2} USD: calls are served with a warning", b.soft_limit_usd.unwrap_or_default()),
+                    ),
+                };
+                if let Ok(budget) = api.get(name).await {
+                    let recorder = Recorder::new(gw.client.clone(), Reporter { controller: "tollgate-gateway".into(), instance: None });
+                    let event = Event { type_: EventType::Warning, reason: reason.into(), note: Some(note), action: "Account".into(), secondary: None };
+                    let _ = recorder.publish(&event, &budget.object_ref(&())).await;
+                }
+            }
+        }
+    }
+    let month = spend::period_start(tollgate_api::BudgetPeriod::Monthly, now).as_microsecond();
+    for agent in index.agents.values() {
+        let key = format!("agent:{}/{}", agent.namespace, agent.name);
+        let spent = spend::micros_to_usd(gw.ledger.agent_spend(&agent.namespace, &agent.name, month).await?);
+        let status = serde_json::json!({"spendUSD": spent});
+        if written.get(&key) == Some(&status) {
+            continue;
+        }
+        Api::<ManagedAgent>::namespaced(gw.client.clone(), &agent.namespace)
+            .patch_status(&agent.name, &params, &Patch::Merge(serde_json::json!({"status": status})))
+            .await?;
+        written.insert(key, status);
+    }
+    Ok(())
+}
