@@ -1,14 +1,15 @@
-# One image for every Tollgate binary: the operator (the default entrypoint), the sidecar (also
+# One image for every Tollgate binary: the operator (the default entrypoint), the model gateway,
+# the sidecar (also
 # transparent mode's init step, `tollgate-sidecar redirect`, which needs iptables), and the CLIs.
 # Build: docker build -t tollgate .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p tollgate-cli -p tollgate-api -p tollgate-operator \
+RUN cargo build --release --locked -p tollgate-cli -p tollgate-api -p tollgate-operator -p tollgate-gateway \
  && cargo build --profile sidecar --locked -p tollgate-sidecar \
  && mkdir /out \
  && cp target/release/tollgate target/release/kubectl-approve target/release/crdgen \
-       target/release/tollgate-operator target/sidecar/tollgate-sidecar /out/
+       target/release/tollgate-operator target/release/tollgate-gateway target/sidecar/tollgate-sidecar /out/
 
 # Debian slim rather than distroless: the redirect needs iptables (nf_tables) and the sidecar
 # trusts the platform's CA certificates for https:// MCP servers.

@@ -23,6 +23,11 @@ export TOLLGATE_ARGOCD_HEALTH
 step "MCP SDK clients and the reference server (pinned, cached)"
 TOLLGATE_MCP_TOOLS="$(bash e2e/scripts/install-mcp-tools.sh | tail -n 1)"
 export TOLLGATE_MCP_TOOLS
+step "the official openai and anthropic SDKs (pinned, cached)"
+TOLLGATE_MODEL_SDKS="$(bash e2e/scripts/install-model-sdks.sh | tail -n 1)"
+export TOLLGATE_MODEL_SDKS
+# The gateway's ledger tests start the machine's PostgreSQL (as user postgres) themselves.
+ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
 # Transparent mode's test runs real iptables rules in a network namespace of its own.
 TOLLGATE_IPTABLES="$(bash e2e/scripts/install-iptables.sh | tail -n 1)"
 export TOLLGATE_IPTABLES

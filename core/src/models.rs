@@ -69,7 +69,7 @@ pub enum Refusal {
     UnknownModel(String),
     #[error("agent {agent} may not use model {model:?} (not in its models.allowed)")]
     ModelNotAllowed { agent: String, model: String },
-    #[error("budget {budget} is spent: {spent_usd:.6} of {limit_usd:.2} USD this period (hard limit); the call was not sent")]
+    #[error("budget {budget} is spent: {spent_usd} of {limit_usd} USD this period (its hard limit); the call was not sent")]
     BudgetExhausted { budget: String, spent_usd: f64, limit_usd: f64 },
     #[error("model {model:?} has no price in ModelProvider {provider}, and budget {budget} applies to it: the call cannot be accounted")]
     Unpriced { model: String, provider: String, budget: String },

@@ -43,6 +43,7 @@ spec:
     - {{name: gpt-5, pricing: {{inputPerMillionUSD: 10.0, outputPerMillionUSD: 30.0}}}}
     - {{name: rate-limited, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
     - {{name: slow, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
+    - {{name: cheap, pricing: {{inputPerMillionUSD: 0.0, outputPerMillionUSD: 2.0}}}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
@@ -60,7 +61,7 @@ metadata: {{name: coder, labels: {{team: platform}}}}
 spec:
   selector: {{matchLabels: {{app: coder}}}}
   serviceAccountName: coder
-  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow]}}
+  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow, cheap]}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: ManagedAgent
@@ -214,29 +215,36 @@ fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
     Ok(())
 }
 
-/// 200 concurrent calls at a budget's limit, spread over two gateway replicas sharing one ledger:
-/// spend never passes the hard limit by more than one call's estimate.
+/// 200 concurrent calls at a budget's limit, spread over the gateways (two replicas sharing one
+/// ledger, or one): spend never passes the hard limit by more than one call's estimate. A call of
+/// `cheap` is estimated at 10 output tokens × 2 = 20 micro-USD and costs 5 × 2 = 10: at most
+/// about a hundred fit in 0.001 USD, so most of the 200 race for the last of it.
 fn race(cp: &ControlPlane, prefix: &str, start: impl Fn() -> Result<Vec<Gateway>>) -> Result<()> {
     let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-    // Each call is estimated at (body bytes + 10 output tokens × 2) micro-USD, about 120.
-    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: race}\nspec: {period: Total, hardLimitUSD: 0.002}\n";
+    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: race}\nspec: {period: Total, hardLimitUSD: 0.001, models: [cheap]}\n";
     let (ns, key) = setup(cp, &fake, prefix, budget)?;
     let gateways = start()?;
     let base_urls: Vec<String> = gateways.iter().map(|g| format!("{}/openai/v1", g.url())).collect();
     let env = gateways[0].agent_env(&key);
-    let out = model_client(&env, &json!([{"op": "burst", "model": "fast", "count": 200, "concurrency": 50, "base_urls": base_urls}]))?;
+    let out = model_client(&env, &json!([{"op": "burst", "model": "cheap", "count": 200, "concurrency": 50, "base_urls": base_urls}]))?;
     let counts = &out[0]["counts"];
     let served = counts["200"].as_u64().unwrap_or(0);
     let refused = counts["403"].as_u64().unwrap_or(0);
     assert!(served > 0 && refused > 0 && served + refused == 200, "{counts}");
-    let spent = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        let b = get(cp, &ns, "budget", "race")?;
-        Ok(b["status"]["spentUSD"].as_f64().filter(|_| b["status"]["state"] == "HardExceeded"))
+    // Once every call is settled, the spend in status stops moving.
+    let mut last = None;
+    let spent = wait_until(Duration::from_secs(10), Duration::from_millis(1200), || {
+        let now = get(cp, &ns, "budget", "race")?["status"]["spentUSD"].as_f64();
+        let same = now.is_some() && now == last;
+        last = now;
+        Ok(same.then_some(now.unwrap_or_default()))
     })
     .context("the budget's spend")?;
-    // The largest estimate of these calls: ~100 bytes of body and 10 output tokens.
-    let one_estimate = 0.000_2;
-    assert!(spent <= 0.002 + one_estimate, "spend {spent} passed the limit by more than one call's estimate ({counts})");
+    let one_estimate = 0.000_020;
+    assert!(spent <= 0.001 + one_estimate + 1e-12, "spend {spent} passed the limit by more than one call's estimate ({counts})");
+    // Every call served was paid for: the ledger agrees with the count.
+    let cost = served as f64 * 0.000_010;
+    assert!((spent - cost).abs() < 1e-9, "spent {spent} for {served} calls of 0.00001 USD each");
     Ok(())
 }
 

@@ -130,6 +130,7 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
         .collect();
     let reservation = gw.ledger.reserve(claims.clone(), estimate).await.map_err(|e| match e {
         LedgerError::Exhausted { budget, spent, limit } => {
+            let budget = budget.rsplit('/').next().unwrap_or_default().to_owned();
             Refusal::BudgetExhausted { budget, spent_usd: spend::micros_to_usd(spent), limit_usd: spend::micros_to_usd(limit) }
         }
         other => Refusal::Ledger(other.to_string()),
