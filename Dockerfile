@@ -1,6 +1,6 @@
 # One image for every Tollgate binary: the operator (the default entrypoint), the model gateway,
-# the sidecar (also
-# transparent mode's init step, `tollgate-sidecar redirect`, which needs iptables), and the CLIs.
+# the sidecar (also transparent mode's init step, `tollgate-sidecar redirect`, which needs
+# iptables), and the CLIs.
 # Build: docker build -t tollgate .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

@@ -16,6 +16,9 @@ export TOLLGATE_HELM
 step "MCP SDK clients and the reference server (pinned, cached)"
 TOLLGATE_MCP_TOOLS="$(bash e2e/scripts/install-mcp-tools.sh | tail -n 1)"
 export TOLLGATE_MCP_TOOLS
+step "the official openai and anthropic SDKs (pinned, cached)"
+TOLLGATE_MODEL_SDKS="$(bash e2e/scripts/install-model-sdks.sh | tail -n 1)"
+export TOLLGATE_MODEL_SDKS
 step "building Tollgate"
 cargo build --quiet --locked --workspace --bins
 exec "${CARGO_TARGET_DIR:-target}/debug/tollgate-demo" "$@"

@@ -183,6 +183,12 @@ impl Operator {
         Operator::start_with(cp, webhook, &[])
     }
 
+    /// As [`Operator::start`], configured by `env` as its Deployment would be.
+    pub fn start_with_env(cp: &ControlPlane, env: &[(&str, &str)]) -> Result<Operator> {
+        let [webhook] = free_ports::<1>()?;
+        Operator::start_listening(cp, webhook, webhook, &[], env)
+    }
+
     /// As [`Operator::start`], on a given webhook port and with more flags (replicas that share
     /// one address pass `--webhook-reuse-port`).
     pub fn start_with(cp: &ControlPlane, webhook: u16, flags: &[&str]) -> Result<Operator> {

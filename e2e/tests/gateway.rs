@@ -203,6 +203,11 @@ fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
     assert!(status["status"]["spentUSD"].as_f64().unwrap_or_default() > 0.0, "{status}");
     let table = cp.kubectl_ok(User::Admin, ["get", "budgets", "-n", &ns])?;
     assert!(table.contains("HardExceeded"), "{table}");
+    wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "--field-selector", "reason=HardLimitReached", "-o", "name"])?;
+        Ok((!events.trim().is_empty()).then_some(()))
+    })
+    .context("an Event when the budget reached its hard limit")?;
     // The kill switch: the key stops working within 2 s; deleting the agent too.
     cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"suspended":true}}"#])?;
     wait_until(Duration::from_secs(2), Duration::from_millis(50), || Ok((call(&key, json!({"op": "chat", "model": "fast"}))?["status"] == 403).then_some(())))

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::time::Duration;
+use tollgate_e2e::gateway::{FakeProvider, Gateway};
 use tollgate_e2e::kubelet::{Programs, run_pod};
 use tollgate_e2e::{ControlPlane, Everything, Operator, User, tool_text, wait_until};
 
@@ -18,15 +19,21 @@ fn main() -> Result<()> {
     say("starting a control plane (kube-apiserver + etcd, RBAC on)");
     let cp = ControlPlane::start()?;
     println!("  export KUBECONFIG={}", cp.kubeconfig(User::Admin).display());
-    say("starting the Tollgate operator (phase machine + validating webhook)");
-    let operator = Operator::start(&cp)?;
+    say("starting a fake model provider (OpenAI's and Anthropic's wire formats) and the Tollgate model gateway");
+    let provider = FakeProvider::start(&cp, "sk-demo-openai", "sk-demo-anthropic")?;
+    let gateway = Gateway::start(&cp, &format!("sqlite://{}?mode=rwc", cp.dir().join("ledger.db").display()))?;
+    println!("  the gateway: {}", gateway.url());
+    say("starting the Tollgate operator (controllers, validating and injection webhooks)");
+    let operator = Operator::start_with_env(&cp, &[("TOLLGATE_GATEWAY_URL", &gateway.url())])?;
     say("starting the reference MCP server (@modelcontextprotocol/server-everything)");
     let everything = Everything::start(&cp)?;
 
     say(&format!("applying the demo policy in namespace {NS}"));
     cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
     let objects = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo/demo.yaml"))?
-        .replace("http://everything.invalid/mcp", &everything.url());
+        .replace("http://everything.invalid/mcp", &everything.url())
+        .replace("http://openai.invalid/v1", &provider.openai_url())
+        .replace("http://anthropic.invalid", &provider.anthropic_url());
     let path = cp.dir().join("demo.yaml");
     std::fs::write(&path, objects)?;
     print!("{}", cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?);
@@ -46,6 +53,8 @@ fn main() -> Result<()> {
             NS,
             &from("py_client.py", &client.to_string_lossy()),
             &from("scenario.json", &format!("{examples}/agent-scenario.json")),
+            &from("model_client.py", &tollgate_e2e::repo_file("e2e/clients/model_client.py").to_string_lossy()),
+            &from("models.json", &format!("{examples}/models-scenario.json")),
         ],
     )?;
     print!("{}", cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", &format!("{examples}/agent-pod.yaml")])?);
@@ -60,12 +69,23 @@ fn main() -> Result<()> {
     let mcp_url = app["env"].as_array().into_iter().flatten().find(|e| e["name"] == "TOLLGATE_MCP_URL").and_then(|e| e["value"].as_str()).unwrap_or("");
     println!("  app container {}: TOLLGATE_MCP_URL={mcp_url}", app["name"].as_str().unwrap_or(""));
     println!("  automountServiceAccountToken: {} (only the sidecar holds the agent's token)", spec["automountServiceAccountToken"]);
+    let models = &spec["containers"][1];
+    let names: Vec<&str> = models["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str())
+        .filter(|n| n.starts_with("OPENAI") || n.starts_with("ANTHROPIC"))
+        .collect();
+    println!("  app container {}: {} (the key from the Secret the operator minted)", models["name"].as_str().unwrap_or(""), names.join(", "));
 
     say("running the pod from that spec (its own network namespace, its volumes, the sidecar's startup probe first)");
     let programs = Programs::default()
         .with("/usr/local/bin/tollgate-sidecar", tollgate_e2e::binary("tollgate-sidecar", "tollgate-sidecar")?)
-        .with("python", tollgate_e2e::tools_dir()?.join("venv/bin/python"));
-    let pod = run_pod(&cp, NS, POD, &programs, &[(std::net::Ipv4Addr::LOCALHOST.into(), everything.port)])?;
+        .with("python", tollgate_e2e::tools_dir()?.join("venv/bin/python"))
+        .with("python3", tollgate_e2e::gateway::sdks_dir()?.join("venv/bin/python"));
+    let loopback: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+    let pod = run_pod(&cp, NS, POD, &programs, &[(loopback, everything.port), (loopback, gateway.port)])?;
     print!("{}", cp.kubectl_ok(User::Admin, ["get", "managedagents", "-n", NS])?);
 
     say("the agent calls its tools; the last call is held for approval (the agent blocks, with progress)");
@@ -113,6 +133,32 @@ fn main() -> Result<()> {
     println!("  progress notifications while waiting and running: {}", steps[6]["progress"].as_array().map_or(0, Vec::len));
     print!("{}", cp.kubectl_ok(User::Admin, ["get", "approvalrequests", "-n", NS])?);
 
+    say("the agent's model calls, through the gateway (official openai and anthropic SDKs)");
+    let (status, log) = pod.wait_exit("models", Duration::from_secs(120))?;
+    let calls: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    anyhow::ensure!(status.success() && calls.len() == 4, "the model calls failed ({status}):\n{log}");
+    let said = [
+        "an allowed model (fast = gpt-4o-mini)",
+        "a model the agent may not use (gpt-5)",
+        "Claude, streamed, within the daily budget",
+        "Claude again, once the budget is spent",
+    ];
+    for (what, c) in said.iter().zip(&calls) {
+        println!("  {what}");
+        if c["ok"] == true {
+            let u = &c["usage"];
+            let (input, output) = (u["prompt_tokens"].as_u64().or(u["input_tokens"].as_u64()), u["completion_tokens"].as_u64().or(u["output_tokens"].as_u64()));
+            println!("  ✓ {} ({} tokens in, {} out)", c["text"].as_str().unwrap_or(""), input.unwrap_or(0), output.unwrap_or(0));
+        } else {
+            let message: String = c["message"].as_str().unwrap_or("").chars().take(160).collect();
+            println!("  ✗ {} {}: {message}", c["error"].as_str().unwrap_or(""), c["status"]);
+        }
+    }
+    wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        Ok((cp.kubectl_ok(User::Admin, ["get", "budget", "claude-daily", "-n", NS, "-o", "jsonpath={.status.state}"])?.trim() == "HardExceeded").then_some(()))
+    })?;
+    print!("{}", cp.kubectl_ok(User::Admin, ["get", "budgets,managedagents", "-n", NS])?);
+
     say("the audit trail (one JSON line per decision and outcome, on the sidecar's stdout)");
     let trail: Vec<Value> =
         pod.log("tollgate-sidecar")?.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|r| r.get("kind").is_some()).collect();
@@ -136,6 +182,8 @@ fn main() -> Result<()> {
     drop(pod);
     drop(everything);
     drop(operator);
+    drop(gateway);
+    drop(provider);
     Ok(())
 }
 
