@@ -11,6 +11,7 @@ pub mod agent_rbac;
 pub mod aggregate;
 pub mod approval;
 pub mod audit;
+pub mod audit_chain;
 pub mod authz;
 pub mod digest;
 pub mod discovery;

@@ -43,6 +43,9 @@ fn refuse(api: Api, r: &Refusal) -> Response<Body> {
 }
 
 pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
+    if req.uri().path().starts_with("/audit/") {
+        return crate::audit_api::handle(req, gw).await;
+    }
     let endpoint = match (req.method(), req.uri().path()) {
         (&Method::GET, "/openai/v1/models") => (Api::OpenAi, Endpoint::Models),
         (&Method::POST, "/openai/v1/chat/completions") => (Api::OpenAi, Endpoint::ChatCompletions),

@@ -52,17 +52,12 @@ pub struct Row {
 
 #[derive(Clone)]
 pub struct Ledger {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "ledger".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_ledger.sql").into_sql_str(),
-        false,
-    )])
+    let m = |version, name: &str, sql: &'static str| Migration::new(version, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false);
+    Migrator::with_migrations(vec![m(1, "ledger", include_str!("../migrations/0001_ledger.sql")), m(2, "audit", include_str!("../migrations/0002_audit.sql"))])
 }
 
 impl Ledger {
@@ -71,6 +66,11 @@ impl Ledger {
         sqlx::any::install_default_drivers();
         let pool = sqlx::any::AnyPoolOptions::new().max_connections(if url.starts_with("sqlite") { 1 } else { 8 }).connect(url).await?;
         migrator().run(&pool).await?;
+        // The chain's start, once.
+        sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT DO NOTHING")
+            .bind(tollgate_core::audit_chain::GENESIS)
+            .execute(&pool)
+            .await?;
         Ok(Ledger { pool })
     }
 

@@ -1,6 +1,8 @@
 //! Tollgate's model gateway (DESIGN §3.4): agents' OpenAI and Anthropic SDK calls, under the
 //! agent's identity (its key), its allowed models and its budgets, with a ledger row per call.
 
+pub mod audit_api;
+pub mod audit_store;
 pub mod credentials;
 pub mod forward;
 pub mod index;

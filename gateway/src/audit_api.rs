@@ -1,0 +1,181 @@
+//! The audit store's HTTP API. Sidecars send batches with their service-account token; the API
+//! server says whose it is (TokenReview), and only an agent's service account is taken, under
+//! the identity it was reviewed as. Reading (query, export, verify) needs the right to `list`
+//! `auditrecords.tollgate.dev` (in the namespace queried, or cluster-wide), checked with a
+//! SubjectAccessReview: RBAC decides who reads the audit, not the gateway.
+
+use crate::audit_store::{Query, Source};
+use crate::state::Gateway;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tollgate_mcp_client::transport::{Body, full};
+
+/// The largest batch accepted.
+const MAX_BATCH: usize = 8 << 20;
+
+fn answer(status: StatusCode, body: Value) -> Response<Body> {
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    answer(status, json!({"error": message}))
+}
+
+/// The reviewed user and groups of the request's bearer token.
+async fn who(gw: &Gateway, req: &Request<Incoming>) -> Result<(String, Vec<String>), Response<Body>> {
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "send a Kubernetes token: Authorization: Bearer <token>"))?;
+    let review = TokenReview { spec: TokenReviewSpec { token: Some(token.trim().to_owned()), audiences: None }, ..Default::default() };
+    let reviewed = Api::<TokenReview>::all(gw.client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot review the token: {e}")))?;
+    let status = reviewed.status.unwrap_or_default();
+    match (status.authenticated, status.user) {
+        (Some(true), Some(u)) => Ok((u.username.unwrap_or_default(), u.groups.unwrap_or_default())),
+        _ => Err(error(StatusCode::UNAUTHORIZED, "the token is not valid")),
+    }
+}
+
+/// Whether `user` may list audit records in `namespace` (None: in every namespace).
+async fn may_read(gw: &Gateway, user: &str, groups: &[String], namespace: Option<&str>) -> Result<bool, Response<Body>> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups: Some(groups.to_vec()),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("tollgate.dev".into()),
+                resource: Some("auditrecords".into()),
+                verb: Some("list".into()),
+                namespace: namespace.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = Api::<SubjectAccessReview>::all(gw.client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot check access: {e}")))?;
+    Ok(r.status.is_some_and(|s| s.allowed))
+}
+
+pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
+    let (user, groups) = match who(&gw, &req).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let path = req.uri().path().to_owned();
+    let params: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace("%2F", "/").replace("%3A", ":")))
+        .collect();
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/audit/v1/batches") => receive(req, &gw, &user).await,
+        (Method::GET, "/audit/v1/records") => {
+            let namespace = param("namespace");
+            match may_read(&gw, &user, &groups, namespace.as_deref()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        &format!(
+                            "{user} may not list auditrecords.tollgate.dev{}",
+                            namespace.as_deref().map(|n| format!(" in namespace {n}")).unwrap_or_default()
+                        ),
+                    );
+                }
+                Err(r) => return r,
+            }
+            let q = Query {
+                namespace,
+                agent: param("agent"),
+                tool: param("tool"),
+                decision: param("decision"),
+                since_us: param("since").and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_microsecond()),
+                until_us: param("until").and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_microsecond()),
+                limit: param("limit").and_then(|l| l.parse().ok()).unwrap_or(1000),
+            };
+            match gw.ledger.query_audit(&q).await {
+                Ok(links) => answer(StatusCode::OK, json!({"records": links})),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            }
+        }
+        (Method::GET, "/audit/v1/export" | "/audit/v1/verify") => {
+            match may_read(&gw, &user, &groups, None).await {
+                Ok(true) => {}
+                Ok(false) => return error(StatusCode::FORBIDDEN, &format!("{user} may not list auditrecords.tollgate.dev in every namespace")),
+                Err(r) => return r,
+            }
+            let links = match gw.ledger.export_audit().await {
+                Ok(l) => l,
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            };
+            if path.ends_with("verify") {
+                return match tollgate_core::audit_chain::verify(&links) {
+                    Ok(n) => answer(StatusCode::OK, json!({"ok": true, "records": n})),
+                    Err(b) => answer(StatusCode::OK, json!({"ok": false, "error": b.to_string()})),
+                };
+            }
+            let mut out = String::new();
+            for l in &links {
+                out.push_str(&serde_json::to_string(l).unwrap_or_default());
+                out.push('\n');
+            }
+            let mut r = Response::new(full(out));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+            r
+        }
+        _ => error(StatusCode::NOT_FOUND, "the audit API serves POST /audit/v1/batches, GET /audit/v1/records, /audit/v1/export and /audit/v1/verify"),
+    }
+}
+
+async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<Body> {
+    // Only an agent's own service account ships records, and as itself.
+    let Some((namespace, service_account)) = user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) else {
+        return error(StatusCode::FORBIDDEN, &format!("{user} is not a service account"));
+    };
+    let source = Source { namespace: namespace.to_owned(), service_account: service_account.to_owned() };
+    let index = gw.index.load();
+    let is_agent = index.agents.values().any(|a| a.namespace == source.namespace && a.spec.service_account_name == source.service_account);
+    if !is_agent {
+        return error(StatusCode::FORBIDDEN, &format!("{user} is not the service account of any ManagedAgent"));
+    }
+    let bytes = match Limited::new(req.into_body(), MAX_BATCH).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("batch refused: {e}")),
+    };
+    let batch: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a JSON batch: {e}")),
+    };
+    let (Some(id), Some(records)) = (batch["batch_id"].as_str(), batch["records"].as_array()) else {
+        return error(StatusCode::BAD_REQUEST, "a batch is {\"batch_id\": \"...\", \"records\": [...]}");
+    };
+    // Batch ids are the sender's; scoped by its identity, one agent cannot suppress another's.
+    let scoped = format!("{namespace}/{service_account}/{id}");
+    match gw.ledger.append_audit(&scoped, &source, records.clone()).await {
+        Ok(new) => answer(StatusCode::OK, json!({"stored": if new { records.len() } else { 0 }, "duplicate": !new})),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
