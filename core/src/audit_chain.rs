@@ -46,9 +46,8 @@ pub enum Break {
 /// Checks a chain from its start; the number of records when whole, else where it breaks.
 pub fn verify<'a>(links: impl IntoIterator<Item = &'a Link>) -> Result<usize, Break> {
     let mut prev = GENESIS.to_owned();
-    let mut expected = 1;
     let mut count = 0;
-    for l in links {
+    for (expected, l) in (1..).zip(links) {
         if l.seq != expected {
             return Err(Break::Gap { seq: l.seq, expected });
         }
@@ -59,7 +58,6 @@ pub fn verify<'a>(links: impl IntoIterator<Item = &'a Link>) -> Result<usize, Br
             return Err(Break::Altered { seq: l.seq });
         }
         prev = l.hash.clone();
-        expected += 1;
         count += 1;
     }
     Ok(count)

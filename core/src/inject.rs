@@ -279,6 +279,9 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
     if transparent(agent.spec) {
         envs.push(env("TOLLGATE_TRANSPARENT_LISTEN", &format!("127.0.0.1:{}", settings.redirect_port)));
     }
+    if let Some(gateway) = &settings.gateway_url {
+        envs.push(env("TOLLGATE_AUDIT_URL", gateway.trim_end_matches('/')));
+    }
     Container {
         name: SIDECAR_NAME.to_owned(),
         image: Some(settings.image.clone()),

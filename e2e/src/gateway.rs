@@ -20,9 +20,15 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway on a loopback port with its ledger at `database_url`.
     pub fn start(cp: &ControlPlane, database_url: &str) -> Result<Gateway> {
+        let [port] = free_ports::<1>()?;
+        Gateway::start_on(cp, database_url, port)
+    }
+
+    /// On a given port (a gateway started again where its clients expect it).
+    pub fn start_on(cp: &ControlPlane, database_url: &str, port: u16) -> Result<Gateway> {
         cp.install_tollgate_system()?;
         let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
-        let [port, admin_port] = free_ports::<2>()?;
+        let [admin_port] = free_ports::<1>()?;
         let mut cmd = Command::new(binary("tollgate-gateway", "tollgate-gateway")?);
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,tollgate_gateway=debug")

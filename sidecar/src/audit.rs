@@ -1,4 +1,5 @@
-//! Audit records as JSON lines on stdout (DESIGN §3.5); shipping to the gateway comes later.
+//! Audit records as JSON lines on stdout (DESIGN §3.5), and to the gateway's audit store when
+//! one is configured ([`crate::ship`]).
 //!
 //! Lines gather in memory and a writer task writes what arrived within [`LINGER`] in one write:
 //! one syscall per call pair was a tenth of the sidecar's CPU under load. Shutdown flushes.
@@ -17,14 +18,23 @@ const MAX_BUFFERED: usize = 1 << 20;
 pub struct AuditLog {
     buf: Mutex<Vec<u8>>,
     wake: tokio::sync::Notify,
+    pub shipper: Option<crate::ship::Shipper>,
 }
 
 impl AuditLog {
+    pub fn new(shipper: Option<crate::ship::Shipper>) -> AuditLog {
+        AuditLog { shipper, ..AuditLog::default() }
+    }
+
     pub fn emit(&self, record: &AuditRecord) {
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = buf.is_empty();
+        let start = buf.len();
         if serde_json::to_writer(&mut *buf, record).is_err() {
             return;
+        }
+        if let Some(s) = &self.shipper {
+            s.push(bytes::Bytes::copy_from_slice(&buf[start..]));
         }
         buf.push(b'\n');
         if buf.len() >= MAX_BUFFERED {

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod proxy;
 pub mod redirect;
 pub mod server;
+pub mod ship;
 pub mod snapshot;
 pub mod state;
 pub mod tools;
@@ -44,7 +45,7 @@ pub async fn run(config: Config) -> Result<()> {
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
         metrics: Arc::default(),
-        audit: audit::AuditLog::default(),
+        audit: audit::AuditLog::new(config.audit_url.as_deref().map(|url| ship::Shipper::new(url, config.audit_token_file.clone(), &instance))),
         instance,
     });
     tracing::info!(agent = config.agent, namespace = config.namespace, instance = sidecar.instance, "sidecar starting");
@@ -75,6 +76,7 @@ pub async fn run(config: Config) -> Result<()> {
         r = watch => r.context("policy watch"),
         r = identity => r,
         () = sidecar.audit.run() => Ok(()),
+        () = async { match &sidecar.audit.shipper { Some(s) => s.run().await, None => std::future::pending().await } } => Ok(()),
         () = tollgate_runtime::shutdown_signal() => Ok(()),
     };
     sidecar.audit.flush();

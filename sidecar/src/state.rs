@@ -46,6 +46,12 @@ pub struct Config {
     /// ConfigMap (`<dir>/<configmap>/<key>`); Secrets holding them are under the credentials dir.
     #[arg(long, env = "TOLLGATE_CA_DIR", default_value = "/var/run/tollgate/ca")]
     pub ca_dir: std::path::PathBuf,
+    /// The model gateway's base URL: audit records are shipped to its audit store too.
+    #[arg(long, env = "TOLLGATE_AUDIT_URL")]
+    pub audit_url: Option<String>,
+    /// The token audit batches are sent with (the pod's service-account token).
+    #[arg(long, env = "TOLLGATE_AUDIT_TOKEN_FILE", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
+    pub audit_token_file: std::path::PathBuf,
     /// Transparent mode: where the pod's iptables redirect sends its outbound TCP.
     #[arg(long, env = "TOLLGATE_TRANSPARENT_LISTEN")]
     pub transparent_listen: Option<SocketAddr>,

@@ -1,7 +1,7 @@
-//! `tollgate`: offline policy tools. `validate` compiles policies as the admission webhook does;
-//! `eval` decides one call as the sidecar would.
+//! `tollgate`: offline tools. `validate` compiles policies as the admission webhook does; `eval`
+//! decides one call as the sidecar would; `audit verify` checks an audit export's hash chain.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,21 @@ enum Command {
         #[arg(long, default_value = "Allow", value_parser = tollgate_core::policy::parse_action)]
         cluster_default: Action,
     },
+    /// The audit store's exports.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an export (`GET /audit/v1/export`, one JSON line per record):
+    /// exit 0 when whole, 1 naming the first record that was changed, removed or reordered.
+    Verify {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
 }
 
 fn main() -> Result<ExitCode> {
@@ -61,6 +76,25 @@ fn main() -> Result<ExitCode> {
             let decision = offline::eval(&bundle, &call)?;
             println!("{}", offline::describe(&decision));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Verify { file } } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut links = Vec::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let link: tollgate_core::audit_chain::Link =
+                    serde_json::from_str(line).with_context(|| format!("{} line {}: not an exported record", file.display(), i + 1))?;
+                links.push(link);
+            }
+            match tollgate_core::audit_chain::verify(&links) {
+                Ok(n) => {
+                    println!("ok: {n} records, the chain is whole");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(b) => {
+                    println!("broken: {b}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
     }
 }
