@@ -165,6 +165,17 @@ fn the_official_sdks_call_models_through_the_gateway_under_the_agents_key() -> R
     assert!(!log.contains(&key) && !log.contains(OPENAI_KEY) && !log.contains(ANTHROPIC_KEY), "a key in the gateway's log");
     let agent = get(cp, &ns, "managedagent", "coder")?.to_string();
     assert!(!agent.contains(&key), "the key itself in the agent's status");
+    // And every call is in the audit store, chained with the tool calls, without a key.
+    let admin = cp.token(User::Admin);
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/audit/v1/records?namespace={ns}", gateway.url()), "-H", &format!("authorization: Bearer {admin}")])
+        .output()?;
+    let audit = String::from_utf8_lossy(&out.stdout).into_owned();
+    let records: Value = serde_json::from_str(&audit)?;
+    let calls: Vec<&Value> = records["records"].as_array().into_iter().flatten().filter(|r| r["record"]["kind"] == "model_call").collect();
+    assert_eq!(calls.len(), 8, "{audit}");
+    assert!(calls.iter().all(|c| c["record"]["agent"]["name"] == "coder" && c["record"]["costUSD"].as_f64().is_some()), "{audit}");
+    assert!(!audit.contains(&key) && !audit.contains(OPENAI_KEY), "a key in the audit store");
     Ok(())
 }
 

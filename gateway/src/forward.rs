@@ -325,5 +325,24 @@ impl Settlement {
         if let Err(e) = self.gw.ledger.record(&row).await {
             tracing::error!(error = %e, "could not record a call in the ledger");
         }
+        // Model calls go into the same hash-chained audit store as tool calls, under the identity
+        // the agent's key proved.
+        let record = json!({
+            "kind": "model_call",
+            "time": jiff::Timestamp::now().to_string(),
+            "agent": {"namespace": row.namespace, "name": row.agent, "pod": row.pod, "serviceAccount": self.agent.spec.service_account_name},
+            "tool": row.model,
+            "provider": row.provider,
+            "decision": if (200..300).contains(&row.status) { "allow" } else { "error" },
+            "status": row.status,
+            "tokens": {"input": row.usage.input, "cachedInput": row.usage.cached_input, "output": row.usage.output},
+            "costUSD": spend::micros_to_usd(row.cost),
+            "durationMs": row.latency_ms,
+        });
+        let source = crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone() };
+        let batch = format!("gateway/{:016x}", rand::random::<u64>());
+        if let Err(e) = self.gw.ledger.append_audit(&batch, &source, vec![record]).await {
+            tracing::error!(error = %e, "could not audit a model call");
+        }
     }
 }
