@@ -1,5 +1,7 @@
 //! Shared measurement helpers for the benchmarks.
 
+pub mod load;
+
 use std::time::Instant;
 
 /// Nanosecond samples of `f`, taken in `rounds` interleaved with the other measured paths by the

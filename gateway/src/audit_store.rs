@@ -45,39 +45,8 @@ impl Ledger {
             tx.commit().await?;
             return Ok(new);
         }
-        let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
-        // Taking the head's row first serialises appends across replicas.
-        sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1").bind(n).execute(&mut *tx).await?;
-        let (end, prev): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
-        let records: Vec<Value> = records
-            .into_iter()
-            .map(|mut r| {
-                r["source"] = serde_json::json!({"namespace": source.namespace, "serviceAccount": source.service_account});
-                r
-            })
-            .collect();
-        let links = audit_chain::chain(end - n, &prev, records);
-        for l in &links {
-            let r = &l.record;
-            sqlx::query(
-                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(l.seq)
-            .bind(&l.prev)
-            .bind(&l.hash)
-            .bind(now)
-            .bind(&source.namespace)
-            .bind(&source.service_account)
-            .bind(text(&r["agent"]["name"]))
-            .bind(text(&r["tool"]))
-            .bind(text(&r["decision"]))
-            .bind(r.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(last) = links.last() {
-            sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&last.hash).execute(&mut *tx).await?;
-        }
+        let records = records.into_iter().map(|r| (source.clone(), r)).collect();
+        append_in(&mut tx, records).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -105,6 +74,49 @@ impl Ledger {
         let rows: Vec<(i64, String, String, String)> = sqlx::query_as("SELECT seq, prev, hash, record FROM audit ORDER BY seq").fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(to_link).collect())
     }
+}
+
+/// Appends records (each with who sent it) to the chain, within `tx`.
+pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, Value)>) -> Result<(), LedgerError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let now = jiff::Timestamp::now().as_microsecond();
+    let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
+    // Taking the head's row first serialises appends across replicas.
+    sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1").bind(n).execute(&mut **tx).await?;
+    let (end, prev): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut **tx).await?;
+    let sources: Vec<Source> = records.iter().map(|(s, _)| s.clone()).collect();
+    let records: Vec<Value> = records
+        .into_iter()
+        .map(|(s, mut r)| {
+            r["source"] = serde_json::json!({"namespace": s.namespace, "serviceAccount": s.service_account});
+            r
+        })
+        .collect();
+    let links = audit_chain::chain(end - n, &prev, records);
+    for (l, source) in links.iter().zip(&sources) {
+        let r = &l.record;
+        sqlx::query(
+            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(l.seq)
+        .bind(&l.prev)
+        .bind(&l.hash)
+        .bind(now)
+        .bind(&source.namespace)
+        .bind(&source.service_account)
+        .bind(text(&r["agent"]["name"]))
+        .bind(text(&r["tool"]))
+        .bind(text(&r["decision"]))
+        .bind(r.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(last) = links.last() {
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&last.hash).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 fn to_link((seq, prev, hash, record): (i64, String, String, String)) -> Link {

@@ -297,9 +297,6 @@ impl Settlement {
             (Some(_), None) => 0,
             (None, _) => self.reservation.amount,
         };
-        if let Err(e) = self.gw.ledger.settle(&self.reservation, cost).await {
-            tracing::error!(error = %e, "could not settle a call's reservation");
-        }
         let row = Row {
             time_us: jiff::Timestamp::now().as_microsecond(),
             namespace: self.agent.namespace.clone(),
@@ -322,9 +319,6 @@ impl Settlement {
             "model call settled"
         );
         self.gw.metrics.tool_call(if (200..300).contains(&row.status) { "allow" } else { "error" }, "model_call");
-        if let Err(e) = self.gw.ledger.record(&row).await {
-            tracing::error!(error = %e, "could not record a call in the ledger");
-        }
         // Model calls go into the same hash-chained audit store as tool calls, under the identity
         // the agent's key proved.
         let record = json!({
@@ -340,9 +334,9 @@ impl Settlement {
             "durationMs": row.latency_ms,
         });
         let source = crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone() };
-        let batch = format!("gateway/{:016x}", rand::random::<u64>());
-        if let Err(e) = self.gw.ledger.append_audit(&batch, &source, vec![record]).await {
-            tracing::error!(error = %e, "could not audit a model call");
+        let settled = crate::recorder::Settled { reservation: self.reservation, cost, row, audit: (source, record) };
+        if self.gw.settled.send(settled).await.is_err() {
+            tracing::error!("the ledger writer has stopped: a settled call was not recorded");
         }
     }
 }

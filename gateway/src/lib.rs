@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod forward;
 pub mod index;
 pub mod ledger;
+pub mod recorder;
 pub mod server;
 pub mod state;
 pub mod status;
@@ -25,6 +26,7 @@ pub async fn run(config: Config) -> Result<()> {
         config: config.clone(),
         client: client.clone(),
         index: Arc::default(),
+        settled: recorder::spawn(ledger.clone()),
         ledger,
         http: tollgate_mcp_client::transport::client(roots),
         credentials: credentials::ProviderCredentials::default(),

@@ -9,14 +9,11 @@
 
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tollgate_bench::load::{Conn, MockAnswer, memory_breakdown, mock_upstream, one_call, pin_to_cpu, rss_kib, saturate, start_bare_proxy};
 use tollgate_bench::quantile_us;
-use tollgate_e2e::{ControlPlane, Operator, Process, Sidecar, User, wait_until};
+use tollgate_e2e::{ControlPlane, Operator, Sidecar, User, wait_until};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,7 +37,7 @@ fn main() -> Result<()> {
     // The client on this thread's own runtime (a request never hops threads on its way out);
     // the mock upstream on a thread of its own, on the same CPU.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let upstream = mock_upstream()?;
+    let upstream = format!("{}/mcp", mock_upstream(MockAnswer::Mcp)?);
     let cp = ControlPlane::start()?;
     let operator = Operator::start(&cp)?;
     cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
@@ -63,9 +60,9 @@ fn main() -> Result<()> {
     // Latency, one connection, interleaved rounds.
     let (mut direct, mut via, mut via_bare) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
-        let mut d = Conn::open(&upstream).await?;
-        let mut s = Conn::open(&via_sidecar).await?;
-        let mut b = Conn::open(&bare.1).await?;
+        let mut d = Conn::open(&upstream, &[]).await?;
+        let mut s = Conn::open(&via_sidecar, &[]).await?;
+        let mut b = Conn::open(&bare.1, &[]).await?;
         for _ in 0..500 {
             d.call(&body).await.context("warming up the direct path")?;
             s.call(&body).await.context("warming up the sidecar")?;
@@ -96,14 +93,14 @@ fn main() -> Result<()> {
     // Saturation: 16 connections for 3 s against each proxy on its one CPU.
     println!("\nsaturation, 16 connections, 3 s each, proxy pinned to one CPU");
     let bare_pid = bare.0.pid().context("bare pid")?;
-    let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &body, bare_pid)?;
+    let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &[], &body, bare_pid)?;
     // TOLLGATE_BENCH_PROFILE=FILE records the sidecar's saturation run with `perf record`.
     let profiler = std::env::var("TOLLGATE_BENCH_PROFILE").ok().map(|out| {
         std::process::Command::new("perf")
             .args(["record", "-q", "-F", "1000", "--call-graph", "dwarf,32768", "-o", &out, "-p", &sidecar_pid.to_string()])
             .spawn()
     });
-    let (side_calls, side_cpu, load_rss) = saturate(&rt, &via_sidecar, &body, sidecar_pid)?;
+    let (side_calls, side_cpu, load_rss) = saturate(&rt, &via_sidecar, &[], &body, sidecar_pid)?;
     if let Some(Ok(mut perf)) = profiler {
         #[allow(unsafe_code)]
         // SAFETY: kill has no memory preconditions; SIGINT makes perf write its file and exit.
@@ -175,7 +172,7 @@ fn main() -> Result<()> {
         cp.kubectl_ok(User::Admin, ["patch", "tp", "bench", "-n", NS, "--type=json", "-p", &patch])?;
         let applied = Instant::now();
         rt.block_on(async {
-            let mut c = Conn::open(&via_sidecar).await?;
+            let mut c = Conn::open(&via_sidecar, &[]).await?;
             loop {
                 let text = c.text(&toggle).await?;
                 if text.contains("Access denied") == (action == "Deny") {
@@ -211,166 +208,4 @@ fn call_body(tool: &str) -> Bytes {
         "branch": "feature/tollgate-bench", "files": files, "message": "x".repeat(280),
     });
     Bytes::from(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}}).to_string())
-}
-
-/// One keep-alive connection (a pool of one: reused while it lives, replaced if it closes).
-struct Conn {
-    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    uri: hyper::Uri,
-}
-
-impl Conn {
-    async fn open(url: &str) -> Result<Conn> {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).build(connector);
-        Ok(Conn { client, uri: url.parse()? })
-    }
-
-    async fn call(&mut self, body: &Bytes) -> Result<Bytes> {
-        let req = Request::post(self.uri.clone())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(Full::new(body.clone()))?;
-        let resp = self.client.request(req).await?;
-        ensure!(resp.status().is_success(), "status {}", resp.status());
-        Ok(resp.into_body().collect().await?.to_bytes())
-    }
-
-    async fn timed(&mut self, body: &Bytes) -> Result<u64> {
-        let t = Instant::now();
-        self.call(body).await?;
-        Ok(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    async fn text(&mut self, body: &Bytes) -> Result<String> {
-        Ok(String::from_utf8_lossy(&self.call(body).await?).into_owned())
-    }
-}
-
-async fn one_call(url: &str, body: &Bytes) -> Result<Bytes> {
-    Conn::open(url).await?.call(body).await
-}
-
-/// Total calls and the process's CPU seconds over 3 s of 16 connections; the max RSS seen.
-fn saturate(rt: &tokio::runtime::Runtime, url: &str, body: &Bytes, pid: u32) -> Result<(f64, f64, f64)> {
-    let calls = Arc::new(AtomicU64::new(0));
-    let cpu0 = cpu_seconds(pid);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut max_rss = 0.0f64;
-    rt.block_on(async {
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let (url, body, calls) = (url.to_owned(), body.clone(), calls.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut c = Conn::open(&url).await?;
-                while Instant::now() < deadline {
-                    c.call(&body).await?;
-                    calls.fetch_add(1, Ordering::Relaxed);
-                }
-                anyhow::Ok(())
-            }));
-        }
-        // RSS sampled every 200 ms while the load runs.
-        let mut samples = tokio::time::interval(Duration::from_millis(200));
-        while Instant::now() < deadline {
-            samples.tick().await;
-            max_rss = max_rss.max(rss_kib(pid));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        anyhow::Ok(())
-    })?;
-    Ok((calls.load(Ordering::Relaxed) as f64, cpu_seconds(pid) - cpu0, max_rss))
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    #[allow(unsafe_code)]
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz.max(1.0)
-}
-
-/// Anonymous memory (heap, stacks) against pages of the binary itself.
-fn memory_breakdown(pid: u32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default();
-    format!(
-        "RSS {} = anonymous {} + file {} (+ shmem {}); threads {}",
-        field("VmRSS:"),
-        field("RssAnon:"),
-        field("RssFile:"),
-        field("RssShmem:"),
-        field("Threads:")
-    )
-}
-
-fn rss_kib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn pin_to_cpu(cpu: usize) {
-    #[allow(unsafe_code)]
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; 0 is this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// A mock MCP upstream on a thread of its own: answers every POST with a small `tools/call` result.
-fn mock_upstream() -> Result<String> {
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    std_listener.set_nonblocking(true)?;
-    let addr = std_listener.local_addr()?;
-    std::thread::spawn(move || {
-        pin_to_cpu(0);
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        rt.block_on(serve_mock(std_listener));
-    });
-    Ok(format!("http://{addr}/mcp"))
-}
-
-async fn serve_mock(std_listener: std::net::TcpListener) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
-    {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done"}],"isError":false}}"#;
-                    let mut resp = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-                    resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
-                    Ok::<_, std::convert::Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
-            });
-        }
-    }
-}
-
-fn start_bare_proxy(cp: &ControlPlane, bin: &std::path::Path, upstream: &str) -> Result<(Process, String)> {
-    let mut cmd = std::process::Command::new("taskset");
-    cmd.args(["-c", "1"]).arg(bin).args(["127.0.0.1:0", upstream]);
-    let log = cp.dir().join("bare-proxy.log");
-    let p = Process::spawn(cmd, log.clone())?;
-    let addr = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        Ok(std::fs::read_to_string(&log).ok().and_then(|s| s.lines().next().map(str::to_owned)))
-    })?;
-    Ok((p, format!("http://{addr}/")))
 }

@@ -1,0 +1,138 @@
+//! The model gateway under load, against the direct path and a bare hyper proxy, in one run
+//! (DESIGN §5): added latency (p50/p99) of a non-streaming chat completion with a ~1 KiB answer,
+//! one connection; CPU per call at saturation; the first-event delay of a stream; each with the
+//! ledger only and with a budget reserved and settled on every call.
+//!
+//! Build first: `cargo build --release --workspace --bins`. The load generator and the mock
+//! provider run on CPU 0, the proxies on CPU 1.
+
+use anyhow::{Context, Result, ensure};
+use base64::Engine;
+use bytes::Bytes;
+use std::path::PathBuf;
+use std::time::Duration;
+use tollgate_bench::load::{Conn, MockAnswer, mock_upstream, pin_to_cpu, saturate, start_bare_proxy};
+use tollgate_bench::quantile_us;
+use tollgate_e2e::{ControlPlane, Operator, Process, User, free_ports, wait_until};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const NS: &str = "bench-gateway";
+
+fn main() -> Result<()> {
+    pin_to_cpu(0);
+    let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    let (gateway_bin, bare_bin) = (release.join("tollgate-gateway"), release.join("bench-bare-proxy"));
+    ensure!(gateway_bin.is_file() && bare_bin.is_file(), "build first: cargo build --release --workspace --bins");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let provider = mock_upstream(MockAnswer::OpenAi)?;
+    let cp = ControlPlane::start()?;
+    let _operator = Operator::start(&cp)?;
+    cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
+    let objects = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: openai}}\nspec: {{type: openai, baseURL: \"{provider}/v1\", models: [{{name: gpt-4o-mini, pricing: {{inputPerMillionUSD: 0.15, outputPerMillionUSD: 0.6}}}}]}}\n---\n\
+         apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {{name: coder}}\nspec: {{selector: {{matchLabels: {{app: coder}}}}, serviceAccountName: coder, models: {{allowed: [\"*\"]}}}}\n"
+    );
+    cp.apply(User::Admin, NS, &objects)?;
+    let key = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let out = cp.kubectl(User::Admin, ["get", "secret", "tollgate-key-coder", "-n", NS, "-o", "jsonpath={.data.api-key}"])?;
+        let encoded = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok((!encoded.is_empty()).then(|| base64::engine::general_purpose::STANDARD.decode(&encoded).ok().and_then(|k| String::from_utf8(k).ok())).flatten())
+    })
+    .context("the agent's key")?;
+
+    // The gateway on CPU 1, its ledger in SQLite; the bare proxy beside it.
+    cp.install_tollgate_system()?;
+    let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
+    let [port, admin] = free_ports::<2>()?;
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "1"])
+        .arg(&gateway_bin)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+        .env("TOLLGATE_DATABASE_URL", format!("sqlite://{}?mode=rwc", cp.dir().join("bench-ledger.db").display()));
+    let gateway = Process::spawn(cmd, cp.dir().join("gateway.log"))?;
+    gateway.wait_http_ok("the gateway", admin, "/readyz")?;
+    let gateway_pid = gateway.pid().context("gateway pid")?;
+    let bare = start_bare_proxy(&cp, &bare_bin, &format!("{provider}/v1/chat/completions"))?;
+    let bare_pid = bare.0.pid().context("bare pid")?;
+
+    let direct = format!("{provider}/v1/chat/completions");
+    let via = format!("http://127.0.0.1:{port}/openai/v1/chat/completions");
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_str())];
+    let body = Bytes::from(
+        serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 256, "messages": [{"role": "user", "content": "Summarise the test run. ".repeat(10)}]})
+            .to_string(),
+    );
+    let stream_body = Bytes::from(serde_json::json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "Go."}]}).to_string());
+    let first = rt.block_on(async { Conn::open(&via, &headers).await?.text(&body).await })?;
+    ensure!(first.contains("All tests pass"), "the gateway did not answer: {first}\n{}", gateway.log_tail());
+    println!("chat completion: request {} bytes, answer about 1 KiB; provider mock on CPU 0, proxies on CPU 1", body.len());
+
+    for budget in [false, true] {
+        if budget {
+            cp.apply(
+                User::Admin,
+                NS,
+                "apiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: bench}\nspec: {period: Monthly, hardLimitUSD: 1000000}\n",
+            )?;
+            // The gateway reserves against the budget once it has seen it.
+            wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+                let b = cp.kubectl_ok(User::Admin, ["get", "budget", "bench", "-n", NS, "-o", "jsonpath={.status.state}"])?;
+                Ok((!b.trim().is_empty()).then_some(()))
+            })?;
+        }
+        let label = if budget { "ledger + a budget reserved and settled per call" } else { "ledger only" };
+        let (mut d, mut b, mut g, mut fd, mut fg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        rt.block_on(async {
+            let mut dc = Conn::open(&direct, &[]).await?;
+            let mut bc = Conn::open(&bare.1, &[]).await?;
+            let mut gc = Conn::open(&via, &headers).await?;
+            for _ in 0..200 {
+                dc.call(&body).await?;
+                bc.call(&body).await?;
+                gc.call(&body).await?;
+            }
+            for _round in 0..10 {
+                for _ in 0..200 {
+                    d.push(dc.timed(&body).await?);
+                }
+                for _ in 0..200 {
+                    b.push(bc.timed(&body).await?);
+                }
+                for _ in 0..200 {
+                    g.push(gc.timed(&body).await.with_context(|| "via the gateway")?);
+                }
+                for _ in 0..10 {
+                    fd.push(dc.first_frame(&stream_body).await?);
+                    fg.push(gc.first_frame(&stream_body).await?);
+                }
+            }
+            anyhow::Ok(())
+        })?;
+        let q = |v: &mut Vec<u64>| (quantile_us(v, 0.5), quantile_us(v, 0.99));
+        let ((d50, d99), (b50, b99), (g50, g99)) = (q(&mut d), q(&mut b), q(&mut g));
+        println!("\n[{label}] latency, one connection, {} calls per path (interleaved rounds)", d.len());
+        println!("  direct to the provider    p50 {d50:7.1} µs   p99 {d99:7.1} µs");
+        println!("  via bare hyper proxy      p50 {b50:7.1} µs   p99 {b99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", b50 - d50, b99 - d99);
+        println!("  via tollgate-gateway      p50 {g50:7.1} µs   p99 {g99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", g50 - d50, g99 - d99);
+        let ((fd50, _), (fg50, fg99)) = (q(&mut fd), q(&mut fg));
+        println!("  stream first event: direct p50 {fd50:.1} µs; via gateway p50 {fg50:.1} µs, p99 {fg99:.1} µs (added p50 {:.1} µs)", fg50 - fd50);
+        let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &[], &body, bare_pid)?;
+        let (gw_calls, gw_cpu, gw_rss) = saturate(&rt, &via, &headers, &body, gateway_pid)?;
+        println!("  saturation, 16 connections, 3 s, proxy on one CPU:");
+        println!("    bare hyper proxy   {:8.0} calls/s   {:6.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
+        println!(
+            "    tollgate-gateway   {:8.0} calls/s   {:6.1} µs CPU per call   ({:.2}× the bare proxy's throughput); RSS {:.1} MiB",
+            gw_calls / 3.0,
+            gw_cpu / gw_calls * 1e6,
+            gw_calls / bare_calls,
+            gw_rss / 1024.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! What the load benchmarks share: keep-alive clients, saturation with CPU and memory read from
+//! /proc, a mock upstream on its own thread (MCP or an OpenAI-style model API), CPU pinning, and
+//! the bare hyper proxy every proxy is compared with.
+
+use anyhow::{Result, ensure};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tollgate_e2e::{ControlPlane, Process, wait_until};
+
+/// One keep-alive connection (a pool of one: reused while it lives, replaced if it closes),
+/// sending `headers` with every request.
+pub struct Conn {
+    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    uri: hyper::Uri,
+    headers: Vec<(String, String)>,
+}
+
+impl Conn {
+    pub async fn open(url: &str, headers: &[(&str, &str)]) -> Result<Conn> {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).build(connector);
+        Ok(Conn { client, uri: url.parse()?, headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect() })
+    }
+
+    async fn send(&mut self, body: &Bytes) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let mut req = Request::post(self.uri.clone()).header("content-type", "application/json").header("accept", "application/json, text/event-stream");
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = self.client.request(req.body(Full::new(body.clone()))?).await?;
+        ensure!(resp.status().is_success(), "status {}", resp.status());
+        Ok(resp)
+    }
+
+    pub async fn call(&mut self, body: &Bytes) -> Result<Bytes> {
+        Ok(self.send(body).await?.into_body().collect().await?.to_bytes())
+    }
+
+    pub async fn timed(&mut self, body: &Bytes) -> Result<u64> {
+        let t = Instant::now();
+        self.call(body).await?;
+        Ok(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Nanoseconds until the answer's first body frame (a stream's first event), reading the
+    /// rest after.
+    pub async fn first_frame(&mut self, body: &Bytes) -> Result<u64> {
+        let t = Instant::now();
+        let mut incoming = self.send(body).await?.into_body();
+        let mut first = None;
+        while let Some(frame) = incoming.frame().await {
+            if frame?.is_data() && first.is_none() {
+                first = Some(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            }
+        }
+        Ok(first.unwrap_or(u64::MAX))
+    }
+
+    pub async fn text(&mut self, body: &Bytes) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.call(body).await?).into_owned())
+    }
+}
+
+pub async fn one_call(url: &str, body: &Bytes) -> Result<Bytes> {
+    Conn::open(url, &[]).await?.call(body).await
+}
+
+/// Total calls and the process's CPU seconds over 3 s of 16 connections; the max RSS seen.
+pub fn saturate(rt: &tokio::runtime::Runtime, url: &str, headers: &[(&str, &str)], body: &Bytes, pid: u32) -> Result<(f64, f64, f64)> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_seconds(pid);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut max_rss = 0.0f64;
+    let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (url, body, calls, headers) = (url.to_owned(), body.clone(), calls.clone(), headers.clone());
+            tasks.push(tokio::spawn(async move {
+                let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let mut c = Conn::open(&url, &h).await?;
+                while Instant::now() < deadline {
+                    c.call(&body).await?;
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            }));
+        }
+        // RSS sampled every 200 ms while the load runs.
+        let mut samples = tokio::time::interval(Duration::from_millis(200));
+        while Instant::now() < deadline {
+            samples.tick().await;
+            max_rss = max_rss.max(rss_kib(pid));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok((calls.load(Ordering::Relaxed) as f64, cpu_seconds(pid) - cpu0, max_rss))
+}
+
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+/// Anonymous memory (heap, stacks) against pages of the binary itself.
+pub fn memory_breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default();
+    format!(
+        "RSS {} = anonymous {} + file {} (+ shmem {}); threads {}",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("RssShmem:"),
+        field("Threads:")
+    )
+}
+
+pub fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub fn pin_to_cpu(cpu: usize) {
+    #[allow(unsafe_code)]
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; 0 is this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// What the mock upstream answers.
+#[derive(Debug, Clone, Copy)]
+pub enum MockAnswer {
+    /// A small `tools/call` result to every POST.
+    Mcp,
+    /// An OpenAI chat completion (with usage), about 1 KiB; a stream of four events when the
+    /// request asks for one (the first at once, the others 5 ms apart).
+    OpenAi,
+}
+
+/// A mock upstream on a thread of its own, on CPU 0; its base URL.
+pub fn mock_upstream(answer: MockAnswer) -> Result<String> {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    std::thread::spawn(move || {
+        pin_to_cpu(0);
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(serve_mock(std_listener, answer));
+    });
+    Ok(format!("http://{addr}"))
+}
+
+fn chat_answer() -> Bytes {
+    let text = "All tests pass. ".repeat(48);
+    Bytes::from(
+        serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 300, "completion_tokens": 190, "total_tokens": 490}})
+        .to_string(),
+    )
+}
+
+async fn serve_mock(std_listener: std::net::TcpListener, answer: MockAnswer) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
+    let chat = chat_answer();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        let _ = stream.set_nodelay(true);
+        let chat = chat.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let chat = chat.clone();
+                async move {
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let streaming = body.windows(14).any(|w| w == br#""stream":true"#);
+                    let (bytes, content_type): (http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>, &str) = match answer {
+                        MockAnswer::Mcp => {
+                            let b = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done"}],"isError":false}}"#;
+                            (Full::new(Bytes::from_static(b.as_bytes())).boxed(), "application/json")
+                        }
+                        MockAnswer::OpenAi if !streaming => (Full::new(chat).boxed(), "application/json"),
+                        MockAnswer::OpenAi => {
+                            let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(8);
+                            tokio::spawn(async move {
+                                for i in 0..4 {
+                                    let event = format!(
+                                        "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"part {i}\"}}}}]}}\n\n"
+                                    );
+                                    if tx.send(Ok(hyper::body::Frame::data(Bytes::from(event)))).await.is_err() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                                let usage = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n";
+                                let _ = tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(usage.as_bytes())))).await;
+                            });
+                            (http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed(), "text/event-stream")
+                        }
+                    };
+                    let mut resp = hyper::Response::new(bytes);
+                    resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(content_type));
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+/// The bare hyper proxy (`bench-bare-proxy`) on CPU 1, in front of `upstream`; its URL.
+pub fn start_bare_proxy(cp: &ControlPlane, bin: &std::path::Path, upstream: &str) -> Result<(Process, String)> {
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "1"]).arg(bin).args(["127.0.0.1:0", upstream]);
+    let log = cp.dir().join(format!("bare-proxy-{}.log", upstream.len()));
+    let p = Process::spawn(cmd, log.clone())?;
+    let addr = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        Ok(std::fs::read_to_string(&log).ok().and_then(|s| s.lines().next().map(str::to_owned)))
+    })?;
+    Ok((p, format!("http://{addr}/")))
+}
