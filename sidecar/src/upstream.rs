@@ -49,9 +49,11 @@ pub struct CaFiles {
 }
 
 pub struct Upstream {
-    /// Trusts the platform's roots.
-    client: HttpClient,
-    roots: Arc<rustls::RootCertStore>,
+    /// For `http://` servers: no certificates loaded.
+    plain: HttpClient,
+    /// The platform's roots and a client trusting them, loaded at the first `https://` server:
+    /// a sidecar that never speaks TLS does not hold the platform's trust store in memory.
+    platform: std::sync::OnceLock<(Arc<rustls::RootCertStore>, HttpClient)>,
     ca_files: CaFiles,
     /// Clients that also trust a server's bundle, by its file, rebuilt when the file changes (a
     /// rotated Secret or ConfigMap applies without a restart).
@@ -63,14 +65,21 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(credentials: crate::credentials::Credentials, max_answer: usize, ca_files: CaFiles) -> Self {
-        let roots = Arc::new(transport::platform_roots());
-        Upstream { client: transport::client(roots.clone()), roots, ca_files, with_bundle: Mutex::default(), credentials, max_answer }
+        let plain = transport::client(Arc::new(rustls::RootCertStore::empty()));
+        Upstream { plain, platform: std::sync::OnceLock::new(), ca_files, with_bundle: Mutex::default(), credentials, max_answer }
+    }
+
+    fn platform(&self) -> &(Arc<rustls::RootCertStore>, HttpClient) {
+        self.platform.get_or_init(|| {
+            let roots = Arc::new(transport::platform_roots());
+            (roots.clone(), transport::client(roots))
+        })
     }
 
     /// The client for `server`: the platform's roots, or those plus its CA bundle.
     fn client_for(&self, server: &Server) -> Result<HttpClient, Box<UpstreamError>> {
         let Some(bundle) = server.tls.as_ref().and_then(|t| t.ca_bundle.as_ref()) else {
-            return Ok(self.client.clone());
+            return Ok(if server.url.starts_with("https://") { self.platform().1.clone() } else { self.plain.clone() });
         };
         let bad = |path: &std::path::Path, reason: String| {
             Box::new(UpstreamError::CaBundle { server: server.name.clone(), path: path.display().to_string(), reason })
@@ -88,7 +97,7 @@ impl Upstream {
             return Ok(client.clone());
         }
         let pem = std::fs::read(&path).map_err(|e| bad(&path, format!("not readable: {e}")))?;
-        let roots = transport::roots_with_bundle(&self.roots, &pem).map_err(|reason| bad(&path, reason))?;
+        let roots = transport::roots_with_bundle(&self.platform().0, &pem).map_err(|reason| bad(&path, reason))?;
         let client = transport::client(Arc::new(roots));
         cache.insert(path, (modified, client.clone()));
         Ok(client)
