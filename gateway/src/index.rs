@@ -4,14 +4,14 @@
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tollgate_api::{Budget, BudgetSpec, ManagedAgent, ManagedAgentSpec, ModelProvider, ModelProviderSpec};
+use tollgate_runtime::watch::reflect;
 
 #[derive(Debug, Clone)]
 pub struct Agent {
@@ -63,24 +63,11 @@ pub fn build(s: &Stores) -> Index {
 /// Keeps `target` current; returns only if a watch ends.
 pub async fn watch(client: kube::Client, target: Arc<ArcSwap<Index>>, loaded: tollgate_runtime::admin::Readiness) -> Result<()> {
     let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(64);
-    macro_rules! reflect {
-        ($api:expr) => {{
-            let (store, writer) = reflector::store();
-            let tx = changed_tx.clone();
-            let stream = reflector::reflector(writer, watcher($api, watcher::Config::default()).default_backoff()).for_each(move |_| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.try_send(());
-                }
-            });
-            tokio::spawn(stream);
-            store
-        }};
-    }
+    let all = watcher::Config::default;
     let stores = Stores {
-        agents: reflect!(Api::<ManagedAgent>::all(client.clone())),
-        providers: reflect!(Api::<ModelProvider>::all(client.clone())),
-        budgets: reflect!(Api::<Budget>::all(client.clone())),
+        agents: reflect(Api::<ManagedAgent>::all(client.clone()), all(), &changed_tx),
+        providers: reflect(Api::<ModelProvider>::all(client.clone()), all(), &changed_tx),
+        budgets: reflect(Api::<Budget>::all(client.clone()), all(), &changed_tx),
     };
     for (name, wait) in [
         ("ManagedAgent", stores.agents.wait_until_ready().await),

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod telemetry;
+pub mod watch;
 
 /// Resolves on SIGINT or SIGTERM (what Kubernetes sends before it kills a container).
 pub async fn shutdown_signal() {

@@ -3,18 +3,18 @@
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ApprovalWorkflow, ClusterToolPolicy, HeaderSource, ManagedAgent, McpServer, PolicyKind, ToolPolicy};
 use tollgate_core::policy::{self, AgentInfo, CompiledPolicy, PolicyId};
 use tollgate_runtime::admin::Readiness;
+use tollgate_runtime::watch::reflect;
 
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -145,40 +145,14 @@ pub async fn watch(
     swapped: impl Fn() + Send,
 ) -> Result<()> {
     let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(64);
-    macro_rules! reflect {
-        ($api:expr) => {{
-            let (store, writer) = reflector::store();
-            let tx = changed_tx.clone();
-            // Every event, deletes and relists included, rebuilds: a deleted allow rule must stop
-            // allowing as fast as an edited one.
-            let stream = reflector::reflector(writer, watcher($api, watcher::Config::default()).default_backoff()).for_each(move |_| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.try_send(());
-                }
-            });
-            tokio::spawn(stream);
-            store
-        }};
-    }
+    let all = watcher::Config::default;
     let stores = Stores {
-        agents: reflect!(Api::<ManagedAgent>::namespaced(client.clone(), &namespace)),
-        policies: reflect!(Api::<ToolPolicy>::namespaced(client.clone(), &namespace)),
-        cluster_policies: reflect!(Api::<ClusterToolPolicy>::all(client.clone())),
-        servers: reflect!(Api::<McpServer>::namespaced(client.clone(), &namespace)),
-        workflows: reflect!(Api::<ApprovalWorkflow>::namespaced(client.clone(), &namespace)),
-        namespaces: {
-            let (store, writer) = reflector::store();
-            let tx = changed_tx.clone();
-            let cfg = watcher::Config::default().fields(&format!("metadata.name={namespace}"));
-            tokio::spawn(reflector::reflector(writer, watcher(Api::<Namespace>::all(client.clone()), cfg).default_backoff()).for_each(move |_| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.try_send(());
-                }
-            }));
-            store
-        },
+        agents: reflect(Api::<ManagedAgent>::namespaced(client.clone(), &namespace), all(), &changed_tx),
+        policies: reflect(Api::<ToolPolicy>::namespaced(client.clone(), &namespace), all(), &changed_tx),
+        cluster_policies: reflect(Api::<ClusterToolPolicy>::all(client.clone()), all(), &changed_tx),
+        servers: reflect(Api::<McpServer>::namespaced(client.clone(), &namespace), all(), &changed_tx),
+        workflows: reflect(Api::<ApprovalWorkflow>::namespaced(client.clone(), &namespace), all(), &changed_tx),
+        namespaces: reflect(Api::<Namespace>::all(client.clone()), all().fields(&format!("metadata.name={namespace}")), &changed_tx),
     };
     for (name, wait) in [
         ("ManagedAgent", stores.agents.wait_until_ready().await),
