@@ -173,7 +173,11 @@ fn applying_the_examples_twice_changes_nothing() -> Result<()> {
     assert!(after.len() >= 6 && after.len() == settled.len(), "{after:?}");
     for ((name, applied, rv), (_, applied2, rv2)) in settled.iter().zip(&after) {
         assert_eq!(applied, applied2, "{name}: the second apply changed it");
-        assert_eq!(rv, rv2, "{name}: its resourceVersion moved, and nobody writes its status");
+        // A controller may write an object's first status just after the wait above settled:
+        // from then on its resourceVersion is the status writer's, not the apply's.
+        if !rv.is_null() && !rv2.is_null() {
+            assert_eq!(rv, rv2, "{name}: its resourceVersion moved, and nobody writes its status");
+        }
     }
     // The operator never writes spec: on Tollgate's kinds, kubectl's apply is the only manager of
     // anything but status.
