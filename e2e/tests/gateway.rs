@@ -223,6 +223,13 @@ fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
     cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"suspended":true}}"#])?;
     wait_until(Duration::from_secs(2), Duration::from_millis(50), || Ok((call(&key, json!({"op": "chat", "model": "fast"}))?["status"] == 403).then_some(())))
         .context("a suspended agent's key still worked after 2 s")?;
+    // Refusals of a known agent are in the audit store too.
+    let admin = cp.token(User::Admin);
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/audit/v1/records?namespace={ns}&decision=deny", gateway.url()), "-H", &format!("authorization: Bearer {admin}")])
+        .output()?;
+    let audit = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(audit.contains("not in its models.allowed") && audit.contains("budget tiny is spent"), "{audit}");
     cp.kubectl_ok(User::Admin, ["delete", "managedagent", "other", "-n", &ns])?;
     wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
         Ok((call(&other, json!({"op": "messages", "model": "sonnet"}))?["status"] == 401).then_some(()))

@@ -58,14 +58,39 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
     };
     let (api, endpoint) = endpoint;
     let span = tracing::info_span!("model_call", api = ?api, endpoint = ?endpoint, agent = tracing::field::Empty, model = tracing::field::Empty);
-    match call(req, &gw, api, endpoint, &span).instrument(span.clone()).await {
+    let mut who = Who::default();
+    match call(req, &gw, api, endpoint, &span, &mut who).instrument(span.clone()).await {
         Ok(resp) => resp,
         Err(r) => {
             tracing::info!(refusal = %r, "model call refused");
             gw.metrics.tool_call("deny", "model_refused");
+            // A refusal of a known agent is a decision like any other: it goes into the audit
+            // store. (Without a valid key there is nobody to attribute it to.)
+            if let Some(agent) = who.agent {
+                let record = json!({
+                    "kind": "model_call",
+                    "time": jiff::Timestamp::now().to_string(),
+                    "agent": {"namespace": agent.namespace, "name": agent.name, "serviceAccount": agent.spec.service_account_name},
+                    "tool": who.model.unwrap_or_default(),
+                    "decision": "deny",
+                    "status": r.status(),
+                    "reason": r.to_string(),
+                });
+                let source = crate::audit_store::Source { namespace: agent.namespace.clone(), service_account: agent.spec.service_account_name.clone() };
+                if gw.settled.send(crate::recorder::Entry::Refusal(source, record)).await.is_err() {
+                    tracing::error!("the ledger writer has stopped: a refusal was not audited");
+                }
+            }
             refuse(api, &r)
         }
     }
+}
+
+/// Who a call turned out to be from, as far as it got: what a refusal is attributed to.
+#[derive(Default)]
+struct Who {
+    agent: Option<Arc<crate::index::Agent>>,
+    model: Option<String>,
 }
 
 /// The agent's key, from either SDK's header.
@@ -76,13 +101,14 @@ fn presented_key(req: &Request<Incoming>) -> Option<String> {
     bearer.or(x_api_key).filter(|k| !k.is_empty()).map(str::to_owned)
 }
 
-async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: Endpoint, span: &tracing::Span) -> Result<Response<Body>, Refusal> {
+async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: Endpoint, span: &tracing::Span, who: &mut Who) -> Result<Response<Body>, Refusal> {
     let index = gw.index.load_full();
     if !index.loaded {
         return Err(Refusal::NotReady);
     }
     let key = presented_key(&req).ok_or(Refusal::NoKey)?;
     let agent = index.agents.get(&tollgate_core::keys::hash(&key)).cloned().ok_or(Refusal::BadKey)?;
+    who.agent = Some(agent.clone());
     span.record("agent", format!("{}/{}", agent.namespace, agent.name));
     if agent.spec.suspended {
         return Err(Refusal::Suspended { agent: agent.name.clone(), namespace: agent.namespace.clone() });
@@ -103,6 +129,7 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     let mut body: Value = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let requested = body.get("model").and_then(Value::as_str).ok_or_else(|| Refusal::BadRequest("no \"model\"".into()))?.to_owned();
     span.record("model", requested.as_str());
+    who.model = Some(requested.clone());
     let resolved = models::resolve(&requested, api, providers).ok_or_else(|| Refusal::UnknownModel(requested.clone()))?;
     if !models::allowed(&allowed, &requested, resolved.model) {
         return Err(Refusal::ModelNotAllowed { agent: agent.name.clone(), model: requested });
@@ -335,7 +362,7 @@ impl Settlement {
         });
         let source = crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone() };
         let settled = crate::recorder::Settled { reservation: self.reservation, cost, row, audit: (source, record) };
-        if self.gw.settled.send(settled).await.is_err() {
+        if self.gw.settled.send(crate::recorder::Entry::Call(Box::new(settled))).await.is_err() {
             tracing::error!("the ledger writer has stopped: a settled call was not recorded");
         }
     }

@@ -16,16 +16,34 @@ pub struct Settled {
     pub audit: (Source, Value),
 }
 
+/// What is written: a settled call, or a refused one (an audit record only: nothing was spent).
+pub enum Entry {
+    Call(Box<Settled>),
+    Refusal(Source, Value),
+}
+
 const QUEUE: usize = 4096;
 const MAX_BATCH: usize = 512;
 
-pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Settled> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Settled>(QUEUE);
+pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(QUEUE);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let calls: Vec<(Reservation, Micros, Row)> = batch.iter().map(|s| (s.reservation.clone(), s.cost, s.row.clone())).collect();
-            let audit: Vec<(Source, Value)> = batch.iter().map(|s| s.audit.clone()).collect();
+            let calls: Vec<(Reservation, Micros, Row)> = batch
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Call(s) => Some((s.reservation.clone(), s.cost, s.row.clone())),
+                    Entry::Refusal(..) => None,
+                })
+                .collect();
+            let audit: Vec<(Source, Value)> = batch
+                .iter()
+                .map(|e| match e {
+                    Entry::Call(s) => s.audit.clone(),
+                    Entry::Refusal(source, record) => (source.clone(), record.clone()),
+                })
+                .collect();
             let mut wait = Duration::from_millis(50);
             loop {
                 match ledger.settle_many(&calls, audit.clone()).await {

@@ -43,6 +43,6 @@ pub struct Gateway {
     pub http: HttpClient,
     pub credentials: crate::credentials::ProviderCredentials,
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
-    /// Settled calls, written in batches by [`crate::recorder`].
-    pub settled: tokio::sync::mpsc::Sender<crate::recorder::Settled>,
+    /// Settled and refused calls, written in batches by [`crate::recorder`].
+    pub settled: tokio::sync::mpsc::Sender<crate::recorder::Entry>,
 }
