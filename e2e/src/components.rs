@@ -71,14 +71,15 @@ pub fn helm() -> Result<PathBuf> {
     tool(&HELM, "TOLLGATE_HELM", "build-helm.sh")
 }
 
-/// A tool the e2e tests run: the path in `env`, else what `script` built (once per process).
-fn tool(cell: &'static std::sync::OnceLock<Result<PathBuf, String>>, env: &str, script: &str) -> Result<PathBuf> {
+/// A tool the e2e tests run (a program or an install directory): the path in `env`, else what
+/// `script` built or installed, from its last line of output (once per process).
+pub(crate) fn tool(cell: &'static std::sync::OnceLock<Result<PathBuf, String>>, env: &str, script: &str) -> Result<PathBuf> {
     let found = cell.get_or_init(|| match std::env::var_os(env) {
         Some(path) => Ok(PathBuf::from(path)),
         None => built_by(script).map_err(|e| format!("{e:#}")),
     });
     let path = found.clone().map_err(anyhow::Error::msg)?;
-    ensure!(path.is_file(), "no {} at {} ({env})", script.trim_start_matches("build-").trim_end_matches(".sh"), path.display());
+    ensure!(path.exists(), "no {} at {} ({env})", script.trim_start_matches("build-").trim_end_matches(".sh"), path.display());
     Ok(path)
 }
 

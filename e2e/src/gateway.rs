@@ -96,19 +96,7 @@ impl FakeProvider {
 /// The pinned SDKs' venv: `TOLLGATE_MODEL_SDKS`, else what `install-model-sdks.sh` installs.
 pub fn sdks_dir() -> Result<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = DIR.get_or_init(|| match std::env::var_os("TOLLGATE_MODEL_SDKS") {
-        Some(d) => Ok(PathBuf::from(d)),
-        None => {
-            let script = repo_root().join("e2e/scripts/install-model-sdks.sh");
-            let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!("{} failed", script.display()));
-            }
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            stdout.lines().map(str::trim).rfind(|l| !l.is_empty()).map(PathBuf::from).ok_or_else(|| "no directory printed".to_owned())
-        }
-    });
-    found.clone().map_err(anyhow::Error::msg)
+    crate::components::tool(&DIR, "TOLLGATE_MODEL_SDKS", "install-model-sdks.sh")
 }
 
 /// Runs `e2e/clients/model_client.py` with `env` (an injected pod's); one JSON value per step.

@@ -13,21 +13,8 @@ use std::time::Duration;
 
 /// The install directory of the pinned MCP tools.
 pub fn tools_dir() -> Result<PathBuf> {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    if let Some(d) = DIR.get() {
-        return Ok(d.clone());
-    }
-    let dir = match std::env::var_os("TOLLGATE_MCP_TOOLS") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let script = repo_root().join("e2e/scripts/install-mcp-tools.sh");
-            let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().context("installing the MCP tools")?;
-            ensure!(out.status.success(), "{} failed", script.display());
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(stdout.lines().map(str::trim).rfind(|l| !l.is_empty()).context("no directory printed")?)
-        }
-    };
-    Ok(DIR.get_or_init(|| dir).clone())
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    crate::components::tool(&DIR, "TOLLGATE_MCP_TOOLS", "install-mcp-tools.sh")
 }
 
 /// `@modelcontextprotocol/server-everything` on a loopback port.

@@ -117,22 +117,6 @@ impl Ledger {
         Ok(Reservation { claims, amount })
     }
 
-    /// Replaces the reservation by what the call cost (0 releases it), in the periods it was
-    /// reserved in.
-    pub async fn settle(&self, r: &Reservation, actual: Micros) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        settle_in(&mut tx, r, actual).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn record(&self, row: &Row) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        record_in(&mut tx, row).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Settles many calls in one transaction: each reservation replaced by its cost, each call's
     /// ledger row, and their audit records appended to the chain. One write per batch, not five
     /// per call, is what lets a gateway on one CPU keep up.
@@ -247,8 +231,7 @@ mod tests {
         let r2 = l.reserve(vec![claim("ns/team", 100)], 60).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 120);
         assert!(matches!(l.reserve(vec![claim("ns/team", 100)], 1).await, Err(LedgerError::Exhausted { spent: 120, .. })));
-        l.settle(&r1, 10).await.unwrap();
-        l.settle(&r2, 0).await.unwrap();
+        l.settle_many(&[(r1, 10, Row::default()), (r2, 0, Row::default())], Vec::new()).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 10);
     }
 
@@ -265,7 +248,7 @@ mod tests {
         let (l, _dir) = ledger().await;
         for cost in [5, 7] {
             let row = Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: "m".into(), cost, status: 200, ..Row::default() };
-            l.record(&row).await.unwrap();
+            l.settle_many(&[(Reservation::default(), cost, row)], Vec::new()).await.unwrap();
         }
         assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), 12);
         assert_eq!(l.agent_spend("ns", "other", 0).await.unwrap(), 0);

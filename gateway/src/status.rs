@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,9 +72,8 @@ async fn refresh(gw: &Gateway, written: &mut HashMap<String, serde_json::Value>,
                     ),
                 };
                 if let Ok(budget) = api.get(name).await {
-                    let recorder = Recorder::new(gw.client.clone(), Reporter { controller: "tollgate-gateway".into(), instance: None });
-                    let event = Event { type_: EventType::Warning, reason: reason.into(), note: Some(note), action: "Account".into(), secondary: None };
-                    let _ = recorder.publish(&event, &budget.object_ref(&())).await;
+                    tollgate_runtime::events::publish(&gw.client, "tollgate-gateway", &budget.object_ref(&()), EventType::Warning, reason, &note, "Account")
+                        .await;
                 }
             }
         }

@@ -177,10 +177,5 @@ pub(crate) async fn publish_event(
     note: &str,
     action: &str,
 ) {
-    use kube::runtime::events::{Event, Recorder, Reporter};
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "tollgate-operator".into(), instance: None });
-    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1024).collect()), action: action.into(), secondary: None };
-    if let Err(e) = recorder.publish(&event, object).await {
-        tracing::warn!(error = %e, reason, "could not publish an event");
-    }
+    tollgate_runtime::events::publish(client, "tollgate-operator", object, type_, reason, note, action).await;
 }

@@ -2,6 +2,7 @@
 //! it is to the API server.
 
 pub mod admin;
+pub mod events;
 pub mod telemetry;
 pub mod watch;
 
