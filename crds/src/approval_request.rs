@@ -167,6 +167,14 @@ pub struct NotificationRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub error: Option<String>,
+    /// The request's stage this record is about (`Pending/0`, `Escalated`, `Approved`…): told
+    /// when `error` is empty, being retried otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub event: Option<String>,
+    /// Attempts at `event` so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -174,6 +182,7 @@ pub struct NotificationRecord {
 pub enum NotificationChannel {
     Slack,
     Webhook,
+    Email,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

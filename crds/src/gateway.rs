@@ -1,11 +1,11 @@
 use crate::common::{Condition, SecretKeyRef, conditions_schema};
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The shared model gateway: a Deployment and Service the operator runs.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "tollgate.dev",
     version = "v1alpha1",
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.replicas <= 1 || has(self.database)").message("SQLite (no spec.database) runs one replica: set spec.database to a PostgreSQL URL for more"))]
 pub struct GatewaySpec {
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 20))]
@@ -37,8 +38,24 @@ pub struct GatewaySpec {
     pub database: Option<DatabaseSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<GatewaySlack>,
+    /// The SQLite ledger's volume (without `database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<GatewayStorage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStorage {
+    /// The claim's size, `1Gi` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), pattern(r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[mk])?$"))]
+    pub size: Option<String>,
+    /// The cluster's default class when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
 }
 
 fn one() -> i32 {

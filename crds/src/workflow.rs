@@ -105,6 +105,16 @@ pub struct Notify {
     pub slack: Option<SlackNotify>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookNotify>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailNotify>,
+}
+
+/// Email to the approvers, through the SMTP server the operator is configured with.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailNotify {
+    #[schemars(length(min = 1, max = 32), inner(length(min = 3, max = 254), pattern(r"^[^@\s]+@[^@\s]+$")))]
+    pub to: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -3,8 +3,9 @@
 
 use crate::components::{free_ports, repo_root};
 use crate::tollgate::{Process, binary};
-use crate::{ControlPlane, wait_until};
+use crate::{ControlPlane, User, wait_until};
 use anyhow::{Context, Result, bail, ensure};
+use base64::Engine;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -26,7 +27,12 @@ impl Gateway {
 
     /// On a given port (a gateway started again where its clients expect it).
     pub fn start_on(cp: &ControlPlane, database_url: &str, port: u16) -> Result<Gateway> {
-        cp.install_tollgate_system()?;
+        Gateway::start_with(cp, database_url, port, &[])
+    }
+
+    /// On a given port, configured further by `env`.
+    pub fn start_with(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)]) -> Result<Gateway> {
+        gateway_identity(cp)?;
         let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
         let [admin_port] = free_ports::<1>()?;
         let mut cmd = Command::new(binary("tollgate-gateway", "tollgate-gateway")?);
@@ -35,7 +41,8 @@ impl Gateway {
             .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
             .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
             .env("TOLLGATE_DATABASE_URL", database_url)
-            .env("TOLLGATE_STATUS_INTERVAL_SECONDS", "1");
+            .env("TOLLGATE_STATUS_INTERVAL_SECONDS", "1")
+            .envs(env.iter().copied());
         let process = Process::spawn(cmd, cp.dir().join(format!("gateway-{port}.log")))?;
         process.wait_http_ok("the gateway", admin_port, "/readyz")?;
         Ok(Gateway { process, port, admin_port })
@@ -54,6 +61,20 @@ impl Gateway {
             ("ANTHROPIC_API_KEY".into(), key.into()),
         ]
     }
+}
+
+/// The service account `tollgate-system/tollgate-gateway` bound to the chart's gateway role, as the
+/// operator makes it for the chart's default Gateway (which these tests run as a bare process).
+fn gateway_identity(cp: &ControlPlane) -> Result<()> {
+    cp.install_tollgate_system()?;
+    if !cp.kubectl(User::Admin, ["get", "serviceaccount", "tollgate-gateway", "-n", "tollgate-system"])?.status.success() {
+        let _ = cp.kubectl(User::Admin, ["create", "serviceaccount", "tollgate-gateway", "-n", "tollgate-system"])?;
+    }
+    if !cp.kubectl(User::Admin, ["get", "clusterrolebinding", "e2e-tollgate-gateway"])?.status.success() {
+        let subject = "--serviceaccount=tollgate-system:tollgate-gateway";
+        let _ = cp.kubectl(User::Admin, ["create", "clusterrolebinding", "e2e-tollgate-gateway", "--clusterrole=tollgate-gateway", subject])?;
+    }
+    Ok(())
 }
 
 /// `e2e/servers/fake_provider.py`: OpenAI's and Anthropic's wire formats, requests recorded.
@@ -114,4 +135,83 @@ pub fn model_client(env: &[(String, String)], scenario: &Value) -> Result<Vec<Va
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(out.status.success(), "the model client failed ({}): {}\n{stdout}", out.status, String::from_utf8_lossy(&out.stderr));
     stdout.lines().map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}"))).collect()
+}
+
+/// The provider keys the fake provider expects (and that must never reach an agent).
+pub const OPENAI_KEY: &str = "sk-provider-openai-0123456789";
+pub const ANTHROPIC_KEY: &str = "sk-ant-provider-0123456789";
+
+pub fn get(cp: &ControlPlane, ns: &str, resource: &str, name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", resource, name, "-n", ns, "-o", "json"])?)?)
+}
+
+/// A namespace with the providers, the agent `coder` (and `other`), and optionally a budget;
+/// the agent's key once the operator has minted it.
+pub fn setup(cp: &ControlPlane, fake: &FakeProvider, prefix: &str, budget: &str) -> Result<(String, String)> {
+    let ns = cp.create_namespace(prefix)?;
+    let objects = format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: provider-keys}}
+stringData: {{openai: "{OPENAI_KEY}", anthropic: "{ANTHROPIC_KEY}"}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: openai}}
+spec:
+  type: openai
+  baseURL: "{openai}"
+  credentials: {{secretKeyRef: {{name: provider-keys, key: openai}}}}
+  models:
+    - {{name: gpt-4o-mini, aliases: [fast], pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
+    - {{name: gpt-5, pricing: {{inputPerMillionUSD: 10.0, outputPerMillionUSD: 30.0}}}}
+    - {{name: rate-limited, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
+    - {{name: slow, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
+    - {{name: cheap, pricing: {{inputPerMillionUSD: 0.0, outputPerMillionUSD: 2.0}}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: anthropic}}
+spec:
+  type: anthropic
+  baseURL: "{anthropic}"
+  credentials: {{secretKeyRef: {{name: provider-keys, key: anthropic}}}}
+  models:
+    - {{name: claude-sonnet-4-5, aliases: [sonnet], pricing: {{inputPerMillionUSD: 3.0, outputPerMillionUSD: 15.0}}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ManagedAgent
+metadata: {{name: coder, labels: {{team: platform}}}}
+spec:
+  selector: {{matchLabels: {{app: coder}}}}
+  serviceAccountName: coder
+  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow, cheap]}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ManagedAgent
+metadata: {{name: other}}
+spec:
+  selector: {{matchLabels: {{app: other}}}}
+  serviceAccountName: other
+  models: {{allowed: ["claude-*"]}}
+{budget}"#,
+        openai = fake.openai_url(),
+        anthropic = fake.anthropic_url(),
+    );
+    cp.apply(User::Admin, &ns, &objects)?;
+    let key = agent_key(cp, &ns, "coder")?;
+    Ok((ns, key))
+}
+
+/// The key the operator minted for `agent`, read from its Secret as the kubelet would.
+pub fn agent_key(cp: &ControlPlane, ns: &str, agent: &str) -> Result<String> {
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let a = get(cp, ns, "managedagent", agent)?;
+        let Some(secret) = a["status"]["credentials"]["secretName"].as_str() else { return Ok(None) };
+        let encoded = cp.kubectl_ok(User::Admin, ["get", "secret", secret, "-n", ns, "-o", "jsonpath={.data.api-key}"])?;
+        let key = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim())?)?;
+        Ok(Some(key))
+    })
+    .with_context(|| format!("the operator minted no key for {agent}"))
 }

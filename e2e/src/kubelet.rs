@@ -2,7 +2,7 @@
 //! (after every admission plugin and webhook), so what injection wrote is what runs.
 //!
 //! As a kubelet does: the pod gets a network namespace of its own ([`NetNs`]); its volumes are
-//! materialised (Secrets, ConfigMaps, emptyDirs, projected service-account tokens from the
+//! materialised (Secrets, ConfigMaps, emptyDirs, claims, projected service-account tokens from the
 //! TokenRequest API, the downward API) and bind-mounted at their paths in a mount namespace per
 //! container; env is resolved (`fieldRef`, Secret and ConfigMap keys, `$(VAR)` in args); each
 //! container runs as its `runAsUser`; init containers run in order to completion, except native
@@ -168,6 +168,17 @@ fn materialise_volumes(cp: &ControlPlane, pod: &Value, root: &Path) -> Result<BT
         if v.get("emptyDir").is_some() {
             std::fs::create_dir_all(&dir)?;
             set_mode(&dir, 0o777)?;
+        } else if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
+            // A claim outlives the pod: one directory per claim, which the next pod finds again.
+            ensure!(
+                cp.kubectl(User::Admin, ["get", "persistentvolumeclaim", claim, "-n", namespace])?.status.success(),
+                "volume {name}: claim {claim} does not exist"
+            );
+            let volume = cp.dir().join(format!("pvc-{namespace}-{claim}"));
+            std::fs::create_dir_all(&volume)?;
+            set_mode(&volume, 0o777)?;
+            out.insert(name.to_owned(), volume);
+            continue;
         } else if let Some(s) = v.get("secret") {
             write_keys(&dir, &object_data(cp, "secret", namespace, s["secretName"].as_str().unwrap_or_default())?, &s["items"])?;
         } else if let Some(c) = v.get("configMap") {

@@ -56,7 +56,7 @@ pub(crate) fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
-fn signal_group(child: &Child, signal: libc::c_int) {
+pub(crate) fn signal_group(child: &Child, signal: libc::c_int) {
     let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
         return;
     };

@@ -148,6 +148,21 @@ impl Process {
         tail(&self.log)
     }
 
+    /// SIGKILL, as a node failure or the OOM killer would: no chance to clean up.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            crate::process::signal_group(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, as the kubelet sends when a pod is deleted; returns at once.
+    pub fn terminate(&self) {
+        if let Some(child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            crate::process::signal_group(child, libc::SIGTERM);
+        }
+    }
+
     /// Waits until `GET http://127.0.0.1:port{path}` answers 200, failing early if the process dies.
     pub fn wait_http_ok(&self, what: &str, port: u16, path: &str) -> Result<()> {
         wait_until(Duration::from_secs(60), Duration::from_millis(50), || {

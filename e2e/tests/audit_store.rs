@@ -78,9 +78,11 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     assert!(records.iter().all(|r| r["record"]["source"] == json!({"namespace": ns, "serviceAccount": "coder"})), "{records:?}");
     assert!(records.iter().any(|r| r["record"]["tool"] == "delete_everything" && r["record"]["decision"] == "deny"));
 
-    // The gateway goes away; calls go on; it comes back on its address and every record arrives once.
-    drop(gateway);
+    // The gateway is killed (SIGKILL) while the sidecar ships; calls go on; it comes back on its
+    // address and every record arrives once.
     call(3, "echo")?;
+    gateway.process.kill();
+    drop(gateway);
     call(4, "echo")?;
     let gateway = Gateway::start_on(cp, &url, port)?;
     let emitted = || sidecar.audit_records().into_iter().filter(|r| r.get("kind").is_some()).count();

@@ -5,90 +5,15 @@
 mod common;
 
 use anyhow::{Context, Result, ensure};
-use base64::Engine;
 use common::operator;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tollgate_e2e::gateway::{FakeProvider, Gateway, model_client};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, agent_key, model_client, setup};
 use tollgate_e2e::postgres::Postgres;
 use tollgate_e2e::{ControlPlane, User, wait_until};
 
-const OPENAI_KEY: &str = "sk-provider-openai-0123456789";
-const ANTHROPIC_KEY: &str = "sk-ant-provider-0123456789";
-
 fn get(cp: &ControlPlane, ns: &str, resource: &str, name: &str) -> Result<Value> {
     Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", resource, name, "-n", ns, "-o", "json"])?)?)
-}
-
-/// A namespace with the providers, the agent `coder` (and `other`), and optionally a budget;
-/// the agent's key once the operator has minted it.
-fn setup(cp: &ControlPlane, fake: &FakeProvider, prefix: &str, budget: &str) -> Result<(String, String)> {
-    let ns = cp.create_namespace(prefix)?;
-    let objects = format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: provider-keys}}
-stringData: {{openai: "{OPENAI_KEY}", anthropic: "{ANTHROPIC_KEY}"}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: openai}}
-spec:
-  type: openai
-  baseURL: "{openai}"
-  credentials: {{secretKeyRef: {{name: provider-keys, key: openai}}}}
-  models:
-    - {{name: gpt-4o-mini, aliases: [fast], pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
-    - {{name: gpt-5, pricing: {{inputPerMillionUSD: 10.0, outputPerMillionUSD: 30.0}}}}
-    - {{name: rate-limited, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
-    - {{name: slow, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
-    - {{name: cheap, pricing: {{inputPerMillionUSD: 0.0, outputPerMillionUSD: 2.0}}}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: anthropic}}
-spec:
-  type: anthropic
-  baseURL: "{anthropic}"
-  credentials: {{secretKeyRef: {{name: provider-keys, key: anthropic}}}}
-  models:
-    - {{name: claude-sonnet-4-5, aliases: [sonnet], pricing: {{inputPerMillionUSD: 3.0, outputPerMillionUSD: 15.0}}}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ManagedAgent
-metadata: {{name: coder, labels: {{team: platform}}}}
-spec:
-  selector: {{matchLabels: {{app: coder}}}}
-  serviceAccountName: coder
-  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow, cheap]}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ManagedAgent
-metadata: {{name: other}}
-spec:
-  selector: {{matchLabels: {{app: other}}}}
-  serviceAccountName: other
-  models: {{allowed: ["claude-*"]}}
-{budget}"#,
-        openai = fake.openai_url(),
-        anthropic = fake.anthropic_url(),
-    );
-    cp.apply(User::Admin, &ns, &objects)?;
-    let key = agent_key(cp, &ns, "coder")?;
-    Ok((ns, key))
-}
-
-/// The key the operator minted for `agent`, read from its Secret as the kubelet would.
-fn agent_key(cp: &ControlPlane, ns: &str, agent: &str) -> Result<String> {
-    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
-        let a = get(cp, ns, "managedagent", agent)?;
-        let Some(secret) = a["status"]["credentials"]["secretName"].as_str() else { return Ok(None) };
-        let encoded = cp.kubectl_ok(User::Admin, ["get", "secret", secret, "-n", ns, "-o", "jsonpath={.data.api-key}"])?;
-        let key = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim())?)?;
-        Ok(Some(key))
-    })
-    .with_context(|| format!("the operator minted no key for {agent}"))
 }
 
 fn text(step: &Value) -> &str {

@@ -3,7 +3,7 @@
 //! (streams event by event) and the call settled in the ledger. Every refusal is in the
 //! provider's own error format.
 
-use crate::ledger::{Claim, LedgerError, Reservation, Row};
+use crate::ledger::{Claim, InFlight, LedgerError, Reservation, Row};
 use crate::state::Gateway;
 use crate::stream;
 use bytes::Bytes;
@@ -45,6 +45,9 @@ fn refuse(api: Api, r: &Refusal) -> Response<Body> {
 pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
     if req.uri().path().starts_with("/audit/") {
         return crate::audit_api::handle(req, gw).await;
+    }
+    if req.uri().path() == "/slack/interactions" {
+        return crate::slack::handle(req, gw).await;
     }
     let endpoint = match (req.method(), req.uri().path()) {
         (&Method::GET, "/openai/v1/models") => (Api::OpenAi, Endpoint::Models),
@@ -158,13 +161,28 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
             hard_limit: spend::usd_to_micros(b.hard_limit_usd),
         })
         .collect();
-    let reservation = gw.ledger.reserve(claims.clone(), estimate).await.map_err(|e| match e {
+    let inflight = InFlight {
+        id: i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX,
+        instance: gw.instance.clone(),
+        started_us: now.as_microsecond(),
+        namespace: agent.namespace.clone(),
+        agent: agent.name.clone(),
+        service_account: agent.spec.service_account_name.clone(),
+        pod: pod.clone(),
+        provider: resolved.provider.to_owned(),
+        model: resolved.model.to_owned(),
+        amount: estimate,
+    };
+    let reservation = gw.ledger.reserve(claims.clone(), &inflight).await.map_err(|e| match e {
         LedgerError::Exhausted { budget, spent, limit } => {
             let budget = budget.rsplit('/').next().unwrap_or_default().to_owned();
             Refusal::BudgetExhausted { budget, spent_usd: spend::micros_to_usd(spent), limit_usd: spend::micros_to_usd(limit) }
         }
         other => Refusal::Ledger(other.to_string()),
     })?;
+    if !reservation.registered && gw.settled.send(crate::recorder::Entry::Opened(Box::new(inflight))).await.is_err() {
+        return Err(Refusal::Ledger("the ledger writer has stopped".into()));
+    }
     let mut warning = None;
     for ((name, b), c) in budgets.iter().zip(&claims) {
         if let Some(soft) = b.soft_limit_usd.map(spend::usd_to_micros)
@@ -259,7 +277,7 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     let settlement = release(status.as_u16());
     if status.is_success() && transport::is_event_stream(&parts.headers) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        gw.settling.spawn(async move {
             let end: stream::End = rx.await.unwrap_or_default();
             settlement.finish(end.usage, started.elapsed()).await;
         });

@@ -31,9 +31,33 @@ pub struct Claim {
 /// What a call took from its budgets before it was sent.
 #[derive(Debug, Clone, Default)]
 pub struct Reservation {
+    /// The call's row in `inflight`, deleted when it is settled.
+    pub id: i64,
     pub claims: Vec<Claim>,
     pub amount: Micros,
+    /// Its `inflight` row was written with the reservation (a call counted against a budget);
+    /// otherwise the recorder writes it, in its next batch.
+    pub registered: bool,
 }
+
+/// A call in flight, as its `inflight` row: what is settled, as interrupted, if the gateway
+/// serving it dies.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    pub id: i64,
+    pub instance: String,
+    pub started_us: i64,
+    pub namespace: String,
+    pub agent: String,
+    pub service_account: String,
+    pub pod: String,
+    pub provider: String,
+    pub model: String,
+    pub amount: Micros,
+}
+
+/// `ledger.status` of a call whose gateway stopped before it was settled.
+pub const INTERRUPTED: u16 = 0;
 
 /// A settled call, as its ledger row.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +81,11 @@ pub struct Ledger {
 
 fn migrator() -> Migrator {
     let m = |version, name: &str, sql: &'static str| Migration::new(version, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false);
-    Migrator::with_migrations(vec![m(1, "ledger", include_str!("../migrations/0001_ledger.sql")), m(2, "audit", include_str!("../migrations/0002_audit.sql"))])
+    Migrator::with_migrations(vec![
+        m(1, "ledger", include_str!("../migrations/0001_ledger.sql")),
+        m(2, "audit", include_str!("../migrations/0002_audit.sql")),
+        m(3, "inflight", include_str!("../migrations/0003_inflight.sql")),
+    ])
 }
 
 impl Ledger {
@@ -80,15 +108,18 @@ impl Ledger {
         Ok(Ledger { pool })
     }
 
-    /// Takes `amount` from every budget of `claims`, or from none: the first budget already at its
-    /// hard limit refuses the call.
-    pub async fn reserve(&self, mut claims: Vec<Claim>, amount: Micros) -> Result<Reservation, LedgerError> {
+    /// Takes `call.amount` from every budget of `claims`, or from none: the first budget already
+    /// at its hard limit refuses the call. With budgets, the call's `inflight` row is written in
+    /// the same transaction.
+    pub async fn reserve(&self, mut claims: Vec<Claim>, call: &InFlight) -> Result<Reservation, LedgerError> {
         claims.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
         claims.dedup();
+        let amount = call.amount;
         if claims.is_empty() {
-            return Ok(Reservation { claims, amount: 0 });
+            return Ok(Reservation { id: call.id, claims, amount, registered: false });
         }
         let mut tx = self.pool.begin().await?;
+        open_in(&mut tx, call).await?;
         for c in &claims {
             sqlx::query("INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING")
                 .bind(&c.budget)
@@ -114,18 +145,24 @@ impl Ledger {
             }
         }
         tx.commit().await?;
-        Ok(Reservation { claims, amount })
+        Ok(Reservation { id: call.id, claims, amount, registered: true })
     }
 
     /// Settles many calls in one transaction: each reservation replaced by its cost, each call's
     /// ledger row, and their audit records appended to the chain. One write per batch, not five
     /// per call, is what lets a gateway on one CPU keep up.
+    /// Calls opened since the last batch are written first: a call settled in this batch may
+    /// have been opened in it.
     pub async fn settle_many(
         &self,
+        opened: &[InFlight],
         calls: &[(Reservation, Micros, Row)],
         audit: Vec<(crate::audit_store::Source, serde_json::Value)>,
     ) -> Result<(), LedgerError> {
         let mut tx = self.pool.begin().await?;
+        for call in opened {
+            open_in(&mut tx, call).await?;
+        }
         for (r, cost, row) in calls {
             settle_in(&mut tx, r, *cost).await?;
             record_in(&mut tx, row).await?;
@@ -171,7 +208,28 @@ impl Ledger {
 
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+async fn open_in(tx: &mut Tx, call: &InFlight) -> Result<(), LedgerError> {
+    sqlx::query(
+        "INSERT INTO inflight (id, instance, started_us, namespace, agent, service_account, pod, provider, model, amount_micros) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+    )
+    .bind(call.id)
+    .bind(&call.instance)
+    .bind(call.started_us)
+    .bind(&call.namespace)
+    .bind(&call.agent)
+    .bind(&call.service_account)
+    .bind(&call.pod)
+    .bind(&call.provider)
+    .bind(&call.model)
+    .bind(call.amount)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn settle_in(tx: &mut Tx, r: &Reservation, actual: Micros) -> Result<(), LedgerError> {
+    sqlx::query("DELETE FROM inflight WHERE id = $1").bind(r.id).execute(&mut **tx).await?;
     for c in &r.claims {
         sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros - $3 + $4 WHERE budget = $1 AND period_start_us = $2")
             .bind(&c.budget)
@@ -184,7 +242,7 @@ async fn settle_in(tx: &mut Tx, r: &Reservation, actual: Micros) -> Result<(), L
     Ok(())
 }
 
-async fn record_in(tx: &mut Tx, row: &Row) -> Result<(), LedgerError> {
+pub(crate) async fn record_in(tx: &mut Tx, row: &Row) -> Result<(), LedgerError> {
     let id = i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX;
     sqlx::query(
         "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
@@ -210,13 +268,18 @@ async fn record_in(tx: &mut Tx, row: &Row) -> Result<(), LedgerError> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     async fn ledger() -> (Ledger, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
         (Ledger::connect(&url).await.unwrap(), dir)
+    }
+
+    /// A call of `amount`, with a fresh id.
+    pub(crate) fn call(amount: Micros) -> InFlight {
+        InFlight { id: rand::random::<i64>() & i64::MAX, instance: "test".into(), amount, ..InFlight::default() }
     }
 
     fn claim(budget: &str, limit: Micros) -> Claim {
@@ -226,20 +289,20 @@ mod tests {
     #[tokio::test]
     async fn a_budget_at_its_limit_takes_no_more_and_settling_frees_what_was_not_spent() {
         let (l, _dir) = ledger().await;
-        let r1 = l.reserve(vec![claim("ns/team", 100)], 60).await.unwrap();
+        let r1 = l.reserve(vec![claim("ns/team", 100)], &call(60)).await.unwrap();
         // Below the limit: taken, even past it (by at most this call's estimate).
-        let r2 = l.reserve(vec![claim("ns/team", 100)], 60).await.unwrap();
+        let r2 = l.reserve(vec![claim("ns/team", 100)], &call(60)).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 120);
-        assert!(matches!(l.reserve(vec![claim("ns/team", 100)], 1).await, Err(LedgerError::Exhausted { spent: 120, .. })));
-        l.settle_many(&[(r1, 10, Row::default()), (r2, 0, Row::default())], Vec::new()).await.unwrap();
+        assert!(matches!(l.reserve(vec![claim("ns/team", 100)], &call(1)).await, Err(LedgerError::Exhausted { spent: 120, .. })));
+        l.settle_many(&[], &[(r1, 10, Row::default()), (r2, 0, Row::default())], Vec::new()).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 10);
     }
 
     #[tokio::test]
     async fn all_budgets_or_none() {
         let (l, _dir) = ledger().await;
-        l.reserve(vec![claim("ns/small", 5)], 5).await.unwrap();
-        assert!(l.reserve(vec![claim("ns/big", 1000), claim("ns/small", 5)], 3).await.is_err());
+        l.reserve(vec![claim("ns/small", 5)], &call(5)).await.unwrap();
+        assert!(l.reserve(vec![claim("ns/big", 1000), claim("ns/small", 5)], &call(3)).await.is_err());
         assert_eq!(l.spent("ns/big", 0).await.unwrap(), 0, "the refused call took nothing from the other budget");
     }
 
@@ -248,7 +311,7 @@ mod tests {
         let (l, _dir) = ledger().await;
         for cost in [5, 7] {
             let row = Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: "m".into(), cost, status: 200, ..Row::default() };
-            l.settle_many(&[(Reservation::default(), cost, row)], Vec::new()).await.unwrap();
+            l.settle_many(&[], &[(Reservation::default(), cost, row)], Vec::new()).await.unwrap();
         }
         assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), 12);
         assert_eq!(l.agent_spend("ns", "other", 0).await.unwrap(), 0);

@@ -6,9 +6,11 @@ pub mod audit_store;
 pub mod credentials;
 pub mod forward;
 pub mod index;
+pub mod inflight;
 pub mod ledger;
 pub mod recorder;
 pub mod server;
+pub mod slack;
 pub mod state;
 pub mod status;
 pub mod stream;
@@ -21,6 +23,9 @@ pub use state::{Config, Gateway};
 pub async fn run(config: Config) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let ledger = ledger::Ledger::connect(&config.database_url).await.context("opening the ledger")?;
+    let instance = format!("{:016x}", rand::random::<u64>());
+    // Alive before any call is opened: a call is never taken for a dead instance's.
+    ledger.heartbeat(&instance).await.context("writing this gateway's heartbeat")?;
     let roots = Arc::new(tollgate_mcp_client::transport::platform_roots());
     let gw = Arc::new(Gateway {
         config: config.clone(),
@@ -31,16 +36,33 @@ pub async fn run(config: Config) -> Result<()> {
         http: tollgate_mcp_client::transport::client(roots),
         credentials: credentials::ProviderCredentials::default(),
         metrics: Arc::default(),
+        instance,
+        settling: tokio_util::task::TaskTracker::new(),
+        slack_replays: slack::Replays::default(),
     });
+    tracing::info!(instance = gw.instance, "gateway starting");
     let ready = tollgate_runtime::admin::Readiness::default();
     let admin = tollgate_runtime::admin::serve(config.admin_addr, gw.metrics.clone(), ready.clone());
     let watch = index::watch(client, gw.index.clone(), ready);
-    let serve = server::serve(config.listen, gw.clone());
-    tokio::select! {
+    let drain = std::time::Duration::from_secs(config.drain_seconds);
+    let serve = server::serve(config.listen, gw.clone(), tollgate_runtime::shutdown_signal(), drain);
+    let result = tokio::select! {
         r = serve => r.context("gateway listener"),
         r = admin => r.context("admin listener"),
         r = watch => r.context("watching agents, providers and budgets"),
         () = status::run(gw.clone()) => Ok(()),
-        () = tollgate_runtime::shutdown_signal() => Ok(()),
+        () = inflight::run(gw.clone()) => Ok(()),
+    };
+    // What was settled is written before the process goes; then its heartbeat, so whatever it
+    // still had in flight is settled by the next gateway at once.
+    gw.settling.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), gw.settling.wait()).await.is_err() {
+        tracing::warn!("streams still settling after 5 s");
     }
+    recorder::flush(&gw.settled).await;
+    if let Err(e) = gw.ledger.forget(&gw.instance).await {
+        tracing::warn!(error = %e, "could not remove this gateway's heartbeat");
+    }
+    tracing::info!("gateway stopped");
+    result
 }

@@ -1,4 +1,6 @@
-//! The listener agents' SDKs call.
+//! The listener agents' SDKs call. On `stop` it takes no more connections and gives the calls in
+//! progress (a stream included) up to `drain` to finish, so a rolling update settles them rather
+//! than cutting them off.
 
 use crate::state::Gateway;
 use anyhow::{Context, Result};
@@ -6,23 +8,35 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>) -> Result<()> {
+pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, stop: impl Future<Output = ()>, drain: Duration) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "model gateway listening");
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut stop => break,
+        };
         let _ = stream.set_nodelay(true);
-        let (gw, builder) = (gw.clone(), builder.clone());
+        let (gw, builder, watcher) = (gw.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let gw = gw.clone();
                 async move { Ok::<_, Infallible>(crate::forward::handle(req, gw).await) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
         });
     }
+    drop(listener);
+    tracing::info!(connections = graceful.count(), "stopping: draining the calls in progress");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(seconds = drain.as_secs(), "calls still in progress after the drain period are cut off; they are settled as interrupted");
+    }
+    Ok(())
 }

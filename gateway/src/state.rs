@@ -31,8 +31,40 @@ pub struct Config {
     /// Seconds between refreshes of `Budget` and `ManagedAgent` spend in status.
     #[arg(long, env = "TOLLGATE_STATUS_INTERVAL_SECONDS", default_value_t = 2)]
     pub status_interval_seconds: u64,
+    /// Seconds without a heartbeat after which a gateway instance is taken for dead and the
+    /// calls it left in flight are settled as interrupted.
+    #[arg(long, env = "TOLLGATE_INSTANCE_LEASE_SECONDS", default_value_t = 15)]
+    pub instance_lease_seconds: u64,
+    /// On SIGTERM: seconds the calls in progress get to finish before the gateway stops.
+    #[arg(long, env = "TOLLGATE_DRAIN_SECONDS", default_value_t = 25)]
+    pub drain_seconds: u64,
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+    /// The Slack app's signing secret: `/slack/interactions` is served only with it.
+    #[arg(long, env = "TOLLGATE_SLACK_SIGNING_SECRET", hide_env_values = true)]
+    pub slack_signing_secret: Option<Hidden>,
+    /// The Slack bot token, to open the reason modal and answer the person who clicked.
+    #[arg(long, env = "TOLLGATE_SLACK_BOT_TOKEN", hide_env_values = true)]
+    pub slack_bot_token: Option<Hidden>,
+    #[arg(long, env = "TOLLGATE_SLACK_API_URL", default_value = "https://slack.com/api")]
+    pub slack_api_url: String,
+}
+
+/// A secret value: never in a log line, whatever prints the configuration.
+#[derive(Clone)]
+pub struct Hidden(pub String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[hidden]")
+    }
+}
+
+impl std::str::FromStr for Hidden {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Hidden(s.to_owned()))
+    }
 }
 
 pub struct Gateway {
@@ -45,4 +77,9 @@ pub struct Gateway {
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
     /// Settled and refused calls, written in batches by [`crate::recorder`].
     pub settled: tokio::sync::mpsc::Sender<crate::recorder::Entry>,
+    /// This process, as its calls in flight and its heartbeat name it.
+    pub instance: String,
+    pub slack_replays: crate::slack::Replays,
+    /// Streams' settlements, awaited before the process stops.
+    pub settling: tokio_util::task::TaskTracker,
 }

@@ -130,6 +130,25 @@ pub fn parse_messages(sse: bool, bytes: &[u8]) -> Result<Vec<serde_json::Value>,
     })
 }
 
+/// POSTs `body` to `url` with `headers`; the answer's status and body (at most 1 MiB), or why
+/// there is none, within `timeout`. For the small JSON calls of notifications and Slack.
+pub async fn post(client: &HttpClient, url: &str, headers: &[(&str, &str)], body: Bytes, timeout: std::time::Duration) -> Result<(u16, Bytes), String> {
+    let mut req = hyper::Request::builder().method(hyper::Method::POST).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(full(body)).map_err(|e| format!("{url}: {e}"))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(format!("unreachable: {}", root_cause(&e))),
+        Err(_) => return Err(format!("no answer within {} s", timeout.as_secs())),
+    };
+    let status = resp.status().as_u16();
+    let bytes = read_body(resp.into_body(), 1 << 20, deadline).await.map_err(|e| e.to_string())?;
+    Ok((status, bytes))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

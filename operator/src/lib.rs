@@ -4,10 +4,11 @@
 pub mod admission;
 pub mod controllers;
 pub mod leader;
+pub mod notify;
 pub mod ssa;
 
 use admission::{register, tls, validate};
-use controllers::{agents, approvals, policies, servers, workflows};
+use controllers::{agents, approvals, gateways, policies, servers, workflows};
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -83,6 +84,31 @@ pub struct Config {
     /// model endpoint is injected.
     #[arg(long, env = "TOLLGATE_GATEWAY_URL")]
     pub gateway_url: Option<String>,
+    /// The ClusterRole the service accounts of the gateways the operator runs are bound to.
+    #[arg(long, env = "TOLLGATE_GATEWAY_CLUSTER_ROLE", default_value = "tollgate-gateway")]
+    pub gateway_cluster_role: String,
+    /// The image of gateways that name none; the sidecars' image when absent.
+    #[arg(long, env = "TOLLGATE_GATEWAY_IMAGE")]
+    pub gateway_image: Option<String>,
+    /// Slack's Web API, which approval messages are posted to and updated at.
+    #[arg(long, env = "TOLLGATE_SLACK_API_URL", default_value = "https://slack.com/api")]
+    pub slack_api_url: String,
+    /// The SMTP server approval emails go out through: `smtp://host:port` (plain SMTP, as to a
+    /// relay inside the cluster). Without it, workflows' `notify.email` fails with that reason.
+    #[arg(long, env = "TOLLGATE_SMTP_URL", value_parser = parse_smtp)]
+    pub smtp_url: Option<(String, u16)>,
+    #[arg(long, env = "TOLLGATE_SMTP_FROM", default_value = "Tollgate <tollgate@localhost>")]
+    pub smtp_from: String,
+}
+
+fn parse_smtp(text: &str) -> Result<(String, u16), String> {
+    let rest = text.strip_prefix("smtp://").ok_or("an SMTP URL starts with smtp://")?;
+    let (host, port) = rest.trim_end_matches('/').rsplit_once(':').unwrap_or((rest, "25"));
+    let port = port.parse().map_err(|_| format!("port {port:?} is not a number"))?;
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    Ok((host.to_owned(), port))
 }
 
 fn parse_cidr(text: &str) -> Result<String, String> {
@@ -118,6 +144,10 @@ pub struct Shared {
     pub slack_relay_user: String,
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
     pub injection: tollgate_core::inject::Settings,
+    /// The operator's namespace, the only one it runs gateways in.
+    pub namespace: String,
+    pub gateways: tollgate_core::gateway_objects::Settings,
+    pub notifier: Arc<notify::Notifier>,
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -130,6 +160,16 @@ pub async fn run(config: Config) -> Result<()> {
         slack_relay_user: config.slack_relay_user.clone(),
         metrics: Arc::default(),
         injection: config.injection(),
+        namespace: config.namespace.clone(),
+        notifier: notify::Notifier::new(
+            client.clone(),
+            config.slack_api_url.clone(),
+            config.smtp_url.clone().map(|(host, port)| notify::Smtp { host, port, from: config.smtp_from.clone() }),
+        ),
+        gateways: tollgate_core::gateway_objects::Settings {
+            image: config.gateway_image.clone().unwrap_or_else(|| config.sidecar_image.clone()),
+            cluster_role: config.gateway_cluster_role.clone(),
+        },
     });
     let ready = tollgate_runtime::admin::Readiness::default();
 
@@ -155,6 +195,7 @@ pub async fn run(config: Config) -> Result<()> {
             () = agents::run(shared.clone()) => Ok(()),
             () = policies::run(shared.clone()) => Ok(()),
             () = workflows::run(shared.clone()) => Ok(()),
+            () = gateways::run(shared.clone()) => Ok(()),
             () = servers::run(shared.clone(), std::time::Duration::from_secs(config.discovery_interval_seconds.max(1))) => Ok(()),
         }
     };

@@ -75,11 +75,14 @@ fn main() -> Result<()> {
             gateway_url: None,
         };
         let shared = Arc::new(tollgate_operator::Shared {
-            client,
+            client: client.clone(),
             identity: "bench".into(),
             slack_relay_user: String::new(),
             metrics: Arc::default(),
             injection: settings.clone(),
+            namespace: "tollgate-system".into(),
+            gateways: tollgate_core::gateway_objects::Settings { image: "bench".into(), cluster_role: "tollgate-gateway".into() },
+            notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
         });
         let agent_pod = review(&pod("p", "app-3", "sa-3"))?;
         let other_pod = review(&pod("q", "web", "default"))?;

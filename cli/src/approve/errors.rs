@@ -43,15 +43,7 @@ fn rbac_user(message: &str) -> Option<&str> {
     rest.split_once('"').map(|(user, _)| user)
 }
 
-/// What the API server's 422 says, and all it says, when a JSON patch cannot be applied: a `test`
-/// op that failed, or an `add` under a path that no longer exists.
-const PATCH_NOT_APPLICABLE: &str = "the server rejected our request due to an error in our request";
-
-/// Whether a write failed only because the object changed since it was read: a conflict, or our
-/// patch no longer applying (the resourceVersion `test` failed). Those are retried after a fresh read.
-pub fn is_stale_write(code: u16, message: &str) -> bool {
-    code == 409 || (code == 422 && message.contains(PATCH_NOT_APPLICABLE))
-}
+pub use tollgate_core::decide::{PATCH_NOT_APPLICABLE, is_stale_write};
 
 /// The plain-words text for an API error `code` with `message`, while doing `cx`.
 pub fn explain_status(code: u16, message: &str, cx: &Context<'_>) -> String {

@@ -1,28 +1,12 @@
 //! The JSON patch that appends one decision to `status.decisions` (DESIGN §3.3), and the checks
 //! worth making before sending it.
 
-use serde_json::{Value, json};
-use tollgate_api::{ApprovalDecision, ApprovalRequest, ApprovalRequestStatus, Verdict};
+use tollgate_api::{ApprovalRequest, Verdict};
 
 /// The `maxLength` of `status.decisions[].reason` in the CRD.
 pub const MAX_REASON_BYTES: usize = 1024;
 
-/// Ops appending `decision` to a request whose status is `status`, read at `resource_version`.
-///
-/// Appending to an existing list (`/-`) is safe against concurrent writers. Creating the list (or
-/// the whole status) replaces whatever is there, so those ops are guarded by a test of the
-/// resourceVersion: if someone else wrote in between, the server refuses and we re-read.
-pub fn append_decision(status: Option<&ApprovalRequestStatus>, resource_version: &str, decision: &ApprovalDecision) -> Result<Value, serde_json::Error> {
-    let d = serde_json::to_value(decision)?;
-    let guard = json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version});
-    Ok(match status {
-        None => json!([guard, {"op": "add", "path": "/status", "value": {"decisions": [d]}}]),
-        Some(s) if s.decisions.is_empty() => {
-            json!([guard, {"op": "add", "path": "/status/decisions", "value": [d]}])
-        }
-        Some(_) => json!([{"op": "add", "path": "/status/decisions/-", "value": d}]),
-    })
-}
+pub use tollgate_core::decide::append_decision;
 
 /// The reason to record: trimmed, `None` when blank. A deny must say why, and the schema caps
 /// the length; both are checked before any network call so everyone gets the same answer.
@@ -60,6 +44,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::{Value, json};
+    use tollgate_api::{ApprovalDecision, ApprovalRequestStatus};
     use tollgate_api::{ApprovalRequestSpec, Phase, Via};
 
     fn decision(user: &str) -> ApprovalDecision {

@@ -121,10 +121,16 @@ async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Acti
     let existing = old.conditions.iter().find(|c| c.type_ == "Resolved");
     let since = existing.filter(|c| c.reason == reason).map_or(now, |c| c.last_transition_time.0);
     set_condition(&mut status, condition("Resolved", resolved, reason, &message, ar.meta().generation, since));
+    if let Some(c) = notified(&old.notifications, ar.meta().generation, &old.conditions, now) {
+        set_condition(&mut status, c);
+    }
 
     if status != old {
         write(&requests, &ar, &status).await?;
     }
+    let mut told = (*ar).clone();
+    told.status = Some(status);
+    shared.notifier.poke(&told, &workflow);
     if let Some(t) = &next.transition {
         let (kind, reason, note) = match t {
             Transition::Approved { by } => (EventType::Normal, "Approved", format!("approved by {}", by.join(", "))),
@@ -156,6 +162,8 @@ async fn write(api: &Api<ApprovalRequest>, ar: &ApprovalRequest, status: &Approv
     let mut body = serde_json::to_value(status).unwrap_or_default();
     if let Some(map) = body.as_object_mut() {
         map.remove("decisions");
+        // The notifier's, written by it alone.
+        map.remove("notifications");
     }
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": ar.resource_version()},
@@ -163,6 +171,27 @@ async fn write(api: &Api<ApprovalRequest>, ar: &ApprovalRequest, status: &Approv
     });
     api.patch_status(&ar.name_any(), &crate::ssa::write_params(), &Patch::Merge(&patch)).await?;
     Ok(())
+}
+
+/// `Notified`: whether every target of the workflow was told (or is still being tried), from
+/// the notifier's records; none while nothing was sent.
+fn notified(records: &[tollgate_api::NotificationRecord], generation: Option<i64>, conditions: &[Condition], now: Timestamp) -> Option<Condition> {
+    if records.is_empty() {
+        return None;
+    }
+    let failing: Vec<String> = tollgate_core::notify::failing(records)
+        .map(|r| format!("{:?} {}: {}", r.channel, r.target, r.error.as_deref().unwrap_or_default()).to_lowercase())
+        .collect();
+    let retrying: Vec<String> = records.iter().filter(|r| r.error.is_some()).map(|r| format!("{:?} {}", r.channel, r.target).to_lowercase()).collect();
+    let (ok, reason, message) = if failing.is_empty() && retrying.is_empty() {
+        (true, "Delivered", format!("{} target(s) told", records.len()))
+    } else if failing.is_empty() {
+        (false, "Retrying", format!("retrying {}", retrying.join("; ")))
+    } else {
+        (false, "DeliveryFailed", format!("gave up on {}", failing.join("; ")))
+    };
+    let since = conditions.iter().find(|c| c.type_ == "Notified").filter(|c| c.reason == reason).map_or(now, |c| c.last_transition_time.0);
+    Some(condition("Notified", ok, reason, &message, generation, since))
 }
 
 pub(crate) fn set_condition(status: &mut ApprovalRequestStatus, c: Condition) {

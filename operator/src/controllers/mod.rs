@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub mod agent_keys;
 pub mod agents;
 pub mod approvals;
+pub mod gateways;
 pub mod policies;
 pub mod servers;
 pub mod workflows;

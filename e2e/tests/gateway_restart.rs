@@ -1,0 +1,112 @@
+//! A gateway stopped mid-call: killed (SIGKILL, as a node failure), the call it was streaming is
+//! settled by its successor as interrupted, at the estimate its budget already holds, once; shut
+//! down (SIGTERM, as a rolling update), it finishes the stream and settles it before it exits.
+//! The ledger is read directly (SQLite), so what is checked is what is stored.
+
+mod common;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::operator;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, setup};
+use tollgate_e2e::{ControlPlane, free_ports, wait_until};
+
+/// Rows of `query` against the SQLite ledger at `db`.
+fn sql(db: &Path, query: &str) -> Result<Vec<Vec<Value>>> {
+    let script = "import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nprint(json.dumps([list(r) for r in c.execute(sys.argv[2])]))";
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(db).arg(query).output()?;
+    ensure!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn count(db: &Path, query: &str) -> Result<i64> {
+    Ok(sql(db, query)?.first().and_then(|r| r.first()).and_then(Value::as_i64).unwrap_or(0))
+}
+
+/// A streamed chat call of the `slow` model (its first event, then a second's pause), read up
+/// to its first event.
+fn open_stream(port: u16, key: &str) -> Result<BufReader<TcpStream>> {
+    let body = json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("the stream ended before its first event");
+        }
+        if line.starts_with("data:") {
+            return Ok(reader);
+        }
+    }
+}
+
+fn rest(mut reader: BufReader<TcpStream>) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        out.push_str(&line);
+        line.clear();
+    }
+    out
+}
+
+#[test]
+fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: slow}\nspec: {period: Total, hardLimitUSD: 1.0, models: [slow]}\n";
+    let (ns, key) = setup(cp, &fake, "gateway-restart", budget)?;
+    let db = cp.dir().join(format!("{ns}-ledger.db"));
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let [port] = free_ports::<1>()?;
+    let lease = [("TOLLGATE_INSTANCE_LEASE_SECONDS", "2")];
+    let rows = |status: i64| count(&db, &format!("SELECT COUNT(*) FROM ledger WHERE namespace = '{ns}' AND status = {status}"));
+    let spent = || count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/slow'");
+    let charged = || count(&db, &format!("SELECT SUM(cost_micros) FROM ledger WHERE namespace = '{ns}' AND model = 'slow'"));
+    let inflight = || count(&db, "SELECT COUNT(*) FROM inflight");
+
+    // Killed mid-stream: the call was reserved (and written in flight) before it was forwarded.
+    let first = Gateway::start_with(cp, &url, port, &lease)?;
+    let stream = open_stream(port, &key)?;
+    ensure!(inflight()? == 1, "the call is in flight in the ledger before it is answered");
+    let estimate = spent()?;
+    ensure!(estimate > 0, "its estimate is reserved");
+    first.process.kill();
+    drop(stream);
+    ensure!(rows(0)? == 0 && charged()? == 0, "nothing settled by a killed gateway");
+
+    // Its successor settles it, once, at what its budget already holds.
+    let second = Gateway::start_with(cp, &url, port, &lease)?;
+    wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok((rows(0)? == 1 && inflight()? == 0).then_some(())))
+        .with_context(|| format!("the interrupted call is not settled: {:?}", sql(&db, "SELECT * FROM inflight")))?;
+    assert_eq!((charged()?, spent()?), (estimate, estimate), "charged once, at its estimate");
+    let audited = count(&db, &format!("SELECT COUNT(*) FROM audit WHERE namespace = '{ns}' AND record LIKE '%interrupted%'"))?;
+    assert_eq!(audited, 1, "the interrupted call is in the audit store once");
+
+    // Shut down mid-stream: the stream is finished and settled before the gateway exits.
+    let stream = open_stream(port, &key)?;
+    second.process.terminate();
+    let tail = rest(stream);
+    assert!(tail.contains("[DONE]"), "the stream was cut off by a graceful stop: {tail}");
+    wait_until(Duration::from_secs(15), Duration::from_millis(50), || Ok(second.process.exited()))
+        .with_context(|| format!("the gateway did not stop: {}", second.process.log_tail()))?;
+    ensure!(TcpStream::connect(("127.0.0.1", port)).is_err(), "a stopped gateway still takes connections");
+    assert_eq!((rows(200)?, rows(0)?, inflight()?), (1, 1, 0), "{:?}", sql(&db, "SELECT model, status, cost_micros FROM ledger"));
+    let served = count(&db, &format!("SELECT cost_micros FROM ledger WHERE namespace = '{ns}' AND status = 200"))?;
+    ensure!(served > 0 && served < estimate, "the finished call is charged its actual usage ({served}), not its estimate ({estimate})");
+    assert_eq!(spent()?, estimate + served, "the budget holds exactly what the ledger charged");
+    assert_eq!(charged()?, estimate + served);
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Calls of a gateway that died: each gateway process is an instance with a heartbeat in the
+//! ledger; the calls in flight of an instance whose heartbeat is stale are settled by whichever
+//! gateway sees them first, as interrupted, at their reserved estimate (what their budgets
+//! already hold: a provider bills what it ran, and the actual usage died with the stream).
+//! Each is settled once: deleting its `inflight` row decides who settles it, in the transaction
+//! that writes its ledger row and its audit record.
+
+use crate::audit_store::Source;
+use crate::ledger::{INTERRUPTED, LedgerError, Row, Tx};
+use crate::state::Gateway;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_core::spend;
+
+impl crate::ledger::Ledger {
+    /// Says `instance` is alive now.
+    pub async fn heartbeat(&self, instance: &str) -> Result<(), LedgerError> {
+        sqlx::query("INSERT INTO gateway_instances (instance, seen_us) VALUES ($1, $2) ON CONFLICT (instance) DO UPDATE SET seen_us = excluded.seen_us")
+            .bind(instance)
+            .bind(jiff::Timestamp::now().as_microsecond())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A stopped instance: its heartbeat goes, so what it left in flight is settled at once.
+    pub async fn forget(&self, instance: &str) -> Result<(), LedgerError> {
+        sqlx::query("DELETE FROM gateway_instances WHERE instance = $1").bind(instance).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Settles, as interrupted, the calls of every instance not seen since `cutoff_us`; how many.
+    pub async fn reclaim(&self, cutoff_us: i64) -> Result<usize, LedgerError> {
+        type Abandoned = (i64, i64, String, String, String, String, String, String, i64);
+        let rows: Vec<Abandoned> = sqlx::query_as(
+            "SELECT id, started_us, namespace, agent, service_account, pod, provider, model, amount_micros FROM inflight \
+             WHERE started_us < $1 AND instance NOT IN (SELECT instance FROM gateway_instances WHERE seen_us >= $1)",
+        )
+        .bind(cutoff_us)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut settled = 0;
+        for (id, started_us, namespace, agent, service_account, pod, provider, model, amount) in rows {
+            let mut tx: Tx = self.pool.begin().await?;
+            let mine = sqlx::query("DELETE FROM inflight WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected() == 1;
+            if !mine {
+                // Another gateway settled it first.
+                tx.rollback().await?;
+                continue;
+            }
+            let now = jiff::Timestamp::now().as_microsecond();
+            let row = Row {
+                time_us: now,
+                namespace: namespace.clone(),
+                agent: agent.clone(),
+                pod: pod.clone(),
+                provider: provider.clone(),
+                model: model.clone(),
+                usage: spend::Usage::default(),
+                cost: amount,
+                latency_ms: (now - started_us) / 1000,
+                status: INTERRUPTED,
+            };
+            crate::ledger::record_in(&mut tx, &row).await?;
+            let record = json!({
+                "kind": "model_call",
+                "time": jiff::Timestamp::now().to_string(),
+                "agent": {"namespace": namespace, "name": agent, "pod": pod, "serviceAccount": service_account},
+                "tool": model,
+                "provider": provider,
+                "decision": "error",
+                "status": INTERRUPTED,
+                "reason": "interrupted: the gateway serving the call stopped before it was settled; charged its reserved estimate",
+                "costUSD": spend::micros_to_usd(amount),
+            });
+            crate::audit_store::append_in(&mut tx, vec![(Source { namespace, service_account }, record)]).await?;
+            tx.commit().await?;
+            settled += 1;
+        }
+        Ok(settled)
+    }
+}
+
+/// This instance's heartbeat, and the settling of dead instances' calls, until the gateway stops.
+pub async fn run(gw: Arc<Gateway>) {
+    let lease = Duration::from_secs(gw.config.instance_lease_seconds.max(2));
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = gw.ledger.heartbeat(&gw.instance).await {
+            tracing::warn!(error = %e, "could not write this gateway's heartbeat");
+        }
+        let cutoff = jiff::Timestamp::now().as_microsecond() - i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
+        match gw.ledger.reclaim(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(calls = n, "settled calls a stopped gateway left in flight, at their reserved estimate");
+                for _ in 0..n {
+                    gw.metrics.tool_call("error", "model_interrupted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not settle calls left in flight by stopped gateways"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::ledger::tests::call;
+    use crate::ledger::{Claim, INTERRUPTED, Ledger};
+
+    #[tokio::test]
+    async fn a_dead_instances_calls_are_settled_once_at_their_estimate() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display())).await.unwrap();
+        let claim = Claim { budget: "ns/b".into(), period_start_us: 0, hard_limit: 1000 };
+        let mut dead = call(40);
+        dead.instance = "dead".into();
+        dead.namespace = "ns".into();
+        dead.agent = "coder".into();
+        let mut alive = call(7);
+        alive.instance = "alive".into();
+        l.heartbeat("dead").await.unwrap();
+        l.reserve(vec![claim.clone()], &dead).await.unwrap();
+        l.heartbeat("alive").await.unwrap();
+        l.reserve(vec![claim.clone()], &alive).await.unwrap();
+        let now = jiff::Timestamp::now().as_microsecond();
+        // Both seen recently: nothing is taken.
+        assert_eq!(l.reclaim(now - 60_000_000).await.unwrap(), 0);
+        let cutoff = jiff::Timestamp::now().as_microsecond();
+        l.heartbeat("alive").await.unwrap();
+        l.forget("dead").await.unwrap();
+        assert_eq!(l.reclaim(cutoff).await.unwrap(), 1, "only the dead instance's call");
+        assert_eq!(l.reclaim(cutoff).await.unwrap(), 0, "settled once");
+        assert_eq!(l.spent("ns/b", 0).await.unwrap(), 47, "the budget keeps the estimate, not twice");
+        let calls = l.calls("ns", "coder").await.unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!((calls[0].3, calls[0].4), (40, i64::from(INTERRUPTED)));
+    }
+}

@@ -1,0 +1,182 @@
+//! `POST /slack/interactions` (DESIGN §3.3): a click on a request's Approve or Deny button, or
+//! the reason modal submitted, becomes a decision appended to the request's status as
+//! `slack:<member id>`, `via: slack`, written as the gateway, which the API server's admission
+//! alone accepts for Slack decisions and checks as it checks `kubectl approve` (an approver of the
+//! workflow, once, while pending). Nothing is written unless Slack's signature holds, is fresh
+//! and was not seen before. The person who clicked is told what happened, in plain words.
+
+use crate::state::Gateway;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_api::{ApprovalDecision, ApprovalRequest, ApprovalWorkflow, Verdict, Via};
+use tollgate_core::slack::{self, Interaction, Place};
+use tollgate_mcp_client::transport::{self, Body, full};
+
+const MAX_BODY: usize = 64 << 10;
+const ATTEMPTS: usize = 3;
+
+/// Signatures seen in the last [`slack::MAX_AGE_SECONDS`]: the same request sent again is refused.
+#[derive(Default)]
+pub struct Replays(std::sync::Mutex<HashMap<String, i64>>);
+
+impl Replays {
+    /// Whether `signature` is new (and remembers it).
+    fn first(&self, signature: &str, now: i64) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, at| now - *at <= 2 * slack::MAX_AGE_SECONDS);
+        seen.insert(signature.to_owned(), now).is_none()
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(full(body.to_owned()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
+    if req.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "POST only");
+    }
+    let Some(secret) = gw.config.slack_signing_secret.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "Slack is not configured on this gateway (Gateway spec.slack)");
+    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (timestamp, signature) = (header("x-slack-request-timestamp"), header("x-slack-signature"));
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+    };
+    let now = jiff::Timestamp::now().as_second();
+    if let Err(e) = slack::verify(secret.0.as_bytes(), timestamp.as_deref(), signature.as_deref(), &body, now) {
+        tracing::warn!(error = %e, "Slack interaction refused");
+        gw.metrics.tool_call("deny", "slack_unverified");
+        return text(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
+    if !gw.slack_replays.first(signature.as_deref().unwrap_or_default(), now) {
+        tracing::warn!("Slack interaction replayed; refused");
+        gw.metrics.tool_call("deny", "slack_replayed");
+        return text(StatusCode::UNAUTHORIZED, "this request was already received");
+    }
+    let interaction = match slack::parse(&body) {
+        Ok(i) => i,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+    };
+    let span = tracing::info_span!("slack_interaction", member = tracing::field::Empty, request = tracing::field::Empty);
+    let _enter = span.enter();
+    match interaction {
+        Interaction::Ignored => text(StatusCode::OK, ""),
+        Interaction::Click { member, verdict, namespace, request, place, trigger_id } => {
+            span.record("member", member.as_str());
+            span.record("request", format!("{namespace}/{request}"));
+            if requires_reason(&gw, &namespace, &request).await {
+                let modal = slack::reason_modal(&trigger_id, verdict, &namespace, &request, &place);
+                if let Err(e) = slack_call(&gw, "views.open", &modal).await {
+                    tracing::warn!(error = %e, "could not open the reason modal");
+                    tell(&gw, &place, &member, &format!("Nothing was recorded: a reason is required, and the form for it could not be opened ({e}).")).await;
+                }
+                return text(StatusCode::OK, "");
+            }
+            let said = decide(&gw, &member, verdict, &namespace, &request, None).await;
+            tell(&gw, &place, &member, &said).await;
+            text(StatusCode::OK, "")
+        }
+        Interaction::Reason { member, verdict, namespace, request, place, reason } => {
+            span.record("member", member.as_str());
+            span.record("request", format!("{namespace}/{request}"));
+            if reason.is_empty() {
+                let errors = json!({"response_action": "errors", "errors": {"reason": "A reason is required."}});
+                let mut r = Response::new(full(errors.to_string()));
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                return r;
+            }
+            let said = decide(&gw, &member, verdict, &namespace, &request, Some(reason)).await;
+            tell(&gw, &place, &member, &said).await;
+            text(StatusCode::OK, "")
+        }
+    }
+}
+
+async fn requires_reason(gw: &Gateway, ns: &str, name: &str) -> bool {
+    let Ok(Some(ar)) = Api::<ApprovalRequest>::namespaced(gw.client.clone(), ns).get_opt(name).await else { return false };
+    matches!(Api::<ApprovalWorkflow>::namespaced(gw.client.clone(), ns).get_opt(&ar.spec.workflow).await, Ok(Some(w)) if w.spec.require_reason)
+}
+
+/// Appends the decision; what to tell the member, whatever happened.
+async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &str, reason: Option<String>) -> String {
+    let user = format!("{}{member}", tollgate_core::approval::SLACK_USER_PREFIX);
+    let id = format!("{ns}/{name}");
+    let api = Api::<ApprovalRequest>::namespaced(gw.client.clone(), ns);
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_else(|_| jiff::Timestamp::now());
+    let decision = ApprovalDecision { user: user.clone(), decision: verdict, reason, time: Time(now), via: Via::Slack };
+    let verb = if verdict == Verdict::Approve { "approved" } else { "denied" };
+    for _ in 0..ATTEMPTS {
+        let ar = match api.get_opt(name).await {
+            Ok(Some(ar)) => ar,
+            Ok(None) => return format!("Nothing was recorded: request {id} no longer exists."),
+            Err(e) => return format!("Nothing was recorded: the request could not be read ({e})."),
+        };
+        let status = ar.status.clone().unwrap_or_default();
+        if let Some(phase) = status.phase.filter(|p| p.is_final()) {
+            return format!("Nothing was recorded: request {id} is already {phase}.");
+        }
+        if status.decisions.iter().any(|d| d.user == user) {
+            return format!("Nothing was recorded: you already decided on {id}.");
+        }
+        let ops = match tollgate_core::decide::append_decision(ar.status.as_ref(), ar.metadata.resource_version.as_deref().unwrap_or_default(), &decision)
+            .and_then(serde_json::from_value::<json_patch::Patch>)
+        {
+            Ok(ops) => ops,
+            Err(e) => return format!("Nothing was recorded: {e}."),
+        };
+        let params = PatchParams { field_manager: Some("tollgate-gateway".into()), ..PatchParams::default() };
+        match api.patch_status(name, &params, &Patch::Json::<()>(ops)).await {
+            Ok(_) => {
+                tracing::info!(user, decision = verb, "Slack decision recorded");
+                gw.metrics.tool_call(verb, "slack_decision");
+                let tool = format!("{} on {}", ar.spec.tool, ar.spec.server);
+                return format!("You {verb} {id} ({tool}). Your decision is in the request's status.");
+            }
+            Err(kube::Error::Api(s)) if tollgate_core::decide::is_stale_write(s.code, &s.message) => continue,
+            Err(kube::Error::Api(s)) => {
+                // The admission webhook's refusal, without the API server's framing.
+                let why = s.message.split_once("denied the request: ").map_or(s.message.as_str(), |(_, why)| why);
+                tracing::info!(user, refusal = why, "Slack decision refused");
+                gw.metrics.tool_call("deny", "slack_refused");
+                return format!("Nothing was recorded: {why}");
+            }
+            Err(e) => return format!("Nothing was recorded: {e}."),
+        }
+    }
+    format!("Nothing was recorded: {id} kept changing; try again.")
+}
+
+/// An ephemeral message to `member` in the message's channel (only they see it).
+async fn tell(gw: &Gateway, place: &Place, member: &str, said: &str) {
+    if place.channel.is_empty() {
+        return;
+    }
+    let body = json!({"channel": place.channel, "user": member, "text": said});
+    if let Err(e) = slack_call(gw, "chat.postEphemeral", &body).await {
+        tracing::warn!(error = %e, "could not answer the person who clicked");
+    }
+}
+
+async fn slack_call(gw: &Gateway, method: &str, body: &Value) -> Result<Value, String> {
+    let token = gw.config.slack_bot_token.as_ref().ok_or("no bot token (Gateway spec.slack.botTokenSecretRef)")?;
+    let url = format!("{}/{method}", gw.config.slack_api_url.trim_end_matches('/'));
+    let auth = format!("Bearer {}", token.0.trim());
+    let headers = [("content-type", "application/json; charset=utf-8"), ("authorization", auth.as_str())];
+    let (status, answer) = transport::post(&gw.http, &url, &headers, Bytes::from(body.to_string()), Duration::from_secs(10)).await?;
+    slack::api_result(status, &answer).map_err(|e| format!("{method}: {e}"))
+}

@@ -1,0 +1,154 @@
+//! The `Gateway` controller (DESIGN §3.4): each Gateway in the operator's namespace becomes its
+//! ServiceAccount, Service, Deployment and (SQLite) ledger claim, built by
+//! `tollgate_core::gateway_objects`; its service account is a subject of the gateways'
+//! ClusterRoleBinding while it exists; its status says where agents reach it and how many
+//! replicas are ready.
+//!
+//! Only the operator's namespace: a gateway's service account reads Secrets in every namespace
+//! (the providers' credentials), so a Gateway elsewhere would hand that to whoever may create
+//! pods there. Such a Gateway is told why, in its status, and gets nothing.
+
+use super::{condition, upsert_condition};
+use crate::{Shared, ssa};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, Patch};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_api::{Gateway, GatewayStatus};
+use tollgate_core::gateway_objects::{self, GATEWAY_LABEL, Owner};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let api = Api::<Gateway>::all(shared.client.clone());
+    let (gateways, writer) = reflector::store();
+    let binding = {
+        let shared = shared.clone();
+        let gateways = gateways.clone();
+        reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()).default_backoff()).for_each(move |event| {
+            let (shared, gateways) = (shared.clone(), gateways.clone());
+            let whole = matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)));
+            async move {
+                if whole {
+                    cluster_binding(&shared, &gateways).await;
+                }
+            }
+        })
+    };
+    let deployments = Api::<Deployment>::namespaced(shared.client.clone(), &shared.namespace);
+    let controller = Controller::new(api, watcher::Config::default())
+        .owns(deployments, watcher::Config::default().labels(GATEWAY_LABEL))
+        .run(reconcile, error_policy, shared)
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(binding, controller);
+}
+
+fn runs_here(shared: &Shared, g: &Gateway) -> bool {
+    g.namespace().as_deref() == Some(shared.namespace.as_str()) && gateway_objects::name_problem(&g.name_any()).is_none()
+}
+
+/// The gateways' service accounts, exactly those of the Gateways that exist and run: a Gateway
+/// deleted loses the Secrets its account could read with the next event.
+async fn cluster_binding(shared: &Shared, gateways: &Store<Gateway>) {
+    let all = gateways.state();
+    let running: Vec<(String, String)> =
+        all.iter().filter(|g| runs_here(shared, g) && g.meta().deletion_timestamp.is_none()).map(|g| (shared.namespace.clone(), g.name_any())).collect();
+    let wanted = gateway_objects::cluster_binding(running.iter().map(|(ns, n)| (ns.as_str(), n.as_str())), &shared.gateways.cluster_role);
+    match Api::<ClusterRoleBinding>::all(shared.client.clone()).patch(gateway_objects::GATEWAYS_CLUSTER_BINDING, &ssa::params(), &ssa::body(&wanted)).await {
+        Ok(_) => tracing::debug!(gateways = running.len(), "gateways' cluster role binding in step"),
+        Err(e) => tracing::warn!(error = %e, "could not keep the gateways' cluster role binding"),
+    }
+}
+
+fn error_policy(_: Arc<Gateway>, error: &Error, shared: Arc<Shared>) -> Action {
+    shared.metrics.reconcile("gateway", false);
+    tracing::warn!(%error, "gateway reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[tracing::instrument(skip_all, fields(gateway = %g.name_any(), namespace = g.namespace().unwrap_or_default()))]
+async fn reconcile(g: Arc<Gateway>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let ns = g.namespace().unwrap_or_default();
+    let name = g.name_any();
+    let generation = g.meta().generation;
+    let old = g.status.clone().unwrap_or_default();
+    let mut status = GatewayStatus { observed_generation: generation, ..old.clone() };
+    let refusal = if ns != shared.namespace {
+        Some((
+            "OutsideTollgateNamespace",
+            format!(
+                "gateways run only in {}, the operator's namespace: a gateway's service account reads model providers' Secrets in every namespace",
+                shared.namespace
+            ),
+        ))
+    } else {
+        gateway_objects::name_problem(&name).map(|m| ("InvalidName", m))
+    };
+    let outcome = match refusal {
+        Some((reason, message)) => {
+            status.url = None;
+            status.ready_replicas = None;
+            upsert_condition(&mut status.conditions, condition("Ready", false, reason, &message, generation, Timestamp::now()));
+            Ok(Action::await_change())
+        }
+        None => apply(&g, &shared, &mut status).await,
+    };
+    if status != old {
+        Api::<Gateway>::namespaced(shared.client.clone(), &ns)
+            .patch_status(&name, &ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
+            .await?;
+    }
+    shared.metrics.reconcile("gateway", outcome.is_ok());
+    outcome
+}
+
+async fn apply(g: &Gateway, shared: &Shared, status: &mut GatewayStatus) -> Result<Action, Error> {
+    let ns = &shared.namespace;
+    let name = g.name_any();
+    let generation = g.meta().generation;
+    let owner = Owner { name: &name, namespace: ns, uid: g.metadata.uid.as_deref().unwrap_or_default() };
+    let objects = gateway_objects::objects(owner, &g.spec, &shared.gateways);
+    let object_name = gateway_objects::object_name(&name);
+    let client = &shared.client;
+    let written = async {
+        Api::<ServiceAccount>::namespaced(client.clone(), ns).patch(&object_name, &ssa::params(), &ssa::body(&objects.service_account)).await?;
+        if let Some(claim) = &objects.claim {
+            // Created once: a bound claim's spec is immutable but for its size.
+            let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+            let claim_name = gateway_objects::claim_name(&name);
+            if claims.get_opt(&claim_name).await?.is_none() {
+                claims.patch(&claim_name, &ssa::params(), &ssa::body(claim)).await?;
+            }
+        }
+        Api::<Service>::namespaced(client.clone(), ns).patch(&object_name, &ssa::params(), &ssa::body(&objects.service)).await?;
+        Api::<Deployment>::namespaced(client.clone(), ns).patch(&object_name, &ssa::params(), &ssa::body(&objects.deployment)).await
+    }
+    .await;
+    let deployment = match written {
+        Ok(d) => d,
+        Err(e) => {
+            let message = format!("could not write the gateway's objects: {e}");
+            upsert_condition(&mut status.conditions, condition("Ready", false, "ApplyFailed", &message, generation, Timestamp::now()));
+            return Err(e.into());
+        }
+    };
+    let desired = gateway_objects::replicas(&g.spec);
+    let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let (ok, reason, message) = gateway_objects::readiness(desired, ready);
+    status.url = Some(gateway_objects::url(&name, ns));
+    status.ready_replicas = Some(ready);
+    upsert_condition(&mut status.conditions, condition("Ready", ok, reason, &message, generation, Timestamp::now()));
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
