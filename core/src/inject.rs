@@ -54,6 +54,26 @@ pub struct Settings {
     /// The model gateway's base URL (`http://tollgate-gateway.tollgate-system.svc:8080`): the
     /// app containers get the SDKs' base URLs under it and the agent's key; none when absent.
     pub gateway_url: Option<String>,
+    /// Where sidecars read headers kept in Vault, and the role they log in as by default.
+    pub vault: Option<VaultEnv>,
+}
+
+/// A process's Vault settings, as the environment `tollgate_mcp_client::vault::VaultArgs` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultEnv {
+    pub address: String,
+    pub auth_mount: String,
+    pub role: Option<String>,
+}
+
+impl VaultEnv {
+    pub fn env(&self) -> Vec<EnvVar> {
+        let mut out = vec![env("TOLLGATE_VAULT_ADDR", &self.address), env("TOLLGATE_VAULT_AUTH_MOUNT", &self.auth_mount)];
+        if let Some(role) = &self.role {
+            out.push(env("TOLLGATE_VAULT_ROLE", role));
+        }
+        out
+    }
 }
 
 /// A `ManagedAgent` of the pod's namespace, with what its MCP servers need mounted.
@@ -281,6 +301,9 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
     }
     if let Some(gateway) = &settings.gateway_url {
         envs.push(env("TOLLGATE_AUDIT_URL", gateway.trim_end_matches('/')));
+    }
+    if let Some(vault) = &settings.vault {
+        envs.extend(vault.env());
     }
     Container {
         name: SIDECAR_NAME.to_owned(),

@@ -39,3 +39,4 @@ pub mod sse;
 pub mod strict;
 pub mod tasks;
 pub mod transparent;
+pub mod vault;

@@ -21,6 +21,7 @@ fn settings() -> Settings {
         exclude_cidrs: vec!["10.96.0.0/12".into()],
         exclude_ports: vec![53],
         gateway_url: Some("http://tollgate-gateway.tollgate-system.svc:8080".into()),
+        vault: None,
     }
 }
 

@@ -65,7 +65,7 @@ impl Gateway {
 
 /// The service account `tollgate-system/tollgate-gateway` bound to the chart's gateway role, as the
 /// operator makes it for the chart's default Gateway (which these tests run as a bare process).
-fn gateway_identity(cp: &ControlPlane) -> Result<()> {
+pub fn gateway_identity(cp: &ControlPlane) -> Result<()> {
     cp.install_tollgate_system()?;
     if !cp.kubectl(User::Admin, ["get", "serviceaccount", "tollgate-gateway", "-n", "tollgate-system"])?.status.success() {
         let _ = cp.kubectl(User::Admin, ["create", "serviceaccount", "tollgate-gateway", "-n", "tollgate-system"])?;

@@ -9,9 +9,11 @@ pub mod gateway;
 pub mod kubelet;
 mod mcp;
 pub mod netns;
+pub mod openbao;
 pub mod postgres;
 mod process;
 pub mod raw_mcp;
+pub mod slack;
 mod tollgate;
 mod users;
 

@@ -1,5 +1,6 @@
-//! Providers' credentials, read from the Secret a `ModelProvider` names at use time and kept
-//! briefly, so a rotated key applies without a restart. The value never leaves this module but
+//! Providers' credentials, read from the Secret a `ModelProvider` names (or from Vault, under
+//! the gateway's own service-account token) at use time and kept briefly, so a rotated key
+//! applies without a restart. The value never leaves this module but
 //! in the header sent to the provider; errors name the Secret, never its content.
 
 use k8s_openapi::api::core::v1::Secret;
@@ -17,14 +18,21 @@ type SecretKey = (String, String, String);
 #[derive(Default)]
 pub struct ProviderCredentials {
     cache: Mutex<HashMap<SecretKey, (Instant, String)>>,
+    vault: Option<std::sync::Arc<tollgate_mcp_client::vault::Vault>>,
 }
 
 impl ProviderCredentials {
+    pub fn new(vault: Option<std::sync::Arc<tollgate_mcp_client::vault::Vault>>) -> Self {
+        ProviderCredentials { cache: Mutex::default(), vault }
+    }
+
     /// The credential of a provider of `namespace`; None when it names none.
     pub async fn get(&self, client: &kube::Client, namespace: &str, source: Option<&CredentialSource>) -> Result<Option<String>, String> {
         let Some(source) = source else { return Ok(None) };
         let Some(r) = &source.secret_key_ref else {
-            return Err("Vault-sourced provider credentials are not supported by the gateway yet".into());
+            let Some(v) = &source.vault else { return Err("the credentials name neither a Secret nor Vault".into()) };
+            let vault = self.vault.as_ref().ok_or_else(|| format!("the credential is in Vault at {}, but this gateway has no Vault address (the chart's vault.address)", v.path))?;
+            return vault.read(&v.path, &v.key, v.role.as_deref()).await.map(|value| Some(value.trim().to_owned())).map_err(|e| e.to_string());
         };
         let key = (namespace.to_owned(), r.name.clone(), r.key.clone());
         if let Some((at, value)) = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)

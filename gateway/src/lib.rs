@@ -34,7 +34,7 @@ pub async fn run(config: Config) -> Result<()> {
         settled: recorder::spawn(ledger.clone()),
         ledger,
         http: tollgate_mcp_client::transport::client(roots),
-        credentials: credentials::ProviderCredentials::default(),
+        credentials: credentials::ProviderCredentials::new(tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?),
         metrics: Arc::default(),
         instance,
         settling: tokio_util::task::TaskTracker::new(),

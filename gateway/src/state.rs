@@ -48,6 +48,9 @@ pub struct Config {
     pub slack_bot_token: Option<Hidden>,
     #[arg(long, env = "TOLLGATE_SLACK_API_URL", default_value = "https://slack.com/api")]
     pub slack_api_url: String,
+    /// Where provider credentials kept in Vault (`ModelProvider.spec.credentials.vault`) are read.
+    #[command(flatten)]
+    pub vault: tollgate_mcp_client::vault::VaultArgs,
 }
 
 /// A secret value: never in a log line, whatever prints the configuration.

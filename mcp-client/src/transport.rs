@@ -130,10 +130,32 @@ pub fn parse_messages(sse: bool, bytes: &[u8]) -> Result<Vec<serde_json::Value>,
     })
 }
 
+/// A credential header: `prefix` and `value` (its trailing newline, which a file often has,
+/// dropped), marked sensitive so no debug output shows it; none when it cannot be a header.
+pub fn credential_header(name: &str, prefix: Option<&str>, value: &str) -> Option<(hyper::header::HeaderName, hyper::header::HeaderValue)> {
+    let text = format!("{}{}", prefix.unwrap_or_default(), value.trim_end_matches(['\r', '\n']));
+    let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).ok()?;
+    let mut value = hyper::header::HeaderValue::from_str(&text).ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
+}
+
 /// POSTs `body` to `url` with `headers`; the answer's status and body (at most 1 MiB), or why
-/// there is none, within `timeout`. For the small JSON calls of notifications and Slack.
+/// there is none, within `timeout`. For the small JSON calls of notifications, Slack and Vault.
 pub async fn post(client: &HttpClient, url: &str, headers: &[(&str, &str)], body: Bytes, timeout: std::time::Duration) -> Result<(u16, Bytes), String> {
-    let mut req = hyper::Request::builder().method(hyper::Method::POST).uri(url);
+    small_call(client, hyper::Method::POST, url, headers, body, timeout).await
+}
+
+/// As [`post`], with any method.
+pub async fn small_call(
+    client: &HttpClient,
+    method: hyper::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    timeout: std::time::Duration,
+) -> Result<(u16, Bytes), String> {
+    let mut req = hyper::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         req = req.header(*name, *value);
     }

@@ -99,6 +99,16 @@ pub struct Config {
     pub smtp_url: Option<(String, u16)>,
     #[arg(long, env = "TOLLGATE_SMTP_FROM", default_value = "Tollgate <tollgate@localhost>")]
     pub smtp_from: String,
+    /// Vault, for the operator's own reads (discovery of servers whose headers are kept there);
+    /// sidecars and gateways are given the same address and mount.
+    #[command(flatten)]
+    pub vault: tollgate_mcp_client::vault::VaultArgs,
+    /// The Vault role sidecars log in as, for headers that name none.
+    #[arg(long, env = "TOLLGATE_VAULT_SIDECAR_ROLE")]
+    pub vault_sidecar_role: Option<String>,
+    /// The Vault role gateways log in as, for provider credentials that name none.
+    #[arg(long, env = "TOLLGATE_VAULT_GATEWAY_ROLE")]
+    pub vault_gateway_role: Option<String>,
 }
 
 fn parse_smtp(text: &str) -> Result<(String, u16), String> {
@@ -132,7 +142,14 @@ impl Config {
             exclude_cidrs: self.redirect_exclude_cidrs.clone(),
             exclude_ports: self.redirect_exclude_ports.clone(),
             gateway_url: self.gateway_url.clone(),
+            vault: self.vault_env(self.vault_sidecar_role.clone()),
         }
+    }
+
+    /// What a sidecar or gateway is told of Vault, logging in as `role` by default.
+    pub fn vault_env(&self, role: Option<String>) -> Option<tollgate_core::inject::VaultEnv> {
+        let address = self.vault.addr.clone().filter(|a| !a.is_empty())?;
+        Some(tollgate_core::inject::VaultEnv { address, auth_mount: self.vault.auth_mount.clone(), role })
     }
 }
 
@@ -148,6 +165,8 @@ pub struct Shared {
     pub namespace: String,
     pub gateways: tollgate_core::gateway_objects::Settings,
     pub notifier: Arc<notify::Notifier>,
+    /// The operator's own Vault client (discovery of servers whose headers are kept there).
+    pub vault: Option<Arc<tollgate_mcp_client::vault::Vault>>,
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -169,7 +188,9 @@ pub async fn run(config: Config) -> Result<()> {
         gateways: tollgate_core::gateway_objects::Settings {
             image: config.gateway_image.clone().unwrap_or_else(|| config.sidecar_image.clone()),
             cluster_role: config.gateway_cluster_role.clone(),
+            vault: config.vault_env(config.vault_gateway_role.clone()),
         },
+        vault: tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
     });
     let ready = tollgate_runtime::admin::Readiness::default();
 

@@ -1,5 +1,5 @@
 //! Notifications of held calls (DESIGN §3.3): each target of a request's workflow (Slack, a
-//! webhook, email) told of every stage the request reaches, by a task of its own per request, so
+//! webhook, email) told of every stage the request reaches, by a task of its own per request and target, so
 //! a slow or failing target never holds up the phase machine. Each attempt is recorded in
 //! `status.notifications` (only this module writes that list); a target that fails
 //! [`MAX_ATTEMPTS`] times at a stage is given up, which the request's `Notified` condition and a
@@ -34,59 +34,67 @@ pub struct Notifier {
     http: HttpClient,
     slack_api: String,
     smtp: Option<Smtp>,
-    /// Requests with a delivery task, and whether they changed since it last looked.
+    /// Request and target pairs with a delivery task, and whether they changed since it last
+    /// looked.
     running: Mutex<HashMap<String, bool>>,
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Notifier {
     pub fn new(client: kube::Client, slack_api: String, smtp: Option<Smtp>) -> Arc<Notifier> {
         let roots = Arc::new(transport::platform_roots());
-        Arc::new(Notifier { client, http: transport::client(roots), slack_api, smtp, running: Mutex::default() })
+        Arc::new(Notifier { client, http: transport::client(roots), slack_api, smtp, running: Mutex::default(), writes: tokio::sync::Mutex::default() })
     }
 
-    /// Makes sure the targets of `workflow` hear of the stage `request` is at.
+    /// Makes sure the targets of `workflow` hear of the stage `request` is at: one task per
+    /// request and target, so a slow or failing target delays no other.
     pub fn poke(self: &Arc<Self>, request: &ApprovalRequest, workflow: &ApprovalWorkflow) {
-        let targets = targets(workflow.spec.notify.as_ref());
         let records = request.status.as_ref().map(|s| s.notifications.clone()).unwrap_or_default();
-        if notify::due(&targets, &records, &Stage::of(request)).is_empty() {
-            return;
-        }
-        let key = format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any());
-        {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(dirty) = running.get_mut(&key) {
-                *dirty = true;
-                return;
-            }
-            running.insert(key.clone(), false);
-        }
-        let this = self.clone();
         let (ns, name) = (request.namespace().unwrap_or_default(), request.name_any());
-        tokio::spawn(async move { this.deliver(&key, &ns, &name).await });
+        for target in notify::due(&targets(workflow.spec.notify.as_ref()), &records, &Stage::of(request)) {
+            let key = format!("{ns}/{name} {:?} {}", target.channel, target.target);
+            {
+                let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(dirty) = running.get_mut(&key) {
+                    *dirty = true;
+                    continue;
+                }
+                running.insert(key.clone(), false);
+            }
+            let this = self.clone();
+            let (ns, name) = (ns.clone(), name.clone());
+            tokio::spawn(async move { this.deliver(&key, &ns, &name, &target).await });
+        }
     }
 
-    async fn deliver(self: Arc<Self>, key: &str, ns: &str, name: &str) {
+    /// The request and its workflow as they are now; `None` once either is gone.
+    async fn read(&self, key: &str, ns: &str, name: &str) -> Option<(ApprovalRequest, ApprovalWorkflow)> {
         let requests = Api::<ApprovalRequest>::namespaced(self.client.clone(), ns);
         let workflows = Api::<ApprovalWorkflow>::namespaced(self.client.clone(), ns);
         loop {
-            let request = match requests.get_opt(name).await {
-                Ok(r) => r,
+            let read = async {
+                let Some(request) = requests.get_opt(name).await? else { return Ok(None) };
+                let workflow = workflows.get_opt(&request.spec.workflow).await?;
+                Ok::<_, kube::Error>(workflow.map(|w| (request, w)))
+            };
+            match read.await {
+                Ok(found) => return found,
                 Err(e) => {
                     tracing::warn!(request = key, error = %e, "could not read the request to notify about it");
                     tokio::time::sleep(Duration::from_secs(2)).await;
-                    continue;
                 }
-            };
-            let workflow = match &request {
-                Some(r) => workflows.get_opt(&r.spec.workflow).await.ok().flatten(),
-                None => None,
-            };
-            let (Some(request), Some(workflow)) = (request, workflow) else { break };
+            }
+        }
+    }
+
+    /// Tells `target` of each stage the request reaches until nothing is due for it.
+    async fn deliver(self: Arc<Self>, key: &str, ns: &str, name: &str, target: &Target) {
+        let mut waited_for: Option<String> = None;
+        while let Some((request, workflow)) = self.read(key, ns, name).await {
             let stage = Stage::of(&request);
-            let targets = targets(workflow.spec.notify.as_ref());
-            let mut records = request.status.as_ref().map(|s| s.notifications.clone()).unwrap_or_default();
-            let due = notify::due(&targets, &records, &stage);
-            if due.is_empty() {
+            let records = request.status.as_ref().map(|s| s.notifications.clone()).unwrap_or_default();
+            let wanted = targets(workflow.spec.notify.as_ref()).contains(target);
+            if !wanted || notify::due(std::slice::from_ref(target), &records, &stage).is_empty() {
                 let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
                 if running.get(key).copied().unwrap_or(false) {
                     running.insert(key.to_owned(), false);
@@ -95,46 +103,63 @@ impl Notifier {
                 running.remove(key);
                 return;
             }
-            for target in due {
-                let event = stage.key(target.channel);
-                let previous = records.iter().find(|r| r.channel == target.channel && r.target == target.target).cloned();
-                let attempt = previous.as_ref().filter(|r| r.event.as_deref() == Some(&event)).and_then(|r| r.attempts).unwrap_or(0) + 1;
-                tokio::time::sleep(Duration::from_secs(notify::backoff_seconds(attempt))).await;
-                let message_id = previous.as_ref().and_then(|r| r.message_id.clone());
-                let outcome = self.send(&target, &request, &workflow, &stage, message_id.as_deref()).await;
-                let (message_id, error) = match outcome {
-                    Ok(id) => (id.or(message_id), None),
-                    Err(e) => (message_id, Some(e)),
-                };
-                match &error {
-                    None => tracing::info!(request = key, channel = ?target.channel, target = target.target, event, "notified"),
-                    Some(e) => {
-                        tracing::warn!(request = key, channel = ?target.channel, target = target.target, event, attempt, error = %e, "notification failed")
-                    }
-                }
-                let gave_up = error.is_some() && attempt >= MAX_ATTEMPTS;
-                let record = NotificationRecord {
-                    channel: target.channel,
-                    target: target.target.clone(),
-                    message_id,
-                    sent_at: Time(jiff::Timestamp::now()),
-                    error: error.clone().map(|e| e.chars().take(1000).collect()),
-                    event: Some(event.clone()),
-                    attempts: Some(attempt),
-                };
-                records.retain(|r| !(r.channel == target.channel && r.target == target.target));
-                records.push(record);
-                let patch = serde_json::json!({"status": {"notifications": records}});
-                if let Err(e) = requests.patch_status(name, &ssa::write_params(), &Patch::Merge(&patch)).await {
-                    tracing::warn!(request = key, error = %e, "could not record a notification");
-                }
-                if gave_up {
-                    let note = format!("gave up notifying {:?} {} after {attempt} attempts: {}", target.channel, target.target, error.unwrap_or_default());
-                    crate::publish_event(&self.client, &request.object_ref(&()), EventType::Warning, "NotificationFailed", &note, "Notify").await;
-                }
+            let event = stage.key(target.channel);
+            let previous = records.iter().find(|r| r.channel == target.channel && r.target == target.target).cloned();
+            let attempt = previous.as_ref().filter(|r| r.event.as_deref() == Some(&event)).and_then(|r| r.attempts).unwrap_or(0) + 1;
+            let backoff = notify::backoff_seconds(attempt);
+            if backoff > 0 && waited_for.as_deref() != Some(&event) {
+                // Waited out, then read again: the request may have moved on meanwhile.
+                tokio::time::sleep(Duration::from_secs(backoff)).await;
+                waited_for = Some(event);
+                continue;
+            }
+            waited_for = None;
+            let message_id = previous.as_ref().and_then(|r| r.message_id.clone());
+            let (message_id, error) = match self.send(target, &request, &workflow, &stage, message_id.as_deref()).await {
+                Ok(id) => (id.or(message_id), None),
+                Err(e) => (message_id, Some(e)),
+            };
+            match &error {
+                None => tracing::info!(request = key, event, attempt, "notified"),
+                Some(e) => tracing::warn!(request = key, event, attempt, error = %e, "notification failed"),
+            }
+            let record = NotificationRecord {
+                channel: target.channel,
+                target: target.target.clone(),
+                message_id,
+                sent_at: Time(jiff::Timestamp::now()),
+                error: error.clone().map(|e| e.chars().take(1000).collect()),
+                event: Some(event),
+                attempts: Some(attempt),
+            };
+            self.record(key, ns, name, record).await;
+            if let Some(e) = error.filter(|_| attempt >= MAX_ATTEMPTS) {
+                let note = format!("gave up notifying {:?} {} after {attempt} attempts: {e}", target.channel, target.target);
+                crate::publish_event(&self.client, &request.object_ref(&()), EventType::Warning, "NotificationFailed", &note, "Notify").await;
             }
         }
         self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// Replaces `record`'s target's entry in the request's `status.notifications`. Targets are
+    /// told concurrently, so each write is made on a fresh read, one at a time.
+    async fn record(&self, key: &str, ns: &str, name: &str, record: NotificationRecord) {
+        let requests = Api::<ApprovalRequest>::namespaced(self.client.clone(), ns);
+        let _one_at_a_time = self.writes.lock().await;
+        let mut records = match requests.get_opt(name).await {
+            Ok(Some(r)) => r.status.map(|s| s.notifications).unwrap_or_default(),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(request = key, error = %e, "could not read the request to record a notification");
+                return;
+            }
+        };
+        records.retain(|r| !(r.channel == record.channel && r.target == record.target));
+        records.push(record);
+        let patch = serde_json::json!({"status": {"notifications": records}});
+        if let Err(e) = requests.patch_status(name, &ssa::write_params(), &Patch::Merge(&patch)).await {
+            tracing::warn!(request = key, error = %e, "could not record a notification");
+        }
     }
 
     /// One attempt; the Slack message's id when one was posted.

@@ -52,6 +52,10 @@ pub struct Config {
     /// The token audit batches are sent with (the pod's service-account token).
     #[arg(long, env = "TOLLGATE_AUDIT_TOKEN_FILE", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
     pub audit_token_file: std::path::PathBuf,
+    /// Where headers from Vault (`MCPServer.spec.headers[].vault`) are read, under the pod's
+    /// service-account token.
+    #[command(flatten)]
+    pub vault: tollgate_mcp_client::vault::VaultArgs,
     /// Transparent mode: where the pod's iptables redirect sends its outbound TCP.
     #[arg(long, env = "TOLLGATE_TRANSPARENT_LISTEN")]
     pub transparent_listen: Option<SocketAddr>,

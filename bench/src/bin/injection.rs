@@ -73,6 +73,7 @@ fn main() -> Result<()> {
             exclude_cidrs: Vec::new(),
             exclude_ports: Vec::new(),
             gateway_url: None,
+            vault: None,
         };
         let shared = Arc::new(tollgate_operator::Shared {
             client: client.clone(),
@@ -81,8 +82,9 @@ fn main() -> Result<()> {
             metrics: Arc::default(),
             injection: settings.clone(),
             namespace: "tollgate-system".into(),
-            gateways: tollgate_core::gateway_objects::Settings { image: "bench".into(), cluster_role: "tollgate-gateway".into() },
+            gateways: tollgate_core::gateway_objects::Settings { image: "bench".into(), cluster_role: "tollgate-gateway".into(), vault: None },
             notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
+            vault: None,
         });
         let agent_pod = review(&pod("p", "app-3", "sa-3"))?;
         let other_pod = review(&pod("q", "web", "default"))?;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tollgate_api::{CaBundleSource, DiscoveredTool, HeaderSource, McpServer, ServerInfo};
 use tollgate_mcp_client::discovery::{self, Target};
 use tollgate_mcp_client::transport::{self, HttpClient};
+use tollgate_mcp_client::vault::Vault;
 
 /// The longest a discovery may take, whatever the server's own timeout.
 const MAX_DISCOVERY: Duration = Duration::from_secs(20);
@@ -42,8 +43,10 @@ enum Setup {
     NoEndpoint,
     #[error("header {header}: Secret {secret} has no key {key} (or does not exist)")]
     MissingSecret { header: String, secret: String, key: String },
-    #[error("header {header}: Vault-sourced headers cannot be read by the operator yet; discovery needs a Secret")]
-    Vault { header: String },
+    #[error("header {header}: {source} (read for discovery with the operator's own Vault role)")]
+    Vault { header: String, source: tollgate_mcp_client::vault::VaultError },
+    #[error("header {header}: its value is in Vault at {path}, but the operator has no Vault address (the chart's vault.address)")]
+    NoVault { header: String, path: String },
     #[error("header {header}: not a valid header name or value")]
     InvalidHeader { header: String },
     #[error("CA bundle {what} {name} key {key}: {reason}")]
@@ -56,7 +59,7 @@ impl Setup {
     fn reason(&self) -> &'static str {
         match self {
             Setup::NoEndpoint => "InvalidSpec",
-            Setup::MissingSecret { .. } | Setup::Vault { .. } | Setup::InvalidHeader { .. } => "CredentialsMissing",
+            Setup::MissingSecret { .. } | Setup::Vault { .. } | Setup::NoVault { .. } | Setup::InvalidHeader { .. } => "CredentialsMissing",
             Setup::CaBundle { .. } => "CABundleInvalid",
             Setup::Forbidden { .. } => "CredentialsUnavailable",
         }
@@ -95,7 +98,7 @@ async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action, 
     let mut status = old.clone();
     status.observed_generation = generation;
     let now = Timestamp::now();
-    let outcome = match target(client, &ns, &server, &ctx.roots).await? {
+    let outcome = match target(client, ctx.shared.vault.as_deref(), &ns, &server, &ctx.roots).await? {
         Err(setup) => Err((setup.reason(), setup.to_string())),
         Ok((target, own_client)) => {
             let http = own_client.as_ref().unwrap_or(&ctx.client);
@@ -159,6 +162,7 @@ async fn announce_changes(shared: &Shared, server: &McpServer, before: &[Discove
 /// Where and how to call the server; a client of its own when it has a CA bundle.
 async fn target(
     client: &kube::Client,
+    vault: Option<&Vault>,
     ns: &str,
     server: &McpServer,
     roots: &rustls::RootCertStore,
@@ -166,7 +170,7 @@ async fn target(
     let Some(url) = server.spec.endpoint(ns) else { return Ok(Err(Setup::NoEndpoint)) };
     let mut headers = Vec::new();
     for h in &server.spec.headers {
-        match header(client, ns, h).await? {
+        match header(client, vault, ns, h).await? {
             Ok(pair) => headers.push(pair),
             Err(setup) => return Ok(Err(setup)),
         }
@@ -186,24 +190,30 @@ async fn target(
     Ok(Ok((Target { url, headers, timeout, max_answer: MAX_ANSWER }, own_client)))
 }
 
-async fn header(client: &kube::Client, ns: &str, h: &HeaderSource) -> Result<Result<(HeaderName, HeaderValue), Setup>, Error> {
-    let Some(r) = &h.secret_key_ref else { return Ok(Err(Setup::Vault { header: h.name.clone() })) };
-    let missing = || Setup::MissingSecret { header: h.name.clone(), secret: r.name.clone(), key: r.key.clone() };
-    let secret = match Api::<Secret>::namespaced(client.clone(), ns).get_opt(&r.name).await {
-        Err(e) if forbidden(&e) => return Ok(Err(Setup::Forbidden { what: "Secret", name: r.name.clone() })),
-        other => other?,
-    };
-    let Some(secret) = secret else { return Ok(Err(missing())) };
-    let Some(value) = secret.data.as_ref().and_then(|d| d.get(&r.key)) else { return Ok(Err(missing())) };
-    let text = format!("{}{}", h.prefix.as_deref().unwrap_or_default(), String::from_utf8_lossy(&value.0).trim_end_matches(['\r', '\n']));
-    let invalid = || Setup::InvalidHeader { header: h.name.clone() };
-    Ok(match (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&text)) {
-        (Ok(name), Ok(mut value)) => {
-            value.set_sensitive(true);
-            Ok((name, value))
+/// A header of the server, its value from a Secret or from Vault. Vault is read as the
+/// operator's own role: a reference's role is the sidecar's, bound to the agent's account.
+async fn header(client: &kube::Client, vault: Option<&Vault>, ns: &str, h: &HeaderSource) -> Result<Result<(HeaderName, HeaderValue), Setup>, Error> {
+    let value = match (&h.secret_key_ref, &h.vault) {
+        (Some(r), _) => {
+            let missing = || Setup::MissingSecret { header: h.name.clone(), secret: r.name.clone(), key: r.key.clone() };
+            let secret = match Api::<Secret>::namespaced(client.clone(), ns).get_opt(&r.name).await {
+                Err(e) if forbidden(&e) => return Ok(Err(Setup::Forbidden { what: "Secret", name: r.name.clone() })),
+                other => other?,
+            };
+            let Some(secret) = secret else { return Ok(Err(missing())) };
+            let Some(value) = secret.data.as_ref().and_then(|d| d.get(&r.key)) else { return Ok(Err(missing())) };
+            String::from_utf8_lossy(&value.0).into_owned()
         }
-        _ => Err(invalid()),
-    })
+        (None, Some(v)) => {
+            let Some(vault) = vault else { return Ok(Err(Setup::NoVault { header: h.name.clone(), path: v.path.clone() })) };
+            match vault.read(&v.path, &v.key, None).await {
+                Ok(value) => value,
+                Err(source) => return Ok(Err(Setup::Vault { header: h.name.clone(), source })),
+            }
+        }
+        (None, None) => return Ok(Err(Setup::InvalidHeader { header: h.name.clone() })),
+    };
+    Ok(transport::credential_header(&h.name, h.prefix.as_deref(), &value).ok_or_else(|| Setup::InvalidHeader { header: h.name.clone() }))
 }
 
 fn bundle_error(bundle: &CaBundleSource, reason: String) -> Setup {

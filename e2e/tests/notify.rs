@@ -1,0 +1,301 @@
+//! Approvers where they work (DESIGN §3.3): a held call reaches Slack (a message with buttons,
+//! updated on every decision), a signed webhook (retried until it is taken) and email; a click
+//! in Slack, signed as Slack signs it, becomes a decision in the request's status through the
+//! gateway, checked by the same admission as `kubectl approve`; every forgery is refused and
+//! writes nothing; a target that keeps failing makes a condition and never holds a request up.
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tollgate_e2e::gateway::Gateway;
+use tollgate_e2e::slack::{BOT_TOKEN, FakeSlack, HOOK_SECRET, click};
+use tollgate_e2e::{ControlPlane, Operator, User, free_ports, wait_until};
+
+/// The first two webhook deliveries fail, so the first stage is delivered on the third attempt.
+const HOOK_FAILURES: u32 = 2;
+
+struct World {
+    slack: FakeSlack,
+    _operator: Operator,
+    gateway: Gateway,
+}
+
+fn world() -> &'static World {
+    static W: OnceLock<World> = OnceLock::new();
+    W.get_or_init(|| {
+        let start = || -> Result<World> {
+            let cp = ControlPlane::shared();
+            let slack = FakeSlack::start(cp, HOOK_FAILURES)?;
+            let operator = Operator::start_with_env(cp, &[("TOLLGATE_SLACK_API_URL", &slack.api_url()), ("TOLLGATE_SMTP_URL", &slack.smtp_url())])?;
+            let db = cp.dir().join("notify-ledger.db");
+            let [port] = free_ports::<1>()?;
+            let env = [
+                ("TOLLGATE_SLACK_SIGNING_SECRET", tollgate_e2e::slack::SIGNING_SECRET),
+                ("TOLLGATE_SLACK_BOT_TOKEN", BOT_TOKEN),
+                ("TOLLGATE_SLACK_API_URL", &slack.api_url()),
+            ];
+            let gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
+            Ok(World { slack, _operator: operator, gateway })
+        };
+        start().unwrap_or_else(|e| panic!("starting the fake Slack, the operator and the gateway: {e:#}"))
+    })
+}
+
+fn apply(cp: &ControlPlane, ns: &str, yaml: &str) -> Result<()> {
+    cp.apply(User::Admin, ns, yaml).map(drop)
+}
+
+/// A namespace with the Slack bot token and the webhook secret, and the workflow `ops`.
+fn setup(prefix: &str, workflow: &str) -> Result<(&'static ControlPlane, String)> {
+    world();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace(prefix)?;
+    let secrets = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: slack-bot}}\nstringData: {{token: \"{BOT_TOKEN}\"}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: hook}}\nstringData: {{secret: \"{HOOK_SECRET}\"}}\n"
+    );
+    apply(cp, &ns, &secrets)?;
+    apply(cp, &ns, &format!("apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\nmetadata: {{name: ops}}\nspec: {workflow}\n"))?;
+    Ok((cp, ns))
+}
+
+/// A held call, created as the agent's sidecar creates it, with a secret among its arguments.
+fn hold(cp: &ControlPlane, ns: &str, name: &str) -> Result<()> {
+    let request = json!({
+        "apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest", "metadata": {"name": name},
+        "spec": {
+            "agent": "coder", "serviceAccount": "coder", "server": "platform-tools", "tool": "deploy",
+            "arguments": {"environment": "production", "api_token": "sk-live-abcdefghijklmnopqrstuvwx"},
+            "argumentsDigest": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+            "justification": "release <b>1.2</b>", "rule": "prod", "message": "production needs a person",
+            "workflow": "ops", "requestedAt": jiff::Timestamp::now().to_string(),
+        }
+    });
+    let path = cp.dir().join(format!("{ns}-{name}.json"));
+    std::fs::write(&path, request.to_string())?;
+    let out = cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
+    ensure!(out.status.success(), "creating the request: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+fn request(cp: &ControlPlane, ns: &str, name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", "approvalrequest", name, "-n", ns, "-o", "json"])?)?)
+}
+
+fn wait_request(cp: &ControlPlane, ns: &str, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(45), Duration::from_millis(100), || {
+        last = request(cp, ns, name)?;
+        Ok(done(&last).then(|| last.clone()))
+    })
+    .with_context(|| format!("{ns}/{name}: {what}; status: {}", last["status"]))
+}
+
+fn condition(r: &Value, type_: &str) -> Value {
+    r["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == type_).cloned().unwrap_or_default()
+}
+
+fn record(r: &Value, channel: &str) -> Value {
+    r["status"]["notifications"].as_array().into_iter().flatten().find(|n| n["channel"] == channel).cloned().unwrap_or_default()
+}
+
+fn decisions(r: &Value) -> Vec<String> {
+    r["status"]["decisions"].as_array().into_iter().flatten().map(|d| d["user"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// Slack Web API calls of `method` about request `ns/name`.
+fn about(call: &Value, method: &str, ns: &str, name: &str) -> bool {
+    call["path"] == format!("/api/{method}") && call["body"].to_string().contains(&format!("{ns}/{name}"))
+}
+
+fn has_buttons(message: &Value) -> bool {
+    message["blocks"].to_string().contains("tollgate_approve")
+}
+
+/// A click on the request's Approve (or Deny) button by `member`, as Slack sends it.
+fn button(member: &str, action: &str, value: &str, channel: &str, ts: &str, trigger: &str) -> Value {
+    json!({
+        "type": "block_actions", "user": {"id": member, "username": member.to_lowercase()}, "trigger_id": trigger,
+        "container": {"type": "message", "channel_id": channel, "message_ts": ts},
+        "channel": {"id": channel}, "message": {"ts": ts},
+        "actions": [{"type": "button", "action_id": action, "block_id": "decide-0", "value": value, "action_ts": "1.0"}],
+    })
+}
+
+/// What the gateway told `member` (ephemeral messages, newest last).
+fn told(slack: &FakeSlack, member: &str) -> Result<Vec<String>> {
+    Ok(slack
+        .calls()?
+        .into_iter()
+        .filter(|c| c["path"] == "/api/chat.postEphemeral" && c["body"]["user"] == member)
+        .map(|c| c["body"]["text"].as_str().unwrap_or_default().to_owned())
+        .collect())
+}
+
+fn wait_told(slack: &FakeSlack, member: &str, count: usize) -> Result<String> {
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || Ok(told(slack, member)?.get(count - 1).cloned()))
+        .with_context(|| format!("{member} was told {count} thing(s): {:?}", told(slack, member)))
+}
+
+#[test]
+fn a_held_call_reaches_slack_a_webhook_and_email_and_slack_clicks_decide_it() -> Result<()> {
+    let w = world();
+    let workflow = format!(
+        r##"{{approvers: {{users: [approver-a], slack: {{userIds: [U0APPROVER, U0SECOND]}}}}, requiredApprovals: 2,
+  notify: {{slack: {{channel: "#ops-approvals", tokenSecretRef: {{name: slack-bot, key: token}}}},
+            webhook: {{url: "{hook}", secretRef: {{name: hook, key: secret}}}},
+            email: {{to: [ops@example.com]}}}}}}"##,
+        hook = w.slack.hook_url()
+    );
+    let (cp, ns) = setup("notify", &workflow)?;
+    let started = Instant::now();
+    hold(cp, &ns, "deploy-1")?;
+    let id = format!("{ns}/deploy-1");
+
+    // Slack: the call, redacted, with the command and the buttons.
+    let posted = w.slack.wait_calls("the request's message", |c| about(c, "chat.postMessage", &ns, "deploy-1"))?;
+    println!("held call → Slack message: {:?}", started.elapsed());
+    let message = &posted[0]["body"];
+    ensure!(posted.len() == 1, "posted more than once: {posted:?}");
+    assert_eq!(posted[0]["headers"]["authorization"], format!("Bearer {BOT_TOKEN}"));
+    assert_eq!(message["channel"], "#ops-approvals");
+    let text = message.to_string();
+    assert!(has_buttons(message) && text.contains("deploy") && text.contains("platform-tools") && text.contains("production needs a person"), "{text}");
+    assert!(text.contains(&format!("kubectl approve deploy-1 -n {ns}")), "{text}");
+    assert!(!text.contains("sk-live"), "a secret argument reached Slack: {text}");
+    assert!(text.contains("release &lt;b&gt;1.2&lt;/b&gt;"), "what the agent wrote is shown as text: {text}");
+
+    // The webhook: refused twice, then taken; every delivery signed.
+    let hooks = w.slack.wait_calls("a webhook delivery that was taken", |c| c["path"] == "/hook" && c["answered"] == 200)?;
+    let all_hooks: Vec<Value> = w.slack.calls()?.into_iter().filter(|c| c["path"] == "/hook").collect();
+    assert_eq!(all_hooks.len(), HOOK_FAILURES as usize + 1, "retried until taken, then not again: {all_hooks:?}");
+    assert!(all_hooks.iter().all(|c| c["signature_valid"] == true), "{all_hooks:?}");
+    assert_eq!((hooks[0]["body"]["event"].as_str(), hooks[0]["body"]["request"]["name"].as_str()), (Some("Pending"), Some("deploy-1")));
+    assert!(!hooks[0]["body"].to_string().contains("sk-live"));
+    assert_eq!(hooks[0]["headers"]["x-tollgate-delivery"], format!("{id}/Pending"));
+
+    // Email: to the workflow's addresses, with the command.
+    let mail = w.slack.wait_calls("an email", |c| c["path"] == "smtp" && c["data"].to_string().contains("deploy-1"))?;
+    assert_eq!(mail[0]["to"], json!(["ops@example.com"]));
+    let data = mail[0]["data"].as_str().unwrap_or_default();
+    assert!(data.contains("Approval needed") && data.contains(&format!("kubectl approve deploy-1 -n {ns}")) && !data.contains("sk-live"), "{data}");
+
+    // Delivery state in status.
+    let r = wait_request(cp, &ns, "deploy-1", "Notified", |r| condition(r, "Notified")["status"] == "True")?;
+    assert_eq!((record(&r, "Webhook")["attempts"].as_i64(), record(&r, "Webhook")["error"].is_null()), (Some(3), true), "{}", r["status"]);
+    let slack_id = record(&r, "Slack")["messageId"].as_str().unwrap_or_default().to_owned();
+    let (channel, ts) = slack_id.split_once('/').context("the Slack record names the message")?;
+    let value = format!("{ns}/deploy-1");
+    let url = w.gateway.url();
+
+    // Forgeries: a wrong key, an old timestamp; nothing written.
+    let approve = button("U0APPROVER", "tollgate_approve", &value, channel, ts, "t-1");
+    let forged = click(&url, &approve, &json!({"secret": "not-the-signing-secret"}))?;
+    assert_eq!(forged[0]["status"], 401, "{forged:?}");
+    let old = click(&url, &approve, &json!({"age": 301}))?;
+    assert_eq!(old[0]["status"], 401, "{old:?}");
+    assert!(old[0]["body"].as_str().unwrap_or_default().contains("at most 300 s"), "{old:?}");
+    // A member who is not an approver: told so, nothing written.
+    click(&url, &button("U0OUTSIDER", "tollgate_approve", &value, channel, ts, "t-2"), &json!({}))?;
+    let said = wait_told(&w.slack, "U0OUTSIDER", 1)?;
+    assert!(said.contains("Nothing was recorded") && said.contains("not an approver of workflow ops"), "{said}");
+    assert!(decisions(&request(cp, &ns, "deploy-1")?).is_empty(), "a forgery wrote a decision");
+
+    // The approver's click, then the very same request again (a replay).
+    let answers = click(&url, &approve, &json!({"times": 2}))?;
+    assert_eq!((answers[0]["status"].as_i64(), answers[1]["status"].as_i64()), (Some(200), Some(401)), "{answers:?}");
+    assert!(answers[1]["body"].as_str().unwrap_or_default().contains("already received"), "{answers:?}");
+    let said = wait_told(&w.slack, "U0APPROVER", 1)?;
+    assert!(said.contains(&format!("You approved {id}")), "{said}");
+    let r = wait_request(cp, &ns, "deploy-1", "one decision", |r| r["status"]["approvals"] == "1/2")?;
+    let d = &r["status"]["decisions"][0];
+    assert_eq!((d["user"].as_str(), d["via"].as_str(), d["decision"].as_str()), (Some("slack:U0APPROVER"), Some("slack"), Some("Approve")));
+    // The same person again, in a fresh request: refused by the API server's admission.
+    click(&url, &button("U0APPROVER", "tollgate_approve", &value, channel, ts, "t-3"), &json!({}))?;
+    let said = wait_told(&w.slack, "U0APPROVER", 2)?;
+    assert!(said.contains("Nothing was recorded") && said.contains("already decided"), "{said}");
+    assert_eq!(decisions(&request(cp, &ns, "deploy-1")?), ["slack:U0APPROVER"]);
+    // The message follows the decision, buttons still there while it is pending.
+    let updated = w.slack.wait_calls("the message updated after a decision", |c| about(c, "chat.update", &ns, "deploy-1"))?;
+    let first_update = &updated[0]["body"];
+    assert_eq!((first_update["channel"].as_str(), first_update["ts"].as_str()), (Some(channel), Some(ts)));
+    assert!(has_buttons(first_update) && first_update.to_string().contains("approved by <@U0APPROVER>"), "{first_update}");
+
+    // The second approver: Approved, and the message says so with no buttons left.
+    click(&url, &button("U0SECOND", "tollgate_approve", &value, channel, ts, "t-4"), &json!({}))?;
+    wait_request(cp, &ns, "deploy-1", "Approved", |r| r["status"]["phase"] == "Approved")?;
+    let done = w.slack.wait_calls("the final message", |c| about(c, "chat.update", &ns, "deploy-1") && !has_buttons(&c["body"]))?;
+    let last = done[done.len() - 1]["body"].to_string();
+    assert!(last.contains("Approved") && last.contains("<@U0SECOND>"), "{last}");
+    w.slack.wait_calls("the webhook's Approved delivery", |c| c["path"] == "/hook" && c["body"]["event"] == "Approved" && c["body"]["request"]["name"] == "deploy-1")?;
+    w.slack.wait_calls("the Approved email", |c| c["path"] == "smtp" && c["data"].to_string().contains("Approved: deploy"))?;
+    // A click on a decided request: told so, nothing written.
+    click(&url, &button("U0APPROVER", "tollgate_deny", &value, channel, ts, "t-5"), &json!({}))?;
+    let said = wait_told(&w.slack, "U0APPROVER", 3)?;
+    assert!(said.contains("is already Approved"), "{said}");
+    assert_eq!(decisions(&request(cp, &ns, "deploy-1")?), ["slack:U0APPROVER", "slack:U0SECOND"]);
+    Ok(())
+}
+
+#[test]
+fn a_workflow_that_requires_a_reason_asks_for_it_in_a_modal() -> Result<()> {
+    let w = world();
+    let workflow = r##"{approvers: {slack: {userIds: [U0REASON]}}, requireReason: true,
+  notify: {slack: {channel: "#reasons", tokenSecretRef: {name: slack-bot, key: token}}}}"##;
+    let (cp, ns) = setup("notify-reason", workflow)?;
+    hold(cp, &ns, "deploy-2")?;
+    w.slack.wait_calls("the request's message", |c| about(c, "chat.postMessage", &ns, "deploy-2"))?;
+    let r = wait_request(cp, &ns, "deploy-2", "the Slack record", |r| record(r, "Slack")["messageId"].is_string())?;
+    let slack_id = record(&r, "Slack")["messageId"].as_str().unwrap_or_default().to_owned();
+    let (channel, ts) = slack_id.split_once('/').context("message id")?;
+    let url = w.gateway.url();
+    let trigger = format!("trigger-{ns}");
+
+    // The click opens the modal; nothing is decided yet.
+    let answer = click(&url, &button("U0REASON", "tollgate_deny", &format!("{ns}/deploy-2"), channel, ts, &trigger), &json!({}))?;
+    assert_eq!(answer[0]["status"], 200);
+    let opened = w.slack.wait_calls("the reason modal", |c| c["path"] == "/api/views.open" && c["body"]["trigger_id"] == trigger.as_str())?;
+    let view = &opened[0]["body"]["view"];
+    assert!(decisions(&request(cp, &ns, "deploy-2")?).is_empty());
+
+    let submit = |reason: &str| {
+        json!({"type": "view_submission", "user": {"id": "U0REASON"}, "view": {
+            "callback_id": view["callback_id"], "private_metadata": view["private_metadata"],
+            "state": {"values": {"reason": {"reason_input": {"type": "plain_text_input", "value": reason}}}}}})
+    };
+    // Submitted blank: the modal says a reason is required.
+    let blank = click(&url, &submit("   "), &json!({}))?;
+    assert!(blank[0]["body"].as_str().unwrap_or_default().contains("A reason is required"), "{blank:?}");
+    assert!(decisions(&request(cp, &ns, "deploy-2")?).is_empty());
+    // With a reason: denied, the reason recorded.
+    click(&url, &submit("not during the freeze"), &json!({}))?;
+    let r = wait_request(cp, &ns, "deploy-2", "Denied", |r| r["status"]["phase"] == "Denied")?;
+    let d = &r["status"]["decisions"][0];
+    assert_eq!((d["user"].as_str(), d["decision"].as_str(), d["reason"].as_str()), (Some("slack:U0REASON"), Some("Deny"), Some("not during the freeze")));
+    let said = wait_told(&w.slack, "U0REASON", 1)?;
+    assert!(said.contains(&format!("You denied {ns}/deploy-2")), "{said}");
+    Ok(())
+}
+
+#[test]
+fn a_target_that_keeps_failing_makes_a_condition_and_never_holds_the_request_up() -> Result<()> {
+    let w = world();
+    // Nothing listens on port 9: every delivery fails.
+    let workflow = r#"{approvers: {users: [approver-a]}, notify: {webhook: {url: "http://127.0.0.1:9/hook"}}}"#;
+    let (cp, ns) = setup("notify-failing", workflow)?;
+    hold(cp, &ns, "deploy-3")?;
+    wait_request(cp, &ns, "deploy-3", "a failed attempt recorded", |r| record(r, "Webhook")["error"].is_string())?;
+    // The approver decides while the webhook fails: the phase machine does not wait for it.
+    let decision = json!([{"op": "add", "path": "/status/decisions", "value": [
+        {"user": "approver-a", "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"}]}]);
+    cp.kubectl_ok(User::ApproverA, ["patch", "ar", "deploy-3", "-n", &ns, "--subresource=status", "--type=json", "-p", &decision.to_string()])?;
+    wait_request(cp, &ns, "deploy-3", "Approved", |r| r["status"]["phase"] == "Approved")?;
+    // Given up after its attempts: a condition and a Warning Event say so, naming the target.
+    let r = wait_request(cp, &ns, "deploy-3", "Notified=False DeliveryFailed", |r| condition(r, "Notified")["reason"] == "DeliveryFailed")?;
+    let c = condition(&r, "Notified");
+    assert!(c["status"] == "False" && c["message"].as_str().unwrap_or_default().contains("127.0.0.1:9"), "{c}");
+    let events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "--field-selector", "reason=NotificationFailed", "-o", "json"])?;
+    assert!(events.contains("gave up notifying") && events.contains("deploy-3"), "{events}");
+    ensure!(!w.slack.calls()?.iter().any(|c| c["body"].to_string().contains(&ns)), "nothing of this namespace reached the fake Slack");
+    Ok(())
+}
