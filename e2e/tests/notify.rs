@@ -105,7 +105,7 @@ fn decisions(r: &Value) -> Vec<String> {
 
 /// Slack Web API calls of `method` about request `ns/name`.
 fn about(call: &Value, method: &str, ns: &str, name: &str) -> bool {
-    call["path"] == format!("/api/{method}") && call["body"].to_string().contains(&format!("{ns}/{name}"))
+    call["path"] == format!("/api/{method}") && call["body"].to_string().contains(&format!("kubectl approve {name} -n {ns}"))
 }
 
 fn has_buttons(message: &Value) -> bool {
@@ -182,8 +182,8 @@ fn a_held_call_reaches_slack_a_webhook_and_email_and_slack_clicks_decide_it() ->
 
     // Delivery state in status.
     let r = wait_request(cp, &ns, "deploy-1", "Notified", |r| condition(r, "Notified")["status"] == "True")?;
-    assert_eq!((record(&r, "Webhook")["attempts"].as_i64(), record(&r, "Webhook")["error"].is_null()), (Some(3), true), "{}", r["status"]);
-    let slack_id = record(&r, "Slack")["messageId"].as_str().unwrap_or_default().to_owned();
+    assert_eq!((record(&r, "webhook")["attempts"].as_i64(), record(&r, "webhook")["error"].is_null()), (Some(3), true), "{}", r["status"]);
+    let slack_id = record(&r, "slack")["messageId"].as_str().unwrap_or_default().to_owned();
     let (channel, ts) = slack_id.split_once('/').context("the Slack record names the message")?;
     let value = format!("{ns}/deploy-1");
     let url = w.gateway.url();
@@ -245,8 +245,8 @@ fn a_workflow_that_requires_a_reason_asks_for_it_in_a_modal() -> Result<()> {
     let (cp, ns) = setup("notify-reason", workflow)?;
     hold(cp, &ns, "deploy-2")?;
     w.slack.wait_calls("the request's message", |c| about(c, "chat.postMessage", &ns, "deploy-2"))?;
-    let r = wait_request(cp, &ns, "deploy-2", "the Slack record", |r| record(r, "Slack")["messageId"].is_string())?;
-    let slack_id = record(&r, "Slack")["messageId"].as_str().unwrap_or_default().to_owned();
+    let r = wait_request(cp, &ns, "deploy-2", "the Slack record", |r| record(r, "slack")["messageId"].is_string())?;
+    let slack_id = record(&r, "slack")["messageId"].as_str().unwrap_or_default().to_owned();
     let (channel, ts) = slack_id.split_once('/').context("message id")?;
     let url = w.gateway.url();
     let trigger = format!("trigger-{ns}");
@@ -284,7 +284,7 @@ fn a_target_that_keeps_failing_makes_a_condition_and_never_holds_the_request_up(
     let workflow = r#"{approvers: {users: [approver-a]}, notify: {webhook: {url: "http://127.0.0.1:9/hook"}}}"#;
     let (cp, ns) = setup("notify-failing", workflow)?;
     hold(cp, &ns, "deploy-3")?;
-    wait_request(cp, &ns, "deploy-3", "a failed attempt recorded", |r| record(r, "Webhook")["error"].is_string())?;
+    wait_request(cp, &ns, "deploy-3", "a failed attempt recorded", |r| record(r, "webhook")["error"].is_string())?;
     // The approver decides while the webhook fails: the phase machine does not wait for it.
     let decision = json!([{"op": "add", "path": "/status/decisions", "value": [
         {"user": "approver-a", "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"}]}]);
