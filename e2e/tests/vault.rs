@@ -103,7 +103,7 @@ spec:
 
     // A role not bound to this service account: refused, naming the path and the role.
     let refused = whoami(&sidecar, "wrong-role");
-    assert!(refused.contains(&format!("Vault secret/data/{path} key token")) && refused.contains("role \"nobody\""), "{refused}");
+    assert!(refused.contains(&format!("Vault secret/data/{path} key token")) && refused.contains("Kubernetes login for role") && refused.contains("nobody"), "{refused}");
     assert!(!refused.contains("t0ken"), "{refused}");
 
     // Vault unreachable: the call fails closed, saying where it looked.
