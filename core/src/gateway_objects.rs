@@ -6,6 +6,7 @@
 //! The claim is the one object a Gateway does not own: the ledger and the audit store live on
 //! it, and deleting a `Gateway` (to rename it, or by mistake) must not delete the audit trail.
 
+use crate::inject::{TOKEN_DIR, TOKEN_VOLUME, token_volume};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -155,7 +156,12 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
             ..Default::default()
         }),
-        volume_mounts: sqlite.then(|| vec![VolumeMount { name: "ledger".into(), mount_path: LEDGER_DIR.into(), ..Default::default() }]),
+        volume_mounts: Some(
+            [VolumeMount { name: TOKEN_VOLUME.into(), mount_path: TOKEN_DIR.into(), read_only: Some(true), ..Default::default() }]
+                .into_iter()
+                .chain(sqlite.then(|| VolumeMount { name: "ledger".into(), mount_path: LEDGER_DIR.into(), ..Default::default() }))
+                .collect(),
+        ),
         ..Default::default()
     };
     let pod = PodSpec {
@@ -170,13 +176,19 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
             ..Default::default()
         }),
         containers: vec![container],
-        volumes: sqlite.then(|| {
-            vec![Volume {
-                name: "ledger".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim_name(owner.name), read_only: None }),
-                ..Default::default()
-            }]
-        }),
+        // The token is mounted explicitly, as for the sidecar: the same files whether or not the
+        // cluster's ServiceAccount admission would add them.
+        automount_service_account_token: Some(false),
+        volumes: Some(
+            [token_volume()]
+                .into_iter()
+                .chain(sqlite.then(|| Volume {
+                    name: "ledger".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim_name(owner.name), read_only: None }),
+                    ..Default::default()
+                }))
+                .collect(),
+        ),
         ..Default::default()
     };
     let deployment = Deployment {

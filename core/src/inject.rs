@@ -31,8 +31,8 @@ pub const CA_DIR: &str = "/var/run/tollgate/ca";
 pub const REDIRECT_NAME: &str = "tollgate-redirect";
 const REDIRECT_SCRATCH: &str = "/run/tollgate-redirect";
 const REDIRECT_SCRATCH_VOLUME: &str = "tollgate-redirect-scratch";
-const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-const TOKEN_VOLUME: &str = "tollgate-service-account";
+pub const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub const TOKEN_VOLUME: &str = "tollgate-service-account";
 /// The sidecar's UID: transparent mode exempts its traffic from the redirect, so no other
 /// container of an agent pod may run as it. Not 65532, which distroless `nonroot` images use.
 pub const SIDECAR_UID: i64 = 1337;
@@ -333,8 +333,9 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
     }
 }
 
-/// The service account's token as the kubelet would mount it, for the sidecar alone.
-fn token_volume() -> Volume {
+/// The service account's token as the kubelet would mount it (token, cluster CA, namespace):
+/// for the sidecar alone, and for the gateway's pods, which turn the automatic one off.
+pub fn token_volume() -> Volume {
     let item = |key: &str| KeyToPath { key: key.to_owned(), path: key.to_owned(), mode: None };
     Volume {
         name: TOKEN_VOLUME.to_owned(),

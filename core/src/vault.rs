@@ -53,7 +53,8 @@ pub fn login_answer(status: u16, body: &[u8], role: &str) -> Result<Login, Strin
         return Err(format!("Vault refused the Kubernetes login for role {role:?} ({status}{}){hint}", vault_errors(body)));
     }
     let v: Value = serde_json::from_slice(body).map_err(|_| format!("Vault's login answer for role {role:?} is not JSON"))?;
-    let token = v["auth"]["client_token"].as_str().filter(|t| !t.is_empty()).ok_or_else(|| format!("Vault's login answer for role {role:?} has no client token"))?;
+    let token =
+        v["auth"]["client_token"].as_str().filter(|t| !t.is_empty()).ok_or_else(|| format!("Vault's login answer for role {role:?} has no client token"))?;
     Ok(Login { token: token.to_owned(), lease_seconds: v["auth"]["lease_duration"].as_u64().unwrap_or(0) })
 }
 
@@ -94,7 +95,9 @@ mod tests {
     #[test]
     fn only_kv2_data_paths_are_read() {
         assert_eq!(path_problem("secret/data/tollgate/github"), None);
-        for bad in ["secret/tollgate", "sys/policy", "secret/data", "secret/data/../../sys/seal", "secret/data/x?list=true", "secret//data/x", "auth/token/data/x%2f"] {
+        for bad in
+            ["secret/tollgate", "sys/policy", "secret/data", "secret/data/../../sys/seal", "secret/data/x?list=true", "secret//data/x", "auth/token/data/x%2f"]
+        {
             assert!(path_problem(bad).is_some(), "{bad}");
         }
     }

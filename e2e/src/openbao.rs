@@ -45,7 +45,16 @@ impl OpenBao {
         let ns = "tollgate-system";
         if !cp.kubectl(User::Admin, ["get", "serviceaccount", "openbao-reviewer", "-n", ns])?.status.success() {
             cp.kubectl_ok(User::Admin, ["create", "serviceaccount", "openbao-reviewer", "-n", ns])?;
-            cp.kubectl_ok(User::Admin, ["create", "clusterrolebinding", "openbao-reviewer", "--clusterrole=system:auth-delegator", "--serviceaccount=tollgate-system:openbao-reviewer"])?;
+            cp.kubectl_ok(
+                User::Admin,
+                [
+                    "create",
+                    "clusterrolebinding",
+                    "openbao-reviewer",
+                    "--clusterrole=system:auth-delegator",
+                    "--serviceaccount=tollgate-system:openbao-reviewer",
+                ],
+            )?;
         }
         let reviewer = cp.kubectl_ok(User::Admin, ["create", "token", "openbao-reviewer", "-n", ns, "--duration=24h"])?;
         let ca = cp.dir().join(format!("openbao-{port}-kube-ca.pem"));

@@ -24,7 +24,13 @@ impl FakeSlack {
     pub fn start(cp: &ControlPlane, hook_failures: u32) -> Result<FakeSlack> {
         let [port, smtp_port] = free_ports::<2>()?;
         let mut cmd = Command::new("python3");
-        cmd.arg(repo_root().join("e2e/servers/fake_slack.py")).args([&port.to_string(), &smtp_port.to_string(), BOT_TOKEN, HOOK_SECRET, &hook_failures.to_string()]);
+        cmd.arg(repo_root().join("e2e/servers/fake_slack.py")).args([
+            &port.to_string(),
+            &smtp_port.to_string(),
+            BOT_TOKEN,
+            HOOK_SECRET,
+            &hook_failures.to_string(),
+        ]);
         let process = Process::spawn(cmd, cp.dir().join(format!("fake-slack-{port}.log")))?;
         wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
             if let Some(s) = process.exited() {

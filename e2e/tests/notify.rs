@@ -227,7 +227,9 @@ fn a_held_call_reaches_slack_a_webhook_and_email_and_slack_clicks_decide_it() ->
     let done = w.slack.wait_calls("the final message", |c| about(c, "chat.update", &ns, "deploy-1") && !has_buttons(&c["body"]))?;
     let last = done[done.len() - 1]["body"].to_string();
     assert!(last.contains("Approved") && last.contains("<@U0SECOND>"), "{last}");
-    w.slack.wait_calls("the webhook's Approved delivery", |c| c["path"] == "/hook" && c["body"]["event"] == "Approved" && c["body"]["request"]["name"] == "deploy-1")?;
+    w.slack.wait_calls("the webhook's Approved delivery", |c| {
+        c["path"] == "/hook" && c["body"]["event"] == "Approved" && c["body"]["request"]["name"] == "deploy-1"
+    })?;
     w.slack.wait_calls("the Approved email", |c| c["path"] == "smtp" && c["data"].to_string().contains("Approved: deploy"))?;
     // A click on a decided request: told so, nothing written.
     click(&url, &button("U0APPROVER", "tollgate_deny", &value, channel, ts, "t-5"), &json!({}))?;

@@ -29,7 +29,12 @@ fn world() -> &'static World {
             let jwt = jwt.to_str().context("path")?;
             let operator = Operator::start_with_env(
                 cp,
-                &[("TOLLGATE_VAULT_ADDR", &bao.addr()), ("TOLLGATE_VAULT_ROLE", "tollgate-operator"), ("TOLLGATE_VAULT_JWT_FILE", jwt), ("TOLLGATE_VAULT_CACHE_SECONDS", "1")],
+                &[
+                    ("TOLLGATE_VAULT_ADDR", &bao.addr()),
+                    ("TOLLGATE_VAULT_ROLE", "tollgate-operator"),
+                    ("TOLLGATE_VAULT_JWT_FILE", jwt),
+                    ("TOLLGATE_VAULT_CACHE_SECONDS", "1"),
+                ],
             )?;
             Ok(World { bao, _operator: operator })
         };
@@ -103,7 +108,10 @@ spec:
 
     // A role not bound to this service account: refused, naming the path and the role.
     let refused = whoami(&sidecar, "wrong-role");
-    assert!(refused.contains(&format!("Vault secret/data/{path} key token")) && refused.contains("Kubernetes login for role") && refused.contains("nobody"), "{refused}");
+    assert!(
+        refused.contains(&format!("Vault secret/data/{path} key token")) && refused.contains("Kubernetes login for role") && refused.contains("nobody"),
+        "{refused}"
+    );
     assert!(!refused.contains("t0ken"), "{refused}");
 
     // Vault unreachable: the call fails closed, saying where it looked.

@@ -31,7 +31,10 @@ impl ProviderCredentials {
         let Some(source) = source else { return Ok(None) };
         let Some(r) = &source.secret_key_ref else {
             let Some(v) = &source.vault else { return Err("the credentials name neither a Secret nor Vault".into()) };
-            let vault = self.vault.as_ref().ok_or_else(|| format!("the credential is in Vault at {}, but this gateway has no Vault address (the chart's vault.address)", v.path))?;
+            let vault = self
+                .vault
+                .as_ref()
+                .ok_or_else(|| format!("the credential is in Vault at {}, but this gateway has no Vault address (the chart's vault.address)", v.path))?;
             return vault.read(&v.path, &v.key, v.role.as_deref()).await.map(|value| Some(value.trim().to_owned())).map_err(|e| e.to_string());
         };
         let key = (namespace.to_owned(), r.name.clone(), r.key.clone());

@@ -80,7 +80,10 @@ impl Vault {
         if let Some(problem) = core::path_problem(path) {
             return Err(fail(problem));
         }
-        let role = role.filter(|r| !r.is_empty()).or(self.args.role.as_deref()).ok_or_else(|| fail("no Vault role: name one in the reference or configure a default (--vault-role)".into()))?;
+        let role = role
+            .filter(|r| !r.is_empty())
+            .or(self.args.role.as_deref())
+            .ok_or_else(|| fail("no Vault role: name one in the reference or configure a default (--vault-role)".into()))?;
         let cache_key = (role.to_owned(), path.to_owned(), key.to_owned());
         let ttl = Duration::from_secs(self.args.cache_seconds);
         if let Some((at, value)) = lock(&self.values).get(&cache_key)
@@ -114,7 +117,8 @@ impl Vault {
         {
             return Ok(token.clone());
         }
-        let jwt = std::fs::read_to_string(&self.args.jwt_file).map_err(|e| format!("reading the service-account token {}: {e}", self.args.jwt_file.display()))?;
+        let jwt =
+            std::fs::read_to_string(&self.args.jwt_file).map_err(|e| format!("reading the service-account token {}: {e}", self.args.jwt_file.display()))?;
         let body = Bytes::from(core::login_body(role, &jwt).to_string());
         let url = core::login_url(&self.addr, &self.args.auth_mount);
         let (status, answer) = transport::post(&self.http, &url, &[("content-type", "application/json")], body, TIMEOUT)

@@ -98,7 +98,8 @@ impl Credentials {
 }
 
 fn header(source: &HeaderSource, value: &str) -> Result<(HeaderName, HeaderValue), CredentialError> {
-    tollgate_mcp_client::transport::credential_header(&source.name, source.prefix.as_deref(), value).ok_or_else(|| CredentialError::Invalid { header: source.name.clone() })
+    tollgate_mcp_client::transport::credential_header(&source.name, source.prefix.as_deref(), value)
+        .ok_or_else(|| CredentialError::Invalid { header: source.name.clone() })
 }
 
 /// A Secret's value as a header wants it: one line, the trailing newline a file often has dropped.

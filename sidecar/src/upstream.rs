@@ -143,7 +143,8 @@ impl Upstream {
         }
         let client = self.client_for(server).map_err(|e| *e)?;
         // Without its credentials a server is not called at all: it would only refuse, less clearly.
-        let credentials = self.credentials.resolve(&server.headers).await.map_err(|source| UpstreamError::Credentials { server: server.name.clone(), source })?;
+        let credentials =
+            self.credentials.resolve(&server.headers).await.map_err(|source| UpstreamError::Credentials { server: server.name.clone(), source })?;
         let mut req = Request::builder().method(method).uri(&server.url);
         if let Some(h) = req.headers_mut() {
             for name in FORWARDED_REQUEST_HEADERS {
