@@ -64,11 +64,16 @@ pub struct VaultEnv {
     pub address: String,
     pub auth_mount: String,
     pub role: Option<String>,
+    pub cache_seconds: u64,
 }
 
 impl VaultEnv {
     pub fn env(&self) -> Vec<EnvVar> {
-        let mut out = vec![env("TOLLGATE_VAULT_ADDR", &self.address), env("TOLLGATE_VAULT_AUTH_MOUNT", &self.auth_mount)];
+        let mut out = vec![
+            env("TOLLGATE_VAULT_ADDR", &self.address),
+            env("TOLLGATE_VAULT_AUTH_MOUNT", &self.auth_mount),
+            env("TOLLGATE_VAULT_CACHE_SECONDS", &self.cache_seconds.to_string()),
+        ];
         if let Some(role) = &self.role {
             out.push(env("TOLLGATE_VAULT_ROLE", role));
         }

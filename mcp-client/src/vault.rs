@@ -57,8 +57,11 @@ pub struct Vault {
     http: HttpClient,
     /// Client tokens by role, with when they must be renewed.
     tokens: Mutex<HashMap<String, (String, Instant)>>,
-    values: Mutex<HashMap<(String, String, String), (Instant, String)>>,
+    values: Mutex<HashMap<ValueKey, (Instant, String)>>,
 }
+
+/// `(role, path, key)`: a value read as one role is not another role's to use.
+type ValueKey = (String, String, String);
 
 impl Vault {
     /// A client when `args` name an address; why it cannot be made otherwise (a CA file that

@@ -52,7 +52,7 @@ impl Credentials {
         let mut out = Vec::with_capacity(sources.len());
         for s in sources {
             let value = match (&s.secret_key_ref, &s.vault) {
-                (Some(_), None) => self.from_secret(s)?,
+                (Some(_), None) => self.mounted_secret(s)?,
                 (None, Some(v)) => {
                     let vault = self.vault.as_ref().ok_or_else(|| CredentialError::NoVault { header: s.name.clone(), path: v.path.clone() })?;
                     vault.read(&v.path, &v.key, v.role.as_deref()).await.map_err(|source| CredentialError::Vault { header: s.name.clone(), source })?
@@ -64,7 +64,7 @@ impl Credentials {
         Ok(out)
     }
 
-    fn from_secret(&self, source: &HeaderSource) -> Result<String, CredentialError> {
+    fn mounted_secret(&self, source: &HeaderSource) -> Result<String, CredentialError> {
         let header = source.name.clone();
         let Some(secret) = &source.secret_key_ref else { return Err(CredentialError::NoSource { header }) };
         // The API server's schema already refuses these; checked again here, where they become a path.
