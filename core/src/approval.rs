@@ -51,6 +51,13 @@ pub struct Workflow {
     pub timeout: Duration,
     pub require_reason: bool,
     pub escalation: Option<EscalationRules>,
+    /// The AI first reader, if any: whether its decision counts (else it is advice only).
+    pub ai: Option<AiRules>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AiRules {
+    pub counts_toward_quorum: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +82,13 @@ impl Workflow {
                 approvers: ApproverSet::from_spec(&e.approvers),
                 required: e.required_approvals.and_then(|r| u32::try_from(r.max(1)).ok()),
             }),
+            ai: spec.approvers.ai.as_ref().map(|a| AiRules { counts_toward_quorum: a.counts_toward_quorum }),
         }
+    }
+
+    /// Whether `d` counts toward the quorum (and vetoes): an AI reader's only where it is asked to.
+    fn counts(&self, d: &ApprovalDecision) -> bool {
+        !d.user.starts_with(crate::ai_review::AI_USER_PREFIX) || (d.user == crate::ai_review::user(&self.name) && self.ai.is_some_and(|a| a.counts_toward_quorum))
     }
 
     /// The approvers and quorum in force, before or after escalation.
@@ -135,11 +148,11 @@ enum Tally {
 
 /// Counts decisions in arrival order: one per person (their first), none after `deadline`.
 /// The first Deny vetoes; reaching the quorum approves.
-fn tally(decisions: &[ApprovalDecision], required: u32, deadline: Timestamp) -> (Tally, u32) {
+fn tally(workflow: &Workflow, decisions: &[ApprovalDecision], required: u32, deadline: Timestamp) -> (Tally, u32) {
     let mut seen = BTreeSet::new();
     let mut approved = Vec::new();
     for d in decisions {
-        if d.time.0 > deadline || !seen.insert(d.user.as_str()) {
+        if d.time.0 > deadline || !workflow.counts(d) || !seen.insert(d.user.as_str()) {
             continue;
         }
         match d.decision {
@@ -178,7 +191,7 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
 
     if observed.phase.is_final() {
         // Decisions after the end change nothing.
-        let (_, approvals) = tally(observed.decisions, required, deadline);
+        let (_, approvals) = tally(workflow, observed.decisions, required, deadline);
         return Next {
             phase: observed.phase,
             approvals,
@@ -213,7 +226,7 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
         transition,
     };
 
-    let (t, approvals) = tally(observed.decisions, required, deadline);
+    let (t, approvals) = tally(workflow, observed.decisions, required, deadline);
     match t {
         Tally::Denied(by, reason) => {
             return resolved(Phase::Denied, approvals, required, deadline, escalated_at, Transition::Denied { by, reason });
@@ -234,7 +247,7 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
         transition = Some(Transition::Escalated);
         let (_, required) = workflow.in_force(true);
         let deadline = deadline_for(escalated_at);
-        let (t, approvals) = tally(observed.decisions, required, deadline);
+        let (t, approvals) = tally(workflow, observed.decisions, required, deadline);
         if let Tally::Approved(by) = t {
             return resolved(Phase::Approved, approvals, required, deadline, escalated_at, Transition::Approved { by });
         }

@@ -46,6 +46,8 @@ pub enum Refusal {
     Impersonation { caller: String, claimed: String },
     #[error("only the Tollgate gateway may record decisions made in Slack")]
     SlackRelayOnly,
+    #[error("only the Tollgate operator records the AI first reader's decisions (via: ai, users ai:<workflow>)")]
+    AiOperatorOnly,
     #[error("{caller} is the agent's own service account and may not decide its own requests")]
     SelfApproval { caller: String },
     #[error("you ({user}) are not an approver of workflow {workflow}")]
@@ -65,8 +67,23 @@ pub fn authorize_status_update(old: &ApprovalRequestStatus, new: &ApprovalReques
         return Err(Refusal::EditedEarlierDecision);
     }
     let added = &new.decisions[old.decisions.len()..];
+    let ai_user = crate::ai_review::user(&ctx.workflow.name);
     if caller.username == ctx.operator {
-        return if added.is_empty() { Ok(()) } else { Err(Refusal::Impersonation { caller: caller.username.to_owned(), claimed: added[0].user.clone() }) };
+        // The operator decides nothing itself; it records the workflow's AI first reader, once,
+        // while the request is pending.
+        return match added {
+            [] => Ok(()),
+            [d] if d.user == ai_user && d.via == Via::Ai && ctx.workflow.ai.is_some() => {
+                if old.decisions.iter().any(|x| x.user == ai_user) {
+                    Err(Refusal::DuplicateVote { user: ai_user, request: ctx.request_name.to_owned() })
+                } else if old.phase.unwrap_or_default().is_final() {
+                    Err(Refusal::NotPending { request: ctx.request_name.to_owned(), phase: old.phase.unwrap_or_default() })
+                } else {
+                    Ok(())
+                }
+            }
+            [d, ..] => Err(Refusal::Impersonation { caller: caller.username.to_owned(), claimed: d.user.clone() }),
+        };
     }
 
     if let Some(field) = changed_operator_field(old, new) {
@@ -86,6 +103,9 @@ pub fn authorize_status_update(old: &ApprovalRequestStatus, new: &ApprovalReques
         return Err(Refusal::Expired { request: ctx.request_name.to_owned(), expired_at: expires.0 });
     }
 
+    if decision.via == Via::Ai || decision.user.starts_with(crate::ai_review::AI_USER_PREFIX) {
+        return Err(Refusal::AiOperatorOnly);
+    }
     // The deciding identity: the caller, or a Slack member relayed by the gateway.
     let relayed = decision.via == Via::Slack;
     if relayed && caller.username != ctx.slack_relay {

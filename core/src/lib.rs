@@ -9,6 +9,7 @@
 pub mod access;
 pub mod agent_rbac;
 pub mod aggregate;
+pub mod ai_review;
 pub mod approval;
 pub mod audit;
 pub mod audit_chain;

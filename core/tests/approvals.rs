@@ -291,3 +291,56 @@ fn a_workflow_is_ready_only_when_its_quorum_can_be_reached() {
     ));
     assert!(escalates.ready && escalates.message.contains("escalate after 60s"), "{escalates:?}");
 }
+
+const AI_ADVISORY: &str = "approvers: {users: [alice], ai: {agent: reviewer, model: m, instructions: i}}\nrequiredApprovals: 1";
+const AI_COUNTS: &str = "approvers: {users: [alice], ai: {agent: reviewer, model: m, instructions: i, countsTowardQuorum: true}}\nrequiredApprovals: 2";
+
+fn ai(v: Verdict, secs: i64) -> ApprovalDecision {
+    new_decision("ai:prod-deploy", v, Some("r".into()), Via::Ai, at(secs))
+}
+
+#[test]
+fn an_advisory_ai_reader_neither_approves_nor_vetoes() {
+    let w = workflow(AI_ADVISORY);
+    let n = run(&w, &[ai(Verdict::Approve, 1)], None, at(2));
+    assert_eq!((n.phase, n.approvals), (Phase::Pending, 0), "advice only");
+    let n = run(&w, &[ai(Verdict::Deny, 1)], None, at(2));
+    assert_eq!(n.phase, Phase::Pending, "its deny is advice too");
+    let n = run(&w, &[ai(Verdict::Deny, 1), d("alice", Verdict::Approve, 2)], None, at(3));
+    assert_eq!(n.phase, Phase::Approved, "the people decide");
+}
+
+#[test]
+fn an_ai_reader_that_counts_is_one_of_the_quorum() {
+    let w = workflow(AI_COUNTS);
+    let n = run(&w, &[ai(Verdict::Approve, 1)], None, at(2));
+    assert_eq!((n.phase, n.approvals_text()), (Phase::Pending, "1/2".into()));
+    let n = run(&w, &[ai(Verdict::Approve, 1), d("alice", Verdict::Approve, 2)], None, at(3));
+    assert_eq!(n.phase, Phase::Approved);
+    let n = run(&w, &[ai(Verdict::Deny, 1)], None, at(2));
+    assert_eq!(n.phase, Phase::Denied);
+    // Another workflow's reader counts for nothing here.
+    let other = new_decision("ai:other", Verdict::Approve, None, Via::Ai, at(1));
+    assert_eq!(run(&w, &[other], None, at(2)).approvals, 0);
+}
+
+#[test]
+fn only_the_operator_records_the_ai_reader_once_while_pending() {
+    let w = workflow(AI_ADVISORY);
+    let old = pending(vec![]);
+    assert_eq!(check(&w, &old, &with(&old, ai(Verdict::Approve, 10)), OPERATOR, &[]), Ok(()));
+    // Nobody else, whatever they claim.
+    assert_eq!(check(&w, &old, &with(&old, ai(Verdict::Approve, 10)), "alice", &[]), Err(Refusal::AiOperatorOnly));
+    let named = new_decision("ai:prod-deploy", Verdict::Approve, None, Via::Kubectl, at(10));
+    assert_eq!(check(&w, &old, &with(&old, named), "ai:prod-deploy", &[]), Err(Refusal::AiOperatorOnly));
+    // Once, while pending, and only for a workflow that has a reader.
+    let told = pending(vec![ai(Verdict::Approve, 5)]);
+    assert!(matches!(check(&w, &told, &with(&told, ai(Verdict::Deny, 10)), OPERATOR, &[]), Err(Refusal::DuplicateVote { .. })));
+    let mut done = pending(vec![]);
+    done.phase = Some(Phase::Denied);
+    assert!(matches!(check(&w, &done, &with(&done, ai(Verdict::Approve, 10)), OPERATOR, &[]), Err(Refusal::NotPending { .. })));
+    let plain = workflow(QUORUM2);
+    assert!(matches!(check(&plain, &old, &with(&old, ai(Verdict::Approve, 10)), OPERATOR, &[]), Err(Refusal::Impersonation { .. })));
+    // The operator still decides nothing in anyone else's name.
+    assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), OPERATOR, &[]), Err(Refusal::Impersonation { .. })));
+}

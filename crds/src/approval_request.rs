@@ -133,6 +133,8 @@ pub enum Via {
     Kubectl,
     Slack,
     Api,
+    /// The workflow's AI first reader, written by the operator.
+    Ai,
 }
 
 /// One person's decision. Appended through the status subresource; never edited.

@@ -71,6 +71,41 @@ pub struct Approvers {
     pub groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<SlackApprovers>,
+    /// An AI first reader: a model, called through the Tollgate gateway under an agent's key
+    /// (so under that agent's allowed models and budgets), reads each held call with these
+    /// instructions and approves or denies it with a reason and a confidence; below
+    /// `minConfidencePercent`, or on any error, it abstains and the people decide. Its decision
+    /// is recorded as `ai:<workflow>`. Read once, when a request is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiReader>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AiReader {
+    /// The `ManagedAgent` of this namespace whose gateway key the reader calls with: its
+    /// `models.allowed` and its Budgets bound the reader.
+    #[schemars(length(min = 1, max = 253))]
+    pub agent: String,
+    /// The model to ask (a name or alias its ModelProvider lists), through the OpenAI API.
+    #[schemars(length(min = 1, max = 253))]
+    pub model: String,
+    /// What the reader is told to look for, e.g. "Approve read-only operations; deny anything
+    /// that deletes data".
+    #[schemars(length(min = 1, max = 8192))]
+    pub instructions: String,
+    /// Below this confidence (0–100) the reader abstains.
+    #[serde(default = "eighty")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_confidence_percent: i32,
+    /// Whether its Approve counts toward `requiredApprovals` and its Deny vetoes; otherwise its
+    /// decision is advice shown to the people, who decide.
+    #[serde(default)]
+    pub counts_toward_quorum: bool,
+}
+
+fn eighty() -> i32 {
+    80
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -82,8 +117,9 @@ pub struct SlackApprovers {
     pub user_ids: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, kube::KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.approvers.ai)").message("the AI first reader reads a request once, when it is created: set it on spec.approvers.ai"))]
 pub struct Escalation {
     /// Seconds after the request at which it escalates, if still pending; the deadline then moves
     /// to the escalation time plus `timeoutSeconds`. Defaults to `timeoutSeconds`.
