@@ -170,7 +170,13 @@ mod tests {
             },
         );
         r.metadata.namespace = Some("team-a".into());
-        let reader = AiReader { agent: "reviewer".into(), model: "gpt-4o-mini".into(), instructions: "deny writes".into(), min_confidence_percent: 80, counts_toward_quorum: false };
+        let reader = AiReader {
+            agent: "reviewer".into(),
+            model: "gpt-4o-mini".into(),
+            instructions: "deny writes".into(),
+            min_confidence_percent: 80,
+            counts_toward_quorum: false,
+        };
         let body = request_body(&reader, &r);
         let system = body["messages"][0]["content"].as_str().unwrap_or_default();
         let user = body["messages"][1]["content"].as_str().unwrap_or_default();

@@ -88,7 +88,8 @@ impl Workflow {
 
     /// Whether `d` counts toward the quorum (and vetoes): an AI reader's only where it is asked to.
     fn counts(&self, d: &ApprovalDecision) -> bool {
-        !d.user.starts_with(crate::ai_review::AI_USER_PREFIX) || (d.user == crate::ai_review::user(&self.name) && self.ai.is_some_and(|a| a.counts_toward_quorum))
+        !d.user.starts_with(crate::ai_review::AI_USER_PREFIX)
+            || (d.user == crate::ai_review::user(&self.name) && self.ai.is_some_and(|a| a.counts_toward_quorum))
     }
 
     /// The approvers and quorum in force, before or after escalation.
@@ -288,6 +289,8 @@ pub fn readiness(spec: &ApprovalWorkflowSpec) -> Readiness {
         Some(e) => w.approvers.union(&e.approvers),
         None => w.approvers.clone(),
     };
+    // An AI reader is not counted here even where its decision counts: it may abstain, and the
+    // people must be able to reach the quorum on their own for the requests it leaves to them.
     let named = all.users.len() + all.slack_ids.len();
     let groups = all.groups.len();
     let refuse = |reason: &'static str, message: String| Readiness { ready: false, reason, message, named, groups };
@@ -307,6 +310,9 @@ pub fn readiness(spec: &ApprovalWorkflowSpec) -> Readiness {
     let mut message = format!("{named} approvers named, {groups} groups; {} approval(s) needed; requests expire after {}s", w.required, w.timeout.as_secs());
     if let Some(e) = &w.escalation {
         message.push_str(&format!(", escalate after {}s", e.after.as_secs()));
+    }
+    if let Some(a) = &w.ai {
+        message.push_str(if a.counts_toward_quorum { "; an AI first reader counts toward the quorum" } else { "; an AI first reader advises" });
     }
     Readiness { ready: true, reason: "Valid", message, named, groups }
 }

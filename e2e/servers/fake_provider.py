@@ -10,7 +10,10 @@ Anthropic: POST /v1/messages                                  (x-api-key: ANTHRO
 
 Every answer says "Hello from <model>". Usage: input tokens = the request body's length // 10,
 output tokens = 5 (cached input tokens 0). The model "rate-limited" answers 429; "broken" answers
-500; "slow" streams its first event, then waits a second before the rest.
+500; "slow" streams its first event, then waits a second before the rest. The model "reviewer"
+plays an AI first reader: it answers a JSON verdict on the held call in its last message, deny
+(95 %) for a tool named like "drop", approve (90 %) for one named like "read", else approve
+unsure (40 %).
 """
 
 from __future__ import annotations
@@ -91,8 +94,19 @@ class Handler(BaseHTTPRequestHandler):
             return self.messages(body, model, usage_in)
         self.reply(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
+    @staticmethod
+    def review(body: dict) -> str:
+        held = str((body.get("messages") or [{}])[-1].get("content", ""))
+        if '"tool":"drop' in held:
+            verdict = {"decision": "deny", "reason": "it drops data", "confidence": 0.95}
+        elif '"tool":"read' in held:
+            verdict = {"decision": "approve", "reason": "it only reads", "confidence": 0.9}
+        else:
+            verdict = {"decision": "approve", "reason": "probably fine", "confidence": 0.4}
+        return "```json\n" + json.dumps(verdict) + "\n```"
+
     def chat(self, body: dict, model: str, usage_in: int) -> None:
-        text = f"Hello from {model}"
+        text = self.review(body) if model == "reviewer" else f"Hello from {model}"
         usage = {"prompt_tokens": usage_in, "completion_tokens": OUTPUT_TOKENS, "total_tokens": usage_in + OUTPUT_TOKENS,
                  "prompt_tokens_details": {"cached_tokens": 0}}
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}

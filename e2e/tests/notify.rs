@@ -3,12 +3,14 @@
 //! in Slack, signed as Slack signs it, becomes a decision in the request's status through the
 //! gateway, checked by the same admission as `kubectl approve`; every forgery is refused and
 //! writes nothing; a target that keeps failing makes a condition and never holds a request up.
+//! An AI first reader, a model behind the gateway under its own agent's key and budget, decides
+//! (or advises, or abstains) as its workflow says.
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tollgate_e2e::gateway::Gateway;
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY};
 use tollgate_e2e::slack::{BOT_TOKEN, FakeSlack, HOOK_SECRET, click};
 use tollgate_e2e::{ControlPlane, Operator, User, free_ports, wait_until};
 
@@ -17,6 +19,7 @@ const HOOK_FAILURES: u32 = 2;
 
 struct World {
     slack: FakeSlack,
+    provider: FakeProvider,
     _operator: Operator,
     gateway: Gateway,
 }
@@ -27,16 +30,22 @@ fn world() -> &'static World {
         let start = || -> Result<World> {
             let cp = ControlPlane::shared();
             let slack = FakeSlack::start(cp, HOOK_FAILURES)?;
-            let operator = Operator::start_with_env(cp, &[("TOLLGATE_SLACK_API_URL", &slack.api_url()), ("TOLLGATE_SMTP_URL", &slack.smtp_url())])?;
+            let provider = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
             let db = cp.dir().join("notify-ledger.db");
             let [port] = free_ports::<1>()?;
+            // The AI first reader's model calls go through this gateway.
+            let gateway_url = format!("http://127.0.0.1:{port}");
+            let operator = Operator::start_with_env(
+                cp,
+                &[("TOLLGATE_SLACK_API_URL", &slack.api_url()), ("TOLLGATE_SMTP_URL", &slack.smtp_url()), ("TOLLGATE_GATEWAY_URL", &gateway_url)],
+            )?;
             let env = [
                 ("TOLLGATE_SLACK_SIGNING_SECRET", tollgate_e2e::slack::SIGNING_SECRET),
                 ("TOLLGATE_SLACK_BOT_TOKEN", BOT_TOKEN),
                 ("TOLLGATE_SLACK_API_URL", &slack.api_url()),
             ];
             let gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
-            Ok(World { slack, _operator: operator, gateway })
+            Ok(World { slack, provider, _operator: operator, gateway })
         };
         start().unwrap_or_else(|e| panic!("starting the fake Slack, the operator and the gateway: {e:#}"))
     })
@@ -61,10 +70,14 @@ fn setup(prefix: &str, workflow: &str) -> Result<(&'static ControlPlane, String)
 
 /// A held call, created as the agent's sidecar creates it, with a secret among its arguments.
 fn hold(cp: &ControlPlane, ns: &str, name: &str) -> Result<()> {
+    hold_call(cp, ns, name, "deploy")
+}
+
+fn hold_call(cp: &ControlPlane, ns: &str, name: &str, tool: &str) -> Result<()> {
     let request = json!({
         "apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest", "metadata": {"name": name},
         "spec": {
-            "agent": "coder", "serviceAccount": "coder", "server": "platform-tools", "tool": "deploy",
+            "agent": "coder", "serviceAccount": "coder", "server": "platform-tools", "tool": tool,
             "arguments": {"environment": "production", "api_token": "sk-live-abcdefghijklmnopqrstuvwx"},
             "argumentsDigest": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
             "justification": "release <b>1.2</b>", "rule": "prod", "message": "production needs a person",
@@ -299,5 +312,121 @@ fn a_target_that_keeps_failing_makes_a_condition_and_never_holds_the_request_up(
     let events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "--field-selector", "reason=NotificationFailed", "-o", "json"])?;
     assert!(events.contains("gave up notifying") && events.contains("deploy-3"), "{events}");
     ensure!(!w.slack.calls()?.iter().any(|c| c["body"].to_string().contains(&ns)), "nothing of this namespace reached the fake Slack");
+    Ok(())
+}
+
+/// A namespace whose workflow `ops` has an AI first reader: the agent `reviewer`, allowed only
+/// the model `reviewer`, with a budget of its own.
+fn setup_reader(prefix: &str, counts: bool) -> Result<(&'static ControlPlane, String)> {
+    let w = world();
+    let workflow = format!(
+        r#"{{approvers: {{users: [approver-a], ai: {{agent: reviewer, model: reviewer, minConfidencePercent: 80, countsTowardQuorum: {counts},
+  instructions: "Approve calls that only read. Deny calls that delete or drop data."}}}}, requiredApprovals: 1}}"#
+    );
+    let (cp, ns) = setup(prefix, &workflow)?;
+    let objects = format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: provider-keys}}
+stringData: {{openai: "{OPENAI_KEY}"}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: openai}}
+spec:
+  type: openai
+  baseURL: "{url}"
+  credentials: {{secretKeyRef: {{name: provider-keys, key: openai}}}}
+  models: [{{name: reviewer, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ManagedAgent
+metadata: {{name: reviewer}}
+spec: {{selector: {{matchLabels: {{app: reviewer}}}}, serviceAccountName: reviewer, models: {{allowed: [reviewer]}}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Budget
+metadata: {{name: reviewer}}
+spec: {{agentSelector: {{matchLabels: {{}}}}, period: Total, hardLimitUSD: 5.0}}
+"#,
+        url = w.provider.openai_url()
+    );
+    apply(cp, &ns, &objects)?;
+    tollgate_e2e::gateway::agent_key(cp, &ns, "reviewer")?;
+    Ok((cp, ns))
+}
+
+fn ai_decisions(r: &Value) -> Vec<(String, String)> {
+    r["status"]["decisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["via"] == "ai")
+        .map(|d| (d["user"].as_str().unwrap_or_default().to_owned(), d["decision"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+#[test]
+fn an_advisory_ai_first_reader_advises_and_abstains_and_the_people_decide() -> Result<()> {
+    let w = world();
+    let (cp, ns) = setup_reader("ai-advises", false)?;
+    hold_call(cp, &ns, "read-1", "read_logs")?;
+    hold_call(cp, &ns, "drop-1", "drop_table")?;
+    hold_call(cp, &ns, "unsure-1", "deploy")?;
+
+    // Confident: recorded as ai:ops, via ai, with its reason and confidence; the call stays
+    // pending, since this reader only advises.
+    let r = wait_request(cp, &ns, "read-1", "the reader's approve", |r| condition(r, "AIReviewed")["reason"] == "Decided")?;
+    assert_eq!(ai_decisions(&r), [("ai:ops".to_owned(), "Approve".to_owned())], "{}", r["status"]);
+    assert!(r["status"]["decisions"][0]["reason"].as_str().unwrap_or_default().contains("it only reads (AI first reader, 90% confident)"), "{}", r["status"]);
+    assert_eq!((r["status"]["phase"].as_str(), r["status"]["approvals"].as_str()), (Some("Pending"), Some("0/1")), "advice is not an approval");
+    let r = wait_request(cp, &ns, "drop-1", "the reader's deny", |r| condition(r, "AIReviewed")["reason"] == "Decided")?;
+    assert_eq!(ai_decisions(&r), [("ai:ops".to_owned(), "Deny".to_owned())]);
+    assert_eq!(r["status"]["phase"], "Pending", "advice is not a veto");
+    // Unsure: it abstains, says why, and writes no decision.
+    let r = wait_request(cp, &ns, "unsure-1", "the reader's abstention", |r| condition(r, "AIReviewed")["reason"] == "Abstained")?;
+    let c = condition(&r, "AIReviewed");
+    assert!(c["message"].as_str().unwrap_or_default().contains("40% confidence, below the workflow's 80%"), "{c}");
+    assert!(ai_decisions(&r).is_empty());
+
+    // The people decide, as always.
+    let decision = json!([{"op": "add", "path": "/status/decisions/-", "value":
+        {"user": "approver-a", "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"}}]);
+    cp.kubectl_ok(User::ApproverA, ["patch", "ar", "read-1", "-n", &ns, "--subresource=status", "--type=json", "-p", &decision.to_string()])?;
+    wait_request(cp, &ns, "read-1", "Approved", |r| r["status"]["phase"] == "Approved")?;
+    // Nobody but the operator writes as the reader.
+    let forged = json!([{"op": "add", "path": "/status/decisions", "value":
+        [{"user": "ai:ops", "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "ai"}]}]);
+    let out = cp.kubectl(User::ApproverA, ["patch", "ar", "unsure-1", "-n", &ns, "--subresource=status", "--type=json", "-p", &forged.to_string()])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("only the Tollgate operator records the AI first reader's decisions"), "{said}");
+
+    // Its model calls went through the gateway, under its own agent's key and budget.
+    let calls: Vec<Value> = w.provider.calls()?.into_iter().filter(|c| c["body"]["model"] == "reviewer" && c["body"].to_string().contains(&ns)).collect();
+    assert_eq!(calls.len(), 3, "one reading per request: {calls:?}");
+    assert!(calls.iter().all(|c| c["headers"]["authorization"] == format!("Bearer {OPENAI_KEY}")), "the provider sees its own key only");
+    let mut spent = Value::Null;
+    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        spent =
+            serde_json::from_str::<Value>(&cp.kubectl_ok(User::Admin, ["get", "budget", "reviewer", "-n", &ns, "-o", "json"])?)?["status"]["spentUSD"].clone();
+        Ok(spent.as_f64().is_some_and(|s| s > 0.0).then_some(()))
+    })
+    .with_context(|| format!("the reader's budget shows no spend: {spent}"))?;
+    Ok(())
+}
+
+#[test]
+fn an_ai_first_reader_that_counts_decides_on_its_own() -> Result<()> {
+    world();
+    let (cp, ns) = setup_reader("ai-decides", true)?;
+    hold_call(cp, &ns, "read-2", "read_logs")?;
+    hold_call(cp, &ns, "drop-2", "drop_table")?;
+    let r = wait_request(cp, &ns, "read-2", "Approved by the reader", |r| r["status"]["phase"] == "Approved")?;
+    assert_eq!((ai_decisions(&r).len(), r["status"]["approvals"].as_str()), (1, Some("1/1")), "{}", r["status"]);
+    let r = wait_request(cp, &ns, "drop-2", "Denied by the reader", |r| r["status"]["phase"] == "Denied")?;
+    assert_eq!(ai_decisions(&r), [("ai:ops".to_owned(), "Deny".to_owned())]);
+    let events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "--field-selector", "reason=AIDecided", "-o", "json"])?;
+    assert!(events.contains("read-2") && events.contains("drop-2"), "{events}");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! admission webhook that decides who may write what (DESIGN §3.3).
 
 pub mod admission;
+pub mod ai_reader;
 pub mod controllers;
 pub mod leader;
 pub mod notify;
@@ -165,6 +166,7 @@ pub struct Shared {
     pub namespace: String,
     pub gateways: tollgate_core::gateway_objects::Settings,
     pub notifier: Arc<notify::Notifier>,
+    pub ai_reader: Arc<ai_reader::AiReader>,
     /// The operator's own Vault client (discovery of servers whose headers are kept there).
     pub vault: Option<Arc<tollgate_mcp_client::vault::Vault>>,
 }
@@ -191,6 +193,7 @@ pub async fn run(config: Config) -> Result<()> {
             vault: config.vault_env(config.vault_gateway_role.clone()),
         },
         vault: tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
+        ai_reader: ai_reader::AiReader::new(client.clone(), config.gateway_url.clone()),
     });
     let ready = tollgate_runtime::admin::Readiness::default();
 

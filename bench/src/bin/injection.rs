@@ -85,6 +85,7 @@ fn main() -> Result<()> {
             gateways: tollgate_core::gateway_objects::Settings { image: "bench".into(), cluster_role: "tollgate-gateway".into(), vault: None },
             notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
             vault: None,
+            ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), None),
         });
         let agent_pod = review(&pod("p", "app-3", "sa-3"))?;
         let other_pod = review(&pod("q", "web", "default"))?;

@@ -131,6 +131,7 @@ async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Acti
     let mut told = (*ar).clone();
     told.status = Some(status);
     shared.notifier.poke(&told, &workflow);
+    shared.ai_reader.poke(&told, &workflow);
     if let Some(t) = &next.transition {
         let (kind, reason, note) = match t {
             Transition::Approved { by } => (EventType::Normal, "Approved", format!("approved by {}", by.join(", "))),
