@@ -193,6 +193,8 @@ pub fn email(request: &ApprovalRequest, stage: &Stage) -> (String, String, Strin
         Phase::Pending => format!("[Tollgate] Approval needed: {} on {} by {ns}/{}", s.tool, s.server, s.agent),
         phase => format!("[Tollgate] {phase}: {} on {} by {ns}/{}", s.tool, s.server, s.agent),
     };
+    // A header is one line: whatever the agent named cannot add headers to the mail.
+    let subject: String = subject.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let status = outcome(request, stage);
     let args = arguments_text(request);
     let rule = s.rule.clone().unwrap_or_default();
@@ -322,6 +324,14 @@ mod tests {
         assert!(subject.contains("Approval needed: deploy on k8s by team-a/coder"), "{subject}");
         assert!(text.contains("kubectl approve deploy-1 -n team-a") && text.contains("kubectl approve deny deploy-1 -n team-a"), "{text}");
         assert!(html.contains("release &lt;b&gt;1.2&lt;/b&gt;") && !html.contains("sk-live"), "{html}");
+    }
+
+    #[test]
+    fn an_agent_cannot_add_mail_headers_through_the_subject() {
+        let mut r = request(Phase::Pending, 0);
+        r.spec.tool = "deploy\r\nBcc: attacker@example.com".into();
+        let (subject, _, _) = email(&r, &Stage::of(&r));
+        assert!(!subject.contains('\n') && !subject.contains('\r'), "{subject:?}");
     }
 
     #[test]

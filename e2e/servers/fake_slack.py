@@ -9,23 +9,20 @@ HTTP, as Slack's Web API answers (https://api.slack.com/web): every method check
   of "<t>.<body>">) with the secret and records whether it held. The first <webhook failures>
   deliveries are answered 503.
 - GET /calls: every request recorded (path, headers, JSON body, signature check), and every mail.
-SMTP (Python 3.11's smtpd): each message recorded as {"path": "smtp", "to": [...], "data": "..."}.
+SMTP (RFC 5321's plain dialogue, enough for a client like lettre): each message recorded as
+{"path": "smtp", "from": ..., "to": [...], "data": "..."}.
 """
 
 from __future__ import annotations
 
-import asyncore
 import hashlib
 import hmac
 import json
-import smtpd
+import socketserver
 import sys
 import threading
 import time
-import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-warnings.simplefilter("ignore", DeprecationWarning)
 
 CALLS: list[dict] = []
 LOCK = threading.Lock()
@@ -95,14 +92,49 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, {"ok": False, "error": "unknown_method"})
 
 
-class Mail(smtpd.SMTPServer):
-    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
-        record({"path": "smtp", "from": mailfrom, "to": rcpttos, "data": data.decode(errors="replace") if isinstance(data, bytes) else data})
+class Mail(socketserver.StreamRequestHandler):
+    def say(self, line: str) -> None:
+        self.wfile.write((line + "\r\n").encode())
+        self.wfile.flush()
+
+    def handle(self) -> None:
+        self.say("220 fake-smtp ready")
+        sender, recipients = "", []
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            command = line.decode(errors="replace").strip()
+            verb = command.split(" ", 1)[0].upper()
+            if verb in ("EHLO", "HELO"):
+                self.say("250 fake-smtp")
+            elif verb == "MAIL":
+                sender, recipients = command.split(":", 1)[1].strip().strip("<>").split(">")[0], []
+                self.say("250 OK")
+            elif verb == "RCPT":
+                recipients.append(command.split(":", 1)[1].strip().strip("<>").split(">")[0])
+                self.say("250 OK")
+            elif verb == "DATA":
+                self.say("354 end with <CRLF>.<CRLF>")
+                lines = []
+                while True:
+                    data = self.rfile.readline()
+                    if not data or data in (b".\r\n", b".\n"):
+                        break
+                    lines.append(data[1:] if data.startswith(b"..") else data)
+                text = b"".join(lines).decode(errors="replace").replace("\r\n", "\n")
+                record({"path": "smtp", "from": sender, "to": recipients, "data": text})
+                self.say("250 OK: queued")
+            elif verb == "QUIT":
+                self.say("221 bye")
+                return
+            else:
+                self.say("250 OK")
 
 
 def smtp() -> None:
-    Mail(("127.0.0.1", SMTP_PORT), None, decode_data=False)
-    asyncore.loop()
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    socketserver.ThreadingTCPServer(("127.0.0.1", SMTP_PORT), Mail).serve_forever()
 
 
 if __name__ == "__main__":

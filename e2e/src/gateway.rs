@@ -155,31 +155,7 @@ apiVersion: v1
 kind: Secret
 metadata: {{name: provider-keys}}
 stringData: {{openai: "{OPENAI_KEY}", anthropic: "{ANTHROPIC_KEY}"}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: openai}}
-spec:
-  type: openai
-  baseURL: "{openai}"
-  credentials: {{secretKeyRef: {{name: provider-keys, key: openai}}}}
-  models:
-    - {{name: gpt-4o-mini, aliases: [fast], pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
-    - {{name: gpt-5, pricing: {{inputPerMillionUSD: 10.0, outputPerMillionUSD: 30.0}}}}
-    - {{name: rate-limited, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
-    - {{name: slow, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}
-    - {{name: cheap, pricing: {{inputPerMillionUSD: 0.0, outputPerMillionUSD: 2.0}}}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: anthropic}}
-spec:
-  type: anthropic
-  baseURL: "{anthropic}"
-  credentials: {{secretKeyRef: {{name: provider-keys, key: anthropic}}}}
-  models:
-    - {{name: claude-sonnet-4-5, aliases: [sonnet], pricing: {{inputPerMillionUSD: 3.0, outputPerMillionUSD: 15.0}}}}
----
+{openai}{anthropic}---
 apiVersion: tollgate.dev/v1alpha1
 kind: ManagedAgent
 metadata: {{name: coder, labels: {{team: platform}}}}
@@ -196,12 +172,37 @@ spec:
   serviceAccountName: other
   models: {{allowed: ["claude-*"]}}
 {budget}"#,
-        openai = fake.openai_url(),
-        anthropic = fake.anthropic_url(),
+        openai = model_provider(
+            "openai",
+            &fake.openai_url(),
+            "secretKeyRef: {name: provider-keys, key: openai}",
+            &[
+                "{name: gpt-4o-mini, aliases: [fast], pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
+                "{name: gpt-5, pricing: {inputPerMillionUSD: 10.0, outputPerMillionUSD: 30.0}}",
+                "{name: rate-limited, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
+                "{name: slow, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
+                "{name: cheap, pricing: {inputPerMillionUSD: 0.0, outputPerMillionUSD: 2.0}}",
+            ],
+        ),
+        anthropic = model_provider(
+            "anthropic",
+            &fake.anthropic_url(),
+            "secretKeyRef: {name: provider-keys, key: anthropic}",
+            &["{name: claude-sonnet-4-5, aliases: [sonnet], pricing: {inputPerMillionUSD: 3.0, outputPerMillionUSD: 15.0}}"],
+        ),
     );
     cp.apply(User::Admin, &ns, &objects)?;
     let key = agent_key(cp, &ns, "coder")?;
     Ok((ns, key))
+}
+
+/// A `ModelProvider` document named (and typed) `kind` (`openai`, `anthropic`), its credentials
+/// (`secretKeyRef: …` or `vault: …`) and models as YAML flow maps.
+pub fn model_provider(kind: &str, base_url: &str, credentials: &str, models: &[&str]) -> String {
+    let models: String = models.iter().map(|m| format!("\n    - {m}")).collect();
+    format!(
+        "---\napiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: {kind}}}\nspec:\n  type: {kind}\n  baseURL: \"{base_url}\"\n  credentials: {{{credentials}}}\n  models:{models}\n"
+    )
 }
 
 /// The key the operator minted for `agent`, read from its Secret as the kubelet would.

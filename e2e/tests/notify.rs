@@ -198,6 +198,12 @@ fn a_held_call_reaches_slack_a_webhook_and_email_and_slack_clicks_decide_it() ->
     assert_eq!((record(&r, "webhook")["attempts"].as_i64(), record(&r, "webhook")["error"].is_null()), (Some(3), true), "{}", r["status"]);
     let slack_id = record(&r, "slack")["messageId"].as_str().unwrap_or_default().to_owned();
     let (channel, ts) = slack_id.split_once('/').context("the Slack record names the message")?;
+    let mut events = String::new();
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "--field-selector", "reason=Notified", "-o", "json"])?;
+        Ok((events.contains("told slack #ops-approvals of Pending/0") && events.contains("told webhook") && events.contains("told email")).then_some(()))
+    })
+    .with_context(|| format!("no Notified Event for each target: {events}"))?;
     let value = format!("{ns}/deploy-1");
     let url = w.gateway.url();
 
@@ -330,16 +336,7 @@ apiVersion: v1
 kind: Secret
 metadata: {{name: provider-keys}}
 stringData: {{openai: "{OPENAI_KEY}"}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: openai}}
-spec:
-  type: openai
-  baseURL: "{url}"
-  credentials: {{secretKeyRef: {{name: provider-keys, key: openai}}}}
-  models: [{{name: reviewer, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}]
----
+{provider}---
 apiVersion: tollgate.dev/v1alpha1
 kind: ManagedAgent
 metadata: {{name: reviewer}}
@@ -350,7 +347,12 @@ kind: Budget
 metadata: {{name: reviewer}}
 spec: {{agentSelector: {{matchLabels: {{}}}}, period: Total, hardLimitUSD: 5.0}}
 "#,
-        url = w.provider.openai_url()
+        provider = tollgate_e2e::gateway::model_provider(
+            "openai",
+            &w.provider.openai_url(),
+            "secretKeyRef: {name: provider-keys, key: openai}",
+            &["{name: reviewer, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}"]
+        )
     );
     apply(cp, &ns, &objects)?;
     tollgate_e2e::gateway::agent_key(cp, &ns, "reviewer")?;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, agent_key, gateway_identity, get, model_client};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, agent_key, gateway_identity, get, model_client, model_provider};
 use tollgate_e2e::openbao::OpenBao;
 use tollgate_e2e::{AuthEcho, ControlPlane, Operator, Sidecar, User, free_ports, py_client, tool_text, wait_until};
 
@@ -144,34 +144,19 @@ fn a_model_providers_key_comes_from_vault_and_rotates_without_a_restart() -> Res
     let ns = cp.create_namespace("vault-provider")?;
     let path = format!("tollgate/{ns}/openai");
     w.bao.put(&path, "api-key", OPENAI_KEY)?;
-    let objects = format!(
-        r#"
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: openai}}
-spec:
-  type: openai
-  baseURL: "{openai}"
-  credentials: {{vault: {{path: "secret/data/{path}", key: api-key}}}}
-  models: [{{name: gpt-4o-mini, pricing: {{inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}}}]
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ModelProvider
-metadata: {{name: anthropic}}
-spec:
-  type: anthropic
-  baseURL: "{anthropic}"
-  credentials: {{vault: {{path: "secret/data/{path}", key: api-key, role: nobody}}}}
-  models: [{{name: claude-sonnet-4-5, pricing: {{inputPerMillionUSD: 3.0, outputPerMillionUSD: 15.0}}}}]
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ManagedAgent
-metadata: {{name: coder}}
-spec: {{selector: {{matchLabels: {{app: coder}}}}, serviceAccountName: coder, models: {{allowed: ["*"]}}}}
-"#,
-        openai = fake.openai_url(),
-        anthropic = fake.anthropic_url(),
-    );
+    let pricing = "pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}";
+    let objects = [
+        model_provider("openai", &fake.openai_url(), &format!("vault: {{path: \"secret/data/{path}\", key: api-key}}"), &[&format!("{{name: gpt-4o-mini, {pricing}}}")]),
+        // A role the gateway is not bound to.
+        model_provider(
+            "anthropic",
+            &fake.anthropic_url(),
+            &format!("vault: {{path: \"secret/data/{path}\", key: api-key, role: nobody}}"),
+            &[&format!("{{name: claude-sonnet-4-5, {pricing}}}")],
+        ),
+        "---\napiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {name: coder}\nspec: {selector: {matchLabels: {app: coder}}, serviceAccountName: coder, models: {allowed: [\"*\"]}}\n".to_owned(),
+    ]
+    .concat();
     cp.apply(User::Admin, &ns, &objects)?;
     gateway_identity(cp)?;
     w.bao.role("tollgate-gateway", "tollgate-system", "tollgate-gateway", "tollgate/")?;

@@ -132,10 +132,17 @@ impl Notifier {
                 event: Some(event),
                 attempts: Some(attempt),
             };
+            let told = format!("{:?} {}", target.channel, target.target).to_lowercase();
+            let event_note = match &error {
+                None => Some((EventType::Normal, "Notified", format!("told {told} of {}", record.event.as_deref().unwrap_or_default()))),
+                Some(e) if attempt >= MAX_ATTEMPTS => {
+                    Some((EventType::Warning, "NotificationFailed", format!("gave up notifying {told} after {attempt} attempts: {e}")))
+                }
+                Some(_) => None,
+            };
             self.record(key, ns, name, record).await;
-            if let Some(e) = error.filter(|_| attempt >= MAX_ATTEMPTS) {
-                let note = format!("gave up notifying {:?} {} after {attempt} attempts: {e}", target.channel, target.target);
-                crate::publish_event(&self.client, &request.object_ref(&()), EventType::Warning, "NotificationFailed", &note, "Notify").await;
+            if let Some((kind, reason, note)) = event_note {
+                crate::publish_event(&self.client, &request.object_ref(&()), kind, reason, &note, "Notify").await;
             }
         }
         self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(key);

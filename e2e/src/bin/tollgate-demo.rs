@@ -1,7 +1,9 @@
 //! The demo: a local control plane, the operator, the reference MCP server, and an agent pod
 //! applied with plain `kubectl` and injected by the operator's webhook, run from its stored spec:
 //! its app (the official Python MCP SDK client) makes calls that are allowed, denied, and held
-//! until a person runs `kubectl approve` (or `--auto-approve`).
+//! until a person runs `kubectl approve` (or, with `--auto-approve`, clicks Approve in the Slack
+//! message the operator posted: a fake Slack speaking its Web API records it, and the click is
+//! signed as Slack signs it).
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -9,7 +11,8 @@ use std::io::IsTerminal;
 use std::time::Duration;
 use tollgate_e2e::gateway::{FakeProvider, Gateway};
 use tollgate_e2e::kubelet::{Programs, run_pod};
-use tollgate_e2e::{ControlPlane, Everything, Operator, User, tool_text, wait_until};
+use tollgate_e2e::slack::FakeSlack;
+use tollgate_e2e::{ControlPlane, Everything, Operator, User, free_ports, tool_text, wait_until};
 
 const NS: &str = "tollgate-demo";
 const POD: &str = "coder-7d9f";
@@ -19,12 +22,19 @@ fn main() -> Result<()> {
     say("starting a control plane (kube-apiserver + etcd, RBAC on)");
     let cp = ControlPlane::start()?;
     println!("  export KUBECONFIG={}", cp.kubeconfig(User::Admin).display());
-    say("starting a fake model provider (OpenAI's and Anthropic's wire formats) and the Tollgate model gateway");
+    say("starting a fake model provider (OpenAI's and Anthropic's wire formats), a fake Slack (its Web API) and the Tollgate model gateway");
     let provider = FakeProvider::start(&cp, "sk-demo-openai", "sk-demo-anthropic")?;
-    let gateway = Gateway::start(&cp, &format!("sqlite://{}?mode=rwc", cp.dir().join("ledger.db").display()))?;
-    println!("  the gateway: {}", gateway.url());
-    say("starting the Tollgate operator (controllers, validating and injection webhooks)");
-    let operator = Operator::start_with_env(&cp, &[("TOLLGATE_GATEWAY_URL", &gateway.url())])?;
+    let slack = FakeSlack::start(&cp, 0)?;
+    let [port] = free_ports::<1>()?;
+    let slack_env = [
+        ("TOLLGATE_SLACK_SIGNING_SECRET", tollgate_e2e::slack::SIGNING_SECRET),
+        ("TOLLGATE_SLACK_BOT_TOKEN", "xoxb-demo-bot-token"),
+        ("TOLLGATE_SLACK_API_URL", &slack.api_url()),
+    ];
+    let gateway = Gateway::start_with(&cp, &format!("sqlite://{}?mode=rwc", cp.dir().join("ledger.db").display()), port, &slack_env)?;
+    println!("  the gateway: {} (Slack's interactivity URL: {}/slack/interactions)", gateway.url(), gateway.url());
+    say("starting the Tollgate operator (controllers, validating and injection webhooks, notifications)");
+    let operator = Operator::start_with_env(&cp, &[("TOLLGATE_GATEWAY_URL", &gateway.url()), ("TOLLGATE_SLACK_API_URL", &slack.api_url())])?;
     say("starting the reference MCP server (@modelcontextprotocol/server-everything)");
     let everything = Everything::start(&cp)?;
 
@@ -98,10 +108,25 @@ fn main() -> Result<()> {
         Ok((cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "jsonpath={.status.phase}"])?.trim() == "Pending").then_some(()))
     })?;
     print!("{}", cp.kubectl_ok(User::Admin, ["get", "approvalrequests", "-n", NS])?);
+    say("the message the operator posted to Slack (#agent-approvals)");
+    let posted = slack.wait_calls("the held call's message", |c| c["path"] == "/api/chat.postMessage")?;
+    let message = &posted[0]["body"];
+    show_slack(message);
     if auto || !std::io::stdin().is_terminal() {
-        say(&format!("approving as approver-a: kubectl approve {name} -n {NS}"));
-        let out = cp.kubectl_approve(User::ApproverA, &[&name, "-n", NS, "--reason", "demo", "--wait", "10"])?;
-        print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        say("approving in Slack: U0DEMOAPPROVER clicks Approve (the click signed with the app's signing secret)");
+        let record = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            let id = cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "jsonpath={.status.notifications[0].messageId}"])?;
+            Ok(id.trim().split_once('/').map(|(c, t)| (c.to_owned(), t.to_owned())))
+        })?;
+        let click = serde_json::json!({
+            "type": "block_actions", "user": {"id": "U0DEMOAPPROVER"}, "trigger_id": "demo",
+            "container": {"type": "message", "channel_id": record.0, "message_ts": record.1},
+            "actions": [{"action_id": "tollgate_approve", "value": format!("{NS}/{name}")}],
+        });
+        let answer = tollgate_e2e::slack::click(&gateway.url(), &click, &serde_json::json!({}))?;
+        println!("  the gateway answered Slack: {}", answer.first().map(|a| a["status"].to_string()).unwrap_or_default());
+        let told = slack.wait_calls("the answer to the clicker", |c| c["path"] == "/api/chat.postEphemeral")?;
+        println!("  U0DEMOAPPROVER is told: {}", told[0]["body"]["text"].as_str().unwrap_or_default());
     } else {
         let path = tollgate_e2e::plugin_path()?;
         say("the call waits for you. In another shell, approve it as approver-a:");
@@ -132,6 +157,10 @@ fn main() -> Result<()> {
     }
     println!("  progress notifications while waiting and running: {}", steps[6]["progress"].as_array().map_or(0, Vec::len));
     print!("{}", cp.kubectl_ok(User::Admin, ["get", "approvalrequests", "-n", NS])?);
+    let updated =
+        slack.wait_calls("the message updated with the outcome", |c| c["path"] == "/api/chat.update" && !c["body"].to_string().contains("tollgate_approve"))?;
+    say("the Slack message, updated: no buttons left, and who decided");
+    show_slack(&updated[updated.len() - 1]["body"]);
 
     say("the agent's model calls, through the gateway (official openai and anthropic SDKs)");
     let (status, log) = pod.wait_exit("models", Duration::from_secs(120))?;
@@ -184,7 +213,28 @@ fn main() -> Result<()> {
     drop(operator);
     drop(gateway);
     drop(provider);
+    drop(slack);
     Ok(())
+}
+
+/// A Slack message's blocks as a channel shows them, roughly.
+fn show_slack(message: &Value) {
+    for block in message["blocks"].as_array().into_iter().flatten() {
+        let mut texts: Vec<String> = Vec::new();
+        if let Some(t) = block["text"]["text"].as_str() {
+            texts.push(t.to_owned());
+        }
+        for f in block["fields"].as_array().into_iter().flatten().chain(block["elements"].as_array().into_iter().flatten()) {
+            match (f["type"].as_str(), f["text"].as_str(), f["text"]["text"].as_str()) {
+                (Some("button"), _, Some(label)) => texts.push(format!("[{label}]")),
+                (_, Some(t), _) => texts.push(t.to_owned()),
+                _ => {}
+            }
+        }
+        for line in texts.join("  ").lines() {
+            println!("  │ {line}");
+        }
+    }
 }
 
 fn say(what: &str) {
