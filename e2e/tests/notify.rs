@@ -9,7 +9,7 @@
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY};
 use tollgate_e2e::slack::{BOT_TOKEN, FakeSlack, HOOK_SECRET, click};
 use tollgate_e2e::{ControlPlane, Operator, User, free_ports, wait_until};
@@ -161,13 +161,19 @@ fn a_held_call_reaches_slack_a_webhook_and_email_and_slack_clicks_decide_it() ->
         hook = w.slack.hook_url()
     );
     let (cp, ns) = setup("notify", &workflow)?;
-    let started = Instant::now();
+    // The agent's identity first, so that only the request's creation is timed.
+    cp.kubectl_as_agent(&ns, "coder", "coder", &["get", "approvalrequests"])?;
+    let epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
+    let before = epoch(std::time::SystemTime::now());
     hold(cp, &ns, "deploy-1")?;
+    let created = epoch(std::time::SystemTime::now());
     let id = format!("{ns}/deploy-1");
 
     // Slack: the call, redacted, with the command and the buttons.
     let posted = w.slack.wait_calls("the request's message", |c| about(c, "chat.postMessage", &ns, "deploy-1"))?;
-    println!("held call → Slack message: {:?}", started.elapsed());
+    let at = posted[0]["at"].as_f64().unwrap_or_default();
+    // The request was stored between `before` and `created` (one kubectl call).
+    println!("held call stored → Slack message posted: between {:.0} ms and {:.0} ms", (at - created) * 1000.0, (at - before) * 1000.0);
     let message = &posted[0]["body"];
     ensure!(posted.len() == 1, "posted more than once: {posted:?}");
     assert_eq!(posted[0]["headers"]["authorization"], format!("Bearer {BOT_TOKEN}"));
