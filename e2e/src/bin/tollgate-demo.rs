@@ -28,7 +28,7 @@ fn main() -> Result<()> {
     let [port] = free_ports::<1>()?;
     let slack_env = [
         ("TOLLGATE_SLACK_SIGNING_SECRET", tollgate_e2e::slack::SIGNING_SECRET),
-        ("TOLLGATE_SLACK_BOT_TOKEN", "xoxb-demo-bot-token"),
+        ("TOLLGATE_SLACK_BOT_TOKEN", tollgate_e2e::slack::BOT_TOKEN),
         ("TOLLGATE_SLACK_API_URL", &slack.api_url()),
     ];
     let gateway = Gateway::start_with(&cp, &format!("sqlite://{}?mode=rwc", cp.dir().join("ledger.db").display()), port, &slack_env)?;
@@ -43,7 +43,8 @@ fn main() -> Result<()> {
     let objects = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo/demo.yaml"))?
         .replace("http://everything.invalid/mcp", &everything.url())
         .replace("http://openai.invalid/v1", &provider.openai_url())
-        .replace("http://anthropic.invalid", &provider.anthropic_url());
+        .replace("http://anthropic.invalid", &provider.anthropic_url())
+        .replace("xoxb-demo-bot-token", tollgate_e2e::slack::BOT_TOKEN);
     let path = cp.dir().join("demo.yaml");
     std::fs::write(&path, objects)?;
     print!("{}", cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?);
@@ -117,7 +118,8 @@ fn main() -> Result<()> {
         let record = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
             let id = cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "jsonpath={.status.notifications[0].messageId}"])?;
             Ok(id.trim().split_once('/').map(|(c, t)| (c.to_owned(), t.to_owned())))
-        })?;
+        })
+        .with_context(|| format!("the request records no Slack message: {}", cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "json"]).unwrap_or_default()))?;
         let click = serde_json::json!({
             "type": "block_actions", "user": {"id": "U0DEMOAPPROVER"}, "trigger_id": "demo",
             "container": {"type": "message", "channel_id": record.0, "message_ts": record.1},
