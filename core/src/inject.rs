@@ -65,6 +65,7 @@ pub struct VaultEnv {
     pub auth_mount: String,
     pub role: Option<String>,
     pub cache_seconds: u64,
+    pub namespace_scope: String,
 }
 
 impl VaultEnv {
@@ -73,6 +74,7 @@ impl VaultEnv {
             env("TOLLGATE_VAULT_ADDR", &self.address),
             env("TOLLGATE_VAULT_AUTH_MOUNT", &self.auth_mount),
             env("TOLLGATE_VAULT_CACHE_SECONDS", &self.cache_seconds.to_string()),
+            env("TOLLGATE_VAULT_NAMESPACE_SCOPE", &self.namespace_scope),
         ];
         if let Some(role) = &self.role {
             out.push(env("TOLLGATE_VAULT_ROLE", role));

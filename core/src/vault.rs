@@ -39,6 +39,23 @@ pub fn path_problem(path: &str) -> Option<String> {
     None
 }
 
+/// Where the objects of a namespace may read by default: the operator and the gateway read with
+/// identities of their own, shared by every namespace, so a path must say whose it is.
+pub const DEFAULT_SCOPE: &str = "secret/data/tollgate/{namespace}/";
+
+/// Why `path` is not one an object of `namespace` may name, under `scope` (a path prefix with
+/// `{namespace}` in it; empty: no limit). Without this a ModelProvider or MCPServer could name
+/// another team's secret and have it read by the gateway or the operator, and sent where it says.
+pub fn scope_problem(path: &str, scope: &str, namespace: &str) -> Option<String> {
+    if scope.is_empty() {
+        return None;
+    }
+    let prefix = scope.replace("{namespace}", namespace);
+    let prefix = prefix.trim_start_matches('/');
+    (!path.trim_start_matches('/').starts_with(prefix))
+        .then(|| format!("Vault path {path} is outside {prefix}, where objects of namespace {namespace} may read (the chart's vault.namespaceScope)"))
+}
+
 /// Vault's own words, when an answer carries them (`{"errors": [...]}`).
 fn vault_errors(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).unwrap_or_default();
@@ -100,6 +117,16 @@ mod tests {
         {
             assert!(path_problem(bad).is_some(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_namespace_reads_only_under_its_own_scope() {
+        assert_eq!(scope_problem("secret/data/tollgate/team-a/github", DEFAULT_SCOPE, "team-a"), None);
+        let other = scope_problem("secret/data/tollgate/team-b/github", DEFAULT_SCOPE, "team-a").unwrap();
+        assert!(other.contains("outside secret/data/tollgate/team-a/"), "{other}");
+        // A namespace whose name prefixes another's reads only its own directory.
+        assert!(scope_problem("secret/data/tollgate/team-ab/x", DEFAULT_SCOPE, "team-a").is_some());
+        assert_eq!(scope_problem("kv/data/anything", "", "team-a"), None, "no scope: no limit");
     }
 
     #[test]

@@ -75,6 +75,13 @@ spec:
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: MCPServer
+metadata: {{name: borrowed}}
+spec:
+  url: "{url}"
+  headers: [{{name: Authorization, prefix: "Bearer ", vault: {{path: "secret/data/tollgate/{ns}-other/auth", key: token}}}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
 metadata: {{name: wrong-role}}
 spec:
   url: "{url}"
@@ -113,6 +120,20 @@ spec:
         "{refused}"
     );
     assert!(!refused.contains("t0ken"), "{refused}");
+
+    // Another namespace's secret, which the operator's own role could read: refused by the
+    // operator (discovery would otherwise send it to whatever URL this namespace names) and by
+    // the sidecar alike.
+    w.bao.put(&format!("tollgate/{ns}-other/auth"), "token", "t0ken-2")?;
+    let borrowed = whoami(&sidecar, "borrowed");
+    assert!(borrowed.contains(&format!("is outside secret/data/tollgate/{ns}/")), "{borrowed}");
+    let mut ready = Value::Null;
+    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let status = get(cp, &ns, "mcpserver", "borrowed")?["status"].clone();
+        ready = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").cloned().unwrap_or_default();
+        Ok((ready["status"] == "False" && ready["message"].as_str().unwrap_or_default().contains("is outside")).then_some(()))
+    })
+    .with_context(|| format!("the operator read another namespace's secret for discovery: {ready}"))?;
 
     // Vault unreachable: the call fails closed, saying where it looked.
     let env_down = [("TOLLGATE_VAULT_ADDR", "http://127.0.0.1:9"), ("TOLLGATE_VAULT_JWT_FILE", jwt)];

@@ -35,7 +35,7 @@ impl ProviderCredentials {
                 .vault
                 .as_ref()
                 .ok_or_else(|| format!("the credential is in Vault at {}, but this gateway has no Vault address (the chart's vault.address)", v.path))?;
-            return vault.read(&v.path, &v.key, v.role.as_deref()).await.map(|value| Some(value.trim().to_owned())).map_err(|e| e.to_string());
+            return vault.read(namespace, &v.path, &v.key, v.role.as_deref()).await.map(|value| Some(value.trim().to_owned())).map_err(|e| e.to_string());
         };
         let key = (namespace.to_owned(), r.name.clone(), r.key.clone());
         if let Some((at, value)) = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)

@@ -140,4 +140,36 @@ mod tests {
         assert_eq!(calls.len(), 1);
         assert_eq!((calls[0].3, calls[0].4), (40, i64::from(INTERRUPTED)));
     }
+
+    #[tokio::test]
+    async fn a_call_opened_and_settled_in_one_batch_leaves_its_row_and_nothing_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display())).await.unwrap();
+        let (quick, slow) = (call(3), call(5));
+        let settled = crate::ledger::Reservation { id: quick.id, amount: 3, ..Default::default() };
+        let row = crate::ledger::Row { namespace: "ns".into(), agent: "coder".into(), cost: 2, status: 200, ..Default::default() };
+        l.settle_many(&[quick, slow.clone()], &[(settled, 2, row)], Vec::new()).await.unwrap();
+        assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 1);
+        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM inflight").fetch_all(&l.pool).await.unwrap();
+        assert_eq!(ids, [(slow.id,)], "only the call still running is in flight");
+    }
+
+    #[tokio::test]
+    async fn a_call_settled_as_interrupted_is_not_settled_again_by_a_gateway_that_was_only_slow() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display())).await.unwrap();
+        let claim = Claim { budget: "ns/b".into(), period_start_us: 0, hard_limit: 1000 };
+        let mut slow = call(40);
+        slow.instance = "slow".into();
+        slow.namespace = "ns".into();
+        slow.agent = "coder".into();
+        let reservation = l.reserve(vec![claim], &slow).await.unwrap();
+        // Its heartbeat went stale: another gateway settles the call at its estimate.
+        assert_eq!(l.reclaim(jiff::Timestamp::now().as_microsecond() + 1).await.unwrap(), 1);
+        // The slow gateway finishes the call after all.
+        let row = crate::ledger::Row { namespace: "ns".into(), agent: "coder".into(), cost: 7, status: 200, ..Default::default() };
+        l.settle_many(&[], &[(reservation, 7, row)], Vec::new()).await.unwrap();
+        assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 1, "one ledger row, not two");
+        assert_eq!(l.spent("ns/b", 0).await.unwrap(), 40, "the budget holds what the ledger charged");
+    }
 }

@@ -38,6 +38,10 @@ pub struct VaultArgs {
     /// PEM CA certificates Vault's TLS certificate is checked against, besides the platform's.
     #[arg(long = "vault-ca-file", env = "TOLLGATE_VAULT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The path prefix the objects of a namespace may read under (`{namespace}` stands for it);
+    /// empty: any path the role allows.
+    #[arg(long = "vault-namespace-scope", env = "TOLLGATE_VAULT_NAMESPACE_SCOPE", default_value = core::DEFAULT_SCOPE)]
+    pub namespace_scope: String,
     /// How long a value read is used before it is read again.
     #[arg(long = "vault-cache-seconds", env = "TOLLGATE_VAULT_CACHE_SECONDS", default_value_t = 30)]
     pub cache_seconds: u64,
@@ -77,10 +81,11 @@ impl Vault {
         Ok(Some(Arc::new(Vault { args: args.clone(), addr, http, tokens: Mutex::default(), values: Mutex::default() })))
     }
 
-    /// The field `key` of the KV v2 secret at `path`, logged in as `role` (or the default role).
-    pub async fn read(&self, path: &str, key: &str, role: Option<&str>) -> Result<String, VaultError> {
+    /// The field `key` of the KV v2 secret at `path`, named by an object of `namespace`, logged
+    /// in as `role` (or the default role).
+    pub async fn read(&self, namespace: &str, path: &str, key: &str, role: Option<&str>) -> Result<String, VaultError> {
         let fail = |reason: String| VaultError { path: path.to_owned(), key: key.to_owned(), reason };
-        if let Some(problem) = core::path_problem(path) {
+        if let Some(problem) = core::path_problem(path).or_else(|| core::scope_problem(path, &self.args.namespace_scope, namespace)) {
             return Err(fail(problem));
         }
         let role = role

@@ -150,7 +150,13 @@ impl Config {
     /// What a sidecar or gateway is told of Vault, logging in as `role` by default.
     pub fn vault_env(&self, role: Option<String>) -> Option<tollgate_core::inject::VaultEnv> {
         let address = self.vault.addr.clone().filter(|a| !a.is_empty())?;
-        Some(tollgate_core::inject::VaultEnv { address, auth_mount: self.vault.auth_mount.clone(), role, cache_seconds: self.vault.cache_seconds })
+        Some(tollgate_core::inject::VaultEnv {
+            address,
+            auth_mount: self.vault.auth_mount.clone(),
+            role,
+            cache_seconds: self.vault.cache_seconds,
+            namespace_scope: self.vault.namespace_scope.clone(),
+        })
     }
 }
 

@@ -37,14 +37,16 @@ pub struct Credentials {
     dir: PathBuf,
     cache: Mutex<HashMap<PathBuf, Read>>,
     vault: Option<std::sync::Arc<Vault>>,
+    /// The agent's namespace, whose Vault scope its headers must be under.
+    namespace: String,
 }
 
 /// When a file was read, and what it held (or why it could not be read).
 type Read = (Instant, Result<String, String>);
 
 impl Credentials {
-    pub fn new(dir: impl Into<PathBuf>, vault: Option<std::sync::Arc<Vault>>) -> Self {
-        Credentials { dir: dir.into(), cache: Mutex::default(), vault }
+    pub fn new(dir: impl Into<PathBuf>, vault: Option<std::sync::Arc<Vault>>, namespace: &str) -> Self {
+        Credentials { dir: dir.into(), cache: Mutex::default(), vault, namespace: namespace.to_owned() }
     }
 
     /// The headers to send, in order; the first that cannot be had is the error.
@@ -55,7 +57,10 @@ impl Credentials {
                 (Some(_), None) => self.mounted_secret(s)?,
                 (None, Some(v)) => {
                     let vault = self.vault.as_ref().ok_or_else(|| CredentialError::NoVault { header: s.name.clone(), path: v.path.clone() })?;
-                    vault.read(&v.path, &v.key, v.role.as_deref()).await.map_err(|source| CredentialError::Vault { header: s.name.clone(), source })?
+                    vault
+                        .read(&self.namespace, &v.path, &v.key, v.role.as_deref())
+                        .await
+                        .map_err(|source| CredentialError::Vault { header: s.name.clone(), source })?
                 }
                 _ => return Err(CredentialError::NoSource { header: s.name.clone() }),
             };
@@ -133,7 +138,7 @@ mod tests {
         let creds = root.path().join("credentials");
         std::fs::create_dir_all(creds.join("gh")).unwrap();
         std::fs::write(root.path().join("token"), "the-service-account-token").unwrap();
-        let c = Credentials::new(&creds, None);
+        let c = Credentials::new(&creds, None, "ns");
         for (name, key) in [("..", "token"), ("gh", "../../token"), ("gh", "/etc/hostname"), ("/etc", "hostname"), ("gh/..", "token"), ("..", "..")] {
             let err = c.resolve(&[source("Authorization", None, Some((name, key)), false)]).await.unwrap_err();
             assert!(matches!(err, CredentialError::BadReference { .. }), "{name}/{key}: {err}");
@@ -146,7 +151,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("gh")).unwrap();
         std::fs::write(dir.path().join("gh/token"), "s3cr3t\n").unwrap();
-        let c = Credentials::new(dir.path(), None);
+        let c = Credentials::new(dir.path(), None, "ns");
         let got = c.resolve(&[source("Authorization", Some("Bearer "), Some(("gh", "token")), false)]).await.unwrap();
         assert_eq!(got[0].0, "authorization");
         assert_eq!(got[0].1, "Bearer s3cr3t");

@@ -38,7 +38,11 @@ pub async fn run(config: Config) -> Result<()> {
         snapshot: snapshot.clone(),
         snapshot_swapped: tokio::sync::watch::Sender::new(()),
         upstream: upstream::Upstream::new(
-            credentials::Credentials::new(&config.credentials_dir, tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?),
+            credentials::Credentials::new(
+                &config.credentials_dir,
+                tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
+                &config.namespace,
+            ),
             config.max_upstream_answer,
             upstream::CaFiles { secrets: config.credentials_dir.clone(), config_maps: config.ca_dir.clone() },
         ),

@@ -119,7 +119,9 @@ fn main() -> Result<()> {
             let id = cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "jsonpath={.status.notifications[0].messageId}"])?;
             Ok(id.trim().split_once('/').map(|(c, t)| (c.to_owned(), t.to_owned())))
         })
-        .with_context(|| format!("the request records no Slack message: {}", cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "json"]).unwrap_or_default()))?;
+        .with_context(|| {
+            format!("the request records no Slack message: {}", cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "json"]).unwrap_or_default())
+        })?;
         let click = serde_json::json!({
             "type": "block_actions", "user": {"id": "U0DEMOAPPROVER"}, "trigger_id": "demo",
             "container": {"type": "message", "channel_id": record.0, "message_ts": record.1},

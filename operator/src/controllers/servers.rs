@@ -206,7 +206,7 @@ async fn header(client: &kube::Client, vault: Option<&Vault>, ns: &str, h: &Head
         }
         (None, Some(v)) => {
             let Some(vault) = vault else { return Ok(Err(Setup::NoVault { header: h.name.clone(), path: v.path.clone() })) };
-            match vault.read(&v.path, &v.key, None).await {
+            match vault.read(ns, &v.path, &v.key, None).await {
                 Ok(value) => value,
                 Err(source) => return Ok(Err(Setup::Vault { header: h.name.clone(), source })),
             }
