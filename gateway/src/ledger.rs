@@ -86,6 +86,7 @@ fn migrator() -> Migrator {
         m(1, "ledger", include_str!("../migrations/0001_ledger.sql")),
         m(2, "audit", include_str!("../migrations/0002_audit.sql")),
         m(3, "inflight", include_str!("../migrations/0003_inflight.sql")),
+        m(4, "slack_seen", include_str!("../migrations/0004_slack_seen.sql")),
     ])
 }
 
@@ -216,6 +217,21 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Whether a Slack request with `signature` is seen here for the first time (and remembers
+    /// it); requests older than `keep_us` are forgotten.
+    pub async fn first_sighting(&self, signature: &str, now_us: i64, keep_us: i64) -> Result<bool, LedgerError> {
+        sqlx::query("DELETE FROM slack_seen WHERE seen_us < $1").bind(now_us.saturating_sub(keep_us)).execute(&self.pool).await?;
+        let inserted = sqlx::query("INSERT INTO slack_seen (signature, seen_us) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(signature)
+            .bind(now_us)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+}
+
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 async fn open_in(tx: &mut Tx, call: &InFlight) -> Result<(), LedgerError> {
@@ -313,6 +329,18 @@ pub(crate) mod tests {
         assert!(matches!(l.reserve(vec![claim("ns/team", 100)], &call(1)).await, Err(LedgerError::Exhausted { spent: 120, .. })));
         l.settle_many(&[], &[(r1, 10, Row::default()), (r2, 0, Row::default())], Vec::new()).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_slack_request_is_new_once_to_every_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display());
+        let (a, b) = (Ledger::connect(&url).await.unwrap(), Ledger::connect(&url).await.unwrap());
+        assert!(a.first_sighting("v0=abc", 1_000_000, 600_000_000).await.unwrap());
+        assert!(!b.first_sighting("v0=abc", 2_000_000, 600_000_000).await.unwrap(), "a replay to the other replica is refused");
+        assert!(b.first_sighting("v0=def", 2_000_000, 600_000_000).await.unwrap());
+        // Forgotten once far older than Slack's window (by then its age refuses it anyway).
+        assert!(a.first_sighting("v0=abc", 700_000_000, 600_000_000).await.unwrap());
     }
 
     #[tokio::test]

@@ -38,7 +38,6 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: Arc::default(),
         instance,
         settling: tokio_util::task::TaskTracker::new(),
-        slack_replays: slack::Replays::default(),
     });
     tracing::info!(instance = gw.instance, "gateway starting");
     let ready = tollgate_runtime::admin::Readiness::default();

@@ -3,7 +3,7 @@
 //! `slack:<member id>`, `via: slack`, written as the gateway, which the API server's admission
 //! alone accepts for Slack decisions and checks as it checks `kubectl approve` (an approver of the
 //! workflow, once, while pending). Nothing is written unless Slack's signature holds, is fresh
-//! and was not seen before. The person who clicked is told what happened, in plain words.
+//! and was not seen before (by any replica). The person who clicked is told what happened, in plain words.
 
 use crate::state::Gateway;
 use bytes::Bytes;
@@ -14,7 +14,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ApprovalDecision, ApprovalRequest, ApprovalWorkflow, Verdict, Via};
@@ -23,19 +22,6 @@ use tollgate_mcp_client::transport::{self, Body, full};
 
 const MAX_BODY: usize = 64 << 10;
 const ATTEMPTS: usize = 3;
-
-/// Signatures seen in the last [`slack::MAX_AGE_SECONDS`]: the same request sent again is refused.
-#[derive(Default)]
-pub struct Replays(std::sync::Mutex<HashMap<String, i64>>);
-
-impl Replays {
-    /// Whether `signature` is new (and remembers it).
-    fn first(&self, signature: &str, now: i64) -> bool {
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, at| now - *at <= 2 * slack::MAX_AGE_SECONDS);
-        seen.insert(signature.to_owned(), now).is_none()
-    }
-}
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(full(body.to_owned()));
@@ -63,10 +49,20 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
         gw.metrics.tool_call("deny", "slack_unverified");
         return text(StatusCode::UNAUTHORIZED, &e.to_string());
     }
-    if !gw.slack_replays.first(signature.as_deref().unwrap_or_default(), now) {
-        tracing::warn!("Slack interaction replayed; refused");
-        gw.metrics.tool_call("deny", "slack_replayed");
-        return text(StatusCode::UNAUTHORIZED, "this request was already received");
+    // Remembered in the ledger's database, which every replica shares: a replay is refused by
+    // whichever replica it reaches.
+    let keep_us = 2 * slack::MAX_AGE_SECONDS * 1_000_000;
+    match gw.ledger.first_sighting(signature.as_deref().unwrap_or_default(), now * 1_000_000, keep_us).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("Slack interaction replayed; refused");
+            gw.metrics.tool_call("deny", "slack_replayed");
+            return text(StatusCode::UNAUTHORIZED, "this request was already received");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check a Slack interaction for a replay; refused");
+            return text(StatusCode::SERVICE_UNAVAILABLE, "the gateway cannot check this request for a replay now; try again");
+        }
     }
     let interaction = match slack::parse(&body) {
         Ok(i) => i,

@@ -82,7 +82,6 @@ pub struct Gateway {
     pub settled: tokio::sync::mpsc::Sender<crate::recorder::Entry>,
     /// This process, as its calls in flight and its heartbeat name it.
     pub instance: String,
-    pub slack_replays: crate::slack::Replays,
     /// Streams' settlements, awaited before the process stops.
     pub settling: tokio_util::task::TaskTracker,
 }
