@@ -226,5 +226,18 @@ fn a_model_providers_key_comes_from_vault_and_rotates_without_a_restart() -> Res
     assert!(!refused.to_string().contains("sk-"), "{refused}");
     let log = std::fs::read_to_string(&gateway.process.log)?;
     ensure!(!log.contains(OPENAI_KEY) && !log.contains("sk-rotated"), "a provider key leaked into the gateway's log");
+
+    // Vault unreachable: the call fails closed, saying where it looked, and the provider is not called.
+    let [down_port] = free_ports::<1>()?;
+    let down_env = [("TOLLGATE_VAULT_ADDR", "http://127.0.0.1:9"), ("TOLLGATE_VAULT_ROLE", "tollgate-gateway"), ("TOLLGATE_VAULT_JWT_FILE", jwt.to_str().context("path")?)];
+    let cut_off = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger-2.db")).display()), down_port, &down_env)?;
+    let before = fake.calls()?.len();
+    let down_sdk: Vec<(String, String)> =
+        sdk_env.iter().map(|(k, v)| (k.clone(), v.replace(&format!(":{}/", gateway.port), &format!(":{down_port}/")))).collect();
+    let down = model_client(&down_sdk, &chat)?.remove(0);
+    let message = down["message"].as_str().unwrap_or_default();
+    assert!(down["ok"] == false && message.contains("Vault at http://127.0.0.1:9") && message.contains(&format!("secret/data/{path}")), "{down}");
+    assert_eq!(fake.calls()?.len(), before, "the provider was called without its key");
+    drop(cut_off);
     Ok(())
 }
