@@ -229,7 +229,11 @@ fn a_model_providers_key_comes_from_vault_and_rotates_without_a_restart() -> Res
 
     // Vault unreachable: the call fails closed, saying where it looked, and the provider is not called.
     let [down_port] = free_ports::<1>()?;
-    let down_env = [("TOLLGATE_VAULT_ADDR", "http://127.0.0.1:9"), ("TOLLGATE_VAULT_ROLE", "tollgate-gateway"), ("TOLLGATE_VAULT_JWT_FILE", jwt.to_str().context("path")?)];
+    let down_env = [
+        ("TOLLGATE_VAULT_ADDR", "http://127.0.0.1:9"),
+        ("TOLLGATE_VAULT_ROLE", "tollgate-gateway"),
+        ("TOLLGATE_VAULT_JWT_FILE", jwt.to_str().context("path")?),
+    ];
     let cut_off = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger-2.db")).display()), down_port, &down_env)?;
     let before = fake.calls()?.len();
     let down_sdk: Vec<(String, String)> =
