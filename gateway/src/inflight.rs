@@ -109,18 +109,19 @@ pub async fn run(gw: Arc<Gateway>) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use crate::ledger::tests::call;
-    use crate::ledger::{Claim, INTERRUPTED, Ledger};
+    use crate::ledger::tests::{call, ledger};
+    use crate::ledger::{Claim, INTERRUPTED, InFlight};
+
+    /// A call of agent `ns/coder` served by `instance`.
+    fn coder_call(instance: &str, amount: i64) -> InFlight {
+        InFlight { instance: instance.into(), namespace: "ns".into(), agent: "coder".into(), ..call(amount) }
+    }
 
     #[tokio::test]
     async fn a_dead_instances_calls_are_settled_once_at_their_estimate() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display())).await.unwrap();
+        let (l, _dir) = ledger().await;
         let claim = Claim { budget: "ns/b".into(), period_start_us: 0, hard_limit: 1000 };
-        let mut dead = call(40);
-        dead.instance = "dead".into();
-        dead.namespace = "ns".into();
-        dead.agent = "coder".into();
+        let dead = coder_call("dead", 40);
         let mut alive = call(7);
         alive.instance = "alive".into();
         l.heartbeat("dead").await.unwrap();
@@ -143,8 +144,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_opened_and_settled_in_one_batch_leaves_its_row_and_nothing_in_flight() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display())).await.unwrap();
+        let (l, _dir) = ledger().await;
         let (quick, slow) = (call(3), call(5));
         let settled = crate::ledger::Reservation { id: quick.id, amount: 3, ..Default::default() };
         let row = crate::ledger::Row { namespace: "ns".into(), agent: "coder".into(), cost: 2, status: 200, ..Default::default() };
@@ -156,13 +156,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_settled_as_interrupted_is_not_settled_again_by_a_gateway_that_was_only_slow() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display())).await.unwrap();
+        let (l, _dir) = ledger().await;
         let claim = Claim { budget: "ns/b".into(), period_start_us: 0, hard_limit: 1000 };
-        let mut slow = call(40);
-        slow.instance = "slow".into();
-        slow.namespace = "ns".into();
-        slow.agent = "coder".into();
+        let slow = coder_call("slow", 40);
         let reservation = l.reserve(vec![claim], &slow).await.unwrap();
         // Its heartbeat went stale: another gateway settles the call at its estimate.
         assert_eq!(l.reclaim(jiff::Timestamp::now().as_microsecond() + 1).await.unwrap(), 1);

@@ -304,7 +304,7 @@ pub(crate) async fn record_in(tx: &mut Tx, row: &Row) -> Result<(), LedgerError>
 pub(crate) mod tests {
     use super::*;
 
-    async fn ledger() -> (Ledger, tempfile::TempDir) {
+    pub(crate) async fn ledger() -> (Ledger, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
         (Ledger::connect(&url).await.unwrap(), dir)
