@@ -10,7 +10,9 @@ Anthropic: POST /v1/messages                                  (x-api-key: ANTHRO
 
 Every answer says "Hello from <model>". Usage: input tokens = the request body's length // 10,
 output tokens = 5 (cached input tokens 0). The model "rate-limited" answers 429; "broken" answers
-500; "slow" streams its first event, then waits a second before the rest. The model "reviewer"
+500; "slow" streams its first event, then waits a second before the rest; if its last message is
+"hold:<tag>" it waits instead until `POST /release/<tag>` (at most a minute), so a test decides
+when the stream ends rather than racing a clock. The model "reviewer"
 plays an AI first reader: it answers a JSON verdict on the held call in its last message, deny
 (95 %) for a tool named like "drop", approve (90 %) for one named like "read", else approve
 unsure (40 %).
@@ -26,6 +28,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CALLS: list[dict] = []
 LOCK = threading.Lock()
+HELD: dict[str, threading.Event] = {}
+
+
+def gate(tag: str) -> threading.Event:
+    with LOCK:
+        return HELD.setdefault(tag, threading.Event())
 OUTPUT_TOKENS = 5
 
 
@@ -72,6 +80,9 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             body = {}
+        if self.path.startswith("/release/"):
+            gate(self.path.removeprefix("/release/")).set()
+            return self.reply(200, {"released": True})
         with LOCK:
             CALLS.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
         model = body.get("model", "")
@@ -93,6 +104,14 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}, {"retry-after": "0"})
             return self.messages(body, model, usage_in)
         self.reply(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+
+    @staticmethod
+    def pause(body: dict) -> None:
+        last = str((body.get("messages") or [{}])[-1].get("content", ""))
+        if last.startswith("hold:"):
+            gate(last.removeprefix("hold:")).wait(60)
+        else:
+            time.sleep(1)
 
     @staticmethod
     def review(body: dict) -> str:
@@ -117,7 +136,7 @@ class Handler(BaseHTTPRequestHandler):
         chunk = {**base, "object": "chat.completion.chunk"}
         self.event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
         if model == "slow":
-            time.sleep(1)
+            self.pause(body)
         for piece in (text[:5], text[5:]):
             self.event({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
         self.event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
@@ -156,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
         self.event({"type": "message_start", "message": start}, "message_start")
         self.event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")
         if model == "slow":
-            time.sleep(1)
+            self.pause(body)
         self.event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
         self.event({"type": "content_block_stop", "index": 0}, "content_block_stop")
         self.event({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": OUTPUT_TOKENS}},

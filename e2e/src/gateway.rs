@@ -106,6 +106,13 @@ impl FakeProvider {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Ends the stream of model `slow` whose last message was `hold:<tag>`.
+    pub fn release(&self, tag: &str) -> Result<()> {
+        let out = Command::new("curl").args(["-sf", "-X", "POST", &format!("http://127.0.0.1:{}/release/{tag}", self.port)]).output()?;
+        anyhow::ensure!(out.status.success(), "releasing {tag}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
     /// Every request it got: path, headers, body.
     pub fn calls(&self) -> Result<Vec<Value>> {
         let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/calls", self.port)]).output()?;

@@ -27,10 +27,10 @@ fn count(db: &Path, query: &str) -> Result<i64> {
     Ok(sql(db, query)?.first().and_then(|r| r.first()).and_then(Value::as_i64).unwrap_or(0))
 }
 
-/// A streamed chat call of the `slow` model (its first event, then a second's pause), read up
-/// to its first event.
-fn open_stream(port: u16, key: &str) -> Result<BufReader<TcpStream>> {
-    let body = json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+/// A streamed chat call of the `slow` model, read up to its first event; the fake provider holds
+/// the rest until the test releases `tag`.
+fn open_stream(port: u16, key: &str, tag: &str) -> Result<BufReader<TcpStream>> {
+    let body = json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": format!("hold:{tag}")}]}).to_string();
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -79,7 +79,7 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
 
     // Killed mid-stream: the call was reserved (and written in flight) before it was forwarded.
     let first = Gateway::start_with(cp, &url, port, &lease)?;
-    let stream = open_stream(port, &key)?;
+    let stream = open_stream(port, &key, "killed")?;
     ensure!(inflight()? == 1, "the call is in flight in the ledger before it is answered");
     let estimate = spent()?;
     ensure!(estimate > 0, "its estimate is reserved");
@@ -96,8 +96,13 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
     assert_eq!(audited, 1, "the interrupted call is in the audit store once");
 
     // Shut down mid-stream: the stream is finished and settled before the gateway exits.
-    let stream = open_stream(port, &key)?;
+    let stream = open_stream(port, &key, "terminated")?;
     second.process.terminate();
+    // Still serving the stream it has, and no longer taking calls, before the provider ends it.
+    wait_until(Duration::from_secs(10), Duration::from_millis(20), || Ok(TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())))
+        .context("a stopping gateway still takes connections")?;
+    ensure!(second.process.exited().is_none(), "the gateway exited with a stream in progress");
+    fake.release("terminated")?;
     let tail = rest(stream);
     assert!(tail.contains("[DONE]"), "the stream was cut off by a graceful stop: {tail}");
     wait_until(Duration::from_secs(15), Duration::from_millis(50), || Ok(second.process.exited()))
