@@ -95,12 +95,19 @@ impl Ledger {
     pub async fn connect(url: &str) -> Result<Ledger, LedgerError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite");
-        let pool = sqlx::any::AnyPoolOptions::new().max_connections(if sqlite { 1 } else { 8 }).connect(url).await?;
+        let mut options = sqlx::any::AnyPoolOptions::new().max_connections(if sqlite { 1 } else { 8 });
         if sqlite {
-            // A write-ahead log, synced at checkpoints: a commit costs no fsync of its own.
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
-            sqlx::query("PRAGMA synchronous = NORMAL").execute(&pool).await?;
+            // A write-ahead log, synced at checkpoints: a commit costs no fsync of its own. Set on
+            // every connection, so a connection the pool opens again later has it too.
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
         }
+        let pool = options.connect(url).await?;
         migrator().run(&pool).await?;
         // The chain's start, once.
         sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT DO NOTHING")

@@ -1,0 +1,135 @@
+//! Every SQL statement of the gateway, checked against both databases it runs on.
+//!
+//! The ledger runs the same SQL on SQLite and PostgreSQL through sqlx's Any driver, whose
+//! statements cannot be checked at compile time (`query!` needs one concrete database), so there
+//! is no `.sqlx` offline data to keep. What it would protect against, a statement that no longer
+//! fits the schema, is checked here instead, and against both databases: each statement in the
+//! gateway's source is prepared (described) on a freshly migrated SQLite and PostgreSQL, and what
+//! each database says of it (parameters, columns, their types) is kept in `statements.json`,
+//! committed, like the CRDs. A statement or migration changed without regenerating it fails
+//! here; `TOLLGATE_BLESS=1 cargo test -p tollgate-gateway --test statements` regenerates it.
+
+#![allow(clippy::unwrap_used)]
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use sqlx::{AnyPool, AssertSqlSafe, Column, Executor, SqlSafeStr, Statement, TypeInfo};
+use std::path::Path;
+
+/// The string literals passed to `sqlx::query`, `query_as` and `query_scalar` in `source`, outside
+/// its tests, as the compiler reads them (line continuations and escapes resolved).
+fn statements_in(source: &str) -> Result<Vec<String>> {
+    let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+    let mut found = Vec::new();
+    for start in ["sqlx::query(", "sqlx::query_as(", "sqlx::query_scalar("] {
+        let mut rest = code;
+        while let Some(at) = rest.find(start) {
+            rest = rest[at + start.len()..].trim_start();
+            let Some(literal) = rest.strip_prefix('"') else { bail!("a statement that is not a string literal: {}", &rest[..rest.len().min(60)]) };
+            let (sql, after) = unescape(literal)?;
+            found.push(sql);
+            rest = after;
+        }
+    }
+    // One written another way (a turbofish, a statement in a variable) would go unchecked.
+    let calls = code.matches("sqlx::query").count();
+    ensure!(calls == found.len(), "{calls} sqlx::query calls but {} statements read: write each as a literal argument", found.len());
+    Ok(found)
+}
+
+/// The literal's value, and what follows its closing quote.
+fn unescape(literal: &str) -> Result<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = literal.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok((out, &literal[i + 1..])),
+            '\\' => match chars.next() {
+                Some((_, '\n')) => {
+                    // A continuation: the newline and the next line's leading whitespace go.
+                    let rest = &literal[i + 2..];
+                    let skip = rest.len() - rest.trim_start().len();
+                    for _ in 0..rest[..skip].chars().count() {
+                        chars.next();
+                    }
+                }
+                Some((_, '"')) => out.push('"'),
+                Some((_, '\\')) => out.push('\\'),
+                Some((_, 'n')) => out.push('\n'),
+                other => bail!("an escape this check does not read: \\{other:?}"),
+            },
+            c => out.push(c),
+        }
+    }
+    bail!("an unterminated string literal")
+}
+
+/// What `pool`'s database says of `sql` once prepared: its parameters and columns, with their
+/// types (a type the Any driver cannot carry fails here, as it would on the first call).
+async fn describe(pool: &AnyPool, sql: &str) -> Result<Value> {
+    let statement = pool.prepare(AssertSqlSafe(sql.to_owned()).into_sql_str()).await.with_context(|| format!("preparing {sql}"))?;
+    let parameters = match statement.parameters() {
+        Some(sqlx::Either::Left(types)) => json!(types.iter().map(TypeInfo::name).collect::<Vec<_>>()),
+        Some(sqlx::Either::Right(n)) => json!(n),
+        None => Value::Null,
+    };
+    let columns: Vec<Value> = statement.columns().iter().map(|c| json!({"name": c.name(), "type": c.type_info().name()})).collect();
+    Ok(json!({"parameters": parameters, "columns": columns}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_prepares_on_sqlite_and_postgresql_as_recorded() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut statements = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(root.join("src"))?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
+    files.sort();
+    for file in files {
+        let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for sql in statements_in(&std::fs::read_to_string(&file)?)? {
+            statements.push((name.clone(), sql));
+        }
+    }
+    ensure!(statements.len() >= 20, "only {} statements found: the scan no longer reads the source", statements.len());
+
+    let dir = tempfile::tempdir()?;
+    let pg = tollgate_e2e::postgres::Postgres::start(dir.path())?;
+    let sqlite_url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+    let mut databases = Vec::new();
+    for (name, url) in [("sqlite", sqlite_url), ("postgres", pg.url())] {
+        // Connecting migrates: every migration applies on both.
+        tollgate_gateway::ledger::Ledger::connect(&url).await.with_context(|| format!("migrating {name}"))?;
+        databases.push((name, sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await?));
+    }
+    let mut recorded = Vec::new();
+    for (file, sql) in &statements {
+        let mut entry = json!({"file": file, "sql": sql});
+        for (name, pool) in &databases {
+            // A PRAGMA tunes SQLite's file, and is sent to SQLite only.
+            if *name == "postgres" && sql.starts_with("PRAGMA") {
+                continue;
+            }
+            entry[*name] = describe(pool, sql).await.with_context(|| format!("{file}: on {name}"))?;
+        }
+        recorded.push(entry);
+    }
+    let fresh = serde_json::to_string_pretty(&recorded)? + "\n";
+    let path = root.join("statements.json");
+    if std::env::var_os("TOLLGATE_BLESS").is_some() {
+        std::fs::write(&path, &fresh)?;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "{} is stale: a statement or a migration changed. Regenerate it with `TOLLGATE_BLESS=1 cargo test -p tollgate-gateway --test statements` and review the difference.",
+        path.display()
+    );
+    Ok(())
+}
+
+#[test]
+fn the_scan_reads_literals_as_the_compiler_does() {
+    let src = "let a = sqlx::query(\"SELECT 1 \\\n     FROM t WHERE x = '\\\"'\").bind(1);\nlet b: Vec<(i64,)> = sqlx::query_as(\n  \"SELECT y FROM u\").fetch_all(p);\n#[cfg(test)]\nsqlx::query(\"not this\")";
+    assert_eq!(statements_in(src).unwrap(), vec!["SELECT 1 FROM t WHERE x = '\"'".to_owned(), "SELECT y FROM u".to_owned()]);
+    assert!(statements_in("sqlx::query(&sql)").is_err(), "a statement built at run time is not checked, so it is refused");
+}
