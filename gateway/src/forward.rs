@@ -185,8 +185,9 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     }
     let mut warning = None;
     for ((name, b), c) in budgets.iter().zip(&claims) {
+        let held = reservation.spent.iter().find(|(budget, _)| *budget == c.budget).map_or(0, |(_, s)| *s);
         if let Some(soft) = b.soft_limit_usd.map(spend::usd_to_micros)
-            && gw.ledger.spent(&c.budget, c.period_start_us).await.unwrap_or(0) >= soft
+            && held >= soft
         {
             warning = Some(format!("budget {name} passed its soft limit of {:.2} USD", b.soft_limit_usd.unwrap_or_default()));
         }

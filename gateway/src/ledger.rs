@@ -39,6 +39,8 @@ pub struct Reservation {
     /// Its `inflight` row was written with the reservation (a call counted against a budget);
     /// otherwise the recorder writes it, in its next batch.
     pub registered: bool,
+    /// What each budget held once this call's estimate was taken, by budget.
+    pub spent: Vec<(String, Micros)>,
 }
 
 /// A call in flight, as its `inflight` row: what is settled, as interrupted, if the gateway
@@ -78,7 +80,12 @@ pub struct Row {
 #[derive(Clone)]
 pub struct Ledger {
     pub(crate) pool: AnyPool,
+    /// SQLite only: the connection that checkpoints its write-ahead log.
+    checkpointer: Option<AnyPool>,
 }
+
+/// Often enough that the log stays small (every call appends a few pages to it).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn migrator() -> Migrator {
     let m = |version, name: &str, sql: &'static str| Migration::new(version, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false);
@@ -103,18 +110,35 @@ impl Ledger {
                 Box::pin(async move {
                     sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    // Checkpoints (and their fsyncs) are the checkpointer's, on its own
+                    // connection: a commit that crossed the log's threshold would pay for one.
+                    sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
         }
         let pool = options.connect(url).await?;
+        let checkpointer = if sqlite { Some(sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await?) } else { None };
         migrator().run(&pool).await?;
         // The chain's start, once.
         sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT DO NOTHING")
             .bind(tollgate_core::audit_chain::GENESIS)
             .execute(&pool)
             .await?;
-        Ok(Ledger { pool })
+        Ok(Ledger { pool, checkpointer })
+    }
+
+    /// Copies SQLite's write-ahead log into the database file now and then, off the calls' path
+    /// (a passive checkpoint never waits for the writer, nor makes it wait). Nothing to do on
+    /// PostgreSQL.
+    pub async fn checkpoints(&self) {
+        let Some(pool) = &self.checkpointer else { return std::future::pending().await };
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await {
+                tracing::warn!(error = %e, "could not checkpoint the ledger's write-ahead log");
+            }
+        }
     }
 
     /// Takes `call.amount` from every budget of `claims`, or from none: the first budget already
@@ -125,36 +149,39 @@ impl Ledger {
         claims.dedup();
         let amount = call.amount;
         if claims.is_empty() {
-            return Ok(Reservation { id: call.id, claims, amount, registered: false });
+            return Ok(Reservation { id: call.id, claims, amount, registered: false, spent: Vec::new() });
         }
         let mut tx = self.pool.begin().await?;
         open_in(&mut tx, call).await?;
+        let mut spent = Vec::with_capacity(claims.len());
         for c in &claims {
-            sqlx::query("INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING")
-                .bind(&c.budget)
-                .bind(c.period_start_us)
-                .execute(&mut *tx)
-                .await?;
-            let taken =
-                sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros + $3 WHERE budget = $1 AND period_start_us = $2 AND spent_micros < $4")
+            // One statement per budget: the period's row made, or the call's estimate added to it,
+            // only while the budget is below its hard limit; what it then holds comes back.
+            let taken: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO budget_spend (budget, period_start_us, spent_micros) SELECT $1, $2, $3 WHERE CAST($4 AS BIGINT) > 0 \
+                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros + excluded.spent_micros \
+                 WHERE budget_spend.spent_micros < $4 RETURNING spent_micros",
+            )
+            .bind(&c.budget)
+            .bind(c.period_start_us)
+            .bind(amount)
+            .bind(c.hard_limit)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(now_spent) = taken else {
+                let held: Option<i64> = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
                     .bind(&c.budget)
                     .bind(c.period_start_us)
-                    .bind(amount)
-                    .bind(c.hard_limit)
-                    .execute(&mut *tx)
-                    .await?;
-            if taken.rows_affected() == 0 {
-                let spent: i64 = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
-                    .bind(&c.budget)
-                    .bind(c.period_start_us)
-                    .fetch_one(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
                 tx.rollback().await?;
-                return Err(LedgerError::Exhausted { budget: c.budget.clone(), spent, limit: c.hard_limit });
-            }
+                return Err(LedgerError::Exhausted { budget: c.budget.clone(), spent: held.unwrap_or(0), limit: c.hard_limit });
+            };
+            spent.push(now_spent);
         }
         tx.commit().await?;
-        Ok(Reservation { id: call.id, claims, amount, registered: true })
+        let spent = claims.iter().zip(spent).map(|(c, s)| (c.budget.clone(), s)).collect();
+        Ok(Reservation { id: call.id, claims, amount, registered: true, spent })
     }
 
     /// Settles many calls in one transaction: each reservation replaced by its cost, each call's
@@ -348,6 +375,18 @@ pub(crate) mod tests {
         assert!(b.first_sighting("v0=def", 2_000_000, 600_000_000).await.unwrap());
         // Forgotten once far older than Slack's window (by then its age refuses it anyway).
         assert!(a.first_sighting("v0=abc", 700_000_000, 600_000_000).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_reservation_says_what_each_budget_holds_and_a_zero_limit_takes_nothing() {
+        let (l, _dir) = ledger().await;
+        let r = l.reserve(vec![claim("ns/b", 1000), claim("ns/a", 100)], &call(30)).await.unwrap();
+        assert_eq!(r.spent, vec![("ns/a".to_owned(), 30), ("ns/b".to_owned(), 30)]);
+        let r = l.reserve(vec![claim("ns/a", 100)], &call(30)).await.unwrap();
+        assert_eq!(r.spent, vec![("ns/a".to_owned(), 60)]);
+        // A period not seen yet is refused at once by a budget of nothing.
+        assert!(matches!(l.reserve(vec![claim("ns/zero", 0)], &call(1)).await, Err(LedgerError::Exhausted { spent: 0, limit: 0, .. })));
+        assert_eq!(l.spent("ns/zero", 0).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -51,6 +51,7 @@ pub async fn run(config: Config) -> Result<()> {
         r = watch => r.context("watching agents, providers and budgets"),
         () = status::run(gw.clone()) => Ok(()),
         () = inflight::run(gw.clone()) => Ok(()),
+        () = gw.ledger.checkpoints() => Ok(()),
     };
     // What was settled is written before the process goes; then its heartbeat, so whatever it
     // still had in flight is settled by the next gateway at once.
