@@ -32,10 +32,28 @@ impl Gateway {
 
     /// On a given port, configured further by `env`.
     pub fn start_with(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)]) -> Result<Gateway> {
+        Self::spawn(cp, database_url, port, env, None)
+    }
+
+    /// With at most `open_files` file descriptors (RLIMIT_NOFILE), as a container's limit sets it.
+    pub fn start_with_file_limit(cp: &ControlPlane, database_url: &str, open_files: u32) -> Result<Gateway> {
+        let [port] = free_ports::<1>()?;
+        Self::spawn(cp, database_url, port, &[], Some(open_files))
+    }
+
+    fn spawn(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)], open_files: Option<u32>) -> Result<Gateway> {
         gateway_identity(cp)?;
         let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
         let [admin_port] = free_ports::<1>()?;
-        let mut cmd = Command::new(binary("tollgate-gateway", "tollgate-gateway")?);
+        let binary = binary("tollgate-gateway", "tollgate-gateway")?;
+        let mut cmd = match open_files {
+            None => Command::new(binary),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\""), &binary.to_string_lossy()]);
+                sh
+            }
+        };
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,tollgate_gateway=debug")
             .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))

@@ -163,6 +163,52 @@ fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
     Ok(())
 }
 
+/// An agent that opens connections until the gateway has no file descriptors left does not stop
+/// it (the listener used to end on the first failed accept, and the process with it): once the
+/// connections are gone, the gateway serves again.
+#[test]
+fn a_gateway_out_of_file_descriptors_serves_again_once_they_are_freed() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let (ns, key) = setup(cp, &fake, "gateway-fds", "")?;
+    let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
+    let gateway = Gateway::start_with_file_limit(cp, &ledger, 96)?;
+    let list = || -> Result<String> {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{}/openai/v1/models", gateway.url()),
+                "-H",
+                &format!("authorization: Bearer {key}"),
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    ensure!(list()? == "200", "the gateway does not serve before the test");
+    // Connections that send nothing, more than it has descriptors for.
+    let held: Vec<std::net::TcpStream> = (0..200).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", gateway.port)).ok()).collect();
+    let log = cp.dir().join(format!("gateway-{}.log", gateway.port));
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        if let Some(status) = gateway.process.exited() {
+            anyhow::bail!("the gateway exited when it ran out of file descriptors ({status}): {}", gateway.process.log_tail());
+        }
+        Ok(std::fs::read_to_string(&log)?.contains("cannot take connections").then_some(()))
+    })
+    .with_context(|| format!("{} connections held, and the gateway never ran out", held.len()))?;
+    drop(held);
+    wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok((list()? == "200").then_some(())))
+        .with_context(|| format!("the gateway does not serve again: {}", gateway.process.log_tail()))?;
+    ensure!(gateway.process.exited().is_none(), "the gateway exited");
+    Ok(())
+}
+
 /// 200 concurrent calls at a budget's limit, spread over the gateways (two replicas sharing one
 /// ledger, or one): spend never passes the hard limit by more than one call's estimate. A call of
 /// `cheap` is estimated at 10 output tokens × 2 = 20 micro-USD and costs 5 × 2 = 10: at most

@@ -20,7 +20,7 @@ pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, stop: impl Future<Output 
     tokio::pin!(stop);
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+            accepted = tollgate_runtime::accept(&listener) => accepted,
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);

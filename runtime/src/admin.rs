@@ -106,7 +106,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, ready: Readiness) ->
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin port {addr}"))?;
     tracing::info!(%addr, "admin listening");
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = crate::accept(&listener).await;
         let (metrics, ready) = (metrics.clone(), ready.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {

@@ -1,10 +1,13 @@
 //! What every Tollgate process shares: the admin port, logging, how it is asked to stop, and who
 //! it is to the API server.
 
+pub mod accept;
 pub mod admin;
 pub mod events;
 pub mod telemetry;
 pub mod watch;
+
+pub use accept::accept;
 
 /// Resolves on SIGINT or SIGTERM (what Kubernetes sends before it kills a container).
 pub async fn shutdown_signal() {

@@ -27,7 +27,7 @@ pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
         .header_read_timeout(std::time::Duration::from_secs(sidecar.config.header_read_timeout_seconds.max(1)));
     let builder = Arc::new(builder);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tollgate_runtime::accept(&listener).await;
         let _ = stream.set_nodelay(true);
         let sidecar = sidecar.clone();
         let builder = builder.clone();

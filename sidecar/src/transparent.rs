@@ -30,7 +30,7 @@ pub async fn serve(addr: SocketAddr, sc: Arc<Sidecar>) -> Result<()> {
     own.dedup();
     let own: Arc<[SocketAddr]> = own.into();
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = tollgate_runtime::accept(&listener).await;
         let _ = stream.set_nodelay(true);
         let original = original_destination(&stream);
         let span = tracing::info_span!("redirected", %peer, original = ?original);

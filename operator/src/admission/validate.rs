@@ -35,7 +35,7 @@ pub async fn serve(addr: SocketAddr, reuse_port: bool, tls: Arc<rustls::ServerCo
     tracing::info!(%addr, "webhook listening");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = tollgate_runtime::accept(&listener).await;
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
