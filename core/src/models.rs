@@ -75,6 +75,9 @@ pub enum Refusal {
     Unpriced { model: String, provider: String, budget: String },
     #[error("the request body is not a JSON object with a \"model\": {0}")]
     BadRequest(String),
+    /// The body itself did not arrive: too large (413), too slow (408) or cut off (400).
+    #[error("{reason}")]
+    BadBody { status: u16, reason: String },
     #[error("the gateway cannot reach its ledger: {0}")]
     Ledger(String),
     #[error("ModelProvider {provider} cannot be called: {reason}")]
@@ -88,6 +91,7 @@ impl Refusal {
             Refusal::Suspended { .. } | Refusal::ModelNotAllowed { .. } | Refusal::BudgetExhausted { .. } | Refusal::Unpriced { .. } => 403,
             Refusal::UnknownModel(_) => 404,
             Refusal::BadRequest(_) => 400,
+            Refusal::BadBody { status, .. } => *status,
             Refusal::Ledger(_) | Refusal::NotReady => 503,
             Refusal::Provider { .. } => 502,
         }
@@ -102,7 +106,7 @@ impl Refusal {
                     Refusal::NoKey | Refusal::BadKey => ("invalid_request_error", "invalid_api_key"),
                     Refusal::BudgetExhausted { .. } => ("insufficient_quota", "budget_exhausted"),
                     Refusal::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
-                    Refusal::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+                    Refusal::BadRequest(_) | Refusal::BadBody { .. } => ("invalid_request_error", "invalid_request"),
                     Refusal::Ledger(_) | Refusal::Provider { .. } | Refusal::NotReady => ("server_error", "unavailable"),
                     _ => ("permission_error", "permission_denied"),
                 };
@@ -113,7 +117,8 @@ impl Refusal {
                     401 => "authentication_error",
                     403 => "permission_error",
                     404 => "not_found_error",
-                    400 => "invalid_request_error",
+                    400 | 408 => "invalid_request_error",
+                    413 => "request_too_large",
                     _ => "api_error",
                 };
                 json!({"type": "error", "error": {"type": kind, "message": message}})

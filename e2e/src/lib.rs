@@ -6,6 +6,7 @@ pub mod certs;
 mod components;
 mod control_plane;
 pub mod gateway;
+pub mod http;
 pub mod kubelet;
 mod mcp;
 pub mod netns;

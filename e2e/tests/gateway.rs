@@ -209,6 +209,32 @@ fn a_gateway_out_of_file_descriptors_serves_again_once_they_are_freed() -> Resul
     Ok(())
 }
 
+/// A client that sends its headers and then its body a little at a time, or never, is answered
+/// 408 once the body's deadline passes, on every endpoint: the Slack one is anyone's to call,
+/// and connections held open for ever would take the gateway's descriptors from every agent.
+#[test]
+fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let (ns, key) = setup(cp, &fake, "gateway-dribble", "")?;
+    let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
+    let [port] = tollgate_e2e::free_ports::<1>()?;
+    let env = [("TOLLGATE_REQUEST_BODY_SECONDS", "1"), ("TOLLGATE_SLACK_SIGNING_SECRET", "e2e-signing-secret")];
+    let gateway = Gateway::start_with(cp, &ledger, port, &env)?;
+    let auth = format!("Bearer {key}");
+    for (path, headers) in
+        [("/openai/v1/chat/completions", vec![("authorization", auth.as_str())]), ("/slack/interactions", vec![]), ("/audit/v1/batches", vec![])]
+    {
+        let started = std::time::Instant::now();
+        let status = tollgate_e2e::http::dribble(gateway.port, path, &headers, Duration::from_secs(10))?;
+        // The audit endpoint refuses a caller without a token before it reads a byte of the body.
+        let expected = if path.starts_with("/audit") { "HTTP/1.1 401" } else { "HTTP/1.1 408" };
+        assert!(status.starts_with(expected), "{path}: answered {status:?} after {:?}", started.elapsed());
+    }
+    Ok(())
+}
+
 /// 200 concurrent calls at a budget's limit, spread over the gateways (two replicas sharing one
 /// ledger, or one): spend never passes the hard limit by more than one call's estimate. A call of
 /// `cheap` is estimated at 10 output tokens × 2 = 20 micro-USD and costs 5 × 2 = 10: at most

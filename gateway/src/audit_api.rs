@@ -6,7 +6,6 @@
 
 use crate::audit_store::{Query, Source};
 use crate::state::Gateway;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -15,7 +14,8 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessRevie
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tollgate_mcp_client::transport::{Body, full};
+use std::time::Duration;
+use tollgate_mcp_client::transport::{self, Body, full};
 
 /// The largest batch accepted.
 const MAX_BATCH: usize = 8 << 20;
@@ -161,9 +161,9 @@ async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<B
     if !is_agent {
         return error(StatusCode::FORBIDDEN, &format!("{user} is not the service account of any ManagedAgent"));
     }
-    let bytes = match Limited::new(req.into_body(), MAX_BATCH).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("batch refused: {e}")),
+    let bytes = match transport::read_request(req.into_body(), MAX_BATCH, Duration::from_secs(gw.config.request_body_seconds)).await {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), &format!("batch refused: {e}")),
     };
     let batch: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,

@@ -7,7 +7,6 @@ use crate::ledger::{Claim, InFlight, LedgerError, Reservation, Row};
 use crate::state::Gateway;
 use crate::stream;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -124,11 +123,9 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     }
     let pod = req.headers().get("x-tollgate-pod").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let client_headers = req.headers().clone();
-    let bytes = Limited::new(req.into_body(), gw.config.max_body)
-        .collect()
+    let bytes = transport::read_request(req.into_body(), gw.config.max_body, Duration::from_secs(gw.config.request_body_seconds))
         .await
-        .map_err(|e| Refusal::BadRequest(format!("{e} (the limit is {} bytes)", gw.config.max_body)))?
-        .to_bytes();
+        .map_err(|e| Refusal::BadBody { status: e.status().as_u16(), reason: e.to_string() })?;
     let mut body: Value = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let requested = body.get("model").and_then(Value::as_str).ok_or_else(|| Refusal::BadRequest("no \"model\"".into()))?.to_owned();
     span.record("model", requested.as_str());

@@ -7,7 +7,6 @@
 
 use crate::state::Gateway;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -39,9 +38,10 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (timestamp, signature) = (header("x-slack-request-timestamp"), header("x-slack-signature"));
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+    // Before anything is known of who sent it: whoever can reach the gateway can send this.
+    let body = match transport::read_request(req.into_body(), MAX_BODY, Duration::from_secs(gw.config.request_body_seconds)).await {
+        Ok(b) => b,
+        Err(e) => return text(e.status(), &e.to_string()),
     };
     let now = jiff::Timestamp::now().as_second();
     if let Err(e) = slack::verify(secret.0.as_bytes(), timestamp.as_deref(), signature.as_deref(), &body, now) {

@@ -22,6 +22,9 @@ pub struct Config {
     /// Largest request body accepted from an agent.
     #[arg(long, env = "TOLLGATE_MAX_BODY", default_value_t = 16 << 20)]
     pub max_body: usize,
+    /// Seconds a client may take to send a request's body, once its headers are in.
+    #[arg(long, env = "TOLLGATE_REQUEST_BODY_SECONDS", default_value_t = 30)]
+    pub request_body_seconds: u64,
     /// Largest non-streamed answer read from a provider.
     #[arg(long, env = "TOLLGATE_MAX_ANSWER", default_value_t = 64 << 20)]
     pub max_answer: usize,

@@ -99,6 +99,43 @@ where
     }
 }
 
+/// A client's request body refused: too large, too slow, or cut off.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the request body did not arrive within {0} s")]
+    TooSlow(u64),
+    #[error("the request body broke off: {0}")]
+    BrokeOff(String),
+}
+
+impl RequestBodyError {
+    pub fn status(&self) -> hyper::StatusCode {
+        match self {
+            RequestBodyError::TooLarge(_) => hyper::StatusCode::PAYLOAD_TOO_LARGE,
+            RequestBodyError::TooSlow(_) => hyper::StatusCode::REQUEST_TIMEOUT,
+            RequestBodyError::BrokeOff(_) => hyper::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A client's request body, read to its end within `limit` bytes and `within` of now. Headers
+/// have a deadline of their own (the server's); without one for the body, a client that sends
+/// its headers and then dribbles, or nothing, holds a connection, a task and a descriptor for
+/// ever, and enough of them take the server's descriptors from everyone.
+pub async fn read_request<B>(body: B, limit: usize, within: std::time::Duration) -> Result<Bytes, RequestBodyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    read_body(body, limit, tokio::time::Instant::now() + within).await.map_err(|e| match e {
+        ReadError::Timeout => RequestBodyError::TooSlow(within.as_secs()),
+        ReadError::TooLarge(n) => RequestBodyError::TooLarge(n),
+        ReadError::BrokeOff(e) => RequestBodyError::BrokeOff(e),
+    })
+}
+
 /// The innermost cause of an error: what a person can act on ("connection refused").
 pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;

@@ -6,7 +6,6 @@ use crate::body::{Body, json, refused};
 use crate::state::Sidecar;
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
@@ -14,7 +13,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tollgate_core::jsonrpc;
+use tollgate_mcp_client::transport;
 
 pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
@@ -165,12 +166,9 @@ async fn decide(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<St
     };
     let (parts, body) = req.into_parts();
     let bytes = if is_post {
-        match Limited::new(body, sc.config.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                let msg = format!("request body refused: {e} (the limit is {} bytes)", sc.config.max_body);
-                return json(StatusCode::PAYLOAD_TOO_LARGE, jsonrpc::error_response(None, -32600, &msg));
-            }
+        match transport::read_request(body, sc.config.max_body, Duration::from_secs(sc.config.request_body_seconds)).await {
+            Ok(b) => b,
+            Err(e) => return json(e.status(), jsonrpc::error_response(None, -32600, &format!("request refused: {e}"))),
         }
     } else {
         Bytes::new()

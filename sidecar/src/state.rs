@@ -35,6 +35,9 @@ pub struct Config {
     /// Seconds a client may take to send a request's headers.
     #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
     pub header_read_timeout_seconds: u64,
+    /// Seconds a client may take to send a request's body, once its headers are in.
+    #[arg(long, env = "TOLLGATE_REQUEST_BODY_SECONDS", default_value_t = 30)]
+    pub request_body_seconds: u64,
     /// Seconds between progress notifications while a call waits for approval.
     #[arg(long, default_value_t = 5)]
     pub progress_interval_seconds: u64,
