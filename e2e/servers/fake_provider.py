@@ -10,9 +10,9 @@ Anthropic: POST /v1/messages                                  (x-api-key: ANTHRO
 
 Every answer says "Hello from <model>". Usage: input tokens = the request body's length // 10,
 output tokens = 5 (cached input tokens 0). The model "rate-limited" answers 429; "broken" answers
-500; "slow" streams its first event, then waits a second before the rest; if its last message is
-"hold:<tag>" it waits instead until `POST /release/<tag>` (at most a minute), so a test decides
-when the stream ends rather than racing a clock. The model "reviewer"
+500; "slow" streams its first event, then waits a second before the rest. A stream of any model whose
+last message is "hold:<tag>" waits after its first events until `POST /release/<tag>` (at most a
+minute), so a test decides when the stream ends rather than racing a clock. The model "reviewer"
 plays an AI first reader: it answers a JSON verdict on the held call in its last message, deny
 (95 %) for a tool named like "drop", approve (90 %) for one named like "read", else approve
 unsure (40 %).
@@ -106,11 +106,11 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
     @staticmethod
-    def pause(body: dict) -> None:
+    def pause(body: dict, model: str) -> None:
         last = str((body.get("messages") or [{}])[-1].get("content", ""))
         if last.startswith("hold:"):
             gate(last.removeprefix("hold:")).wait(60)
-        else:
+        elif model == "slow":
             time.sleep(1)
 
     @staticmethod
@@ -135,8 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         self.start_stream()
         chunk = {**base, "object": "chat.completion.chunk"}
         self.event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-        if model == "slow":
-            self.pause(body)
+        self.pause(body, model)
         for piece in (text[:5], text[5:]):
             self.event({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
         self.event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
@@ -174,8 +173,7 @@ class Handler(BaseHTTPRequestHandler):
         start = {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": usage_in, "output_tokens": 1}}
         self.event({"type": "message_start", "message": start}, "message_start")
         self.event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")
-        if model == "slow":
-            self.pause(body)
+        self.pause(body, model)
         self.event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
         self.event({"type": "content_block_stop", "index": 0}, "content_block_stop")
         self.event({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": OUTPUT_TOKENS}},

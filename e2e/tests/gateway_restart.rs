@@ -27,15 +27,15 @@ fn count(db: &Path, query: &str) -> Result<i64> {
     Ok(sql(db, query)?.first().and_then(|r| r.first()).and_then(Value::as_i64).unwrap_or(0))
 }
 
-/// A streamed chat call of the `slow` model, read up to its first event; the fake provider holds
-/// the rest until the test releases `tag`.
-fn open_stream(port: u16, key: &str, tag: &str) -> Result<BufReader<TcpStream>> {
-    let body = json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": format!("hold:{tag}")}]}).to_string();
+/// A streamed call POSTed to `path`, read up to its first event; the fake provider holds the rest
+/// until the test releases the tag its last message names (`hold:<tag>`).
+fn open(port: u16, path: &str, auth: &str, body: &Value) -> Result<BufReader<TcpStream>> {
+    let body = body.to_string();
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nhost: gw\r\n{auth}\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut reader = BufReader::new(s);
@@ -49,6 +49,18 @@ fn open_stream(port: u16, key: &str, tag: &str) -> Result<BufReader<TcpStream>> 
             return Ok(reader);
         }
     }
+}
+
+/// A streamed chat call of the `slow` model.
+fn open_stream(port: u16, key: &str, tag: &str) -> Result<BufReader<TcpStream>> {
+    let body = json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": format!("hold:{tag}")}]});
+    open(port, "/openai/v1/chat/completions", &format!("authorization: Bearer {key}"), &body)
+}
+
+/// A streamed Anthropic message of `claude-sonnet-4-5`.
+fn open_anthropic_stream(port: u16, key: &str, tag: &str) -> Result<BufReader<TcpStream>> {
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 1000, "stream": true, "messages": [{"role": "user", "content": format!("hold:{tag}")}]});
+    open(port, "/anthropic/v1/messages", &format!("x-api-key: {key}"), &body)
 }
 
 fn rest(mut reader: BufReader<TcpStream>) -> String {
@@ -113,5 +125,32 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
     ensure!(served > 0 && served < estimate, "the finished call is charged its actual usage ({served}), not its estimate ({estimate})");
     assert_eq!(spent()?, estimate + served, "the budget holds exactly what the ledger charged");
     assert_eq!(charged()?, estimate + served);
+    Ok(())
+}
+
+/// A client that leaves an Anthropic stream after its first event (`message_start`, which counts
+/// one output token) is charged the call's reservation, not that one token: the provider runs,
+/// and bills, the whole answer.
+#[test]
+fn a_stream_the_client_leaves_early_costs_its_reservation() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: sonnet}\nspec: {period: Total, hardLimitUSD: 1.0}\n";
+    let (ns, key) = setup(cp, &fake, "gateway-left", budget)?;
+    let db = cp.dir().join(format!("{ns}-ledger.db"));
+    let [port] = free_ports::<1>()?;
+    let _gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &[])?;
+    let stream = open_anthropic_stream(port, &key, "left")?;
+    let estimate = count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/sonnet'")?;
+    ensure!(estimate > 0, "its estimate is reserved");
+    drop(stream);
+    fake.release("left")?;
+    let charged = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        let rows = sql(&db, &format!("SELECT cost_micros FROM ledger WHERE namespace = '{ns}'"))?;
+        Ok(rows.first().and_then(|r| r.first()).and_then(Value::as_i64))
+    })
+    .context("the call left early was never settled")?;
+    assert_eq!(charged, estimate, "charged what its first event said, not its reservation");
     Ok(())
 }

@@ -277,7 +277,10 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
         let (tx, rx) = tokio::sync::oneshot::channel();
         gw.settling.spawn(async move {
             let end: stream::End = rx.await.unwrap_or_default();
-            settlement.finish(end.usage, started.elapsed()).await;
+            // Usage seen in a stream that did not finish is only its beginning (Anthropic's
+            // `message_start` counts one output token): the provider bills what it ran, so a
+            // stream cut short, by the client or the provider, costs its whole reservation.
+            settlement.finish(if end.finished { end.usage } else { None }, started.elapsed()).await;
         });
         return out.body(stream::metered(incoming, api, strip_usage, tx)).map_err(|e| Refusal::BadRequest(e.to_string()));
     }
