@@ -35,6 +35,19 @@ pub struct Resolved<'a> {
     pub pricing: Option<&'a Pricing>,
 }
 
+/// Longest model name a request may give. Provider model names are short; a longer one is an
+/// agent writing what it likes into every log line, refusal and audit record that names it.
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// The model a request body asks for.
+pub fn requested_model(body: &serde_json::Value) -> Result<&str, Refusal> {
+    let name = body.get("model").and_then(serde_json::Value::as_str).ok_or_else(|| Refusal::BadRequest("no \"model\"".into()))?;
+    if name.len() > MAX_MODEL_NAME {
+        return Err(Refusal::BadRequest(format!("the model name is {} bytes long; at most {MAX_MODEL_NAME}", name.len())));
+    }
+    Ok(name)
+}
+
 /// The model `requested` names (its name or an alias), among providers that serve `api`; the
 /// first provider (by name) that has it wins.
 pub fn resolve<'a>(requested: &str, api: Api, providers: &'a [(String, ModelProviderSpec)]) -> Option<Resolved<'a>> {
@@ -133,6 +146,16 @@ impl Refusal {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn a_request_names_its_model_briefly() {
+        assert_eq!(requested_model(&json!({"model": "gpt-4o"})).unwrap(), "gpt-4o");
+        for body in [json!({}), json!({"model": 4}), json!({"model": "x".repeat(MAX_MODEL_NAME + 1)})] {
+            let r = requested_model(&body).unwrap_err();
+            assert_eq!(r.status(), 400);
+            assert!(r.to_string().len() < 200, "the refusal repeats what it refuses: {r}");
+        }
+    }
 
     fn providers() -> Vec<(String, ModelProviderSpec)> {
         let p = |v: Value| -> ModelProviderSpec { serde_json::from_value(v).unwrap() };

@@ -75,7 +75,7 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     })
     .context("the sidecar's records in the store")?;
     // The identity is the one the API server vouched for, not what a record says.
-    assert!(records.iter().all(|r| r["record"]["source"] == json!({"namespace": ns, "serviceAccount": "coder"})), "{records:?}");
+    assert!(records.iter().all(|r| r["record"]["source"] == json!({"namespace": ns, "serviceAccount": "coder", "writer": "sidecar"})), "{records:?}");
     assert!(records.iter().any(|r| r["record"]["tool"] == "delete_everything" && r["record"]["decision"] == "deny"));
 
     // The gateway is killed (SIGKILL) while the sidecar ships; calls go on; it comes back on its
@@ -102,6 +102,14 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     assert!(status == 403 && body.contains("not the service account of any ManagedAgent"), "{status}: {body}");
     let (status, _) = audit_api(&gateway, "POST", "/audit/v1/batches", "not-a-token", Some(&forged))?;
     assert_eq!(status, 401);
+    // The agent's own account is refused what is not a batch of records, and more than a batch.
+    let own = std::fs::read_to_string(&token)?;
+    let not_records = json!({"batch_id": "y", "records": [{"kind": "decision"}, 1]}).to_string();
+    let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", own.trim(), Some(&not_records))?;
+    assert!(status == 400 && body.contains("record 1 is not a JSON object"), "{status}: {body}");
+    let flood = json!({"batch_id": "z", "records": vec![json!({}); 1001]}).to_string();
+    let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", own.trim(), Some(&flood))?;
+    assert!(status == 413 && body.contains("at most 1000"), "{status}: {body}");
 
     // The chain is whole; exported, it checks offline too.
     let (_, verdict) = audit_api(&gateway, "GET", "/audit/v1/verify", &admin, None)?;

@@ -19,6 +19,8 @@ use tollgate_mcp_client::transport::{self, Body, full};
 
 /// The largest batch accepted.
 const MAX_BATCH: usize = 8 << 20;
+/// Twice what a sidecar sends in one batch.
+const MAX_RECORDS: usize = 1000;
 
 fn answer(status: StatusCode, body: Value) -> Response<Body> {
     let mut r = Response::new(full(body.to_string()));
@@ -155,7 +157,7 @@ async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<B
     let Some((namespace, service_account)) = user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) else {
         return error(StatusCode::FORBIDDEN, &format!("{user} is not a service account"));
     };
-    let source = Source { namespace: namespace.to_owned(), service_account: service_account.to_owned() };
+    let source = Source { namespace: namespace.to_owned(), service_account: service_account.to_owned(), shipped: true };
     let index = gw.index.load();
     let is_agent = index.agents.values().any(|a| a.namespace == source.namespace && a.spec.service_account_name == source.service_account);
     if !is_agent {
@@ -172,6 +174,13 @@ async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<B
     let (Some(id), Some(records)) = (batch["batch_id"].as_str(), batch["records"].as_array()) else {
         return error(StatusCode::BAD_REQUEST, "a batch is {\"batch_id\": \"...\", \"records\": [...]}");
     };
+    // One batch is one transaction on the ledger every call shares: bounded, like a sidecar's.
+    if records.len() > MAX_RECORDS {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("batch refused: {} records, at most {MAX_RECORDS} in one batch", records.len()));
+    }
+    if let Some(i) = records.iter().position(|r| !r.is_object()) {
+        return error(StatusCode::BAD_REQUEST, &format!("batch refused: record {i} is not a JSON object"));
+    }
     // Batch ids are the sender's; scoped by its identity, one agent cannot suppress another's.
     let scoped = format!("{namespace}/{service_account}/{id}");
     match gw.ledger.append_audit(&scoped, &source, records.clone()).await {

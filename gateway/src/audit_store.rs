@@ -10,6 +10,9 @@ use tollgate_core::audit_chain::{self, Link};
 pub struct Source {
     pub namespace: String,
     pub service_account: String,
+    /// Shipped by that account's sidecar, rather than written by the gateway itself (its model
+    /// calls): a shipped record saying it is a model call is told apart from the gateway's own.
+    pub shipped: bool,
 }
 
 /// What a query selects; empty fields select everything.
@@ -90,7 +93,10 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
     let records: Vec<Value> = records
         .into_iter()
         .map(|(s, mut r)| {
-            r["source"] = serde_json::json!({"namespace": s.namespace, "serviceAccount": s.service_account});
+            let writer = if s.shipped { "sidecar" } else { "gateway" };
+            if let Some(o) = r.as_object_mut() {
+                o.insert("source".into(), serde_json::json!({"namespace": s.namespace, "serviceAccount": s.service_account, "writer": writer}));
+            }
             r
         })
         .collect();
@@ -135,7 +141,7 @@ mod tests {
     async fn batches_chain_once_and_an_altered_row_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display())).await.unwrap();
-        let src = Source { namespace: "team-a".into(), service_account: "coder".into() };
+        let src = Source { namespace: "team-a".into(), service_account: "coder".into(), shipped: true };
         let rec = |tool: &str| json!({"kind": "decision", "tool": tool, "decision": "allow", "agent": {"name": "coder"}});
         assert!(l.append_audit("b1", &src, vec![rec("a"), rec("b")]).await.unwrap());
         assert!(!l.append_audit("b1", &src, vec![rec("a"), rec("b")]).await.unwrap(), "the same batch twice is stored once");

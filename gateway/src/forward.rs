@@ -78,7 +78,8 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
                     "status": r.status(),
                     "reason": r.to_string(),
                 });
-                let source = crate::audit_store::Source { namespace: agent.namespace.clone(), service_account: agent.spec.service_account_name.clone() };
+                let source =
+                    crate::audit_store::Source { namespace: agent.namespace.clone(), service_account: agent.spec.service_account_name.clone(), shipped: false };
                 if gw.settled.send(crate::recorder::Entry::Refusal(source, record)).await.is_err() {
                     tracing::error!("the ledger writer has stopped: a refusal was not audited");
                 }
@@ -127,7 +128,7 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
         .await
         .map_err(|e| Refusal::BadBody { status: e.status().as_u16(), reason: e.to_string() })?;
     let mut body: Value = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-    let requested = body.get("model").and_then(Value::as_str).ok_or_else(|| Refusal::BadRequest("no \"model\"".into()))?.to_owned();
+    let requested = models::requested_model(&body)?.to_owned();
     span.record("model", requested.as_str());
     who.model = Some(requested.clone());
     let resolved = models::resolve(&requested, api, providers).ok_or_else(|| Refusal::UnknownModel(requested.clone()))?;
@@ -219,7 +220,8 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     let credential = match gw.credentials.get(&gw.client, &agent.namespace, resolved.spec.credentials.as_ref()).await {
         Ok(c) => c,
         Err(reason) => {
-            release(502).finish(None, Duration::ZERO).await;
+            // Nothing was sent: nothing is charged.
+            release(502).finish(Some(Usage::default()), Duration::ZERO).await;
             return Err(Refusal::Provider { provider: resolved.provider.to_owned(), reason });
         }
     };
@@ -251,11 +253,14 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     let resp = match tokio::time::timeout(timeout, gw.http.request(upstream)).await {
         Ok(Ok(r)) => r,
         outcome => {
-            let reason = match outcome {
-                Ok(Err(e)) => format!("unreachable: {}", transport::root_cause(&e)),
-                _ => format!("no answer within {}s", timeout.as_secs()),
+            // A provider never connected to ran nothing; one that took the request and did not
+            // answer in time may have run it all.
+            let (reason, usage) = match outcome {
+                Ok(Err(e)) if e.is_connect() => (format!("unreachable: {}", transport::root_cause(&e)), Some(Usage::default())),
+                Ok(Err(e)) => (format!("unreachable: {}", transport::root_cause(&e)), None),
+                _ => (format!("no answer within {}s", timeout.as_secs()), None),
             };
-            release(502).finish(None, started.elapsed()).await;
+            release(502).finish(usage, started.elapsed()).await;
             return Err(Refusal::Provider { provider: resolved.provider.to_owned(), reason });
         }
     };
@@ -379,7 +384,8 @@ impl Settlement {
             "costUSD": spend::micros_to_usd(row.cost),
             "durationMs": row.latency_ms,
         });
-        let source = crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone() };
+        let source =
+            crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone(), shipped: false };
         let settled = crate::recorder::Settled { reservation: self.reservation, cost, row, audit: (source, record) };
         if self.gw.settled.send(crate::recorder::Entry::Call(Box::new(settled))).await.is_err() {
             tracing::error!("the ledger writer has stopped: a settled call was not recorded");

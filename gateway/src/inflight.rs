@@ -74,7 +74,7 @@ impl crate::ledger::Ledger {
                 "reason": "interrupted: the gateway serving the call stopped before it was settled; charged its reserved estimate",
                 "costUSD": spend::micros_to_usd(amount),
             });
-            crate::audit_store::append_in(&mut tx, vec![(Source { namespace, service_account }, record)]).await?;
+            crate::audit_store::append_in(&mut tx, vec![(Source { namespace, service_account, shipped: false }, record)]).await?;
             tx.commit().await?;
             settled += 1;
         }
