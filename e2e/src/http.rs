@@ -20,3 +20,18 @@ pub fn dribble(port: u16, path: &str, headers: &[(&str, &str)], wait: Duration) 
     BufReader::new(s).read_line(&mut line).with_context(|| format!("POST {path}: no answer within {wait:?} to a body that never ends"))?;
     Ok(line.trim_end().to_owned())
 }
+
+/// Connects and sends nothing; how long until the server closes the connection (`None` when it
+/// is still open after `wait`).
+pub fn silent(port: u16, wait: Duration) -> Result<Option<Duration>> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(wait))?;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    Ok(match s.read(&mut buf) {
+        Ok(_) => Some(started.elapsed()),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+        Err(_) => Some(started.elapsed()),
+    })
+}

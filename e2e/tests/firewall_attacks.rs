@@ -479,6 +479,9 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
     let mut buf = Vec::new();
     let _ = slowloris.read_to_end(&mut buf);
     assert!(started.elapsed() < Duration::from_secs(5), "a client that never finished its headers was kept {:?}", started.elapsed());
+    // Nor one that connects and says nothing.
+    let closed = tollgate_e2e::http::silent(port, Duration::from_secs(10))?;
+    assert!(closed.is_some_and(|t| t < Duration::from_secs(5)), "a silent connection was kept: closed after {closed:?}");
     // Nor one that never finishes its body.
     let status = tollgate_e2e::http::dribble(port, "/mcp/hostile", &[], Duration::from_secs(10))?;
     assert!(status.starts_with("HTTP/1.1 408"), "a client that never finished its body was answered {status:?}");

@@ -210,7 +210,7 @@ fn a_gateway_out_of_file_descriptors_serves_again_once_they_are_freed() -> Resul
 }
 
 /// A client that sends its headers and then its body a little at a time, or never, is answered
-/// 408 once the body's deadline passes, on every endpoint: the Slack one is anyone's to call,
+/// 408 once the body's deadline passes, on every endpoint, and one that sends nothing is cut off: the Slack one is anyone's to call,
 /// and connections held open for ever would take the gateway's descriptors from every agent.
 #[test]
 fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
@@ -220,7 +220,7 @@ fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
     let (ns, key) = setup(cp, &fake, "gateway-dribble", "")?;
     let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
     let [port] = tollgate_e2e::free_ports::<1>()?;
-    let env = [("TOLLGATE_REQUEST_BODY_SECONDS", "1"), ("TOLLGATE_SLACK_SIGNING_SECRET", "e2e-signing-secret")];
+    let env = [("TOLLGATE_REQUEST_BODY_SECONDS", "1"), ("TOLLGATE_HEADER_READ_TIMEOUT_SECONDS", "1"), ("TOLLGATE_SLACK_SIGNING_SECRET", "e2e-signing-secret")];
     let gateway = Gateway::start_with(cp, &ledger, port, &env)?;
     let auth = format!("Bearer {key}");
     for (path, headers) in
@@ -232,6 +232,9 @@ fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
         let expected = if path.starts_with("/audit") { "HTTP/1.1 401" } else { "HTTP/1.1 408" };
         assert!(status.starts_with(expected), "{path}: answered {status:?} after {:?}", started.elapsed());
     }
+    // Nor does one that connects and says nothing at all.
+    let closed = tollgate_e2e::http::silent(gateway.port, Duration::from_secs(10))?;
+    assert!(closed.is_some_and(|t| t < Duration::from_secs(5)), "a silent connection was kept: closed after {closed:?}");
     Ok(())
 }
 

@@ -13,8 +13,11 @@ use std::time::Duration;
 pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, stop: impl Future<Output = ()>, drain: Duration) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "model gateway listening");
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+    // HTTP/1 only, as the SDKs and Slack speak it: working out the version of a connection that
+    // sends nothing has no deadline (it held the connection for ever), and HTTP/2 would let one
+    // connection carry hundreds of request bodies at once.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(gw.config.header_read_timeout_seconds.max(1)));
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);

@@ -22,6 +22,10 @@ pub struct Config {
     /// Largest request body accepted from an agent.
     #[arg(long, env = "TOLLGATE_MAX_BODY", default_value_t = 16 << 20)]
     pub max_body: usize,
+    /// Seconds a client may take to send a request's headers (from connecting, or from its last
+    /// answer on a kept-alive connection).
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_read_timeout_seconds: u64,
     /// Seconds a client may take to send a request's body, once its headers are in.
     #[arg(long, env = "TOLLGATE_REQUEST_BODY_SECONDS", default_value_t = 30)]
     pub request_body_seconds: u64,

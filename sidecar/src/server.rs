@@ -21,7 +21,9 @@ pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "MCP listening");
     // A client that never finishes its headers must not hold a connection (and its memory) forever.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only, as MCP clients speak it: working out the version of a connection that sends
+    // nothing has no deadline, so it held the connection for ever.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
