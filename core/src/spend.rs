@@ -82,16 +82,36 @@ pub fn cost(pricing: &Pricing, usage: &Usage) -> Micros {
 pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
 
 /// The most a request can cost before it is sent: its body's bytes as input tokens (a token is
-/// at least one byte of text, so this never underestimates), and its own output limit (or
-/// [`DEFAULT_MAX_OUTPUT`]).
-pub fn estimate(pricing: &Pricing, request_bytes: usize, max_output: Option<u64>) -> Micros {
-    let usage = Usage { input: request_bytes as u64, cached_input: 0, output: max_output.unwrap_or(DEFAULT_MAX_OUTPUT) };
-    cost(pricing, &usage)
+/// at least one byte of text, so this never underestimates), and the output [`max_output`] bounds.
+pub fn estimate(pricing: &Pricing, request_bytes: usize, max_output: u64) -> Micros {
+    let usage = Usage { input: request_bytes as u64, cached_input: 0, output: max_output };
+    cost(pricing, &usage).min(MAX_ESTIMATE)
 }
 
-/// The output limit a request body sets, whatever its API calls it.
-pub fn max_output(body: &serde_json::Value) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"].iter().find_map(|k| body[*k].as_u64())
+/// The largest reservation one call takes (a million USD): whatever a request asks for, sums of
+/// reservations stay far from the 64-bit integers' end, where SQLite turns a sum into an
+/// imprecise float (an absurd `max_tokens` reserved and then released would have rounded a
+/// budget's spend away).
+pub const MAX_ESTIMATE: Micros = 1_000_000_000_000;
+
+/// Output tokens one choice can be asked for; no model makes more.
+pub const MAX_OUTPUT_PER_CHOICE: u64 = 1 << 20;
+
+/// Most choices OpenAI lets one request ask for (`n`).
+pub const MAX_CHOICES: u64 = 128;
+
+/// The output tokens a request body can make the provider produce: the largest output limit it
+/// sets, whatever its API calls it (a provider reads one of them, not necessarily the first), or
+/// [`DEFAULT_MAX_OUTPUT`], for each of the `n` choices it asks for.
+pub fn max_output(body: &serde_json::Value) -> u64 {
+    let limit = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .filter_map(|k| body[*k].as_u64())
+        .max()
+        .unwrap_or(DEFAULT_MAX_OUTPUT)
+        .min(MAX_OUTPUT_PER_CHOICE);
+    let choices = body["n"].as_u64().unwrap_or(1).clamp(1, MAX_CHOICES);
+    limit.saturating_mul(choices)
 }
 
 /// Where the period containing `now` starts (UTC): the hour, the day, Monday, the first of the
@@ -172,12 +192,19 @@ mod tests {
     #[test]
     fn the_estimate_bounds_the_call() {
         let p = pricing(1.0, 2.0, None);
-        assert_eq!(estimate(&p, 1000, Some(100)), 1000 + 200);
-        assert_eq!(estimate(&p, 0, None), 2 * DEFAULT_MAX_OUTPUT as Micros);
-        assert_eq!(max_output(&json!({"max_tokens": 64})), Some(64));
-        assert_eq!(max_output(&json!({"max_completion_tokens": 32, "max_tokens": 64})), Some(32));
-        assert_eq!(max_output(&json!({"max_output_tokens": 16})), Some(16));
-        assert_eq!(max_output(&json!({})), None);
+        assert_eq!(estimate(&p, 1000, 100), 1000 + 200);
+        assert_eq!(max_output(&json!({"max_tokens": 64})), 64);
+        // Whichever field the provider reads, the estimate covers it.
+        assert_eq!(max_output(&json!({"max_completion_tokens": 32, "max_tokens": 64})), 64);
+        assert_eq!(max_output(&json!({"max_output_tokens": 16})), 16);
+        assert_eq!(max_output(&json!({})), DEFAULT_MAX_OUTPUT);
+        // Every choice is billed.
+        assert_eq!(max_output(&json!({"max_tokens": 64, "n": 8})), 512);
+        assert_eq!(max_output(&json!({"n": 1_000_000, "max_tokens": u64::MAX})), MAX_OUTPUT_PER_CHOICE * MAX_CHOICES);
+        // However dear the model, one call's reservation stays far below the integers' end.
+        let dear = pricing(1e9, 1e9, None);
+        assert_eq!(estimate(&dear, 16 << 20, max_output(&json!({"n": 128, "max_tokens": u64::MAX}))), MAX_ESTIMATE);
+        assert_eq!(max_output(&json!({"n": 0})), DEFAULT_MAX_OUTPUT);
     }
 
     #[test]

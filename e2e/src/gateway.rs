@@ -241,3 +241,12 @@ pub fn agent_key(cp: &ControlPlane, ns: &str, agent: &str) -> Result<String> {
     })
     .with_context(|| format!("the operator minted no key for {agent}"))
 }
+
+/// Rows of `query` against the SQLite ledger at `db`, read directly (what is stored, not what
+/// the gateway says).
+pub fn ledger_rows(db: &std::path::Path, query: &str) -> Result<Vec<Vec<Value>>> {
+    let script = "import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nprint(json.dumps([list(r) for r in c.execute(sys.argv[2])]))";
+    let out = Command::new("python3").args(["-c", script]).arg(db).arg(query).output()?;
+    anyhow::ensure!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

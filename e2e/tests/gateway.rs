@@ -238,6 +238,38 @@ fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
     Ok(())
 }
 
+/// A request that asks for an absurd number of output tokens reserves a bounded estimate: its
+/// estimate used to be the largest 64-bit integer, which SQLite's sum turned into a float, and
+/// releasing it rounded away what the budget had spent.
+#[test]
+fn an_absurd_output_limit_cannot_round_a_budgets_spend_away() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: team}\nspec: {period: Total, hardLimitUSD: 1.0}\n";
+    let (ns, key) = setup(cp, &fake, "gateway-absurd", budget)?;
+    let db = cp.dir().join(format!("{ns}-ledger.db"));
+    let gateway = Gateway::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
+    let chat = |body: Value| -> Result<String> {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/openai/v1/chat/completions", gateway.url())])
+            .args(["-H", &format!("authorization: Bearer {key}"), "-H", "content-type: application/json", "--data-binary", &body.to_string()])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    ensure!(chat(json!({"model": "fast", "messages": hi}))? == "200");
+    ensure!(chat(json!({"model": "fast", "messages": hi, "max_tokens": u64::MAX, "n": 1_000_000}))? == "200");
+    let rows = |q: &str| tollgate_e2e::gateway::ledger_rows(&db, q);
+    let (charged, spent) = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let calls = rows(&format!("SELECT COUNT(*), SUM(cost_micros) FROM ledger WHERE namespace = '{ns}'"))?;
+        let spent = rows("SELECT spent_micros, typeof(spent_micros) FROM budget_spend WHERE budget LIKE '%/team'")?;
+        Ok((calls[0][0] == 2).then(|| (calls[0][1].clone(), spent[0].clone())))
+    })?;
+    assert_eq!(spent, vec![charged, json!("integer")], "what the budget holds is what the ledger charged, as an integer");
+    Ok(())
+}
+
 /// 200 concurrent calls at a budget's limit, spread over the gateways (two replicas sharing one
 /// ledger, or one): spend never passes the hard limit by more than one call's estimate. A call of
 /// `cheap` is estimated at 10 output tokens × 2 = 20 micro-USD and costs 5 × 2 = 10: at most

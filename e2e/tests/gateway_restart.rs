@@ -15,12 +15,8 @@ use std::time::Duration;
 use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, setup};
 use tollgate_e2e::{ControlPlane, free_ports, wait_until};
 
-/// Rows of `query` against the SQLite ledger at `db`.
 fn sql(db: &Path, query: &str) -> Result<Vec<Vec<Value>>> {
-    let script = "import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nprint(json.dumps([list(r) for r in c.execute(sys.argv[2])]))";
-    let out = std::process::Command::new("python3").args(["-c", script]).arg(db).arg(query).output()?;
-    ensure!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(serde_json::from_slice(&out.stdout)?)
+    tollgate_e2e::gateway::ledger_rows(db, query)
 }
 
 fn count(db: &Path, query: &str) -> Result<i64> {
