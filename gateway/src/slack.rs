@@ -52,7 +52,8 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
     // Remembered in the ledger's database, which every replica shares: a replay is refused by
     // whichever replica it reaches.
     let keep_us = 2 * slack::MAX_AGE_SECONDS * 1_000_000;
-    match gw.ledger.first_sighting(signature.as_deref().unwrap_or_default(), now * 1_000_000, keep_us).await {
+    // Keyed as verified (trimmed): one signature written two ways is still one request.
+    match gw.ledger.first_sighting(signature.as_deref().unwrap_or_default().trim(), now * 1_000_000, keep_us).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!("Slack interaction replayed; refused");
