@@ -141,12 +141,41 @@ fn a_stream_the_client_leaves_early_costs_its_reservation() -> Result<()> {
     let estimate = count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/sonnet'")?;
     ensure!(estimate > 0, "its estimate is reserved");
     drop(stream);
+    // Settled while the provider is still silent: the gateway notices the client has gone.
+    let charged = settled(&db, &ns).context("a call left early, its provider silent, is not settled")?;
+    assert_eq!(charged, estimate, "charged what its first event said, not its reservation");
     fake.release("left")?;
-    let charged = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-        let rows = sql(&db, &format!("SELECT cost_micros FROM ledger WHERE namespace = '{ns}'"))?;
+    Ok(())
+}
+
+/// The one ledger row of `ns`'s calls, once there is one: its cost.
+fn settled(db: &Path, ns: &str) -> Result<i64> {
+    wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        let rows = sql(db, &format!("SELECT cost_micros FROM ledger WHERE namespace = '{ns}'"))?;
         Ok(rows.first().and_then(|r| r.first()).and_then(Value::as_i64))
     })
-    .context("the call left early was never settled")?;
-    assert_eq!(charged, estimate, "charged what its first event said, not its reservation");
+}
+
+/// A provider that stops sending mid-stream does not hold the call for ever: after the
+/// provider timeout without an event, the stream ends for the client with an error and costs
+/// its reservation.
+#[test]
+fn a_stream_whose_provider_stalls_ends_and_costs_its_reservation() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: slow}\nspec: {period: Total, hardLimitUSD: 1.0, models: [slow]}\n";
+    let (ns, key) = setup(cp, &fake, "gateway-stall", budget)?;
+    let db = cp.dir().join(format!("{ns}-ledger.db"));
+    let [port] = free_ports::<1>()?;
+    let _gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &[("TOLLGATE_PROVIDER_TIMEOUT_SECONDS", "2")])?;
+    let stream = open_stream(port, &key, "stalled")?;
+    let estimate = count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/slow'")?;
+    let started = std::time::Instant::now();
+    let tail = rest(stream);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8) && !tail.contains("[DONE]"), "a stalled stream was kept {took:?}: {tail}");
+    assert_eq!(settled(&db, &ns)?, estimate, "a stalled stream costs its reservation");
+    fake.release("stalled")?;
     Ok(())
 }

@@ -287,7 +287,7 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
             // stream cut short, by the client or the provider, costs its whole reservation.
             settlement.finish(if end.finished { end.usage } else { None }, started.elapsed()).await;
         });
-        return out.body(stream::metered(incoming, api, strip_usage, tx)).map_err(|e| Refusal::BadRequest(e.to_string()));
+        return out.body(stream::metered(incoming, api, strip_usage, timeout, tx)).map_err(|e| Refusal::BadRequest(e.to_string()));
     }
     let deadline = tokio::time::Instant::now() + timeout;
     let answer = match transport::read_body(incoming, gw.config.max_answer, deadline).await {

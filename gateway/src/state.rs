@@ -32,7 +32,7 @@ pub struct Config {
     /// Largest non-streamed answer read from a provider.
     #[arg(long, env = "TOLLGATE_MAX_ANSWER", default_value_t = 64 << 20)]
     pub max_answer: usize,
-    /// Seconds a provider may take to start answering.
+    /// Seconds a provider may take to start answering, and to send a stream's next event.
     #[arg(long, env = "TOLLGATE_PROVIDER_TIMEOUT_SECONDS", default_value_t = 120)]
     pub provider_timeout_seconds: u64,
     /// Seconds between refreshes of `Budget` and `ManagedAgent` spend in status.

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::Value;
+use std::time::Duration;
 use tollgate_core::models::Api;
 use tollgate_core::spend::Usage;
 use tollgate_mcp_client::transport::{Body, BoxError};
@@ -59,13 +60,23 @@ impl Drop for Metering {
 }
 
 /// `body` forwarded event by event; `report` gets how it ended. A task reads the provider and
-/// hands whole events to the client's body; when the client hangs up, the task stops reading.
-pub fn metered(body: Incoming, api: Api, strip_usage_chunk: bool, report: tokio::sync::oneshot::Sender<End>) -> Body {
+/// hands whole events to the client's body. It stops when the client hangs up (at once, even
+/// while the provider is silent) and when the provider sends nothing for `idle`: a stalled
+/// stream would otherwise hold its connection and its budget reservation for ever.
+pub fn metered(body: Incoming, api: Api, strip_usage_chunk: bool, idle: Duration, report: tokio::sync::oneshot::Sender<End>) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
     tokio::spawn(async move {
         let mut m = Metering { body, parser: tollgate_core::sse::Parser::default(), api, strip_usage_chunk, end: End::default(), report: Some(report) };
         loop {
-            let frame = match m.body.frame().await {
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle, m.body.frame()) => next,
+                () = tx.closed() => return,
+            };
+            let Ok(next) = next else {
+                let _ = tx.send(Err(BoxError::from(format!("the provider sent nothing for {} s", idle.as_secs())))).await;
+                return;
+            };
+            let frame = match next {
                 None => {
                     m.end.finished = true;
                     return;
