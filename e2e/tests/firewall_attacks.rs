@@ -493,7 +493,10 @@ fn after_an_api_server_restart_the_sidecar_decides_with_fresh_objects_and_holds_
     // A control plane of its own: this test restarts its API server.
     let cp: &'static tollgate_e2e::ControlPlane = Box::leak(Box::new(tollgate_e2e::ControlPlane::start()?));
     let server = tollgate_e2e::Everything::start(cp)?;
-    let _operator = tollgate_e2e::Operator::start(cp)?;
+    // A leader that cannot renew its Lease for two thirds of it steps down and exits, as it must
+    // (its Deployment starts it again); a restart on a loaded machine can take that long, and
+    // this test is about the sidecar, so its operator's Lease outlasts the restart.
+    let operator = tollgate_e2e::Operator::start_with_env(cp, &[("TOLLGATE_LEASE_DURATION_SECONDS", "90")])?;
     let env = setup_in(cp, "watch-restart", true, &server.url())?;
     let s = RawSession::open(&env.sidecar.url("everything"), VERSION)?;
     env.cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"defaultAction":"Deny"}}"#])?;
@@ -508,7 +511,7 @@ fn after_an_api_server_restart_the_sidecar_decides_with_fresh_objects_and_holds_
     eprintln!("after the API server restart, a delete was enforced in {took:?}");
     // The held call survived, bound to its request: approved now, it runs once.
     decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
-    wait_phase(&env, &name, "Approved")?;
+    wait_phase(&env, &name, "Approved").with_context(|| format!("operator exited: {:?}; {}", operator.process.exited(), operator.process.log_tail()))?;
     let (text, _) = call(&s, 2, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(2));
     assert!(text.contains("Long running operation completed"), "{text}");
     assert_eq!(executions(&env), 1);
