@@ -69,16 +69,40 @@ fn rest(mut reader: BufReader<TcpStream>) -> String {
     out
 }
 
+/// One test's world: the fake provider, a namespace from [`setup`] with a `Total` budget of
+/// 1 USD named `budget` (over `models`, or every model), the agent's key, its SQLite ledger and a
+/// port for the gateway.
+struct Scene {
+    fake: FakeProvider,
+    ns: String,
+    key: String,
+    db: std::path::PathBuf,
+    port: u16,
+}
+
+impl Scene {
+    fn new(prefix: &str, budget: &str, models: &str) -> Result<Scene> {
+        operator();
+        let cp = ControlPlane::shared();
+        let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+        let budget =
+            format!("---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {{name: {budget}}}\nspec: {{period: Total, hardLimitUSD: 1.0{models}}}\n");
+        let (ns, key) = setup(cp, &fake, prefix, &budget)?;
+        let db = cp.dir().join(format!("{ns}-ledger.db"));
+        let [port] = free_ports::<1>()?;
+        Ok(Scene { fake, ns, key, db, port })
+    }
+
+    fn ledger_url(&self) -> String {
+        format!("sqlite://{}?mode=rwc", self.db.display())
+    }
+}
+
 #[test]
 fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<()> {
-    operator();
+    let Scene { fake, ns, key, db, port } = Scene::new("gateway-restart", "slow", ", models: [slow]")?;
     let cp = ControlPlane::shared();
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: slow}\nspec: {period: Total, hardLimitUSD: 1.0, models: [slow]}\n";
-    let (ns, key) = setup(cp, &fake, "gateway-restart", budget)?;
-    let db = cp.dir().join(format!("{ns}-ledger.db"));
     let url = format!("sqlite://{}?mode=rwc", db.display());
-    let [port] = free_ports::<1>()?;
     let lease = [("TOLLGATE_INSTANCE_LEASE_SECONDS", "2")];
     let rows = |status: i64| count(&db, &format!("SELECT COUNT(*) FROM ledger WHERE namespace = '{ns}' AND status = {status}"));
     let spent = || count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/slow'");
@@ -129,20 +153,15 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
 /// and bills, the whole answer.
 #[test]
 fn a_stream_the_client_leaves_early_costs_its_reservation() -> Result<()> {
-    operator();
-    let cp = ControlPlane::shared();
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: sonnet}\nspec: {period: Total, hardLimitUSD: 1.0}\n";
-    let (ns, key) = setup(cp, &fake, "gateway-left", budget)?;
-    let db = cp.dir().join(format!("{ns}-ledger.db"));
-    let [port] = free_ports::<1>()?;
-    let _gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &[])?;
-    let stream = open_anthropic_stream(port, &key, "left")?;
-    let estimate = count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/sonnet'")?;
+    let scene = Scene::new("gateway-left", "sonnet", "")?;
+    let (fake, ns, key, db, port) = (&scene.fake, &scene.ns, &scene.key, &scene.db, scene.port);
+    let _gateway = Gateway::start_with(ControlPlane::shared(), &scene.ledger_url(), port, &[])?;
+    let stream = open_anthropic_stream(port, key, "left")?;
+    let estimate = count(db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/sonnet'")?;
     ensure!(estimate > 0, "its estimate is reserved");
     drop(stream);
     // Settled while the provider is still silent: the gateway notices the client has gone.
-    let charged = settled(&db, &ns).context("a call left early, its provider silent, is not settled")?;
+    let charged = settled(db, ns).context("a call left early, its provider silent, is not settled")?;
     assert_eq!(charged, estimate, "charged what its first event said, not its reservation");
     fake.release("left")?;
     Ok(())
@@ -161,21 +180,16 @@ fn settled(db: &Path, ns: &str) -> Result<i64> {
 /// its reservation.
 #[test]
 fn a_stream_whose_provider_stalls_ends_and_costs_its_reservation() -> Result<()> {
-    operator();
-    let cp = ControlPlane::shared();
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: slow}\nspec: {period: Total, hardLimitUSD: 1.0, models: [slow]}\n";
-    let (ns, key) = setup(cp, &fake, "gateway-stall", budget)?;
-    let db = cp.dir().join(format!("{ns}-ledger.db"));
-    let [port] = free_ports::<1>()?;
-    let _gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &[("TOLLGATE_PROVIDER_TIMEOUT_SECONDS", "2")])?;
-    let stream = open_stream(port, &key, "stalled")?;
-    let estimate = count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/slow'")?;
+    let scene = Scene::new("gateway-stall", "slow", ", models: [slow]")?;
+    let (fake, ns, key, db, port) = (&scene.fake, &scene.ns, &scene.key, &scene.db, scene.port);
+    let _gateway = Gateway::start_with(ControlPlane::shared(), &scene.ledger_url(), port, &[("TOLLGATE_PROVIDER_TIMEOUT_SECONDS", "2")])?;
+    let stream = open_stream(port, key, "stalled")?;
+    let estimate = count(db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/slow'")?;
     let started = std::time::Instant::now();
     let tail = rest(stream);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(8) && !tail.contains("[DONE]"), "a stalled stream was kept {took:?}: {tail}");
-    assert_eq!(settled(&db, &ns)?, estimate, "a stalled stream costs its reservation");
+    assert_eq!(settled(db, ns)?, estimate, "a stalled stream costs its reservation");
     fake.release("stalled")?;
     Ok(())
 }
