@@ -73,7 +73,11 @@ impl TransportRules {
         if !self.host_allowed(host) {
             return Err(TransportRefusal::ForeignHost(host.to_owned()));
         }
-        self.check_redirected(is_post, origin, content_type)
+        // A same-origin request (a page or client on the very address it calls, which the Host
+        // check above already allowed) is no cross-origin call: the MCP transport's reference
+        // servers accept it, and clients that send it must work.
+        let same_origin = origin.is_some_and(|o| o.trim_end_matches('/').strip_prefix("http://").is_some_and(|a| a.eq_ignore_ascii_case(host)));
+        self.check_redirected(is_post, origin.filter(|_| !same_origin), content_type)
     }
 
     /// As [`TransportRules::check`] for a connection the agent dialled to an MCP server's address
@@ -189,6 +193,21 @@ mod tests {
             assert_eq!(r.check(false, h, Some(bad), None), Err(TransportRefusal::ForeignOrigin(bad.into())), "{bad}");
         }
         assert!(TransportRules::default().check(false, h, Some("http://localhost:3000"), None).is_err(), "no origin by default");
+        // Same origin: the page is on the address it calls.
+        let d = TransportRules::default();
+        assert_eq!(d.check(false, Some("127.0.0.1:15001"), Some("http://127.0.0.1:15001"), None), Ok(()));
+        assert_eq!(d.check(false, Some("localhost:15001"), Some("http://LOCALHOST:15001/"), None), Ok(()));
+        for (host, other) in [
+            ("127.0.0.1:15001", "http://127.0.0.1:3000"),
+            ("127.0.0.1:15001", "https://127.0.0.1:15001"),
+            ("127.0.0.1:15001", "http://127.0.0.1"),
+            ("127.0.0.1", "http://127.0.0.1:15001"),
+            ("localhost:15001", "http://127.0.0.1:15001"),
+        ] {
+            assert_eq!(d.check(false, Some(host), Some(other), None), Err(TransportRefusal::ForeignOrigin(other.into())), "{other} to {host}");
+        }
+        // A foreign Host is refused whatever its Origin says (DNS rebinding).
+        assert!(matches!(d.check(false, Some("evil.example:15001"), Some("http://evil.example:15001"), None), Err(TransportRefusal::ForeignHost(_))));
         assert_eq!(r.check(true, h, None, Some("application/json; charset=utf-8")), Ok(()));
         assert_eq!(r.check(true, h, None, Some("Application/JSON")), Ok(()));
         for bad in [Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("application/jsonx"), None] {

@@ -43,6 +43,8 @@ pub struct Settings {
     pub cluster_role: String,
     /// Where gateways read provider credentials kept in Vault, and their default role.
     pub vault: Option<crate::inject::VaultEnv>,
+    /// `anthropic-beta` / `openai-beta` values gateways pass to providers.
+    pub allowed_betas: Vec<String>,
 }
 
 /// A Gateway's name, namespace and UID, which its objects are named after and owned by.
@@ -144,6 +146,7 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
             ]
             .into_iter()
             .chain(slack_env(spec))
+            .chain((!settings.allowed_betas.is_empty()).then(|| env("TOLLGATE_ALLOWED_BETAS", &settings.allowed_betas.join(","))))
             .collect(),
         ),
         ports: Some(vec![port("http", PORT), port("admin", ADMIN_PORT)]),
@@ -314,7 +317,7 @@ mod tests {
     const OWNER: Owner<'static> = Owner { name: "main", namespace: "tollgate-system", uid: "u-1" };
 
     fn settings() -> Settings {
-        Settings { image: "tollgate:1".into(), cluster_role: "tollgate-gateway".into(), vault: None }
+        Settings { image: "tollgate:1".into(), cluster_role: "tollgate-gateway".into(), vault: None, allowed_betas: Vec::new() }
     }
 
     fn container(o: &Objects) -> Container {

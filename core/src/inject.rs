@@ -14,30 +14,20 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use tollgate_api::ManagedAgentSpec;
 
-/// Set on an injected pod, naming its agent: a second pass changes nothing.
-pub const INJECTED_ANNOTATION: &str = "tollgate.dev/injected";
-/// The label an injected pod carries with its agent's name: how the agent's status counts it.
-pub const AGENT_LABEL: &str = "tollgate.dev/agent";
-/// `"false"` on a pod leaves it alone (the skip is reported as an Event).
+pub use crate::pod_guard::{AGENT_LABEL, INJECTED_ANNOTATION, REDIRECT_NAME, SIDECAR_NAME, SIDECAR_UID, TOKEN_DIR, TOKEN_VOLUME, escape_route};
+use crate::pod_guard::{identity_leak, lock_uid, without_injection};
+
+/// `"false"` on a pod leaves it alone (the skip is reported as an Event), unless it runs as an
+/// agent's service account.
 pub const OPT_OUT_ANNOTATION: &str = "tollgate.dev/inject";
 /// Namespaces whose pods are injected carry this label with the value `enabled`.
 pub const NAMESPACE_LABEL: &str = "tollgate.dev/injection";
-pub const SIDECAR_NAME: &str = "tollgate-sidecar";
 /// What the app containers call: the aggregated MCP endpoint of the sidecar, on localhost.
 pub const MCP_URL_ENV: &str = "TOLLGATE_MCP_URL";
 pub const CREDENTIALS_DIR: &str = "/var/run/tollgate/credentials";
 pub const CA_DIR: &str = "/var/run/tollgate/ca";
-/// Transparent mode's init container: installs the redirect before anything else runs.
-pub const REDIRECT_NAME: &str = "tollgate-redirect";
 const REDIRECT_SCRATCH: &str = "/run/tollgate-redirect";
 const REDIRECT_SCRATCH_VOLUME: &str = "tollgate-redirect-scratch";
-pub const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-pub const TOKEN_VOLUME: &str = "tollgate-service-account";
-/// The sidecar's UID: transparent mode exempts its traffic from the redirect, so no other
-/// container of an agent pod may run as it. Not 65532, which distroless `nonroot` images use.
-pub const SIDECAR_UID: i64 = 1337;
-/// Capabilities with which a container could undo the redirect (or read others' traffic).
-const ESCAPING_CAPABILITIES: &[&str] = &["ALL", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "BPF"];
 
 /// How injected sidecars run (from the chart's values).
 #[derive(Debug, Clone, PartialEq)]
@@ -103,8 +93,6 @@ pub struct Mounts {
 pub enum Outcome {
     /// No agent's selector matches: the pod is not an agent.
     NotAnAgent,
-    /// Injected before (the webhook was called again): nothing changes.
-    AlreadyInjected,
     /// The pod opted out with the annotation; `agent` matched it.
     OptedOut { agent: String },
     /// The pod claims an identity it may not have; the reason, for the person who applied it.
@@ -131,20 +119,28 @@ pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 }
 
 /// What to do with `pod`, created in a namespace labelled for injection whose agents are
-/// `agents`.
+/// `agents`. Every pod that runs as an agent's service account is injected or refused: the token
+/// the kubelet would mount into it is the agent's identity.
 pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outcome {
+    // A pod that says it is injected is injected again from scratch: the result is the same pod
+    // when the claim is true (a webhook reinvocation), and the real sidecar when it is not.
+    let pod = &without_injection(pod);
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    let injected = annotations.contains_key(INJECTED_ANNOTATION) || spec.init_containers.iter().flatten().any(|c| c.name == SIDECAR_NAME);
-    if injected {
-        return Outcome::AlreadyInjected;
-    }
+    let service_account = spec.service_account_name.as_deref().filter(|s| !s.is_empty()).unwrap_or("default");
+    let identity_of = agents.iter().find(|a| a.spec.service_account_name == service_account);
     let matched: Vec<&Candidate<'_>> = agents.iter().filter(|a| selects(&a.spec.selector, &labels)).collect();
-    let agent = match matched.as_slice() {
-        [] => return Outcome::NotAnAgent,
-        [one] => *one,
-        many => {
+    let agent = match (matched.as_slice(), identity_of) {
+        ([], None) => return Outcome::NotAnAgent,
+        ([], Some(a)) => {
+            return Outcome::Refused(format!(
+                "pod runs as service account {service_account:?}, the identity of ManagedAgent {}, but matches no agent's selector: every pod that runs as an agent's service account carries its sidecar; label the pod for the agent's selector, or run it as another service account",
+                a.name
+            ));
+        }
+        ([one], _) => *one,
+        (many, _) => {
             let names: Vec<&str> = many.iter().map(|a| a.name).collect();
             return Outcome::Refused(format!(
                 "pod matches the selectors of several ManagedAgents ({}); a pod is one agent: narrow their selectors",
@@ -153,9 +149,14 @@ pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outco
         }
     };
     if annotations.get(OPT_OUT_ANNOTATION).map(String::as_str) == Some("false") {
+        if let Some(a) = identity_of {
+            return Outcome::Refused(format!(
+                "pod opts out of injection ({OPT_OUT_ANNOTATION}=false) but runs as service account {service_account:?}, the identity of ManagedAgent {}: only a pod that does not run as an agent may opt out",
+                a.name
+            ));
+        }
         return Outcome::OptedOut { agent: agent.name.to_owned() };
     }
-    let service_account = spec.service_account_name.as_deref().filter(|s| !s.is_empty()).unwrap_or("default");
     if service_account != agent.spec.service_account_name {
         return Outcome::Refused(format!(
             "pod matches ManagedAgent {} but runs as service account {service_account:?}, not the agent's {:?}: it would act under another identity",
@@ -165,35 +166,12 @@ pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outco
     if let Some(why) = escape_route(&spec, transparent(agent.spec)) {
         return Outcome::Refused(format!("pod matches ManagedAgent {} but {why}", agent.name));
     }
-    Outcome::Inject { agent: agent.name.to_owned(), pod: Box::new(inject(pod, agent, settings)) }
-}
-
-/// How the pod could get around its sidecar, if it could. On the host's network the sidecar
-/// would serve (and redirect) the node itself; in transparent mode a container that runs as the
-/// sidecar's UID is exempt from the redirect, and one that is privileged or holds a network
-/// capability can remove it.
-pub fn escape_route(spec: &k8s_openapi::api::core::v1::PodSpec, transparent: bool) -> Option<String> {
-    if spec.host_network == Some(true) {
-        return Some("uses the host's network: its sidecar would listen on the node, not in the pod".into());
+    let injected = inject(pod, agent, settings);
+    let keep_token = agent.spec.injection.as_ref().is_some_and(|i| i.keep_service_account_token);
+    if let Some(why) = injected.spec.as_ref().and_then(|s| identity_leak(s, keep_token)) {
+        return Outcome::Refused(format!("pod matches ManagedAgent {} but {why}", agent.name));
     }
-    if !transparent {
-        return None;
-    }
-    let pod_uid = spec.security_context.as_ref().and_then(|s| s.run_as_user);
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
-        let sc = c.security_context.as_ref();
-        if sc.and_then(|s| s.run_as_user).or(pod_uid) == Some(SIDECAR_UID) {
-            return Some(format!("container {} runs as UID {SIDECAR_UID}, the sidecar's: its traffic would skip transparent mode's redirect", c.name));
-        }
-        if sc.and_then(|s| s.privileged) == Some(true) {
-            return Some(format!("container {} is privileged: it could remove transparent mode's redirect", c.name));
-        }
-        let added = sc.and_then(|s| s.capabilities.as_ref()).and_then(|c| c.add.as_ref());
-        if let Some(cap) = added.into_iter().flatten().find(|cap| ESCAPING_CAPABILITIES.contains(&cap.to_ascii_uppercase().trim_start_matches("CAP_"))) {
-            return Some(format!("container {} adds capability {cap}: it could remove transparent mode's redirect", c.name));
-        }
-    }
-    None
+    Outcome::Inject { agent: agent.name.to_owned(), pod: Box::new(injected) }
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
@@ -388,7 +366,11 @@ pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
     }
     let mcp_url = format!("http://127.0.0.1:{}/mcp", settings.listen_port);
     let mut token_volumes = Vec::new();
+    let lock = transparent(agent.spec);
     for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        if lock {
+            lock_uid(c);
+        }
         if let Some(mounts) = c.volume_mounts.as_mut().filter(|_| !keep_token) {
             mounts.retain(|m| {
                 let token = m.mount_path.trim_end_matches('/') == TOKEN_DIR;

@@ -32,7 +32,18 @@ pub struct Resolved<'a> {
     pub spec: &'a ModelProviderSpec,
     /// The provider's own name for the model (what is sent upstream).
     pub model: &'a str,
+    /// Its other names.
+    pub aliases: &'a [String],
     pub pricing: Option<&'a Pricing>,
+    /// Its `maxOutputTokens`.
+    pub max_output: Option<u32>,
+}
+
+impl Resolved<'_> {
+    /// Every name of the model: its own, then its aliases.
+    pub fn names(&self) -> Vec<&str> {
+        std::iter::once(self.model).chain(self.aliases.iter().map(String::as_str)).collect()
+    }
 }
 
 /// Longest model name a request may give. Provider model names are short; a longer one is an
@@ -40,7 +51,7 @@ pub struct Resolved<'a> {
 pub const MAX_MODEL_NAME: usize = 256;
 
 /// The model a request body asks for.
-pub fn requested_model(body: &serde_json::Value) -> Result<&str, Refusal> {
+pub fn requested_model(body: &serde_json::Map<String, serde_json::Value>) -> Result<&str, Refusal> {
     let name = body.get("model").and_then(serde_json::Value::as_str).ok_or_else(|| Refusal::BadRequest("no \"model\"".into()))?;
     if name.len() > MAX_MODEL_NAME {
         return Err(Refusal::BadRequest(format!("the model name is {} bytes long; at most {MAX_MODEL_NAME}", name.len())));
@@ -56,7 +67,9 @@ pub fn resolve<'a>(requested: &str, api: Api, providers: &'a [(String, ModelProv
             provider: name,
             spec: p,
             model: &m.name,
+            aliases: &m.aliases,
             pricing: m.pricing.as_ref(),
+            max_output: m.max_output_tokens,
         })
     })
 }
@@ -95,15 +108,33 @@ pub enum Refusal {
     Ledger(String),
     #[error("ModelProvider {provider} cannot be called: {reason}")]
     Provider { provider: String, reason: String },
+    /// A body field the gateway does not forward (`field` is quoted and bounded).
+    #[error("the request field {field} is refused: {why}")]
+    Field { field: String, why: &'static str },
+    #[error(
+        "{what} asks the provider to call an MCP server itself, which no Tollgate policy, approval or audit would see: MCP through the provider is never allowed; call MCP servers through the sidecar (TOLLGATE_MCP_URL)"
+    )]
+    ProviderMcp { what: String },
+    #[error(
+        "agent {agent} may not use the provider-hosted tool {tool} (not in its ManagedAgent spec.models.hostedTools); a tool the provider runs passes no policy or approval"
+    )]
+    HostedTool { agent: String, tool: String },
+    #[error("{header}: {value} is not a beta this gateway passes on (its allowedBetas)")]
+    Beta { header: String, value: String },
 }
 
 impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::NoKey | Refusal::BadKey => 401,
-            Refusal::Suspended { .. } | Refusal::ModelNotAllowed { .. } | Refusal::BudgetExhausted { .. } | Refusal::Unpriced { .. } => 403,
+            Refusal::Suspended { .. }
+            | Refusal::ModelNotAllowed { .. }
+            | Refusal::BudgetExhausted { .. }
+            | Refusal::Unpriced { .. }
+            | Refusal::ProviderMcp { .. }
+            | Refusal::HostedTool { .. } => 403,
             Refusal::UnknownModel(_) => 404,
-            Refusal::BadRequest(_) => 400,
+            Refusal::BadRequest(_) | Refusal::Field { .. } | Refusal::Beta { .. } => 400,
             Refusal::BadBody { status, .. } => *status,
             Refusal::Ledger(_) | Refusal::NotReady => 503,
             Refusal::Provider { .. } => 502,
@@ -119,7 +150,9 @@ impl Refusal {
                     Refusal::NoKey | Refusal::BadKey => ("invalid_request_error", "invalid_api_key"),
                     Refusal::BudgetExhausted { .. } => ("insufficient_quota", "budget_exhausted"),
                     Refusal::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
-                    Refusal::BadRequest(_) | Refusal::BadBody { .. } => ("invalid_request_error", "invalid_request"),
+                    Refusal::BadRequest(_) | Refusal::BadBody { .. } | Refusal::Field { .. } | Refusal::Beta { .. } => {
+                        ("invalid_request_error", "invalid_request")
+                    }
                     Refusal::Ledger(_) | Refusal::Provider { .. } | Refusal::NotReady => ("server_error", "unavailable"),
                     _ => ("permission_error", "permission_denied"),
                 };
@@ -149,9 +182,10 @@ mod tests {
 
     #[test]
     fn a_request_names_its_model_briefly() {
-        assert_eq!(requested_model(&json!({"model": "gpt-4o"})).unwrap(), "gpt-4o");
+        let obj = |v: Value| v.as_object().cloned().unwrap();
+        assert_eq!(requested_model(&obj(json!({"model": "gpt-4o"}))).unwrap(), "gpt-4o");
         for body in [json!({}), json!({"model": 4}), json!({"model": "x".repeat(MAX_MODEL_NAME + 1)})] {
-            let r = requested_model(&body).unwrap_err();
+            let r = requested_model(&obj(body)).unwrap_err();
             assert_eq!(r.status(), 400);
             assert!(r.to_string().len() < 200, "the refusal repeats what it refuses: {r}");
         }

@@ -94,6 +94,17 @@ fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Agent text shown in a code span: escaped, and unable to close the span.
+fn slack_code(text: &str) -> String {
+    slack_escape(text).replace('`', "'")
+}
+
+/// A mrkdwn text object that Slack shows verbatim: no URL made a link, no `@channel` or
+/// `#channel` in agent text turned into a mention.
+fn mrkdwn(text: String) -> Value {
+    json!({"type": "mrkdwn", "text": text, "verbatim": true})
+}
+
 fn outcome(request: &ApprovalRequest, stage: &Stage) -> String {
     let status = request.status.clone().unwrap_or_default();
     let by: Vec<String> = status
@@ -121,26 +132,28 @@ pub fn slack_message(request: &ApprovalRequest, stage: &Stage) -> Value {
     let s = &request.spec;
     let name = request.metadata.name.clone().unwrap_or_default();
     let ns = request.metadata.namespace.clone().unwrap_or_default();
-    let title = format!("{}Tool call held: `{}` on `{}`", if stage.escalated && stage.phase == Phase::Pending { "[escalated] " } else { "" }, s.tool, s.server);
-    let mut fields = vec![
-        json!({"type": "mrkdwn", "text": format!("*Agent:*\n{}/{}", ns, slack_escape(&s.agent))}),
-        json!({"type": "mrkdwn", "text": format!("*Workflow:*\n{}", slack_escape(&s.workflow))}),
-    ];
+    let title = format!(
+        "{}Tool call held: `{}` on `{}`",
+        if stage.escalated && stage.phase == Phase::Pending { "[escalated] " } else { "" },
+        slack_code(&s.tool),
+        slack_code(&s.server)
+    );
+    let mut fields = vec![mrkdwn(format!("*Agent:*\n{}/{}", ns, slack_escape(&s.agent))), mrkdwn(format!("*Workflow:*\n{}", slack_escape(&s.workflow)))];
     if let Some(rule) = &s.rule {
         let message = s.message.as_deref().map(|m| format!(": {}", slack_escape(m))).unwrap_or_default();
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Rule:*\n{}{message}", slack_escape(rule))}));
+        fields.push(mrkdwn(format!("*Rule:*\n{}{message}", slack_escape(rule))));
     }
     if let Some(expires) = request.status.as_ref().and_then(|st| st.expires_at.as_ref()) {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Expires:*\n{}", expires.0)}));
+        fields.push(mrkdwn(format!("*Expires:*\n{}", expires.0)));
     }
     let mut blocks = vec![
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": title}, "fields": fields}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Arguments:*\n```{}```", slack_escape(&arguments_text(request)))}}),
+        json!({"type": "section", "text": mrkdwn(title.clone()), "fields": fields}),
+        json!({"type": "section", "text": mrkdwn(format!("*Arguments:*\n```{}```", slack_code(&arguments_text(request))))}),
     ];
     if let Some(j) = &s.justification {
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Justification:*\n{}", slack_escape(j))}}));
+        blocks.push(json!({"type": "section", "text": mrkdwn(format!("*Justification:*\n{}", slack_escape(j)))}));
     }
-    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("{} · `{}`", outcome(request, stage), kubectl_command(request))}]}));
+    blocks.push(json!({"type": "context", "elements": [mrkdwn(format!("{} · `{}`", outcome(request, stage), slack_code(&kubectl_command(request))))]}));
     if stage.phase == Phase::Pending {
         // The value names the request; the click is checked against its workflow by the gateway
         // and the API server, never trusted for more than naming.
@@ -228,6 +241,7 @@ fn html_escape(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use jiff::Timestamp;
@@ -303,6 +317,29 @@ mod tests {
         assert!(!text.contains("sk-live"), "arguments are redacted: {text}");
         assert!(text.contains("release &lt;b&gt;1.2&lt;/b&gt;"), "what the agent wrote is escaped: {text}");
         assert!(text.contains("kubectl approve deploy-1 -n team-a"));
+        // Agent text cannot mention, link or leave its code span, wherever it is shown.
+        let mut hostile = request(Phase::Pending, 0);
+        hostile.spec.tool = "<!channel> `<https://evil.example|click here>`".into();
+        hostile.spec.server = "<!here>".into();
+        hostile.spec.justification = Some("see https://evil.example @channel <#C1>".into());
+        let m = slack_message(&hostile, &Stage::of(&hostile));
+        let text = m.to_string();
+        for raw in ["<!channel>", "<!here>", "<https://", "<#C1>"] {
+            assert!(!text.contains(raw), "{raw} reached Slack unescaped: {text}");
+        }
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        assert_eq!(m["text"].as_str().unwrap().matches('`').count(), 0, "the fallback text: {}", m["text"]);
+        let title = m["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert_eq!(title.matches('`').count(), 4, "the tool name closed its code span: {title}");
+        for block in m["blocks"].as_array().unwrap() {
+            for t in
+                [&block["text"]].into_iter().chain(block["fields"].as_array().into_iter().flatten()).chain(block["elements"].as_array().into_iter().flatten())
+            {
+                if t["type"] == "mrkdwn" {
+                    assert_eq!(t["verbatim"], true, "Slack would make links and mentions of {t}");
+                }
+            }
+        }
         let done = request(Phase::Approved, 1);
         let m = slack_message(&done, &Stage::of(&done)).to_string();
         assert!(!m.contains("tollgate_approve") && m.contains("Approved") && m.contains("<@U1>"), "{m}");

@@ -20,6 +20,10 @@ pub fn micros_to_usd(m: Micros) -> f64 {
     m as f64 / 1e6
 }
 
+/// The most tokens of one kind a provider's usage is taken to report: more is a lie (or a
+/// bug), and counts past this would overflow the ledger's 64-bit columns and sums.
+pub const MAX_TOKENS: u64 = 1 << 40;
+
 /// Tokens of one call, normalised across providers: `input` excludes cached input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -33,7 +37,7 @@ impl Usage {
     /// `prompt_tokens_details.cached_tokens`) or Responses (`input_tokens`, `output_tokens`,
     /// `input_tokens_details.cached_tokens`). OpenAI counts cached tokens inside the prompt.
     pub fn from_openai(u: &serde_json::Value) -> Option<Usage> {
-        let n = |v: &serde_json::Value| v.as_u64();
+        let n = |v: &serde_json::Value| v.as_u64().map(|t| t.min(MAX_TOKENS));
         let prompt = n(&u["prompt_tokens"]).or_else(|| n(&u["input_tokens"]))?;
         let output = n(&u["completion_tokens"]).or_else(|| n(&u["output_tokens"])).unwrap_or(0);
         let cached = n(&u["prompt_tokens_details"]["cached_tokens"]).or_else(|| n(&u["input_tokens_details"]["cached_tokens"])).unwrap_or(0).min(prompt);
@@ -43,7 +47,7 @@ impl Usage {
     /// From an Anthropic usage block: `input_tokens` excludes cache reads
     /// (`cache_read_input_tokens`); cache writes (`cache_creation_input_tokens`) bill as input.
     pub fn from_anthropic(u: &serde_json::Value) -> Option<Usage> {
-        let n = |k: &str| u[k].as_u64();
+        let n = |k: &str| u[k].as_u64().map(|t| t.min(MAX_TOKENS));
         // A stream's `message_delta` carries output tokens only.
         if n("input_tokens").is_none() && n("output_tokens").is_none() {
             return None;
@@ -75,10 +79,11 @@ pub fn cost(pricing: &Pricing, usage: &Usage) -> Micros {
     let micros = usage.input as f64 * per_token(pricing.input_per_million_usd)
         + usage.cached_input as f64 * per_token(cached_price)
         + usage.output as f64 * per_token(pricing.output_per_million_usd);
-    if micros.is_finite() { micros.ceil() as Micros } else { Micros::MAX }
+    if micros.is_finite() { (micros.ceil() as Micros).min(MAX_ESTIMATE) } else { MAX_ESTIMATE }
 }
 
-/// Output tokens assumed when a request sets no limit: a reservation must bound the call.
+/// Output tokens assumed when neither the request nor the model sets a limit: a reservation
+/// must bound the call.
 pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
 
 /// The most a request can cost before it is sent: its body's bytes as input tokens (a token is
@@ -100,17 +105,34 @@ pub const MAX_OUTPUT_PER_CHOICE: u64 = 1 << 20;
 /// Most choices OpenAI lets one request ask for (`n`).
 pub const MAX_CHOICES: u64 = 128;
 
-/// The output tokens a request body can make the provider produce: the largest output limit it
-/// sets, whatever its API calls it (a provider reads one of them, not necessarily the first), or
-/// [`DEFAULT_MAX_OUTPUT`], for each of the `n` choices it asks for.
-pub fn max_output(body: &serde_json::Value) -> u64 {
-    let limit = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .filter_map(|k| body[*k].as_u64())
-        .max()
-        .unwrap_or(DEFAULT_MAX_OUTPUT)
-        .min(MAX_OUTPUT_PER_CHOICE);
-    let choices = body["n"].as_u64().unwrap_or(1).clamp(1, MAX_CHOICES);
+/// The output limit fields of each API; a provider reads one of them, not necessarily the first.
+const LIMIT_FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
+
+/// Bounds the output a request can make the provider produce and returns the output tokens its
+/// reservation must cover (per choice, times OpenAI's `n` choices). The limit is the largest one
+/// the body sets, or the model's `maxOutputTokens` (else [`DEFAULT_MAX_OUTPUT`]) when it sets
+/// none, never above the model's maximum; it is written back into every limit field the body
+/// has, or into `field` (the endpoint's own) when it has none; `n` is bounded the same way. So
+/// the provider is told the very limit the call was reserved for, and no answer costs more than
+/// its reservation.
+pub fn bound_output(body: &mut serde_json::Map<String, serde_json::Value>, field: &str, model_max: Option<u32>) -> u64 {
+    let ceiling = model_max.map_or(MAX_OUTPUT_PER_CHOICE, u64::from).min(MAX_OUTPUT_PER_CHOICE);
+    let asked = LIMIT_FIELDS.iter().filter_map(|k| body.get(*k)).map(|v| v.as_u64().unwrap_or(u64::MAX)).max();
+    let limit = asked.unwrap_or_else(|| model_max.map_or(DEFAULT_MAX_OUTPUT, u64::from)).clamp(1, ceiling);
+    let mut set = false;
+    for k in LIMIT_FIELDS {
+        if let Some(v) = body.get_mut(k) {
+            *v = limit.into();
+            set = true;
+        }
+    }
+    if !set {
+        body.insert(field.to_owned(), limit.into());
+    }
+    let choices = body.get("n").map_or(1, |n| n.as_u64().unwrap_or(MAX_CHOICES)).clamp(1, MAX_CHOICES);
+    if let Some(n) = body.get_mut("n") {
+        *n = choices.into();
+    }
     limit.saturating_mul(choices)
 }
 
@@ -131,12 +153,13 @@ pub fn period_start(period: BudgetPeriod, now: Timestamp) -> Timestamp {
     start.to_zoned(TimeZone::UTC).map(|z| z.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// Whether a budget counts a call of `agent_labels`' agent to `model` (its canonical name or the
-/// alias the call used): the selector (none selects every agent of the namespace) and the model
-/// globs (none: every model).
-pub fn budget_applies(budget: &BudgetSpec, agent_labels: &std::collections::BTreeMap<String, String>, model: &str, alias: &str) -> bool {
+/// Whether a budget counts a call of `agent_labels`' agent to a model known by `names` (its
+/// canonical name and every alias, whichever the call used): the selector (none selects every
+/// agent of the namespace) and the model globs (none: every model). A budget on an alias counts
+/// calls by the canonical name, and the other way round: they are one model, one bill.
+pub fn budget_applies(budget: &BudgetSpec, agent_labels: &std::collections::BTreeMap<String, String>, names: &[&str]) -> bool {
     let selected = budget.agent_selector.as_ref().is_none_or(|s| crate::inject::selects(s, agent_labels));
-    let models = budget.models.is_empty() || budget.models.iter().map(|g| Glob::new(g)).any(|g| g.matches(model) || g.matches(alias));
+    let models = budget.models.is_empty() || budget.models.iter().map(|g| Glob::new(g)).any(|g| names.iter().any(|n| g.matches(n)));
     selected && models
 }
 
@@ -187,24 +210,41 @@ mod tests {
         // A fraction of a micro-USD is a whole one.
         assert_eq!(cost(&pricing(0.15, 0.6, None), &Usage { input: 1, cached_input: 0, output: 0 }), 1);
         assert_eq!(cost(&pricing(-5.0, 1.0, None), &Usage { input: 100, cached_input: 0, output: 1 }), 1);
+        // A provider reporting absurd usage costs at most one call's largest reservation, and its
+        // counts stay far inside the ledger's integers.
+        let absurd = Usage::from_openai(&serde_json::json!({"prompt_tokens": 10_000_000_000_000_000_000u64, "completion_tokens": u64::MAX})).unwrap();
+        assert_eq!((absurd.input, absurd.output), (MAX_TOKENS, MAX_TOKENS));
+        assert_eq!(cost(&pricing(100_000.0, 100_000.0, None), &absurd), MAX_ESTIMATE);
     }
 
     #[test]
     fn the_estimate_bounds_the_call() {
         let p = pricing(1.0, 2.0, None);
         assert_eq!(estimate(&p, 1000, 100), 1000 + 200);
-        assert_eq!(max_output(&json!({"max_tokens": 64})), 64);
-        // Whichever field the provider reads, the estimate covers it.
-        assert_eq!(max_output(&json!({"max_completion_tokens": 32, "max_tokens": 64})), 64);
-        assert_eq!(max_output(&json!({"max_output_tokens": 16})), 16);
-        assert_eq!(max_output(&json!({})), DEFAULT_MAX_OUTPUT);
+        let bound = |v: serde_json::Value, max: Option<u32>| {
+            let mut body = v.as_object().cloned().unwrap();
+            let reserved = bound_output(&mut body, "max_completion_tokens", max);
+            (reserved, serde_json::Value::Object(body))
+        };
+        assert_eq!(bound(json!({"max_tokens": 64}), None), (64, json!({"max_tokens": 64})));
+        // Whichever field the provider reads, the reservation covers it, and both say the same.
+        assert_eq!(bound(json!({"max_completion_tokens": 32, "max_tokens": 64}), None), (64, json!({"max_completion_tokens": 64, "max_tokens": 64})));
+        assert_eq!(bound(json!({"max_output_tokens": 16}), None).0, 16);
+        // No limit: the model's, or the default, and it is sent.
+        assert_eq!(bound(json!({}), None), (DEFAULT_MAX_OUTPUT, json!({"max_completion_tokens": DEFAULT_MAX_OUTPUT})));
+        assert_eq!(bound(json!({}), Some(1000)), (1000, json!({"max_completion_tokens": 1000})));
+        // Never above the model's maximum, whatever the request asks.
+        assert_eq!(bound(json!({"max_tokens": 50_000}), Some(1000)), (1000, json!({"max_tokens": 1000})));
+        assert_eq!(bound(json!({"max_tokens": "lots"}), Some(1000)), (1000, json!({"max_tokens": 1000})));
+        assert_eq!(bound(json!({"max_tokens": 0}), None).0, 1);
         // Every choice is billed.
-        assert_eq!(max_output(&json!({"max_tokens": 64, "n": 8})), 512);
-        assert_eq!(max_output(&json!({"n": 1_000_000, "max_tokens": u64::MAX})), MAX_OUTPUT_PER_CHOICE * MAX_CHOICES);
+        assert_eq!(bound(json!({"max_tokens": 64, "n": 8}), None).0, 512);
+        assert_eq!(bound(json!({"n": 1_000_000, "max_tokens": u64::MAX}), None).0, MAX_OUTPUT_PER_CHOICE * MAX_CHOICES);
         // However dear the model, one call's reservation stays far below the integers' end.
         let dear = pricing(1e9, 1e9, None);
-        assert_eq!(estimate(&dear, 16 << 20, max_output(&json!({"n": 128, "max_tokens": u64::MAX}))), MAX_ESTIMATE);
-        assert_eq!(max_output(&json!({"n": 0})), DEFAULT_MAX_OUTPUT);
+        assert_eq!(estimate(&dear, 16 << 20, bound(json!({"n": 128, "max_tokens": u64::MAX}), None).0), MAX_ESTIMATE);
+        assert_eq!(bound(json!({"n": 0}), None), (DEFAULT_MAX_OUTPUT, json!({"n": 1, "max_completion_tokens": DEFAULT_MAX_OUTPUT})));
+        assert_eq!(bound(json!({"n": 1_000_000, "max_tokens": 1}), None), (MAX_CHOICES, json!({"n": MAX_CHOICES, "max_tokens": 1})));
     }
 
     #[test]
@@ -225,12 +265,15 @@ mod tests {
         let spec = |v: serde_json::Value| -> BudgetSpec { serde_json::from_value(v).unwrap() };
         let labels: std::collections::BTreeMap<String, String> = [("team".to_owned(), "platform".to_owned())].into();
         let all = spec(json!({"period": "Daily", "hardLimitUSD": 5.0}));
-        assert!(budget_applies(&all, &labels, "gpt-4o", "gpt-4o"));
+        assert!(budget_applies(&all, &labels, &["gpt-4o"]));
         let gpt = spec(json!({"period": "Daily", "hardLimitUSD": 5.0, "models": ["gpt-*"], "agentSelector": {"matchLabels": {"team": "platform"}}}));
-        assert!(budget_applies(&gpt, &labels, "gpt-4o-2024-08-06", "fast"));
-        assert!(budget_applies(&gpt, &labels, "claude-x", "gpt-cheap"), "an alias the glob matches counts");
-        assert!(!budget_applies(&gpt, &labels, "claude-x", "claude"));
-        assert!(!budget_applies(&gpt, &Default::default(), "gpt-4o", "gpt-4o"));
+        assert!(budget_applies(&gpt, &labels, &["gpt-4o-2024-08-06", "fast"]));
+        assert!(budget_applies(&gpt, &labels, &["claude-x", "gpt-cheap"]), "an alias the glob matches counts");
+        assert!(!budget_applies(&gpt, &labels, &["claude-x", "claude"]));
+        assert!(!budget_applies(&gpt, &Default::default(), &["gpt-4o"]));
+        // A budget on an alias counts the model whatever name the call used.
+        let fast = spec(json!({"period": "Daily", "hardLimitUSD": 1.0, "models": ["fast"]}));
+        assert!(budget_applies(&fast, &labels, &["gpt-4o-mini", "fast", "quick"]));
     }
 
     #[test]

@@ -80,7 +80,12 @@ fn an_agent_pod_gets_the_sidecar_and_loses_the_token() {
     assert_eq!(agent, "coder");
     golden("inject-agent-pod.json", &serde_json::to_value(&injected).unwrap());
     // Injecting twice changes nothing.
-    assert_eq!(decide(&injected, &candidates, &settings()), Outcome::AlreadyInjected);
+    assert_eq!(decide(&injected, &candidates, &settings()), Outcome::Inject { agent: "coder".into(), pod: injected.clone() });
+    // A pod that only claims to be injected gets the real sidecar, not the one it brought.
+    let mut claimed = submitted.clone();
+    claimed.metadata.annotations = Some([("tollgate.dev/injected".to_owned(), "coder".to_owned())].into());
+    claimed.spec.as_mut().unwrap().init_containers = serde_json::from_value(json!([{"name": "tollgate-sidecar", "image": "evil:1"}])).unwrap();
+    assert_eq!(decide(&claimed, &candidates, &settings()), Outcome::Inject { agent: "coder".into(), pod: injected.clone() });
 }
 
 #[test]
@@ -91,14 +96,21 @@ fn pods_that_are_not_one_agent_under_its_identity_are_not_injected() {
     let two =
         [Candidate { name: "coder", spec: &coder, mounts: Default::default() }, Candidate { name: "any-app", spec: &any_app, mounts: Default::default() }];
     let s = settings();
-    assert_eq!(decide(&pod(json!({"app": "web"}), "coder", json!({})), &one, &s), Outcome::NotAnAgent);
+    assert_eq!(decide(&pod(json!({"app": "web"}), "web", json!({})), &one, &s), Outcome::NotAnAgent);
+    // The agent's identity in a pod its selector does not match, or that opts out: refused.
+    let Outcome::Refused(why) = decide(&pod(json!({"app": "web"}), "coder", json!({})), &one, &s) else { panic!("the agent's account, unmatched") };
+    assert!(why.contains("identity of ManagedAgent coder") && why.contains("matches no agent's selector"), "{why}");
+    let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "coder", json!({"tollgate.dev/inject": "false"})), &one, &s) else {
+        panic!("opted out as the agent")
+    };
+    assert!(why.contains("only a pod that does not run as an agent may opt out"), "{why}");
     let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &two, &s) else { panic!("two agents") };
     assert!(why.contains("coder, any-app"), "{why}");
     let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "deployer", json!({})), &one, &s) else { panic!("another identity") };
     assert!(why.contains("\"deployer\"") && why.contains("\"coder\""), "{why}");
     let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "", json!({})), &one, &s) else { panic!("the default account") };
     assert!(why.contains("\"default\""), "{why}");
-    assert_eq!(decide(&pod(json!({"app": "coder"}), "coder", json!({"tollgate.dev/inject": "false"})), &one, &s), Outcome::OptedOut { agent: "coder".into() });
+    assert_eq!(decide(&pod(json!({"app": "coder"}), "web", json!({"tollgate.dev/inject": "false"})), &one, &s), Outcome::OptedOut { agent: "coder".into() });
 }
 
 #[test]
@@ -164,6 +176,9 @@ fn a_pod_that_could_get_around_its_sidecar_is_refused_saying_how() {
     };
     let host = with(&|s| s.host_network = Some(true));
     assert!(refused(&plain, &host).unwrap().contains("host's network"));
+    // Whatever the mode, no other container may see the sidecar's processes.
+    let shared = with(&|s| s.share_process_namespace = Some(true));
+    assert!(refused(&plain, &shared).unwrap().contains("shareProcessNamespace"));
     let sc = |v: Value| -> Option<k8s_openapi::api::core::v1::SecurityContext> { serde_json::from_value(v).ok() };
     let cases: Vec<(Pod, &str)> = vec![
         (with(&|s| s.containers[0].security_context = sc(json!({"runAsUser": 1337}))), "runs as UID 1337"),

@@ -53,13 +53,24 @@ fn default_service_account() -> String {
     "default".into()
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, kube::KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.hostedTools) || self.hostedTools.all(t, !t.startsWith('mcp'))").message("hostedTools cannot allow MCP through the provider (mcp, mcp_toolset): a provider calling an MCP server is seen by no policy, approval or audit; give the agent the MCP server through the sidecar (spec.mcpServers)"))]
 pub struct ModelAccess {
     /// Model names or aliases (globs allowed) the agent may call through the gateway.
     #[serde(default)]
     #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
     pub allowed: Vec<String>,
+    /// Tools the *provider* runs, or defines, that the agent may ask for by type: OpenAI
+    /// `web_search`, `file_search`, `code_interpreter`, `image_generation`, `computer_use_preview`,
+    /// `local_shell`…; Anthropic `web_search`, `web_fetch`, `code_execution`, `computer`, `bash`,
+    /// `text_editor`… A dated type (`web_search_20250305`) is allowed by its name without the date
+    /// or in full. Function tools, which the agent runs itself, need no entry. None by default:
+    /// a request naming any other tool type is refused. MCP through the provider (OpenAI `mcp`
+    /// tools and connectors, Anthropic `mcp_servers`) is never allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 64), pattern(r"^[a-z][a-z0-9_]*$")))]
+    pub hosted_tools: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -55,6 +55,12 @@ pub struct ModelSpec {
     pub aliases: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<Pricing>,
+    /// The most output tokens one answer of this model may make. The gateway reserves a call's
+    /// cost for this many output tokens when the request sets no lower limit, and sends that
+    /// limit with the request, so no call costs more than it reserved. 4096 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub max_output_tokens: Option<u32>,
 }
 
 /// USD per million tokens.

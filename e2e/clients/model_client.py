@@ -9,7 +9,9 @@ Steps:
     {"op": "models"}
     {"op": "chat", "model": M, "stream": bool, "include_usage": bool}
     {"op": "responses", "model": M, "stream": bool}
-    {"op": "messages", "model": M, "stream": bool}
+    {"op": "messages", "model": M, "stream": bool, "beta": bool}
+    Any step may add "kwargs": {...}, passed to the SDK's create() as they are (tools=...,
+    mcp_servers=..., betas=..., extra_body=...); "beta" calls client.beta.messages.
     {"op": "burst", "model": M, "count": N, "concurrency": C, "base_urls": [URL, ...]}
         N chat calls (max_tokens 10), C at a time, spread over the gateways' base URLs; says how
         many answered 200, 403 and anything else.
@@ -53,7 +55,10 @@ def run(step: dict) -> dict:
                         text += c.delta.content or ""
                 out.update(text=text, usage=usage, chunks=chunks)
             else:
-                r = oai.chat.completions.create(model=step["model"], messages=messages, max_tokens=step.get("max_tokens"))
+                kwargs = step.get("kwargs", {})
+                if step.get("max_tokens") is not None:
+                    kwargs["max_tokens"] = step["max_tokens"]
+                r = oai.chat.completions.create(model=step["model"], messages=messages, **kwargs)
                 out.update(text=r.choices[0].message.content, usage=r.usage.model_dump() if r.usage else None)
         elif op == "responses":
             if step.get("stream"):
@@ -66,7 +71,7 @@ def run(step: dict) -> dict:
                         usage = event.response.usage.model_dump() if event.response.usage else None
                 out.update(text=text, usage=usage)
             else:
-                r = oai.responses.create(model=step["model"], input="Say hello")
+                r = oai.responses.create(model=step["model"], input="Say hello", **step.get("kwargs", {}))
                 out.update(text=r.output_text, usage=r.usage.model_dump() if r.usage else None)
         elif op == "messages":
             messages = [{"role": "user", "content": "Say hello"}]
@@ -79,7 +84,8 @@ def run(step: dict) -> dict:
                     final = s.get_final_message()
                 out.update(text=text, usage=final.usage.model_dump())
             else:
-                r = ant.messages.create(model=step["model"], max_tokens=64, messages=messages)
+                messages_api = ant.beta.messages if step.get("beta") else ant.messages
+                r = messages_api.create(model=step["model"], max_tokens=64, messages=messages, **step.get("kwargs", {}))
                 out.update(text="".join(b.text for b in r.content if b.type == "text"), usage=r.usage.model_dump())
         elif op == "burst":
             from concurrent.futures import ThreadPoolExecutor

@@ -5,7 +5,8 @@
 //! materialised (Secrets, ConfigMaps, emptyDirs, claims, projected service-account tokens from the
 //! TokenRequest API, the downward API) and bind-mounted at their paths in a mount namespace per
 //! container; env is resolved (`fieldRef`, Secret and ConfigMap keys, `$(VAR)` in args); each
-//! container runs as its `runAsUser`; init containers run in order to completion, except native
+//! container runs as its `runAsUser`, with the capabilities its security context leaves it and
+//! no-new-privileges when it forbids escalation; init containers run in order to completion, except native
 //! sidecars (`restartPolicy: Always`), which are started and their startup probe awaited; then
 //! the app containers start and the pod's status says Running. Images are not pulled: a
 //! [`Programs`] table says which local program a container's command names.
@@ -278,13 +279,49 @@ fn start_container(
     script.push_str("exec \"$@\"\n");
     let mut cmd = running.net.command("unshare");
     cmd.args(["-m", "--propagation", "private", "--", "sh", "-c", &script, "sh"]);
-    let security = &c["securityContext"];
-    if let Some(uid) = security["runAsUser"].as_i64().filter(|u| *u != 0) {
-        let gid = security["runAsGroup"].as_i64().unwrap_or(uid);
-        cmd.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "--"]);
-    }
+    cmd.args(privileges(&c["securityContext"]));
     cmd.arg(program).args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v))).env("HOME", &running.dir);
     Process::spawn(cmd, running.dir.join(format!("{name}.log")))
+}
+
+/// `setpriv` arguments that run a container as its security context says, as a container
+/// runtime would: its user, its capabilities (the runtime's default set for root, minus what it
+/// drops, plus what it adds) and `allowPrivilegeEscalation: false` as no-new-privileges. Empty
+/// when the context asks for nothing.
+fn privileges(security: &Value) -> Vec<String> {
+    let caps = |key: &str| -> Vec<String> {
+        security["capabilities"][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str())
+            .map(|c| c.to_ascii_lowercase().trim_start_matches("cap_").to_owned())
+            .collect()
+    };
+    let (drop, add) = (caps("drop"), caps("add"));
+    let mut args = Vec::new();
+    if let Some(uid) = security["runAsUser"].as_i64().filter(|u| *u != 0) {
+        let gid = security["runAsGroup"].as_i64().unwrap_or(uid);
+        args.extend([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".to_owned()]);
+    }
+    if !drop.is_empty() || !add.is_empty() {
+        // The bounding set caps what any program of the container may hold; with no inheritable
+        // capabilities, root's programs get exactly the bounding set.
+        let mut bounding: Vec<String> = drop.iter().map(|c| format!("-{c}")).collect();
+        bounding.extend(add.iter().map(|c| format!("+{c}")));
+        args.push(format!("--bounding-set={}", bounding.join(",")));
+        args.push("--inh-caps=-all".to_owned());
+    }
+    if security["allowPrivilegeEscalation"] == false {
+        args.push("--no-new-privs".to_owned());
+    }
+    if args.is_empty() {
+        return args;
+    }
+    let mut out = vec!["setpriv".to_owned()];
+    out.extend(args);
+    out.push("--".to_owned());
+    out
 }
 
 fn await_startup(running: &RunningPod, c: &Value, process: &Process) -> Result<()> {

@@ -247,6 +247,13 @@ fn foreign_hosts_origins_and_content_types_are_refused() -> Result<()> {
         }
     }
     assert_eq!(s.send("POST", Some(ping), &["Host: localhost"])?.status, 200);
+    // A same-origin request (a client on the very address it calls, as MCP's reference transport
+    // accepts) is served; another port of loopback is another origin.
+    let same = format!("Origin: {}", env.sidecar.base);
+    let a = s.send("POST", Some(ping), &[same.as_str()])?;
+    assert_eq!(a.status, 200, "a same-origin request was refused: {a:?}");
+    let a = s.send("POST", Some(ping), &["Origin: http://127.0.0.1:3000"])?;
+    assert_eq!(a.status, 403, "another loopback port's page was served: {a:?}");
     // Only the body's own type will do.
     let bare = tollgate_e2e::raw_mcp::request("POST", &env.sidecar.url("everything"), &["content-type: text/plain".into()], Some(ping))?;
     assert_eq!(bare.status, 415, "{bare:?}");

@@ -99,8 +99,9 @@ fn a_pod_applied_with_kubectl_is_injected_and_only_as_its_agent() -> Result<()> 
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success() && err.contains("ManagedAgent coder") && err.contains("\"deployer\""), "{err}");
 
-    // Opted out: created bare, and the skip is an Event on the agent.
-    let out = apply(cp, &ns, "bare", &pod_yaml("bare", "coder", "coder", "tollgate.dev/inject: \"false\""))?;
+    // Opted out, as a pod that does not run as the agent: created bare, and the skip is an Event
+    // on the agent.
+    let out = apply(cp, &ns, "bare", &pod_yaml("bare", "coder", "helper", "tollgate.dev/inject: \"false\""))?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stored(cp, &ns, "bare")?["spec"].get("initContainers").is_none());
     wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), || {
@@ -178,5 +179,153 @@ fn a_transparent_agent_pod_that_could_undo_its_redirect_is_refused() -> Result<(
     let init: Vec<String> =
         stored(cp, &ns, "ordinary")?["spec"]["initContainers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect();
     assert_eq!(init, ["tollgate-redirect", "tollgate-sidecar"]);
+    Ok(())
+}
+
+/// `name` with its own pod spec lines (under `spec:`), as the namespace's admin writes it.
+fn pod_with(name: &str, labels: &str, spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n{spec}")
+}
+
+/// Binds `user` to the `admin` ClusterRole in `ns`: whoever may create and edit pods there.
+fn namespace_admin(cp: &ControlPlane, ns: &str, user: User) -> Result<()> {
+    cp.kubectl_ok(User::Admin, ["create", "rolebinding", "pod-admin", "-n", ns, "--clusterrole=admin", &format!("--user={}", user.name())])?;
+    Ok(())
+}
+
+/// As `user`: `kubectl apply` of `yaml` into `ns`.
+fn apply_as(cp: &ControlPlane, user: User, ns: &str, name: &str, yaml: &str) -> Result<std::process::Output> {
+    let path = cp.dir().join(format!("{ns}-{name}.yaml"));
+    std::fs::write(&path, yaml)?;
+    cp.kubectl(user, ["apply", "-n", ns, "-f", path.to_str().context("path")?])
+}
+
+/// Every pod that runs as the agent's service account carries the sidecar or is refused, and no
+/// other container of an agent pod gets the agent's identity: each refusal is the webhook's own,
+/// and nothing refused was stored.
+#[test]
+fn no_pod_borrows_the_agents_identity_around_its_sidecar() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("identity-doors")?;
+    cp.kubectl_ok(User::Admin, ["label", "namespace", &ns, "tollgate.dev/injection=enabled"])?;
+    let out = apply(cp, &ns, "agent", AGENT)?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let editor = User::Outsider;
+    namespace_admin(cp, &ns, editor)?;
+    let app = "  containers:\n    - name: agent\n      image: python:3.12\n      command: [python, agent.py]\n";
+    let cases = [
+        ("unmatched", "app: helper", format!("  serviceAccountName: coder\n{app}"), "matches no agent's selector"),
+        ("opted-out", "app: coder", format!("  serviceAccountName: coder\n{app}"), "only a pod that does not run as an agent may opt out"),
+        ("shared-pids", "app: coder", format!("  serviceAccountName: coder\n  shareProcessNamespace: true\n{app}"), "shareProcessNamespace"),
+        ("host-pids", "app: coder", format!("  serviceAccountName: coder\n  hostPID: true\n{app}"), "hostPID"),
+        (
+            "own-token",
+            "app: coder",
+            format!(
+                "  serviceAccountName: coder\n{app}      volumeMounts: [{{name: vault-token, mountPath: /var/run/vault}}]\n  volumes:\n    - {{name: vault-token, projected: {{sources: [{{serviceAccountToken: {{path: token, audience: vault}}}}]}}}}\n"
+            ),
+            "declares its own service-account token in volume vault-token",
+        ),
+        (
+            "borrowed-volume",
+            "app: coder",
+            format!("  serviceAccountName: coder\n{app}      volumeMounts: [{{name: tollgate-service-account, mountPath: /t}}]\n"),
+            "mounts tollgate-service-account",
+        ),
+        (
+            "borrowed-credentials",
+            "app: coder",
+            format!("  serviceAccountName: coder\n{app}      volumeMounts: [{{name: tollgate-cred-github-token, mountPath: /c}}]\n"),
+            "mounts tollgate-cred-github-token",
+        ),
+    ];
+    for (name, labels, spec, says) in &cases {
+        let mut yaml = pod_with(name, labels, spec);
+        if *name == "opted-out" {
+            yaml = yaml.replace("metadata:\n", "metadata:\n  annotations: {tollgate.dev/inject: \"false\"}\n");
+        }
+        let out = apply_as(cp, editor, &ns, name, &yaml)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "{name} was admitted");
+        ensure!(err.contains("admission webhook \"inject.tollgate.dev\" denied the request") && err.contains(says), "{name}: {err}");
+        ensure!(!cp.kubectl(User::Admin, ["get", "pod", name, "-n", &ns])?.status.success(), "{name} was stored");
+    }
+    // A pod that claims to be injected, with a sidecar of its own: it gets the real one.
+    let claimed = pod_with(
+        "claimed",
+        "app: coder",
+        &format!(
+            "  serviceAccountName: coder\n  initContainers:\n    - {{name: tollgate-sidecar, image: evil.example/sidecar:1, restartPolicy: Always}}\n{app}"
+        ),
+    )
+    .replace("metadata:\n", "metadata:\n  annotations: {tollgate.dev/injected: coder}\n");
+    let out = apply_as(cp, editor, &ns, "claimed", &claimed)?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pod = stored(cp, &ns, "claimed")?;
+    let images: Vec<&str> = pod["spec"]["initContainers"].as_array().into_iter().flatten().filter_map(|c| c["image"].as_str()).collect();
+    ensure!(images.len() == 1 && !images[0].contains("evil"), "the pod kept the sidecar it brought: {images:?}");
+    ensure!(pod["spec"]["automountServiceAccountToken"] == false, "{pod}");
+    Ok(())
+}
+
+/// An injected pod cannot be changed afterwards to undo its injection: its sidecar's image, its
+/// marks, or an ephemeral container (`kubectl debug`) that shares the sidecar's processes, mounts
+/// its token or runs as its UID; each refused by the webhook as the namespace's admin tries it.
+#[test]
+fn an_injected_pod_cannot_be_changed_to_undo_its_injection() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("pod-edits")?;
+    cp.kubectl_ok(User::Admin, ["label", "namespace", &ns, "tollgate.dev/injection=enabled"])?;
+    let out = apply(cp, &ns, "agent", AGENT)?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let editor = User::Outsider;
+    namespace_admin(cp, &ns, editor)?;
+    let out = apply_as(cp, editor, &ns, "coder-1", &pod_yaml("coder-1", "coder", "coder", ""))?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = stored(cp, &ns, "coder-1")?["spec"].clone();
+    let webhook = "admission webhook \"pods.tollgate.dev\" denied the request";
+    let refused = |what: &str, out: std::process::Output, says: &str| -> Result<()> {
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success() && err.contains(webhook) && err.contains(says), "{what}: {err}");
+        Ok(())
+    };
+    refused(
+        "a new sidecar image",
+        cp.kubectl(editor, ["set", "image", "pod/coder-1", "-n", &ns, "tollgate-sidecar=evil.example/sidecar:1"])?,
+        "cannot be changed once injected",
+    )?;
+    refused("the agent label removed", cp.kubectl(editor, ["label", "pod", "coder-1", "-n", &ns, "tollgate.dev/agent-"])?, "cannot be changed")?;
+    let debug = |args: &[&str]| -> Result<std::process::Output> {
+        let mut all = vec!["debug", "coder-1", "-n", &ns, "--image=busybox", "--attach=false"];
+        all.extend_from_slice(args);
+        cp.kubectl(editor, all)
+    };
+    refused("a debugger in the sidecar's processes", debug(&["--target=tollgate-sidecar", "-c", "d1"])?, "targets tollgate-sidecar")?;
+    let as_sidecar = r#"{"spec":{"ephemeralContainers":[{"name":"d2","image":"busybox","securityContext":{"runAsUser":1337}}]}}"#;
+    refused(
+        "a debugger as the sidecar's UID",
+        cp.kubectl(editor, ["patch", "pod", "coder-1", "-n", &ns, "--subresource=ephemeralcontainers", "--type=strategic", "-p", as_sidecar])?,
+        "runs as UID 1337",
+    )?;
+    let token = r#"{"spec":{"ephemeralContainers":[{"name":"d3","image":"busybox","volumeMounts":[{"name":"tollgate-service-account","mountPath":"/t"}]}]}}"#;
+    refused(
+        "a debugger with the sidecar's token",
+        cp.kubectl(editor, ["patch", "pod", "coder-1", "-n", &ns, "--subresource=ephemeralcontainers", "--type=strategic", "-p", token])?,
+        "mounts tollgate-service-account",
+    )?;
+    let after = stored(cp, &ns, "coder-1")?["spec"].clone();
+    ensure!(before == after, "a refused change was stored:\nbefore {before}\nafter {after}");
+    // Debugging the app itself is still allowed.
+    let out = debug(&["--target=agent", "-c", "d4"])?;
+    ensure!(out.status.success(), "kubectl debug of the app: {}", String::from_utf8_lossy(&out.stderr));
+    let debuggers: Vec<String> = stored(cp, &ns, "coder-1")?["spec"]["ephemeralContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(debuggers == ["d4"], "{debuggers:?}");
     Ok(())
 }

@@ -179,3 +179,54 @@ fn a_transparent_pod_that_dials_its_mcp_server_directly_is_still_decided() -> Re
     assert!(rules.contains("--uid-owner 1337 -j RETURN"), "the sidecar's own traffic is exempt: {rules}");
     Ok(())
 }
+
+/// An app container that runs as root (no `runAsUser`, as most images do) cannot become the
+/// sidecar's UID, which the redirect exempts, and dial its MCP server undecided: injection takes
+/// `SETUID`/`SETGID` and privilege escalation from every app container of a transparent agent,
+/// and the e2e kubelet runs it with just that (as a container runtime would).
+#[test]
+fn a_root_app_in_a_transparent_pod_cannot_become_the_sidecar_to_skip_the_redirect() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let server_ip: IpAddr = "192.0.2.10".parse()?;
+    let server = Modern::start_reached_as(cp, "192.0.2.10")?;
+    let url = format!("http://{server_ip}:{}/mcp", server.port);
+    let ns = namespace_with_agent(cp, "pod-setuid", &url, true, "[]")?;
+    let script = repo_file("e2e/clients/become_sidecar.py");
+    cp.kubectl_ok(User::Admin, ["create", "configmap", "escape", "-n", &ns, &format!("--from-file=become_sidecar.py={}", script.display())])?;
+    cp.apply(
+        User::Admin,
+        &ns,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: coder-1, labels: {{app: coder}}}}
+spec:
+  serviceAccountName: coder
+  containers:
+    - name: agent
+      image: python:3.12
+      command: [python3]
+      args: [/run/escape/become_sidecar.py, "{url}", delete_everything]
+      volumeMounts: [{{name: escape, mountPath: /run/escape}}]
+  volumes:
+    - {{name: escape, configMap: {{name: escape}}}}
+"#
+        ),
+    )?;
+    let stored: Value = serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", "pod", "coder-1", "-n", &ns, "-o", "json"])?)?;
+    let app = &stored["spec"]["containers"][0]["securityContext"];
+    ensure!(app["allowPrivilegeEscalation"] == false, "the app may gain privileges: {app}");
+    // The standard library's python, readable by any UID it might become.
+    let programs = programs()?.with("python3", "/usr/bin/python3");
+    let pod = run_pod(cp, &ns, "coder-1", &programs, &[(server_ip, server.port)])?;
+    let (status, log) = pod.wait_exit("agent", Duration::from_secs(60))?;
+    ensure!(status.success(), "the agent failed ({status}):\n{log}");
+    let out: Value = log.lines().find_map(|l| serde_json::from_str(l).ok()).with_context(|| format!("the agent said nothing: {log}"))?;
+    let answer = out["result"].to_string();
+    ensure!(!answer.contains("everything deleted"), "the denied tool ran past the sidecar (setuid: {}): {out}", out["setuid"]);
+    ensure!(answer.contains("nothing is deleted here"), "the call was not decided: {out}");
+    ensure!(out["setuid"] == false && out["uid"] == 0, "the app became another UID: {out}");
+    Ok(())
+}

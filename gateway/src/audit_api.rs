@@ -159,8 +159,13 @@ async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<B
     };
     let source = Source { namespace: namespace.to_owned(), service_account: service_account.to_owned(), shipped: true };
     let index = gw.index.load();
-    let is_agent = index.agents.values().any(|a| a.namespace == source.namespace && a.spec.service_account_name == source.service_account);
-    if !is_agent {
+    let agents: Vec<String> = index
+        .agents
+        .values()
+        .filter(|a| a.namespace == source.namespace && a.spec.service_account_name == source.service_account)
+        .map(|a| a.name.clone())
+        .collect();
+    if agents.is_empty() {
         return error(StatusCode::FORBIDDEN, &format!("{user} is not the service account of any ManagedAgent"));
     }
     let bytes = match transport::read_request(req.into_body(), MAX_BATCH, Duration::from_secs(gw.config.request_body_seconds)).await {
@@ -183,8 +188,13 @@ async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<B
     }
     // Batch ids are the sender's; scoped by its identity, one agent cannot suppress another's.
     let scoped = format!("{namespace}/{service_account}/{id}");
-    match gw.ledger.append_audit(&scoped, &source, records.clone()).await {
-        Ok(new) => answer(StatusCode::OK, json!({"stored": if new { records.len() } else { 0 }, "duplicate": !new})),
+    let mut records = records.clone();
+    for r in &mut records {
+        tollgate_core::audit_bounds::attribute(r, namespace, service_account, &agents);
+    }
+    let count = records.len();
+    match gw.ledger.append_audit(&scoped, &source, records).await {
+        Ok(new) => answer(StatusCode::OK, json!({"stored": if new { count } else { 0 }, "duplicate": !new})),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::ledger::{Ledger, LedgerError};
 use serde_json::Value;
+use tollgate_core::audit_bounds;
 use tollgate_core::audit_chain::{self, Link};
 
 /// Who sent a batch, as the API server vouched for its token: never what a record claims.
@@ -25,10 +26,6 @@ pub struct Query {
     pub since_us: Option<i64>,
     pub until_us: Option<i64>,
     pub limit: i64,
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_owned()
 }
 
 impl Ledger {
@@ -93,6 +90,11 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
     let records: Vec<Value> = records
         .into_iter()
         .map(|(s, mut r)| {
+            // What no database or reader's terminal takes, and no record of megabytes, is stored.
+            audit_bounds::sanitize(&mut r);
+            if let Some(bytes) = audit_bounds::bound(&mut r, audit_bounds::MAX_RECORD_BYTES) {
+                tracing::warn!(bytes, namespace = s.namespace, "an audit record was cut to its bound");
+            }
             let writer = if s.shipped { "sidecar" } else { "gateway" };
             if let Some(o) = r.as_object_mut() {
                 o.insert("source".into(), serde_json::json!({"namespace": s.namespace, "serviceAccount": s.service_account, "writer": writer}));
@@ -112,9 +114,9 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
         .bind(now)
         .bind(&source.namespace)
         .bind(&source.service_account)
-        .bind(text(&r["agent"]["name"]))
-        .bind(text(&r["tool"]))
-        .bind(text(&r["decision"]))
+        .bind(audit_bounds::indexed(&r["agent"]["name"]))
+        .bind(audit_bounds::indexed(&r["tool"]))
+        .bind(audit_bounds::indexed_decision(&r["decision"]))
         .bind(r.to_string())
         .execute(&mut **tx)
         .await?;

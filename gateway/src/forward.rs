@@ -10,9 +10,10 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tollgate_core::model_request::{self, Operation};
 use tollgate_core::models::{self, Api, Refusal};
 use tollgate_core::spend::{self, Micros, Usage};
 use tollgate_mcp_client::transport::{self, Body, full};
@@ -118,39 +119,109 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     }
     let no_providers = Vec::new();
     let providers = index.providers.get(&agent.namespace).unwrap_or(&no_providers);
-    let allowed = agent.spec.models.as_ref().map(|m| m.allowed.clone()).unwrap_or_default();
-    if endpoint == Endpoint::Models {
-        return Ok(models_list(providers, &allowed));
+    let access = agent.spec.models.clone().unwrap_or_default();
+    let op = match endpoint {
+        Endpoint::Models => return Ok(models_list(providers, &access.allowed)),
+        Endpoint::ChatCompletions => Operation::ChatCompletions,
+        Endpoint::Responses => Operation::Responses,
+        Endpoint::Messages => Operation::Messages,
+    };
+    for header in BETAS {
+        for value in req.headers().get_all(header) {
+            model_request::check_betas(header, value.to_str().unwrap_or("(not text)"), &gw.config.allowed_betas)?;
+        }
     }
     let pod = req.headers().get("x-tollgate-pod").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let client_headers = req.headers().clone();
     let bytes = transport::read_request(req.into_body(), gw.config.max_body, Duration::from_secs(gw.config.request_body_seconds))
         .await
         .map_err(|e| Refusal::BadBody { status: e.status().as_u16(), reason: e.to_string() })?;
-    let mut body: Value = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let mut body: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let requested = models::requested_model(&body)?.to_owned();
     span.record("model", requested.as_str());
     who.model = Some(requested.clone());
     let resolved = models::resolve(&requested, api, providers).ok_or_else(|| Refusal::UnknownModel(requested.clone()))?;
-    if !models::allowed(&allowed, &requested, resolved.model) {
+    if !models::allowed(&access.allowed, &requested, resolved.model) {
         return Err(Refusal::ModelNotAllowed { agent: agent.name.clone(), model: requested });
     }
-    // Every budget of the namespace that counts this call.
+    // Before anything is reserved: nothing the provider would run itself unless allowed.
+    let hosted = model_request::check(op, &body, &agent.name, &access.hosted_tools)?;
+    let output = spend::bound_output(&mut body, limit_field(endpoint, resolved.spec.r#type), resolved.max_output);
+    let strip_usage = as_provider_sees_it(&mut body, endpoint, resolved.model);
+    let upstream_body = Bytes::from(Value::Object(body).to_string());
+    let estimate = resolved.pricing.map_or(0, |p| spend::estimate(p, upstream_body.len(), output));
+    let (reservation, warning) = reserve(gw, &index, &agent, &resolved, &pod, estimate).await?;
+    let settle = Settlement {
+        gw: gw.clone(),
+        reservation,
+        agent: agent.clone(),
+        pod,
+        provider: resolved.provider.to_owned(),
+        model: resolved.model.to_owned(),
+        pricing: resolved.pricing.cloned(),
+        hosted,
+        status: 0,
+    };
+    let url = format!("{}{}", resolved.spec.base_url.trim_end_matches('/'), provider_path(endpoint));
+    let sent = Sent { api, url, provider: resolved.provider.to_owned(), credentials: resolved.spec.credentials.clone(), strip_usage, warning };
+    send(gw, &agent, sent, &client_headers, upstream_body, settle).await
+}
+
+/// Headers that turn on a provider's beta features: passed on only from the allow-list.
+const BETAS: [&str; 2] = ["anthropic-beta", "openai-beta"];
+
+/// The output limit field each endpoint's provider reads (an OpenAI-compatible server may not
+/// know `max_completion_tokens`).
+fn limit_field(endpoint: Endpoint, kind: tollgate_api::ProviderType) -> &'static str {
+    match (endpoint, kind) {
+        (Endpoint::ChatCompletions, tollgate_api::ProviderType::Openai) => "max_completion_tokens",
+        (Endpoint::Responses, _) => "max_output_tokens",
+        _ => "max_tokens",
+    }
+}
+
+fn provider_path(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "/chat/completions",
+        Endpoint::Responses => "/responses",
+        Endpoint::Messages => "/v1/messages",
+        Endpoint::Models => "/models",
+    }
+}
+
+/// The request as the provider must see it: its own model name, and usage asked for in a
+/// stream. Whether the usage must be taken out again (the client did not ask for it).
+fn as_provider_sees_it(body: &mut Map<String, Value>, endpoint: Endpoint, model: &str) -> bool {
+    body.insert("model".into(), json!(model));
+    let streaming = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let asked = body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
+    if endpoint == Endpoint::ChatCompletions && streaming && !asked {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+        return true;
+    }
+    false
+}
+
+/// Every budget of the agent's namespace that counts this call, reserved at once for `estimate`;
+/// a soft limit passed comes back as a warning.
+async fn reserve(
+    gw: &Arc<Gateway>,
+    index: &crate::index::Index,
+    agent: &Arc<crate::index::Agent>,
+    resolved: &models::Resolved<'_>,
+    pod: &str,
+    estimate: Micros,
+) -> Result<(Reservation, Option<String>), Refusal> {
     let now = jiff::Timestamp::now();
+    let names = resolved.names();
     let no_budgets = Vec::new();
-    let budgets: Vec<&(String, tollgate_api::BudgetSpec)> = index
-        .budgets
-        .get(&agent.namespace)
-        .unwrap_or(&no_budgets)
-        .iter()
-        .filter(|(_, b)| spend::budget_applies(b, &agent.labels, resolved.model, &requested))
-        .collect();
+    let budgets: Vec<&(String, tollgate_api::BudgetSpec)> =
+        index.budgets.get(&agent.namespace).unwrap_or(&no_budgets).iter().filter(|(_, b)| spend::budget_applies(b, &agent.labels, &names)).collect();
     if let Some((name, _)) = budgets.first()
         && resolved.pricing.is_none()
     {
         return Err(Refusal::Unpriced { model: resolved.model.to_owned(), provider: resolved.provider.to_owned(), budget: name.clone() });
     }
-    let estimate = resolved.pricing.map_or(0, |p| spend::estimate(p, bytes.len(), spend::max_output(&body)));
     let claims: Vec<Claim> = budgets
         .iter()
         .map(|(name, b)| Claim {
@@ -166,7 +237,7 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
         namespace: agent.namespace.clone(),
         agent: agent.name.clone(),
         service_account: agent.spec.service_account_name.clone(),
-        pod: pod.clone(),
+        pod: pod.to_owned(),
         provider: resolved.provider.to_owned(),
         model: resolved.model.to_owned(),
         amount: estimate,
@@ -190,64 +261,38 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
             warning = Some(format!("budget {name} passed its soft limit of {:.2} USD", b.soft_limit_usd.unwrap_or_default()));
         }
     }
+    Ok((reservation, warning))
+}
 
-    // The request as the provider must see it: its own model name, and usage asked for in a
-    // stream (taken out again if the client did not ask).
-    body["model"] = json!(resolved.model);
-    let streaming = body["stream"].as_bool() == Some(true);
-    let mut strip_usage = false;
-    if endpoint == Endpoint::ChatCompletions && streaming && body["stream_options"]["include_usage"].as_bool() != Some(true) {
-        body["stream_options"] = json!({"include_usage": true});
-        strip_usage = true;
-    }
-    let path = match endpoint {
-        Endpoint::ChatCompletions => "/chat/completions",
-        Endpoint::Responses => "/responses",
-        Endpoint::Messages => "/v1/messages",
-        Endpoint::Models => "/models",
-    };
-    let url = format!("{}{path}", resolved.spec.base_url.trim_end_matches('/'));
-    let release = |status: u16| Settlement {
-        gw: gw.clone(),
-        reservation: reservation.clone(),
-        agent: agent.clone(),
-        pod: pod.clone(),
-        provider: resolved.provider.to_owned(),
-        model: resolved.model.to_owned(),
-        pricing: resolved.pricing.cloned(),
-        status,
-    };
-    let credential = match gw.credentials.get(&gw.client, &agent.namespace, resolved.spec.credentials.as_ref()).await {
+/// Where a checked, reserved call goes.
+struct Sent {
+    api: Api,
+    url: String,
+    provider: String,
+    credentials: Option<tollgate_api::CredentialSource>,
+    strip_usage: bool,
+    warning: Option<String>,
+}
+
+/// Calls the provider with its own credential and passes the answer back (a stream event by
+/// event); the call is settled however it ends.
+async fn send(
+    gw: &Arc<Gateway>,
+    agent: &crate::index::Agent,
+    sent: Sent,
+    client_headers: &hyper::HeaderMap,
+    body: Bytes,
+    settle: Settlement,
+) -> Result<Response<Body>, Refusal> {
+    let credential = match gw.credentials.get(&gw.client, &agent.namespace, sent.credentials.as_ref()).await {
         Ok(c) => c,
         Err(reason) => {
             // Nothing was sent: nothing is charged.
-            release(502).finish(Some(Usage::default()), Duration::ZERO).await;
-            return Err(Refusal::Provider { provider: resolved.provider.to_owned(), reason });
+            settle.with_status(502).finish(Some(Usage::default()), Duration::ZERO).await;
+            return Err(Refusal::Provider { provider: sent.provider, reason });
         }
     };
-    let mut upstream = Request::builder().method(Method::POST).uri(&url);
-    if let Some(h) = upstream.headers_mut() {
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for name in FORWARDED {
-            if let Some(v) = client_headers.get(*name) {
-                h.insert(*name, v.clone());
-            }
-        }
-        if api == Api::Anthropic && !h.contains_key("anthropic-version") {
-            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        }
-        if let Some(c) = &credential {
-            let (name, value) = match api {
-                Api::OpenAi => ("authorization", format!("Bearer {c}")),
-                Api::Anthropic => ("x-api-key", c.clone()),
-            };
-            if let Ok(mut v) = HeaderValue::from_str(&value) {
-                v.set_sensitive(true);
-                h.insert(name, v);
-            }
-        }
-    }
-    let upstream = upstream.body(full(body.to_string())).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let upstream = upstream_request(&sent, client_headers, credential.as_deref(), body)?;
     let started = Instant::now();
     let timeout = Duration::from_secs(gw.config.provider_timeout_seconds.max(1));
     let resp = match tokio::time::timeout(timeout, gw.http.request(upstream)).await {
@@ -260,8 +305,8 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
                 Ok(Err(e)) => (format!("unreachable: {}", transport::root_cause(&e)), None),
                 _ => (format!("no answer within {}s", timeout.as_secs()), None),
             };
-            release(502).finish(usage, started.elapsed()).await;
-            return Err(Refusal::Provider { provider: resolved.provider.to_owned(), reason });
+            settle.with_status(502).finish(usage, started.elapsed()).await;
+            return Err(Refusal::Provider { provider: sent.provider, reason });
         }
     };
     let status = resp.status();
@@ -273,11 +318,11 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
                 h.insert(*name, v.clone());
             }
         }
-        if let Some(w) = warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
+        if let Some(w) = sent.warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
             h.insert(BUDGET_WARNING, w);
         }
     }
-    let settlement = release(status.as_u16());
+    let settlement = settle.with_status(status.as_u16());
     if status.is_success() && transport::is_event_stream(&parts.headers) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         gw.settling.spawn(async move {
@@ -287,19 +332,47 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
             // stream cut short, by the client or the provider, costs its whole reservation.
             settlement.finish(if end.finished { end.usage } else { None }, started.elapsed()).await;
         });
-        return out.body(stream::metered(incoming, api, strip_usage, timeout, tx)).map_err(|e| Refusal::BadRequest(e.to_string()));
+        return out.body(stream::metered(incoming, sent.api, sent.strip_usage, timeout, tx)).map_err(|e| Refusal::BadRequest(e.to_string()));
     }
     let deadline = tokio::time::Instant::now() + timeout;
     let answer = match transport::read_body(incoming, gw.config.max_answer, deadline).await {
         Ok(b) => b,
         Err(e) => {
             settlement.finish(None, started.elapsed()).await;
-            return Err(Refusal::Provider { provider: resolved.provider.to_owned(), reason: e.to_string() });
+            return Err(Refusal::Provider { provider: sent.provider, reason: e.to_string() });
         }
     };
-    let usage = if status.is_success() { usage_of(api, &answer) } else { Some(Usage::default()) };
+    let usage = if status.is_success() { usage_of(sent.api, &answer) } else { Some(Usage::default()) };
     settlement.finish(usage, started.elapsed()).await;
     out.body(full(answer)).map_err(|e| Refusal::BadRequest(e.to_string()))
+}
+
+/// The provider's request: the checked body, the provider's credential (never the agent's key),
+/// and only the client headers that are safe to pass.
+fn upstream_request(sent: &Sent, client_headers: &hyper::HeaderMap, credential: Option<&str>, body: Bytes) -> Result<Request<Body>, Refusal> {
+    let mut upstream = Request::builder().method(Method::POST).uri(&sent.url);
+    if let Some(h) = upstream.headers_mut() {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for name in FORWARDED {
+            for v in client_headers.get_all(*name) {
+                h.append(*name, v.clone());
+            }
+        }
+        if sent.api == Api::Anthropic && !h.contains_key("anthropic-version") {
+            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
+        if let Some(c) = credential {
+            let (name, value) = match sent.api {
+                Api::OpenAi => ("authorization", format!("Bearer {c}")),
+                Api::Anthropic => ("x-api-key", c.to_owned()),
+            };
+            if let Ok(mut v) = HeaderValue::from_str(&value) {
+                v.set_sensitive(true);
+                h.insert(name, v);
+            }
+        }
+    }
+    upstream.body(full(body)).map_err(|e| Refusal::BadRequest(e.to_string()))
 }
 
 fn usage_of(api: Api, answer: &Bytes) -> Option<Usage> {
@@ -336,10 +409,16 @@ struct Settlement {
     provider: String,
     model: String,
     pricing: Option<tollgate_api::Pricing>,
+    /// The provider-hosted tools the call allowed, for its audit record.
+    hosted: Vec<String>,
     status: u16,
 }
 
 impl Settlement {
+    fn with_status(self, status: u16) -> Settlement {
+        Settlement { status, ..self }
+    }
+
     /// With the usage the provider reported; without it (a stream cut short, an answer without
     /// usage), the call is taken to have cost its whole reservation: a provider bills what it ran.
     async fn finish(self, usage: Option<Usage>, latency: Duration) {
@@ -384,6 +463,10 @@ impl Settlement {
             "costUSD": spend::micros_to_usd(row.cost),
             "durationMs": row.latency_ms,
         });
+        let mut record = record;
+        if !self.hosted.is_empty() {
+            record["hostedTools"] = json!(self.hosted);
+        }
         let source =
             crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone(), shipped: false };
         let settled = crate::recorder::Settled { reservation: self.reservation, cost, row, audit: (source, record) };

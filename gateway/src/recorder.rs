@@ -1,10 +1,11 @@
 //! Settled calls written in batches, off the answer's path: a call's answer never waits for the
 //! ledger, and one transaction per batch (not five writes per call) keeps the gateway's CPU for
-//! the calls. A batch that cannot be written is retried; the queue is bounded, and a full queue
-//! makes the caller wait rather than lose a row.
+//! the calls. A batch that cannot be written for a while is retried; one the database refuses is
+//! written a call (or a record) at a time, so one bad value never holds up the rest. The queue
+//! is bounded, and a full queue makes the caller wait rather than lose a row.
 
 use crate::audit_store::Source;
-use crate::ledger::{InFlight, Ledger, Reservation, Row};
+use crate::ledger::{InFlight, Ledger, LedgerError, Reservation, Row};
 use serde_json::Value;
 use std::time::Duration;
 use tollgate_core::spend::Micros;
@@ -42,30 +43,9 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let opened: Vec<InFlight> = batch.iter().filter_map(|e| if let Entry::Opened(c) = e { Some((**c).clone()) } else { None }).collect();
-            let calls: Vec<(Reservation, Micros, Row)> =
-                batch.iter().filter_map(|e| if let Entry::Call(s) = e { Some((s.reservation.clone(), s.cost, s.row.clone())) } else { None }).collect();
-            let audit: Vec<(Source, Value)> = batch
-                .iter()
-                .filter_map(|e| match e {
-                    Entry::Call(s) => Some(s.audit.clone()),
-                    Entry::Refusal(source, record) => Some((source.clone(), record.clone())),
-                    Entry::Opened(_) | Entry::Flush(_) => None,
-                })
-                .collect();
-            let mut wait = Duration::from_millis(50);
-            let something = !(opened.is_empty() && calls.is_empty() && audit.is_empty());
-            if something {
-                loop {
-                    match ledger.settle_many(&opened, &calls, audit.clone()).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::error!(error = %e, calls = calls.len(), "could not write settled calls; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait = (wait * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                }
+            let units = units(&batch);
+            if !units.is_empty() {
+                write(&ledger, &units).await;
             }
             for e in batch.drain(..) {
                 if let Entry::Flush(done) = e {
@@ -75,4 +55,78 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
         }
     });
     tx
+}
+
+/// What is written together: a call's opening and its settlement, or one refusal.
+#[derive(Default, Clone)]
+struct Unit {
+    opened: Vec<InFlight>,
+    calls: Vec<(Reservation, Micros, Row)>,
+    audit: Vec<(Source, Value)>,
+}
+
+fn units(batch: &[Entry]) -> Vec<Unit> {
+    let mut out: Vec<Unit> = Vec::new();
+    for e in batch {
+        match e {
+            Entry::Opened(c) => out.push(Unit { opened: vec![(**c).clone()], ..Unit::default() }),
+            Entry::Call(s) => {
+                let settled = (s.reservation.clone(), s.cost, s.row.clone());
+                // Settled in the batch it was opened in: one unit, so the pair is never split.
+                match out.iter_mut().find(|u| u.calls.is_empty() && u.opened.iter().any(|o| o.id == s.reservation.id)) {
+                    Some(u) => {
+                        u.calls.push(settled);
+                        u.audit.push(s.audit.clone());
+                    }
+                    None => out.push(Unit { calls: vec![settled], audit: vec![s.audit.clone()], ..Unit::default() }),
+                }
+            }
+            Entry::Refusal(source, record) => out.push(Unit { audit: vec![(source.clone(), record.clone())], ..Unit::default() }),
+            Entry::Flush(_) => {}
+        }
+    }
+    out
+}
+
+/// A failure that trying again cannot mend: the database refused what it was given (a value out
+/// of range, a character it cannot store), not a connection that failed.
+fn permanent(e: &LedgerError) -> bool {
+    matches!(e, LedgerError::Db(sqlx::Error::Database(_) | sqlx::Error::Encode(_)))
+}
+
+/// Writes the units in one transaction; when the database refuses it, each unit alone, so one
+/// bad unit (which is then dropped, loudly) never holds up the others. A database that is away
+/// is waited for: nothing is dropped for that.
+async fn write(ledger: &Ledger, units: &[Unit]) {
+    let mut whole = Unit::default();
+    for u in units {
+        whole.opened.extend(u.opened.iter().cloned());
+        whole.calls.extend(u.calls.iter().cloned());
+        whole.audit.extend(u.audit.iter().cloned());
+    }
+    if write_one(ledger, &whole).await.is_ok() || units.len() == 1 {
+        return;
+    }
+    for u in units {
+        let _ = write_one(ledger, u).await;
+    }
+}
+
+/// Writes one unit, retrying while the database is away; the error it is refused with, if it is.
+async fn write_one(ledger: &Ledger, u: &Unit) -> Result<(), ()> {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match ledger.settle_many(&u.opened, &u.calls, u.audit.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if permanent(&e) => {
+                tracing::error!(error = %e, calls = u.calls.len(), records = u.audit.len(), "the ledger refused what was written");
+                return Err(());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, calls = u.calls.len(), "could not write settled calls; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }

@@ -45,6 +45,10 @@ pub struct Config {
     /// On SIGTERM: seconds the calls in progress get to finish before the gateway stops.
     #[arg(long, env = "TOLLGATE_DRAIN_SECONDS", default_value_t = 25)]
     pub drain_seconds: u64,
+    /// `anthropic-beta` / `openai-beta` values passed to providers (comma-separated); a request
+    /// asking for any other beta is refused, since a beta changes what a body means.
+    #[arg(long, env = "TOLLGATE_ALLOWED_BETAS", value_delimiter = ',')]
+    pub allowed_betas: Vec<String>,
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
     /// The Slack app's signing secret: `/slack/interactions` is served only with it.

@@ -91,6 +91,10 @@ pub struct Config {
     /// The image of gateways that name none; the sidecars' image when absent.
     #[arg(long, env = "TOLLGATE_GATEWAY_IMAGE")]
     pub gateway_image: Option<String>,
+    /// `anthropic-beta` / `openai-beta` values the gateways pass to providers (comma-separated);
+    /// requests asking for any other beta are refused.
+    #[arg(long, env = "TOLLGATE_GATEWAY_ALLOWED_BETAS", value_delimiter = ',')]
+    pub gateway_allowed_betas: Vec<String>,
     /// Slack's Web API, which approval messages are posted to and updated at.
     #[arg(long, env = "TOLLGATE_SLACK_API_URL", default_value = "https://slack.com/api")]
     pub slack_api_url: String,
@@ -197,6 +201,7 @@ pub async fn run(config: Config) -> Result<()> {
             image: config.gateway_image.clone().unwrap_or_else(|| config.sidecar_image.clone()),
             cluster_role: config.gateway_cluster_role.clone(),
             vault: config.vault_env(config.vault_gateway_role.clone()),
+            allowed_betas: config.gateway_allowed_betas.clone(),
         },
         vault: tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
         ai_reader: ai_reader::AiReader::new(client.clone(), config.gateway_url.clone()),

@@ -2,7 +2,10 @@
 //! sidecar's own service-account token (the gateway asks the API server whose it is). A batch
 //! keeps its id across retries, so the store takes it once however often it is sent. While the
 //! gateway is away, records wait in a bounded queue; past its bound the oldest are dropped, and
-//! the log says how many (they are still in this sidecar's stdout).
+//! the log says how many (they are still in this sidecar's stdout). Batches are bounded in bytes
+//! as in records, a record past the store's bound is cut down before it is queued, and a batch
+//! the gateway refuses is split until the one record it refuses is given up: no record blocks
+//! the ones after it.
 
 use bytes::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -11,11 +14,15 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
+use tollgate_core::audit_bounds;
 use tollgate_mcp_client::transport::{self, HttpClient, full};
 
 /// Records waiting at most; a gateway outage longer than this loses the oldest.
 pub const MAX_QUEUED: usize = 10_000;
 const MAX_BATCH: usize = 500;
+/// A batch's bytes at most (the gateway takes 8 MiB): a few calls with megabytes of arguments
+/// make several batches, never one the gateway refuses.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 const EVERY: Duration = Duration::from_millis(500);
 
 pub struct Shipper {
@@ -32,6 +39,12 @@ struct Queue {
     dropped: u64,
 }
 
+/// Why a batch was not shipped; the gateway's status, when it answered.
+struct NotShipped {
+    status: Option<hyper::StatusCode>,
+    reason: String,
+}
+
 impl Shipper {
     pub fn new(gateway: &str, token_file: PathBuf, instance: &str) -> Shipper {
         let client = transport::client(std::sync::Arc::new(transport::platform_roots()));
@@ -44,14 +57,34 @@ impl Shipper {
         }
     }
 
-    /// Queues one record's JSON.
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues one record's JSON; one larger than the store keeps whole is cut down first, saying
+    /// so in the record (its whole text is in this sidecar's stdout).
     pub fn push(&self, record: Bytes) {
-        let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let record = if record.len() > audit_bounds::MAX_RECORD_BYTES { bounded(&record) } else { record };
+        let mut q = self.queue();
         if q.records.len() >= MAX_QUEUED {
             q.records.pop_front();
             q.dropped += 1;
         }
         q.records.push_back(record);
+    }
+
+    /// The next batch: as many queued records as fit its bounds (one at least).
+    fn next_batch(&self) -> (Vec<Bytes>, u64) {
+        let mut q = self.queue();
+        let (mut n, mut bytes) = (0, 0);
+        while let Some(r) = q.records.get(n) {
+            if n > 0 && (n == MAX_BATCH || bytes + r.len() > MAX_BATCH_BYTES) {
+                break;
+            }
+            bytes += r.len();
+            n += 1;
+        }
+        (q.records.drain(..n).collect(), std::mem::take(&mut q.dropped))
     }
 
     /// Sends batches until the process ends.
@@ -62,11 +95,7 @@ impl Shipper {
         loop {
             tokio::time::sleep(backoff).await;
             if pending.is_none() {
-                let (records, dropped) = {
-                    let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let n = q.records.len().min(MAX_BATCH);
-                    (q.records.drain(..n).collect::<Vec<_>>(), std::mem::take(&mut q.dropped))
-                };
+                let (records, dropped) = self.next_batch();
                 if dropped > 0 {
                     tracing::warn!(
                         dropped,
@@ -80,22 +109,41 @@ impl Shipper {
                 batch_no += 1;
                 pending = Some((format!("{}-{batch_no}", self.instance), records));
             }
-            let Some((id, records)) = &pending else { continue };
+            let Some((id, records)) = &mut pending else { continue };
             match self.send(id, records).await {
                 Ok(()) => {
                     pending = None;
                     backoff = EVERY;
                 }
+                // The gateway will never take this batch as it is: it is split, and a single
+                // record it refuses is given up (it is in stdout), so it holds up none after it.
+                Err(NotShipped { status: Some(status), reason }) if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 408 | 429) => {
+                    if records.len() > 1 {
+                        let rest = records.split_off(records.len() / 2);
+                        let mut q = self.queue();
+                        for r in rest.into_iter().rev() {
+                            q.records.push_front(r);
+                        }
+                        tracing::warn!(batch = %id, %status, "the gateway refused an audit batch; shipping it in halves");
+                        batch_no += 1;
+                        *id = format!("{}-{batch_no}", self.instance);
+                    } else {
+                        tracing::error!(batch = %id, %status, %reason, "the gateway refused an audit record; it is in this sidecar's log only");
+                        pending = None;
+                    }
+                    backoff = EVERY;
+                }
                 Err(e) => {
-                    tracing::info!(batch = id, records = records.len(), error = %e, "audit batch not shipped yet; retrying");
+                    tracing::info!(batch = %id, records = records.len(), error = %e.reason, "audit batch not shipped yet; retrying");
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
     }
 
-    async fn send(&self, id: &str, records: &[Bytes]) -> Result<(), String> {
-        let token = std::fs::read_to_string(&self.token_file).map_err(|e| format!("reading the token {}: {e}", self.token_file.display()))?;
+    async fn send(&self, id: &str, records: &[Bytes]) -> Result<(), NotShipped> {
+        let fail = |reason: String| NotShipped { status: None, reason };
+        let token = std::fs::read_to_string(&self.token_file).map_err(|e| fail(format!("reading the token {}: {e}", self.token_file.display())))?;
         let mut body = Vec::with_capacity(records.iter().map(Bytes::len).sum::<usize>() + 64);
         body.extend_from_slice(format!("{{\"batch_id\":{},\"records\":[", serde_json::Value::from(id)).as_bytes());
         for (i, r) in records.iter().enumerate() {
@@ -105,7 +153,7 @@ impl Shipper {
             body.extend_from_slice(r);
         }
         body.extend_from_slice(b"]}");
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|e| e.to_string())?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|e| fail(e.to_string()))?;
         auth.set_sensitive(true);
         let req = Request::builder()
             .method(Method::POST)
@@ -113,16 +161,25 @@ impl Shipper {
             .header(CONTENT_TYPE, "application/json")
             .header(AUTHORIZATION, auth)
             .body(full(body))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| fail(e.to_string()))?;
         let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
             .await
-            .map_err(|_| "no answer within 10s".to_owned())?
-            .map_err(|e| transport::root_cause(&e))?;
+            .map_err(|_| fail("no answer within 10s".to_owned()))?
+            .map_err(|e| fail(transport::root_cause(&e)))?;
         if resp.status().is_success() {
             return Ok(());
         }
         let status = resp.status();
         let text = transport::read_body(resp.into_body(), 4096, tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap_or_default();
-        Err(format!("the gateway answered {status}: {}", String::from_utf8_lossy(&text)))
+        Err(NotShipped { status: Some(status), reason: format!("the gateway answered {status}: {}", String::from_utf8_lossy(&text)) })
     }
+}
+
+/// A record cut down to the store's bound (`tollgate_core::audit_bounds`).
+fn bounded(record: &[u8]) -> Bytes {
+    let mut v: serde_json::Value = serde_json::from_slice(record).unwrap_or_else(|_| serde_json::json!({"kind": "unreadable"}));
+    if let Some(bytes) = audit_bounds::bound(&mut v, audit_bounds::MAX_RECORD_BYTES) {
+        tracing::warn!(bytes, limit = audit_bounds::MAX_RECORD_BYTES, "an audit record was cut down before shipping; it is whole in this log");
+    }
+    Bytes::from(v.to_string())
 }

@@ -82,7 +82,12 @@ fn main() -> Result<()> {
             metrics: Arc::default(),
             injection: settings.clone(),
             namespace: "tollgate-system".into(),
-            gateways: tollgate_core::gateway_objects::Settings { image: "bench".into(), cluster_role: "tollgate-gateway".into(), vault: None },
+            gateways: tollgate_core::gateway_objects::Settings {
+                image: "bench".into(),
+                cluster_role: "tollgate-gateway".into(),
+                vault: None,
+                allowed_betas: Vec::new(),
+            },
             notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
             vault: None,
             ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), None),

@@ -45,7 +45,7 @@ pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) 
         .collect();
     let pod_name = pod.metadata.name.clone().or(pod.metadata.generate_name.clone().map(|g| format!("{g}…"))).unwrap_or_default();
     match inject::decide(&pod, &candidates, &shared.injection) {
-        Outcome::NotAnAgent | Outcome::AlreadyInjected => response,
+        Outcome::NotAnAgent => response,
         Outcome::Refused(why) => {
             tracing::info!(pod = pod_name, why, "pod refused");
             response.deny(why)
@@ -75,4 +75,26 @@ async fn skipped_event(shared: &Shared, agents: &[ManagedAgent], agent: &str, po
     let Some(object) = agents.iter().find(|a| a.name_any() == agent) else { return };
     let note = format!("pod {pod} opted out with {}=false: it runs without the Tollgate sidecar", inject::OPT_OUT_ANNOTATION);
     crate::publish_event(&shared.client, &object.object_ref(&()), EventType::Normal, "InjectionSkipped", &note, "Inject").await;
+}
+
+/// An update of a pod, or an ephemeral container added to it: refused when it would undo the
+/// pod's injection (`tollgate_core::pod_guard::review_update`). Pure: both pods are in the review.
+#[tracing::instrument(skip_all, fields(namespace = req.namespace.as_deref().unwrap_or(""), pod = %req.name, subresource = req.sub_resource.as_deref().unwrap_or(""), user = req.user_info.username.as_deref().unwrap_or("")))]
+pub fn review_pod_update(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    let read = |o: Option<&DynamicObject>| -> Result<Pod, String> {
+        let o = o.ok_or("the review has no pod")?;
+        serde_json::to_value(o).and_then(serde_json::from_value).map_err(|e| format!("unreadable pod: {e}"))
+    };
+    let (old, new) = match (read(req.old_object.as_ref()), read(req.object.as_ref())) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => return response.deny(e),
+    };
+    match tollgate_core::pod_guard::review_update(&old, &new) {
+        None => response,
+        Some(why) => {
+            tracing::info!(why, "pod update refused");
+            response.deny(format!("pod {} is a Tollgate agent pod: {why}", req.name))
+        }
+    }
 }

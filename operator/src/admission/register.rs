@@ -15,6 +15,7 @@ pub const APPROVALS_PATH: &str = "/validate/approvalrequests/status";
 pub const POLICIES_PATH: &str = "/validate/policies";
 pub const REQUESTS_PATH: &str = "/validate/approvalrequests";
 pub const INJECT_PATH: &str = "/mutate/pods";
+pub const PODS_PATH: &str = "/validate/pods";
 
 pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pem: &str) -> Result<()> {
     let client_config = |path: &str| WebhookClientConfig {
@@ -60,6 +61,18 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
             webhook("approvals.tollgate.dev", APPROVALS_PATH, vec![rule(&["UPDATE"], &["approvalrequests/status"])]),
             webhook("requests.tollgate.dev", REQUESTS_PATH, vec![rule(&["CREATE", "UPDATE"], &["approvalrequests"])]),
             webhook("policies.tollgate.dev", POLICIES_PATH, vec![rule(&["CREATE", "UPDATE"], &["toolpolicies", "clustertoolpolicies"])]),
+            // Agent pods after admission: an edit or an ephemeral container cannot undo injection.
+            ValidatingWebhook {
+                namespace_selector: Some(injection_namespaces(&exempt)),
+                rules: Some(vec![RuleWithOperations {
+                    api_groups: Some(vec![String::new()]),
+                    api_versions: Some(vec!["v1".to_owned()]),
+                    operations: Some(vec!["UPDATE".to_owned()]),
+                    resources: Some(vec!["pods".to_owned(), "pods/ephemeralcontainers".to_owned()]),
+                    scope: Some("Namespaced".to_owned()),
+                }]),
+                ..webhook("pods.tollgate.dev", PODS_PATH, Vec::new())
+            },
         ]),
     };
     apply(client, &vwc).await.context("registering the validating webhook")?;
@@ -74,10 +87,7 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
         side_effects: "NoneOnDryRun".to_owned(),
         timeout_seconds: Some(5),
         reinvocation_policy: Some("IfNeeded".to_owned()),
-        namespace_selector: Some(LabelSelector {
-            match_labels: Some([(tollgate_core::inject::NAMESPACE_LABEL.to_owned(), "enabled".to_owned())].into()),
-            match_expressions: Some(vec![exempt]),
-        }),
+        namespace_selector: Some(injection_namespaces(&exempt)),
         rules: Some(vec![RuleWithOperations {
             api_groups: Some(vec![String::new()]),
             api_versions: Some(vec!["v1".to_owned()]),
@@ -93,6 +103,14 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
     };
     apply(client, &mwc).await.context("registering the injection webhook")?;
     Ok(())
+}
+
+/// The namespaces labelled for injection, but the exempt ones.
+fn injection_namespaces(exempt: &LabelSelectorRequirement) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some([(tollgate_core::inject::NAMESPACE_LABEL.to_owned(), "enabled".to_owned())].into()),
+        match_expressions: Some(vec![exempt.clone()]),
+    }
 }
 
 /// Server-side apply of a cluster-scoped object as the operator, taking over what it sets.

@@ -109,9 +109,14 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
         }
     };
     let mut status = ManagedAgentStatus { observed_generation: generation, pods: i32::try_from(running).ok(), credentials, ..old.clone() };
-    status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Injected");
+    let keep_token = a.spec.injection.as_ref().is_some_and(|i| i.keep_service_account_token);
+    let (isolated, isolated_why, isolated_said) = tollgate_core::pod_guard::isolation(keep_token);
+    let isolated_since =
+        old.conditions.iter().find(|c| c.type_ == "Isolated").filter(|c| c.reason == isolated_why).map_or_else(Timestamp::now, |c| c.last_transition_time.0);
+    status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Injected" && c.type_ != "Isolated");
     status.conditions.push(condition("Ready", ready, reason, &message, generation, since));
     status.conditions.push(condition("Injected", injected, why, &said, generation, injected_since));
+    status.conditions.push(condition("Isolated", isolated, isolated_why, isolated_said, generation, isolated_since));
     if status != old {
         Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns)
             .patch_status(&name, &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))

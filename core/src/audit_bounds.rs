@@ -1,0 +1,182 @@
+//! What an audit record may be before it is stored (DESIGN §3.5): no character a database
+//! refuses (PostgreSQL stores no NUL) or a terminal obeys, a bounded size (one record of
+//! megabytes of arguments must not hold up the records after it), and indexed fields that say
+//! what was checked, not what a sender claims. Pure, so the sidecar and the gateway agree.
+
+use serde_json::{Map, Value, json};
+
+/// Largest record stored whole; a larger one is cut down, saying so.
+pub const MAX_RECORD_BYTES: usize = 64 << 10;
+/// Longest string kept whole in a record that had to be cut down.
+const KEPT_STRING: usize = 1024;
+/// Fields that say what a record is about: kept when the rest of a record is cut.
+const IDENTITY: &[&str] = &["kind", "time", "agent", "server", "tool", "decision", "outcome", "correlationId", "status", "policy", "rule"];
+/// Longest tool or decision name indexed.
+const MAX_INDEXED: usize = 256;
+/// Decisions a record may be indexed under.
+pub const DECISIONS: &[&str] = &["allow", "deny", "require_approval", "error"];
+
+/// A character the store or a reader's terminal would act on instead of showing.
+fn unsafe_char(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\n' | '\t')) || c == '\u{2028}' || c == '\u{2029}'
+}
+
+fn clean(s: &str) -> Option<String> {
+    s.contains(unsafe_char).then(|| s.chars().map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c }).collect())
+}
+
+/// Replaces every control character (but newline and tab) in every string and key of `v` by
+/// U+FFFD; whether anything changed.
+pub fn sanitize(v: &mut Value) -> bool {
+    match v {
+        Value::String(s) => clean(s).map(|c| *s = c).is_some(),
+        Value::Array(a) => a.iter_mut().fold(false, |changed, x| sanitize(x) | changed),
+        Value::Object(o) => {
+            let mut changed = false;
+            let dirty: Vec<String> = o.keys().filter(|k| k.contains(unsafe_char)).cloned().collect();
+            for k in dirty {
+                if let (Some(value), Some(key)) = (o.remove(&k), clean(&k)) {
+                    o.insert(key, value);
+                    changed = true;
+                }
+            }
+            o.values_mut().fold(changed, |changed, x| sanitize(x) | changed)
+        }
+        _ => false,
+    }
+}
+
+fn shorten_strings(v: &mut Value) {
+    match v {
+        Value::String(s) if s.len() > KEPT_STRING => {
+            let cut = (0..=KEPT_STRING).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+            *s = format!("{}… ({} bytes, cut)", &s[..cut], s.len());
+        }
+        Value::Array(a) => a.iter_mut().for_each(shorten_strings),
+        Value::Object(o) => o.values_mut().for_each(shorten_strings),
+        _ => {}
+    }
+}
+
+fn size(v: &Value) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// Cuts `record` down to at most `max` bytes, if it is larger: long strings first, then every
+/// field but those naming what the record is about, then those too but `kind` and `time`. A cut
+/// record says so (`truncated.originalBytes`). The size it had, when it was cut.
+pub fn bound(record: &mut Value, max: usize) -> Option<usize> {
+    let original = size(record);
+    if original <= max {
+        return None;
+    }
+    shorten_strings(record);
+    let Value::Object(o) = record else {
+        *record = json!({"truncated": {"originalBytes": original}});
+        return Some(original);
+    };
+    o.insert("truncated".into(), json!({"originalBytes": original}));
+    for keep in [IDENTITY, &["kind", "time", "truncated"][..]] {
+        if size(&Value::Object(o.clone())) <= max {
+            break;
+        }
+        let kept: Map<String, Value> = o.iter().filter(|(k, _)| keep.contains(&k.as_str()) || *k == "truncated").map(|(k, v)| (k.clone(), v.clone())).collect();
+        *o = kept;
+    }
+    if size(&Value::Object(o.clone())) > max {
+        *o = Map::from_iter([("truncated".to_owned(), json!({"originalBytes": original}))]);
+    }
+    Some(original)
+}
+
+/// The text an indexed column holds for a field: bounded, and empty when not a string.
+pub fn indexed(v: &Value) -> String {
+    let s = v.as_str().unwrap_or_default();
+    let cut = (0..=s.len().min(MAX_INDEXED)).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+    s[..cut].to_owned()
+}
+
+/// The decision a record is indexed under: one of [`DECISIONS`], or `other`.
+pub fn indexed_decision(v: &Value) -> &'static str {
+    let d = v.as_str().unwrap_or_default();
+    DECISIONS.iter().copied().find(|x| *x == d).unwrap_or("other")
+}
+
+/// Makes a shipped record's `agent` the identity its sender was verified as: its namespace and
+/// service account, and a name only if it is one of that account's `agents`. A record that
+/// claimed another agent keeps the claim beside it (`agent.claimed`), and is indexed under no
+/// agent, so one agent's sidecar cannot file records under another's name.
+pub fn attribute(record: &mut Value, namespace: &str, service_account: &str, agents: &[String]) {
+    let claimed = record["agent"]["name"].as_str().unwrap_or_default().to_owned();
+    let known = agents.contains(&claimed);
+    let mut agent = json!({"namespace": namespace, "serviceAccount": service_account, "name": if known { claimed.clone() } else { String::new() }});
+    if let Some(pod) = record["agent"].get("pod").filter(|p| p.is_string()) {
+        agent["pod"] = pod.clone();
+    }
+    if !known {
+        agent["claimed"] = json!(claimed);
+    }
+    if let Some(o) = record.as_object_mut() {
+        o.insert("agent".into(), agent);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_control_character_is_stored() {
+        let mut v = json!({"tool": "drop\u{0}table", "args": ["\u{1b}[2J", {"k\u{0}": "a\nb\tc"}], "n": 5});
+        assert!(sanitize(&mut v));
+        assert_eq!(v, json!({"tool": "drop\u{FFFD}table", "args": ["\u{FFFD}[2J", {"k\u{FFFD}": "a\nb\tc"}], "n": 5}));
+        assert!(!v.to_string().contains("\\u0000"));
+        let mut fine = json!({"tool": "read", "x": "ünïcødé\n"});
+        assert!(!sanitize(&mut fine));
+    }
+
+    #[test]
+    fn a_large_record_is_cut_saying_so_and_keeps_what_it_is_about() {
+        let big = "x".repeat(3 << 20);
+        let mut r = json!({"kind": "tool_call", "time": "t", "agent": {"name": "coder"}, "tool": "write", "decision": "allow", "arguments": {"content": big}});
+        assert!(bound(&mut r, MAX_RECORD_BYTES).unwrap() > 3 << 20);
+        assert!(size(&r) <= MAX_RECORD_BYTES, "{}", size(&r));
+        assert_eq!((r["tool"].as_str(), r["decision"].as_str(), r["agent"]["name"].as_str()), (Some("write"), Some("allow"), Some("coder")));
+        assert!(r["arguments"]["content"].as_str().unwrap().ends_with("bytes, cut)"));
+        // Many small fields: the rest goes, what it is about stays.
+        let mut many = json!({"kind": "tool_call", "time": "t", "tool": "w"});
+        for i in 0..10_000 {
+            many[format!("f{i}")] = json!("y".repeat(20));
+        }
+        bound(&mut many, 4096).unwrap();
+        assert!(size(&many) <= 4096 && many["tool"] == "w" && many["truncated"]["originalBytes"].as_u64().unwrap() > 4096, "{many}");
+        let mut small = json!({"kind": "k"});
+        assert_eq!(bound(&mut small, 10), Some(12));
+        assert!(size(&small) <= 40, "{small}");
+        let mut fits = json!({"tool": "t"});
+        assert_eq!(bound(&mut fits, 100), None);
+    }
+
+    #[test]
+    fn a_record_is_filed_under_who_sent_it() {
+        let agents = vec!["coder".to_owned()];
+        let mut own = json!({"agent": {"namespace": "team-a", "name": "coder", "serviceAccount": "coder", "pod": "p"}, "tool": "t"});
+        attribute(&mut own, "team-a", "coder", &agents);
+        assert_eq!(own["agent"], json!({"namespace": "team-a", "serviceAccount": "coder", "name": "coder", "pod": "p"}));
+        let mut forged = json!({"agent": {"namespace": "team-b", "name": "payroll", "serviceAccount": "payroll"}});
+        attribute(&mut forged, "team-a", "coder", &agents);
+        assert_eq!(forged["agent"], json!({"namespace": "team-a", "serviceAccount": "coder", "name": "", "claimed": "payroll"}));
+        let mut none = json!({"tool": "t"});
+        attribute(&mut none, "team-a", "coder", &agents);
+        assert_eq!(none["agent"]["claimed"], "");
+    }
+
+    #[test]
+    fn indexed_fields_are_bounded_and_checked() {
+        assert_eq!(indexed(&json!("é".repeat(200))).len(), 256);
+        assert_eq!(indexed(&json!(5)), "");
+        assert_eq!(indexed_decision(&json!("deny")), "deny");
+        assert_eq!(indexed_decision(&json!("allow everything")), "other");
+    }
+}
