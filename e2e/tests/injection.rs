@@ -187,9 +187,13 @@ fn pod_with(name: &str, labels: &str, spec: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n{spec}")
 }
 
-/// Binds `user` to the `admin` ClusterRole in `ns`: whoever may create and edit pods there.
+/// Lets `user` do anything with pods in `ns` (what `edit` grants on them; the aggregated roles
+/// stay empty here, with no controller manager to aggregate them): whoever may create and edit
+/// pods there.
 fn namespace_admin(cp: &ControlPlane, ns: &str, user: User) -> Result<()> {
-    cp.kubectl_ok(User::Admin, ["create", "rolebinding", "pod-admin", "-n", ns, "--clusterrole=admin", &format!("--user={}", user.name())])?;
+    let resources = "--resource=pods,pods/ephemeralcontainers,pods/attach,pods/exec";
+    cp.kubectl_ok(User::Admin, ["create", "role", "pod-editor", "-n", ns, "--verb=*", resources])?;
+    cp.kubectl_ok(User::Admin, ["create", "rolebinding", "pod-editor", "-n", ns, "--role=pod-editor", &format!("--user={}", user.name())])?;
     Ok(())
 }
 
