@@ -10,7 +10,7 @@ Anthropic: POST /v1/messages                                  (x-api-key: ANTHRO
 
 Every answer says "Hello from <model>". Usage: input tokens = the request body's length // 10,
 output tokens = 5 (cached input tokens 0). The model "rate-limited" answers 429; "broken" answers
-500; "slow" streams its first event, then waits a second before the rest. A stream of any model whose
+500; "absurd" reports 10^19 tokens of each kind (past a 64-bit signed integer's sums); "slow" streams its first event, then waits a second before the rest. A stream of any model whose
 last message is "hold:<tag>" waits after its first events until `POST /release/<tag>` (at most a
 minute), so a test decides when the stream ends rather than racing a clock. The model "reviewer"
 plays an AI first reader: it answers a JSON verdict on the held call in its last message, deny
@@ -128,6 +128,8 @@ class Handler(BaseHTTPRequestHandler):
         text = self.review(body) if model == "reviewer" else f"Hello from {model}"
         usage = {"prompt_tokens": usage_in, "completion_tokens": OUTPUT_TOKENS, "total_tokens": usage_in + OUTPUT_TOKENS,
                  "prompt_tokens_details": {"cached_tokens": 0}}
+        if model == "absurd":
+            usage = {"prompt_tokens": 10**19, "completion_tokens": 10**19, "total_tokens": 10**19, "prompt_tokens_details": {"cached_tokens": 0}}
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
         if not body.get("stream"):
             return self.reply(200, {**base, "object": "chat.completion", "usage": usage, "choices": [

@@ -187,7 +187,7 @@ metadata: {{name: coder, labels: {{team: platform}}}}
 spec:
   selector: {{matchLabels: {{app: coder}}}}
   serviceAccountName: coder
-  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow, cheap]}}
+  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow, cheap, absurd]}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: ManagedAgent
@@ -207,6 +207,7 @@ spec:
                 "{name: rate-limited, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
                 "{name: slow, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
                 "{name: cheap, pricing: {inputPerMillionUSD: 0.0, outputPerMillionUSD: 2.0}}",
+                "{name: absurd, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
             ],
         ),
         anthropic = model_provider(

@@ -9,7 +9,7 @@ use common::operator;
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
-use tollgate_e2e::gateway::Gateway;
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, agent_key, model_client, setup};
 use tollgate_e2e::raw_mcp::RawSession;
 use tollgate_e2e::{ControlPlane, Modern, Sidecar, User, wait_until};
 
@@ -139,5 +139,96 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     let broken = Command::new(&tollgate).args(["audit", "verify", "-f"]).arg(export("tampered")?).output()?;
     let said = String::from_utf8_lossy(&broken.stdout);
     assert!(!broken.status.success() && said.contains(&format!("record {changed}")), "{said}");
+    Ok(())
+}
+
+/// An MCP session on `url` by hand, with nothing but Python's standard library (a body of
+/// megabytes cannot be a command-line argument): `initialize`, then `tools/call` of `tool`
+/// with `message` of `size` bytes. The first 2 000 characters of the call's answer.
+fn call_with_stdlib(url: &str, tool: &str, size: usize) -> Result<Value> {
+    const SCRIPT: &str = r#"
+import http.client, json, sys, urllib.parse
+url, tool, size = urllib.parse.urlsplit(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+def post(body, session=None):
+    c = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    h = {"content-type": "application/json", "accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-06-18"}
+    if session: h["mcp-session-id"] = session
+    c.request("POST", url.path, json.dumps(body), h)
+    r = c.getresponse(); text = r.read().decode()
+    data = [l[5:] for l in text.splitlines() if l.startswith("data:")]
+    return (json.loads(data[0]) if data else json.loads(text) if text else {"status": r.status}), r.getheader("mcp-session-id") or session
+_, s = post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}})
+post({"jsonrpc": "2.0", "method": "notifications/initialized"}, s)
+answer, _ = post({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": {"message": "x" * size}}}, s)
+print(json.dumps({"head": json.dumps(answer)[:2000]}))
+"#;
+    // The tool's name as JSON: it may hold a NUL, which no command-line argument can.
+    let out = Command::new("python3").args(["-c", SCRIPT, url, &Value::from(tool).to_string(), &size.to_string()]).output()?;
+    ensure!(out.status.success(), "the MCP call failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Records that a database cannot take as they are (a NUL in a tool or model name, megabytes of
+/// arguments, a provider reporting 10^19 tokens) are stored cleaned and bounded, on the real
+/// PostgreSQL, and another agent's calls keep settling meanwhile: each used to fail its batch,
+/// which was retried for ever while every later call waited behind it.
+#[test]
+fn bad_records_are_stored_bounded_and_never_hold_up_other_agents_on_postgres() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let pg = tollgate_e2e::postgres::Postgres::start(cp.dir())?;
+    let server = Modern::start(cp)?;
+    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+    let (ns, key) = setup(cp, &fake, "audit-bad", "")?;
+    cp.apply(
+        User::Admin,
+        &ns,
+        &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: files}}\nspec: {{url: \"{}\"}}\n", server.url()),
+    )?;
+    cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"mcpServers":["files"]}}"#])?;
+    let gateway = Gateway::start(cp, &pg.url())?;
+    cp.agent_identity(&ns, "coder")?;
+    let token = cp.dir().join(format!("{ns}-coder.token"));
+    std::fs::write(&token, cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns])?.trim())?;
+    let env = [("TOLLGATE_AUDIT_URL", gateway.url()), ("TOLLGATE_AUDIT_TOKEN_FILE", token.display().to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let sidecar = Sidecar::start_with_env(cp, &ns, "coder", "coder", "coder-pod", &env)?;
+    let admin = cp.token(User::Admin).to_owned();
+
+    // The agent's own bad records: 3 MiB of arguments, and a tool named with a NUL.
+    let big = call_with_stdlib(&sidecar.url("files"), "echo", 3 << 20)?;
+    ensure!(big["head"].as_str().unwrap_or_default().contains("Echo: xxx"), "{big}");
+    call_with_stdlib(&sidecar.url("files"), "echo\u{0}drop", 2)?;
+    // Its model calls: a model named with a NUL (refused, and audited), and a provider that
+    // reports 10^19 tokens.
+    let model = |key: &str, step: Value| -> Result<Value> { Ok(model_client(&gateway.agent_env(key), &json!([step]))?.remove(0)) };
+    let nul = model(&key, json!({"op": "chat", "model": "gpt\u{0}x"}))?;
+    ensure!(nul["status"] == 404, "{nul}");
+    ensure!(model(&key, json!({"op": "chat", "model": "absurd"}))?["ok"] == true);
+    // Another agent's call, after them: it settles, within seconds.
+    let other = agent_key(cp, &ns, "other")?;
+    ensure!(model(&other, json!({"op": "messages", "model": "sonnet"}))?["ok"] == true);
+    let records = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let r = stored(&gateway, &admin, &ns)?;
+        Ok(r.iter().any(|l| l["record"]["agent"]["name"] == "other" && l["record"]["kind"] == "model_call").then_some(r))
+    })
+    .with_context(|| format!("the other agent's call was never settled; the gateway's log:\n{}", gateway.process.log_tail()))?;
+    let find = |what: &str, f: &dyn Fn(&Value) -> bool| -> Result<Value> {
+        records.iter().map(|l| l["record"].clone()).find(|r| f(r)).with_context(|| format!("no stored record {what}: {records:?}"))
+    };
+    let cut = find("cut down", &|r| r["truncated"]["originalBytes"].as_u64().is_some_and(|n| n > 3 << 20))?;
+    ensure!(cut["tool"] == "echo" && cut.to_string().len() <= 64 << 10, "{cut}");
+    find("of the NUL tool, cleaned", &|r| r["tool"] == "echo\u{FFFD}drop")?;
+    find("of the NUL model's refusal, cleaned", &|r| r["tool"] == "gpt\u{FFFD}x" && r["decision"] == "deny")?;
+    let absurd = find("of the absurd usage", &|r| r["tool"] == "absurd")?;
+    ensure!(absurd["tokens"]["input"] == json!(1u64 << 40) && absurd["costUSD"] == json!(1_000_000.0), "{absurd}");
+    ensure!(!records.iter().any(|l| l.to_string().contains("\\u0000")), "a NUL was stored");
+    // Every record the sidecar wrote is stored, once.
+    let emitted = || sidecar.audit_records().into_iter().filter(|r| r.get("kind").is_some()).count();
+    let shipped = |r: &Vec<Value>| r.iter().filter(|l| l["record"]["source"]["writer"] == "sidecar").count();
+    wait_until(Duration::from_secs(15), Duration::from_millis(200), || Ok((shipped(&stored(&gateway, &admin, &ns)?) == emitted()).then_some(())))
+        .with_context(|| format!("stored {:?} of the sidecar's {} records", stored(&gateway, &admin, &ns).map(|r| shipped(&r)), emitted()))?;
+    let (_, verdict) = audit_api(&gateway, "GET", "/audit/v1/verify", &admin, None)?;
+    ensure!(serde_json::from_str::<Value>(&verdict)?["ok"] == true, "{verdict}");
     Ok(())
 }
