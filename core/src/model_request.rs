@@ -217,6 +217,68 @@ pub fn undated(kind: &str) -> &str {
     kind
 }
 
+/// Input the provider adds to a request itself, which its bytes do not show: context it keeps
+/// (`previous_response_id`, `conversation`), files it reads by id or URL, images it fetches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderInput {
+    /// The field that asks for context the provider keeps, if one does.
+    pub stored_context: Option<&'static str>,
+    /// Files (documents, PDFs) the provider reads by id or URL: of any size.
+    pub files: usize,
+    /// Images the provider fetches by URL or reads by id: each bounded by the provider's scaling.
+    pub images: usize,
+}
+
+/// Input tokens an image fetched by the provider is reserved at: providers scale images down to
+/// a bounded number of tokens (about 1 600 for Anthropic, at most a few thousand for OpenAI's
+/// largest detail), so this bounds one.
+pub const IMAGE_TOKENS: u64 = 6000;
+
+/// Deepest nesting scanned for files and images (bodies are parsed JSON, already bounded).
+const SCAN_DEPTH: usize = 32;
+
+/// What input `body` makes the provider add by itself.
+pub fn provider_input(body: &Map<String, Value>) -> ProviderInput {
+    let mut found = ProviderInput {
+        stored_context: ["previous_response_id", "conversation"].into_iter().find(|f| body.get(*f).is_some_and(|v| !v.is_null())),
+        ..ProviderInput::default()
+    };
+    for v in body.values() {
+        scan(v, 0, &mut found);
+    }
+    found
+}
+
+fn by_reference(o: &Map<String, Value>) -> bool {
+    let url = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"));
+    let source = o.get("source").and_then(Value::as_object);
+    o.contains_key("file_id")
+        || url(o.get("file_url"))
+        || url(o.get("image_url"))
+        || url(o.get("image_url").and_then(|i| i.get("url")))
+        || url(o.get("url"))
+        || source.is_some_and(|s| matches!(s.get("type").and_then(Value::as_str), Some("url" | "file")))
+        || o.get("file").and_then(Value::as_object).is_some_and(|f| f.contains_key("file_id"))
+}
+
+fn scan(v: &Value, depth: usize, found: &mut ProviderInput) {
+    if depth > SCAN_DEPTH {
+        return;
+    }
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| scan(x, depth + 1, found)),
+        Value::Object(o) => {
+            match o.get("type").and_then(Value::as_str) {
+                Some("image_url" | "input_image" | "image") if by_reference(o) => found.images += 1,
+                Some("file" | "input_file" | "document") if by_reference(o) => found.files += 1,
+                _ => {}
+            }
+            o.values().for_each(|x| scan(x, depth + 1, found));
+        }
+        _ => {}
+    }
+}
+
 /// The beta features a request asks for in `anthropic-beta` / `openai-beta` (comma-separated):
 /// each must be in `allowed` (the gateway's configuration). A beta changes what a body means
 /// (Anthropic's `mcp-client-…` turns on `mcp_servers`), so only vetted ones pass.
@@ -321,6 +383,29 @@ mod tests {
         assert_eq!(undated("x_2025"), "x_2025");
         assert_eq!(undated("_20250305"), "_20250305");
         assert_eq!(undated("é_2025_03_1x"), "é_2025_03_1x");
+    }
+
+    #[test]
+    fn input_the_provider_adds_is_found() {
+        let found = |v: Value| provider_input(v.as_object().unwrap());
+        assert_eq!(found(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})), ProviderInput::default());
+        assert_eq!(found(json!({"model": "m", "input": "x", "previous_response_id": "resp_1"})).stored_context, Some("previous_response_id"));
+        assert_eq!(found(json!({"model": "m", "input": "x", "conversation": "conv_1"})).stored_context, Some("conversation"));
+        let chat = json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "file", "file": {"file_id": "file-1"}},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,AAAA"}}]}]});
+        assert_eq!(found(chat), ProviderInput { stored_context: None, files: 1, images: 1 });
+        let responses = json!({"input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": "https://example.com/a.png"}, {"type": "input_image", "file_id": "file-2"},
+            {"type": "input_file", "file_url": "https://example.com/a.pdf"}]}]});
+        assert_eq!(found(responses), ProviderInput { stored_context: None, files: 1, images: 2 });
+        let anthropic = json!({"messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+            {"type": "image", "source": {"type": "base64", "data": "AAAA"}},
+            {"type": "document", "source": {"type": "file", "file_id": "file_1"}}]}]});
+        assert_eq!(found(anthropic), ProviderInput { stored_context: None, files: 1, images: 1 });
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub enum Refusal {
     HostedTool { agent: String, tool: String },
     #[error("{header}: {value} is not a beta this gateway passes on (its allowedBetas)")]
     Beta { header: String, value: String },
+    /// Input the provider would add itself, which no reservation could bound.
+    #[error("{what} makes the provider add input the gateway cannot count, and budget {budget} applies to this call: send the input in the request itself")]
+    Uncountable { what: String, budget: String },
 }
 
 impl Refusal {
@@ -132,7 +135,8 @@ impl Refusal {
             | Refusal::BudgetExhausted { .. }
             | Refusal::Unpriced { .. }
             | Refusal::ProviderMcp { .. }
-            | Refusal::HostedTool { .. } => 403,
+            | Refusal::HostedTool { .. }
+            | Refusal::Uncountable { .. } => 403,
             Refusal::UnknownModel(_) => 404,
             Refusal::BadRequest(_) | Refusal::Field { .. } | Refusal::Beta { .. } => 400,
             Refusal::BadBody { status, .. } => *status,

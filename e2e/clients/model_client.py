@@ -71,7 +71,7 @@ def run(step: dict) -> dict:
                         usage = event.response.usage.model_dump() if event.response.usage else None
                 out.update(text=text, usage=usage)
             else:
-                r = oai.responses.create(model=step["model"], input="Say hello", **step.get("kwargs", {}))
+                r = oai.responses.create(model=step["model"], **{"input": "Say hello", **step.get("kwargs", {})})
                 out.update(text=r.output_text, usage=r.usage.model_dump() if r.usage else None)
         elif op == "messages":
             messages = [{"role": "user", "content": "Say hello"}]

@@ -192,5 +192,15 @@ spec: {{period: Total, hardLimitUSD: 1.0, models: [fast-dear]}}
     let sent = fake.calls()?;
     let body = &sent.last().context("nothing reached the provider")?["body"];
     ensure!(body["max_tokens"] == 8 && body["model"] == "dear", "the limit sent is not the one reserved for: {body}");
+    // Input the provider would add itself cannot be reserved for: refused while a budget applies.
+    let before = fake.calls()?.len();
+    for (kwargs, says) in [
+        (json!({"previous_response_id": "resp_1"}), "\"previous_response_id\""),
+        (json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://example.com/big.pdf"}]}]}), "a file read by id or URL"),
+    ] {
+        let s = call(json!({"op": "responses", "model": "dear", "kwargs": kwargs}))?;
+        ensure!(s["status"] == 403 && s["message"].as_str().unwrap_or_default().contains(says), "{kwargs}: {s}");
+    }
+    ensure!(fake.calls()?.len() == before, "a call with uncountable input reached the provider");
     Ok(())
 }

@@ -148,9 +148,13 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     let hosted = model_request::check(op, &body, &agent.name, &access.hosted_tools)?;
     let output = spend::bound_output(&mut body, limit_field(endpoint, resolved.spec.r#type), resolved.max_output);
     let strip_usage = as_provider_sees_it(&mut body, endpoint, resolved.model);
+    // Images the provider fetches count at their bound as input; what cannot be bounded is
+    // refused where a budget applies (in `reserve`).
+    let provided = model_request::provider_input(&body);
     let upstream_body = Bytes::from(Value::Object(body).to_string());
-    let estimate = resolved.pricing.map_or(0, |p| spend::estimate(p, upstream_body.len(), output));
-    let (reservation, warning) = reserve(gw, &index, &agent, &resolved, &pod, estimate).await?;
+    let images = usize::try_from(model_request::IMAGE_TOKENS).unwrap_or(usize::MAX).saturating_mul(provided.images);
+    let estimate = resolved.pricing.map_or(0, |p| spend::estimate(p, upstream_body.len().saturating_add(images), output));
+    let (reservation, warning) = reserve(gw, &index, &agent, &resolved, &pod, estimate, &provided).await?;
     let settle = Settlement {
         gw: gw.clone(),
         reservation,
@@ -211,16 +215,21 @@ async fn reserve(
     resolved: &models::Resolved<'_>,
     pod: &str,
     estimate: Micros,
+    provided: &model_request::ProviderInput,
 ) -> Result<(Reservation, Option<String>), Refusal> {
     let now = jiff::Timestamp::now();
     let names = resolved.names();
     let no_budgets = Vec::new();
     let budgets: Vec<&(String, tollgate_api::BudgetSpec)> =
         index.budgets.get(&agent.namespace).unwrap_or(&no_budgets).iter().filter(|(_, b)| spend::budget_applies(b, &agent.labels, &names)).collect();
-    if let Some((name, _)) = budgets.first()
-        && resolved.pricing.is_none()
-    {
-        return Err(Refusal::Unpriced { model: resolved.model.to_owned(), provider: resolved.provider.to_owned(), budget: name.clone() });
+    if let Some((name, _)) = budgets.first() {
+        if resolved.pricing.is_none() {
+            return Err(Refusal::Unpriced { model: resolved.model.to_owned(), provider: resolved.provider.to_owned(), budget: name.clone() });
+        }
+        let uncountable = provided.stored_context.map(|f| format!("{f:?}")).or_else(|| (provided.files > 0).then(|| "a file read by id or URL".to_owned()));
+        if let Some(what) = uncountable {
+            return Err(Refusal::Uncountable { what, budget: name.clone() });
+        }
     }
     let claims: Vec<Claim> = budgets
         .iter()
