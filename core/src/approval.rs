@@ -12,6 +12,8 @@ pub struct ApproverSet {
     pub users: BTreeSet<String>,
     pub groups: BTreeSet<String>,
     pub slack_ids: BTreeSet<String>,
+    /// Slack member id → the Kubernetes user who is the same person.
+    pub slack_people: std::collections::BTreeMap<String, String>,
 }
 
 pub const SLACK_USER_PREFIX: &str = "slack:";
@@ -22,7 +24,14 @@ impl ApproverSet {
             users: a.users.iter().cloned().collect(),
             groups: a.groups.iter().cloned().collect(),
             slack_ids: a.slack.iter().flat_map(|s| s.user_ids.iter().cloned()).collect(),
+            slack_people: a.slack.iter().flat_map(|s| s.kubernetes_users.clone()).collect(),
         }
+    }
+
+    /// The person who wrote a decision under `user`: a Slack member mapped to a Kubernetes user
+    /// is that user, so one person has one vote whichever way they decide.
+    pub fn person<'a>(&'a self, user: &'a str) -> &'a str {
+        user.strip_prefix(SLACK_USER_PREFIX).and_then(|id| self.slack_people.get(id)).map_or(user, String::as_str)
     }
 
     fn union(&self, other: &ApproverSet) -> ApproverSet {
@@ -30,6 +39,7 @@ impl ApproverSet {
             users: self.users.union(&other.users).cloned().collect(),
             groups: self.groups.union(&other.groups).cloned().collect(),
             slack_ids: self.slack_ids.union(&other.slack_ids).cloned().collect(),
+            slack_people: self.slack_people.iter().chain(&other.slack_people).map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 
@@ -92,6 +102,11 @@ impl Workflow {
             || (d.user == crate::ai_review::user(&self.name) && self.ai.is_some_and(|a| a.counts_toward_quorum))
     }
 
+    /// Every approver, escalation's included: whom a decision's name is a person of.
+    fn people(&self) -> ApproverSet {
+        self.in_force(true).0
+    }
+
     /// The approvers and quorum in force, before or after escalation.
     pub fn in_force(&self, escalated: bool) -> (ApproverSet, u32) {
         match (&self.escalation, escalated) {
@@ -152,8 +167,9 @@ enum Tally {
 fn tally(workflow: &Workflow, decisions: &[ApprovalDecision], required: u32, deadline: Timestamp) -> (Tally, u32) {
     let mut seen = BTreeSet::new();
     let mut approved = Vec::new();
+    let people = workflow.people();
     for d in decisions {
-        if d.time.0 > deadline || !workflow.counts(d) || !seen.insert(d.user.as_str()) {
+        if d.time.0 > deadline || !workflow.counts(d) || !seen.insert(people.person(&d.user)) {
             continue;
         }
         match d.decision {

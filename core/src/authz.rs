@@ -123,7 +123,8 @@ pub fn authorize_status_update(old: &ApprovalRequestStatus, new: &ApprovalReques
     if !approvers.admits(&decision.user, groups) {
         return Err(Refusal::NotApprover { user: decision.user.clone(), workflow: ctx.workflow.name.clone() });
     }
-    if old.decisions.iter().any(|d| d.user == decision.user) {
+    let people = ctx.workflow.in_force(true).0;
+    if old.decisions.iter().any(|d| people.person(&d.user) == people.person(&decision.user)) {
         return Err(Refusal::DuplicateVote { user: decision.user.clone(), request: ctx.request_name.to_owned() });
     }
     if ctx.workflow.require_reason && decision.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {

@@ -243,6 +243,25 @@ fn slack_decisions_relayed_by_the_gateway() {
     assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), GATEWAY, &[]), Err(Refusal::Impersonation { .. })));
 }
 
+/// One person listed both as a Kubernetes user and as a Slack member votes once, whichever way
+/// they decide: their click and their `kubectl approve` cannot make a quorum of two alone.
+#[test]
+fn a_person_both_in_kubernetes_and_slack_votes_once() {
+    let w = workflow("approvers: {users: [alice, bob], slack: {userIds: [U123], kubernetesUsers: {U123: alice}}}\nrequiredApprovals: 2");
+    let slack = |user: &str, secs| ApprovalDecision { via: Via::Slack, ..d(user, Verdict::Approve, secs) };
+    let old = pending(vec![d("alice", Verdict::Approve, 1)]);
+    let r = check(&w, &old, &with(&old, slack("slack:U123", 10)), GATEWAY, &[]);
+    assert!(matches!(r, Err(Refusal::DuplicateVote { .. })), "{r:?}");
+    let clicked = pending(vec![slack("slack:U123", 1)]);
+    let r = check(&w, &clicked, &with(&clicked, d("alice", Verdict::Approve, 10)), "alice", &[]);
+    assert!(matches!(r, Err(Refusal::DuplicateVote { .. })), "{r:?}");
+    // And the tally counts them once, whatever was stored.
+    let n = run(&w, &[d("alice", Verdict::Approve, 1), slack("slack:U123", 2)], None, at(3));
+    assert_eq!((n.phase, n.approvals), (Phase::Pending, 1));
+    let n = run(&w, &[d("alice", Verdict::Approve, 1), slack("slack:U123", 2), d("bob", Verdict::Approve, 3)], None, at(4));
+    assert_eq!(n.phase, Phase::Approved);
+}
+
 #[test]
 fn escalation_approvers_only_after_escalation() {
     let w = workflow(ESCALATING);

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("!has(self.escalation) || !has(self.escalation.afterSeconds) || self.escalation.afterSeconds <= self.timeoutSeconds").message("escalation.afterSeconds must not exceed timeoutSeconds"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.approvers.ai) || !has(self.approvers.ai.countsTowardQuorum) || !self.approvers.ai.countsTowardQuorum || (self.requiredApprovals >= 2 && (!has(self.escalation) || !has(self.escalation.requiredApprovals) || self.escalation.requiredApprovals >= 2))").message("an AI reader that counts toward the quorum needs requiredApprovals of at least 2 (and so does an escalation): otherwise a prompt-injected request could approve itself through the reader alone"))]
 #[x_kube(validation = kube::core::Rule::new("size(self.approvers.users) + size(self.approvers.groups) + (has(self.approvers.slack) ? size(self.approvers.slack.userIds) : 0) >= self.requiredApprovals || size(self.approvers.groups) > 0").message("fewer approvers than requiredApprovals: the quorum could never be reached"))]
 pub struct ApprovalWorkflowSpec {
     pub approvers: Approvers,
@@ -115,6 +116,12 @@ pub struct SlackApprovers {
     #[serde(default)]
     #[schemars(length(max = 64), inner(length(min = 1, max = 32), pattern(r"^[UW][A-Z0-9]+$")))]
     pub user_ids: Vec<String>,
+    /// The Kubernetes user each Slack member is, where one person is both: their click and their
+    /// `kubectl approve` are then one person's one vote. (A person listed both ways and not
+    /// mapped here could vote twice: once as each.)
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub kubernetes_users: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, kube::KubeSchema)]

@@ -332,8 +332,10 @@ fn a_target_that_keeps_failing_makes_a_condition_and_never_holds_the_request_up(
 fn setup_reader(prefix: &str, counts: bool) -> Result<(&'static ControlPlane, String)> {
     let w = world();
     let workflow = format!(
-        r#"{{approvers: {{users: [approver-a], ai: {{agent: reviewer, model: reviewer, minConfidencePercent: 80, countsTowardQuorum: {counts},
-  instructions: "Approve calls that only read. Deny calls that delete or drop data."}}}}, requiredApprovals: 1}}"#
+        r#"{{approvers: {{users: [approver-a, approver-b], ai: {{agent: reviewer, model: reviewer, minConfidencePercent: 80, countsTowardQuorum: {counts},
+  instructions: "Approve calls that only read. Deny calls that delete or drop data."}}}}, requiredApprovals: {required}}}"#,
+        // A reader that counts is never a quorum on its own (the API server refuses that).
+        required = if counts { 2 } else { 1 }
     );
     let (cp, ns) = setup(prefix, &workflow)?;
     let objects = format!(
@@ -424,14 +426,28 @@ fn an_advisory_ai_first_reader_advises_and_abstains_and_the_people_decide() -> R
     Ok(())
 }
 
+/// A reader that counts is one vote of a quorum of at least two, and its Deny vetoes: a request
+/// whose arguments talk the reader into approving still needs a person.
 #[test]
-fn an_ai_first_reader_that_counts_decides_on_its_own() -> Result<()> {
+fn an_ai_first_reader_that_counts_is_one_vote_and_never_a_quorum_alone() -> Result<()> {
     world();
     let (cp, ns) = setup_reader("ai-decides", true)?;
+    // A workflow whose quorum the reader could reach alone is refused where it is applied.
+    let alone = "apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\nmetadata: {name: alone}\nspec: {approvers: {users: [approver-a], ai: {agent: reviewer, model: reviewer, instructions: x, countsTowardQuorum: true}}, requiredApprovals: 1}\n";
+    let path = cp.dir().join(format!("{ns}-alone.yaml"));
+    std::fs::write(&path, alone)?;
+    let out = cp.kubectl(User::Admin, ["apply", "-n", &ns, "-f", path.to_str().context("path")?])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && said.contains("needs requiredApprovals of at least 2"), "a reader that is a quorum alone was admitted: {said}");
     hold_call(cp, &ns, "read-2", "read_logs")?;
     hold_call(cp, &ns, "drop-2", "drop_table")?;
-    let r = wait_request(cp, &ns, "read-2", "Approved by the reader", |r| r["status"]["phase"] == "Approved")?;
-    assert_eq!((ai_decisions(&r).len(), r["status"]["approvals"].as_str()), (1, Some("1/1")), "{}", r["status"]);
+    let r = wait_request(cp, &ns, "read-2", "the reader's approve", |r| r["status"]["approvals"] == "1/2")?;
+    assert_eq!((ai_decisions(&r).len(), r["status"]["phase"].as_str()), (1, Some("Pending")), "{}", r["status"]);
+    let decision = json!([{"op": "add", "path": "/status/decisions/-", "value":
+        {"user": "approver-a", "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"}}]);
+    cp.kubectl_ok(User::ApproverA, ["patch", "ar", "read-2", "-n", &ns, "--subresource=status", "--type=json", "-p", &decision.to_string()])?;
+    let r = wait_request(cp, &ns, "read-2", "Approved by the reader and a person", |r| r["status"]["phase"] == "Approved")?;
+    assert_eq!(r["status"]["approvals"], "2/2", "{}", r["status"]);
     let r = wait_request(cp, &ns, "drop-2", "Denied by the reader", |r| r["status"]["phase"] == "Denied")?;
     assert_eq!(ai_decisions(&r), [("ai:ops".to_owned(), "Deny".to_owned())]);
     let events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "--field-selector", "reason=AIDecided", "-o", "json"])?;
