@@ -35,6 +35,7 @@ pub mod notify;
 pub mod pod_guard;
 pub mod policy;
 pub mod redact;
+pub mod references;
 pub mod request_authz;
 pub mod routing;
 pub mod slack;

@@ -230,6 +230,8 @@ impl Operator {
             .env("RUST_LOG", "info,tollgate_operator=debug")
             // Discovery refreshes often enough for a test to see a server change.
             .env("TOLLGATE_DISCOVERY_INTERVAL_SECONDS", "5")
+            // The fake providers speak plain HTTP on loopback.
+            .env("TOLLGATE_ALLOW_HTTP_PROVIDERS", "true")
             .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
             .args(["--webhook-url", &webhook_url])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])

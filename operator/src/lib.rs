@@ -91,6 +91,10 @@ pub struct Config {
     /// The image of gateways that name none; the sidecars' image when absent.
     #[arg(long, env = "TOLLGATE_GATEWAY_IMAGE")]
     pub gateway_image: Option<String>,
+    /// Let `ModelProvider.baseURL` be plain `http` (an in-cluster server without TLS); without
+    /// it such a provider is refused at admission, since its credential would cross in the clear.
+    #[arg(long, env = "TOLLGATE_ALLOW_HTTP_PROVIDERS")]
+    pub allow_http_providers: bool,
     /// `anthropic-beta` / `openai-beta` values the gateways pass to providers (comma-separated);
     /// requests asking for any other beta are refused.
     #[arg(long, env = "TOLLGATE_GATEWAY_ALLOWED_BETAS", value_delimiter = ',')]
@@ -179,6 +183,8 @@ pub struct Shared {
     pub ai_reader: Arc<ai_reader::AiReader>,
     /// The operator's own Vault client (discovery of servers whose headers are kept there).
     pub vault: Option<Arc<tollgate_mcp_client::vault::Vault>>,
+    /// Whether a `ModelProvider.baseURL` may be plain `http`.
+    pub allow_http_providers: bool,
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -205,6 +211,7 @@ pub async fn run(config: Config) -> Result<()> {
         },
         vault: tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
         ai_reader: ai_reader::AiReader::new(client.clone(), config.gateway_url.clone()),
+        allow_http_providers: config.allow_http_providers,
     });
     let ready = tollgate_runtime::admin::Readiness::default();
 

@@ -91,6 +91,7 @@ fn main() -> Result<()> {
             notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
             vault: None,
             ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), None),
+            allow_http_providers: false,
         });
         let agent_pod = review(&pod("p", "app-3", "sa-3"))?;
         let other_pod = review(&pod("q", "web", "default"))?;

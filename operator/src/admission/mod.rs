@@ -3,6 +3,7 @@
 //! and the webhooks' TLS.
 
 pub mod inject;
+pub mod references;
 pub mod register;
 pub mod tls;
 pub mod validate;

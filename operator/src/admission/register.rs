@@ -16,6 +16,7 @@ pub const POLICIES_PATH: &str = "/validate/policies";
 pub const REQUESTS_PATH: &str = "/validate/approvalrequests";
 pub const INJECT_PATH: &str = "/mutate/pods";
 pub const PODS_PATH: &str = "/validate/pods";
+pub const REFERENCES_PATH: &str = "/validate/references";
 
 pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pem: &str) -> Result<()> {
     let client_config = |path: &str| WebhookClientConfig {
@@ -61,6 +62,7 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
             webhook("approvals.tollgate.dev", APPROVALS_PATH, vec![rule(&["UPDATE"], &["approvalrequests/status"])]),
             webhook("requests.tollgate.dev", REQUESTS_PATH, vec![rule(&["CREATE", "UPDATE"], &["approvalrequests"])]),
             webhook("policies.tollgate.dev", POLICIES_PATH, vec![rule(&["CREATE", "UPDATE"], &["toolpolicies", "clustertoolpolicies"])]),
+            webhook("references.tollgate.dev", REFERENCES_PATH, vec![rule(&["CREATE", "UPDATE"], &["mcpservers", "modelproviders"])]),
             // Agent pods after admission: an edit or an ephemeral container cannot undo injection.
             ValidatingWebhook {
                 namespace_selector: Some(injection_namespaces(&exempt)),

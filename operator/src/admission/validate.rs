@@ -2,7 +2,7 @@
 //! `ApprovalRequest`, that only the operator moves its phase, and that policies whose `when`
 //! does not compile are refused at `kubectl apply` with the field path.
 
-use super::register::{APPROVALS_PATH, INJECT_PATH, PODS_PATH, POLICIES_PATH, REQUESTS_PATH};
+use super::register::{APPROVALS_PATH, INJECT_PATH, PODS_PATH, POLICIES_PATH, REFERENCES_PATH, REQUESTS_PATH};
 use crate::Shared;
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -72,6 +72,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         REQUESTS_PATH => review_request(&request, &shared).await,
         INJECT_PATH => super::inject::review_pod(&request, &shared).await,
         PODS_PATH => super::inject::review_pod_update(&request),
+        REFERENCES_PATH => super::references::review(&request, &shared).await,
         _ => return Ok(plain(StatusCode::NOT_FOUND, "no such webhook")),
     };
     shared.metrics.review(&path, response.allowed);
