@@ -267,14 +267,12 @@ fn scan(v: &Value, depth: usize, found: &mut ProviderInput) {
     }
     match v {
         Value::Array(a) => a.iter().for_each(|x| scan(x, depth + 1, found)),
-        Value::Object(o) => {
-            match o.get("type").and_then(Value::as_str) {
-                Some("image_url" | "input_image" | "image") if by_reference(o) => found.images += 1,
-                Some("file" | "input_file" | "document") if by_reference(o) => found.files += 1,
-                _ => {}
-            }
-            o.values().for_each(|x| scan(x, depth + 1, found));
-        }
+        Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+            // One part is one input: what it holds (its `source`) is not another.
+            Some("image_url" | "input_image" | "image") if by_reference(o) => found.images += 1,
+            Some("file" | "input_file" | "document") if by_reference(o) => found.files += 1,
+            _ => o.values().for_each(|x| scan(x, depth + 1, found)),
+        },
         _ => {}
     }
 }
