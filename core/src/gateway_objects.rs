@@ -69,6 +69,15 @@ pub fn object_name(gateway: &str) -> String {
     format!("{gateway}-gateway")
 }
 
+/// `<gateway>-gateway-audit-key`: the Secret holding the key the gateway signs audit
+/// checkpoints with (made once by the operator, owned by the Gateway).
+pub fn audit_key_name(gateway: &str) -> String {
+    format!("{gateway}-gateway-audit-key")
+}
+
+/// The key of that Secret holding the PKCS#8 key, base64.
+pub const AUDIT_KEY: &str = "ed25519.pkcs8";
+
 pub fn claim_name(gateway: &str) -> String {
     format!("{gateway}-gateway-ledger")
 }
@@ -94,6 +103,32 @@ pub fn replicas(spec: &GatewaySpec) -> i32 {
     if spec.database.is_none() { spec.replicas.min(1) } else { spec.replicas }
 }
 
+fn owner_reference(owner: Owner<'_>) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{}/{}", tollgate_api::GROUP, tollgate_api::VERSION),
+        kind: "Gateway".into(),
+        name: owner.name.to_owned(),
+        uid: owner.uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The Secret holding a Gateway's audit signing key (`key`: PKCS#8, base64), owned by it.
+pub fn audit_key_secret(owner: Owner<'_>, key: &str) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: ObjectMeta {
+            name: Some(audit_key_name(owner.name)),
+            namespace: Some(owner.namespace.to_owned()),
+            labels: Some(selector(owner.name)),
+            owner_references: Some(vec![owner_reference(owner)]),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(AUDIT_KEY.to_owned(), key.to_owned())])),
+        ..Default::default()
+    }
+}
+
 pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Objects {
     let name = object_name(owner.name);
     let selector = selector(owner.name);
@@ -104,16 +139,7 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
         name: Some(name.to_owned()),
         namespace: Some(owner.namespace.to_owned()),
         labels: Some(labels.clone()),
-        owner_references: owned.then(|| {
-            vec![OwnerReference {
-                api_version: format!("{}/{}", tollgate_api::GROUP, tollgate_api::VERSION),
-                kind: "Gateway".into(),
-                name: owner.name.to_owned(),
-                uid: owner.uid.to_owned(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]
-        }),
+        owner_references: owned.then(|| vec![owner_reference(owner)]),
         ..Default::default()
     };
     let sqlite = spec.database.is_none();
@@ -146,6 +172,7 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
             ]
             .into_iter()
             .chain(slack_env(spec))
+            .chain(audit_env(owner.name))
             .chain((!settings.allowed_betas.is_empty()).then(|| env("TOLLGATE_ALLOWED_BETAS", &settings.allowed_betas.join(","))))
             .collect(),
         ),
@@ -270,6 +297,27 @@ pub fn readiness(desired: i32, ready: i32) -> (bool, &'static str, String) {
 
 fn selector(gateway: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(GATEWAY_LABEL.to_owned(), gateway.to_owned()), ("app.kubernetes.io/component".to_owned(), "gateway".to_owned())])
+}
+
+/// The audit signing key from its Secret, and where checkpoints go: the gateway's namespace.
+fn audit_env(gateway: &str) -> Vec<EnvVar> {
+    let key = EnvVar {
+        name: "TOLLGATE_AUDIT_SIGNING_KEY".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: audit_key_name(gateway), key: AUDIT_KEY.into(), optional: None }),
+            ..Default::default()
+        }),
+    };
+    let namespace = EnvVar {
+        name: "TOLLGATE_AUDIT_CHECKPOINT_NAMESPACE".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector { field_path: "metadata.namespace".into(), api_version: None }),
+            ..Default::default()
+        }),
+    };
+    vec![key, namespace]
 }
 
 /// Slack's signing secret and bot token from their Secrets (never in the pod spec itself).

@@ -14,6 +14,7 @@ pub mod approval;
 pub mod audit;
 pub mod audit_bounds;
 pub mod audit_chain;
+pub mod audit_checkpoint;
 pub mod authz;
 pub mod decide;
 pub mod digest;

@@ -95,4 +95,8 @@ pub struct GatewayStatus {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// The Ed25519 public key (base64) the gateway signs the audit chain's checkpoints with:
+    /// what `tollgate audit verify --key` trusts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_public_key: Option<String>,
 }

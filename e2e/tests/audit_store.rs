@@ -232,3 +232,121 @@ fn bad_records_are_stored_bounded_and_never_hold_up_other_agents_on_postgres() -
     ensure!(serde_json::from_str::<Value>(&verdict)?["ok"] == true, "{verdict}");
     Ok(())
 }
+
+/// The audit chain's signed checkpoints: the operator makes a Gateway's signing key and shows its
+/// public key in the Gateway's status; the gateway signs the chain's head into ConfigMaps; and
+/// verification names a tail cut off, a whole chain recomputed, and two rows swapped, which the
+/// hash chain alone could not all see.
+#[test]
+fn a_truncated_rewritten_or_reordered_chain_is_named_against_signed_checkpoints() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let system = "tollgate-system";
+    let gateway_name = format!("audit-{}", std::process::id());
+    cp.apply(User::Admin, system, &format!("apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: {gateway_name}}}\nspec: {{replicas: 0}}\n"))?;
+    let public = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let key = cp.kubectl_ok(User::Admin, ["get", "gateway", &gateway_name, "-n", system, "-o", "jsonpath={.status.auditPublicKey}"])?;
+        Ok((!key.trim().is_empty()).then(|| key.trim().to_owned()))
+    })
+    .context("the Gateway's status shows no audit public key")?;
+    let secret = format!("{gateway_name}-gateway-audit-key");
+    let signing_key = cp.kubectl_ok(User::Admin, ["get", "secret", &secret, "-n", system, "-o", "jsonpath={.data.ed25519\\.pkcs8}"])?;
+    let signing_key = String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, signing_key.trim())?)?;
+
+    let ns = cp.create_namespace("audit-signed")?;
+    cp.apply(User::Admin, &ns, "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {name: coder}\nspec: {selector: {matchLabels: {app: coder}}, serviceAccountName: coder}\n")?;
+    cp.agent_identity(&ns, "coder")?;
+    let db = cp.dir().join(format!("{ns}-audit.db"));
+    let [port] = tollgate_e2e::free_ports::<1>()?;
+    let env =
+        [("TOLLGATE_AUDIT_SIGNING_KEY", signing_key.as_str()), ("TOLLGATE_AUDIT_CHECKPOINT_NAMESPACE", system), ("TOLLGATE_AUDIT_CHECKPOINT_SECONDS", "1")];
+    let gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
+    let admin = cp.token(User::Admin).to_owned();
+    let agent = cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns])?;
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        // The gateway takes batches once it knows the agent.
+        let (status, _) = audit_api(&gateway, "POST", "/audit/v1/batches", agent.trim(), Some(r#"{"batch_id": "probe", "records": []}"#))?;
+        Ok((status == 200).then_some(()))
+    })?;
+    for i in 1..=5 {
+        let batch = json!({"batch_id": format!("b{i}"), "records": [{"kind": "decision", "tool": format!("t{i}"), "decision": "allow"}]}).to_string();
+        let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", agent.trim(), Some(&batch))?;
+        ensure!(status == 200, "{status}: {body}");
+    }
+    // A checkpoint covers all five, and the gateway's verification says so.
+    let verdict = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let (_, body) = audit_api(&gateway, "GET", "/audit/v1/verify", &admin, None)?;
+        let v: Value = serde_json::from_str(&body)?;
+        Ok((v["ok"] == true && v["records"] == 5 && v["checkpoints"].as_u64().unwrap_or(0) >= 1).then_some(v))
+    })
+    .context("no checkpoint of the chain")?;
+    ensure!(verdict["publicKey"] == public.as_str(), "the gateway signs with another key than its Gateway shows: {verdict}");
+    let id = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let maps = cp.kubectl_ok(User::Admin, ["get", "configmap", "-n", system, "-l", "tollgate.dev/audit-checkpoint", "-o", "json"])?;
+        let v: Value = serde_json::from_str(&maps)?;
+        let covering = v["items"].as_array().into_iter().flatten().find(|m| m["data"]["checkpoint"].as_str().is_some_and(|c| c.contains("\"seq\":5")));
+        Ok(covering.and_then(|m| m["metadata"]["labels"]["tollgate.dev/audit-checkpoint"].as_str().map(str::to_owned)))
+    })
+    .context("no checkpoint ConfigMap covers record 5")?;
+    // The gateway may not rewrite a checkpoint it wrote.
+    let gateway_user = format!("system:serviceaccount:{system}:tollgate-gateway");
+    for verb in ["update", "delete", "patch"] {
+        // `can-i` answers on stdout and exits 1 for "no"; anything else (an error) is no answer.
+        let out = cp.kubectl(User::Admin, ["auth", "can-i", verb, "configmaps", "-n", system, "--as", &gateway_user])?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        ensure!(said.trim() == "no", "may the gateway {verb} its checkpoints? {said:?} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let listing = cp.dir().join(format!("{ns}-checkpoints.json"));
+    std::fs::write(
+        &listing,
+        cp.kubectl_ok(User::Admin, ["get", "configmap", "-n", system, "-l", &format!("tollgate.dev/audit-checkpoint={id}"), "-o", "json"])?,
+    )?;
+    let (_, export) = audit_api(&gateway, "GET", "/audit/v1/export", &admin, None)?;
+    let lines: Vec<Value> = export.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    ensure!(lines.len() == 5, "{export}");
+    let tollgate = tollgate_e2e::binary("tollgate-cli", "tollgate")?;
+    let write = |name: &str, links: &[Value]| -> Result<std::path::PathBuf> {
+        let path = cp.dir().join(format!("{ns}-{name}.jsonl"));
+        std::fs::write(&path, links.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+        Ok(path)
+    };
+    let check = |name: &str, links: &[Value]| -> Result<(bool, String)> {
+        let path = write(name, links)?;
+        let out = Command::new(&tollgate).args(["audit", "verify", "-f"]).arg(&path).arg("--checkpoints").arg(&listing).args(["--key", &public]).output()?;
+        Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned()))
+    };
+    // What the hash chain alone says of an export (all it could say before checkpoints).
+    let chain_only = |name: &str, links: &[Value]| -> Result<bool> {
+        Ok(Command::new(&tollgate).args(["audit", "verify", "-f"]).arg(write(&format!("{name}-plain"), links)?).output()?.status.success())
+    };
+    let (ok, said) = check("whole", &lines)?;
+    ensure!(ok && said.contains("matches"), "{said}");
+    // The tail cut off (and the head reset): the chain alone is whole, the checkpoint saw more.
+    ensure!(chain_only("truncated", &lines[..4])?, "the chain alone should not see a tail cut off");
+    let (ok, said) = check("truncated", &lines[..4])?;
+    ensure!(!ok && said.contains("ends at record 4") && said.contains("removed from the end"), "{said}");
+    // The whole chain recomputed after a change, as whoever writes the database could.
+    let mut records: Vec<Value> = lines.iter().map(|l| l["record"].clone()).collect();
+    records[1]["decision"] = json!("deny");
+    let forged: Vec<Value> =
+        tollgate_core::audit_chain::chain(0, tollgate_core::audit_chain::GENESIS, records).into_iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
+    ensure!(chain_only("rewritten", &forged)?, "the chain alone should not see a whole chain recomputed");
+    let (ok, said) = check("rewritten", &forged)?;
+    ensure!(!ok && said.contains("the chain was rewritten"), "{said}");
+    // Two rows swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(2, 3);
+    let (ok, said) = check("reordered", &swapped)?;
+    ensure!(!ok && said.contains("record 4"), "{said}");
+    // And online: the gateway's own verification names a tail cut off in its database.
+    let cut = format!(
+        "import sqlite3; c = sqlite3.connect('{}'); c.execute('DELETE FROM audit WHERE seq = 5'); c.execute('UPDATE audit_head SET seq = 4, hash = (SELECT hash FROM audit WHERE seq = 4) WHERE id = 1'); c.commit()",
+        db.display()
+    );
+    let out = Command::new("python3").args(["-c", &cut]).output()?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, body) = audit_api(&gateway, "GET", "/audit/v1/verify", &admin, None)?;
+    let v: Value = serde_json::from_str(&body)?;
+    ensure!(v["ok"] == false && v["error"].as_str().unwrap_or_default().contains("removed from the end"), "{body}");
+    Ok(())
+}

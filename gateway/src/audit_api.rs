@@ -134,10 +134,7 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
                 Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
             };
             if path.ends_with("verify") {
-                return match tollgate_core::audit_chain::verify(&links) {
-                    Ok(n) => answer(StatusCode::OK, json!({"ok": true, "records": n})),
-                    Err(b) => answer(StatusCode::OK, json!({"ok": false, "error": b.to_string()})),
-                };
+                return verify(&gw, &links).await;
             }
             let mut out = String::new();
             for l in &links {
@@ -149,6 +146,24 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
             r
         }
         _ => error(StatusCode::NOT_FOUND, "the audit API serves POST /audit/v1/batches, GET /audit/v1/records, /audit/v1/export and /audit/v1/verify"),
+    }
+}
+
+/// The chain checked whole, and against every signed checkpoint when the gateway signs them.
+async fn verify(gw: &Gateway, links: &[tollgate_core::audit_chain::Link]) -> Response<Body> {
+    let Some(signer) = &gw.signer else {
+        return match tollgate_core::audit_chain::verify(links) {
+            Ok(n) => answer(StatusCode::OK, json!({"ok": true, "records": n, "checkpoints": 0, "signed": false})),
+            Err(b) => answer(StatusCode::OK, json!({"ok": false, "error": b.to_string()})),
+        };
+    };
+    let checkpoints = match crate::checkpoints::load(&gw.client, signer).await {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot read the audit checkpoints: {e}")),
+    };
+    match tollgate_core::audit_checkpoint::verify(links, &checkpoints, &signer.public) {
+        Ok(v) => answer(StatusCode::OK, json!({"ok": true, "records": v.records, "checkpoints": v.checkpoints, "signed": true, "publicKey": signer.public})),
+        Err(e) => answer(StatusCode::OK, json!({"ok": false, "error": e.to_string(), "publicKey": signer.public})),
     }
 }
 

@@ -69,6 +69,11 @@ impl Ledger {
         Ok(rows.into_iter().map(to_link).collect())
     }
 
+    /// The chain's head: its last record's number and hash.
+    pub async fn audit_head(&self) -> Result<(i64, String), LedgerError> {
+        Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?)
+    }
+
     /// Every record, in order: the export, and what verification reads.
     pub async fn export_audit(&self) -> Result<Vec<Link>, LedgerError> {
         let rows: Vec<(i64, String, String, String)> = sqlx::query_as("SELECT seq, prev, hash, record FROM audit ORDER BY seq").fetch_all(&self.pool).await?;

@@ -3,6 +3,7 @@
 
 pub mod audit_api;
 pub mod audit_store;
+pub mod checkpoints;
 pub mod credentials;
 pub mod forward;
 pub mod index;
@@ -38,7 +39,16 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: Arc::default(),
         instance,
         settling: tokio_util::task::TaskTracker::new(),
+        signer: checkpoints::Signer::new(config.audit_signing_key.as_ref().map(|k| k.0.as_str()), &config.audit_checkpoint_namespace)
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new),
     });
+    match &gw.signer {
+        Some(s) => tracing::info!(public_key = s.public, namespace = s.namespace, "audit checkpoints are signed"),
+        None => tracing::warn!(
+            "no audit signing key (TOLLGATE_AUDIT_SIGNING_KEY): the audit chain is not checkpointed, so a truncated or recomputed chain goes unseen"
+        ),
+    }
     tracing::info!(instance = gw.instance, "gateway starting");
     let ready = tollgate_runtime::admin::Readiness::default();
     let admin = tollgate_runtime::admin::serve(config.admin_addr, gw.metrics.clone(), ready.clone());
@@ -52,6 +62,7 @@ pub async fn run(config: Config) -> Result<()> {
         () = status::run(gw.clone()) => Ok(()),
         () = inflight::run(gw.clone()) => Ok(()),
         () = gw.ledger.checkpoints() => Ok(()),
+        () = checkpoints::run(gw.clone()) => Ok(()),
     };
     // What was settled is written before the process goes; then its heartbeat, so whatever it
     // still had in flight is settled by the next gateway at once.

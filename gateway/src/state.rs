@@ -49,6 +49,16 @@ pub struct Config {
     /// asking for any other beta is refused, since a beta changes what a body means.
     #[arg(long, env = "TOLLGATE_ALLOWED_BETAS", value_delimiter = ',')]
     pub allowed_betas: Vec<String>,
+    /// The Ed25519 key (PKCS#8, base64) the audit chain's checkpoints are signed with; without
+    /// it no checkpoint is written, and truncation or a rewritten chain goes unseen.
+    #[arg(long, env = "TOLLGATE_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    pub audit_signing_key: Option<Hidden>,
+    /// The namespace checkpoints are recorded in (as ConfigMaps the gateway may only create).
+    #[arg(long, env = "TOLLGATE_AUDIT_CHECKPOINT_NAMESPACE", default_value = "tollgate-system")]
+    pub audit_checkpoint_namespace: String,
+    /// Seconds between checkpoints while the chain grows.
+    #[arg(long, env = "TOLLGATE_AUDIT_CHECKPOINT_SECONDS", default_value_t = 30)]
+    pub audit_checkpoint_seconds: u64,
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
     /// The Slack app's signing secret: `/slack/interactions` is served only with it.
@@ -95,4 +105,6 @@ pub struct Gateway {
     pub instance: String,
     /// Streams' settlements, awaited before the process stops.
     pub settling: tokio_util::task::TaskTracker,
+    /// Signs the audit chain's checkpoints, when the gateway has a key.
+    pub signer: Option<Arc<crate::checkpoints::Signer>>,
 }

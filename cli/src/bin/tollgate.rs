@@ -1,5 +1,6 @@
 //! `tollgate`: offline tools. `validate` compiles policies as the admission webhook does; `eval`
-//! decides one call as the sidecar would; `audit verify` checks an audit export's hash chain.
+//! decides one call as the sidecar would; `audit verify` checks an audit export's hash chain
+//! (and, given them, the gateway's signed checkpoints).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -52,10 +53,34 @@ enum Command {
 enum AuditCommand {
     /// Check the hash chain of an export (`GET /audit/v1/export`, one JSON line per record):
     /// exit 0 when whole, 1 naming the first record that was changed, removed or reordered.
+    /// With `--checkpoints` and `--key`, also against the gateway's signed checkpoints: a tail
+    /// cut off or a chain recomputed is named too.
     Verify {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// The checkpoints' ConfigMaps, as `kubectl get configmap -n tollgate-system -l
+        /// tollgate.dev/audit-checkpoint -o json` writes them.
+        #[arg(long, requires = "key")]
+        checkpoints: Option<PathBuf>,
+        /// The gateway's public key (base64), as its `Gateway`'s `status.auditPublicKey` says.
+        #[arg(long, requires = "checkpoints")]
+        key: Option<String>,
     },
+}
+
+/// The checkpoints in a `kubectl get configmap -o json` listing.
+fn checkpoints(file: &std::path::Path) -> Result<Vec<tollgate_core::audit_checkpoint::Checkpoint>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let list: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+    let items = list["items"].as_array().with_context(|| format!("{}: not a list of ConfigMaps", file.display()))?;
+    items
+        .iter()
+        .map(|m| {
+            let name = m["metadata"]["name"].as_str().unwrap_or("?");
+            let cp = m["data"]["checkpoint"].as_str().with_context(|| format!("ConfigMap {name} holds no checkpoint"))?;
+            serde_json::from_str(cp).with_context(|| format!("ConfigMap {name}: not a checkpoint"))
+        })
+        .collect()
 }
 
 fn main() -> Result<ExitCode> {
@@ -77,7 +102,7 @@ fn main() -> Result<ExitCode> {
             println!("{}", offline::describe(&decision));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { command: AuditCommand::Verify { file } } => {
+        Command::Audit { command: AuditCommand::Verify { file, checkpoints: listing, key } } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let mut links = Vec::new();
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -85,9 +110,15 @@ fn main() -> Result<ExitCode> {
                     serde_json::from_str(line).with_context(|| format!("{} line {}: not an exported record", file.display(), i + 1))?;
                 links.push(link);
             }
-            match tollgate_core::audit_chain::verify(&links) {
-                Ok(n) => {
-                    println!("ok: {n} records, the chain is whole");
+            let verdict = match (listing, key) {
+                (Some(listing), Some(key)) => tollgate_core::audit_checkpoint::verify(&links, &checkpoints(&listing)?, &key)
+                    .map(|v| format!("{} records, the chain is whole and matches {} signed checkpoints", v.records, v.checkpoints))
+                    .map_err(|e| e.to_string()),
+                _ => tollgate_core::audit_chain::verify(&links).map(|n| format!("{n} records, the chain is whole")).map_err(|b| b.to_string()),
+            };
+            match verdict {
+                Ok(said) => {
+                    println!("ok: {said}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(b) => {

@@ -10,10 +10,11 @@
 
 use super::{condition, upsert_condition};
 use crate::{Shared, ssa};
+use base64::Engine;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
@@ -23,6 +24,7 @@ use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{Gateway, GatewayStatus};
+use tollgate_core::audit_checkpoint;
 use tollgate_core::gateway_objects::{self, GATEWAY_LABEL, Owner};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,30 @@ async fn reconcile(g: Arc<Gateway>, shared: Arc<Shared>) -> Result<Action, Error
     outcome
 }
 
+/// The public key of the gateway's audit signing key, made (once) if it has none: the private
+/// key stays in its Secret, which only the operator and the gateway read.
+async fn audit_key(client: &kube::Client, owner: Owner<'_>) -> Result<String, kube::Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), owner.namespace);
+    let name = gateway_objects::audit_key_name(owner.name);
+    let invalid = |e: String| kube::Error::Service(format!("Secret {name}: {e}").into());
+    let stored = secrets.get_opt(&name).await?.and_then(|s| s.data).and_then(|d| d.get(gateway_objects::AUDIT_KEY).map(|b| b.0.clone()));
+    let encoded = match stored {
+        Some(bytes) => String::from_utf8(bytes).map_err(|e| invalid(e.to_string()))?,
+        None => {
+            let key = audit_checkpoint::generate_key().map_err(|e| invalid(e.to_string()))?;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+            match secrets.create(&kube::api::PostParams::default(), &gateway_objects::audit_key_secret(owner, &encoded)).await {
+                Ok(_) => encoded,
+                // Another replica made it first: theirs is the key.
+                Err(kube::Error::Api(e)) if e.code == 409 => return Box::pin(audit_key(client, owner)).await,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let key = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|e| invalid(e.to_string()))?;
+    audit_checkpoint::public_key(&key).map_err(|e| invalid(e.to_string()))
+}
+
 async fn apply(g: &Gateway, shared: &Shared, status: &mut GatewayStatus) -> Result<Action, Error> {
     let ns = &shared.namespace;
     let name = g.name_any();
@@ -123,6 +149,7 @@ async fn apply(g: &Gateway, shared: &Shared, status: &mut GatewayStatus) -> Resu
     let object_name = gateway_objects::object_name(&name);
     let client = &shared.client;
     let written = async {
+        status.audit_public_key = Some(audit_key(client, owner).await?);
         Api::<ServiceAccount>::namespaced(client.clone(), ns).patch(&object_name, &ssa::params(), &ssa::body(&objects.service_account)).await?;
         if let Some(claim) = &objects.claim {
             // Created once: a bound claim's spec is immutable but for its size.
