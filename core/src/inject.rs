@@ -286,6 +286,8 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
     }
     if let Some(gateway) = &settings.gateway_url {
         envs.push(env("TOLLGATE_AUDIT_URL", gateway.trim_end_matches('/')));
+        // Batches carry a token for the gateway alone: sniffed, it is no key to the API server.
+        envs.push(env("TOLLGATE_AUDIT_TOKEN_FILE", &format!("{TOKEN_DIR}/{GATEWAY_TOKEN}")));
     }
     if let Some(vault) = &settings.vault {
         envs.extend(vault.env());
@@ -316,6 +318,24 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
         volume_mounts: Some(mounts),
         ..Default::default()
     }
+}
+
+/// The audience of the token a sidecar ships audit batches with: the gateway's, not the API
+/// server's.
+pub const GATEWAY_AUDIENCE: &str = "tollgate-gateway";
+/// That token's file in the sidecar's token directory.
+const GATEWAY_TOKEN: &str = "gateway-token";
+
+/// The sidecar's token volume: the service account's token as the kubelet would mount it, and,
+/// with a gateway, a second token for the gateway's audience alone.
+fn sidecar_token_volume(gateway: bool) -> Volume {
+    let mut volume = token_volume();
+    if gateway && let Some(sources) = volume.projected.as_mut().and_then(|p| p.sources.as_mut()) {
+        let token =
+            ServiceAccountTokenProjection { path: GATEWAY_TOKEN.to_owned(), expiration_seconds: Some(3607), audience: Some(GATEWAY_AUDIENCE.to_owned()) };
+        sources.push(VolumeProjection { service_account_token: Some(token), ..Default::default() });
+    }
+    volume
 }
 
 /// The service account's token as the kubelet would mount it (token, cluster CA, namespace):
@@ -398,7 +418,7 @@ pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
     }
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| !token_volumes.contains(&v.name));
-    volumes.push(token_volume());
+    volumes.push(sidecar_token_volume(settings.gateway_url.is_some()));
     volumes.extend(agent.mounts.secrets.iter().map(|s| Volume {
         name: credential_volume(s),
         secret: Some(SecretVolumeSource { secret_name: Some(s.clone()), default_mode: Some(0o444), ..Default::default() }),

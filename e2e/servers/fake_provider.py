@@ -10,7 +10,7 @@ Anthropic: POST /v1/messages                                  (x-api-key: ANTHRO
 
 Every answer says "Hello from <model>". Usage: input tokens = the request body's length // 10,
 output tokens = 5 (cached input tokens 0). The model "rate-limited" answers 429; "broken" answers
-500; "absurd" reports 10^19 tokens of each kind (past a 64-bit signed integer's sums); "slow" streams its first event, then waits a second before the rest. A stream of any model whose
+500; "flood" streams 40 MiB; "absurd" reports 10^19 tokens of each kind (past a 64-bit signed integer's sums); "slow" streams its first event, then waits a second before the rest. A stream of any model whose
 last message is "hold:<tag>" waits after its first events until `POST /release/<tag>` (at most a
 minute), so a test decides when the stream ends rather than racing a clock. The model "reviewer"
 plays an AI first reader: it answers a JSON verdict on the held call in its last message, deny
@@ -138,6 +138,14 @@ class Handler(BaseHTTPRequestHandler):
         chunk = {**base, "object": "chat.completion.chunk"}
         self.event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
         self.pause(body, model)
+        if model == "flood":
+            # More than any socket buffers hold: a client that stops reading stalls the stream.
+            piece = "x" * 1024
+            try:
+                for _ in range(40_000):
+                    self.event({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            except (BrokenPipeError, ConnectionResetError):
+                return
         for piece in (text[:5], text[5:]):
             self.event({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
         self.event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})

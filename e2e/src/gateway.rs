@@ -187,7 +187,7 @@ metadata: {{name: coder, labels: {{team: platform}}}}
 spec:
   selector: {{matchLabels: {{app: coder}}}}
   serviceAccountName: coder
-  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow, cheap, absurd]}}
+  models: {{allowed: ["gpt-4o*", "fast", "claude-*", rate-limited, slow, cheap, absurd, flood]}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: ManagedAgent
@@ -208,6 +208,7 @@ spec:
                 "{name: slow, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
                 "{name: cheap, pricing: {inputPerMillionUSD: 0.0, outputPerMillionUSD: 2.0}}",
                 "{name: absurd, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
+                "{name: flood, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}",
             ],
         ),
         anthropic = model_provider(

@@ -190,7 +190,12 @@ fn materialise_volumes(cp: &ControlPlane, pod: &Value, root: &Path) -> Result<BT
                 if let Some(t) = source.get("serviceAccountToken") {
                     let account = pod["spec"]["serviceAccountName"].as_str().unwrap_or("default");
                     let secs = t["expirationSeconds"].as_i64().unwrap_or(3600);
-                    let token = cp.kubectl_ok(User::Admin, ["create", "token", account, "-n", namespace, "--duration", &format!("{secs}s")])?;
+                    let mut args = vec!["create".to_owned(), "token".to_owned(), account.to_owned(), "-n".to_owned(), namespace.to_owned()];
+                    args.extend(["--duration".to_owned(), format!("{secs}s")]);
+                    if let Some(audience) = t["audience"].as_str() {
+                        args.extend(["--audience".to_owned(), audience.to_owned()]);
+                    }
+                    let token = cp.kubectl_ok(User::Admin, &args)?;
                     let mut data = BTreeMap::new();
                     data.insert("token".to_owned(), token.trim().as_bytes().to_vec());
                     write_keys(&dir, &data, &json!([{"key": "token", "path": t["path"].as_str().unwrap_or("token")}]))?;

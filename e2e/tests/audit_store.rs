@@ -55,8 +55,9 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     // The agent's identity (its service account, with the agent roles), as the sidecar has it.
     cp.agent_identity(&ns, "coder")?;
     let token = cp.dir().join(format!("{ns}-coder.token"));
-    let sidecar_token =
-        |path: &std::path::Path| -> Result<()> { Ok(std::fs::write(path, cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns])?.trim())?) };
+    let sidecar_token = |path: &std::path::Path| -> Result<()> {
+        Ok(std::fs::write(path, cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns, "--audience", "tollgate-gateway"])?.trim())?)
+    };
     sidecar_token(&token)?;
     let env = [("TOLLGATE_AUDIT_URL", gateway.url()), ("TOLLGATE_AUDIT_TOKEN_FILE", token.display().to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -102,6 +103,11 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     assert!(status == 403 && body.contains("not the service account of any ManagedAgent"), "{status}: {body}");
     let (status, _) = audit_api(&gateway, "POST", "/audit/v1/batches", "not-a-token", Some(&forged))?;
     assert_eq!(status, 401);
+    // The agent's token for the API server is not one for the gateway: refused, so a token
+    // sniffed on its way to the gateway opens nothing at the API server, and the other way round.
+    let api_token = cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns])?;
+    let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", api_token.trim(), Some(&forged))?;
+    assert!(status == 401 && body.contains("not valid for audience tollgate-gateway"), "{status}: {body}");
     // The agent's own account is refused what is not a batch of records, and more than a batch.
     let own = std::fs::read_to_string(&token)?;
     let not_records = json!({"batch_id": "y", "records": [{"kind": "decision"}, 1]}).to_string();
@@ -189,7 +195,7 @@ fn bad_records_are_stored_bounded_and_never_hold_up_other_agents_on_postgres() -
     let gateway = Gateway::start(cp, &pg.url())?;
     cp.agent_identity(&ns, "coder")?;
     let token = cp.dir().join(format!("{ns}-coder.token"));
-    std::fs::write(&token, cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns])?.trim())?;
+    std::fs::write(&token, cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns, "--audience", "tollgate-gateway"])?.trim())?;
     let env = [("TOLLGATE_AUDIT_URL", gateway.url()), ("TOLLGATE_AUDIT_TOKEN_FILE", token.display().to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let sidecar = Sidecar::start_with_env(cp, &ns, "coder", "coder", "coder-pod", &env)?;
@@ -262,7 +268,7 @@ fn a_truncated_rewritten_or_reordered_chain_is_named_against_signed_checkpoints(
         [("TOLLGATE_AUDIT_SIGNING_KEY", signing_key.as_str()), ("TOLLGATE_AUDIT_CHECKPOINT_NAMESPACE", system), ("TOLLGATE_AUDIT_CHECKPOINT_SECONDS", "1")];
     let gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
     let admin = cp.token(User::Admin).to_owned();
-    let agent = cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns])?;
+    let agent = cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns, "--audience", "tollgate-gateway"])?;
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         // The gateway takes batches once it knows the agent.
         let (status, _) = audit_api(&gateway, "POST", "/audit/v1/batches", agent.trim(), Some(r#"{"batch_id": "probe", "records": []}"#))?;

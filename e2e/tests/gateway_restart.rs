@@ -193,3 +193,27 @@ fn a_stream_whose_provider_stalls_ends_and_costs_its_reservation() -> Result<()>
     fake.release("stalled")?;
     Ok(())
 }
+
+/// A client that stops reading a stream (its socket full) is cut off once the gateway could
+/// write nothing to it for `TOLLGATE_CLIENT_WRITE_SECONDS`, and its call is settled at its
+/// reservation: it used to hold the stream, the provider's connection and the reservation for
+/// as long as it kept its socket open.
+#[test]
+fn a_client_that_stops_reading_a_stream_is_cut_off_and_charged_its_reservation() -> Result<()> {
+    let Scene { fake: _fake, ns, key, db, port } = Scene::new("gateway-unread", "flood", ", models: [flood]")?;
+    let cp = ControlPlane::shared();
+    let _gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &[("TOLLGATE_CLIENT_WRITE_SECONDS", "2")])?;
+    let body = json!({"model": "flood", "stream": true, "messages": [{"role": "user", "content": "go"}]});
+    // Read up to the first event, then nothing more, with the socket kept open.
+    let stalled = open(port, "/openai/v1/chat/completions", &format!("authorization: Bearer {key}"), &body)?;
+    let settled = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let r = sql(&db, &format!("SELECT cost_micros, status FROM ledger WHERE namespace = '{ns}' AND model = 'flood'"))?;
+        Ok(r.first().cloned())
+    })
+    .context("a client reading nothing held its stream (and its reservation) past the write deadline")?;
+    let spent = count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/flood'")?;
+    ensure!(settled[0].as_i64() == Some(spent) && spent > 1_000, "the call cost {settled:?}, not its reservation ({spent} micro-USD held)");
+    ensure!(count(&db, "SELECT COUNT(*) FROM inflight")? == 0, "the call is still in flight");
+    drop(stalled);
+    Ok(())
+}

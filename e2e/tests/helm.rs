@@ -60,7 +60,12 @@ fn the_default_install_is_safe_and_highly_available() -> Result<()> {
 
     let vwc = find(&docs, "ValidatingWebhookConfiguration").context("the webhook configuration comes with the chart")?;
     let webhooks = vwc["webhooks"].as_array().context("webhooks")?;
-    assert_eq!(webhooks.len(), 3);
+    let names: Vec<&str> = webhooks.iter().filter_map(|w| w["name"].as_str()).collect();
+    assert_eq!(names, ["approvals.tollgate.dev", "requests.tollgate.dev", "policies.tollgate.dev", "references.tollgate.dev", "pods.tollgate.dev"]);
+    // Agent pods are reviewed after admission where injection is on, edits and debuggers alike.
+    let pods = &webhooks[4];
+    assert_eq!(pods["namespaceSelector"]["matchLabels"]["tollgate.dev/injection"], "enabled", "{pods}");
+    assert_eq!(pods["rules"][0]["resources"], serde_json::json!(["pods", "pods/ephemeralcontainers"]), "{pods}");
     for w in webhooks {
         assert_eq!(w["failurePolicy"], "Fail", "{w}");
         assert!(w["timeoutSeconds"].as_u64().is_some_and(|t| t <= 5), "{w}");

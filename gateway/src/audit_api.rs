@@ -33,15 +33,17 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     answer(status, json!({"error": message}))
 }
 
-/// The reviewed user and groups of the request's bearer token.
-async fn who(gw: &Gateway, req: &Request<Incoming>) -> Result<(String, Vec<String>), Response<Body>> {
+/// The reviewed user and groups of the request's bearer token, for `audience` (the API
+/// server's when None).
+async fn who(gw: &Gateway, req: &Request<Incoming>, audience: Option<&str>) -> Result<(String, Vec<String>), Response<Body>> {
     let token = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "send a Kubernetes token: Authorization: Bearer <token>"))?;
-    let review = TokenReview { spec: TokenReviewSpec { token: Some(token.trim().to_owned()), audiences: None }, ..Default::default() };
+    let audiences = audience.map(|a| vec![a.to_owned()]);
+    let review = TokenReview { spec: TokenReviewSpec { token: Some(token.trim().to_owned()), audiences }, ..Default::default() };
     let reviewed = Api::<TokenReview>::all(gw.client.clone())
         .create(&PostParams::default(), &review)
         .await
@@ -49,7 +51,13 @@ async fn who(gw: &Gateway, req: &Request<Incoming>) -> Result<(String, Vec<Strin
     let status = reviewed.status.unwrap_or_default();
     match (status.authenticated, status.user) {
         (Some(true), Some(u)) => Ok((u.username.unwrap_or_default(), u.groups.unwrap_or_default())),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "the token is not valid")),
+        _ => Err(error(
+            StatusCode::UNAUTHORIZED,
+            &match audience {
+                Some(a) => format!("the token is not valid for audience {a}: a sidecar ships with a token projected for it"),
+                None => "the token is not valid".to_owned(),
+            },
+        )),
     }
 }
 
@@ -78,7 +86,11 @@ async fn may_read(gw: &Gateway, user: &str, groups: &[String], namespace: Option
 }
 
 pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
-    let (user, groups) = match who(&gw, &req).await {
+    // Batches come from sidecars, with a token for this gateway alone; readers are people, with
+    // their API server tokens.
+    let shipping = req.method() == Method::POST && req.uri().path() == "/audit/v1/batches";
+    let audience = shipping.then_some(gw.config.audit_token_audience.as_str());
+    let (user, groups) = match who(&gw, &req, audience).await {
         Ok(w) => w,
         Err(r) => return r,
     };

@@ -131,7 +131,9 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
             model_request::check_betas(header, value.to_str().unwrap_or("(not text)"), &gw.config.allowed_betas)?;
         }
     }
-    let pod = req.headers().get("x-tollgate-pod").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    // The client's word for its pod, and nothing more: an agent's key proves the agent, not the
+    // pod, so this is kept as a claim in the audit record and never in the ledger's pod column.
+    let pod: String = req.headers().get("x-tollgate-pod").and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(253).collect();
     let client_headers = req.headers().clone();
     let bytes = transport::read_request(req.into_body(), gw.config.max_body, Duration::from_secs(gw.config.request_body_seconds))
         .await
@@ -154,12 +156,12 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     let upstream_body = Bytes::from(Value::Object(body).to_string());
     let images = usize::try_from(model_request::IMAGE_TOKENS).unwrap_or(usize::MAX).saturating_mul(provided.images);
     let estimate = resolved.pricing.map_or(0, |p| spend::estimate(p, upstream_body.len().saturating_add(images), output));
-    let (reservation, warning) = reserve(gw, &index, &agent, &resolved, &pod, estimate, &provided).await?;
+    let (reservation, warning) = reserve(gw, &index, &agent, &resolved, estimate, &provided).await?;
     let settle = Settlement {
         gw: gw.clone(),
         reservation,
         agent: agent.clone(),
-        pod,
+        claimed_pod: pod,
         provider: resolved.provider.to_owned(),
         model: resolved.model.to_owned(),
         pricing: resolved.pricing.cloned(),
@@ -213,7 +215,6 @@ async fn reserve(
     index: &crate::index::Index,
     agent: &Arc<crate::index::Agent>,
     resolved: &models::Resolved<'_>,
-    pod: &str,
     estimate: Micros,
     provided: &model_request::ProviderInput,
 ) -> Result<(Reservation, Option<String>), Refusal> {
@@ -246,7 +247,7 @@ async fn reserve(
         namespace: agent.namespace.clone(),
         agent: agent.name.clone(),
         service_account: agent.spec.service_account_name.clone(),
-        pod: pod.to_owned(),
+        pod: String::new(),
         provider: resolved.provider.to_owned(),
         model: resolved.model.to_owned(),
         amount: estimate,
@@ -414,7 +415,8 @@ struct Settlement {
     gw: Arc<Gateway>,
     reservation: Reservation,
     agent: Arc<crate::index::Agent>,
-    pod: String,
+    /// What the client said its pod is (`x-tollgate-pod`): recorded as a claim only.
+    claimed_pod: String,
     provider: String,
     model: String,
     pricing: Option<tollgate_api::Pricing>,
@@ -440,7 +442,7 @@ impl Settlement {
             time_us: jiff::Timestamp::now().as_microsecond(),
             namespace: self.agent.namespace.clone(),
             agent: self.agent.name.clone(),
-            pod: self.pod,
+            pod: String::new(),
             provider: self.provider,
             model: self.model,
             usage: usage.unwrap_or_default(),
@@ -463,7 +465,7 @@ impl Settlement {
         let record = json!({
             "kind": "model_call",
             "time": jiff::Timestamp::now().to_string(),
-            "agent": {"namespace": row.namespace, "name": row.agent, "pod": row.pod, "serviceAccount": self.agent.spec.service_account_name},
+            "agent": {"namespace": row.namespace, "name": row.agent, "serviceAccount": self.agent.spec.service_account_name, "podClaimed": self.claimed_pod},
             "tool": row.model,
             "provider": row.provider,
             "decision": if (200..300).contains(&row.status) { "allow" } else { "error" },

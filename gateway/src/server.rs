@@ -28,11 +28,14 @@ pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, stop: impl Future<Output 
         };
         let _ = stream.set_nodelay(true);
         let (gw, builder, watcher) = (gw.clone(), builder.clone(), graceful.watcher());
+        let gw_write_seconds = gw.config.client_write_seconds.max(1);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let gw = gw.clone();
                 async move { Ok::<_, Infallible>(crate::forward::handle(req, gw).await) }
             });
+            // A client that stops reading (a stream, say) is cut off and its call settled.
+            let stream = tollgate_runtime::write_deadline::WriteDeadline::new(stream, Duration::from_secs(gw_write_seconds));
             let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
         });
     }

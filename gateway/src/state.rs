@@ -29,6 +29,14 @@ pub struct Config {
     /// Seconds a client may take to send a request's body, once its headers are in.
     #[arg(long, env = "TOLLGATE_REQUEST_BODY_SECONDS", default_value_t = 30)]
     pub request_body_seconds: u64,
+    /// The audience a sidecar's audit token must be for (injection projects one for it): a
+    /// token for the API server is refused, so one sniffed on its way here opens nothing else.
+    #[arg(long, env = "TOLLGATE_AUDIT_TOKEN_AUDIENCE", default_value = "tollgate-gateway")]
+    pub audit_token_audience: String,
+    /// Seconds a client may leave the answer unread (its socket full) before the connection is
+    /// closed and its call settled at its reservation.
+    #[arg(long, env = "TOLLGATE_CLIENT_WRITE_SECONDS", default_value_t = 60)]
+    pub client_write_seconds: u64,
     /// Largest non-streamed answer read from a provider.
     #[arg(long, env = "TOLLGATE_MAX_ANSWER", default_value_t = 64 << 20)]
     pub max_answer: usize,

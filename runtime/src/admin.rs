@@ -32,6 +32,12 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     redirected: Family<RouteLabels, Counter>,
+    audit: Family<AuditLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    event: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,7 +66,13 @@ impl Default for Metrics {
             "Connections the transparent redirect sent to the sidecar, by what became of them",
             redirected.clone(),
         );
-        Metrics { registry, reconciles, reviews, decisions, redirected }
+        let audit = Family::<AuditLabels, Counter>::default();
+        registry.register(
+            "tollgate_audit_records",
+            "Audit records not shipped or stored whole, by what became of them (cut, refused, overflowed)",
+            audit.clone(),
+        );
+        Metrics { registry, reconciles, reviews, decisions, redirected, audit }
     }
 }
 
@@ -72,6 +84,12 @@ impl Metrics {
     /// A redirected connection: `mcp`, `passthrough`, or why it was refused.
     pub fn redirected(&self, route: &str) {
         self.redirected.get_or_create(&RouteLabels { route: route.into() }).inc();
+    }
+
+    /// An audit record not shipped or stored whole: `cut` to its bound, `refused` by the store,
+    /// or `overflowed` the queue while the store was away.
+    pub fn audit(&self, event: &str, n: u64) {
+        self.audit.get_or_create(&AuditLabels { event: event.into() }).inc_by(n);
     }
 
     pub fn reconcile(&self, controller: &str, ok: bool) {

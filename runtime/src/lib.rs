@@ -6,6 +6,7 @@ pub mod admin;
 pub mod events;
 pub mod telemetry;
 pub mod watch;
+pub mod write_deadline;
 
 pub use accept::accept;
 

@@ -31,6 +31,7 @@ pub async fn run(config: Config) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let instance = format!("{:016x}", rand::random::<u64>());
     let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot::Snapshot::default()));
+    let metrics: Arc<tollgate_runtime::admin::Metrics> = Arc::default();
     let sidecar = Arc::new(Sidecar {
         config: config.clone(),
         transport: config.transport_rules(),
@@ -48,8 +49,8 @@ pub async fn run(config: Config) -> Result<()> {
         ),
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
-        metrics: Arc::default(),
-        audit: audit::AuditLog::new(config.audit_url.as_deref().map(|url| ship::Shipper::new(url, config.audit_token_file.clone(), &instance))),
+        metrics: metrics.clone(),
+        audit: audit::AuditLog::new(config.audit_url.as_deref().map(|url| ship::Shipper::new(url, config.audit_token_file.clone(), &instance, metrics))),
         instance,
     });
     tracing::info!(agent = config.agent, namespace = config.namespace, instance = sidecar.instance, "sidecar starting");

@@ -31,6 +31,7 @@ pub struct Shipper {
     client: HttpClient,
     queue: Mutex<Queue>,
     instance: String,
+    metrics: std::sync::Arc<tollgate_runtime::admin::Metrics>,
 }
 
 #[derive(Default)]
@@ -46,7 +47,7 @@ struct NotShipped {
 }
 
 impl Shipper {
-    pub fn new(gateway: &str, token_file: PathBuf, instance: &str) -> Shipper {
+    pub fn new(gateway: &str, token_file: PathBuf, instance: &str, metrics: std::sync::Arc<tollgate_runtime::admin::Metrics>) -> Shipper {
         let client = transport::client(std::sync::Arc::new(transport::platform_roots()));
         Shipper {
             url: format!("{}/audit/v1/batches", gateway.trim_end_matches('/')),
@@ -54,6 +55,7 @@ impl Shipper {
             client,
             queue: Mutex::default(),
             instance: instance.to_owned(),
+            metrics,
         }
     }
 
@@ -64,7 +66,12 @@ impl Shipper {
     /// Queues one record's JSON; one larger than the store keeps whole is cut down first, saying
     /// so in the record (its whole text is in this sidecar's stdout).
     pub fn push(&self, record: Bytes) {
-        let record = if record.len() > audit_bounds::MAX_RECORD_BYTES { bounded(&record) } else { record };
+        let record = if record.len() > audit_bounds::MAX_RECORD_BYTES {
+            self.metrics.audit("cut", 1);
+            bounded(&record)
+        } else {
+            record
+        };
         let mut q = self.queue();
         if q.records.len() >= MAX_QUEUED {
             q.records.pop_front();
@@ -97,6 +104,7 @@ impl Shipper {
             if pending.is_none() {
                 let (records, dropped) = self.next_batch();
                 if dropped > 0 {
+                    self.metrics.audit("overflowed", dropped);
                     tracing::warn!(
                         dropped,
                         limit = MAX_QUEUED,
@@ -129,6 +137,7 @@ impl Shipper {
                         *id = format!("{}-{batch_no}", self.instance);
                     } else {
                         tracing::error!(batch = %id, %status, %reason, "the gateway refused an audit record; it is in this sidecar's log only");
+                        self.metrics.audit("refused", 1);
                         pending = None;
                     }
                     backoff = EVERY;
