@@ -97,7 +97,7 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     assert!(status == 403 && body.contains("auditrecords"), "{status}: {body}");
     // Only an agent's service account ships, as itself.
     cp.kubectl_ok(User::Admin, ["create", "serviceaccount", "intruder", "-n", &ns])?;
-    let intruder = cp.kubectl_ok(User::Admin, ["create", "token", "intruder", "-n", &ns])?;
+    let intruder = cp.kubectl_ok(User::Admin, ["create", "token", "intruder", "-n", &ns, "--audience", "tollgate-gateway"])?;
     let forged = json!({"batch_id": "x", "records": [{"kind": "decision", "tool": "echo", "decision": "allow"}]}).to_string();
     let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", intruder.trim(), Some(&forged))?;
     assert!(status == 403 && body.contains("not the service account of any ManagedAgent"), "{status}: {body}");
