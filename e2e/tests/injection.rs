@@ -88,6 +88,9 @@ fn a_pod_applied_with_kubectl_is_injected_and_only_as_its_agent() -> Result<()> 
         Ok((said.trim() == "1 pods injected with the sidecar, 0 running").then_some(()))
     })
     .context("the agent's Injected condition")?;
+    // Only the sidecar holds the agent's identity, and the agent's status says so.
+    let isolated = cp.kubectl_ok(User::Admin, ["get", "ma", "coder", "-n", &ns, "-o", r#"jsonpath={.status.conditions[?(@.type=="Isolated")].reason}"#])?;
+    ensure!(isolated.trim() == "SidecarOnly", "the Isolated condition: {isolated:?}");
 
     // A pod that is no agent passes as it came.
     let out = apply(cp, &ns, "web", &pod_yaml("web", "web", "default", ""))?;

@@ -3,7 +3,7 @@
 //! follows the set of agents, deletes included), `Ready` in its status, and its injected pods
 //! (`Injected`, and how many run).
 
-use super::condition;
+use super::{condition, upsert_condition};
 use crate::{Shared, ssa};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -109,14 +109,13 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
         }
     };
     let mut status = ManagedAgentStatus { observed_generation: generation, pods: i32::try_from(running).ok(), credentials, ..old.clone() };
-    let keep_token = a.spec.injection.as_ref().is_some_and(|i| i.keep_service_account_token);
-    let (isolated, isolated_why, isolated_said) = tollgate_core::pod_guard::isolation(keep_token);
-    let isolated_since =
-        old.conditions.iter().find(|c| c.type_ == "Isolated").filter(|c| c.reason == isolated_why).map_or_else(Timestamp::now, |c| c.last_transition_time.0);
-    status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Injected" && c.type_ != "Isolated");
+    status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Injected");
     status.conditions.push(condition("Ready", ready, reason, &message, generation, since));
     status.conditions.push(condition("Injected", injected, why, &said, generation, injected_since));
-    status.conditions.push(condition("Isolated", isolated, isolated_why, isolated_said, generation, isolated_since));
+    // Whether the app containers can act as the agent themselves (keepServiceAccountToken).
+    let keep_token = a.spec.injection.as_ref().is_some_and(|i| i.keep_service_account_token);
+    let (isolated, isolated_why, isolated_said) = tollgate_core::pod_guard::isolation(keep_token);
+    upsert_condition(&mut status.conditions, condition("Isolated", isolated, isolated_why, isolated_said, generation, Timestamp::now()));
     if status != old {
         Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns)
             .patch_status(&name, &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
