@@ -291,6 +291,7 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
     }
     if let Some(vault) = &settings.vault {
         envs.extend(vault.env());
+        envs.push(env("TOLLGATE_VAULT_JWT_FILE", &format!("{TOKEN_DIR}/{VAULT_TOKEN}")));
     }
     Container {
         name: SIDECAR_NAME.to_owned(),
@@ -326,14 +327,22 @@ pub const GATEWAY_AUDIENCE: &str = "tollgate-gateway";
 /// That token's file in the sidecar's token directory.
 const GATEWAY_TOKEN: &str = "gateway-token";
 
-/// The sidecar's token volume: the service account's token as the kubelet would mount it, and,
-/// with a gateway, a second token for the gateway's audience alone.
-fn sidecar_token_volume(gateway: bool) -> Volume {
+/// The audience of the token a sidecar logs in to Vault with. A Vault role bound to it takes no
+/// other token: not the API token an app keeps with `keepServiceAccountToken`.
+pub const VAULT_AUDIENCE: &str = "tollgate-sidecar";
+const VAULT_TOKEN: &str = "vault-token";
+
+/// The sidecar's token volume: the service account's token as the kubelet would mount it, and
+/// tokens for the gateway's audience (with a gateway) and the sidecar's Vault audience (with
+/// Vault), each good for that audience alone.
+fn sidecar_token_volume(gateway: bool, vault: bool) -> Volume {
     let mut volume = token_volume();
-    if gateway && let Some(sources) = volume.projected.as_mut().and_then(|p| p.sources.as_mut()) {
-        let token =
-            ServiceAccountTokenProjection { path: GATEWAY_TOKEN.to_owned(), expiration_seconds: Some(3607), audience: Some(GATEWAY_AUDIENCE.to_owned()) };
-        sources.push(VolumeProjection { service_account_token: Some(token), ..Default::default() });
+    if let Some(sources) = volume.projected.as_mut().and_then(|p| p.sources.as_mut()) {
+        let wanted = [(gateway, GATEWAY_TOKEN, GATEWAY_AUDIENCE), (vault, VAULT_TOKEN, VAULT_AUDIENCE)];
+        for (_, path, audience) in wanted.into_iter().filter(|(on, ..)| *on) {
+            let token = ServiceAccountTokenProjection { path: path.to_owned(), expiration_seconds: Some(3607), audience: Some(audience.to_owned()) };
+            sources.push(VolumeProjection { service_account_token: Some(token), ..Default::default() });
+        }
     }
     volume
 }
@@ -418,7 +427,7 @@ pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
     }
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| !token_volumes.contains(&v.name));
-    volumes.push(sidecar_token_volume(settings.gateway_url.is_some()));
+    volumes.push(sidecar_token_volume(settings.gateway_url.is_some(), settings.vault.is_some()));
     volumes.extend(agent.mounts.secrets.iter().map(|s| Volume {
         name: credential_volume(s),
         secret: Some(SecretVolumeSource { secret_name: Some(s.clone()), default_mode: Some(0o444), ..Default::default() }),

@@ -234,7 +234,7 @@ pub fn isolation(keep_token: bool) -> (bool, &'static str, &'static str) {
         (
             false,
             "TokenShared",
-            "injection.keepServiceAccountToken: the app containers hold the agent's service-account token and can do whatever its RBAC allows (read its policies, create ApprovalRequests in its name) and log in to Vault with any role bound to its service account; MCP credentials stay in the sidecar",
+            "injection.keepServiceAccountToken: the app containers hold the agent's service-account token and can do whatever its RBAC allows (read its policies, create ApprovalRequests in its name) and log in to Vault with any role bound to its service account but not to the sidecar's audience (tollgate-sidecar); MCP credentials stay in the sidecar",
         )
     } else {
         (true, "SidecarOnly", "only the sidecar holds the agent's service-account token and its MCP servers' credentials")

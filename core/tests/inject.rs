@@ -211,3 +211,28 @@ fn an_agent_may_size_its_own_sidecar() {
     let sidecar = &injected.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
     assert_eq!(serde_json::to_value(&sidecar.resources).unwrap()["limits"]["memory"], "128Mi");
 }
+
+/// With Vault, the sidecar logs in with a token of its own audience (`tollgate-sidecar`), so a
+/// Vault role bound to that audience takes no token an app container could hold.
+#[test]
+fn a_sidecar_with_vault_logs_in_with_a_token_for_its_own_audience() {
+    let coder = agent(json!({"matchLabels": {"app": "coder"}}), "coder", &[]);
+    let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
+    let vault = tollgate_core::inject::VaultEnv {
+        address: "https://vault:8200".into(),
+        auth_mount: "kubernetes".into(),
+        role: None,
+        cache_seconds: 30,
+        namespace_scope: "tollgate/{namespace}/".into(),
+    };
+    let s = Settings { vault: Some(vault), ..settings() };
+    let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &s) else { panic!("injected") };
+    let pod = serde_json::to_value(&injected).unwrap();
+    let sidecar = &pod["spec"]["initContainers"][0];
+    let jwt = sidecar["env"].as_array().unwrap().iter().find(|e| e["name"] == "TOLLGATE_VAULT_JWT_FILE").cloned();
+    assert_eq!(jwt.map(|e| e["value"].clone()), Some(json!("/var/run/secrets/kubernetes.io/serviceaccount/vault-token")));
+    let volume = pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "tollgate-service-account").cloned().unwrap();
+    let audiences: Vec<&str> =
+        volume["projected"]["sources"].as_array().unwrap().iter().filter_map(|s| s["serviceAccountToken"]["audience"].as_str()).collect();
+    assert_eq!(audiences, ["tollgate-gateway", "tollgate-sidecar"]);
+}

@@ -87,17 +87,24 @@ impl OpenBao {
 
     /// A policy reading `secret/data/<prefix>*` and a role granting it to `namespace/service_account`.
     pub fn role(&self, name: &str, namespace: &str, service_account: &str, prefix: &str) -> Result<()> {
+        self.role_for(name, namespace, service_account, prefix, None)
+    }
+
+    /// As [`OpenBao::role`], taking only tokens for `audience` when one is given.
+    pub fn role_for(&self, name: &str, namespace: &str, service_account: &str, prefix: &str, audience: Option<&str>) -> Result<()> {
         let policy = self.process.log.with_file_name(format!("openbao-policy-{name}.hcl"));
         std::fs::write(&policy, format!("path \"secret/data/{prefix}*\" {{ capabilities = [\"read\"] }}\n"))?;
         self.ok(&["policy", "write", name, &policy.display().to_string()])?;
-        self.ok(&[
-            "write",
-            &format!("auth/kubernetes/role/{name}"),
-            &format!("bound_service_account_names={service_account}"),
-            &format!("bound_service_account_namespaces={namespace}"),
-            &format!("policies={name}"),
-            "ttl=10m",
-        ])?;
+        let mut args = vec![
+            "write".to_owned(),
+            format!("auth/kubernetes/role/{name}"),
+            format!("bound_service_account_names={service_account}"),
+            format!("bound_service_account_namespaces={namespace}"),
+            format!("policies={name}"),
+            "ttl=10m".to_owned(),
+        ];
+        args.extend(audience.map(|a| format!("audience={a}")));
+        self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(())
     }
 

@@ -245,3 +245,45 @@ fn a_model_providers_key_comes_from_vault_and_rotates_without_a_restart() -> Res
     drop(cut_off);
     Ok(())
 }
+
+/// A Vault role bound to the sidecar's own audience (`tollgate-sidecar`, the token injection
+/// projects for the sidecar's Vault logins) takes that token and no other: an app that keeps
+/// the agent's API token (`keepServiceAccountToken`) cannot log in as the sidecar with it.
+#[test]
+fn a_role_bound_to_the_sidecars_audience_refuses_the_agents_api_token() -> Result<()> {
+    let w = world();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("vault-audience")?;
+    let path = format!("tollgate/{ns}/auth");
+    w.bao.role_for(&format!("{ns}-coder"), &ns, "coder", &format!("tollgate/{ns}/"), Some("tollgate-sidecar"))?;
+    w.bao.put(&path, "token", "t0ken-1")?;
+    let server = AuthEcho::start(cp, "t0ken-1")?;
+    let objects = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {{name: coder}}\nspec: {{selector: {{matchLabels: {{app: coder}}}}, serviceAccountName: coder, mcpServers: [\"*\"]}}\n---\n\
+         apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: private}}\nspec:\n  url: \"{}\"\n  headers: [{{name: Authorization, prefix: \"Bearer \", vault: {{path: \"secret/data/{path}\", key: token, role: {ns}-coder}}}}]\n",
+        server.url()
+    );
+    cp.apply(User::Admin, &ns, &objects)?;
+    cp.agent_identity(&ns, "coder")?;
+    let start = |name: &str, jwt: &std::path::Path| -> Result<Sidecar> {
+        let env = [("TOLLGATE_VAULT_ADDR", w.bao.addr()), ("TOLLGATE_VAULT_JWT_FILE", jwt.to_str().context("path")?.to_owned())];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Sidecar::start_with_env(cp, &ns, "coder", "coder", name, &env)
+    };
+    // The agent's API token, as an app that keeps it holds it: refused by the role.
+    let api = cp.service_account_token_file(&ns, "coder")?;
+    let app = start("vault-app-token", &api)?;
+    let refused = whoami(&app, "private");
+    ensure!(refused.contains("Kubernetes login for role") && !refused.contains("authorized as"), "the API token logged in as the sidecar: {refused}");
+    // The sidecar's own token, for its audience: read.
+    let own = cp.dir().join(format!("{ns}-sidecar-vault-token"));
+    std::fs::write(&own, cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns, "--audience", "tollgate-sidecar"])?.trim())?;
+    let sidecar = start("vault-own-token", &own)?;
+    let mut said = String::new();
+    wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        said = whoami(&sidecar, "private");
+        Ok((said == "authorized as t0ken-1").then_some(()))
+    })
+    .with_context(|| format!("the sidecar's own token did not log in: {said}"))?;
+    Ok(())
+}
