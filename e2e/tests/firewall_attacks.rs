@@ -453,11 +453,13 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
             })
         })
         .collect();
-    // While the hostile answers are in flight, a normal call keeps its pace and memory stays low.
+    // While the hostile answers are in flight, a normal call is not held behind them (they hold
+    // for 3 s: a call waiting on them would take that long) and memory stays low. The bound is
+    // far from 3 s and far above a loaded machine's jitter (a 100 ms margin failed a busy CI run).
     let mut peak = before;
     for i in 0..10 {
         let took = timed_ok(&s, 200 + i)?;
-        assert!(took < usual + Duration::from_millis(100), "a normal call took {took:?} (usually {usual:?}) beside hostile answers");
+        assert!(took < usual + Duration::from_millis(1000), "a normal call took {took:?} (usually {usual:?}) beside hostile answers");
         peak = peak.max(rss_kib(pid)?);
     }
     for c in calls {
