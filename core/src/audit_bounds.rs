@@ -49,7 +49,7 @@ pub fn sanitize(v: &mut Value) -> bool {
 fn shorten_strings(v: &mut Value) {
     match v {
         Value::String(s) if s.len() > KEPT_STRING => {
-            let cut = (0..=KEPT_STRING).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+            let cut = s.floor_char_boundary(KEPT_STRING);
             *s = format!("{}… ({} bytes, cut)", &s[..cut], s.len());
         }
         Value::Array(a) => a.iter_mut().for_each(shorten_strings),
@@ -92,8 +92,7 @@ pub fn bound(record: &mut Value, max: usize) -> Option<usize> {
 /// The text an indexed column holds for a field: bounded, and empty when not a string.
 pub fn indexed(v: &Value) -> String {
     let s = v.as_str().unwrap_or_default();
-    let cut = (0..=s.len().min(MAX_INDEXED)).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
-    s[..cut].to_owned()
+    s[..s.floor_char_boundary(MAX_INDEXED)].to_owned()
 }
 
 /// The decision a record is indexed under: one of [`DECISIONS`], or `other`.

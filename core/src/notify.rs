@@ -81,12 +81,7 @@ pub fn kubectl_command(request: &ApprovalRequest) -> String {
 
 fn arguments_text(request: &ApprovalRequest) -> String {
     let args = request.spec.arguments.as_ref().map(|a| crate::redact::redact(a).to_string()).unwrap_or_else(|| "{}".into());
-    if args.len() > ARGUMENTS_SHOWN {
-        let cut = (0..=ARGUMENTS_SHOWN).rev().find(|i| args.is_char_boundary(*i)).unwrap_or(0);
-        format!("{}… (see kubectl approve show)", &args[..cut])
-    } else {
-        args
-    }
+    if args.len() > ARGUMENTS_SHOWN { format!("{}… (see kubectl approve show)", &args[..args.floor_char_boundary(ARGUMENTS_SHOWN)]) } else { args }
 }
 
 /// Slack's mrkdwn needs `&`, `<` and `>` escaped; anything an agent wrote is shown as text.

@@ -144,9 +144,21 @@ impl ControlPlane {
 
     /// `kubectl apply` of `yaml` in `namespace` as `user`.
     pub fn apply(&self, user: User, namespace: &str, yaml: &str) -> Result<String> {
+        let path = self.apply_file(namespace, yaml)?;
+        self.kubectl_ok(user, [std::ffi::OsStr::new("apply"), "-n".as_ref(), namespace.as_ref(), "-f".as_ref(), path.as_os_str()])
+    }
+
+    /// As [`ControlPlane::apply`], with kubectl's output whether or not it succeeded: what a
+    /// test of a refusal reads.
+    pub fn apply_output(&self, user: User, namespace: &str, yaml: &str) -> Result<Output> {
+        let path = self.apply_file(namespace, yaml)?;
+        self.kubectl(user, [std::ffi::OsStr::new("apply"), "-n".as_ref(), namespace.as_ref(), "-f".as_ref(), path.as_os_str()])
+    }
+
+    fn apply_file(&self, namespace: &str, yaml: &str) -> Result<std::path::PathBuf> {
         let path = self.dir().join(format!("apply-{namespace}-{}.yaml", random_hex(4)?));
         std::fs::write(&path, yaml)?;
-        self.kubectl_ok(user, [std::ffi::OsStr::new("apply"), "-n".as_ref(), namespace.as_ref(), "-f".as_ref(), path.as_os_str()])
+        Ok(path)
     }
 
     /// Creates `<prefix>-<8 hex digits>` as admin and returns its name.

@@ -11,12 +11,6 @@ use tollgate_e2e::{ControlPlane, User, wait_until};
 mod common;
 use common::operator;
 
-fn apply(cp: &ControlPlane, ns: &str, name: &str, yaml: &str) -> Result<std::process::Output> {
-    let path = cp.dir().join(format!("{ns}-{name}.yaml"));
-    std::fs::write(&path, yaml)?;
-    cp.kubectl(User::Admin, ["apply", "-n", ns, "-f", path.to_str().context("path")?])
-}
-
 fn pod_yaml(name: &str, app: &str, service_account: &str, annotations: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {app}}}\n  annotations: {{{annotations}}}\nspec:\n  serviceAccountName: {service_account}\n  containers:\n    - name: agent\n      image: python:3.12\n      command: [python, agent.py]\n"
@@ -59,10 +53,10 @@ fn a_pod_applied_with_kubectl_is_injected_and_only_as_its_agent() -> Result<()> 
     let cp = ControlPlane::shared();
     let ns = cp.create_namespace("inject")?;
     cp.kubectl_ok(User::Admin, ["label", "namespace", &ns, "tollgate.dev/injection=enabled"])?;
-    let out = apply(cp, &ns, "agent", AGENT)?;
+    let out = cp.apply_output(User::Admin, &ns, AGENT)?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let out = apply(cp, &ns, "coder-1", &pod_yaml("coder-1", "coder", "coder", ""))?;
+    let out = cp.apply_output(User::Admin, &ns, &pod_yaml("coder-1", "coder", "coder", ""))?;
     ensure!(out.status.success(), "the agent's pod is admitted: {}", String::from_utf8_lossy(&out.stderr));
     let pod = stored(cp, &ns, "coder-1")?;
     let spec = &pod["spec"];
@@ -93,18 +87,18 @@ fn a_pod_applied_with_kubectl_is_injected_and_only_as_its_agent() -> Result<()> 
     ensure!(isolated.trim() == "SidecarOnly", "the Isolated condition: {isolated:?}");
 
     // A pod that is no agent passes as it came.
-    let out = apply(cp, &ns, "web", &pod_yaml("web", "web", "default", ""))?;
+    let out = cp.apply_output(User::Admin, &ns, &pod_yaml("web", "web", "default", ""))?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stored(cp, &ns, "web")?["spec"].get("initContainers").is_none());
 
     // The agent's labels under another service account: refused, saying which.
-    let out = apply(cp, &ns, "impostor", &pod_yaml("impostor", "coder", "deployer", ""))?;
+    let out = cp.apply_output(User::Admin, &ns, &pod_yaml("impostor", "coder", "deployer", ""))?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success() && err.contains("ManagedAgent coder") && err.contains("\"deployer\""), "{err}");
 
     // Opted out, as a pod that does not run as the agent: created bare, and the skip is an Event
     // on the agent.
-    let out = apply(cp, &ns, "bare", &pod_yaml("bare", "coder", "helper", "tollgate.dev/inject: \"false\""))?;
+    let out = cp.apply_output(User::Admin, &ns, &pod_yaml("bare", "coder", "helper", "tollgate.dev/inject: \"false\""))?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stored(cp, &ns, "bare")?["spec"].get("initContainers").is_none());
     wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), || {
@@ -114,22 +108,21 @@ fn a_pod_applied_with_kubectl_is_injected_and_only_as_its_agent() -> Result<()> 
     .context("the InjectionSkipped Event")?;
 
     // Two agents select the pod: refused, naming both.
-    let out = apply(
-        cp,
+    let out = cp.apply_output(
+        User::Admin,
         &ns,
-        "second",
         "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {name: any-app}\nspec: {selector: {matchExpressions: [{key: app, operator: Exists}]}, serviceAccountName: coder}\n",
     )?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = apply(cp, &ns, "coder-2", &pod_yaml("coder-2", "coder", "coder", ""))?;
+    let out = cp.apply_output(User::Admin, &ns, &pod_yaml("coder-2", "coder", "coder", ""))?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success() && err.contains("several ManagedAgents (any-app, coder)"), "{err}");
 
     // A namespace without the label is not injected.
     let plain = cp.create_namespace("inject-off")?;
-    let out = apply(cp, &plain, "agent", AGENT)?;
+    let out = cp.apply_output(User::Admin, &plain, AGENT)?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = apply(cp, &plain, "coder-1", &pod_yaml("coder-1", "coder", "coder", ""))?;
+    let out = cp.apply_output(User::Admin, &plain, &pod_yaml("coder-1", "coder", "coder", ""))?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stored(cp, &plain, "coder-1")?["spec"].get("initContainers").is_none());
     Ok(())
@@ -140,7 +133,7 @@ fn a_sidecar_running_as_another_service_account_refuses_to_speak_for_the_agent()
     operator();
     let cp = ControlPlane::shared();
     let ns = cp.create_namespace("identity")?;
-    let out = apply(cp, &ns, "agent", AGENT)?;
+    let out = cp.apply_output(User::Admin, &ns, AGENT)?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Its own service account: it starts and serves.
     let own = tollgate_e2e::Sidecar::start(cp, &ns, "coder", "coder", "coder-own")?;
@@ -164,7 +157,7 @@ fn a_transparent_agent_pod_that_could_undo_its_redirect_is_refused() -> Result<(
     let ns = cp.create_namespace("inject-escape")?;
     cp.kubectl_ok(User::Admin, ["label", "namespace", &ns, "tollgate.dev/injection=enabled"])?;
     let agent = "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {name: coder}\nspec: {selector: {matchLabels: {app: coder}}, serviceAccountName: coder, injection: {transparent: true}}\n";
-    let out = apply(cp, &ns, "agent", agent)?;
+    let out = cp.apply_output(User::Admin, &ns, agent)?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let with = |name: &str, security: &str| format!("{}      securityContext: {security}\n", pod_yaml(name, "coder", "coder", ""));
     for (name, security, says) in [
@@ -172,12 +165,12 @@ fn a_transparent_agent_pod_that_could_undo_its_redirect_is_refused() -> Result<(
         ("privileged", "{privileged: true}", "is privileged"),
         ("as-sidecar", "{runAsUser: 1337}", "runs as UID 1337"),
     ] {
-        let out = apply(cp, &ns, name, &with(name, security))?;
+        let out = cp.apply_output(User::Admin, &ns, &with(name, security))?;
         let err = String::from_utf8_lossy(&out.stderr);
         ensure!(!out.status.success() && err.contains(says) && err.contains("redirect"), "{name}: {err}");
     }
     // The same agent's ordinary pod is injected, redirect first.
-    let out = apply(cp, &ns, "ordinary", &pod_yaml("ordinary", "coder", "coder", ""))?;
+    let out = cp.apply_output(User::Admin, &ns, &pod_yaml("ordinary", "coder", "coder", ""))?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let init: Vec<String> =
         stored(cp, &ns, "ordinary")?["spec"]["initContainers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect();
@@ -200,13 +193,6 @@ fn namespace_admin(cp: &ControlPlane, ns: &str, user: User) -> Result<()> {
     Ok(())
 }
 
-/// As `user`: `kubectl apply` of `yaml` into `ns`.
-fn apply_as(cp: &ControlPlane, user: User, ns: &str, name: &str, yaml: &str) -> Result<std::process::Output> {
-    let path = cp.dir().join(format!("{ns}-{name}.yaml"));
-    std::fs::write(&path, yaml)?;
-    cp.kubectl(user, ["apply", "-n", ns, "-f", path.to_str().context("path")?])
-}
-
 /// Every pod that runs as the agent's service account carries the sidecar or is refused, and no
 /// other container of an agent pod gets the agent's identity: each refusal is the webhook's own,
 /// and nothing refused was stored.
@@ -216,7 +202,7 @@ fn no_pod_borrows_the_agents_identity_around_its_sidecar() -> Result<()> {
     let cp = ControlPlane::shared();
     let ns = cp.create_namespace("identity-doors")?;
     cp.kubectl_ok(User::Admin, ["label", "namespace", &ns, "tollgate.dev/injection=enabled"])?;
-    let out = apply(cp, &ns, "agent", AGENT)?;
+    let out = cp.apply_output(User::Admin, &ns, AGENT)?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let editor = User::Outsider;
     namespace_admin(cp, &ns, editor)?;
@@ -252,7 +238,7 @@ fn no_pod_borrows_the_agents_identity_around_its_sidecar() -> Result<()> {
         if *name == "opted-out" {
             yaml = yaml.replace("metadata:\n", "metadata:\n  annotations: {tollgate.dev/inject: \"false\"}\n");
         }
-        let out = apply_as(cp, editor, &ns, name, &yaml)?;
+        let out = cp.apply_output(editor, &ns, &yaml)?;
         let err = String::from_utf8_lossy(&out.stderr);
         ensure!(!out.status.success(), "{name} was admitted");
         ensure!(err.contains("admission webhook \"inject.tollgate.dev\" denied the request") && err.contains(says), "{name}: {err}");
@@ -267,7 +253,7 @@ fn no_pod_borrows_the_agents_identity_around_its_sidecar() -> Result<()> {
         ),
     )
     .replace("metadata:\n", "metadata:\n  annotations: {tollgate.dev/injected: coder}\n");
-    let out = apply_as(cp, editor, &ns, "claimed", &claimed)?;
+    let out = cp.apply_output(editor, &ns, &claimed)?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pod = stored(cp, &ns, "claimed")?;
     let images: Vec<&str> = pod["spec"]["initContainers"].as_array().into_iter().flatten().filter_map(|c| c["image"].as_str()).collect();
@@ -285,11 +271,11 @@ fn an_injected_pod_cannot_be_changed_to_undo_its_injection() -> Result<()> {
     let cp = ControlPlane::shared();
     let ns = cp.create_namespace("pod-edits")?;
     cp.kubectl_ok(User::Admin, ["label", "namespace", &ns, "tollgate.dev/injection=enabled"])?;
-    let out = apply(cp, &ns, "agent", AGENT)?;
+    let out = cp.apply_output(User::Admin, &ns, AGENT)?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let editor = User::Outsider;
     namespace_admin(cp, &ns, editor)?;
-    let out = apply_as(cp, editor, &ns, "coder-1", &pod_yaml("coder-1", "coder", "coder", ""))?;
+    let out = cp.apply_output(editor, &ns, &pod_yaml("coder-1", "coder", "coder", ""))?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let before = stored(cp, &ns, "coder-1")?["spec"].clone();
     let webhook = "admission webhook \"pods.tollgate.dev\" denied the request";

@@ -5,15 +5,9 @@
 
 mod common;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use common::operator;
 use tollgate_e2e::{ControlPlane, User};
-
-fn apply_as(cp: &ControlPlane, user: User, ns: &str, name: &str, yaml: &str) -> Result<std::process::Output> {
-    let path = cp.dir().join(format!("{ns}-{name}.yaml"));
-    std::fs::write(&path, yaml)?;
-    cp.kubectl(user, ["apply", "-n", ns, "-f", path.to_str().context("path")?])
-}
 
 fn server(name: &str, secret: &str) -> String {
     format!(
@@ -53,10 +47,10 @@ fn only_someone_who_may_read_a_secret_may_have_tollgate_send_it_and_never_to_met
         ensure!(!out.status.success() && err.contains(webhook) && err.contains(says), "{what}: {err}");
         Ok(())
     };
-    refused("a server naming a Secret", apply_as(cp, User::Outsider, &ns, "s1", &server("exfil", "payroll-key"))?, "outsider may not get secret payroll-key")?;
+    refused("a server naming a Secret", cp.apply_output(User::Outsider, &ns, &server("exfil", "payroll-key"))?, "outsider may not get secret payroll-key")?;
     refused(
         "a provider naming a Secret",
-        apply_as(cp, User::Outsider, &ns, "p1", &provider("exfil", "https://collector.example/v1", "payroll-key"))?,
+        cp.apply_output(User::Outsider, &ns, &provider("exfil", "https://collector.example/v1", "payroll-key"))?,
         "outsider may not get secret payroll-key",
     )?;
     for (name, kind) in [("exfil", "mcpserver"), ("exfil", "modelprovider")] {
@@ -66,12 +60,12 @@ fn only_someone_who_may_read_a_secret_may_have_tollgate_send_it_and_never_to_met
     for (i, url) in
         ["http://169.254.169.254/latest/meta-data/iam", "https://metadata.google.internal/computeMetadata/v1", "https://[fe80::1]/v1"].iter().enumerate()
     {
-        refused(url, apply_as(cp, User::Admin, &ns, &format!("m{i}"), &provider(&format!("meta-{i}"), url, "payroll-key"))?, "metadata")?;
+        refused(url, cp.apply_output(User::Admin, &ns, &provider(&format!("meta-{i}"), url, "payroll-key"))?, "metadata")?;
     }
     // Once the outsider may read the Secret, naming it is theirs to do.
     cp.kubectl_ok(User::Admin, ["create", "role", "payroll-reader", "-n", &ns, "--verb=get", "--resource=secrets", "--resource-name=payroll-key"])?;
     cp.kubectl_ok(User::Admin, ["create", "rolebinding", "payroll-reader", "-n", &ns, "--role=payroll-reader", "--user=outsider"])?;
-    let out = apply_as(cp, User::Outsider, &ns, "s2", &server("allowed", "payroll-key"))?;
+    let out = cp.apply_output(User::Outsider, &ns, &server("allowed", "payroll-key"))?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }

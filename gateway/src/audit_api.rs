@@ -199,11 +199,11 @@ async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<B
         Ok(b) => b,
         Err(e) => return error(e.status(), &format!("batch refused: {e}")),
     };
-    let batch: Value = match serde_json::from_slice(&bytes) {
+    let mut batch: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a JSON batch: {e}")),
     };
-    let (Some(id), Some(records)) = (batch["batch_id"].as_str(), batch["records"].as_array()) else {
+    let (Some(id), Some(Value::Array(mut records))) = (batch["batch_id"].as_str().map(str::to_owned), batch.get_mut("records").map(Value::take)) else {
         return error(StatusCode::BAD_REQUEST, "a batch is {\"batch_id\": \"...\", \"records\": [...]}");
     };
     // One batch is one transaction on the ledger every call shares: bounded, like a sidecar's.
@@ -215,7 +215,6 @@ async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<B
     }
     // Batch ids are the sender's; scoped by its identity, one agent cannot suppress another's.
     let scoped = format!("{namespace}/{service_account}/{id}");
-    let mut records = records.clone();
     for r in &mut records {
         tollgate_core::audit_bounds::attribute(r, namespace, service_account, &agents);
     }
