@@ -99,7 +99,10 @@ pub fn identity_leak(spec: &PodSpec, keep_token: bool) -> Option<String> {
             ));
         }
     }
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()).filter(|c| !is_tollgate_container(&c.name)) {
+    // Only the init containers injection adds are Tollgate's: an app container that takes one of
+    // their names is an app container all the same.
+    let init = spec.init_containers.iter().flatten().filter(|c| !is_tollgate_container(&c.name));
+    for c in spec.containers.iter().chain(init) {
         if let Some(v) = mounts_tollgate_volume(c.volume_mounts.as_ref()) {
             return Some(format!("container {} mounts {v}, a volume of Tollgate's: only the sidecar may read it", c.name));
         }
@@ -271,6 +274,9 @@ mod tests {
         assert!(identity_leak(&spec(init), false).unwrap().contains("container prep"));
         let sidecar = json!({"containers": [{"name": "app"}], "initContainers": [{"name": "tollgate-sidecar", "volumeMounts": [{"name": "tollgate-service-account", "mountPath": "/x"}]}], "volumes": [{"name": "tollgate-service-account", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]});
         assert_eq!(identity_leak(&spec(sidecar), false), None, "the sidecar's own");
+        // An app container named like Tollgate's is still an app container.
+        let named = json!({"containers": [{"name": "tollgate-redirect", "volumeMounts": [{"name": "tollgate-service-account", "mountPath": "/x"}]}]});
+        assert!(identity_leak(&spec(named), false).unwrap().contains("container tollgate-redirect mounts tollgate-service-account"));
     }
 
     #[test]
