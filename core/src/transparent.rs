@@ -185,6 +185,57 @@ pub fn url_host_port(url: &str) -> Option<(String, u16)> {
     }
 }
 
+/// The cluster Service a URL's host names, `(namespace, name)`, as the pod's DNS search path
+/// resolves it: `svc` (the agent's namespace), `svc.ns`, `svc.ns.svc` and `svc.ns.svc.<domain>`.
+/// An address names no Service; a two-label name may be an outside domain, which only means its
+/// endpoints are looked for in a namespace that has none.
+pub fn cluster_service(url: &str, namespace: &str) -> Option<(String, String)> {
+    let (host, _) = url_host_port(url)?;
+    if host.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    match labels.as_slice() {
+        [svc] => Some((namespace.to_owned(), (*svc).to_owned())),
+        [svc, ns] => Some(((*ns).to_owned(), (*svc).to_owned())),
+        [svc, ns, "svc", ..] => Some(((*ns).to_owned(), (*svc).to_owned())),
+        _ => None,
+    }
+}
+
+/// The label an EndpointSlice names its Service by.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Every address and port an EndpointSlice lists: the pods behind a Service, which an agent can
+/// dial directly instead of the Service's name. Ready or not: a pod that is not ready yet still
+/// accepts connections. Every TCP port of the slice, as which of them carries MCP is the
+/// Service's business: a Service's other ports are decided as MCP too (closed, not open).
+pub fn slice_addresses(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Vec<SocketAddr> {
+    let ports: Vec<u16> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+        .filter_map(|p| p.port.and_then(|n| u16::try_from(n).ok()))
+        .collect();
+    let ips = slice.endpoints.iter().flat_map(|e| e.addresses.iter()).filter_map(|a| a.parse::<IpAddr>().ok());
+    ips.flat_map(|ip| ports.iter().map(move |p| SocketAddr::new(ip, *p))).collect()
+}
+
+/// The pod addresses of the MCP servers that are cluster Services: for each `(server, url)`,
+/// every address of the slices (of any namespace) that name its Service.
+pub fn service_targets(servers: &[(String, String)], namespace: &str, slices: &[k8s_openapi::api::discovery::v1::EndpointSlice]) -> Vec<(SocketAddr, String)> {
+    let mut out = Vec::new();
+    for (name, url) in servers {
+        let Some((ns, svc)) = cluster_service(url, namespace) else { continue };
+        let theirs = slices.iter().filter(|s| {
+            s.metadata.namespace.as_deref() == Some(ns.as_str()) && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&svc)
+        });
+        out.extend(theirs.flat_map(slice_addresses).map(|a| (a, name.clone())));
+    }
+    out
+}
+
 /// The path part of a URL (`/` when it has none).
 pub fn url_path(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -250,6 +301,38 @@ mod tests {
         assert!(is_tls_handshake(&[0x16, 0x03, 0x01, 0x02, 0x00]));
         assert!(!is_tls_handshake(b"POST /mcp HTTP/1.1\r\n"));
         assert!(!is_tls_handshake(b""));
+    }
+
+    #[test]
+    fn a_url_names_the_cluster_service_its_host_resolves_to() {
+        let svc = |url: &str| cluster_service(url, "team");
+        assert_eq!(svc("http://files:8080/mcp"), Some(("team".into(), "files".into())));
+        assert_eq!(svc("http://files.tools/mcp"), Some(("tools".into(), "files".into())));
+        assert_eq!(svc("http://files.tools.svc:80/mcp"), Some(("tools".into(), "files".into())));
+        assert_eq!(svc("https://files.tools.svc.cluster.local./mcp"), Some(("tools".into(), "files".into())));
+        assert_eq!(svc("http://192.0.2.10:8080/mcp"), None);
+        assert_eq!(svc("http://[fd00::1]:81/mcp"), None);
+        assert_eq!(svc("https://mcp.example.co.uk/mcp"), None);
+    }
+
+    #[test]
+    fn a_services_pods_are_its_mcp_servers_addresses_at_every_tcp_port() {
+        let slice: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "files-x1", "namespace": "team", "labels": {"kubernetes.io/service-name": "files"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.0.5"], "conditions": {"ready": false}}, {"addresses": ["10.1.0.6", "not-an-ip"]}],
+            "ports": [{"port": 8080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}, {"port": 9090}]
+        }))
+        .unwrap();
+        let other_ns: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "files-y", "namespace": "elsewhere", "labels": {"kubernetes.io/service-name": "files"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": ["10.9.9.9"]}], "ports": [{"port": 8080}]
+        }))
+        .unwrap();
+        let servers = vec![("files".to_owned(), "http://files:80/mcp".to_owned()), ("web".to_owned(), "https://mcp.example.com/mcp".to_owned())];
+        let targets = service_targets(&servers, "team", &[slice, other_ns]);
+        let got: Vec<String> = targets.iter().map(|(a, n)| format!("{a} {n}")).collect();
+        assert_eq!(got, ["10.1.0.5:8080 files", "10.1.0.5:9090 files", "10.1.0.6:8080 files", "10.1.0.6:9090 files"]);
     }
 
     #[test]

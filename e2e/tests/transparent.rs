@@ -50,12 +50,16 @@ fn wait_metric(admin: u16, route: &str, at_least: u64) -> Result<()> {
 /// Starts `cmd` inside `ns` and waits until `port` of the server's address accepts connections
 /// there (as root: not redirected).
 fn start_inside(ns: &NetNs, cp: &ControlPlane, name: &str, cmd: Command, port: u16) -> Result<Process> {
+    start_at(ns, cp, name, cmd, SERVER, port)
+}
+
+fn start_at(ns: &NetNs, cp: &ControlPlane, name: &str, cmd: Command, addr: &str, port: u16) -> Result<Process> {
     let process = Process::spawn(cmd, cp.dir().join(format!("{name}.log")))?;
     wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         if let Some(s) = process.exited() {
             anyhow::bail!("{name} exited ({s}): {}", process.log_tail());
         }
-        Ok(ns.run(&["bash", "-c", &format!("exec 3<>/dev/tcp/{SERVER}/{port}")]).is_ok().then_some(()))
+        Ok(ns.run(&["bash", "-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")]).is_ok().then_some(()))
     })?;
     Ok(process)
 }
@@ -168,5 +172,79 @@ spec:
     let again = session.post(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "still"}}}))?;
     assert_eq!(again.tool_text(&json!(3)), ("Echo: still".to_owned(), false), "{again:?}");
     drop(other);
+    Ok(())
+}
+
+/// A Service's name is one address of its MCP server; its pods' addresses are others, and an
+/// agent that dials a pod directly is decided as if it had dialled the Service. The control plane
+/// has no endpoint controller: the test writes the EndpointSlice one would. The Service is named
+/// `localhost` so that the sidecar reaches it by name without cluster DNS; its pod listens on
+/// 192.0.2.11 (and on loopback, where the sidecar's upstream calls arrive).
+#[test]
+fn an_agent_that_dials_the_pod_behind_an_mcp_servers_service_is_still_decided() -> Result<()> {
+    const POD: &str = "192.0.2.11";
+    let cp = ControlPlane::shared();
+    common::operator();
+    tollgate_e2e::iptables()?;
+    let ns = cp.create_namespace("transparent-pods")?;
+    let net = NetNs::new(cp.dir(), &ns)?;
+    net.run(&["ip", "addr", "add", &format!("{POD}/32"), "dev", "lo"])?;
+    let mut server = net.command(tools_dir()?.join("venv/bin/python"));
+    server.arg(tollgate_e2e::repo_file("e2e/servers/modern.py")).args(["8081", "0.0.0.0"]);
+    let _server = start_at(&net, cp, &format!("{ns}-pod"), server, POD, 8081)?;
+    cp.apply(
+        User::Admin,
+        &ns,
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: files}
+spec: {url: "http://localhost:8081/mcp", timeoutSeconds: 10}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: localhost-pods, labels: {kubernetes.io/service-name: localhost}}
+addressType: IPv4
+endpoints: [{addresses: ["192.0.2.11"]}]
+ports: [{port: 8081, protocol: TCP}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ManagedAgent
+metadata: {name: coder}
+spec:
+  selector: {matchLabels: {app: coder}}
+  serviceAccountName: coder
+  mcpServers: [files]
+  injection: {transparent: true}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: files}
+spec:
+  tools:
+    - {server: files, name: delete_everything, rules: [{action: Deny, message: nothing is deleted here}]}
+    - {server: files, name: "*", rules: [{action: Allow}]}
+"#,
+    )?;
+    let sidecar_bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
+    let out = net.command(&sidecar_bin).args(["redirect", "--proxy-uid", "0"]).output()?;
+    ensure!(out.status.success(), "redirect failed: {}", String::from_utf8_lossy(&out.stderr));
+    let env = [("TOLLGATE_TRANSPARENT_LISTEN", "127.0.0.1:15006")];
+    let sidecar = Sidecar::start_binary(cp, &ns, "coder", "coder", "coder-pod", &sidecar_bin, Launch::In(&net), &[], &env)?;
+
+    // The pod's address, not the Service's: served and decided as the server `files`.
+    let pod_url = format!("http://{POD}:8081/mcp");
+    let session = RawSession::open_via(&agent(&net), &pod_url, "2025-06-18")?;
+    let echo = session.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "pod"}}}))?;
+    assert_eq!(echo.tool_text(&json!(1)), ("Echo: pod".to_owned(), false), "{echo:?}");
+    let delete = session.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "delete_everything", "arguments": {}}}))?;
+    let refusal = format!("{}{}", delete.tool_text(&json!(2)).0, delete.error_message());
+    assert!(refusal.contains("nothing is deleted here"), "{delete:?}");
+    assert!(!refusal.contains("everything deleted"), "the denied tool ran at the pod's address: {delete:?}");
+    let audit = sidecar.wait_audit(|r| r.iter().any(|a| a["tool"] == "delete_everything"))?;
+    let record = audit.iter().find(|a| a["tool"] == "delete_everything").context("no audit record")?;
+    assert_eq!((record["server"].as_str(), record["decision"].as_str()), (Some("files"), Some("deny")), "{record}");
+    wait_metric(sidecar.admin_port, "mcp", 1)?;
+    assert_eq!(metric(sidecar.admin_port, "passthrough")?, 0, "a connection to the pod was relayed undecided");
     Ok(())
 }

@@ -7,6 +7,9 @@ use crate::state::Sidecar;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use kube::runtime::watcher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +17,9 @@ use tokio::net::TcpStream;
 use tollgate_core::transparent::{self, Refusal, Route};
 use tracing::Instrument;
 
-/// The MCP servers' addresses, resolved again on every snapshot swap and every [`RESOLVE_EVERY`]
-/// (a Service's name may come to point elsewhere). None until the policies have loaded and the
-/// addresses were resolved once.
+/// The MCP servers' addresses (names resolved, and the pods of those that are Services), found
+/// again on every snapshot swap, every slice change and every [`RESOLVE_EVERY`] (a name may come
+/// to point elsewhere). None until the policies have loaded and the addresses were found once.
 pub type Targets = ArcSwap<Option<Vec<(SocketAddr, String)>>>;
 
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
@@ -112,29 +115,59 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
     }
 }
 
+/// Keeps the MCP servers' addresses current: what their names resolve to, and the pods behind
+/// those that are cluster Services (an agent may dial a pod's address instead of the Service's).
+/// Slices of the agent's namespace are watched; those of another namespace a server's URL names
+/// are listed on every pass (every swap, slice change and [`RESOLVE_EVERY`]).
 async fn resolve_targets(sc: Arc<Sidecar>, targets: Arc<Targets>) {
     let mut swaps = sc.snapshot_swapped.subscribe();
+    let (slice_changed, mut slice_changes) = tokio::sync::mpsc::channel::<()>(1);
+    let local = Api::<EndpointSlice>::namespaced(sc.client.clone(), &sc.config.namespace);
+    let slices = tollgate_runtime::watch::reflect(local, watcher::Config::default(), &slice_changed);
     loop {
         let snapshot = sc.snapshot.load_full();
-        if !snapshot.loaded {
-            if swaps.changed().await.is_err() {
-                return;
-            }
-            continue;
+        if snapshot.loaded && slices.wait_until_ready().await.is_ok() {
+            let servers: Vec<(String, String)> = snapshot.servers.values().map(|s| (s.name.clone(), s.url.clone())).collect();
+            let mut resolved = resolve_names(&servers).await;
+            let mut known: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+            known.extend(other_namespaces_slices(&sc, &servers).await);
+            resolved.extend(transparent::service_targets(&servers, &sc.config.namespace, &known));
+            targets.store(Arc::new(Some(resolved)));
         }
-        let servers: Vec<(String, String)> = snapshot.servers.values().map(|s| (s.name.clone(), s.url.clone())).collect();
-        let mut resolved = Vec::new();
-        for (name, url) in servers {
-            let Some((host, port)) = transparent::url_host_port(&url) else { continue };
-            match tokio::net::lookup_host((host.as_str(), port)).await {
-                Ok(addrs) => resolved.extend(addrs.map(|a| (a, name.clone()))),
-                Err(e) => tracing::warn!(server = name, host, error = %e, "transparent mode: cannot resolve an MCP server's address"),
-            }
-        }
-        targets.store(Arc::new(Some(resolved)));
         tokio::select! {
             r = swaps.changed() => if r.is_err() { return },
+            Some(()) = slice_changes.recv() => {}
             () = tokio::time::sleep(RESOLVE_EVERY) => {}
         }
     }
+}
+
+async fn resolve_names(servers: &[(String, String)]) -> Vec<(SocketAddr, String)> {
+    let mut resolved = Vec::new();
+    for (name, url) in servers {
+        let Some((host, port)) = transparent::url_host_port(url) else { continue };
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(addrs) => resolved.extend(addrs.map(|a| (a, name.clone()))),
+            Err(e) => tracing::warn!(server = name, host, error = %e, "transparent mode: cannot resolve an MCP server's address"),
+        }
+    }
+    resolved
+}
+
+/// The slices of Services in other namespaces that servers' URLs name. One that cannot be
+/// listed is said in the log: its pods' addresses are then not known to be MCP servers.
+async fn other_namespaces_slices(sc: &Sidecar, servers: &[(String, String)]) -> Vec<EndpointSlice> {
+    let mut wanted: Vec<(String, String)> =
+        servers.iter().filter_map(|(_, url)| transparent::cluster_service(url, &sc.config.namespace)).filter(|(ns, _)| *ns != sc.config.namespace).collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut out = Vec::new();
+    for (ns, svc) in wanted {
+        let api = Api::<EndpointSlice>::namespaced(sc.client.clone(), &ns);
+        match api.list(&ListParams::default().labels(&format!("{}={svc}", transparent::SERVICE_NAME_LABEL))).await {
+            Ok(list) => out.extend(list.items),
+            Err(e) => tracing::warn!(namespace = ns, service = svc, error = %e, "transparent mode: cannot list an MCP server's endpoints"),
+        }
+    }
+    out
 }
