@@ -120,6 +120,49 @@ pub fn attribute(record: &mut Value, namespace: &str, service_account: &str, age
     }
 }
 
+/// The kind of record that stands for records a sidecar could not ship.
+pub const GAP_KIND: &str = "audit-gap";
+
+/// A record standing for `lost` records of `agent` that were never shipped (`reason`: the queue
+/// `overflowed` while the store was away, or the store `refused` one): the trail says where it
+/// has a hole, and the agent's status says so.
+pub fn gap(agent: &str, lost: u64, reason: &str, time: &str) -> Value {
+    json!({"kind": GAP_KIND, "time": time, "agent": {"name": agent}, "lost": lost, "reason": reason})
+}
+
+/// The most records one gap record stands for (a sidecar's queue holds far fewer).
+const MAX_LOST: u64 = 1 << 31;
+
+/// What a stored record says is missing from the trail: 1 when it was cut to its bound, and the
+/// number of records it stands for that were lost (an [`GAP_KIND`] record's `lost`).
+pub fn incompleteness(record: &Value) -> (i64, i64) {
+    let cut = i64::from(record.get("truncated").is_some());
+    let lost = match record["kind"].as_str() {
+        // Bounded, so no sender's claim overflows a sum of them.
+        Some(GAP_KIND) => record["lost"].as_u64().map_or(0, |n| i64::try_from(n.min(MAX_LOST)).unwrap_or(0)),
+        _ => 0,
+    };
+    (cut, lost)
+}
+
+/// The `AuditComplete` condition of an agent, from its records cut and lost `within` (a phrase:
+/// "in the last 24 hours"): status, reason and message.
+pub fn completeness(cut: i64, lost: i64, within: &str) -> (bool, &'static str, String) {
+    let kib = MAX_RECORD_BYTES >> 10;
+    match (cut, lost) {
+        (0, 0) => (true, "Complete", format!("no audit record of this agent was cut or lost {within}")),
+        (cut, 0) => {
+            (false, "RecordsCut", format!("{cut} audit records of this agent were stored cut to {kib} KiB {within} (their whole text is in the sidecar's log)"))
+        }
+        (0, lost) => (false, "RecordsLost", format!("{lost} audit records of this agent never reached the store {within} (see the sidecar's log)")),
+        (cut, lost) => (
+            false,
+            "RecordsLost",
+            format!("{lost} audit records of this agent never reached the store and {cut} were stored cut {within} (see the sidecar's log)"),
+        ),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -177,5 +220,22 @@ mod tests {
         assert_eq!(indexed(&json!(5)), "");
         assert_eq!(indexed_decision(&json!("deny")), "deny");
         assert_eq!(indexed_decision(&json!("allow everything")), "other");
+    }
+
+    #[test]
+    fn a_cut_record_and_a_gap_say_what_is_missing() {
+        let mut big = json!({"kind": "tool_call", "tool": "w", "arguments": "x".repeat(100_000)});
+        assert_eq!(incompleteness(&big), (0, 0));
+        bound(&mut big, MAX_RECORD_BYTES);
+        assert_eq!(incompleteness(&big), (1, 0));
+        let g = gap("coder", 7, "overflowed", "2026-12-02T00:00:00Z");
+        assert_eq!(incompleteness(&g), (0, 7));
+        // Only a gap record's count counts: a tool call's own `lost` field is its business.
+        assert_eq!(incompleteness(&json!({"kind": "tool_call", "lost": 99})), (0, 0));
+        assert_eq!(incompleteness(&json!({"kind": GAP_KIND, "lost": u64::MAX})), (0, 1 << 31));
+        assert!(completeness(0, 0, "t").0);
+        let (ok, reason, message) = completeness(2, 7, "t");
+        assert!(!ok && reason == "RecordsLost" && message.contains("7 audit records") && message.contains("2 were stored cut t"), "{message}");
+        assert_eq!(completeness(3, 0, "t").1, "RecordsCut");
     }
 }

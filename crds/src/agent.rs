@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspended"),
     printcolumn(name = "Pods", type_ = "integer", json_path = ".status.pods"),
     printcolumn(name = "Spend", type_ = "number", json_path = ".status.spendUSD"),
+    printcolumn(name = "Audit", type_ = "string", json_path = r#".status.conditions[?(@.type=="AuditComplete")].reason"#),
     printcolumn(name = "Last Activity", type_ = "date", json_path = ".status.lastActivityTime", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -236,6 +236,32 @@ fn bad_records_are_stored_bounded_and_never_hold_up_other_agents_on_postgres() -
         .with_context(|| format!("stored {:?} of the sidecar's {} records", stored(&gateway, &admin, &ns).map(|r| shipped(&r)), emitted()))?;
     let (_, verdict) = audit_api(&gateway, "GET", "/audit/v1/verify", &admin, None)?;
     ensure!(serde_json::from_str::<Value>(&verdict)?["ok"] == true, "{verdict}");
+
+    // The agent's status says its trail has a cut record; the other agent's, that it has none.
+    let audit_condition = |agent: &str| -> Result<Option<(String, String)>> {
+        let out = cp.kubectl_ok(User::Admin, ["get", "managedagent", agent, "-n", &ns, "-o", "json"])?;
+        let v: Value = serde_json::from_str(&out)?;
+        let c = v["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "AuditComplete");
+        Ok(c.map(|c| (c["reason"].as_str().unwrap_or_default().to_owned(), c["message"].as_str().unwrap_or_default().to_owned())))
+    };
+    let wait_reason = |agent: &str, reason: &str| {
+        wait_until(Duration::from_secs(15), Duration::from_millis(200), || Ok(audit_condition(agent)?.filter(|(r, _)| r == reason)))
+            .with_context(|| format!("agent {agent}'s AuditComplete never became {reason}: {:?}", audit_condition(agent)))
+    };
+    let cut_stored =
+        stored(&gateway, &admin, &ns)?.iter().filter(|l| l["record"]["agent"]["name"] == "coder" && l["record"].get("truncated").is_some()).count();
+    let (_, said) = wait_reason("coder", "RecordsCut")?;
+    ensure!(cut_stored > 0 && said.starts_with(&format!("{cut_stored} audit records")), "{cut_stored} stored cut: {said}");
+    wait_reason("other", "Complete")?;
+    // Records a sidecar lost (its queue overflowed) are said by a gap record, and then in status.
+    let gap = json!({"batch_id": "gap-1", "records": [{"kind": "audit-gap", "agent": {"name": "coder"}, "lost": 42, "reason": "overflowed"}]});
+    let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", std::fs::read_to_string(&token)?.trim(), Some(&gap.to_string()))?;
+    ensure!(status == 200, "{status}: {body}");
+    let (_, said) = wait_reason("coder", "RecordsLost")?;
+    ensure!(said.contains("42 audit records") && said.contains(&format!("{cut_stored} were stored cut")), "{said}");
+    // `kubectl get` shows it.
+    let table = cp.kubectl_ok(User::Admin, ["get", "managedagents", "-n", &ns])?;
+    ensure!(table.lines().next().is_some_and(|h| h.contains("AUDIT")) && table.contains("RecordsLost") && table.contains("Complete"), "{table}");
     Ok(())
 }
 

@@ -69,6 +69,18 @@ impl Ledger {
         Ok(rows.into_iter().map(to_link).collect())
     }
 
+    /// An agent's records stored cut, and lost (as gap records count them), since `since_us`.
+    pub async fn audit_gaps(&self, namespace: &str, agent: &str, since_us: i64) -> Result<(i64, i64), LedgerError> {
+        let (cut, lost): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT CAST(SUM(cut) AS BIGINT), CAST(SUM(lost) AS BIGINT) FROM audit WHERE namespace = $1 AND agent = $2 AND time_us >= $3")
+                .bind(namespace)
+                .bind(agent)
+                .bind(since_us)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((cut.unwrap_or(0), lost.unwrap_or(0)))
+    }
+
     /// The chain's head: its last record's number and hash.
     pub async fn audit_head(&self) -> Result<(i64, String), LedgerError> {
         Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?)
@@ -110,8 +122,10 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
     let links = audit_chain::chain(end - n, &prev, records);
     for (l, source) in links.iter().zip(&sources) {
         let r = &l.record;
+        let (cut, lost) = audit_bounds::incompleteness(r);
         sqlx::query(
-            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(l.seq)
         .bind(&l.prev)
@@ -123,6 +137,8 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
         .bind(audit_bounds::indexed(&r["tool"]))
         .bind(audit_bounds::indexed_decision(&r["decision"]))
         .bind(r.to_string())
+        .bind(cut)
+        .bind(lost)
         .execute(&mut **tx)
         .await?;
     }

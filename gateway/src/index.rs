@@ -19,6 +19,9 @@ pub struct Agent {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub spec: ManagedAgentSpec,
+    /// The agent's status conditions as last seen, so the gateway writes its own only when they
+    /// differ from what the object holds (another writer may have replaced them).
+    pub conditions: Vec<tollgate_api::Condition>,
 }
 
 #[derive(Debug, Default)]
@@ -42,7 +45,13 @@ pub fn build(s: &Stores) -> Index {
     let mut index = Index { loaded: true, ..Index::default() };
     for a in s.agents.state() {
         let Some(hash) = a.status.as_ref().and_then(|st| st.credentials.as_ref()).map(|c| c.key_hash.clone()) else { continue };
-        let agent = Agent { namespace: a.namespace().unwrap_or_default(), name: a.name_any(), labels: a.labels().clone(), spec: a.spec.clone() };
+        let agent = Agent {
+            namespace: a.namespace().unwrap_or_default(),
+            name: a.name_any(),
+            labels: a.labels().clone(),
+            spec: a.spec.clone(),
+            conditions: a.status.as_ref().map(|st| st.conditions.clone()).unwrap_or_default(),
+        };
         index.agents.insert(hash, Arc::new(agent));
     }
     for p in s.providers.state() {

@@ -94,6 +94,7 @@ fn migrator() -> Migrator {
         m(2, "audit", include_str!("../migrations/0002_audit.sql")),
         m(3, "inflight", include_str!("../migrations/0003_inflight.sql")),
         m(4, "slack_seen", include_str!("../migrations/0004_slack_seen.sql")),
+        m(5, "audit_gaps", include_str!("../migrations/0005_audit_gaps.sql")),
     ])
 }
 

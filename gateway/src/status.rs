@@ -82,14 +82,46 @@ async fn refresh(gw: &Gateway, written: &mut HashMap<String, serde_json::Value>,
     for agent in index.agents.values() {
         let key = format!("agent:{}/{}", agent.namespace, agent.name);
         let spent = spend::micros_to_usd(gw.ledger.agent_spend(&agent.namespace, &agent.name, month).await?);
-        let status = serde_json::json!({"spendUSD": spent});
-        if written.get(&key) == Some(&status) {
+        let mut status = serde_json::json!({"spendUSD": spent});
+        if let Some(conditions) = audit_condition(gw, agent, now).await? {
+            status["conditions"] = serde_json::json!(conditions);
+        } else if written.get(&key) == Some(&status) {
             continue;
         }
         Api::<ManagedAgent>::namespaced(gw.client.clone(), &agent.namespace)
             .patch_status(&agent.name, &params, &Patch::Merge(serde_json::json!({"status": status})))
             .await?;
+        status.as_object_mut().map(|o| o.remove("conditions"));
         written.insert(key, status);
     }
     Ok(())
 }
+
+/// How long back an agent's `AuditComplete` condition looks for records cut or lost.
+const AUDIT_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// The agent's conditions with `AuditComplete` as the store says it is, when that differs from
+/// what the object holds (the whole list: a merge patch replaces it).
+async fn audit_condition(gw: &Gateway, agent: &crate::index::Agent, now: Timestamp) -> anyhow::Result<Option<Vec<Condition>>> {
+    let since = now.checked_sub(AUDIT_WINDOW)?.as_microsecond();
+    let (cut, lost) = gw.ledger.audit_gaps(&agent.namespace, &agent.name, since).await?;
+    let (ok, reason, message) = tollgate_core::audit_bounds::completeness(cut, lost, "in the last 24 hours");
+    let status = if ok { "True" } else { "False" };
+    let old = agent.conditions.iter().find(|c| c.type_ == AUDIT_COMPLETE);
+    if old.is_some_and(|c| c.status == status && c.reason == reason && c.message == message) {
+        return Ok(None);
+    }
+    let since = old.filter(|c| c.status == status).map_or(Time(now), |c| c.last_transition_time.clone());
+    let mut conditions: Vec<Condition> = agent.conditions.iter().filter(|c| c.type_ != AUDIT_COMPLETE).cloned().collect();
+    conditions.push(Condition {
+        type_: AUDIT_COMPLETE.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: None,
+        last_transition_time: since,
+    });
+    Ok(Some(conditions))
+}
+
+const AUDIT_COMPLETE: &str = "AuditComplete";

@@ -50,7 +50,9 @@ pub async fn run(config: Config) -> Result<()> {
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
         metrics: metrics.clone(),
-        audit: audit::AuditLog::new(config.audit_url.as_deref().map(|url| ship::Shipper::new(url, config.audit_token_file.clone(), &instance, metrics))),
+        audit: audit::AuditLog::new(
+            config.audit_url.as_deref().map(|url| ship::Shipper::new(url, config.audit_token_file.clone(), &instance, &config.agent, metrics)),
+        ),
         instance,
     });
     tracing::info!(agent = config.agent, namespace = config.namespace, instance = sidecar.instance, "sidecar starting");

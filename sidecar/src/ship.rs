@@ -31,6 +31,7 @@ pub struct Shipper {
     client: HttpClient,
     queue: Mutex<Queue>,
     instance: String,
+    agent: String,
     metrics: std::sync::Arc<tollgate_runtime::admin::Metrics>,
 }
 
@@ -47,7 +48,7 @@ struct NotShipped {
 }
 
 impl Shipper {
-    pub fn new(gateway: &str, token_file: PathBuf, instance: &str, metrics: std::sync::Arc<tollgate_runtime::admin::Metrics>) -> Shipper {
+    pub fn new(gateway: &str, token_file: PathBuf, instance: &str, agent: &str, metrics: std::sync::Arc<tollgate_runtime::admin::Metrics>) -> Shipper {
         let client = transport::client(std::sync::Arc::new(transport::platform_roots()));
         Shipper {
             url: format!("{}/audit/v1/batches", gateway.trim_end_matches('/')),
@@ -55,6 +56,7 @@ impl Shipper {
             client,
             queue: Mutex::default(),
             instance: instance.to_owned(),
+            agent: agent.to_owned(),
             metrics,
         }
     }
@@ -80,6 +82,13 @@ impl Shipper {
         q.records.push_back(record);
     }
 
+    /// A record standing for `lost` records that will never be shipped, so the store (and the
+    /// agent's `AuditComplete` condition) knows the trail has a hole there.
+    fn gap(&self, lost: u64, reason: &str) -> Bytes {
+        let record = audit_bounds::gap(&self.agent, lost, reason, &jiff::Timestamp::now().to_string());
+        Bytes::from(record.to_string())
+    }
+
     /// The next batch: as many queued records as fit its bounds (one at least).
     fn next_batch(&self) -> (Vec<Bytes>, u64) {
         let mut q = self.queue();
@@ -102,8 +111,9 @@ impl Shipper {
         loop {
             tokio::time::sleep(backoff).await;
             if pending.is_none() {
-                let (records, dropped) = self.next_batch();
+                let (mut records, dropped) = self.next_batch();
                 if dropped > 0 {
+                    records.insert(0, self.gap(dropped, "overflowed"));
                     self.metrics.audit("overflowed", dropped);
                     tracing::warn!(
                         dropped,
@@ -138,6 +148,14 @@ impl Shipper {
                     } else {
                         tracing::error!(batch = %id, %status, %reason, "the gateway refused an audit record; it is in this sidecar's log only");
                         self.metrics.audit("refused", 1);
+                        // Said by a gap record, unless the refused one was that (no endless loop).
+                        let was_gap = records
+                            .first()
+                            .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+                            .is_some_and(|r| r["kind"] == audit_bounds::GAP_KIND);
+                        if !was_gap {
+                            self.queue().records.push_front(self.gap(1, "refused"));
+                        }
                         pending = None;
                     }
                     backoff = EVERY;
@@ -191,4 +209,86 @@ fn bounded(record: &[u8]) -> Bytes {
         tracing::warn!(bytes, limit = audit_bounds::MAX_RECORD_BYTES, "an audit record was cut down before shipping; it is whole in this log");
     }
     Bytes::from(v.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+
+    /// A gateway that refuses any batch holding a `poison` record and keeps every other record.
+    async fn gateway(kept: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let kept = kept.clone();
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let kept = kept.clone();
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let batch: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let records = batch["records"].as_array().cloned().unwrap_or_default();
+                        let status = if records.iter().any(|r| r["tool"] == "poison") {
+                            hyper::StatusCode::BAD_REQUEST
+                        } else {
+                            kept.lock().unwrap().extend(records);
+                            hyper::StatusCode::OK
+                        };
+                        let mut resp = hyper::Response::new(full("{}"));
+                        *resp.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_refused_record_is_given_up_and_leaves_a_gap_record_the_ones_after_it_still_ship() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let url = gateway(kept.clone()).await;
+        let token = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(token.path(), "t").unwrap();
+        let metrics = Arc::new(tollgate_runtime::admin::Metrics::default());
+        let shipper = Arc::new(Shipper::new(&url, token.path().to_owned(), "pod-1", "coder", metrics));
+        for tool in ["first", "poison", "last"] {
+            shipper.push(Bytes::from(serde_json::json!({"kind": "decision", "tool": tool}).to_string()));
+        }
+        let running = tokio::spawn({
+            let s = shipper.clone();
+            async move { s.run().await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let shipped = loop {
+            let now: Vec<serde_json::Value> = kept.lock().unwrap().clone();
+            if now.iter().any(|r| r["tool"] == "last") && now.iter().any(|r| r["kind"] == audit_bounds::GAP_KIND) {
+                break now;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not shipped: {now:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        running.abort();
+        let tools: Vec<&str> = shipped.iter().filter_map(|r| r["tool"].as_str()).collect();
+        assert_eq!(tools, ["first", "last"], "{shipped:?}");
+        let gap = shipped.iter().find(|r| r["kind"] == audit_bounds::GAP_KIND).unwrap();
+        assert_eq!((gap["lost"].as_u64(), gap["reason"].as_str(), gap["agent"]["name"].as_str()), (Some(1), Some("refused"), Some("coder")), "{gap}");
+    }
+
+    #[test]
+    fn an_overflowing_queue_drops_the_oldest_and_counts_them() {
+        let metrics = Arc::new(tollgate_runtime::admin::Metrics::default());
+        let shipper = Shipper::new("http://127.0.0.1:9", PathBuf::from("/nonexistent"), "pod-1", "coder", metrics);
+        for i in 0..MAX_QUEUED + 3 {
+            shipper.push(Bytes::from(format!("{{\"n\":{i}}}")));
+        }
+        let (batch, dropped) = shipper.next_batch();
+        assert_eq!(dropped, 3);
+        assert_eq!(batch.first().map(|b| b.as_ref()), Some(&b"{\"n\":3}"[..]));
+    }
 }
