@@ -56,6 +56,8 @@ fn golden(name: &str, actual: &Value) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
     if std::env::var_os("TOLLGATE_UPDATE_GOLDEN").is_some() {
+        // Under CI the goldens are checked, never rewritten: an updating run could not fail.
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "TOLLGATE_UPDATE_GOLDEN is refused under CI=true: update the goldens locally and commit them");
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         return;
     }
