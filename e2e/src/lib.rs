@@ -13,6 +13,7 @@ pub mod netns;
 pub mod openbao;
 pub mod postgres;
 mod process;
+pub mod proxy;
 pub mod raw_mcp;
 pub mod slack;
 mod tollgate;

@@ -226,8 +226,10 @@ fn run_client(cmd: &mut Command, url: &str, scenario: &Value, timeout: u64) -> R
 }
 
 /// The text of a `call_tool` step's result, and whether it was an error.
-pub fn tool_text(step: &Value) -> (String, bool) {
-    let result = &step["result"];
+pub fn tool_text(step: &Value) -> Result<(String, bool)> {
+    // A step without a result (an error, or nothing at all) is no answer: a check that the
+    // text lacks something must not pass on it.
+    let result = step.get("result").filter(|r| r.is_object()).with_context(|| format!("no tools/call result in {step}"))?;
     let text = result["content"].as_array().into_iter().flatten().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("\n");
-    (text, result["isError"].as_bool().unwrap_or(false))
+    Ok((text, result["isError"].as_bool().unwrap_or(false)))
 }

@@ -121,16 +121,31 @@ pub fn request_via(runner: &[String], method: &str, url: &str, headers: &[String
 }
 
 impl Answer {
-    /// The message of the first JSON-RPC error in the answer, or "" when there is none.
-    pub fn error_message(&self) -> &str {
-        self.messages.iter().find_map(|m| m["error"]["message"].as_str()).unwrap_or_default()
+    /// The message of the first JSON-RPC error in the answer; an error when there is none, so a
+    /// check of what it says cannot pass on an answer that holds no error.
+    pub fn error_message(&self) -> Result<&str> {
+        self.messages.iter().find_map(|m| m["error"]["message"].as_str()).with_context(|| format!("no JSON-RPC error in {self:?}"))
     }
 
-    /// The text and `isError` of the `tools/call` result answering `id`.
-    pub fn tool_text(&self, id: &Value) -> (String, bool) {
-        let result = self.response(id).map(|r| r["result"].clone()).unwrap_or_default();
+    /// The text and `isError` of the `tools/call` result answering `id`; an error when the
+    /// answer holds none.
+    pub fn tool_text(&self, id: &Value) -> Result<(String, bool)> {
+        let result = self.response(id).and_then(|r| r.get("result")).with_context(|| format!("no result for id {id} in {self:?}"))?;
         let text = result["content"].as_array().into_iter().flatten().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("\n");
-        (text, result["isError"].as_bool().unwrap_or(false))
+        Ok((text, result["isError"].as_bool().unwrap_or(false)))
+    }
+
+    /// What refused the call answering `id`: its JSON-RPC error's message, or the text of a
+    /// result marked `isError`. An error when the call was answered as a success, or not at all.
+    pub fn refusal(&self, id: &Value) -> Result<String> {
+        let response = self.response(id).with_context(|| format!("no answer for id {id} in {self:?}"))?;
+        if let Some(m) = response["error"]["message"].as_str() {
+            return Ok(m.to_owned());
+        }
+        match self.tool_text(id)? {
+            (text, true) => Ok(text),
+            (text, false) => anyhow::bail!("the call succeeded: {text}"),
+        }
     }
 }
 

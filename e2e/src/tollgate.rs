@@ -390,21 +390,20 @@ impl Sidecar {
         format!("{}/mcp/{server}", self.base)
     }
 
-    /// The audit records the sidecar wrote to stdout so far.
-    pub fn audit_records(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.process.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+    /// The audit records the sidecar wrote to stdout so far. An unreadable log, or a JSON line
+    /// that does not parse (but the last, which may be half written), is an error: a record
+    /// dropped here could hide the very record a test looks for, or its absence.
+    pub fn audit_records(&self) -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(&self.process.log).with_context(|| format!("reading {}", self.process.log.display()))?;
+        let complete = if text.ends_with('\n') { text.as_str() } else { text.rsplit_once('\n').map_or("", |(done, _)| done) };
+        complete.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).with_context(|| format!("an unreadable log line: {l}"))).collect()
     }
 
     /// The audit records once `done` holds for them (the sidecar writes them within milliseconds).
     pub fn wait_audit(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Result<Vec<serde_json::Value>> {
         let mut last = Vec::new();
         crate::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
-            last = self.audit_records();
+            last = self.audit_records()?;
             Ok(done(&last).then(|| last.clone()))
         })
         .with_context(|| format!("audit records so far: {last:?}"))

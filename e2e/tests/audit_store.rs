@@ -32,6 +32,42 @@ fn stored(gateway: &Gateway, admin: &str, ns: &str) -> Result<Vec<Value>> {
     Ok(v["records"].as_array().cloned().unwrap_or_default())
 }
 
+/// A record as the sidecar wrote it, whatever the store added (`source`) or vouched for
+/// (`agent`): keys sorted, so the same record reads the same from the sidecar and the store.
+fn fingerprint(record: &Value) -> String {
+    fn canonical(v: &Value) -> Value {
+        match v {
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), canonical(v))).collect::<std::collections::BTreeMap<_, _>>().into_iter().collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut r = canonical(record);
+    r.as_object_mut().map(|o| (o.remove("source"), o.remove("agent")));
+    r.to_string()
+}
+
+/// The sidecar's records and the store's, each as a sorted list of fingerprints.
+fn emitted_and_stored(sidecar: &Sidecar, gateway: &Gateway, admin: &str, ns: &str) -> Result<(Vec<String>, Vec<String>)> {
+    // As stored: a control character (a NUL) becomes U+FFFD, as the docs say.
+    let cleaned = |f: String| f.replace("\\u0000", "\u{FFFD}");
+    let mut emitted: Vec<String> = sidecar.audit_records()?.iter().filter(|r| r.get("kind").is_some()).map(|r| cleaned(fingerprint(r))).collect();
+    let mut kept: Vec<String> =
+        stored(gateway, admin, ns)?.iter().filter(|l| l["record"]["source"]["writer"] == "sidecar").map(|l| fingerprint(&l["record"])).collect();
+    emitted.sort();
+    kept.sort();
+    Ok((emitted, kept))
+}
+
+/// The whole chain as exported: what a refused batch must leave as it was.
+fn export(gateway: &Gateway, admin: &str) -> Result<String> {
+    let (status, body) = audit_api(gateway, "GET", "/audit/v1/export", admin, None)?;
+    ensure!(status == 200, "{status}: {body}");
+    Ok(body)
+}
+
 #[test]
 fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named() -> Result<()> {
     operator();
@@ -59,7 +95,10 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
         Ok(std::fs::write(path, cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns, "--audience", "tollgate-gateway"])?.trim())?)
     };
     sidecar_token(&token)?;
-    let env = [("TOLLGATE_AUDIT_URL", gateway.url()), ("TOLLGATE_AUDIT_TOKEN_FILE", token.display().to_string())];
+    // The first batch is stored but its answer lost on the way back: the sidecar must send it
+    // again, and the store must keep it once.
+    let lossy = tollgate_e2e::proxy::AnswerDropper::start(([127, 0, 0, 1], port).into(), "/audit/v1/batches", 1)?;
+    let env = [("TOLLGATE_AUDIT_URL", lossy.url()), ("TOLLGATE_AUDIT_TOKEN_FILE", token.display().to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let sidecar = Sidecar::start_with_env(cp, &ns, "coder", "coder", "coder-pod", &env)?;
     let admin = cp.token(User::Admin).to_owned();
@@ -86,10 +125,15 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     drop(gateway);
     call(4, "echo")?;
     let gateway = Gateway::start_on(cp, &url, port)?;
-    let emitted = || sidecar.audit_records().into_iter().filter(|r| r.get("kind").is_some()).count();
-    wait_until(Duration::from_secs(30), Duration::from_millis(200), || Ok((stored(&gateway, &admin, &ns)?.len() == emitted()).then_some(())))
-        .with_context(|| format!("stored vs emitted: {:?} vs {}", stored(&gateway, &admin, &ns).map(|r| r.len()), emitted()))?;
-    assert_eq!(emitted(), 8);
+    // Every record the sidecar wrote is in the store, once, as it was written.
+    let (emitted, kept) = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let (emitted, kept) = emitted_and_stored(&sidecar, &gateway, &admin, &ns)?;
+        Ok((emitted.len() == 8 && kept.len() >= emitted.len()).then_some((emitted, kept)))
+    })
+    .with_context(|| format!("emitted vs stored: {:?}", emitted_and_stored(&sidecar, &gateway, &admin, &ns)))?;
+    assert_eq!(kept, emitted, "the store does not hold exactly the records the sidecar wrote");
+    assert_eq!(lossy.dropped().len(), 1, "no answer was lost, so no retry of a stored batch was tried: {:?}", lossy.dropped());
+    let before = export(&gateway, &admin)?;
 
     // Reading needs the right to list auditrecords.tollgate.dev; an approver lacks it.
     let approver = cp.token(User::ApproverA).to_owned();
@@ -101,21 +145,26 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     let forged = json!({"batch_id": "x", "records": [{"kind": "decision", "tool": "echo", "decision": "allow"}]}).to_string();
     let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", intruder.trim(), Some(&forged))?;
     assert!(status == 403 && body.contains("not the service account of any ManagedAgent"), "{status}: {body}");
+    ensure!(export(&gateway, &admin)? == before, "a refused batch changed the store");
     let (status, _) = audit_api(&gateway, "POST", "/audit/v1/batches", "not-a-token", Some(&forged))?;
     assert_eq!(status, 401);
+    ensure!(export(&gateway, &admin)? == before, "a refused batch changed the store");
     // The agent's token for the API server is not one for the gateway: refused, so a token
     // sniffed on its way to the gateway opens nothing at the API server, and the other way round.
     let api_token = cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns])?;
     let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", api_token.trim(), Some(&forged))?;
     assert!(status == 401 && body.contains("not valid for audience tollgate-gateway"), "{status}: {body}");
+    ensure!(export(&gateway, &admin)? == before, "a refused batch changed the store");
     // The agent's own account is refused what is not a batch of records, and more than a batch.
     let own = std::fs::read_to_string(&token)?;
     let not_records = json!({"batch_id": "y", "records": [{"kind": "decision"}, 1]}).to_string();
     let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", own.trim(), Some(&not_records))?;
     assert!(status == 400 && body.contains("record 1 is not a JSON object"), "{status}: {body}");
+    ensure!(export(&gateway, &admin)? == before, "a refused batch changed the store");
     let flood = json!({"batch_id": "z", "records": vec![json!({}); 1001]}).to_string();
     let (status, body) = audit_api(&gateway, "POST", "/audit/v1/batches", own.trim(), Some(&flood))?;
     assert!(status == 413 && body.contains("at most 1000"), "{status}: {body}");
+    ensure!(export(&gateway, &admin)? == before, "a refused batch changed the store");
 
     // The chain is whole; exported, it checks offline too.
     let (_, verdict) = audit_api(&gateway, "GET", "/audit/v1/verify", &admin, None)?;
@@ -230,10 +279,15 @@ fn bad_records_are_stored_bounded_and_never_hold_up_other_agents_on_postgres() -
     ensure!(absurd["tokens"]["input"] == json!(1u64 << 40) && absurd["costUSD"] == json!(1_000_000.0), "{absurd}");
     ensure!(!records.iter().any(|l| l.to_string().contains("\\u0000")), "a NUL was stored");
     // Every record the sidecar wrote is stored, once.
-    let emitted = || sidecar.audit_records().into_iter().filter(|r| r.get("kind").is_some()).count();
-    let shipped = |r: &Vec<Value>| r.iter().filter(|l| l["record"]["source"]["writer"] == "sidecar").count();
-    wait_until(Duration::from_secs(15), Duration::from_millis(200), || Ok((shipped(&stored(&gateway, &admin, &ns)?) == emitted()).then_some(())))
-        .with_context(|| format!("stored {:?} of the sidecar's {} records", stored(&gateway, &admin, &ns).map(|r| shipped(&r)), emitted()))?;
+    wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let (emitted, kept) = emitted_and_stored(&sidecar, &gateway, &admin, &ns)?;
+        Ok((!emitted.is_empty() && kept.len() >= emitted.len()).then_some(()))
+    })
+    .with_context(|| format!("emitted vs stored: {:?}", emitted_and_stored(&sidecar, &gateway, &admin, &ns)))?;
+    // The cut record is stored cut, so only the others can read the same at both ends.
+    let (emitted, kept) = emitted_and_stored(&sidecar, &gateway, &admin, &ns)?;
+    let uncut = |v: &Vec<String>| -> Vec<String> { v.iter().filter(|f| f.len() < 60_000 && !f.contains("\"truncated\"")).cloned().collect() };
+    ensure!(kept.len() == emitted.len() && uncut(&kept) == uncut(&emitted), "the store does not hold the sidecar's records once each: {kept:?} vs {emitted:?}");
     let (_, verdict) = audit_api(&gateway, "GET", "/audit/v1/verify", &admin, None)?;
     ensure!(serde_json::from_str::<Value>(&verdict)?["ok"] == true, "{verdict}");
 

@@ -37,7 +37,7 @@ fn within(within: Duration, what: &str, mut check: impl FnMut() -> Result<(bool,
 }
 
 fn denied(s: &RawSession, tool: &str, arguments: Value) -> Result<(bool, String)> {
-    let (text, is_error) = call(s, 9, tool, arguments)?.tool_text(&json!(9));
+    let (text, is_error) = call(s, 9, tool, arguments)?.tool_text(&json!(9))?;
     Ok((is_error && text.starts_with("Access denied"), text))
 }
 
@@ -50,7 +50,7 @@ fn deleting_any_watched_object_changes_decisions_within_two_seconds() -> Result<
     within(Duration::from_secs(10), "defaultAction Deny applies", || denied(&s, "get-tiny-image", json!({})))?;
 
     // A workflow deleted: the call it would hold is refused, never put to nobody.
-    let (text, _) = call(&s, 1, "trigger-long-running-operation", json!({"duration": 0.1, "steps": 1}))?.tool_text(&json!(1));
+    let (text, _) = call(&s, 1, "trigger-long-running-operation", json!({"duration": 0.1, "steps": 1}))?.tool_text(&json!(1))?;
     ensure!(text.contains("pending"), "held before the delete: {text}");
     env.cp.kubectl_ok(User::Admin, ["delete", "approvalworkflow", "ops", "-n", &env.ns])?;
     let took = within(two, "deleted ApprovalWorkflow", || denied(&s, "trigger-long-running-operation", json!({"duration": 0.1, "steps": 1})))?;
@@ -88,7 +88,7 @@ spec:
     env.cp.kubectl_ok(User::Admin, ["delete", "mcpserver", "everything", "-n", &env.ns])?;
     let took = within(two, "deleted MCPServer", || {
         let a = s.post(&json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}))?;
-        Ok((a.status == 404 && a.error_message().contains("no MCPServer named \"everything\""), format!("{a:?}")))
+        Ok((a.status == 404 && a.error_message().is_ok_and(|m| m.contains("no MCPServer named \"everything\"")), format!("{a:?}")))
     })?;
     eprintln!("MCPServer delete enforced in {took:?}");
 
@@ -97,7 +97,7 @@ spec:
     let aggregate = format!("{}/mcp", env.sidecar.base);
     let took = within(two, "deleted ManagedAgent", || {
         let a = tollgate_e2e::raw_mcp::request("GET", &aggregate, &["accept: text/event-stream".into()], None)?;
-        Ok((a.status == 403 && a.error_message().contains("no longer managed"), format!("{a:?}")))
+        Ok((a.status == 403 && a.error_message().is_ok_and(|m| m.contains("no longer managed")), format!("{a:?}")))
     })?;
     eprintln!("ManagedAgent delete enforced in {took:?}");
     let a = tollgate_e2e::raw_mcp::request(
@@ -107,7 +107,7 @@ spec:
         Some(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
     )?;
     assert_eq!(a.status, 403, "{a:?}");
-    assert!(a.error_message().contains("agent coder is no longer managed by Tollgate"), "{a:?}");
+    assert!(a.error_message()?.contains("agent coder is no longer managed by Tollgate"), "{a:?}");
     Ok(())
 }
 
@@ -140,7 +140,7 @@ fn every_method_of_every_endpoint_obeys_the_agents_rights() -> Result<()> {
     ] {
         let a = tollgate_e2e::raw_mcp::request(method, &url, &json_headers, body)?;
         assert_eq!(a.status, 403, "{method} {body:?}: {a:?}");
-        assert!(a.error_message().contains("may not use MCP server \"elsewhere\""), "{method} {body:?}: {a:?}");
+        assert!(a.error_message()?.contains("may not use MCP server \"elsewhere\""), "{method} {body:?}: {a:?}");
     }
     // On the aggregate, the server does not exist for the agent either.
     let agg = RawSession::open(&format!("{}/mcp", env.sidecar.base), VERSION)?;
@@ -148,7 +148,7 @@ fn every_method_of_every_endpoint_obeys_the_agents_rights() -> Result<()> {
         &json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": "elsewhere+demo://resource/static/document/architecture.md"}}),
     )?;
     assert!(read.response(&json!(2)).is_some_and(|r| r.get("error").is_some()), "{read:?}");
-    let (text, is_error) = call(&agg, 3, "elsewhere__echo", json!({"message": "x"}))?.tool_text(&json!(3));
+    let (text, is_error) = call(&agg, 3, "elsewhere__echo", json!({"message": "x"}))?.tool_text(&json!(3))?;
     assert!(is_error && text.contains("may not use MCP server"), "{text}");
 
     // A call approved while the agent is suspended does not run until it is resumed.
@@ -164,21 +164,22 @@ fn every_method_of_every_endpoint_obeys_the_agents_rights() -> Result<()> {
     let poll = |id: u64| call(&s, id, "get_approval_status", json!({"request_id": name}));
     within(Duration::from_secs(10), "suspension applies", || {
         let a = poll(5)?;
-        Ok((a.status == 403 && a.error_message().contains("is suspended"), format!("{a:?}")))
+        Ok((a.status == 403 && a.error_message().is_ok_and(|m| m.contains("is suspended")), format!("{a:?}")))
     })?;
     for (method, body) in [("GET", None), ("DELETE", None), ("POST", Some(init.as_str()))] {
         for u in [env.sidecar.url("everything"), format!("{}/mcp", env.sidecar.base)] {
             let a = tollgate_e2e::raw_mcp::request(method, &u, &json_headers, body)?;
-            assert!(a.status == 403 && a.error_message().contains("is suspended"), "{method} {u}: {a:?}");
+            assert!(a.status == 403 && a.error_message()?.contains("is suspended"), "{method} {u}: {a:?}");
         }
     }
-    assert!(!env.sidecar.process.log_tail().contains("approved call executed"), "the held call ran while the agent was suspended");
+    assert_eq!(executions(&env)?, 0, "the held call ran while the agent was suspended");
     env.cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"suspended":false}}"#])?;
     within(Duration::from_secs(10), "resumed, the approved call runs", || {
         let a = poll(6)?;
-        let (text, _) = a.tool_text(&json!(6));
+        let (text, _) = a.tool_text(&json!(6))?;
         Ok((text.contains("Long running operation completed"), format!("{a:?}")))
     })?;
+    assert_eq!(executions(&env)?, 1);
     Ok(())
 }
 
@@ -192,7 +193,7 @@ fn idless_and_ambiguous_tool_calls_are_refused_and_audited() -> Result<()> {
     ] {
         let a = s.send("POST", Some(body), &[])?;
         assert_eq!(a.status, 400, "{body}: {a:?}");
-        assert!(a.error_message().contains("must carry an id"), "{body}: {a:?}");
+        assert!(a.error_message()?.contains("must carry an id"), "{body}: {a:?}");
     }
     let agg = RawSession::open(&format!("{}/mcp", env.sidecar.base), VERSION)?;
     let a = agg.send("POST", Some(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"everything__get-env","arguments":{}}}"#), &[])?;
@@ -216,7 +217,7 @@ fn idless_and_ambiguous_tool_calls_are_refused_and_audited() -> Result<()> {
         for session in [&s, &agg] {
             let a = session.send("POST", Some(body), &[])?;
             assert_eq!(a.status, 400, "{body}: {a:?}");
-            assert!(a.error_message().contains(says), "{body}: {a:?}");
+            assert!(a.error_message()?.contains(says), "{body}: {a:?}");
         }
     }
     let log = std::fs::read_to_string(&env.sidecar.process.log)?;
@@ -240,7 +241,7 @@ fn foreign_hosts_origins_and_content_types_are_refused() -> Result<()> {
     ] {
         let a = s.send("POST", Some(ping), &headers)?;
         assert_eq!(a.status, status, "{headers:?}: {a:?}");
-        assert!(a.error_message().contains(says), "{headers:?}: {a:?}");
+        assert!(a.error_message()?.contains(says), "{headers:?}: {a:?}");
         let a = tollgate_e2e::raw_mcp::request("GET", &aggregate, &headers.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>(), None)?;
         if status == 403 {
             assert_eq!(a.status, 403, "GET {headers:?}: {a:?}");
@@ -257,7 +258,7 @@ fn foreign_hosts_origins_and_content_types_are_refused() -> Result<()> {
     // Only the body's own type will do.
     let bare = tollgate_e2e::raw_mcp::request("POST", &env.sidecar.url("everything"), &["content-type: text/plain".into()], Some(ping))?;
     assert_eq!(bare.status, 415, "{bare:?}");
-    assert!(bare.error_message().contains("must be application/json"), "{bare:?}");
+    assert!(bare.error_message()?.contains("must be application/json"), "{bare:?}");
     // A sidecar told to accept a name and an origin accepts them, and still no other.
     let other = Sidecar::start_with(
         env.cp,
@@ -294,8 +295,9 @@ fn held_request(s: &RawSession, id: u64, duration: f64) -> Result<String> {
         .with_context(|| format!("no request id: {a:?}"))
 }
 
-fn executions(env: &Env) -> usize {
-    std::fs::read_to_string(&env.sidecar.process.log).unwrap_or_default().matches("approved call executed").count()
+/// Runs of the held tool that reached the server.
+fn executions(env: &Env) -> Result<usize> {
+    env.upstream.calls("trigger-long-running-operation")
 }
 
 #[test]
@@ -327,9 +329,10 @@ fn a_held_call_runs_only_for_the_request_it_created() -> Result<()> {
     ensure!(out.status.success(), "the decoy could not be created: {}", String::from_utf8_lossy(&out.stderr));
     decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
     wait_phase(&env, &name, "Approved")?;
-    let (text, is_error) = call(&s, 2, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(2));
+    let answer = call(&s, 2, "get_approval_status", json!({"request_id": name}))?;
+    assert_eq!(executions(&env)?, 0, "the held call ran for a decoy request: {answer:?}");
+    let (text, is_error) = answer.tool_text(&json!(2))?;
     assert!(is_error && text.contains(&format!("approval request {name} was deleted")) && text.contains("will not run"), "{text}");
-    assert_eq!(executions(&env), 0, "the held call ran for a decoy request");
     env.sidecar.wait_audit(|a| a.iter().any(|r| r["approval_request"] == name.as_str() && r["outcome"] == "approval_cancelled"))?;
     Ok(())
 }
@@ -355,9 +358,10 @@ fn a_held_call_needs_the_quorum_of_the_workflow_it_was_held_under() -> Result<()
     env.cp.kubectl_ok(User::Admin, ["patch", "approvalworkflow", "ops", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"requiredApprovals":1}}"#])?;
     decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
     wait_phase(&env, &name, "Approved")?;
-    let (text, is_error) = call(&s, 2, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(2));
+    let answer = call(&s, 2, "get_approval_status", json!({"request_id": name}))?;
+    assert_eq!(executions(&env)?, 0, "the held call reached the server without its quorum: {answer:?}");
+    let (text, is_error) = answer.tool_text(&json!(2))?;
     assert!(is_error && text.contains("do not reach the quorum of workflow ops"), "{text}");
-    assert_eq!(executions(&env), 0);
     Ok(())
 }
 
@@ -373,12 +377,12 @@ fn a_poll_that_hangs_up_mid_run_neither_loses_nor_repeats_the_call() -> Result<(
     let got = s.post_and_hang_up(&poll, 1)?;
     assert!(!got.contains("Long running operation completed"), "{got}");
     within(Duration::from_secs(20), "a later poll gets the result", || {
-        let (text, _) = call(&s, 3, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(3));
+        let (text, _) = call(&s, 3, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(3))?;
         Ok((text.contains("Long running operation completed"), text))
     })?;
-    let (text, _) = call(&s, 4, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(4));
+    let (text, _) = call(&s, 4, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(4))?;
     assert!(text.contains("Long running operation completed"), "{text}");
-    assert_eq!(executions(&env), 1, "the held call ran more than once");
+    assert_eq!(executions(&env)?, 1, "the held call ran more than once");
     let audit = env.sidecar.wait_audit(|a| a.iter().any(|r| r["approval_request"] == name.as_str() && r["outcome"] == "approved"))?;
     let outcomes = audit.iter().filter(|r| r["approval_request"] == name.as_str() && r["kind"] == "outcome").count();
     assert_eq!(outcomes, 1, "{audit:?}");
@@ -395,7 +399,7 @@ fn a_blocking_client_that_hangs_up_cancels_its_call_and_it_is_audited() -> Resul
     let name = pending_request(env.cp, &env.ns)?;
     wait_phase(&env, &name, "Cancelled")?;
     env.sidecar.wait_audit(|a| a.iter().any(|r| r["approval_request"] == name.as_str() && r["outcome"] == "approval_cancelled"))?;
-    assert_eq!(executions(&env), 0);
+    assert_eq!(executions(&env)?, 0);
     Ok(())
 }
 
@@ -430,7 +434,7 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
     let s = RawSession::open(&env.sidecar.url("everything"), VERSION)?;
     let timed_ok = |s: &RawSession, id: u64| -> Result<Duration> {
         let started = Instant::now();
-        let (text, is_error) = call(s, id, "echo", json!({"message": "still here"}))?.tool_text(&json!(id));
+        let (text, is_error) = call(s, id, "echo", json!({"message": "still here"}))?.tool_text(&json!(id))?;
         ensure!(text == "Echo: still here" && !is_error, "the normal call failed: {text}");
         Ok(started.elapsed())
     };
@@ -449,7 +453,7 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
             std::thread::spawn(move || -> Result<(String, (String, bool))> {
                 let s = RawSession::open(&url, VERSION)?;
                 let id = 10 + i as u64;
-                Ok((tool.clone(), call(&s, id, &tool, json!({}))?.tool_text(&json!(id))))
+                Ok((tool.clone(), call(&s, id, &tool, json!({}))?.tool_text(&json!(id))?))
             })
         })
         .collect();
@@ -521,9 +525,9 @@ fn after_an_api_server_restart_the_sidecar_decides_with_fresh_objects_and_holds_
     // The held call survived, bound to its request: approved now, it runs once.
     decide(env.cp, User::ApproverA, &env.ns, &name, "Approve")?;
     wait_phase(&env, &name, "Approved").with_context(|| format!("operator exited: {:?}; {}", operator.process.exited(), operator.process.log_tail()))?;
-    let (text, _) = call(&s, 2, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(2));
+    let (text, _) = call(&s, 2, "get_approval_status", json!({"request_id": name}))?.tool_text(&json!(2))?;
     assert!(text.contains("Long running operation completed"), "{text}");
-    assert_eq!(executions(&env), 1);
+    assert_eq!(executions(&env)?, 1);
     drop(env);
     cp.shutdown();
     Ok(())
@@ -552,7 +556,7 @@ fn secrets_in_arguments_never_reach_logs_audit_objects_or_errors() -> Result<()>
             "key": format!("-----BEGIN PRIVATE KEY-----\n{key}\n-----END PRIVATE KEY-----")}}}))?);
     let name = answers[2].response(&json!(3)).and_then(|r| r["result"]["structuredContent"]["request_id"].as_str()).context("held")?.to_owned();
     wait_phase(&env, &name, "Pending")?;
-    let (_, is_error) = answers[1].tool_text(&json!(2));
+    let (_, is_error) = answers[1].tool_text(&json!(2))?;
     assert!(is_error, "a rule that fails on the arguments fails closed");
     let audit = env.sidecar.wait_audit(|a| a.iter().filter(|r| r["kind"] == "outcome").count() >= 2)?;
     let failed = audit.iter().find_map(|r| r["error"].as_str().filter(|e| e.contains(".when"))).context("the CEL error is audited")?;

@@ -19,8 +19,14 @@ fn sql(db: &Path, query: &str) -> Result<Vec<Vec<Value>>> {
     tollgate_e2e::gateway::ledger_rows(db, query)
 }
 
+/// The one integer `query` selects: no row, or a NULL, is an error (a wrong query must not read
+/// as zero); a sum over no rows says `COALESCE(SUM(…), 0)` itself.
 fn count(db: &Path, query: &str) -> Result<i64> {
-    Ok(sql(db, query)?.first().and_then(|r| r.first()).and_then(Value::as_i64).unwrap_or(0))
+    let rows = sql(db, query)?;
+    match rows.as_slice() {
+        [row] => row.first().and_then(Value::as_i64).with_context(|| format!("{query}: not one integer: {row:?}")),
+        _ => anyhow::bail!("{query}: {} rows, not one: {rows:?}", rows.len()),
+    }
 }
 
 /// A streamed call POSTed to `path`, read up to its first event; the fake provider holds the rest
@@ -106,7 +112,7 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
     let lease = [("TOLLGATE_INSTANCE_LEASE_SECONDS", "2")];
     let rows = |status: i64| count(&db, &format!("SELECT COUNT(*) FROM ledger WHERE namespace = '{ns}' AND status = {status}"));
     let spent = || count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/slow'");
-    let charged = || count(&db, &format!("SELECT SUM(cost_micros) FROM ledger WHERE namespace = '{ns}' AND model = 'slow'"));
+    let charged = || count(&db, &format!("SELECT COALESCE(SUM(cost_micros), 0) FROM ledger WHERE namespace = '{ns}' AND model = 'slow'"));
     let inflight = || count(&db, "SELECT COUNT(*) FROM inflight");
 
     // Killed mid-stream: the call was reserved (and written in flight) before it was forwarded.

@@ -54,10 +54,10 @@ fn a_stateless_2026_07_28_client_and_server_work_through_the_sidecar() -> Result
     assert!(!tools.contains(&"delete_everything"), "an unconditionally denied tool is hidden: {tools:?}");
     // The revision's caching hints survive the rewrite of the list.
     assert!(listed.get("ttlMs").is_some() && listed.get("cacheScope").is_some(), "{listed}");
-    assert_eq!(tool_text(step(&steps, 1)), ("Echo: stateless".to_owned(), false));
-    assert_eq!(tool_text(step(&steps, 2)), ("Access denied: nothing gets deleted here".to_owned(), true), "{}", step(&steps, 2));
+    assert_eq!(tool_text(step(&steps, 1))?, ("Echo: stateless".to_owned(), false));
+    assert_eq!(tool_text(step(&steps, 2))?, ("Access denied: nothing gets deleted here".to_owned(), true), "{}", step(&steps, 2));
     // The spec's routing headers reach the server.
-    let (seen, _) = tool_text(step(&steps, 3));
+    let (seen, _) = tool_text(step(&steps, 3))?;
     assert!(seen.contains("mcp-method=tools/call") && seen.contains("mcp-name=whoami_headers") && seen.contains("mcp-protocol-version=2026-07-28"), "{seen}");
 
     // An older client on the aggregate: the handshake, with the same server behind it.
@@ -69,8 +69,8 @@ fn a_stateless_2026_07_28_client_and_server_work_through_the_sidecar() -> Result
             {"op": "call_tool", "name": "modern__delete_everything", "arguments": {}},
         ]),
     )?;
-    assert_eq!(tool_text(step(&steps, 0)), ("Echo: aggregated".to_owned(), false));
-    assert!(tool_text(step(&steps, 1)).1);
+    assert_eq!(tool_text(step(&steps, 0))?, ("Echo: aggregated".to_owned(), false));
+    assert!(tool_text(step(&steps, 1))?.1);
     Ok(())
 }
 
@@ -98,7 +98,7 @@ fn routing_headers_that_disagree_with_the_body_are_refused_and_audited() -> Resu
     }
     // Honest headers: decided on the body like any call.
     let honest = request("POST", &url, &with(&["mcp-method: tools/call", "mcp-name: delete_everything"]), Some(&body))?;
-    assert_eq!(honest.tool_text(&json!(7)), ("Access denied: nothing gets deleted here".to_owned(), true), "{honest:?}");
+    assert_eq!(honest.tool_text(&json!(7))?, ("Access denied: nothing gets deleted here".to_owned(), true), "{honest:?}");
     let audit = env
         .sidecar
         .wait_audit(|a| a.iter().filter(|r| r["tool"] == "delete_everything" && r["policy"] == "an invalid request" && r["kind"] == "outcome").count() == 4)?;
@@ -121,7 +121,7 @@ fn input_required_results_pass_through_and_every_retry_is_decided_again() -> Res
         &["--elicit", r#"{"confirm": true}"#],
         &json!([{"op": "call_tool", "name": "remove_file", "arguments": {"path": "/tmp/scratch"}}]),
     )?;
-    assert_eq!(tool_text(step(&steps, 0)), ("removed /tmp/scratch".to_owned(), false), "{steps:?}");
+    assert_eq!(tool_text(step(&steps, 0))?, ("removed /tmp/scratch".to_owned(), false), "{steps:?}");
     assert_eq!(step(&steps, 0)["elicitations"], 1, "{steps:?}");
     env.sidecar.wait_audit(|a| a.iter().filter(|r| r["tool"] == "remove_file" && r["kind"] == "decision" && r["decision"] == "allow").count() == 2)?;
 
@@ -147,7 +147,7 @@ fn input_required_results_pass_through_and_every_retry_is_decided_again() -> Res
     let retry = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "remove_file", "arguments": {"path": "/etc/passwd"},
         "inputResponses": {key: {"action": "accept", "content": {"confirm": true}}}, "requestState": state, "_meta": meta}});
     let answered = request("POST", &url, &headers, Some(&retry.to_string()))?;
-    assert_eq!(answered.tool_text(&json!(2)), ("Access denied: only files under /tmp".to_owned(), true), "{answered:?}");
+    assert_eq!(answered.tool_text(&json!(2))?, ("Access denied: only files under /tmp".to_owned(), true), "{answered:?}");
     let audit = env.sidecar.wait_audit(|a| a.iter().any(|r| r["tool"] == "remove_file" && r["outcome"] == "denied"))?;
     assert!(audit.iter().filter(|r| r["tool"] == "remove_file" && r["outcome"] == "forwarded").count() == 3, "{audit:?}");
 

@@ -35,11 +35,18 @@ fn agent_get(ns: &NetNs, args: &[&str]) -> Result<Option<u16>> {
     Ok((out.status.success() && code != 0).then_some(code))
 }
 
+/// A redirect counter of the sidecar: 0 only when the sidecar answered and has no such series
+/// yet; an unreachable admin port or an unreadable value is an error, never a zero.
 fn metric(admin: u16, route: &str) -> Result<u64> {
-    let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{admin}/metrics")]).output()?;
+    let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/metrics")]).output()?;
+    ensure!(out.status.success(), "the sidecar's /metrics did not answer: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(text.contains("# EOF"), "not a complete metrics page: {text}");
     let line = format!("tollgate_redirected_connections_total{{route=\"{route}\"}} ");
-    Ok(text.lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+    match text.lines().find_map(|l| l.strip_prefix(&line)) {
+        Some(v) => v.trim().parse().with_context(|| format!("{line}{v}")),
+        None => Ok(0),
+    }
 }
 
 fn wait_metric(admin: u16, route: &str, at_least: u64) -> Result<()> {
@@ -117,7 +124,7 @@ spec:
     // Without the redirect, nothing stands between the agent and the server: the hole this closes.
     let unguarded = RawSession::open_via(&agent(&net), MCP_URL, "2025-06-18")?;
     let ran = unguarded.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "delete_everything", "arguments": {}}}))?;
-    assert_eq!(ran.tool_text(&json!(1)).0, "everything deleted", "{ran:?}");
+    assert_eq!(ran.tool_text(&json!(1))?.0, "everything deleted", "{ran:?}");
 
     // The init step, as the injected init container runs it; the sidecar runs as root here, so
     // root's traffic is the sidecar's own.
@@ -134,12 +141,10 @@ spec:
     // The agent dials the server itself: allowed calls run, denied ones stay denied.
     let session = RawSession::open_via(&agent(&net), MCP_URL, "2025-06-18")?;
     let echo = session.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hi"}}}))?;
-    assert_eq!(echo.tool_text(&json!(1)), ("Echo: hi".to_owned(), false), "{echo:?}");
+    assert_eq!(echo.tool_text(&json!(1))?, ("Echo: hi".to_owned(), false), "{echo:?}");
     let delete = session.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "delete_everything", "arguments": {}}}))?;
-    let (text, is_error) = delete.tool_text(&json!(2));
-    let refusal = format!("{text}{}", delete.error_message());
-    assert!(refusal.contains("nothing is deleted here") && (is_error || !delete.error_message().is_empty()), "{delete:?}");
-    assert!(!refusal.contains("everything deleted"), "the denied tool ran: {delete:?}");
+    let refusal = delete.refusal(&json!(2))?;
+    assert!(refusal.contains("nothing is deleted here"), "{delete:?}");
     let audit = sidecar.wait_audit(|r| r.iter().any(|a| a["tool"] == "delete_everything"))?;
     let record = audit.iter().find(|a| a["tool"] == "delete_everything").context("no audit record")?;
     assert_eq!(record["decision"], "deny", "{record}");
@@ -170,7 +175,7 @@ spec:
     assert_eq!(agent_get(&net, &[&format!("http://{SERVER}:9091/")])?, Some(200));
     // The MCP server is still served.
     let again = session.post(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "still"}}}))?;
-    assert_eq!(again.tool_text(&json!(3)), ("Echo: still".to_owned(), false), "{again:?}");
+    assert_eq!(again.tool_text(&json!(3))?, ("Echo: still".to_owned(), false), "{again:?}");
     drop(other);
     Ok(())
 }
@@ -236,11 +241,10 @@ spec:
     let pod_url = format!("http://{POD}:8081/mcp");
     let session = RawSession::open_via(&agent(&net), &pod_url, "2025-06-18")?;
     let echo = session.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "pod"}}}))?;
-    assert_eq!(echo.tool_text(&json!(1)), ("Echo: pod".to_owned(), false), "{echo:?}");
+    assert_eq!(echo.tool_text(&json!(1))?, ("Echo: pod".to_owned(), false), "{echo:?}");
     let delete = session.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "delete_everything", "arguments": {}}}))?;
-    let refusal = format!("{}{}", delete.tool_text(&json!(2)).0, delete.error_message());
-    assert!(refusal.contains("nothing is deleted here"), "{delete:?}");
-    assert!(!refusal.contains("everything deleted"), "the denied tool ran at the pod's address: {delete:?}");
+    let refusal = delete.refusal(&json!(2))?;
+    assert!(refusal.contains("nothing is deleted here"), "the denied tool ran at the pod's address: {delete:?}");
     let audit = sidecar.wait_audit(|r| r.iter().any(|a| a["tool"] == "delete_everything"))?;
     let record = audit.iter().find(|a| a["tool"] == "delete_everything").context("no audit record")?;
     assert_eq!((record["server"].as_str(), record["decision"].as_str()), (Some("files"), Some("deny")), "{record}");

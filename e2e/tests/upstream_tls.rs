@@ -58,13 +58,13 @@ spec: {{selector: {{matchLabels: {{app: coder}}}}, serviceAccountName: coder, mc
     let call = json!([{"op": "call_tool", "name": "echo", "arguments": {"message": "over tls"}}]);
     for trusted in ["private", "vouched-by-secret"] {
         let steps = py_client(&sidecar.url(trusted), &call)?;
-        assert_eq!(tool_text(&steps[0]), ("Echo: over tls".to_owned(), false), "{trusted}: {steps:?}");
+        assert_eq!(tool_text(&steps[0])?, ("Echo: over tls".to_owned(), false), "{trusted}: {steps:?}");
     }
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}});
     let headers = ["content-type: application/json".to_owned(), "accept: application/json, text/event-stream".to_owned()];
     let refused = request("POST", &sidecar.url("unvouched"), &headers, Some(&init.to_string()))?;
-    let shown = refused.error_message();
+    let shown = refused.error_message()?;
     assert!(shown.contains("MCP server unvouched") && shown.contains("UnknownIssuer"), "{refused:?}");
     Ok(())
 }

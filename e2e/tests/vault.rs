@@ -45,7 +45,11 @@ fn world() -> &'static World {
 /// A tool call's text through the sidecar to `server`, or the client's error.
 fn whoami(sidecar: &Sidecar, server: &str) -> String {
     match py_client(&sidecar.url(server), &json!([{"op": "call_tool", "name": "whoami", "arguments": {}}])) {
-        Ok(steps) => steps.first().map(|s| tool_text(s).0).unwrap_or_default(),
+        Ok(steps) => match steps.first().map(tool_text) {
+            Some(Ok((text, _))) => text,
+            Some(Err(e)) => format!("{e:#}"),
+            None => "the client ran no step".to_owned(),
+        },
         Err(e) => format!("{e:#}"),
     }
 }

@@ -246,6 +246,6 @@ fn say(what: &str) {
 }
 
 fn show(step: &Value) {
-    let (text, is_error) = tool_text(step);
+    let (text, is_error) = tool_text(step).unwrap_or_else(|e| (format!("{e:#}"), true));
     println!("  {} {}", if is_error { "✗" } else { "✓" }, text.lines().next().unwrap_or_default());
 }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
+use tollgate_e2e::proxy::CountingProxy;
 use tollgate_e2e::{ControlPlane, Everything, Operator, Sidecar, User, py_client, tool_text, wait_until};
 
 pub fn operator() -> &'static Operator {
@@ -45,6 +46,8 @@ pub struct Env {
     pub cp: &'static ControlPlane,
     pub ns: String,
     pub sidecar: Sidecar,
+    /// In front of the everything server: what reached it, counted there.
+    pub upstream: CountingProxy,
 }
 
 /// A namespace with the everything server, an agent, the policy above, a workflow, a sidecar.
@@ -55,6 +58,9 @@ pub fn setup(prefix: &str, workflow_async: bool) -> Result<Env> {
 
 pub fn setup_in(cp: &'static ControlPlane, prefix: &str, workflow_async: bool, everything_url: &str) -> Result<Env> {
     let ns = cp.create_namespace(prefix)?;
+    let (host, path) = everything_url.strip_prefix("http://").and_then(|r| r.split_once('/')).context("an http:// URL with a path")?;
+    let upstream = CountingProxy::start(host.parse().context("the server's address")?)?;
+    let everything_url = upstream.url(&format!("/{path}"));
     let objects = format!(
         r#"
 apiVersion: tollgate.dev/v1alpha1
@@ -84,7 +90,7 @@ spec: {{approvers: {{users: [approver-a, approver-b]}}, requiredApprovals: 1, as
     std::fs::write(&path, objects)?;
     cp.kubectl_ok(User::Admin, ["apply", "-n", &ns, "-f", path.to_str().context("path")?])?;
     let sidecar = Sidecar::start(cp, &ns, "coder", "coder", &format!("coder-{ns}"))?;
-    Ok(Env { cp, ns, sidecar })
+    Ok(Env { cp, ns, sidecar, upstream })
 }
 
 pub fn step(steps: &[Value], i: usize) -> &Value {
@@ -96,7 +102,7 @@ pub fn poll_status(url: &str, name: &str, done: impl Fn(&str) -> bool) -> Result
     let mut last = String::new();
     wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
         let out = py_client(url, &json!([{"op": "call_tool", "name": "get_approval_status", "arguments": {"request_id": name}}]))?;
-        last = tool_text(step(&out, 0)).0;
+        last = tool_text(step(&out, 0))?.0;
         Ok(done(&last).then_some(()))
     })
     .with_context(|| format!("last status: {last}"))
