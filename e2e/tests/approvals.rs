@@ -94,6 +94,7 @@ fn append(cp: &ControlPlane, as_user: User, ns: &str, name: &str, decision: &str
 }
 
 fn refused(out: &std::process::Output, want: &str) {
+    assert!(!want.is_empty(), "a refusal is checked by what it says: any failure would do otherwise");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted, but expected a refusal containing {want:?}");
     assert!(stderr.contains(want), "expected {want:?} in:\n{stderr}");
@@ -106,7 +107,9 @@ fn accepted(out: &std::process::Output) {
 #[test]
 fn quorum_of_two_approves_with_events() -> Result<()> {
     let (cp, ns) = setup("quorum")?;
-    workflow(cp, &ns, "prod-deploy", r#"{"approvers":{"users":["approver-a","approver-b"]},"requiredApprovals":2}"#)?;
+    // admin is an approver who never votes below: after the end, its first vote is refused by
+    // the webhook's rule, not by the list's one-entry-per-person schema.
+    workflow(cp, &ns, "prod-deploy", r#"{"approvers":{"users":["approver-a","approver-b","admin"]},"requiredApprovals":2}"#)?;
     request(cp, &ns, "deploy-1", "prod-deploy", 0)?;
     wait_for(cp, &ns, "deploy-1", ".status.phase", "Pending")?;
     assert_eq!(get(cp, &ns, "deploy-1", ".status.approvals")?, "0/2");
@@ -127,21 +130,27 @@ fn quorum_of_two_approves_with_events() -> Result<()> {
     let events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "-o", "jsonpath={.items[*].reason}"])?;
     assert!(events.contains("Approved"), "events: {events}");
     // After the end, nothing more is taken.
-    refused(&append(cp, User::ApproverA, &ns, "deploy-1", &decision("approver-a", "Deny", Some("too late"), "kubectl"))?, "");
+    refused(
+        &append(cp, User::Admin, &ns, "deploy-1", &decision("admin", "Deny", Some("too late"), "kubectl"))?,
+        "request deploy-1 is already Approved; it no longer takes decisions",
+    );
+    assert_eq!(get(cp, &ns, "deploy-1", ".status.approvals")?, "2/2");
     Ok(())
 }
 
 #[test]
 fn a_single_deny_vetoes() -> Result<()> {
     let (cp, ns) = setup("veto")?;
-    workflow(cp, &ns, "prod-deploy", r#"{"approvers":{"users":["approver-a","approver-b"]},"requiredApprovals":2}"#)?;
+    workflow(cp, &ns, "prod-deploy", r#"{"approvers":{"users":["approver-a","approver-b","admin"]},"requiredApprovals":2}"#)?;
     request(cp, &ns, "deploy-1", "prod-deploy", 0)?;
     wait_for(cp, &ns, "deploy-1", ".status.phase", "Pending")?;
     accepted(&append(cp, User::ApproverA, &ns, "deploy-1", &decision("approver-a", "Approve", None, "kubectl"))?);
     accepted(&append(cp, User::ApproverB, &ns, "deploy-1", &decision("approver-b", "Deny", Some("freeze"), "kubectl"))?);
     wait_for(cp, &ns, "deploy-1", ".status.phase", "Denied")?;
-    let after = append(cp, User::ApproverA, &ns, "deploy-1", &decision("approver-a", "Approve", None, "kubectl"))?;
-    assert!(!after.status.success());
+    // An approver who has not voted: the webhook refuses, the request stays denied.
+    let after = append(cp, User::Admin, &ns, "deploy-1", &decision("admin", "Approve", None, "kubectl"))?;
+    refused(&after, "request deploy-1 is already Denied; it no longer takes decisions");
+    assert_eq!(get(cp, &ns, "deploy-1", ".status.phase")?, "Denied");
     Ok(())
 }
 
