@@ -13,8 +13,8 @@ Steps:
     Any step may add "kwargs": {...}, passed to the SDK's create() as they are (tools=...,
     mcp_servers=..., betas=..., extra_body=...); "beta" calls client.beta.messages.
     {"op": "burst", "model": M, "count": N, "concurrency": C, "base_urls": [URL, ...]}
-        N chat calls (max_tokens 10), C at a time, spread over the gateways' base URLs; says how
-        many answered 200, 403 and anything else.
+        N chat calls (max_tokens 10), C at a time, call i on base URL i mod len; says how many
+        answered 200, 403 and anything else, and per call its replica, status and message.
 
 Each step prints ONE JSON line: {"op", "ok": true, "text", "usage", "chunks", "first_event_s",
 "total_s"} or {"op", "ok": false, "error": <SDK exception class>, "status", "message"}. The SDKs
@@ -92,19 +92,22 @@ def run(step: dict) -> dict:
 
             clients = [openai.OpenAI(max_retries=0, timeout=60, base_url=u) for u in step["base_urls"]]
 
-            def one(i: int) -> str:
+            def one(i: int) -> dict:
+                replica = i % len(clients)
                 try:
-                    clients[i % len(clients)].chat.completions.create(
+                    clients[replica].chat.completions.create(
                         model=step["model"], max_tokens=10, messages=[{"role": "user", "content": "Say hello"}])
-                    return "200"
+                    return {"replica": replica, "status": "200"}
                 except openai.APIStatusError as e:
-                    return str(e.status_code)
-                except openai.APIConnectionError:
-                    return "connection"
+                    return {"replica": replica, "status": str(e.status_code), "message": e.message}
+                except openai.APIConnectionError as e:
+                    return {"replica": replica, "status": "connection", "message": str(e)}
 
             with ThreadPoolExecutor(max_workers=step.get("concurrency", 50)) as pool:
                 results = list(pool.map(one, range(step["count"])))
-            out["counts"] = {k: results.count(k) for k in sorted(set(results))}
+            statuses = [r["status"] for r in results]
+            out["counts"] = {k: statuses.count(k) for k in sorted(set(statuses))}
+            out["calls"] = results
         else:
             return {"op": op, "ok": False, "error": "BadStep", "message": f"unknown op {op}"}
     except (openai.APIStatusError, anthropic.APIStatusError) as e:

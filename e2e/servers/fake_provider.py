@@ -9,7 +9,8 @@ OpenAI:    POST /v1/chat/completions, POST /v1/responses      (Authorization: Be
 Anthropic: POST /v1/messages                                  (x-api-key: ANTHROPIC_KEY)
 
 Every answer says "Hello from <model>". Usage: input tokens = the request body's length // 10,
-output tokens = 5 (cached input tokens 0). The model "rate-limited" answers 429; "broken" answers
+output tokens = 5 (cached input tokens 0), but "cheap" uses every output token the request allowed
+(`max_tokens`), so a call costs exactly what the gateway reserved for it. The model "rate-limited" answers 429; "broken" answers
 500; "flood" streams 40 MiB; "absurd" reports 10^19 tokens of each kind (past a 64-bit signed integer's sums); "slow" streams its first event, then waits a second before the rest. A stream of any model whose
 last message is "hold:<tag>" waits after its first events until `POST /release/<tag>` (at most a
 minute), so a test decides when the stream ends rather than racing a clock. The model "reviewer"
@@ -126,7 +127,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def chat(self, body: dict, model: str, usage_in: int) -> None:
         text = self.review(body) if model == "reviewer" else f"Hello from {model}"
-        usage = {"prompt_tokens": usage_in, "completion_tokens": OUTPUT_TOKENS, "total_tokens": usage_in + OUTPUT_TOKENS,
+        out = int(body.get("max_completion_tokens") or body.get("max_tokens") or OUTPUT_TOKENS) if model == "cheap" else OUTPUT_TOKENS
+        usage = {"prompt_tokens": usage_in, "completion_tokens": out, "total_tokens": usage_in + out,
                  "prompt_tokens_details": {"cached_tokens": 0}}
         if model == "absurd":
             usage = {"prompt_tokens": 10**19, "completion_tokens": 10**19, "total_tokens": 10**19, "prompt_tokens_details": {"cached_tokens": 0}}

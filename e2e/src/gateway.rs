@@ -133,9 +133,10 @@ impl FakeProvider {
 
     /// Every request it got: path, headers, body.
     pub fn calls(&self) -> Result<Vec<Value>> {
-        let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/calls", self.port)]).output()?;
+        let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{}/calls", self.port)]).output()?;
+        anyhow::ensure!(out.status.success(), "the fake provider's /calls did not answer: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout)?;
-        Ok(v["calls"].as_array().cloned().unwrap_or_default())
+        v["calls"].as_array().cloned().with_context(|| format!("no calls list in {v}"))
     }
 }
 
