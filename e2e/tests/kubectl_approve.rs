@@ -1,6 +1,6 @@
 //! `kubectl approve` (the plugin, `cli/`) run through the real `kubectl` against the real API
-//! server, as each of the people of DESIGN §4. There is no operator and no webhook here: RBAC
-//! (a `tollgate-approver` ClusterRole bound to `tollgate:approvers`) is all that guards status,
+//! server, as each of the people of DESIGN §4. There is no operator and no Tollgate webhook here: RBAC
+//! (the chart's `tollgate-approver` ClusterRole bound to `tollgate:approvers`) is all that guards status,
 //! and the admin stands in for the operator when a phase has to move.
 
 #![allow(clippy::unwrap_used)]
@@ -57,18 +57,16 @@ fn setup(prefix: &str) -> Result<(&'static ControlPlane, String)> {
     static ROLE: OnceLock<()> = OnceLock::new();
     let cp = ControlPlane::shared();
     if ROLE.get().is_none() {
-        apply_json(
-            cp,
-            "default",
-            &serde_json::json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": "tollgate-approver"},
-                "rules": [
-                    {"apiGroups": ["tollgate.dev"], "resources": ["approvalrequests"], "verbs": ["get", "list", "watch"]},
-                    {"apiGroups": ["tollgate.dev"], "resources": ["approvalrequests/status"], "verbs": ["patch", "update"]},
-                ],
-            }),
-        )?;
+        // The chart's own approver role, as Helm renders it (not a copy that could drift); the
+        // rest of the chart stays out, as there is no operator to answer its webhooks here.
+        let rendered = tollgate_e2e::render_chart(&["--namespace", "tollgate-system"])?;
+        let role = rendered
+            .split("\n---")
+            .find(|doc| doc.contains("kind: ClusterRole\n") && doc.contains("\n  name: tollgate-approver\n"))
+            .context("the chart renders no tollgate-approver ClusterRole")?;
+        let path = cp.dir().join("approver-role.yaml");
+        std::fs::write(&path, role)?;
+        cp.kubectl_ok(User::Admin, ["apply", "--server-side", "-f", path.to_str().context("path")?])?;
         let _ = ROLE.set(());
     }
     let ns = cp.create_namespace(prefix)?;
@@ -263,24 +261,63 @@ fn a_request_without_status_gets_one() -> Result<()> {
     Ok(())
 }
 
+/// Two approvers decide at once, and the API server is made to see their writes at once: a
+/// webhook of the test's own holds the first two reviews of the namespace's request status until
+/// both arrived, so both were applied to the same version of the request. One commits; the
+/// other's guarded add fails and the plugin writes it again, saying so. Both decisions are kept.
 #[test]
 fn concurrent_decisions_are_both_kept() -> Result<()> {
     let (cp, ns) = setup("approve-race")?;
-    for round in 0..3 {
-        let name = format!("race-{round}");
-        request(cp, &ns, &name, pending(2))?;
-        // Both start from "no decisions yet": one's guarded add fails and is redone as an append.
-        let a = plugin(cp, User::ApproverA, &[&name, "-n", &ns, "--wait", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let [port] = tollgate_e2e::free_ports::<1>()?;
+    let pki = tollgate_e2e::certs::server_pki(&["127.0.0.1"])?;
+    let (cert, key) = (cp.dir().join(format!("{ns}-barrier.crt")), cp.dir().join(format!("{ns}-barrier.key")));
+    std::fs::write(&cert, &pki.cert_pem)?;
+    std::fs::write(&key, &pki.key_pem)?;
+    let mut cmd = Command::new("python3");
+    cmd.arg(tollgate_e2e::repo_file("e2e/servers/barrier_webhook.py")).arg(port.to_string()).arg(&cert).arg(&key);
+    let barrier = tollgate_e2e::Process::spawn(cmd, cp.dir().join(format!("{ns}-barrier.log")))?;
+    wait_until(WAIT, POLL, || Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(())))?;
+    let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pki.ca_pem);
+    let config = format!("barrier-{ns}");
+    apply_json(
+        cp,
+        "default",
+        &serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": config},
+            "webhooks": [{
+                "name": "barrier.e2e.tollgate.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "failurePolicy": "Fail", "timeoutSeconds": 15,
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/"), "caBundle": ca},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "rules": [{"apiGroups": ["tollgate.dev"], "apiVersions": ["v1alpha1"], "operations": ["UPDATE"], "resources": ["approvalrequests/status"]}],
+            }],
+        }),
+    )?;
+    let raced = (|| -> Result<(usize, String)> {
+        request(cp, &ns, "race", pending(2))?;
+        let a = plugin(cp, User::ApproverA, &["race", "-n", &ns, "--wait", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let b =
-            plugin(cp, User::ApproverB, &["deny", &name, "--reason", "no", "-n", &ns, "--wait", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+            plugin(cp, User::ApproverB, &["deny", "race", "--reason", "no", "-n", &ns, "--wait", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut retries = 0;
         for child in [a, b] {
             let out = child.wait_with_output()?;
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            ensure!(out.status.success(), "{stderr}");
+            retries += stderr.matches("changed while your decision was being written; writing it again").count();
         }
-        let mut users: Vec<String> = decisions(cp, &ns, &name)?.iter().map(|d| d["user"].as_str().unwrap_or_default().to_owned()).collect();
-        users.sort();
-        assert_eq!(users, ["approver-a", "approver-b"]);
-    }
+        let met = std::process::Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{port}/held")]).output()?;
+        Ok((retries, String::from_utf8_lossy(&met.stdout).into_owned()))
+    })();
+    cp.kubectl_ok(User::Admin, ["delete", "validatingwebhookconfiguration", &config])?;
+    drop(barrier);
+    let (retries, met) = raced?;
+    let met: Value = serde_json::from_str(&met)?;
+    assert_eq!(met["met"], 2, "the two writes did not meet at the barrier: {met}");
+    assert_eq!(retries, 1, "one write must have been redone, and said so");
+    let mut users: Vec<String> = decisions(cp, &ns, "race")?.iter().map(|d| d["user"].as_str().unwrap_or_default().to_owned()).collect();
+    users.sort();
+    assert_eq!(users, ["approver-a", "approver-b"]);
     Ok(())
 }
 

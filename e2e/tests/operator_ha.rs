@@ -35,11 +35,25 @@ fn phase(cp: &ControlPlane, ns: &str, name: &str) -> Result<String> {
     Ok(cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?.trim().to_owned())
 }
 
-/// Admission reviews a replica served, from its metrics.
-fn reviews(op: &Operator) -> Result<u64> {
-    let out = std::process::Command::new("curl").args(["-s", "--max-time", "5", &format!("{}/metrics", op.admin_url)]).output()?;
+/// The sum of a counter's series on a replica's metrics page; a page that does not answer, or
+/// a value that does not read, is an error rather than a zero.
+fn counter(op: &Operator, name: &str) -> Result<u64> {
+    let out = std::process::Command::new("curl").args(["-sf", "--max-time", "5", &format!("{}/metrics", op.admin_url)]).output()?;
+    anyhow::ensure!(out.status.success(), "{}/metrics did not answer", op.admin_url);
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().filter(|l| l.starts_with("tollgate_admission_reviews_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum())
+    anyhow::ensure!(text.contains("# EOF"), "not a whole metrics page: {text}");
+    let series = text.lines().filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+    series.map(|l| l.rsplit(' ').next().unwrap_or_default().parse::<u64>().with_context(|| format!("unreadable: {l}"))).sum()
+}
+
+/// Admission reviews a replica served.
+fn reviews(op: &Operator) -> Result<u64> {
+    counter(op, "tollgate_admission_reviews_total")
+}
+
+/// Reconciles a replica ran: only a leader runs controllers.
+fn reconciles(op: &Operator) -> Result<u64> {
+    counter(op, "tollgate_operator_reconciles_total")
 }
 
 #[test]
@@ -108,8 +122,11 @@ fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> 
     create_as_agent(cp, &ns, &request("expiring", "short", 18))?;
     wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok((phase(cp, &ns, "expiring")? == "Pending").then_some(())))?;
     let expires: jiff::Timestamp = cp.kubectl_ok(User::Admin, ["get", "ar", "expiring", "-n", &ns, "-o", "jsonpath={.status.expiresAt}"])?.trim().parse()?;
+    // The follower served webhooks all along but reconciled nothing: it has not led.
+    let (dead, follower) = if leader == "replica-a" { (&a, &b) } else { (&b, &a) };
+    assert!(reconciles(dead)? > 0, "the leader reconciled nothing");
+    assert_eq!(reconciles(follower)?, 0, "the follower reconciled before it led");
     // The leader dies without a word (SIGKILL: no release of the Lease).
-    let dead = if leader == "replica-a" { &a } else { &b };
     let pid = dead.process.pid().context("leader pid")?;
     std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
     let killed = Instant::now();
@@ -119,6 +136,7 @@ fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> 
     assert!(took < Duration::from_secs(LEASE_SECONDS + 3), "failover took {took:?}");
     // The new leader expires the request on time, and the webhook still answers.
     wait_until(Duration::from_secs(30), Duration::from_millis(100), || Ok((phase(cp, &ns, "expiring")? == "Expired").then_some(())))?;
+    assert!(reconciles(follower)? > 0, "the new leader expired the request without a reconcile counted");
     let late = jiff::Timestamp::now().duration_since(expires);
     assert!(late < jiff::SignedDuration::from_secs(5), "expired {late:?} after its deadline");
     let out = cp.kubectl(User::Admin, ["apply", "-n", &ns, "-f", cp.dir().join(format!("{ns}-p0-0.json")).to_str().context("path")?])?;

@@ -63,7 +63,13 @@ fn pending_requests_survive_an_operator_restart() -> Result<()> {
     first.stop();
     // With the webhook down, a decision is refused rather than admitted unchecked.
     let out = cp.kubectl_approve(User::ApproverA, &["long", "-n", &ns, "--wait", "0"])?;
+    let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a decision was admitted while the webhook was down");
+    // Refused by the API server because the webhook could not be called (failurePolicy: Fail),
+    // not by RBAC or the plugin, and nothing was stored.
+    assert!(said.contains("failed calling webhook \"approvals.tollgate.dev\""), "refused for another reason: {said}");
+    let stored = cp.kubectl_ok(User::Admin, ["get", "ar", "long", "-n", &ns, "-o", "jsonpath={.status.decisions}"])?;
+    assert!(stored.trim().is_empty(), "a decision was stored while the webhook was down: {stored}");
     // "short" passes its deadline while nobody watches.
     wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
         let expires: jiff::Timestamp = cp.kubectl_ok(User::Admin, ["get", "ar", "short", "-n", &ns, "-o", "jsonpath={.status.expiresAt}"])?.trim().parse()?;

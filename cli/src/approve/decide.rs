@@ -40,7 +40,9 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
         match api.patch_status(name, &PatchParams::default(), &Patch::Json::<()>(ops)).await {
             Ok(_) => break,
             // Someone wrote in between (another approver, the operator): read again and redo.
-            Err(kube::Error::Api(s)) if attempt < ATTEMPTS && errors::is_stale_write(s.code, &s.message) => {}
+            Err(kube::Error::Api(s)) if attempt < ATTEMPTS && errors::is_stale_write(s.code, &s.message) => {
+                eprintln!("note: {ns}/{name} changed while your decision was being written; writing it again (attempt {} of {ATTEMPTS})", attempt + 1);
+            }
             Err(e) => return Err(fail(e)),
         }
     }
