@@ -307,11 +307,15 @@ fn a_workflow_that_requires_a_reason_asks_for_it_in_a_modal() -> Result<()> {
 #[test]
 fn a_target_that_keeps_failing_makes_a_condition_and_never_holds_the_request_up() -> Result<()> {
     let w = world();
-    // Nothing listens on port 9: every delivery fails.
-    let workflow = r#"{approvers: {users: [approver-a]}, notify: {webhook: {url: "http://127.0.0.1:9/hook"}}}"#;
+    // Nothing listens on port 9: every delivery of the webhook fails. The Slack target beside it
+    // is told all the same, and its deliveries never wait for the failing one.
+    let workflow = r##"{approvers: {users: [approver-a]}, notify: {webhook: {url: "http://127.0.0.1:9/hook"},
+  slack: {channel: "#ops-failing", tokenSecretRef: {name: slack-bot, key: token}}}}"##;
     let (cp, ns) = setup("notify-failing", workflow)?;
     hold(cp, &ns, "deploy-3")?;
     wait_request(cp, &ns, "deploy-3", "a failed attempt recorded", |r| record(r, "webhook")["error"].is_string())?;
+    let posted = w.slack.wait_calls("the request's message in Slack", |c| about(c, "chat.postMessage", &ns, "deploy-3"))?;
+    ensure!(posted.iter().all(|c| c["body"]["channel"] == "#ops-failing"), "{posted:?}");
     // The approver decides while the webhook fails: the phase machine does not wait for it.
     let decision = json!([{"op": "add", "path": "/status/decisions", "value": [
         {"user": "approver-a", "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"}]}]);
@@ -323,7 +327,13 @@ fn a_target_that_keeps_failing_makes_a_condition_and_never_holds_the_request_up(
     assert!(c["status"] == "False" && c["message"].as_str().unwrap_or_default().contains("127.0.0.1:9"), "{c}");
     let events = cp.kubectl_ok(User::Admin, ["get", "events", "-n", &ns, "--field-selector", "reason=NotificationFailed", "-o", "json"])?;
     assert!(events.contains("gave up notifying") && events.contains("deploy-3"), "{events}");
-    ensure!(!w.slack.calls()?.iter().any(|c| c["body"].to_string().contains(&ns)), "nothing of this namespace reached the fake Slack");
+    // The Slack target, meanwhile, delivered and was told the outcome; the condition blames
+    // only the webhook.
+    ensure!(!c["message"].as_str().unwrap_or_default().contains("slack"), "{c}");
+    w.slack.wait_calls("the Slack message updated to Approved", |c| about(c, "chat.update", &ns, "deploy-3") && c["body"].to_string().contains("Approved"))?;
+    let r = request(cp, &ns, "deploy-3")?;
+    let slack = record(&r, "slack");
+    ensure!(slack["error"].is_null() && slack["messageId"].is_string(), "the Slack delivery was held up or failed: {slack}");
     Ok(())
 }
 
