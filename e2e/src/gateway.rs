@@ -253,3 +253,36 @@ pub fn ledger_rows(db: &std::path::Path, query: &str) -> Result<Vec<Vec<Value>>>
     anyhow::ensure!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
     Ok(serde_json::from_slice(&out.stdout)?)
 }
+
+/// One test's world for model calls: the fake provider, a namespace from [`setup`] with
+/// `budget` (YAML documents, or ""), the agent's key, a path for its SQLite ledger and a port
+/// for the gateway.
+pub struct Scene {
+    pub fake: FakeProvider,
+    pub ns: String,
+    pub key: String,
+    pub db: PathBuf,
+    pub port: u16,
+}
+
+impl Scene {
+    pub fn new(cp: &ControlPlane, prefix: &str, budget: &str) -> Result<Scene> {
+        let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
+        let (ns, key) = setup(cp, &fake, prefix, budget)?;
+        let db = cp.dir().join(format!("{ns}-ledger.db"));
+        let [port] = free_ports::<1>()?;
+        Ok(Scene { fake, ns, key, db, port })
+    }
+
+    /// With a `Total` budget of 1 USD named `budget` (`models` is "" for every model, or
+    /// `, models: [...]`).
+    pub fn with_total_budget(cp: &ControlPlane, prefix: &str, budget: &str, models: &str) -> Result<Scene> {
+        let yaml =
+            format!("---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {{name: {budget}}}\nspec: {{period: Total, hardLimitUSD: 1.0{models}}}\n");
+        Scene::new(cp, prefix, &yaml)
+    }
+
+    pub fn ledger_url(&self) -> String {
+        format!("sqlite://{}?mode=rwc", self.db.display())
+    }
+}

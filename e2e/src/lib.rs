@@ -15,6 +15,7 @@ pub mod postgres;
 mod process;
 pub mod proxy;
 pub mod raw_mcp;
+pub mod requests;
 pub mod slack;
 mod tollgate;
 mod users;

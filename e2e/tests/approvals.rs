@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use std::sync::OnceLock;
 use std::time::Duration;
+use tollgate_e2e::requests::Request;
 use tollgate_e2e::{ControlPlane, Operator, User, wait_until};
 
 fn operator() -> &'static Operator {
@@ -22,9 +23,7 @@ fn setup(prefix: &str) -> Result<(&'static ControlPlane, String)> {
 }
 
 fn apply(cp: &ControlPlane, user: User, ns: &str, json: &str) -> Result<std::process::Output> {
-    let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
-    std::fs::write(&path, json)?;
-    cp.kubectl(user, ["apply", "-n", ns, "-f", path.to_str().context("path")?])
+    cp.apply_output(user, ns, json)
 }
 
 fn workflow(cp: &ControlPlane, ns: &str, name: &str, spec: &str) -> Result<()> {
@@ -40,27 +39,7 @@ fn workflow(cp: &ControlPlane, ns: &str, name: &str, spec: &str) -> Result<()> {
 
 /// Creates a request as the sidecar would, `age` seconds old.
 fn request(cp: &ControlPlane, ns: &str, name: &str, workflow: &str, age: i64) -> Result<()> {
-    let requested = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age);
-    let out = create_as_agent(
-        cp,
-        ns,
-        &format!(
-            r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
-            "spec":{{"agent":"coder","serviceAccount":"coder","server":"platform-tools","tool":"deploy",
-            "arguments":{{"environment":"production"}},
-            "argumentsDigest":"sha256:1111111111111111111111111111111111111111111111111111111111111111",
-            "workflow":"{workflow}","requestedAt":"{requested}"}}}}"#
-        ),
-    )?;
-    anyhow::ensure!(out.status.success(), "request: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
-}
-
-/// Creates an object as the agent `coder`'s own service account, as its sidecar does.
-fn create_as_agent(cp: &ControlPlane, ns: &str, json: &str) -> Result<std::process::Output> {
-    let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
-    std::fs::write(&path, json)?;
-    cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])
+    cp.create_request(ns, &Request::new(name, workflow).call("platform-tools", "deploy", serde_json::json!({"environment": "production"})).aged(age))
 }
 
 fn get(cp: &ControlPlane, ns: &str, name: &str, path: &str) -> Result<String> {
@@ -360,14 +339,13 @@ fn invalid_cel_is_refused_at_apply_with_the_field_path() -> Result<()> {
 fn requests_are_bound_to_the_agents_identity() -> Result<()> {
     let (cp, ns) = setup("identity")?;
     workflow(cp, &ns, "ops", r#"{"approvers":{"users":["approver-a"]}}"#)?;
-    let body = |name: &str, agent: &str, sa: &str, extra_meta: &str| {
-        format!(
-            r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"{extra_meta}}},
-            "spec":{{"agent":"{agent}","serviceAccount":"{sa}","server":"s","tool":"deploy",
-            "argumentsDigest":"sha256:3333333333333333333333333333333333333333333333333333333333333333",
-            "workflow":"ops","requestedAt":"{}"}}}}"#,
-            jiff::Timestamp::now()
-        )
+    let body = |name: &str, agent: &str, sa: &str, owners: Option<serde_json::Value>| {
+        let r = Request::new(name, "ops").agent(agent, sa);
+        match owners {
+            Some(o) => r.meta("ownerReferences", o),
+            None => r,
+        }
+        .to_string()
     };
     let create = |who: &str, json: &str| -> Result<std::process::Output> {
         let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
@@ -379,15 +357,15 @@ fn requests_are_bound_to_the_agents_identity() -> Result<()> {
         }
     };
     // The agents' own sidecars create their own requests.
-    accepted(&create("coder", &body("mine", "coder", "coder", ""))?);
-    accepted(&create("other", &body("theirs", "other", "other", ""))?);
+    accepted(&create("coder", &body("mine", "coder", "coder", None))?);
+    accepted(&create("other", &body("theirs", "other", "other", None))?);
     // Nobody else creates one in an agent's name, its own service account only as itself.
-    refused(&create("admin", &body("forged-1", "coder", "coder", ""))?, "only the service account of ManagedAgent coder (system:serviceaccount:");
-    refused(&create("other", &body("forged-2", "coder", "coder", ""))?, "not system:serviceaccount:");
-    refused(&create("coder", &body("forged-3", "coder", "other", ""))?, "spec.serviceAccount must be coder");
-    refused(&create("coder", &body("forged-4", "ghost", "coder", ""))?, "ManagedAgent \"ghost\" does not exist");
-    let owned = r#","ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"x","uid":"00000000-0000-0000-0000-000000000001"}]"#;
-    refused(&create("coder", &body("forged-5", "coder", "coder", owned))?, "may not have owner references");
+    refused(&create("admin", &body("forged-1", "coder", "coder", None))?, "only the service account of ManagedAgent coder (system:serviceaccount:");
+    refused(&create("other", &body("forged-2", "coder", "coder", None))?, "not system:serviceaccount:");
+    refused(&create("coder", &body("forged-3", "coder", "other", None))?, "spec.serviceAccount must be coder");
+    refused(&create("coder", &body("forged-4", "ghost", "coder", None))?, "ManagedAgent \"ghost\" does not exist");
+    let owned = serde_json::json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "00000000-0000-0000-0000-000000000001"}]);
+    refused(&create("coder", &body("forged-5", "coder", "coder", Some(owned)))?, "may not have owner references");
     // Changes: another agent cannot touch it; its own agent may only ask for its cancellation.
     let annotate = |who: &str, patch: &str| cp.kubectl_as_agent(&ns, who, who, &["patch", "ar", "mine", "--type=merge", "-p", patch]);
     let cancel = r#"{"metadata":{"annotations":{"tollgate.dev/cancel":"the client went away"}}}"#;

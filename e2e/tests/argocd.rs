@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use tollgate_e2e::requests::Request;
 use tollgate_e2e::{ControlPlane, User, argocd_health, render_chart, wait_until};
 
 mod common;
@@ -35,11 +36,8 @@ fn get(cp: &ControlPlane, ns: &str, resource: &str, name: &str) -> Result<Value>
     Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", resource, name, "-n", ns, "-o", "json"])?)?)
 }
 
-fn apply(cp: &ControlPlane, ns: &str, name: &str, text: &str) -> Result<()> {
-    let path = cp.dir().join(format!("{ns}-{name}.yaml"));
-    std::fs::write(&path, text)?;
-    cp.kubectl_ok(User::Admin, ["apply", "-n", ns, "-f", path.to_str().context("path")?])?;
-    Ok(())
+fn apply(cp: &ControlPlane, ns: &str, _name: &str, text: &str) -> Result<()> {
+    cp.apply(User::Admin, ns, text).map(drop)
 }
 
 /// Waits until `kind`'s health check says `status` of the object read back.
@@ -91,18 +89,8 @@ spec: {url: "http://127.0.0.1:9/mcp"}
     assert!(why.contains("InvalidExpression"), "{why}");
 
     // The agent: Healthy; its kill switch on: Suspended.
-    let request = |name: &str| {
-        json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest", "metadata": {"name": name}, "spec": {
-            "agent": "coder", "serviceAccount": "coder", "server": "docs", "tool": "publish",
-            "argumentsDigest": "sha256:4444444444444444444444444444444444444444444444444444444444444444",
-            "workflow": "one", "requestedAt": jiff::Timestamp::now().to_string()}})
-        .to_string()
-    };
     for name in ["to-approve", "to-deny"] {
-        let path = cp.dir().join(format!("{ns}-{name}.json"));
-        std::fs::write(&path, request(name))?;
-        let out = cp.kubectl_as_agent(&ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
-        ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        cp.create_request(&ns, &Request::new(name, "one").call("docs", "publish", json!({})))?;
     }
     assert_eq!(health(cp, "ManagedAgent", &get(cp, &ns, "managedagent", "coder")?)?.0, "Healthy");
     cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"suspended":true}}"#])?;

@@ -16,11 +16,8 @@ fn call(s: &RawSession, id: u64, tool: &str, arguments: Value) -> Result<Answer>
     s.post(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
 }
 
-fn apply(env: &Env, name: &str, yaml: &str) -> Result<()> {
-    let path = env.cp.dir().join(format!("{}-{name}.yaml", env.ns));
-    std::fs::write(&path, yaml)?;
-    env.cp.kubectl_ok(User::Admin, ["apply", "-n", &env.ns, "-f", path.to_str().context("path")?])?;
-    Ok(())
+fn apply(env: &Env, _name: &str, yaml: &str) -> Result<()> {
+    env.cp.apply(User::Admin, &env.ns, yaml).map(drop)
 }
 
 /// Waits at most `within` for `check` to hold, saying what it last saw when it does not.
@@ -275,16 +272,8 @@ fn foreign_hosts_origins_and_content_types_are_refused() -> Result<()> {
     Ok(())
 }
 
-fn phase(env: &Env, name: &str) -> Result<String> {
-    Ok(env.cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", &env.ns, "-o", "jsonpath={.status.phase}"])?.trim().to_owned())
-}
-
 fn wait_phase(env: &Env, name: &str, want: &str) -> Result<()> {
-    within(Duration::from_secs(20), &format!("request {name} {want}"), || {
-        let p = phase(env, name)?;
-        Ok((p == want, p))
-    })
-    .map(drop)
+    env.cp.wait_phase(&env.ns, name, want, Duration::from_secs(20))
 }
 
 fn held_request(s: &RawSession, id: u64, duration: f64) -> Result<String> {

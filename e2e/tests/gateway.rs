@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use common::operator;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, agent_key, model_client, setup};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, Gateway, OPENAI_KEY, Scene, agent_key, model_client};
 use tollgate_e2e::postgres::Postgres;
 use tollgate_e2e::{ControlPlane, User, wait_until};
 
@@ -24,10 +24,9 @@ fn text(step: &Value) -> &str {
 fn the_official_sdks_call_models_through_the_gateway_under_the_agents_key() -> Result<()> {
     operator();
     let cp = ControlPlane::shared();
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-    let (ns, key) = setup(cp, &fake, "gateway", "")?;
-    let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
-    let gateway = Gateway::start(cp, &ledger)?;
+    let scene = Scene::new(cp, "gateway", "")?;
+    let gateway = Gateway::start(cp, &scene.ledger_url())?;
+    let Scene { fake, ns, key, .. } = scene;
     let env = gateway.agent_env(&key);
     let steps = model_client(
         &env,
@@ -108,11 +107,10 @@ fn the_official_sdks_call_models_through_the_gateway_under_the_agents_key() -> R
 fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
     operator();
     let cp = ControlPlane::shared();
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
     let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: tiny}\nspec: {period: Daily, hardLimitUSD: 0.000001, softLimitUSD: 0.0000005, models: [\"claude-*\"]}\n";
-    let (ns, key) = setup(cp, &fake, "gateway-refusals", budget)?;
-    let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
-    let gateway = Gateway::start(cp, &ledger)?;
+    let scene = Scene::new(cp, "gateway-refusals", budget)?;
+    let gateway = Gateway::start(cp, &scene.ledger_url())?;
+    let Scene { fake, ns, key, .. } = scene;
     let other = agent_key(cp, &ns, "other")?;
     let call = |key: &str, step: Value| -> Result<Value> { Ok(model_client(&gateway.agent_env(key), &json!([step]))?.remove(0)) };
     // Each refusal by its SDK's exception and message, and by what reached the provider: a
@@ -184,10 +182,9 @@ fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
 fn a_gateway_out_of_file_descriptors_serves_again_once_they_are_freed() -> Result<()> {
     operator();
     let cp = ControlPlane::shared();
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-    let (ns, key) = setup(cp, &fake, "gateway-fds", "")?;
-    let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
-    let gateway = Gateway::start_with_file_limit(cp, &ledger, 96)?;
+    let scene = Scene::new(cp, "gateway-fds", "")?;
+    let gateway = Gateway::start_with_file_limit(cp, &scene.ledger_url(), 96)?;
+    let key = scene.key.clone();
     let list = || -> Result<String> {
         let out = std::process::Command::new("curl")
             .args([
@@ -230,12 +227,10 @@ fn a_gateway_out_of_file_descriptors_serves_again_once_they_are_freed() -> Resul
 fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
     operator();
     let cp = ControlPlane::shared();
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-    let (ns, key) = setup(cp, &fake, "gateway-dribble", "")?;
-    let ledger = format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger.db")).display());
-    let [port] = tollgate_e2e::free_ports::<1>()?;
+    let scene = Scene::new(cp, "gateway-dribble", "")?;
+    let (key, port) = (scene.key.clone(), scene.port);
     let env = [("TOLLGATE_REQUEST_BODY_SECONDS", "1"), ("TOLLGATE_HEADER_READ_TIMEOUT_SECONDS", "1"), ("TOLLGATE_SLACK_SIGNING_SECRET", "e2e-signing-secret")];
-    let gateway = Gateway::start_with(cp, &ledger, port, &env)?;
+    let gateway = Gateway::start_with(cp, &scene.ledger_url(), port, &env)?;
     let auth = format!("Bearer {key}");
     for (path, headers) in
         [("/openai/v1/chat/completions", vec![("authorization", auth.as_str())]), ("/slack/interactions", vec![]), ("/audit/v1/batches", vec![])]
@@ -259,10 +254,8 @@ fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
 fn an_absurd_output_limit_cannot_round_a_budgets_spend_away() -> Result<()> {
     operator();
     let cp = ControlPlane::shared();
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: team}\nspec: {period: Total, hardLimitUSD: 1.0}\n";
-    let (ns, key) = setup(cp, &fake, "gateway-absurd", budget)?;
-    let db = cp.dir().join(format!("{ns}-ledger.db"));
+    let scene = Scene::with_total_budget(cp, "gateway-absurd", "team", "")?;
+    let (ns, key, db) = (scene.ns.clone(), scene.key.clone(), scene.db.clone());
     let gateway = Gateway::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
     let chat = |body: Value| -> Result<String> {
         let out = std::process::Command::new("curl")
@@ -290,9 +283,8 @@ fn an_absurd_output_limit_cannot_round_a_budgets_spend_away() -> Result<()> {
 /// serves exactly 1000 / 20 = 50 calls, whatever the interleaving, and refuses the other 150 for
 /// the budget, and the spend is exactly the limit. One racy admission more shows as 51.
 fn race(cp: &ControlPlane, prefix: &str, start: impl Fn() -> Result<Vec<Gateway>>) -> Result<()> {
-    let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
     let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: race}\nspec: {period: Total, hardLimitUSD: 0.001, models: [cheap]}\n";
-    let (ns, key) = setup(cp, &fake, prefix, budget)?;
+    let Scene { fake, ns, key, .. } = Scene::new(cp, prefix, budget)?;
     let gateways = start()?;
     let base_urls: Vec<String> = gateways.iter().map(|g| format!("{}/openai/v1", g.url())).collect();
     let env = gateways[0].agent_env(&key);

@@ -12,8 +12,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, setup};
-use tollgate_e2e::{ControlPlane, free_ports, wait_until};
+use tollgate_e2e::gateway::{Gateway, Scene};
+use tollgate_e2e::{ControlPlane, wait_until};
 
 fn sql(db: &Path, query: &str) -> Result<Vec<Vec<Value>>> {
     tollgate_e2e::gateway::ledger_rows(db, query)
@@ -75,38 +75,14 @@ fn rest(mut reader: BufReader<TcpStream>) -> String {
     out
 }
 
-/// One test's world: the fake provider, a namespace from [`setup`] with a `Total` budget of
-/// 1 USD named `budget` (over `models`, or every model), the agent's key, its SQLite ledger and a
-/// port for the gateway.
-struct Scene {
-    fake: FakeProvider,
-    ns: String,
-    key: String,
-    db: std::path::PathBuf,
-    port: u16,
-}
-
-impl Scene {
-    fn new(prefix: &str, budget: &str, models: &str) -> Result<Scene> {
-        operator();
-        let cp = ControlPlane::shared();
-        let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
-        let budget =
-            format!("---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {{name: {budget}}}\nspec: {{period: Total, hardLimitUSD: 1.0{models}}}\n");
-        let (ns, key) = setup(cp, &fake, prefix, &budget)?;
-        let db = cp.dir().join(format!("{ns}-ledger.db"));
-        let [port] = free_ports::<1>()?;
-        Ok(Scene { fake, ns, key, db, port })
-    }
-
-    fn ledger_url(&self) -> String {
-        format!("sqlite://{}?mode=rwc", self.db.display())
-    }
+fn scene(prefix: &str, budget: &str, models: &str) -> Result<Scene> {
+    operator();
+    Scene::with_total_budget(ControlPlane::shared(), prefix, budget, models)
 }
 
 #[test]
 fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<()> {
-    let Scene { fake, ns, key, db, port } = Scene::new("gateway-restart", "slow", ", models: [slow]")?;
+    let Scene { fake, ns, key, db, port } = scene("gateway-restart", "slow", ", models: [slow]")?;
     let cp = ControlPlane::shared();
     let url = format!("sqlite://{}?mode=rwc", db.display());
     let lease = [("TOLLGATE_INSTANCE_LEASE_SECONDS", "2")];
@@ -159,7 +135,7 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
 /// and bills, the whole answer.
 #[test]
 fn a_stream_the_client_leaves_early_costs_its_reservation() -> Result<()> {
-    let scene = Scene::new("gateway-left", "sonnet", "")?;
+    let scene = scene("gateway-left", "sonnet", "")?;
     let (fake, ns, key, db, port) = (&scene.fake, &scene.ns, &scene.key, &scene.db, scene.port);
     let _gateway = Gateway::start_with(ControlPlane::shared(), &scene.ledger_url(), port, &[])?;
     let stream = open_anthropic_stream(port, key, "left")?;
@@ -186,7 +162,7 @@ fn settled(db: &Path, ns: &str) -> Result<i64> {
 /// its reservation.
 #[test]
 fn a_stream_whose_provider_stalls_ends_and_costs_its_reservation() -> Result<()> {
-    let scene = Scene::new("gateway-stall", "slow", ", models: [slow]")?;
+    let scene = scene("gateway-stall", "slow", ", models: [slow]")?;
     let (fake, ns, key, db, port) = (&scene.fake, &scene.ns, &scene.key, &scene.db, scene.port);
     let _gateway = Gateway::start_with(ControlPlane::shared(), &scene.ledger_url(), port, &[("TOLLGATE_PROVIDER_TIMEOUT_SECONDS", "2")])?;
     let stream = open_stream(port, key, "stalled")?;
@@ -206,7 +182,7 @@ fn a_stream_whose_provider_stalls_ends_and_costs_its_reservation() -> Result<()>
 /// as long as it kept its socket open.
 #[test]
 fn a_client_that_stops_reading_a_stream_is_cut_off_and_charged_its_reservation() -> Result<()> {
-    let Scene { fake: _fake, ns, key, db, port } = Scene::new("gateway-unread", "flood", ", models: [flood]")?;
+    let Scene { fake: _fake, ns, key, db, port } = scene("gateway-unread", "flood", ", models: [flood]")?;
     let cp = ControlPlane::shared();
     let _gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &[("TOLLGATE_CLIENT_WRITE_SECONDS", "2")])?;
     let body = json!({"model": "flood", "stream": true, "messages": [{"role": "user", "content": "go"}]});

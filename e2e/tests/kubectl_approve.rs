@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+use tollgate_e2e::requests::Request;
 use tollgate_e2e::{ControlPlane, User, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -102,26 +103,16 @@ fn rfc3339_from_now(secs: i64) -> String {
 /// Creates a request as the sidecar would and, unless `status` is null, gives it the status the
 /// operator would (the admin may write status; nobody else here may).
 fn request(cp: &ControlPlane, ns: &str, name: &str, status: Value) -> Result<()> {
-    apply_json(
-        cp,
-        ns,
-        &serde_json::json!({
-            "apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest",
-            "metadata": {"name": name},
-            "spec": {
-                "agent": "release-bot", "serviceAccount": "release-bot", "pod": "release-bot-7d9f",
-                "server": "platform-tools", "tool": "deploy",
-                "arguments": {"service": "checkout", "environment": "production", "replicas": 3},
-                "argumentsDigest": format!("sha256:{}", "1".repeat(64)),
-                "justification": "ship 1.4.2: fixes the checkout timeout",
-                "policy": {"kind": "ToolPolicy", "name": "prod-guardrails", "namespace": ns},
-                "rule": "spec.tools[0].rules[1]",
-                "message": "production deploys need a human",
-                "workflow": "prod-deploy",
-                "requestedAt": rfc3339_from_now(0),
-            },
-        }),
-    )?;
+    let request = Request::new(name, "prod-deploy")
+        .agent("release-bot", "release-bot")
+        .call("platform-tools", "deploy", serde_json::json!({"service": "checkout", "environment": "production", "replicas": 3}))
+        .spec("pod", serde_json::json!("release-bot-7d9f"))
+        .spec("justification", serde_json::json!("ship 1.4.2: fixes the checkout timeout"))
+        .spec("policy", serde_json::json!({"kind": "ToolPolicy", "name": "prod-guardrails", "namespace": ns}))
+        .spec("rule", serde_json::json!("spec.tools[0].rules[1]"))
+        .spec("message", serde_json::json!("production deploys need a human"))
+        .spec("requestedAt", serde_json::json!(rfc3339_from_now(0)));
+    apply_json(cp, ns, request.json())?;
     if !status.is_null() {
         set_status(cp, ns, name, &status)?;
     }
@@ -431,21 +422,14 @@ fn watch_prints_requests_as_they_arrive() -> Result<()> {
 fn what_the_agent_wrote_cannot_drive_the_approvers_terminal() -> Result<()> {
     let (cp, ns) = setup("approve-escapes")?;
     // The agent's text, with an escape that would hide what follows (SGR 8, "concealed").
-    let hidden = serde_json::json!({
-        "apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest",
-        "metadata": {"name": "deploy-hidden"},
-        "spec": {
-            "agent": "release-bot", "serviceAccount": "release-bot",
-            "server": "platform-tools", "tool": "deploy\u{1b}[8m",
-            "arguments": {"service": "checkout\u{1b}[8m", "drop": "every table"},
-            "argumentsDigest": format!("sha256:{}", "2".repeat(64)),
-            "justification": "routine\u{1b}[8m and nothing else\r\u{202e}",
-            "message": "ok\u{1b}]0;owned\u{7}",
-            "workflow": "prod-deploy",
-            "requestedAt": rfc3339_from_now(0),
-        },
-    });
-    apply_json(cp, &ns, &hidden)?;
+    let hidden = Request::new("deploy-hidden", "prod-deploy")
+        .agent("release-bot", "release-bot")
+        .call("platform-tools", "deploy\u{1b}[8m", serde_json::json!({"service": "checkout\u{1b}[8m", "drop": "every table"}))
+        .spec("argumentsDigest", serde_json::json!(format!("sha256:{}", "2".repeat(64))))
+        .spec("justification", serde_json::json!("routine\u{1b}[8m and nothing else\r\u{202e}"))
+        .spec("message", serde_json::json!("ok\u{1b}]0;owned\u{7}"))
+        .spec("requestedAt", serde_json::json!(rfc3339_from_now(0)));
+    apply_json(cp, &ns, hidden.json())?;
     set_status(cp, &ns, "deploy-hidden", &pending(1))?;
     for args in [
         vec!["show", "deploy-hidden", "-n", &ns],

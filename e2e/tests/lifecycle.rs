@@ -5,7 +5,7 @@
 
 mod common;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use common::{decide, operator};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -158,14 +158,7 @@ spec: {approvers: {users: [approver-a, approver-b], groups: [sre]}, requiredAppr
     assert!(ready(&workflow)["message"].as_str().unwrap_or_default().contains("2 approval(s) needed"), "{workflow}");
 
     // A request of the workflow: pending, and counted.
-    let request = json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest", "metadata": {"name": "publish"}, "spec": {
-        "agent": "coder", "serviceAccount": "coder", "server": "docs", "tool": "publish",
-        "argumentsDigest": "sha256:4444444444444444444444444444444444444444444444444444444444444444",
-        "workflow": "ops", "requestedAt": jiff::Timestamp::now().to_string()}});
-    let path = cp.dir().join(format!("{ns}-request.json"));
-    std::fs::write(&path, request.to_string())?;
-    let out = cp.kubectl_as_agent(&ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cp.create_request(&ns, &tollgate_e2e::requests::Request::new("publish", "ops").call("docs", "publish", json!({})))?;
     wait_until(Duration::from_secs(20), Duration::from_millis(200), || Ok((get(cp, &ns, "approvalworkflow", "ops")?["status"]["pending"] == 1).then_some(())))
         .context("the workflow counts its pending request")?;
     let table = cp.kubectl_ok(User::Admin, ["get", "approvalworkflows", "-n", &ns])?;

@@ -51,10 +51,6 @@ fn world() -> &'static World {
     })
 }
 
-fn apply(cp: &ControlPlane, ns: &str, yaml: &str) -> Result<()> {
-    cp.apply(User::Admin, ns, yaml).map(drop)
-}
-
 /// A namespace with the Slack bot token and the webhook secret, and the workflow `ops`.
 fn setup(prefix: &str, workflow: &str) -> Result<(&'static ControlPlane, String)> {
     world();
@@ -63,8 +59,8 @@ fn setup(prefix: &str, workflow: &str) -> Result<(&'static ControlPlane, String)
     let secrets = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: slack-bot}}\nstringData: {{token: \"{BOT_TOKEN}\"}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: hook}}\nstringData: {{secret: \"{HOOK_SECRET}\"}}\n"
     );
-    apply(cp, &ns, &secrets)?;
-    apply(cp, &ns, &format!("apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\nmetadata: {{name: ops}}\nspec: {workflow}\n"))?;
+    cp.apply(User::Admin, &ns, &secrets)?;
+    cp.apply(User::Admin, &ns, &format!("apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\nmetadata: {{name: ops}}\nspec: {workflow}\n"))?;
     Ok((cp, ns))
 }
 
@@ -74,21 +70,12 @@ fn hold(cp: &ControlPlane, ns: &str, name: &str) -> Result<()> {
 }
 
 fn hold_call(cp: &ControlPlane, ns: &str, name: &str, tool: &str) -> Result<()> {
-    let request = json!({
-        "apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest", "metadata": {"name": name},
-        "spec": {
-            "agent": "coder", "serviceAccount": "coder", "server": "platform-tools", "tool": tool,
-            "arguments": {"environment": "production", "api_token": "sk-live-abcdefghijklmnopqrstuvwx"},
-            "argumentsDigest": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
-            "justification": "release <b>1.2</b>", "rule": "prod", "message": "production needs a person",
-            "workflow": "ops", "requestedAt": jiff::Timestamp::now().to_string(),
-        }
-    });
-    let path = cp.dir().join(format!("{ns}-{name}.json"));
-    std::fs::write(&path, request.to_string())?;
-    let out = cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
-    ensure!(out.status.success(), "creating the request: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
+    let request = tollgate_e2e::requests::Request::new(name, "ops")
+        .call("platform-tools", tool, json!({"environment": "production", "api_token": "sk-live-abcdefghijklmnopqrstuvwx"}))
+        .spec("justification", json!("release <b>1.2</b>"))
+        .spec("rule", json!("prod"))
+        .spec("message", json!("production needs a person"));
+    cp.create_request(ns, &request)
 }
 
 fn request(cp: &ControlPlane, ns: &str, name: &str) -> Result<Value> {
@@ -372,7 +359,7 @@ spec: {{agentSelector: {{matchLabels: {{}}}}, period: Total, hardLimitUSD: 5.0}}
             &["{name: reviewer, pricing: {inputPerMillionUSD: 1.0, outputPerMillionUSD: 2.0}}"]
         )
     );
-    apply(cp, &ns, &objects)?;
+    cp.apply(User::Admin, &ns, &objects)?;
     tollgate_e2e::gateway::agent_key(cp, &ns, "reviewer")?;
     Ok((cp, ns))
 }

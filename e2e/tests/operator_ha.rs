@@ -2,8 +2,9 @@
 //! every webhook call verifies whichever replica a Service hands it to; the controllers on the
 //! leader of a Lease, and a new leader within the lease duration when the leader dies.
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
+use tollgate_e2e::requests::Request;
 use tollgate_e2e::{Balancer, ControlPlane, Operator, User, wait_until};
 
 const LEASE_SECONDS: u64 = 6;
@@ -12,27 +13,13 @@ fn holder(cp: &ControlPlane) -> Result<String> {
     Ok(cp.kubectl_ok(User::Admin, ["get", "lease", "tollgate-operator", "-n", "tollgate-system", "-o", "jsonpath={.spec.holderIdentity}"])?.trim().to_owned())
 }
 
-fn create_as_agent(cp: &ControlPlane, ns: &str, json: &str) -> Result<()> {
-    let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
-    std::fs::write(&path, json)?;
-    let out = cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
-}
-
 /// A request as the sidecar makes it, `age` seconds old.
-fn request(name: &str, workflow: &str, age: i64) -> String {
-    format!(
-        r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
-            "spec":{{"agent":"coder","serviceAccount":"coder","server":"s","tool":"deploy",
-            "argumentsDigest":"sha256:4444444444444444444444444444444444444444444444444444444444444444",
-            "workflow":"{workflow}","requestedAt":"{}"}}}}"#,
-        jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age)
-    )
+fn request(name: &str, workflow: &str, age: i64) -> Request {
+    Request::new(name, workflow).aged(age)
 }
 
 fn phase(cp: &ControlPlane, ns: &str, name: &str) -> Result<String> {
-    Ok(cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?.trim().to_owned())
+    cp.phase(ns, name)
 }
 
 /// The sum of a counter's series on a replica's metrics page; a page that does not answer, or
@@ -81,7 +68,7 @@ fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> 
     let mut failures = Vec::new();
     for i in 0..50 {
         let name = format!("r{i}");
-        create_as_agent(cp, &ns, &request(&name, "two", 0))?;
+        cp.create_request(&ns, &request(&name, "two", 0))?;
         for (k, user) in [User::ApproverA, User::ApproverB].into_iter().enumerate() {
             wait_until(Duration::from_secs(20), Duration::from_millis(50), || Ok((phase(cp, &ns, &name)? == "Pending").then_some(())))?;
             let d = serde_json::json!({"user": user.name(), "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"});
@@ -119,7 +106,7 @@ fn two_replicas_serve_every_webhook_call_and_hand_over_the_lead() -> Result<()> 
     wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok((phase(cp, &ns, "r49")? == "Approved").then_some(())))?;
 
     // A request that expires (30 s after it was made, 18 s ago) once the leader is gone.
-    create_as_agent(cp, &ns, &request("expiring", "short", 18))?;
+    cp.create_request(&ns, &request("expiring", "short", 18))?;
     wait_until(Duration::from_secs(20), Duration::from_millis(100), || Ok((phase(cp, &ns, "expiring")? == "Pending").then_some(())))?;
     let expires: jiff::Timestamp = cp.kubectl_ok(User::Admin, ["get", "ar", "expiring", "-n", &ns, "-o", "jsonpath={.status.expiresAt}"])?.trim().parse()?;
     // The follower served webhooks all along but reconciled nothing: it has not led.

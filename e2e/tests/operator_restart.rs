@@ -2,46 +2,26 @@
 //! lost): decisions are refused while its webhook is down (fail closed), a request that expired
 //! meanwhile ends Expired, and a pending one is approved once it is back.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::time::Duration;
+use tollgate_e2e::requests::Request;
 use tollgate_e2e::{ControlPlane, Operator, User, wait_until};
 
 fn apply(cp: &ControlPlane, ns: &str, json: &str) -> Result<()> {
-    let path = cp.dir().join(format!("{ns}-{}.json", tollgate_e2e::random_hex(4)?));
-    std::fs::write(&path, json)?;
-    cp.kubectl_ok(User::Admin, ["apply", "-n", ns, "-f", path.to_str().context("path")?])?;
-    Ok(())
+    cp.apply(User::Admin, ns, json).map(drop)
 }
 
 /// Creates a request as the agent's sidecar does (only its service account may).
 fn request(cp: &ControlPlane, ns: &str, name: &str, age: i64) -> Result<()> {
-    let requested = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age);
-    let path = cp.dir().join(format!("{ns}-{name}.json"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"{{"apiVersion":"tollgate.dev/v1alpha1","kind":"ApprovalRequest","metadata":{{"name":"{name}"}},
-            "spec":{{"agent":"coder","serviceAccount":"coder","server":"s","tool":"deploy",
-            "argumentsDigest":"sha256:2222222222222222222222222222222222222222222222222222222222222222",
-            "workflow":"ops","requestedAt":"{requested}"}}}}"#
-        ),
-    )?;
-    let out = cp.kubectl_as_agent(ns, "coder", "coder", &["create", "-f", path.to_str().context("path")?])?;
-    anyhow::ensure!(out.status.success(), "request: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
+    cp.create_request(ns, &Request::new(name, "ops").aged(age))
 }
 
 fn phase(cp: &ControlPlane, ns: &str, name: &str) -> Result<String> {
-    Ok(cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?.trim().to_owned())
+    cp.phase(ns, name)
 }
 
 fn wait_phase(cp: &ControlPlane, ns: &str, name: &str, want: &str) -> Result<()> {
-    let mut last = String::new();
-    wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        last = phase(cp, ns, name)?;
-        Ok((last == want).then_some(()))
-    })
-    .with_context(|| format!("{name} is {last:?}, want {want}"))
+    cp.wait_phase(ns, name, want, Duration::from_secs(30))
 }
 
 #[test]
