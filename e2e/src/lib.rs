@@ -1,4 +1,4 @@
-//! End-to-end harness for Tollgate (DESIGN.md §4): a real kube-apiserver and etcd on loopback with
+//! End-to-end harness for Tollgate (DESIGN §4): a real kube-apiserver and etcd on loopback with
 //! generated certificates, RBAC on, token-file users, and Tollgate's CRDs applied from `crds/`.
 
 mod balancer;

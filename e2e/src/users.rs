@@ -1,4 +1,4 @@
-//! The people of DESIGN.md §4, as token-file users, and their kubeconfigs.
+//! The people of DESIGN §4, as token-file users, and their kubeconfigs.
 
 use std::fmt;
 use std::path::Path;
