@@ -71,13 +71,15 @@ impl Ledger {
 
     /// An agent's records stored cut, and lost (as gap records count them), since `since_us`.
     pub async fn audit_gaps(&self, namespace: &str, agent: &str, since_us: i64) -> Result<(i64, i64), LedgerError> {
-        let (cut, lost): (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT CAST(SUM(cut) AS BIGINT), CAST(SUM(lost) AS BIGINT) FROM audit WHERE namespace = $1 AND agent = $2 AND time_us >= $3")
-                .bind(namespace)
-                .bind(agent)
-                .bind(since_us)
-                .fetch_one(&self.pool)
-                .await?;
+        let (cut, lost): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT CAST(SUM(cut) AS BIGINT), CAST(SUM(lost) AS BIGINT) FROM audit WHERE namespace = $1 AND agent = $2 AND time_us >= $3 \
+                 AND (cut > 0 OR lost > 0)",
+        )
+        .bind(namespace)
+        .bind(agent)
+        .bind(since_us)
+        .fetch_one(&self.pool)
+        .await?;
         Ok((cut.unwrap_or(0), lost.unwrap_or(0)))
     }
 
