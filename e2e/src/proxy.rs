@@ -26,24 +26,13 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Listens on a free loopback port and relays every connection to `upstream`.
     pub fn start(upstream: SocketAddr) -> Result<CountingProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        let (counts, unreadable, stop) = (Counts::default(), Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
-        let (c, u, s) = (counts.clone(), unreadable.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                let (c, u) = (c.clone(), u.clone());
-                std::thread::spawn(move || {
-                    if let Err(e) = relay(client, upstream, &c) {
-                        u.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!("{e:#}"));
-                    }
-                });
+        let (counts, unreadable) = (Counts::default(), Arc::new(Mutex::new(Vec::new())));
+        let (c, u) = (counts.clone(), unreadable.clone());
+        let (port, stop) = serve(move |client| {
+            if let Err(e) = relay(client, upstream, &c) {
+                u.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!("{e:#}"));
             }
-        });
+        })?;
         Ok(CountingProxy { port, counts, unreadable, stop })
     }
 
@@ -61,6 +50,26 @@ impl CountingProxy {
         }
         Ok(self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(tool).copied().unwrap_or(0))
     }
+}
+
+/// Listens on a free loopback port and hands each connection to `handle` on a thread of its own,
+/// until the flag it returns is set (and one more connection wakes the loop).
+fn serve(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> Result<(u16, Arc<AtomicBool>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, handle) = (stop.clone(), Arc::new(handle));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            if s.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(client) = client else { continue };
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(client));
+        }
+    });
+    Ok((port, stop))
 }
 
 impl Drop for CountingProxy {
@@ -144,22 +153,11 @@ pub struct AnswerDropper {
 
 impl AnswerDropper {
     pub fn start(upstream: SocketAddr, path: &str, times: usize) -> Result<AnswerDropper> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        let (dropped, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
-        let (d, s, path) = (dropped.clone(), stop.clone(), path.to_owned());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                let (d, path) = (d.clone(), path.clone());
-                std::thread::spawn(move || {
-                    let _ = pass_or_drop(client, upstream, &path, times, &d);
-                });
-            }
-        });
+        let dropped = Arc::new(Mutex::new(Vec::new()));
+        let (d, path) = (dropped.clone(), path.to_owned());
+        let (port, stop) = serve(move |client| {
+            let _ = pass_or_drop(client, upstream, &path, times, &d);
+        })?;
         Ok(AnswerDropper { port, dropped, stop })
     }
 

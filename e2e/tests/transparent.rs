@@ -71,14 +71,32 @@ fn start_at(ns: &NetNs, cp: &ControlPlane, name: &str, cmd: Command, addr: &str,
     Ok(process)
 }
 
-#[test]
-fn an_agent_that_dials_an_mcp_server_directly_is_still_decided() -> Result<()> {
+/// A namespace and a network namespace of its own, with `address` on its `lo`.
+fn world(prefix: &str, address: &str) -> Result<(&'static ControlPlane, String, NetNs)> {
     let cp = ControlPlane::shared();
     common::operator();
     tollgate_e2e::iptables()?;
-    let ns = cp.create_namespace("transparent")?;
+    let ns = cp.create_namespace(prefix)?;
     let net = NetNs::new(cp.dir(), &ns)?;
-    net.run(&["ip", "addr", "add", &format!("{SERVER}/32"), "dev", "lo"])?;
+    net.run(&["ip", "addr", "add", &format!("{address}/32"), "dev", "lo"])?;
+    Ok((cp, ns, net))
+}
+
+/// The init step, as the injected init container runs it (`redirect` with `extra` flags; the
+/// sidecar runs as root here, so root's traffic is the sidecar's own), then the sidecar inside.
+fn redirect_and_start(cp: &'static ControlPlane, ns: &str, net: &NetNs, extra: &[&str]) -> Result<Sidecar> {
+    let sidecar_bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
+    let out = net.command(&sidecar_bin).args(["redirect", "--proxy-uid", "0"]).args(extra).output()?;
+    ensure!(out.status.success(), "redirect failed: {}", String::from_utf8_lossy(&out.stderr));
+    let rules = net.run(&["iptables", "-t", "nat", "-S", "TOLLGATE_OUTPUT"])?;
+    ensure!(rules.contains("--uid-owner 0 -j RETURN") && rules.contains("REDIRECT --to-ports 15006"), "{rules}");
+    let env = [("TOLLGATE_TRANSPARENT_LISTEN", "127.0.0.1:15006")];
+    Sidecar::start_binary(cp, ns, "coder", "coder", "coder-pod", &sidecar_bin, Launch::In(net), &[], &env)
+}
+
+#[test]
+fn an_agent_that_dials_an_mcp_server_directly_is_still_decided() -> Result<()> {
+    let (cp, ns, net) = world("transparent", SERVER)?;
 
     let mut server = net.command(tools_dir()?.join("venv/bin/python"));
     server.arg(tollgate_e2e::repo_file("e2e/servers/modern.py")).args(["8080", SERVER]);
@@ -126,16 +144,7 @@ spec:
     let ran = unguarded.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "delete_everything", "arguments": {}}}))?;
     assert_eq!(ran.tool_text(&json!(1))?.0, "everything deleted", "{ran:?}");
 
-    // The init step, as the injected init container runs it; the sidecar runs as root here, so
-    // root's traffic is the sidecar's own.
-    let sidecar_bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
-    let out = net.command(&sidecar_bin).args(["redirect", "--proxy-uid", "0", "--exclude-ports", "9091"]).output()?;
-    ensure!(out.status.success(), "redirect failed: {}", String::from_utf8_lossy(&out.stderr));
-    let rules = net.run(&["iptables", "-t", "nat", "-S", "TOLLGATE_OUTPUT"])?;
-    ensure!(rules.contains("--uid-owner 0 -j RETURN") && rules.contains("REDIRECT --to-ports 15006"), "{rules}");
-
-    let env = [("TOLLGATE_TRANSPARENT_LISTEN", "127.0.0.1:15006")];
-    let sidecar = Sidecar::start_binary(cp, &ns, "coder", "coder", "coder-pod", &sidecar_bin, Launch::In(&net), &[], &env)?;
+    let sidecar = redirect_and_start(cp, &ns, &net, &["--exclude-ports", "9091"])?;
     let admin = sidecar.admin_port;
 
     // The agent dials the server itself: allowed calls run, denied ones stay denied.
@@ -188,12 +197,7 @@ spec:
 #[test]
 fn an_agent_that_dials_the_pod_behind_an_mcp_servers_service_is_still_decided() -> Result<()> {
     const POD: &str = "192.0.2.11";
-    let cp = ControlPlane::shared();
-    common::operator();
-    tollgate_e2e::iptables()?;
-    let ns = cp.create_namespace("transparent-pods")?;
-    let net = NetNs::new(cp.dir(), &ns)?;
-    net.run(&["ip", "addr", "add", &format!("{POD}/32"), "dev", "lo"])?;
+    let (cp, ns, net) = world("transparent-pods", POD)?;
     let mut server = net.command(tools_dir()?.join("venv/bin/python"));
     server.arg(tollgate_e2e::repo_file("e2e/servers/modern.py")).args(["8081", "0.0.0.0"]);
     let _server = start_at(&net, cp, &format!("{ns}-pod"), server, POD, 8081)?;
@@ -231,11 +235,7 @@ spec:
     - {server: files, name: "*", rules: [{action: Allow}]}
 "#,
     )?;
-    let sidecar_bin = binary("tollgate-sidecar", "tollgate-sidecar")?;
-    let out = net.command(&sidecar_bin).args(["redirect", "--proxy-uid", "0"]).output()?;
-    ensure!(out.status.success(), "redirect failed: {}", String::from_utf8_lossy(&out.stderr));
-    let env = [("TOLLGATE_TRANSPARENT_LISTEN", "127.0.0.1:15006")];
-    let sidecar = Sidecar::start_binary(cp, &ns, "coder", "coder", "coder-pod", &sidecar_bin, Launch::In(&net), &[], &env)?;
+    let sidecar = redirect_and_start(cp, &ns, &net, &[])?;
 
     // The pod's address, not the Service's: served and decided as the server `files`.
     let pod_url = format!("http://{POD}:8081/mcp");
