@@ -218,8 +218,9 @@ mod tests {
     use http_body_util::BodyExt;
     use std::sync::Arc;
 
-    /// A gateway that refuses any batch holding a `poison` record and keeps every other record.
-    async fn gateway(kept: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
+    /// A gateway that refuses any batch holding a `poison` record and keeps every other record,
+    /// telling `kept`'s watchers each time.
+    async fn gateway(kept: Arc<tokio::sync::watch::Sender<Vec<serde_json::Value>>>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -234,7 +235,7 @@ mod tests {
                         let status = if records.iter().any(|r| r["tool"] == "poison") {
                             hyper::StatusCode::BAD_REQUEST
                         } else {
-                            kept.lock().unwrap().extend(records);
+                            kept.send_modify(|k| k.extend(records));
                             hyper::StatusCode::OK
                         };
                         let mut resp = hyper::Response::new(full("{}"));
@@ -251,7 +252,8 @@ mod tests {
     #[tokio::test]
     async fn a_refused_record_is_given_up_and_leaves_a_gap_record_the_ones_after_it_still_ship() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let kept = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::new(tokio::sync::watch::Sender::new(Vec::new()));
+        let mut seen = kept.subscribe();
         let url = gateway(kept.clone()).await;
         let token = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(token.path(), "t").unwrap();
@@ -264,14 +266,11 @@ mod tests {
             let s = shipper.clone();
             async move { s.run().await }
         });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let shipped = loop {
-            let now: Vec<serde_json::Value> = kept.lock().unwrap().clone();
-            if now.iter().any(|r| r["tool"] == "last") && now.iter().any(|r| r["kind"] == audit_bounds::GAP_KIND) {
-                break now;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "not shipped: {now:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let done = |now: &Vec<serde_json::Value>| now.iter().any(|r| r["tool"] == "last") && now.iter().any(|r| r["kind"] == audit_bounds::GAP_KIND);
+        let waited = tokio::time::timeout(Duration::from_secs(20), seen.wait_for(done)).await;
+        let shipped = match waited {
+            Ok(Ok(now)) => now.clone(),
+            _ => panic!("not shipped within 20 s: {:?}", kept.borrow()),
         };
         running.abort();
         let tools: Vec<&str> = shipped.iter().filter_map(|r| r["tool"].as_str()).collect();
