@@ -224,14 +224,14 @@ pub fn slice_addresses(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -
 
 /// The pod addresses of the MCP servers that are cluster Services: for each `(server, url)`,
 /// every address of the slices (of any namespace) that name its Service.
-pub fn service_targets(servers: &[(String, String)], namespace: &str, slices: &[k8s_openapi::api::discovery::v1::EndpointSlice]) -> Vec<(SocketAddr, String)> {
+pub fn service_targets(servers: &[(String, String)], namespace: &str, slices: &[&k8s_openapi::api::discovery::v1::EndpointSlice]) -> Vec<(SocketAddr, String)> {
     let mut out = Vec::new();
     for (name, url) in servers {
         let Some((ns, svc)) = cluster_service(url, namespace) else { continue };
         let theirs = slices.iter().filter(|s| {
             s.metadata.namespace.as_deref() == Some(ns.as_str()) && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&svc)
         });
-        out.extend(theirs.flat_map(slice_addresses).map(|a| (a, name.clone())));
+        out.extend(theirs.flat_map(|s| slice_addresses(s)).map(|a| (a, name.clone())));
     }
     out
 }
@@ -330,7 +330,7 @@ mod tests {
         }))
         .unwrap();
         let servers = vec![("files".to_owned(), "http://files:80/mcp".to_owned()), ("web".to_owned(), "https://mcp.example.com/mcp".to_owned())];
-        let targets = service_targets(&servers, "team", &[slice, other_ns]);
+        let targets = service_targets(&servers, "team", &[&slice, &other_ns]);
         let got: Vec<String> = targets.iter().map(|(a, n)| format!("{a} {n}")).collect();
         assert_eq!(got, ["10.1.0.5:8080 files", "10.1.0.5:9090 files", "10.1.0.6:8080 files", "10.1.0.6:9090 files"]);
     }

@@ -117,29 +117,46 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
 
 /// Keeps the MCP servers' addresses current: what their names resolve to, and the pods behind
 /// those that are cluster Services (an agent may dial a pod's address instead of the Service's).
-/// Slices of the agent's namespace are watched; those of another namespace a server's URL names
-/// are listed on every pass (every swap, slice change and [`RESOLVE_EVERY`]).
+/// Names are resolved, and the slices of Services in other namespaces listed, on every swap and
+/// every [`RESOLVE_EVERY`]; a change of the agent's namespace's slices (watched) only merges again.
 async fn resolve_targets(sc: Arc<Sidecar>, targets: Arc<Targets>) {
     let mut swaps = sc.snapshot_swapped.subscribe();
     let (slice_changed, mut slice_changes) = tokio::sync::mpsc::channel::<()>(1);
     let local = Api::<EndpointSlice>::namespaced(sc.client.clone(), &sc.config.namespace);
     let slices = tollgate_runtime::watch::reflect(local, watcher::Config::default(), &slice_changed);
+    let mut found: Option<Found> = None;
+    let mut full = true;
     loop {
         let snapshot = sc.snapshot.load_full();
         if snapshot.loaded && slices.wait_until_ready().await.is_ok() {
-            let servers: Vec<(String, String)> = snapshot.servers.values().map(|s| (s.name.clone(), s.url.clone())).collect();
-            let mut resolved = resolve_names(&servers).await;
-            let mut known: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
-            known.extend(other_namespaces_slices(&sc, &servers).await);
-            resolved.extend(transparent::service_targets(&servers, &sc.config.namespace, &known));
-            targets.store(Arc::new(Some(resolved)));
+            if full || found.is_none() {
+                let servers: Vec<(String, String)> = snapshot.servers.values().map(|s| (s.name.clone(), s.url.clone())).collect();
+                let named = resolve_names(&servers).await;
+                let remote = other_namespaces_slices(&sc, &servers).await;
+                found = Some(Found { servers, named, remote });
+            }
+            if let Some(Found { servers, named, remote }) = &found {
+                let local = slices.state();
+                let known: Vec<&EndpointSlice> = local.iter().map(AsRef::as_ref).chain(remote).collect();
+                let mut resolved = named.clone();
+                resolved.extend(transparent::service_targets(servers, &sc.config.namespace, &known));
+                targets.store(Arc::new(Some(resolved)));
+            }
         }
-        tokio::select! {
-            r = swaps.changed() => if r.is_err() { return },
-            Some(()) = slice_changes.recv() => {}
-            () = tokio::time::sleep(RESOLVE_EVERY) => {}
-        }
+        full = tokio::select! {
+            r = swaps.changed() => if r.is_err() { return } else { true },
+            Some(()) = slice_changes.recv() => false,
+            () = tokio::time::sleep(RESOLVE_EVERY) => true,
+        };
     }
+}
+
+/// What the last full pass found: the servers `(name, url)`, their names' addresses, and the
+/// slices of their Services in other namespaces.
+struct Found {
+    servers: Vec<(String, String)>,
+    named: Vec<(SocketAddr, String)>,
+    remote: Vec<EndpointSlice>,
 }
 
 async fn resolve_names(servers: &[(String, String)]) -> Vec<(SocketAddr, String)> {
