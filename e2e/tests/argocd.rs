@@ -36,7 +36,7 @@ fn get(cp: &ControlPlane, ns: &str, resource: &str, name: &str) -> Result<Value>
     Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", resource, name, "-n", ns, "-o", "json"])?)?)
 }
 
-fn apply(cp: &ControlPlane, ns: &str, _name: &str, text: &str) -> Result<()> {
+fn apply(cp: &ControlPlane, ns: &str, text: &str) -> Result<()> {
     cp.apply(User::Admin, ns, text).map(drop)
 }
 
@@ -58,7 +58,6 @@ fn health_checks_read_real_objects_as_argo_cd_does() -> Result<()> {
     apply(
         cp,
         &ns,
-        "objects",
         r#"
 apiVersion: tollgate.dev/v1alpha1
 kind: ToolPolicy
@@ -82,7 +81,6 @@ spec: {url: "http://127.0.0.1:9/mcp"}
     apply(
         cp,
         "tollgate-system",
-        "bad-policy",
         "apiVersion: tollgate.dev/v1alpha1\nkind: ToolPolicy\nmetadata: {name: bad}\nspec: {tools: [{name: x, rules: [{action: Deny, when: \"args.(\"}]}]}\n",
     )?;
     let why = wait_health(cp, "tollgate-system", "ToolPolicy", "toolpolicy", "bad", "Degraded")?;

@@ -16,7 +16,7 @@ fn call(s: &RawSession, id: u64, tool: &str, arguments: Value) -> Result<Answer>
     s.post(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
 }
 
-fn apply(env: &Env, _name: &str, yaml: &str) -> Result<()> {
+fn apply(env: &Env, yaml: &str) -> Result<()> {
     env.cp.apply(User::Admin, &env.ns, yaml).map(drop)
 }
 
@@ -63,7 +63,6 @@ fn deleting_any_watched_object_changes_decisions_within_two_seconds() -> Result<
     let ctp = format!("allow-echo-{}", env.ns);
     apply(
         &env,
-        "ctp",
         &format!(
             r#"
 apiVersion: tollgate.dev/v1alpha1
@@ -111,11 +110,7 @@ spec:
 #[test]
 fn every_method_of_every_endpoint_obeys_the_agents_rights() -> Result<()> {
     let env = setup("rights", true)?;
-    apply(
-        &env,
-        "elsewhere",
-        &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: elsewhere}}\nspec: {{url: \"{}\"}}\n", everything().url()),
-    )?;
+    apply(&env, &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: elsewhere}}\nspec: {{url: \"{}\"}}\n", everything().url()))?;
     env.cp.kubectl_ok(User::Admin, ["patch", "ma", "coder", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"mcpServers":["everything","down"]}}"#])?;
     // A server outside mcpServers: every method refused with 403 and a body that says why.
     let url = env.sidecar.url("elsewhere");
@@ -294,7 +289,6 @@ fn a_held_call_runs_only_for_the_request_it_created() -> Result<()> {
     let env = setup("decoy", true)?;
     apply(
         &env,
-        "lax",
         "apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\nmetadata: {name: lax}\nspec: {approvers: {users: [approver-a]}, requiredApprovals: 1, async: true}\n",
     )?;
     let s = RawSession::open(&env.sidecar.url("everything"), VERSION)?;
@@ -405,7 +399,6 @@ fn a_hostile_server_costs_the_agent_clear_errors_and_the_sidecar_little() -> Res
     let hostile = tollgate_e2e::Hostile::start(env.cp)?;
     apply(
         &env,
-        "hostile",
         &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: hostile}}\nspec: {{url: \"{}\", timeoutSeconds: 3}}\n", hostile.url()),
     )?;
     env.sidecar.process.stop();
