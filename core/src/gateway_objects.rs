@@ -10,8 +10,8 @@ use crate::inject::{TOKEN_DIR, TOKEN_VOLUME, token_volume};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -92,9 +92,51 @@ pub fn name_problem(gateway: &str) -> Option<String> {
     (!label).then(|| format!("its Service would be named {name:?}, which is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters): rename the Gateway"))
 }
 
-/// The in-cluster URL of a Gateway (its `status.url`).
-pub fn url(gateway: &str, namespace: &str) -> String {
-    format!("http://{}.{namespace}.svc:{PORT}", object_name(gateway))
+/// The in-cluster URL of a Gateway (its `status.url`): `https` when it serves TLS.
+pub fn url(gateway: &str, namespace: &str, spec: &GatewaySpec) -> String {
+    let scheme = if spec.tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{}.{namespace}.svc:{PORT}", object_name(gateway))
+}
+
+/// The Secret a Gateway serves TLS from, when it does: the one it names, else
+/// `<gateway>-gateway-tls`, which the operator issues.
+pub fn tls_secret_name(gateway: &str, spec: &GatewaySpec) -> Option<String> {
+    spec.tls.as_ref().map(|t| t.secret_name.clone().unwrap_or_else(|| format!("{gateway}-gateway-tls")))
+}
+
+/// Whether the operator issues the Gateway's certificate (it names no Secret of its own).
+pub fn issues_tls(spec: &GatewaySpec) -> bool {
+    spec.tls.as_ref().is_some_and(|t| t.secret_name.is_none())
+}
+
+/// The names a Gateway's serving certificate carries: its Service's, as agents call it.
+pub fn serving_names(gateway: &str, namespace: &str) -> Vec<String> {
+    let service = object_name(gateway);
+    vec![format!("{service}.{namespace}.svc"), format!("{service}.{namespace}.svc.cluster.local"), format!("{service}.{namespace}")]
+}
+
+/// The keys of a TLS Secret (`kubernetes.io/tls`, plus the issuing CA as cert-manager writes it).
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+pub const TLS_CA: &str = "ca.crt";
+const TLS_DIR: &str = "/var/run/tollgate/tls";
+const TLS_VOLUME: &str = "tls";
+
+/// The Secret holding the certificate the operator issued a Gateway (PEM), owned by it.
+pub fn tls_secret(owner: Owner<'_>, name: &str, ca: &str, cert: &str, key: &str) -> k8s_openapi::api::core::v1::Secret {
+    let data = [(TLS_CA, ca), (TLS_CERT, cert), (TLS_KEY, key)];
+    k8s_openapi::api::core::v1::Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(owner.namespace.to_owned()),
+            labels: Some(selector(owner.name)),
+            owner_references: Some(vec![owner_reference(owner)]),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        string_data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()),
+        ..Default::default()
+    }
 }
 
 /// The replicas a Gateway runs: SQLite allows one writer. (Admission refuses more without a
@@ -143,6 +185,8 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
         ..Default::default()
     };
     let sqlite = spec.database.is_none();
+    let tls = tls_secret_name(owner.name, spec);
+    let serving_port = if tls.is_some() { "https" } else { "http" };
     let database = match &spec.database {
         Some(db) => EnvVar {
             name: "TOLLGATE_DATABASE_URL".into(),
@@ -174,9 +218,14 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
             .chain(slack_env(spec))
             .chain(audit_env(owner.name))
             .chain((!settings.allowed_betas.is_empty()).then(|| env("TOLLGATE_ALLOWED_BETAS", &settings.allowed_betas.join(","))))
+            .chain(
+                tls.iter().flat_map(|_| {
+                    [env("TOLLGATE_TLS_CERT_FILE", &format!("{TLS_DIR}/{TLS_CERT}")), env("TOLLGATE_TLS_KEY_FILE", &format!("{TLS_DIR}/{TLS_KEY}"))]
+                }),
+            )
             .collect(),
         ),
-        ports: Some(vec![port("http", PORT), port("admin", ADMIN_PORT)]),
+        ports: Some(vec![port(serving_port, PORT), port("admin", ADMIN_PORT)]),
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(Probe { period_seconds: Some(10), ..probe("/healthz") }),
         resources: spec.resources.clone(),
@@ -190,6 +239,7 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
             [VolumeMount { name: TOKEN_VOLUME.into(), mount_path: TOKEN_DIR.into(), read_only: Some(true), ..Default::default() }]
                 .into_iter()
                 .chain(sqlite.then(|| VolumeMount { name: "ledger".into(), mount_path: LEDGER_DIR.into(), ..Default::default() }))
+                .chain(tls.is_some().then(|| VolumeMount { name: TLS_VOLUME.into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..Default::default() }))
                 .collect(),
         ),
         ..Default::default()
@@ -217,6 +267,11 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
                     persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim_name(owner.name), read_only: None }),
                     ..Default::default()
                 }))
+                .chain(tls.as_ref().map(|secret| Volume {
+                    name: TLS_VOLUME.into(),
+                    secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), default_mode: Some(0o440), ..Default::default() }),
+                    ..Default::default()
+                }))
                 .collect(),
         ),
         ..Default::default()
@@ -238,9 +293,9 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
         spec: Some(ServiceSpec {
             selector: Some(selector),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
+                name: Some(serving_port.into()),
                 port: PORT,
-                target_port: Some(IntOrString::String("http".into())),
+                target_port: Some(IntOrString::String(serving_port.into())),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -359,6 +414,7 @@ mod tests {
             slack: None,
             storage: None,
             resources: None,
+            tls: None,
         }
     }
 
@@ -408,7 +464,33 @@ mod tests {
         let pod = o.deployment.spec.and_then(|s| s.template.spec).unwrap_or_default();
         assert_eq!(pod.service_account_name.as_deref(), Some("main-gateway"));
         assert_eq!(container(&objects(OWNER, &spec(1, true), &settings())).image.as_deref(), Some("tollgate:1"));
-        assert_eq!(url("main", "tollgate-system"), "http://main-gateway.tollgate-system.svc:8080");
+        assert_eq!(url("main", "tollgate-system", &spec(1, false)), "http://main-gateway.tollgate-system.svc:8080");
+    }
+
+    #[test]
+    fn a_gateway_with_tls_serves_https_from_its_secret_and_says_so_in_its_url() {
+        let issued = GatewaySpec { tls: Some(tollgate_api::GatewayTls::default()), ..spec(1, true) };
+        assert_eq!(url("main", "tollgate-system", &issued), "https://main-gateway.tollgate-system.svc:8080");
+        assert_eq!((tls_secret_name("main", &issued).as_deref(), issues_tls(&issued)), (Some("main-gateway-tls"), true));
+        let named = GatewaySpec { tls: Some(tollgate_api::GatewayTls { secret_name: Some("from-cert-manager".into()) }), ..spec(1, true) };
+        assert_eq!((tls_secret_name("main", &named).as_deref(), issues_tls(&named)), (Some("from-cert-manager"), false));
+        assert_eq!((tls_secret_name("main", &spec(1, true)), issues_tls(&spec(1, true))), (None, false));
+
+        let o = objects(OWNER, &named, &settings());
+        let c = container(&o);
+        let env: Vec<(String, String)> = c.env.unwrap_or_default().into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
+        assert!(env.contains(&("TOLLGATE_TLS_CERT_FILE".into(), "/var/run/tollgate/tls/tls.crt".into())), "{env:?}");
+        assert!(env.contains(&("TOLLGATE_TLS_KEY_FILE".into(), "/var/run/tollgate/tls/tls.key".into())), "{env:?}");
+        let mount = c.volume_mounts.unwrap_or_default().into_iter().find(|m| m.name == TLS_VOLUME).expect("the TLS mount");
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), (TLS_DIR, Some(true)));
+        let pod = o.deployment.spec.and_then(|s| s.template.spec).unwrap_or_default();
+        let volume = pod.volumes.unwrap_or_default().into_iter().find(|v| v.name == TLS_VOLUME).and_then(|v| v.secret).unwrap_or_default();
+        assert_eq!(volume.secret_name.as_deref(), Some("from-cert-manager"));
+        let port = o.service.spec.and_then(|s| s.ports).unwrap_or_default().remove(0);
+        assert_eq!((port.name.as_deref(), port.target_port), (Some("https"), Some(IntOrString::String("https".into()))));
+
+        let plain = container(&objects(OWNER, &spec(1, true), &settings()));
+        assert!(!plain.env.unwrap_or_default().iter().any(|e| e.name.starts_with("TOLLGATE_TLS")), "no TLS asked for, none configured");
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub const CREDENTIALS_DIR: &str = "/var/run/tollgate/credentials";
 pub const CA_DIR: &str = "/var/run/tollgate/ca";
 const REDIRECT_SCRATCH: &str = "/run/tollgate-redirect";
 const REDIRECT_SCRATCH_VOLUME: &str = "tollgate-redirect-scratch";
+/// Where the sidecar writes the certificates the app containers trust (an emptyDir: the sidecar
+/// writes, the app containers read), and its files.
+pub const TRUST_DIR: &str = "/var/run/tollgate/trust";
+pub use crate::pod_guard::TRUST_VOLUME;
+/// The gateway's CA alone, and with the public roots of the sidecar's image.
+pub const TRUST_GATEWAY_CA: &str = "gateway-ca.crt";
+pub const TRUST_BUNDLE: &str = "ca-bundle.crt";
 
 /// How injected sidecars run (from the chart's values).
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +51,10 @@ pub struct Settings {
     /// The model gateway's base URL (`http://tollgate-gateway.tollgate-system.svc:8080`): the
     /// app containers get the SDKs' base URLs under it and the agent's key; none when absent.
     pub gateway_url: Option<String>,
+    /// The CA (PEM) of the gateway's TLS certificate, when it serves TLS: the sidecar ships
+    /// audit batches trusting it alone, and writes it (with the image's public roots) where the
+    /// app containers' SDKs look (`SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`).
+    pub gateway_ca: Option<String>,
     /// Where sidecars read headers kept in Vault, and the role they log in as by default.
     pub vault: Option<VaultEnv>,
 }
@@ -269,6 +280,9 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
         read_only: Some(true),
         ..Default::default()
     }));
+    if settings.gateway_ca.is_some() {
+        mounts.push(VolumeMount { name: TRUST_VOLUME.to_owned(), mount_path: TRUST_DIR.to_owned(), ..Default::default() });
+    }
     let mut envs = vec![
         env("TOLLGATE_AGENT", agent.name),
         field_env("TOLLGATE_NAMESPACE", "metadata.namespace"),
@@ -288,6 +302,10 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
         envs.push(env("TOLLGATE_AUDIT_URL", gateway.trim_end_matches('/')));
         // Batches carry a token for the gateway alone: sniffed, it is no key to the API server.
         envs.push(env("TOLLGATE_AUDIT_TOKEN_FILE", &format!("{TOKEN_DIR}/{GATEWAY_TOKEN}")));
+        if let Some(ca) = &settings.gateway_ca {
+            envs.push(env("TOLLGATE_GATEWAY_CA", ca));
+            envs.push(env("TOLLGATE_TRUST_DIR", TRUST_DIR));
+        }
     }
     if let Some(vault) = &settings.vault {
         envs.extend(vault.env());
@@ -423,11 +441,25 @@ pub fn inject(pod: &Pod, agent: &Candidate<'_>, settings: &Settings) -> Pod {
             for name in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
                 add(key_env(name, agent.name));
             }
+            if settings.gateway_ca.is_some() {
+                // OpenSSL, Python's ssl and httpx, Go and curl read SSL_CERT_FILE; Node adds
+                // NODE_EXTRA_CA_CERTS to its own roots. A container's own setting stays.
+                add(env("SSL_CERT_FILE", &format!("{TRUST_DIR}/{TRUST_BUNDLE}")));
+                add(env("NODE_EXTRA_CA_CERTS", &format!("{TRUST_DIR}/{TRUST_GATEWAY_CA}")));
+                let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+                mounts.retain(|m| m.name != TRUST_VOLUME);
+                mounts.push(VolumeMount { name: TRUST_VOLUME.to_owned(), mount_path: TRUST_DIR.to_owned(), read_only: Some(true), ..Default::default() });
+            }
         }
     }
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| !token_volumes.contains(&v.name));
     volumes.push(sidecar_token_volume(settings.gateway_url.is_some(), settings.vault.is_some()));
+    if settings.gateway_url.is_some() && settings.gateway_ca.is_some() {
+        let size = Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Mi".to_owned()));
+        let empty = k8s_openapi::api::core::v1::EmptyDirVolumeSource { medium: Some("Memory".to_owned()), size_limit: size };
+        volumes.push(Volume { name: TRUST_VOLUME.to_owned(), empty_dir: Some(empty), ..Default::default() });
+    }
     volumes.extend(agent.mounts.secrets.iter().map(|s| Volume {
         name: credential_volume(s),
         secret: Some(SecretVolumeSource { secret_name: Some(s.clone()), default_mode: Some(0o444), ..Default::default() }),

@@ -65,8 +65,12 @@ fn capability(name: &str) -> String {
     name.to_ascii_uppercase().trim_start_matches("CAP_").to_owned()
 }
 
+/// The certificates the app containers trust, which injection mounts into them read-only.
+pub const TRUST_VOLUME: &str = "tollgate-trust";
+
 fn mounts_tollgate_volume(mounts: Option<&Vec<VolumeMount>>) -> Option<&str> {
-    mounts.into_iter().flatten().map(|m| m.name.as_str()).find(|n| n.starts_with(VOLUME_PREFIX))
+    let shared = |m: &VolumeMount| m.name == TRUST_VOLUME && m.read_only == Some(true);
+    mounts.into_iter().flatten().filter(|m| !shared(m)).map(|m| m.name.as_str()).find(|n| n.starts_with(VOLUME_PREFIX))
 }
 
 /// How a pod, as it would run after injection, would let another container speak for the agent:

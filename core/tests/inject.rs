@@ -21,6 +21,7 @@ fn settings() -> Settings {
         exclude_cidrs: vec!["10.96.0.0/12".into()],
         exclude_ports: vec![53],
         gateway_url: Some("http://tollgate-gateway.tollgate-system.svc:8080".into()),
+        gateway_ca: None,
         vault: None,
     }
 }
@@ -237,4 +238,54 @@ fn a_sidecar_with_vault_logs_in_with_a_token_for_its_own_audience() {
     let audiences: Vec<&str> =
         volume["projected"]["sources"].as_array().unwrap().iter().filter_map(|s| s["serviceAccountToken"]["audience"].as_str()).collect();
     assert_eq!(audiences, ["tollgate-gateway", "tollgate-sidecar"]);
+}
+
+#[test]
+fn a_gateway_served_over_tls_is_trusted_by_the_sidecar_and_read_only_by_the_app_containers() {
+    let coder = agent(json!({"matchLabels": {"app": "coder"}}), "coder", &[]);
+    let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let tls = Settings { gateway_url: Some("https://main-gateway.tollgate-system.svc:8080".into()), gateway_ca: Some(ca.into()), ..settings() };
+    // The pod brings its own "trust" volume (the host's root) and mounts it writable, and one
+    // container picks its own CA file.
+    let mut submitted = serde_json::to_value(pod(json!({"app": "coder"}), "coder", json!({}))).unwrap();
+    submitted["spec"]["volumes"].as_array_mut().unwrap().push(json!({"name": "tollgate-trust", "hostPath": {"path": "/"}}));
+    submitted["spec"]["containers"][0]["volumeMounts"].as_array_mut().unwrap().push(json!({"name": "tollgate-trust", "mountPath": "/host"}));
+    submitted["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "own-ca", "image": "x", "env": [{"name": "SSL_CERT_FILE", "value": "/mine.pem"}]}));
+    let submitted: Pod = serde_json::from_value(submitted).unwrap();
+    let Outcome::Inject { pod: injected, .. } = decide(&submitted, &candidates, &tls) else { panic!("not injected") };
+    let stored = serde_json::to_value(&injected).unwrap();
+    let spec = &stored["spec"];
+    let trust: Vec<&Value> = spec["volumes"].as_array().unwrap().iter().filter(|v| v["name"] == "tollgate-trust").collect();
+    assert_eq!(trust, [&json!({"name": "tollgate-trust", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})], "the pod's own volume of that name is gone");
+    let env = |c: &Value, name: &str| c["env"].as_array().unwrap().iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+    let sidecar = &spec["initContainers"][0];
+    assert_eq!(env(sidecar, "TOLLGATE_GATEWAY_CA"), Some(json!(ca)));
+    assert_eq!(env(sidecar, "TOLLGATE_TRUST_DIR"), Some(json!("/var/run/tollgate/trust")));
+    let mount = |c: &Value| c["volumeMounts"].as_array().unwrap().iter().filter(|m| m["name"] == "tollgate-trust").cloned().collect::<Vec<_>>();
+    assert_eq!(mount(sidecar), [json!({"name": "tollgate-trust", "mountPath": "/var/run/tollgate/trust"})]);
+    let app = &spec["containers"][0];
+    assert_eq!(
+        mount(app),
+        [json!({"name": "tollgate-trust", "mountPath": "/var/run/tollgate/trust", "readOnly": true})],
+        "the app's writable mount is replaced"
+    );
+    assert_eq!(env(app, "SSL_CERT_FILE"), Some(json!("/var/run/tollgate/trust/ca-bundle.crt")));
+    assert_eq!(env(app, "NODE_EXTRA_CA_CERTS"), Some(json!("/var/run/tollgate/trust/gateway-ca.crt")));
+    assert_eq!(env(app, "OPENAI_BASE_URL"), Some(json!("https://main-gateway.tollgate-system.svc:8080/openai/v1")));
+    assert_eq!(env(&spec["containers"][1], "SSL_CERT_FILE"), Some(json!("/mine.pem")), "a container's own choice stays");
+
+    // Plain HTTP: nothing of the kind, and that mount is one of a Tollgate volume the app may not have.
+    match decide(&submitted, &candidates, &settings()) {
+        Outcome::Refused(why) => assert!(why.contains("container agent mounts tollgate-trust"), "{why}"),
+        _ => panic!("a pod mounting tollgate-trust itself was not refused"),
+    }
+    let Outcome::Inject { pod: plain, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else {
+        panic!("not injected")
+    };
+    let plain = serde_json::to_value(&plain).unwrap();
+    assert!(!plain.to_string().contains("tollgate-trust") && !plain.to_string().contains("NODE_EXTRA_CA_CERTS"), "{plain}");
 }

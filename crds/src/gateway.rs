@@ -43,6 +43,21 @@ pub struct GatewaySpec {
     pub storage: Option<GatewayStorage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// HTTPS for agents' SDKs and sidecars' audit batches. Absent: plain HTTP (agent keys and
+    /// audit records cross the network in the clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTls>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTls {
+    /// A `kubernetes.io/tls` Secret of the gateway's namespace issued elsewhere (cert-manager),
+    /// with `tls.crt`, `tls.key` and the issuing CA in `ca.crt`. Absent: the operator issues
+    /// one from a CA of its own into `<name>-gateway-tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -15,6 +15,7 @@ pub mod slack;
 pub mod state;
 pub mod status;
 pub mod stream;
+pub mod tls;
 
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -54,7 +55,11 @@ pub async fn run(config: Config) -> Result<()> {
     let admin = tollgate_runtime::admin::serve(config.admin_addr, gw.metrics.clone(), ready.clone());
     let watch = index::watch(client, gw.index.clone(), ready);
     let drain = std::time::Duration::from_secs(config.drain_seconds);
-    let serve = server::serve(config.listen, gw.clone(), tollgate_runtime::shutdown_signal(), drain);
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Files::load(cert.clone(), key.clone()).context("the serving certificate")?).server_config()),
+        _ => None,
+    };
+    let serve = server::serve(config.listen, gw.clone(), tls, tollgate_runtime::shutdown_signal(), drain);
     let result = tokio::select! {
         r = serve => r.context("gateway listener"),
         r = admin => r.context("admin listener"),

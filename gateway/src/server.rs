@@ -10,15 +10,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, stop: impl Future<Output = ()>, drain: Duration) -> Result<()> {
+type Builder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+
+/// Serves on `addr`, HTTPS when `tls` is given.
+pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, tls: Option<Arc<rustls::ServerConfig>>, stop: impl Future<Output = ()>, drain: Duration) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    tracing::info!(%addr, "model gateway listening");
+    tracing::info!(%addr, tls = tls.is_some(), "model gateway listening");
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     // HTTP/1 only, as the SDKs and Slack speak it: working out the version of a connection that
     // sends nothing has no deadline (it held the connection for ever), and HTTP/2 would let one
     // connection carry hundreds of request bodies at once.
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(gw.config.header_read_timeout_seconds.max(1)));
-    let builder = Arc::new(builder);
+    let builder: Arc<Builder> = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
@@ -27,16 +31,21 @@ pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, stop: impl Future<Output 
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let (gw, builder, watcher) = (gw.clone(), builder.clone(), graceful.watcher());
-        let gw_write_seconds = gw.config.client_write_seconds.max(1);
+        let (gw, builder, watcher, acceptor) = (gw.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
+        let write_deadline = Duration::from_secs(gw.config.client_write_seconds.max(1));
+        let handshake_deadline = Duration::from_secs(gw.config.header_read_timeout_seconds.max(1));
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(crate::forward::handle(req, gw).await) }
-            });
             // A client that stops reading (a stream, say) is cut off and its call settled.
-            let stream = tollgate_runtime::write_deadline::WriteDeadline::new(stream, Duration::from_secs(gw_write_seconds));
-            let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+            let stream = tollgate_runtime::write_deadline::WriteDeadline::new(stream, write_deadline);
+            match acceptor {
+                None => serve_one(stream, gw, &builder, watcher).await,
+                // A handshake that never finishes holds nothing past the header deadline.
+                Some(acceptor) => match tokio::time::timeout(handshake_deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_one(tls, gw, &builder, watcher).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
+            }
         });
     }
     drop(listener);
@@ -45,4 +54,15 @@ pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, stop: impl Future<Output 
         tracing::warn!(seconds = drain.as_secs(), "calls still in progress after the drain period are cut off; they are settled as interrupted");
     }
     Ok(())
+}
+
+async fn serve_one<IO>(io: IO, gw: Arc<Gateway>, builder: &Builder, watcher: hyper_util::server::graceful::Watcher)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let gw = gw.clone();
+        async move { Ok::<_, Infallible>(crate::forward::handle(req, gw).await) }
+    });
+    let _ = watcher.watch(builder.serve_connection(TokioIo::new(io), service)).await;
 }

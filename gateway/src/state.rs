@@ -24,6 +24,12 @@ pub struct Config {
     pub max_body: usize,
     /// Seconds a client may take to send a request's headers (from connecting, or from its last
     /// answer on a kept-alive connection).
+    /// HTTPS: the serving certificate (PEM chain) and its key; both or neither. Read again when
+    /// the certificate file changes.
+    #[arg(long, env = "TOLLGATE_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    #[arg(long, env = "TOLLGATE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
     #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
     pub header_read_timeout_seconds: u64,
     /// Seconds a client may take to send a request's body, once its headers are in.

@@ -25,16 +25,17 @@ pub const CONDITION: &str = "AIReviewed";
 pub struct AiReader {
     client: kube::Client,
     http: HttpClient,
-    /// The gateway the reader's model calls go through.
+    /// The gateway the reader's model calls go through, and its CA when it serves TLS.
     gateway_url: Option<String>,
+    gateway_ca: Arc<crate::gateway_ca::GatewayCa>,
     /// Requests being read now.
     reading: Mutex<HashSet<String>>,
 }
 
 impl AiReader {
-    pub fn new(client: kube::Client, gateway_url: Option<String>) -> Arc<AiReader> {
+    pub fn new(client: kube::Client, gateway_url: Option<String>, gateway_ca: Arc<crate::gateway_ca::GatewayCa>) -> Arc<AiReader> {
         let roots = Arc::new(transport::platform_roots());
-        Arc::new(AiReader { client, http: transport::client(roots), gateway_url, reading: Mutex::default() })
+        Arc::new(AiReader { client, http: transport::client(roots), gateway_url, gateway_ca, reading: Mutex::default() })
     }
 
     /// Has `request` read, if its workflow has a reader and it has not been read.
@@ -102,7 +103,15 @@ impl AiReader {
         let auth = format!("Bearer {key}");
         let headers = [("content-type", "application/json"), ("authorization", auth.as_str())];
         let body = Bytes::from(ai_review::request_body(reader, request).to_string());
-        let (status, answer) = transport::post(&self.http, &url, &headers, body, TIMEOUT).await.map_err(|e| format!("the gateway at {gateway}: {e}"))?;
+        // Its own client when the gateway's CA is what vouches for it: one reading is rare.
+        let tls_client = match self.gateway_ca.pem(&self.client).await? {
+            Some(pem) => Some(transport::client(Arc::new(
+                transport::roots_with_bundle(&rustls::RootCertStore::empty(), pem.as_bytes()).map_err(|e| format!("the gateway's CA: {e}"))?,
+            ))),
+            None => None,
+        };
+        let http = tls_client.as_ref().unwrap_or(&self.http);
+        let (status, answer) = transport::post(http, &url, &headers, body, TIMEOUT).await.map_err(|e| format!("the gateway at {gateway}: {e}"))?;
         Ok(ai_review::read_answer(status, &answer, reader.min_confidence_percent))
     }
 

@@ -3,7 +3,9 @@
 
 pub mod admission;
 pub mod ai_reader;
+pub mod certs;
 pub mod controllers;
+pub mod gateway_ca;
 pub mod leader;
 pub mod notify;
 pub mod ssa;
@@ -85,6 +87,11 @@ pub struct Config {
     /// model endpoint is injected.
     #[arg(long, env = "TOLLGATE_GATEWAY_URL")]
     pub gateway_url: Option<String>,
+    /// The Secret of the operator's namespace whose `ca.crt` is the CA of that gateway's TLS
+    /// certificate (its `Gateway`'s TLS Secret): injected pods and the AI first reader trust it.
+    /// Absent: the gateway is plain HTTP.
+    #[arg(long, env = "TOLLGATE_GATEWAY_CA_SECRET")]
+    pub gateway_ca_secret: Option<String>,
     /// The ClusterRole the service accounts of the gateways the operator runs are bound to.
     #[arg(long, env = "TOLLGATE_GATEWAY_CLUSTER_ROLE", default_value = "tollgate-gateway")]
     pub gateway_cluster_role: String,
@@ -151,6 +158,8 @@ impl Config {
             exclude_cidrs: self.redirect_exclude_cidrs.clone(),
             exclude_ports: self.redirect_exclude_ports.clone(),
             gateway_url: self.gateway_url.clone(),
+            // Read from its Secret at each injection (`gateway_ca::GatewayCa`).
+            gateway_ca: None,
             vault: self.vault_env(self.vault_sidecar_role.clone()),
         }
     }
@@ -185,12 +194,15 @@ pub struct Shared {
     pub vault: Option<Arc<tollgate_mcp_client::vault::Vault>>,
     /// Whether a `ModelProvider.baseURL` may be plain `http`.
     pub allow_http_providers: bool,
+    /// The CA of the gateway at `injection.gateway_url`, when it serves TLS.
+    pub gateway_ca: Arc<gateway_ca::GatewayCa>,
 }
 
 pub async fn run(config: Config) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let identity = tollgate_runtime::whoami(&client).await?;
     tracing::info!(identity, "operator starting");
+    let gateway_ca = Arc::new(gateway_ca::GatewayCa::new(&config.namespace, config.gateway_ca_secret.clone()));
     let shared = Arc::new(Shared {
         client: client.clone(),
         identity,
@@ -210,8 +222,9 @@ pub async fn run(config: Config) -> Result<()> {
             allowed_betas: config.gateway_allowed_betas.clone(),
         },
         vault: tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
-        ai_reader: ai_reader::AiReader::new(client.clone(), config.gateway_url.clone()),
+        ai_reader: ai_reader::AiReader::new(client.clone(), config.gateway_url.clone(), gateway_ca.clone()),
         allow_http_providers: config.allow_http_providers,
+        gateway_ca,
     });
     let ready = tollgate_runtime::admin::Readiness::default();
 

@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod state;
 pub mod tools;
 pub mod transparent;
+pub mod trust;
 pub mod upstream;
 
 use anyhow::{Context, Result};
@@ -32,6 +33,15 @@ pub async fn run(config: Config) -> Result<()> {
     let instance = format!("{:016x}", rand::random::<u64>());
     let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot::Snapshot::default()));
     let metrics: Arc<tollgate_runtime::admin::Metrics> = Arc::default();
+    let audit_roots = match &config.gateway_ca {
+        Some(ca) => {
+            if let Some(dir) = &config.trust_dir {
+                trust::write(dir, ca).context("writing the gateway's CA for the app containers")?;
+            }
+            Arc::new(trust::gateway_roots(ca)?)
+        }
+        None => Arc::new(tollgate_mcp_client::transport::platform_roots()),
+    };
     let sidecar = Arc::new(Sidecar {
         config: config.clone(),
         transport: config.transport_rules(),
@@ -51,7 +61,10 @@ pub async fn run(config: Config) -> Result<()> {
         sessions: aggregate::Sessions::default(),
         metrics: metrics.clone(),
         audit: audit::AuditLog::new(
-            config.audit_url.as_deref().map(|url| ship::Shipper::new(url, config.audit_token_file.clone(), &instance, &config.agent, metrics)),
+            config
+                .audit_url
+                .as_deref()
+                .map(|url| ship::Shipper::new(url, audit_roots.clone(), config.audit_token_file.clone(), &instance, &config.agent, metrics)),
         ),
         instance,
     });

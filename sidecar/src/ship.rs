@@ -48,8 +48,16 @@ struct NotShipped {
 }
 
 impl Shipper {
-    pub fn new(gateway: &str, token_file: PathBuf, instance: &str, agent: &str, metrics: std::sync::Arc<tollgate_runtime::admin::Metrics>) -> Shipper {
-        let client = transport::client(std::sync::Arc::new(transport::platform_roots()));
+    /// Ships to `gateway`, trusting `roots` (its CA, or the platform's roots).
+    pub fn new(
+        gateway: &str,
+        roots: std::sync::Arc<rustls::RootCertStore>,
+        token_file: PathBuf,
+        instance: &str,
+        agent: &str,
+        metrics: std::sync::Arc<tollgate_runtime::admin::Metrics>,
+    ) -> Shipper {
+        let client = transport::client(roots);
         Shipper {
             url: format!("{}/audit/v1/batches", gateway.trim_end_matches('/')),
             token_file,
@@ -258,7 +266,7 @@ mod tests {
         let token = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(token.path(), "t").unwrap();
         let metrics = Arc::new(tollgate_runtime::admin::Metrics::default());
-        let shipper = Arc::new(Shipper::new(&url, token.path().to_owned(), "pod-1", "coder", metrics));
+        let shipper = Arc::new(Shipper::new(&url, std::sync::Arc::new(rustls::RootCertStore::empty()), token.path().to_owned(), "pod-1", "coder", metrics));
         for tool in ["first", "poison", "last"] {
             shipper.push(Bytes::from(serde_json::json!({"kind": "decision", "tool": tool}).to_string()));
         }
@@ -282,7 +290,8 @@ mod tests {
     #[test]
     fn an_overflowing_queue_drops_the_oldest_and_counts_them() {
         let metrics = Arc::new(tollgate_runtime::admin::Metrics::default());
-        let shipper = Shipper::new("http://127.0.0.1:9", PathBuf::from("/nonexistent"), "pod-1", "coder", metrics);
+        let shipper =
+            Shipper::new("http://127.0.0.1:9", std::sync::Arc::new(rustls::RootCertStore::empty()), PathBuf::from("/nonexistent"), "pod-1", "coder", metrics);
         for i in 0..MAX_QUEUED + 3 {
             shipper.push(Bytes::from(format!("{{\"n\":{i}}}")));
         }

@@ -52,6 +52,14 @@ pub struct Config {
     /// The model gateway's base URL: audit records are shipped to its audit store too.
     #[arg(long, env = "TOLLGATE_AUDIT_URL")]
     pub audit_url: Option<String>,
+    /// The CA (PEM) of the gateway's TLS certificate: audit batches go to the gateway trusting
+    /// it alone (an `https` audit URL without it trusts the platform's roots).
+    #[arg(long, env = "TOLLGATE_GATEWAY_CA", hide_env_values = true)]
+    pub gateway_ca: Option<String>,
+    /// Where the app containers find that CA (`gateway-ca.crt`) and it with the platform's roots
+    /// (`ca-bundle.crt`), written before the sidecar turns ready (an emptyDir they mount).
+    #[arg(long, env = "TOLLGATE_TRUST_DIR")]
+    pub trust_dir: Option<std::path::PathBuf>,
     /// The token audit batches are sent with (the pod's service-account token).
     #[arg(long, env = "TOLLGATE_AUDIT_TOKEN_FILE", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
     pub audit_token_file: std::path::PathBuf,

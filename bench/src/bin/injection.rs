@@ -73,8 +73,10 @@ fn main() -> Result<()> {
             exclude_cidrs: Vec::new(),
             exclude_ports: Vec::new(),
             gateway_url: None,
+            gateway_ca: None,
             vault: None,
         };
+        let gateway_ca = Arc::new(tollgate_operator::gateway_ca::GatewayCa::new("tollgate-system", None));
         let shared = Arc::new(tollgate_operator::Shared {
             client: client.clone(),
             identity: "bench".into(),
@@ -90,8 +92,9 @@ fn main() -> Result<()> {
             },
             notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
             vault: None,
-            ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), None),
+            ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), None, gateway_ca.clone()),
             allow_http_providers: false,
+            gateway_ca,
         });
         let agent_pod = review(&pod("p", "app-3", "sa-3"))?;
         let other_pod = review(&pod("q", "web", "default"))?;

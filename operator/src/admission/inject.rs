@@ -44,7 +44,17 @@ pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) 
         })
         .collect();
     let pod_name = pod.metadata.name.clone().or(pod.metadata.generate_name.clone().map(|g| format!("{g}…"))).unwrap_or_default();
-    match inject::decide(&pod, &candidates, &shared.injection) {
+    let ca = shared.gateway_ca.pem(&shared.client).await;
+    let settings = match &ca {
+        Ok(Some(ca)) => std::borrow::Cow::Owned(inject::Settings { gateway_ca: Some(ca.clone()), ..shared.injection.clone() }),
+        _ => std::borrow::Cow::Borrowed(&shared.injection),
+    };
+    match inject::decide(&pod, &candidates, &settings) {
+        // Without it the agent could not verify the gateway it is sent to: refused, to be retried.
+        Outcome::Inject { .. } if ca.is_err() => {
+            let why = ca.err().unwrap_or_default();
+            response.deny(format!("cannot inject the pod: the model gateway's CA is unavailable ({why})"))
+        }
         Outcome::NotAnAgent => response,
         Outcome::Refused(why) => {
             tracing::info!(pod = pod_name, why, "pod refused");

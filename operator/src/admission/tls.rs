@@ -4,7 +4,6 @@
 
 use crate::Config;
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use std::sync::Arc;
 
 pub struct WebhookCerts {
@@ -69,31 +68,20 @@ impl WebhookCerts {
     }
 
     pub fn generate(config: &Config) -> Result<Self> {
-        let ca_key = KeyPair::generate().context("CA key")?;
-        let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
-        ca.distinguished_name.push(DnType::CommonName, "tollgate-webhook-ca");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca.self_signed(&ca_key).context("CA certificate")?;
-        let issuer = Issuer::new(ca, ca_key);
-
         let mut names = vec!["localhost".to_owned()];
         if let Some((ns, name)) = config.webhook_service.split_once('/') {
             names.push(format!("{name}.{ns}.svc"));
             names.push(format!("{name}.{ns}.svc.cluster.local"));
         }
-        let key = KeyPair::generate().context("serving key")?;
-        let mut params = CertificateParams::new(names).context("serving params")?;
-        params.distinguished_name.push(DnType::CommonName, "tollgate-webhook");
-        params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        let mut ips = vec![std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)];
         if let Some(host) = config.webhook_url.as_deref().and_then(host_of) {
             match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
-                Err(_) => params.subject_alt_names.push(SanType::DnsName(host.try_into().context("webhook host")?)),
+                Ok(ip) => ips.push(ip),
+                Err(_) => names.push(host),
             }
         }
-        let cert = params.signed_by(&key, &issuer).context("serving certificate")?;
-        Ok(WebhookCerts { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        let issued = crate::certs::issue("tollgate-webhook-ca", "tollgate-webhook", &names, &ips).context("issuing the webhook's certificate")?;
+        Ok(WebhookCerts { ca_pem: issued.ca_pem, cert_pem: issued.cert_pem, key_pem: issued.key_pem })
     }
 
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {

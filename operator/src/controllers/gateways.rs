@@ -140,6 +140,42 @@ async fn audit_key(client: &kube::Client, owner: Owner<'_>) -> Result<String, ku
     audit_checkpoint::public_key(&key).map_err(|e| invalid(e.to_string()))
 }
 
+/// Why the Gateway's TLS Secret cannot serve yet, if it cannot: the one the operator issues is
+/// made (once; the first writer wins), one issued elsewhere must exist with its three keys.
+async fn tls_secret(client: &kube::Client, owner: Owner<'_>, spec: &tollgate_api::GatewaySpec) -> Result<Option<String>, kube::Error> {
+    let Some(name) = gateway_objects::tls_secret_name(owner.name, spec) else { return Ok(None) };
+    let secrets = Api::<Secret>::namespaced(client.clone(), owner.namespace);
+    let stored = secrets.get_opt(&name).await?;
+    let missing = |s: &Secret| -> Vec<&str> {
+        let data = s.data.as_ref();
+        [gateway_objects::TLS_CERT, gateway_objects::TLS_KEY, gateway_objects::TLS_CA]
+            .into_iter()
+            .filter(|k| !data.is_some_and(|d| d.contains_key(*k)))
+            .collect()
+    };
+    match stored {
+        Some(s) if missing(&s).is_empty() => Ok(None),
+        Some(s) => Ok(Some(format!("Secret {name} lacks {}: the gateway cannot serve TLS without them", missing(&s).join(", ")))),
+        None if !gateway_objects::issues_tls(spec) => {
+            Ok(Some(format!("Secret {name} (spec.tls.secretName) does not exist yet: the gateway serves nothing until it does")))
+        }
+        None => {
+            let names = gateway_objects::serving_names(owner.name, owner.namespace);
+            let issued = crate::certs::issue(&format!("{}-ca", gateway_objects::object_name(owner.name)), &names[0], &names, &[])
+                .map_err(|e| kube::Error::Service(format!("issuing the gateway's certificate: {e}").into()))?;
+            let secret = gateway_objects::tls_secret(owner, &name, &issued.ca_pem, &issued.cert_pem, &issued.key_pem);
+            match secrets.create(&kube::api::PostParams::default(), &secret).await {
+                Ok(_) => {
+                    tracing::info!(secret = name, "gateway certificate issued");
+                    Ok(None)
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
 async fn apply(g: &Gateway, shared: &Shared, status: &mut GatewayStatus) -> Result<Action, Error> {
     let ns = &shared.namespace;
     let name = g.name_any();
@@ -150,6 +186,7 @@ async fn apply(g: &Gateway, shared: &Shared, status: &mut GatewayStatus) -> Resu
     let client = &shared.client;
     let written = async {
         status.audit_public_key = Some(audit_key(client, owner).await?);
+        let tls_problem = tls_secret(client, owner, &g.spec).await?;
         Api::<ServiceAccount>::namespaced(client.clone(), ns).patch(&object_name, &ssa::params(), &ssa::body(&objects.service_account)).await?;
         if let Some(claim) = &objects.claim {
             // Created once: a bound claim's spec is immutable but for its size.
@@ -160,10 +197,11 @@ async fn apply(g: &Gateway, shared: &Shared, status: &mut GatewayStatus) -> Resu
             }
         }
         Api::<Service>::namespaced(client.clone(), ns).patch(&object_name, &ssa::params(), &ssa::body(&objects.service)).await?;
-        Api::<Deployment>::namespaced(client.clone(), ns).patch(&object_name, &ssa::params(), &ssa::body(&objects.deployment)).await
+        let deployment = Api::<Deployment>::namespaced(client.clone(), ns).patch(&object_name, &ssa::params(), &ssa::body(&objects.deployment)).await?;
+        Ok::<_, kube::Error>((deployment, tls_problem))
     }
     .await;
-    let deployment = match written {
+    let (deployment, tls_problem) = match written {
         Ok(d) => d,
         Err(e) => {
             let message = format!("could not write the gateway's objects: {e}");
@@ -174,8 +212,13 @@ async fn apply(g: &Gateway, shared: &Shared, status: &mut GatewayStatus) -> Resu
     let desired = gateway_objects::replicas(&g.spec);
     let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     let (ok, reason, message) = gateway_objects::readiness(desired, ready);
-    status.url = Some(gateway_objects::url(&name, ns));
+    status.url = Some(gateway_objects::url(&name, ns, &g.spec));
     status.ready_replicas = Some(ready);
+    if let Some(problem) = tls_problem {
+        upsert_condition(&mut status.conditions, condition("Ready", false, "TLSSecretUnusable", &problem, generation, Timestamp::now()));
+        // A Secret is not watched: it is looked for again soon.
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
     upsert_condition(&mut status.conditions, condition("Ready", ok, reason, &message, generation, Timestamp::now()));
     Ok(Action::requeue(Duration::from_secs(600)))
 }

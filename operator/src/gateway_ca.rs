@@ -1,0 +1,42 @@
+//! The CA of the gateway agents call (`TOLLGATE_GATEWAY_CA_SECRET`, the `ca.crt` of its TLS
+//! Secret), read where it is needed: injection hands it to every agent pod, the AI first reader
+//! trusts it. Read by name and kept briefly, so a pod burst is one read; a Secret that is not
+//! there yet (the Gateway's certificate not issued) is an error the caller fails closed on.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const KEEP: Duration = Duration::from_secs(30);
+
+pub struct GatewayCa {
+    namespace: String,
+    secret: Option<String>,
+    cached: Mutex<Option<(Instant, String)>>,
+}
+
+impl GatewayCa {
+    pub fn new(namespace: &str, secret: Option<String>) -> GatewayCa {
+        GatewayCa { namespace: namespace.to_owned(), secret: secret.filter(|s| !s.is_empty()), cached: Mutex::default() }
+    }
+
+    /// The CA's PEM; `None` when the gateway is not served over TLS.
+    pub async fn pem(&self, client: &kube::Client) -> Result<Option<String>, String> {
+        let Some(secret) = &self.secret else { return Ok(None) };
+        if let Some((at, pem)) = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
+            && at.elapsed() < KEEP
+        {
+            return Ok(Some(pem.clone()));
+        }
+        let where_ = format!("Secret {}/{secret}", self.namespace);
+        let stored = Api::<Secret>::namespaced(client.clone(), &self.namespace).get_opt(secret).await.map_err(|e| format!("reading {where_}: {e}"))?;
+        let pem = stored
+            .and_then(|s| s.data)
+            .and_then(|d| d.get(tollgate_core::gateway_objects::TLS_CA).map(|b| String::from_utf8_lossy(&b.0).into_owned()))
+            .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))
+            .ok_or_else(|| format!("{where_} holds no CA certificate (ca.crt) yet: the gateway's certificate is not issued"))?;
+        *self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), pem.clone()));
+        Ok(Some(pem))
+    }
+}
