@@ -62,14 +62,29 @@ impl RunningPod {
 /// `127.0.0.1:port` (an MCP server it calls) at `ip:port` inside its network namespace, as a
 /// cluster network would make another pod reachable.
 pub fn run_pod(cp: &ControlPlane, namespace: &str, name: &str, programs: &Programs, reachable: &[(std::net::IpAddr, u16)]) -> Result<RunningPod> {
+    let routes: Vec<Route> = reachable.iter().map(|&(ip, port)| Route { ip, port, host_port: port }).collect();
+    run_pod_routed(cp, namespace, name, programs, &routes)
+}
+
+/// The host's `127.0.0.1:host_port` as `ip:port` inside a pod (a Service's address and port).
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub ip: std::net::IpAddr,
+    pub port: u16,
+    pub host_port: u16,
+}
+
+/// [`run_pod`] with routes whose port inside differs from the host's.
+pub fn run_pod_routed(cp: &ControlPlane, namespace: &str, name: &str, programs: &Programs, routes: &[Route]) -> Result<RunningPod> {
     let pod: Value = serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", "pod", name, "-n", namespace, "-o", "json"])?)?;
     let dir = cp.dir().join(format!("pod-{namespace}-{name}"));
     std::fs::create_dir_all(&dir)?;
     let net = NetNs::new(cp.dir(), &format!("{namespace}-{name}"))?;
     net.bring_in(cp.server_port())?;
-    for (ip, port) in reachable {
-        net.bring_in_at(*ip, *port)?;
+    for r in routes {
+        net.bring_in_as(r.ip, r.port, r.host_port)?;
     }
+    write_hosts(&pod, &dir)?;
     publish_root_ca(cp, namespace)?;
     let volumes = materialise_volumes(cp, &pod, &dir.join("volumes"))?;
     let mut running = RunningPod { name: name.to_owned(), net, dir, containers: Vec::new() };
@@ -94,6 +109,22 @@ pub fn run_pod(cp: &ControlPlane, namespace: &str, name: &str, programs: &Progra
     let status = json!({"status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}});
     cp.kubectl_ok(User::Admin, ["patch", "pod", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", &status.to_string()])?;
     Ok(running)
+}
+
+/// The pod's `/etc/hosts`, as a kubelet writes it: localhost and `spec.hostAliases`. Only for pods
+/// with aliases (the others see the machine's).
+fn write_hosts(pod: &Value, dir: &Path) -> Result<()> {
+    let aliases = pod["spec"]["hostAliases"].as_array().cloned().unwrap_or_default();
+    if aliases.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+    for a in &aliases {
+        let names: Vec<&str> = a["hostnames"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        text.push_str(&format!("{}\t{}\n", a["ip"].as_str().unwrap_or_default(), names.join(" ")));
+    }
+    std::fs::write(dir.join("hosts"), text)?;
+    Ok(())
 }
 
 /// What kube-controller-manager's root-CA publisher keeps in every namespace.
@@ -280,6 +311,10 @@ fn start_container(
         let target = m["mountPath"].as_str().unwrap_or_default();
         ensure!(target.starts_with('/') && !target.contains('\'') && !source.to_string_lossy().contains('\''), "container {name}: mount path {target:?}");
         script.push_str(&format!("mkdir -p '{target}'\nmount --bind '{}' '{target}'\n", source.display()));
+    }
+    let hosts = running.dir.join("hosts");
+    if hosts.is_file() {
+        script.push_str(&format!("mount --bind '{}' /etc/hosts\n", hosts.display()));
     }
     script.push_str("exec \"$@\"\n");
     let mut cmd = running.net.command("unshare");

@@ -78,6 +78,12 @@ impl NetNs {
     /// The host's `127.0.0.1:port` reachable at `ip:port` inside (`ip` is added to `lo`), as a
     /// cluster network makes another pod's address reachable.
     pub fn bring_in_at(&self, ip: std::net::IpAddr, port: u16) -> Result<()> {
+        self.bring_in_as(ip, port, port)
+    }
+
+    /// The host's `127.0.0.1:host_port` reachable at `ip:port` inside, as a Service's port
+    /// reaches a pod's.
+    pub fn bring_in_as(&self, ip: std::net::IpAddr, port: u16, host_port: u16) -> Result<()> {
         if !ip.is_loopback() {
             let cidr = format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 });
             let addrs = self.run(&["ip", "-o", "addr", "show", "dev", "lo"])?;
@@ -88,7 +94,7 @@ impl NetNs {
         let listener = self.inside(move || TcpListener::bind((ip, port)).with_context(|| format!("binding {ip}:{port} inside")))?;
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                if let Ok(out) = TcpStream::connect(("127.0.0.1", port)) {
+                if let Ok(out) = TcpStream::connect(("127.0.0.1", host_port)) {
                     splice(conn, out);
                 }
             }
