@@ -42,6 +42,9 @@ step "format and lints (rustfmt.toml; clippy with warnings as errors)"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
+step "no circles between the files of a crate (docs/design.md, section 1)"
+python3 hack/file-circles.py
+
 step "build (the e2e tests run these binaries as processes)"
 cargo build --locked --workspace --bins
 

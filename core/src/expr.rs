@@ -2,38 +2,16 @@
 //! `matches` whose regexes are compiled once), programs compiled at policy load, and variables bound
 //! lazily per call.
 
+use crate::regex_cache::cached_regex;
 use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp, CelUInt, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, Program, Value};
-use regex::Regex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 /// The variables a `when` expression may use.
 pub const VARIABLES: &[&str] = &["args", "tool", "agent", "justification", "now"];
-
-/// Regexes seen by `matches`, compiled once. Bounded: patterns that come from arguments must not
-/// grow memory without limit, so past the bound a pattern is compiled and dropped.
-static REGEXES: LazyLock<RwLock<HashMap<String, Arc<Regex>>>> = LazyLock::new(Default::default);
-const REGEX_CACHE_LIMIT: usize = 4096;
-/// Compiled regex programs are bounded too, so a hostile pattern cannot take unbounded memory.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-
-pub(crate) fn cached_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
-    if let Ok(cache) = REGEXES.read()
-        && let Some(re) = cache.get(pattern)
-    {
-        return Ok(Arc::clone(re));
-    }
-    let re = Arc::new(regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build()?);
-    if let Ok(mut cache) = REGEXES.write()
-        && cache.len() < REGEX_CACHE_LIMIT
-    {
-        cache.insert(pattern.to_owned(), Arc::clone(&re));
-    }
-    Ok(re)
-}
 
 fn regex_match<'b, 'v>(text: &CowVal<'b, 'v>, pattern: &CowVal<'b, 'v>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let (Some(text), Some(pattern)) = (text.downcast_ref::<CelString>(), pattern.downcast_ref::<CelString>()) else {
@@ -266,10 +244,10 @@ impl Scan {
 
 /// The values of one call, converted to CEL only when an expression first reads them.
 pub(crate) struct Bindings<'a> {
-    pub args: &'a crate::policy::Args<'a>,
+    pub args: &'a crate::policy::input::Args<'a>,
     pub tool_name: &'a str,
     pub server: &'a str,
-    pub agent: &'a crate::policy::AgentInfo,
+    pub agent: &'a crate::policy::input::AgentInfo,
     pub justification: Option<&'a str>,
     pub now: jiff::Timestamp,
     args_val: OnceLock<Option<Box<dyn Val + 'static>>>,
@@ -281,10 +259,10 @@ pub(crate) struct Bindings<'a> {
 
 impl<'a> Bindings<'a> {
     pub fn new(
-        args: &'a crate::policy::Args<'a>,
+        args: &'a crate::policy::input::Args<'a>,
         tool_name: &'a str,
         server: &'a str,
-        agent: &'a crate::policy::AgentInfo,
+        agent: &'a crate::policy::input::AgentInfo,
         justification: Option<&'a str>,
         now: jiff::Timestamp,
     ) -> Self {
@@ -330,7 +308,7 @@ fn string_map<'s>(entries: impl IntoIterator<Item = (&'s str, &'s str)>) -> Box<
     Box::new(CelMap::from(map))
 }
 
-fn agent_to_val(agent: &crate::policy::AgentInfo) -> Box<dyn Val> {
+fn agent_to_val(agent: &crate::policy::input::AgentInfo) -> Box<dyn Val> {
     let labels = string_map(agent.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut map: HashMap<CelMapKey, Box<dyn Val>> = HashMap::new();
     map.insert(CelMapKey::from("name".to_owned()), Box::new(CelString::from(agent.name.clone())));
@@ -383,11 +361,11 @@ fn to_chrono(t: jiff::Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
 pub fn evaluate_both(
     source: &str,
     args: &serde_json::Value,
-    agent: &crate::policy::AgentInfo,
+    agent: &crate::policy::input::AgentInfo,
     justification: Option<&str>,
 ) -> Result<(bool, Option<bool>, Result<bool, String>), String> {
     let condition = Condition::compile(source)?;
-    let args = crate::policy::Args::value(args);
+    let args = crate::policy::input::Args::value(args);
     let bindings = Bindings::new(&args, "deploy", "github", agent, justification, jiff::Timestamp::UNIX_EPOCH);
     Ok((condition.is_native(), condition.evaluate_native(&bindings), condition.evaluate_cel(&bindings)))
 }

@@ -37,6 +37,7 @@ pub mod pod_guard;
 pub mod policy;
 pub mod redact;
 pub mod references;
+mod regex_cache;
 pub mod request_authz;
 pub mod routing;
 pub mod slack;

@@ -8,7 +8,7 @@
 //! errors and their messages are cel-rust's own. A differential property test holds the two
 //! evaluators to the same answers.
 
-use crate::expr::cached_regex;
+use crate::regex_cache::cached_regex;
 use cel::common::ast::{Expr, LiteralValue, operators};
 use serde_json::Value as Json;
 use std::borrow::Cow;
@@ -295,7 +295,7 @@ pub(crate) struct Inputs<'a> {
     pub args: &'a Json,
     pub tool_name: &'a str,
     pub server: &'a str,
-    pub agent: &'a crate::policy::AgentInfo,
+    pub agent: &'a crate::policy::input::AgentInfo,
     pub justification: Option<&'a str>,
 }
 

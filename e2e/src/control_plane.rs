@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use tempfile::TempDir;
 
+use crate::basics::{TimedOut, log_tail, random_hex, wait_until};
 use crate::components::{apiserver_command, binaries_dir, etcd_command, free_ports, repo_root};
 use crate::users::{self, User};
-use crate::{TimedOut, certs, log_tail, process, random_hex, wait_until};
+use crate::{certs, process};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_POLL: Duration = Duration::from_millis(100);

@@ -12,7 +12,7 @@
 //! [`Programs`] table says which local program a container's command names.
 
 use crate::netns::NetNs;
-use crate::tollgate::Process;
+use crate::child::Process;
 use crate::{ControlPlane, User, wait_until};
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;

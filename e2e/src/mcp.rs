@@ -1,9 +1,10 @@
 //! Real MCP parts nobody here wrote: the reference server-everything and clients built on the
 //! official Python and TypeScript SDKs (installed pinned by `scripts/install-mcp-tools.sh`).
 
+use crate::basics::wait_until;
 use crate::components::{free_ports, repo_root};
-use crate::tollgate::Process;
-use crate::{ControlPlane, wait_until};
+use crate::control_plane::ControlPlane;
+use crate::child::Process;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use std::path::PathBuf;

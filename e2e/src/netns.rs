@@ -6,7 +6,7 @@
 //! A portal is a listener created by a thread that entered the other namespace: a socket stays in
 //! the namespace it was created in, whichever thread later uses it.
 
-use crate::tollgate::Process;
+use crate::child::Process;
 use anyhow::{Context, Result, bail, ensure};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ impl NetNs {
         let pid = holder.pid().context("the namespace holder has no pid")?;
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         let own = std::fs::read_link("/proc/self/ns/net")?;
-        crate::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+        crate::basics::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
             if let Some(s) = holder.exited() {
                 bail!("unshare -n exited ({s}): {}", holder.log_tail());
             }

@@ -2,7 +2,7 @@
 //! method configured against the e2e API server, so every login is a real TokenReview.
 
 use crate::components::free_ports;
-use crate::tollgate::Process;
+use crate::child::Process;
 use crate::{ControlPlane, User, wait_until};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::PathBuf;

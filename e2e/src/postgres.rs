@@ -3,7 +3,7 @@
 //! trust authentication, gone when dropped.
 
 use crate::components::free_ports;
-use crate::tollgate::Process;
+use crate::child::Process;
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::process::Command;

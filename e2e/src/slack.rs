@@ -2,7 +2,7 @@
 //! call recorded) and `e2e/clients/slack_click.py` (interactions signed as Slack signs them).
 
 use crate::components::{free_ports, repo_root};
-use crate::tollgate::Process;
+use crate::child::Process;
 use crate::{ControlPlane, wait_until};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;

@@ -191,13 +191,13 @@ fn agents_reach_a_tls_gateway_trusting_only_the_ca_injection_gave_them() -> Resu
 
     // The sidecar's audit record of the echo call reached the gateway's store over TLS.
     let db = cp.dir().join(format!("pvc-{SYSTEM}-secure-gateway-ledger/ledger.db"));
-    let query = format!("SELECT tool, decision FROM audit WHERE namespace = '{ns}' AND tool = 'echo'");
+    let query = format!("SELECT json_extract(record, '$.kind'), tool, decision FROM audit WHERE namespace = '{ns}' AND tool = 'echo' ORDER BY seq");
     let rows = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
         let rows = ledger_rows(&db, &query)?;
-        Ok((!rows.is_empty()).then_some(rows))
+        Ok((rows.len() >= 2).then_some(rows))
     })
     .with_context(|| format!("no audit record arrived; sidecar:\n{}", pod.container("tollgate-sidecar").map(|p| p.log_tail()).unwrap_or_default()))?;
-    assert_eq!(rows, [[json!("echo"), json!("allow")]], "{rows:?}");
+    assert_eq!(rows, [[json!("decision"), json!("echo"), json!("allow")], [json!("outcome"), json!("echo"), json!("allow")]], "{rows:?}");
     let trust = std::fs::read_to_string(cp.dir().join(format!("pod-{ns}-coder-1/volumes/tollgate-trust/gateway-ca.crt")))?;
     assert_eq!(trust.trim(), ca.trim(), "the app containers trust exactly the gateway's CA");
     drop(pod);

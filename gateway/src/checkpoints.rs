@@ -3,7 +3,7 @@
 //! namespace, which the gateway may create and read but not change or delete. Every
 //! `TOLLGATE_AUDIT_CHECKPOINT_SECONDS`, when the chain has grown, its head is signed.
 
-use crate::state::Gateway;
+use crate::ledger::Ledger;
 use base64::Engine;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
@@ -38,14 +38,13 @@ impl Signer {
     }
 }
 
-/// Signs the chain's head whenever it has grown, until the process ends.
-pub async fn run(gw: Arc<Gateway>) {
-    let Some(signer) = gw.signer.clone() else { return std::future::pending().await };
-    let every = Duration::from_secs(gw.config.audit_checkpoint_seconds.max(1));
+/// Signs the chain's head whenever it has grown, every `every`, until the process ends.
+pub async fn run(signer: Option<Arc<Signer>>, client: &kube::Client, ledger: &Ledger, every: Duration) {
+    let Some(signer) = signer else { return std::future::pending().await };
     let mut last = 0;
     loop {
         tokio::time::sleep(every).await;
-        match checkpoint(&gw, &signer, last).await {
+        match checkpoint(client, ledger, &signer, last).await {
             Ok(seq) => last = seq,
             Err(e) => tracing::warn!(error = %e, "could not write an audit checkpoint; trying again"),
         }
@@ -53,8 +52,8 @@ pub async fn run(gw: Arc<Gateway>) {
 }
 
 /// One checkpoint if the chain grew past `last`; the head it stands at.
-async fn checkpoint(gw: &Gateway, signer: &Signer, last: i64) -> Result<i64, String> {
-    let (seq, hash) = gw.ledger.audit_head().await.map_err(|e| e.to_string())?;
+async fn checkpoint(client: &kube::Client, ledger: &Ledger, signer: &Signer, last: i64) -> Result<i64, String> {
+    let (seq, hash) = ledger.audit_head().await.map_err(|e| e.to_string())?;
     if seq <= last {
         return Ok(last);
     }
@@ -69,7 +68,7 @@ async fn checkpoint(gw: &Gateway, signer: &Signer, last: i64) -> Result<i64, Str
         data: Some(BTreeMap::from([(KEY.to_owned(), serde_json::to_string(&cp).map_err(|e| e.to_string())?)])),
         ..Default::default()
     };
-    match Api::<ConfigMap>::namespaced(gw.client.clone(), &signer.namespace).create(&PostParams::default(), &map).await {
+    match Api::<ConfigMap>::namespaced(client.clone(), &signer.namespace).create(&PostParams::default(), &map).await {
         // Another replica signed this head first: it is recorded either way.
         Ok(_) => Ok(seq),
         Err(kube::Error::Api(e)) if e.code == 409 => {

@@ -67,7 +67,7 @@ pub async fn run(config: Config) -> Result<()> {
         () = status::run(gw.clone()) => Ok(()),
         () = inflight::run(gw.clone()) => Ok(()),
         () = gw.ledger.checkpoints() => Ok(()),
-        () = checkpoints::run(gw.clone()) => Ok(()),
+        () = checkpoints::run(gw.signer.clone(), &gw.client, &gw.ledger, std::time::Duration::from_secs(config.audit_checkpoint_seconds.max(1))) => Ok(()),
     };
     // What was settled is written before the process goes; then its heartbeat, so whatever it
     // still had in flight is settled by the next gateway at once.

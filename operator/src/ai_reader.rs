@@ -78,7 +78,7 @@ impl AiReader {
         };
         tracing::info!(reason, message, "AI first reader");
         let kind = if ok || reason == "Abstained" { EventType::Normal } else { EventType::Warning };
-        crate::publish_event(&self.client, &reference, kind, &format!("AI{reason}"), &message, "Review").await;
+        crate::events::publish_event(&self.client, &reference, kind, &format!("AI{reason}"), &message, "Review").await;
         self.condition(&ns, &request.name_any(), ok, reason, &message).await;
     }
 

@@ -142,7 +142,7 @@ impl Notifier {
             };
             self.record(key, ns, name, record).await;
             if let Some((kind, reason, note)) = event_note {
-                crate::publish_event(&self.client, &request.object_ref(&()), kind, reason, &note, "Notify").await;
+                crate::events::publish_event(&self.client, &request.object_ref(&()), kind, reason, &note, "Notify").await;
             }
         }
         self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(key);

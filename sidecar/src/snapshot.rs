@@ -49,6 +49,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The servers the agent may use, of those known.
+    pub fn usable_servers(&self) -> impl Iterator<Item = &Server> {
+        self.servers.values().filter(|s| self.agent.as_ref().is_some_and(|a| a.may_use_server(&s.name)))
+    }
+
     pub fn policy_refs(&self) -> Vec<&CompiledPolicy> {
         self.policies.iter().collect()
     }

@@ -1,7 +1,8 @@
-use super::{CompiledEntry, CompiledPolicy, CompiledRule, PolicyId, PolicyKind};
+use super::compiled::{CompiledEntry, CompiledPolicy, CompiledRule, PolicyId};
 use crate::expr::Condition;
 use crate::glob::Glob;
 use kube::core::Selector;
+use tollgate_api::PolicyKind;
 use tollgate_api::common::LabelSelector;
 use tollgate_api::{ClusterToolPolicySpec, ToolPolicySpec, ToolRules};
 

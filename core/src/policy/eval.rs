@@ -1,5 +1,7 @@
-use super::{Action, AgentInfo, Args, CompiledPolicy, PolicyId};
+use super::compiled::{CompiledPolicy, PolicyId};
+use super::input::{AgentInfo, Args};
 use crate::expr::Bindings;
+use tollgate_api::Action;
 
 /// Whether an `ApprovalWorkflow` of that name exists in the agent's namespace.
 pub trait WorkflowLookup {
@@ -203,7 +205,9 @@ pub fn decide(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn Wor
         return Decision::plain(Action::Deny, DecidedBy::ServerNotAllowed, Some(format!("agent {} may not use MCP server {server:?}", agent.name)));
     }
     let applicable: Vec<&CompiledPolicy> = policies.iter().copied().filter(|p| p.applies_to(agent)).collect();
-    if super::justification_mode(&applicable, server, tool) == Some(super::Justification::Required) && justification.is_none_or(|j| j.trim().is_empty()) {
+    if super::listing::justification_mode(&applicable, server, tool) == Some(tollgate_api::Justification::Required)
+        && justification.is_none_or(|j| j.trim().is_empty())
+    {
         return Decision::plain(
             Action::Deny,
             DecidedBy::MissingJustification,

@@ -1,5 +1,7 @@
-use super::{Action, AgentInfo, CompiledPolicy, Justification};
+use super::compiled::CompiledPolicy;
+use super::input::AgentInfo;
 use serde_json::{Map, Value};
+use tollgate_api::{Action, Justification};
 
 /// Rule 7 across policies: Required if any applicable policy's matching entry requires it,
 /// else Optional if any offers it.
@@ -127,18 +129,18 @@ pub fn rewrite_tools_list(result: &mut Value, decide: impl Fn(&str) -> Option<Op
 
 /// A policy that could not be compiled still governs: it denies every call in its scope, so an
 /// unloadable guardrail fails closed instead of vanishing.
-pub fn unloadable(id: super::PolicyId, fallback: bool, message: String) -> super::CompiledPolicy {
-    super::CompiledPolicy {
+pub fn unloadable(id: super::compiled::PolicyId, fallback: bool, message: String) -> CompiledPolicy {
+    CompiledPolicy {
         id,
         fallback,
         agent_selector: Default::default(),
         namespace_selector: Default::default(),
-        entries: vec![super::CompiledEntry {
+        entries: vec![super::compiled::CompiledEntry {
             server: crate::glob::Glob::Any,
             name: crate::glob::Glob::Any,
             justification: None,
             workflow: None,
-            rules: vec![super::CompiledRule { path: "spec".into(), action: Action::Deny, when: None, message: Some(message), workflow: None }],
+            rules: vec![super::compiled::CompiledRule { path: "spec".into(), action: Action::Deny, when: None, message: Some(message), workflow: None }],
         }],
     }
 }

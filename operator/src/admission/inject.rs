@@ -2,7 +2,7 @@
 //! is found among the namespace's `ManagedAgent`s and the pod answered with the patch that makes it
 //! run as `tollgate_core::inject` decides. Anything that cannot be read fails closed.
 
-use crate::Shared;
+use crate::context::Shared;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::core::DynamicObject;
@@ -84,7 +84,7 @@ pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) 
 async fn skipped_event(shared: &Shared, agents: &[ManagedAgent], agent: &str, pod: &str) {
     let Some(object) = agents.iter().find(|a| a.name_any() == agent) else { return };
     let note = format!("pod {pod} opted out with {}=false: it runs without the Tollgate sidecar", inject::OPT_OUT_ANNOTATION);
-    crate::publish_event(&shared.client, &object.object_ref(&()), EventType::Normal, "InjectionSkipped", &note, "Inject").await;
+    crate::events::publish_event(&shared.client, &object.object_ref(&()), EventType::Normal, "InjectionSkipped", &note, "Inject").await;
 }
 
 /// An update of a pod, or an ephemeral container added to it: refused when it would undo the

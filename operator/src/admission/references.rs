@@ -3,7 +3,7 @@
 //! each of them (asked of the API server as the writer, with a SubjectAccessReview), and the URL
 //! must pass `tollgate_core::references`.
 
-use crate::Shared;
+use crate::context::Shared;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;

@@ -2,7 +2,7 @@
 //! one (decisions, requests, policies) and the mutating one (sidecar injection into the pods of
 //! namespaces labelled `tollgate.dev/injection=enabled`).
 
-use crate::Config;
+use crate::config::Config;
 use anyhow::{Context, Result};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{

@@ -2,7 +2,7 @@
 //! Secret (the first replica makes it; the others read it), so the CA bundle in the
 //! ValidatingWebhookConfiguration verifies whichever replica a call reaches.
 
-use crate::Config;
+use crate::config::Config;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! does not compile are refused at `kubectl apply` with the field path.
 
 use super::register::{APPROVALS_PATH, INJECT_PATH, PODS_PATH, POLICIES_PATH, REFERENCES_PATH, REQUESTS_PATH};
-use crate::Shared;
+use crate::context::Shared;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};

@@ -4,7 +4,8 @@
 //! (`Injected`, and how many run).
 
 use super::{condition, upsert_condition};
-use crate::{Shared, ssa};
+use crate::context::Shared;
+use crate::ssa;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;

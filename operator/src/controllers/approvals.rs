@@ -1,7 +1,7 @@
 //! The `ApprovalRequest` controller: runs the phase machine of `tollgate-core` and writes what it
 //! returns to status, with an Event per transition and a requeue at the next deadline.
 
-use crate::Shared;
+use crate::context::Shared;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -201,5 +201,5 @@ pub(crate) fn set_condition(status: &mut ApprovalRequestStatus, c: Condition) {
 }
 
 async fn publish(shared: &Shared, ar: &ApprovalRequest, type_: EventType, reason: &str, note: &str) {
-    crate::publish_event(&shared.client, &ar.object_ref(&()), type_, reason, note, "Reconcile").await;
+    crate::events::publish_event(&shared.client, &ar.object_ref(&()), type_, reason, note, "Reconcile").await;
 }

@@ -9,7 +9,8 @@
 //! pods there. Such a Gateway is told why, in its status, and gets nothing.
 
 use super::{condition, upsert_condition};
-use crate::{Shared, ssa};
+use crate::context::Shared;
+use crate::ssa;
 use base64::Engine;
 use futures::StreamExt;
 use jiff::Timestamp;

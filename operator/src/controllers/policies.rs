@@ -3,7 +3,7 @@
 //! those that predate it or came in while it was down.
 
 use super::condition;
-use crate::Shared;
+use crate::context::Shared;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;

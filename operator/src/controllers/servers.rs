@@ -5,7 +5,7 @@
 //! `--discovery-interval-seconds`; an Event when tools come, go, or change their schema.
 
 use super::{condition, upsert_condition};
-use crate::Shared;
+use crate::context::Shared;
 use futures::StreamExt;
 use hyper::header::{HeaderName, HeaderValue};
 use jiff::Timestamp;
@@ -131,7 +131,7 @@ async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action, 
             let was_ready = old.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
             let first = !old.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason);
             if was_ready || first {
-                crate::publish_event(client, &server.object_ref(&()), EventType::Warning, "DiscoveryFailed", &message, "Discover").await;
+                crate::events::publish_event(client, &server.object_ref(&()), EventType::Warning, "DiscoveryFailed", &message, "Discover").await;
             }
             tracing::info!(reason, message, "MCP server discovery failed");
             upsert_condition(&mut status.conditions, condition("Ready", false, reason, &message, generation, now));
@@ -152,10 +152,10 @@ async fn announce_changes(shared: &Shared, server: &McpServer, before: &[Discove
     let reference = server.object_ref(&());
     for (tool, from, to) in &changes.schema_changed {
         let note = format!("tool {tool} changed its input schema ({from} → {to}): review the policies that decide it");
-        crate::publish_event(&shared.client, &reference, EventType::Warning, "ToolSchemaChanged", &note, "Discover").await;
+        crate::events::publish_event(&shared.client, &reference, EventType::Warning, "ToolSchemaChanged", &note, "Discover").await;
     }
     if let Some(note) = changes.membership_note() {
-        crate::publish_event(&shared.client, &reference, EventType::Normal, "ToolsChanged", &note, "Discover").await;
+        crate::events::publish_event(&shared.client, &reference, EventType::Normal, "ToolsChanged", &note, "Discover").await;
     }
 }
 

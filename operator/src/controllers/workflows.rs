@@ -3,7 +3,7 @@
 //! pending (followed as requests come and go).
 
 use super::{condition, upsert_condition};
-use crate::Shared;
+use crate::context::Shared;
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch};

@@ -126,10 +126,6 @@ async fn held_task(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, en
     approvals::tasks::answer(sc, None, env, request, &headers).await
 }
 
-fn usable(snapshot: &Snapshot) -> impl Iterator<Item = &Server> {
-    snapshot.servers.values().filter(|s| snapshot.agent.as_ref().is_some_and(|a| a.may_use_server(&s.name)))
-}
-
 /// `initialize`: opens the upstream session of every server the agent may use, and answers with
 /// what they offer together.
 async fn initialize(sc: &Sidecar, snapshot: &Snapshot, env: &Envelope<'_>) -> Response<Body> {
@@ -141,7 +137,7 @@ async fn initialize(sc: &Sidecar, snapshot: &Snapshot, env: &Envelope<'_>) -> Re
     let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
     let version = SUPPORTED_VERSIONS.iter().find(|v| **v == asked).copied().unwrap_or(SUPPORTED_VERSIONS[0]);
     let session = Arc::new(Session::new(params));
-    let servers: Vec<&Server> = usable(snapshot).collect();
+    let servers: Vec<&Server> = snapshot.usable_servers().collect();
     let opened = futures::future::join_all(servers.iter().map(|s| session.upstream(&sc.upstream, s))).await;
     let mut instructions = format!("Tools of every MCP server you may use, named <server>{SEPARATOR}<tool>, under Tollgate's policy.");
     let mut capabilities = Vec::new();
@@ -204,7 +200,7 @@ async fn list(sc: &Sidecar, snapshot: &Snapshot, session: &Session, env: &Envelo
         return json(StatusCode::OK, jsonrpc::error_response(env.id, -32603, &reason));
     };
     let refs = snapshot.policy_refs();
-    let servers: Vec<&Server> = usable(snapshot).collect();
+    let servers: Vec<&Server> = snapshot.usable_servers().collect();
     let lists = futures::future::join_all(servers.iter().map(|s| list_one(sc, session, s, method, key))).await;
     let mut all = Vec::new();
     for (server, listed) in servers.iter().zip(lists) {
@@ -278,7 +274,7 @@ async fn routed(
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
     };
     let server = match snapshot.servers.get(&server_name) {
-        Some(s) if usable(snapshot).any(|u| u.name == s.name) => s,
+        Some(s) if snapshot.usable_servers().any(|u| u.name == s.name) => s,
         _ => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &format!("no MCP server {server_name:?} for this agent"))),
     };
     let upstream = match session.upstream(&sc.upstream, server).await {

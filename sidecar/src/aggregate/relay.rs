@@ -92,7 +92,7 @@ where
 
 /// GET: one stream made of the stream of every server of the session that offers one.
 pub async fn stream(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Arc<Session>) -> Response<Body> {
-    let opened = futures::future::join_all(super::usable(snapshot).map(|server| async move {
+    let opened = futures::future::join_all(snapshot.usable_servers().map(|server| async move {
         let upstream = session.upstream(&sc.upstream, server).await.ok()?;
         let mut headers = upstream.headers.clone();
         headers.insert(ACCEPT, header("text/event-stream"));

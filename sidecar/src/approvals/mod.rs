@@ -7,11 +7,14 @@
 //! concluded in a task of its own, so a client that hangs up neither runs it twice nor leaves it
 //! unaudited.
 
+mod builtin;
 mod registry;
 mod request;
 mod settle;
 pub(crate) mod tasks;
 
+pub use builtin::{BUILTIN_SERVER, GET_STATUS, REQUEST_APPROVAL, add_builtin_tools};
+use registry::POLL_SECONDS;
 pub use registry::{Held, MAX_HELD, Registry};
 
 pub use request::{CANCEL_ANNOTATION, cancel_orphans};
@@ -33,30 +36,6 @@ use tollgate_core::audit::{Outcome, RecordKind};
 use tollgate_core::held::{Binding, hold_deadline};
 use tollgate_core::jsonrpc::{self, Envelope, ToolCallParams};
 use tollgate_core::policy::{self, Action, Args, DecidedBy};
-
-pub const GET_STATUS: &str = "get_approval_status";
-pub const REQUEST_APPROVAL: &str = "request_approval";
-/// Server name policies use for the built-in tools.
-pub const BUILTIN_SERVER: &str = "tollgate";
-const POLL_SECONDS: u64 = 5;
-
-/// The built-in tools, listed beside the server's own.
-pub fn add_builtin_tools(result: &mut Value) {
-    let Some(Value::Array(tools)) = result.get_mut("tools") else { return };
-    tools.retain(|t| !matches!(t.get("name").and_then(Value::as_str), Some(GET_STATUS | REQUEST_APPROVAL)));
-    tools.push(json!({
-        "name": GET_STATUS,
-        "description": "Status of a tool call held for human approval. Once approved, runs the held call (exactly once) and returns its result.",
-        "inputSchema": {"type": "object", "properties": {"request_id": {"type": "string"}}, "required": ["request_id"]},
-    }));
-    tools.push(json!({
-        "name": REQUEST_APPROVAL,
-        "description": "Ask a human to approve an operation before you do it.",
-        "inputSchema": {"type": "object", "properties": {
-            "operation": {"type": "string"}, "context": {"type": "string"}, "reasoning": {"type": "string"}},
-            "required": ["operation", "reasoning"]},
-    }));
-}
 
 /// Handles the built-in tools; `None` for any other tool.
 pub async fn builtin(

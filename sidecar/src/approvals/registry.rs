@@ -11,6 +11,8 @@ use tollgate_core::held::Binding;
 /// Async held calls kept at most; past it new holds are refused (answered and expired ones are
 /// pruned first).
 pub const MAX_HELD: usize = 4096;
+/// How often an agent holding a call is told to poll, in seconds.
+pub(super) const POLL_SECONDS: u64 = 5;
 /// How long an answered call's result stays for late polls.
 const KEEP_ANSWERED: Duration = Duration::from_secs(600);
 
@@ -66,6 +68,14 @@ pub struct Held {
     /// The workflow it was held under: the quorum it must reach, whatever the workflow becomes.
     pub(super) workflow: tollgate_core::approval::Workflow,
     /// The final answer once known: concurrent polls wait for it, later polls get the same one.
-    pub(super) answer: tokio::sync::OnceCell<super::settle::Concluded>,
+    pub(super) answer: tokio::sync::OnceCell<Concluded>,
     pub(super) answered_at: std::sync::OnceLock<Instant>,
+}
+
+/// How a held call ended, kept for every later poll.
+#[derive(Clone)]
+pub(crate) struct Concluded {
+    pub result: serde_json::Value,
+    /// Ended by its own client (`tasks/cancel`), not by its request.
+    pub by_client: bool,
 }

@@ -1,7 +1,9 @@
 //! How a held call ends: its request watched until it is final, gone or too late; then, if the
 //! request it created approved it by a real quorum, the call runs once; every end is audited.
 
-use super::{GET_STATUS, Held, POLL_SECONDS, request};
+use super::builtin::GET_STATUS;
+use super::registry::{Concluded, Held, POLL_SECONDS};
+use super::request;
 use crate::snapshot::Server;
 use crate::state::Sidecar;
 use futures::StreamExt;
@@ -196,14 +198,6 @@ pub(super) enum Poll {
     Done(Concluded),
     /// The request could not be read; the poll may be repeated.
     Unreadable(String),
-}
-
-/// How a held call ended, kept for every later poll.
-#[derive(Clone)]
-pub(crate) struct Concluded {
-    pub result: Value,
-    /// Ended by its own client (`tasks/cancel`), not by its request.
-    pub by_client: bool,
 }
 
 /// One poll of held call `name`: its state, or, once its request ended, its answer. The call is

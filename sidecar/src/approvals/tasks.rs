@@ -3,8 +3,8 @@
 //! once, as `get_approval_status` does; `tasks/cancel` ends it unrun. Task ids the sidecar made
 //! are answered here and never forwarded; every other task is the server's.
 
-use super::settle::{self, Concluded, Poll};
-use super::{Held, POLL_SECONDS};
+use super::registry::{Concluded, Held, POLL_SECONDS};
+use super::settle::{self, Poll};
 use crate::body::{Body, json};
 use crate::state::Sidecar;
 use hyper::header::HeaderMap;

@@ -1,0 +1,27 @@
+//! The sidecar's own tools, listed beside every server's: `get_approval_status` and
+//! `request_approval`.
+
+use serde_json::{Value, json};
+
+pub const GET_STATUS: &str = "get_approval_status";
+pub const REQUEST_APPROVAL: &str = "request_approval";
+/// Server name policies use for the built-in tools.
+pub const BUILTIN_SERVER: &str = "tollgate";
+
+/// The built-in tools, listed beside the server's own.
+pub fn add_builtin_tools(result: &mut Value) {
+    let Some(Value::Array(tools)) = result.get_mut("tools") else { return };
+    tools.retain(|t| !matches!(t.get("name").and_then(Value::as_str), Some(GET_STATUS | REQUEST_APPROVAL)));
+    tools.push(json!({
+        "name": GET_STATUS,
+        "description": "Status of a tool call held for human approval. Once approved, runs the held call (exactly once) and returns its result.",
+        "inputSchema": {"type": "object", "properties": {"request_id": {"type": "string"}}, "required": ["request_id"]},
+    }));
+    tools.push(json!({
+        "name": REQUEST_APPROVAL,
+        "description": "Ask a human to approve an operation before you do it.",
+        "inputSchema": {"type": "object", "properties": {
+            "operation": {"type": "string"}, "context": {"type": "string"}, "reasoning": {"type": "string"}},
+            "required": ["operation", "reasoning"]},
+    }));
+}
