@@ -3,7 +3,7 @@
 
 use jiff::{SignedDuration as Duration, Timestamp};
 use std::collections::BTreeSet;
-use tollgate_api::{ApprovalDecision, ApprovalWorkflowSpec, Approvers, Phase, Verdict, Via};
+use tollgate_api::{ApprovalDecision, ApprovalWorkflowSpec, Approvers, Phase, Verdict};
 
 /// Who may decide. Slack members are matched as `slack:<member id>`, the name the gateway
 /// writes their decisions under.
@@ -279,11 +279,6 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
         _ => deadline,
     };
     pending(approvals, required, deadline, escalated_at, requeue_at, transition)
-}
-
-/// A decision as `kubectl approve` or the gateway appends it.
-pub fn new_decision(user: &str, verdict: Verdict, reason: Option<String>, via: Via, now: Timestamp) -> ApprovalDecision {
-    ApprovalDecision { user: user.to_owned(), decision: verdict, reason, time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now), via }
 }
 
 /// Whether a workflow can ever approve anything, as its `Ready` condition says.

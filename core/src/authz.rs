@@ -54,8 +54,8 @@ pub enum Refusal {
     NotApprover { user: String, workflow: String },
     #[error("{user} has already decided on {request}; one decision per person")]
     DuplicateVote { user: String, request: String },
-    #[error("workflow {workflow} requires a reason with every decision (--reason)")]
-    ReasonRequired { workflow: String },
+    #[error("{0} (--reason)")]
+    Reason(#[from] crate::decision::ReasonProblem),
     #[error("the decision's time {time} is more than {skew} seconds from the server's clock {now}")]
     ClockSkew { time: Timestamp, now: Timestamp, skew: i64 },
 }
@@ -127,9 +127,8 @@ pub fn authorize_status_update(old: &ApprovalRequestStatus, new: &ApprovalReques
     if old.decisions.iter().any(|d| people.person(&d.user) == people.person(&decision.user)) {
         return Err(Refusal::DuplicateVote { user: decision.user.clone(), request: ctx.request_name.to_owned() });
     }
-    if ctx.workflow.require_reason && decision.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return Err(Refusal::ReasonRequired { workflow: ctx.workflow.name.clone() });
-    }
+    // The same rule `kubectl approve` and Slack applied before writing: a Deny says why.
+    crate::decision::checked_reason(decision.decision, decision.reason.as_deref(), &ctx.workflow.name, ctx.workflow.require_reason)?;
     let skew = decision.time.0.duration_since(ctx.now).abs();
     if skew > MAX_CLOCK_SKEW {
         return Err(Refusal::ClockSkew { time: decision.time.0, now: ctx.now, skew: MAX_CLOCK_SKEW.as_secs() });

@@ -4,8 +4,9 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tollgate_api::{ApprovalDecision, ApprovalRequestStatus, ApprovalWorkflowSpec, Phase, Verdict, Via};
-use tollgate_core::approval::{Next, Observed, Transition, Workflow, new_decision, step};
+use tollgate_core::approval::{Next, Observed, Transition, Workflow, step};
 use tollgate_core::authz::{AuthzContext, Caller, Refusal, authorize_status_update};
+use tollgate_core::decision::record as new_decision;
 
 fn t0() -> Timestamp {
     "2026-11-22T12:00:00Z".parse().unwrap()
@@ -26,8 +27,9 @@ timeoutSeconds: 300
 escalation: {afterSeconds: 120, approvers: {users: [boss]}, requiredApprovals: 1}
 "#;
 
+/// A decision as people write it: a Deny says why.
 fn d(user: &str, v: Verdict, secs: i64) -> ApprovalDecision {
-    new_decision(user, v, None, Via::Kubectl, at(secs))
+    new_decision(user, v, (v == Verdict::Deny).then(|| "not now".into()), Via::Kubectl, at(secs))
 }
 
 fn run(w: &Workflow, decisions: &[ApprovalDecision], escalated_at: Option<Timestamp>, now: Timestamp) -> Next {
@@ -171,6 +173,20 @@ fn an_approver_may_append_their_own_decision() {
 }
 
 #[test]
+fn a_deny_without_a_reason_is_refused_whoever_writes_it() {
+    use tollgate_core::decision::ReasonProblem;
+    let w = workflow("approvers: {users: [alice], slack: {userIds: [U123]}}");
+    let old = pending(vec![]);
+    let bare = |user: &str, via| new_decision(user, Verdict::Deny, Some("  ".into()), via, at(10));
+    let refused = check(&w, &old, &with(&old, bare("alice", Via::Kubectl)), "alice", &[]);
+    assert_eq!(refused, Err(Refusal::Reason(ReasonProblem::DenyWithoutReason)));
+    assert_eq!(refused.unwrap_err().to_string(), "a Deny must say why: give a reason (--reason)");
+    // Relayed from Slack by the gateway: the same rule.
+    let slack = check(&w, &old, &with(&old, bare("slack:U123", Via::Slack)), "system:serviceaccount:tollgate-system:tollgate-gateway", &[]);
+    assert_eq!(slack, Err(Refusal::Reason(ReasonProblem::DenyWithoutReason)));
+}
+
+#[test]
 fn forgeries_are_refused() {
     let w = workflow("approvers: {users: [alice, bob], slack: {userIds: [U123]}}\nrequiredApprovals: 2");
     let old = pending(vec![d("alice", Verdict::Approve, 5)]);
@@ -276,7 +292,10 @@ fn escalation_approvers_only_after_escalation() {
 fn require_reason() {
     let w = workflow("approvers: {users: [alice]}\nrequireReason: true");
     let old = pending(vec![]);
-    assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]), Err(Refusal::ReasonRequired { .. })));
+    assert!(matches!(
+        check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]),
+        Err(Refusal::Reason(tollgate_core::decision::ReasonProblem::Required { .. }))
+    ));
     let mut dec = d("alice", Verdict::Approve, 10);
     dec.reason = Some("looks right".into());
     assert_eq!(check(&w, &old, &with(&old, dec), "alice", &[]), Ok(()));

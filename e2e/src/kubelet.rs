@@ -11,8 +11,8 @@
 //! the app containers start and the pod's status says Running. Images are not pulled: a
 //! [`Programs`] table says which local program a container's command names.
 
-use crate::netns::NetNs;
 use crate::child::Process;
+use crate::netns::NetNs;
 use crate::{ControlPlane, User, wait_until};
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;

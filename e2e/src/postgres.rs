@@ -2,8 +2,8 @@
 //! a fresh cluster per use, run as the `postgres` user (it refuses root), on a loopback port,
 //! trust authentication, gone when dropped.
 
-use crate::components::free_ports;
 use crate::child::Process;
+use crate::components::free_ports;
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,8 +1,8 @@
 //! `e2e/servers/fake_slack.py` (Slack's Web API, a webhook receiver and an SMTP server, every
 //! call recorded) and `e2e/clients/slack_click.py` (interactions signed as Slack signs them).
 
-use crate::components::{free_ports, repo_root};
 use crate::child::Process;
+use crate::components::{free_ports, repo_root};
 use crate::{ControlPlane, wait_until};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;

@@ -124,6 +124,12 @@ fn a_single_deny_vetoes() -> Result<()> {
     request(cp, &ns, "deploy-1", "prod-deploy", 0)?;
     wait_for(cp, &ns, "deploy-1", ".status.phase", "Pending")?;
     accepted(&append(cp, User::ApproverA, &ns, "deploy-1", &decision("approver-a", "Approve", None, "kubectl"))?);
+    // A Deny written past `kubectl approve` (a raw patch) is held to its rule: it says why.
+    refused(
+        &append(cp, User::ApproverB, &ns, "deploy-1", &decision("approver-b", "Deny", Some("  "), "kubectl"))?,
+        "a Deny must say why: give a reason (--reason)",
+    );
+    assert_eq!(get(cp, &ns, "deploy-1", ".status.phase")?, "Pending");
     accepted(&append(cp, User::ApproverB, &ns, "deploy-1", &decision("approver-b", "Deny", Some("freeze"), "kubectl"))?);
     wait_for(cp, &ns, "deploy-1", ".status.phase", "Denied")?;
     // An approver who has not voted: the webhook refuses, the request stays denied.

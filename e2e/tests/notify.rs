@@ -212,6 +212,11 @@ fn a_held_call_reaches_slack_a_webhook_and_email_and_slack_clicks_decide_it() ->
     let said = wait_told(&w.slack, "U0OUTSIDER", 1)?;
     assert!(said.contains("Nothing was recorded") && said.contains("not an approver of workflow ops"), "{said}");
     assert!(decisions(&request(cp, &ns, "deploy-1")?).is_empty(), "a forgery wrote a decision");
+    // A Deny says why here too (the workflow does not ask it of approvals): the click opens the
+    // reason form and decides nothing.
+    click(&url, &button("U0SECOND", "tollgate_deny", &value, channel, ts, "t-deny"), &json!({}))?;
+    w.slack.wait_calls("the reason form of a Deny", |c| c["path"] == "/api/views.open" && c["body"]["trigger_id"] == "t-deny")?;
+    assert!(decisions(&request(cp, &ns, "deploy-1")?).is_empty(), "a Deny without a reason was recorded");
 
     // The approver's click, then the very same request again (a replay).
     let answers = click(&url, &approve, &json!({"times": 2}))?;

@@ -10,12 +10,11 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_api::{ApprovalDecision, ApprovalRequest, ApprovalWorkflow, Verdict, Via};
+use tollgate_api::{ApprovalRequest, ApprovalWorkflow, Verdict, Via};
 use tollgate_core::slack::{self, Interaction, Place};
 use tollgate_mcp_client::transport::{self, Body, full};
 
@@ -76,7 +75,15 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
         Interaction::Click { member, verdict, namespace, request, place, trigger_id } => {
             span.record("member", member.as_str());
             span.record("request", format!("{namespace}/{request}"));
-            if requires_reason(&gw, &namespace, &request).await {
+            let (requires, workflow) = match reason_rule(&gw, &namespace, &request).await {
+                Ok(rule) => rule,
+                Err(said) => {
+                    tell(&gw, &place, &member, &said).await;
+                    return text(StatusCode::OK, "");
+                }
+            };
+            // A Deny says why, as everywhere: the click opens the form for it.
+            if tollgate_core::decision::reason_needed(verdict, requires) {
                 let modal = slack::reason_modal(&trigger_id, verdict, &namespace, &request, &place);
                 if let Err(e) = slack_call(&gw, "views.open", &modal).await {
                     tracing::warn!(error = %e, "could not open the reason modal");
@@ -84,38 +91,62 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
                 }
                 return text(StatusCode::OK, "");
             }
-            let said = decide(&gw, &member, verdict, &namespace, &request, None).await;
+            let said = decide(&gw, &member, verdict, &namespace, &request, None, (&workflow, requires)).await;
             tell(&gw, &place, &member, &said).await;
             text(StatusCode::OK, "")
         }
         Interaction::Reason { member, verdict, namespace, request, place, reason } => {
             span.record("member", member.as_str());
             span.record("request", format!("{namespace}/{request}"));
-            if reason.is_empty() {
-                let errors = json!({"response_action": "errors", "errors": {"reason": "A reason is required."}});
+            // The form asks for a reason whatever the rule: an empty one is sent back to it.
+            let problem = if reason.trim().is_empty() {
+                Some("A reason is required.".to_owned())
+            } else {
+                tollgate_core::decision::checked_reason(verdict, Some(&reason), "", false).err().map(|p| capitalized(&p.to_string()))
+            };
+            if let Some(problem) = problem {
+                let errors = json!({"response_action": "errors", "errors": {"reason": problem}});
                 let mut r = Response::new(full(errors.to_string()));
                 r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 return r;
             }
-            let said = decide(&gw, &member, verdict, &namespace, &request, Some(reason)).await;
+            let said = decide(&gw, &member, verdict, &namespace, &request, Some(&reason), ("", false)).await;
             tell(&gw, &place, &member, &said).await;
             text(StatusCode::OK, "")
         }
     }
 }
 
-async fn requires_reason(gw: &Gateway, ns: &str, name: &str) -> bool {
-    let Ok(Some(ar)) = Api::<ApprovalRequest>::namespaced(gw.client.clone(), ns).get_opt(name).await else { return false };
-    matches!(Api::<ApprovalWorkflow>::namespaced(gw.client.clone(), ns).get_opt(&ar.spec.workflow).await, Ok(Some(w)) if w.spec.require_reason)
+/// Whether the request's workflow requires a reason with every decision, and its name; what to
+/// tell the member when the request has already ended or cannot be read (no form is opened).
+async fn reason_rule(gw: &Gateway, ns: &str, name: &str) -> Result<(bool, String), String> {
+    let ar = match Api::<ApprovalRequest>::namespaced(gw.client.clone(), ns).get_opt(name).await {
+        Ok(Some(ar)) => ar,
+        Ok(None) => return Err(format!("Nothing was recorded: request {ns}/{name} no longer exists.")),
+        Err(e) => return Err(format!("Nothing was recorded: the request could not be read ({e}).")),
+    };
+    if let Some(phase) = ar.status.as_ref().and_then(|s| s.phase).filter(|p| p.is_final()) {
+        return Err(format!("Nothing was recorded: request {ns}/{name} is already {phase}."));
+    }
+    let workflow = ar.spec.workflow.clone();
+    let requires = matches!(Api::<ApprovalWorkflow>::namespaced(gw.client.clone(), ns).get_opt(&workflow).await, Ok(Some(w)) if w.spec.require_reason);
+    Ok((requires, workflow))
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// Appends the decision; what to tell the member, whatever happened.
-async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &str, reason: Option<String>) -> String {
+async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &str, reason: Option<&str>, workflow: (&str, bool)) -> String {
     let user = format!("{}{member}", tollgate_core::approval::SLACK_USER_PREFIX);
     let id = format!("{ns}/{name}");
     let api = Api::<ApprovalRequest>::namespaced(gw.client.clone(), ns);
-    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_else(|_| jiff::Timestamp::now());
-    let decision = ApprovalDecision { user: user.clone(), decision: verdict, reason, time: Time(now), via: Via::Slack };
+    let decision = match tollgate_core::decision::person_decision(&user, verdict, reason, Via::Slack, jiff::Timestamp::now(), workflow.0, workflow.1) {
+        Ok(d) => d,
+        Err(problem) => return format!("Nothing was recorded: {problem}."),
+    };
     let verb = if verdict == Verdict::Approve { "approved" } else { "denied" };
     for _ in 0..ATTEMPTS {
         let ar = match api.get_opt(name).await {
@@ -130,7 +161,7 @@ async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &s
         if status.decisions.iter().any(|d| d.user == user) {
             return format!("Nothing was recorded: you already decided on {id}.");
         }
-        let ops = match tollgate_core::decide::append_decision(ar.status.as_ref(), ar.metadata.resource_version.as_deref().unwrap_or_default(), &decision)
+        let ops = match tollgate_core::decision::append_decision(ar.status.as_ref(), ar.metadata.resource_version.as_deref().unwrap_or_default(), &decision)
             .and_then(serde_json::from_value::<json_patch::Patch>)
         {
             Ok(ops) => ops,
@@ -144,7 +175,7 @@ async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &s
                 let tool = format!("{} on {}", ar.spec.tool, ar.spec.server);
                 return format!("You {verb} {id} ({tool}). Your decision is in the request's status.");
             }
-            Err(kube::Error::Api(s)) if tollgate_core::decide::is_stale_write(s.code, &s.message) => continue,
+            Err(kube::Error::Api(s)) if tollgate_core::decision::is_stale_write(s.code, &s.message) => continue,
             Err(kube::Error::Api(s)) => {
                 // The admission webhook's refusal, without the API server's framing.
                 let why = s.message.split_once("denied the request: ").map_or(s.message.as_str(), |(_, why)| why);

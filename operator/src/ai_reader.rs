@@ -118,7 +118,7 @@ impl AiReader {
     /// Appends the reader's decision; admission checks it is the operator's, once, while pending.
     async fn record(&self, ns: &str, name: &str, workflow: &str, reading: &ai_review::Reading) -> Result<(), String> {
         let api = Api::<ApprovalRequest>::namespaced(self.client.clone(), ns);
-        let decision = tollgate_core::approval::new_decision(
+        let decision = tollgate_core::decision::record(
             &ai_review::user(workflow),
             reading.verdict,
             Some(ai_review::decision_reason(reading)),
@@ -127,12 +127,12 @@ impl AiReader {
         );
         for _ in 0..3 {
             let ar = api.get(name).await.map_err(|e| e.to_string())?;
-            let ops = tollgate_core::decide::append_decision(ar.status.as_ref(), &ar.resource_version().unwrap_or_default(), &decision)
+            let ops = tollgate_core::decision::append_decision(ar.status.as_ref(), &ar.resource_version().unwrap_or_default(), &decision)
                 .and_then(serde_json::from_value::<json_patch::Patch>)
                 .map_err(|e| e.to_string())?;
             match api.patch_status(name, &crate::ssa::write_params(), &Patch::Json::<()>(ops)).await {
                 Ok(_) => return Ok(()),
-                Err(kube::Error::Api(s)) if tollgate_core::decide::is_stale_write(s.code, &s.message) => continue,
+                Err(kube::Error::Api(s)) if tollgate_core::decision::is_stale_write(s.code, &s.message) => continue,
                 Err(e) => return Err(e.to_string()),
             }
         }

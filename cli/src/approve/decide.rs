@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use futures::TryStreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, WatchEvent, WatchParams};
-use tollgate_api::{ApprovalDecision, ApprovalRequest, Phase, Verdict, Via};
+use tollgate_api::{ApprovalRequest, Phase, Verdict, Via};
 
 use super::args::DecideArgs;
 use super::client::{self, Session};
@@ -25,9 +24,8 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
     let cx = errors::Context { namespace: ns, user: Some(&user), doing: Doing::Decide { name } };
     let fail = |e: kube::Error| anyhow::Error::msg(errors::explain(&e, &cx));
     let api: Api<ApprovalRequest> = Api::namespaced(session.client.clone(), ns);
-    // The API server writes times to the second; so do we, for a tidy status.
-    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).context("the system clock is out of range")?;
-    let decision = ApprovalDecision { user: user.clone(), decision: verdict, reason, time: Time(now), via: Via::Kubectl };
+    let now = jiff::Timestamp::now();
+    let decision = tollgate_core::decision::person_decision(&user, verdict, reason.as_deref(), Via::Kubectl, now, "", false).map_err(anyhow::Error::msg)?;
 
     let mut attempt = 0;
     loop {

@@ -3,24 +3,17 @@
 
 use tollgate_api::{ApprovalRequest, Verdict};
 
-/// The `maxLength` of `status.decisions[].reason` in the CRD.
-pub const MAX_REASON_BYTES: usize = 1024;
+use tollgate_core::decision::ReasonProblem;
+pub use tollgate_core::decision::{MAX_REASON_BYTES, append_decision};
 
-pub use tollgate_core::decide::append_decision;
-
-/// The reason to record: trimmed, `None` when blank. A deny must say why, and the schema caps
-/// the length; both are checked before any network call so everyone gets the same answer.
+/// The reason to record, checked by core's rule (the webhook's) before any network call, so
+/// everyone gets the same answer; said with the flag that fixes it. (A workflow's own
+/// requirement is the webhook's to tell: it knows the workflow.)
 pub fn check_reason(verdict: Verdict, name: &str, reason: Option<&str>) -> Result<Option<String>, String> {
-    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-    if verdict == Verdict::Deny && reason.is_none() {
-        return Err(format!("a reason is required to deny: kubectl approve deny {name} --reason \"why\""));
-    }
-    if let Some(r) = reason
-        && r.len() > MAX_REASON_BYTES
-    {
-        return Err(format!("the reason is too long ({} bytes; at most {MAX_REASON_BYTES})", r.len()));
-    }
-    Ok(reason.map(String::from))
+    tollgate_core::decision::checked_reason(verdict, reason, "", false).map_err(|e| match e {
+        ReasonProblem::DenyWithoutReason => format!("a reason is required to deny: kubectl approve deny {name} --reason \"why\""),
+        other => other.to_string(),
+    })
 }
 
 /// Why a decision by `user` on `ar` would be pointless, before asking the server (which has the
