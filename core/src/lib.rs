@@ -29,6 +29,7 @@ pub mod jsonrpc;
 pub mod k8s_names;
 pub mod keys;
 pub mod lease;
+pub mod model_call;
 pub mod model_request;
 pub mod models;
 mod native;

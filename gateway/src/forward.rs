@@ -13,9 +13,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_core::model_request::{self, Operation};
+use tollgate_core::model_call::{self, Caller, Ending, ModelCallAgent, ModelCallRecord, Tokens};
+use tollgate_core::model_request::Operation;
 use tollgate_core::models::{self, Api, Refusal};
-use tollgate_core::spend::{self, Micros, Usage};
+use tollgate_core::spend::{self, Usage};
 use tollgate_mcp_client::transport::{self, Body, full};
 use tracing::Instrument;
 
@@ -70,15 +71,7 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
             // A refusal of a known agent is a decision like any other: it goes into the audit
             // store. (Without a valid key there is nobody to attribute it to.)
             if let Some(agent) = who.agent {
-                let record = json!({
-                    "kind": "model_call",
-                    "time": jiff::Timestamp::now().to_string(),
-                    "agent": {"namespace": agent.namespace, "name": agent.name, "serviceAccount": agent.spec.service_account_name},
-                    "tool": who.model.unwrap_or_default(),
-                    "decision": "deny",
-                    "status": r.status(),
-                    "reason": r.to_string(),
-                });
+                let record = ModelCallRecord::refused(record_agent(&agent, None), who.model, &r, jiff::Timestamp::now()).to_value();
                 let source =
                     crate::audit_store::Source { namespace: agent.namespace.clone(), service_account: agent.spec.service_account_name.clone(), shipped: false };
                 if gw.settled.send(crate::recorder::Entry::Refusal(source, record)).await.is_err() {
@@ -114,23 +107,17 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     let agent = index.agents.get(&tollgate_core::keys::hash(&key)).cloned().ok_or(Refusal::BadKey)?;
     who.agent = Some(agent.clone());
     span.record("agent", format!("{}/{}", agent.namespace, agent.name));
-    if agent.spec.suspended {
-        return Err(Refusal::Suspended { agent: agent.name.clone(), namespace: agent.namespace.clone() });
-    }
+    let caller = Caller { name: &agent.name, namespace: &agent.namespace, labels: &agent.labels, spec: &agent.spec };
+    let betas = model_call::BETA_HEADERS.iter().flat_map(|h| req.headers().get_all(*h).iter().map(move |v| (*h, v.to_str().unwrap_or("(not text)"))));
+    model_call::admit_headers(&caller, betas, &gw.config.allowed_betas)?;
     let no_providers = Vec::new();
     let providers = index.providers.get(&agent.namespace).unwrap_or(&no_providers);
-    let access = agent.spec.models.clone().unwrap_or_default();
     let op = match endpoint {
-        Endpoint::Models => return Ok(models_list(providers, &access.allowed)),
+        Endpoint::Models => return Ok(models_list(providers, &agent.spec.models.clone().unwrap_or_default().allowed)),
         Endpoint::ChatCompletions => Operation::ChatCompletions,
         Endpoint::Responses => Operation::Responses,
         Endpoint::Messages => Operation::Messages,
     };
-    for header in BETAS {
-        for value in req.headers().get_all(header) {
-            model_request::check_betas(header, value.to_str().unwrap_or("(not text)"), &gw.config.allowed_betas)?;
-        }
-    }
     // The client's word for its pod, and nothing more: an agent's key proves the agent, not the
     // pod, so this is kept as a claim in the audit record and never in the ledger's pod column.
     let pod: String = req.headers().get("x-tollgate-pod").and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(253).collect();
@@ -138,121 +125,50 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
     let bytes = transport::read_request(req.into_body(), gw.config.max_body, Duration::from_secs(gw.config.request_body_seconds))
         .await
         .map_err(|e| Refusal::BadBody { status: e.status().as_u16(), reason: e.to_string() })?;
-    let mut body: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let body: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let requested = models::requested_model(&body)?.to_owned();
     span.record("model", requested.as_str());
     who.model = Some(requested.clone());
-    let resolved = models::resolve(&requested, api, providers).ok_or_else(|| Refusal::UnknownModel(requested.clone()))?;
-    if !models::allowed(&access.allowed, &requested, resolved.model) {
-        return Err(Refusal::ModelNotAllowed { agent: agent.name.clone(), model: requested });
-    }
-    // Before anything is reserved: nothing the provider would run itself unless allowed.
-    let hosted = model_request::check(op, &body, &agent.name, &access.hosted_tools)?;
-    let output = spend::bound_output(&mut body, limit_field(endpoint, resolved.spec.r#type), resolved.max_output);
-    let strip_usage = as_provider_sees_it(&mut body, endpoint, resolved.model);
-    // Images the provider fetches count at their bound as input; what cannot be bounded is
-    // refused where a budget applies (in `reserve`).
-    let provided = model_request::provider_input(&body);
-    let upstream_body = Bytes::from(Value::Object(body).to_string());
-    let images = usize::try_from(model_request::IMAGE_TOKENS).unwrap_or(usize::MAX).saturating_mul(provided.images);
-    let estimate = resolved.pricing.map_or(0, |p| spend::estimate(p, upstream_body.len().saturating_add(images), output));
-    let (reservation, warning) = reserve(gw, &index, &agent, &resolved, estimate, &provided).await?;
+    let no_budgets = Vec::new();
+    let budgets = index.budgets.get(&agent.namespace).unwrap_or(&no_budgets);
+    let cx = model_call::Context { providers, budgets, now: jiff::Timestamp::now() };
+    let admitted = model_call::admit(&caller, api, op, &requested, body, &cx)?;
+    let (reservation, warning) = reserve(gw, &agent, &admitted).await?;
+    let model = &admitted.model;
     let settle = Settlement {
         gw: gw.clone(),
         reservation,
         agent: agent.clone(),
         claimed_pod: pod,
-        provider: resolved.provider.to_owned(),
-        model: resolved.model.to_owned(),
-        pricing: resolved.pricing.cloned(),
-        hosted,
+        provider: model.provider.to_owned(),
+        model: model.model.to_owned(),
+        pricing: model.pricing.cloned(),
+        hosted: admitted.hosted.clone(),
         status: 0,
     };
-    let url = format!("{}{}", resolved.spec.base_url.trim_end_matches('/'), provider_path(endpoint));
-    let sent = Sent { api, url, provider: resolved.provider.to_owned(), credentials: resolved.spec.credentials.clone(), strip_usage, warning };
-    send(gw, &agent, sent, &client_headers, upstream_body, settle).await
+    let credentials = model.spec.credentials.clone();
+    let sent = Sent { api, url: admitted.url, provider: model.provider.to_owned(), credentials, strip_usage: admitted.strip_usage, warning };
+    send(gw, &agent, sent, &client_headers, Bytes::from(admitted.body), settle).await
 }
 
-/// Headers that turn on a provider's beta features: passed on only from the allow-list.
-const BETAS: [&str; 2] = ["anthropic-beta", "openai-beta"];
-
-/// The output limit field each endpoint's provider reads (an OpenAI-compatible server may not
-/// know `max_completion_tokens`).
-fn limit_field(endpoint: Endpoint, kind: tollgate_api::ProviderType) -> &'static str {
-    match (endpoint, kind) {
-        (Endpoint::ChatCompletions, tollgate_api::ProviderType::Openai) => "max_completion_tokens",
-        (Endpoint::Responses, _) => "max_output_tokens",
-        _ => "max_tokens",
-    }
-}
-
-fn provider_path(endpoint: Endpoint) -> &'static str {
-    match endpoint {
-        Endpoint::ChatCompletions => "/chat/completions",
-        Endpoint::Responses => "/responses",
-        Endpoint::Messages => "/v1/messages",
-        Endpoint::Models => "/models",
-    }
-}
-
-/// The request as the provider must see it: its own model name, and usage asked for in a
-/// stream. Whether the usage must be taken out again (the client did not ask for it).
-fn as_provider_sees_it(body: &mut Map<String, Value>, endpoint: Endpoint, model: &str) -> bool {
-    body.insert("model".into(), json!(model));
-    let streaming = body.get("stream").and_then(Value::as_bool) == Some(true);
-    let asked = body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
-    if endpoint == Endpoint::ChatCompletions && streaming && !asked {
-        body.insert("stream_options".into(), json!({"include_usage": true}));
-        return true;
-    }
-    false
-}
-
-/// Every budget of the agent's namespace that counts this call, reserved at once for `estimate`;
-/// a soft limit passed comes back as a warning.
-async fn reserve(
-    gw: &Arc<Gateway>,
-    index: &crate::index::Index,
-    agent: &Arc<crate::index::Agent>,
-    resolved: &models::Resolved<'_>,
-    estimate: Micros,
-    provided: &model_request::ProviderInput,
-) -> Result<(Reservation, Option<String>), Refusal> {
-    let now = jiff::Timestamp::now();
-    let names = resolved.names();
-    let no_budgets = Vec::new();
-    let budgets: Vec<&(String, tollgate_api::BudgetSpec)> =
-        index.budgets.get(&agent.namespace).unwrap_or(&no_budgets).iter().filter(|(_, b)| spend::budget_applies(b, &agent.labels, &names)).collect();
-    if let Some((name, _)) = budgets.first() {
-        if resolved.pricing.is_none() {
-            return Err(Refusal::Unpriced { model: resolved.model.to_owned(), provider: resolved.provider.to_owned(), budget: name.clone() });
-        }
-        let uncountable = provided.stored_context.map(|f| format!("{f:?}")).or_else(|| (provided.files > 0).then(|| "a file read by id or URL".to_owned()));
-        if let Some(what) = uncountable {
-            return Err(Refusal::Uncountable { what, budget: name.clone() });
-        }
-    }
-    let claims: Vec<Claim> = budgets
-        .iter()
-        .map(|(name, b)| Claim {
-            budget: format!("{}/{name}", agent.namespace),
-            period_start_us: spend::period_start(b.period, now).as_microsecond(),
-            hard_limit: spend::usd_to_micros(b.hard_limit_usd),
-        })
-        .collect();
+/// The call's claims reserved at once for its estimate, and the call registered as in flight; a
+/// soft limit passed comes back as a warning.
+async fn reserve(gw: &Arc<Gateway>, agent: &Arc<crate::index::Agent>, admitted: &model_call::Admission<'_>) -> Result<(Reservation, Option<String>), Refusal> {
+    let claims: Vec<Claim> =
+        admitted.claims.iter().map(|c| Claim { budget: c.budget.clone(), period_start_us: c.period_start_us, hard_limit: c.hard_limit }).collect();
     let inflight = InFlight {
         id: i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX,
         instance: gw.instance.clone(),
-        started_us: now.as_microsecond(),
+        started_us: jiff::Timestamp::now().as_microsecond(),
         namespace: agent.namespace.clone(),
         agent: agent.name.clone(),
         service_account: agent.spec.service_account_name.clone(),
         pod: String::new(),
-        provider: resolved.provider.to_owned(),
-        model: resolved.model.to_owned(),
-        amount: estimate,
+        provider: admitted.model.provider.to_owned(),
+        model: admitted.model.model.to_owned(),
+        amount: admitted.estimate,
     };
-    let reservation = gw.ledger.reserve(claims.clone(), &inflight).await.map_err(|e| match e {
+    let reservation = gw.ledger.reserve(claims, &inflight).await.map_err(|e| match e {
         LedgerError::Exhausted { budget, spent, limit } => {
             let budget = budget.rsplit('/').next().unwrap_or_default().to_owned();
             Refusal::BudgetExhausted { budget, spent_usd: spend::micros_to_usd(spent), limit_usd: spend::micros_to_usd(limit) }
@@ -262,15 +178,7 @@ async fn reserve(
     if !reservation.registered && gw.settled.send(crate::recorder::Entry::Opened(Box::new(inflight))).await.is_err() {
         return Err(Refusal::Ledger("the ledger writer has stopped".into()));
     }
-    let mut warning = None;
-    for ((name, b), c) in budgets.iter().zip(&claims) {
-        let held = reservation.spent.iter().find(|(budget, _)| *budget == c.budget).map_or(0, |(_, s)| *s);
-        if let Some(soft) = b.soft_limit_usd.map(spend::usd_to_micros)
-            && held >= soft
-        {
-            warning = Some(format!("budget {name} passed its soft limit of {:.2} USD", b.soft_limit_usd.unwrap_or_default()));
-        }
-    }
+    let warning = model_call::soft_limit_warning(&admitted.claims, &reservation.spent);
     Ok((reservation, warning))
 }
 
@@ -298,7 +206,7 @@ async fn send(
         Ok(c) => c,
         Err(reason) => {
             // Nothing was sent: nothing is charged.
-            settle.with_status(502).finish(Some(Usage::default()), Duration::ZERO).await;
+            settle.with_status(502).finish(Ending::NotSent, Duration::ZERO).await;
             return Err(Refusal::Provider { provider: sent.provider, reason });
         }
     };
@@ -310,12 +218,12 @@ async fn send(
         outcome => {
             // A provider never connected to ran nothing; one that took the request and did not
             // answer in time may have run it all.
-            let (reason, usage) = match outcome {
-                Ok(Err(e)) if e.is_connect() => (format!("unreachable: {}", transport::root_cause(&e)), Some(Usage::default())),
-                Ok(Err(e)) => (format!("unreachable: {}", transport::root_cause(&e)), None),
-                _ => (format!("no answer within {}s", timeout.as_secs()), None),
+            let (reason, ending) = match outcome {
+                Ok(Err(e)) if e.is_connect() => (format!("unreachable: {}", transport::root_cause(&e)), Ending::NotSent),
+                Ok(Err(e)) => (format!("unreachable: {}", transport::root_cause(&e)), Ending::Unknown),
+                _ => (format!("no answer within {}s", timeout.as_secs()), Ending::Unknown),
             };
-            settle.with_status(502).finish(usage, started.elapsed()).await;
+            settle.with_status(502).finish(ending, started.elapsed()).await;
             return Err(Refusal::Provider { provider: sent.provider, reason });
         }
     };
@@ -340,7 +248,11 @@ async fn send(
             // Usage seen in a stream that did not finish is only its beginning (Anthropic's
             // `message_start` counts one output token): the provider bills what it ran, so a
             // stream cut short, by the client or the provider, costs its whole reservation.
-            settlement.finish(if end.finished { end.usage } else { None }, started.elapsed()).await;
+            let ending = match end.usage.filter(|_| end.finished) {
+                Some(u) => Ending::Used(u),
+                None => Ending::Unknown,
+            };
+            settlement.finish(ending, started.elapsed()).await;
         });
         return out.body(stream::metered(incoming, sent.api, sent.strip_usage, timeout, tx)).map_err(|e| Refusal::BadRequest(e.to_string()));
     }
@@ -348,12 +260,13 @@ async fn send(
     let answer = match transport::read_body(incoming, gw.config.max_answer, deadline).await {
         Ok(b) => b,
         Err(e) => {
-            settlement.finish(None, started.elapsed()).await;
+            settlement.finish(Ending::Unknown, started.elapsed()).await;
             return Err(Refusal::Provider { provider: sent.provider, reason: e.to_string() });
         }
     };
-    let usage = if status.is_success() { usage_of(sent.api, &answer) } else { Some(Usage::default()) };
-    settlement.finish(usage, started.elapsed()).await;
+    // An error answer ran nothing; a success without usage may have run it all.
+    let ending = if status.is_success() { usage_of(sent.api, &answer).map_or(Ending::Unknown, Ending::Used) } else { Ending::Used(Usage::default()) };
+    settlement.finish(ending, started.elapsed()).await;
     out.body(full(answer)).map_err(|e| Refusal::BadRequest(e.to_string()))
 }
 
@@ -432,11 +345,12 @@ impl Settlement {
 
     /// With the usage the provider reported; without it (a stream cut short, an answer without
     /// usage), the call is taken to have cost its whole reservation: a provider bills what it ran.
-    async fn finish(self, usage: Option<Usage>, latency: Duration) {
-        let cost: Micros = match (&usage, &self.pricing) {
-            (Some(u), Some(p)) => spend::cost(p, u),
-            (Some(_), None) => 0,
-            (None, _) => self.reservation.amount,
+    async fn finish(self, ending: Ending, latency: Duration) {
+        let cost = model_call::cost(ending, self.pricing.as_ref(), self.reservation.amount);
+        let usage = match ending {
+            Ending::Used(u) => Some(u),
+            Ending::NotSent => Some(Usage::default()),
+            Ending::Unknown => None,
         };
         let row = Row {
             time_us: jiff::Timestamp::now().as_microsecond(),
@@ -459,25 +373,24 @@ impl Settlement {
             output = row.usage.output,
             "model call settled"
         );
-        self.gw.metrics.tool_call(if (200..300).contains(&row.status) { "allow" } else { "error" }, "model_call");
+        self.gw.metrics.tool_call(model_call::settled_decision(row.status), "model_call");
         // Model calls go into the same hash-chained audit store as tool calls, under the identity
         // the agent's key proved.
-        let record = json!({
-            "kind": "model_call",
-            "time": jiff::Timestamp::now().to_string(),
-            "agent": {"namespace": row.namespace, "name": row.agent, "serviceAccount": self.agent.spec.service_account_name, "podClaimed": self.claimed_pod},
-            "tool": row.model,
-            "provider": row.provider,
-            "decision": if (200..300).contains(&row.status) { "allow" } else { "error" },
-            "status": row.status,
-            "tokens": {"input": row.usage.input, "cachedInput": row.usage.cached_input, "output": row.usage.output},
-            "costUSD": spend::micros_to_usd(row.cost),
-            "durationMs": row.latency_ms,
-        });
-        let mut record = record;
-        if !self.hosted.is_empty() {
-            record["hostedTools"] = json!(self.hosted);
+        let record = ModelCallRecord {
+            kind: model_call::RECORD_KIND,
+            time: jiff::Timestamp::now().to_string(),
+            agent: record_agent(&self.agent, Some(self.claimed_pod)),
+            tool: row.model.clone(),
+            provider: Some(row.provider.clone()),
+            decision: model_call::settled_decision(row.status),
+            status: row.status,
+            reason: None,
+            tokens: Some(Tokens { input: row.usage.input, cached_input: row.usage.cached_input, output: row.usage.output }),
+            cost_usd: Some(spend::micros_to_usd(row.cost)),
+            duration_ms: Some(row.latency_ms),
+            hosted_tools: self.hosted,
         }
+        .to_value();
         let source =
             crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone(), shipped: false };
         let settled = crate::recorder::Settled { reservation: self.reservation, cost, row, audit: (source, record) };
@@ -485,4 +398,9 @@ impl Settlement {
             tracing::error!("the ledger writer has stopped: a settled call was not recorded");
         }
     }
+}
+
+/// The agent as its model calls' audit records name it.
+fn record_agent(agent: &crate::index::Agent, pod_claimed: Option<String>) -> ModelCallAgent {
+    ModelCallAgent { namespace: agent.namespace.clone(), name: agent.name.clone(), service_account: agent.spec.service_account_name.clone(), pod_claimed }
 }
