@@ -209,16 +209,8 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
     if observed.phase.is_final() {
         // Decisions after the end change nothing.
         let (_, approvals) = tally(workflow, observed.decisions, required, deadline);
-        return Next {
-            phase: observed.phase,
-            approvals,
-            required,
-            expires_at: deadline,
-            escalated_at,
-            resolved_at: observed.resolved_at.or(Some(now)),
-            requeue_at: None,
-            transition: None,
-        };
+        let resolved_at = observed.resolved_at.or(Some(now));
+        return Next { phase: observed.phase, approvals, required, expires_at: deadline, escalated_at, resolved_at, requeue_at: None, transition: None };
     }
 
     let resolved = |phase, approvals, required, expires_at, escalated_at, transition| Next {
@@ -231,7 +223,6 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
         requeue_at: None,
         transition: Some(transition),
     };
-
     let pending = |approvals, required, expires_at, escalated_at, requeue_at, transition| Next {
         phase: Phase::Pending,
         approvals,
@@ -279,6 +270,52 @@ pub fn step(workflow: &Workflow, observed: &Observed<'_>, now: Timestamp) -> Nex
         _ => deadline,
     };
     pending(approvals, required, deadline, escalated_at, requeue_at, transition)
+}
+
+/// Why a request ends before any decision could settle it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlyEnd {
+    pub reason: &'static str,
+    pub message: String,
+    /// Announced as a Warning Event (the people who configured it should look).
+    pub warning: bool,
+}
+
+/// Before [`step`]: `Some(None)` when the request has ended and nothing is to be done (no
+/// workflow to step with), `Some(Some(end))` when it is to be cancelled now: its workflow does
+/// not exist, or the sidecar that held the call went away (`cancel` says why; the call can
+/// never run). `None`: step it.
+pub fn ended_early(phase: Phase, workflow: &str, namespace: &str, workflow_exists: bool, cancel: Option<&str>) -> Option<Option<EarlyEnd>> {
+    if phase.is_final() {
+        return (!workflow_exists).then_some(None);
+    }
+    if !workflow_exists {
+        let message = format!("approval workflow {workflow:?} does not exist in namespace {namespace}");
+        return Some(Some(EarlyEnd { reason: "WorkflowNotFound", message, warning: true }));
+    }
+    cancel.map(|why| Some(EarlyEnd { reason: "Cancelled", message: why.to_owned(), warning: false }))
+}
+
+/// A request's `Resolved` condition as [`step`] leaves it: (resolved, reason, message).
+pub fn resolved_condition(next: &Next) -> (bool, &'static str, String) {
+    match next.phase {
+        Phase::Pending if next.escalated_at.is_some() => (false, "Escalated", "escalated; waiting for approvers".to_owned()),
+        Phase::Pending => (false, "Pending", format!("waiting for {} more approval(s)", next.required.saturating_sub(next.approvals))),
+        Phase::Approved => (true, "Approved", format!("approved ({})", next.approvals_text())),
+        Phase::Denied => (true, "Denied", "denied by an approver".to_owned()),
+        Phase::Expired => (true, "Expired", "nobody decided in time".to_owned()),
+        Phase::Cancelled => (true, "Cancelled", "cancelled".to_owned()),
+    }
+}
+
+/// The Event a transition is announced with: (reason, note).
+pub fn transition_event(t: &Transition) -> (&'static str, String) {
+    match t {
+        Transition::Approved { by } => ("Approved", format!("approved by {}", by.join(", "))),
+        Transition::Denied { by, reason } => ("Denied", format!("denied by {by}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())),
+        Transition::Escalated => ("Escalated", "nobody decided in time; escalation approvers asked".to_owned()),
+        Transition::Expired => ("Expired", "nobody decided before the deadline".to_owned()),
+    }
 }
 
 /// Whether a workflow can ever approve anything, as its `Ready` condition says.

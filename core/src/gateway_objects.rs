@@ -104,6 +104,11 @@ pub fn tls_secret_name(gateway: &str, spec: &GatewaySpec) -> Option<String> {
     spec.tls.as_ref().map(|t| t.secret_name.clone().unwrap_or_else(|| format!("{gateway}-gateway-tls")))
 }
 
+/// The name of the port agents call: `https` when the Gateway serves TLS.
+fn serving_port(spec: &GatewaySpec) -> &'static str {
+    if spec.tls.is_some() { "https" } else { "http" }
+}
+
 /// Whether the operator issues the Gateway's certificate (it names no Secret of its own).
 pub fn issues_tls(spec: &GatewaySpec) -> bool {
     spec.tls.as_ref().is_some_and(|t| t.secret_name.is_none())
@@ -185,97 +190,9 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
         ..Default::default()
     };
     let sqlite = spec.database.is_none();
-    let tls = tls_secret_name(owner.name, spec);
-    let serving_port = if tls.is_some() { "https" } else { "http" };
-    let database = match &spec.database {
-        Some(db) => EnvVar {
-            name: "TOLLGATE_DATABASE_URL".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector { name: db.url_secret_ref.name.clone(), key: db.url_secret_ref.key.clone(), optional: None }),
-                ..Default::default()
-            }),
-            value: None,
-        },
-        None => env("TOLLGATE_DATABASE_URL", SQLITE_URL),
-    };
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::String("admin".into()), ..Default::default() }),
-        period_seconds: Some(5),
-        ..Default::default()
-    };
-    let container = Container {
-        name: "gateway".into(),
-        image: Some(spec.image.clone().unwrap_or_else(|| settings.image.clone())),
-        command: Some(vec![BINARY.into()]),
-        env: Some(
-            vec![
-                env("TOLLGATE_LISTEN", &format!("0.0.0.0:{PORT}")),
-                env("TOLLGATE_ADMIN_ADDR", &format!("0.0.0.0:{ADMIN_PORT}")),
-                env("TOLLGATE_LOG_JSON", "true"),
-                database,
-            ]
-            .into_iter()
-            .chain(slack_env(spec))
-            .chain(audit_env(owner.name))
-            .chain((!settings.allowed_betas.is_empty()).then(|| env("TOLLGATE_ALLOWED_BETAS", &settings.allowed_betas.join(","))))
-            .chain(
-                tls.iter().flat_map(|_| {
-                    [env("TOLLGATE_TLS_CERT_FILE", &format!("{TLS_DIR}/{TLS_CERT}")), env("TOLLGATE_TLS_KEY_FILE", &format!("{TLS_DIR}/{TLS_KEY}"))]
-                }),
-            )
-            .collect(),
-        ),
-        ports: Some(vec![port(serving_port, PORT), port("admin", ADMIN_PORT)]),
-        readiness_probe: Some(probe("/readyz")),
-        liveness_probe: Some(Probe { period_seconds: Some(10), ..probe("/healthz") }),
-        resources: spec.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(
-            [VolumeMount { name: TOKEN_VOLUME.into(), mount_path: TOKEN_DIR.into(), read_only: Some(true), ..Default::default() }]
-                .into_iter()
-                .chain(sqlite.then(|| VolumeMount { name: "ledger".into(), mount_path: LEDGER_DIR.into(), ..Default::default() }))
-                .chain(tls.is_some().then(|| VolumeMount { name: TLS_VOLUME.into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..Default::default() }))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    let pod = PodSpec {
-        service_account_name: Some(name.clone()),
-        termination_grace_period_seconds: Some(GRACE_SECONDS),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            run_as_group: Some(65532),
-            fs_group: Some(65532),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
-            ..Default::default()
-        }),
-        containers: vec![container],
-        // The token is mounted explicitly, as for the sidecar: the same files whether or not the
-        // cluster's ServiceAccount admission would add them.
-        automount_service_account_token: Some(false),
-        volumes: Some(
-            [token_volume()]
-                .into_iter()
-                .chain(sqlite.then(|| Volume {
-                    name: "ledger".into(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim_name(owner.name), read_only: None }),
-                    ..Default::default()
-                }))
-                .chain(tls.as_ref().map(|secret| Volume {
-                    name: TLS_VOLUME.into(),
-                    secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), default_mode: Some(0o440), ..Default::default() }),
-                    ..Default::default()
-                }))
-                .collect(),
-        ),
-        ..Default::default()
-    };
+    let serving_port = serving_port(spec);
+    let container = gateway_container(owner, spec, settings);
+    let pod = pod_spec(owner, spec, container);
     let deployment = Deployment {
         metadata: meta(&name, true),
         spec: Some(DeploymentSpec {
@@ -319,6 +236,111 @@ pub fn objects(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Obj
         }
     });
     Objects { service_account: ServiceAccount { metadata: meta(&name, true), ..Default::default() }, service, deployment, claim }
+}
+
+/// The gateway's container: its listener (HTTPS from the TLS Secret when asked), its ledger
+/// (PostgreSQL from a Secret, or SQLite on the claim), Slack, the audit key and allowed betas.
+fn gateway_container(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) -> Container {
+    let sqlite = spec.database.is_none();
+    let tls = tls_secret_name(owner.name, spec);
+    let serving_port = serving_port(spec);
+    let database = match &spec.database {
+        Some(db) => EnvVar {
+            name: "TOLLGATE_DATABASE_URL".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector { name: db.url_secret_ref.name.clone(), key: db.url_secret_ref.key.clone(), optional: None }),
+                ..Default::default()
+            }),
+            value: None,
+        },
+        None => env("TOLLGATE_DATABASE_URL", SQLITE_URL),
+    };
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::String("admin".into()), ..Default::default() }),
+        period_seconds: Some(5),
+        ..Default::default()
+    };
+    Container {
+        name: "gateway".into(),
+        image: Some(spec.image.clone().unwrap_or_else(|| settings.image.clone())),
+        command: Some(vec![BINARY.into()]),
+        env: Some(
+            vec![
+                env("TOLLGATE_LISTEN", &format!("0.0.0.0:{PORT}")),
+                env("TOLLGATE_ADMIN_ADDR", &format!("0.0.0.0:{ADMIN_PORT}")),
+                env("TOLLGATE_LOG_JSON", "true"),
+                database,
+            ]
+            .into_iter()
+            .chain(slack_env(spec))
+            .chain(audit_env(owner.name))
+            .chain((!settings.allowed_betas.is_empty()).then(|| env("TOLLGATE_ALLOWED_BETAS", &settings.allowed_betas.join(","))))
+            .chain(
+                tls.iter().flat_map(|_| {
+                    [env("TOLLGATE_TLS_CERT_FILE", &format!("{TLS_DIR}/{TLS_CERT}")), env("TOLLGATE_TLS_KEY_FILE", &format!("{TLS_DIR}/{TLS_KEY}"))]
+                }),
+            )
+            .collect(),
+        ),
+        ports: Some(vec![port(serving_port, PORT), port("admin", ADMIN_PORT)]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(Probe { period_seconds: Some(10), ..probe("/healthz") }),
+        resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(
+            [VolumeMount { name: TOKEN_VOLUME.into(), mount_path: TOKEN_DIR.into(), read_only: Some(true), ..Default::default() }]
+                .into_iter()
+                .chain(sqlite.then(|| VolumeMount { name: "ledger".into(), mount_path: LEDGER_DIR.into(), ..Default::default() }))
+                .chain(tls.is_some().then(|| VolumeMount { name: TLS_VOLUME.into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..Default::default() }))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The pod of a gateway: its own service account, non-root, the token mounted explicitly, the
+/// ledger's claim (SQLite) and the TLS Secret (HTTPS).
+fn pod_spec(owner: Owner<'_>, spec: &GatewaySpec, container: Container) -> PodSpec {
+    let sqlite = spec.database.is_none();
+    let tls = tls_secret_name(owner.name, spec);
+    let name = object_name(owner.name);
+    PodSpec {
+        service_account_name: Some(name.clone()),
+        termination_grace_period_seconds: Some(GRACE_SECONDS),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        // The token is mounted explicitly, as for the sidecar: the same files whether or not the
+        // cluster's ServiceAccount admission would add them.
+        automount_service_account_token: Some(false),
+        volumes: Some(
+            [token_volume()]
+                .into_iter()
+                .chain(sqlite.then(|| Volume {
+                    name: "ledger".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim_name(owner.name), read_only: None }),
+                    ..Default::default()
+                }))
+                .chain(tls.as_ref().map(|secret| Volume {
+                    name: TLS_VOLUME.into(),
+                    secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), default_mode: Some(0o440), ..Default::default() }),
+                    ..Default::default()
+                }))
+                .collect(),
+        ),
+        ..Default::default()
+    }
 }
 
 /// The ClusterRoleBinding of the gateways `(namespace, name)`: each service account once, in a

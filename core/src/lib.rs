@@ -16,6 +16,7 @@ pub mod audit_bounds;
 pub mod audit_chain;
 pub mod audit_checkpoint;
 pub mod authz;
+pub mod conditions;
 pub mod decision;
 pub mod digest;
 pub mod discovery;

@@ -334,26 +334,8 @@ impl<'a> Eval<'a> {
                 Var::Justification => self.inputs.justification.map_or(V::Null, |j| V::Str(Cow::Borrowed(j))),
             },
             Node::Local(i) => self.locals.get(*i)?.clone(),
-            Node::Select { operand, field, test } => {
-                let target = self.eval(operand)?;
-                let found = self.field(&target, field);
-                if *test {
-                    match target {
-                        V::Map(_) | V::Labels(_) => V::Bool(found.is_some()),
-                        _ => return None,
-                    }
-                } else {
-                    found?
-                }
-            }
-            Node::Index(target, index) => {
-                let target = self.eval(target)?;
-                match (target, self.eval(index)?) {
-                    (V::List(items), V::Int(i)) => from_json(items.get(usize::try_from(i).ok()?)?),
-                    (t @ (V::Map(_) | V::Labels(_)), V::Str(k)) => self.field(&t, &k)?,
-                    _ => return None,
-                }
-            }
+            Node::Select { operand, field, test } => self.select(operand, field, *test)?,
+            Node::Index(target, index) => self.index(target, index)?,
             Node::Not(a) => match self.eval(a)? {
                 V::Bool(b) => V::Bool(!b),
                 _ => return None,
@@ -387,56 +369,89 @@ impl<'a> Eval<'a> {
                 let (a, b) = (self.eval(a)?, self.eval(b)?);
                 V::Bool(compare(*op, &a, &b)?)
             }
-            Node::In(x, container) => {
-                let (x, container) = (self.eval(x)?, self.eval(container)?);
-                match (&x, container) {
-                    (V::Str(k), V::Map(m)) => V::Bool(m.contains_key(k.as_ref())),
-                    (V::Str(k), V::Labels(l)) => V::Bool(l.contains_key(k.as_ref())),
-                    (_, V::List(items)) => {
-                        let mut found = false;
-                        for item in items {
-                            // Any element of another kind: leave heterogeneous equality to cel.
-                            found |= compare(Cmp::Eq, &x, &from_json(item))?;
-                        }
-                        V::Bool(found)
-                    }
-                    _ => return None,
-                }
-            }
+            Node::In(x, container) => self.contains(x, container)?,
             Node::AddInt(a, b) => match (self.eval(a)?, self.eval(b)?) {
                 (V::Int(a), V::Int(b)) => V::Int(a.checked_add(b)?),
                 _ => return None,
             },
             Node::Call(f, args) => self.call(*f, args)?,
-            Node::Quantifier { all, range, iter_slot, pred } => {
-                let range = self.eval(range)?;
-                for item in iterate(range)? {
-                    *self.locals.get_mut(*iter_slot)? = item;
-                    match self.eval(pred)? {
-                        V::Bool(b) if b != *all => return Some(V::Bool(b)),
-                        V::Bool(_) => {}
-                        _ => return None,
-                    }
-                }
-                V::Bool(*all)
-            }
-            Node::Loop(l) => {
-                let range = self.eval(&l.range)?;
-                let mut accu = self.eval(&l.init)?;
-                for item in iterate(range)? {
-                    *self.locals.get_mut(l.accu_slot)? = accu.clone();
-                    match self.eval(&l.cond)? {
-                        V::Bool(true) => {}
-                        V::Bool(false) => break,
-                        _ => return None,
-                    }
-                    *self.locals.get_mut(l.iter_slot)? = item;
-                    accu = self.eval(&l.step)?;
-                }
-                *self.locals.get_mut(l.accu_slot)? = accu;
-                self.eval(&l.result)?
-            }
+            Node::Quantifier { all, range, iter_slot, pred } => self.quantify(*all, range, *iter_slot, pred)?,
+            Node::Loop(l) => self.fold(l)?,
         })
+    }
+
+    /// `operand.field`, or `has(operand.field)` when `test`.
+    fn select(&mut self, operand: &'a Node, field: &str, test: bool) -> Option<V<'a>> {
+        let target = self.eval(operand)?;
+        let found = self.field(&target, field);
+        if !test {
+            return found;
+        }
+        match target {
+            V::Map(_) | V::Labels(_) => Some(V::Bool(found.is_some())),
+            _ => None,
+        }
+    }
+
+    /// `target[index]`: a list by position, a map by key.
+    fn index(&mut self, target: &'a Node, index: &'a Node) -> Option<V<'a>> {
+        let target = self.eval(target)?;
+        match (target, self.eval(index)?) {
+            (V::List(items), V::Int(i)) => Some(from_json(items.get(usize::try_from(i).ok()?)?)),
+            (t @ (V::Map(_) | V::Labels(_)), V::Str(k)) => self.field(&t, &k),
+            _ => None,
+        }
+    }
+
+    /// `x in container`: a key of a map, an element of a list.
+    fn contains(&mut self, x: &'a Node, container: &'a Node) -> Option<V<'a>> {
+        let (x, container) = (self.eval(x)?, self.eval(container)?);
+        match (&x, container) {
+            (V::Str(k), V::Map(m)) => Some(V::Bool(m.contains_key(k.as_ref()))),
+            (V::Str(k), V::Labels(l)) => Some(V::Bool(l.contains_key(k.as_ref()))),
+            (_, V::List(items)) => {
+                let mut found = false;
+                for item in items {
+                    // Any element of another kind: leave heterogeneous equality to cel.
+                    found |= compare(Cmp::Eq, &x, &from_json(item))?;
+                }
+                Some(V::Bool(found))
+            }
+            _ => None,
+        }
+    }
+
+    /// `all` / `exists` over a range: decided by the first element that settles it.
+    fn quantify(&mut self, all: bool, range: &'a Node, iter_slot: usize, pred: &'a Node) -> Option<V<'a>> {
+        let range = self.eval(range)?;
+        for item in iterate(range)? {
+            *self.locals.get_mut(iter_slot)? = item;
+            match self.eval(pred)? {
+                V::Bool(b) if b != all => return Some(V::Bool(b)),
+                V::Bool(_) => {}
+                _ => return None,
+            }
+        }
+        Some(V::Bool(all))
+    }
+
+    /// A comprehension cel could not reduce to a quantifier: its accumulator folded over the
+    /// range while its condition holds.
+    fn fold(&mut self, l: &'a Loop) -> Option<V<'a>> {
+        let range = self.eval(&l.range)?;
+        let mut accu = self.eval(&l.init)?;
+        for item in iterate(range)? {
+            *self.locals.get_mut(l.accu_slot)? = accu.clone();
+            match self.eval(&l.cond)? {
+                V::Bool(true) => {}
+                V::Bool(false) => break,
+                _ => return None,
+            }
+            *self.locals.get_mut(l.iter_slot)? = item;
+            accu = self.eval(&l.step)?;
+        }
+        *self.locals.get_mut(l.accu_slot)? = accu;
+        self.eval(&l.result)
     }
 
     fn field(&self, target: &V<'a>, field: &str) -> Option<V<'a>> {

@@ -382,3 +382,32 @@ fn only_the_operator_records_the_ai_reader_once_while_pending() {
     // The operator still decides nothing in anyone else's name.
     assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), OPERATOR, &[]), Err(Refusal::Impersonation { .. })));
 }
+
+#[test]
+fn a_request_ends_early_only_while_it_could_still_be_decided() {
+    use tollgate_core::approval::{EarlyEnd, ended_early};
+    // Its workflow gone: cancelled with a warning, unless it already ended.
+    let gone = ended_early(Phase::Pending, "ops", "team-a", false, None);
+    assert_eq!(
+        gone,
+        Some(Some(EarlyEnd { reason: "WorkflowNotFound", message: "approval workflow \"ops\" does not exist in namespace team-a".into(), warning: true }))
+    );
+    assert_eq!(ended_early(Phase::Approved, "ops", "team-a", false, None), Some(None), "an ended request is left alone");
+    // The sidecar that held the call went away: cancelled, saying why.
+    let why = "the sidecar that held this call stopped";
+    assert_eq!(ended_early(Phase::Pending, "ops", "team-a", true, Some(why)).flatten().map(|e| (e.reason, e.message)), Some(("Cancelled", why.to_owned())));
+    assert_eq!(ended_early(Phase::Denied, "ops", "team-a", true, Some(why)), None, "after the end the annotation changes nothing");
+    assert_eq!(ended_early(Phase::Pending, "ops", "team-a", true, None), None);
+}
+
+#[test]
+fn the_resolved_condition_and_the_events_tell_the_story() {
+    use tollgate_core::approval::{resolved_condition, transition_event};
+    let w = workflow(QUORUM2);
+    let next = run(&w, &[d("alice", Verdict::Approve, 10)], None, at(20));
+    assert_eq!(resolved_condition(&next), (false, "Pending", "waiting for 1 more approval(s)".to_owned()));
+    let next = run(&w, &[d("alice", Verdict::Approve, 10), d("bob", Verdict::Deny, 11)], None, at(20));
+    assert_eq!(resolved_condition(&next).1, "Denied");
+    let t = next.transition.expect("a transition");
+    assert_eq!(transition_event(&t), ("Denied", "denied by bob: not now".to_owned()));
+}

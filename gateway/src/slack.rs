@@ -17,6 +17,7 @@ use std::time::Duration;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, Verdict, Via};
 use tollgate_core::slack::{self, Interaction, Place};
 use tollgate_mcp_client::transport::{self, Body, full};
+use tracing::Instrument;
 
 const MAX_BODY: usize = 64 << 10;
 const ATTEMPTS: usize = 3;
@@ -69,52 +70,60 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
     let span = tracing::info_span!("slack_interaction", member = tracing::field::Empty, request = tracing::field::Empty);
-    let _enter = span.enter();
     match interaction {
         Interaction::Ignored => text(StatusCode::OK, ""),
         Interaction::Click { member, verdict, namespace, request, place, trigger_id } => {
             span.record("member", member.as_str());
             span.record("request", format!("{namespace}/{request}"));
-            let (requires, workflow) = match reason_rule(&gw, &namespace, &request).await {
-                Ok(rule) => rule,
-                Err(said) => {
-                    tell(&gw, &place, &member, &said).await;
-                    return text(StatusCode::OK, "");
-                }
-            };
-            // A Deny says why, as everywhere: the click opens the form for it.
-            if tollgate_core::decision::reason_needed(verdict, requires) {
-                let modal = slack::reason_modal(&trigger_id, verdict, &namespace, &request, &place);
-                if let Err(e) = slack_call(&gw, "views.open", &modal).await {
-                    tracing::warn!(error = %e, "could not open the reason modal");
-                    tell(&gw, &place, &member, &format!("Nothing was recorded: a reason is required, and the form for it could not be opened ({e}).")).await;
-                }
-                return text(StatusCode::OK, "");
-            }
-            let said = decide(&gw, &member, verdict, &namespace, &request, None, (&workflow, requires)).await;
-            tell(&gw, &place, &member, &said).await;
-            text(StatusCode::OK, "")
+            clicked(&gw, &member, verdict, &namespace, &request, &place, &trigger_id).instrument(span).await
         }
         Interaction::Reason { member, verdict, namespace, request, place, reason } => {
             span.record("member", member.as_str());
             span.record("request", format!("{namespace}/{request}"));
-            // The form asks for a reason whatever the rule: an empty one is sent back to it.
-            let problem = if reason.trim().is_empty() {
-                Some("A reason is required.".to_owned())
-            } else {
-                tollgate_core::decision::checked_reason(verdict, Some(&reason), "", false).err().map(|p| capitalized(&p.to_string()))
-            };
-            if let Some(problem) = problem {
-                let errors = json!({"response_action": "errors", "errors": {"reason": problem}});
-                let mut r = Response::new(full(errors.to_string()));
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                return r;
-            }
-            let said = decide(&gw, &member, verdict, &namespace, &request, Some(&reason), ("", false)).await;
-            tell(&gw, &place, &member, &said).await;
-            text(StatusCode::OK, "")
+            submitted(&gw, &member, verdict, &namespace, &request, &place, &reason).instrument(span).await
         }
     }
+}
+
+/// A button clicked: decided at once, or the reason form opened when the decision needs one.
+async fn clicked(gw: &Gateway, member: &str, verdict: Verdict, namespace: &str, request: &str, place: &Place, trigger_id: &str) -> Response<Body> {
+    let (requires, workflow) = match reason_rule(gw, namespace, request).await {
+        Ok(rule) => rule,
+        Err(said) => {
+            tell(gw, place, member, &said).await;
+            return text(StatusCode::OK, "");
+        }
+    };
+    // A Deny says why, as everywhere: the click opens the form for it.
+    if tollgate_core::decision::reason_needed(verdict, requires) {
+        let modal = slack::reason_modal(trigger_id, verdict, namespace, request, place);
+        if let Err(e) = slack_call(gw, "views.open", &modal).await {
+            tracing::warn!(error = %e, "could not open the reason modal");
+            tell(gw, place, member, &format!("Nothing was recorded: a reason is required, and the form for it could not be opened ({e}).")).await;
+        }
+        return text(StatusCode::OK, "");
+    }
+    let said = decide(gw, member, verdict, namespace, request, None, (&workflow, requires)).await;
+    tell(gw, place, member, &said).await;
+    text(StatusCode::OK, "")
+}
+
+/// The reason form submitted: a blank or oversized reason goes back to the form.
+async fn submitted(gw: &Gateway, member: &str, verdict: Verdict, namespace: &str, request: &str, place: &Place, reason: &str) -> Response<Body> {
+    let problem = if reason.trim().is_empty() {
+        Some("A reason is required.".to_owned())
+    } else {
+        tollgate_core::decision::checked_reason(verdict, Some(reason), "", false).err().map(|p| capitalized(&p.to_string()))
+    };
+    if let Some(problem) = problem {
+        let errors = json!({"response_action": "errors", "errors": {"reason": problem}});
+        let mut r = Response::new(full(errors.to_string()));
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return r;
+    }
+    let said = decide(gw, member, verdict, namespace, request, Some(reason), ("", false)).await;
+    tell(gw, place, member, &said).await;
+    text(StatusCode::OK, "")
 }
 
 /// Whether the request's workflow requires a reason with every decision, and its name; what to

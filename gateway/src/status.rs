@@ -111,16 +111,8 @@ async fn audit_condition(gw: &Gateway, agent: &crate::index::Agent, now: Timesta
     if old.is_some_and(|c| c.status == status && c.reason == reason && c.message == message) {
         return Ok(None);
     }
-    let since = old.filter(|c| c.status == status).map_or(Time(now), |c| c.last_transition_time.clone());
-    let mut conditions: Vec<Condition> = agent.conditions.iter().filter(|c| c.type_ != AUDIT_COMPLETE).cloned().collect();
-    conditions.push(Condition {
-        type_: AUDIT_COMPLETE.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: None,
-        last_transition_time: since,
-    });
+    let mut conditions = agent.conditions.clone();
+    tollgate_core::conditions::set(&mut conditions, tollgate_core::conditions::condition(AUDIT_COMPLETE, ok, reason, &message, None, now));
     Ok(Some(conditions))
 }
 

@@ -87,8 +87,6 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
         Err(e) => (false, "RBACFailed", format!("could not bind service account {ns}/{sa} to ClusterRole {}: {e}", agent_rbac::AGENT_ROLE)),
     };
     let old = a.status.clone().unwrap_or_default();
-    let previous = old.conditions.iter().find(|c| c.type_ == "Ready");
-    let since = previous.filter(|c| c.reason == reason && c.message == message).map_or_else(Timestamp::now, |c| c.last_transition_time.0);
     let generation = a.meta().generation;
     let pods = Api::<Pod>::namespaced(shared.client.clone(), &ns).list(&ListParams::default().labels(&format!("{AGENT_LABEL}={name}"))).await?.items;
     let running = pods.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
@@ -96,12 +94,6 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
         0 => (false, "NoPods", "no pod of this agent has been injected yet".to_owned()),
         n => (true, "Injected", format!("{n} pods injected with the sidecar, {running} running")),
     };
-    let injected_since = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Injected")
-        .filter(|c| c.reason == why && c.message == said)
-        .map_or_else(Timestamp::now, |c| c.last_transition_time.0);
     let credentials = match super::agent_keys::ensure(&shared.client, &a).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -110,9 +102,9 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
         }
     };
     let mut status = ManagedAgentStatus { observed_generation: generation, pods: i32::try_from(running).ok(), credentials, ..old.clone() };
-    status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Injected");
-    status.conditions.push(condition("Ready", ready, reason, &message, generation, since));
-    status.conditions.push(condition("Injected", injected, why, &said, generation, injected_since));
+    let now = Timestamp::now();
+    super::upsert_condition(&mut status.conditions, condition("Ready", ready, reason, &message, generation, now));
+    super::upsert_condition(&mut status.conditions, condition("Injected", injected, why, &said, generation, now));
     // Whether the app containers can act as the agent themselves (keepServiceAccountToken).
     let keep_token = a.spec.injection.as_ref().is_some_and(|i| i.keep_service_account_token);
     let (isolated, isolated_why, isolated_said) = tollgate_core::pod_guard::isolation(keep_token);

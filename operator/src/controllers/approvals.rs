@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ApprovalRequest, ApprovalRequestStatus, ApprovalWorkflow, Phase};
-use tollgate_core::approval::{Observed, Transition, Workflow, step};
+use tollgate_core::approval::{self, Observed, Workflow, step};
 
 use super::condition;
 
@@ -64,34 +64,22 @@ async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Acti
     let old = ar.status.clone().unwrap_or_default();
     let now = Timestamp::now();
 
-    let Some(workflow) = workflows.get_opt(&ar.spec.workflow).await? else {
-        if old.phase.unwrap_or_default().is_final() {
-            return Ok(Action::await_change());
+    let workflow = workflows.get_opt(&ar.spec.workflow).await?;
+    let cancel = ar.annotations().get(CANCEL_ANNOTATION).map(String::as_str);
+    if let Some(end) = approval::ended_early(old.phase.unwrap_or_default(), &ar.spec.workflow, &ns, workflow.is_some(), cancel) {
+        if let Some(end) = end {
+            let mut status = old.clone();
+            status.phase = Some(Phase::Cancelled);
+            status.resolved_at = Some(Time(now));
+            set_condition(&mut status, condition("Resolved", true, end.reason, &end.message, ar.meta().generation, now));
+            write(&requests, &ar, &status).await?;
+            let kind = if end.warning { EventType::Warning } else { EventType::Normal };
+            publish(&shared, &ar, kind, end.reason, &end.message).await;
         }
-        let mut status = old.clone();
-        status.phase = Some(Phase::Cancelled);
-        status.resolved_at = Some(Time(now));
-        let message = format!("approval workflow {:?} does not exist in namespace {ns}", ar.spec.workflow);
-        set_condition(&mut status, condition("Resolved", true, "WorkflowNotFound", &message, ar.meta().generation, now));
-        write(&requests, &ar, &status).await?;
-        publish(&shared, &ar, EventType::Warning, "WorkflowNotFound", &message).await;
-        shared.metrics.reconcile("approvalrequest", true);
-        return Ok(Action::await_change());
-    };
-
-    // The sidecar that held the call went away: the call can never run, so the request ends.
-    if let Some(why) = ar.annotations().get(CANCEL_ANNOTATION)
-        && !old.phase.unwrap_or_default().is_final()
-    {
-        let mut status = old.clone();
-        status.phase = Some(Phase::Cancelled);
-        status.resolved_at = Some(Time(now));
-        set_condition(&mut status, condition("Resolved", true, "Cancelled", why, ar.meta().generation, now));
-        write(&requests, &ar, &status).await?;
-        publish(&shared, &ar, EventType::Normal, "Cancelled", why).await;
         shared.metrics.reconcile("approvalrequest", true);
         return Ok(Action::await_change());
     }
+    let Some(workflow) = workflow else { return Ok(Action::await_change()) };
 
     let rules = Workflow::from_spec(&ar.spec.workflow, &workflow.spec);
     let observed = Observed {
@@ -110,18 +98,9 @@ async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Acti
     status.escalated_at = next.escalated_at.map(Time);
     status.resolved_at = next.resolved_at.map(Time);
     status.observed_generation = ar.meta().generation;
-    let (resolved, reason, message) = match next.phase {
-        Phase::Pending if next.escalated_at.is_some() => (false, "Escalated", "escalated; waiting for approvers".to_owned()),
-        Phase::Pending => (false, "Pending", format!("waiting for {} more approval(s)", next.required.saturating_sub(next.approvals))),
-        Phase::Approved => (true, "Approved", format!("approved ({})", next.approvals_text())),
-        Phase::Denied => (true, "Denied", "denied by an approver".to_owned()),
-        Phase::Expired => (true, "Expired", "nobody decided in time".to_owned()),
-        Phase::Cancelled => (true, "Cancelled", "cancelled".to_owned()),
-    };
-    let existing = old.conditions.iter().find(|c| c.type_ == "Resolved");
-    let since = existing.filter(|c| c.reason == reason).map_or(now, |c| c.last_transition_time.0);
-    set_condition(&mut status, condition("Resolved", resolved, reason, &message, ar.meta().generation, since));
-    if let Some(c) = notified(&old.notifications, ar.meta().generation, &old.conditions, now) {
+    let (resolved, reason, message) = approval::resolved_condition(&next);
+    set_condition(&mut status, condition("Resolved", resolved, reason, &message, ar.meta().generation, now));
+    if let Some(c) = notified(&old.notifications, ar.meta().generation, now) {
         set_condition(&mut status, c);
     }
 
@@ -133,16 +112,9 @@ async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Acti
     shared.notifier.poke(&told, &workflow);
     shared.ai_reader.poke(&told, &workflow);
     if let Some(t) = &next.transition {
-        let (kind, reason, note) = match t {
-            Transition::Approved { by } => (EventType::Normal, "Approved", format!("approved by {}", by.join(", "))),
-            Transition::Denied { by, reason } => {
-                (EventType::Normal, "Denied", format!("denied by {by}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()))
-            }
-            Transition::Escalated => (EventType::Normal, "Escalated", "nobody decided in time; escalation approvers asked".to_owned()),
-            Transition::Expired => (EventType::Normal, "Expired", "nobody decided before the deadline".to_owned()),
-        };
+        let (reason, note) = approval::transition_event(t);
         tracing::info!(reason, note, "approval request transition");
-        publish(&shared, &ar, kind, reason, &note).await;
+        publish(&shared, &ar, EventType::Normal, reason, &note).await;
     }
     shared.metrics.reconcile("approvalrequest", true);
     Ok(match next.requeue_at {
@@ -176,7 +148,7 @@ async fn write(api: &Api<ApprovalRequest>, ar: &ApprovalRequest, status: &Approv
 
 /// `Notified`: whether every target of the workflow was told (or is still being tried), from
 /// the notifier's records; none while nothing was sent.
-fn notified(records: &[tollgate_api::NotificationRecord], generation: Option<i64>, conditions: &[Condition], now: Timestamp) -> Option<Condition> {
+fn notified(records: &[tollgate_api::NotificationRecord], generation: Option<i64>, now: Timestamp) -> Option<Condition> {
     if records.is_empty() {
         return None;
     }
@@ -191,13 +163,11 @@ fn notified(records: &[tollgate_api::NotificationRecord], generation: Option<i64
     } else {
         (false, "DeliveryFailed", format!("gave up on {}", failing.join("; ")))
     };
-    let since = conditions.iter().find(|c| c.type_ == "Notified").filter(|c| c.reason == reason).map_or(now, |c| c.last_transition_time.0);
-    Some(condition("Notified", ok, reason, &message, generation, since))
+    Some(condition("Notified", ok, reason, &message, generation, now))
 }
 
 pub(crate) fn set_condition(status: &mut ApprovalRequestStatus, c: Condition) {
-    status.conditions.retain(|x| x.type_ != c.type_);
-    status.conditions.push(c);
+    super::upsert_condition(&mut status.conditions, c);
 }
 
 async fn publish(shared: &Shared, ar: &ApprovalRequest, type_: EventType, reason: &str, note: &str) {

@@ -107,11 +107,11 @@ fn status_for(
         }
         Err(e) => (false, e.reason(), e.to_string(), None, None),
     };
-    let previous = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-    let since = previous.filter(|c| c.reason == reason && c.message == message).map_or_else(Timestamp::now, |c| c.last_transition_time.0);
+    let mut conditions = old.map(|s| s.conditions.clone()).unwrap_or_default();
+    super::upsert_condition(&mut conditions, condition("Ready", ready, reason, &message, generation, Timestamp::now()));
     ToolPolicyStatus {
         observed_generation: generation,
-        conditions: vec![condition("Ready", ready, reason, &message, generation, since)],
+        conditions,
         rules: rules.and_then(|n| i32::try_from(n).ok()),
         matched_agents: matched.and_then(|n| i32::try_from(n).ok()),
     }

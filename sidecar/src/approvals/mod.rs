@@ -163,32 +163,51 @@ pub(crate) async fn hold(
     });
 
     if polled {
-        let view = as_task.then(|| tasks::created(&name, &held));
-        if !sc.held.insert(name.clone(), held) {
-            request::cancel(sc, &name, "the sidecar holds too many calls").await;
-            return refuse(&format!("Access denied: this sidecar already holds {MAX_HELD} calls for approval; try again later"));
-        }
-        sc.metrics.tool_call("require_approval", "pending");
-        if let Some(view) = view {
-            return json(StatusCode::OK, jsonrpc::result_response(id.as_deref(), view));
-        }
-        let text = format!(
-            "Approval required: request {name} is pending with workflow {workflow_name}. Call {GET_STATUS} with request_id \"{name}\" every {POLL_SECONDS} seconds; once approved it runs the call and returns its result."
-        );
-        let result = json!({
-            "content": [{"type": "text", "text": text}],
-            "structuredContent": {"status": "pending", "request_id": name, "poll_interval_seconds": POLL_SECONDS},
-            "isError": false,
-        });
-        return json(StatusCode::OK, jsonrpc::result_response(id.as_deref(), result));
+        return match answer_polled(sc, &name, held, &workflow_name, id.as_deref(), as_task).await {
+            Ok(r) => r,
+            Err(text) => refuse(&text),
+        };
     }
+    answer_blocking(sc.clone(), name, held, headers, id, progress)
+}
 
-    // Blocking: the answer is written when the request ends, by a task that outlives the client's
-    // connection, so a client that hangs up still gets its call cancelled (or finished) and audited.
+/// A held call the agent polls (`get_approval_status`, or a task): kept in the registry, and
+/// answered at once with how to poll; why not, when the registry is full.
+async fn answer_polled(
+    sc: &Arc<Sidecar>,
+    name: &str,
+    held: Arc<Held>,
+    workflow_name: &str,
+    id: Option<&RawValue>,
+    as_task: bool,
+) -> Result<Response<Body>, String> {
+    let view = as_task.then(|| tasks::created(name, &held));
+    if !sc.held.insert(name.to_owned(), held) {
+        request::cancel(sc, name, "the sidecar holds too many calls").await;
+        return Err(format!("Access denied: this sidecar already holds {MAX_HELD} calls for approval; try again later"));
+    }
+    sc.metrics.tool_call("require_approval", "pending");
+    if let Some(view) = view {
+        return Ok(json(StatusCode::OK, jsonrpc::result_response(id, view)));
+    }
+    let text = format!(
+        "Approval required: request {name} is pending with workflow {workflow_name}. Call {GET_STATUS} with request_id \"{name}\" every {POLL_SECONDS} seconds; once approved it runs the call and returns its result."
+    );
+    let result = json!({
+        "content": [{"type": "text", "text": text}],
+        "structuredContent": {"status": "pending", "request_id": name, "poll_interval_seconds": POLL_SECONDS},
+        "isError": false,
+    });
+    Ok(json(StatusCode::OK, jsonrpc::result_response(id, result)))
+}
+
+/// A held call the client waits on: the answer is written when the request ends, by a task that
+/// outlives the client's connection, so a client that hangs up still gets its call cancelled (or
+/// finished) and audited. With SSE, progress notifications while it waits.
+fn answer_blocking(sc: Arc<Sidecar>, name: String, held: Arc<Held>, headers: &HeaderMap, id: Option<Box<RawValue>>, progress: Option<Value>) -> Response<Body> {
     let wants_sse = headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     let (tx, body) = channel();
     let interval = Duration::from_secs(sc.config.progress_interval_seconds.max(1));
-    let sc = sc.clone();
     tokio::spawn(async move {
         let started = Instant::now();
         let ending = {
