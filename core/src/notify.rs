@@ -69,6 +69,24 @@ pub fn failing(records: &[NotificationRecord]) -> impl Iterator<Item = &Notifica
     records.iter().filter(|r| r.error.is_some() && r.attempts.unwrap_or(0) >= MAX_ATTEMPTS)
 }
 
+/// A request's `Notified` condition from its delivery records: (ok, reason, message); none while
+/// nothing was sent.
+pub fn delivery(records: &[NotificationRecord]) -> Option<(bool, &'static str, String)> {
+    if records.is_empty() {
+        return None;
+    }
+    let failing: Vec<String> =
+        failing(records).map(|r| format!("{:?} {}: {}", r.channel, r.target, r.error.as_deref().unwrap_or_default()).to_lowercase()).collect();
+    let retrying: Vec<String> = records.iter().filter(|r| r.error.is_some()).map(|r| format!("{:?} {}", r.channel, r.target).to_lowercase()).collect();
+    Some(if failing.is_empty() && retrying.is_empty() {
+        (true, "Delivered", format!("{} target(s) told", records.len()))
+    } else if failing.is_empty() {
+        (false, "Retrying", format!("retrying {}", retrying.join("; ")))
+    } else {
+        (false, "DeliveryFailed", format!("gave up on {}", failing.join("; ")))
+    })
+}
+
 /// Seconds before attempt `n` (1-based) of a stage: 0, then doubling from 1 s.
 pub fn backoff_seconds(attempt: i32) -> u64 {
     if attempt <= 1 { 0 } else { 1u64 << (attempt - 2).clamp(0, 6) }
@@ -238,6 +256,22 @@ fn html_escape(text: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn delivery_says_who_was_told_who_is_retried_and_who_was_given_up_on() {
+        let rec = |target: &str, error: Option<&str>, attempts: i32| -> NotificationRecord {
+            serde_json::from_value(
+                serde_json::json!({"channel": "webhook", "target": target, "sentAt": "2026-12-02T10:00:00Z", "error": error, "attempts": attempts}),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(delivery(&[]), None);
+        assert_eq!(delivery(&[rec("a", None, 1), rec("b", None, 1)]), Some((true, "Delivered", "2 target(s) told".into())));
+        assert_eq!(delivery(&[rec("a", None, 1), rec("b", Some("503"), 1)]), Some((false, "Retrying", "retrying webhook b".into())));
+        let gave_up = delivery(&[rec("b", Some("503"), MAX_ATTEMPTS)]).map(|d| (d.1, d.2));
+        assert_eq!(gave_up, Some(("DeliveryFailed", "gave up on webhook b: 503".into())));
+    }
+
     use super::*;
     use jiff::Timestamp;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -19,7 +19,14 @@ pub const PODS_PATH: &str = "/validate/pods";
 pub const REFERENCES_PATH: &str = "/validate/references";
 
 pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pem: &str) -> Result<()> {
-    let client_config = |path: &str| WebhookClientConfig {
+    apply(client, &validating(config, ca_pem)).await.context("registering the validating webhook")?;
+    apply(client, &mutating(config, ca_pem)).await.context("registering the injection webhook")?;
+    Ok(())
+}
+
+/// How the API server reaches the webhook at `path`: a URL, or the Service in front of it.
+fn client_config(config: &Config, ca_pem: &str, path: &str) -> WebhookClientConfig {
+    WebhookClientConfig {
         ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
         url: config.webhook_url.as_ref().map(|u| format!("{}{path}", u.trim_end_matches('/'))),
         service: match (&config.webhook_url, config.webhook_service.split_once('/')) {
@@ -28,15 +35,23 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
             }
             _ => None,
         },
-    };
-    // The operator's own namespace and kube-system stay writable while the webhook is down, so a
-    // broken install can be repaired (namespaced objects only; cluster-scoped ones are always
-    // reviewed).
-    let exempt = LabelSelectorRequirement {
+    }
+}
+
+/// The operator's own namespace and kube-system stay writable while the webhook is down, so a
+/// broken install can be repaired (namespaced objects only; cluster-scoped ones are always
+/// reviewed).
+fn exempt(config: &Config) -> LabelSelectorRequirement {
+    LabelSelectorRequirement {
         key: "kubernetes.io/metadata.name".to_owned(),
         operator: "NotIn".to_owned(),
         values: Some(vec![config.namespace.clone(), "kube-system".to_owned()]),
-    };
+    }
+}
+
+/// Every validating webhook: who may write what, failing closed.
+pub fn validating(config: &Config, ca_pem: &str) -> ValidatingWebhookConfiguration {
+    let exempt = exempt(config);
     let rule = |operations: &[&str], resources: &[&str]| RuleWithOperations {
         api_groups: Some(vec![tollgate_api::GROUP.to_owned()]),
         api_versions: Some(vec![tollgate_api::VERSION.to_owned()]),
@@ -47,7 +62,7 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
     let webhook = |name: &str, path: &str, rules: Vec<RuleWithOperations>| ValidatingWebhook {
         name: name.to_owned(),
         admission_review_versions: vec!["v1".to_owned()],
-        client_config: client_config(path),
+        client_config: client_config(config, ca_pem, path),
         failure_policy: Some("Fail".to_owned()),
         match_policy: Some("Equivalent".to_owned()),
         side_effects: "None".to_owned(),
@@ -56,7 +71,7 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
         rules: Some(rules),
         ..Default::default()
     };
-    let vwc = ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
         metadata: ObjectMeta { name: Some(config.webhook_configuration.clone()), ..Default::default() },
         webhooks: Some(vec![
             webhook("approvals.tollgate.dev", APPROVALS_PATH, vec![rule(&["UPDATE"], &["approvalrequests/status"])]),
@@ -76,13 +91,16 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
                 ..webhook("pods.tollgate.dev", PODS_PATH, Vec::new())
             },
         ]),
-    };
-    apply(client, &vwc).await.context("registering the validating webhook")?;
+    }
+}
 
+/// The injection webhook, on pod creation in labelled namespaces.
+pub fn mutating(config: &Config, ca_pem: &str) -> MutatingWebhookConfiguration {
+    let exempt = exempt(config);
     let inject = MutatingWebhook {
         name: "inject.tollgate.dev".to_owned(),
         admission_review_versions: vec!["v1".to_owned()],
-        client_config: client_config(INJECT_PATH),
+        client_config: client_config(config, ca_pem, INJECT_PATH),
         failure_policy: Some("Fail".to_owned()),
         match_policy: Some("Equivalent".to_owned()),
         // Events about skipped pods are written, except on dry runs.
@@ -99,12 +117,10 @@ pub async fn webhook_configuration(client: &kube::Client, config: &Config, ca_pe
         }]),
         ..Default::default()
     };
-    let mwc = MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
         metadata: ObjectMeta { name: Some(config.webhook_configuration.clone()), ..Default::default() },
         webhooks: Some(vec![inject]),
-    };
-    apply(client, &mwc).await.context("registering the injection webhook")?;
-    Ok(())
+    }
 }
 
 /// The namespaces labelled for injection, but the exempt ones.
@@ -122,4 +138,48 @@ where
 {
     let name = object.meta().name.clone().unwrap_or_default();
     Api::<K>::all(client.clone()).patch(&name, &crate::ssa::params(), &crate::ssa::body(object)).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("tollgate-operator").chain(args.iter().copied())).expect("flags")
+    }
+
+    #[test]
+    fn every_webhook_fails_closed_and_spares_only_the_namespaces_that_repair_it() {
+        let c = config(&["--namespace", "tollgate-system"]);
+        let v = validating(&c, "CA");
+        let m = mutating(&c, "CA");
+        let hooks: Vec<(&str, Option<&str>, Option<&LabelSelector>)> = v
+            .webhooks
+            .iter()
+            .flatten()
+            .map(|w| (w.name.as_str(), w.failure_policy.as_deref(), w.namespace_selector.as_ref()))
+            .chain(m.webhooks.iter().flatten().map(|w| (w.name.as_str(), w.failure_policy.as_deref(), w.namespace_selector.as_ref())))
+            .collect();
+        assert_eq!(hooks.len(), 6);
+        for (name, policy, selector) in hooks {
+            assert_eq!(policy, Some("Fail"), "{name}");
+            let exempted = selector.and_then(|s| s.match_expressions.as_ref()).into_iter().flatten().find(|e| e.key == "kubernetes.io/metadata.name");
+            assert_eq!(exempted.and_then(|e| e.values.clone()), Some(vec!["tollgate-system".to_owned(), "kube-system".to_owned()]), "{name}");
+        }
+        let inject = &m.webhooks.as_ref().expect("hooks")[0];
+        assert_eq!((inject.side_effects.as_str(), inject.reinvocation_policy.as_deref()), ("NoneOnDryRun", Some("IfNeeded")));
+    }
+
+    #[test]
+    fn the_api_server_reaches_the_webhook_by_url_or_by_its_service() {
+        let by_service = validating(&config(&["--webhook-service", "tollgate-system/tollgate-operator"]), "CA");
+        let cc = &by_service.webhooks.as_ref().expect("hooks")[0].client_config;
+        let service = cc.service.as_ref().expect("a service");
+        assert_eq!((service.name.as_str(), service.path.as_deref(), cc.url.as_deref()), ("tollgate-operator", Some(APPROVALS_PATH), None));
+        assert_eq!(cc.ca_bundle.as_ref().map(|b| b.0.as_slice()), Some(b"CA".as_slice()));
+        let by_url = validating(&config(&["--webhook-url", "https://127.0.0.1:9443/"]), "CA");
+        let cc = &by_url.webhooks.as_ref().expect("hooks")[0].client_config;
+        assert_eq!((cc.url.as_deref(), cc.service.is_none()), (Some(format!("https://127.0.0.1:9443{APPROVALS_PATH}").as_str()), true));
+    }
 }

@@ -149,20 +149,7 @@ async fn write(api: &Api<ApprovalRequest>, ar: &ApprovalRequest, status: &Approv
 /// `Notified`: whether every target of the workflow was told (or is still being tried), from
 /// the notifier's records; none while nothing was sent.
 fn notified(records: &[tollgate_api::NotificationRecord], generation: Option<i64>, now: Timestamp) -> Option<Condition> {
-    if records.is_empty() {
-        return None;
-    }
-    let failing: Vec<String> = tollgate_core::notify::failing(records)
-        .map(|r| format!("{:?} {}: {}", r.channel, r.target, r.error.as_deref().unwrap_or_default()).to_lowercase())
-        .collect();
-    let retrying: Vec<String> = records.iter().filter(|r| r.error.is_some()).map(|r| format!("{:?} {}", r.channel, r.target).to_lowercase()).collect();
-    let (ok, reason, message) = if failing.is_empty() && retrying.is_empty() {
-        (true, "Delivered", format!("{} target(s) told", records.len()))
-    } else if failing.is_empty() {
-        (false, "Retrying", format!("retrying {}", retrying.join("; ")))
-    } else {
-        (false, "DeliveryFailed", format!("gave up on {}", failing.join("; ")))
-    };
+    let (ok, reason, message) = tollgate_core::notify::delivery(records)?;
     Some(condition("Notified", ok, reason, &message, generation, now))
 }
 
