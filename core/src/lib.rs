@@ -1,51 +1,24 @@
 //! Tollgate's pure core: every decision as a function of its inputs. No IO, no async runtime.
+//! One folder per subject (docs/design.md, section 1):
 //!
-//! - [`policy`]: compile `ToolPolicy` / `ClusterToolPolicy` (CEL at load) and decide calls.
-//! - [`approval`]: the `ApprovalRequest` phase machine.
-//! - [`authz`]: whether a write to an `ApprovalRequest`'s status may be admitted.
-//! - [`digest`], [`redact`]: the argument digest an approval binds to, and what may be stored.
-//! - [`audit`]: the audit record.
+//! - [`policy`]: compile `ToolPolicy` / `ClusterToolPolicy` (CEL at load, a native evaluator for
+//!   the common shapes) and decide tool calls.
+//! - [`approval`]: the `ApprovalRequest` phase machine, who may write a decision and what a
+//!   person's decision must carry, held calls, notifications, Slack, the AI first reader.
+//! - [`model`]: model calls: which model a name is, what a request may ask a provider, a call's
+//!   admission and cost, budgets, agent keys.
+//! - [`mcp`]: MCP on the wire: JSON-RPC, SSE, routing headers, access, aggregation, tasks.
+//! - [`audit`]: the audit record, its bounds, redaction, the hash chain and signed checkpoints.
+//! - [`k8s`]: Kubernetes objects as data: injection and the pod guard, the Gateway's objects,
+//!   RBAC, references, transparent mode, conditions, names, the Lease.
+//! - [`glob`], [`hmac`], [`vault`]: small shared pieces.
 
-pub mod access;
-pub mod agent_rbac;
-pub mod aggregate;
-pub mod ai_review;
 pub mod approval;
 pub mod audit;
-pub mod audit_bounds;
-pub mod audit_chain;
-pub mod audit_checkpoint;
-pub mod authz;
-pub mod conditions;
-pub mod decision;
-pub mod digest;
-pub mod discovery;
-pub mod expr;
-pub mod gateway_objects;
 pub mod glob;
-pub mod held;
 pub mod hmac;
-pub mod inject;
-pub mod jsonrpc;
-pub mod k8s_names;
-pub mod keys;
-pub mod lease;
-pub mod model_call;
-pub mod model_request;
-pub mod models;
-mod native;
-pub mod notify;
-pub mod pod_guard;
+pub mod k8s;
+pub mod mcp;
+pub mod model;
 pub mod policy;
-pub mod redact;
-pub mod references;
-mod regex_cache;
-pub mod request_authz;
-pub mod routing;
-pub mod slack;
-pub mod spend;
-pub mod sse;
-pub mod strict;
-pub mod tasks;
-pub mod transparent;
 pub mod vault;

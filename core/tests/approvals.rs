@@ -4,9 +4,9 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tollgate_api::{ApprovalDecision, ApprovalRequestStatus, ApprovalWorkflowSpec, Phase, Verdict, Via};
+use tollgate_core::approval::authz::{AuthzContext, Caller, WriteRefusal, authorize_status_update};
+use tollgate_core::approval::decision::record as new_decision;
 use tollgate_core::approval::{Next, Observed, Transition, Workflow, step};
-use tollgate_core::authz::{AuthzContext, Caller, Refusal, authorize_status_update};
-use tollgate_core::decision::record as new_decision;
 
 fn t0() -> Timestamp {
     "2026-11-22T12:00:00Z".parse().unwrap()
@@ -159,7 +159,7 @@ fn with(old: &ApprovalRequestStatus, decision: ApprovalDecision) -> ApprovalRequ
     new
 }
 
-fn check(w: &Workflow, old: &ApprovalRequestStatus, new: &ApprovalRequestStatus, user: &str, groups: &[&str]) -> Result<(), Refusal> {
+fn check(w: &Workflow, old: &ApprovalRequestStatus, new: &ApprovalRequestStatus, user: &str, groups: &[&str]) -> Result<(), WriteRefusal> {
     let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
     authorize_status_update(old, new, &Caller { username: user, groups: &groups }, &ctx(w))
 }
@@ -174,35 +174,37 @@ fn an_approver_may_append_their_own_decision() {
 
 #[test]
 fn a_deny_without_a_reason_is_refused_whoever_writes_it() {
-    use tollgate_core::decision::ReasonProblem;
+    use tollgate_core::approval::decision::ReasonProblem;
     let w = workflow("approvers: {users: [alice], slack: {userIds: [U123]}}");
     let old = pending(vec![]);
     let bare = |user: &str, via| new_decision(user, Verdict::Deny, Some("  ".into()), via, at(10));
     let refused = check(&w, &old, &with(&old, bare("alice", Via::Kubectl)), "alice", &[]);
-    assert_eq!(refused, Err(Refusal::Reason(ReasonProblem::DenyWithoutReason)));
+    assert_eq!(refused, Err(WriteRefusal::Reason(ReasonProblem::DenyWithoutReason)));
     assert_eq!(refused.unwrap_err().to_string(), "a Deny must say why: give a reason (--reason)");
     // Relayed from Slack by the gateway: the same rule.
     let slack = check(&w, &old, &with(&old, bare("slack:U123", Via::Slack)), "system:serviceaccount:tollgate-system:tollgate-gateway", &[]);
-    assert_eq!(slack, Err(Refusal::Reason(ReasonProblem::DenyWithoutReason)));
+    assert_eq!(slack, Err(WriteRefusal::Reason(ReasonProblem::DenyWithoutReason)));
 }
 
 #[test]
 fn forgeries_are_refused() {
     let w = workflow("approvers: {users: [alice, bob], slack: {userIds: [U123]}}\nrequiredApprovals: 2");
     let old = pending(vec![d("alice", Verdict::Approve, 5)]);
-    type Case<'a> = (&'a str, ApprovalRequestStatus, &'a str, fn(&Refusal) -> bool);
+    type Case<'a> = (&'a str, ApprovalRequestStatus, &'a str, fn(&WriteRefusal) -> bool);
     let cases: Vec<Case> = vec![
-        ("outsider approving", with(&old, d("mallory", Verdict::Approve, 10)), "mallory", |r| matches!(r, Refusal::NotApprover { .. })),
-        ("in someone else's name", with(&old, d("bob", Verdict::Approve, 10)), "alice", |r| matches!(r, Refusal::Impersonation { .. })),
-        ("voting twice", with(&old, d("alice", Verdict::Approve, 10)), "alice", |r| matches!(r, Refusal::DuplicateVote { .. })),
-        ("agent's service account", with(&old, d(AGENT_SA, Verdict::Approve, 10)), AGENT_SA, |r| matches!(r, Refusal::SelfApproval { .. })),
-        ("editing an earlier decision", pending(vec![d("alice", Verdict::Deny, 5)]), "alice", |r| matches!(r, Refusal::EditedEarlierDecision)),
-        ("removing a decision", pending(vec![]), "bob", |r| matches!(r, Refusal::EditedEarlierDecision)),
+        ("outsider approving", with(&old, d("mallory", Verdict::Approve, 10)), "mallory", |r| matches!(r, WriteRefusal::NotApprover { .. })),
+        ("in someone else's name", with(&old, d("bob", Verdict::Approve, 10)), "alice", |r| matches!(r, WriteRefusal::Impersonation { .. })),
+        ("voting twice", with(&old, d("alice", Verdict::Approve, 10)), "alice", |r| matches!(r, WriteRefusal::DuplicateVote { .. })),
+        ("agent's service account", with(&old, d(AGENT_SA, Verdict::Approve, 10)), AGENT_SA, |r| matches!(r, WriteRefusal::SelfApproval { .. })),
+        ("editing an earlier decision", pending(vec![d("alice", Verdict::Deny, 5)]), "alice", |r| matches!(r, WriteRefusal::EditedEarlierDecision)),
+        ("removing a decision", pending(vec![]), "bob", |r| matches!(r, WriteRefusal::EditedEarlierDecision)),
         ("slack without the gateway", with(&old, ApprovalDecision { via: Via::Slack, ..d("slack:U123", Verdict::Approve, 10) }), "bob", |r| {
-            matches!(r, Refusal::SlackRelayOnly)
+            matches!(r, WriteRefusal::SlackRelayOnly)
         }),
-        ("clock skew", with(&old, d("bob", Verdict::Approve, 10_000)), "bob", |r| matches!(r, Refusal::ClockSkew { .. })),
-        ("two at once", with(&with(&old, d("bob", Verdict::Approve, 10)), d("carol", Verdict::Approve, 10)), "bob", |r| matches!(r, Refusal::SeveralDecisions)),
+        ("clock skew", with(&old, d("bob", Verdict::Approve, 10_000)), "bob", |r| matches!(r, WriteRefusal::ClockSkew { .. })),
+        ("two at once", with(&with(&old, d("bob", Verdict::Approve, 10)), d("carol", Verdict::Approve, 10)), "bob", |r| {
+            matches!(r, WriteRefusal::SeveralDecisions)
+        }),
     ];
     for (name, new, caller, want) in cases {
         let got = check(&w, &old, &new, caller, &[]);
@@ -218,7 +220,7 @@ fn the_agent_service_account_cannot_approve_even_when_listed() {
     let w = workflow(&format!("approvers: {{users: [{AGENT_SA:?}]}}"));
     let old = pending(vec![]);
     let r = check(&w, &old, &with(&old, d(AGENT_SA, Verdict::Approve, 10)), AGENT_SA, &[]);
-    assert!(matches!(r, Err(Refusal::SelfApproval { .. })), "{r:?}");
+    assert!(matches!(r, Err(WriteRefusal::SelfApproval { .. })), "{r:?}");
 }
 
 #[test]
@@ -227,11 +229,11 @@ fn only_the_operator_changes_phase() {
     let old = pending(vec![]);
     let mut new = old.clone();
     new.phase = Some(Phase::Approved);
-    assert_eq!(check(&w, &old, &new, "alice", &[]), Err(Refusal::OperatorField { field: "phase" }));
+    assert_eq!(check(&w, &old, &new, "alice", &[]), Err(WriteRefusal::OperatorField { field: "phase" }));
     assert_eq!(check(&w, &old, &new, OPERATOR, &[]), Ok(()));
     // Even the operator cannot rewrite decisions.
     let old = pending(vec![d("alice", Verdict::Approve, 1)]);
-    assert_eq!(check(&w, &old, &pending(vec![]), OPERATOR, &[]), Err(Refusal::EditedEarlierDecision));
+    assert_eq!(check(&w, &old, &pending(vec![]), OPERATOR, &[]), Err(WriteRefusal::EditedEarlierDecision));
 }
 
 #[test]
@@ -240,12 +242,12 @@ fn no_decisions_after_the_end_or_after_expiry() {
     let mut old = pending(vec![]);
     old.phase = Some(Phase::Expired);
     let r = check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]);
-    assert!(matches!(r, Err(Refusal::NotPending { phase: Phase::Expired, .. })), "{r:?}");
+    assert!(matches!(r, Err(WriteRefusal::NotPending { phase: Phase::Expired, .. })), "{r:?}");
     // Still Pending because the operator has not caught up, but past expiresAt.
     let mut old = pending(vec![]);
     old.expires_at = Some(Time(at(5)));
     let r = check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]);
-    assert!(matches!(r, Err(Refusal::Expired { .. })), "{r:?}");
+    assert!(matches!(r, Err(WriteRefusal::Expired { .. })), "{r:?}");
 }
 
 #[test]
@@ -254,9 +256,9 @@ fn slack_decisions_relayed_by_the_gateway() {
     let old = pending(vec![]);
     let slack = |user: &str| ApprovalDecision { via: Via::Slack, ..d(user, Verdict::Approve, 10) };
     assert_eq!(check(&w, &old, &with(&old, slack("slack:U123")), GATEWAY, &[]), Ok(()));
-    assert!(matches!(check(&w, &old, &with(&old, slack("slack:U999")), GATEWAY, &[]), Err(Refusal::NotApprover { .. })));
+    assert!(matches!(check(&w, &old, &with(&old, slack("slack:U999")), GATEWAY, &[]), Err(WriteRefusal::NotApprover { .. })));
     // The gateway may not decide as a Kubernetes user.
-    assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), GATEWAY, &[]), Err(Refusal::Impersonation { .. })));
+    assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), GATEWAY, &[]), Err(WriteRefusal::Impersonation { .. })));
 }
 
 /// One person listed both as a Kubernetes user and as a Slack member votes once, whichever way
@@ -267,10 +269,10 @@ fn a_person_both_in_kubernetes_and_slack_votes_once() {
     let slack = |user: &str, secs| ApprovalDecision { via: Via::Slack, ..d(user, Verdict::Approve, secs) };
     let old = pending(vec![d("alice", Verdict::Approve, 1)]);
     let r = check(&w, &old, &with(&old, slack("slack:U123", 10)), GATEWAY, &[]);
-    assert!(matches!(r, Err(Refusal::DuplicateVote { .. })), "{r:?}");
+    assert!(matches!(r, Err(WriteRefusal::DuplicateVote { .. })), "{r:?}");
     let clicked = pending(vec![slack("slack:U123", 1)]);
     let r = check(&w, &clicked, &with(&clicked, d("alice", Verdict::Approve, 10)), "alice", &[]);
-    assert!(matches!(r, Err(Refusal::DuplicateVote { .. })), "{r:?}");
+    assert!(matches!(r, Err(WriteRefusal::DuplicateVote { .. })), "{r:?}");
     // And the tally counts them once, whatever was stored.
     let n = run(&w, &[d("alice", Verdict::Approve, 1), slack("slack:U123", 2)], None, at(3));
     assert_eq!((n.phase, n.approvals), (Phase::Pending, 1));
@@ -282,7 +284,7 @@ fn a_person_both_in_kubernetes_and_slack_votes_once() {
 fn escalation_approvers_only_after_escalation() {
     let w = workflow(ESCALATING);
     let old = pending(vec![]);
-    assert!(matches!(check(&w, &old, &with(&old, d("boss", Verdict::Approve, 10)), "boss", &[]), Err(Refusal::NotApprover { .. })));
+    assert!(matches!(check(&w, &old, &with(&old, d("boss", Verdict::Approve, 10)), "boss", &[]), Err(WriteRefusal::NotApprover { .. })));
     let mut escalated = old.clone();
     escalated.escalated_at = Some(Time(at(5)));
     assert_eq!(check(&w, &escalated, &with(&escalated, d("boss", Verdict::Approve, 10)), "boss", &[]), Ok(()));
@@ -294,7 +296,7 @@ fn require_reason() {
     let old = pending(vec![]);
     assert!(matches!(
         check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), "alice", &[]),
-        Err(Refusal::Reason(tollgate_core::decision::ReasonProblem::Required { .. }))
+        Err(WriteRefusal::Reason(tollgate_core::approval::decision::ReasonProblem::Required { .. }))
     ));
     let mut dec = d("alice", Verdict::Approve, 10);
     dec.reason = Some("looks right".into());
@@ -303,7 +305,7 @@ fn require_reason() {
 
 #[test]
 fn refusals_read_as_plain_words() {
-    let r = Refusal::NotApprover { user: "bob".into(), workflow: "prod-deploy".into() };
+    let r = WriteRefusal::NotApprover { user: "bob".into(), workflow: "prod-deploy".into() };
     assert_eq!(r.to_string(), "you (bob) are not an approver of workflow prod-deploy");
 }
 
@@ -368,19 +370,19 @@ fn only_the_operator_records_the_ai_reader_once_while_pending() {
     let old = pending(vec![]);
     assert_eq!(check(&w, &old, &with(&old, ai(Verdict::Approve, 10)), OPERATOR, &[]), Ok(()));
     // Nobody else, whatever they claim.
-    assert_eq!(check(&w, &old, &with(&old, ai(Verdict::Approve, 10)), "alice", &[]), Err(Refusal::AiOperatorOnly));
+    assert_eq!(check(&w, &old, &with(&old, ai(Verdict::Approve, 10)), "alice", &[]), Err(WriteRefusal::AiOperatorOnly));
     let named = new_decision("ai:prod-deploy", Verdict::Approve, None, Via::Kubectl, at(10));
-    assert_eq!(check(&w, &old, &with(&old, named), "ai:prod-deploy", &[]), Err(Refusal::AiOperatorOnly));
+    assert_eq!(check(&w, &old, &with(&old, named), "ai:prod-deploy", &[]), Err(WriteRefusal::AiOperatorOnly));
     // Once, while pending, and only for a workflow that has a reader.
     let told = pending(vec![ai(Verdict::Approve, 5)]);
-    assert!(matches!(check(&w, &told, &with(&told, ai(Verdict::Deny, 10)), OPERATOR, &[]), Err(Refusal::DuplicateVote { .. })));
+    assert!(matches!(check(&w, &told, &with(&told, ai(Verdict::Deny, 10)), OPERATOR, &[]), Err(WriteRefusal::DuplicateVote { .. })));
     let mut done = pending(vec![]);
     done.phase = Some(Phase::Denied);
-    assert!(matches!(check(&w, &done, &with(&done, ai(Verdict::Approve, 10)), OPERATOR, &[]), Err(Refusal::NotPending { .. })));
+    assert!(matches!(check(&w, &done, &with(&done, ai(Verdict::Approve, 10)), OPERATOR, &[]), Err(WriteRefusal::NotPending { .. })));
     let plain = workflow(QUORUM2);
-    assert!(matches!(check(&plain, &old, &with(&old, ai(Verdict::Approve, 10)), OPERATOR, &[]), Err(Refusal::Impersonation { .. })));
+    assert!(matches!(check(&plain, &old, &with(&old, ai(Verdict::Approve, 10)), OPERATOR, &[]), Err(WriteRefusal::Impersonation { .. })));
     // The operator still decides nothing in anyone else's name.
-    assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), OPERATOR, &[]), Err(Refusal::Impersonation { .. })));
+    assert!(matches!(check(&w, &old, &with(&old, d("alice", Verdict::Approve, 10)), OPERATOR, &[]), Err(WriteRefusal::Impersonation { .. })));
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The injection patch builder (`tollgate_core::inject`) against golden files: the pod as
+//! The injection patch builder (`tollgate_core::k8s::inject`) against golden files: the pod as
 //! submitted (with the token volume the ServiceAccount admission plugin adds before any webhook)
 //! and the pod as it must run. `TOLLGATE_UPDATE_GOLDEN=1 cargo test -p tollgate-core --test
 //! inject` rewrites them; review the diff.
@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use tollgate_api::{ManagedAgentSpec, McpServerSpec};
-use tollgate_core::inject::{Candidate, Outcome, Settings, decide, mounts};
+use tollgate_core::k8s::inject::{Candidate, PodReview, Settings, mounts, review};
 
 fn settings() -> Settings {
     Settings {
@@ -79,16 +79,16 @@ fn an_agent_pod_gets_the_sidecar_and_loses_the_token() {
     assert!(secrets.config_maps.is_empty());
     let candidates = [Candidate { name: "coder", spec: &coder, mounts: secrets }];
     let submitted = pod(json!({"app": "coder"}), "coder", json!({}));
-    let Outcome::Inject { agent, pod: injected } = decide(&submitted, &candidates, &settings()) else { panic!("the agent's pod is injected") };
+    let PodReview::Inject { agent, pod: injected } = review(&submitted, &candidates, &settings()) else { panic!("the agent's pod is injected") };
     assert_eq!(agent, "coder");
     golden("inject-agent-pod.json", &serde_json::to_value(&injected).unwrap());
     // Injecting twice changes nothing.
-    assert_eq!(decide(&injected, &candidates, &settings()), Outcome::Inject { agent: "coder".into(), pod: injected.clone() });
+    assert_eq!(review(&injected, &candidates, &settings()), PodReview::Inject { agent: "coder".into(), pod: injected.clone() });
     // A pod that only claims to be injected gets the real sidecar, not the one it brought.
     let mut claimed = submitted.clone();
     claimed.metadata.annotations = Some([("tollgate.dev/injected".to_owned(), "coder".to_owned())].into());
     claimed.spec.as_mut().unwrap().init_containers = serde_json::from_value(json!([{"name": "tollgate-sidecar", "image": "evil:1"}])).unwrap();
-    assert_eq!(decide(&claimed, &candidates, &settings()), Outcome::Inject { agent: "coder".into(), pod: injected.clone() });
+    assert_eq!(review(&claimed, &candidates, &settings()), PodReview::Inject { agent: "coder".into(), pod: injected.clone() });
 }
 
 #[test]
@@ -99,21 +99,21 @@ fn pods_that_are_not_one_agent_under_its_identity_are_not_injected() {
     let two =
         [Candidate { name: "coder", spec: &coder, mounts: Default::default() }, Candidate { name: "any-app", spec: &any_app, mounts: Default::default() }];
     let s = settings();
-    assert_eq!(decide(&pod(json!({"app": "web"}), "web", json!({})), &one, &s), Outcome::NotAnAgent);
+    assert_eq!(review(&pod(json!({"app": "web"}), "web", json!({})), &one, &s), PodReview::NotAnAgent);
     // The agent's identity in a pod its selector does not match, or that opts out: refused.
-    let Outcome::Refused(why) = decide(&pod(json!({"app": "web"}), "coder", json!({})), &one, &s) else { panic!("the agent's account, unmatched") };
+    let PodReview::Refused(why) = review(&pod(json!({"app": "web"}), "coder", json!({})), &one, &s) else { panic!("the agent's account, unmatched") };
     assert!(why.contains("identity of ManagedAgent coder") && why.contains("matches no agent's selector"), "{why}");
-    let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "coder", json!({"tollgate.dev/inject": "false"})), &one, &s) else {
+    let PodReview::Refused(why) = review(&pod(json!({"app": "coder"}), "coder", json!({"tollgate.dev/inject": "false"})), &one, &s) else {
         panic!("opted out as the agent")
     };
     assert!(why.contains("only a pod that does not run as an agent may opt out"), "{why}");
-    let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &two, &s) else { panic!("two agents") };
+    let PodReview::Refused(why) = review(&pod(json!({"app": "coder"}), "coder", json!({})), &two, &s) else { panic!("two agents") };
     assert!(why.contains("coder, any-app"), "{why}");
-    let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "deployer", json!({})), &one, &s) else { panic!("another identity") };
+    let PodReview::Refused(why) = review(&pod(json!({"app": "coder"}), "deployer", json!({})), &one, &s) else { panic!("another identity") };
     assert!(why.contains("\"deployer\"") && why.contains("\"coder\""), "{why}");
-    let Outcome::Refused(why) = decide(&pod(json!({"app": "coder"}), "", json!({})), &one, &s) else { panic!("the default account") };
+    let PodReview::Refused(why) = review(&pod(json!({"app": "coder"}), "", json!({})), &one, &s) else { panic!("the default account") };
     assert!(why.contains("\"default\""), "{why}");
-    assert_eq!(decide(&pod(json!({"app": "coder"}), "web", json!({"tollgate.dev/inject": "false"})), &one, &s), Outcome::OptedOut { agent: "coder".into() });
+    assert_eq!(review(&pod(json!({"app": "coder"}), "web", json!({"tollgate.dev/inject": "false"})), &one, &s), PodReview::OptedOut { agent: "coder".into() });
 }
 
 #[test]
@@ -138,7 +138,9 @@ fn a_transparent_agent_pod_is_redirected_first_and_its_ca_bundles_are_mounted_in
     let m = mounts(&coder, servers.iter().map(|(n, s)| (*n, s)));
     assert_eq!((m.secrets.as_slice(), m.config_maps.as_slice()), (&["vendor-ca".to_owned()][..], &["corp-ca".to_owned()][..]));
     let candidates = [Candidate { name: "coder", spec: &coder, mounts: m }];
-    let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else { panic!("injected") };
+    let PodReview::Inject { pod: injected, .. } = review(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else {
+        panic!("injected")
+    };
     let spec = injected.spec.as_ref().unwrap();
     let init: Vec<&str> = spec.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
     assert_eq!(init, ["tollgate-redirect", "tollgate-sidecar"], "the redirect is installed before anything else runs");
@@ -152,7 +154,9 @@ fn an_agent_that_opts_in_keeps_its_service_account_token() {
     }))
     .unwrap();
     let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
-    let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else { panic!("injected") };
+    let PodReview::Inject { pod: injected, .. } = review(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else {
+        panic!("injected")
+    };
     let spec = injected.spec.as_ref().unwrap();
     // No resources of its own: the chart's.
     assert_eq!(spec.init_containers.as_ref().unwrap()[0].resources, settings().resources);
@@ -173,8 +177,8 @@ fn a_pod_that_could_get_around_its_sidecar_is_refused_saying_how() {
         f(p.spec.as_mut().unwrap());
         p
     };
-    let refused = |spec: &ManagedAgentSpec, p: &Pod| match decide(p, &[Candidate { name: "coder", spec, mounts: Default::default() }], &settings()) {
-        Outcome::Refused(why) => Some(why),
+    let refused = |spec: &ManagedAgentSpec, p: &Pod| match review(p, &[Candidate { name: "coder", spec, mounts: Default::default() }], &settings()) {
+        PodReview::Refused(why) => Some(why),
         _ => None,
     };
     let host = with(&|s| s.host_network = Some(true));
@@ -210,7 +214,9 @@ fn an_agent_may_size_its_own_sidecar() {
     }))
     .unwrap();
     let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
-    let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else { panic!("injected") };
+    let PodReview::Inject { pod: injected, .. } = review(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else {
+        panic!("injected")
+    };
     let sidecar = &injected.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
     assert_eq!(serde_json::to_value(&sidecar.resources).unwrap()["limits"]["memory"], "128Mi");
 }
@@ -221,7 +227,7 @@ fn an_agent_may_size_its_own_sidecar() {
 fn a_sidecar_with_vault_logs_in_with_a_token_for_its_own_audience() {
     let coder = agent(json!({"matchLabels": {"app": "coder"}}), "coder", &[]);
     let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
-    let vault = tollgate_core::inject::VaultEnv {
+    let vault = tollgate_core::k8s::inject::VaultEnv {
         address: "https://vault:8200".into(),
         auth_mount: "kubernetes".into(),
         role: None,
@@ -229,7 +235,7 @@ fn a_sidecar_with_vault_logs_in_with_a_token_for_its_own_audience() {
         namespace_scope: "tollgate/{namespace}/".into(),
     };
     let s = Settings { vault: Some(vault), ..settings() };
-    let Outcome::Inject { pod: injected, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &s) else { panic!("injected") };
+    let PodReview::Inject { pod: injected, .. } = review(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &s) else { panic!("injected") };
     let pod = serde_json::to_value(&injected).unwrap();
     let sidecar = &pod["spec"]["initContainers"][0];
     let jwt = sidecar["env"].as_array().unwrap().iter().find(|e| e["name"] == "TOLLGATE_VAULT_JWT_FILE").cloned();
@@ -256,7 +262,7 @@ fn a_gateway_served_over_tls_is_trusted_by_the_sidecar_and_read_only_by_the_app_
         .unwrap()
         .push(json!({"name": "own-ca", "image": "x", "env": [{"name": "SSL_CERT_FILE", "value": "/mine.pem"}]}));
     let submitted: Pod = serde_json::from_value(submitted).unwrap();
-    let Outcome::Inject { pod: injected, .. } = decide(&submitted, &candidates, &tls) else { panic!("not injected") };
+    let PodReview::Inject { pod: injected, .. } = review(&submitted, &candidates, &tls) else { panic!("not injected") };
     let stored = serde_json::to_value(&injected).unwrap();
     let spec = &stored["spec"];
     let trust: Vec<&Value> = spec["volumes"].as_array().unwrap().iter().filter(|v| v["name"] == "tollgate-trust").collect();
@@ -279,11 +285,11 @@ fn a_gateway_served_over_tls_is_trusted_by_the_sidecar_and_read_only_by_the_app_
     assert_eq!(env(&spec["containers"][1], "SSL_CERT_FILE"), Some(json!("/mine.pem")), "a container's own choice stays");
 
     // Plain HTTP: nothing of the kind, and that mount is one of a Tollgate volume the app may not have.
-    match decide(&submitted, &candidates, &settings()) {
-        Outcome::Refused(why) => assert!(why.contains("container agent mounts tollgate-trust"), "{why}"),
+    match review(&submitted, &candidates, &settings()) {
+        PodReview::Refused(why) => assert!(why.contains("container agent mounts tollgate-trust"), "{why}"),
         _ => panic!("a pod mounting tollgate-trust itself was not refused"),
     }
-    let Outcome::Inject { pod: plain, .. } = decide(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else {
+    let PodReview::Inject { pod: plain, .. } = review(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &settings()) else {
         panic!("not injected")
     };
     let plain = serde_json::to_value(&plain).unwrap();

@@ -1,14 +1,14 @@
-//! The admission and settlement of a model call (`tollgate_core::model_call`), rule by rule, with
+//! The admission and settlement of a model call (`tollgate_core::model::call`), rule by rule, with
 //! no database and no provider: what the gateway decides before it reserves or sends anything.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use tollgate_api::{BudgetSpec, ManagedAgentSpec, ModelProviderSpec};
-use tollgate_core::model_call::{self, Admission, BudgetClaim, Caller, Context, Ending, ModelCallAgent, ModelCallRecord};
-use tollgate_core::model_request::Operation;
-use tollgate_core::models::{Api, Refusal};
-use tollgate_core::spend::Usage;
+use tollgate_core::model::call::{self, Admission, BudgetClaim, Caller, Context, Ending, ModelCallAgent, ModelCallRecord};
+use tollgate_core::model::request::Operation;
+use tollgate_core::model::spend::Usage;
+use tollgate_core::model::{Api, Refusal};
 
 fn providers() -> Vec<(String, ModelProviderSpec)> {
     let p = |v: Value| serde_json::from_value::<ModelProviderSpec>(v).unwrap();
@@ -58,7 +58,7 @@ fn admit<'a>(
     let caller = Caller { name: "coder", namespace: "team-a", labels: &labels, spec };
     let api = if op == Operation::Messages { Api::Anthropic } else { Api::OpenAi };
     let requested = b["model"].as_str().unwrap_or_default().to_owned();
-    model_call::admit(&caller, api, op, &requested, body(b), &Context { providers, budgets, now: now() })
+    call::admit(&caller, api, op, &requested, body(b), &Context { providers, budgets, now: now() })
 }
 
 #[test]
@@ -66,12 +66,12 @@ fn a_suspended_agent_and_a_beta_off_the_list_are_refused_before_the_body_is_read
     let labels = BTreeMap::new();
     let suspended = agent(json!({"suspended": true}));
     let caller = Caller { name: "coder", namespace: "team-a", labels: &labels, spec: &suspended };
-    assert!(matches!(model_call::admit_headers(&caller, [], &[]), Err(Refusal::Suspended { .. })));
+    assert!(matches!(call::admit_headers(&caller, [], &[]), Err(Refusal::Suspended { .. })));
     let fine = agent(json!({}));
     let caller = Caller { spec: &fine, ..caller };
     let allowed = vec!["prompt-caching-2024-07-31".to_owned()];
-    assert_eq!(model_call::admit_headers(&caller, [("anthropic-beta", "prompt-caching-2024-07-31")], &allowed), Ok(()));
-    let refused = model_call::admit_headers(&caller, [("anthropic-beta", "mcp-client-2025-04-04")], &allowed).unwrap_err();
+    assert_eq!(call::admit_headers(&caller, [("anthropic-beta", "prompt-caching-2024-07-31")], &allowed), Ok(()));
+    let refused = call::admit_headers(&caller, [("anthropic-beta", "mcp-client-2025-04-04")], &allowed).unwrap_err();
     assert!(refused.to_string().contains("mcp-client-2025-04-04"), "{refused}");
 }
 
@@ -160,18 +160,18 @@ fn a_soft_limit_passed_is_a_warning_naming_the_budget() {
     };
     let claims = [claim("daily", Some(4.0)), claim("hard-only", None)];
     let spent = |d: i64, h: i64| vec![("team-a/daily".to_owned(), d), ("team-a/hard-only".to_owned(), h)];
-    assert_eq!(model_call::soft_limit_warning(&claims, &spent(3_999_999, 5_000_000)), None, "no soft limit, no warning");
-    assert_eq!(model_call::soft_limit_warning(&claims, &spent(4_000_000, 0)).as_deref(), Some("budget daily passed its soft limit of 4.00 USD"));
+    assert_eq!(call::soft_limit_warning(&claims, &spent(3_999_999, 5_000_000)), None, "no soft limit, no warning");
+    assert_eq!(call::soft_limit_warning(&claims, &spent(4_000_000, 0)).as_deref(), Some("budget daily passed its soft limit of 4.00 USD"));
 }
 
 #[test]
 fn a_call_costs_its_usage_nothing_when_nothing_ran_and_its_reservation_when_nobody_knows() {
     let pricing: tollgate_api::Pricing = serde_json::from_value(json!({"inputPerMillionUSD": 1.0, "outputPerMillionUSD": 2.0})).unwrap();
     let used = Usage { input: 1_000, cached_input: 0, output: 500 };
-    assert_eq!(model_call::cost(Ending::Used(used), Some(&pricing), 99_999), 2_000);
-    assert_eq!(model_call::cost(Ending::Used(used), None, 99_999), 0, "an unpriced model is free (no budget would have let it through)");
-    assert_eq!(model_call::cost(Ending::NotSent, Some(&pricing), 99_999), 0);
-    assert_eq!(model_call::cost(Ending::Unknown, Some(&pricing), 99_999), 99_999);
+    assert_eq!(call::cost(Ending::Used(used), Some(&pricing), 99_999), 2_000);
+    assert_eq!(call::cost(Ending::Used(used), None, 99_999), 0, "an unpriced model is free (no budget would have let it through)");
+    assert_eq!(call::cost(Ending::NotSent, Some(&pricing), 99_999), 0);
+    assert_eq!(call::cost(Ending::Unknown, Some(&pricing), 99_999), 99_999);
 }
 
 #[test]

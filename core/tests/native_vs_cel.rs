@@ -5,7 +5,7 @@ mod common;
 use common::agent;
 use proptest::prelude::*;
 use serde_json::json;
-use tollgate_core::expr::evaluate_both;
+use tollgate_core::policy::expr::evaluate_both;
 
 fn scalar() -> impl Strategy<Value = serde_json::Value> {
     prop_oneof![

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
-use tollgate_core::{jsonrpc, sse, strict};
+use tollgate_core::{mcp::jsonrpc, mcp::sse, mcp::strict};
 
 /// Bodies that look like JSON-RPC often enough to reach the interesting paths.
 fn rpc_like() -> impl Strategy<Value = Vec<u8>> {

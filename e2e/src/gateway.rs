@@ -12,36 +12,36 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub struct Gateway {
+pub struct GatewayProcess {
     pub process: Process,
     pub port: u16,
     pub admin_port: u16,
 }
 
-impl Gateway {
+impl GatewayProcess {
     /// A gateway on a loopback port with its ledger at `database_url`.
-    pub fn start(cp: &ControlPlane, database_url: &str) -> Result<Gateway> {
+    pub fn start(cp: &ControlPlane, database_url: &str) -> Result<GatewayProcess> {
         let [port] = free_ports::<1>()?;
-        Gateway::start_on(cp, database_url, port)
+        GatewayProcess::start_on(cp, database_url, port)
     }
 
     /// On a given port (a gateway started again where its clients expect it).
-    pub fn start_on(cp: &ControlPlane, database_url: &str, port: u16) -> Result<Gateway> {
-        Gateway::start_with(cp, database_url, port, &[])
+    pub fn start_on(cp: &ControlPlane, database_url: &str, port: u16) -> Result<GatewayProcess> {
+        GatewayProcess::start_with(cp, database_url, port, &[])
     }
 
     /// On a given port, configured further by `env`.
-    pub fn start_with(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)]) -> Result<Gateway> {
+    pub fn start_with(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)]) -> Result<GatewayProcess> {
         Self::spawn(cp, database_url, port, env, None)
     }
 
     /// With at most `open_files` file descriptors (RLIMIT_NOFILE), as a container's limit sets it.
-    pub fn start_with_file_limit(cp: &ControlPlane, database_url: &str, open_files: u32) -> Result<Gateway> {
+    pub fn start_with_file_limit(cp: &ControlPlane, database_url: &str, open_files: u32) -> Result<GatewayProcess> {
         let [port] = free_ports::<1>()?;
         Self::spawn(cp, database_url, port, &[], Some(open_files))
     }
 
-    fn spawn(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)], open_files: Option<u32>) -> Result<Gateway> {
+    fn spawn(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)], open_files: Option<u32>) -> Result<GatewayProcess> {
         gateway_identity(cp)?;
         let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
         let [admin_port] = free_ports::<1>()?;
@@ -63,7 +63,7 @@ impl Gateway {
             .envs(env.iter().copied());
         let process = Process::spawn(cmd, cp.dir().join(format!("gateway-{port}.log")))?;
         process.wait_http_ok("the gateway", admin_port, "/readyz")?;
-        Ok(Gateway { process, port, admin_port })
+        Ok(GatewayProcess { process, port, admin_port })
     }
 
     pub fn url(&self) -> String {

@@ -9,12 +9,12 @@ use common::operator;
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, agent_key, model_client, setup};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, GatewayProcess, OPENAI_KEY, agent_key, model_client, setup};
 use tollgate_e2e::raw_mcp::RawSession;
 use tollgate_e2e::{ControlPlane, Modern, Sidecar, User, wait_until};
 
 /// `GET`/`POST` on the gateway's audit API with a token; the status and the body.
-fn audit_api(gateway: &Gateway, method: &str, path: &str, token: &str, body: Option<&str>) -> Result<(u16, String)> {
+fn audit_api(gateway: &GatewayProcess, method: &str, path: &str, token: &str, body: Option<&str>) -> Result<(u16, String)> {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &format!("{}{path}", gateway.url()), "-H", &format!("authorization: Bearer {token}")]);
     if let Some(b) = body {
@@ -25,7 +25,7 @@ fn audit_api(gateway: &Gateway, method: &str, path: &str, token: &str, body: Opt
     Ok((status.trim().parse()?, body.to_owned()))
 }
 
-fn stored(gateway: &Gateway, admin: &str, ns: &str) -> Result<Vec<Value>> {
+fn stored(gateway: &GatewayProcess, admin: &str, ns: &str) -> Result<Vec<Value>> {
     let (status, body) = audit_api(gateway, "GET", &format!("/audit/v1/records?namespace={ns}"), admin, None)?;
     ensure!(status == 200, "{status}: {body}");
     let v: Value = serde_json::from_str(&body)?;
@@ -50,7 +50,7 @@ fn fingerprint(record: &Value) -> String {
 }
 
 /// The sidecar's records and the store's, each as a sorted list of fingerprints.
-fn emitted_and_stored(sidecar: &Sidecar, gateway: &Gateway, admin: &str, ns: &str) -> Result<(Vec<String>, Vec<String>)> {
+fn emitted_and_stored(sidecar: &Sidecar, gateway: &GatewayProcess, admin: &str, ns: &str) -> Result<(Vec<String>, Vec<String>)> {
     // As stored: a control character (a NUL) becomes U+FFFD, as the docs say.
     let cleaned = |f: String| f.replace("\\u0000", "\u{FFFD}");
     let mut emitted: Vec<String> = sidecar.audit_records()?.iter().filter(|r| r.get("kind").is_some()).map(|r| cleaned(fingerprint(r))).collect();
@@ -62,7 +62,7 @@ fn emitted_and_stored(sidecar: &Sidecar, gateway: &Gateway, admin: &str, ns: &st
 }
 
 /// The whole chain as exported: what a refused batch must leave as it was.
-fn export(gateway: &Gateway, admin: &str) -> Result<String> {
+fn export(gateway: &GatewayProcess, admin: &str) -> Result<String> {
     let (status, body) = audit_api(gateway, "GET", "/audit/v1/export", admin, None)?;
     ensure!(status == 200, "{status}: {body}");
     Ok(body)
@@ -86,7 +86,7 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     )?;
     let db = cp.dir().join(format!("{ns}-audit.db"));
     let url = format!("sqlite://{}?mode=rwc", db.display());
-    let gateway = Gateway::start(cp, &url)?;
+    let gateway = GatewayProcess::start(cp, &url)?;
     let port = gateway.port;
     // The agent's identity (its service account, with the agent roles), as the sidecar has it.
     cp.agent_identity(&ns, "coder")?;
@@ -124,7 +124,7 @@ fn sidecars_ship_audit_records_once_through_an_outage_and_a_changed_row_is_named
     gateway.process.kill();
     drop(gateway);
     call(4, "echo")?;
-    let gateway = Gateway::start_on(cp, &url, port)?;
+    let gateway = GatewayProcess::start_on(cp, &url, port)?;
     // Every record the sidecar wrote is in the store, once, as it was written.
     let (emitted, kept) = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
         let (emitted, kept) = emitted_and_stored(&sidecar, &gateway, &admin, &ns)?;
@@ -241,7 +241,7 @@ fn bad_records_are_stored_bounded_and_never_hold_up_other_agents_on_postgres() -
         &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: files}}\nspec: {{url: \"{}\"}}\n", server.url()),
     )?;
     cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"mcpServers":["files"]}}"#])?;
-    let gateway = Gateway::start(cp, &pg.url())?;
+    let gateway = GatewayProcess::start(cp, &pg.url())?;
     cp.agent_identity(&ns, "coder")?;
     let token = cp.dir().join(format!("{ns}-coder.token"));
     std::fs::write(&token, cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns, "--audience", "tollgate-gateway"])?.trim())?;
@@ -346,7 +346,7 @@ fn a_truncated_rewritten_or_reordered_chain_is_named_against_signed_checkpoints(
     let [port] = tollgate_e2e::free_ports::<1>()?;
     let env =
         [("TOLLGATE_AUDIT_SIGNING_KEY", signing_key.as_str()), ("TOLLGATE_AUDIT_CHECKPOINT_NAMESPACE", system), ("TOLLGATE_AUDIT_CHECKPOINT_SECONDS", "1")];
-    let gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
+    let gateway = GatewayProcess::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
     let admin = cp.token(User::Admin).to_owned();
     let agent = cp.kubectl_ok(User::Admin, ["create", "token", "coder", "-n", &ns, "--audience", "tollgate-gateway"])?;
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -415,7 +415,7 @@ fn a_truncated_rewritten_or_reordered_chain_is_named_against_signed_checkpoints(
     let mut records: Vec<Value> = lines.iter().map(|l| l["record"].clone()).collect();
     records[1]["decision"] = json!("deny");
     let forged: Vec<Value> =
-        tollgate_core::audit_chain::chain(0, tollgate_core::audit_chain::GENESIS, records).into_iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
+        tollgate_core::audit::chain::chain(0, tollgate_core::audit::chain::GENESIS, records).into_iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
     ensure!(chain_only("rewritten", &forged)?, "the chain alone should not see a whole chain recomputed");
     let (ok, said) = check("rewritten", &forged)?;
     ensure!(!ok && said.contains("the chain was rewritten"), "{said}");

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use common::operator;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, Gateway, OPENAI_KEY, Scene, agent_key, model_client};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, GatewayProcess, OPENAI_KEY, Scene, agent_key, model_client};
 use tollgate_e2e::postgres::Postgres;
 use tollgate_e2e::{ControlPlane, User, wait_until};
 
@@ -25,7 +25,7 @@ fn the_official_sdks_call_models_through_the_gateway_under_the_agents_key() -> R
     operator();
     let cp = ControlPlane::shared();
     let scene = Scene::new(cp, "gateway", "")?;
-    let gateway = Gateway::start(cp, &scene.ledger_url())?;
+    let gateway = GatewayProcess::start(cp, &scene.ledger_url())?;
     let Scene { fake, ns, key, .. } = scene;
     let env = gateway.agent_env(&key);
     let steps = model_client(
@@ -109,7 +109,7 @@ fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
     let cp = ControlPlane::shared();
     let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: tiny}\nspec: {period: Daily, hardLimitUSD: 0.000001, softLimitUSD: 0.0000005, models: [\"claude-*\"]}\n";
     let scene = Scene::new(cp, "gateway-refusals", budget)?;
-    let gateway = Gateway::start(cp, &scene.ledger_url())?;
+    let gateway = GatewayProcess::start(cp, &scene.ledger_url())?;
     let Scene { fake, ns, key, .. } = scene;
     let other = agent_key(cp, &ns, "other")?;
     let call = |key: &str, step: Value| -> Result<Value> { Ok(model_client(&gateway.agent_env(key), &json!([step]))?.remove(0)) };
@@ -183,7 +183,7 @@ fn a_gateway_out_of_file_descriptors_serves_again_once_they_are_freed() -> Resul
     operator();
     let cp = ControlPlane::shared();
     let scene = Scene::new(cp, "gateway-fds", "")?;
-    let gateway = Gateway::start_with_file_limit(cp, &scene.ledger_url(), 96)?;
+    let gateway = GatewayProcess::start_with_file_limit(cp, &scene.ledger_url(), 96)?;
     let key = scene.key.clone();
     let list = || -> Result<String> {
         let out = std::process::Command::new("curl")
@@ -230,7 +230,7 @@ fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
     let scene = Scene::new(cp, "gateway-dribble", "")?;
     let (key, port) = (scene.key.clone(), scene.port);
     let env = [("TOLLGATE_REQUEST_BODY_SECONDS", "1"), ("TOLLGATE_HEADER_READ_TIMEOUT_SECONDS", "1"), ("TOLLGATE_SLACK_SIGNING_SECRET", "e2e-signing-secret")];
-    let gateway = Gateway::start_with(cp, &scene.ledger_url(), port, &env)?;
+    let gateway = GatewayProcess::start_with(cp, &scene.ledger_url(), port, &env)?;
     let auth = format!("Bearer {key}");
     for (path, headers) in
         [("/openai/v1/chat/completions", vec![("authorization", auth.as_str())]), ("/slack/interactions", vec![]), ("/audit/v1/batches", vec![])]
@@ -256,7 +256,7 @@ fn an_absurd_output_limit_cannot_round_a_budgets_spend_away() -> Result<()> {
     let cp = ControlPlane::shared();
     let scene = Scene::with_total_budget(cp, "gateway-absurd", "team", "")?;
     let (ns, key, db) = (scene.ns.clone(), scene.key.clone(), scene.db.clone());
-    let gateway = Gateway::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
+    let gateway = GatewayProcess::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
     let chat = |body: Value| -> Result<String> {
         let out = std::process::Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/openai/v1/chat/completions", gateway.url())])
@@ -282,7 +282,7 @@ fn an_absurd_output_limit_cannot_round_a_budgets_spend_away() -> Result<()> {
 /// million = 20 micro-USD, and the fake provider makes it cost exactly that: so a correct ledger
 /// serves exactly 1000 / 20 = 50 calls, whatever the interleaving, and refuses the other 150 for
 /// the budget, and the spend is exactly the limit. One racy admission more shows as 51.
-fn race(cp: &ControlPlane, prefix: &str, start: impl Fn() -> Result<Vec<Gateway>>) -> Result<()> {
+fn race(cp: &ControlPlane, prefix: &str, start: impl Fn() -> Result<Vec<GatewayProcess>>) -> Result<()> {
     let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: race}\nspec: {period: Total, hardLimitUSD: 0.001, models: [cheap]}\n";
     let Scene { fake, ns, key, .. } = Scene::new(cp, prefix, budget)?;
     let gateways = start()?;
@@ -320,7 +320,7 @@ fn a_budget_holds_under_200_concurrent_calls_across_two_replicas_on_postgres() -
     operator();
     let cp = ControlPlane::shared();
     let pg = Postgres::start(cp.dir())?;
-    race(cp, "race-pg", || Ok(vec![Gateway::start(cp, &pg.url())?, Gateway::start(cp, &pg.url())?]))
+    race(cp, "race-pg", || Ok(vec![GatewayProcess::start(cp, &pg.url())?, GatewayProcess::start(cp, &pg.url())?]))
 }
 
 #[test]
@@ -329,6 +329,6 @@ fn a_budget_holds_under_200_concurrent_calls_on_sqlite() -> Result<()> {
     let cp = ControlPlane::shared();
     race(cp, "race-sqlite", || {
         let path = cp.dir().join(format!("race-{}.db", std::process::id()));
-        Ok(vec![Gateway::start(cp, &format!("sqlite://{}?mode=rwc", path.display()))?])
+        Ok(vec![GatewayProcess::start(cp, &format!("sqlite://{}?mode=rwc", path.display()))?])
     })
 }

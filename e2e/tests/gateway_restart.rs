@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
-use tollgate_e2e::gateway::{Gateway, Scene};
+use tollgate_e2e::gateway::{GatewayProcess, Scene};
 use tollgate_e2e::{ControlPlane, wait_until};
 
 fn sql(db: &Path, query: &str) -> Result<Vec<Vec<Value>>> {
@@ -92,7 +92,7 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
     let inflight = || count(&db, "SELECT COUNT(*) FROM inflight");
 
     // Killed mid-stream: the call was reserved (and written in flight) before it was forwarded.
-    let first = Gateway::start_with(cp, &url, port, &lease)?;
+    let first = GatewayProcess::start_with(cp, &url, port, &lease)?;
     let stream = open_stream(port, &key, "killed")?;
     ensure!(inflight()? == 1, "the call is in flight in the ledger before it is answered");
     let estimate = spent()?;
@@ -102,7 +102,7 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
     ensure!(rows(0)? == 0 && charged()? == 0, "nothing settled by a killed gateway");
 
     // Its successor settles it, once, at what its budget already holds.
-    let second = Gateway::start_with(cp, &url, port, &lease)?;
+    let second = GatewayProcess::start_with(cp, &url, port, &lease)?;
     wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok((rows(0)? == 1 && inflight()? == 0).then_some(())))
         .with_context(|| format!("the interrupted call is not settled: {:?}", sql(&db, "SELECT * FROM inflight")))?;
     assert_eq!((charged()?, spent()?), (estimate, estimate), "charged once, at its estimate");
@@ -137,7 +137,7 @@ fn a_gateway_stopped_mid_stream_loses_no_call_and_counts_none_twice() -> Result<
 fn a_stream_the_client_leaves_early_costs_its_reservation() -> Result<()> {
     let scene = scene("gateway-left", "sonnet", "")?;
     let (fake, ns, key, db, port) = (&scene.fake, &scene.ns, &scene.key, &scene.db, scene.port);
-    let _gateway = Gateway::start_with(ControlPlane::shared(), &scene.ledger_url(), port, &[])?;
+    let _gateway = GatewayProcess::start_with(ControlPlane::shared(), &scene.ledger_url(), port, &[])?;
     let stream = open_anthropic_stream(port, key, "left")?;
     let estimate = count(db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/sonnet'")?;
     ensure!(estimate > 0, "its estimate is reserved");
@@ -164,7 +164,7 @@ fn settled(db: &Path, ns: &str) -> Result<i64> {
 fn a_stream_whose_provider_stalls_ends_and_costs_its_reservation() -> Result<()> {
     let scene = scene("gateway-stall", "slow", ", models: [slow]")?;
     let (fake, ns, key, db, port) = (&scene.fake, &scene.ns, &scene.key, &scene.db, scene.port);
-    let _gateway = Gateway::start_with(ControlPlane::shared(), &scene.ledger_url(), port, &[("TOLLGATE_PROVIDER_TIMEOUT_SECONDS", "2")])?;
+    let _gateway = GatewayProcess::start_with(ControlPlane::shared(), &scene.ledger_url(), port, &[("TOLLGATE_PROVIDER_TIMEOUT_SECONDS", "2")])?;
     let stream = open_stream(port, key, "stalled")?;
     let estimate = count(db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/slow'")?;
     let started = std::time::Instant::now();
@@ -184,7 +184,7 @@ fn a_stream_whose_provider_stalls_ends_and_costs_its_reservation() -> Result<()>
 fn a_client_that_stops_reading_a_stream_is_cut_off_and_charged_its_reservation() -> Result<()> {
     let Scene { fake: _fake, ns, key, db, port } = scene("gateway-unread", "flood", ", models: [flood]")?;
     let cp = ControlPlane::shared();
-    let _gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &[("TOLLGATE_CLIENT_WRITE_SECONDS", "2")])?;
+    let _gateway = GatewayProcess::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &[("TOLLGATE_CLIENT_WRITE_SECONDS", "2")])?;
     let body = json!({"model": "flood", "stream": true, "messages": [{"role": "user", "content": "go"}]});
     // Read up to the first event, then nothing more, with the socket kept open.
     let stalled = open(port, "/openai/v1/chat/completions", &format!("authorization: Bearer {key}"), &body)?;

@@ -11,11 +11,11 @@ use common::operator;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tollgate_e2e::free_ports;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, agent_key, ledger_rows, model_client, model_provider, setup};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, GatewayProcess, OPENAI_KEY, agent_key, ledger_rows, model_client, model_provider, setup};
 use tollgate_e2e::{ControlPlane, User, wait_until};
 
 /// The audit store's model-call records of `ns`, as the gateway serves them to an admin.
-fn model_records(cp: &ControlPlane, gateway: &Gateway, ns: &str) -> Result<Vec<Value>> {
+fn model_records(cp: &ControlPlane, gateway: &GatewayProcess, ns: &str) -> Result<Vec<Value>> {
     let out = std::process::Command::new("curl")
         .args(["-sf", &format!("{}/audit/v1/records?namespace={ns}", gateway.url()), "-H", &format!("authorization: Bearer {}", cp.token(User::Admin))])
         .output()?;
@@ -35,7 +35,7 @@ fn the_provider_runs_no_tool_the_agent_was_not_given() -> Result<()> {
     let [port] = free_ports::<1>()?;
     // Anthropic's MCP beta is allowed here, so that its `mcp_servers` is refused for what it
     // asks, not for its header.
-    let gateway = Gateway::start_with(cp, &ledger, port, &[("TOLLGATE_ALLOWED_BETAS", "mcp-client-2025-04-04,prompt-caching-2024-07-31")])?;
+    let gateway = GatewayProcess::start_with(cp, &ledger, port, &[("TOLLGATE_ALLOWED_BETAS", "mcp-client-2025-04-04,prompt-caching-2024-07-31")])?;
     let call = |step: Value| -> Result<Value> { Ok(model_client(&gateway.agent_env(&key), &json!([step]))?.remove(0)) };
     // A refusal in the SDK's own exception, saying why, and nothing sent to the provider.
     let refused = |step: Value, error: &str, status: u64, says: &str| -> Result<()> {
@@ -160,7 +160,7 @@ spec: {{period: Total, hardLimitUSD: 1.0, models: [fast-dear]}}
     cp.apply(User::Admin, &ns, &objects)?;
     let key = agent_key(cp, &ns, "coder")?;
     let db = cp.dir().join(format!("{ns}-ledger.db"));
-    let gateway = Gateway::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
+    let gateway = GatewayProcess::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
     let call = |step: Value| -> Result<Value> { Ok(model_client(&gateway.agent_env(&key), &json!([step]))?.remove(0)) };
     // By its own name, with no output limit: served, and the provider is told the model's limit.
     ensure!(call(json!({"op": "chat", "model": "dear"}))?["ok"] == true);

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, GatewayProcess, OPENAI_KEY};
 use tollgate_e2e::slack::{BOT_TOKEN, FakeSlack, HOOK_SECRET, click};
 use tollgate_e2e::{ControlPlane, Operator, User, free_ports, wait_until};
 
@@ -21,7 +21,7 @@ struct World {
     slack: FakeSlack,
     provider: FakeProvider,
     _operator: Operator,
-    gateway: Gateway,
+    gateway: GatewayProcess,
 }
 
 fn world() -> &'static World {
@@ -44,7 +44,7 @@ fn world() -> &'static World {
                 ("TOLLGATE_SLACK_BOT_TOKEN", BOT_TOKEN),
                 ("TOLLGATE_SLACK_API_URL", &slack.api_url()),
             ];
-            let gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
+            let gateway = GatewayProcess::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
             Ok(World { slack, provider, _operator: operator, gateway })
         };
         start().unwrap_or_else(|e| panic!("starting the fake Slack, the operator and the gateway: {e:#}"))

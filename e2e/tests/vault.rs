@@ -9,7 +9,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, Gateway, OPENAI_KEY, agent_key, gateway_identity, get, model_client, model_provider};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, GatewayProcess, OPENAI_KEY, agent_key, gateway_identity, get, model_client, model_provider};
 use tollgate_e2e::openbao::OpenBao;
 use tollgate_e2e::{AuthEcho, ControlPlane, Operator, Sidecar, User, free_ports, py_client, tool_text, wait_until};
 
@@ -195,7 +195,7 @@ fn a_model_providers_key_comes_from_vault_and_rotates_without_a_restart() -> Res
         ("TOLLGATE_VAULT_CACHE_SECONDS", "1".to_owned()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let gateway = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
+    let gateway = GatewayProcess::start_with(cp, &format!("sqlite://{}?mode=rwc", db.display()), port, &env)?;
     let key = agent_key(cp, &ns, "coder")?;
     let sdk_env = vec![
         ("OPENAI_BASE_URL".to_owned(), format!("{}/openai/v1", gateway.url())),
@@ -238,7 +238,7 @@ fn a_model_providers_key_comes_from_vault_and_rotates_without_a_restart() -> Res
         ("TOLLGATE_VAULT_ROLE", "tollgate-gateway"),
         ("TOLLGATE_VAULT_JWT_FILE", jwt.to_str().context("path")?),
     ];
-    let cut_off = Gateway::start_with(cp, &format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger-2.db")).display()), down_port, &down_env)?;
+    let cut_off = GatewayProcess::start_with(cp, &format!("sqlite://{}?mode=rwc", cp.dir().join(format!("{ns}-ledger-2.db")).display()), down_port, &down_env)?;
     let before = fake.calls()?.len();
     let down_sdk: Vec<(String, String)> =
         sdk_env.iter().map(|(k, v)| (k.clone(), v.replace(&format!(":{}/", gateway.port), &format!(":{down_port}/")))).collect();

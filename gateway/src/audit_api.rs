@@ -5,7 +5,7 @@
 //! SubjectAccessReview: RBAC decides who reads the audit, not the gateway.
 
 use crate::audit_store::{Query, Source};
-use crate::state::Gateway;
+use crate::state::GatewayState;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -35,7 +35,7 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 
 /// The reviewed user and groups of the request's bearer token, for `audience` (the API
 /// server's when None).
-async fn who(gw: &Gateway, req: &Request<Incoming>, audience: Option<&str>) -> Result<(String, Vec<String>), Response<Body>> {
+async fn who(gw: &GatewayState, req: &Request<Incoming>, audience: Option<&str>) -> Result<(String, Vec<String>), Response<Body>> {
     let token = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -62,7 +62,7 @@ async fn who(gw: &Gateway, req: &Request<Incoming>, audience: Option<&str>) -> R
 }
 
 /// Whether `user` may list audit records in `namespace` (None: in every namespace).
-async fn may_read(gw: &Gateway, user: &str, groups: &[String], namespace: Option<&str>) -> Result<bool, Response<Body>> {
+async fn may_read(gw: &GatewayState, user: &str, groups: &[String], namespace: Option<&str>) -> Result<bool, Response<Body>> {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(user.to_owned()),
@@ -85,7 +85,7 @@ async fn may_read(gw: &Gateway, user: &str, groups: &[String], namespace: Option
     Ok(r.status.is_some_and(|s| s.allowed))
 }
 
-pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
+pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<Body> {
     // Batches come from sidecars, with a token for this gateway alone; readers are people, with
     // their API server tokens.
     let shipping = req.method() == Method::POST && req.uri().path() == "/audit/v1/batches";
@@ -162,9 +162,9 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
 }
 
 /// The chain checked whole, and against every signed checkpoint when the gateway signs them.
-async fn verify(gw: &Gateway, links: &[tollgate_core::audit_chain::Link]) -> Response<Body> {
+async fn verify(gw: &GatewayState, links: &[tollgate_core::audit::chain::Link]) -> Response<Body> {
     let Some(signer) = &gw.signer else {
-        return match tollgate_core::audit_chain::verify(links) {
+        return match tollgate_core::audit::chain::verify(links) {
             Ok(n) => answer(StatusCode::OK, json!({"ok": true, "records": n, "checkpoints": 0, "signed": false})),
             Err(b) => answer(StatusCode::OK, json!({"ok": false, "error": b.to_string()})),
         };
@@ -173,13 +173,13 @@ async fn verify(gw: &Gateway, links: &[tollgate_core::audit_chain::Link]) -> Res
         Ok(c) => c,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot read the audit checkpoints: {e}")),
     };
-    match tollgate_core::audit_checkpoint::verify(links, &checkpoints, &signer.public) {
+    match tollgate_core::audit::checkpoint::verify(links, &checkpoints, &signer.public) {
         Ok(v) => answer(StatusCode::OK, json!({"ok": true, "records": v.records, "checkpoints": v.checkpoints, "signed": true, "publicKey": signer.public})),
         Err(e) => answer(StatusCode::OK, json!({"ok": false, "error": e.to_string(), "publicKey": signer.public})),
     }
 }
 
-async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<Body> {
+async fn receive(req: Request<Incoming>, gw: &GatewayState, user: &str) -> Response<Body> {
     // Only an agent's own service account ships records, and as itself.
     let Some((namespace, service_account)) = user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) else {
         return error(StatusCode::FORBIDDEN, &format!("{user} is not a service account"));
@@ -216,7 +216,7 @@ async fn receive(req: Request<Incoming>, gw: &Gateway, user: &str) -> Response<B
     // Batch ids are the sender's; scoped by its identity, one agent cannot suppress another's.
     let scoped = format!("{namespace}/{service_account}/{id}");
     for r in &mut records {
-        tollgate_core::audit_bounds::attribute(r, namespace, service_account, &agents);
+        tollgate_core::audit::bounds::attribute(r, namespace, service_account, &agents);
     }
     let count = records.len();
     match gw.ledger.append_audit(&scoped, &source, records).await {

@@ -3,8 +3,8 @@
 
 use crate::ledger::{Ledger, LedgerError};
 use serde_json::Value;
-use tollgate_core::audit_bounds;
-use tollgate_core::audit_chain::{self, Link};
+use tollgate_core::audit::bounds;
+use tollgate_core::audit::chain::{self, Link};
 
 /// Who sent a batch, as the API server vouched for its token: never what a record claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,8 +110,8 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
         .into_iter()
         .map(|(s, mut r)| {
             // What no database or reader's terminal takes, and no record of megabytes, is stored.
-            audit_bounds::sanitize(&mut r);
-            if let Some(bytes) = audit_bounds::bound(&mut r, audit_bounds::MAX_RECORD_BYTES) {
+            bounds::sanitize(&mut r);
+            if let Some(bytes) = bounds::bound(&mut r, bounds::MAX_RECORD_BYTES) {
                 tracing::warn!(bytes, namespace = s.namespace, "an audit record was cut to its bound");
             }
             let writer = if s.shipped { "sidecar" } else { "gateway" };
@@ -121,10 +121,10 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
             r
         })
         .collect();
-    let links = audit_chain::chain(end - n, &prev, records);
+    let links = chain::chain(end - n, &prev, records);
     for (l, source) in links.iter().zip(&sources) {
         let r = &l.record;
-        let (cut, lost) = audit_bounds::incompleteness(r);
+        let (cut, lost) = bounds::incompleteness(r);
         sqlx::query(
             "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -135,9 +135,9 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
         .bind(now)
         .bind(&source.namespace)
         .bind(&source.service_account)
-        .bind(audit_bounds::indexed(&r["agent"]["name"]))
-        .bind(audit_bounds::indexed(&r["tool"]))
-        .bind(audit_bounds::indexed_decision(&r["decision"]))
+        .bind(bounds::indexed(&r["agent"]["name"]))
+        .bind(bounds::indexed(&r["tool"]))
+        .bind(bounds::indexed_decision(&r["decision"]))
         .bind(r.to_string())
         .bind(cut)
         .bind(lost)
@@ -172,11 +172,11 @@ mod tests {
         assert!(!l.append_audit("b1", &src, vec![rec("a"), rec("b")]).await.unwrap(), "the same batch twice is stored once");
         assert!(l.append_audit("b2", &src, vec![rec("c")]).await.unwrap());
         let all = l.export_audit().await.unwrap();
-        assert_eq!(audit_chain::verify(&all), Ok(3));
+        assert_eq!(chain::verify(&all), Ok(3));
         assert_eq!(all[0].record["source"]["namespace"], "team-a");
         let q = Query { tool: Some("b".into()), limit: 10, ..Query::default() };
         assert_eq!(l.query_audit(&q).await.unwrap().len(), 1);
         sqlx::query("UPDATE audit SET record = $1 WHERE seq = 2").bind(rec("evil").to_string()).execute(&l.pool).await.unwrap();
-        assert_eq!(audit_chain::verify(&l.export_audit().await.unwrap()), Err(audit_chain::Break::Altered { seq: 2 }));
+        assert_eq!(chain::verify(&l.export_audit().await.unwrap()), Err(chain::Break::Altered { seq: 2 }));
     }
 }

@@ -1,4 +1,4 @@
-//! The audit chain's signed checkpoints (`tollgate_core::audit_checkpoint`), written where the
+//! The audit chain's signed checkpoints (`tollgate_core::audit::checkpoint`), written where the
 //! ledger's database writer cannot rewrite them: a ConfigMap per checkpoint in the gateway's
 //! namespace, which the gateway may create and read but not change or delete. Every
 //! `TOLLGATE_AUDIT_CHECKPOINT_SECONDS`, when the chain has grown, its head is signed.
@@ -10,7 +10,7 @@ use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_core::audit_checkpoint::{self, Checkpoint};
+use tollgate_core::audit::checkpoint::{self, Checkpoint};
 
 /// The label every checkpoint's ConfigMap carries, with the signing key's id: gateways with
 /// other keys (other ledgers) checkpoint in the same namespace without mixing.
@@ -32,8 +32,8 @@ impl Signer {
     pub fn new(key: Option<&str>, namespace: &str) -> Result<Option<Signer>, String> {
         let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) else { return Ok(None) };
         let key = base64::engine::general_purpose::STANDARD.decode(key).map_err(|e| format!("the audit signing key is not base64: {e}"))?;
-        let public = audit_checkpoint::public_key(&key).map_err(|e| e.to_string())?;
-        let id = audit_checkpoint::key_id(&public);
+        let public = checkpoint::public_key(&key).map_err(|e| e.to_string())?;
+        let id = checkpoint::key_id(&public);
         Ok(Some(Signer { key, public, id, namespace: namespace.to_owned() }))
     }
 }
@@ -58,7 +58,7 @@ async fn checkpoint(client: &kube::Client, ledger: &Ledger, signer: &Signer, las
         return Ok(last);
     }
     let time = jiff::Timestamp::now().to_string();
-    let cp = audit_checkpoint::sign(&signer.key, seq, &hash, &time).map_err(|e| e.to_string())?;
+    let cp = checkpoint::sign(&signer.key, seq, &hash, &time).map_err(|e| e.to_string())?;
     let map = ConfigMap {
         metadata: ObjectMeta {
             name: Some(format!("audit-checkpoint-{}-{seq:012}", signer.id)),

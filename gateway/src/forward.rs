@@ -4,7 +4,7 @@
 //! provider's own error format.
 
 use crate::ledger::{Claim, InFlight, LedgerError, Reservation, Row};
-use crate::state::Gateway;
+use crate::state::GatewayState;
 use crate::stream;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -13,10 +13,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_core::model_call::{self, Caller, Ending, ModelCallAgent, ModelCallRecord, Tokens};
-use tollgate_core::model_request::Operation;
-use tollgate_core::models::{self, Api, Refusal};
-use tollgate_core::spend::{self, Usage};
+use tollgate_core::model::call::{self, Caller, Ending, ModelCallAgent, ModelCallRecord, Tokens};
+use tollgate_core::model::request::Operation;
+use tollgate_core::model::spend::{self, Usage};
+use tollgate_core::model::{self, Api, Refusal};
 use tollgate_mcp_client::transport::{self, Body, full};
 use tracing::Instrument;
 
@@ -43,7 +43,7 @@ fn refuse(api: Api, r: &Refusal) -> Response<Body> {
     resp
 }
 
-pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
+pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<Body> {
     if req.uri().path().starts_with("/audit/") {
         return crate::audit_api::handle(req, gw).await;
     }
@@ -98,18 +98,25 @@ fn presented_key(req: &Request<Incoming>) -> Option<String> {
     bearer.or(x_api_key).filter(|k| !k.is_empty()).map(str::to_owned)
 }
 
-async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: Endpoint, span: &tracing::Span, who: &mut Who) -> Result<Response<Body>, Refusal> {
+async fn call(
+    req: Request<Incoming>,
+    gw: &Arc<GatewayState>,
+    api: Api,
+    endpoint: Endpoint,
+    span: &tracing::Span,
+    who: &mut Who,
+) -> Result<Response<Body>, Refusal> {
     let index = gw.index.load_full();
     if !index.loaded {
         return Err(Refusal::NotReady);
     }
     let key = presented_key(&req).ok_or(Refusal::NoKey)?;
-    let agent = index.agents.get(&tollgate_core::keys::hash(&key)).cloned().ok_or(Refusal::BadKey)?;
+    let agent = index.agents.get(&tollgate_core::model::keys::hash(&key)).cloned().ok_or(Refusal::BadKey)?;
     who.agent = Some(agent.clone());
     span.record("agent", format!("{}/{}", agent.namespace, agent.name));
     let caller = Caller { name: &agent.name, namespace: &agent.namespace, labels: &agent.labels, spec: &agent.spec };
-    let betas = model_call::BETA_HEADERS.iter().flat_map(|h| req.headers().get_all(*h).iter().map(move |v| (*h, v.to_str().unwrap_or("(not text)"))));
-    model_call::admit_headers(&caller, betas, &gw.config.allowed_betas)?;
+    let betas = call::BETA_HEADERS.iter().flat_map(|h| req.headers().get_all(*h).iter().map(move |v| (*h, v.to_str().unwrap_or("(not text)"))));
+    call::admit_headers(&caller, betas, &gw.config.allowed_betas)?;
     let no_providers = Vec::new();
     let providers = index.providers.get(&agent.namespace).unwrap_or(&no_providers);
     let op = match endpoint {
@@ -126,13 +133,13 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
         .await
         .map_err(|e| Refusal::BadBody { status: e.status().as_u16(), reason: e.to_string() })?;
     let body: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-    let requested = models::requested_model(&body)?.to_owned();
+    let requested = model::requested_model(&body)?.to_owned();
     span.record("model", requested.as_str());
     who.model = Some(requested.clone());
     let no_budgets = Vec::new();
     let budgets = index.budgets.get(&agent.namespace).unwrap_or(&no_budgets);
-    let cx = model_call::Context { providers, budgets, now: jiff::Timestamp::now() };
-    let admitted = model_call::admit(&caller, api, op, &requested, body, &cx)?;
+    let cx = call::Context { providers, budgets, now: jiff::Timestamp::now() };
+    let admitted = call::admit(&caller, api, op, &requested, body, &cx)?;
     let (reservation, warning) = reserve(gw, &agent, &admitted).await?;
     let model = &admitted.model;
     let settle = Settlement {
@@ -153,7 +160,7 @@ async fn call(req: Request<Incoming>, gw: &Arc<Gateway>, api: Api, endpoint: End
 
 /// The call's claims reserved at once for its estimate, and the call registered as in flight; a
 /// soft limit passed comes back as a warning.
-async fn reserve(gw: &Arc<Gateway>, agent: &Arc<crate::index::Agent>, admitted: &model_call::Admission<'_>) -> Result<(Reservation, Option<String>), Refusal> {
+async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admitted: &call::Admission<'_>) -> Result<(Reservation, Option<String>), Refusal> {
     let claims: Vec<Claim> =
         admitted.claims.iter().map(|c| Claim { budget: c.budget.clone(), period_start_us: c.period_start_us, hard_limit: c.hard_limit }).collect();
     let inflight = InFlight {
@@ -178,7 +185,7 @@ async fn reserve(gw: &Arc<Gateway>, agent: &Arc<crate::index::Agent>, admitted: 
     if !reservation.registered && gw.settled.send(crate::recorder::Entry::Opened(Box::new(inflight))).await.is_err() {
         return Err(Refusal::Ledger("the ledger writer has stopped".into()));
     }
-    let warning = model_call::soft_limit_warning(&admitted.claims, &reservation.spent);
+    let warning = call::soft_limit_warning(&admitted.claims, &reservation.spent);
     Ok((reservation, warning))
 }
 
@@ -195,7 +202,7 @@ struct Sent {
 /// Calls the provider with its own credential and passes the answer back (a stream event by
 /// event); the call is settled however it ends.
 async fn send(
-    gw: &Arc<Gateway>,
+    gw: &Arc<GatewayState>,
     agent: &crate::index::Agent,
     sent: Sent,
     client_headers: &hyper::HeaderMap,
@@ -312,7 +319,7 @@ fn models_list(providers: &[(String, tollgate_api::ModelProviderSpec)], allowed:
     for (name, p) in providers.iter().filter(|(_, p)| Api::OpenAi.served_by(p.r#type)) {
         for m in &p.models {
             for id in std::iter::once(&m.name).chain(&m.aliases) {
-                if models::allowed(allowed, id, &m.name) {
+                if model::allowed(allowed, id, &m.name) {
                     data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": name}));
                 }
             }
@@ -325,7 +332,7 @@ fn models_list(providers: &[(String, tollgate_api::ModelProviderSpec)], allowed:
 
 /// Settles one call: its reservation replaced by its cost, and its ledger row.
 struct Settlement {
-    gw: Arc<Gateway>,
+    gw: Arc<GatewayState>,
     reservation: Reservation,
     agent: Arc<crate::index::Agent>,
     /// What the client said its pod is (`x-tollgate-pod`): recorded as a claim only.
@@ -346,7 +353,7 @@ impl Settlement {
     /// With the usage the provider reported; without it (a stream cut short, an answer without
     /// usage), the call is taken to have cost its whole reservation: a provider bills what it ran.
     async fn finish(self, ending: Ending, latency: Duration) {
-        let cost = model_call::cost(ending, self.pricing.as_ref(), self.reservation.amount);
+        let cost = call::cost(ending, self.pricing.as_ref(), self.reservation.amount);
         let usage = match ending {
             Ending::Used(u) => Some(u),
             Ending::NotSent => Some(Usage::default()),
@@ -373,16 +380,16 @@ impl Settlement {
             output = row.usage.output,
             "model call settled"
         );
-        self.gw.metrics.tool_call(model_call::settled_decision(row.status), "model_call");
+        self.gw.metrics.tool_call(call::settled_decision(row.status), "model_call");
         // Model calls go into the same hash-chained audit store as tool calls, under the identity
         // the agent's key proved.
         let record = ModelCallRecord {
-            kind: model_call::RECORD_KIND,
+            kind: call::RECORD_KIND,
             time: jiff::Timestamp::now().to_string(),
             agent: record_agent(&self.agent, Some(self.claimed_pod)),
             tool: row.model.clone(),
             provider: Some(row.provider.clone()),
-            decision: model_call::settled_decision(row.status),
+            decision: call::settled_decision(row.status),
             status: row.status,
             reason: None,
             tokens: Some(Tokens { input: row.usage.input, cached_input: row.usage.cached_input, output: row.usage.output }),

@@ -7,11 +7,11 @@
 
 use crate::audit_store::Source;
 use crate::ledger::{INTERRUPTED, LedgerError, Row, Tx};
-use crate::state::Gateway;
+use crate::state::GatewayState;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_core::spend;
+use tollgate_core::model::spend;
 
 impl crate::ledger::Ledger {
     /// Says `instance` is alive now.
@@ -83,7 +83,7 @@ impl crate::ledger::Ledger {
 }
 
 /// This instance's heartbeat, and the settling of dead instances' calls, until the gateway stops.
-pub async fn run(gw: Arc<Gateway>) {
+pub async fn run(gw: Arc<GatewayState>) {
     let lease = Duration::from_secs(gw.config.instance_lease_seconds.max(2));
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -8,7 +8,7 @@
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 use std::collections::HashSet;
-use tollgate_core::spend::Micros;
+use tollgate_core::model::spend::Micros;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -71,7 +71,7 @@ pub struct Row {
     pub pod: String,
     pub provider: String,
     pub model: String,
-    pub usage: tollgate_core::spend::Usage,
+    pub usage: tollgate_core::model::spend::Usage,
     pub cost: Micros,
     pub latency_ms: i64,
     pub status: u16,
@@ -123,7 +123,7 @@ impl Ledger {
         migrator().run(&pool).await?;
         // The chain's start, once.
         sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT DO NOTHING")
-            .bind(tollgate_core::audit_chain::GENESIS)
+            .bind(tollgate_core::audit::chain::GENESIS)
             .execute(&pool)
             .await?;
         Ok(Ledger { pool, checkpointer })

@@ -20,7 +20,7 @@ pub mod tls;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
-pub use state::{Config, Gateway};
+pub use state::{Config, GatewayState};
 
 pub async fn run(config: Config) -> Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
@@ -29,7 +29,7 @@ pub async fn run(config: Config) -> Result<()> {
     // Alive before any call is opened: a call is never taken for a dead instance's.
     ledger.heartbeat(&instance).await.context("writing this gateway's heartbeat")?;
     let roots = Arc::new(tollgate_mcp_client::transport::platform_roots());
-    let gw = Arc::new(Gateway {
+    let gw = Arc::new(GatewayState {
         config: config.clone(),
         client: client.clone(),
         index: Arc::default(),

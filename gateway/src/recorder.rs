@@ -8,7 +8,7 @@ use crate::audit_store::Source;
 use crate::ledger::{InFlight, Ledger, LedgerError, Reservation, Row};
 use serde_json::Value;
 use std::time::Duration;
-use tollgate_core::spend::Micros;
+use tollgate_core::model::spend::Micros;
 
 pub struct Settled {
     pub reservation: Reservation,

@@ -2,7 +2,7 @@
 //! progress (a stream included) up to `drain` to finish, so a rolling update settles them rather
 //! than cutting them off.
 
-use crate::state::Gateway;
+use crate::state::GatewayState;
 use anyhow::{Context, Result};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
@@ -13,7 +13,13 @@ use std::time::Duration;
 type Builder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
 
 /// Serves on `addr`, HTTPS when `tls` is given.
-pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, tls: Option<Arc<rustls::ServerConfig>>, stop: impl Future<Output = ()>, drain: Duration) -> Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    gw: Arc<GatewayState>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, tls = tls.is_some(), "model gateway listening");
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -56,7 +62,7 @@ pub async fn serve(addr: SocketAddr, gw: Arc<Gateway>, tls: Option<Arc<rustls::S
     Ok(())
 }
 
-async fn serve_one<IO>(io: IO, gw: Arc<Gateway>, builder: &Builder, watcher: hyper_util::server::graceful::Watcher)
+async fn serve_one<IO>(io: IO, gw: Arc<GatewayState>, builder: &Builder, watcher: hyper_util::server::graceful::Watcher)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

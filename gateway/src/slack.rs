@@ -5,7 +5,7 @@
 //! workflow, once, while pending). Nothing is written unless Slack's signature holds, is fresh
 //! and was not seen before (by any replica). The person who clicked is told what happened, in plain words.
 
-use crate::state::Gateway;
+use crate::state::GatewayState;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, Verdict, Via};
-use tollgate_core::slack::{self, Interaction, Place};
+use tollgate_core::approval::slack::{self, Interaction, Place};
 use tollgate_mcp_client::transport::{self, Body, full};
 use tracing::Instrument;
 
@@ -29,7 +29,7 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     r
 }
 
-pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> {
+pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<Body> {
     if req.method() != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "POST only");
     }
@@ -86,7 +86,7 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<Gateway>) -> Response<Body> 
 }
 
 /// A button clicked: decided at once, or the reason form opened when the decision needs one.
-async fn clicked(gw: &Gateway, member: &str, verdict: Verdict, namespace: &str, request: &str, place: &Place, trigger_id: &str) -> Response<Body> {
+async fn clicked(gw: &GatewayState, member: &str, verdict: Verdict, namespace: &str, request: &str, place: &Place, trigger_id: &str) -> Response<Body> {
     let (requires, workflow) = match reason_rule(gw, namespace, request).await {
         Ok(rule) => rule,
         Err(said) => {
@@ -95,7 +95,7 @@ async fn clicked(gw: &Gateway, member: &str, verdict: Verdict, namespace: &str, 
         }
     };
     // A Deny says why, as everywhere: the click opens the form for it.
-    if tollgate_core::decision::reason_needed(verdict, requires) {
+    if tollgate_core::approval::decision::reason_needed(verdict, requires) {
         let modal = slack::reason_modal(trigger_id, verdict, namespace, request, place);
         if let Err(e) = slack_call(gw, "views.open", &modal).await {
             tracing::warn!(error = %e, "could not open the reason modal");
@@ -109,11 +109,11 @@ async fn clicked(gw: &Gateway, member: &str, verdict: Verdict, namespace: &str, 
 }
 
 /// The reason form submitted: a blank or oversized reason goes back to the form.
-async fn submitted(gw: &Gateway, member: &str, verdict: Verdict, namespace: &str, request: &str, place: &Place, reason: &str) -> Response<Body> {
+async fn submitted(gw: &GatewayState, member: &str, verdict: Verdict, namespace: &str, request: &str, place: &Place, reason: &str) -> Response<Body> {
     let problem = if reason.trim().is_empty() {
         Some("A reason is required.".to_owned())
     } else {
-        tollgate_core::decision::checked_reason(verdict, Some(reason), "", false).err().map(|p| capitalized(&p.to_string()))
+        tollgate_core::approval::decision::checked_reason(verdict, Some(reason), "", false).err().map(|p| capitalized(&p.to_string()))
     };
     if let Some(problem) = problem {
         let errors = json!({"response_action": "errors", "errors": {"reason": problem}});
@@ -128,7 +128,7 @@ async fn submitted(gw: &Gateway, member: &str, verdict: Verdict, namespace: &str
 
 /// Whether the request's workflow requires a reason with every decision, and its name; what to
 /// tell the member when the request has already ended or cannot be read (no form is opened).
-async fn reason_rule(gw: &Gateway, ns: &str, name: &str) -> Result<(bool, String), String> {
+async fn reason_rule(gw: &GatewayState, ns: &str, name: &str) -> Result<(bool, String), String> {
     let ar = match Api::<ApprovalRequest>::namespaced(gw.client.clone(), ns).get_opt(name).await {
         Ok(Some(ar)) => ar,
         Ok(None) => return Err(format!("Nothing was recorded: request {ns}/{name} no longer exists.")),
@@ -148,11 +148,12 @@ fn capitalized(text: &str) -> String {
 }
 
 /// Appends the decision; what to tell the member, whatever happened.
-async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &str, reason: Option<&str>, workflow: (&str, bool)) -> String {
+async fn decide(gw: &GatewayState, member: &str, verdict: Verdict, ns: &str, name: &str, reason: Option<&str>, workflow: (&str, bool)) -> String {
     let user = format!("{}{member}", tollgate_core::approval::SLACK_USER_PREFIX);
     let id = format!("{ns}/{name}");
     let api = Api::<ApprovalRequest>::namespaced(gw.client.clone(), ns);
-    let decision = match tollgate_core::decision::person_decision(&user, verdict, reason, Via::Slack, jiff::Timestamp::now(), workflow.0, workflow.1) {
+    let decision = match tollgate_core::approval::decision::person_decision(&user, verdict, reason, Via::Slack, jiff::Timestamp::now(), workflow.0, workflow.1)
+    {
         Ok(d) => d,
         Err(problem) => return format!("Nothing was recorded: {problem}."),
     };
@@ -170,8 +171,12 @@ async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &s
         if status.decisions.iter().any(|d| d.user == user) {
             return format!("Nothing was recorded: you already decided on {id}.");
         }
-        let ops = match tollgate_core::decision::append_decision(ar.status.as_ref(), ar.metadata.resource_version.as_deref().unwrap_or_default(), &decision)
-            .and_then(serde_json::from_value::<json_patch::Patch>)
+        let ops = match tollgate_core::approval::decision::append_decision(
+            ar.status.as_ref(),
+            ar.metadata.resource_version.as_deref().unwrap_or_default(),
+            &decision,
+        )
+        .and_then(serde_json::from_value::<json_patch::Patch>)
         {
             Ok(ops) => ops,
             Err(e) => return format!("Nothing was recorded: {e}."),
@@ -184,7 +189,7 @@ async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &s
                 let tool = format!("{} on {}", ar.spec.tool, ar.spec.server);
                 return format!("You {verb} {id} ({tool}). Your decision is in the request's status.");
             }
-            Err(kube::Error::Api(s)) if tollgate_core::decision::is_stale_write(s.code, &s.message) => continue,
+            Err(kube::Error::Api(s)) if tollgate_core::approval::decision::is_stale_write(s.code, &s.message) => continue,
             Err(kube::Error::Api(s)) => {
                 // The admission webhook's refusal, without the API server's framing.
                 let why = s.message.split_once("denied the request: ").map_or(s.message.as_str(), |(_, why)| why);
@@ -199,7 +204,7 @@ async fn decide(gw: &Gateway, member: &str, verdict: Verdict, ns: &str, name: &s
 }
 
 /// An ephemeral message to `member` in the message's channel (only they see it).
-async fn tell(gw: &Gateway, place: &Place, member: &str, said: &str) {
+async fn tell(gw: &GatewayState, place: &Place, member: &str, said: &str) {
     if place.channel.is_empty() {
         return;
     }
@@ -209,7 +214,7 @@ async fn tell(gw: &Gateway, place: &Place, member: &str, said: &str) {
     }
 }
 
-async fn slack_call(gw: &Gateway, method: &str, body: &Value) -> Result<Value, String> {
+async fn slack_call(gw: &GatewayState, method: &str, body: &Value) -> Result<Value, String> {
     let token = gw.config.slack_bot_token.as_ref().ok_or("no bot token (Gateway spec.slack.botTokenSecretRef)")?;
     let url = format!("{}/{method}", gw.config.slack_api_url.trim_end_matches('/'));
     let auth = format!("Bearer {}", token.0.trim());

@@ -105,7 +105,7 @@ impl std::str::FromStr for Hidden {
     }
 }
 
-pub struct Gateway {
+pub struct GatewayState {
     pub config: Config,
     pub client: kube::Client,
     pub index: Arc<ArcSwap<Index>>,

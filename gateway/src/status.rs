@@ -2,7 +2,7 @@
 //! `periodStart`, and every agent's `spendUSD` (this calendar month, UTC), refreshed every few
 //! seconds; an Event when a budget crosses its soft or hard limit. Only changes are written.
 
-use crate::state::Gateway;
+use crate::state::GatewayState;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Resource;
@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{Budget, BudgetState, ManagedAgent};
-use tollgate_core::spend;
+use tollgate_core::model::spend;
 
 const MANAGER: &str = "tollgate-gateway";
 
-pub async fn run(gw: Arc<Gateway>) {
+pub async fn run(gw: Arc<GatewayState>) {
     let mut written: HashMap<String, serde_json::Value> = HashMap::new();
     let mut states: HashMap<String, BudgetState> = HashMap::new();
     let every = Duration::from_secs(gw.config.status_interval_seconds.max(1));
@@ -28,7 +28,7 @@ pub async fn run(gw: Arc<Gateway>) {
     }
 }
 
-async fn refresh(gw: &Gateway, written: &mut HashMap<String, serde_json::Value>, states: &mut HashMap<String, BudgetState>) -> anyhow::Result<()> {
+async fn refresh(gw: &GatewayState, written: &mut HashMap<String, serde_json::Value>, states: &mut HashMap<String, BudgetState>) -> anyhow::Result<()> {
     let index = gw.index.load_full();
     let now = Timestamp::now();
     let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
@@ -102,17 +102,17 @@ const AUDIT_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
 /// The agent's conditions with `AuditComplete` as the store says it is, when that differs from
 /// what the object holds (the whole list: a merge patch replaces it).
-async fn audit_condition(gw: &Gateway, agent: &crate::index::Agent, now: Timestamp) -> anyhow::Result<Option<Vec<Condition>>> {
+async fn audit_condition(gw: &GatewayState, agent: &crate::index::Agent, now: Timestamp) -> anyhow::Result<Option<Vec<Condition>>> {
     let since = now.checked_sub(AUDIT_WINDOW)?.as_microsecond();
     let (cut, lost) = gw.ledger.audit_gaps(&agent.namespace, &agent.name, since).await?;
-    let (ok, reason, message) = tollgate_core::audit_bounds::completeness(cut, lost, "in the last 24 hours");
+    let (ok, reason, message) = tollgate_core::audit::bounds::completeness(cut, lost, "in the last 24 hours");
     let status = if ok { "True" } else { "False" };
     let old = agent.conditions.iter().find(|c| c.type_ == AUDIT_COMPLETE);
     if old.is_some_and(|c| c.status == status && c.reason == reason && c.message == message) {
         return Ok(None);
     }
     let mut conditions = agent.conditions.clone();
-    tollgate_core::conditions::set(&mut conditions, tollgate_core::conditions::condition(AUDIT_COMPLETE, ok, reason, &message, None, now));
+    tollgate_core::k8s::conditions::set(&mut conditions, tollgate_core::k8s::conditions::condition(AUDIT_COMPLETE, ok, reason, &message, None, now));
     Ok(Some(conditions))
 }
 

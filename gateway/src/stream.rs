@@ -9,8 +9,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::Value;
 use std::time::Duration;
-use tollgate_core::models::Api;
-use tollgate_core::spend::Usage;
+use tollgate_core::model::Api;
+use tollgate_core::model::spend::Usage;
 use tollgate_mcp_client::transport::{Body, BoxError};
 
 /// How a stream ended, for its settlement.
@@ -44,7 +44,7 @@ pub fn event_usage(api: Api, data: &str) -> (Option<Usage>, bool) {
 
 struct Metering {
     body: Incoming,
-    parser: tollgate_core::sse::Parser,
+    parser: tollgate_core::mcp::sse::Parser,
     api: Api,
     strip_usage_chunk: bool,
     end: End,
@@ -66,7 +66,7 @@ impl Drop for Metering {
 pub fn metered(body: Incoming, api: Api, strip_usage_chunk: bool, idle: Duration, report: tokio::sync::oneshot::Sender<End>) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
     tokio::spawn(async move {
-        let mut m = Metering { body, parser: tollgate_core::sse::Parser::default(), api, strip_usage_chunk, end: End::default(), report: Some(report) };
+        let mut m = Metering { body, parser: tollgate_core::mcp::sse::Parser::default(), api, strip_usage_chunk, end: End::default(), report: Some(report) };
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(idle, m.body.frame()) => next,

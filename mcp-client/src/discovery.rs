@@ -44,7 +44,7 @@ impl Tool {
     /// `sha256:` of the canonical input schema: the same schema gives the same digest whatever
     /// its key order, and any change to it shows.
     pub fn schema_digest(&self) -> String {
-        tollgate_core::digest::arguments_digest(&self.input_schema)
+        tollgate_core::mcp::digest::arguments_digest(&self.input_schema)
     }
 }
 

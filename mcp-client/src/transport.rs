@@ -154,7 +154,7 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
 pub fn parse_messages(sse: bool, bytes: &[u8]) -> Result<Vec<serde_json::Value>, String> {
     let text = String::from_utf8_lossy(bytes);
     Ok(if sse {
-        let mut p = tollgate_core::sse::Parser::default();
+        let mut p = tollgate_core::mcp::sse::Parser::default();
         let mut events = p.push(&text)?;
         events.extend(p.push("\n\n")?);
         events.iter().filter_map(|e| serde_json::from_str(&e.data).ok()).collect()

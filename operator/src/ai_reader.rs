@@ -4,7 +4,7 @@
 //! decision `ai:<workflow>` (`via: ai`) appended through the status subresource, which admission
 //! lets only the operator write; anything else is an abstention. Either way the request's
 //! `AIReviewed` condition and an Event say what the reader did, and the people decide the rest.
-//! What is asked and what the answer means is `tollgate_core::ai_review`.
+//! What is asked and what the answer means is `tollgate_core::approval::ai_review`.
 
 use crate::controllers::condition;
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tollgate_api::{AiReader as ReaderSpec, ApprovalRequest, ApprovalWorkflow, ManagedAgent, Via};
-use tollgate_core::ai_review::{self, Outcome};
+use tollgate_core::approval::ai_review::{self, ReaderAnswer};
 use tollgate_mcp_client::transport::{self, HttpClient};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -63,18 +63,18 @@ impl AiReader {
         let ns = request.namespace().unwrap_or_default();
         let outcome = match self.ask(&ns, reader, request).await {
             Ok(o) => o,
-            Err(why) => Outcome::Abstain(why),
+            Err(why) => ReaderAnswer::Abstain(why),
         };
         let reference = request.object_ref(&());
         let (ok, reason, message) = match &outcome {
-            Outcome::Decide(reading) => {
+            ReaderAnswer::Decide(reading) => {
                 let verdict = ai_review::decision_reason(reading);
                 match self.record(&ns, &request.name_any(), workflow, reading).await {
                     Ok(()) => (true, "Decided", format!("{:?}: {verdict}", reading.verdict).to_lowercase()),
                     Err(why) => (false, "NotRecorded", format!("the reader's decision could not be recorded: {why}")),
                 }
             }
-            Outcome::Abstain(why) => (false, "Abstained", format!("left to the people: {why}")),
+            ReaderAnswer::Abstain(why) => (false, "Abstained", format!("left to the people: {why}")),
         };
         tracing::info!(reason, message, "AI first reader");
         let kind = if ok || reason == "Abstained" { EventType::Normal } else { EventType::Warning };
@@ -83,7 +83,7 @@ impl AiReader {
     }
 
     /// The model's reading of the call, through the gateway under the reader agent's key.
-    async fn ask(&self, ns: &str, reader: &ReaderSpec, request: &ApprovalRequest) -> Result<Outcome, String> {
+    async fn ask(&self, ns: &str, reader: &ReaderSpec, request: &ApprovalRequest) -> Result<ReaderAnswer, String> {
         let gateway = self.gateway_url.as_deref().ok_or("the operator knows no gateway (TOLLGATE_GATEWAY_URL) to call the model through")?;
         let agent = Api::<ManagedAgent>::namespaced(self.client.clone(), ns)
             .get_opt(&reader.agent)
@@ -97,7 +97,7 @@ impl AiReader {
             .await
             .map_err(|e| format!("reading Secret {secret}: {e}"))?
             .and_then(|s| s.data)
-            .and_then(|d| d.get(tollgate_core::keys::SECRET_KEY).map(|b| String::from_utf8_lossy(&b.0).trim().to_owned()))
+            .and_then(|d| d.get(tollgate_core::model::keys::SECRET_KEY).map(|b| String::from_utf8_lossy(&b.0).trim().to_owned()))
             .ok_or_else(|| format!("Secret {ns}/{secret} holds no gateway key"))?;
         let url = format!("{}/openai/v1/chat/completions", gateway.trim_end_matches('/'));
         let auth = format!("Bearer {key}");
@@ -118,7 +118,7 @@ impl AiReader {
     /// Appends the reader's decision; admission checks it is the operator's, once, while pending.
     async fn record(&self, ns: &str, name: &str, workflow: &str, reading: &ai_review::Reading) -> Result<(), String> {
         let api = Api::<ApprovalRequest>::namespaced(self.client.clone(), ns);
-        let decision = tollgate_core::decision::record(
+        let decision = tollgate_core::approval::decision::record(
             &ai_review::user(workflow),
             reading.verdict,
             Some(ai_review::decision_reason(reading)),
@@ -127,12 +127,12 @@ impl AiReader {
         );
         for _ in 0..3 {
             let ar = api.get(name).await.map_err(|e| e.to_string())?;
-            let ops = tollgate_core::decision::append_decision(ar.status.as_ref(), &ar.resource_version().unwrap_or_default(), &decision)
+            let ops = tollgate_core::approval::decision::append_decision(ar.status.as_ref(), &ar.resource_version().unwrap_or_default(), &decision)
                 .and_then(serde_json::from_value::<json_patch::Patch>)
                 .map_err(|e| e.to_string())?;
             match api.patch_status(name, &crate::ssa::write_params(), &Patch::Json::<()>(ops)).await {
                 Ok(_) => return Ok(()),
-                Err(kube::Error::Api(s)) if tollgate_core::decision::is_stale_write(s.code, &s.message) => continue,
+                Err(kube::Error::Api(s)) if tollgate_core::approval::decision::is_stale_write(s.code, &s.message) => continue,
                 Err(e) => return Err(e.to_string()),
             }
         }

@@ -123,7 +123,7 @@ fn parse_smtp(text: &str) -> Result<(String, u16), String> {
 }
 
 fn parse_cidr(text: &str) -> Result<String, String> {
-    text.trim().parse::<tollgate_core::transparent::Cidr>().map(|c| c.to_string()).map_err(|e| e.to_string())
+    text.trim().parse::<tollgate_core::k8s::transparent::Cidr>().map(|c| c.to_string()).map_err(|e| e.to_string())
 }
 
 fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
@@ -132,8 +132,8 @@ fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
 
 impl Config {
     /// How injected sidecars run.
-    pub fn injection(&self) -> tollgate_core::inject::Settings {
-        tollgate_core::inject::Settings {
+    pub fn injection(&self) -> tollgate_core::k8s::inject::Settings {
+        tollgate_core::k8s::inject::Settings {
             image: self.sidecar_image.clone(),
             listen_port: 15001,
             admin_port: 15021,
@@ -150,9 +150,9 @@ impl Config {
     }
 
     /// What a sidecar or gateway is told of Vault, logging in as `role` by default.
-    pub fn vault_env(&self, role: Option<String>) -> Option<tollgate_core::inject::VaultEnv> {
+    pub fn vault_env(&self, role: Option<String>) -> Option<tollgate_core::k8s::inject::VaultEnv> {
         let address = self.vault.addr.clone().filter(|a| !a.is_empty())?;
-        Some(tollgate_core::inject::VaultEnv {
+        Some(tollgate_core::k8s::inject::VaultEnv {
             address,
             auth_mount: self.vault.auth_mount.clone(),
             role,

@@ -11,10 +11,10 @@ pub struct Shared {
     pub identity: String,
     pub slack_relay_user: String,
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
-    pub injection: tollgate_core::inject::Settings,
+    pub injection: tollgate_core::k8s::inject::Settings,
     /// The operator's namespace, the only one it runs gateways in.
     pub namespace: String,
-    pub gateways: tollgate_core::gateway_objects::Settings,
+    pub gateways: tollgate_core::k8s::gateway_objects::Settings,
     pub notifier: Arc<notify::Notifier>,
     pub ai_reader: Arc<ai_reader::AiReader>,
     /// The operator's own Vault client (discovery of servers whose headers are kept there).

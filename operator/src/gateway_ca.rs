@@ -33,7 +33,7 @@ impl GatewayCa {
         let stored = Api::<Secret>::namespaced(client.clone(), &self.namespace).get_opt(secret).await.map_err(|e| format!("reading {where_}: {e}"))?;
         let pem = stored
             .and_then(|s| s.data)
-            .and_then(|d| d.get(tollgate_core::gateway_objects::TLS_CA).map(|b| String::from_utf8_lossy(&b.0).into_owned()))
+            .and_then(|d| d.get(tollgate_core::k8s::gateway_objects::TLS_CA).map(|b| String::from_utf8_lossy(&b.0).into_owned()))
             .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))
             .ok_or_else(|| format!("{where_} holds no CA certificate (ca.crt) yet: the gateway's certificate is not issued"))?;
         *self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), pem.clone()));

@@ -1,4 +1,4 @@
-//! Leader election on a `coordination.k8s.io` Lease (decisions in `tollgate_core::lease`): the
+//! Leader election on a `coordination.k8s.io` Lease (decisions in `tollgate_core::k8s::lease`): the
 //! controllers run on the leader only, every replica serves the webhooks. A leader that cannot
 //! renew in time stops leading by ending the process (its pod restarts and rejoins as a
 //! follower), so two replicas never run the phase machine at once for long.
@@ -9,7 +9,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::time::Duration;
-use tollgate_core::lease::{LeaseView, Next, next};
+use tollgate_core::k8s::lease::{LeaseView, Next, next};
 
 pub struct Election {
     pub api: Api<Lease>,

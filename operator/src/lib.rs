@@ -39,7 +39,7 @@ pub async fn run(config: Config) -> Result<()> {
             config.slack_api_url.clone(),
             config.smtp_url.clone().map(|(host, port)| notify::Smtp { host, port, from: config.smtp_from.clone() }),
         ),
-        gateways: tollgate_core::gateway_objects::Settings {
+        gateways: tollgate_core::k8s::gateway_objects::Settings {
             image: config.gateway_image.clone().unwrap_or_else(|| config.sidecar_image.clone()),
             cluster_role: config.gateway_cluster_role.clone(),
             vault: config.vault_env(config.vault_gateway_role.clone()),

@@ -3,7 +3,7 @@
 //! a slow or failing target never holds up the phase machine. Each attempt is recorded in
 //! `status.notifications` (only this module writes that list); a target that fails
 //! [`MAX_ATTEMPTS`] times at a stage is given up, which the request's `Notified` condition and a
-//! Warning Event say. What is sent, and when, is decided in `tollgate_core::notify`.
+//! Warning Event say. What is sent, and when, is decided in `tollgate_core::approval::notify`.
 
 use crate::ssa;
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, NotificationChannel, NotificationRecord, Notify, SecretKeyRef};
-use tollgate_core::notify::{self, MAX_ATTEMPTS, Stage, Target};
+use tollgate_core::approval::notify::{self, MAX_ATTEMPTS, Stage, Target};
 use tollgate_mcp_client::transport::{self, HttpClient};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -230,7 +230,7 @@ impl Notifier {
         let auth = format!("Bearer {}", token.trim());
         let headers = [("content-type", "application/json; charset=utf-8"), ("authorization", auth.as_str())];
         let (status, answer) = transport::post(&self.http, &url, &headers, Bytes::from(body.to_string()), TIMEOUT).await?;
-        tollgate_core::slack::api_result(status, &answer).map_err(|e| format!("{method}: {e}"))
+        tollgate_core::approval::slack::api_result(status, &answer).map_err(|e| format!("{method}: {e}"))
     }
 
     async fn secret(&self, ns: &str, r: &SecretKeyRef) -> Result<String, String> {

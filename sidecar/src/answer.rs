@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{Response, StatusCode};
 use serde_json::value::RawValue;
-use tollgate_core::{jsonrpc, sse};
+use tollgate_core::{mcp::jsonrpc, mcp::sse};
 
 /// An `isError` result for the call `id`, saying what went wrong upstream.
 pub fn upstream_error(id: Option<&RawValue>, e: &UpstreamError) -> Response<Body> {

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
-use tollgate_core::jsonrpc;
+use tollgate_core::mcp::jsonrpc;
 
 /// The answer to an element that is not a JSON-RPC message.
 pub(crate) fn invalid_element() -> BoxFuture<'static, Response<Body>> {
@@ -38,7 +38,7 @@ pub(crate) async fn answer(headers: &HeaderMap, parts: Vec<BoxFuture<'_, Respons
     if sse {
         let mut out = Vec::new();
         for m in &all {
-            out.extend_from_slice(&tollgate_core::sse::message_event(m.to_string().as_bytes()));
+            out.extend_from_slice(&tollgate_core::mcp::sse::message_event(m.to_string().as_bytes()));
         }
         let mut r = Response::new(full(out));
         r.headers_mut().insert(CONTENT_TYPE, header("text/event-stream"));

@@ -31,7 +31,7 @@ pub(crate) fn json(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
 /// A refusal before any message is read: the status says it, the body is a JSON-RPC error that
 /// says why.
 pub(crate) fn refused(status: u16, code: i64, message: &str) -> Response<Body> {
-    json(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), tollgate_core::jsonrpc::error_response(None, code, message))
+    json(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), tollgate_core::mcp::jsonrpc::error_response(None, code, message))
 }
 
 pub fn header(value: &'static str) -> hyper::header::HeaderValue {

@@ -30,7 +30,7 @@ impl CallContext<'_> {
     }
 
     fn facts(&self) -> &(String, RawJson) {
-        self.facts.get_or_init(|| (tollgate_core::digest::arguments_digest(self.arguments), RawJson::redacted(self.arguments, self.raw_arguments)))
+        self.facts.get_or_init(|| (tollgate_core::mcp::digest::arguments_digest(self.arguments), RawJson::redacted(self.arguments, self.raw_arguments)))
     }
 
     pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {
@@ -57,7 +57,7 @@ impl CallContext<'_> {
             tool: self.tool.to_owned(),
             arguments_digest: self.facts().0.clone(),
             arguments: self.facts().1.clone(),
-            justification: self.justification.map(|j| tollgate_core::redact::redact_str(j).into_owned()),
+            justification: self.justification.map(|j| tollgate_core::audit::redact::redact_str(j).into_owned()),
             decision: AuditDecision::from(self.decision.action),
             policy,
             rule,

@@ -73,10 +73,10 @@ impl Credentials {
         let header = source.name.clone();
         let Some(secret) = &source.secret_key_ref else { return Err(CredentialError::NoSource { header }) };
         // The API server's schema already refuses these; checked again here, where they become a path.
-        if !tollgate_core::k8s_names::is_dns1123_subdomain(&secret.name) {
+        if !tollgate_core::k8s::names::is_dns1123_subdomain(&secret.name) {
             return Err(CredentialError::BadReference { header, what: "name", given: secret.name.clone() });
         }
-        if !tollgate_core::k8s_names::is_secret_key(&secret.key) {
+        if !tollgate_core::k8s::names::is_secret_key(&secret.key) {
             return Err(CredentialError::BadReference { header, what: "key", given: secret.key.clone() });
         }
         let path = self.dir.join(&secret.name).join(&secret.key);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// the agent's own rights).
 pub fn still_allowed(sc: &Sidecar, snapshot: &Snapshot, server: Option<&str>) -> bool {
     let Ok(agent) = snapshot.agent_access(&sc.config.agent, &sc.config.namespace) else { return false };
-    server.is_none_or(|name| tollgate_core::access::server_access(agent, name, snapshot.servers.contains_key(name)).is_ok())
+    server.is_none_or(|name| tollgate_core::mcp::access::server_access(agent, name, snapshot.servers.contains_key(name)).is_ok())
 }
 
 /// `body`, copied while the agent keeps its rights to `server`; cut when it loses them.

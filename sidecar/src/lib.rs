@@ -111,7 +111,7 @@ async fn speaks_for_its_agent(sc: &Arc<Sidecar>, loaded: &Readiness, ready: &Rea
     let mut swaps = sc.snapshot_swapped.subscribe();
     loop {
         let snapshot = sc.snapshot.load_full();
-        if let Some(refusal) = snapshot.agent.as_ref().and_then(|a| tollgate_core::access::identity_refusal(&user, &sc.config.namespace, a)) {
+        if let Some(refusal) = snapshot.agent.as_ref().and_then(|a| tollgate_core::mcp::access::identity_refusal(&user, &sc.config.namespace, a)) {
             anyhow::bail!(refusal);
         }
         if loaded.is_ready() {

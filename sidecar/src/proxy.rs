@@ -11,7 +11,7 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use tollgate_core::jsonrpc::{self, Envelope, Incoming as Message};
+use tollgate_core::mcp::jsonrpc::{self, Envelope, Incoming as Message};
 use tollgate_core::policy;
 
 /// A request on `/mcp/<server>`, past the checks every request passes first (transport, rights,
@@ -116,13 +116,13 @@ async fn tools_list(sc: &Sidecar, snapshot: &Snapshot, server: &Server, headers:
         serde_json::to_string(&v).ok()
     };
     let new_body = if sse {
-        let mut parser = tollgate_core::sse::Parser::default();
+        let mut parser = tollgate_core::mcp::sse::Parser::default();
         let text = String::from_utf8_lossy(&bytes);
         let mut out = String::new();
         // A trailing blank line ends the last event even if the server omitted it.
         for ev in parser.push(&text).unwrap_or_default().into_iter().chain(parser.push("\n\n").unwrap_or_default()) {
             match rewrite(&ev.data) {
-                Some(json) if !ev.data.is_empty() => out.push_str(&tollgate_core::sse::replace_data(&ev, &json)),
+                Some(json) if !ev.data.is_empty() => out.push_str(&tollgate_core::mcp::sse::replace_data(&ev, &json)),
                 _ => {
                     out.push_str(&ev.raw);
                     out.push_str("\n\n");

@@ -1,12 +1,12 @@
 //! `tollgate-sidecar redirect`: transparent mode's init step. Run once per pod, before any other
-//! container, with `NET_ADMIN`: installs the rules of [`tollgate_core::transparent::Redirect`]
+//! container, with `NET_ADMIN`: installs the rules of [`tollgate_core::k8s::transparent::Redirect`]
 //! with `iptables` and `ip6tables` in the pod's network namespace. Idempotent (a restarted init
 //! container replaces its rules), and the jump from `OUTPUT` comes last, so the rules never take
 //! effect half-installed. Any failure fails the pod: an agent must not start unredirected.
 
 use anyhow::{Context, Result, bail};
 use std::process::Command;
-use tollgate_core::transparent::{CHAIN, Cidr, Family, Redirect};
+use tollgate_core::k8s::transparent::{CHAIN, Cidr, Family, Redirect};
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "tollgate-sidecar redirect", about = "Install transparent mode's iptables rules (init container, NET_ADMIN)")]

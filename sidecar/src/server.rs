@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_core::jsonrpc;
+use tollgate_core::mcp::jsonrpc;
 use tollgate_mcp_client::transport;
 
 pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
@@ -43,12 +43,12 @@ pub async fn serve(addr: SocketAddr, sidecar: Arc<Sidecar>) -> Result<()> {
 
 /// `Host`, `Origin` and `Content-Type`, each at most once, by the sidecar's transport rules. A
 /// redirected connection's `Host` is the MCP server the agent dialled, not the sidecar.
-fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool, redirected: bool) -> Result<(), tollgate_core::access::TransportRefusal> {
+fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool, redirected: bool) -> Result<(), tollgate_core::mcp::access::TransportRefusal> {
     let headers = req.headers();
     let one = |name: hyper::header::HeaderName, what: &'static str| {
         let mut all = headers.get_all(name).iter();
         match (all.next(), all.next()) {
-            (_, Some(_)) => Err(tollgate_core::access::TransportRefusal::Repeated(what)),
+            (_, Some(_)) => Err(tollgate_core::mcp::access::TransportRefusal::Repeated(what)),
             (first, None) => Ok(first.and_then(|v| v.to_str().ok())),
         }
     };
@@ -64,7 +64,7 @@ fn check_transport(sc: &Sidecar, req: &Request<Incoming>, is_post: bool, redirec
 /// decided: an upstream (or a proxy before it) may route on them. A lying `tools/call` is audited.
 /// The refusal, if any.
 fn check_routing_headers(sc: &Arc<Sidecar>, headers: &hyper::HeaderMap, bytes: &Bytes, server: Option<&crate::snapshot::Server>) -> Option<Response<Body>> {
-    use tollgate_core::routing::{self, RoutingHeaders};
+    use tollgate_core::mcp::routing::{self, RoutingHeaders};
     let mut h = RoutingHeaders::default();
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in headers {
@@ -125,7 +125,7 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
         None if path == "/mcp" => None,
         None => return Ok(json(StatusCode::NOT_FOUND, jsonrpc::error_response(None, -32601, "not an MCP endpoint: use /mcp or /mcp/<server>"))),
     };
-    Ok(decide(req, sc, server_name, false).await)
+    Ok(route(req, sc, server_name, false).await)
 }
 
 /// A request on a connection the agent dialled to an MCP server's own address (transparent
@@ -134,7 +134,7 @@ async fn handle(req: Request<Incoming>, sc: Arc<Sidecar>) -> Result<Response<Bod
 pub async fn handle_redirected(req: Request<Incoming>, sc: Arc<Sidecar>, servers: Arc<[String]>) -> Result<Response<Body>, Infallible> {
     let snapshot = sc.snapshot.load();
     let endpoints: Vec<(&String, &str)> =
-        servers.iter().filter_map(|n| snapshot.servers.get(n).map(|s| (n, tollgate_core::transparent::url_path(&s.url)))).collect();
+        servers.iter().filter_map(|n| snapshot.servers.get(n).map(|s| (n, tollgate_core::k8s::transparent::url_path(&s.url)))).collect();
     let Some((server, _)) = endpoints.iter().find(|(_, path)| *path == req.uri().path()) else {
         let paths: Vec<&str> = endpoints.iter().map(|(_, p)| *p).collect();
         let msg = format!("only the MCP endpoints of MCP servers {} ({}) are reachable at this address through Tollgate", servers.join(", "), paths.join(", "));
@@ -142,10 +142,10 @@ pub async fn handle_redirected(req: Request<Incoming>, sc: Arc<Sidecar>, servers
     };
     let server = (*server).clone();
     drop(snapshot);
-    Ok(decide(req, sc, Some(server), true).await)
+    Ok(route(req, sc, Some(server), true).await)
 }
 
-async fn decide(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<String>, redirected: bool) -> Response<Body> {
+async fn route(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<String>, redirected: bool) -> Response<Body> {
     // Transport first: a page in a browser must not reach the agent's tools (DNS rebinding).
     let is_post = req.method() == Method::POST;
     let transport = check_transport(&sc, &req, is_post, redirected);
@@ -161,7 +161,7 @@ async fn decide(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<St
     };
     let server = match &server_name {
         None => None,
-        Some(name) => match tollgate_core::access::server_access(agent, name, snapshot.servers.contains_key(name)) {
+        Some(name) => match tollgate_core::mcp::access::server_access(agent, name, snapshot.servers.contains_key(name)) {
             Ok(()) => snapshot.servers.get(name).cloned(),
             Err(r) => return refused(r.http_status(), -32600, &r.to_string()),
         },
@@ -176,8 +176,8 @@ async fn decide(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<St
         Bytes::new()
     };
     // What is decided here must be what the upstream runs: bodies parsers read differently go nowhere.
-    if is_post && let Err(a) = tollgate_core::strict::check(&bytes) {
-        let code = if matches!(a, tollgate_core::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
+    if is_post && let Err(a) = tollgate_core::mcp::strict::check(&bytes) {
+        let code = if matches!(a, tollgate_core::mcp::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
         return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string()));
     }
     if is_post && let Some(refusal) = check_routing_headers(&sc, &parts.headers, &bytes, server.as_ref()) {

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
-use tollgate_core::audit_bounds;
+use tollgate_core::audit::bounds;
 use tollgate_mcp_client::transport::{self, HttpClient, full};
 
 /// Records waiting at most; a gateway outage longer than this loses the oldest.
@@ -76,7 +76,7 @@ impl Shipper {
     /// Queues one record's JSON; one larger than the store keeps whole is cut down first, saying
     /// so in the record (its whole text is in this sidecar's stdout).
     pub fn push(&self, record: Bytes) {
-        let record = if record.len() > audit_bounds::MAX_RECORD_BYTES {
+        let record = if record.len() > bounds::MAX_RECORD_BYTES {
             self.metrics.audit("cut", 1);
             bounded(&record)
         } else {
@@ -93,7 +93,7 @@ impl Shipper {
     /// A record standing for `lost` records that will never be shipped, so the store (and the
     /// agent's `AuditComplete` condition) knows the trail has a hole there.
     fn gap(&self, lost: u64, reason: &str) -> Bytes {
-        let record = audit_bounds::gap(&self.agent, lost, reason, &jiff::Timestamp::now().to_string());
+        let record = bounds::gap(&self.agent, lost, reason, &jiff::Timestamp::now().to_string());
         Bytes::from(record.to_string())
     }
 
@@ -157,10 +157,8 @@ impl Shipper {
                         tracing::error!(batch = %id, %status, %reason, "the gateway refused an audit record; it is in this sidecar's log only");
                         self.metrics.audit("refused", 1);
                         // Said by a gap record, unless the refused one was that (no endless loop).
-                        let was_gap = records
-                            .first()
-                            .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
-                            .is_some_and(|r| r["kind"] == audit_bounds::GAP_KIND);
+                        let was_gap =
+                            records.first().and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok()).is_some_and(|r| r["kind"] == bounds::GAP_KIND);
                         if !was_gap {
                             self.queue().records.push_front(self.gap(1, "refused"));
                         }
@@ -210,11 +208,11 @@ impl Shipper {
     }
 }
 
-/// A record cut down to the store's bound (`tollgate_core::audit_bounds`).
+/// A record cut down to the store's bound (`tollgate_core::audit::bounds`).
 fn bounded(record: &[u8]) -> Bytes {
     let mut v: serde_json::Value = serde_json::from_slice(record).unwrap_or_else(|_| serde_json::json!({"kind": "unreadable"}));
-    if let Some(bytes) = audit_bounds::bound(&mut v, audit_bounds::MAX_RECORD_BYTES) {
-        tracing::warn!(bytes, limit = audit_bounds::MAX_RECORD_BYTES, "an audit record was cut down before shipping; it is whole in this log");
+    if let Some(bytes) = bounds::bound(&mut v, bounds::MAX_RECORD_BYTES) {
+        tracing::warn!(bytes, limit = bounds::MAX_RECORD_BYTES, "an audit record was cut down before shipping; it is whole in this log");
     }
     Bytes::from(v.to_string())
 }
@@ -274,7 +272,7 @@ mod tests {
             let s = shipper.clone();
             async move { s.run().await }
         });
-        let done = |now: &Vec<serde_json::Value>| now.iter().any(|r| r["tool"] == "last") && now.iter().any(|r| r["kind"] == audit_bounds::GAP_KIND);
+        let done = |now: &Vec<serde_json::Value>| now.iter().any(|r| r["tool"] == "last") && now.iter().any(|r| r["kind"] == bounds::GAP_KIND);
         let waited = tokio::time::timeout(Duration::from_secs(20), seen.wait_for(done)).await;
         let shipped = match waited {
             Ok(Ok(now)) => now.clone(),
@@ -283,7 +281,7 @@ mod tests {
         running.abort();
         let tools: Vec<&str> = shipped.iter().filter_map(|r| r["tool"].as_str()).collect();
         assert_eq!(tools, ["first", "last"], "{shipped:?}");
-        let gap = shipped.iter().find(|r| r["kind"] == audit_bounds::GAP_KIND).unwrap();
+        let gap = shipped.iter().find(|r| r["kind"] == bounds::GAP_KIND).unwrap();
         assert_eq!((gap["lost"].as_u64(), gap["reason"].as_str(), gap["agent"]["name"].as_str()), (Some(1), Some("refused"), Some("coder")), "{gap}");
     }
 

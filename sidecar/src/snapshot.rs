@@ -59,8 +59,8 @@ impl Snapshot {
     }
 
     /// The agent if it may be served at all (policies loaded, managed, not suspended).
-    pub fn agent_access(&self, agent: &str, namespace: &str) -> Result<&AgentInfo, tollgate_core::access::AccessRefusal> {
-        tollgate_core::access::agent_access(self.loaded, self.agent.as_ref(), agent, namespace)
+    pub fn agent_access(&self, agent: &str, namespace: &str) -> Result<&AgentInfo, tollgate_core::mcp::access::AccessRefusal> {
+        tollgate_core::mcp::access::agent_access(self.loaded, self.agent.as_ref(), agent, namespace)
     }
 
     /// Why no call can be decided now, if none can.

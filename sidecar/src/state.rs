@@ -87,15 +87,19 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn transport_rules(&self) -> tollgate_core::access::TransportRules {
-        tollgate_core::access::TransportRules { allowed_hosts: self.allowed_hosts.clone(), allowed_origins: self.allowed_origins.clone(), pod_ip: self.pod_ip }
+    pub fn transport_rules(&self) -> tollgate_core::mcp::access::TransportRules {
+        tollgate_core::mcp::access::TransportRules {
+            allowed_hosts: self.allowed_hosts.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            pod_ip: self.pod_ip,
+        }
     }
 }
 
 /// What every request handler shares.
 pub struct Sidecar {
     pub config: Config,
-    pub transport: tollgate_core::access::TransportRules,
+    pub transport: tollgate_core::mcp::access::TransportRules,
     pub client: kube::Client,
     pub snapshot: Arc<arc_swap::ArcSwap<snapshot::Snapshot>>,
     /// Signalled after every snapshot swap: open streams check the agent's rights again.

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Instant;
 use tollgate_core::audit::{Outcome, RecordKind};
-use tollgate_core::jsonrpc::{self, Envelope};
+use tollgate_core::mcp::jsonrpc::{self, Envelope};
 use tollgate_core::policy::{self, Action, Args, Decision};
 
 /// A `tools/call` refused before any decision (no id, routing headers that lie about it): a
@@ -149,8 +149,8 @@ async fn decide_and_act(
 /// a task of the server's. The body and whether it declared the extension.
 fn as_plain_call(body: Bytes) -> (Bytes, bool) {
     let Ok(mut message) = serde_json::from_slice::<Value>(&body) else { return (body, false) };
-    let Some(params) = message.get_mut("params").filter(|p| tollgate_core::tasks::declared(p)) else { return (body, false) };
-    tollgate_core::tasks::undeclare(params);
+    let Some(params) = message.get_mut("params").filter(|p| tollgate_core::mcp::tasks::declared(p)) else { return (body, false) };
+    tollgate_core::mcp::tasks::undeclare(params);
     match serde_json::to_vec(&message) {
         Ok(plain) => (Bytes::from(plain), true),
         Err(_) => (body, false),

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tollgate_core::transparent::{self, Refusal, Route};
+use tollgate_core::k8s::transparent::{self, ConnectionRefusal, Route};
 use tracing::Instrument;
 
 /// The MCP servers' addresses (names resolved, and the pods of those that are Services), found
@@ -58,7 +58,7 @@ pub async fn serve(addr: SocketAddr, sc: Arc<Sidecar>) -> Result<()> {
     }
 }
 
-fn refuse(sc: &Sidecar, refusal: &Refusal) {
+fn refuse(sc: &Sidecar, refusal: &ConnectionRefusal) {
     tracing::warn!(refusal = %refusal, "redirected connection refused");
     sc.metrics.redirected(refusal.label());
 }
@@ -72,7 +72,7 @@ async fn serve_mcp(stream: TcpStream, sc: Arc<Sidecar>, servers: Vec<String>) {
         _ => return,
     }
     if transparent::is_tls_handshake(&first) {
-        return refuse(&sc, &Refusal::Encrypted(servers.join(", ")));
+        return refuse(&sc, &ConnectionRefusal::Encrypted(servers.join(", ")));
     }
     sc.metrics.redirected("mcp");
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

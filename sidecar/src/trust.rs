@@ -6,7 +6,7 @@ use base64::Engine;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::path::Path;
-use tollgate_core::inject::{TRUST_BUNDLE, TRUST_GATEWAY_CA};
+use tollgate_core::k8s::inject::{TRUST_BUNDLE, TRUST_GATEWAY_CA};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

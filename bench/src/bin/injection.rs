@@ -1,7 +1,7 @@
 //! The injection webhook's own handling (DESIGN §5: p99 ≤ 10 ms): the operator's `review_pod`
 //! called in process, as the webhook server calls it, against a real API server holding the
 //! namespace's ManagedAgents and MCPServers; beside it the pure decision alone
-//! (`tollgate_core::inject::decide` and the patch), so the API reads' share shows.
+//! (`tollgate_core::k8s::inject::review` and the patch), so the API reads' share shows.
 //!
 //! Build first: `cargo build --release -p tollgate-bench`.
 
@@ -63,7 +63,7 @@ fn main() -> Result<()> {
     rt.block_on(async {
         let config = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(cp.kubeconfig(User::Admin))?, &Default::default()).await?;
         let client = kube::Client::try_from(config)?;
-        let settings = tollgate_core::inject::Settings {
+        let settings = tollgate_core::k8s::inject::Settings {
             image: "ghcr.io/tollgate-dev/tollgate:0.1.0".into(),
             listen_port: 15001,
             admin_port: 15021,
@@ -84,7 +84,7 @@ fn main() -> Result<()> {
             metrics: Arc::default(),
             injection: settings.clone(),
             namespace: "tollgate-system".into(),
-            gateways: tollgate_core::gateway_objects::Settings {
+            gateways: tollgate_core::k8s::gateway_objects::Settings {
                 image: "bench".into(),
                 cluster_role: "tollgate-gateway".into(),
                 vault: None,
@@ -123,13 +123,13 @@ fn main() -> Result<()> {
         let agents: Vec<tollgate_api::ManagedAgent> = kube::Api::namespaced(shared.client.clone(), NS).list(&Default::default()).await?.items;
         let servers: Vec<tollgate_api::McpServer> = kube::Api::namespaced(shared.client.clone(), NS).list(&Default::default()).await?.items;
         let names: Vec<String> = agents.iter().map(|a| a.metadata.name.clone().unwrap_or_default()).collect();
-        let candidates: Vec<tollgate_core::inject::Candidate<'_>> = agents
+        let candidates: Vec<tollgate_core::k8s::inject::Candidate<'_>> = agents
             .iter()
             .zip(&names)
-            .map(|(a, name)| tollgate_core::inject::Candidate {
+            .map(|(a, name)| tollgate_core::k8s::inject::Candidate {
                 name,
                 spec: &a.spec,
-                mounts: tollgate_core::inject::mounts(&a.spec, servers.iter().map(|s| (s.metadata.name.as_deref().unwrap_or_default(), &s.spec))),
+                mounts: tollgate_core::k8s::inject::mounts(&a.spec, servers.iter().map(|s| (s.metadata.name.as_deref().unwrap_or_default(), &s.spec))),
             })
             .collect();
         let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod("p", "app-3", "sa-3"))?;
@@ -137,7 +137,7 @@ fn main() -> Result<()> {
         let mut pure = Vec::with_capacity(RUNS);
         for _ in 0..RUNS {
             let t = Instant::now();
-            if let tollgate_core::inject::Outcome::Inject { pod, .. } = tollgate_core::inject::decide(&typed, &candidates, &settings) {
+            if let tollgate_core::k8s::inject::PodReview::Inject { pod, .. } = tollgate_core::k8s::inject::review(&typed, &candidates, &settings) {
                 std::hint::black_box(json_patch::diff(&before, &serde_json::to_value(&*pod)?));
             }
             pure.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));

@@ -25,7 +25,8 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
     let fail = |e: kube::Error| anyhow::Error::msg(errors::explain(&e, &cx));
     let api: Api<ApprovalRequest> = Api::namespaced(session.client.clone(), ns);
     let now = jiff::Timestamp::now();
-    let decision = tollgate_core::decision::person_decision(&user, verdict, reason.as_deref(), Via::Kubectl, now, "", false).map_err(anyhow::Error::msg)?;
+    let decision =
+        tollgate_core::approval::decision::person_decision(&user, verdict, reason.as_deref(), Via::Kubectl, now, "", false).map_err(anyhow::Error::msg)?;
 
     let mut attempt = 0;
     loop {

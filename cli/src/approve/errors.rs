@@ -43,7 +43,7 @@ fn rbac_user(message: &str) -> Option<&str> {
     rest.split_once('"').map(|(user, _)| user)
 }
 
-pub use tollgate_core::decision::{PATCH_NOT_APPLICABLE, is_stale_write};
+pub use tollgate_core::approval::decision::{PATCH_NOT_APPLICABLE, is_stale_write};
 
 /// The plain-words text for an API error `code` with `message`, while doing `cx`.
 pub fn explain_status(code: u16, message: &str, cx: &Context<'_>) -> String {

@@ -3,14 +3,14 @@
 
 use tollgate_api::{ApprovalRequest, Verdict};
 
-use tollgate_core::decision::ReasonProblem;
-pub use tollgate_core::decision::{MAX_REASON_BYTES, append_decision};
+use tollgate_core::approval::decision::ReasonProblem;
+pub use tollgate_core::approval::decision::{MAX_REASON_BYTES, append_decision};
 
 /// The reason to record, checked by core's rule (the webhook's) before any network call, so
 /// everyone gets the same answer; said with the flag that fixes it. (A workflow's own
 /// requirement is the webhook's to tell: it knows the workflow.)
 pub fn check_reason(verdict: Verdict, name: &str, reason: Option<&str>) -> Result<Option<String>, String> {
-    tollgate_core::decision::checked_reason(verdict, reason, "", false).map_err(|e| match e {
+    tollgate_core::approval::decision::checked_reason(verdict, reason, "", false).map_err(|e| match e {
         ReasonProblem::DenyWithoutReason => format!("a reason is required to deny: kubectl approve deny {name} --reason \"why\""),
         other => other.to_string(),
     })

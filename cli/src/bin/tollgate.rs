@@ -69,7 +69,7 @@ enum AuditCommand {
 }
 
 /// The checkpoints in a `kubectl get configmap -o json` listing.
-fn checkpoints(file: &std::path::Path) -> Result<Vec<tollgate_core::audit_checkpoint::Checkpoint>> {
+fn checkpoints(file: &std::path::Path) -> Result<Vec<tollgate_core::audit::checkpoint::Checkpoint>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let list: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
     let items = list["items"].as_array().with_context(|| format!("{}: not a list of ConfigMaps", file.display()))?;
@@ -106,15 +106,15 @@ fn main() -> Result<ExitCode> {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let mut links = Vec::new();
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let link: tollgate_core::audit_chain::Link =
+                let link: tollgate_core::audit::chain::Link =
                     serde_json::from_str(line).with_context(|| format!("{} line {}: not an exported record", file.display(), i + 1))?;
                 links.push(link);
             }
             let verdict = match (listing, key) {
-                (Some(listing), Some(key)) => tollgate_core::audit_checkpoint::verify(&links, &checkpoints(&listing)?, &key)
+                (Some(listing), Some(key)) => tollgate_core::audit::checkpoint::verify(&links, &checkpoints(&listing)?, &key)
                     .map(|v| format!("{} records, the chain is whole and matches {} signed checkpoints", v.records, v.checkpoints))
                     .map_err(|e| e.to_string()),
-                _ => tollgate_core::audit_chain::verify(&links).map(|n| format!("{n} records, the chain is whole")).map_err(|b| b.to_string()),
+                _ => tollgate_core::audit::chain::verify(&links).map(|n| format!("{n} records, the chain is whole")).map_err(|b| b.to_string()),
             };
             match verdict {
                 Ok(said) => {

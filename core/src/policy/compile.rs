@@ -1,6 +1,6 @@
 use super::compiled::{CompiledEntry, CompiledPolicy, CompiledRule, PolicyId};
-use crate::expr::Condition;
 use crate::glob::Glob;
+use crate::policy::expr::Condition;
 use kube::core::Selector;
 use tollgate_api::PolicyKind;
 use tollgate_api::common::LabelSelector;

@@ -2,8 +2,8 @@
 //! (conditions already compiled).
 
 use super::input::AgentInfo;
-use crate::expr::Condition;
 use crate::glob::Glob;
+use crate::policy::expr::Condition;
 use kube::core::{Selector, SelectorExt};
 use tollgate_api::{Action, Justification, PolicyKind};
 

@@ -1,6 +1,6 @@
 use super::compiled::{CompiledPolicy, PolicyId};
 use super::input::{AgentInfo, Args};
-use crate::expr::Bindings;
+use crate::policy::expr::Bindings;
 use tollgate_api::Action;
 
 /// Whether an `ApprovalWorkflow` of that name exists in the agent's namespace.

@@ -3,8 +3,11 @@
 mod compile;
 mod compiled;
 mod eval;
+pub mod expr;
 pub mod input;
 mod listing;
+pub(crate) mod native;
+pub(crate) mod regex_cache;
 
 pub use compile::{CompileError, FieldError, compile_cluster_tool_policy, compile_tool_policy};
 pub use eval::{Call, DecidedBy, Decision, WorkflowLookup, decide, evaluate};

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::time::Duration;
-use tollgate_e2e::gateway::{FakeProvider, Gateway};
+use tollgate_e2e::gateway::{FakeProvider, GatewayProcess};
 use tollgate_e2e::kubelet::{Programs, run_pod};
 use tollgate_e2e::slack::FakeSlack;
 use tollgate_e2e::{ControlPlane, Everything, Operator, User, free_ports, tool_text, wait_until};
@@ -31,7 +31,7 @@ fn main() -> Result<()> {
         ("TOLLGATE_SLACK_BOT_TOKEN", tollgate_e2e::slack::BOT_TOKEN),
         ("TOLLGATE_SLACK_API_URL", &slack.api_url()),
     ];
-    let gateway = Gateway::start_with(&cp, &format!("sqlite://{}?mode=rwc", cp.dir().join("ledger.db").display()), port, &slack_env)?;
+    let gateway = GatewayProcess::start_with(&cp, &format!("sqlite://{}?mode=rwc", cp.dir().join("ledger.db").display()), port, &slack_env)?;
     println!("  the gateway: {} (Slack's interactivity URL: {}/slack/interactions)", gateway.url(), gateway.url());
     say("starting the Tollgate operator (controllers, validating and injection webhooks, notifications)");
     let operator = Operator::start_with_env(&cp, &[("TOLLGATE_GATEWAY_URL", &gateway.url()), ("TOLLGATE_SLACK_API_URL", &slack.api_url())])?;

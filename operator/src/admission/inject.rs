@@ -1,6 +1,6 @@
 //! The injection webhook (DESIGN §3.6): on Pod CREATE in a labelled namespace, the pod's agent
 //! is found among the namespace's `ManagedAgent`s and the pod answered with the patch that makes it
-//! run as `tollgate_core::inject` decides. Anything that cannot be read fails closed.
+//! run as `tollgate_core::k8s::inject` decides. Anything that cannot be read fails closed.
 
 use crate::context::Shared;
 use k8s_openapi::api::core::v1::Pod;
@@ -10,7 +10,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tollgate_api::{ManagedAgent, McpServer};
-use tollgate_core::inject::{self, Candidate, Outcome};
+use tollgate_core::k8s::inject::{self, Candidate, PodReview};
 
 #[tracing::instrument(skip_all, fields(namespace = req.namespace.as_deref().unwrap_or(""), pod = %req.name))]
 pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) -> AdmissionResponse {
@@ -49,24 +49,24 @@ pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) 
         Ok(Some(ca)) => std::borrow::Cow::Owned(inject::Settings { gateway_ca: Some(ca.clone()), ..shared.injection.clone() }),
         _ => std::borrow::Cow::Borrowed(&shared.injection),
     };
-    match inject::decide(&pod, &candidates, &settings) {
+    match inject::review(&pod, &candidates, &settings) {
         // Without it the agent could not verify the gateway it is sent to: refused, to be retried.
-        Outcome::Inject { .. } if ca.is_err() => {
+        PodReview::Inject { .. } if ca.is_err() => {
             let why = ca.err().unwrap_or_default();
             response.deny(format!("cannot inject the pod: the model gateway's CA is unavailable ({why})"))
         }
-        Outcome::NotAnAgent => response,
-        Outcome::Refused(why) => {
+        PodReview::NotAnAgent => response,
+        PodReview::Refused(why) => {
             tracing::info!(pod = pod_name, why, "pod refused");
             response.deny(why)
         }
-        Outcome::OptedOut { agent } => {
+        PodReview::OptedOut { agent } => {
             if !req.dry_run {
                 skipped_event(shared, &agents, &agent, &pod_name).await;
             }
             response
         }
-        Outcome::Inject { agent, pod: injected } => {
+        PodReview::Inject { agent, pod: injected } => {
             let (before, after) = match (serde_json::to_value(&pod), serde_json::to_value(&injected)) {
                 (Ok(b), Ok(a)) => (b, a),
                 _ => return response.deny("the injected pod could not be rendered"),
@@ -88,7 +88,7 @@ async fn skipped_event(shared: &Shared, agents: &[ManagedAgent], agent: &str, po
 }
 
 /// An update of a pod, or an ephemeral container added to it: refused when it would undo the
-/// pod's injection (`tollgate_core::pod_guard::review_update`). Pure: both pods are in the review.
+/// pod's injection (`tollgate_core::k8s::pod_guard::review_update`). Pure: both pods are in the review.
 #[tracing::instrument(skip_all, fields(namespace = req.namespace.as_deref().unwrap_or(""), pod = %req.name, subresource = req.sub_resource.as_deref().unwrap_or(""), user = req.user_info.username.as_deref().unwrap_or("")))]
 pub fn review_pod_update(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
@@ -100,7 +100,7 @@ pub fn review_pod_update(req: &AdmissionRequest<DynamicObject>) -> AdmissionResp
         (Ok(o), Ok(n)) => (o, n),
         (Err(e), _) | (_, Err(e)) => return response.deny(e),
     };
-    match tollgate_core::pod_guard::review_update(&old, &new) {
+    match tollgate_core::k8s::pod_guard::review_update(&old, &new) {
         None => response,
         Some(why) => {
             tracing::info!(why, "pod update refused");

@@ -1,7 +1,7 @@
 //! Admission of `MCPServer` and `ModelProvider` writes (DESIGN §3.6): Tollgate sends the Secrets
 //! and ConfigMaps such an object names to the URL it names, so the writer must be able to `get`
 //! each of them (asked of the API server as the writer, with a SubjectAccessReview), and the URL
-//! must pass `tollgate_core::references`.
+//! must pass `tollgate_core::k8s::references`.
 
 use crate::context::Shared;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
@@ -9,7 +9,7 @@ use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use tollgate_api::{McpServerSpec, ModelProviderSpec};
-use tollgate_core::references::{self, Named};
+use tollgate_core::k8s::references::{self, Named};
 
 #[tracing::instrument(skip_all, fields(kind = %req.kind.kind, name = %req.name, namespace = req.namespace.as_deref().unwrap_or(""), user = req.user_info.username.as_deref().unwrap_or("")))]
 pub async fn review(req: &AdmissionRequest<DynamicObject>, shared: &Shared) -> AdmissionResponse {

@@ -126,7 +126,7 @@ pub fn mutating(config: &Config, ca_pem: &str) -> MutatingWebhookConfiguration {
 /// The namespaces labelled for injection, but the exempt ones.
 fn injection_namespaces(exempt: &LabelSelectorRequirement) -> LabelSelector {
     LabelSelector {
-        match_labels: Some([(tollgate_core::inject::NAMESPACE_LABEL.to_owned(), "enabled".to_owned())].into()),
+        match_labels: Some([(tollgate_core::k8s::inject::NAMESPACE_LABEL.to_owned(), "enabled".to_owned())].into()),
         match_expressions: Some(vec![exempt.clone()]),
     }
 }

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, ClusterToolPolicySpec, ManagedAgent, ToolPolicySpec};
 use tollgate_core::approval::Workflow;
-use tollgate_core::authz::{AuthzContext, Caller, authorize_status_update};
-use tollgate_core::request_authz::{self, RequestMeta};
+use tollgate_core::approval::authz::{AuthzContext, Caller, authorize_status_update};
+use tollgate_core::approval::request_authz::{self, RequestMeta};
 
 /// Admission reviews carry one object; anything larger is not one of ours.
 const MAX_BODY: usize = 4 << 20;

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 use tollgate_api::{AgentCredentials, ManagedAgent};
-use tollgate_core::keys;
+use tollgate_core::model::keys;
 
 pub async fn ensure(client: &kube::Client, agent: &ManagedAgent) -> Result<AgentCredentials, kube::Error> {
     let ns = agent.namespace().unwrap_or_default();
@@ -39,7 +39,7 @@ pub async fn ensure(client: &kube::Client, agent: &ManagedAgent) -> Result<Agent
                     namespace: Some(ns.clone()),
                     owner_references: Some(vec![owner]),
                     annotations: Some(BTreeMap::from([(keys::MINTED_FOR_ANNOTATION.to_owned(), rotation.clone().unwrap_or_default())])),
-                    labels: Some(BTreeMap::from([(tollgate_core::inject::AGENT_LABEL.to_owned(), agent.name_any())])),
+                    labels: Some(BTreeMap::from([(tollgate_core::k8s::inject::AGENT_LABEL.to_owned(), agent.name_any())])),
                     ..Default::default()
                 },
                 data: Some(BTreeMap::from([(keys::SECRET_KEY.to_owned(), ByteString(key.clone().into_bytes()))])),

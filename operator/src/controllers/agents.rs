@@ -18,8 +18,8 @@ use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{ManagedAgent, ManagedAgentStatus};
-use tollgate_core::agent_rbac;
-use tollgate_core::inject::AGENT_LABEL;
+use tollgate_core::k8s::agent_rbac;
+use tollgate_core::k8s::inject::AGENT_LABEL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -107,7 +107,7 @@ async fn reconcile(a: Arc<ManagedAgent>, shared: Arc<Shared>) -> Result<Action, 
     super::upsert_condition(&mut status.conditions, condition("Injected", injected, why, &said, generation, now));
     // Whether the app containers can act as the agent themselves (keepServiceAccountToken).
     let keep_token = a.spec.injection.as_ref().is_some_and(|i| i.keep_service_account_token);
-    let (isolated, isolated_why, isolated_said) = tollgate_core::pod_guard::isolation(keep_token);
+    let (isolated, isolated_why, isolated_said) = tollgate_core::k8s::pod_guard::isolation(keep_token);
     upsert_condition(&mut status.conditions, condition("Isolated", isolated, isolated_why, isolated_said, generation, Timestamp::now()));
     if status != old {
         Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns)

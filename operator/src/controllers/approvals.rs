@@ -19,7 +19,7 @@ use tollgate_core::approval::{self, Observed, Workflow, step};
 use super::condition;
 
 /// Set by a sidecar on the requests of its previous instance (DESIGN §3.2: never run blindly).
-pub use tollgate_core::request_authz::CANCEL_ANNOTATION;
+pub use tollgate_core::approval::request_authz::CANCEL_ANNOTATION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -149,7 +149,7 @@ async fn write(api: &Api<ApprovalRequest>, ar: &ApprovalRequest, status: &Approv
 /// `Notified`: whether every target of the workflow was told (or is still being tried), from
 /// the notifier's records; none while nothing was sent.
 fn notified(records: &[tollgate_api::NotificationRecord], generation: Option<i64>, now: Timestamp) -> Option<Condition> {
-    let (ok, reason, message) = tollgate_core::notify::delivery(records)?;
+    let (ok, reason, message) = tollgate_core::approval::notify::delivery(records)?;
     Some(condition("Notified", ok, reason, &message, generation, now))
 }
 

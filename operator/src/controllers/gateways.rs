@@ -1,6 +1,6 @@
 //! The `Gateway` controller (DESIGN §3.4): each Gateway in the operator's namespace becomes its
 //! ServiceAccount, Service, Deployment and (SQLite) ledger claim, built by
-//! `tollgate_core::gateway_objects`; its service account is a subject of the gateways'
+//! `tollgate_core::k8s::gateway_objects`; its service account is a subject of the gateways'
 //! ClusterRoleBinding while it exists; its status says where agents reach it and how many
 //! replicas are ready.
 //!
@@ -25,8 +25,8 @@ use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{Gateway, GatewayStatus};
-use tollgate_core::audit_checkpoint;
-use tollgate_core::gateway_objects::{self, GATEWAY_LABEL, Owner};
+use tollgate_core::audit::checkpoint;
+use tollgate_core::k8s::gateway_objects::{self, GATEWAY_LABEL, Owner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -127,7 +127,7 @@ async fn audit_key(client: &kube::Client, owner: Owner<'_>) -> Result<String, ku
     let encoded = match stored {
         Some(bytes) => String::from_utf8(bytes).map_err(|e| invalid(e.to_string()))?,
         None => {
-            let key = audit_checkpoint::generate_key().map_err(|e| invalid(e.to_string()))?;
+            let key = checkpoint::generate_key().map_err(|e| invalid(e.to_string()))?;
             let encoded = base64::engine::general_purpose::STANDARD.encode(key);
             match secrets.create(&kube::api::PostParams::default(), &gateway_objects::audit_key_secret(owner, &encoded)).await {
                 Ok(_) => encoded,
@@ -138,7 +138,7 @@ async fn audit_key(client: &kube::Client, owner: Owner<'_>) -> Result<String, ku
         }
     };
     let key = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|e| invalid(e.to_string()))?;
-    audit_checkpoint::public_key(&key).map_err(|e| invalid(e.to_string()))
+    checkpoint::public_key(&key).map_err(|e| invalid(e.to_string()))
 }
 
 /// Why the Gateway's TLS Secret cannot serve yet, if it cannot: the one the operator issues is

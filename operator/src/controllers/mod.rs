@@ -10,4 +10,4 @@ pub mod servers;
 pub mod workflows;
 
 // One rule for conditions, in core: the transition time moves with the status only.
-pub(crate) use tollgate_core::conditions::{condition, set as upsert_condition};
+pub(crate) use tollgate_core::k8s::conditions::{condition, set as upsert_condition};

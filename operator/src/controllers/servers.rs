@@ -148,7 +148,7 @@ async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 async fn announce_changes(shared: &Shared, server: &McpServer, before: &[DiscoveredTool], after: &[DiscoveredTool]) {
-    let changes = tollgate_core::discovery::tool_changes(before, after);
+    let changes = tollgate_core::mcp::discovery::tool_changes(before, after);
     let reference = server.object_ref(&());
     for (tool, from, to) in &changes.schema_changed {
         let note = format!("tool {tool} changed its input schema ({from} → {to}): review the policies that decide it");

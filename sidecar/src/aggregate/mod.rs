@@ -1,6 +1,6 @@
 //! `/mcp`: one MCP server made of every server the agent may use, plus the built-in approval
 //! tools. Tools and prompts are named `<server>__<name>`, resource URIs `<server>+<uri>`
-//! (`tollgate_core::aggregate`); tools stay under policy. Lists are merged, requests about one
+//! (`tollgate_core::mcp::aggregate`); tools stay under policy. Lists are merged, requests about one
 //! prompt or resource go to its server, the GET stream merges the servers' streams, and requests
 //! the servers send the client (sampling, elicitation, roots) reach it with ids that lead back.
 
@@ -20,8 +20,8 @@ use hyper::header::{ACCEPT, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tollgate_core::aggregate::{self as names, SEPARATOR};
-use tollgate_core::jsonrpc::{self, Envelope, Incoming as Message};
+use tollgate_core::mcp::aggregate::{self as names, SEPARATOR};
+use tollgate_core::mcp::jsonrpc::{self, Envelope, Incoming as Message};
 use tollgate_core::policy;
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];

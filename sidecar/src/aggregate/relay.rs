@@ -16,7 +16,7 @@ use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use hyper::{Method, Response, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
-use tollgate_core::{aggregate, jsonrpc, sse};
+use tollgate_core::{mcp::aggregate, mcp::jsonrpc, mcp::sse};
 
 /// `resp`, from `server`, as the client of `/mcp` should see it.
 pub async fn to_client<B>(server: &str, resp: Response<B>) -> Response<Body>

@@ -2,7 +2,7 @@
 //! answer (with progress notifications) or, in async mode, a pending result the agent polls with
 //! `get_approval_status`, which runs the approved call exactly once.
 //!
-//! A held call is bound to the request object it created (`tollgate_core::held`): its UID and
+//! A held call is bound to the request object it created (`tollgate_core::approval::held`): its UID and
 //! spec, and the quorum of the workflow it was held under. Once its request has ended it is
 //! concluded in a task of its own, so a client that hangs up neither runs it twice nor leaves it
 //! unaudited.
@@ -32,9 +32,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tollgate_core::approval::held::{Binding, hold_deadline};
 use tollgate_core::audit::{Outcome, RecordKind};
-use tollgate_core::held::{Binding, hold_deadline};
-use tollgate_core::jsonrpc::{self, Envelope, ToolCallParams};
+use tollgate_core::mcp::jsonrpc::{self, Envelope, ToolCallParams};
 use tollgate_core::policy::{self, Action, Args, DecidedBy};
 
 /// Handles the built-in tools; `None` for any other tool.
@@ -225,7 +225,7 @@ fn answer_blocking(sc: Arc<Sidecar>, name: String, held: Arc<Held>, headers: &He
                             n += 1;
                             tracing::debug!(request = name, n, "progress notification sent");
                             let msg = format!("waiting for approval of {name} ({}s)", started.elapsed().as_secs());
-                            let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(&jsonrpc::progress_notification(token, n, &msg)))).await;
+                            let _ = tx.send(Bytes::from(tollgate_core::mcp::sse::message_event(&jsonrpc::progress_notification(token, n, &msg)))).await;
                         }
                     }
                 }
@@ -243,9 +243,9 @@ fn answer_blocking(sc: Arc<Sidecar>, name: String, held: Arc<Held>, headers: &He
         }
         // What the server sent while running the call (its own progress, logs) goes first.
         for n in notifications {
-            let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(n.to_string().as_bytes()))).await;
+            let _ = tx.send(Bytes::from(tollgate_core::mcp::sse::message_event(n.to_string().as_bytes()))).await;
         }
-        let _ = tx.send(Bytes::from(tollgate_core::sse::message_event(&message))).await;
+        let _ = tx.send(Bytes::from(tollgate_core::mcp::sse::message_event(&message))).await;
     });
     let mut r = Response::new(body);
     let content_type = if wants_sse { "text/event-stream" } else { "application/json" };

@@ -6,7 +6,7 @@ use hyper::header::HeaderMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tollgate_core::held::Binding;
+use tollgate_core::approval::held::Binding;
 
 /// Async held calls kept at most; past it new holds are refused (answered and expired ones are
 /// pruned first).

@@ -12,7 +12,7 @@ use tollgate_api::{ApprovalRequest, ApprovalRequestSpec, PolicyRef};
 use tollgate_core::policy::DecidedBy;
 
 /// Set on a request whose call can no longer run; the operator then cancels it.
-pub use tollgate_core::request_authz::CANCEL_ANNOTATION;
+pub use tollgate_core::approval::request_authz::CANCEL_ANNOTATION;
 
 /// Asks the operator to cancel request `name`, saying why.
 pub(super) async fn cancel(sc: &Sidecar, name: &str, why: &str) {
@@ -65,9 +65,9 @@ pub(super) async fn create(ctx: &CallContext<'_>, workflow: &str, digest: &str) 
             sidecar_instance: Some(sc.instance.clone()),
             server: ctx.server.name.clone(),
             tool: ctx.tool.to_owned(),
-            arguments: Some(tollgate_core::redact::redact(ctx.arguments)),
+            arguments: Some(tollgate_core::audit::redact::redact(ctx.arguments)),
             arguments_digest: digest.to_owned(),
-            justification: ctx.justification.map(|j| tollgate_core::redact::redact_str(j).chars().take(4096).collect()),
+            justification: ctx.justification.map(|j| tollgate_core::audit::redact::redact_str(j).chars().take(4096).collect()),
             policy,
             rule,
             message: message.map(|m| m.chars().take(2048).collect()),

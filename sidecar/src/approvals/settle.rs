@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 use tollgate_api::{ApprovalRequest, Phase, Verdict};
+use tollgate_core::approval::held::{Binding, Seen, may_run, outcome};
 use tollgate_core::audit::Outcome;
-use tollgate_core::held::{Binding, Seen, may_run, outcome};
-use tollgate_core::jsonrpc;
+use tollgate_core::mcp::jsonrpc;
 
 /// How a held call's wait ended.
 pub(super) enum Ending {

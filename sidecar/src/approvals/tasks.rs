@@ -12,8 +12,8 @@ use hyper::{Response, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
-use tollgate_core::jsonrpc::{self, Envelope};
-use tollgate_core::tasks::{self, Status, View};
+use tollgate_core::mcp::jsonrpc::{self, Envelope};
+use tollgate_core::mcp::tasks::{self, Status, View};
 
 const INVALID_PARAMS: i64 = -32602;
 

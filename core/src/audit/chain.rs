@@ -2,7 +2,7 @@
 //! it and the record's canonical JSON, so changing, removing or reordering any stored record
 //! breaks every hash after it. Anyone with an export can check it, offline.
 
-use crate::digest::canonical_json;
+use crate::mcp::digest::canonical_json;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -91,7 +91,7 @@ pub fn outcome(phase: Phase, ran_with_error: bool, standalone: bool) -> Outcome 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::decision::record as new_decision;
+    use crate::approval::decision::record as new_decision;
     use tollgate_api::{ApprovalWorkflowSpec, Verdict, Via};
 
     fn binding() -> Binding {

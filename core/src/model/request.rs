@@ -8,7 +8,7 @@
 //! `ManagedAgent.spec.models.hostedTools` names, and MCP through the provider is never allowed.
 //! A field or tool type a provider adds tomorrow is refused until it is known here.
 
-use crate::models::Refusal;
+use crate::model::Refusal;
 use serde_json::{Map, Value};
 
 /// The model endpoints a body is checked for.

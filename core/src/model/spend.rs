@@ -158,7 +158,7 @@ pub fn period_start(period: BudgetPeriod, now: Timestamp) -> Timestamp {
 /// agent of the namespace) and the model globs (none: every model). A budget on an alias counts
 /// calls by the canonical name, and the other way round: they are one model, one bill.
 pub fn budget_applies(budget: &BudgetSpec, agent_labels: &std::collections::BTreeMap<String, String>, names: &[&str]) -> bool {
-    let selected = budget.agent_selector.as_ref().is_none_or(|s| crate::inject::selects(s, agent_labels));
+    let selected = budget.agent_selector.as_ref().is_none_or(|s| crate::k8s::inject::selects(s, agent_labels));
     let models = budget.models.is_empty() || budget.models.iter().map(|g| Glob::new(g)).any(|g| names.iter().any(|n| g.matches(n)));
     selected && models
 }

@@ -1,4 +1,4 @@
-//! Who may create and change an `ApprovalRequest` itself (not its status, see [`crate::authz`]):
+//! Who may create and change an `ApprovalRequest` itself (not its status, see [`crate::approval::authz`]):
 //! requests are bound to identity at admission (DESIGN §3.3). Only the service account of the
 //! `ManagedAgent` a request names may create it, with no owner references; the service accounts
 //! of the namespace may change no request but their own agent's, and then only to ask for its

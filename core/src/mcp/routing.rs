@@ -5,7 +5,7 @@
 //! disagrees with the body is refused before any decision (HTTP 400, JSON-RPC -32020), as the
 //! spec requires of whatever processes the body.
 
-use crate::jsonrpc::Envelope;
+use crate::mcp::jsonrpc::Envelope;
 use base64::Engine;
 use serde_json::Value;
 
@@ -138,7 +138,7 @@ pub fn check(h: &RoutingHeaders<'_>, env: &Envelope<'_>, params: &Value) -> Resu
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::jsonrpc::{Incoming, parse};
+    use crate::mcp::jsonrpc::{Incoming, parse};
     use serde_json::json;
 
     fn checked(body: &Value, h: &RoutingHeaders<'_>) -> Result<(), HeaderMismatch> {

@@ -6,7 +6,7 @@
 //! database with may change). Verification then checks the chain against every checkpoint: a
 //! record a checkpoint covers must still be there, with the hash it had.
 
-use crate::audit_chain::{self, Break, Link};
+use crate::audit::chain::{self, Break, Link};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
@@ -92,7 +92,7 @@ pub fn verify(links: &[Link], checkpoints: &[Checkpoint], trusted: &str) -> Resu
     for c in checkpoints {
         signed_by(c, trusted)?;
     }
-    let records = audit_chain::verify(links)?;
+    let records = chain::verify(links)?;
     let end = links.last().map_or(0, |l| l.seq);
     let mut sorted: Vec<&Checkpoint> = checkpoints.iter().collect();
     sorted.sort_by_key(|c| c.seq);
@@ -111,7 +111,7 @@ pub fn verify(links: &[Link], checkpoints: &[Checkpoint], trusted: &str) -> Resu
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::audit_chain::{GENESIS, chain};
+    use crate::audit::chain::{GENESIS, chain};
     use serde_json::json;
 
     fn five() -> Vec<Link> {

@@ -6,7 +6,7 @@
 //! The claim is the one object a Gateway does not own: the ledger and the audit store live on
 //! it, and deleting a `Gateway` (to rename it, or by mistake) must not delete the audit trail.
 
-use crate::inject::{TOKEN_DIR, TOKEN_VOLUME, token_volume};
+use crate::k8s::inject::{TOKEN_DIR, TOKEN_VOLUME, token_volume};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -42,7 +42,7 @@ pub struct Settings {
     /// The ClusterRole the gateways' service accounts are bound to.
     pub cluster_role: String,
     /// Where gateways read provider credentials kept in Vault, and their default role.
-    pub vault: Option<crate::inject::VaultEnv>,
+    pub vault: Option<crate::k8s::inject::VaultEnv>,
     /// `anthropic-beta` / `openai-beta` values gateways pass to providers.
     pub allowed_betas: Vec<String>,
 }

@@ -7,9 +7,9 @@
 //! beta it may not use before its body is read; then the model, the hosted tools, and what a
 //! budget cannot count.
 
-use crate::model_request::{self, Operation};
-use crate::models::{self, Api, Refusal, Resolved};
-use crate::spend::{self, Micros, Usage};
+use crate::model::request::{self, Operation};
+use crate::model::spend::{self, Micros, Usage};
+use crate::model::{self, Api, Refusal, Resolved};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -35,7 +35,7 @@ pub fn admit_headers<'h>(caller: &Caller<'_>, betas: impl IntoIterator<Item = (&
         return Err(Refusal::Suspended { agent: caller.name.to_owned(), namespace: caller.namespace.to_owned() });
     }
     for (header, value) in betas {
-        model_request::check_betas(header, value, allowed_betas)?;
+        request::check_betas(header, value, allowed_betas)?;
     }
     Ok(())
 }
@@ -90,18 +90,18 @@ pub fn admit<'a>(
     cx: &Context<'a>,
 ) -> Result<Admission<'a>, Refusal> {
     let access = caller.spec.models.clone().unwrap_or_default();
-    let model = models::resolve(requested, api, cx.providers).ok_or_else(|| Refusal::UnknownModel(requested.to_owned()))?;
-    if !models::allowed(&access.allowed, requested, model.model) {
+    let model = model::resolve(requested, api, cx.providers).ok_or_else(|| Refusal::UnknownModel(requested.to_owned()))?;
+    if !model::allowed(&access.allowed, requested, model.model) {
         return Err(Refusal::ModelNotAllowed { agent: caller.name.to_owned(), model: requested.to_owned() });
     }
     // Before anything is reserved: nothing the provider would run itself unless allowed.
-    let hosted = model_request::check(op, &body, caller.name, &access.hosted_tools)?;
+    let hosted = request::check(op, &body, caller.name, &access.hosted_tools)?;
     let output = spend::bound_output(&mut body, limit_field(op, model.spec.r#type), model.max_output);
     let strip_usage = as_provider_sees_it(&mut body, op, model.model);
     // Images the provider fetches count at their bound as input.
-    let provided = model_request::provider_input(&body);
+    let provided = request::provider_input(&body);
     let sent = Value::Object(body).to_string().into_bytes();
-    let images = usize::try_from(model_request::IMAGE_TOKENS).unwrap_or(usize::MAX).saturating_mul(provided.images);
+    let images = usize::try_from(request::IMAGE_TOKENS).unwrap_or(usize::MAX).saturating_mul(provided.images);
     let estimate = model.pricing.map_or(0, |p| spend::estimate(p, sent.len().saturating_add(images), output));
     let claims = claims(caller, &model, &provided, cx)?;
     let url = format!("{}{}", model.spec.base_url.trim_end_matches('/'), provider_path(op));
@@ -111,7 +111,7 @@ pub fn admit<'a>(
 /// Every budget of the agent's namespace that counts any name of the model. Where one applies,
 /// a model without a price, and input the provider adds that cannot be bounded, are refused:
 /// the budget could not count them.
-fn claims(caller: &Caller<'_>, model: &Resolved<'_>, provided: &model_request::ProviderInput, cx: &Context<'_>) -> Result<Vec<BudgetClaim>, Refusal> {
+fn claims(caller: &Caller<'_>, model: &Resolved<'_>, provided: &request::ProviderInput, cx: &Context<'_>) -> Result<Vec<BudgetClaim>, Refusal> {
     let names = model.names();
     let budgets: Vec<&(String, BudgetSpec)> = cx.budgets.iter().filter(|(_, b)| spend::budget_applies(b, caller.labels, &names)).collect();
     if let Some((name, _)) = budgets.first() {

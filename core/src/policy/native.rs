@@ -8,7 +8,7 @@
 //! errors and their messages are cel-rust's own. A differential property test holds the two
 //! evaluators to the same answers.
 
-use crate::regex_cache::cached_regex;
+use crate::policy::regex_cache::cached_regex;
 use cel::common::ast::{Expr, LiteralValue, operators};
 use serde_json::Value as Json;
 use std::borrow::Cow;

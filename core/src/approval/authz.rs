@@ -31,7 +31,7 @@ pub struct AuthzContext<'a> {
 
 /// Why a status write was refused. The messages speak to the person who ran the command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum WriteRefusal {
     #[error("earlier decisions cannot be changed or removed; decisions are append-only")]
     EditedEarlierDecision,
     #[error("only the Tollgate operator may change status.{field}; approvers only append a decision")]
@@ -55,19 +55,24 @@ pub enum Refusal {
     #[error("{user} has already decided on {request}; one decision per person")]
     DuplicateVote { user: String, request: String },
     #[error("{0} (--reason)")]
-    Reason(#[from] crate::decision::ReasonProblem),
+    Reason(#[from] crate::approval::decision::ReasonProblem),
     #[error("the decision's time {time} is more than {skew} seconds from the server's clock {now}")]
     ClockSkew { time: Timestamp, now: Timestamp, skew: i64 },
 }
 
 /// Admits a status update from `old` to `new` by `caller`, or says why not.
-pub fn authorize_status_update(old: &ApprovalRequestStatus, new: &ApprovalRequestStatus, caller: &Caller<'_>, ctx: &AuthzContext<'_>) -> Result<(), Refusal> {
+pub fn authorize_status_update(
+    old: &ApprovalRequestStatus,
+    new: &ApprovalRequestStatus,
+    caller: &Caller<'_>,
+    ctx: &AuthzContext<'_>,
+) -> Result<(), WriteRefusal> {
     // Append-only holds for everyone, the operator included.
     if new.decisions.len() < old.decisions.len() || new.decisions[..old.decisions.len()] != old.decisions[..] {
-        return Err(Refusal::EditedEarlierDecision);
+        return Err(WriteRefusal::EditedEarlierDecision);
     }
     let added = &new.decisions[old.decisions.len()..];
-    let ai_user = crate::ai_review::user(&ctx.workflow.name);
+    let ai_user = crate::approval::ai_review::user(&ctx.workflow.name);
     if caller.username == ctx.operator {
         // The operator decides nothing itself; it records the workflow's AI first reader, once,
         // while the request is pending.
@@ -75,63 +80,63 @@ pub fn authorize_status_update(old: &ApprovalRequestStatus, new: &ApprovalReques
             [] => Ok(()),
             [d] if d.user == ai_user && d.via == Via::Ai && ctx.workflow.ai.is_some() => {
                 if old.decisions.iter().any(|x| x.user == ai_user) {
-                    Err(Refusal::DuplicateVote { user: ai_user, request: ctx.request_name.to_owned() })
+                    Err(WriteRefusal::DuplicateVote { user: ai_user, request: ctx.request_name.to_owned() })
                 } else if old.phase.unwrap_or_default().is_final() {
-                    Err(Refusal::NotPending { request: ctx.request_name.to_owned(), phase: old.phase.unwrap_or_default() })
+                    Err(WriteRefusal::NotPending { request: ctx.request_name.to_owned(), phase: old.phase.unwrap_or_default() })
                 } else {
                     Ok(())
                 }
             }
-            [d, ..] => Err(Refusal::Impersonation { caller: caller.username.to_owned(), claimed: d.user.clone() }),
+            [d, ..] => Err(WriteRefusal::Impersonation { caller: caller.username.to_owned(), claimed: d.user.clone() }),
         };
     }
 
     if let Some(field) = changed_operator_field(old, new) {
-        return Err(Refusal::OperatorField { field });
+        return Err(WriteRefusal::OperatorField { field });
     }
     let [decision] = added else {
-        return if added.is_empty() { Ok(()) } else { Err(Refusal::SeveralDecisions) };
+        return if added.is_empty() { Ok(()) } else { Err(WriteRefusal::SeveralDecisions) };
     };
 
     let phase = old.phase.unwrap_or_default();
     if phase.is_final() {
-        return Err(Refusal::NotPending { request: ctx.request_name.to_owned(), phase });
+        return Err(WriteRefusal::NotPending { request: ctx.request_name.to_owned(), phase });
     }
     if let Some(expires) = &old.expires_at
         && ctx.now >= expires.0
     {
-        return Err(Refusal::Expired { request: ctx.request_name.to_owned(), expired_at: expires.0 });
+        return Err(WriteRefusal::Expired { request: ctx.request_name.to_owned(), expired_at: expires.0 });
     }
 
-    if decision.via == Via::Ai || decision.user.starts_with(crate::ai_review::AI_USER_PREFIX) {
-        return Err(Refusal::AiOperatorOnly);
+    if decision.via == Via::Ai || decision.user.starts_with(crate::approval::ai_review::AI_USER_PREFIX) {
+        return Err(WriteRefusal::AiOperatorOnly);
     }
     // The deciding identity: the caller, or a Slack member relayed by the gateway.
     let relayed = decision.via == Via::Slack;
     if relayed && caller.username != ctx.slack_relay {
-        return Err(Refusal::SlackRelayOnly);
+        return Err(WriteRefusal::SlackRelayOnly);
     }
     let identity_ok = if relayed { decision.user.starts_with(SLACK_USER_PREFIX) } else { decision.user == caller.username };
     if !identity_ok {
-        return Err(Refusal::Impersonation { caller: caller.username.to_owned(), claimed: decision.user.clone() });
+        return Err(WriteRefusal::Impersonation { caller: caller.username.to_owned(), claimed: decision.user.clone() });
     }
     if caller.username == ctx.agent_service_account || decision.user == ctx.agent_service_account {
-        return Err(Refusal::SelfApproval { caller: caller.username.to_owned() });
+        return Err(WriteRefusal::SelfApproval { caller: caller.username.to_owned() });
     }
     let groups: &[String] = if relayed { &[] } else { caller.groups };
     let (approvers, _) = ctx.workflow.in_force(old.escalated_at.is_some());
     if !approvers.admits(&decision.user, groups) {
-        return Err(Refusal::NotApprover { user: decision.user.clone(), workflow: ctx.workflow.name.clone() });
+        return Err(WriteRefusal::NotApprover { user: decision.user.clone(), workflow: ctx.workflow.name.clone() });
     }
     let people = ctx.workflow.in_force(true).0;
     if old.decisions.iter().any(|d| people.person(&d.user) == people.person(&decision.user)) {
-        return Err(Refusal::DuplicateVote { user: decision.user.clone(), request: ctx.request_name.to_owned() });
+        return Err(WriteRefusal::DuplicateVote { user: decision.user.clone(), request: ctx.request_name.to_owned() });
     }
     // The same rule `kubectl approve` and Slack applied before writing: a Deny says why.
-    crate::decision::checked_reason(decision.decision, decision.reason.as_deref(), &ctx.workflow.name, ctx.workflow.require_reason)?;
+    crate::approval::decision::checked_reason(decision.decision, decision.reason.as_deref(), &ctx.workflow.name, ctx.workflow.require_reason)?;
     let skew = decision.time.0.duration_since(ctx.now).abs();
     if skew > MAX_CLOCK_SKEW {
-        return Err(Refusal::ClockSkew { time: decision.time.0, now: ctx.now, skew: MAX_CLOCK_SKEW.as_secs() });
+        return Err(WriteRefusal::ClockSkew { time: decision.time.0, now: ctx.now, skew: MAX_CLOCK_SKEW.as_secs() });
     }
     Ok(())
 }

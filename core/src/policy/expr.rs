@@ -2,7 +2,7 @@
 //! `matches` whose regexes are compiled once), programs compiled at policy load, and variables bound
 //! lazily per call.
 
-use crate::regex_cache::cached_regex;
+use crate::policy::regex_cache::cached_regex;
 use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp, CelUInt, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
@@ -54,7 +54,7 @@ pub struct Condition {
     program: Arc<Program>,
     uses: Uses,
     /// The same condition for the native evaluator, when it fits its subset.
-    native: Option<Arc<(crate::native::Node, usize)>>,
+    native: Option<Arc<(crate::policy::native::Node, usize)>>,
 }
 
 impl std::fmt::Debug for Condition {
@@ -92,8 +92,8 @@ impl Condition {
         for pattern in scan.regexes {
             cached_regex(&pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
         }
-        let native = crate::native::lower(program.expression()).map(|n| {
-            let slots = crate::native::slots(&n);
+        let native = crate::policy::native::lower(program.expression()).map(|n| {
+            let slots = crate::policy::native::slots(&n);
             Arc::new((n, slots))
         });
         Ok(Condition { source: source.into(), program: Arc::new(program), uses, native })
@@ -124,14 +124,14 @@ impl Condition {
         let native = self.native.as_deref()?;
         let empty = serde_json::Value::Null;
         let args = if self.uses.args { bindings.args.parsed().ok()? } else { &empty };
-        let inputs = crate::native::Inputs {
+        let inputs = crate::policy::native::Inputs {
             args,
             tool_name: bindings.tool_name,
             server: bindings.server,
             agent: bindings.agent,
             justification: bindings.justification,
         };
-        crate::native::Eval::new(&inputs, native.1).condition(&native.0)
+        crate::policy::native::Eval::new(&inputs, native.1).condition(&native.0)
     }
 
     pub(crate) fn evaluate_cel(&self, bindings: &Bindings<'_>) -> Result<bool, String> {

@@ -98,7 +98,7 @@ pub fn kubectl_command(request: &ApprovalRequest) -> String {
 }
 
 fn arguments_text(request: &ApprovalRequest) -> String {
-    let args = request.spec.arguments.as_ref().map(|a| crate::redact::redact(a).to_string()).unwrap_or_else(|| "{}".into());
+    let args = request.spec.arguments.as_ref().map(|a| crate::audit::redact::redact(a).to_string()).unwrap_or_else(|| "{}".into());
     if args.len() > ARGUMENTS_SHOWN { format!("{}… (see kubectl approve show)", &args[..args.floor_char_boundary(ARGUMENTS_SHOWN)]) } else { args }
 }
 
@@ -189,7 +189,7 @@ pub fn webhook_payload(request: &ApprovalRequest, stage: &Stage) -> Value {
         "agent": s.agent,
         "server": s.server,
         "tool": s.tool,
-        "arguments": s.arguments.as_ref().map(crate::redact::redact),
+        "arguments": s.arguments.as_ref().map(crate::audit::redact::redact),
         "justification": s.justification,
         "rule": s.rule,
         "message": s.message,

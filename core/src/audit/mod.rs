@@ -1,6 +1,10 @@
 //! The audit record (DESIGN §3.5): one per decision and one per outcome, written by the sidecar
 //! as a JSON line and later shipped to the gateway's hash-chained store.
 
+pub mod bounds;
+pub mod chain;
+pub mod checkpoint;
+pub mod redact;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,9 +70,9 @@ impl RawJson {
     /// `value` redacted, as a record keeps it: its text as received (`raw`) when redaction would
     /// change nothing, else a redacted rendering.
     pub fn redacted(value: &serde_json::Value, raw: Option<&serde_json::value::RawValue>) -> RawJson {
-        match raw.filter(|raw| crate::redact::untouched(value, raw.get())) {
+        match raw.filter(|raw| crate::audit::redact::untouched(value, raw.get())) {
             Some(text) => RawJson(text.to_owned()),
-            None => RawJson::of(&crate::redact::Redacted(value)),
+            None => RawJson::of(&crate::audit::redact::Redacted(value)),
         }
     }
 }
@@ -90,7 +94,7 @@ pub struct AuditRecord {
     pub server: String,
     pub tool: String,
     pub arguments_digest: String,
-    /// Redacted (see [`crate::redact`]), kept as JSON text: a call's records share one rendering.
+    /// Redacted (see [`crate::audit::redact`]), kept as JSON text: a call's records share one rendering.
     pub arguments: RawJson,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,

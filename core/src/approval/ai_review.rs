@@ -31,7 +31,7 @@ pub struct Reading {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum ReaderAnswer {
     Decide(Reading),
     /// Why the reader left it to the people.
     Abstain(String),
@@ -48,7 +48,7 @@ pub fn request_body(reader: &AiReader, request: &ApprovalRequest) -> Value {
         "agent": format!("{}/{}", request.metadata.namespace.as_deref().unwrap_or_default(), s.agent),
         "server": s.server,
         "tool": s.tool,
-        "arguments": s.arguments.as_ref().map(crate::redact::redact),
+        "arguments": s.arguments.as_ref().map(crate::audit::redact::redact),
         "justification": s.justification,
         "rule": s.rule,
         "ruleMessage": s.message,
@@ -65,25 +65,25 @@ pub fn request_body(reader: &AiReader, request: &ApprovalRequest) -> Value {
 }
 
 /// What the gateway's answer (`status`, `body`) means, against `min_confidence_percent`.
-pub fn read_answer(status: u16, body: &[u8], min_confidence_percent: i32) -> Outcome {
+pub fn read_answer(status: u16, body: &[u8], min_confidence_percent: i32) -> ReaderAnswer {
     let v: Value = serde_json::from_slice(body).unwrap_or_default();
     if !(200..300).contains(&status) {
         let why = v["error"]["message"].as_str().unwrap_or("no error message");
-        return Outcome::Abstain(format!("the model call failed ({status}): {}", clip(why, 300)));
+        return ReaderAnswer::Abstain(format!("the model call failed ({status}): {}", clip(why, 300)));
     }
     let Some(content) = v["choices"][0]["message"]["content"].as_str() else {
-        return Outcome::Abstain("the model's answer has no message content".into());
+        return ReaderAnswer::Abstain("the model's answer has no message content".into());
     };
     let Some(answer) = json_object(content) else {
-        return Outcome::Abstain("the model did not answer with a JSON object".into());
+        return ReaderAnswer::Abstain("the model did not answer with a JSON object".into());
     };
     let verdict = match answer["decision"].as_str().map(str::to_ascii_lowercase).as_deref() {
         Some("approve") => Verdict::Approve,
         Some("deny") => Verdict::Deny,
-        other => return Outcome::Abstain(format!("the model's decision is {:?}, neither approve nor deny", other.unwrap_or("missing"))),
+        other => return ReaderAnswer::Abstain(format!("the model's decision is {:?}, neither approve nor deny", other.unwrap_or("missing"))),
     };
     let Some(confidence) = answer["confidence"].as_f64().filter(|c| (0.0..=1.0).contains(c)) else {
-        return Outcome::Abstain("the model gave no confidence between 0 and 1".into());
+        return ReaderAnswer::Abstain("the model gave no confidence between 0 and 1".into());
     };
     // Rounded down: 0.795 is not 80 %.
     let percent = (confidence * 100.0).floor() as u32;
@@ -91,9 +91,9 @@ pub fn read_answer(status: u16, body: &[u8], min_confidence_percent: i32) -> Out
     let threshold = u32::try_from(min_confidence_percent.clamp(0, 100)).unwrap_or(100);
     if percent < threshold {
         let verb = if verdict == Verdict::Approve { "approve" } else { "deny" };
-        return Outcome::Abstain(format!("the model would {verb} with {percent}% confidence, below the workflow's {threshold}%: {reason}"));
+        return ReaderAnswer::Abstain(format!("the model would {verb} with {percent}% confidence, below the workflow's {threshold}%: {reason}"));
     }
-    Outcome::Decide(Reading { verdict, reason, confidence_percent: percent })
+    ReaderAnswer::Decide(Reading { verdict, reason, confidence_percent: percent })
 }
 
 /// The reason recorded with the reader's decision.
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn a_clear_confident_answer_decides() {
         let o = read_answer(200, &answer("```json\n{\"decision\": \"Deny\", \"reason\": \"drops a table\", \"confidence\": 0.93}\n```"), 80);
-        assert_eq!(o, Outcome::Decide(Reading { verdict: Verdict::Deny, reason: "drops a table".into(), confidence_percent: 93 }));
+        assert_eq!(o, ReaderAnswer::Decide(Reading { verdict: Verdict::Deny, reason: "drops a table".into(), confidence_percent: 93 }));
     }
 
     #[test]
@@ -141,7 +141,7 @@ mod tests {
             (403, br#"{"error": {"message": "budget reviewer is spent"}}"#.to_vec(), "failed (403): budget reviewer is spent"),
         ] {
             match read_answer(status, &body, 80) {
-                Outcome::Abstain(why) => assert!(why.contains(want), "{why}"),
+                ReaderAnswer::Abstain(why) => assert!(why.contains(want), "{why}"),
                 other => panic!("{want}: decided {other:?}"),
             }
         }

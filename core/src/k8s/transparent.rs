@@ -96,11 +96,11 @@ pub enum Route<'a> {
     /// Any other destination: relayed untouched.
     PassThrough,
     /// Closed (logged and counted).
-    Refuse(Refusal),
+    Refuse(ConnectionRefusal),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum ConnectionRefusal {
     #[error("the sidecar has not resolved its MCP servers' addresses yet; nothing is relayed until it has")]
     NotReady,
     #[error("the connection was not redirected (no original destination): nothing to relay it to")]
@@ -113,15 +113,15 @@ pub enum Refusal {
     Encrypted(String),
 }
 
-impl Refusal {
+impl ConnectionRefusal {
     /// A metric label: one per kind, never an address.
     pub fn label(&self) -> &'static str {
         match self {
-            Refusal::NotReady => "refused_not_ready",
-            Refusal::NotRedirected => "refused_not_redirected",
-            Refusal::Loop(_) => "refused_loop",
-            Refusal::OtherDestination(_) => "refused_other_destination",
-            Refusal::Encrypted(_) => "refused_encrypted",
+            ConnectionRefusal::NotReady => "refused_not_ready",
+            ConnectionRefusal::NotRedirected => "refused_not_redirected",
+            ConnectionRefusal::Loop(_) => "refused_loop",
+            ConnectionRefusal::OtherDestination(_) => "refused_other_destination",
+            ConnectionRefusal::Encrypted(_) => "refused_encrypted",
         }
     }
 }
@@ -132,20 +132,20 @@ impl Refusal {
 /// may pass, as it might be one); `own` the sidecar's listening addresses.
 pub fn route<'a>(original: Option<SocketAddr>, servers: Option<&'a [(SocketAddr, String)]>, own: &[SocketAddr], refuse_others: bool) -> Route<'a> {
     let Some(servers) = servers else {
-        return Route::Refuse(Refusal::NotReady);
+        return Route::Refuse(ConnectionRefusal::NotReady);
     };
     let Some(original) = original else {
-        return Route::Refuse(Refusal::NotRedirected);
+        return Route::Refuse(ConnectionRefusal::NotRedirected);
     };
     if own.iter().any(|o| o.port() == original.port() && (o.ip() == original.ip() || o.ip().is_unspecified() || original.ip().is_loopback())) {
-        return Route::Refuse(Refusal::Loop(original));
+        return Route::Refuse(ConnectionRefusal::Loop(original));
     }
     let names: Vec<&str> = servers.iter().filter(|(a, _)| *a == original).map(|(_, n)| n.as_str()).collect();
     if !names.is_empty() {
         return Route::Mcp(names);
     }
     if refuse_others {
-        return Route::Refuse(Refusal::OtherDestination(original));
+        return Route::Refuse(ConnectionRefusal::OtherDestination(original));
     }
     Route::PassThrough
 }
@@ -290,10 +290,10 @@ mod tests {
         // Another port of the same host is another service.
         assert_eq!(route(Some("192.0.2.10:9090".parse().unwrap()), Some(&servers), &own, false), Route::PassThrough);
         assert!(matches!(route(Some("192.0.2.99:443".parse().unwrap()), Some(&servers), &own, true), Route::Refuse(_)));
-        assert!(matches!(route(None, Some(&servers), &own, false), Route::Refuse(Refusal::NotRedirected)));
+        assert!(matches!(route(None, Some(&servers), &own, false), Route::Refuse(ConnectionRefusal::NotRedirected)));
         // Before the servers are resolved, a connection might be to one of them.
-        assert!(matches!(route(Some("192.0.2.99:443".parse().unwrap()), None, &own, false), Route::Refuse(Refusal::NotReady)));
-        assert!(matches!(route(Some("127.0.0.1:15006".parse().unwrap()), Some(&servers), &own, false), Route::Refuse(Refusal::Loop(_))));
+        assert!(matches!(route(Some("192.0.2.99:443".parse().unwrap()), None, &own, false), Route::Refuse(ConnectionRefusal::NotReady)));
+        assert!(matches!(route(Some("127.0.0.1:15006".parse().unwrap()), Some(&servers), &own, false), Route::Refuse(ConnectionRefusal::Loop(_))));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use tollgate_api::ManagedAgentSpec;
 
-pub use crate::pod_guard::{AGENT_LABEL, INJECTED_ANNOTATION, REDIRECT_NAME, SIDECAR_NAME, SIDECAR_UID, TOKEN_DIR, TOKEN_VOLUME, escape_route};
-use crate::pod_guard::{identity_leak, lock_uid, without_injection};
+pub use crate::k8s::pod_guard::{AGENT_LABEL, INJECTED_ANNOTATION, REDIRECT_NAME, SIDECAR_NAME, SIDECAR_UID, TOKEN_DIR, TOKEN_VOLUME, escape_route};
+use crate::k8s::pod_guard::{identity_leak, lock_uid, without_injection};
 
 /// `"false"` on a pod leaves it alone (the skip is reported as an Event), unless it runs as an
 /// agent's service account.
@@ -31,7 +31,7 @@ const REDIRECT_SCRATCH_VOLUME: &str = "tollgate-redirect-scratch";
 /// Where the sidecar writes the certificates the app containers trust (an emptyDir: the sidecar
 /// writes, the app containers read), and its files.
 pub const TRUST_DIR: &str = "/var/run/tollgate/trust";
-pub use crate::pod_guard::TRUST_VOLUME;
+pub use crate::k8s::pod_guard::TRUST_VOLUME;
 /// The gateway's CA alone, and with the public roots of the sidecar's image.
 pub const TRUST_GATEWAY_CA: &str = "gateway-ca.crt";
 pub const TRUST_BUNDLE: &str = "ca-bundle.crt";
@@ -101,7 +101,7 @@ pub struct Mounts {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum PodReview {
     /// No agent's selector matches: the pod is not an agent.
     NotAnAgent,
     /// The pod opted out with the annotation; `agent` matched it.
@@ -132,7 +132,7 @@ pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 /// What to do with `pod`, created in a namespace labelled for injection whose agents are
 /// `agents`. Every pod that runs as an agent's service account is injected or refused: the token
 /// the kubelet would mount into it is the agent's identity.
-pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outcome {
+pub fn review(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> PodReview {
     // A pod that says it is injected is injected again from scratch: the result is the same pod
     // when the claim is true (a webhook reinvocation), and the real sidecar when it is not.
     let pod = &without_injection(pod);
@@ -143,9 +143,9 @@ pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outco
     let identity_of = agents.iter().find(|a| a.spec.service_account_name == service_account);
     let matched: Vec<&Candidate<'_>> = agents.iter().filter(|a| selects(&a.spec.selector, &labels)).collect();
     let agent = match (matched.as_slice(), identity_of) {
-        ([], None) => return Outcome::NotAnAgent,
+        ([], None) => return PodReview::NotAnAgent,
         ([], Some(a)) => {
-            return Outcome::Refused(format!(
+            return PodReview::Refused(format!(
                 "pod runs as service account {service_account:?}, the identity of ManagedAgent {}, but matches no agent's selector: every pod that runs as an agent's service account carries its sidecar; label the pod for the agent's selector, or run it as another service account",
                 a.name
             ));
@@ -153,7 +153,7 @@ pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outco
         ([one], _) => *one,
         (many, _) => {
             let names: Vec<&str> = many.iter().map(|a| a.name).collect();
-            return Outcome::Refused(format!(
+            return PodReview::Refused(format!(
                 "pod matches the selectors of several ManagedAgents ({}); a pod is one agent: narrow their selectors",
                 names.join(", ")
             ));
@@ -161,28 +161,28 @@ pub fn decide(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> Outco
     };
     if annotations.get(OPT_OUT_ANNOTATION).map(String::as_str) == Some("false") {
         if let Some(a) = identity_of {
-            return Outcome::Refused(format!(
+            return PodReview::Refused(format!(
                 "pod opts out of injection ({OPT_OUT_ANNOTATION}=false) but runs as service account {service_account:?}, the identity of ManagedAgent {}: only a pod that does not run as an agent may opt out",
                 a.name
             ));
         }
-        return Outcome::OptedOut { agent: agent.name.to_owned() };
+        return PodReview::OptedOut { agent: agent.name.to_owned() };
     }
     if service_account != agent.spec.service_account_name {
-        return Outcome::Refused(format!(
+        return PodReview::Refused(format!(
             "pod matches ManagedAgent {} but runs as service account {service_account:?}, not the agent's {:?}: it would act under another identity",
             agent.name, agent.spec.service_account_name
         ));
     }
     if let Some(why) = escape_route(&spec, transparent(agent.spec)) {
-        return Outcome::Refused(format!("pod matches ManagedAgent {} but {why}", agent.name));
+        return PodReview::Refused(format!("pod matches ManagedAgent {} but {why}", agent.name));
     }
     let injected = inject(pod, agent, settings);
     let keep_token = agent.spec.injection.as_ref().is_some_and(|i| i.keep_service_account_token);
     if let Some(why) = injected.spec.as_ref().and_then(|s| identity_leak(s, keep_token)) {
-        return Outcome::Refused(format!("pod matches ManagedAgent {} but {why}", agent.name));
+        return PodReview::Refused(format!("pod matches ManagedAgent {} but {why}", agent.name));
     }
-    Outcome::Inject { agent: agent.name.to_owned(), pod: Box::new(injected) }
+    PodReview::Inject { agent: agent.name.to_owned(), pod: Box::new(injected) }
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
@@ -191,8 +191,11 @@ fn env(name: &str, value: &str) -> EnvVar {
 
 /// The agent's gateway key, from the Secret the operator minted it into.
 fn key_env(name: &str, agent: &str) -> EnvVar {
-    let source =
-        k8s_openapi::api::core::v1::SecretKeySelector { name: crate::keys::secret_name(agent), key: crate::keys::SECRET_KEY.to_owned(), optional: None };
+    let source = k8s_openapi::api::core::v1::SecretKeySelector {
+        name: crate::model::keys::secret_name(agent),
+        key: crate::model::keys::SECRET_KEY.to_owned(),
+        optional: None,
+    };
     EnvVar { name: name.to_owned(), value: None, value_from: Some(EnvVarSource { secret_key_ref: Some(source), ..Default::default() }) }
 }
 

@@ -3,6 +3,10 @@
 //! provider's own format and with the status codes its SDKs treat correctly (401 and 403 are
 //! not retried; 429 and 5xx from the provider pass through).
 
+pub mod call;
+pub mod keys;
+pub mod request;
+pub mod spend;
 use crate::glob::Glob;
 use serde_json::json;
 use tollgate_api::{ModelProviderSpec, Pricing, ProviderType};

@@ -1,6 +1,13 @@
 //! The `ApprovalRequest` phase machine (DESIGN §3.3): quorum, veto, expiry, one escalation.
 //! The operator calls [`step`] on every reconcile and writes back what it returns.
 
+pub mod ai_review;
+pub mod authz;
+pub mod decision;
+pub mod held;
+pub mod notify;
+pub mod request_authz;
+pub mod slack;
 use jiff::{SignedDuration as Duration, Timestamp};
 use std::collections::BTreeSet;
 use tollgate_api::{ApprovalDecision, ApprovalWorkflowSpec, Approvers, Phase, Verdict};
@@ -98,8 +105,8 @@ impl Workflow {
 
     /// Whether `d` counts toward the quorum (and vetoes): an AI reader's only where it is asked to.
     fn counts(&self, d: &ApprovalDecision) -> bool {
-        !d.user.starts_with(crate::ai_review::AI_USER_PREFIX)
-            || (d.user == crate::ai_review::user(&self.name) && self.ai.is_some_and(|a| a.counts_toward_quorum))
+        !d.user.starts_with(crate::approval::ai_review::AI_USER_PREFIX)
+            || (d.user == crate::approval::ai_review::user(&self.name) && self.ai.is_some_and(|a| a.counts_toward_quorum))
     }
 
     /// Every approver, escalation's included: whom a decision's name is a person of.
