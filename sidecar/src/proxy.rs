@@ -33,8 +33,7 @@ pub(crate) async fn handle(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serv
 
 /// Whether the firewall decides this message itself rather than passing it through.
 fn decided_here(env: &Envelope<'_>) -> bool {
-    // A `tools/call` without an id is decided too: refused, never forwarded unseen.
-    env.method() == Some("tools/call") || (env.is_request() && env.method() == Some("tools/list")) || crate::approvals::tasks::is_held_task(env)
+    tollgate_core::mcp::methods::decided_by_firewall(env.method(), env.is_request(), crate::approvals::tasks::is_held_task(env))
 }
 
 async fn single(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, bytes: &Bytes) -> Response<Body> {

@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod digest;
 pub mod discovery;
 pub mod jsonrpc;
+pub mod methods;
 pub mod routing;
 pub mod sse;
 pub mod strict;

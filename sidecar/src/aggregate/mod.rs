@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tollgate_core::mcp::aggregate::{self as names, SEPARATOR};
 use tollgate_core::mcp::jsonrpc::{self, Envelope, Incoming as Message};
+use tollgate_core::mcp::methods::{self, Aggregated};
 use tollgate_core::policy;
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -83,19 +84,13 @@ async fn one(sc: &Arc<Sidecar>, snapshot: &Snapshot, headers: &HeaderMap, env: &
         return relay::notification_from_client(sc, snapshot, &session, method, raw).await;
     }
     let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_else(|| json!({}));
-    let listed = |key: &'static str| list(sc, snapshot, &session, env, method, key);
-    match method {
-        "ping" => json(StatusCode::OK, jsonrpc::result_response(env.id, json!({}))),
-        "tools/list" => listed("tools").await,
-        "prompts/list" => listed("prompts").await,
-        "resources/list" => listed("resources").await,
-        "resources/templates/list" => listed("resourceTemplates").await,
-        "tools/call" => tools_call(sc, snapshot, &session, headers, env, params).await,
-        "tasks/get" | "tasks/update" | "tasks/cancel" => held_task(sc, snapshot, &session, env, &params).await,
-        "prompts/get" | "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "completion/complete" => {
-            routed(sc, snapshot, &session, headers, env, method, params).await
-        }
-        "logging/setLevel" => {
+    match methods::aggregated(method) {
+        Aggregated::Ping => json(StatusCode::OK, jsonrpc::result_response(env.id, json!({}))),
+        Aggregated::List(key) => list(sc, snapshot, &session, env, method, key).await,
+        Aggregated::ToolsCall => tools_call(sc, snapshot, &session, headers, env, params).await,
+        Aggregated::HeldTask => held_task(sc, snapshot, &session, env, &params).await,
+        Aggregated::Routed => routed(sc, snapshot, &session, headers, env, method, params).await,
+        Aggregated::Broadcast => {
             let sends = session.opened().into_iter().filter(|(_, u)| u.offers("logging")).filter_map(|(name, upstream)| {
                 let server = snapshot.servers.get(&name)?;
                 let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
@@ -104,7 +99,7 @@ async fn one(sc: &Arc<Sidecar>, snapshot: &Snapshot, headers: &HeaderMap, env: &
             futures::future::join_all(sends).await;
             json(StatusCode::OK, jsonrpc::result_response(env.id, json!({})))
         }
-        other => json(StatusCode::OK, jsonrpc::error_response(env.id, -32601, &format!("method not found: {other}"))),
+        Aggregated::NotFound => json(StatusCode::OK, jsonrpc::error_response(env.id, -32601, &format!("method not found: {method}"))),
     }
 }
 
