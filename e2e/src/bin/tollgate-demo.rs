@@ -17,8 +17,51 @@ use tollgate_e2e::{ControlPlane, Everything, Operator, User, free_ports, tool_te
 const NS: &str = "tollgate-demo";
 const POD: &str = "coder-7d9f";
 
+/// What the demo runs: a control plane, the fakes of the outside services, the gateway, the
+/// operator and the reference MCP server.
+struct World {
+    cp: ControlPlane,
+    provider: FakeProvider,
+    slack: FakeSlack,
+    gateway: GatewayProcess,
+    operator: Operator,
+    everything: Everything,
+}
+
 fn main() -> Result<()> {
     let auto = std::env::args().any(|a| a == "--auto-approve");
+    let w = start()?;
+    apply_demo(&w)?;
+    show_injected(&w.cp)?;
+    say("running the pod from that spec (its own network namespace, its volumes, the sidecar's startup probe first)");
+    let programs = Programs::default()
+        .with("/usr/local/bin/tollgate-sidecar", tollgate_e2e::binary("tollgate-sidecar", "tollgate-sidecar")?)
+        .with("python", tollgate_e2e::tools_dir()?.join("venv/bin/python"))
+        .with("python3", tollgate_e2e::gateway::sdks_dir()?.join("venv/bin/python"));
+    let loopback: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+    let pod = run_pod(&w.cp, NS, POD, &programs, &[(loopback, w.everything.port), (loopback, w.gateway.port)])?;
+    print!("{}", w.cp.kubectl_ok(User::Admin, ["get", "managedagents", "-n", NS])?);
+    let name = held_request(&w, &pod)?;
+    decide(&w, &name, auto)?;
+    show_tool_calls(&w, &pod)?;
+    show_model_calls(&w, &pod)?;
+    show_audit(&pod)?;
+    if std::io::stdin().is_terminal() && !auto {
+        say("everything is still running; press Enter to stop");
+        let _ = std::io::stdin().read_line(&mut String::new());
+    }
+    drop(pod);
+    let World { cp, provider, slack, gateway, operator, everything } = w;
+    drop(everything);
+    drop(operator);
+    drop(gateway);
+    drop(provider);
+    drop(slack);
+    drop(cp);
+    Ok(())
+}
+
+fn start() -> Result<World> {
     say("starting a control plane (kube-apiserver + etcd, RBAC on)");
     let cp = ControlPlane::start()?;
     println!("  export KUBECONFIG={}", cp.kubeconfig(User::Admin).display());
@@ -38,6 +81,12 @@ fn main() -> Result<()> {
     say("starting the reference MCP server (@modelcontextprotocol/server-everything)");
     let everything = Everything::start(&cp)?;
 
+    Ok(World { cp, provider, slack, gateway, operator, everything })
+}
+
+/// The demo's policy, workflow, servers and providers, then the agent's pod, with plain kubectl.
+fn apply_demo(w: &World) -> Result<()> {
+    let World { cp, provider, everything, .. } = w;
     say(&format!("applying the demo policy in namespace {NS}"));
     cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
     let objects = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo/demo.yaml"))?
@@ -70,6 +119,11 @@ fn main() -> Result<()> {
     )?;
     print!("{}", cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", &format!("{examples}/agent-pod.yaml")])?);
 
+    Ok(())
+}
+
+/// The pod as the API server stored it: what injection wrote.
+fn show_injected(cp: &ControlPlane) -> Result<()> {
     say("the pod as the API server stored it: the injection webhook added the firewall");
     let stored: Value = serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", "pod", POD, "-n", NS, "-o", "json"])?)?;
     let spec = &stored["spec"];
@@ -90,15 +144,12 @@ fn main() -> Result<()> {
         .collect();
     println!("  app container {}: {} (the key from the Secret the operator minted)", models["name"].as_str().unwrap_or(""), names.join(", "));
 
-    say("running the pod from that spec (its own network namespace, its volumes, the sidecar's startup probe first)");
-    let programs = Programs::default()
-        .with("/usr/local/bin/tollgate-sidecar", tollgate_e2e::binary("tollgate-sidecar", "tollgate-sidecar")?)
-        .with("python", tollgate_e2e::tools_dir()?.join("venv/bin/python"))
-        .with("python3", tollgate_e2e::gateway::sdks_dir()?.join("venv/bin/python"));
-    let loopback: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
-    let pod = run_pod(&cp, NS, POD, &programs, &[(loopback, everything.port), (loopback, gateway.port)])?;
-    print!("{}", cp.kubectl_ok(User::Admin, ["get", "managedagents", "-n", NS])?);
+    Ok(())
+}
 
+/// The request of the agent's held call, once pending, and the Slack message about it.
+fn held_request(w: &World, pod: &tollgate_e2e::kubelet::RunningPod) -> Result<String> {
+    let World { cp, slack, .. } = w;
     say("the agent calls its tools; the last call is held for approval (the agent blocks, with progress)");
     let name: String = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
         let names = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", NS, "-o", "jsonpath={.items[*].metadata.name}"])?;
@@ -113,14 +164,20 @@ fn main() -> Result<()> {
     let posted = slack.wait_calls("the held call's message", |c| c["path"] == "/api/chat.postMessage")?;
     let message = &posted[0]["body"];
     show_slack(message);
+    Ok(name)
+}
+
+/// Approve in Slack (non-interactive or `--auto-approve`), else tell the person how to.
+fn decide(w: &World, name: &str, auto: bool) -> Result<()> {
+    let World { cp, slack, gateway, .. } = w;
     if auto || !std::io::stdin().is_terminal() {
         say("approving in Slack: U0DEMOAPPROVER clicks Approve (the click signed with the app's signing secret)");
         let record = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-            let id = cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "jsonpath={.status.notifications[0].messageId}"])?;
+            let id = cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", NS, "-o", "jsonpath={.status.notifications[0].messageId}"])?;
             Ok(id.trim().split_once('/').map(|(c, t)| (c.to_owned(), t.to_owned())))
         })
         .with_context(|| {
-            format!("the request records no Slack message: {}", cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", NS, "-o", "json"]).unwrap_or_default())
+            format!("the request records no Slack message: {}", cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", NS, "-o", "json"]).unwrap_or_default())
         })?;
         let click = serde_json::json!({
             "type": "block_actions", "user": {"id": "U0DEMOAPPROVER"}, "trigger_id": "demo",
@@ -138,6 +195,11 @@ fn main() -> Result<()> {
         println!("  PATH={} kubectl approve {name} -n {NS} --kubeconfig {}", path.to_string_lossy(), cp.kubeconfig(User::ApproverA).display());
         println!("  (or deny it: kubectl approve deny {name} -n {NS} --reason \"…\" with the same PATH and --kubeconfig)");
     }
+    Ok(())
+}
+
+fn show_tool_calls(w: &World, pod: &tollgate_e2e::kubelet::RunningPod) -> Result<()> {
+    let World { cp, slack, .. } = w;
     let (status, log) = pod.wait_exit("agent", Duration::from_secs(660))?;
     let steps: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     anyhow::ensure!(status.success() && steps.len() == 7, "the agent failed ({status}):\n{log}");
@@ -166,6 +228,11 @@ fn main() -> Result<()> {
     say("the Slack message, updated: no buttons left, and who decided");
     show_slack(&updated[updated.len() - 1]["body"]);
 
+    Ok(())
+}
+
+fn show_model_calls(w: &World, pod: &tollgate_e2e::kubelet::RunningPod) -> Result<()> {
+    let cp = &w.cp;
     say("the agent's model calls, through the gateway (official openai and anthropic SDKs)");
     let (status, log) = pod.wait_exit("models", Duration::from_secs(120))?;
     let calls: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -192,6 +259,10 @@ fn main() -> Result<()> {
     })?;
     print!("{}", cp.kubectl_ok(User::Admin, ["get", "budgets,managedagents", "-n", NS])?);
 
+    Ok(())
+}
+
+fn show_audit(pod: &tollgate_e2e::kubelet::RunningPod) -> Result<()> {
     say("the audit trail (one JSON line per decision and outcome, on the sidecar's stdout)");
     let trail: Vec<Value> =
         pod.log("tollgate-sidecar")?.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|r| r.get("kind").is_some()).collect();
@@ -208,16 +279,6 @@ fn main() -> Result<()> {
             r["approval_request"].as_str().unwrap_or(""),
         );
     }
-    if std::io::stdin().is_terminal() && !auto {
-        say("everything is still running; press Enter to stop");
-        let _ = std::io::stdin().read_line(&mut String::new());
-    }
-    drop(pod);
-    drop(everything);
-    drop(operator);
-    drop(gateway);
-    drop(provider);
-    drop(slack);
     Ok(())
 }
 
