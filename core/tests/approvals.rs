@@ -413,3 +413,11 @@ fn the_resolved_condition_and_the_events_tell_the_story() {
     let t = next.transition.expect("a transition");
     assert_eq!(transition_event(&t), ("Denied", "denied by bob: not now".to_owned()));
 }
+
+#[test]
+fn without_its_workflow_a_request_takes_only_the_operators_closing_write() {
+    use tollgate_core::approval::authz::without_workflow;
+    assert_eq!(without_workflow(OPERATOR, OPERATOR, "ops", "team-a"), Ok(()));
+    let refused = without_workflow("alice", OPERATOR, "ops", "team-a").unwrap_err();
+    assert_eq!(refused.to_string(), "approval workflow \"ops\" does not exist in namespace team-a");
+}

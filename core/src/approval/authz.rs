@@ -56,8 +56,16 @@ pub enum WriteRefusal {
     DuplicateVote { user: String, request: String },
     #[error("{0} (--reason)")]
     Reason(#[from] crate::approval::decision::ReasonProblem),
+    #[error("approval workflow {workflow:?} does not exist in namespace {namespace}")]
+    NoWorkflow { workflow: String, namespace: String },
     #[error("the decision's time {time} is more than {skew} seconds from the server's clock {now}")]
     ClockSkew { time: Timestamp, now: Timestamp, skew: i64 },
+}
+
+/// A status write to a request whose workflow does not exist: only the operator may make it
+/// (it closes the request), and nobody may decide on it.
+pub fn without_workflow(caller: &str, operator: &str, workflow: &str, namespace: &str) -> Result<(), WriteRefusal> {
+    if caller == operator { Ok(()) } else { Err(WriteRefusal::NoWorkflow { workflow: workflow.to_owned(), namespace: namespace.to_owned() }) }
 }
 
 /// Admits a status update from `old` to `new` by `caller`, or says why not.

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, ClusterToolPolicySpec, ManagedAgent, ToolPolicySpec};
 use tollgate_core::approval::Workflow;
-use tollgate_core::approval::authz::{AuthzContext, Caller, authorize_status_update};
+use tollgate_core::approval::authz::{self, AuthzContext, Caller, authorize_status_update};
 use tollgate_core::approval::request_authz::{self, RequestMeta};
 
 /// Admission reviews carry one object; anything larger is not one of ours.
@@ -110,9 +110,12 @@ async fn review_decision(req: &AdmissionRequest<DynamicObject>, shared: &Shared)
     let workflows: Api<ApprovalWorkflow> = Api::namespaced(shared.client.clone(), ns);
     let workflow = match workflows.get_opt(&old.spec.workflow).await {
         Ok(Some(w)) => w,
-        // The operator must still be able to close a request whose workflow is gone.
-        Ok(None) if caller == shared.identity => return response,
-        Ok(None) => return response.deny(format!("approval workflow {:?} does not exist in namespace {ns}", old.spec.workflow)),
+        Ok(None) => {
+            return match authz::without_workflow(caller, &shared.identity, &old.spec.workflow, ns) {
+                Ok(()) => response,
+                Err(refusal) => response.deny(refusal.to_string()),
+            };
+        }
         Err(e) => return response.deny(format!("cannot read approval workflow {:?}: {e}", old.spec.workflow)),
     };
     let rules = Workflow::from_spec(&old.spec.workflow, &workflow.spec);
