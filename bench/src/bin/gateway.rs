@@ -29,33 +29,8 @@ fn main() -> Result<()> {
     let provider = mock_upstream(MockAnswer::OpenAi)?;
     let cp = ControlPlane::start()?;
     let _operator = Operator::start(&cp)?;
-    cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
-    let objects = format!(
-        "apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: openai}}\nspec: {{type: openai, baseURL: \"{provider}/v1\", models: [{{name: gpt-4o-mini, pricing: {{inputPerMillionUSD: 0.15, outputPerMillionUSD: 0.6}}}}]}}\n---\n\
-         apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {{name: coder}}\nspec: {{selector: {{matchLabels: {{app: coder}}}}, serviceAccountName: coder, models: {{allowed: [\"*\"]}}}}\n"
-    );
-    cp.apply(User::Admin, NS, &objects)?;
-    let key = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
-        let out = cp.kubectl(User::Admin, ["get", "secret", "tollgate-key-coder", "-n", NS, "-o", "jsonpath={.data.api-key}"])?;
-        let encoded = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        Ok((!encoded.is_empty()).then(|| base64::engine::general_purpose::STANDARD.decode(&encoded).ok().and_then(|k| String::from_utf8(k).ok())).flatten())
-    })
-    .context("the agent's key")?;
-
-    // The gateway on CPU 1, its ledger in SQLite; the bare proxy beside it.
-    cp.install_tollgate_system()?;
-    let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
-    let [port, admin] = free_ports::<2>()?;
-    let mut cmd = std::process::Command::new("taskset");
-    cmd.args(["-c", "1"])
-        .arg(&gateway_bin)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
-        .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
-        .env("TOLLGATE_DATABASE_URL", format!("sqlite://{}?mode=rwc", cp.dir().join("bench-ledger.db").display()));
-    let gateway = Process::spawn(cmd, cp.dir().join("gateway.log"))?;
-    gateway.wait_http_ok("the gateway", admin, "/readyz")?;
+    let key = agent_key(&cp, &provider)?;
+    let (gateway, port) = start_gateway(&cp, &gateway_bin)?;
     let gateway_pid = gateway.pid().context("gateway pid")?;
     let bare = start_bare_proxy(&cp, &bare_bin, &format!("{provider}/v1/chat/completions"))?;
     let bare_pid = bare.0.pid().context("bare pid")?;
@@ -64,27 +39,14 @@ fn main() -> Result<()> {
     let via = format!("http://127.0.0.1:{port}/openai/v1/chat/completions");
     let auth = format!("Bearer {key}");
     let headers = [("authorization", auth.as_str())];
-    let body = Bytes::from(
-        serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 256, "messages": [{"role": "user", "content": "Summarise the test run. ".repeat(10)}]})
-            .to_string(),
-    );
-    let stream_body = Bytes::from(serde_json::json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "Go."}]}).to_string());
+    let (body, stream_body) = bodies();
     let first = rt.block_on(async { Conn::open(&via, &headers).await?.text(&body).await })?;
     ensure!(first.contains("All tests pass"), "the gateway did not answer: {first}\n{}", gateway.log_tail());
     println!("chat completion: request {} bytes, answer about 1 KiB; provider mock on CPU 0, proxies on CPU 1", body.len());
 
     for budget in [false, true] {
         if budget {
-            cp.apply(
-                User::Admin,
-                NS,
-                "apiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: bench}\nspec: {period: Monthly, hardLimitUSD: 1000000}\n",
-            )?;
-            // The gateway reserves against the budget once it has seen it.
-            wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-                let b = cp.kubectl_ok(User::Admin, ["get", "budget", "bench", "-n", NS, "-o", "jsonpath={.status.state}"])?;
-                Ok((!b.trim().is_empty()).then_some(()))
-            })?;
+            add_budget(&cp)?;
         }
         let label = if budget { "ledger + a budget reserved and settled per call" } else { "ledger only" };
         let (mut d, mut b, mut g, mut fd, mut fg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -135,4 +97,57 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A chat completion of about 1 KiB answered, and a stream.
+fn bodies() -> (Bytes, Bytes) {
+    let content = "Summarise the test run. ".repeat(10);
+    let body = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 256, "messages": [{"role": "user", "content": content}]});
+    let stream = serde_json::json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "Go."}]});
+    (Bytes::from(body.to_string()), Bytes::from(stream.to_string()))
+}
+
+/// A budget over every call, once the gateway has seen it (it reserves against it from then on).
+fn add_budget(cp: &ControlPlane) -> Result<()> {
+    cp.apply(User::Admin, NS, "apiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: bench}\nspec: {period: Monthly, hardLimitUSD: 1000000}\n")?;
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let b = cp.kubectl_ok(User::Admin, ["get", "budget", "bench", "-n", NS, "-o", "jsonpath={.status.state}"])?;
+        Ok((!b.trim().is_empty()).then_some(()))
+    })
+}
+
+/// The namespace with a provider and an agent; the key the operator minted for it.
+fn agent_key(cp: &ControlPlane, provider: &str) -> Result<String> {
+    cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
+    let objects = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: openai}}\nspec: {{type: openai, baseURL: \"{provider}/v1\", models: [{{name: gpt-4o-mini, pricing: {{inputPerMillionUSD: 0.15, outputPerMillionUSD: 0.6}}}}]}}\n---\n\
+         apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {{name: coder}}\nspec: {{selector: {{matchLabels: {{app: coder}}}}, serviceAccountName: coder, models: {{allowed: [\"*\"]}}}}\n"
+    );
+    cp.apply(User::Admin, NS, &objects)?;
+    let key = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let out = cp.kubectl(User::Admin, ["get", "secret", "tollgate-key-coder", "-n", NS, "-o", "jsonpath={.data.api-key}"])?;
+        let encoded = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok((!encoded.is_empty()).then(|| base64::engine::general_purpose::STANDARD.decode(&encoded).ok().and_then(|k| String::from_utf8(k).ok())).flatten())
+    })
+    .context("the agent's key")?;
+
+    Ok(key)
+}
+
+/// The gateway on CPU 1, its ledger in SQLite, ready; and its port.
+fn start_gateway(cp: &ControlPlane, gateway_bin: &std::path::Path) -> Result<(Process, u16)> {
+    cp.install_tollgate_system()?;
+    let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
+    let [port, admin] = free_ports::<2>()?;
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "1"])
+        .arg(&gateway_bin)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+        .env("TOLLGATE_DATABASE_URL", format!("sqlite://{}?mode=rwc", cp.dir().join("bench-ledger.db").display()));
+    let gateway = Process::spawn(cmd, cp.dir().join("gateway.log"))?;
+    gateway.wait_http_ok("the gateway", admin, "/readyz")?;
+    Ok((gateway, port))
 }

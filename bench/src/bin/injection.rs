@@ -43,59 +43,13 @@ fn pod(name: &str, app: &str, sa: &str) -> serde_json::Value {
 fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cp = ControlPlane::start()?;
-    cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
-    let mut objects = String::new();
-    for i in 0..4 {
-        objects.push_str(&format!(
-            "apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: s{i}}}\nspec: {{url: \"http://127.0.0.1:9/mcp\", headers: [{{name: Authorization, secretKeyRef: {{name: cred-{i}, key: token}}}}]}}\n---\n"
-        ));
-    }
-    for i in 0..5 {
-        objects.push_str(&format!(
-            "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {{name: agent-{i}}}\nspec: {{selector: {{matchLabels: {{app: app-{i}}}}}, serviceAccountName: sa-{i}, mcpServers: [\"s*\"]}}\n---\n"
-        ));
-    }
-    let path = cp.dir().join("bench-inject.yaml");
-    std::fs::write(&path, objects)?;
-    cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?;
+    apply_objects(&cp)?;
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let config = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(cp.kubeconfig(User::Admin))?, &Default::default()).await?;
         let client = kube::Client::try_from(config)?;
-        let settings = tollgate_core::k8s::inject::Settings {
-            image: "ghcr.io/tollgate-dev/tollgate:0.1.0".into(),
-            listen_port: 15001,
-            admin_port: 15021,
-            resources: None,
-            cluster_default: "Allow".into(),
-            redirect_port: 15006,
-            exclude_cidrs: Vec::new(),
-            exclude_ports: Vec::new(),
-            gateway_url: None,
-            gateway_ca: None,
-            vault: None,
-        };
-        let gateway_ca = Arc::new(tollgate_operator::gateway_ca::GatewayCa::new("tollgate-system", None));
-        let shared = Arc::new(tollgate_operator::Shared {
-            client: client.clone(),
-            identity: "bench".into(),
-            slack_relay_user: String::new(),
-            metrics: Arc::default(),
-            injection: settings.clone(),
-            namespace: "tollgate-system".into(),
-            gateways: tollgate_core::k8s::gateway_objects::Settings {
-                image: "bench".into(),
-                cluster_role: "tollgate-gateway".into(),
-                vault: None,
-                allowed_betas: Vec::new(),
-            },
-            notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
-            vault: None,
-            ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), None, gateway_ca.clone()),
-            allow_http_providers: false,
-            gateway_ca,
-        });
+        let (settings, shared) = operator_state(&client);
         let agent_pod = review(&pod("p", "app-3", "sa-3"))?;
         let other_pod = review(&pod("q", "web", "default"))?;
         let first = tollgate_operator::admission::inject::review_pod(&agent_pod, &shared).await;
@@ -148,4 +102,63 @@ fn main() -> Result<()> {
         println!("target: the webhook's own handling p99 ≤ 10 ms");
         anyhow::Ok(())
     })
+}
+
+/// Four MCP servers with credentials and five agents, in the bench's namespace.
+fn apply_objects(cp: &ControlPlane) -> Result<()> {
+    cp.kubectl_ok(User::Admin, ["create", "namespace", NS])?;
+    let mut objects = String::new();
+    for i in 0..4 {
+        objects.push_str(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: s{i}}}\nspec: {{url: \"http://127.0.0.1:9/mcp\", headers: [{{name: Authorization, secretKeyRef: {{name: cred-{i}, key: token}}}}]}}\n---\n"
+        ));
+    }
+    for i in 0..5 {
+        objects.push_str(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {{name: agent-{i}}}\nspec: {{selector: {{matchLabels: {{app: app-{i}}}}}, serviceAccountName: sa-{i}, mcpServers: [\"s*\"]}}\n---\n"
+        ));
+    }
+    let path = cp.dir().join("bench-inject.yaml");
+    std::fs::write(&path, objects)?;
+    cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?;
+
+    Ok(())
+}
+
+/// What the injection webhook is given in the operator: its settings and shared context.
+fn operator_state(client: &kube::Client) -> (tollgate_core::k8s::inject::Settings, Arc<tollgate_operator::Shared>) {
+    let settings = tollgate_core::k8s::inject::Settings {
+        image: "ghcr.io/tollgate-dev/tollgate:0.1.0".into(),
+        listen_port: 15001,
+        admin_port: 15021,
+        resources: None,
+        cluster_default: "Allow".into(),
+        redirect_port: 15006,
+        exclude_cidrs: Vec::new(),
+        exclude_ports: Vec::new(),
+        gateway_url: None,
+        gateway_ca: None,
+        vault: None,
+    };
+    let gateway_ca = Arc::new(tollgate_operator::gateway_ca::GatewayCa::new("tollgate-system", None));
+    let shared = Arc::new(tollgate_operator::Shared {
+        client: client.clone(),
+        identity: "bench".into(),
+        slack_relay_user: String::new(),
+        metrics: Arc::default(),
+        injection: settings.clone(),
+        namespace: "tollgate-system".into(),
+        gateways: tollgate_core::k8s::gateway_objects::Settings {
+            image: "bench".into(),
+            cluster_role: "tollgate-gateway".into(),
+            vault: None,
+            allowed_betas: Vec::new(),
+        },
+        notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
+        vault: None,
+        ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), None, gateway_ca.clone()),
+        allow_http_providers: false,
+        gateway_ca,
+    });
+    (settings, shared)
 }

@@ -57,26 +57,36 @@ fn main() -> Result<()> {
     let sidecar_pid = sidecar.process.pid().context("sidecar pid")?;
     let idle_rss = rss_kib(sidecar_pid);
 
-    // Latency, one connection, interleaved rounds.
+    latency(&rt, &upstream, &via_sidecar, &bare.1, &body)?;
+    saturation(&rt, &bare, &via_sidecar, &body, sidecar_pid, idle_rss)?;
+    approval_round_trip(&cp, &via_sidecar)?;
+    policy_propagation(&cp, &rt, &via_sidecar)?;
+    drop(sidecar);
+    drop(operator);
+    Ok(())
+}
+
+/// Latency, one connection per path, interleaved rounds.
+fn latency(rt: &tokio::runtime::Runtime, upstream: &str, via_sidecar: &str, bare_url: &str, body: &bytes::Bytes) -> Result<()> {
     let (mut direct, mut via, mut via_bare) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
-        let mut d = Conn::open(&upstream, &[]).await?;
-        let mut s = Conn::open(&via_sidecar, &[]).await?;
-        let mut b = Conn::open(&bare.1, &[]).await?;
+        let mut d = Conn::open(upstream, &[]).await?;
+        let mut s = Conn::open(via_sidecar, &[]).await?;
+        let mut b = Conn::open(bare_url, &[]).await?;
         for _ in 0..500 {
-            d.call(&body).await.context("warming up the direct path")?;
-            s.call(&body).await.context("warming up the sidecar")?;
-            b.call(&body).await.context("warming up the bare proxy")?;
+            d.call(body).await.context("warming up the direct path")?;
+            s.call(body).await.context("warming up the sidecar")?;
+            b.call(body).await.context("warming up the bare proxy")?;
         }
         for _round in 0..20 {
             for _ in 0..500 {
-                direct.push(d.timed(&body).await?);
+                direct.push(d.timed(body).await?);
             }
             for _ in 0..500 {
-                via.push(s.timed(&body).await?);
+                via.push(s.timed(body).await?);
             }
             for _ in 0..500 {
-                via_bare.push(b.timed(&body).await?);
+                via_bare.push(b.timed(body).await?);
             }
         }
         anyhow::Ok(())
@@ -90,17 +100,29 @@ fn main() -> Result<()> {
     println!("  via tollgate-sidecar      p50 {s50:7.1} µs   p99 {s99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", s50 - d50, s99 - d99);
     println!("  target: added p50 ≤ 40 µs, p99 ≤ 100 µs");
 
+    Ok(())
+}
+
+/// Saturation: 16 connections against each proxy on its one CPU; CPU per call and memory.
+fn saturation(
+    rt: &tokio::runtime::Runtime,
+    bare: &(tollgate_e2e::Process, String),
+    via_sidecar: &str,
+    body: &bytes::Bytes,
+    sidecar_pid: u32,
+    idle_rss: f64,
+) -> Result<()> {
     // Saturation: 16 connections for 3 s against each proxy on its one CPU.
     println!("\nsaturation, 16 connections, 3 s each, proxy pinned to one CPU");
     let bare_pid = bare.0.pid().context("bare pid")?;
-    let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &[], &body, bare_pid)?;
+    let (bare_calls, bare_cpu, _) = saturate(rt, &bare.1, &[], body, bare_pid)?;
     // TOLLGATE_BENCH_PROFILE=FILE records the sidecar's saturation run with `perf record`.
     let profiler = std::env::var("TOLLGATE_BENCH_PROFILE").ok().map(|out| {
         std::process::Command::new("perf")
             .args(["record", "-q", "-F", "1000", "--call-graph", "dwarf,32768", "-o", &out, "-p", &sidecar_pid.to_string()])
             .spawn()
     });
-    let (side_calls, side_cpu, load_rss) = saturate(&rt, &via_sidecar, &[], &body, sidecar_pid)?;
+    let (side_calls, side_cpu, load_rss) = saturate(rt, via_sidecar, &[], body, sidecar_pid)?;
     if let Some(Ok(mut perf)) = profiler {
         #[allow(unsafe_code)]
         // SAFETY: kill has no memory preconditions; SIGINT makes perf write its file and exit.
@@ -120,10 +142,14 @@ fn main() -> Result<()> {
     println!("\nsidecar memory: idle {:.1} MiB, under load {:.1} MiB (targets ≤ 12 / ≤ 24 MiB)", idle_rss / 1024.0, load_rss / 1024.0);
     println!("  now: {}", memory_breakdown(sidecar_pid));
 
-    // Approval round trip: decision written → the held call's answer arrives.
+    Ok(())
+}
+
+/// Approval round trip: decision written → the held call's answer arrives.
+fn approval_round_trip(cp: &ControlPlane, via_sidecar: &str) -> Result<()> {
     let mut rtts = Vec::new();
     for i in 0..15 {
-        let url = via_sidecar.clone();
+        let url = via_sidecar.to_owned();
         let held = call_body("held");
         let answer = std::thread::spawn(move || -> Result<Instant> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -163,7 +189,11 @@ fn main() -> Result<()> {
         quantile_us(&mut rtts, 0.99) / 1000.0
     );
 
-    // Policy propagation: applied object → enforced.
+    Ok(())
+}
+
+/// Policy propagation: applied object → enforced.
+fn policy_propagation(cp: &ControlPlane, rt: &tokio::runtime::Runtime, via_sidecar: &str) -> Result<()> {
     let mut props = Vec::new();
     let toggle = call_body("toggle");
     for i in 0..10 {
@@ -172,7 +202,7 @@ fn main() -> Result<()> {
         cp.kubectl_ok(User::Admin, ["patch", "tp", "bench", "-n", NS, "--type=json", "-p", &patch])?;
         let applied = Instant::now();
         rt.block_on(async {
-            let mut c = Conn::open(&via_sidecar, &[]).await?;
+            let mut c = Conn::open(via_sidecar, &[]).await?;
             loop {
                 let text = c.text(&toggle).await?;
                 if text.contains("Access denied") == (action == "Deny") {
@@ -190,8 +220,6 @@ fn main() -> Result<()> {
         quantile_us(&mut props, 0.5) / 1000.0,
         quantile_us(&mut props, 1.0) / 1000.0
     );
-    drop(sidecar);
-    drop(operator);
     Ok(())
 }
 
