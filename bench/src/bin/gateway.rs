@@ -141,7 +141,7 @@ fn start_gateway(cp: &ControlPlane, gateway_bin: &std::path::Path) -> Result<(Pr
     let [port, admin] = free_ports::<2>()?;
     let mut cmd = std::process::Command::new("taskset");
     cmd.args(["-c", "1"])
-        .arg(&gateway_bin)
+        .arg(gateway_bin)
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
         .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
