@@ -224,3 +224,34 @@ where
     let bytes = resp.into_body().collect().await.map_err(|e| format!("the answer broke off: {e}"))?.to_bytes();
     parse_messages(sse, &bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(n, v)| (hyper::header::HeaderName::from_static(n), hyper::header::HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn a_held_call_runs_in_the_polls_session_under_its_own_routing_headers() {
+        let session = headers(&[("mcp-session-id", "s-2"), ("mcp-name", "get_approval_status"), ("mcp-param-request", "r")]);
+        let own = headers(&[("mcp-method", "tools/call"), ("mcp-name", "delete_repo"), ("authorization", "Bearer agent")]);
+        let out = with_routing_of(&session, &own);
+        assert_eq!(out.get("mcp-session-id").map(|v| v.as_bytes()), Some(b"s-2".as_slice()), "the poll's session");
+        assert_eq!(out.get_all("mcp-name").iter().map(|v| v.as_bytes()).collect::<Vec<_>>(), [b"delete_repo".as_slice()], "never the poll's name");
+        assert!(out.get("mcp-param-request").is_none() && out.get("authorization").is_none(), "{out:?}");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_a_length_that_no_longer_holds_stay_behind() {
+        let from = headers(&[("content-type", "application/json"), ("connection", "close"), ("content-length", "12"), ("mcp-session-id", "s")]);
+        let mut to = HeaderMap::new();
+        copy_response_headers(&from, &mut to, false);
+        assert!(to.get("connection").is_none() && to.get("content-length").is_none());
+        assert!(to.get("content-type").is_some() && to.get("mcp-session-id").is_some());
+        let mut kept = HeaderMap::new();
+        copy_response_headers(&from, &mut kept, true);
+        assert_eq!(kept.get("content-length").map(|v| v.as_bytes()), Some(b"12".as_slice()));
+    }
+}

@@ -5,6 +5,7 @@ pub mod ai_review;
 pub mod authz;
 pub mod decision;
 pub mod held;
+pub mod held_request;
 pub mod notify;
 pub mod request_authz;
 pub mod slack;

@@ -25,3 +25,21 @@ pub fn add_builtin_tools(result: &mut Value) {
             "required": ["operation", "reasoning"]},
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_tools_are_listed_once_and_a_servers_look_alikes_are_replaced() {
+        let mut result = json!({"tools": [{"name": "read"}, {"name": GET_STATUS, "description": "a server's own, pretending"}]});
+        add_builtin_tools(&mut result);
+        add_builtin_tools(&mut result);
+        let names: Vec<&str> = result["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+        assert_eq!(names, ["read", GET_STATUS, REQUEST_APPROVAL]);
+        assert!(!result.to_string().contains("pretending"));
+        let mut not_a_list = json!({"resources": []});
+        add_builtin_tools(&mut not_a_list);
+        assert_eq!(not_a_list, json!({"resources": []}));
+    }
+}
