@@ -183,3 +183,60 @@ pub async fn watch(
         while changed.try_recv().is_ok() {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    fn store<K>(objects: &[serde_json::Value]) -> Store<K>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (reader, mut writer) = reflector::store();
+        for o in objects {
+            let object: K = serde_json::from_value(o.clone()).unwrap_or_else(|e| panic!("{e}: {o}"));
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        reader
+    }
+
+    fn meta(kind: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": "team-a", "labels": {"team": "a"}}, "spec": spec})
+    }
+
+    #[test]
+    fn a_policy_that_cannot_load_still_denies_and_other_agents_policies_are_left_out() {
+        let stores = Stores {
+            agents: store(&[meta("ManagedAgent", "coder", json!({"selector": {}, "serviceAccountName": "coder", "mcpServers": ["files"]}))]),
+            policies: store(&[
+                meta("ToolPolicy", "broken", json!({"tools": [{"name": "x", "rules": [{"action": "Allow", "when": "args.("}]}]})),
+                meta(
+                    "ToolPolicy",
+                    "theirs",
+                    json!({"agentSelector": {"matchLabels": {"team": "b"}}, "tools": [{"name": "y", "rules": [{"action": "Allow"}]}]}),
+                ),
+            ]),
+            cluster_policies: store(&[json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ClusterToolPolicy", "metadata": {"name": "guard"},
+                                               "spec": {"tools": [{"name": "drop", "rules": [{"action": "Deny"}]}]}})]),
+            servers: store(&[meta("MCPServer", "files", json!({"url": "http://files/mcp", "timeoutSeconds": 0}))]),
+            workflows: store(&[meta("ApprovalWorkflow", "ops", json!({"approvers": {"users": ["alice"]}, "timeoutSeconds": 60}))]),
+            namespaces: store(&[json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"env": "prod"}}})]),
+        };
+        let s = build("coder", "team-a", &stores);
+        assert!(s.loaded);
+        let agent = s.agent.as_ref().expect("the agent");
+        assert_eq!(agent.namespace_labels.get("env").map(String::as_str), Some("prod"));
+        let ids: Vec<String> = s.policies.iter().map(|p| p.id.to_string()).collect();
+        assert_eq!(ids, ["ClusterToolPolicy guard", "ToolPolicy team-a/broken"], "cluster first; another team's policy left out");
+        // The broken one is loaded as one that denies in its scope, not dropped.
+        assert_eq!(s.policies[1].rule_count(), 1);
+        let server = s.servers.get("files").expect("the server");
+        assert_eq!(server.timeout, Duration::from_secs(1), "a timeout below a second is one second");
+        assert_eq!(s.workflows.get("ops").map(|w| w.timeout), Some(Duration::from_secs(60)));
+        assert!(!s.refuse_other_destinations);
+        assert!(build("someone-else", "team-a", &stores).agent.is_none(), "an unmanaged agent gets no snapshot agent");
+    }
+}

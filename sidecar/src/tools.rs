@@ -166,3 +166,24 @@ pub(crate) async fn call_upstream(sc: &Sidecar, server: &Server, headers: &Heade
         Err(e) => crate::answer::upstream_error(id, &e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_held_task_runs_upstream_as_a_plain_call_and_other_bodies_pass_as_they_are() {
+        let declared = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "deploy", "arguments": {"env": "prod"},
+            "_meta": {"io.modelcontextprotocol/clientCapabilities": {"extensions": {(tollgate_core::mcp::tasks::EXTENSION): {}, "other": {}}}}}});
+        let (plain, was) = as_plain_call(Bytes::from(declared.to_string()));
+        assert!(was);
+        let sent: Value = serde_json::from_slice(&plain).unwrap_or_default();
+        assert_eq!(sent["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"]["extensions"], json!({"other": {}}));
+        assert_eq!(sent["params"]["arguments"], json!({"env": "prod"}), "the call itself is untouched");
+        for body in [r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#, "not json"] {
+            let (same, was) = as_plain_call(Bytes::from(body));
+            assert_eq!((same.as_ref(), was), (body.as_bytes(), false));
+        }
+    }
+}
