@@ -75,30 +75,17 @@ def code(text: str) -> str:
     return re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
 
 
-def own_path(mods: dict[tuple[str, ...], Path], f: Path) -> tuple[str, ...]:
-    return next(k for k, v in mods.items() if v == f)
-
-
 def resolve_full(here: tuple[str, ...], head: str, tail: list[str]) -> list[str]:
+    """The absolute module path a path starting at `head` (`crate`, `super`, `self`) names."""
     base = [] if head == "crate" else list(here[:-1] if head == "super" else here)
     while tail and tail[0] == "super":
         base, tail = base[:-1], tail[1:]
     return base + tail
 
 
-def resolve(mods, here: tuple[str, ...], is_mod_file: bool, head: str, tail: list[str]) -> tuple[str, ...] | None:
-    """The module file a path starting at `head` lands in: its longest prefix that is a file."""
-    if head == "crate":
-        base: list[str] = []
-    else:
-        # `self` is the file's module; `super` its parent's (for a.rs and a/mod.rs alike: module a).
-        base = list(here)
-        if head == "super":
-            base = base[:-1]
-    while tail and tail[0] == "super":
-        base = base[:-1]
-        tail = tail[1:]
-    full = base + tail
+def resolve(mods, here: tuple[str, ...], head: str, tail: list[str]) -> tuple[str, ...] | None:
+    """The module file a path lands in: its longest prefix that is a file."""
+    full = resolve_full(here, head, tail)
     for n in range(len(full), -1, -1):
         if tuple(full[:n]) in mods:
             return tuple(full[:n])
@@ -115,7 +102,7 @@ def reexports(mods) -> dict[tuple[tuple[str, ...], str], tuple[str, ...]]:
                 if len(path) < 2:
                     continue
                 head, tail = (path[0], path[1:]) if path[0] in ("crate", "super", "self") else ("self", path)
-                target = resolve(mods, here, True, head, tail)
+                target = resolve(mods, here, head, tail)
                 if target is not None and target != here:
                     out[(here, path[-1])] = target
     return out
@@ -126,7 +113,6 @@ def edges(mods: dict[tuple[str, ...], Path]) -> dict[tuple[str, ...], set[tuple[
     again = reexports(mods)
     for here, f in mods.items():
         text = code(f.read_text())
-        is_mod_file = f.name in ("mod.rs", "lib.rs", "main.rs")
         paths: list[tuple[str, list[str]]] = []
         for m in USE.finditer(text):
             for path in expand(re.sub(r"\s+as\s+\w+", "", m.group(1))):
@@ -145,13 +131,12 @@ def edges(mods: dict[tuple[str, ...], Path]) -> dict[tuple[str, ...], set[tuple[
             if tuple(list(here) + [m.group(1)]) in mods:
                 paths.append(("self", [m.group(1)]))
         for head, tail in paths:
-            target = resolve(mods, here, is_mod_file, head, tail)
+            target = resolve(mods, here, head, tail)
             if target is None:
                 continue
             # Through re-exports to where the item lives.
-            full = list(target)
-            named = (resolve_full(here, head, tail))[len(full):]
-            if named and (target, named[0]) in again and not (named and tuple(full + [named[0]]) in mods):
+            named = resolve_full(here, head, tail)[len(target):]
+            if named and (target, named[0]) in again:
                 target = again[(target, named[0])]
             if target != here:
                 out[here].add(target)

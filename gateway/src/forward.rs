@@ -150,7 +150,7 @@ async fn call(
         provider: model.provider.to_owned(),
         model: model.model.to_owned(),
         pricing: model.pricing.cloned(),
-        hosted: admitted.hosted.clone(),
+        hosted: admitted.hosted,
         status: 0,
     };
     let credentials = model.spec.credentials.clone();

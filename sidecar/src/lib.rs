@@ -33,14 +33,20 @@ pub async fn run(config: Config) -> Result<()> {
     let instance = format!("{:016x}", rand::random::<u64>());
     let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot::Snapshot::default()));
     let metrics: Arc<tollgate_runtime::admin::Metrics> = Arc::default();
-    let audit_roots = match &config.gateway_ca {
-        Some(ca) => {
-            if let Some(dir) = &config.trust_dir {
-                trust::write(dir, ca).context("writing the gateway's CA for the app containers")?;
-            }
-            Arc::new(trust::gateway_roots(ca)?)
+    if let (Some(ca), Some(dir)) = (&config.gateway_ca, &config.trust_dir) {
+        trust::write(dir, ca).context("writing the gateway's CA for the app containers")?;
+    }
+    // Audit batches go to the gateway under its CA alone; the platform's roots are loaded only
+    // for an `https` gateway without one, and nothing at all without a gateway.
+    let shipper = match config.audit_url.as_deref() {
+        Some(url) => {
+            let roots = match &config.gateway_ca {
+                Some(ca) => trust::gateway_roots(ca)?,
+                None => tollgate_mcp_client::transport::platform_roots(),
+            };
+            Some(ship::Shipper::new(url, Arc::new(roots), config.audit_token_file.clone(), &instance, &config.agent, metrics.clone()))
         }
-        None => Arc::new(tollgate_mcp_client::transport::platform_roots()),
+        None => None,
     };
     let sidecar = Arc::new(Sidecar {
         config: config.clone(),
@@ -60,12 +66,7 @@ pub async fn run(config: Config) -> Result<()> {
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
         metrics: metrics.clone(),
-        audit: audit::AuditLog::new(
-            config
-                .audit_url
-                .as_deref()
-                .map(|url| ship::Shipper::new(url, audit_roots.clone(), config.audit_token_file.clone(), &instance, &config.agent, metrics)),
-        ),
+        audit: audit::AuditLog::new(shipper),
         instance,
     });
     tracing::info!(agent = config.agent, namespace = config.namespace, instance = sidecar.instance, "sidecar starting");
