@@ -5,12 +5,17 @@
 use crate::transport::{self, HttpClient, ReadError, full};
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request};
+use rmcp::model::{ClientCapabilities, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult, ProtocolVersion};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The revision discovery speaks; servers of later revisions still answer its handshake.
-pub const PROTOCOL_VERSION: &str = "2025-06-18";
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V_2025_06_18;
 /// A server that pages forever is cut off here.
 const MAX_PAGES: usize = 50;
 
@@ -129,8 +134,14 @@ impl Exchange<'_> {
         Ok((parts, bytes))
     }
 
+    /// The result of request `id`, read as `T`.
+    async fn typed_call<T: DeserializeOwned>(&mut self, id: u64, method: &'static str, params: &impl Serialize) -> Result<T, DiscoveryError> {
+        let result = self.call(id, method, params).await?;
+        serde_json::from_value(result).map_err(|e| DiscoveryError::Protocol { url: self.target.url.clone(), method, detail: e.to_string() })
+    }
+
     /// The result of request `id`.
-    async fn call(&mut self, id: u64, method: &'static str, params: Value) -> Result<Value, DiscoveryError> {
+    async fn call(&mut self, id: u64, method: &'static str, params: &impl Serialize) -> Result<Value, DiscoveryError> {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let (parts, bytes) = self.send(Method::POST, Some(&body), method).await?;
         if let Some(s) = parts.headers.get("mcp-session-id") {
@@ -149,16 +160,14 @@ impl Exchange<'_> {
     }
 }
 
-/// What `target` says of itself and its tools.
+/// What `target` says of itself and its tools. Its answers are read as MCP's own types: a server
+/// whose handshake or tool list does not parse as one is not MCP, as the official clients see it.
 pub async fn discover(client: &HttpClient, target: &Target) -> Result<Discovered, DiscoveryError> {
     let mut x = Exchange { client, target, deadline: Instant::now() + target.timeout, session: None, version: None };
-    let client_info = json!({"name": "tollgate-operator", "version": env!("CARGO_PKG_VERSION")});
-    let init = x.call(0, "initialize", json!({"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": client_info})).await?;
-    let protocol_version = init["protocolVersion"].as_str().map(str::to_owned);
-    x.version = protocol_version.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
-    let info = &init["serverInfo"];
-    let name = info["name"].as_str().unwrap_or_default().to_owned();
-    let version = info["version"].as_str().map(str::to_owned);
+    let hello = InitializeRequestParams::new(ClientCapabilities::default(), Implementation::new("tollgate-operator", env!("CARGO_PKG_VERSION")))
+        .with_protocol_version(PROTOCOL_VERSION);
+    let init: InitializeResult = x.typed_call(0, "initialize", &hello).await?;
+    x.version = HeaderValue::from_str(init.protocol_version.as_str()).ok();
     // A server that does not want the notification says so with an error status; it changes
     // nothing about what it lists.
     let _ = x.send(Method::POST, Some(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})), "notifications/initialized").await;
@@ -169,12 +178,13 @@ pub async fn discover(client: &HttpClient, target: &Target) -> Result<Discovered
             Some(c) => json!({"cursor": c}),
             None => json!({}),
         };
-        let result = x.call(page as u64, "tools/list", params).await?;
-        for t in result["tools"].as_array().into_iter().flatten() {
-            let Some(name) = t["name"].as_str() else { continue };
-            tools.push(Tool { name: name.to_owned(), description: t["description"].as_str().map(str::to_owned), input_schema: t["inputSchema"].clone() });
-        }
-        cursor = result["nextCursor"].as_str().filter(|c| !c.is_empty()).map(str::to_owned);
+        let result: ListToolsResult = x.typed_call(page as u64, "tools/list", &params).await?;
+        tools.extend(result.tools.into_iter().map(|t| Tool {
+            name: t.name.into_owned(),
+            description: t.description.map(Cow::into_owned),
+            input_schema: Value::Object(Arc::unwrap_or_clone(t.input_schema)),
+        }));
+        cursor = result.next_cursor.filter(|c| !c.is_empty());
         if cursor.is_none() {
             break;
         }
@@ -184,5 +194,72 @@ pub async fn discover(client: &HttpClient, target: &Target) -> Result<Discovered
         let _ = x.send(Method::DELETE, None, "DELETE").await;
     }
     tools.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Discovered { name, version, protocol_version, tools })
+    let Implementation { name, version, .. } = init.server_info;
+    Ok(Discovered { name, version: Some(version), protocol_version: Some(init.protocol_version.to_string()), tools })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::convert::Infallible;
+
+    /// A loopback MCP server that answers `initialize` properly and `tools/list` with `tools`.
+    async fn server(tools: Value) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let tools = tools.clone();
+                let answer = service_fn(move |req: hyper::Request<Incoming>| {
+                    let tools = tools.clone();
+                    async move {
+                        let body: Value = serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
+                        let result = match body["method"].as_str() {
+                            Some("initialize") => {
+                                json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "fake", "version": "2"}})
+                            }
+                            Some("tools/list") => json!({"tools": tools}),
+                            _ => return Ok::<_, Infallible>(hyper::Response::builder().status(202).body(full("")).unwrap()),
+                        };
+                        let reply = json!({"jsonrpc": "2.0", "id": body["id"], "result": result}).to_string();
+                        Ok(hyper::Response::builder().header(CONTENT_TYPE, "application/json").body(full(reply)).unwrap())
+                    }
+                });
+                tokio::spawn(hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), answer).into_owned());
+            }
+        });
+        url
+    }
+
+    fn target(url: String) -> Target {
+        Target { url, headers: Vec::new(), timeout: Duration::from_secs(10), max_answer: 1 << 20 }
+    }
+
+    #[tokio::test]
+    async fn tools_are_read_as_mcps_own_types() {
+        let client = transport::client(Arc::new(rustls::RootCertStore::empty()));
+        let url = server(
+            json!([{"name": "b", "inputSchema": {"type": "object"}}, {"name": "a", "description": "A", "inputSchema": {"type": "object", "required": ["x"]}}]),
+        )
+        .await;
+        let found = discover(&client, &target(url)).await.unwrap();
+        assert_eq!((found.name.as_str(), found.version.as_deref(), found.protocol_version.as_deref()), ("fake", Some("2"), Some("2025-06-18")));
+        let names: Vec<(&str, Option<&str>)> = found.tools.iter().map(|t| (t.name.as_str(), t.description.as_deref())).collect();
+        assert_eq!(names, [("a", Some("A")), ("b", None)]);
+        assert_eq!(found.tools[0].input_schema["required"], json!(["x"]));
+    }
+
+    #[tokio::test]
+    async fn a_tool_list_that_is_not_mcp_says_why() {
+        let client = transport::client(Arc::new(rustls::RootCertStore::empty()));
+        let url = server(json!([{"name": "no-schema"}])).await;
+        let err = discover(&client, &target(url)).await.unwrap_err();
+        assert_eq!(err.reason(), "NotMCP");
+        assert!(err.to_string().contains("tools/list") && err.to_string().contains("inputSchema"), "{err}");
+    }
 }

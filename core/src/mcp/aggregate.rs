@@ -3,7 +3,9 @@
 //! carries an id that says which server it came from, so the client's answer finds its way back
 //! without state. Server names are DNS labels (no `_`, no `+`), so the first separator splits.
 
-use serde_json::{Map, Value};
+use rmcp::model::ServerCapabilities;
+use serde::Deserialize;
+use serde_json::Value;
 
 pub const SEPARATOR: &str = "__";
 const URI_SEPARATOR: char = '+';
@@ -104,25 +106,35 @@ fn prefix_uri_in_place(server: &str, v: &mut Value) -> bool {
 }
 
 /// The capabilities of the aggregated server: what any upstream offers, tools always (the
-/// built-in approval tools are there even without servers).
-pub fn merge_capabilities<'a>(upstream: impl IntoIterator<Item = &'a Value>) -> Value {
-    let mut merged = Map::new();
-    merged.insert("tools".into(), serde_json::json!({"listChanged": true}));
+/// built-in approval tools are there even without servers). A server whose capabilities do not
+/// parse offers nothing here; flags no capability type knows are left out.
+pub fn merge_capabilities<'a>(upstream: impl IntoIterator<Item = &'a Value>) -> ServerCapabilities {
+    let mut merged = ServerCapabilities::default();
+    merged.tools.get_or_insert_default().list_changed = Some(true);
     for caps in upstream {
-        let Some(caps) = caps.as_object() else { continue };
-        for key in ["prompts", "resources", "logging", "completions"] {
-            let Some(Value::Object(offered)) = caps.get(key) else { continue };
-            let entry = merged.entry(key).or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(entry) = entry {
-                for (flag, v) in offered {
-                    if v == &Value::Bool(true) {
-                        entry.insert(flag.clone(), Value::Bool(true));
-                    }
-                }
-            }
+        let Ok(offered) = ServerCapabilities::deserialize(caps) else { continue };
+        if let Some(p) = offered.prompts {
+            let m = merged.prompts.get_or_insert_default();
+            m.list_changed = either(m.list_changed, p.list_changed);
+        }
+        if let Some(r) = offered.resources {
+            let m = merged.resources.get_or_insert_default();
+            m.subscribe = either(m.subscribe, r.subscribe);
+            m.list_changed = either(m.list_changed, r.list_changed);
+        }
+        if offered.logging.is_some() {
+            merged.logging.get_or_insert_default();
+        }
+        if offered.completions.is_some() {
+            merged.completions.get_or_insert_default();
         }
     }
-    Value::Object(merged)
+    merged
+}
+
+/// A flag is on when any server turns it on, and otherwise left out.
+fn either(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    (a == Some(true) || b == Some(true)).then_some(true)
 }
 
 #[cfg(test)]
@@ -192,7 +204,7 @@ mod tests {
     fn capabilities_are_merged() {
         let a = json!({"tools": {}, "prompts": {"listChanged": true}, "logging": {}});
         let b = json!({"resources": {"subscribe": true, "listChanged": false}, "completions": {}});
-        let merged = merge_capabilities([&a, &b]);
+        let merged = serde_json::to_value(merge_capabilities([&a, &b])).unwrap();
         assert_eq!(
             merged,
             json!({
@@ -203,6 +215,6 @@ mod tests {
                 "completions": {},
             })
         );
-        assert_eq!(merge_capabilities([]), json!({"tools": {"listChanged": true}}));
+        assert_eq!(serde_json::to_value(merge_capabilities([])).unwrap(), json!({"tools": {"listChanged": true}}));
     }
 }

@@ -1,7 +1,8 @@
 //! The JSON-RPC envelope of MCP messages: only what the firewall must read (method, id, tool
 //! name); everything else stays raw bytes and passes through unchanged.
 
-use serde::Deserialize;
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -117,10 +118,35 @@ pub fn result_response(id: Option<&RawValue>, mut result: Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "result": result})).unwrap_or_default()
 }
 
+/// A successful response carrying one of MCP's typed results, serialized once, straight into
+/// the envelope.
+pub fn typed_response<T: Serialize>(id: Option<&RawValue>, result: &T) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Response<'a, T> {
+        jsonrpc: &'static str,
+        id: Option<&'a RawValue>,
+        result: &'a T,
+    }
+    serde_json::to_vec(&Response { jsonrpc: "2.0", id, result }).unwrap_or_default()
+}
+
 /// A `tools/call` result the model reads: one text item, `isError` as given. Errors are results,
 /// not JSON-RPC errors, so the connection stays healthy and the model can adapt.
+pub fn text_result(text: impl Into<String>, is_error: bool) -> CallToolResult {
+    let content = vec![ContentBlock::text(text)];
+    if is_error { CallToolResult::error(content) } else { CallToolResult::success(content) }
+}
+
+/// A text result that also says where things stand for a program (`structuredContent`).
+pub fn text_result_with(text: impl Into<String>, structured: Value) -> CallToolResult {
+    let mut result = text_result(text, false);
+    result.structured_content = Some(structured);
+    result
+}
+
+/// [`text_result`] as a whole response.
 pub fn tool_text_result(id: Option<&RawValue>, text: &str, is_error: bool) -> Vec<u8> {
-    result_response(id, json!({"content": [{"type": "text", "text": text}], "isError": is_error}))
+    typed_response(id, &text_result(text, is_error))
 }
 
 /// `notifications/progress` for a held call.

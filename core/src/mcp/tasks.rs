@@ -3,9 +3,10 @@
 //! task the sidecar owns, polled with `tasks/get` and ended with `tasks/cancel`; every other task
 //! is the server's and passes through.
 
-use serde_json::{Map, Value, json};
+use rmcp::model::{CreateTaskResult, DetailedTask, GetTaskResult, Task, TaskPayload, TaskStatus};
+use serde_json::Value;
 
-pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
+pub const EXTENSION: &str = rmcp::model::TASKS_EXTENSION_ID;
 const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 /// Held tasks' ids start with this, so they never shadow a server's own task id by accident.
 pub const ID_PREFIX: &str = "tollgate-held-";
@@ -72,39 +73,41 @@ pub struct View {
 }
 
 impl View {
-    fn fields(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("taskId".into(), json!(self.id));
-        m.insert("status".into(), json!(self.status.as_str()));
-        m.insert("statusMessage".into(), json!(self.message));
-        m.insert("createdAt".into(), json!(self.created_at.to_string()));
-        m.insert("lastUpdatedAt".into(), json!(self.updated_at.to_string()));
-        m.insert("ttlMs".into(), json!(self.ttl_ms));
-        m.insert("pollIntervalMs".into(), json!(self.poll_interval_ms));
-        m
+    fn task(&self) -> Task {
+        let status = match self.status {
+            Status::Working => TaskStatus::Working,
+            Status::Completed => TaskStatus::Completed,
+            Status::Cancelled => TaskStatus::Cancelled,
+        };
+        Task::new(&self.id, status, self.created_at.to_string(), self.updated_at.to_string())
+            .with_status_message(&self.message)
+            .with_ttl_ms(self.ttl_ms)
+            .with_poll_interval_ms(self.poll_interval_ms)
     }
 
-    /// The answer to the `tools/call` that created it (`CreateTaskResult`).
-    pub fn created(&self) -> Value {
-        let mut m = self.fields();
-        m.insert("resultType".into(), json!("task"));
-        Value::Object(m)
+    /// The answer to the `tools/call` that created it.
+    pub fn created(&self) -> CreateTaskResult {
+        CreateTaskResult::new(self.task())
     }
 
     /// The answer to `tasks/get` (and `tasks/cancel`): the task, and its result once completed.
-    pub fn current(&self) -> Value {
-        let mut m = self.fields();
-        m.insert("resultType".into(), json!("complete"));
-        if let (Status::Completed, Some(result)) = (self.status, &self.result) {
-            m.insert("result".into(), result.clone());
-        }
-        Value::Object(m)
+    /// A completed task without an object for a result (never the case for a tool call's answer)
+    /// is shown working rather than breaking the extension's shape.
+    pub fn current(&self) -> GetTaskResult {
+        let payload = match (self.status, &self.result) {
+            (Status::Completed, Some(Value::Object(result))) => TaskPayload::Completed { result: result.clone() },
+            (Status::Cancelled, _) => TaskPayload::Cancelled,
+            _ => TaskPayload::Working,
+        };
+        GetTaskResult::new(DetailedTask::new(self.task(), payload))
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_extension_is_declared_per_request() {
@@ -146,17 +149,20 @@ mod tests {
             poll_interval_ms: 5_000,
             result: Some(json!({"content": []})),
         };
-        let created = view.created();
+        let created = serde_json::to_value(view.created()).unwrap();
         assert_eq!(created["resultType"], "task");
         assert_eq!(created["status"], "working");
         assert_eq!(created["taskId"], "tollgate-held-r");
         assert_eq!(created["createdAt"], "2027-01-15T08:00:00Z");
-        assert!(view.current().get("result").is_none(), "no result before it completes");
+        let current = |view: &View| serde_json::to_value(view.current()).unwrap();
+        assert!(current(&view).get("result").is_none(), "no result before it completes");
+        assert_eq!((created["ttlMs"].as_u64(), created["pollIntervalMs"].as_u64()), (Some(60_000), Some(5_000)));
         view.status = Status::Completed;
-        let current = view.current();
+        let current = current(&view);
         assert_eq!((current["resultType"].as_str(), current["status"].as_str()), (Some("complete"), Some("completed")));
         assert_eq!(current["result"], json!({"content": []}));
         view.status = Status::Cancelled;
-        assert!(view.current().get("result").is_none());
+        let cancelled = serde_json::to_value(view.current()).unwrap();
+        assert_eq!((cancelled["status"].as_str(), cancelled.get("result")), (Some("cancelled"), None));
     }
 }

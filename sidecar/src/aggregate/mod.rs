@@ -18,6 +18,7 @@ use crate::state::Sidecar;
 use bytes::Bytes;
 use hyper::header::{ACCEPT, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
+use rmcp::model::{Implementation, InitializeResult, ProtocolVersion};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tollgate_core::mcp::aggregate::{self as names, SEPARATOR};
@@ -25,7 +26,7 @@ use tollgate_core::mcp::jsonrpc::{self, Envelope, Incoming as Message};
 use tollgate_core::mcp::methods::{self, Aggregated};
 use tollgate_core::policy;
 
-const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+const SUPPORTED_VERSIONS: &[ProtocolVersion] = &[ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2025_06_18, ProtocolVersion::V_2025_03_26];
 /// Pages of a list fetched from one server at most.
 const MAX_PAGES: usize = 64;
 
@@ -130,7 +131,7 @@ async fn initialize(sc: &Sidecar, snapshot: &Snapshot, env: &Envelope<'_>) -> Re
     }
     let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or(Value::Null);
     let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
-    let version = SUPPORTED_VERSIONS.iter().find(|v| **v == asked).copied().unwrap_or(SUPPORTED_VERSIONS[0]);
+    let version = SUPPORTED_VERSIONS.iter().find(|v| v.as_str() == asked).unwrap_or(&SUPPORTED_VERSIONS[0]).clone();
     let session = Arc::new(Session::new(params));
     let servers: Vec<&Server> = snapshot.usable_servers().collect();
     let opened = futures::future::join_all(servers.iter().map(|s| session.upstream(&sc.upstream, s))).await;
@@ -150,13 +151,11 @@ async fn initialize(sc: &Sidecar, snapshot: &Snapshot, env: &Envelope<'_>) -> Re
     }
     let id = format!("{:032x}", rand::random::<u128>());
     sc.sessions.insert(id.clone(), session);
-    let result = json!({
-        "protocolVersion": version,
-        "capabilities": names::merge_capabilities(&capabilities),
-        "serverInfo": {"name": "tollgate", "version": env!("CARGO_PKG_VERSION")},
-        "instructions": instructions,
-    });
-    let mut r = json(StatusCode::OK, jsonrpc::result_response(env.id, result));
+    let result = InitializeResult::new(names::merge_capabilities(&capabilities))
+        .with_protocol_version(version)
+        .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
+        .with_instructions(instructions);
+    let mut r = json(StatusCode::OK, jsonrpc::typed_response(env.id, &result));
     if let Ok(v) = HeaderValue::from_str(&id) {
         r.headers_mut().insert(SESSION_HEADER, v);
     }

@@ -1,7 +1,8 @@
 //! The sidecar's own tools, listed beside every server's: `get_approval_status` and
 //! `request_approval`.
 
-use serde_json::{Value, json};
+use rmcp::model::Tool;
+use serde_json::{Map, Value, json};
 
 pub const GET_STATUS: &str = "get_approval_status";
 pub const REQUEST_APPROVAL: &str = "request_approval";
@@ -12,18 +13,26 @@ pub const BUILTIN_SERVER: &str = "tollgate";
 pub fn add_builtin_tools(result: &mut Value) {
     let Some(Value::Array(tools)) = result.get_mut("tools") else { return };
     tools.retain(|t| !matches!(t.get("name").and_then(Value::as_str), Some(GET_STATUS | REQUEST_APPROVAL)));
-    tools.push(json!({
-        "name": GET_STATUS,
-        "description": "Status of a tool call held for human approval. Once approved, runs the held call (exactly once) and returns its result.",
-        "inputSchema": {"type": "object", "properties": {"request_id": {"type": "string"}}, "required": ["request_id"]},
-    }));
-    tools.push(json!({
-        "name": REQUEST_APPROVAL,
-        "description": "Ask a human to approve an operation before you do it.",
-        "inputSchema": {"type": "object", "properties": {
-            "operation": {"type": "string"}, "context": {"type": "string"}, "reasoning": {"type": "string"}},
-            "required": ["operation", "reasoning"]},
-    }));
+    tools.extend(builtin_tools().iter().filter_map(|t| serde_json::to_value(t).ok()));
+}
+
+fn builtin_tools() -> [Tool; 2] {
+    let schema = |properties: Value, required: &[&str]| match json!({"type": "object", "properties": properties, "required": required}) {
+        Value::Object(schema) => schema,
+        _ => Map::new(),
+    };
+    [
+        Tool::new(
+            GET_STATUS,
+            "Status of a tool call held for human approval. Once approved, runs the held call (exactly once) and returns its result.",
+            schema(json!({"request_id": {"type": "string"}}), &["request_id"]),
+        ),
+        Tool::new(
+            REQUEST_APPROVAL,
+            "Ask a human to approve an operation before you do it.",
+            schema(json!({"operation": {"type": "string"}, "context": {"type": "string"}, "reasoning": {"type": "string"}}), &["operation", "reasoning"]),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -37,6 +46,9 @@ mod tests {
         add_builtin_tools(&mut result);
         let names: Vec<&str> = result["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
         assert_eq!(names, ["read", GET_STATUS, REQUEST_APPROVAL]);
+        let schemas: Vec<&Value> = result["tools"].as_array().into_iter().flatten().skip(1).map(|t| &t["inputSchema"]).collect();
+        assert_eq!(schemas[0]["required"], json!(["request_id"]));
+        assert_eq!(schemas[1]["properties"]["reasoning"]["type"], "string");
         assert!(!result.to_string().contains("pretending"));
         let mut not_a_list = json!({"resources": []});
         add_builtin_tools(&mut not_a_list);

@@ -188,17 +188,13 @@ async fn answer_polled(
     }
     sc.metrics.tool_call("require_approval", "pending");
     if let Some(view) = view {
-        return Ok(json(StatusCode::OK, jsonrpc::result_response(id, view)));
+        return Ok(json(StatusCode::OK, jsonrpc::typed_response(id, &view)));
     }
     let text = format!(
         "Approval required: request {name} is pending with workflow {workflow_name}. Call {GET_STATUS} with request_id \"{name}\" every {POLL_SECONDS} seconds; once approved it runs the call and returns its result."
     );
-    let result = json!({
-        "content": [{"type": "text", "text": text}],
-        "structuredContent": {"status": "pending", "request_id": name, "poll_interval_seconds": POLL_SECONDS},
-        "isError": false,
-    });
-    Ok(json(StatusCode::OK, jsonrpc::result_response(id, result)))
+    let result = jsonrpc::text_result_with(text, json!({"status": "pending", "request_id": name, "poll_interval_seconds": POLL_SECONDS}));
+    Ok(json(StatusCode::OK, jsonrpc::typed_response(id, &result)))
 }
 
 /// A held call the client waits on: the answer is written when the request ends, by a task that

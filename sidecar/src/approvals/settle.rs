@@ -94,8 +94,10 @@ fn emit_outcome(sc: &Sidecar, held: &Held, outcome: Outcome, is_error: bool, app
     sc.audit.emit(&record);
 }
 
+/// [`jsonrpc::text_result`] as the value a concluded call carries (upstream answers are values,
+/// passed through as the server wrote them).
 pub(super) fn text_result(text: &str, is_error: bool) -> Value {
-    json!({"content": [{"type": "text", "text": text}], "isError": is_error})
+    serde_json::to_value(jsonrpc::text_result(text, is_error)).unwrap_or_default()
 }
 
 /// Ends a held call as its wait ended: runs it if it may, and audits the outcome. `headers` are
@@ -264,12 +266,8 @@ pub(super) async fn get_status(sc: &Arc<Sidecar>, name: &str, id: Option<&RawVal
         Poll::Done(done) => jsonrpc::result_response(id, done.result),
         Poll::Pending { approvals } => {
             let text = format!("Approval request {name} is pending ({} approvals); ask again in {POLL_SECONDS} seconds", approvals.as_deref().unwrap_or("0"));
-            let pending = json!({
-                "content": [{"type": "text", "text": text}],
-                "structuredContent": {"status": "pending", "request_id": name, "approvals": approvals, "poll_interval_seconds": POLL_SECONDS},
-                "isError": false,
-            });
-            jsonrpc::result_response(id, pending)
+            let structured = json!({"status": "pending", "request_id": name, "approvals": approvals, "poll_interval_seconds": POLL_SECONDS});
+            jsonrpc::typed_response(id, &jsonrpc::text_result_with(text, structured))
         }
         Poll::Unreadable(e) => jsonrpc::tool_text_result(id, &format!("{e}; ask again with {GET_STATUS}"), true),
     }

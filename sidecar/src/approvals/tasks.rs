@@ -9,6 +9,7 @@ use crate::body::{Body, json};
 use crate::state::Sidecar;
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
+use rmcp::model::CreateTaskResult;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,7 +65,7 @@ fn ended(name: &str, held: &Held, done: Concluded) -> View {
 }
 
 /// The answer to the `tools/call` that held the call.
-pub(super) fn created(name: &str, held: &Held) -> Value {
+pub(super) fn created(name: &str, held: &Held) -> CreateTaskResult {
     waiting(name, held, None).created()
 }
 
@@ -98,5 +99,5 @@ pub(crate) async fn answer(sc: &Arc<Sidecar>, server: Option<&str>, env: &Envelo
             return json(StatusCode::OK, jsonrpc::error_response(env.id, INVALID_PARAMS, &text));
         }
     };
-    json(StatusCode::OK, jsonrpc::result_response(env.id, result))
+    json(StatusCode::OK, jsonrpc::typed_response(env.id, &result))
 }
