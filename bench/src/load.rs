@@ -242,3 +242,33 @@ pub fn start_bare_proxy(cp: &ControlPlane, bin: &std::path::Path, upstream: &str
     })?;
     Ok((p, format!("http://{addr}/")))
 }
+
+/// `perf record` of `pid` while it lives, when `TOLLGATE_BENCH_PROFILE` names the file to write
+/// (with `suffix` added; `perf report -i FILE` reads it); dropping it stops the recording and
+/// writes the file.
+pub struct Profile(Option<std::process::Child>);
+
+impl Profile {
+    pub fn start(pid: u32, suffix: &str) -> Profile {
+        let Some(mut out) = std::env::var_os("TOLLGATE_BENCH_PROFILE") else { return Profile(None) };
+        out.push(suffix);
+        let child = std::process::Command::new("perf")
+            .args(["record", "-q", "-F", "1000", "--call-graph", "dwarf,32768", "-o"])
+            .arg(out)
+            .args(["-p", &pid.to_string()])
+            .spawn();
+        Profile(child.ok())
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let Some(perf) = &mut self.0 else { return };
+        #[allow(unsafe_code)]
+        // SAFETY: kill has no memory preconditions; SIGINT makes perf write its file and exit.
+        unsafe {
+            libc::kill(perf.id() as i32, libc::SIGINT);
+        }
+        let _ = perf.wait();
+    }
+}

@@ -1,7 +1,7 @@
 //! The audit store (DESIGN §3.5): batches of records from sidecars, appended with a hash chain,
 //! each batch once; queried, exported and verified.
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{AnyQuery, Ledger, LedgerError, ROWS_PER_INSERT};
 use serde_json::Value;
 use tollgate_core::audit::bounds;
 use tollgate_core::audit::chain::{self, Link};
@@ -122,14 +122,42 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
         })
         .collect();
     let links = chain::chain(end - n, &prev, records);
-    for (l, source) in links.iter().zip(&sources) {
-        let r = &l.record;
-        let (cut, lost) = bounds::incompleteness(r);
-        sqlx::query(
+    let mut chunks = links.chunks_exact(ROWS_PER_INSERT);
+    let mut sources = sources.iter();
+    for chunk in chunks.by_ref() {
+        let mut q = sqlx::query(
+            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12), \
+             ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24), \
+             ($25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36), \
+             ($37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48), \
+             ($49, $50, $51, $52, $53, $54, $55, $56, $57, $58, $59, $60), \
+             ($61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72), \
+             ($73, $74, $75, $76, $77, $78, $79, $80, $81, $82, $83, $84), \
+             ($85, $86, $87, $88, $89, $90, $91, $92, $93, $94, $95, $96)",
+        );
+        for (l, source) in chunk.iter().zip(sources.by_ref()) {
+            q = bind_link(q, l, source, now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for (l, source) in chunks.remainder().iter().zip(sources) {
+        let q = sqlx::query(
             "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(l.seq)
+        );
+        bind_link(q, l, source, now).execute(&mut **tx).await?;
+    }
+    if let Some(last) = links.last() {
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&last.hash).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn bind_link<'q>(q: AnyQuery<'q>, l: &'q Link, source: &'q Source, now: i64) -> AnyQuery<'q> {
+    let r = &l.record;
+    let (cut, lost) = bounds::incompleteness(r);
+    q.bind(l.seq)
         .bind(&l.prev)
         .bind(&l.hash)
         .bind(now)
@@ -141,13 +169,6 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
         .bind(r.to_string())
         .bind(cut)
         .bind(lost)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if let Some(last) = links.last() {
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&last.hash).execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 fn to_link((seq, prev, hash, record): (i64, String, String, String)) -> Link {

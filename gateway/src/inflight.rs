@@ -62,7 +62,7 @@ impl crate::ledger::Ledger {
                 latency_ms: (now - started_us) / 1000,
                 status: INTERRUPTED,
             };
-            crate::ledger::record_in(&mut tx, &row).await?;
+            crate::ledger::record_in(&mut tx, &[&row]).await?;
             let record = json!({
                 "kind": "model_call",
                 "time": jiff::Timestamp::now().to_string(),

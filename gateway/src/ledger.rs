@@ -6,7 +6,7 @@
 //! estimate. The answer settles the reservation to the actual cost; an error releases it.
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, SqlSafeStr};
+use sqlx::{AnyPool, SqlSafeStr, query::Query};
 use std::collections::HashSet;
 use tollgate_core::model::spend::Micros;
 
@@ -208,11 +208,13 @@ impl Ledger {
                 open_in(&mut tx, call).await?;
             }
         }
+        let mut rows = Vec::with_capacity(calls.len());
         for (r, cost, row) in calls {
             if passing.contains(&r.id) || settle_in(&mut tx, r, *cost).await? {
-                record_in(&mut tx, row).await?;
+                rows.push(row);
             }
         }
+        record_in(&mut tx, &rows).await?;
         crate::audit_store::append_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -310,28 +312,57 @@ async fn settle_in(tx: &mut Tx, r: &Reservation, actual: Micros) -> Result<bool,
     Ok(true)
 }
 
-pub(crate) async fn record_in(tx: &mut Tx, row: &Row) -> Result<(), LedgerError> {
-    let id = i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX;
-    sqlx::query(
-        "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(id)
-    .bind(row.time_us)
-    .bind(&row.namespace)
-    .bind(&row.agent)
-    .bind(&row.pod)
-    .bind(&row.provider)
-    .bind(&row.model)
-    .bind(i64::try_from(row.usage.input).unwrap_or(i64::MAX))
-    .bind(i64::try_from(row.usage.cached_input).unwrap_or(i64::MAX))
-    .bind(i64::try_from(row.usage.output).unwrap_or(i64::MAX))
-    .bind(row.cost)
-    .bind(row.latency_ms)
-    .bind(i64::from(row.status))
-    .execute(&mut **tx)
-    .await?;
+/// Ledger rows, [`ROWS_PER_INSERT`] to a statement while that many are left: each statement is
+/// a hand-off to the database's thread, so a batch pays for few.
+pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerError> {
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    for chunk in chunks.by_ref() {
+        let mut q = sqlx::query(
+            "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
+         ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26), \
+         ($27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39), \
+         ($40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52), \
+         ($53, $54, $55, $56, $57, $58, $59, $60, $61, $62, $63, $64, $65), \
+         ($66, $67, $68, $69, $70, $71, $72, $73, $74, $75, $76, $77, $78), \
+         ($79, $80, $81, $82, $83, $84, $85, $86, $87, $88, $89, $90, $91), \
+         ($92, $93, $94, $95, $96, $97, $98, $99, $100, $101, $102, $103, $104)",
+        );
+        for row in chunk {
+            q = bind_row(q, row);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for row in chunks.remainder() {
+        let q = sqlx::query(
+            "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        );
+        bind_row(q, row).execute(&mut **tx).await?;
+    }
     Ok(())
+}
+
+/// Rows one multi-row `INSERT` writes.
+pub(crate) const ROWS_PER_INSERT: usize = 8;
+
+pub(crate) type AnyQuery<'q> = Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn bind_row<'q>(q: AnyQuery<'q>, row: &'q Row) -> AnyQuery<'q> {
+    let id = i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX;
+    q.bind(id)
+        .bind(row.time_us)
+        .bind(&row.namespace)
+        .bind(&row.agent)
+        .bind(&row.pod)
+        .bind(&row.provider)
+        .bind(&row.model)
+        .bind(i64::try_from(row.usage.input).unwrap_or(i64::MAX))
+        .bind(i64::try_from(row.usage.cached_input).unwrap_or(i64::MAX))
+        .bind(i64::try_from(row.usage.output).unwrap_or(i64::MAX))
+        .bind(row.cost)
+        .bind(row.latency_ms)
+        .bind(i64::from(row.status))
 }
 
 #[cfg(test)]
@@ -396,6 +427,27 @@ pub(crate) mod tests {
         l.reserve(vec![claim("ns/small", 5)], &call(5)).await.unwrap();
         assert!(l.reserve(vec![claim("ns/big", 1000), claim("ns/small", 5)], &call(3)).await.is_err());
         assert_eq!(l.spent("ns/big", 0).await.unwrap(), 0, "the refused call took nothing from the other budget");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_many_rows_to_a_statement_and_the_chain_still_verifies() {
+        let (l, _dir) = ledger().await;
+        let n = 2 * ROWS_PER_INSERT + 3;
+        let src = crate::audit_store::Source { namespace: "ns".into(), service_account: "coder".into(), shipped: false };
+        let calls: Vec<(Reservation, Micros, Row)> = (0..n)
+            .map(|i| {
+                let cost = i as Micros + 1;
+                (Reservation::default(), cost, Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: format!("m{i}"), cost, status: 200, ..Row::default() })
+            })
+            .collect();
+        let audit = (0..n).map(|i| (src.clone(), serde_json::json!({"kind": "model_call", "tool": format!("m{i}"), "agent": {"name": "coder"}}))).collect();
+        l.settle_many(&[], &calls, audit).await.unwrap();
+        assert_eq!(l.calls("ns", "coder").await.unwrap().len(), n);
+        assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), (1..=n as Micros).sum::<Micros>());
+        let all = l.export_audit().await.unwrap();
+        assert_eq!(tollgate_core::audit::chain::verify(&all), Ok(n));
+        let tools: Vec<String> = all.iter().map(|link| link.record["tool"].as_str().unwrap_or_default().to_owned()).collect();
+        assert_eq!(tools, (0..n).map(|i| format!("m{i}")).collect::<Vec<_>>(), "records keep their order and their own columns");
     }
 
     #[tokio::test]

@@ -37,12 +37,26 @@ pub async fn flush(recorder: &tokio::sync::mpsc::Sender<Entry>) {
 
 const QUEUE: usize = 4096;
 const MAX_BATCH: usize = 512;
+/// How long a batch waits for company: a settled call is in the ledger this much later, and its
+/// answer never waits for it.
+const LINGER: Duration = Duration::from_millis(2);
 
 pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(QUEUE);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // Under load, what arrives meanwhile shares the transaction: each statement is a
+            // hand-off to the database's thread, and a transaction's own are paid once a batch.
+            if !batch.iter().any(|e| matches!(e, Entry::Flush(_))) {
+                tokio::time::sleep(LINGER).await;
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+            }
             let units = units(&batch);
             if !units.is_empty() {
                 write(&ledger, &units).await;
@@ -67,13 +81,18 @@ struct Unit {
 
 fn units(batch: &[Entry]) -> Vec<Unit> {
     let mut out: Vec<Unit> = Vec::new();
+    // Units holding only a call's opening, by the call's id.
+    let mut opening: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
     for e in batch {
         match e {
-            Entry::Opened(c) => out.push(Unit { opened: vec![(**c).clone()], ..Unit::default() }),
+            Entry::Opened(c) => {
+                opening.insert(c.id, out.len());
+                out.push(Unit { opened: vec![(**c).clone()], ..Unit::default() });
+            }
             Entry::Call(s) => {
                 let settled = (s.reservation.clone(), s.cost, s.row.clone());
                 // Settled in the batch it was opened in: one unit, so the pair is never split.
-                match out.iter_mut().find(|u| u.calls.is_empty() && u.opened.iter().any(|o| o.id == s.reservation.id)) {
+                match opening.remove(&s.reservation.id).and_then(|i| out.get_mut(i)) {
                     Some(u) => {
                         u.calls.push(settled);
                         u.audit.push(s.audit.clone());

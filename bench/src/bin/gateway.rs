@@ -11,7 +11,7 @@ use base64::Engine;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::Duration;
-use tollgate_bench::load::{Conn, MockAnswer, mock_upstream, pin_to_cpu, saturate, start_bare_proxy};
+use tollgate_bench::load::{Conn, MockAnswer, Profile, mock_upstream, pin_to_cpu, saturate, start_bare_proxy};
 use tollgate_bench::quantile_us;
 use tollgate_e2e::{ControlPlane, Operator, Process, User, free_ports, wait_until};
 
@@ -85,7 +85,10 @@ fn main() -> Result<()> {
         let ((fd50, _), (fg50, fg99)) = (q(&mut fd), q(&mut fg));
         println!("  stream first event: direct p50 {fd50:.1} µs; via gateway p50 {fg50:.1} µs, p99 {fg99:.1} µs (added p50 {:.1} µs)", fg50 - fd50);
         let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &[], &body, bare_pid)?;
+        // TOLLGATE_BENCH_PROFILE=FILE records the gateway's saturation runs (FILE.ledger, FILE.budget).
+        let profile = Profile::start(gateway_pid, if budget { ".budget" } else { ".ledger" });
         let (gw_calls, gw_cpu, gw_rss) = saturate(&rt, &via, &headers, &body, gateway_pid)?;
+        drop(profile);
         println!("  saturation, 16 connections, 3 s, proxy on one CPU:");
         println!("    bare hyper proxy   {:8.0} calls/s   {:6.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
         println!(

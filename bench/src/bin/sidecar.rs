@@ -11,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tollgate_bench::load::{Conn, MockAnswer, memory_breakdown, mock_upstream, one_call, pin_to_cpu, rss_kib, saturate, start_bare_proxy};
+use tollgate_bench::load::{Conn, MockAnswer, Profile, memory_breakdown, mock_upstream, one_call, pin_to_cpu, rss_kib, saturate, start_bare_proxy};
 use tollgate_bench::quantile_us;
 use tollgate_e2e::{ControlPlane, Operator, Sidecar, User, wait_until};
 
@@ -117,20 +117,9 @@ fn saturation(
     let bare_pid = bare.0.pid().context("bare pid")?;
     let (bare_calls, bare_cpu, _) = saturate(rt, &bare.1, &[], body, bare_pid)?;
     // TOLLGATE_BENCH_PROFILE=FILE records the sidecar's saturation run with `perf record`.
-    let profiler = std::env::var("TOLLGATE_BENCH_PROFILE").ok().map(|out| {
-        std::process::Command::new("perf")
-            .args(["record", "-q", "-F", "1000", "--call-graph", "dwarf,32768", "-o", &out, "-p", &sidecar_pid.to_string()])
-            .spawn()
-    });
+    let profile = Profile::start(sidecar_pid, "");
     let (side_calls, side_cpu, load_rss) = saturate(rt, via_sidecar, &[], body, sidecar_pid)?;
-    if let Some(Ok(mut perf)) = profiler {
-        #[allow(unsafe_code)]
-        // SAFETY: kill has no memory preconditions; SIGINT makes perf write its file and exit.
-        unsafe {
-            libc::kill(perf.id() as i32, libc::SIGINT);
-        }
-        let _ = perf.wait();
-    }
+    drop(profile);
     println!("  bare hyper proxy   {:8.0} calls/s   {:5.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
     println!(
         "  tollgate-sidecar   {:8.0} calls/s   {:5.1} µs CPU per call   ({:.2}× the bare proxy's throughput)",
