@@ -175,7 +175,7 @@ async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admit
         model: admitted.model.model.to_owned(),
         amount: admitted.estimate,
     };
-    let reservation = gw.ledger.reserve(claims, &inflight).await.map_err(|e| match e {
+    let reservation = gw.reserver.reserve(claims, &inflight).await.map_err(|e| match e {
         LedgerError::Exhausted { budget, spent, limit } => {
             let budget = budget.rsplit('/').next().unwrap_or_default().to_owned();
             Refusal::BudgetExhausted { budget, spent_usd: spend::micros_to_usd(spent), limit_usd: spend::micros_to_usd(limit) }

@@ -16,6 +16,9 @@ pub enum LedgerError {
     Exhausted { budget: String, spent: Micros, limit: Micros },
     #[error("ledger database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The group a reservation was in could not be written (the cause is logged once).
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
     #[error("ledger migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -145,44 +148,40 @@ impl Ledger {
     /// Takes `call.amount` from every budget of `claims`, or from none: the first budget already
     /// at its hard limit refuses the call. With budgets, the call's `inflight` row is written in
     /// the same transaction.
-    pub async fn reserve(&self, mut claims: Vec<Claim>, call: &InFlight) -> Result<Reservation, LedgerError> {
-        claims.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
-        claims.dedup();
-        let amount = call.amount;
+    pub async fn reserve(&self, claims: Vec<Claim>, call: &InFlight) -> Result<Reservation, LedgerError> {
         if claims.is_empty() {
-            return Ok(Reservation { id: call.id, claims, amount, registered: false, spent: Vec::new() });
+            return Ok(unregistered(call));
         }
+        let mut answers = self.reserve_many(vec![(claims, call.clone())]).await?;
+        answers.pop().unwrap_or_else(|| Err(LedgerError::Unavailable("no answer for the reservation".into())))
+    }
+
+    /// [`Ledger::reserve`] for many calls in one transaction (a group commit: what queued while
+    /// the last group was written goes together). Each call is taken whole or refused on its
+    /// own; an error of the transaction refuses them all. Every budget the group touches is
+    /// locked first, in one order, so two replicas' groups never deadlock.
+    pub async fn reserve_many(&self, requests: Vec<(Vec<Claim>, InFlight)>) -> Result<Vec<Result<Reservation, LedgerError>>, LedgerError> {
+        let requests: Vec<(Vec<Claim>, InFlight)> = requests.into_iter().map(|(claims, call)| (sorted(claims), call)).collect();
+        let mut touched: Vec<&Claim> = requests.iter().flat_map(|(claims, _)| claims).collect();
+        touched.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
+        touched.dedup_by(|a, b| (&a.budget, a.period_start_us) == (&b.budget, b.period_start_us));
         let mut tx = self.pool.begin().await?;
-        open_in(&mut tx, call).await?;
-        let mut spent = Vec::with_capacity(claims.len());
-        for c in &claims {
-            // One statement per budget: the period's row made, or the call's estimate added to it,
-            // only while the budget is below its hard limit; what it then holds comes back.
-            let taken: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO budget_spend (budget, period_start_us, spent_micros) SELECT $1, $2, $3 WHERE CAST($4 AS BIGINT) > 0 \
-                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros + excluded.spent_micros \
-                 WHERE budget_spend.spent_micros < $4 RETURNING spent_micros",
+        for c in touched {
+            sqlx::query(
+                "INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, 0) \
+                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros",
             )
             .bind(&c.budget)
             .bind(c.period_start_us)
-            .bind(amount)
-            .bind(c.hard_limit)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-            let Some(now_spent) = taken else {
-                let held: Option<i64> = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
-                    .bind(&c.budget)
-                    .bind(c.period_start_us)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                tx.rollback().await?;
-                return Err(LedgerError::Exhausted { budget: c.budget.clone(), spent: held.unwrap_or(0), limit: c.hard_limit });
-            };
-            spent.push(now_spent);
+        }
+        let mut answers = Vec::with_capacity(requests.len());
+        for (claims, call) in requests {
+            answers.push(reserve_in(&mut tx, claims, &call).await?);
         }
         tx.commit().await?;
-        let spent = claims.iter().zip(spent).map(|(c, s)| (c.budget.clone(), s)).collect();
-        Ok(Reservation { id: call.id, claims, amount, registered: true, spent })
+        Ok(answers)
     }
 
     /// Settles many calls in one transaction: each reservation replaced by its cost, each call's
@@ -271,6 +270,70 @@ impl Ledger {
 
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// A call that counts against no budget: nothing to take, and its `inflight` row is the
+/// recorder's to write, in its next batch.
+pub fn unregistered(call: &InFlight) -> Reservation {
+    Reservation { id: call.id, claims: Vec::new(), amount: call.amount, registered: false, spent: Vec::new() }
+}
+
+fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
+    claims.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
+    claims.dedup();
+    claims
+}
+
+/// One call's reservation within a group's transaction: every claim taken, then its `inflight`
+/// row; or, at the first budget at its limit, what it took so far given back.
+async fn reserve_in(tx: &mut Tx, claims: Vec<Claim>, call: &InFlight) -> Result<Result<Reservation, LedgerError>, LedgerError> {
+    if claims.is_empty() {
+        return Ok(Ok(unregistered(call)));
+    }
+    let amount = call.amount;
+    let mut spent = Vec::with_capacity(claims.len());
+    for (i, c) in claims.iter().enumerate() {
+        // The period's row made, or the call's estimate added to it, only while the budget is
+        // below its hard limit; what it then holds comes back.
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO budget_spend (budget, period_start_us, spent_micros) SELECT $1, $2, $3 WHERE CAST($4 AS BIGINT) > 0 \
+             ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros + excluded.spent_micros \
+             WHERE budget_spend.spent_micros < $4 RETURNING spent_micros",
+        )
+        .bind(&c.budget)
+        .bind(c.period_start_us)
+        .bind(amount)
+        .bind(c.hard_limit)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(now_spent) = taken {
+            spent.push((c.budget.clone(), now_spent));
+            continue;
+        }
+        let held: Option<i64> = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
+            .bind(&c.budget)
+            .bind(c.period_start_us)
+            .fetch_optional(&mut **tx)
+            .await?;
+        for given_back in &claims[..i] {
+            adjust_in(tx, given_back, amount, 0).await?;
+        }
+        return Ok(Err(LedgerError::Exhausted { budget: c.budget.clone(), spent: held.unwrap_or(0), limit: c.hard_limit }));
+    }
+    open_in(tx, call).await?;
+    Ok(Ok(Reservation { id: call.id, claims, amount, registered: true, spent }))
+}
+
+/// A claim's `reserved` replaced by `actual`.
+async fn adjust_in(tx: &mut Tx, c: &Claim, reserved: Micros, actual: Micros) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros - $3 + $4 WHERE budget = $1 AND period_start_us = $2")
+        .bind(&c.budget)
+        .bind(c.period_start_us)
+        .bind(reserved)
+        .bind(actual)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn open_in(tx: &mut Tx, call: &InFlight) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO inflight (id, instance, started_us, namespace, agent, service_account, pod, provider, model, amount_micros) \
@@ -301,13 +364,7 @@ async fn settle_in(tx: &mut Tx, r: &Reservation, actual: Micros) -> Result<bool,
         return Ok(false);
     }
     for c in &r.claims {
-        sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros - $3 + $4 WHERE budget = $1 AND period_start_us = $2")
-            .bind(&c.budget)
-            .bind(c.period_start_us)
-            .bind(r.amount)
-            .bind(actual)
-            .execute(&mut **tx)
-            .await?;
+        adjust_in(tx, c, r.amount, actual).await?;
     }
     Ok(true)
 }
@@ -422,6 +479,29 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_group_takes_each_call_whole_or_not_at_all_in_order() {
+        let (l, _dir) = ledger().await;
+        let (a, b, c) = (call(40), call(40), call(40));
+        let group = vec![
+            (vec![claim("ns/big", 1000), claim("ns/small", 50)], a.clone()),
+            // ns/small holds 40 < 50: taken, past the limit by this call's estimate at most.
+            (vec![claim("ns/small", 50), claim("ns/big", 1000)], b.clone()),
+            // Now at its limit: refused, and what it took from ns/big is given back.
+            (vec![claim("ns/big", 1000), claim("ns/small", 50)], c.clone()),
+            (Vec::new(), call(5)),
+        ];
+        let answers = l.reserve_many(group).await.unwrap();
+        assert!(answers[0].is_ok() && answers[1].is_ok());
+        assert!(matches!(&answers[2], Err(LedgerError::Exhausted { budget, spent: 80, limit: 50 }) if budget == "ns/small"), "{:?}", answers[2]);
+        assert!(matches!(&answers[3], Ok(r) if !r.registered), "a call without budgets is the recorder's to register");
+        assert_eq!((l.spent("ns/big", 0).await.unwrap(), l.spent("ns/small", 0).await.unwrap()), (80, 80));
+        let in_flight: Vec<i64> = sqlx::query_scalar("SELECT id FROM inflight ORDER BY id").fetch_all(&l.pool).await.unwrap();
+        let mut want = vec![a.id, b.id];
+        want.sort();
+        assert_eq!(in_flight, want, "only the calls taken are in flight");
+    }
+
+    #[tokio::test]
     async fn all_budgets_or_none() {
         let (l, _dir) = ledger().await;
         l.reserve(vec![claim("ns/small", 5)], &call(5)).await.unwrap();
@@ -437,7 +517,11 @@ pub(crate) mod tests {
         let calls: Vec<(Reservation, Micros, Row)> = (0..n)
             .map(|i| {
                 let cost = i as Micros + 1;
-                (Reservation::default(), cost, Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: format!("m{i}"), cost, status: 200, ..Row::default() })
+                (
+                    Reservation::default(),
+                    cost,
+                    Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: format!("m{i}"), cost, status: 200, ..Row::default() },
+                )
             })
             .collect();
         let audit = (0..n).map(|i| (src.clone(), serde_json::json!({"kind": "model_call", "tool": format!("m{i}"), "agent": {"name": "coder"}}))).collect();

@@ -10,6 +10,7 @@ pub mod index;
 pub mod inflight;
 pub mod ledger;
 pub mod recorder;
+pub mod reserver;
 pub mod server;
 pub mod slack;
 pub mod state;
@@ -34,6 +35,7 @@ pub async fn run(config: Config) -> Result<()> {
         client: client.clone(),
         index: Arc::default(),
         settled: recorder::spawn(ledger.clone()),
+        reserver: reserver::Reserver::spawn(ledger.clone()),
         ledger,
         http: tollgate_mcp_client::transport::client(roots),
         credentials: credentials::ProviderCredentials::new(tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?),

@@ -115,6 +115,8 @@ pub struct GatewayState {
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
     /// Settled and refused calls, written in batches by [`crate::recorder`].
     pub settled: tokio::sync::mpsc::Sender<crate::recorder::Entry>,
+    /// Budget reservations, group-committed by [`crate::reserver`].
+    pub reserver: crate::reserver::Reserver,
     /// This process, as its calls in flight and its heartbeat name it.
     pub instance: String,
     /// Streams' settlements, awaited before the process stops.
