@@ -262,6 +262,8 @@ impl Sidecar {
         let log_filter = if matches!(launch, Launch::Pinned(_)) { "info" } else { "info,tollgate_sidecar=debug" };
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", log_filter)
+            // As injection sets them: the sidecar measured is the sidecar deployed.
+            .envs(tollgate_core::k8s::inject::SIDECAR_ALLOCATOR_ENV.iter().copied())
             .args(["--listen", &format!("127.0.0.1:{listen}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(["--agent", agent, "--namespace", namespace, "--pod", pod])

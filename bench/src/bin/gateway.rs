@@ -44,61 +44,78 @@ fn main() -> Result<()> {
     ensure!(first.contains("All tests pass"), "the gateway did not answer: {first}\n{}", gateway.log_tail());
     println!("chat completion: request {} bytes, answer about 1 KiB; provider mock on CPU 0, proxies on CPU 1", body.len());
 
+    let paths = Paths { direct: &direct, bare: &bare.1, via: &via, headers: &headers, bare_pid, gateway_pid };
     for budget in [false, true] {
         if budget {
             add_budget(&cp)?;
         }
-        let label = if budget { "ledger + a budget reserved and settled per call" } else { "ledger only" };
-        let (mut d, mut b, mut g, mut fd, mut fg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        rt.block_on(async {
-            let mut dc = Conn::open(&direct, &[]).await?;
-            let mut bc = Conn::open(&bare.1, &[]).await?;
-            let mut gc = Conn::open(&via, &headers).await?;
-            for _ in 0..200 {
-                dc.call(&body).await?;
-                bc.call(&body).await?;
-                gc.call(&body).await?;
-            }
-            for _round in 0..10 {
-                for _ in 0..200 {
-                    d.push(dc.timed(&body).await?);
-                }
-                for _ in 0..200 {
-                    b.push(bc.timed(&body).await?);
-                }
-                for _ in 0..200 {
-                    g.push(gc.timed(&body).await.with_context(|| "via the gateway")?);
-                }
-                for _ in 0..10 {
-                    fd.push(dc.first_frame(&stream_body).await?);
-                    fg.push(gc.first_frame(&stream_body).await?);
-                }
-            }
-            anyhow::Ok(())
-        })?;
-        let q = |v: &mut Vec<u64>| (quantile_us(v, 0.5), quantile_us(v, 0.99));
-        let ((d50, d99), (b50, b99), (g50, g99)) = (q(&mut d), q(&mut b), q(&mut g));
-        println!("\n[{label}] latency, one connection, {} calls per path (interleaved rounds)", d.len());
-        println!("  direct to the provider    p50 {d50:7.1} µs   p99 {d99:7.1} µs");
-        println!("  via bare hyper proxy      p50 {b50:7.1} µs   p99 {b99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", b50 - d50, b99 - d99);
-        println!("  via tollgate-gateway      p50 {g50:7.1} µs   p99 {g99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", g50 - d50, g99 - d99);
-        let ((fd50, _), (fg50, fg99)) = (q(&mut fd), q(&mut fg));
-        println!("  stream first event: direct p50 {fd50:.1} µs; via gateway p50 {fg50:.1} µs, p99 {fg99:.1} µs (added p50 {:.1} µs)", fg50 - fd50);
-        let (bare_calls, bare_cpu, _) = saturate(&rt, &bare.1, &[], &body, bare_pid)?;
-        // TOLLGATE_BENCH_PROFILE=FILE records the gateway's saturation runs (FILE.ledger, FILE.budget).
-        let profile = Profile::start(gateway_pid, if budget { ".budget" } else { ".ledger" });
-        let (gw_calls, gw_cpu, gw_rss) = saturate(&rt, &via, &headers, &body, gateway_pid)?;
-        drop(profile);
-        println!("  saturation, 16 connections, 3 s, proxy on one CPU:");
-        println!("    bare hyper proxy   {:8.0} calls/s   {:6.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
-        println!(
-            "    tollgate-gateway   {:8.0} calls/s   {:6.1} µs CPU per call   ({:.2}× the bare proxy's throughput); RSS {:.1} MiB",
-            gw_calls / 3.0,
-            gw_cpu / gw_calls * 1e6,
-            gw_calls / bare_calls,
-            gw_rss / 1024.0
-        );
+        measure(&rt, &paths, &body, &stream_body, budget)?;
     }
+    Ok(())
+}
+
+/// Where the three paths are, and the processes whose CPU is counted.
+struct Paths<'a> {
+    direct: &'a str,
+    bare: &'a str,
+    via: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    bare_pid: u32,
+    gateway_pid: u32,
+}
+
+/// Latency, first stream event and saturation of the three paths, printed.
+fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_body: &Bytes, budget: bool) -> Result<()> {
+    let label = if budget { "ledger + a budget reserved and settled per call" } else { "ledger only" };
+    let (mut d, mut b, mut g, mut fd, mut fg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        let mut dc = Conn::open(p.direct, &[]).await?;
+        let mut bc = Conn::open(p.bare, &[]).await?;
+        let mut gc = Conn::open(p.via, p.headers).await?;
+        for _ in 0..200 {
+            dc.call(body).await?;
+            bc.call(body).await?;
+            gc.call(body).await?;
+        }
+        for _round in 0..10 {
+            for _ in 0..200 {
+                d.push(dc.timed(body).await?);
+            }
+            for _ in 0..200 {
+                b.push(bc.timed(body).await?);
+            }
+            for _ in 0..200 {
+                g.push(gc.timed(body).await.with_context(|| "via the gateway")?);
+            }
+            for _ in 0..10 {
+                fd.push(dc.first_frame(stream_body).await?);
+                fg.push(gc.first_frame(stream_body).await?);
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let q = |v: &mut Vec<u64>| (quantile_us(v, 0.5), quantile_us(v, 0.99));
+    let ((d50, d99), (b50, b99), (g50, g99)) = (q(&mut d), q(&mut b), q(&mut g));
+    println!("\n[{label}] latency, one connection, {} calls per path (interleaved rounds)", d.len());
+    println!("  direct to the provider    p50 {d50:7.1} µs   p99 {d99:7.1} µs");
+    println!("  via bare hyper proxy      p50 {b50:7.1} µs   p99 {b99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", b50 - d50, b99 - d99);
+    println!("  via tollgate-gateway      p50 {g50:7.1} µs   p99 {g99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", g50 - d50, g99 - d99);
+    let ((fd50, _), (fg50, fg99)) = (q(&mut fd), q(&mut fg));
+    println!("  stream first event: direct p50 {fd50:.1} µs; via gateway p50 {fg50:.1} µs, p99 {fg99:.1} µs (added p50 {:.1} µs)", fg50 - fd50);
+    let (bare_calls, bare_cpu, _) = saturate(rt, p.bare, &[], body, p.bare_pid)?;
+    // TOLLGATE_BENCH_PROFILE=FILE records the gateway's saturation runs (FILE.ledger, FILE.budget).
+    let profile = Profile::start(p.gateway_pid, if budget { ".budget" } else { ".ledger" });
+    let (gw_calls, gw_cpu, gw_rss) = saturate(rt, p.via, p.headers, body, p.gateway_pid)?;
+    drop(profile);
+    println!("  saturation, 16 connections, 3 s, proxy on one CPU:");
+    println!("    bare hyper proxy   {:8.0} calls/s   {:6.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
+    println!(
+        "    tollgate-gateway   {:8.0} calls/s   {:6.1} µs CPU per call   ({:.2}× the bare proxy's throughput); RSS {:.1} MiB",
+        gw_calls / 3.0,
+        gw_cpu / gw_calls * 1e6,
+        gw_calls / bare_calls,
+        gw_rss / 1024.0
+    );
     Ok(())
 }
 

@@ -185,6 +185,13 @@ pub fn review(pod: &Pod, agents: &[Candidate<'_>], settings: &Settings) -> PodRe
     PodReview::Inject { agent: agent.name.to_owned(), pod: Box::new(injected) }
 }
 
+/// The sidecar's allocator told to commit only the memory it touches: the sidecar idles beside
+/// every agent pod, and eagerly committed arenas (backed by huge pages where the kernel allows
+/// them) were two thirds of its anonymous memory (14.5 MiB → 5 MiB, no CPU cost measured).
+/// mimalloc reads it as the process loads, so it is set in the container, not by the program;
+/// the benchmarks start the sidecar with it too.
+pub const SIDECAR_ALLOCATOR_ENV: &[(&str, &str)] = &[("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
+
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.to_owned()), value_from: None }
 }
@@ -298,6 +305,7 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
         env("TOLLGATE_CA_DIR", CA_DIR),
         env("TOLLGATE_LOG_JSON", "true"),
     ];
+    envs.extend(SIDECAR_ALLOCATOR_ENV.iter().map(|(name, value)| env(name, value)));
     if transparent(agent.spec) {
         envs.push(env("TOLLGATE_TRANSPARENT_LISTEN", &format!("127.0.0.1:{}", settings.redirect_port)));
     }

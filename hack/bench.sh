@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every benchmark on a release build, each printing its figures beside the direct path's (or a
+# bare proxy's) from the same run; writes docs/performance.md with the machine and the date.
+# Timing depends on the machine: nothing in the test command runs these.
+#   TOLLGATE_BENCH_QUICK=1  measure the release build of the sidecar, not the shipping one (fat
+#                           LTO, a few minutes more to build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source hack/lib.sh
+need taskset "apt-get install util-linux"
+
+step "control plane (kube-apiserver + etcd from their Go modules, cached)"
+TOLLGATE_CONTROL_PLANE_DIR="$(bash e2e/scripts/build-control-plane.sh | tail -n 1)"
+export TOLLGATE_CONTROL_PLANE_DIR
+
+step "release build"
+cargo build --release -p tollgate-bench -p tollgate-sidecar -p tollgate-gateway -p tollgate-operator --bins
+if [[ "${TOLLGATE_BENCH_QUICK:-}" == "1" ]]; then
+  sidecar="target/release/tollgate-sidecar"
+else
+  step "the sidecar's shipping build (fat LTO)"
+  cargo build --profile sidecar -p tollgate-sidecar
+  sidecar="target/sidecar/tollgate-sidecar"
+fi
+export TOLLGATE_BENCH_SIDECAR="$sidecar"
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+run() { # name, command…
+  local name="$1"; shift
+  step "bench: $name"
+  "$@" | tee "$out/$name"
+}
+run decision taskset -c 1 target/release/bench-decision
+run injection taskset -c 1 target/release/bench-injection
+run sidecar target/release/bench-sidecar
+run gateway target/release/bench-gateway
+
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+{
+  echo "# Performance"
+  echo
+  echo "Written by \`hack/bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD || echo ' (with uncommitted changes)')."
+  echo "Machine: $(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)."
+  echo "Sidecar binary: \`$sidecar\` ($(du -m "$sidecar" | cut -f1) MB on disk)."
+  echo
+  echo "Each bench measures Tollgate and its reference in the same run: the direct path (the"
+  echo "provider or MCP server called without a proxy) and a bare hyper reverse proxy that reads the"
+  echo "body and forwards it. The load generator and the mock upstream run on CPU 0, the proxy under"
+  echo "test on CPU 1. Ratios, not absolute figures, are what carries from one machine to another."
+  for name in decision injection sidecar gateway; do
+    echo
+    echo "## $name"
+    echo
+    echo '```'
+    cat "$out/$name"
+    echo '```'
+  done
+} > docs/performance.md
+step "wrote docs/performance.md"
