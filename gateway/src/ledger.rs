@@ -7,7 +7,6 @@
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr, query::Query};
-use std::collections::HashSet;
 use tollgate_core::model::spend::Micros;
 
 #[derive(Debug, thiserror::Error)]
@@ -184,41 +183,6 @@ impl Ledger {
         Ok(answers)
     }
 
-    /// Settles many calls in one transaction: each reservation replaced by its cost, each call's
-    /// ledger row, and their audit records appended to the chain. One write per batch, not five
-    /// per call, is what lets a gateway on one CPU keep up.
-    /// Calls opened since the last batch are written first: a call settled in this batch may
-    /// have been opened in it.
-    pub async fn settle_many(
-        &self,
-        opened: &[InFlight],
-        calls: &[(Reservation, Micros, Row)],
-        audit: Vec<(crate::audit_store::Source, serde_json::Value)>,
-    ) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        // A call opened and settled within one batch never needs its in-flight row: most calls,
-        // under load. (Such a call counts against no budget: those are opened as they reserve.)
-        let settled: HashSet<i64> = calls.iter().map(|(r, ..)| r.id).collect();
-        let mut passing = HashSet::new();
-        for call in opened {
-            if settled.contains(&call.id) {
-                passing.insert(call.id);
-            } else {
-                open_in(&mut tx, call).await?;
-            }
-        }
-        let mut rows = Vec::with_capacity(calls.len());
-        for (r, cost, row) in calls {
-            if passing.contains(&r.id) || settle_in(&mut tx, r, *cost).await? {
-                rows.push(row);
-            }
-        }
-        record_in(&mut tx, &rows).await?;
-        crate::audit_store::append_in(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// What a budget has taken in a period (reservations in flight included).
     pub async fn spent(&self, budget: &str, period_start_us: i64) -> Result<Micros, LedgerError> {
         let spent: Option<i64> = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
@@ -334,7 +298,7 @@ async fn adjust_in(tx: &mut Tx, c: &Claim, reserved: Micros, actual: Micros) -> 
     Ok(())
 }
 
-async fn open_in(tx: &mut Tx, call: &InFlight) -> Result<(), LedgerError> {
+pub(crate) async fn open_in(tx: &mut Tx, call: &InFlight) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO inflight (id, instance, started_us, namespace, agent, service_account, pod, provider, model, amount_micros) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
@@ -357,7 +321,7 @@ async fn open_in(tx: &mut Tx, call: &InFlight) -> Result<(), LedgerError> {
 /// Replaces the call's reservation by its cost; false when another gateway already settled it
 /// as interrupted (this one's heartbeat had gone stale): its ledger row and its budgets' share
 /// are written already, and are not written twice.
-async fn settle_in(tx: &mut Tx, r: &Reservation, actual: Micros) -> Result<bool, LedgerError> {
+pub(crate) async fn settle_in(tx: &mut Tx, r: &Reservation, actual: Micros) -> Result<bool, LedgerError> {
     let taken = sqlx::query("DELETE FROM inflight WHERE id = $1").bind(r.id).execute(&mut **tx).await?.rows_affected() == 1;
     // Id 0: a call never written in flight (a test's), settled as it is.
     if !taken && r.id != 0 {
@@ -450,7 +414,7 @@ pub(crate) mod tests {
         let r2 = l.reserve(vec![claim("ns/team", 100)], &call(60)).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 120);
         assert!(matches!(l.reserve(vec![claim("ns/team", 100)], &call(1)).await, Err(LedgerError::Exhausted { spent: 120, .. })));
-        l.settle_many(&[], &[(r1, 10, Row::default()), (r2, 0, Row::default())], Vec::new()).await.unwrap();
+        crate::recorder::settle_many(&l, &[], &[(r1, 10, Row::default()), (r2, 0, Row::default())], Vec::new()).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 10);
     }
 
@@ -525,7 +489,7 @@ pub(crate) mod tests {
             })
             .collect();
         let audit = (0..n).map(|i| (src.clone(), serde_json::json!({"kind": "model_call", "tool": format!("m{i}"), "agent": {"name": "coder"}}))).collect();
-        l.settle_many(&[], &calls, audit).await.unwrap();
+        crate::recorder::settle_many(&l, &[], &calls, audit).await.unwrap();
         assert_eq!(l.calls("ns", "coder").await.unwrap().len(), n);
         assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), (1..=n as Micros).sum::<Micros>());
         let all = l.export_audit().await.unwrap();
@@ -539,7 +503,7 @@ pub(crate) mod tests {
         let (l, _dir) = ledger().await;
         for cost in [5, 7] {
             let row = Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: "m".into(), cost, status: 200, ..Row::default() };
-            l.settle_many(&[], &[(Reservation::default(), cost, row)], Vec::new()).await.unwrap();
+            crate::recorder::settle_many(&l, &[], &[(Reservation::default(), cost, row)], Vec::new()).await.unwrap();
         }
         assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), 12);
         assert_eq!(l.agent_spend("ns", "other", 0).await.unwrap(), 0);
