@@ -162,7 +162,7 @@ async fn route(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<Str
     let server = match &server_name {
         None => None,
         Some(name) => match tollgate_core::mcp::access::server_access(agent, name, snapshot.servers.contains_key(name)) {
-            Ok(()) => snapshot.servers.get(name).cloned(),
+            Ok(()) => snapshot.servers.get(name),
             Err(r) => return refused(r.http_status(), -32600, &r.to_string()),
         },
     };
@@ -180,7 +180,7 @@ async fn route(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<Str
         let code = if matches!(a, tollgate_core::mcp::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
         return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string()));
     }
-    if is_post && let Some(refusal) = check_routing_headers(&sc, &parts.headers, &bytes, server.as_ref()) {
+    if is_post && let Some(refusal) = check_routing_headers(&sc, &parts.headers, &bytes, server) {
         return refusal;
     }
     let is_get = parts.method == Method::GET;
@@ -193,5 +193,5 @@ async fn route(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<Str
     }
     // The GET stream stays open for as long as the agent keeps its rights to it.
     let (head, body) = resp.into_parts();
-    Response::from_parts(head, crate::guard::while_allowed(&sc, body, server.map(|s| s.name)))
+    Response::from_parts(head, crate::guard::while_allowed(&sc, body, server.map(|s| s.name.clone())))
 }

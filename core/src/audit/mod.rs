@@ -56,24 +56,46 @@ pub struct AgentRef {
     pub service_account: String,
 }
 
-/// JSON kept as its text: written verbatim, compared as text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RawJson(pub Box<serde_json::value::RawValue>);
+/// JSON kept as its text: written verbatim, compared as text, and shared, not copied, by the
+/// records of one call.
+#[derive(Debug, Clone)]
+pub struct RawJson(std::sync::Arc<serde_json::value::RawValue>);
 
 impl RawJson {
     /// The JSON text of `value` (`null` if it cannot be serialized).
     pub fn of(value: &impl Serialize) -> RawJson {
-        RawJson(serde_json::value::to_raw_value(value).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()))
+        RawJson::from(serde_json::value::to_raw_value(value).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()))
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
     }
 
     /// `value` redacted, as a record keeps it: its text as received (`raw`) when redaction would
     /// change nothing, else a redacted rendering.
     pub fn redacted(value: &serde_json::Value, raw: Option<&serde_json::value::RawValue>) -> RawJson {
         match raw.filter(|raw| crate::audit::redact::untouched(value, raw.get())) {
-            Some(text) => RawJson(text.to_owned()),
+            Some(text) => RawJson::from(text.to_owned()),
             None => RawJson::of(&crate::audit::redact::Redacted(value)),
         }
+    }
+}
+
+impl From<Box<serde_json::value::RawValue>> for RawJson {
+    fn from(raw: Box<serde_json::value::RawValue>) -> RawJson {
+        RawJson(std::sync::Arc::from(raw))
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawJson, D::Error> {
+        Box::<serde_json::value::RawValue>::deserialize(deserializer).map(RawJson::from)
     }
 }
 
