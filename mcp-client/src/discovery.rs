@@ -86,6 +86,18 @@ impl DiscoveryError {
     }
 }
 
+/// What did not fit MCP's types, without the values the server sent: serde names them ("invalid
+/// type: string \"…\"", "unknown variant `…`"), and the reason is shown in the object's status.
+/// What was expected and a missing field's name are MCP's own words.
+fn shape_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(", expected ") {
+        Some((_, expected)) => format!("a value of the wrong shape, expected {expected}"),
+        None if text.starts_with("missing field ") => text,
+        None => "an answer that is not shaped as MCP's".to_owned(),
+    }
+}
+
 struct Exchange<'a> {
     client: &'a HttpClient,
     target: &'a Target,
@@ -137,7 +149,7 @@ impl Exchange<'_> {
     /// The result of request `id`, read as `T`.
     async fn typed_call<T: DeserializeOwned>(&mut self, id: u64, method: &'static str, params: &impl Serialize) -> Result<T, DiscoveryError> {
         let result = self.call(id, method, params).await?;
-        serde_json::from_value(result).map_err(|e| DiscoveryError::Protocol { url: self.target.url.clone(), method, detail: e.to_string() })
+        serde_json::from_value(result).map_err(|e| DiscoveryError::Protocol { url: self.target.url.clone(), method, detail: shape_error(&e) })
     }
 
     /// The result of request `id`.
@@ -252,6 +264,17 @@ mod tests {
         let names: Vec<(&str, Option<&str>)> = found.tools.iter().map(|t| (t.name.as_str(), t.description.as_deref())).collect();
         assert_eq!(names, [("a", Some("A")), ("b", None)]);
         assert_eq!(found.tools[0].input_schema["required"], json!(["x"]));
+    }
+
+    #[tokio::test]
+    async fn what_a_server_answered_is_never_repeated_in_the_reason() {
+        // Whoever may name a URL must not read an internal endpoint's answers through the status.
+        let client = transport::client(Arc::new(rustls::RootCertStore::empty()));
+        let url = server(json!("internal-s3cr3t-value")).await;
+        let err = discover(&client, &target(url)).await.unwrap_err();
+        assert_eq!(err.reason(), "NotMCP");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        assert!(err.to_string().contains("expected a sequence"), "{err}");
     }
 
     #[tokio::test]
