@@ -272,3 +272,19 @@ impl Drop for Profile {
         let _ = perf.wait();
     }
 }
+
+/// A saturation run's two lines: the bare proxy's, then `name`'s with its ratios to it (CPU per
+/// call, throughput). Each pair is (calls in the run, CPU seconds they took).
+pub fn saturation_report(indent: &str, name: &str, (calls, cpu): (f64, f64), (bare_calls, bare_cpu): (f64, f64)) -> String {
+    let per_call = |cpu: f64, calls: f64| cpu / calls * 1e6;
+    format!(
+        "{indent}{:<18} {:8.0} calls/s   {:6.1} µs CPU per call\n{indent}{name:<18} {:8.0} calls/s   {:6.1} µs CPU per call   ({:.2}× the bare proxy's CPU per call, {:.2}× its throughput)",
+        "bare hyper proxy",
+        bare_calls / 3.0,
+        per_call(bare_cpu, bare_calls),
+        calls / 3.0,
+        per_call(cpu, calls),
+        per_call(cpu, calls) / per_call(bare_cpu, bare_calls),
+        calls / bare_calls
+    )
+}

@@ -148,9 +148,6 @@ impl Ledger {
     /// at its hard limit refuses the call. With budgets, the call's `inflight` row is written in
     /// the same transaction.
     pub async fn reserve(&self, claims: Vec<Claim>, call: &InFlight) -> Result<Reservation, LedgerError> {
-        if claims.is_empty() {
-            return Ok(unregistered(call));
-        }
         let mut answers = self.reserve_many(vec![(claims, call.clone())]).await?;
         answers.pop().unwrap_or_else(|| Err(LedgerError::Unavailable("no answer for the reservation".into())))
     }

@@ -11,7 +11,7 @@ use base64::Engine;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::Duration;
-use tollgate_bench::load::{Conn, MockAnswer, Profile, mock_upstream, pin_to_cpu, saturate, start_bare_proxy};
+use tollgate_bench::load::{Conn, MockAnswer, Profile, mock_upstream, pin_to_cpu, saturate, saturation_report, start_bare_proxy};
 use tollgate_bench::quantile_us;
 use tollgate_e2e::{ControlPlane, Operator, Process, User, free_ports, wait_until};
 
@@ -108,15 +108,7 @@ fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_bod
     let (gw_calls, gw_cpu, gw_rss) = saturate(rt, p.via, p.headers, body, p.gateway_pid)?;
     drop(profile);
     println!("  saturation, 16 connections, 3 s, proxy on one CPU:");
-    println!("    bare hyper proxy   {:8.0} calls/s   {:6.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
-    println!(
-        "    tollgate-gateway   {:8.0} calls/s   {:6.1} µs CPU per call   ({:.2}× the bare proxy's CPU per call, {:.2}× its throughput); RSS {:.1} MiB",
-        gw_calls / 3.0,
-        gw_cpu / gw_calls * 1e6,
-        (gw_cpu / gw_calls) / (bare_cpu / bare_calls),
-        gw_calls / bare_calls,
-        gw_rss / 1024.0
-    );
+    println!("{}; RSS {:.1} MiB", saturation_report("    ", "tollgate-gateway", (gw_calls, gw_cpu), (bare_calls, bare_cpu)), gw_rss / 1024.0);
     let (cpu, p50, p99) = if budget { ("2.5×", "1.2×", "1.5×") } else { ("2×", "1.2×", "1.5×") };
     println!("  targets: ≤ {cpu} the bare proxy's CPU per call; latency ≤ {p50} its p50 and ≤ {p99} its p99");
     Ok(())

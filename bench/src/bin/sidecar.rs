@@ -11,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tollgate_bench::load::{Conn, MockAnswer, Profile, memory_breakdown, mock_upstream, one_call, pin_to_cpu, saturate, start_bare_proxy};
+use tollgate_bench::load::{Conn, MockAnswer, Profile, memory_breakdown, mock_upstream, one_call, pin_to_cpu, saturate, saturation_report, start_bare_proxy};
 use tollgate_bench::quantile_us;
 use tollgate_e2e::{ControlPlane, Operator, Sidecar, User, wait_until};
 
@@ -120,14 +120,7 @@ fn saturation(
     let profile = Profile::start(sidecar_pid, "");
     let (side_calls, side_cpu, load_rss) = saturate(rt, via_sidecar, &[], body, sidecar_pid)?;
     drop(profile);
-    println!("  bare hyper proxy   {:8.0} calls/s   {:5.1} µs CPU per call", bare_calls / 3.0, bare_cpu / bare_calls * 1e6);
-    println!(
-        "  tollgate-sidecar   {:8.0} calls/s   {:5.1} µs CPU per call   ({:.2}× the bare proxy's CPU per call, {:.2}× its throughput)",
-        side_calls / 3.0,
-        side_cpu / side_calls * 1e6,
-        (side_cpu / side_calls) / (bare_cpu / bare_calls),
-        side_calls / bare_calls
-    );
+    println!("{}", saturation_report("  ", "tollgate-sidecar", (side_calls, side_cpu), (bare_calls, bare_cpu)));
     println!("  target: ≤ 1.25× the bare proxy's CPU per call (≥ 0.8× its throughput)");
     println!("\nsidecar memory (targets: anonymous ≤ 12 MiB idle, RSS ≤ 24 MiB under load)");
     println!("  idle, after one call: {idle}");
