@@ -118,27 +118,34 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz.max(1.0)
 }
 
+/// A process's memory: anonymous (heap, stacks) against pages of the binary itself.
+pub struct Memory {
+    pub anonymous_kib: f64,
+    pub text: String,
+}
+
 /// Anonymous memory (heap, stacks) against pages of the binary itself.
-pub fn memory_breakdown(pid: u32) -> String {
+pub fn memory_breakdown(pid: u32) -> Memory {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default();
-    format!(
+    let text = format!(
         "RSS {} = anonymous {} + file {} (+ shmem {}); threads {}",
         field("VmRSS:"),
         field("RssAnon:"),
         field("RssFile:"),
         field("RssShmem:"),
         field("Threads:")
-    )
+    );
+    Memory { anonymous_kib: status_kib(&status, "RssAnon:"), text }
+}
+
+/// A `/proc/PID/status` field in KiB (0 when missing).
+fn status_kib(status: &str, name: &str) -> f64 {
+    status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
 }
 
 pub fn rss_kib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
+    status_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default(), "VmRSS:")
 }
 
 pub fn pin_to_cpu(cpu: usize) {

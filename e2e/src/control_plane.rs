@@ -183,6 +183,11 @@ impl ControlPlane {
         }
     }
 
+    /// The process id of a running component (`kube-apiserver` or `etcd`), to measure it.
+    pub fn component_pid(&self, name: &str) -> Option<u32> {
+        lock(&self.children).iter().find(|(n, _)| *n == name).map(|(_, child)| child.id())
+    }
+
     /// Kills one component (`kube-apiserver` or `etcd`) at once, to test what happens without it.
     pub fn kill_component(&self, name: &str) -> Result<()> {
         let mut children = lock(&self.children);

@@ -1,5 +1,5 @@
-//! A bare hyper reverse proxy: reads the body, forwards it, returns the answer. The baseline the
-//! sidecar's throughput is compared with (DESIGN §5: ≥ 0.8× of this).
+//! A bare hyper reverse proxy: reads the body, forwards it, streams the answer back. The baseline
+//! the sidecar's and the gateway's costs are compared with (docs/design.md §5).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -37,13 +37,11 @@ async fn main() -> anyhow::Result<()> {
                             up.headers_mut().insert(name, v.clone());
                         }
                     }
-                    let resp = match client.request(up).await {
-                        Ok(r) => r,
-                        Err(_) => return Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))),
-                    };
-                    let (parts, body) = resp.into_parts();
-                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    Ok(Response::from_parts(parts, Full::new(body)))
+                    // Streamed as it comes, as a proxy in front of a model's stream must.
+                    Ok::<_, Infallible>(match client.request(up).await {
+                        Ok(r) => r.map(BodyExt::boxed),
+                        Err(_) => Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed()),
+                    })
                 }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;

@@ -89,6 +89,6 @@ fn main() -> Result<()> {
     println!("  direct path (parse arguments):  p50 {p50:7.2} µs  p99 {p99:7.2} µs");
     println!("  decision (parse + 10 rules):     p50 {d50:7.2} µs  p99 {d99:7.2} µs");
     println!("  ratio decision/direct:           p50 {:7.2}x    p99 {:7.2}x", d50 / p50, d99 / p99);
-    println!("  target: p50 ≤ 5 µs → {}", if d50 <= 5.0 { "met" } else { "NOT met" });
-    Ok(())
+    println!("  {}", tollgate_bench::target("decision p50", d50, 5.0, " µs"));
+    tollgate_bench::finish()
 }

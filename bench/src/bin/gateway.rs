@@ -1,7 +1,8 @@
 //! The model gateway under load, against the direct path and a bare hyper proxy, in one run
 //! (DESIGN §5): added latency (p50/p99) of a non-streaming chat completion with a ~1 KiB answer,
 //! one connection; CPU per call at saturation; the first-event delay of a stream; each with the
-//! ledger only and with a budget reserved and settled on every call.
+//! ledger only and with a budget reserved and settled on every call; then CPU per call once the
+//! gateway knows 500 agents and 100 budgets (it should not grow with them).
 //!
 //! Build first: `cargo build --release --workspace --bins`. The load generator and the mock
 //! provider run on CPU 0, the proxies on CPU 1.
@@ -45,12 +46,44 @@ fn main() -> Result<()> {
     println!("chat completion: request {} bytes, answer about 1 KiB; provider mock on CPU 0, proxies on CPU 1", body.len());
 
     let paths = Paths { direct: &direct, bare: &bare.1, via: &via, headers: &headers, bare_pid, gateway_pid };
-    for budget in [false, true] {
-        if budget {
-            add_budget(&cp)?;
-        }
-        measure(&rt, &paths, &body, &stream_body, budget)?;
+    measure(&rt, &paths, &body, &stream_body, false)?;
+    add_budget(&cp)?;
+    let one_budget = measure(&rt, &paths, &body, &stream_body, true)?;
+    at_scale(&cp, &rt, &paths, &body, one_budget)?;
+    tollgate_bench::finish()
+}
+
+/// CPU per call with 500 agents and 100 budgets known (the calls' agent is counted by two of
+/// them), against `one_budget`'s from the run before.
+fn at_scale(cp: &ControlPlane, rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, one_budget: f64) -> Result<()> {
+    let mut objects = String::new();
+    for i in 1..500 {
+        objects.push_str(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {{name: a{i}, labels: {{team: t{}}}}}\nspec: {{selector: {{matchLabels: {{app: a{i}}}}}, serviceAccountName: a{i}, models: {{allowed: [\"*\"]}}}}\n---\n",
+            i % 100
+        ));
     }
+    for i in 1..99 {
+        objects.push_str(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {{name: team-{i}}}\nspec: {{agentSelector: {{matchLabels: {{team: t{i}}}}}, period: Daily, hardLimitUSD: 1000}}\n---\n"
+        ));
+    }
+    // The calls' agent is in a second budget too (a team's and the namespace's, as in practice).
+    objects.push_str("apiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: coder-models}\nspec: {models: [\"gpt-*\"], period: Weekly, hardLimitUSD: 1000000}\n");
+    let path = cp.dir().join("scale.yaml");
+    std::fs::write(&path, objects)?;
+    cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?;
+    wait_until(Duration::from_secs(180), Duration::from_millis(500), || {
+        let states = cp.kubectl_ok(User::Admin, ["get", "budgets", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.state}{\"\\n\"}{end}"])?;
+        let keys = cp.kubectl_ok(User::Admin, ["get", "secrets", "-n", NS, "-o", "name"])?;
+        Ok((states.lines().filter(|l| !l.is_empty()).count() == 100 && keys.lines().filter(|l| l.contains("tollgate-key-")).count() == 500).then_some(()))
+    })
+    .context("500 agents' keys and 100 budgets' states")?;
+    let (bare_calls, bare_cpu, _) = saturate(rt, p.bare, &[], body, p.bare_pid)?;
+    let (calls, cpu, rss) = saturate(rt, p.via, p.headers, body, p.gateway_pid)?;
+    println!("\n[500 agents, 100 budgets; the calls counted by two] saturation, 16 connections, 3 s, proxy on one CPU:");
+    println!("{}; RSS {:.1} MiB", saturation_report("    ", "tollgate-gateway", (calls, cpu), (bare_calls, bare_cpu)), rss / 1024.0);
+    println!("  {}", tollgate_bench::target("CPU per call at this scale / with one budget", (cpu / calls) / one_budget, 1.2, "×"));
     Ok(())
 }
 
@@ -64,10 +97,12 @@ struct Paths<'a> {
     gateway_pid: u32,
 }
 
-/// Latency, first stream event and saturation of the three paths, printed.
-fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_body: &Bytes, budget: bool) -> Result<()> {
+/// Latency, first stream event and saturation of the three paths, printed; the gateway's CPU
+/// seconds per call at saturation.
+fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_body: &Bytes, budget: bool) -> Result<f64> {
     let label = if budget { "ledger + a budget reserved and settled per call" } else { "ledger only" };
-    let (mut d, mut b, mut g, mut fd, mut fg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut d, mut b, mut g) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fd, mut fb, mut fg) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         let mut dc = Conn::open(p.direct, &[]).await?;
         let mut bc = Conn::open(p.bare, &[]).await?;
@@ -89,6 +124,7 @@ fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_bod
             }
             for _ in 0..10 {
                 fd.push(dc.first_frame(stream_body).await?);
+                fb.push(bc.first_frame(stream_body).await?);
                 fg.push(gc.first_frame(stream_body).await?);
             }
         }
@@ -100,8 +136,8 @@ fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_bod
     println!("  direct to the provider    p50 {d50:7.1} µs   p99 {d99:7.1} µs");
     println!("  via bare hyper proxy      p50 {b50:7.1} µs   p99 {b99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", b50 - d50, b99 - d99);
     println!("  via tollgate-gateway      p50 {g50:7.1} µs   p99 {g99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", g50 - d50, g99 - d99);
-    let ((fd50, _), (fg50, fg99)) = (q(&mut fd), q(&mut fg));
-    println!("  stream first event: direct p50 {fd50:.1} µs; via gateway p50 {fg50:.1} µs, p99 {fg99:.1} µs (added p50 {:.1} µs)", fg50 - fd50);
+    let ((fd50, _), (fb50, _), (fg50, fg99)) = (q(&mut fd), q(&mut fb), q(&mut fg));
+    println!("  stream first event: direct p50 {fd50:.1} µs; via bare proxy p50 {fb50:.1} µs; via gateway p50 {fg50:.1} µs, p99 {fg99:.1} µs");
     let (bare_calls, bare_cpu, _) = saturate(rt, p.bare, &[], body, p.bare_pid)?;
     // TOLLGATE_BENCH_PROFILE=FILE records the gateway's saturation runs (FILE.ledger, FILE.budget).
     let profile = Profile::start(p.gateway_pid, if budget { ".budget" } else { ".ledger" });
@@ -109,9 +145,13 @@ fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_bod
     drop(profile);
     println!("  saturation, 16 connections, 3 s, proxy on one CPU:");
     println!("{}; RSS {:.1} MiB", saturation_report("    ", "tollgate-gateway", (gw_calls, gw_cpu), (bare_calls, bare_cpu)), gw_rss / 1024.0);
-    let (cpu, p50, p99) = if budget { ("2.5×", "1.2×", "1.5×") } else { ("2×", "1.2×", "1.5×") };
-    println!("  targets: ≤ {cpu} the bare proxy's CPU per call; latency ≤ {p50} its p50 and ≤ {p99} its p99");
-    Ok(())
+    let per_call = |cpu: f64, calls: f64| cpu / calls;
+    let cpu_ratio = per_call(gw_cpu, gw_calls) / per_call(bare_cpu, bare_calls);
+    println!("  {}", tollgate_bench::target("CPU per call, the gateway's / the bare proxy's", cpu_ratio, if budget { 2.5 } else { 2.0 }, "×"));
+    println!("  {}", tollgate_bench::target("p50 via the gateway / via the bare proxy", g50 / b50, 1.2, "×"));
+    println!("  {}", tollgate_bench::target("p99 via the gateway / via the bare proxy", g99 / b99, 1.5, "×"));
+    println!("  {}", tollgate_bench::target("first stream event p50, added to the bare proxy's", fg50 - fb50, 50.0, " µs"));
+    Ok(per_call(gw_cpu, gw_calls))
 }
 
 /// A chat completion of about 1 KiB answered, and a stream.

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tollgate_bench::load::{Conn, MockAnswer, Profile, memory_breakdown, mock_upstream, one_call, pin_to_cpu, saturate, saturation_report, start_bare_proxy};
+use tollgate_bench::load::{Conn, MockAnswer, Profile, Memory, memory_breakdown, mock_upstream, one_call, pin_to_cpu, saturate, saturation_report, start_bare_proxy};
 use tollgate_bench::quantile_us;
 use tollgate_e2e::{ControlPlane, Operator, Sidecar, User, wait_until};
 
@@ -63,7 +63,7 @@ fn main() -> Result<()> {
     policy_propagation(&cp, &rt, &via_sidecar)?;
     drop(sidecar);
     drop(operator);
-    Ok(())
+    tollgate_bench::finish()
 }
 
 /// Latency, one connection per path, interleaved rounds.
@@ -98,7 +98,8 @@ fn latency(rt: &tokio::runtime::Runtime, upstream: &str, via_sidecar: &str, bare
     println!("  direct to upstream        p50 {d50:7.1} µs   p99 {d99:7.1} µs");
     println!("  via bare hyper proxy      p50 {b50:7.1} µs   p99 {b99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", b50 - d50, b99 - d99);
     println!("  via tollgate-sidecar      p50 {s50:7.1} µs   p99 {s99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", s50 - d50, s99 - d99);
-    println!("  target: added p50 ≤ 40 µs, p99 ≤ 100 µs");
+    println!("  {}", tollgate_bench::target("p50 via the sidecar / via the bare proxy", s50 / b50, 1.15, "×"));
+    println!("  {}", tollgate_bench::target("p99 via the sidecar / via the bare proxy", s99 / b99, 1.15, "×"));
 
     Ok(())
 }
@@ -110,7 +111,7 @@ fn saturation(
     via_sidecar: &str,
     body: &bytes::Bytes,
     sidecar_pid: u32,
-    idle: &str,
+    idle: &Memory,
 ) -> Result<()> {
     // Saturation: 16 connections for 3 s against each proxy on its one CPU.
     println!("\nsaturation, 16 connections, 3 s each, proxy pinned to one CPU");
@@ -121,10 +122,12 @@ fn saturation(
     let (side_calls, side_cpu, load_rss) = saturate(rt, via_sidecar, &[], body, sidecar_pid)?;
     drop(profile);
     println!("{}", saturation_report("  ", "tollgate-sidecar", (side_calls, side_cpu), (bare_calls, bare_cpu)));
-    println!("  target: ≤ 1.25× the bare proxy's CPU per call (≥ 0.8× its throughput)");
-    println!("\nsidecar memory (targets: anonymous ≤ 12 MiB idle, RSS ≤ 24 MiB under load)");
-    println!("  idle, after one call: {idle}");
-    println!("  under load: RSS {:.1} MiB at its peak; after it: {}", load_rss / 1024.0, memory_breakdown(sidecar_pid));
+    println!("  {}", tollgate_bench::target("CPU per call, the sidecar's / the bare proxy's", (side_cpu / side_calls) / (bare_cpu / bare_calls), 1.25, "×"));
+    println!("\nsidecar memory");
+    println!("  idle, after one call: {}", idle.text);
+    println!("  under load: RSS {:.1} MiB at its peak; after it: {}", load_rss / 1024.0, memory_breakdown(sidecar_pid).text);
+    println!("  {}", tollgate_bench::target("anonymous memory idle", idle.anonymous_kib / 1024.0, 12.0, " MiB"));
+    println!("  {}", tollgate_bench::target("RSS under load", load_rss / 1024.0, 24.0, " MiB"));
 
     Ok(())
 }
@@ -166,12 +169,9 @@ fn approval_round_trip(cp: &ControlPlane, via_sidecar: &str) -> Result<()> {
         rtts.push(u64::try_from(answered.saturating_duration_since(written).as_nanos()).unwrap_or(0));
         let _ = i;
     }
-    println!(
-        "\napproval round trip (decision written → held call answered), {} runs: p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 500 ms)",
-        rtts.len(),
-        quantile_us(&mut rtts, 0.5) / 1000.0,
-        quantile_us(&mut rtts, 0.99) / 1000.0
-    );
+    let p99 = quantile_us(&mut rtts, 0.99) / 1000.0;
+    println!("\napproval round trip (decision written → held call answered), {} runs: p50 {:.1} ms, p99 {p99:.1} ms", rtts.len(), quantile_us(&mut rtts, 0.5) / 1000.0);
+    println!("  {}", tollgate_bench::target("approval round trip p99", p99, 500.0, " ms"));
 
     Ok(())
 }
@@ -198,12 +198,9 @@ fn policy_propagation(cp: &ControlPlane, rt: &tokio::runtime::Runtime, via_sidec
         })?;
         props.push(u64::try_from(applied.elapsed().as_nanos()).unwrap_or(0));
     }
-    println!(
-        "policy propagation (applied → enforced), {} runs: p50 {:.1} ms, max {:.1} ms (target ≤ 2 s)",
-        props.len(),
-        quantile_us(&mut props, 0.5) / 1000.0,
-        quantile_us(&mut props, 1.0) / 1000.0
-    );
+    let max = quantile_us(&mut props, 1.0) / 1000.0;
+    println!("policy propagation (applied → enforced), {} runs: p50 {:.1} ms, max {max:.1} ms", props.len(), quantile_us(&mut props, 0.5) / 1000.0);
+    println!("  {}", tollgate_bench::target("policy propagation, slowest", max, 2000.0, " ms"));
     Ok(())
 }
 
