@@ -158,5 +158,13 @@ pub fn describe(d: &Decision) -> String {
     if let Some(e) = &d.error {
         out.push_str(&format!("\n  condition error (failed closed): {e}"));
     }
+    if let Some(s) = &d.shadow {
+        out.push_str(&format!(
+            "\n  audited rules would have decided {:?}, by {}{}",
+            s.action,
+            s.decided_by,
+            s.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+        ));
+    }
     out
 }

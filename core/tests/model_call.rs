@@ -138,6 +138,7 @@ fn budgets_claim_every_call_they_count_and_refuse_what_they_cannot_count() {
         hard_limit: 5_000_000,
         soft_limit: Some(4_000_000),
         soft_limit_usd: Some(4.0),
+        audit: false,
     };
     assert_eq!(a.claims, [want], "a budget over an alias counts the model by its own name too; another team's does not");
     let unpriced = admit(&spec, &providers, &budgets, Operation::ChatCompletions, json!({"model": "free-model"})).unwrap_err();
@@ -157,6 +158,7 @@ fn a_soft_limit_passed_is_a_warning_naming_the_budget() {
         hard_limit: 5_000_000,
         soft_limit: soft.map(|s| (s * 1e6) as i64),
         soft_limit_usd: soft,
+        audit: false,
     };
     let claims = [claim("daily", Some(4.0)), claim("hard-only", None)];
     let spent = |d: i64, h: i64| vec![("team-a/daily".to_owned(), d), ("team-a/hard-only".to_owned(), h)];

@@ -1,4 +1,4 @@
-use crate::common::{Condition, LabelSelector, Time, conditions_schema};
+use crate::common::{Condition, Enforcement, LabelSelector, ShadowCounts, Time, conditions_schema};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Spent", type_ = "number", json_path = ".status.spentUSD"),
     printcolumn(name = "Limit", type_ = "number", json_path = ".spec.hardLimitUSD"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".status.enforcement"),
+    printcolumn(name = "Would-Deny", type_ = "integer", json_path = ".status.shadow.wouldDeny"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -41,6 +43,10 @@ pub struct BudgetSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
     pub models: Vec<String>,
+    /// `Audit`: the budget counts and reports as an enforced one would, and never refuses a call;
+    /// the calls it would have refused are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -76,4 +82,10 @@ pub struct BudgetStatus {
     pub period_start: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<BudgetState>,
+    /// `Audit` while the budget only records what it would refuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
+    /// The calls it would have refused lately, while audited (written from the audit store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowCounts>,
 }

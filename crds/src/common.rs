@@ -58,6 +58,43 @@ pub fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars:
     schema
 }
 
+/// Whether an object's decisions are carried out (`Enforce`, the default) or only recorded as what
+/// they would have been (`Audit`): the way to roll a policy or a budget out, as
+/// `ValidatingAdmissionPolicy` is rolled out with `validationActions: [Audit]`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Enforcement {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// How much of an object is audited only: all of it, none of it, or some of its rules.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EnforcementSummary {
+    Enforce,
+    Audit,
+    /// Enforced, with some rules audited only.
+    Mixed,
+}
+
+/// What audited rules (or an audited budget) would have done, counted from the audit store over
+/// the recent `window`: what switching to `Enforce` would change.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowCounts {
+    /// The window counted, as a duration (`1h`).
+    pub window: String,
+    /// Calls that would have been denied (for a budget: refused).
+    pub would_deny: i64,
+    /// Calls that would have been held for approval.
+    pub would_require_approval: i64,
+    /// Calls that would have been allowed, which the enforced rules deny or hold.
+    pub would_allow: i64,
+    /// The latest such call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<Time>,
+}
+
 /// Any JSON object, kept as it is (tool arguments).
 pub fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({

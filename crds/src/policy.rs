@@ -1,4 +1,4 @@
-use crate::common::{Condition, LabelSelector, conditions_schema};
+use crate::common::{Condition, Enforcement, EnforcementSummary, LabelSelector, ShadowCounts, conditions_schema};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,9 +17,12 @@ use serde::{Deserialize, Serialize};
     category = "tollgate",
     doc = "Allow, deny, or hold for approval the MCP tool calls of the agents in this namespace.",
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".status.enforcement"),
     printcolumn(name = "Fallback", type_ = "boolean", json_path = ".spec.fallback"),
     printcolumn(name = "Rules", type_ = "integer", json_path = ".status.rules"),
     printcolumn(name = "Agents", type_ = "integer", json_path = ".status.matchedAgents"),
+    printcolumn(name = "Would-Deny", type_ = "integer", json_path = ".status.shadow.wouldDeny"),
+    printcolumn(name = "Would-Hold", type_ = "integer", json_path = ".status.shadow.wouldRequireApproval"),
     printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -31,6 +34,9 @@ pub struct ToolPolicySpec {
     /// A fallback policy is consulted only when no other policy decided.
     #[serde(default)]
     pub fallback: bool,
+    /// `Audit`: every rule is evaluated and its would-be outcome recorded, nothing enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
     /// Tool entries; the first entry matching a call's server and tool is used.
     #[schemars(length(min = 1, max = 256))]
     pub tools: Vec<ToolRules>,
@@ -49,9 +55,12 @@ pub struct ToolPolicySpec {
     category = "tollgate",
     doc = "Cluster-wide guardrails (or, with fallback, defaults) for MCP tool calls.",
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".status.enforcement"),
     printcolumn(name = "Fallback", type_ = "boolean", json_path = ".spec.fallback"),
     printcolumn(name = "Rules", type_ = "integer", json_path = ".status.rules"),
     printcolumn(name = "Agents", type_ = "integer", json_path = ".status.matchedAgents"),
+    printcolumn(name = "Would-Deny", type_ = "integer", json_path = ".status.shadow.wouldDeny"),
+    printcolumn(name = "Would-Hold", type_ = "integer", json_path = ".status.shadow.wouldRequireApproval"),
     printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -66,6 +75,9 @@ pub struct ClusterToolPolicySpec {
     /// A fallback policy is consulted only when no other policy decided.
     #[serde(default)]
     pub fallback: bool,
+    /// `Audit`: every rule is evaluated and its would-be outcome recorded, nothing enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
     /// Tool entries; the first entry matching a call's server and tool is used.
     #[schemars(length(min = 1, max = 256))]
     pub tools: Vec<ToolRules>,
@@ -116,6 +128,10 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub approval_workflow: Option<String>,
+    /// `Audit`: the rule is evaluated and its would-be outcome recorded, the call decided as if
+    /// the rule were absent. A policy in `Audit` audits every rule, whatever they say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
 }
 
 /// What a rule does with a call. Ordered from least to most restrictive.
@@ -147,4 +163,10 @@ pub struct ToolPolicyStatus {
     /// How many `ManagedAgent`s the policy currently applies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_agents: Option<i32>,
+    /// Whether the policy is enforced, audited only, or enforced with some rules audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<EnforcementSummary>,
+    /// What its audited rules would have done lately (written by the gateway from the audit store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowCounts>,
 }

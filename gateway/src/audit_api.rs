@@ -128,6 +128,7 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<B
                 decision: param("decision"),
                 since_us: param("since").and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_microsecond()),
                 until_us: param("until").and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_microsecond()),
+                shadow: param("shadow").is_some_and(|v| v == "true"),
                 limit: param("limit").and_then(|l| l.parse().ok()).unwrap_or(1000),
             };
             match gw.ledger.query_audit(&q).await {

@@ -25,6 +25,8 @@ pub struct Query {
     pub decision: Option<String>,
     pub since_us: Option<i64>,
     pub until_us: Option<i64>,
+    /// Only records where an audited rule or budget would have decided otherwise.
+    pub shadow: bool,
     pub limit: i64,
 }
 
@@ -55,7 +57,7 @@ impl Ledger {
     pub async fn query_audit(&self, q: &Query) -> Result<Vec<Link>, LedgerError> {
         let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
             "SELECT seq, prev, hash, record FROM audit WHERE ($1 = '' OR namespace = $1) AND ($2 = '' OR agent = $2) AND ($3 = '' OR tool = $3) \
-             AND ($4 = '' OR decision = $4) AND time_us >= $5 AND time_us <= $6 ORDER BY seq LIMIT $7",
+             AND ($4 = '' OR decision = $4) AND time_us >= $5 AND time_us <= $6 AND ($8 = '' OR shadow_would <> '') ORDER BY seq LIMIT $7",
         )
         .bind(q.namespace.clone().unwrap_or_default())
         .bind(q.agent.clone().unwrap_or_default())
@@ -64,6 +66,7 @@ impl Ledger {
         .bind(q.since_us.unwrap_or(0))
         .bind(q.until_us.unwrap_or(i64::MAX))
         .bind(q.limit.max(1))
+        .bind(if q.shadow { "1" } else { "" })
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(to_link).collect())
@@ -81,6 +84,17 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await?;
         Ok((cut.unwrap_or(0), lost.unwrap_or(0)))
+    }
+
+    /// Would-be decisions stored since `since_us`, per object and decision: (object, decision,
+    /// how many, the latest's time in µs).
+    pub async fn shadow_counts(&self, since_us: i64) -> Result<Vec<(String, String, i64, i64)>, LedgerError> {
+        Ok(sqlx::query_as(
+            "SELECT shadow_of, shadow_would, COUNT(*), MAX(time_us) FROM audit WHERE shadow_would <> '' AND time_us >= $1 GROUP BY shadow_of, shadow_would",
+        )
+        .bind(since_us)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The chain's head: its last record's number and hash.
@@ -126,15 +140,15 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
     let mut sources = sources.iter();
     for chunk in chunks.by_ref() {
         let mut q = sqlx::query(
-            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12), \
-             ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24), \
-             ($25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36), \
-             ($37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48), \
-             ($49, $50, $51, $52, $53, $54, $55, $56, $57, $58, $59, $60), \
-             ($61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72), \
-             ($73, $74, $75, $76, $77, $78, $79, $80, $81, $82, $83, $84), \
-             ($85, $86, $87, $88, $89, $90, $91, $92, $93, $94, $95, $96)",
+            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14), \
+             ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28), \
+             ($29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42), \
+             ($43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56), \
+             ($57, $58, $59, $60, $61, $62, $63, $64, $65, $66, $67, $68, $69, $70), \
+             ($71, $72, $73, $74, $75, $76, $77, $78, $79, $80, $81, $82, $83, $84), \
+             ($85, $86, $87, $88, $89, $90, $91, $92, $93, $94, $95, $96, $97, $98), \
+             ($99, $100, $101, $102, $103, $104, $105, $106, $107, $108, $109, $110, $111, $112)",
         );
         for (l, source) in chunk.iter().zip(sources.by_ref()) {
             q = bind_link(q, l, source, now);
@@ -143,8 +157,8 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
     }
     for (l, source) in chunks.remainder().iter().zip(sources) {
         let q = sqlx::query(
-            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         );
         bind_link(q, l, source, now).execute(&mut **tx).await?;
     }
@@ -157,6 +171,7 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
 fn bind_link<'q>(q: AnyQuery<'q>, l: &'q Link, source: &'q Source, now: i64) -> AnyQuery<'q> {
     let r = &l.record;
     let (cut, lost) = bounds::incompleteness(r);
+    let (shadow_of, shadow_would) = bounds::indexed_shadow(r, &source.namespace, source.shipped);
     q.bind(l.seq)
         .bind(&l.prev)
         .bind(&l.hash)
@@ -169,6 +184,8 @@ fn bind_link<'q>(q: AnyQuery<'q>, l: &'q Link, source: &'q Source, now: i64) -> 
         .bind(r.to_string())
         .bind(cut)
         .bind(lost)
+        .bind(shadow_of)
+        .bind(shadow_would)
 }
 
 fn to_link((seq, prev, hash, record): (i64, String, String, String)) -> Link {
@@ -197,7 +214,45 @@ mod tests {
         assert_eq!(all[0].record["source"]["namespace"], "team-a");
         let q = Query { tool: Some("b".into()), limit: 10, ..Query::default() };
         assert_eq!(l.query_audit(&q).await.unwrap().len(), 1);
+        assert!(l.query_audit(&Query { shadow: true, limit: 10, ..Query::default() }).await.unwrap().is_empty(), "no record has a shadow");
         sqlx::query("UPDATE audit SET record = $1 WHERE seq = 2").bind(rec("evil").to_string()).execute(&l.pool).await.unwrap();
         assert_eq!(chain::verify(&l.export_audit().await.unwrap()), Err(chain::Break::Altered { seq: 2 }));
+    }
+
+    /// A sidecar's would-be decisions count for its namespace's policies and the cluster's, never
+    /// for another namespace's policy nor for a budget (the gateway's own records speak for those).
+    #[tokio::test]
+    async fn would_be_decisions_are_counted_only_for_what_their_writer_speaks_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display())).await.unwrap();
+        let sidecar = Source { namespace: "team-a".into(), service_account: "coder".into(), shipped: true };
+        let gateway = Source { shipped: false, ..sidecar.clone() };
+        let rec = |of: &str, would: &str| json!({"kind": "decision", "tool": "t", "decision": "allow", "agent": {"name": "coder"}, "shadow": {"would": would, "policy": of}});
+        let shipped = vec![
+            rec("ToolPolicy team-a/p", "deny"),
+            rec("ToolPolicy team-a/p", "deny"),
+            rec("ToolPolicy team-a/p", "require_approval"),
+            rec("ClusterToolPolicy guard", "deny"),
+            rec("ToolPolicy team-b/p", "deny"),
+            rec("Budget team-a/daily", "deny"),
+            rec("ToolPolicy team-a/p", "explode"),
+        ];
+        l.append_audit("b1", &sidecar, shipped).await.unwrap();
+        let mut tx = l.pool.begin().await.unwrap();
+        append_in(&mut tx, vec![(gateway, rec("Budget team-a/daily", "deny"))]).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut counts = l.shadow_counts(0).await.unwrap();
+        counts.sort();
+        let got: Vec<(&str, &str, i64)> = counts.iter().map(|(o, w, n, _)| (o.as_str(), w.as_str(), *n)).collect();
+        assert_eq!(
+            got,
+            [
+                ("Budget team-a/daily", "deny", 1),
+                ("ClusterToolPolicy guard", "deny", 1),
+                ("ToolPolicy team-a/p", "deny", 2),
+                ("ToolPolicy team-a/p", "require_approval", 1)
+            ]
+        );
+        assert_eq!(l.query_audit(&Query { shadow: true, limit: 100, ..Query::default() }).await.unwrap().len(), 5);
     }
 }

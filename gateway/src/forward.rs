@@ -161,8 +161,11 @@ async fn call(
 /// The call's claims reserved at once for its estimate, and the call registered as in flight; a
 /// soft limit passed comes back as a warning.
 async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admitted: &call::Admission<'_>) -> Result<(Reservation, Option<String>), Refusal> {
-    let claims: Vec<Claim> =
-        admitted.claims.iter().map(|c| Claim { budget: c.budget.clone(), period_start_us: c.period_start_us, hard_limit: c.hard_limit }).collect();
+    let claims: Vec<Claim> = admitted
+        .claims
+        .iter()
+        .map(|c| Claim { budget: c.budget.clone(), period_start_us: c.period_start_us, hard_limit: c.hard_limit, audit: c.audit })
+        .collect();
     let inflight = InFlight {
         id: i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX,
         instance: gw.instance.clone(),
@@ -184,6 +187,10 @@ async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admit
     })?;
     if !reservation.registered && gw.settled.send(crate::recorder::Entry::Opened(Box::new(inflight))).await.is_err() {
         return Err(Refusal::Ledger("the ledger writer has stopped".into()));
+    }
+    for e in &reservation.would_refuse {
+        gw.metrics.shadow("model", "deny");
+        tracing::info!(budget = e.budget, spent_micros = e.spent, limit_micros = e.limit, "an audited budget would have refused the call");
     }
     let warning = call::soft_limit_warning(&admitted.claims, &reservation.spent);
     Ok((reservation, warning))
@@ -396,6 +403,8 @@ impl Settlement {
             cost_usd: Some(spend::micros_to_usd(row.cost)),
             duration_ms: Some(row.latency_ms),
             hosted_tools: self.hosted,
+            // The first audited budget that would have refused it (the record has one shadow).
+            shadow: self.reservation.would_refuse.first().map(|e| call::would_refuse(&e.budget, e.spent, e.limit)),
         }
         .to_value();
         let source =

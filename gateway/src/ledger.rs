@@ -29,6 +29,18 @@ pub struct Claim {
     pub budget: String,
     pub period_start_us: i64,
     pub hard_limit: Micros,
+    /// An audited budget: counted as the others, never refusing (docs/design.md §3.4).
+    pub audit: bool,
+}
+
+/// A budget that refused a call, or (audited) would have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exhaustion {
+    /// `namespace/name`.
+    pub budget: String,
+    /// What it held before the call.
+    pub spent: Micros,
+    pub limit: Micros,
 }
 
 /// What a call took from its budgets before it was sent.
@@ -43,6 +55,8 @@ pub struct Reservation {
     pub registered: bool,
     /// What each budget held once this call's estimate was taken, by budget.
     pub spent: Vec<(String, Micros)>,
+    /// The audited budgets that would have refused the call.
+    pub would_refuse: Vec<Exhaustion>,
 }
 
 /// A call in flight, as its `inflight` row: what is settled, as interrupted, if the gateway
@@ -97,6 +111,7 @@ fn migrator() -> Migrator {
         m(3, "inflight", include_str!("../migrations/0003_inflight.sql")),
         m(4, "slack_seen", include_str!("../migrations/0004_slack_seen.sql")),
         m(5, "audit_gaps", include_str!("../migrations/0005_audit_gaps.sql")),
+        m(6, "audit_shadow", include_str!("../migrations/0006_audit_shadow.sql")),
     ])
 }
 
@@ -234,7 +249,7 @@ pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 /// A call that counts against no budget: nothing to take, and its `inflight` row is the
 /// recorder's to write, in its next batch.
 pub fn unregistered(call: &InFlight) -> Reservation {
-    Reservation { id: call.id, claims: Vec::new(), amount: call.amount, registered: false, spent: Vec::new() }
+    Reservation { id: call.id, claims: Vec::new(), amount: call.amount, registered: false, spent: Vec::new(), would_refuse: Vec::new() }
 }
 
 fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
@@ -251,7 +266,26 @@ async fn reserve_in(tx: &mut Tx, claims: Vec<Claim>, call: &InFlight) -> Result<
     }
     let amount = call.amount;
     let mut spent = Vec::with_capacity(claims.len());
+    let mut would_refuse = Vec::new();
     for (i, c) in claims.iter().enumerate() {
+        if c.audit {
+            // Counted whatever it holds; had it held its limit already, it would have refused.
+            let now_spent: i64 = sqlx::query_scalar(
+                "INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, $3) \
+                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros + excluded.spent_micros RETURNING spent_micros",
+            )
+            .bind(&c.budget)
+            .bind(c.period_start_us)
+            .bind(amount)
+            .fetch_one(&mut **tx)
+            .await?;
+            let before = now_spent - amount;
+            if before >= c.hard_limit {
+                would_refuse.push(Exhaustion { budget: c.budget.clone(), spent: before, limit: c.hard_limit });
+            }
+            spent.push((c.budget.clone(), now_spent));
+            continue;
+        }
         // The period's row made, or the call's estimate added to it, only while the budget is
         // below its hard limit; what it then holds comes back.
         let taken: Option<i64> = sqlx::query_scalar(
@@ -280,7 +314,7 @@ async fn reserve_in(tx: &mut Tx, claims: Vec<Claim>, call: &InFlight) -> Result<
         return Ok(Err(LedgerError::Exhausted { budget: c.budget.clone(), spent: held.unwrap_or(0), limit: c.hard_limit }));
     }
     open_in(tx, call).await?;
-    Ok(Ok(Reservation { id: call.id, claims, amount, registered: true, spent }))
+    Ok(Ok(Reservation { id: call.id, claims, amount, registered: true, spent, would_refuse }))
 }
 
 /// A claim's `reserved` replaced by `actual`.
@@ -400,7 +434,7 @@ pub(crate) mod tests {
     }
 
     fn claim(budget: &str, limit: Micros) -> Claim {
-        Claim { budget: budget.into(), period_start_us: 0, hard_limit: limit }
+        Claim { budget: budget.into(), period_start_us: 0, hard_limit: limit, audit: false }
     }
 
     #[tokio::test]
@@ -413,6 +447,29 @@ pub(crate) mod tests {
         assert!(matches!(l.reserve(vec![claim("ns/team", 100)], &call(1)).await, Err(LedgerError::Exhausted { spent: 120, .. })));
         crate::recorder::settle_many(&l, &[], &[(r1, 10, Row::default()), (r2, 0, Row::default())], Vec::new()).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 10);
+    }
+
+    /// An audited budget counts as an enforced one does and never refuses; past its limit it
+    /// says it would have. An enforced budget in the same call still refuses, and gives back
+    /// what the audited one took.
+    #[tokio::test]
+    async fn an_audited_budget_counts_past_its_limit_and_says_it_would_have_refused() {
+        let (l, _dir) = ledger().await;
+        let audited = |limit| Claim { audit: true, ..claim("ns/shadow", limit) };
+        let r = l.reserve(vec![audited(100)], &call(60)).await.unwrap();
+        assert!(r.would_refuse.is_empty());
+        let r = l.reserve(vec![audited(100)], &call(60)).await.unwrap();
+        assert!(r.would_refuse.is_empty(), "below its limit before the call: an enforced one would have taken it too");
+        let r = l.reserve(vec![audited(100)], &call(60)).await.unwrap();
+        assert_eq!(r.would_refuse, vec![Exhaustion { budget: "ns/shadow".into(), spent: 120, limit: 100 }]);
+        assert_eq!(l.spent("ns/shadow", 0).await.unwrap(), 180, "served and counted");
+        let zero = l.reserve(vec![audited(0)], &call(5)).await.unwrap();
+        assert_eq!(zero.would_refuse.len(), 1, "a zero limit would refuse everything");
+        // With an enforced budget at its limit: refused, and the audited claim given back.
+        l.reserve(vec![claim("ns/real", 10)], &call(10)).await.unwrap();
+        let both = l.reserve(vec![audited(1_000_000), claim("ns/real", 10)], &call(7)).await;
+        assert!(matches!(both, Err(LedgerError::Exhausted { .. })), "{both:?}");
+        assert_eq!(l.spent("ns/shadow", 0).await.unwrap(), 185);
     }
 
     #[tokio::test]

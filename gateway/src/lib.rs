@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod recorder;
 pub mod reserver;
 pub mod server;
+pub mod shadow_status;
 pub mod slack;
 pub mod state;
 pub mod status;

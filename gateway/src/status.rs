@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_api::{Budget, BudgetState, ManagedAgent};
+use tollgate_api::{Budget, BudgetState, Enforcement, ManagedAgent};
 use tollgate_core::model::spend;
 
 const MANAGER: &str = "tollgate-gateway";
@@ -19,11 +19,16 @@ const MANAGER: &str = "tollgate-gateway";
 pub async fn run(gw: Arc<GatewayState>) {
     let mut written: HashMap<String, serde_json::Value> = HashMap::new();
     let mut states: HashMap<String, BudgetState> = HashMap::new();
+    let mut shadows = crate::shadow_status::Written::new();
     let every = Duration::from_secs(gw.config.status_interval_seconds.max(1));
     loop {
         tokio::time::sleep(every).await;
         if let Err(e) = refresh(&gw, &mut written, &mut states).await {
             tracing::warn!(error = %e, "could not refresh spend in status");
+        }
+        let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
+        if let Err(e) = crate::shadow_status::refresh(&gw, &params, &mut shadows).await {
+            tracing::warn!(error = %e, "could not count would-be decisions into status");
         }
     }
 }
@@ -39,8 +44,13 @@ async fn refresh(gw: &GatewayState, written: &mut HashMap<String, serde_json::Va
             let spent = gw.ledger.spent(&key, start.as_microsecond()).await?;
             let hard = spend::usd_to_micros(b.hard_limit_usd);
             let state = spend::state(spent, b.soft_limit_usd.map(spend::usd_to_micros), hard);
-            let message = format!("{:.6} of {:.2} USD spent since {start}", spend::micros_to_usd(spent), b.hard_limit_usd);
+            let audited = b.enforcement == Some(Enforcement::Audit);
+            let mut message = format!("{:.6} of {:.2} USD spent since {start}", spend::micros_to_usd(spent), b.hard_limit_usd);
+            if audited {
+                message.push_str(" (enforcement: Audit: no call is refused; the calls it would refuse are recorded)");
+            }
             let status = serde_json::json!({
+                "enforcement": if audited { Enforcement::Audit } else { Enforcement::Enforce },
                 "spentUSD": spend::micros_to_usd(spent),
                 "remainingUSD": spend::micros_to_usd((hard - spent).max(0)),
                 "state": state,
@@ -59,6 +69,13 @@ async fn refresh(gw: &GatewayState, written: &mut HashMap<String, serde_json::Va
             let before = states.insert(key.clone(), state);
             if before.is_some_and(|b| b != state) && state != BudgetState::Ok {
                 let (reason, note) = match state {
+                    BudgetState::HardExceeded if audited => (
+                        "HardLimitReached",
+                        format!(
+                            "budget {name} reached its hard limit of {:.2} USD: calls it counts would be refused; it is in Audit, so they are served and recorded",
+                            b.hard_limit_usd
+                        ),
+                    ),
                     BudgetState::HardExceeded => (
                         "HardLimitReached",
                         format!(

@@ -33,6 +33,15 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     redirected: Family<RouteLabels, Counter>,
     audit: Family<AuditLabels, Counter>,
+    shadow: Family<ShadowLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    /// What an audited rule or budget would have done: `allow`, `deny`, `require_approval`.
+    would: String,
+    /// `tool` (a policy's rule) or `model` (a budget).
+    call: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,13 +81,24 @@ impl Default for Metrics {
             "Audit records not shipped or stored whole, by what became of them (cut, refused, overflowed)",
             audit.clone(),
         );
-        Metrics { registry, reconciles, reviews, decisions, redirected, audit }
+        let shadow = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "tollgate_shadow_decisions",
+            "Calls whose audited rules or budgets would have decided otherwise, by what they would have done",
+            shadow.clone(),
+        );
+        Metrics { registry, reconciles, reviews, decisions, redirected, audit, shadow }
     }
 }
 
 impl Metrics {
     pub fn tool_call(&self, decision: &str, outcome: &str) {
         self.decisions.get_or_create(&DecisionLabels { decision: decision.into(), outcome: outcome.into() }).inc();
+    }
+
+    /// A call an audited rule (`call` = `tool`) or budget (`model`) would have decided as `would`.
+    pub fn shadow(&self, call: &str, would: &str) {
+        self.shadow.get_or_create(&ShadowLabels { would: would.into(), call: call.into() }).inc();
     }
 
     /// A redirected connection: `mcp`, `passthrough`, or why it was refused.

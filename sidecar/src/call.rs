@@ -5,7 +5,7 @@ use crate::state::Sidecar;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
-use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RawJson, RecordKind};
+use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RawJson, RecordKind, ShadowRecord};
 use tollgate_core::policy::{self, Decision};
 
 /// One call's facts, for audit records and approval requests.
@@ -39,10 +39,7 @@ impl CallContext<'_> {
 
     /// The record `audit` writes; a held call keeps one to fill in when it ends.
     pub fn record(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) -> AuditRecord {
-        let (policy, rule) = match &self.decision.decided_by {
-            policy::DecidedBy::Rule { policy, rule, .. } => (Some(policy.to_string()), Some(rule.clone())),
-            other => (Some(other.to_string()), None),
-        };
+        let (policy, rule) = policy::attribution(&self.decision.decided_by);
         AuditRecord {
             time: jiff::Timestamp::now().to_string(),
             kind,
@@ -67,6 +64,8 @@ impl CallContext<'_> {
             is_error,
             duration_ms: started.map(|s| s.elapsed().as_secs_f64() * 1000.0),
             error: self.decision.error.clone(),
+            // Counted once per call: on its decision.
+            shadow: self.decision.shadow.as_deref().filter(|_| kind == RecordKind::Decision).map(ShadowRecord::of),
         }
     }
 }

@@ -91,14 +91,24 @@ pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
     for p in s.cluster_policies.state() {
         let compiled = policy::compile_cluster_tool_policy(&p.name_any(), &p.spec).unwrap_or_else(|e| {
             let id = PolicyId { kind: PolicyKind::ClusterToolPolicy, namespace: None, name: p.name_any() };
-            policy::unloadable(id, p.spec.fallback, format!("ClusterToolPolicy {} cannot be loaded: {e}", p.name_any()))
+            policy::unloadable(
+                id,
+                p.spec.fallback,
+                p.spec.enforcement == Some(tollgate_api::Enforcement::Audit),
+                format!("ClusterToolPolicy {} cannot be loaded: {e}", p.name_any()),
+            )
         });
         policies.push(compiled);
     }
     for p in s.policies.state() {
         let compiled = policy::compile_tool_policy(namespace, &p.name_any(), &p.spec).unwrap_or_else(|e| {
             let id = PolicyId { kind: PolicyKind::ToolPolicy, namespace: Some(namespace.to_owned()), name: p.name_any() };
-            policy::unloadable(id, p.spec.fallback, format!("ToolPolicy {} cannot be loaded: {e}", p.name_any()))
+            policy::unloadable(
+                id,
+                p.spec.fallback,
+                p.spec.enforcement == Some(tollgate_api::Enforcement::Audit),
+                format!("ToolPolicy {} cannot be loaded: {e}", p.name_any()),
+            )
         });
         policies.push(compiled);
     }

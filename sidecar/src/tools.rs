@@ -113,16 +113,9 @@ async fn decide_and_act(
         ctx.audit(RecordKind::Decision, None, false, None, None);
     }
     tracing::debug!(action = ?decision.action, by = %decision.decided_by, correlation = ctx.correlation, "tools/call decided");
+    note_shadow(sc, &decision, &ctx.correlation);
 
-    // What goes upstream: the call without its justification.
-    let forward_body = if mode.is_some() {
-        match env.params.map(|p| jsonrpc::with_arguments(env.id, p, &split.arguments)) {
-            Some(Ok(b)) => Bytes::from(b),
-            _ => raw.clone(),
-        }
-    } else {
-        raw.clone()
-    };
+    let forward_body = without_justification(env, mode.is_some(), &split.arguments, raw);
     match decision.action {
         Action::Deny => {
             sc.metrics.tool_call("deny", "denied");
@@ -142,6 +135,30 @@ async fn decide_and_act(
             crate::approvals::hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), forward_body, progress, as_task).await
         }
     }
+}
+
+/// What goes upstream: the call without its justification (taken out when the tool has a
+/// justification mode), else the body as the agent sent it.
+fn without_justification(env: &Envelope<'_>, split: bool, arguments: &Value, raw: &Bytes) -> Bytes {
+    if !split {
+        return raw.clone();
+    }
+    match env.params.map(|p| jsonrpc::with_arguments(env.id, p, arguments)) {
+        Some(Ok(b)) => Bytes::from(b),
+        _ => raw.clone(),
+    }
+}
+
+/// An audited rule that would have decided otherwise: counted, and logged (its record says it too).
+fn note_shadow(sc: &Sidecar, decision: &policy::Decision, correlation: &str) {
+    let Some(shadow) = &decision.shadow else { return };
+    let would = match shadow.action {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+        Action::RequireApproval => "require_approval",
+    };
+    sc.metrics.shadow("tool", would);
+    tracing::info!(would, by = %shadow.decided_by, correlation, "an audited rule would have decided otherwise");
 }
 
 /// A held call made by a client that declared the tasks extension is answered with a task the

@@ -69,7 +69,9 @@ fn at_scale(cp: &ControlPlane, rt: &tokio::runtime::Runtime, p: &Paths<'_>, body
         ));
     }
     // The calls' agent is in a second budget too (a team's and the namespace's, as in practice).
-    objects.push_str("apiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: coder-models}\nspec: {models: [\"gpt-*\"], period: Weekly, hardLimitUSD: 1000000}\n");
+    objects.push_str(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: coder-models}\nspec: {models: [\"gpt-*\"], period: Weekly, hardLimitUSD: 1000000}\n",
+    );
     let path = cp.dir().join("scale.yaml");
     std::fs::write(&path, objects)?;
     cp.kubectl_ok(User::Admin, ["apply", "-n", NS, "-f", path.to_str().context("path")?])?;

@@ -50,7 +50,15 @@ fn operator_memory(cp: &ControlPlane, operator: &Operator, upstream: &str) -> Re
         peak = peak.max(rss_kib(pid));
         let seen = cp.kubectl_ok(
             User::Admin,
-            ["get", "toolpolicies,managedagents,mcpservers,approvalworkflows", "-A", "-l", "scale=operator", "-o", "jsonpath={range .items[*]}{.status.observedGeneration}{\"\\n\"}{end}"],
+            [
+                "get",
+                "toolpolicies,managedagents,mcpservers,approvalworkflows",
+                "-A",
+                "-l",
+                "scale=operator",
+                "-o",
+                "jsonpath={range .items[*]}{.status.observedGeneration}{\"\\n\"}{end}",
+            ],
         )?;
         Ok((seen.lines().filter(|l| !l.is_empty()).count() >= total).then_some(()))
     })
@@ -81,10 +89,16 @@ fn operator_objects(upstream: &str) -> String {
         ));
     }
     for i in 0..15 {
-        out.push_str(&format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\n{}\nspec: {{url: \"{upstream}\", timeoutSeconds: 5}}\n---\n", meta(format!("s{i}"))));
+        out.push_str(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\n{}\nspec: {{url: \"{upstream}\", timeoutSeconds: 5}}\n---\n",
+            meta(format!("s{i}"))
+        ));
     }
     for i in 0..20 {
-        out.push_str(&format!("apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\n{}\nspec: {{approvers: {{users: [u{i}]}}, requiredApprovals: 1}}\n---\n", meta(format!("w{i}"))));
+        out.push_str(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: ApprovalWorkflow\n{}\nspec: {{approvers: {{users: [u{i}]}}, requiredApprovals: 1}}\n---\n",
+            meta(format!("w{i}"))
+        ));
     }
     out
 }
@@ -162,7 +176,7 @@ fn project(points: &[AtScale]) -> Result<()> {
 /// time from the edit to the last one, in nanoseconds. Every sidecar is asked in turn, so the
 /// figure is at most one sweep (a call to each) late.
 fn propagate(cp: &ControlPlane, rt: &tokio::runtime::Runtime, conns: &mut [Caller], round: usize) -> Result<u64> {
-    let deny = round % 2 == 0;
+    let deny = round.is_multiple_of(2);
     let patch = format!(r#"[{{"op":"replace","path":"/spec/tools/2/rules/0/action","value":"{}"}}]"#, if deny { "Deny" } else { "Allow" });
     cp.kubectl_ok(User::Admin, ["patch", "tp", "bench", "-n", NS, "--type=json", "-p", &patch])?;
     let applied = Instant::now();

@@ -11,7 +11,9 @@ use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tollgate_bench::load::{Conn, MockAnswer, Profile, Memory, memory_breakdown, mock_upstream, one_call, pin_to_cpu, saturate, saturation_report, start_bare_proxy};
+use tollgate_bench::load::{
+    Conn, Memory, MockAnswer, Profile, memory_breakdown, mock_upstream, one_call, pin_to_cpu, saturate, saturation_report, start_bare_proxy,
+};
 use tollgate_bench::quantile_us;
 use tollgate_e2e::{ControlPlane, Operator, Sidecar, User, wait_until};
 
@@ -170,7 +172,11 @@ fn approval_round_trip(cp: &ControlPlane, via_sidecar: &str) -> Result<()> {
         let _ = i;
     }
     let p99 = quantile_us(&mut rtts, 0.99) / 1000.0;
-    println!("\napproval round trip (decision written → held call answered), {} runs: p50 {:.1} ms, p99 {p99:.1} ms", rtts.len(), quantile_us(&mut rtts, 0.5) / 1000.0);
+    println!(
+        "\napproval round trip (decision written → held call answered), {} runs: p50 {:.1} ms, p99 {p99:.1} ms",
+        rtts.len(),
+        quantile_us(&mut rtts, 0.5) / 1000.0
+    );
     println!("  {}", tollgate_bench::target("approval round trip p99", p99, 500.0, " ms"));
 
     Ok(())

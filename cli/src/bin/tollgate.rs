@@ -1,6 +1,7 @@
 //! `tollgate`: offline tools. `validate` compiles policies as the admission webhook does; `eval`
 //! decides one call as the sidecar would; `audit verify` checks an audit export's hash chain
-//! (and, given them, the gateway's signed checkpoints).
+//! (and, given them, the gateway's signed checkpoints); `audit shadow` lists what audited rules
+//! and budgets would have done.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -66,6 +67,32 @@ enum AuditCommand {
         #[arg(long, requires = "checkpoints")]
         key: Option<String>,
     },
+    /// What audited rules and budgets would have done, grouped by rule, agent and tool: from an
+    /// export, an answer of `GET /audit/v1/records?shadow=true`, or a sidecar's log (`-` reads
+    /// standard input).
+    Shadow {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+}
+
+/// Records from an export or a sidecar's log (one JSON value per line), or a `records` answer.
+fn records(file: &std::path::Path) -> Result<Vec<serde_json::Value>> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    if let Ok(serde_json::Value::Object(mut answer)) = serde_json::from_str::<serde_json::Value>(&text)
+        && let Some(serde_json::Value::Array(records)) = answer.remove("records")
+    {
+        return Ok(records);
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with('{')) {
+        out.push(serde_json::from_str(line).with_context(|| format!("{} line {}: not a JSON record", file.display(), i + 1))?);
+    }
+    Ok(out)
 }
 
 /// The checkpoints in a `kubectl get configmap -o json` listing.
@@ -100,6 +127,17 @@ fn main() -> Result<ExitCode> {
             let call = offline::Call { agent: &agent, server: &server, tool: &tool, arguments: &args, cluster_default };
             let decision = offline::eval(&bundle, &call)?;
             println!("{}", offline::describe(&decision));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Shadow { file } } => {
+            let rows = tollgate_core::audit::shadow::report(&records(&file)?);
+            println!("{:>6}  {:<17} {:<40} {:<24} {:<28} {:<20} LAST", "CALLS", "WOULD", "POLICY OR BUDGET", "RULE", "AGENT", "TOOL");
+            for r in &rows {
+                println!("{:>6}  {:<17} {:<40} {:<24} {:<28} {:<20} {}", r.calls, r.would, r.object, r.rule, r.agent, r.tool, r.last);
+            }
+            if rows.is_empty() {
+                println!("no call would have been decided otherwise");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command: AuditCommand::Verify { file, checkpoints: listing, key } } => {

@@ -101,6 +101,27 @@ pub fn indexed_decision(v: &Value) -> &'static str {
     DECISIONS.iter().copied().find(|x| *x == d).unwrap_or("other")
 }
 
+/// What a record's `shadow` is indexed as: the object that would have decided otherwise and its
+/// would-be decision, or `("", "")`. Only what the writer may speak for is indexed: a sidecar
+/// (`shipped`) of `namespace` for its namespace's `ToolPolicy`s and the `ClusterToolPolicy`s that
+/// govern it, the gateway for `Budget`s. A hostile sidecar cannot count calls against another
+/// namespace's policies, nor any budget.
+pub fn indexed_shadow(record: &Value, namespace: &str, shipped: bool) -> (String, &'static str) {
+    let shadow = &record["shadow"];
+    let would = match shadow["would"].as_str() {
+        Some(w @ ("allow" | "deny" | "require_approval")) => DECISIONS.iter().copied().find(|d| *d == w).unwrap_or("other"),
+        _ => return (String::new(), ""),
+    };
+    let of = shadow["policy"].as_str().unwrap_or_default();
+    let speaks_for = match of.split_once(' ') {
+        Some(("ToolPolicy", rest)) => shipped && rest.split_once('/').is_some_and(|(ns, name)| ns == namespace && !name.is_empty()),
+        Some(("ClusterToolPolicy", name)) => shipped && !name.is_empty() && !name.contains('/'),
+        Some(("Budget", rest)) => !shipped && rest.split_once('/').is_some_and(|(ns, name)| ns == namespace && !name.is_empty()),
+        _ => false,
+    };
+    if speaks_for && of.len() <= 600 { (of.to_owned(), would) } else { (String::new(), "") }
+}
+
 /// Makes a shipped record's `agent` the identity its sender was verified as: its namespace and
 /// service account, and a name only if it is one of that account's `agents`. A record that
 /// claimed another agent keeps the claim beside it (`agent.claimed`), and is indexed under no

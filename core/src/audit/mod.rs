@@ -5,6 +5,7 @@ pub mod bounds;
 pub mod chain;
 pub mod checkpoint;
 pub mod redact;
+pub mod shadow;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,4 +139,27 @@ pub struct AuditRecord {
     /// A CEL error that raised the decision, or the upstream failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// On a decision record: what audited rules would have decided, where that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRecord>,
+}
+
+/// A would-be decision as the audit keeps it: what `Enforce` would have done instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowRecord {
+    pub would: AuditDecision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ShadowRecord {
+    /// The record of a policy decision's shadow.
+    pub fn of(shadow: &crate::policy::Shadow) -> ShadowRecord {
+        let (policy, rule) = crate::policy::attribution(&shadow.decided_by);
+        ShadowRecord { would: shadow.action.into(), policy, rule, message: shadow.message.clone() }
+    }
 }

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use tollgate_api::{BudgetSpec, ManagedAgentSpec, ModelProviderSpec, Pricing, ProviderType};
+use tollgate_api::{BudgetSpec, Enforcement, ManagedAgentSpec, ModelProviderSpec, Pricing, ProviderType};
 
 /// Headers that turn on a provider's beta features: passed on only from the allow-list.
 pub const BETA_HEADERS: [&str; 2] = ["anthropic-beta", "openai-beta"];
@@ -51,6 +51,8 @@ pub struct BudgetClaim {
     pub soft_limit: Option<Micros>,
     /// As written, for the warning.
     pub soft_limit_usd: Option<f64>,
+    /// `enforcement: Audit`: counted, never refusing.
+    pub audit: bool,
 }
 
 /// An admitted call: where it goes, what is sent, and what it claims.
@@ -114,7 +116,8 @@ pub fn admit<'a>(
 fn claims(caller: &Caller<'_>, model: &Resolved<'_>, provided: &request::ProviderInput, cx: &Context<'_>) -> Result<Vec<BudgetClaim>, Refusal> {
     let names = model.names();
     let budgets: Vec<&(String, BudgetSpec)> = cx.budgets.iter().filter(|(_, b)| spend::budget_applies(b, caller.labels, &names)).collect();
-    if let Some((name, _)) = budgets.first() {
+    // Only an enforced budget refuses what it cannot count; an audited one counts what it can.
+    if let Some((name, _)) = budgets.iter().find(|(_, b)| b.enforcement != Some(Enforcement::Audit)) {
         if model.pricing.is_none() {
             return Err(Refusal::Unpriced { model: model.model.to_owned(), provider: model.provider.to_owned(), budget: name.clone() });
         }
@@ -132,8 +135,25 @@ fn claims(caller: &Caller<'_>, model: &Resolved<'_>, provided: &request::Provide
             hard_limit: spend::usd_to_micros(b.hard_limit_usd),
             soft_limit: b.soft_limit_usd.map(spend::usd_to_micros),
             soft_limit_usd: b.soft_limit_usd,
+            audit: b.enforcement == Some(Enforcement::Audit),
         })
         .collect())
+}
+
+/// The record of an audited budget that would have refused a call: it had `spent` of its
+/// `limit` (micro-USD) before the call. `budget` is `namespace/name`.
+pub fn would_refuse(budget: &str, spent: Micros, limit: Micros) -> crate::audit::ShadowRecord {
+    let (namespace, name) = budget.split_once('/').unwrap_or(("", budget));
+    crate::audit::ShadowRecord {
+        would: crate::audit::AuditDecision::Deny,
+        policy: Some(format!("Budget {namespace}/{name}")),
+        rule: None,
+        message: Some(format!(
+            "budget {name} would have refused the call: {:.6} of {:.2} USD spent (enforcement: Audit)",
+            spend::micros_to_usd(spent),
+            spend::micros_to_usd(limit)
+        )),
+    }
 }
 
 /// The warning an admitted call carries once a budget it claims has passed its soft limit
@@ -225,6 +245,9 @@ pub struct ModelCallRecord {
     pub duration_ms: Option<i64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosted_tools: Vec<String>,
+    /// What an audited budget would have done (refused the call), as a tool call's record says it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::audit::ShadowRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -269,6 +292,7 @@ impl ModelCallRecord {
             cost_usd: None,
             duration_ms: None,
             hosted_tools: Vec::new(),
+            shadow: None,
         }
     }
 

@@ -4,7 +4,7 @@ use crate::policy::expr::Condition;
 use kube::core::Selector;
 use tollgate_api::PolicyKind;
 use tollgate_api::common::LabelSelector;
-use tollgate_api::{ClusterToolPolicySpec, ToolPolicySpec, ToolRules};
+use tollgate_api::{ClusterToolPolicySpec, Enforcement, EnforcementSummary, ToolPolicySpec, ToolRules};
 
 /// One problem in a policy, at a field path such as `spec.tools[2].rules[0].when`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl CompileError {
 pub fn compile_tool_policy(namespace: &str, name: &str, spec: &ToolPolicySpec) -> Result<CompiledPolicy, CompileError> {
     compile(
         PolicyId { kind: PolicyKind::ToolPolicy, namespace: Some(namespace.to_owned()), name: name.to_owned() },
-        spec.fallback,
+        Head { fallback: spec.fallback, audit: spec.enforcement == Some(Enforcement::Audit) },
         spec.agent_selector.as_ref(),
         None,
         &spec.tools,
@@ -40,16 +40,36 @@ pub fn compile_tool_policy(namespace: &str, name: &str, spec: &ToolPolicySpec) -
 pub fn compile_cluster_tool_policy(name: &str, spec: &ClusterToolPolicySpec) -> Result<CompiledPolicy, CompileError> {
     compile(
         PolicyId { kind: PolicyKind::ClusterToolPolicy, namespace: None, name: name.to_owned() },
-        spec.fallback,
+        Head { fallback: spec.fallback, audit: spec.enforcement == Some(Enforcement::Audit) },
         spec.agent_selector.as_ref(),
         spec.namespace_selector.as_ref(),
         &spec.tools,
     )
 }
 
+/// Whether a policy is enforced, audited only, or enforced with some rules audited (its status).
+pub fn enforcement_summary(enforcement: Option<Enforcement>, tools: &[ToolRules]) -> EnforcementSummary {
+    let audited = |e: Option<Enforcement>| e == Some(Enforcement::Audit);
+    if audited(enforcement) {
+        EnforcementSummary::Audit
+    } else if tools.iter().flat_map(|t| &t.rules).any(|r| audited(r.enforcement)) {
+        EnforcementSummary::Mixed
+    } else {
+        EnforcementSummary::Enforce
+    }
+}
+
+/// What a policy says of all its rules.
+#[derive(Clone, Copy)]
+struct Head {
+    fallback: bool,
+    /// `spec.enforcement: Audit`: every rule audited.
+    audit: bool,
+}
+
 fn compile(
     id: PolicyId,
-    fallback: bool,
+    head: Head,
     agent_selector: Option<&LabelSelector>,
     namespace_selector: Option<&LabelSelector>,
     tools: &[ToolRules],
@@ -80,7 +100,14 @@ fn compile(
                     }
                 },
             };
-            rules.push(CompiledRule { path, action: rule.action, when, message: rule.message.clone(), workflow: rule.approval_workflow.clone() });
+            rules.push(CompiledRule {
+                path,
+                action: rule.action,
+                when,
+                message: rule.message.clone(),
+                workflow: rule.approval_workflow.clone(),
+                audit: head.audit || rule.enforcement == Some(Enforcement::Audit),
+            });
         }
         entries.push(CompiledEntry {
             server: Glob::new(&entry.server),
@@ -93,5 +120,6 @@ fn compile(
     if !errors.is_empty() {
         return Err(CompileError { errors });
     }
-    Ok(CompiledPolicy { id, fallback, agent_selector, namespace_selector, entries })
+    let has_audit = entries.iter().flat_map(|e| &e.rules).any(|r| r.audit);
+    Ok(CompiledPolicy { id, fallback: head.fallback, audit: head.audit, has_audit, agent_selector, namespace_selector, entries })
 }

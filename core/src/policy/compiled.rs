@@ -39,6 +39,10 @@ impl std::fmt::Display for PolicyId {
 pub struct CompiledPolicy {
     pub id: PolicyId,
     pub fallback: bool,
+    /// `spec.enforcement: Audit`: nothing it says is enforced.
+    pub audit: bool,
+    /// Some rule is audited only (always so when `audit`): its calls are decided twice.
+    pub has_audit: bool,
     pub(crate) agent_selector: Selector,
     pub(crate) namespace_selector: Selector,
     pub(crate) entries: Vec<CompiledEntry>,
@@ -61,6 +65,8 @@ pub(crate) struct CompiledRule {
     pub when: Option<Condition>,
     pub message: Option<String>,
     pub workflow: Option<String>,
+    /// Evaluated for the record only (the rule's or its policy's `enforcement: Audit`).
+    pub audit: bool,
 }
 
 impl CompiledPolicy {

@@ -58,11 +58,31 @@ pub struct Decision {
     pub workflow: Option<String>,
     /// A `when` that failed at run time (rule 5); recorded in the audit.
     pub error: Option<String>,
+    /// What audited rules would have made of the call, where that differs from `action`.
+    pub shadow: Option<Box<Shadow>>,
+}
+
+/// A would-be decision: the call's fate had every audited rule and policy been enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadow {
+    pub action: Action,
+    pub decided_by: DecidedBy,
+    /// For a Deny, what the agent would have read; for RequireApproval, what approvers would.
+    pub message: Option<String>,
+}
+
+/// Which rules a decision counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Audited rules and policies are skipped: the call's real fate.
+    Enforced,
+    /// Every rule counts: what enforcing the audited ones would do.
+    AsIfEnforced,
 }
 
 impl Decision {
     fn plain(action: Action, decided_by: DecidedBy, message: Option<String>) -> Self {
-        Decision { action, decided_by, message, workflow: None, error: None }
+        Decision { action, decided_by, message, workflow: None, error: None, shadow: None }
     }
 
     /// A Deny made before any policy is consulted.
@@ -87,6 +107,15 @@ impl Decision {
     }
 }
 
+/// The policy and rule an audit record names for what decided: a rule's policy and path, or
+/// what else decided (the kill switch, a default) with no rule.
+pub fn attribution(decided_by: &DecidedBy) -> (Option<String>, Option<String>) {
+    match decided_by {
+        DecidedBy::Rule { policy, rule, .. } => (Some(policy.to_string()), Some(rule.clone())),
+        other => (Some(other.to_string()), None),
+    }
+}
+
 /// One policy's outcome (rule 2), before workflows are resolved.
 struct Outcome<'p> {
     policy: &'p CompiledPolicy,
@@ -97,9 +126,9 @@ struct Outcome<'p> {
     error: Option<String>,
 }
 
-fn decide_in_policy<'p>(policy: &'p CompiledPolicy, bindings: &Bindings<'_>) -> Option<Outcome<'p>> {
+fn decide_in_policy<'p>(policy: &'p CompiledPolicy, bindings: &Bindings<'_>, mode: Mode) -> Option<Outcome<'p>> {
     let entry = policy.entry_for(bindings.server, bindings.tool_name)?;
-    for rule in &entry.rules {
+    for rule in entry.rules.iter().filter(|r| mode == Mode::AsIfEnforced || !r.audit) {
         let error = match &rule.when {
             None => None,
             Some(condition) => {
@@ -157,11 +186,12 @@ pub struct Call<'a> {
 }
 
 /// Rules 2–5 over the policies that apply to the agent (callers pass only those; see
-/// [`CompiledPolicy::applies_to`]). `cluster_default` is the Helm value (Allow out of the box).
-pub fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action) -> Decision {
+/// [`CompiledPolicy::applies_to`]), as `mode` counts them. `cluster_default` is the Helm value
+/// (Allow out of the box).
+fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action, mode: Mode) -> Decision {
     let Call { agent, server, tool, args, justification, now } = *call;
     let bindings = Bindings::new(args, tool, server, agent, justification, now);
-    let decided = |fallback: bool| most_restrictive(policies.iter().filter(|p| p.fallback == fallback).filter_map(|p| decide_in_policy(p, &bindings)));
+    let decided = |fallback: bool| most_restrictive(policies.iter().filter(|p| p.fallback == fallback).filter_map(|p| decide_in_policy(p, &bindings, mode)));
     let outcome = decided(false).map(|o| (o, false)).or_else(|| decided(true).map(|o| (o, true)));
     let Some((o, fallback)) = outcome else {
         return match agent.default_action {
@@ -170,7 +200,7 @@ pub fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn W
         };
     };
     let decided_by = DecidedBy::Rule { policy: o.policy.id.clone(), rule: o.rule.to_owned(), fallback };
-    let mut decision = Decision { action: o.action, decided_by, message: o.message.map(str::to_owned), workflow: None, error: o.error };
+    let mut decision = Decision { action: o.action, decided_by, message: o.message.map(str::to_owned), workflow: None, error: o.error, shadow: None };
     if decision.action == Action::RequireApproval {
         match o.workflow {
             Some(name) if workflows.exists(name) => decision.workflow = Some(name.to_owned()),
@@ -193,10 +223,25 @@ pub fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn W
     decision
 }
 
-/// The whole decision of DESIGN §3.2 for a `tools/call`: kill switch, server access,
+/// The whole decision of docs/design.md §3.2 for a `tools/call`: kill switch, server access,
 /// justification, then the policies. `policies` may include ones that do not apply; they are
-/// filtered here.
+/// filtered here. Where audited rules apply, the call is decided a second time as if they were
+/// enforced, and a different answer is kept as the decision's `shadow` (§3.1).
 pub fn decide(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action) -> Decision {
+    let mut decision = decide_as(policies, call, workflows, cluster_default, Mode::Enforced);
+    let audited = || policies.iter().any(|p| p.has_audit && p.applies_to(call.agent));
+    if matches!(decision.decided_by, DecidedBy::Suspended | DecidedBy::ServerNotAllowed) || !audited() {
+        return decision;
+    }
+    let would = decide_as(policies, call, workflows, cluster_default, Mode::AsIfEnforced);
+    if would.action != decision.action {
+        let message = if would.action == Action::Deny { Some(would.deny_message()) } else { would.message };
+        decision.shadow = Some(Box::new(Shadow { action: would.action, decided_by: would.decided_by, message }));
+    }
+    decision
+}
+
+fn decide_as(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action, mode: Mode) -> Decision {
     let Call { agent, server, tool, justification, .. } = *call;
     if agent.suspended {
         return Decision::plain(Action::Deny, DecidedBy::Suspended, Some(format!("agent {}/{} is suspended", agent.namespace, agent.name)));
@@ -205,7 +250,7 @@ pub fn decide(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn Wor
         return Decision::plain(Action::Deny, DecidedBy::ServerNotAllowed, Some(format!("agent {} may not use MCP server {server:?}", agent.name)));
     }
     let applicable: Vec<&CompiledPolicy> = policies.iter().copied().filter(|p| p.applies_to(agent)).collect();
-    if super::listing::justification_mode(&applicable, server, tool) == Some(tollgate_api::Justification::Required)
+    if super::listing::justification_as(&applicable, server, tool, mode == Mode::AsIfEnforced) == Some(tollgate_api::Justification::Required)
         && justification.is_none_or(|j| j.trim().is_empty())
     {
         return Decision::plain(
@@ -214,5 +259,5 @@ pub fn decide(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn Wor
             Some(format!("tool {tool:?} requires a justification: pass a non-empty \"justification\" argument explaining why")),
         );
     }
-    evaluate(&applicable, call, workflows, cluster_default)
+    evaluate(&applicable, call, workflows, cluster_default, mode)
 }

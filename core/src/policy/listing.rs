@@ -4,11 +4,18 @@ use serde_json::{Map, Value};
 use tollgate_api::{Action, Justification};
 
 /// Rule 7 across policies: Required if any applicable policy's matching entry requires it,
-/// else Optional if any offers it.
+/// else Optional if any offers it. A policy in `Audit` only offers it: the agent may explain,
+/// and the audit records who would have been refused for not explaining.
 pub fn justification_mode(policies: &[&CompiledPolicy], server: &str, tool: &str) -> Option<Justification> {
+    justification_as(policies, server, tool, false)
+}
+
+/// [`justification_mode`], or (`as_if_enforced`) what it would be were every policy enforced.
+pub(crate) fn justification_as(policies: &[&CompiledPolicy], server: &str, tool: &str, as_if_enforced: bool) -> Option<Justification> {
     let mut mode = None;
     for p in policies {
         match p.entry_for(server, tool).and_then(|e| e.justification) {
+            Some(Justification::Required) if p.audit && !as_if_enforced => mode = Some(Justification::Optional),
             Some(Justification::Required) => return Some(Justification::Required),
             Some(Justification::Optional) => mode = Some(Justification::Optional),
             None => {}
@@ -30,7 +37,8 @@ fn static_outcome(policy: &CompiledPolicy, server: &str, tool: &str) -> Static {
         return Static::NoDecision;
     };
     // Conditional rules that could match first must all deny too (an error keeps a Deny a Deny).
-    for rule in &entry.rules {
+    // Audited rules decide nothing, so they hide nothing.
+    for rule in entry.rules.iter().filter(|r| !r.audit) {
         if rule.action != Action::Deny {
             return Static::Other;
         }
@@ -128,11 +136,14 @@ pub fn rewrite_tools_list(result: &mut Value, decide: impl Fn(&str) -> Option<Op
 }
 
 /// A policy that could not be compiled still governs: it denies every call in its scope, so an
-/// unloadable guardrail fails closed instead of vanishing.
-pub fn unloadable(id: super::compiled::PolicyId, fallback: bool, message: String) -> CompiledPolicy {
+/// unloadable guardrail fails closed instead of vanishing. One in `Audit` (`audit`) was never
+/// enforcing anything: its deny is audited too, so a broken rollout stops no call.
+pub fn unloadable(id: super::compiled::PolicyId, fallback: bool, audit: bool, message: String) -> CompiledPolicy {
     CompiledPolicy {
         id,
         fallback,
+        audit,
+        has_audit: audit,
         agent_selector: Default::default(),
         namespace_selector: Default::default(),
         entries: vec![super::compiled::CompiledEntry {
@@ -140,7 +151,7 @@ pub fn unloadable(id: super::compiled::PolicyId, fallback: bool, message: String
             name: crate::glob::Glob::Any,
             justification: None,
             workflow: None,
-            rules: vec![super::compiled::CompiledRule { path: "spec".into(), action: Action::Deny, when: None, message: Some(message), workflow: None }],
+            rules: vec![super::compiled::CompiledRule { path: "spec".into(), action: Action::Deny, when: None, message: Some(message), workflow: None, audit }],
         }],
     }
 }

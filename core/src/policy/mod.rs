@@ -9,8 +9,8 @@ mod listing;
 pub(crate) mod native;
 pub(crate) mod regex_cache;
 
-pub use compile::{CompileError, FieldError, compile_cluster_tool_policy, compile_tool_policy};
-pub use eval::{Call, DecidedBy, Decision, WorkflowLookup, decide, evaluate};
+pub use compile::{CompileError, FieldError, compile_cluster_tool_policy, compile_tool_policy, enforcement_summary};
+pub use eval::{Call, DecidedBy, Decision, Shadow, WorkflowLookup, attribution, decide};
 pub use listing::{Justify, add_justification_property, justification_mode, rewrite_tools_list, split_justification, unloadable, visible};
 
 pub use compiled::{CompiledPolicy, PolicyId, parse_action};

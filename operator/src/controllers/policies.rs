@@ -61,7 +61,8 @@ async fn reconcile_namespaced(p: Arc<ToolPolicy>, shared: Arc<Shared>) -> Result
     let ns = p.namespace().unwrap_or_default();
     let compiled = policy::compile_tool_policy(&ns, &p.name_any(), &p.spec);
     let agents = Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns).list(&ListParams::default()).await?;
-    let status = status_for(&compiled, &agents.items, &[], p.status.as_ref(), p.meta().generation);
+    let mode = policy::enforcement_summary(p.spec.enforcement, &p.spec.tools);
+    let status = status_for(&compiled, mode, &agents.items, &[], p.status.as_ref(), p.meta().generation);
     if p.status.as_ref() != Some(&status) {
         Api::<ToolPolicy>::namespaced(shared.client.clone(), &ns)
             .patch_status(&p.name_any(), &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
@@ -76,7 +77,8 @@ async fn reconcile_cluster(p: Arc<ClusterToolPolicy>, shared: Arc<Shared>) -> Re
     let compiled = policy::compile_cluster_tool_policy(&p.name_any(), &p.spec);
     let agents = Api::<ManagedAgent>::all(shared.client.clone()).list(&ListParams::default()).await?;
     let namespaces = Api::<Namespace>::all(shared.client.clone()).list(&ListParams::default()).await?;
-    let status = status_for(&compiled, &agents.items, &namespaces.items, p.status.as_ref(), p.meta().generation);
+    let mode = policy::enforcement_summary(p.spec.enforcement, &p.spec.tools);
+    let status = status_for(&compiled, mode, &agents.items, &namespaces.items, p.status.as_ref(), p.meta().generation);
     if p.status.as_ref() != Some(&status) {
         Api::<ClusterToolPolicy>::all(shared.client.clone())
             .patch_status(&p.name_any(), &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
@@ -88,6 +90,7 @@ async fn reconcile_cluster(p: Arc<ClusterToolPolicy>, shared: Arc<Shared>) -> Re
 
 fn status_for(
     compiled: &Result<CompiledPolicy, CompileError>,
+    mode: tollgate_api::EnforcementSummary,
     agents: &[ManagedAgent],
     namespaces: &[Namespace],
     old: Option<&ToolPolicyStatus>,
@@ -114,6 +117,9 @@ fn status_for(
         conditions,
         rules: rules.and_then(|n| i32::try_from(n).ok()),
         matched_agents: matched.and_then(|n| i32::try_from(n).ok()),
+        enforcement: Some(mode),
+        // The gateway's count, from the audit store: kept as it is.
+        shadow: old.and_then(|s| s.shadow.clone()),
     }
 }
 
