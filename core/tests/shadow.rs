@@ -155,3 +155,36 @@ fn the_status_says_how_much_is_audited() {
     assert_eq!(summary("tools: [{name: x, rules: [{action: Deny, enforcement: Audit}, {action: Allow}]}]"), Mixed);
     assert_eq!(summary("enforcement: Enforce\ntools: [{name: x, rules: [{action: Deny, enforcement: Enforce}]}]"), Enforce);
 }
+
+/// Rate limits: every matching rule's limit applies unless the call is denied anyway; an audited
+/// rule's limit only in the shadow; a period that cannot be read is the field's error.
+#[test]
+fn limits_come_from_every_deciding_rule_and_audited_ones_stay_apart() {
+    let guard = cluster_policy("guard", "tools: [{name: '*', rules: [{action: Allow, rateLimit: {calls: 100, period: 1m, per: Agent}}]}]");
+    let ns = tool_policy(
+        "team-a",
+        "p",
+        r#"
+tools:
+  - name: deploy
+    rules:
+      - {action: Deny, when: "args.env == 'production'"}
+      - {action: Allow, when: "args.env == 'staging'", enforcement: Audit, rateLimit: {calls: 1, period: 1h}}
+      - {action: Allow, rateLimit: {calls: 5, period: 30s, burst: 10}}
+"#,
+    );
+    let d = decide(&[&guard, &ns], "deploy", r#"{"env":"dev"}"#);
+    let rules: Vec<(&str, &str, u32)> = d.limits.iter().map(|l| (l.policy.name.as_str(), l.rule.as_str(), l.limit.burst)).collect();
+    assert_eq!(rules, [("guard", "spec.tools[0].rules[0]", 100), ("p", "spec.tools[0].rules[2]", 10)]);
+    assert!(d.audited_limits.is_empty());
+    let d = decide(&[&guard, &ns], "deploy", r#"{"env":"staging"}"#);
+    assert_eq!(d.limits.len(), 2, "the audited rule is skipped: the enforced one after it decides");
+    assert_eq!(d.audited_limits.iter().map(|l| l.rule.as_str()).collect::<Vec<_>>(), ["spec.tools[0].rules[1]"]);
+    let d = decide(&[&guard, &ns], "deploy", r#"{"env":"production"}"#);
+    assert_eq!((d.action, d.limits.len()), (Action::Deny, 0), "a denied call counts in no bucket");
+
+    let spec: tollgate_api::ToolPolicySpec = serde_yaml::from_str("tools: [{name: x, rules: [{action: Allow, rateLimit: {calls: 1, period: 1d}}]}]").unwrap();
+    let err = policy::compile_tool_policy("team-a", "p", &spec).unwrap_err();
+    assert_eq!(err.errors[0].path, "spec.tools[0].rules[0].rateLimit.period");
+    assert!(err.errors[0].message.contains("30s, 5m or 1h"), "{err}");
+}

@@ -132,6 +132,35 @@ pub struct Rule {
     /// the rule were absent. A policy in `Audit` audits every rule, whatever they say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
+    /// At most so many of the calls this rule matches (and does not deny), per pod: each
+    /// sidecar counts its own pod's calls. Over it, a call is refused saying when to retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `calls` per `period` on average, `burst` at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub calls: u32,
+    /// `30s`, `5m`, `1h` (at most `24h`).
+    #[schemars(pattern(r"^[1-9][0-9]{0,4}[smh]$"))]
+    pub period: String,
+    /// Calls allowed at once; `calls` when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub burst: Option<u32>,
+    /// What is counted together: each `Tool` (the default), each `Server`, or the whole `Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<RateLimitScope>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RateLimitScope {
+    Agent,
+    Server,
+    Tool,
 }
 
 /// What a rule does with a call. Ordered from least to most restrictive.

@@ -11,6 +11,7 @@ pub mod body;
 pub mod call;
 pub mod credentials;
 pub mod guard;
+pub mod limits;
 pub mod proxy;
 pub mod redirect;
 pub mod server;
@@ -68,6 +69,7 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: metrics.clone(),
         audit: audit::AuditLog::new(shipper),
         instance,
+        limits: limits::Limiter::default(),
     });
     tracing::info!(agent = config.agent, namespace = config.namespace, instance = sidecar.instance, "sidecar starting");
     approvals::cancel_orphans(&sidecar).await;

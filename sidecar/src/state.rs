@@ -112,4 +112,6 @@ pub struct Sidecar {
     pub audit: audit::AuditLog,
     /// This process's identity on the requests it creates: it executes only its own.
     pub instance: String,
+    /// The buckets of the rules' rate limits.
+    pub limits: crate::limits::Limiter,
 }

@@ -95,7 +95,8 @@ async fn decide_and_act(
     let args = Args::value(&split.arguments);
     let decided =
         policy::Call { agent, server: &server.name, tool: &call.name, args: &args, justification: split.justification.as_deref(), now: jiff::Timestamp::now() };
-    let decision = policy::decide(&refs, &decided, &workflows, sc.config.cluster_default);
+    let mut decision = policy::decide(&refs, &decided, &workflows, sc.config.cluster_default);
+    let limited = sc.limits.apply(&mut decision, &server.name, &call.name);
     let ctx = CallContext {
         sc,
         server,
@@ -118,9 +119,12 @@ async fn decide_and_act(
     let forward_body = without_justification(env, mode.is_some(), &split.arguments, raw);
     match decision.action {
         Action::Deny => {
-            sc.metrics.tool_call("deny", "denied");
+            sc.metrics.tool_call("deny", if limited.is_some() { "rate_limited" } else { "denied" });
             ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, Some(started));
-            json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {}", decision.deny_message()), true))
+            match limited {
+                Some(l) => json(StatusCode::OK, rate_limited(env.id, &l)),
+                None => json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {}", decision.deny_message()), true)),
+            }
         }
         Action::Allow => {
             sc.metrics.tool_call("allow", "forwarded");
@@ -136,6 +140,16 @@ async fn decide_and_act(
         }
     }
 }
+
+/// A JSON-RPC error for a call over a rate limit, saying when to retry (in its message and as
+/// `data.retryAfterSeconds`). The code is in the range JSON-RPC leaves to servers.
+fn rate_limited(id: Option<&RawValue>, l: &crate::limits::Refused) -> Vec<u8> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": RATE_LIMITED, "message": l.message, "data": {"retryAfterSeconds": l.retry_after_secs}}});
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The JSON-RPC error code of a call over a rate limit.
+pub const RATE_LIMITED: i64 = -32029;
 
 /// What goes upstream: the call without its justification (taken out when the tool has a
 /// justification mode), else the body as the agent sent it.

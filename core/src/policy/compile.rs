@@ -100,7 +100,15 @@ fn compile(
                     }
                 },
             };
+            let rate_limit = match rule.rate_limit.as_ref().map(super::limits::Limit::compile).transpose() {
+                Ok(l) => l,
+                Err(message) => {
+                    errors.push(FieldError { path: format!("{path}.rateLimit.period"), message });
+                    None
+                }
+            };
             rules.push(CompiledRule {
+                rate_limit,
                 path,
                 action: rule.action,
                 when,

@@ -1,6 +1,7 @@
 //! A policy as compiled at load: its identity, its selectors and its entries with their rules
 //! (conditions already compiled).
 
+pub use super::id::PolicyId;
 use super::input::AgentInfo;
 use crate::glob::Glob;
 use crate::policy::expr::Condition;
@@ -14,24 +15,6 @@ pub fn parse_action(s: &str) -> Result<Action, String> {
         "Deny" => Ok(Action::Deny),
         "RequireApproval" => Ok(Action::RequireApproval),
         other => Err(format!("{other:?} is not one of Allow, Deny, RequireApproval")),
-    }
-}
-
-/// Which policy an outcome came from. Orders cluster-scoped first, then by namespace and name,
-/// which is the tie-break order of rule 3.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PolicyId {
-    pub kind: PolicyKind,
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl std::fmt::Display for PolicyId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{:?} {ns}/{}", self.kind, self.name),
-            None => write!(f, "{:?} {}", self.kind, self.name),
-        }
     }
 }
 
@@ -67,6 +50,7 @@ pub(crate) struct CompiledRule {
     pub workflow: Option<String>,
     /// Evaluated for the record only (the rule's or its policy's `enforcement: Audit`).
     pub audit: bool,
+    pub rate_limit: Option<super::limits::Limit>,
 }
 
 impl CompiledPolicy {

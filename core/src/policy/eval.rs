@@ -1,5 +1,6 @@
 use super::compiled::{CompiledPolicy, PolicyId};
 use super::input::{AgentInfo, Args};
+use super::limits::Applied;
 use crate::policy::expr::Bindings;
 use tollgate_api::Action;
 
@@ -30,6 +31,11 @@ pub enum DecidedBy {
     MissingJustification,
     /// A message the firewall cannot decide as sent (no id, ambiguous fields).
     InvalidRequest,
+    /// The rate limit of a rule that allowed (or held) the call.
+    RateLimited {
+        policy: PolicyId,
+        rule: String,
+    },
 }
 
 impl std::fmt::Display for DecidedBy {
@@ -44,6 +50,7 @@ impl std::fmt::Display for DecidedBy {
             DecidedBy::ServerNotAllowed => f.write_str("the agent's mcpServers"),
             DecidedBy::MissingJustification => f.write_str("a missing justification"),
             DecidedBy::InvalidRequest => f.write_str("an invalid request"),
+            DecidedBy::RateLimited { policy, rule } => write!(f, "the rate limit of {policy}, {rule}"),
         }
     }
 }
@@ -60,6 +67,11 @@ pub struct Decision {
     pub error: Option<String>,
     /// What audited rules would have made of the call, where that differs from `action`.
     pub shadow: Option<Box<Shadow>>,
+    /// The rate limits of the rules that matched (one per policy of the deciding group), unless
+    /// the call is denied anyway: the sidecar refuses it when any is spent.
+    pub limits: Vec<Applied>,
+    /// Limits of audited rules: spent ones make a would-be Deny, never a refusal.
+    pub audited_limits: Vec<Applied>,
 }
 
 /// A would-be decision: the call's fate had every audited rule and policy been enforced.
@@ -82,7 +94,7 @@ enum Mode {
 
 impl Decision {
     fn plain(action: Action, decided_by: DecidedBy, message: Option<String>) -> Self {
-        Decision { action, decided_by, message, workflow: None, error: None, shadow: None }
+        Decision { action, decided_by, message, workflow: None, error: None, shadow: None, limits: Vec::new(), audited_limits: Vec::new() }
     }
 
     /// A Deny made before any policy is consulted.
@@ -103,6 +115,7 @@ impl Decision {
             DecidedBy::ServerNotAllowed => "the agent may not use this MCP server".into(),
             DecidedBy::MissingJustification => "a justification is required".into(),
             DecidedBy::InvalidRequest => "the request is invalid".into(),
+            DecidedBy::RateLimited { policy, rule } => format!("rate limited by {policy} ({rule})"),
         }
     }
 }
@@ -111,7 +124,7 @@ impl Decision {
 /// what else decided (the kill switch, a default) with no rule.
 pub fn attribution(decided_by: &DecidedBy) -> (Option<String>, Option<String>) {
     match decided_by {
-        DecidedBy::Rule { policy, rule, .. } => (Some(policy.to_string()), Some(rule.clone())),
+        DecidedBy::Rule { policy, rule, .. } | DecidedBy::RateLimited { policy, rule } => (Some(policy.to_string()), Some(rule.clone())),
         other => (Some(other.to_string()), None),
     }
 }
@@ -124,6 +137,7 @@ struct Outcome<'p> {
     message: Option<&'p str>,
     workflow: Option<&'p str>,
     error: Option<String>,
+    limit: Option<&'p super::limits::Limit>,
 }
 
 fn decide_in_policy<'p>(policy: &'p CompiledPolicy, bindings: &Bindings<'_>, mode: Mode) -> Option<Outcome<'p>> {
@@ -152,6 +166,7 @@ fn decide_in_policy<'p>(policy: &'p CompiledPolicy, bindings: &Bindings<'_>, mod
             message: rule.message.as_deref(),
             workflow: rule.workflow.as_deref().or(entry.workflow.as_deref()),
             error,
+            limit: rule.rate_limit.as_ref(),
         });
     }
     None
@@ -159,8 +174,8 @@ fn decide_in_policy<'p>(policy: &'p CompiledPolicy, bindings: &Bindings<'_>, mod
 
 /// Rule 3: the most restrictive outcome; ties go to the first policy in (cluster first, name)
 /// order, so `policies` is scanned in that order.
-fn most_restrictive<'p>(outcomes: impl Iterator<Item = Outcome<'p>>) -> Option<Outcome<'p>> {
-    let mut best: Option<Outcome<'p>> = None;
+fn most_restrictive<'o, 'p>(outcomes: impl Iterator<Item = &'o Outcome<'p>>) -> Option<&'o Outcome<'p>> {
+    let mut best: Option<&'o Outcome<'p>> = None;
     for o in outcomes {
         let better = match &best {
             None => true,
@@ -191,16 +206,31 @@ pub struct Call<'a> {
 fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action, mode: Mode) -> Decision {
     let Call { agent, server, tool, args, justification, now } = *call;
     let bindings = Bindings::new(args, tool, server, agent, justification, now);
-    let decided = |fallback: bool| most_restrictive(policies.iter().filter(|p| p.fallback == fallback).filter_map(|p| decide_in_policy(p, &bindings, mode)));
-    let outcome = decided(false).map(|o| (o, false)).or_else(|| decided(true).map(|o| (o, true)));
-    let Some((o, fallback)) = outcome else {
+    let group = |fallback: bool| -> Vec<Outcome<'_>> {
+        policies.iter().filter(|p| p.fallback == fallback).filter_map(|p| decide_in_policy(p, &bindings, mode)).collect()
+    };
+    let (outcomes, fallback) = match group(false) {
+        none if none.is_empty() => (group(true), true),
+        some => (some, false),
+    };
+    let Some(o) = most_restrictive(outcomes.iter()) else {
         return match agent.default_action {
             Some(action) => Decision::plain(action, DecidedBy::AgentDefault, None),
             None => Decision::plain(cluster_default, DecidedBy::ClusterDefault, None),
         };
     };
+    let limits = outcomes.iter().filter_map(|o| o.limit.map(|limit| Applied { policy: o.policy.id.clone(), rule: o.rule.to_owned(), limit: *limit })).collect();
     let decided_by = DecidedBy::Rule { policy: o.policy.id.clone(), rule: o.rule.to_owned(), fallback };
-    let mut decision = Decision { action: o.action, decided_by, message: o.message.map(str::to_owned), workflow: None, error: o.error, shadow: None };
+    let mut decision = Decision {
+        action: o.action,
+        decided_by,
+        message: o.message.map(str::to_owned),
+        workflow: None,
+        error: o.error.clone(),
+        shadow: None,
+        limits,
+        audited_limits: Vec::new(),
+    };
     if decision.action == Action::RequireApproval {
         match o.workflow {
             Some(name) if workflows.exists(name) => decision.workflow = Some(name.to_owned()),
@@ -230,10 +260,16 @@ fn evaluate(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn Workf
 pub fn decide(policies: &[&CompiledPolicy], call: &Call<'_>, workflows: &dyn WorkflowLookup, cluster_default: Action) -> Decision {
     let mut decision = decide_as(policies, call, workflows, cluster_default, Mode::Enforced);
     let audited = || policies.iter().any(|p| p.has_audit && p.applies_to(call.agent));
+    if decision.action == Action::Deny {
+        decision.limits.clear();
+    }
     if matches!(decision.decided_by, DecidedBy::Suspended | DecidedBy::ServerNotAllowed) || !audited() {
         return decision;
     }
     let would = decide_as(policies, call, workflows, cluster_default, Mode::AsIfEnforced);
+    if would.action != Action::Deny {
+        decision.audited_limits = would.limits.iter().filter(|l| !decision.limits.contains(l)).cloned().collect();
+    }
     if would.action != decision.action {
         let message = if would.action == Action::Deny { Some(would.deny_message()) } else { would.message };
         decision.shadow = Some(Box::new(Shadow { action: would.action, decided_by: would.decided_by, message }));

@@ -151,7 +151,15 @@ pub fn unloadable(id: super::compiled::PolicyId, fallback: bool, audit: bool, me
             name: crate::glob::Glob::Any,
             justification: None,
             workflow: None,
-            rules: vec![super::compiled::CompiledRule { path: "spec".into(), action: Action::Deny, when: None, message: Some(message), workflow: None, audit }],
+            rules: vec![super::compiled::CompiledRule {
+                path: "spec".into(),
+                action: Action::Deny,
+                when: None,
+                message: Some(message),
+                workflow: None,
+                audit,
+                rate_limit: None,
+            }],
         }],
     }
 }
