@@ -188,3 +188,42 @@ fn a_refusals_record_names_the_agent_the_model_and_why() {
                "tool": "gpt-5", "decision": "deny", "status": 403, "reason": refusal.to_string()})
     );
 }
+
+/// Rate limits: the agent's and those of the budgets that count the call, each a claim of one
+/// request or of the call's token bound in the current minute; an audited budget's are audited;
+/// past one, a 429 each SDK reads as its rate-limit error.
+#[test]
+fn rate_limits_claim_requests_and_tokens_in_the_minutes_window() {
+    let spec = agent(json!({"models": {"allowed": ["fast"], "rateLimit": {"requestsPerMinute": 10, "tokensPerMinute": 50000}}}));
+    let budgets = vec![
+        ("team".to_owned(), budget(json!({"period": "Daily", "hardLimitUSD": 5.0, "enforcement": "Audit", "rateLimit": {"requestsPerMinute": 100}}))),
+        ("other".to_owned(), budget(json!({"period": "Daily", "hardLimitUSD": 5.0, "models": ["claude-*"], "rateLimit": {"requestsPerMinute": 1}}))),
+    ];
+    let providers = providers();
+    let a = admit(&spec, &providers, &budgets, Operation::ChatCompletions, json!({"model": "fast", "max_tokens": 100, "messages": []})).unwrap();
+    let window = call::rate_window(now());
+    assert_eq!(window, now().as_microsecond(), "10:30:00 starts a window");
+    let got: Vec<(&str, i64, i64, bool)> = a.rates.iter().map(|r| (r.key.as_str(), r.limit, r.amount, r.audit)).collect();
+    let tokens = i64::try_from(a.body.len()).unwrap() + 100;
+    assert_eq!(
+        got,
+        [
+            ("rate:requests:ManagedAgent team-a/coder", 10, 1, false),
+            ("rate:tokens:ManagedAgent team-a/coder", 50000, tokens, false),
+            ("rate:requests:Budget team-a/team", 100, 1, true),
+        ],
+        "a budget that does not count the model brings no limit"
+    );
+    assert!(a.rates.iter().all(|r| r.window_start_us == window));
+    let later: jiff::Timestamp = "2026-12-02T10:30:41.5Z".parse().unwrap();
+    assert_eq!(call::retry_after_secs(window, later), 19);
+    let refusal = Refusal::RateLimited { owner: "ManagedAgent team-a/coder".into(), what: "requests", limit: 10, retry_after_secs: 19 };
+    assert_eq!((refusal.status(), refusal.retry_after()), (429, Some(19)));
+    let openai: Value = serde_json::from_slice(&refusal.body(Api::OpenAi)).unwrap();
+    assert_eq!(openai["error"]["code"], "rate_limit_exceeded");
+    let anthropic: Value = serde_json::from_slice(&refusal.body(Api::Anthropic)).unwrap();
+    assert_eq!(anthropic["error"]["type"], "rate_limit_error");
+    let shadow = call::would_refuse("rate:requests:Budget team-a/team", 100, 100);
+    assert_eq!(shadow.policy.as_deref(), Some("Budget team-a/team"));
+    assert!(shadow.message.unwrap_or_default().contains("would have been rate limited: 100 of 100 requests this minute"));
+}

@@ -72,6 +72,9 @@ pub struct ModelAccess {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 64), pattern(r"^[a-z][a-z0-9_]*$")))]
     pub hosted_tools: Vec<String>,
+    /// The agent's model calls and tokens per minute, across every pod and gateway replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::common::ModelRateLimit>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -47,6 +47,10 @@ pub struct BudgetSpec {
     /// the calls it would have refused are recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
+    /// Calls and tokens per minute of all the agents the budget selects together (of the models
+    /// it counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::common::ModelRateLimit>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -77,6 +77,26 @@ pub enum EnforcementSummary {
     Mixed,
 }
 
+/// How many model calls, and tokens, per minute, counted in one-minute windows across every
+/// gateway replica (through the ledger's database).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRateLimit {
+    /// Calls started per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10_000_000))]
+    pub requests_per_minute: Option<u32>,
+    /// Input and output tokens per minute: a call counts at most its bound while it runs, and
+    /// what it used once it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10_000_000_000u64))]
+    pub tokens_per_minute: Option<u64>,
+    /// `Audit`: calls past the limit are served and recorded. (A `Budget`'s limit follows the
+    /// budget's own `enforcement` too.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
+}
+
 /// What audited rules (or an audited budget) would have done, counted from the audit store over
 /// the recent `window`: what switching to `Enforce` would change.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

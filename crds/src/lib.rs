@@ -22,7 +22,7 @@ mod workflow;
 pub use agent::*;
 pub use approval_request::*;
 pub use budget::*;
-pub use common::{Condition, CredentialSource, Enforcement, EnforcementSummary, SecretKeyRef, ShadowCounts, VaultRef};
+pub use common::{Condition, CredentialSource, Enforcement, EnforcementSummary, ModelRateLimit, SecretKeyRef, ShadowCounts, VaultRef};
 pub use gateway::*;
 pub use mcp_server::*;
 pub use model_provider::*;

@@ -99,7 +99,8 @@ def run(step: dict) -> dict:
                         model=step["model"], max_tokens=10, messages=[{"role": "user", "content": "Say hello"}])
                     return {"replica": replica, "status": "200"}
                 except openai.APIStatusError as e:
-                    return {"replica": replica, "status": str(e.status_code), "message": e.message}
+                    return {"replica": replica, "status": str(e.status_code), "message": e.message,
+                            "retry_after": e.response.headers.get("retry-after")}
                 except openai.APIConnectionError as e:
                     return {"replica": replica, "status": "connection", "message": str(e)}
 

@@ -94,3 +94,40 @@ fn a_burst_past_a_rules_limit_is_refused_saying_when_to_retry() -> Result<()> {
     .context("the raised limit was not applied within 2 s")?;
     Ok(())
 }
+
+/// Model calls past an agent's requests per minute, spread over two gateway replicas sharing a
+/// PostgreSQL ledger: exactly the limit is served, the rest get 429 with `retry-after` in the
+/// provider's format (the SDK's `RateLimitError`); a raised limit applies within two seconds.
+#[test]
+fn model_calls_past_an_agents_rate_limit_are_429_across_two_replicas() -> Result<()> {
+    use tollgate_e2e::gateway::{GatewayProcess, Scene, model_client};
+    operator();
+    let cp = ControlPlane::shared();
+    let pg = tollgate_e2e::postgres::Postgres::start(cp.dir())?;
+    let Scene { fake: _provider, ns, key, .. } = Scene::new(cp, "limits-model", "")?;
+    let limit = |rpm: u32| format!(r#"{{"spec":{{"models":{{"rateLimit":{{"requestsPerMinute":{rpm}}}}}}}}}"#);
+    cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", &limit(4)])?;
+    let gateways = [GatewayProcess::start(cp, &pg.url())?, GatewayProcess::start(cp, &pg.url())?];
+    let base_urls: Vec<String> = gateways.iter().map(|g| format!("{}/openai/v1", g.url())).collect();
+    let env = gateways[0].agent_env(&key);
+    // Not across a minute's end: the burst is counted in one window.
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || Ok((jiff::Timestamp::now().as_second().rem_euclid(60) < 50).then_some(())))?;
+    let out = model_client(&env, &json!([{"op": "burst", "model": "fast", "count": 12, "concurrency": 12, "base_urls": base_urls}]))?;
+    let calls = out[0]["calls"].as_array().context("per-call results")?;
+    let served = calls.iter().filter(|c| c["status"] == "200").count();
+    let limited: Vec<&Value> = calls.iter().filter(|c| c["status"] == "429").collect();
+    assert_eq!((served, limited.len()), (4, 8), "{}", out[0]["counts"]);
+    for c in &limited {
+        let message = c["message"].as_str().unwrap_or_default();
+        ensure!(message.contains(&format!("rate limit of ManagedAgent {ns}/coder: at most 4 requests per minute; retry after")), "{c}");
+        let retry: u64 = c["retry_after"].as_str().unwrap_or_default().parse().with_context(|| format!("no retry-after: {c}"))?;
+        ensure!((1..=60).contains(&retry), "{c}");
+    }
+    cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", &limit(100)])?;
+    wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+        let s = model_client(&env, &json!([{"op": "chat", "model": "fast"}]))?.remove(0);
+        Ok((s["ok"] == true).then_some(()))
+    })
+    .context("the raised limit was not applied within 2 s")?;
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //! (streams event by event) and the call settled in the ledger. Every refusal is in the
 //! provider's own error format.
 
-use crate::ledger::{Claim, InFlight, LedgerError, Reservation, Row};
+use crate::ledger::{Claim, InFlight, LedgerError, Reservation, Row, Unit};
 use crate::state::GatewayState;
 use crate::stream;
 use bytes::Bytes;
@@ -40,6 +40,10 @@ fn refuse(api: Api, r: &Refusal) -> Response<Body> {
     let mut resp = Response::new(full(r.body(api)));
     *resp.status_mut() = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::FORBIDDEN);
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The SDKs wait this long before they retry a 429.
+    if let Some(secs) = r.retry_after() {
+        resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
+    }
     resp
 }
 
@@ -161,11 +165,15 @@ async fn call(
 /// The call's claims reserved at once for its estimate, and the call registered as in flight; a
 /// soft limit passed comes back as a warning.
 async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admitted: &call::Admission<'_>) -> Result<(Reservation, Option<String>), Refusal> {
-    let claims: Vec<Claim> = admitted
-        .claims
-        .iter()
-        .map(|c| Claim { budget: c.budget.clone(), period_start_us: c.period_start_us, hard_limit: c.hard_limit, audit: c.audit })
-        .collect();
+    let mut claims: Vec<Claim> = admitted.claims.iter().map(|c| Claim::budget(c.budget.clone(), c.period_start_us, c.hard_limit, c.audit)).collect();
+    claims.extend(admitted.rates.iter().map(|r| Claim {
+        budget: r.key.clone(),
+        period_start_us: r.window_start_us,
+        hard_limit: r.limit,
+        audit: r.audit,
+        unit: if r.tokens { Unit::Tokens } else { Unit::Requests },
+        amount: Some(r.amount),
+    }));
     let inflight = InFlight {
         id: i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX,
         instance: gw.instance.clone(),
@@ -179,6 +187,15 @@ async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admit
         amount: admitted.estimate,
     };
     let reservation = gw.reserver.reserve(claims, &inflight).await.map_err(|e| match e {
+        LedgerError::Exhausted { budget, .. } if budget.starts_with("rate:") => match admitted.rates.iter().find(|r| r.key == budget) {
+            Some(r) => Refusal::RateLimited {
+                owner: r.owner.clone(),
+                what: if r.tokens { "tokens" } else { "requests" },
+                limit: r.limit,
+                retry_after_secs: call::retry_after_secs(r.window_start_us, jiff::Timestamp::now()),
+            },
+            None => Refusal::Ledger(format!("no rate limit {budget}")),
+        },
         LedgerError::Exhausted { budget, spent, limit } => {
             let budget = budget.rsplit('/').next().unwrap_or_default().to_owned();
             Refusal::BudgetExhausted { budget, spent_usd: spend::micros_to_usd(spent), limit_usd: spend::micros_to_usd(limit) }
@@ -409,7 +426,9 @@ impl Settlement {
         .to_value();
         let source =
             crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone(), shipped: false };
-        let settled = crate::recorder::Settled { reservation: self.reservation, cost, row, audit: (source, record) };
+        let mut reservation = self.reservation;
+        reservation.tokens_used = usage.map(|u| i64::try_from(u.input.saturating_add(u.output)).unwrap_or(i64::MAX));
+        let settled = crate::recorder::Settled { reservation, cost, row, audit: (source, record) };
         if self.gw.settled.send(crate::recorder::Entry::Call(Box::new(settled))).await.is_err() {
             tracing::error!("the ledger writer has stopped: a settled call was not recorded");
         }

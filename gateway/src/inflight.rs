@@ -120,7 +120,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_instances_calls_are_settled_once_at_their_estimate() {
         let (l, _dir) = ledger().await;
-        let claim = Claim { budget: "ns/b".into(), period_start_us: 0, hard_limit: 1000, audit: false };
+        let claim = Claim::budget("ns/b".into(), 0, 1000, false);
         let dead = coder_call("dead", 40);
         let mut alive = call(7);
         alive.instance = "alive".into();
@@ -157,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_settled_as_interrupted_is_not_settled_again_by_a_gateway_that_was_only_slow() {
         let (l, _dir) = ledger().await;
-        let claim = Claim { budget: "ns/b".into(), period_start_us: 0, hard_limit: 1000, audit: false };
+        let claim = Claim::budget("ns/b".into(), 0, 1000, false);
         let slow = coder_call("slow", 40);
         let reservation = l.reserve(vec![claim], &slow).await.unwrap();
         // Its heartbeat went stale: another gateway settles the call at its estimate.

@@ -31,6 +31,30 @@ pub struct Claim {
     pub hard_limit: Micros,
     /// An audited budget: counted as the others, never refusing (docs/design.md §3.4).
     pub audit: bool,
+    /// What the claim counts. A rate limit is a claim too (docs/design.md §3.4): its key is
+    /// `rate:…`, its period a minute's window, its limit requests or tokens in that window.
+    pub unit: Unit,
+    /// What the call takes from it; `None`: the call's estimate (micro-USD).
+    pub amount: Option<Micros>,
+}
+
+/// What a claim counts, and so what it is settled to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unit {
+    /// Spend: settled to the call's cost.
+    #[default]
+    Micros,
+    /// Requests: a call is one, settled or not.
+    Requests,
+    /// Tokens: the bound reserved, settled to the tokens used (or kept when unknown).
+    Tokens,
+}
+
+impl Claim {
+    /// A budget's claim of the call's estimate.
+    pub fn budget(budget: String, period_start_us: i64, hard_limit: Micros, audit: bool) -> Claim {
+        Claim { budget, period_start_us, hard_limit, audit, unit: Unit::Micros, amount: None }
+    }
 }
 
 /// A budget that refused a call, or (audited) would have.
@@ -57,6 +81,8 @@ pub struct Reservation {
     pub spent: Vec<(String, Micros)>,
     /// The audited budgets that would have refused the call.
     pub would_refuse: Vec<Exhaustion>,
+    /// Tokens the call used, once known (what its token claims are settled to).
+    pub tokens_used: Option<i64>,
 }
 
 /// A call in flight, as its `inflight` row: what is settled, as interrupted, if the gateway
@@ -195,6 +221,12 @@ impl Ledger {
         Ok(answers)
     }
 
+    /// Rate limits' windows that ended before `before_us` (the current one is all they need).
+    pub async fn forget_rate_windows(&self, before_us: i64) -> Result<(), LedgerError> {
+        sqlx::query("DELETE FROM budget_spend WHERE budget LIKE 'rate:%' AND period_start_us < $1").bind(before_us).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// What a budget has taken in a period (reservations in flight included).
     pub async fn spent(&self, budget: &str, period_start_us: i64) -> Result<Micros, LedgerError> {
         let spent: Option<i64> = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
@@ -249,7 +281,7 @@ pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 /// A call that counts against no budget: nothing to take, and its `inflight` row is the
 /// recorder's to write, in its next batch.
 pub fn unregistered(call: &InFlight) -> Reservation {
-    Reservation { id: call.id, claims: Vec::new(), amount: call.amount, registered: false, spent: Vec::new(), would_refuse: Vec::new() }
+    Reservation { id: call.id, amount: call.amount, ..Reservation::default() }
 }
 
 fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
@@ -264,10 +296,10 @@ async fn reserve_in(tx: &mut Tx, claims: Vec<Claim>, call: &InFlight) -> Result<
     if claims.is_empty() {
         return Ok(Ok(unregistered(call)));
     }
-    let amount = call.amount;
     let mut spent = Vec::with_capacity(claims.len());
     let mut would_refuse = Vec::new();
     for (i, c) in claims.iter().enumerate() {
+        let amount = c.amount.unwrap_or(call.amount);
         if c.audit {
             // Counted whatever it holds; had it held its limit already, it would have refused.
             let now_spent: i64 = sqlx::query_scalar(
@@ -309,12 +341,12 @@ async fn reserve_in(tx: &mut Tx, claims: Vec<Claim>, call: &InFlight) -> Result<
             .fetch_optional(&mut **tx)
             .await?;
         for given_back in &claims[..i] {
-            adjust_in(tx, given_back, amount, 0).await?;
+            adjust_in(tx, given_back, given_back.amount.unwrap_or(call.amount), 0).await?;
         }
         return Ok(Err(LedgerError::Exhausted { budget: c.budget.clone(), spent: held.unwrap_or(0), limit: c.hard_limit }));
     }
     open_in(tx, call).await?;
-    Ok(Ok(Reservation { id: call.id, claims, amount, registered: true, spent, would_refuse }))
+    Ok(Ok(Reservation { id: call.id, claims, amount: call.amount, registered: true, spent, would_refuse, tokens_used: None }))
 }
 
 /// A claim's `reserved` replaced by `actual`.
@@ -359,7 +391,13 @@ pub(crate) async fn settle_in(tx: &mut Tx, r: &Reservation, actual: Micros) -> R
         return Ok(false);
     }
     for c in &r.claims {
-        adjust_in(tx, c, r.amount, actual).await?;
+        let reserved = c.amount.unwrap_or(r.amount);
+        let settled = match c.unit {
+            Unit::Micros => actual,
+            Unit::Requests => reserved,
+            Unit::Tokens => r.tokens_used.unwrap_or(reserved),
+        };
+        adjust_in(tx, c, reserved, settled).await?;
     }
     Ok(true)
 }
@@ -434,7 +472,7 @@ pub(crate) mod tests {
     }
 
     fn claim(budget: &str, limit: Micros) -> Claim {
-        Claim { budget: budget.into(), period_start_us: 0, hard_limit: limit, audit: false }
+        Claim::budget(budget.into(), 0, limit, false)
     }
 
     #[tokio::test]
@@ -470,6 +508,30 @@ pub(crate) mod tests {
         let both = l.reserve(vec![audited(1_000_000), claim("ns/real", 10)], &call(7)).await;
         assert!(matches!(both, Err(LedgerError::Exhausted { .. })), "{both:?}");
         assert_eq!(l.spent("ns/shadow", 0).await.unwrap(), 185);
+    }
+
+    /// A rate limit is a claim of one request (or a bound of tokens) in a minute's window: the
+    /// limit's worth is served, then refused; a call settled keeps its request and its tokens
+    /// become what it used; a call refused by a budget gives its request back.
+    #[tokio::test]
+    async fn rate_windows_count_requests_and_tokens() {
+        let (l, _dir) = ledger().await;
+        let requests = |limit| Claim { unit: Unit::Requests, amount: Some(1), ..claim("rate:requests:ManagedAgent ns/a", limit) };
+        let tokens = |limit, bound| Claim { unit: Unit::Tokens, amount: Some(bound), ..claim("rate:tokens:ManagedAgent ns/a", limit) };
+        let mut r1 = l.reserve(vec![requests(2), tokens(1000, 600)], &call(5)).await.unwrap();
+        r1.tokens_used = Some(100);
+        l.reserve(vec![requests(2)], &call(5)).await.unwrap();
+        assert!(matches!(l.reserve(vec![requests(2)], &call(5)).await, Err(LedgerError::Exhausted { spent: 2, limit: 2, .. })));
+        crate::recorder::settle_many(&l, &[], &[(r1, 5, Row::default())], Vec::new()).await.unwrap();
+        assert_eq!(l.spent("rate:requests:ManagedAgent ns/a", 0).await.unwrap(), 2, "a settled call keeps its request");
+        assert_eq!(l.spent("rate:tokens:ManagedAgent ns/a", 0).await.unwrap(), 100, "tokens settled to what was used");
+        l.reserve(vec![claim("ns/b", 10)], &call(10)).await.unwrap();
+        let refused = l.reserve(vec![requests(100), claim("ns/b", 10)], &call(1)).await;
+        assert!(matches!(refused, Err(LedgerError::Exhausted { .. })));
+        assert_eq!(l.spent("rate:requests:ManagedAgent ns/a", 0).await.unwrap(), 2, "a call the budget refused gave its request back");
+        l.forget_rate_windows(1).await.unwrap();
+        assert_eq!(l.spent("rate:requests:ManagedAgent ns/a", 0).await.unwrap(), 0);
+        assert_eq!(l.spent("ns/b", 0).await.unwrap(), 10, "budgets are never forgotten");
     }
 
     #[tokio::test]

@@ -30,6 +30,10 @@ pub async fn run(gw: Arc<GatewayState>) {
         if let Err(e) = crate::shadow_status::refresh(&gw, &params, &mut shadows).await {
             tracing::warn!(error = %e, "could not count would-be decisions into status");
         }
+        let minutes_ago = tollgate_core::model::call::rate_window(Timestamp::now()) - 120_000_000;
+        if let Err(e) = gw.ledger.forget_rate_windows(minutes_ago).await {
+            tracing::warn!(error = %e, "could not forget old rate-limit windows");
+        }
     }
 }
 

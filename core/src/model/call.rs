@@ -71,6 +71,60 @@ pub struct Admission<'a> {
     /// What the call may cost at most, reserved against every claim.
     pub estimate: Micros,
     pub claims: Vec<BudgetClaim>,
+    /// The rate limits it counts against (its agent's, its budgets').
+    pub rates: Vec<RateClaim>,
+}
+
+/// A rate limit a call counts against: requests or tokens in the current minute's window, of
+/// an agent or of a budget's agents together (docs/design.md §3.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateClaim {
+    /// `rate:<requests|tokens>:<owner>`: the ledger's key.
+    pub key: String,
+    /// `ManagedAgent ns/name` or `Budget ns/name`.
+    pub owner: String,
+    pub tokens: bool,
+    pub window_start_us: i64,
+    pub limit: i64,
+    /// One request, or the call's tokens at most.
+    pub amount: i64,
+    pub audit: bool,
+}
+
+/// The start of the minute `now` falls in, in µs.
+pub fn rate_window(now: Timestamp) -> i64 {
+    let us = now.as_microsecond();
+    us - us.rem_euclid(60_000_000)
+}
+
+/// Whole seconds from `now` to the end of the window that began at `window_start_us` (at least 1).
+pub fn retry_after_secs(window_start_us: i64, now: Timestamp) -> u64 {
+    let left = window_start_us + 60_000_000 - now.as_microsecond();
+    u64::try_from((left + 999_999) / 1_000_000).unwrap_or(1).max(1)
+}
+
+/// The rate claims of `limit` (of `owner`, audited when `audit`): one for requests, one for
+/// tokens, as it sets them. `tokens` is the call's bound.
+fn rate_claims(owner: &str, limit: &tollgate_api::ModelRateLimit, audit: bool, tokens: u64, now: Timestamp) -> Vec<RateClaim> {
+    let audit = audit || limit.enforcement == Some(Enforcement::Audit);
+    let window_start_us = rate_window(now);
+    let claim = |kind: &str, limit: i64, amount: i64| RateClaim {
+        key: format!("rate:{kind}:{owner}"),
+        owner: owner.to_owned(),
+        tokens: kind == "tokens",
+        window_start_us,
+        limit,
+        amount,
+        audit,
+    };
+    let mut out = Vec::new();
+    if let Some(rpm) = limit.requests_per_minute {
+        out.push(claim("requests", i64::from(rpm), 1));
+    }
+    if let Some(tpm) = limit.tokens_per_minute {
+        out.push(claim("tokens", i64::try_from(tpm).unwrap_or(i64::MAX), i64::try_from(tokens).unwrap_or(i64::MAX)));
+    }
+    out
 }
 
 /// What a call is decided against.
@@ -106,8 +160,26 @@ pub fn admit<'a>(
     let images = usize::try_from(request::IMAGE_TOKENS).unwrap_or(usize::MAX).saturating_mul(provided.images);
     let estimate = model.pricing.map_or(0, |p| spend::estimate(p, sent.len().saturating_add(images), output));
     let claims = claims(caller, &model, &provided, cx)?;
+    let tokens = u64::try_from(sent.len().saturating_add(images)).unwrap_or(u64::MAX).saturating_add(output);
+    let rates = rates(caller, &model, tokens, cx);
     let url = format!("{}{}", model.spec.base_url.trim_end_matches('/'), provider_path(op));
-    Ok(Admission { model, url, body: sent, strip_usage, hosted, estimate, claims })
+    Ok(Admission { model, url, body: sent, strip_usage, hosted, estimate, claims, rates })
+}
+
+/// The agent's own rate limit and those of the budgets that count the call.
+fn rates(caller: &Caller<'_>, model: &Resolved<'_>, tokens: u64, cx: &Context<'_>) -> Vec<RateClaim> {
+    let mut out = Vec::new();
+    if let Some(limit) = caller.spec.models.as_ref().and_then(|m| m.rate_limit.as_ref()) {
+        out.extend(rate_claims(&format!("ManagedAgent {}/{}", caller.namespace, caller.name), limit, false, tokens, cx.now));
+    }
+    let names = model.names();
+    for (name, b) in cx.budgets.iter().filter(|(_, b)| spend::budget_applies(b, caller.labels, &names)) {
+        if let Some(limit) = &b.rate_limit {
+            let audit = b.enforcement == Some(Enforcement::Audit);
+            out.extend(rate_claims(&format!("Budget {}/{name}", caller.namespace), limit, audit, tokens, cx.now));
+        }
+    }
+    out
 }
 
 /// Every budget of the agent's namespace that counts any name of the model. Where one applies,
@@ -140,20 +212,23 @@ fn claims(caller: &Caller<'_>, model: &Resolved<'_>, provided: &request::Provide
         .collect())
 }
 
-/// The record of an audited budget that would have refused a call: it had `spent` of its
-/// `limit` (micro-USD) before the call. `budget` is `namespace/name`.
-pub fn would_refuse(budget: &str, spent: Micros, limit: Micros) -> crate::audit::ShadowRecord {
-    let (namespace, name) = budget.split_once('/').unwrap_or(("", budget));
-    crate::audit::ShadowRecord {
-        would: crate::audit::AuditDecision::Deny,
-        policy: Some(format!("Budget {namespace}/{name}")),
-        rule: None,
-        message: Some(format!(
-            "budget {name} would have refused the call: {:.6} of {:.2} USD spent (enforcement: Audit)",
-            spend::micros_to_usd(spent),
-            spend::micros_to_usd(limit)
-        )),
-    }
+/// The record of an audited budget or rate limit that would have refused a call: it held `spent`
+/// of its `limit` before the call. `key` is the ledger's: a budget's `namespace/name`, or a rate
+/// limit's `rate:<requests|tokens>:<owner>`.
+pub fn would_refuse(key: &str, spent: Micros, limit: Micros) -> crate::audit::ShadowRecord {
+    let (policy, message) = match key.strip_prefix("rate:").and_then(|r| r.split_once(':')) {
+        Some((kind, owner)) => (owner.to_owned(), format!("{owner} would have been rate limited: {spent} of {limit} {kind} this minute (enforcement: Audit)")),
+        None => {
+            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+            let message = format!(
+                "budget {name} would have refused the call: {:.6} of {:.2} USD spent (enforcement: Audit)",
+                spend::micros_to_usd(spent),
+                spend::micros_to_usd(limit)
+            );
+            (format!("Budget {namespace}/{name}"), message)
+        }
+    };
+    crate::audit::ShadowRecord { would: crate::audit::AuditDecision::Deny, policy: Some(policy), rule: None, message: Some(message) }
 }
 
 /// The warning an admitted call carries once a budget it claims has passed its soft limit

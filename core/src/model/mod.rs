@@ -101,6 +101,8 @@ pub enum Refusal {
     ModelNotAllowed { agent: String, model: String },
     #[error("budget {budget} is spent: {spent_usd} of {limit_usd} USD this period (its hard limit); the call was not sent")]
     BudgetExhausted { budget: String, spent_usd: f64, limit_usd: f64 },
+    #[error("rate limit of {owner}: at most {limit} {what} per minute; retry after {retry_after_secs} s")]
+    RateLimited { owner: String, what: &'static str, limit: i64, retry_after_secs: u64 },
     #[error("model {model:?} has no price in ModelProvider {provider}, and budget {budget} applies to it: the call cannot be accounted")]
     Unpriced { model: String, provider: String, budget: String },
     #[error("the request body is not a JSON object with a \"model\": {0}")]
@@ -146,6 +148,15 @@ impl Refusal {
             Refusal::BadBody { status, .. } => *status,
             Refusal::Ledger(_) | Refusal::NotReady => 503,
             Refusal::Provider { .. } => 502,
+            Refusal::RateLimited { .. } => 429,
+        }
+    }
+
+    /// Seconds the client should wait before retrying (its `retry-after`), when that is known.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Refusal::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 
@@ -157,6 +168,7 @@ impl Refusal {
                 let (kind, code) = match self {
                     Refusal::NoKey | Refusal::BadKey => ("invalid_request_error", "invalid_api_key"),
                     Refusal::BudgetExhausted { .. } => ("insufficient_quota", "budget_exhausted"),
+                    Refusal::RateLimited { what, .. } => (*what, "rate_limit_exceeded"),
                     Refusal::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
                     Refusal::BadRequest(_) | Refusal::BadBody { .. } | Refusal::Field { .. } | Refusal::Beta { .. } => {
                         ("invalid_request_error", "invalid_request")
@@ -173,6 +185,7 @@ impl Refusal {
                     404 => "not_found_error",
                     400 | 408 => "invalid_request_error",
                     413 => "request_too_large",
+                    429 => "rate_limit_error",
                     _ => "api_error",
                 };
                 json!({"type": "error", "error": {"type": kind, "message": message}})
