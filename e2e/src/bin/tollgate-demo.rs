@@ -202,7 +202,7 @@ fn show_tool_calls(w: &World, pod: &tollgate_e2e::kubelet::RunningPod) -> Result
     let World { cp, slack, .. } = w;
     let (status, log) = pod.wait_exit("agent", Duration::from_secs(660))?;
     let steps: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    anyhow::ensure!(status.success() && steps.len() == 7, "the agent failed ({status}):\n{log}");
+    anyhow::ensure!(status.success() && steps.len() == 9, "the agent failed ({status}):\n{log}");
 
     say("what the agent saw");
     let names: Vec<&str> = steps[0]["result"]["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
@@ -213,6 +213,8 @@ fn show_tool_calls(w: &World, pod: &tollgate_e2e::kubelet::RunningPod) -> Result
         "a call the cluster guardrail refuses: echo with a password",
         "a call without the justification its policy requires: get-sum",
         "the same call, justified",
+        "a call a rule in Audit would deny: echo rm -rf (served; the audit record says what Enforce would do)",
+        "a third echo within the minute: over the rule's rate limit",
         "the held call, once approved: trigger-long-running-operation",
     ]
     .iter()
@@ -221,7 +223,7 @@ fn show_tool_calls(w: &World, pod: &tollgate_e2e::kubelet::RunningPod) -> Result
         println!("  {what}");
         show(&steps[i + 1]);
     }
-    println!("  progress notifications while waiting and running: {}", steps[6]["progress"].as_array().map_or(0, Vec::len));
+    println!("  progress notifications while waiting and running: {}", steps[8]["progress"].as_array().map_or(0, Vec::len));
     print!("{}", cp.kubectl_ok(User::Admin, ["get", "approvalrequests", "-n", NS])?);
     let updated =
         slack.wait_calls("the message updated with the outcome", |c| c["path"] == "/api/chat.update" && !c["body"].to_string().contains("tollgate_approve"))?;
@@ -269,8 +271,12 @@ fn show_audit(pod: &tollgate_e2e::kubelet::RunningPod) -> Result<()> {
     for r in trail {
         let approvers: Vec<&str> = r["approvers"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
         let by = if approvers.is_empty() { String::new() } else { format!(" by {}", approvers.join(", ")) };
+        let shadow = match r["shadow"]["would"].as_str() {
+            Some(would) => format!(" [Audit: would {would}: {}]", r["shadow"]["message"].as_str().unwrap_or("")),
+            None => String::new(),
+        };
         println!(
-            "  {:<8} {:<16} {:<30} {:<10} {:<22} {}{by}",
+            "  {:<8} {:<16} {:<30} {:<10} {:<22} {}{by}{shadow}",
             r["kind"].as_str().unwrap_or(""),
             r["decision"].as_str().unwrap_or(""),
             r["tool"].as_str().unwrap_or(""),
@@ -307,6 +313,10 @@ fn say(what: &str) {
 }
 
 fn show(step: &Value) {
+    if step["ok"] == false {
+        println!("  ✗ JSON-RPC error {}: {}", step["code"], step["error"].as_str().unwrap_or_default());
+        return;
+    }
     let (text, is_error) = tool_text(step).unwrap_or_else(|e| (format!("{e:#}"), true));
     println!("  {} {}", if is_error { "✗" } else { "✓" }, text.lines().next().unwrap_or_default());
 }
