@@ -59,16 +59,27 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// The bucket a call counts in: this rule's, for the server, the tool or neither.
+    /// The bucket a call counts in: this rule's, for the server, the tool or neither. The tool's
+    /// name is the agent's to choose and unbounded: past [`MAX_KEY_NAME`] it is keyed by its
+    /// digest, so ten thousand buckets stay small whatever the names.
     pub fn key(&self, server: &str, tool: &str) -> String {
         let what = match self.limit.per {
             RateLimitScope::Agent => String::new(),
             RateLimitScope::Server => server.to_owned(),
             RateLimitScope::Tool => format!("{server}/{tool}"),
         };
+        let what = if what.len() > MAX_KEY_NAME {
+            use sha2::Digest;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(what.as_bytes())))
+        } else {
+            what
+        };
         format!("{}|{}|{what}", self.policy, self.rule)
     }
 }
+
+/// The longest server/tool name a bucket key holds as it is.
+pub const MAX_KEY_NAME: usize = 256;
 
 /// A token bucket: tokens left as of `at_ms`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,6 +145,21 @@ mod tests {
         b.take(&slow, 0);
         b.take(&slow, 0);
         assert_eq!(b.check(&slow, 0), Err(1800), "says when to retry");
+    }
+
+    #[test]
+    fn a_long_tool_name_is_keyed_by_its_digest() {
+        let applied = |per| Applied {
+            policy: PolicyId { kind: tollgate_api::PolicyKind::ToolPolicy, namespace: Some("ns".into()), name: "p".into() },
+            rule: "spec.tools[0].rules[0]".into(),
+            limit: Limit::compile(&RateLimit { calls: 1, period: "1m".into(), burst: None, per: Some(per) }).unwrap(),
+        };
+        let long = "x".repeat(1 << 20);
+        let key = applied(RateLimitScope::Tool).key("s", &long);
+        assert!(key.len() < 200 && key.ends_with(&format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("s/{long}"))))), "{key}");
+        assert_ne!(key, applied(RateLimitScope::Tool).key("s", &format!("{long}y")), "other names, other buckets");
+        assert!(applied(RateLimitScope::Tool).key("s", "echo").ends_with("|s/echo"));
+        assert!(applied(RateLimitScope::Agent).key("s", &long).ends_with('|'));
     }
 
     #[test]
