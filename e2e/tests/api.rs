@@ -203,7 +203,7 @@ fn kubectl_get_tells_the_story() -> Result<()> {
 
     let policies = cp.kubectl_ok(User::Admin, ["get", "toolpolicies", "-n", &ns])?;
     let header: Vec<&str> = policies.lines().next().context("no header")?.split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "FALLBACK", "RULES", "AGENTS", "AGE"], "{policies}");
+    assert_eq!(header, ["NAME", "READY", "MODE", "FALLBACK", "RULES", "AGENTS", "WOULD-DENY", "WOULD-HOLD", "AGE"], "{policies}");
     let row: Vec<&str> = policies.lines().nth(1).context("no row")?.split_whitespace().collect();
     assert_eq!(&row[..5], ["platform-tools", "True", "false", "5", "1"], "{policies}");
 
@@ -239,7 +239,7 @@ fn budgets_show_spent_limit_and_state() -> Result<()> {
     )?;
     let out = cp.kubectl_ok(User::Admin, ["get", "budgets", "-n", &ns])?;
     let header: Vec<&str> = out.lines().next().context("no header")?.split_whitespace().collect();
-    assert_eq!(header, ["NAME", "PERIOD", "SPENT", "LIMIT", "STATE", "AGE"], "{out}");
+    assert_eq!(header, ["NAME", "PERIOD", "SPENT", "LIMIT", "STATE", "MODE", "WOULD-DENY", "AGE"], "{out}");
     let row: Vec<&str> = out.lines().nth(1).context("no row")?.split_whitespace().collect();
     assert_eq!(&row[..5], ["monthly", "Monthly", "85.5", "100", "SoftExceeded"], "{out}");
     Ok(())
