@@ -20,6 +20,8 @@ pub async fn run(gw: Arc<GatewayState>) {
     let mut written: HashMap<String, serde_json::Value> = HashMap::new();
     let mut states: HashMap<String, BudgetState> = HashMap::new();
     let mut shadows = crate::shadow_status::Written::new();
+    // Old rate-limit windows are forgotten once a minute, not on every refresh.
+    let mut forgotten_before = 0;
     let every = Duration::from_secs(gw.config.status_interval_seconds.max(1));
     loop {
         tokio::time::sleep(every).await;
@@ -31,8 +33,11 @@ pub async fn run(gw: Arc<GatewayState>) {
             tracing::warn!(error = %e, "could not count would-be decisions into status");
         }
         let minutes_ago = tollgate_core::model::call::rate_window(Timestamp::now()) - 120_000_000;
-        if let Err(e) = gw.ledger.forget_rate_windows(minutes_ago).await {
-            tracing::warn!(error = %e, "could not forget old rate-limit windows");
+        if minutes_ago != forgotten_before {
+            match gw.ledger.forget_rate_windows(minutes_ago).await {
+                Ok(()) => forgotten_before = minutes_ago,
+                Err(e) => tracing::warn!(error = %e, "could not forget old rate-limit windows"),
+            }
         }
     }
 }
