@@ -36,6 +36,16 @@ enum Endpoint {
     Messages,
 }
 
+impl Endpoint {
+    /// The GenAI operation a request to it is (`gen_ai.operation.name`).
+    fn operation(self) -> &'static str {
+        match self {
+            Endpoint::Models => "list_models",
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages => "chat",
+        }
+    }
+}
+
 fn refuse(api: Api, r: &Refusal) -> Response<Body> {
     let mut resp = Response::new(full(r.body(api)));
     *resp.status_mut() = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::FORBIDDEN);
@@ -65,11 +75,12 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<B
         }
     };
     let (api, endpoint) = endpoint;
-    let span = tracing::info_span!("model_call", api = ?api, endpoint = ?endpoint, agent = tracing::field::Empty, model = tracing::field::Empty);
+    let span = crate::trace::model_call(api, &endpoint, endpoint.operation(), req.headers());
     let mut who = Who::default();
     match call(req, &gw, api, endpoint, &span, &mut who).instrument(span.clone()).await {
         Ok(resp) => resp,
         Err(r) => {
+            crate::trace::refused(&span, &r);
             tracing::info!(refusal = %r, "model call refused");
             gw.metrics.tool_call("deny", "model_refused");
             // A refusal of a known agent is a decision like any other: it goes into the audit
@@ -117,7 +128,7 @@ async fn call(
     let key = presented_key(&req).ok_or(Refusal::NoKey)?;
     let agent = index.agents.get(&tollgate_core::model::keys::hash(&key)).cloned().ok_or(Refusal::BadKey)?;
     who.agent = Some(agent.clone());
-    span.record("agent", format!("{}/{}", agent.namespace, agent.name));
+    crate::trace::agent(span, &agent.namespace, &agent.name);
     let caller = Caller { name: &agent.name, namespace: &agent.namespace, labels: &agent.labels, spec: &agent.spec };
     let betas = call::BETA_HEADERS.iter().flat_map(|h| req.headers().get_all(*h).iter().map(move |v| (*h, v.to_str().unwrap_or("(not text)"))));
     call::admit_headers(&caller, betas, &gw.config.allowed_betas)?;
@@ -138,7 +149,7 @@ async fn call(
         .map_err(|e| Refusal::BadBody { status: e.status().as_u16(), reason: e.to_string() })?;
     let body: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let requested = model::requested_model(&body)?.to_owned();
-    span.record("model", requested.as_str());
+    crate::trace::model(span, endpoint.operation(), &requested);
     who.model = Some(requested.clone());
     let no_budgets = Vec::new();
     let budgets = index.budgets.get(&agent.namespace).unwrap_or(&no_budgets);
@@ -156,6 +167,7 @@ async fn call(
         pricing: model.pricing.cloned(),
         hosted: admitted.hosted,
         status: 0,
+        span: span.clone(),
     };
     let credentials = model.spec.credentials.clone();
     let sent = Sent { api, url: admitted.url, provider: model.provider.to_owned(), credentials, strip_usage: admitted.strip_usage, warning };
@@ -312,6 +324,8 @@ fn upstream_request(sent: &Sent, client_headers: &hyper::HeaderMap, credential: 
                 h.append(*name, v.clone());
             }
         }
+        // The provider's spans, if it traces, join the call's trace.
+        tollgate_runtime::otel::propagate(&tracing::Span::current(), h);
         if sent.api == Api::Anthropic && !h.contains_key("anthropic-version") {
             h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         }
@@ -367,6 +381,8 @@ struct Settlement {
     /// The provider-hosted tools the call allowed, for its audit record.
     hosted: Vec<String>,
     status: u16,
+    /// The call's span: it ends once the call is settled, a stream's last event included.
+    span: tracing::Span,
 }
 
 impl Settlement {
@@ -383,6 +399,7 @@ impl Settlement {
             Ending::NotSent => Some(Usage::default()),
             Ending::Unknown => None,
         };
+        crate::trace::settled(&self.span, &self.provider, self.status, usage.as_ref(), cost);
         let row = Row {
             time_us: jiff::Timestamp::now().as_microsecond(),
             namespace: self.agent.namespace.clone(),

@@ -18,6 +18,7 @@ pub mod state;
 pub mod status;
 pub mod stream;
 pub mod tls;
+pub mod trace;
 
 use anyhow::{Context, Result};
 use std::sync::Arc;

@@ -7,12 +7,14 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = tollgate_gateway::Config::parse();
-    tollgate_runtime::telemetry::init(config.log_json);
-    match tollgate_gateway::run(config).await {
+    let telemetry = tollgate_runtime::telemetry::init(config.log_json, "tollgate-gateway");
+    let code = match tollgate_gateway::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "gateway failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

@@ -8,12 +8,14 @@ async fn main() -> ExitCode {
     // kube uses ring; install it once for the process before any TLS is set up.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = tollgate_operator::Config::parse();
-    tollgate_runtime::telemetry::init(config.log_json);
-    match tollgate_operator::run(config).await {
+    let telemetry = tollgate_runtime::telemetry::init(config.log_json, "tollgate-operator");
+    let code = match tollgate_operator::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "operator failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

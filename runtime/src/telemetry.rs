@@ -1,11 +1,51 @@
-//! Logging setup: one `tracing` span per reconcile and per admission review.
+//! Logging and tracing setup: one `tracing` span per reconcile, admission review and call; logs
+//! to stderr; spans also over OTLP when the `OTEL_*` variables ask for it ([`crate::otel`]).
 
-pub fn init(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Keeps the trace exporter alive; [`Telemetry::shutdown`] sends what is still queued.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes queued spans (bounded by the exporter's timeout); call once, before exiting.
+    pub fn shutdown(mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "flushing traces at exit");
+        }
     }
+}
+
+/// Sets up logging, and tracing over OTLP for `service` when configured. A tracing setup that
+/// cannot work is logged and left off: tracing never keeps a process from doing its job.
+pub fn init(json: bool, service: &'static str) -> Telemetry {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,hyper=warn"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    let (provider, problem) = match crate::otel::settings(|k| std::env::var(k).ok()) {
+        Ok(None) => (None, None),
+        Ok(Some(settings)) => match crate::otel::provider(service, &settings) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        },
+        Err(e) => (None, Some(e)),
+    };
+    // Only Tollgate's spans (and the controller runtime's reconciles), whatever the log filter
+    // says: a dependency's spans could carry what an agent sent.
+    let exported = Targets::new().with_target("tollgate", LevelFilter::INFO).with_target("kube_runtime::controller", LevelFilter::INFO);
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(crate::otel::tracer(p)).with_filter(exported));
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
+    if let Some(e) = problem {
+        tracing::error!(error = %e, "traces are not exported");
+    } else if provider.is_some() {
+        tracing::info!(service, "exporting traces over OTLP");
+    }
+    Telemetry { provider }
 }

@@ -27,6 +27,7 @@ impl AuditLog {
     }
 
     pub fn emit(&self, record: &AuditRecord) {
+        crate::trace::recorded(record);
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = buf.is_empty();
         let start = buf.len();

@@ -19,6 +19,7 @@ pub mod ship;
 pub mod snapshot;
 pub mod state;
 pub mod tools;
+pub mod trace;
 pub mod transparent;
 pub mod trust;
 pub mod upstream;

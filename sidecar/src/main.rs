@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         };
     }
     let config = tollgate_sidecar::Config::parse();
-    tollgate_runtime::telemetry::init(config.log_json);
+    let telemetry = tollgate_runtime::telemetry::init(config.log_json, "tollgate-sidecar");
     // One thread by default, as a sidecar has a fraction of a core: a multi-threaded runtime on
     // one CPU spends its time waking threads that then wait for the same CPU.
     let runtime = match config.worker_threads {
@@ -35,11 +35,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tollgate_sidecar::run(config)) {
+    let code = match runtime.block_on(tollgate_sidecar::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "sidecar failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

@@ -160,6 +160,9 @@ impl Upstream {
             for (name, value) in credentials {
                 h.insert(name, value);
             }
+            // The server's spans join the call's trace (never the agent's own header: the
+            // sidecar's span is the parent, and without tracing nothing is added).
+            tollgate_runtime::otel::propagate(&tracing::Span::current(), h);
         }
         let req = req.body(full(body)).map_err(|e| UpstreamError::BadUrl { server: server.name.clone(), url: server.url.clone(), reason: e.to_string() })?;
         match tokio::time::timeout(server.timeout, client.request(req)).await {

@@ -41,6 +41,10 @@ pub fn labels(agent: &str, server: &str, tool: &str, pod: &str) -> BTreeMap<Stri
 
 pub const POD_LABEL: &str = "tollgate.dev/pod";
 
+/// The W3C `traceparent` of the held call's span, when tracing is on: what the request's wait
+/// and the operator's work on it are linked to.
+pub const TRACEPARENT_ANNOTATION: &str = "tollgate.dev/traceparent";
+
 /// At most `max` characters of `text`.
 pub fn bounded(text: &str, max: usize) -> String {
     text.chars().take(max).collect()

@@ -25,6 +25,17 @@ pub enum AuditDecision {
     RequireApproval,
 }
 
+impl AuditDecision {
+    /// The name records and spans use (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDecision::Allow => "allow",
+            AuditDecision::Deny => "deny",
+            AuditDecision::RequireApproval => "require_approval",
+        }
+    }
+}
+
 impl From<tollgate_api::Action> for AuditDecision {
     fn from(a: tollgate_api::Action) -> Self {
         match a {
@@ -46,6 +57,22 @@ pub enum Outcome {
     ApprovalCancelled,
     UpstreamError,
     Timeout,
+}
+
+impl Outcome {
+    /// The name records and spans use (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Denied => "denied",
+            Outcome::Approved => "approved",
+            Outcome::ApprovalDenied => "approval_denied",
+            Outcome::ApprovalExpired => "approval_expired",
+            Outcome::ApprovalCancelled => "approval_cancelled",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Timeout => "timeout",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

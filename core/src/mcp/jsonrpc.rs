@@ -90,6 +90,19 @@ pub struct ToolCallParams<'a> {
 pub struct Meta {
     #[serde(rename = "progressToken", default)]
     pub progress_token: Option<Value>,
+    /// W3C trace context, where MCP carries it besides the HTTP headers. Anything but a string
+    /// is ignored, never an error: tracing must not refuse a call.
+    #[serde(default, deserialize_with = "string_or_nothing")]
+    pub traceparent: Option<String>,
+    #[serde(default, deserialize_with = "string_or_nothing")]
+    pub tracestate: Option<String>,
+}
+
+fn string_or_nothing<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
 }
 
 pub fn tool_call_params<'a>(params: Option<&'a RawValue>) -> Result<ToolCallParams<'a>, String> {

@@ -152,6 +152,30 @@ impl Refusal {
         }
     }
 
+    /// A stable name for the kind of refusal (a span's `error.type`): never what the agent sent.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::NotReady => "not_ready",
+            Refusal::NoKey => "no_key",
+            Refusal::BadKey => "bad_key",
+            Refusal::Suspended { .. } => "suspended",
+            Refusal::UnknownModel(_) => "unknown_model",
+            Refusal::ModelNotAllowed { .. } => "model_not_allowed",
+            Refusal::BudgetExhausted { .. } => "budget_exhausted",
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::Unpriced { .. } => "unpriced",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::BadBody { .. } => "bad_body",
+            Refusal::Ledger(_) => "ledger_unavailable",
+            Refusal::Provider { .. } => "provider_error",
+            Refusal::Field { .. } => "refused_field",
+            Refusal::ProviderMcp { .. } => "provider_mcp",
+            Refusal::HostedTool { .. } => "hosted_tool",
+            Refusal::Beta { .. } => "beta",
+            Refusal::Uncountable { .. } => "uncountable_input",
+        }
+    }
+
     /// Seconds the client should wait before retrying (its `retry-after`), when that is known.
     pub fn retry_after(&self) -> Option<u64> {
         match self {

@@ -58,6 +58,10 @@ fn error_policy(_: Arc<ApprovalRequest>, error: &Error, shared: Arc<Shared>) -> 
 
 #[tracing::instrument(skip_all, fields(request = %ar.name_any(), namespace = ar.namespace().unwrap_or_default()))]
 async fn reconcile(ar: Arc<ApprovalRequest>, shared: Arc<Shared>) -> Result<Action, Error> {
+    // The held call's trace shows what the operator did about it (notifications, expiry).
+    if let Some(tp) = ar.annotations().get(tollgate_core::approval::held_request::TRACEPARENT_ANNOTATION) {
+        tollgate_runtime::otel::link_to(&tracing::Span::current(), tp);
+    }
     let ns = ar.namespace().ok_or(Error::NoNamespace)?;
     let requests: Api<ApprovalRequest> = Api::namespaced(shared.client.clone(), &ns);
     let workflows: Api<ApprovalWorkflow> = Api::namespaced(shared.client.clone(), &ns);

@@ -149,6 +149,7 @@ pub(crate) async fn hold(
     };
     let created = Instant::now();
     let deadline = created + hold_deadline(workflow.timeout, workflow.escalation_after);
+    let span = crate::trace::approval_wait(&tracing::Span::current(), &sc.config.namespace, &name, &workflow_name);
     let held = Arc::new(Held {
         audit,
         created,
@@ -160,6 +161,7 @@ pub(crate) async fn hold(
         workflow: workflow.rules.clone(),
         answer: tokio::sync::OnceCell::new(),
         answered_at: std::sync::OnceLock::new(),
+        span: std::sync::Mutex::new(span),
     });
 
     if polled {
@@ -204,7 +206,9 @@ fn answer_blocking(sc: Arc<Sidecar>, name: String, held: Arc<Held>, headers: &He
     let wants_sse = headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     let (tx, body) = channel();
     let interval = Duration::from_secs(sc.config.progress_interval_seconds.max(1));
-    tokio::spawn(async move {
+    // The call's span lasts as long as the client waits; the ending runs in the wait's.
+    let (call_span, wait_span) = (tracing::Span::current(), held.span());
+    let waiting = async move {
         let started = Instant::now();
         let ending = {
             let ended = settle::wait(&sc, &name, &held);
@@ -242,7 +246,9 @@ fn answer_blocking(sc: Arc<Sidecar>, name: String, held: Arc<Held>, headers: &He
             let _ = tx.send(Bytes::from(tollgate_core::mcp::sse::message_event(n.to_string().as_bytes()))).await;
         }
         let _ = tx.send(Bytes::from(tollgate_core::mcp::sse::message_event(&message))).await;
-    });
+        drop(call_span);
+    };
+    tokio::spawn(tracing::Instrument::instrument(waiting, wait_span));
     let mut r = Response::new(body);
     let content_type = if wants_sse { "text/event-stream" } else { "application/json" };
     r.headers_mut().insert(CONTENT_TYPE, header(content_type));

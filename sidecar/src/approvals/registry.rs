@@ -70,6 +70,15 @@ pub struct Held {
     /// The final answer once known: concurrent polls wait for it, later polls get the same one.
     pub(super) answer: tokio::sync::OnceCell<Concluded>,
     pub(super) answered_at: std::sync::OnceLock<Instant>,
+    /// The wait's span (none without tracing), ended with the call's outcome record.
+    pub(super) span: std::sync::Mutex<tracing::Span>,
+}
+
+impl Held {
+    /// The wait's span, to run the held call's ending in.
+    pub(super) fn span(&self) -> tracing::Span {
+        self.span.lock().map(|s| s.clone()).unwrap_or_else(|_| tracing::Span::none())
+    }
 }
 
 /// How a held call ended, kept for every later poll.

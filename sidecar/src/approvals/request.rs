@@ -39,7 +39,13 @@ pub(super) async fn create(ctx: &CallContext<'_>, workflow: &str, digest: &str) 
     let labels = held_request::labels(&sc.config.agent, &ctx.server.name, ctx.tool, &sc.config.pod);
     let name = held_request::request_name(ctx.tool, rand::random::<u32>());
     let request = ApprovalRequest {
-        metadata: ObjectMeta { name: Some(name.clone()), labels: Some(labels), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels),
+            annotations: tollgate_runtime::otel::traceparent(&tracing::Span::current())
+                .map(|t| [(held_request::TRACEPARENT_ANNOTATION.to_owned(), t)].into_iter().collect()),
+            ..Default::default()
+        },
         spec: ApprovalRequestSpec {
             agent: sc.config.agent.clone(),
             service_account,

@@ -91,7 +91,10 @@ fn emit_outcome(sc: &Sidecar, held: &Held, outcome: Outcome, is_error: bool, app
     record.is_error = is_error;
     record.approvers = approvers;
     record.duration_ms = Some(held.created.elapsed().as_secs_f64() * 1000.0);
-    sc.audit.emit(&record);
+    let mut span = held.span.lock().unwrap_or_else(|e| e.into_inner());
+    span.in_scope(|| sc.audit.emit(&record));
+    // The wait is over: its span ends with the last handle, whoever still holds one.
+    *span = tracing::Span::none();
 }
 
 /// [`jsonrpc::text_result`] as the value a concluded call carries (upstream answers are values,
@@ -117,6 +120,10 @@ pub(super) async fn conclude(sc: &Sidecar, name: &str, held: &Held, ending: Endi
     };
     let status = ar.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
+    let span = held.span();
+    for d in &status.decisions {
+        crate::trace::decided_by_person(&span, &d.user, &format!("{:?}", d.decision), &d.time.0.to_string());
+    }
     let approvers: Vec<String> = status.decisions.iter().filter(|d| d.decision == Verdict::Approve).map(|d| d.user.clone()).collect();
     let (result, notifications) = match phase {
         Phase::Approved => {
@@ -221,7 +228,8 @@ pub(super) async fn poll(sc: &Arc<Sidecar>, name: &str, headers: &HeaderMap) -> 
         Err(e) => return Poll::Unreadable(format!("cannot read approval request {name}: {e}")),
     };
     let (sc2, name2, headers2) = (sc.clone(), name.to_owned(), headers.clone());
-    let task = tokio::spawn(async move {
+    let span = held.span();
+    let task = tokio::spawn(tracing::Instrument::instrument(async move {
         let answer = held
             .answer
             .get_or_init(|| async {
@@ -231,7 +239,7 @@ pub(super) async fn poll(sc: &Arc<Sidecar>, name: &str, headers: &HeaderMap) -> 
             })
             .await;
         answer.clone()
-    });
+    }, span));
     match task.await {
         Ok(done) => Poll::Done(done),
         Err(e) => Poll::Unreadable(format!("running the held call failed: {e}")),

@@ -1,0 +1,105 @@
+//! The spans of a tool call, as the OpenTelemetry MCP and GenAI conventions name them, with
+//! Tollgate's decision on them (docs/operations.md, "Tracing"). Without tracing configured the
+//! span is the plain one the logs have always shown, and nothing here costs anything per call.
+//! No span carries arguments or a justification: only names, decisions and identifiers.
+
+use crate::snapshot::Server;
+use crate::state::Sidecar;
+use hyper::header::HeaderMap;
+use tollgate_core::audit::{AuditRecord, Outcome};
+use tollgate_core::mcp::jsonrpc::{Envelope, Meta};
+use tollgate_runtime::otel;
+use tracing::Span;
+use tracing::field::Empty;
+
+/// The span of one `tools/call`, continuing the agent's trace (its `traceparent` header, or
+/// the one in the call's `_meta`).
+pub(crate) fn tools_call(sc: &Sidecar, server: &Server, tool: &str, env: &Envelope<'_>, headers: &HeaderMap, meta: Option<&Meta>) -> Span {
+    if !otel::enabled() {
+        return tracing::info_span!("tools_call", server = %server.name, tool = %tool);
+    }
+    let span = tracing::info_span!(
+        "tools_call",
+        otel.name = %format_args!("tools/call {tool}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        "mcp.method.name" = "tools/call",
+        "mcp.session.id" = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()),
+        "mcp.protocol.version" = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()),
+        "jsonrpc.request.id" = env.id.map(|i| i.get()),
+        "gen_ai.operation.name" = "execute_tool",
+        "gen_ai.tool.name" = %tool,
+        "error.type" = Empty,
+        "tollgate.agent" = %format_args!("{}/{}", sc.config.namespace, sc.config.agent),
+        "tollgate.server" = %server.name,
+        "tollgate.correlation_id" = Empty,
+        "tollgate.decision" = Empty,
+        "tollgate.policy" = Empty,
+        "tollgate.rule" = Empty,
+        "tollgate.shadow" = Empty,
+        "tollgate.approval_request" = Empty,
+        "tollgate.outcome" = Empty,
+    );
+    let carried: Vec<(&str, &str)> = meta
+        .map(|m| [("traceparent", m.traceparent.as_deref()), ("tracestate", m.tracestate.as_deref())])
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    otel::continue_trace(&span, headers, &carried);
+    span
+}
+
+/// The wait for a person: a child of the held call's span that ends when its request does. It
+/// names the `ApprovalRequest`, whose `tollgate.dev/traceparent` annotation points back here.
+pub(crate) fn approval_wait(call: &Span, namespace: &str, request: &str, workflow: &str) -> Span {
+    if !otel::enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        parent: call,
+        "approval_wait",
+        otel.name = %format_args!("await_approval {request}"),
+        otel.kind = "internal",
+        "tollgate.approval_request" = %format_args!("{namespace}/{request}"),
+        "tollgate.workflow" = %workflow,
+        "tollgate.outcome" = Empty,
+    )
+}
+
+/// A person's decision, as an event on the wait span.
+pub(crate) fn decided_by_person(wait: &Span, user: &str, verdict: &str, at: &str) {
+    if otel::enabled() {
+        tracing::info!(parent: wait, tollgate.approval.user = user, tollgate.approval.decision = verdict, tollgate.approval.time = at, "approval decision");
+    }
+}
+
+/// What an audit record says about its call, onto the span that is current when it is written
+/// (the call's, or a held call's wait): one place, so spans say what the audit says.
+pub(crate) fn recorded(record: &AuditRecord) {
+    if !otel::enabled() {
+        return;
+    }
+    let span = Span::current();
+    span.record("tollgate.correlation_id", record.correlation_id.as_str());
+    span.record("tollgate.decision", record.decision.as_str());
+    if let Some(p) = &record.policy {
+        span.record("tollgate.policy", p.as_str());
+    }
+    if let Some(r) = &record.rule {
+        span.record("tollgate.rule", r.as_str());
+    }
+    if let Some(s) = &record.shadow {
+        span.record("tollgate.shadow", s.would.as_str());
+    }
+    if let Some(r) = &record.approval_request {
+        span.record("tollgate.approval_request", format!("{}/{r}", record.agent.namespace));
+    }
+    if let Some(o) = record.outcome {
+        span.record("tollgate.outcome", o.as_str());
+        if record.is_error && matches!(o, Outcome::UpstreamError | Outcome::Timeout) {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", o.as_str());
+        }
+    }
+}
