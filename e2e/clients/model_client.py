@@ -7,7 +7,7 @@ OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY.
 
 Steps:
     {"op": "models"}
-    {"op": "chat", "model": M, "stream": bool, "include_usage": bool}
+    {"op": "chat", "model": M, "stream": bool, "include_usage": bool, "headers": {...}}
     {"op": "responses", "model": M, "stream": bool}
     {"op": "messages", "model": M, "stream": bool, "beta": bool}
     Any step may add "kwargs": {...}, passed to the SDK's create() as they are (tools=...,
@@ -46,6 +46,7 @@ def run(step: dict) -> dict:
             if step.get("stream"):
                 extra = {"stream_options": {"include_usage": True}} if step.get("include_usage") else {}
                 text, usage, chunks = "", None, 0
+                extra["extra_headers"] = step.get("headers")
                 for chunk in oai.chat.completions.create(model=step["model"], messages=messages, stream=True, **extra):
                     first = first or time.monotonic()
                     chunks += 1
@@ -56,6 +57,8 @@ def run(step: dict) -> dict:
                 out.update(text=text, usage=usage, chunks=chunks)
             else:
                 kwargs = step.get("kwargs", {})
+                if step.get("headers"):
+                    kwargs["extra_headers"] = step["headers"]
                 if step.get("max_tokens") is not None:
                     kwargs["max_tokens"] = step["max_tokens"]
                 r = oai.chat.completions.create(model=step["model"], messages=messages, **kwargs)

@@ -12,7 +12,7 @@ extension a call answers at once. Tools: `report` and `wipe`, both answering wit
 arguments.
 
 GET /calls: every `tools/call` this server received, as a JSON list of
-{"name", "arguments", "declared_tasks"}: what the tests check the firewall did or did not
+{"name", "arguments", "declared_tasks", "traceparent"}: what the tests check the firewall did or did not
 forward.
 """
 
@@ -97,7 +97,8 @@ class Handler(BaseHTTPRequestHandler):
         if method == "tools/call":
             name, arguments = params.get("name"), params.get("arguments") or {}
             with LOCK:
-                CALLS.append({"name": name, "arguments": arguments, "declared_tasks": declared(params)})
+                CALLS.append({"name": name, "arguments": arguments, "declared_tasks": declared(params),
+                              "traceparent": self.headers.get("traceparent")})
             if not declared(params):
                 return ok(dict(tool_result(name, arguments), resultType="complete"))
             task = {"taskId": str(uuid.uuid4()), "status": "working", "createdAt": now(), "lastUpdatedAt": now(), "ttlMs": 60000, "pollIntervalMs": 100,

@@ -9,6 +9,7 @@ mod components;
 mod control_plane;
 pub mod gateway;
 pub mod http;
+pub mod jaeger;
 pub mod kubelet;
 mod mcp;
 pub mod netns;

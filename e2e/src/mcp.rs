@@ -182,7 +182,7 @@ impl TasksServer {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
-    /// Every `tools/call` the server received: `{"name", "arguments", "declared_tasks"}`.
+    /// Every `tools/call` the server received: `{"name", "arguments", "declared_tasks", "traceparent"}`.
     pub fn calls(&self) -> Result<Vec<Value>> {
         let answer = crate::raw_mcp::request("GET", &format!("http://127.0.0.1:{}/calls", self.port), &[], None)?;
         ensure!(answer.status == 200, "GET /calls answered {}", answer.status);

@@ -57,7 +57,7 @@ pub(crate) fn model(span: &Span, operation: &str, requested: &str) {
         return;
     }
     span.record("gen_ai.request.model", requested);
-    span.record("otel.name", format!("{operation} {requested}"));
+    otel::rename(span, format!("{operation} {requested}"));
 }
 
 /// A refusal by the gateway: the call never reached a provider (or the provider failed).
@@ -66,7 +66,7 @@ pub(crate) fn refused(span: &Span, r: &Refusal) {
         return;
     }
     span.record("tollgate.decision", "deny");
-    span.record("http.response.status_code", r.status());
+    span.record("http.response.status_code", i64::from(r.status()));
     span.record("error.type", r.kind());
     span.record("otel.status_code", "ERROR");
 }
@@ -78,10 +78,11 @@ pub(crate) fn settled(span: &Span, provider: &str, status: u16, usage: Option<&U
     }
     span.record("tollgate.decision", "allow");
     span.record("tollgate.provider", provider);
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     if let Some(u) = usage {
-        span.record("gen_ai.usage.input_tokens", u.input);
-        span.record("gen_ai.usage.output_tokens", u.output);
+        // As integers: a u64 would be exported as text.
+        span.record("gen_ai.usage.input_tokens", i64::try_from(u.input).unwrap_or(i64::MAX));
+        span.record("gen_ai.usage.output_tokens", i64::try_from(u.output).unwrap_or(i64::MAX));
     }
     span.record("tollgate.cost_usd", tollgate_core::model::spend::micros_to_usd(cost_micros));
     if status == 0 || status >= 500 {

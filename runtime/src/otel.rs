@@ -83,8 +83,8 @@ pub fn provider(service: &'static str, settings: &OtlpSettings) -> Result<SdkTra
         .with_http_client(client)
         .build()
         .map_err(|e| OtelError::Exporter(e.to_string()))?;
-    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    let named =
+        std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty()) || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
     let mut resource = opentelemetry_sdk::Resource::builder();
     if !named {
         resource = resource.with_service_name(service);
@@ -172,6 +172,15 @@ pub fn propagate(span: &tracing::Span, headers: &mut HeaderMap) {
         return;
     }
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeadersMut(headers));
+}
+
+/// Renames a span that has begun (a model call is named for its model once the body is read):
+/// `otel.name` recorded later would be ignored once the span has started.
+pub fn rename(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt;
+    if enabled() {
+        span.context().span().update_name(name);
+    }
 }
 
 /// The `traceparent` of `span`, for a record that outlives the call (an approval request).

@@ -40,7 +40,17 @@ pub fn init(json: bool, service: &'static str) -> Telemetry {
     // Only Tollgate's spans (and the controller runtime's reconciles), whatever the log filter
     // says: a dependency's spans could carry what an agent sent.
     let exported = Targets::new().with_target("tollgate", LevelFilter::INFO).with_target("kube_runtime::controller", LevelFilter::INFO);
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(crate::otel::tracer(p)).with_filter(exported));
+    let otel = provider.as_ref().map(|p| {
+        // Where in Tollgate's source a span began, and on which thread, says nothing to whoever
+        // reads a trace; it would only make every span bigger.
+        tracing_opentelemetry::layer()
+            .with_tracer(crate::otel::tracer(p))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(exported)
+    });
     tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
     if let Some(e) = problem {
         tracing::error!(error = %e, "traces are not exported");

@@ -6,7 +6,7 @@
 use crate::snapshot::Server;
 use crate::state::Sidecar;
 use hyper::header::HeaderMap;
-use tollgate_core::audit::{AuditRecord, Outcome};
+use tollgate_core::audit::{AuditRecord, Outcome, RecordKind};
 use tollgate_core::mcp::jsonrpc::{Envelope, Meta};
 use tollgate_runtime::otel;
 use tracing::Span;
@@ -81,19 +81,22 @@ pub(crate) fn recorded(record: &AuditRecord) {
         return;
     }
     let span = Span::current();
-    span.record("tollgate.correlation_id", record.correlation_id.as_str());
-    span.record("tollgate.decision", record.decision.as_str());
-    if let Some(p) = &record.policy {
-        span.record("tollgate.policy", p.as_str());
-    }
-    if let Some(r) = &record.rule {
-        span.record("tollgate.rule", r.as_str());
-    }
-    if let Some(s) = &record.shadow {
-        span.record("tollgate.shadow", s.would.as_str());
-    }
-    if let Some(r) = &record.approval_request {
-        span.record("tollgate.approval_request", format!("{}/{r}", record.agent.namespace));
+    // Each fact once: an attribute recorded twice is exported twice.
+    if record.kind == RecordKind::Decision {
+        span.record("tollgate.correlation_id", record.correlation_id.as_str());
+        span.record("tollgate.decision", record.decision.as_str());
+        if let Some(p) = &record.policy {
+            span.record("tollgate.policy", p.as_str());
+        }
+        if let Some(r) = &record.rule {
+            span.record("tollgate.rule", r.as_str());
+        }
+        if let Some(s) = &record.shadow {
+            span.record("tollgate.shadow", s.would.as_str());
+        }
+        if let Some(r) = &record.approval_request {
+            span.record("tollgate.approval_request", format!("{}/{r}", record.agent.namespace));
+        }
     }
     if let Some(o) = record.outcome {
         span.record("tollgate.outcome", o.as_str());

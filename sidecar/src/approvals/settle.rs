@@ -229,17 +229,20 @@ pub(super) async fn poll(sc: &Arc<Sidecar>, name: &str, headers: &HeaderMap) -> 
     };
     let (sc2, name2, headers2) = (sc.clone(), name.to_owned(), headers.clone());
     let span = held.span();
-    let task = tokio::spawn(tracing::Instrument::instrument(async move {
-        let answer = held
-            .answer
-            .get_or_init(|| async {
-                let (result, _) = conclude(&sc2, &name2, &held, ending, Some(&headers2), true).await;
-                let _ = held.answered_at.set(Instant::now());
-                Concluded { result, by_client: false }
-            })
-            .await;
-        answer.clone()
-    }, span));
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let answer = held
+                .answer
+                .get_or_init(|| async {
+                    let (result, _) = conclude(&sc2, &name2, &held, ending, Some(&headers2), true).await;
+                    let _ = held.answered_at.set(Instant::now());
+                    Concluded { result, by_client: false }
+                })
+                .await;
+            answer.clone()
+        },
+        span,
+    ));
     match task.await {
         Ok(done) => Poll::Done(done),
         Err(e) => Poll::Unreadable(format!("running the held call failed: {e}")),
