@@ -23,6 +23,7 @@ fn settings() -> Settings {
         gateway_url: Some("http://tollgate-gateway.tollgate-system.svc:8080".into()),
         gateway_ca: None,
         vault: None,
+        tracing: None,
     }
 }
 
@@ -244,6 +245,40 @@ fn a_sidecar_with_vault_logs_in_with_a_token_for_its_own_audience() {
     let audiences: Vec<&str> =
         volume["projected"]["sources"].as_array().unwrap().iter().filter_map(|s| s["serviceAccountToken"]["audience"].as_str()).collect();
     assert_eq!(audiences, ["tollgate-gateway", "tollgate-sidecar"]);
+}
+
+#[test]
+fn a_traced_operator_gives_its_sidecars_the_same_export_and_the_app_containers_nothing() {
+    let coder = agent(json!({"matchLabels": {"app": "coder"}}), "coder", &[]);
+    let candidates = [Candidate { name: "coder", spec: &coder, mounts: Default::default() }];
+    let tracing = tollgate_core::k8s::inject::TracingEnv {
+        endpoint: "http://collector.observability:4318".into(),
+        sampler: Some("parentbased_traceidratio".into()),
+        sampler_arg: Some("0.25".into()),
+    };
+    let s = Settings { tracing: Some(tracing), ..settings() };
+    let PodReview::Inject { pod: injected, .. } = review(&pod(json!({"app": "coder"}), "coder", json!({})), &candidates, &s) else { panic!("injected") };
+    let pod = serde_json::to_value(&injected).unwrap();
+    let otel = |c: &Value| -> Vec<(String, String)> {
+        c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["name"].as_str().is_some_and(|n| n.starts_with("OTEL_")))
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), e["value"].as_str().unwrap_or_default().to_owned()))
+            .collect()
+    };
+    let want: Vec<(String, String)> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.observability:4318"),
+        ("OTEL_SERVICE_NAME", "tollgate-sidecar"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    assert_eq!(otel(&pod["spec"]["initContainers"][0]), want);
+    assert_eq!(otel(&pod["spec"]["containers"][0]), Vec::<(String, String)>::new(), "the app's own tracing is its business");
 }
 
 #[test]

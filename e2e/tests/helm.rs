@@ -82,6 +82,33 @@ fn the_default_install_is_safe_and_highly_available() -> Result<()> {
     assert!(inject["timeoutSeconds"].as_u64().is_some_and(|t| t <= 5), "{inject}");
     let env = container["env"].as_array().context("env")?;
     assert!(env.iter().any(|e| e["name"] == "TOLLGATE_SIDECAR_IMAGE" && e["value"] == "ghcr.io/tollgate-dev/tollgate:0.1.0"), "{env:?}");
+    assert!(env.iter().all(|e| !e["name"].as_str().unwrap_or_default().starts_with("OTEL_")), "traces are off by default: {env:?}");
+
+    // Tracing: the operator gets the standard variables (and passes them on to its sidecars and
+    // gateways: core's injection and gateway objects).
+    let traced = documents(&render_chart(&[
+        "--set",
+        "tracing.endpoint=http://collector.observability:4318",
+        "--set",
+        "tracing.sampler=parentbased_traceidratio",
+        "--set",
+        "tracing.samplerArg=0.5",
+    ])?)?;
+    let env = find(&traced, "Deployment").context("a Deployment")?["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let otel: Vec<(String, String)> = env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .filter(|(n, _)| n.starts_with("OTEL_"))
+        .collect();
+    let want = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.observability:4318"),
+        ("OTEL_SERVICE_NAME", "tollgate-operator"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+    ];
+    assert_eq!(otel, want.map(|(k, v)| (k.to_owned(), v.to_owned())), "{env}");
 
     // One replica: no disruption budget to block a drain. cert-manager: a Certificate and the CA
     // injected by annotation.
@@ -102,6 +129,8 @@ fn values_the_schema_forbids_are_refused_with_the_reason() -> Result<()> {
         ("clusterDefaultAction=Maybe", "clusterDefaultAction"),
         ("webhook.url=http://insecure.example", "url"),
         ("operatr.replicas=2", "operatr"),
+        ("tracing.endpoint=collector:4318", "endpoint"),
+        ("tracing.sampler=sometimes", "sampler"),
     ] {
         let out = Command::new(helm()?).args(["template", "tollgate", &chart(), "--set", set]).output()?;
         let err = String::from_utf8_lossy(&out.stderr);

@@ -83,6 +83,13 @@ pub struct Config {
     /// The image of gateways that name none; the sidecars' image when absent.
     #[arg(long, env = "TOLLGATE_GATEWAY_IMAGE")]
     pub gateway_image: Option<String>,
+    /// Where traces go (OTLP/HTTP), for this process and, passed on, its sidecars and gateways.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = false)]
+    pub otlp_endpoint: Option<String>,
+    #[arg(long, env = "OTEL_TRACES_SAMPLER")]
+    pub otel_sampler: Option<String>,
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
+    pub otel_sampler_arg: Option<String>,
     /// Let `ModelProvider.baseURL` be plain `http` (an in-cluster server without TLS); without
     /// it such a provider is refused at admission, since its credential would cross in the clear.
     #[arg(long, env = "TOLLGATE_ALLOW_HTTP_PROVIDERS")]
@@ -146,7 +153,14 @@ impl Config {
             // Read from its Secret at each injection (`gateway_ca::GatewayCa`).
             gateway_ca: None,
             vault: self.vault_env(self.vault_sidecar_role.clone()),
+            tracing: self.tracing_env(),
         }
+    }
+
+    /// The operator's own trace export, passed on to its sidecars and gateways.
+    pub fn tracing_env(&self) -> Option<tollgate_core::k8s::inject::TracingEnv> {
+        let endpoint = self.otlp_endpoint.clone().filter(|e| !e.trim().is_empty())?;
+        Some(tollgate_core::k8s::inject::TracingEnv { endpoint, sampler: self.otel_sampler.clone(), sampler_arg: self.otel_sampler_arg.clone() })
     }
 
     /// What a sidecar or gateway is told of Vault, logging in as `role` by default.

@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> Result<()> {
             cluster_role: config.gateway_cluster_role.clone(),
             vault: config.vault_env(config.vault_gateway_role.clone()),
             allowed_betas: config.gateway_allowed_betas.clone(),
+            tracing: config.tracing_env(),
         },
         vault: tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
         ai_reader: ai_reader::AiReader::new(client.clone(), config.gateway_url.clone(), gateway_ca.clone()),

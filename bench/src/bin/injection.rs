@@ -140,6 +140,7 @@ fn operator_state(client: &kube::Client) -> (tollgate_core::k8s::inject::Setting
         gateway_url: None,
         gateway_ca: None,
         vault: None,
+        tracing: None,
     };
     let gateway_ca = Arc::new(tollgate_operator::gateway_ca::GatewayCa::new("tollgate-system", None));
     let shared = Arc::new(tollgate_operator::Shared {
@@ -154,6 +155,7 @@ fn operator_state(client: &kube::Client) -> (tollgate_core::k8s::inject::Setting
             cluster_role: "tollgate-gateway".into(),
             vault: None,
             allowed_betas: Vec::new(),
+            tracing: None,
         },
         notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
         vault: None,

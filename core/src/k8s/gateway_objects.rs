@@ -45,6 +45,8 @@ pub struct Settings {
     pub vault: Option<crate::k8s::inject::VaultEnv>,
     /// `anthropic-beta` / `openai-beta` values gateways pass to providers.
     pub allowed_betas: Vec<String>,
+    /// Where gateways export traces; none: no traces.
+    pub tracing: Option<crate::k8s::inject::TracingEnv>,
 }
 
 /// A Gateway's name, namespace and UID, which its objects are named after and owned by.
@@ -275,6 +277,7 @@ fn gateway_container(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) 
             .chain(slack_env(spec))
             .chain(audit_env(owner.name))
             .chain((!settings.allowed_betas.is_empty()).then(|| env("TOLLGATE_ALLOWED_BETAS", &settings.allowed_betas.join(","))))
+            .chain(settings.tracing.iter().flat_map(|t| t.env("tollgate-gateway")))
             .chain(
                 tls.iter().flat_map(|_| {
                     [env("TOLLGATE_TLS_CERT_FILE", &format!("{TLS_DIR}/{TLS_CERT}")), env("TOLLGATE_TLS_KEY_FILE", &format!("{TLS_DIR}/{TLS_KEY}"))]
@@ -443,7 +446,7 @@ mod tests {
     const OWNER: Owner<'static> = Owner { name: "main", namespace: "tollgate-system", uid: "u-1" };
 
     fn settings() -> Settings {
-        Settings { image: "tollgate:1".into(), cluster_role: "tollgate-gateway".into(), vault: None, allowed_betas: Vec::new() }
+        Settings { image: "tollgate:1".into(), cluster_role: "tollgate-gateway".into(), vault: None, allowed_betas: Vec::new(), tracing: None }
     }
 
     fn container(o: &Objects) -> Container {
@@ -472,6 +475,22 @@ mod tests {
         let db = container(&o).env.unwrap_or_default().into_iter().find(|e| e.name == "TOLLGATE_DATABASE_URL").unwrap_or_default();
         let from = db.value_from.and_then(|v| v.secret_key_ref).unwrap_or_default();
         assert_eq!((db.value, from.name.as_str(), from.key.as_str()), (None, "ledger-db", "url"));
+    }
+
+    #[test]
+    fn a_traced_operator_runs_traced_gateways_under_their_own_service_name() {
+        let tracing = crate::k8s::inject::TracingEnv { endpoint: "http://collector:4318".into(), sampler: None, sampler_arg: None };
+        let env = container(&objects(OWNER, &spec(1, true), &Settings { tracing: Some(tracing), ..settings() })).env.unwrap_or_default();
+        let otel: Vec<(String, Option<String>)> = env.into_iter().filter(|e| e.name.starts_with("OTEL_")).map(|e| (e.name, e.value)).collect();
+        assert_eq!(
+            otel,
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), Some("http://collector:4318".to_owned())),
+                ("OTEL_SERVICE_NAME".to_owned(), Some("tollgate-gateway".to_owned()))
+            ]
+        );
+        let untraced = container(&objects(OWNER, &spec(1, true), &settings())).env.unwrap_or_default();
+        assert!(untraced.iter().all(|e| !e.name.starts_with("OTEL_")));
     }
 
     #[test]

@@ -57,6 +57,28 @@ pub struct Settings {
     pub gateway_ca: Option<String>,
     /// Where sidecars read headers kept in Vault, and the role they log in as by default.
     pub vault: Option<VaultEnv>,
+    /// Where sidecars export traces (the operator's own OTLP settings); none: no traces.
+    pub tracing: Option<TracingEnv>,
+}
+
+/// A process's trace export, as the standard `OTEL_*` variables say it (what the operator was
+/// given is what its sidecars and gateways get, so one setting traces every hop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingEnv {
+    /// The OTLP/HTTP endpoint (`http://collector.observability:4318`).
+    pub endpoint: String,
+    pub sampler: Option<String>,
+    pub sampler_arg: Option<String>,
+}
+
+impl TracingEnv {
+    /// The variables of a process that exports as `service`.
+    pub fn env(&self, service: &str) -> Vec<EnvVar> {
+        let mut out = vec![env("OTEL_EXPORTER_OTLP_ENDPOINT", &self.endpoint), env("OTEL_SERVICE_NAME", service)];
+        out.extend(self.sampler.iter().map(|s| env("OTEL_TRACES_SAMPLER", s)));
+        out.extend(self.sampler_arg.iter().map(|a| env("OTEL_TRACES_SAMPLER_ARG", a)));
+        out
+    }
 }
 
 /// A process's Vault settings, as the environment `tollgate_mcp_client::vault::VaultArgs` reads.
@@ -321,6 +343,9 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
     if let Some(vault) = &settings.vault {
         envs.extend(vault.env());
         envs.push(env("TOLLGATE_VAULT_JWT_FILE", &format!("{TOKEN_DIR}/{VAULT_TOKEN}")));
+    }
+    if let Some(tracing) = &settings.tracing {
+        envs.extend(tracing.env("tollgate-sidecar"));
     }
     Container {
         name: SIDECAR_NAME.to_owned(),
