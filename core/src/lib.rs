@@ -11,6 +11,7 @@
 //! - [`audit`]: the audit record, its bounds, redaction, the hash chain and signed checkpoints.
 //! - [`k8s`]: Kubernetes objects as data: injection and the pod guard, the Gateway's objects,
 //!   RBAC, references, transparent mode, conditions, names, the Lease.
+//! - [`trace`]: what a span may carry of what an agent sent.
 //! - [`glob`], [`hmac`], [`vault`]: small shared pieces.
 
 pub mod approval;
@@ -21,4 +22,5 @@ pub mod k8s;
 pub mod mcp;
 pub mod model;
 pub mod policy;
+pub mod trace;
 pub mod vault;

@@ -112,6 +112,29 @@ fn a_tool_call_and_a_held_call_are_traced_from_the_agent_to_the_mcp_server() -> 
     ensure!(parts(seen) == Some((trace_id.as_str(), span["spanID"].as_str().unwrap_or_default())), "server saw {seen}, sidecar span {span}");
     ensure!(!trace.0.to_string().contains(SECRET), "an argument is in the trace: {}", trace.0);
 
+    // MCP also carries the context in the request's `_meta`, for clients without headers.
+    let (traceparent, trace_id, agent_span) = agent_context()?;
+    let session = tollgate_e2e::raw_mcp::RawSession::open(&sidecar.url("tasks"), "2025-11-25")?;
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "report", "arguments": {}, "_meta": {"traceparent": traceparent}}});
+    let answer = session.post(&call)?;
+    ensure!(answer.response(&json!(7)).is_some_and(|r| r.get("result").is_some()), "{answer:?}");
+    let trace = jaeger().wait_trace(&trace_id, |t| !t.named("tools/call report").is_empty())?;
+    ensure!(Trace::parent(&trace.named("tools/call report")[0]).as_deref() == Some(agent_span.as_str()), "{}", trace.0);
+    // A `_meta.traceparent` that is not text is ignored, and the call still runs.
+    let odd = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "report", "arguments": {}, "_meta": {"traceparent": 42}}});
+    let answer = session.post(&odd)?;
+    ensure!(answer.response(&json!(8)).is_some_and(|r| r.get("result").is_some()), "{answer:?}");
+
+    // A hostile tool name (a control sequence, 100 KB) is bounded and inert on the span.
+    let (traceparent, trace_id, _) = agent_context()?;
+    let name = format!("\u{1b}[31m{}", "w".repeat(100_000));
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": {}, "_meta": {"traceparent": traceparent}}});
+    session.post(&call)?;
+    let trace = jaeger().wait_trace(&trace_id, |t| t.spans().iter().any(|s| Trace::tag(s, "gen_ai.tool.name").is_some()))?;
+    let tool = trace.spans().iter().find_map(|s| Trace::tag(s, "gen_ai.tool.name")).unwrap_or_default();
+    ensure!(tool.len() <= 260 && tool.starts_with("\u{fffd}[31mwww") && tool.ends_with('…'), "{tool:?}");
+    ensure!(trace.0.to_string().len() < 20_000, "the span carries the whole name: {} bytes", trace.0.to_string().len());
+
     // A held call, approved by a person.
     let (traceparent, trace_id, agent_span) = agent_context()?;
     let url = sidecar.url("tasks");

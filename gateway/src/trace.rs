@@ -56,7 +56,8 @@ pub(crate) fn model(span: &Span, operation: &str, requested: &str) {
         span.record("model", requested);
         return;
     }
-    span.record("gen_ai.request.model", requested);
+    let requested = tollgate_core::trace::attribute(requested);
+    span.record("gen_ai.request.model", requested.as_ref());
     otel::rename(span, format!("{operation} {requested}"));
 }
 

@@ -18,15 +18,18 @@ pub(crate) fn tools_call(sc: &Sidecar, server: &Server, tool: &str, env: &Envelo
     if !otel::enabled() {
         return tracing::info_span!("tools_call", server = %server.name, tool = %tool);
     }
+    use tollgate_core::trace::attribute;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(attribute);
+    let tool = attribute(tool);
     let span = tracing::info_span!(
         "tools_call",
         otel.name = %format_args!("tools/call {tool}"),
         otel.kind = "server",
         otel.status_code = Empty,
         "mcp.method.name" = "tools/call",
-        "mcp.session.id" = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()),
-        "mcp.protocol.version" = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()),
-        "jsonrpc.request.id" = env.id.map(|i| i.get()),
+        "mcp.session.id" = header("mcp-session-id").as_deref(),
+        "mcp.protocol.version" = header("mcp-protocol-version").as_deref(),
+        "jsonrpc.request.id" = env.id.map(|i| attribute(i.get())).as_deref(),
         "gen_ai.operation.name" = "execute_tool",
         "gen_ai.tool.name" = %tool,
         "error.type" = Empty,
