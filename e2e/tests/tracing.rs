@@ -119,7 +119,7 @@ fn a_tool_call_and_a_held_call_are_traced_from_the_agent_to_the_mcp_server() -> 
     let answer = session.post(&call)?;
     ensure!(answer.response(&json!(7)).is_some_and(|r| r.get("result").is_some()), "{answer:?}");
     let trace = jaeger().wait_trace(&trace_id, |t| !t.named("tools/call report").is_empty())?;
-    ensure!(Trace::parent(&trace.named("tools/call report")[0]).as_deref() == Some(agent_span.as_str()), "{}", trace.0);
+    ensure!(Trace::parent(trace.named("tools/call report")[0]).as_deref() == Some(agent_span.as_str()), "{}", trace.0);
     // A `_meta.traceparent` that is not text is ignored, and the call still runs.
     let odd = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "report", "arguments": {}, "_meta": {"traceparent": 42}}});
     let answer = session.post(&odd)?;

@@ -1,7 +1,7 @@
 //! Traces over OTLP (docs/operations.md, "Tracing"): configured by the standard `OTEL_*`
 //! variables, off when none says where to send them. Spans of Tollgate's own crates (and the
 //! controller runtime's reconcile spans) are exported; what the agent sent never is, because no
-//! span or event carries arguments (docs/design.md §3.5).
+//! span or event carries arguments (docs/design.md §3.8).
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -209,6 +209,7 @@ pub fn link_to(span: &tracing::Span, traceparent: &str) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::collections::HashMap;

@@ -58,7 +58,7 @@ pub(crate) async fn tools_call(
         Ok(c) => c,
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
     };
-    let span = crate::trace::tools_call(sc, server, &call.name, env, headers, call.meta.as_ref());
+    let span = crate::trace::tools_call((&sc.config.namespace, &sc.config.agent), &server.name, &call.name, env, headers, call.meta.as_ref());
     tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, call, started), span).await
 }
 

@@ -3,8 +3,6 @@
 //! span is the plain one the logs have always shown, and nothing here costs anything per call.
 //! No span carries arguments or a justification: only names, decisions and identifiers.
 
-use crate::snapshot::Server;
-use crate::state::Sidecar;
 use hyper::header::HeaderMap;
 use tollgate_core::audit::{AuditRecord, Outcome, RecordKind};
 use tollgate_core::mcp::jsonrpc::{Envelope, Meta};
@@ -12,11 +10,11 @@ use tollgate_runtime::otel;
 use tracing::Span;
 use tracing::field::Empty;
 
-/// The span of one `tools/call`, continuing the agent's trace (its `traceparent` header, or
+/// The span of one `tools/call` of `agent` (namespace, name), continuing the agent's trace (its `traceparent` header, or
 /// the one in the call's `_meta`).
-pub(crate) fn tools_call(sc: &Sidecar, server: &Server, tool: &str, env: &Envelope<'_>, headers: &HeaderMap, meta: Option<&Meta>) -> Span {
+pub(crate) fn tools_call(agent: (&str, &str), server: &str, tool: &str, env: &Envelope<'_>, headers: &HeaderMap, meta: Option<&Meta>) -> Span {
     if !otel::enabled() {
-        return tracing::info_span!("tools_call", server = %server.name, tool = %tool);
+        return tracing::info_span!("tools_call", server = %server, tool = %tool);
     }
     use tollgate_core::trace::attribute;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(attribute);
@@ -33,8 +31,8 @@ pub(crate) fn tools_call(sc: &Sidecar, server: &Server, tool: &str, env: &Envelo
         "gen_ai.operation.name" = "execute_tool",
         "gen_ai.tool.name" = %tool,
         "error.type" = Empty,
-        "tollgate.agent" = %format_args!("{}/{}", sc.config.namespace, sc.config.agent),
-        "tollgate.server" = %server.name,
+        "tollgate.agent" = %format_args!("{}/{}", agent.0, agent.1),
+        "tollgate.server" = %server,
         "tollgate.correlation_id" = Empty,
         "tollgate.decision" = Empty,
         "tollgate.policy" = Empty,

@@ -315,38 +315,7 @@ fn sidecar(agent: &Candidate<'_>, settings: &Settings) -> Container {
     if settings.gateway_ca.is_some() {
         mounts.push(VolumeMount { name: TRUST_VOLUME.to_owned(), mount_path: TRUST_DIR.to_owned(), ..Default::default() });
     }
-    let mut envs = vec![
-        env("TOLLGATE_AGENT", agent.name),
-        field_env("TOLLGATE_NAMESPACE", "metadata.namespace"),
-        field_env("TOLLGATE_POD", "metadata.name"),
-        field_env("TOLLGATE_POD_IP", "status.podIP"),
-        env("TOLLGATE_LISTEN", &format!("127.0.0.1:{}", settings.listen_port)),
-        env("TOLLGATE_ADMIN_ADDR", &format!("0.0.0.0:{}", settings.admin_port)),
-        env("TOLLGATE_CLUSTER_DEFAULT", &settings.cluster_default),
-        env("TOLLGATE_CREDENTIALS_DIR", CREDENTIALS_DIR),
-        env("TOLLGATE_CA_DIR", CA_DIR),
-        env("TOLLGATE_LOG_JSON", "true"),
-    ];
-    envs.extend(SIDECAR_ALLOCATOR_ENV.iter().map(|(name, value)| env(name, value)));
-    if transparent(agent.spec) {
-        envs.push(env("TOLLGATE_TRANSPARENT_LISTEN", &format!("127.0.0.1:{}", settings.redirect_port)));
-    }
-    if let Some(gateway) = &settings.gateway_url {
-        envs.push(env("TOLLGATE_AUDIT_URL", gateway.trim_end_matches('/')));
-        // Batches carry a token for the gateway alone: sniffed, it is no key to the API server.
-        envs.push(env("TOLLGATE_AUDIT_TOKEN_FILE", &format!("{TOKEN_DIR}/{GATEWAY_TOKEN}")));
-        if let Some(ca) = &settings.gateway_ca {
-            envs.push(env("TOLLGATE_GATEWAY_CA", ca));
-            envs.push(env("TOLLGATE_TRUST_DIR", TRUST_DIR));
-        }
-    }
-    if let Some(vault) = &settings.vault {
-        envs.extend(vault.env());
-        envs.push(env("TOLLGATE_VAULT_JWT_FILE", &format!("{TOKEN_DIR}/{VAULT_TOKEN}")));
-    }
-    if let Some(tracing) = &settings.tracing {
-        envs.extend(tracing.env("tollgate-sidecar"));
-    }
+    let envs = sidecar_env(agent, settings);
     Container {
         name: SIDECAR_NAME.to_owned(),
         image: Some(settings.image.clone()),
@@ -385,6 +354,44 @@ const GATEWAY_TOKEN: &str = "gateway-token";
 /// other token: not the API token an app keeps with `keepServiceAccountToken`.
 pub const VAULT_AUDIENCE: &str = "tollgate-sidecar";
 const VAULT_TOKEN: &str = "vault-token";
+
+/// The sidecar's configuration: its agent, pod and ports by the downward API and the settings,
+/// and where its audit, Vault logins and traces go.
+fn sidecar_env(agent: &Candidate<'_>, settings: &Settings) -> Vec<EnvVar> {
+    let mut envs = vec![
+        env("TOLLGATE_AGENT", agent.name),
+        field_env("TOLLGATE_NAMESPACE", "metadata.namespace"),
+        field_env("TOLLGATE_POD", "metadata.name"),
+        field_env("TOLLGATE_POD_IP", "status.podIP"),
+        env("TOLLGATE_LISTEN", &format!("127.0.0.1:{}", settings.listen_port)),
+        env("TOLLGATE_ADMIN_ADDR", &format!("0.0.0.0:{}", settings.admin_port)),
+        env("TOLLGATE_CLUSTER_DEFAULT", &settings.cluster_default),
+        env("TOLLGATE_CREDENTIALS_DIR", CREDENTIALS_DIR),
+        env("TOLLGATE_CA_DIR", CA_DIR),
+        env("TOLLGATE_LOG_JSON", "true"),
+    ];
+    envs.extend(SIDECAR_ALLOCATOR_ENV.iter().map(|(name, value)| env(name, value)));
+    if transparent(agent.spec) {
+        envs.push(env("TOLLGATE_TRANSPARENT_LISTEN", &format!("127.0.0.1:{}", settings.redirect_port)));
+    }
+    if let Some(gateway) = &settings.gateway_url {
+        envs.push(env("TOLLGATE_AUDIT_URL", gateway.trim_end_matches('/')));
+        // Batches carry a token for the gateway alone: sniffed, it is no key to the API server.
+        envs.push(env("TOLLGATE_AUDIT_TOKEN_FILE", &format!("{TOKEN_DIR}/{GATEWAY_TOKEN}")));
+        if let Some(ca) = &settings.gateway_ca {
+            envs.push(env("TOLLGATE_GATEWAY_CA", ca));
+            envs.push(env("TOLLGATE_TRUST_DIR", TRUST_DIR));
+        }
+    }
+    if let Some(vault) = &settings.vault {
+        envs.extend(vault.env());
+        envs.push(env("TOLLGATE_VAULT_JWT_FILE", &format!("{TOKEN_DIR}/{VAULT_TOKEN}")));
+    }
+    if let Some(tracing) = &settings.tracing {
+        envs.extend(tracing.env("tollgate-sidecar"));
+    }
+    envs
+}
 
 /// The sidecar's token volume: the service account's token as the kubelet would mount it, and
 /// tokens for the gateway's audience (with a gateway) and the sidecar's Vault audience (with
