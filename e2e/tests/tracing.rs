@@ -3,6 +3,8 @@
 //! continuing the agent's `traceparent` through Tollgate to the MCP server or the provider, with
 //! the MCP and GenAI attributes and Tollgate's decision; arguments and keys appear nowhere.
 
+mod common;
+
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
@@ -142,13 +144,10 @@ fn a_tool_call_and_a_held_call_are_traced_from_the_agent_to_the_mcp_server() -> 
         let header = format!("traceparent={traceparent}");
         py_client_with_args(&url, &["--header", &header], &json!([{"op": "call_tool", "name": "wipe", "arguments": {"token": SECRET}}]))
     });
-    let name = wait_until(std::time::Duration::from_secs(20), std::time::Duration::from_millis(100), || {
-        let names = cp.kubectl_ok(User::Admin, ["get", "ar", "-n", &ns, "-o", "jsonpath={.items[*].metadata.name}"])?;
-        Ok(names.split_whitespace().next().map(str::to_owned))
-    })?;
+    let name = common::pending_request(cp, &ns)?;
     let annotation = cp.kubectl_ok(User::Admin, ["get", "ar", &name, "-n", &ns, "-o", r"jsonpath={.metadata.annotations.tollgate\.dev/traceparent}"])?;
     ensure!(parts(annotation.trim()).map(|p| p.0) == Some(trace_id.as_str()), "the request's traceparent annotation is {annotation:?}");
-    decide(cp, &ns, &name)?;
+    common::decide(cp, User::ApproverA, &ns, &name, "Approve")?;
     let out = held.join().map_err(|_| anyhow::anyhow!("the held call's client panicked"))??;
     ensure!(out[0]["ok"] == true, "the approved call did not run: {out:?}");
 
@@ -172,18 +171,6 @@ fn a_tool_call_and_a_held_call_are_traced_from_the_agent_to_the_mcp_server() -> 
     // The operator's reconcile of the request is linked to the held call's trace.
     let linked = wait_until(std::time::Duration::from_secs(20), std::time::Duration::from_millis(200), || operator_linked(&name, &trace_id))?;
     ensure!(linked["operationName"] == "reconcile", "{linked}");
-    Ok(())
-}
-
-/// Approval as `kubectl approve` writes it, once the operator has made the request pending.
-fn decide(cp: &ControlPlane, ns: &str, name: &str) -> Result<()> {
-    wait_until(std::time::Duration::from_secs(20), std::time::Duration::from_millis(100), || {
-        let phase = cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?;
-        Ok((phase.trim() == "Pending").then_some(()))
-    })?;
-    let d = json!({"user": "approver-a", "decision": "Approve", "reason": "traced", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"});
-    let patch = json!([{"op": "add", "path": "/status/decisions", "value": [d]}]).to_string();
-    cp.kubectl_ok(User::ApproverA, ["patch", "ar", name, "-n", ns, "--subresource=status", "--type=json", "-p", &patch])?;
     Ok(())
 }
 
