@@ -18,7 +18,8 @@ Steps:
 
 Each step prints ONE JSON line: {"op", "ok": true, "text", "usage", "chunks", "first_event_s",
 "total_s"} or {"op", "ok": false, "error": <SDK exception class>, "status", "message"}. The SDKs
-do not retry (max_retries=0): a test sees exactly what the gateway answered.
+do not retry (max_retries=0) unless a step says "retries": N: a test sees exactly what the gateway
+answered.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ import openai
 
 def run(step: dict) -> dict:
     op = step["op"]
-    oai = openai.OpenAI(max_retries=0, timeout=30)
-    ant = anthropic.Anthropic(max_retries=0, timeout=30)
+    # "retries": the SDK's own retries (they wait as a 429's retry-after says); none by default.
+    retries = step.get("retries", 0)
+    oai = openai.OpenAI(max_retries=retries, timeout=90)
+    ant = anthropic.Anthropic(max_retries=retries, timeout=90)
     started = time.monotonic()
     first = None
     out: dict = {"op": op, "ok": True}

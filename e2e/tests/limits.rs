@@ -131,3 +131,44 @@ fn model_calls_past_an_agents_rate_limit_are_429_across_two_replicas() -> Result
     .context("the raised limit was not applied within 2 s")?;
     Ok(())
 }
+
+/// The official SDKs, allowed their own retries, wait as a 429's `retry-after` says and then
+/// succeed in the next window: OpenAI's and Anthropic's clients at once, past a limit of two
+/// requests a minute that two calls already spent.
+#[test]
+fn the_sdks_wait_as_retry_after_says_and_succeed_in_the_next_window() -> Result<()> {
+    use tollgate_e2e::gateway::{GatewayProcess, Scene, model_client};
+    operator();
+    let cp = ControlPlane::shared();
+    let scene = Scene::new(cp, "limits-retry", "")?;
+    let patch = r#"{"spec":{"models":{"rateLimit":{"requestsPerMinute":2}}}}"#;
+    cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &scene.ns, "--type=merge", "-p", patch])?;
+    let gateway = GatewayProcess::start(cp, &scene.ledger_url())?;
+    let env = gateway.agent_env(&scene.key);
+    // Early in a minute, so the two calls and the refused ones share one window.
+    wait_until(Duration::from_secs(60), Duration::from_millis(100), || Ok((jiff::Timestamp::now().as_second().rem_euclid(60) < 40).then_some(())))?;
+    let filled_at = jiff::Timestamp::now().as_second();
+    let fill = model_client(&env, &json!([{"op": "chat", "model": "fast"}, {"op": "chat", "model": "fast"}]))?;
+    ensure!(fill.iter().all(|s| s["ok"] == true), "{fill:?}");
+    let refused = model_client(&env, &json!([{"op": "chat", "model": "fast"}]))?;
+    ensure!(refused[0]["status"] == 429, "a third call in the window was not refused: {refused:?}");
+    let window_left = (60 - filled_at.rem_euclid(60)) as f64 - (jiff::Timestamp::now().as_second() - filled_at) as f64;
+
+    let retried: Vec<std::thread::JoinHandle<Result<Vec<Value>>>> =
+        [json!({"op": "chat", "model": "fast", "retries": 2}), json!({"op": "messages", "model": "sonnet", "retries": 2})]
+            .into_iter()
+            .map(|step| {
+                let env = env.clone();
+                std::thread::spawn(move || model_client(&env, &json!([step])))
+            })
+            .collect();
+    for handle in retried {
+        let out = handle.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        ensure!(out[0]["ok"] == true, "the SDK did not succeed after waiting: {out:?}");
+        let waited = out[0]["total_s"].as_f64().unwrap_or_default();
+        ensure!(waited >= window_left - 2.0, "the SDK retried after {waited:.1} s, before the window ended ({window_left:.1} s left)");
+    }
+    let served = scene.fake.calls()?.len();
+    ensure!(served == 4, "the provider got {served} calls: the refused ones must never reach it");
+    Ok(())
+}
