@@ -84,7 +84,7 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_GATEWAY_IMAGE")]
     pub gateway_image: Option<String>,
     /// Where traces go (OTLP/HTTP), for this process and, passed on, its sidecars and gateways.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = false)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     #[arg(long, env = "OTEL_TRACES_SAMPLER")]
     pub otel_sampler: Option<String>,

@@ -11,9 +11,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, ListParams, Patch};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,24 +29,21 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let api = Api::<ManagedAgent>::all(shared.client.clone());
-    let (agents, writer) = reflector::store();
+    // One watch and one cache of agents for the controller and the cluster binding alike.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let controller = super::lean::controller_notifying(api, watcher::Config::default(), changed.clone());
     let binding = {
-        let shared = shared.clone();
-        let agents = agents.clone();
-        reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()).default_backoff()).for_each(move |event| {
-            let (shared, agents) = (shared.clone(), agents.clone());
-            // The store is whole once a listing is done; then every change counts.
-            let whole = matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)));
-            async move {
-                if whole {
-                    cluster_binding(&shared, &agents).await;
-                }
+        let (shared, agents) = (shared.clone(), controller.store());
+        async move {
+            loop {
+                changed.notified().await;
+                cluster_binding(&shared, &agents).await;
             }
-        })
+        }
     };
     // An injected pod that comes, goes or starts running changes its agent's count.
     let injected = Api::<Pod>::all(shared.client.clone());
-    let controller = Controller::new(api, watcher::Config::default())
+    let controller = controller
         .watches(injected, watcher::Config::default().labels(AGENT_LABEL), |pod: Pod| {
             let agent = pod.labels().get(AGENT_LABEL).cloned().unwrap_or_default();
             Some(ObjectRef::<ManagedAgent>::new(&agent).within(&pod.namespace().unwrap_or_default()))

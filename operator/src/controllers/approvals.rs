@@ -6,7 +6,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -31,7 +31,7 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let requests: Api<ApprovalRequest> = Api::all(shared.client.clone());
-    let controller = Controller::new(requests, watcher::Config::default());
+    let controller = super::lean::controller(requests, watcher::Config::default());
     let store = controller.store();
     // A workflow's edit (quorum, approvers, timeout) or deletion is applied to its pending
     // requests at once, not at their next deadline.

@@ -18,9 +18,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, Patch};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,22 +36,20 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let api = Api::<Gateway>::all(shared.client.clone());
-    let (gateways, writer) = reflector::store();
+    // One watch and one cache of gateways for the controller and the cluster binding alike.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let controller = super::lean::controller_notifying(api, watcher::Config::default(), changed.clone());
     let binding = {
-        let shared = shared.clone();
-        let gateways = gateways.clone();
-        reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()).default_backoff()).for_each(move |event| {
-            let (shared, gateways) = (shared.clone(), gateways.clone());
-            let whole = matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)));
-            async move {
-                if whole {
-                    cluster_binding(&shared, &gateways).await;
-                }
+        let (shared, gateways) = (shared.clone(), controller.store());
+        async move {
+            loop {
+                changed.notified().await;
+                cluster_binding(&shared, &gateways).await;
             }
-        })
+        }
     };
     let deployments = Api::<Deployment>::namespaced(shared.client.clone(), &shared.namespace);
-    let controller = Controller::new(api, watcher::Config::default())
+    let controller = controller
         .owns(deployments, watcher::Config::default().labels(GATEWAY_LABEL))
         .run(reconcile, error_policy, shared)
         .for_each(|_| futures::future::ready(()));

@@ -5,6 +5,7 @@ pub mod agent_keys;
 pub mod agents;
 pub mod approvals;
 pub mod gateways;
+pub mod lean;
 pub mod policies;
 pub mod servers;
 pub mod workflows;

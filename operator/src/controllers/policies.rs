@@ -8,7 +8,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -29,7 +29,7 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let agents = || Api::<ManagedAgent>::all(shared.client.clone());
-    let namespaced = Controller::new(Api::<ToolPolicy>::all(shared.client.clone()), watcher::Config::default());
+    let namespaced = super::lean::controller(Api::<ToolPolicy>::all(shared.client.clone()), watcher::Config::default());
     let policies = namespaced.store();
     // An agent that comes, goes or changes its labels changes the count of its namespace's policies.
     let namespaced = namespaced
@@ -39,7 +39,7 @@ pub async fn run(shared: Arc<Shared>) {
         })
         .run(reconcile_namespaced, error_policy, shared.clone())
         .for_each(|_| futures::future::ready(()));
-    let cluster = Controller::new(Api::<ClusterToolPolicy>::all(shared.client.clone()), watcher::Config::default());
+    let cluster = super::lean::controller(Api::<ClusterToolPolicy>::all(shared.client.clone()), watcher::Config::default());
     let policies = cluster.store();
     let cluster = cluster
         .watches(agents(), watcher::Config::default(), move |_: ManagedAgent| {

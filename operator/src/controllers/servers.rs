@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -77,7 +77,7 @@ struct Context {
 pub async fn run(shared: Arc<Shared>, interval: Duration) {
     let roots = Arc::new(transport::platform_roots());
     let ctx = Arc::new(Context { client: transport::client(roots.clone()), roots, shared: shared.clone(), interval });
-    Controller::new(Api::<McpServer>::all(shared.client.clone()), watcher::Config::default())
+    super::lean::controller(Api::<McpServer>::all(shared.client.clone()), watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;

@@ -7,7 +7,7 @@ use crate::context::Shared;
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -23,7 +23,7 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let requests = Api::<ApprovalRequest>::all(shared.client.clone());
-    Controller::new(Api::<ApprovalWorkflow>::all(shared.client.clone()), watcher::Config::default())
+    super::lean::controller(Api::<ApprovalWorkflow>::all(shared.client.clone()), watcher::Config::default())
         .watches(requests, watcher::Config::default(), |ar: ApprovalRequest| {
             let ns = ar.namespace()?;
             Some(ObjectRef::<ApprovalWorkflow>::new(&ar.spec.workflow).within(&ns))

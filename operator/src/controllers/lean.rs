@@ -1,0 +1,93 @@
+//! Controllers over lean caches. A controller keeps every object of its kind in memory; what it
+//! keeps here is the object without its `managedFields` and kubectl's last-applied copy, which
+//! are each about as large as the object and which no reconcile reads (docs/performance.md,
+//! "scale"). Other annotations stay: the approvals controller reads its own.
+
+use futures::{Stream, StreamExt};
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// kubectl's client-side apply keeps the whole object again in this annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What is dropped from an object before it is cached.
+pub fn slim<K: Resource>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    o.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// A lean cache of `api`'s objects and the stream of objects that changed, which keeps it
+/// filled: for a controller, or for anything else that reads the kind.
+pub fn reflect<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, cfg).default_backoff().modify(slim::<K>).reflect(writer).applied_objects();
+    (reader, stream)
+}
+
+/// As [`controller`], and `changed` is notified whenever the cache is whole and changes (its
+/// first listing done, then every edit or deletion): for work over the whole kind, done once
+/// per burst of changes, from the same cache.
+pub fn controller_notifying<K>(api: Api<K>, cfg: watcher::Config, changed: Arc<Notify>) -> Controller<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync + Unpin,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .modify(slim::<K>)
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_))) {
+                changed.notify_one();
+            }
+        })
+        .applied_objects();
+    Controller::for_stream(stream, reader)
+}
+
+/// `Controller::new`, over a lean cache.
+pub fn controller<K>(api: Api<K>, cfg: watcher::Config) -> Controller<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync + Unpin,
+{
+    let (reader, stream) = reflect(api, cfg);
+    Controller::for_stream(stream, reader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use tollgate_api::ApprovalRequest;
+
+    #[test]
+    fn the_cache_keeps_what_reconciles_read_and_drops_the_copies() {
+        let mut ar: ApprovalRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tollgate.dev/v1alpha1", "kind": "ApprovalRequest",
+            "metadata": {"name": "r", "namespace": "n", "labels": {"tollgate.dev/agent": "a"},
+                "annotations": {LAST_APPLIED: "{...}", "tollgate.dev/cancel": "restarted", "tollgate.dev/traceparent": "00-ab-cd-01"}},
+            "spec": {"agent": "a", "serviceAccount": "a", "server": "s", "tool": "t", "argumentsDigest": "d", "workflow": "w", "requestedAt": "2026-12-02T00:00:00Z"}
+        }))
+        .expect("a request");
+        ar.managed_fields_mut().push(ManagedFieldsEntry { manager: Some("kubectl".into()), ..Default::default() });
+        slim(&mut ar);
+        assert!(ar.managed_fields().is_empty());
+        let kept: Vec<&str> = ar.annotations().keys().map(String::as_str).collect();
+        assert_eq!(kept, ["tollgate.dev/cancel", "tollgate.dev/traceparent"]);
+        assert_eq!(ar.labels().get("tollgate.dev/agent").map(String::as_str), Some("a"));
+    }
+}
