@@ -17,14 +17,16 @@ fn jaeger() -> &'static Jaeger {
     J.get_or_init(|| Jaeger::start(ControlPlane::shared()).unwrap_or_else(|e| panic!("starting Jaeger: {e:#}")))
 }
 
+/// The environment of a process that exports to the receiver.
+fn traced() -> Vec<(&'static str, &'static str)> {
+    static ENV: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
+    ENV.get_or_init(|| jaeger().env()).iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// The operator, exporting its reconciles to the same receiver.
 fn operator() -> &'static Operator {
     static OP: OnceLock<Operator> = OnceLock::new();
-    OP.get_or_init(|| {
-        let env = jaeger().env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Operator::start_with_env(ControlPlane::shared(), &env).unwrap_or_else(|e| panic!("starting the operator: {e:#}"))
-    })
+    OP.get_or_init(|| Operator::start_with_env(ControlPlane::shared(), &traced()).unwrap_or_else(|e| panic!("starting the operator: {e:#}")))
 }
 
 /// A `traceparent` the agent would send: a new trace, its own span as the parent.
@@ -77,8 +79,7 @@ fn a_tool_call_and_a_held_call_are_traced_from_the_agent_to_the_mcp_server() -> 
     let server = TasksServer::start(cp)?;
     let ns = cp.create_namespace("tracing")?;
     cp.apply(User::Admin, &ns, &objects(&server.url()))?;
-    let env = jaeger().env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = traced();
     let sidecar = Sidecar::start_with_env(cp, &ns, "coder", "coder", "coder-pod", &env)?;
 
     // An allowed call.
@@ -195,8 +196,7 @@ fn a_streamed_model_call_is_traced_from_the_agent_to_the_provider() -> Result<()
     operator();
     let cp = ControlPlane::shared();
     let scene = Scene::new(cp, "tracing-model", "")?;
-    let env = jaeger().env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = traced();
     let gateway = GatewayProcess::start_with(cp, &scene.ledger_url(), scene.port, &env)?;
     let (traceparent, trace_id, agent_span) = agent_context()?;
     let out = model_client(

@@ -90,7 +90,6 @@ pub fn provider(service: &'static str, settings: &OtlpSettings) -> Result<SdkTra
         resource = resource.with_service_name(service);
     }
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let _ = ENABLED.set(true);
     Ok(provider)
 }

@@ -68,10 +68,14 @@ pub(crate) fn approval_wait(call: &Span, namespace: &str, request: &str, workflo
     )
 }
 
-/// A person's decision, as an event on the wait span.
-pub(crate) fn decided_by_person(wait: &Span, user: &str, verdict: &str, at: &str) {
-    if otel::enabled() {
-        tracing::info!(parent: wait, tollgate.approval.user = user, tollgate.approval.decision = verdict, tollgate.approval.time = at, "approval decision");
+/// The people's decisions, each as an event on the wait span.
+pub(crate) fn decided_by_people(wait: &Span, decisions: &[tollgate_api::ApprovalDecision]) {
+    if !otel::enabled() {
+        return;
+    }
+    for d in decisions {
+        let (verdict, at) = (format!("{:?}", d.decision), d.time.0.to_string());
+        tracing::info!(parent: wait, tollgate.approval.user = d.user, tollgate.approval.decision = verdict, tollgate.approval.time = at, "approval decision");
     }
 }
 

@@ -24,16 +24,24 @@ pub fn slim<K: Resource>(o: &mut K) {
     o.annotations_mut().remove(LAST_APPLIED);
 }
 
-/// A lean cache of `api`'s objects and the stream of objects that changed, which keeps it
-/// filled: for a controller, or for anything else that reads the kind.
-pub fn reflect<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+/// A lean cache of `api`'s objects, and the watch events that keep it filled.
+fn lean_events<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, cfg).default_backoff().modify(slim::<K>).reflect(writer).applied_objects();
-    (reader, stream)
+    (reader, watcher(api, cfg).default_backoff().modify(slim::<K>).reflect(writer))
+}
+
+/// `Controller::new`, over a lean cache.
+pub fn controller<K>(api: Api<K>, cfg: watcher::Config) -> Controller<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync + Unpin,
+{
+    let (reader, events) = lean_events(api, cfg);
+    Controller::for_stream(events.applied_objects(), reader)
 }
 
 /// As [`controller`], and `changed` is notified whenever the cache is whole and changes (its
@@ -44,28 +52,13 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync + Unpin,
 {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, cfg)
-        .default_backoff()
-        .modify(slim::<K>)
-        .reflect(writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_))) {
-                changed.notify_one();
-            }
-        })
-        .applied_objects();
-    Controller::for_stream(stream, reader)
-}
-
-/// `Controller::new`, over a lean cache.
-pub fn controller<K>(api: Api<K>, cfg: watcher::Config) -> Controller<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync + Unpin,
-{
-    let (reader, stream) = reflect(api, cfg);
-    Controller::for_stream(stream, reader)
+    let (reader, events) = lean_events(api, cfg);
+    let events = events.inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_))) {
+            changed.notify_one();
+        }
+    });
+    Controller::for_stream(events.applied_objects(), reader)
 }
 
 #[cfg(test)]

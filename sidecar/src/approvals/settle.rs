@@ -120,10 +120,7 @@ pub(super) async fn conclude(sc: &Sidecar, name: &str, held: &Held, ending: Endi
     };
     let status = ar.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
-    let span = held.span();
-    for d in &status.decisions {
-        crate::trace::decided_by_person(&span, &d.user, &format!("{:?}", d.decision), &d.time.0.to_string());
-    }
+    crate::trace::decided_by_people(&held.span(), &status.decisions);
     let approvers: Vec<String> = status.decisions.iter().filter(|d| d.decision == Verdict::Approve).map(|d| d.user.clone()).collect();
     let (result, notifications) = match phase {
         Phase::Approved => {
