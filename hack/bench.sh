@@ -2,8 +2,8 @@
 # Every benchmark on a release build, each printing its figures beside the direct path's (or a
 # bare proxy's) from the same run; writes docs/performance.md with the machine and the date.
 # Timing depends on the machine: nothing in the test command runs these.
-#   TOLLGATE_BENCH_QUICK=1  measure the release build of the sidecar, not the shipping one (fat
-#                           LTO, a few minutes more to build)
+#   TOLLGATE_BENCH_QUICK=1  measure the release builds of the sidecar, gateway and operator, not
+#                           the shipping ones (fat LTO, several minutes more to build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib.sh
@@ -17,14 +17,16 @@ step "release build"
 cargo build --release -p tollgate-bench -p tollgate-sidecar -p tollgate-gateway -p tollgate-operator --bins
 if [[ "${TOLLGATE_BENCH_QUICK:-}" == "1" ]]; then
   sidecar="target/release/tollgate-sidecar"
+  bins="$PWD/target/release"
 else
-  step "the sidecar's shipping build (fat LTO)"
-  cargo build --profile sidecar -p tollgate-sidecar
-  sidecar="target/sidecar/tollgate-sidecar"
+  step "the shipping build (fat LTO) of the sidecar, gateway and operator"
+  cargo build --profile shipped -p tollgate-sidecar -p tollgate-gateway -p tollgate-operator
+  sidecar="target/shipped/tollgate-sidecar"
+  bins="$PWD/target/shipped"
 fi
 export TOLLGATE_BENCH_SIDECAR="$sidecar"
-# The operator and gateway the benches start are these release builds, not the test suite's.
-export TOLLGATE_BIN_DIR="$PWD/target/release"
+# The operator and gateway the benches start are the shipping builds, not the test suite's.
+export TOLLGATE_BIN_DIR="$bins"
 # A missed target is a message, not a crash: no backtrace in the report.
 export RUST_BACKTRACE=0
 

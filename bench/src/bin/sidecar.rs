@@ -25,9 +25,9 @@ const NS: &str = "bench";
 fn main() -> Result<()> {
     pin_to_cpu(0);
     let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
-    // The shipping build (`--profile sidecar`: fat LTO) when there is one, else the release build;
+    // The shipping build (`--profile shipped`: fat LTO) when there is one, else the release build;
     // `TOLLGATE_BENCH_SIDECAR` names another (an older build, to compare).
-    let shipped = release.join("../sidecar/tollgate-sidecar");
+    let shipped = release.join("../shipped/tollgate-sidecar");
     let sidecar_bin = match std::env::var_os("TOLLGATE_BENCH_SIDECAR") {
         Some(path) => PathBuf::from(path),
         None if shipped.is_file() => shipped,
