@@ -135,6 +135,8 @@ pub enum Via {
     Api,
     /// The workflow's AI first reader, written by the operator.
     Ai,
+    /// `kubectl approve ui`: a person, in the browser page that acts with their credentials.
+    Browser,
 }
 
 /// One person's decision. Appended through the status subresource; never edited.

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     bin_name = "kubectl approve",
     version,
     about = "Decide Tollgate approval requests (ApprovalRequest objects) from the command line",
-    after_help = "Examples:\n  kubectl approve list -A\n  kubectl approve show deploy-x7k2 -n tollgate-demo\n  kubectl approve deploy-x7k2 --reason \"checked the diff\"\n  kubectl approve deny deploy-x7k2 --reason \"not during the freeze\"\n  kubectl approve watch -A\n\nA request named like a command (e.g. \"list\") is approved with `kubectl approve approve list`."
+    after_help = "Examples:\n  kubectl approve list -A\n  kubectl approve show deploy-x7k2 -n tollgate-demo\n  kubectl approve deploy-x7k2 --reason \"checked the diff\"\n  kubectl approve deny deploy-x7k2 --reason \"not during the freeze\"\n  kubectl approve watch -A\n  kubectl approve ui\n\nA request named like a command (e.g. \"list\") is approved with `kubectl approve approve list`."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -52,6 +52,10 @@ pub enum Command {
     Deny(DecideArgs),
     /// Print pending requests as they arrive, until Ctrl-C.
     Watch(WatchArgs),
+    /// Decide in a browser: a page on loopback that acts with your kubeconfig's credentials.
+    Ui(UiArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(CompletionArgs),
 }
 
 #[derive(Args, Debug)]
@@ -94,6 +98,26 @@ pub struct WatchArgs {
     pub all_namespaces: bool,
 }
 
+#[derive(Args, Debug)]
+#[command(after_help = "The page lists pending requests across the namespaces you may list (or -n's), live; \
+every read and every decision goes to the API server as you, through the same admission rules as \
+`kubectl approve`. The printed link carries a one-time secret: it opens once, in one browser.")]
+pub struct UiArgs {
+    /// Port on 127.0.0.1 to serve on (0: any free port).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub port: u16,
+    /// Only print the link; do not open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     Table,
@@ -103,10 +127,10 @@ pub enum Output {
     Name,
 }
 
-const SUBCOMMANDS: [&str; 6] = ["list", "show", "approve", "deny", "watch", "help"];
+const SUBCOMMANDS: [&str; 8] = ["list", "show", "approve", "deny", "watch", "ui", "completion", "help"];
 
 /// Flags whose value is the next argument, unless written `--flag=value` (or `-nvalue`).
-const VALUE_FLAGS: [&str; 10] = ["--kubeconfig", "--context", "-n", "--namespace", "--as", "--as-group", "-o", "--output", "--reason", "--wait"];
+const VALUE_FLAGS: [&str; 11] = ["--kubeconfig", "--context", "-n", "--namespace", "--as", "--as-group", "-o", "--output", "--reason", "--wait", "--port"];
 
 /// Inserts `approve` before the first positional argument when it is not a subcommand, so that
 /// `kubectl approve NAME --reason x` parses as `approve NAME --reason x`.

@@ -47,13 +47,15 @@ pub async fn connect(conn: &Connection) -> Result<Session> {
 /// The caller's user name as the API server authenticates them (after impersonation): the
 /// `user` a decision must carry for the admission webhook to accept it.
 pub async fn whoami(session: &Session) -> Result<String> {
+    Ok(whoami_with_groups(session).await?.0)
+}
+
+/// The caller's user name and groups, as the API server authenticates them.
+pub async fn whoami_with_groups(session: &Session) -> Result<(String, Vec<String>)> {
     let api: Api<SelfSubjectReview> = Api::all(session.client.clone());
     let cx = errors::Context { namespace: &session.namespace, user: None, doing: Doing::WhoAmI };
     let review = api.create(&PostParams::default(), &SelfSubjectReview::default()).await.map_err(|e| anyhow::Error::msg(errors::explain(&e, &cx)))?;
-    review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .filter(|u| !u.is_empty())
-        .context("the API server did not say who you are (SelfSubjectReview has no username)")
+    let info = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    let user = info.username.filter(|u| !u.is_empty()).context("the API server did not say who you are (SelfSubjectReview has no username)")?;
+    Ok((user, info.groups.unwrap_or_default()))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use futures::TryStreamExt;
 use kube::api::{Api, Patch, PatchParams, WatchEvent, WatchParams};
-use tollgate_api::{ApprovalRequest, Phase, Verdict, Via};
+use tollgate_api::{ApprovalDecision, ApprovalRequest, Phase, Verdict, Via};
 
 use super::args::DecideArgs;
 use super::client::{self, Session};
@@ -22,31 +22,15 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
     let reason = patch::check_reason(verdict, name, args.reason.as_deref()).map_err(anyhow::Error::msg)?;
     let user = client::whoami(session).await?;
     let cx = errors::Context { namespace: ns, user: Some(&user), doing: Doing::Decide { name } };
-    let fail = |e: kube::Error| anyhow::Error::msg(errors::explain(&e, &cx));
     let api: Api<ApprovalRequest> = Api::namespaced(session.client.clone(), ns);
     let now = jiff::Timestamp::now();
     let decision =
         tollgate_core::approval::decision::person_decision(&user, verdict, reason.as_deref(), Via::Kubectl, now, "", false).map_err(anyhow::Error::msg)?;
 
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let ar = api.get(name).await.map_err(fail)?;
-        patch::precheck(&ar, &user).map_err(anyhow::Error::msg)?;
-        let rv = ar.metadata.resource_version.as_deref().unwrap_or_default();
-        let ops = patch::append_decision(ar.status.as_ref(), rv, &decision)?;
-        let ops: json_patch::Patch = serde_json::from_value(ops)?;
-        match api.patch_status(name, &PatchParams::default(), &Patch::Json::<()>(ops)).await {
-            Ok(_) => break,
-            // Someone wrote in between (another approver, the operator): read again and redo.
-            Err(kube::Error::Api(s)) if attempt < ATTEMPTS && errors::is_stale_write(s.code, &s.message) => {
-                eprintln!("note: {ns}/{name} changed while your decision was being written; writing it again (attempt {} of {ATTEMPTS})", attempt + 1);
-            }
-            Err(e) => return Err(fail(e)),
-        }
-    }
-
-    let fresh = api.get(name).await.map_err(fail)?;
+    let fresh = append(&api, name, &user, &decision, &cx, |attempt| {
+        eprintln!("note: {ns}/{name} changed while your decision was being written; writing it again (attempt {attempt} of {ATTEMPTS})");
+    })
+    .await?;
     out::println(&format::decided_line(verdict, &fresh))?;
     let id = format::qualified_name(&fresh);
     if format::phase(&fresh) != Phase::Pending {
@@ -60,6 +44,36 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
         }
     }
     Ok(())
+}
+
+/// Appends `decision` by `user` to request `name` through the status subresource, reading and
+/// retrying when someone else wrote in between; the request as stored afterwards. Errors are
+/// in plain words. `kubectl approve` and `kubectl approve ui` both decide through here.
+pub async fn append(
+    api: &Api<ApprovalRequest>,
+    name: &str,
+    user: &str,
+    decision: &ApprovalDecision,
+    cx: &errors::Context<'_>,
+    on_retry: impl Fn(usize),
+) -> Result<ApprovalRequest> {
+    let fail = |e: kube::Error| anyhow::Error::msg(errors::explain(&e, cx));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let ar = api.get(name).await.map_err(fail)?;
+        patch::precheck(&ar, user).map_err(anyhow::Error::msg)?;
+        let rv = ar.metadata.resource_version.as_deref().unwrap_or_default();
+        let ops = patch::append_decision(ar.status.as_ref(), rv, decision)?;
+        let ops: json_patch::Patch = serde_json::from_value(ops)?;
+        match api.patch_status(name, &PatchParams::default(), &Patch::Json::<()>(ops)).await {
+            Ok(_) => break,
+            // Someone wrote in between (another approver, the operator): read again and redo.
+            Err(kube::Error::Api(s)) if attempt < ATTEMPTS && errors::is_stale_write(s.code, &s.message) => on_retry(attempt + 1),
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    api.get(name).await.map_err(fail)
 }
 
 /// The request's phase once the operator moves it out of Pending, watching from `rv`; `None`

@@ -9,6 +9,7 @@ pub mod format;
 mod list;
 mod out;
 pub mod patch;
+pub mod ui;
 mod watch;
 
 use std::ffi::OsString;
@@ -46,6 +47,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Deny(d) = &cli.command {
         patch::check_reason(Verdict::Deny, &d.name, d.reason.as_deref()).map_err(anyhow::Error::msg)?;
     }
+    if let Command::Completion(c) = &cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let mut buf = Vec::new();
+        clap_complete::generate(c.shell, &mut cmd, "kubectl-approve", &mut buf);
+        return out::print(&String::from_utf8_lossy(&buf));
+    }
     let session = client::connect(&cli.conn).await?;
     match &cli.command {
         Command::List(a) => list::list(&session, a).await,
@@ -53,5 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(a) => decide::decide(&session, Verdict::Approve, a).await,
         Command::Deny(a) => decide::decide(&session, Verdict::Deny, a).await,
         Command::Watch(a) => watch::watch(&session, a).await,
+        Command::Ui(a) => ui::ui(&session, a, cli.conn.namespace.is_some()).await,
+        Command::Completion(_) => Ok(()),
     }
 }

@@ -1,0 +1,187 @@
+//! Who may talk to `kubectl approve ui`'s server (docs/approvals.md, "In the browser"): the pure
+//! rule, so every case is a unit test. The server is on loopback, but loopback is shared with
+//! every other program and every web page the person's browser has open, so it trusts nothing
+//! it did not hand out itself:
+//! - `Host` must name the loopback address and port it listens on (a DNS-rebound name that
+//!   resolves to 127.0.0.1 carries its own name in `Host`);
+//! - a request that comes from a page (`Origin`, `Sec-Fetch-Site`) must come from this server's
+//!   own origin; other ports of 127.0.0.1 are other origins (though the same *site*, which is why
+//!   `SameSite` cookies alone would not do);
+//! - the credential is a session cookie, got once by presenting the one-time secret of the URL
+//!   the command printed; the secret works once, so a URL left in a history or a terminal
+//!   scrollback opens nothing later.
+
+use std::fmt;
+
+/// What the server knows about a request, taken from its headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts<'a> {
+    pub method_is_safe: bool,
+    pub host: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub sec_fetch_site: Option<&'a str>,
+    /// The value of this server's session cookie, when the request carries one.
+    pub cookie: Option<&'a str>,
+    /// The `token` query parameter, when present.
+    pub token: Option<&'a str>,
+}
+
+/// What this server handed out.
+#[derive(Debug, Clone, Copy)]
+pub struct Secrets<'a> {
+    pub port: u16,
+    /// The one-time secret of the printed URL, until it is used.
+    pub token: Option<&'a str>,
+    pub session: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Allow,
+    /// The one-time secret, presented for the first time: set the session cookie, send the
+    /// browser to the same page without the secret in its address, and forget the secret.
+    Exchange,
+    Refuse(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Host,
+    CrossOrigin,
+    SecretUsed,
+    NoCredential,
+}
+
+impl Refusal {
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Host => 421,
+            Refusal::CrossOrigin | Refusal::SecretUsed | Refusal::NoCredential => 403,
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::Host => "this server answers only to its own loopback address (unexpected Host header)",
+            Refusal::CrossOrigin => "refused: the request came from another web page",
+            Refusal::SecretUsed => "this link was already used once; run `kubectl approve ui` again for a new one",
+            Refusal::NoCredential => "open the address `kubectl approve ui` printed (it carries a one-time secret)",
+        })
+    }
+}
+
+/// The names this server answers to: `127.0.0.1:<port>` and `localhost:<port>`.
+pub fn own_host(host: &str, port: u16) -> bool {
+    let Some((name, p)) = host.rsplit_once(':') else {
+        return false;
+    };
+    p.parse::<u16>().ok() == Some(port) && (name == "127.0.0.1" || name.eq_ignore_ascii_case("localhost"))
+}
+
+fn own_origin(origin: &str, port: u16) -> bool {
+    origin.strip_prefix("http://").is_some_and(|host| own_host(host, port))
+}
+
+/// Compares secrets in time independent of where they first differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request may go on, and how.
+pub fn admit(facts: &Facts<'_>, secrets: &Secrets<'_>) -> Admission {
+    if !facts.host.is_some_and(|h| own_host(h, secrets.port)) {
+        return Admission::Refuse(Refusal::Host);
+    }
+    // Browsers send Origin on every non-GET request and on cross-origin fetches; a state change
+    // without one is not from a browser page at all, so it is refused too.
+    match facts.origin {
+        Some(o) if !own_origin(o, secrets.port) => return Admission::Refuse(Refusal::CrossOrigin),
+        None if !facts.method_is_safe => return Admission::Refuse(Refusal::CrossOrigin),
+        _ => {}
+    }
+    // `none`: typed or opened from outside a browser page; `same-origin`: this server's pages.
+    if let Some(site) = facts.sec_fetch_site
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Admission::Refuse(Refusal::CrossOrigin);
+    }
+    if facts.cookie.is_some_and(|c| same_secret(c, secrets.session)) {
+        return Admission::Allow;
+    }
+    match (facts.token, secrets.token) {
+        (Some(given), Some(token)) if facts.method_is_safe && same_secret(given, token) => Admission::Exchange,
+        (Some(_), None) => Admission::Refuse(Refusal::SecretUsed),
+        _ => Admission::Refuse(Refusal::NoCredential),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRETS: Secrets<'static> = Secrets { port: 4711, token: Some("t0k3n"), session: "s3ss10n" };
+
+    fn get(host: &str) -> Facts<'_> {
+        Facts { method_is_safe: true, host: Some(host), ..Facts::default() }
+    }
+
+    #[test]
+    fn the_printed_url_is_exchanged_once_for_a_cookie() {
+        let first = Facts { token: Some("t0k3n"), sec_fetch_site: Some("none"), ..get("127.0.0.1:4711") };
+        assert_eq!(admit(&first, &SECRETS), Admission::Exchange);
+        let used = Secrets { token: None, ..SECRETS };
+        assert_eq!(admit(&first, &used), Admission::Refuse(Refusal::SecretUsed));
+        let wrong = Facts { token: Some("t0k3m"), ..first };
+        assert_eq!(admit(&wrong, &SECRETS), Admission::Refuse(Refusal::NoCredential));
+        let with_cookie = Facts { cookie: Some("s3ss10n"), ..get("localhost:4711") };
+        assert_eq!(admit(&with_cookie, &used), Admission::Allow);
+    }
+
+    #[test]
+    fn nothing_without_a_credential() {
+        assert_eq!(admit(&get("127.0.0.1:4711"), &SECRETS), Admission::Refuse(Refusal::NoCredential));
+        let bad_cookie = Facts { cookie: Some("s3ss10m"), ..get("127.0.0.1:4711") };
+        assert_eq!(admit(&bad_cookie, &SECRETS), Admission::Refuse(Refusal::NoCredential));
+        // The secret is for opening the page, not for posting decisions.
+        let post = Facts { method_is_safe: false, token: Some("t0k3n"), origin: Some("http://127.0.0.1:4711"), ..get("127.0.0.1:4711") };
+        assert_eq!(admit(&post, &SECRETS), Admission::Refuse(Refusal::NoCredential));
+    }
+
+    #[test]
+    fn other_hosts_are_refused_even_with_the_cookie() {
+        for host in ["evil.example:4711", "127.0.0.1:4712", "127.0.0.1", "127.0.0.1.nip.io:4711", "[::1]:4711", ""] {
+            let f = Facts { cookie: Some("s3ss10n"), ..get(host) };
+            assert_eq!(admit(&f, &SECRETS), Admission::Refuse(Refusal::Host), "{host}");
+        }
+        let none = Facts { host: None, cookie: Some("s3ss10n"), ..get("") };
+        assert_eq!(admit(&none, &SECRETS), Admission::Refuse(Refusal::Host));
+    }
+
+    #[test]
+    fn other_pages_cannot_post_or_read() {
+        let cookie = Facts { cookie: Some("s3ss10n"), ..get("127.0.0.1:4711") };
+        for origin in ["http://127.0.0.1:8080", "http://evil.example", "null", "https://127.0.0.1:4711"] {
+            let post = Facts { method_is_safe: false, origin: Some(origin), ..cookie };
+            assert_eq!(admit(&post, &SECRETS), Admission::Refuse(Refusal::CrossOrigin), "{origin}");
+        }
+        let no_origin_post = Facts { method_is_safe: false, ..cookie };
+        assert_eq!(admit(&no_origin_post, &SECRETS), Admission::Refuse(Refusal::CrossOrigin));
+        for site in ["same-site", "cross-site"] {
+            let nav = Facts { sec_fetch_site: Some(site), ..cookie };
+            assert_eq!(admit(&nav, &SECRETS), Admission::Refuse(Refusal::CrossOrigin), "{site}");
+        }
+        let own = Facts { method_is_safe: false, origin: Some("http://localhost:4711"), sec_fetch_site: Some("same-origin"), ..cookie };
+        assert_eq!(admit(&own, &SECRETS), Admission::Allow);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("", "a"));
+    }
+}
