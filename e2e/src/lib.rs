@@ -3,6 +3,7 @@
 
 mod balancer;
 mod basics;
+pub mod browser;
 pub mod certs;
 mod child;
 mod components;

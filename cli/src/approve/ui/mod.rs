@@ -62,11 +62,7 @@ async fn scope(session: &Session, explicit_namespace: bool, user: &str) -> (Scop
 fn open_browser(url: &str) -> bool {
     let opener = std::env::var("BROWSER").ok().filter(|b| !b.is_empty()).or_else(|| {
         let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
-        if cfg!(target_os = "macos") {
-            Some("open".into())
-        } else {
-            desktop.then(|| "xdg-open".into())
-        }
+        if cfg!(target_os = "macos") { Some("open".into()) } else { desktop.then(|| "xdg-open".into()) }
     });
     let Some(opener) = opener else {
         return false;

@@ -24,14 +24,15 @@ use tollgate_core::approval::Workflow;
 
 use super::gate::{self, Admission, Facts, Secrets};
 use super::live::Live;
-use super::pages::{Flash, HistoryPage, PhaseOption, InboxFragment, InboxPage, MessagePage, RequestFragment, RequestPage, Shell};
+use super::pages::{Flash, HistoryPage, InboxFragment, InboxPage, MessagePage, PhaseOption, RequestFragment, RequestPage, Shell};
 use super::view::{self, Caller, Filter, Rows};
 use crate::approve::decide;
 use crate::approve::errors::{self, Doing};
 
 /// No script but this server's own file, no inline script or style, no frames, forms only to
 /// this server: whatever the agent managed to put in a page, the browser runs none of it.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub const CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const UI_JS: &str = include_str!("../../../assets/ui.js");
 const UI_CSS: &str = include_str!("../../../assets/ui.css");
@@ -94,7 +95,9 @@ async fn secure_headers(req: Request, next: Next) -> Response {
     for (name, value) in [
         ("content-security-policy", CSP),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        // Not `no-referrer`: with it, browsers send `Origin: null` on the page's own form posts,
+        // which the gate must refuse. The page links nowhere else anyway.
+        ("referrer-policy", "same-origin"),
         ("x-frame-options", "DENY"),
         ("cache-control", "no-store"),
         ("cross-origin-opener-policy", "same-origin"),
@@ -241,8 +244,9 @@ async fn decide_as(ui: &Ui, ns: &str, name: &str, verdict: tollgate_api::Verdict
     let ar = fetch(ui, ns, name).await?;
     let requires = workflow_of(ui, &ar).is_some_and(|w| w.require_reason);
     let reason = Some(reason).filter(|r| !r.trim().is_empty());
-    let decision = tollgate_core::approval::decision::person_decision(&ui.caller.user, verdict, reason, Via::Browser, jiff::Timestamp::now(), &ar.spec.workflow, requires)
-        .map_err(|e| e.to_string())?;
+    let decision =
+        tollgate_core::approval::decision::person_decision(&ui.caller.user, verdict, reason, Via::Browser, jiff::Timestamp::now(), &ar.spec.workflow, requires)
+            .map_err(|e| e.to_string())?;
     let api: Api<ApprovalRequest> = Api::namespaced(ui.client.clone(), ns);
     let cx = errors::Context { namespace: ns, user: Some(&ui.caller.user), doing: Doing::Decide { name } };
     let fresh = decide::append(&api, name, &ui.caller.user, &decision, &cx, |_| {}).await.map_err(|e| e.to_string())?;
@@ -275,4 +279,3 @@ fn changes(rx: tokio::sync::watch::Receiver<u64>) -> impl Stream<Item = Result<E
         Some((Ok(Event::default().event("changed").data(n.to_string())), rx))
     })
 }
-

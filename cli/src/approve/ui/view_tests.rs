@@ -95,7 +95,8 @@ fn standing_says_who_may_decide_and_why_not() {
         Standing::Closed("team/x7k2 expired at 2026-12-03T10:00:30Z; it no longer takes decisions".into())
     );
     let decided: ApprovalRequestStatus = serde_json::from_value(json!({"phase": "Pending", "decisions": [
-        {"user": "approver-a", "decision": "Approve", "time": "2026-12-03T10:00:10Z", "via": "browser"}]})).unwrap();
+        {"user": "approver-a", "decision": "Approve", "time": "2026-12-03T10:00:10Z", "via": "browser"}]}))
+    .unwrap();
     let ar = request(json!({}), Some(decided));
     assert!(matches!(standing(&ar, &caller("approver-a"), Some(&wf), now()), Standing::Closed(w) if w.starts_with("you (approver-a) already decided")));
     assert!(matches!(standing(&ar, &caller("approver-b"), Some(&wf), now()), Standing::MayDecide { .. }));

@@ -1,0 +1,285 @@
+//! `kubectl approve ui` against the real API server, the operator's admission webhook and a
+//! sidecar holding real calls, driven in headless Debian Chromium (Selenium over ChromeDriver).
+//! Screenshots of the inbox and of a request go to `docs/images/` with
+//! `TOLLGATE_UPDATE_SCREENSHOTS=1`, else to the test's directory.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::{Env, pending_request, setup};
+use serde_json::{Value, json};
+use tollgate_e2e::browser::{ApproveUi, drive};
+use tollgate_e2e::requests::Request;
+use tollgate_e2e::{ControlPlane, User, py_client, random_hex, repo_file, tool_text, wait_until};
+
+fn shots(cp: &ControlPlane) -> PathBuf {
+    if std::env::var_os("TOLLGATE_UPDATE_SCREENSHOTS").is_some() { repo_file("docs/images") } else { cp.dir().to_path_buf() }
+}
+
+/// A held call (the policy's `trigger-long-running-operation`) made on a thread; its steps.
+fn held_call(env: &Env, arguments: Value) -> std::thread::JoinHandle<Result<Vec<Value>>> {
+    let url = env.sidecar.url("everything");
+    std::thread::spawn(move || py_client(&url, &json!([{"op": "call_tool", "name": "trigger-long-running-operation", "arguments": arguments}])))
+}
+
+fn join(call: std::thread::JoinHandle<Result<Vec<Value>>>) -> Result<Vec<Value>> {
+    call.join().map_err(|_| anyhow::anyhow!("the held call's client panicked"))?
+}
+
+fn decisions(cp: &ControlPlane, ns: &str, name: &str) -> Result<Vec<Value>> {
+    let out = cp.kubectl_ok(User::Admin, ["get", "ar", name, "-n", ns, "-o", "json"])?;
+    let ar: Value = serde_json::from_str(&out)?;
+    Ok(ar["status"]["decisions"].as_array().cloned().unwrap_or_default())
+}
+
+/// Waits until the browser says its page is up.
+fn wait_mark(path: &std::path::Path) -> Result<()> {
+    wait_until(Duration::from_secs(60), Duration::from_millis(50), || Ok(path.exists().then_some(())))
+}
+
+#[test]
+fn an_approver_sees_a_held_call_appear_approves_it_and_the_call_runs() -> Result<()> {
+    let env = setup("ui-approve", false)?;
+    let ui = ApproveUi::start(env.cp, User::ApproverA, &["-n", &env.ns])?;
+    let (dir, mark) = (shots(env.cp), env.cp.dir().join(format!("ui-up-{}", random_hex(4)?)));
+    let row = format!("#to-decide tr[data-request^='{}/']", env.ns);
+    let scenario = json!([
+        {"op": "open", "url": ui.url},
+        {"op": "wait", "css": "#nothing-to-decide"},
+        {"op": "url"},
+        {"op": "mark", "path": mark},
+        // The held call appears without a reload: the page follows a watch.
+        {"op": "wait", "css": row, "timeout": 40},
+        {"op": "screenshot", "path": dir.join("approve-ui-inbox.png")},
+        {"op": "click", "css": format!("{row} a")},
+        {"op": "wait", "css": "#decide"},
+        {"op": "text", "css": "#tool"},
+        {"op": "text", "css": "#approvals"},
+        {"op": "text", "css": "#time-left"},
+        {"op": "screenshot", "path": dir.join("approve-ui-request.png")},
+        {"op": "type", "css": "#reason", "text": "checked in the browser"},
+        {"op": "click", "css": "#approve"},
+        {"op": "wait", "css": "#flash", "contains": "approved"},
+        {"op": "wait", "css": "#phase", "contains": "Approved"},
+        {"op": "wait", "css": "#decide", "gone": true},
+        {"op": "console"},
+    ]);
+    let browser = std::thread::spawn(move || drive(&scenario));
+    wait_mark(&mark)?;
+    let call = held_call(&env, json!({"duration": 0.1, "steps": 1}));
+    let steps = browser.join().map_err(|_| anyhow::anyhow!("the browser driver panicked"))??;
+    // The secret left the address bar with the first request.
+    ensure!(steps[2] == json!(format!("{}/", ui.base)), "address after opening: {}", steps[2]);
+    ensure!(steps[8] == json!("trigger-long-running-operation"), "tool shown: {}", steps[8]);
+    ensure!(steps[9].as_str().is_some_and(|a| a.starts_with("0/1")), "approvals shown: {}", steps[9]);
+    ensure!(steps[10].as_str().is_some_and(|t| t.starts_with("in ")), "time left: {}", steps[10]);
+    let console: Vec<String> = serde_json::from_value(steps[17].clone())?;
+    ensure!(!console.iter().any(|m| m.contains("Content Security Policy") || m.contains("Refused to")), "the page broke its own CSP: {console:?}");
+
+    let out = join(call)?;
+    ensure!(out[0]["ok"] == true, "the approved call did not run: {out:?}");
+    let name = pending_request(env.cp, &env.ns)?;
+    let d = decisions(env.cp, &env.ns, &name)?;
+    ensure!(d.len() == 1 && d[0]["user"] == "approver-a" && d[0]["via"] == "browser" && d[0]["reason"] == "checked in the browser", "{d:?}");
+    Ok(())
+}
+
+#[test]
+fn two_approvers_each_add_their_decision_in_their_own_browser() -> Result<()> {
+    let env = setup("ui-quorum", false)?;
+    env.cp.kubectl_ok(User::Admin, ["patch", "approvalworkflow", "ops", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"requiredApprovals":2}}"#])?;
+    let call = held_call(&env, json!({"duration": 0.1, "steps": 1}));
+    let name = pending_request(env.cp, &env.ns)?;
+    env.cp.wait_phase(&env.ns, &name, "Pending", Duration::from_secs(20))?;
+    let page = |ui: &ApproveUi| format!("{}/r/{}/{name}", ui.base, env.ns);
+
+    let a = ApproveUi::start(env.cp, User::ApproverA, &[])?;
+    drive(&json!([
+        {"op": "open", "url": a.url},
+        {"op": "open", "url": page(&a)},
+        {"op": "wait", "css": "#approvals", "contains": "0/2"},
+        {"op": "click", "css": "#approve"},
+        {"op": "wait", "css": "#flash", "contains": "(1/2 approvals)"},
+        // Still open for others, but not for approver-a again.
+        {"op": "wait", "css": "#closed", "contains": "you (approver-a) already decided"},
+    ]))?;
+    ensure!(env.cp.phase(&env.ns, &name)? == "Pending", "one approval of two resolved the request");
+
+    let b = ApproveUi::start(env.cp, User::ApproverB, &[])?;
+    let steps = drive(&json!([
+        {"op": "open", "url": b.url},
+        {"op": "wait", "css": format!("#to-decide tr[data-request='{}/{name}']", env.ns)},
+        {"op": "open", "url": page(&b)},
+        {"op": "text", "css": "#decisions"},
+        {"op": "type", "css": "#reason", "text": "second pair of eyes"},
+        {"op": "click", "css": "#approve"},
+        {"op": "wait", "css": "#phase", "contains": "Approved"},
+    ]))?;
+    let table = steps[3].as_str().unwrap_or_default();
+    ensure!(table.contains("approver-a") && table.contains("Approve") && table.contains("browser"), "approver-b saw: {table}");
+    let out = join(call)?;
+    ensure!(out[0]["ok"] == true, "the call did not run after two approvals: {out:?}");
+    let users: Vec<Value> = decisions(env.cp, &env.ns, &name)?.iter().map(|d| d["user"].clone()).collect();
+    ensure!(users == [json!("approver-a"), json!("approver-b")], "{users:?}");
+    Ok(())
+}
+
+#[test]
+fn an_outsider_sees_nothing_to_decide_and_cannot_read_a_request() -> Result<()> {
+    let env = setup("ui-outsider", false)?;
+    env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops"))?;
+    env.cp.wait_phase(&env.ns, "deploy-1", "Pending", Duration::from_secs(20))?;
+    let ui = ApproveUi::start(env.cp, User::Outsider, &[])?;
+    let steps = drive(&json!([
+        {"op": "open", "url": ui.url},
+        {"op": "wait", "css": "#nothing-to-decide"},
+        {"op": "text", "css": "#list-error"},
+        {"op": "open", "url": format!("{}/r/{}/deploy-1", ui.base, env.ns)},
+        {"op": "text", "css": "#refusal"},
+        {"op": "count", "css": "#decide"},
+    ]))?;
+    let error = steps[2].as_str().unwrap_or_default();
+    ensure!(error.starts_with("you (outsider) may not list approval requests"), "{error}");
+    let refusal = steps[4].as_str().unwrap_or_default();
+    ensure!(refusal.contains("you (outsider) may not read approval requests"), "{refusal}");
+    ensure!(steps[5] == json!(0), "an outsider got a decision form");
+    Ok(())
+}
+
+#[test]
+fn hostile_arguments_render_inertly_and_a_deny_needs_a_reason() -> Result<()> {
+    let env = setup("ui-hostile", false)?;
+    let hostile = json!({
+        "duration": 0.1, "steps": 1,
+        "note": "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">",
+        "link": "javascript:window.__pwned=3",
+        "html": "<a href=\"javascript:window.__pwned=4\">click me</a>",
+        "target": "d\u{435}ploy \u{202e}txt.exe",
+    });
+    let call = held_call(&env, hostile);
+    let name = pending_request(env.cp, &env.ns)?;
+    env.cp.wait_phase(&env.ns, &name, "Pending", Duration::from_secs(20))?;
+    // A request the agent's own account wrote directly, with a look-alike tool name.
+    env.cp.create_request(&env.ns, &Request::new("lookalike", "ops").call("everything", "d\u{435}ploy", json!({})))?;
+    let ui = ApproveUi::start(env.cp, User::ApproverA, &["-n", &env.ns])?;
+    let steps = drive(&json!([
+        {"op": "open", "url": ui.url},
+        {"op": "wait", "css": format!("tr[data-request='{}/lookalike'] .warn", env.ns), "contains": "look-alike"},
+        {"op": "text", "css": format!("tr[data-request='{}/lookalike'] .name", env.ns)},
+        {"op": "open", "url": format!("{}/r/{}/{name}", ui.base, env.ns)},
+        {"op": "text", "css": "#arguments"},
+        {"op": "js", "script": "return typeof window.__pwned"},
+        {"op": "count", "css": "#arguments *, a[href^='javascript'], img"},
+        {"op": "click", "css": "#deny"},
+        {"op": "wait", "css": "#flash", "contains": "reason"},
+        {"op": "js", "script": "return typeof window.__pwned"},
+        {"op": "type", "css": "#reason", "text": "arguments look like an attack"},
+        {"op": "click", "css": "#deny"},
+        {"op": "wait", "css": "#phase", "contains": "Denied"},
+    ]))?;
+    ensure!(steps[2] == json!("d\\u{435}ploy"), "look-alike name shown as {}", steps[2]);
+    let args = steps[4].as_str().unwrap_or_default();
+    for shown in ["<script>window.__pwned = 1</script>", "javascript:window.__pwned=3", "d\u{435}ploy \\u{202e}txt.exe"] {
+        ensure!(args.contains(shown), "the page does not show {shown:?} as text: {args}");
+    }
+    ensure!(steps[5] == json!("undefined") && steps[9] == json!("undefined"), "the agent's script ran");
+    ensure!(steps[6] == json!(0), "the arguments made elements: {}", steps[6]);
+    let out = join(call)?;
+    let (text, is_error) = tool_text(&out[0])?;
+    ensure!(is_error && text.contains("arguments look like an attack"), "the denied call: {out:?}");
+    Ok(())
+}
+
+#[test]
+fn an_expired_request_cannot_be_approved() -> Result<()> {
+    let env = setup("ui-expired", false)?;
+    env.cp.kubectl_ok(User::Admin, ["patch", "approvalworkflow", "ops", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"timeoutSeconds":30}}"#])?;
+    // Requested 24 s ago under a 30 s timeout: it expires while the page is open.
+    env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops").aged(24))?;
+    env.cp.wait_phase(&env.ns, "deploy-1", "Pending", Duration::from_secs(20))?;
+    let ui = ApproveUi::start(env.cp, User::ApproverA, &["-n", &env.ns])?;
+    let steps = drive(&json!([
+        {"op": "open", "url": ui.url},
+        {"op": "open", "url": format!("{}/r/{}/deploy-1", ui.base, env.ns)},
+        {"op": "count", "css": "#decide"},
+        {"op": "wait", "css": "#phase", "contains": "Expired", "timeout": 40},
+        {"op": "wait", "css": "#decide", "gone": true},
+        // A page left open from before: its form, shown again and sent.
+        {"op": "js", "script": "document.getElementById('decide').hidden = false; return true"},
+        {"op": "click", "css": "#approve"},
+        {"op": "wait", "css": "#flash", "contains": "Expired"},
+    ]))?;
+    ensure!(steps[2] == json!(1), "the form was not there while the request was pending");
+    ensure!(decisions(env.cp, &env.ns, "deploy-1")?.is_empty(), "a decision was recorded on an expired request");
+    Ok(())
+}
+
+/// One HTTP/1.1 exchange with the ui's server: status, head, body.
+fn http(port: u16, request: &str) -> Result<(u16, String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no head")?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no status")?;
+    Ok((status, head.to_lowercase(), body.to_owned()))
+}
+
+#[test]
+fn the_server_answers_only_its_own_pages() -> Result<()> {
+    let env = setup("ui-gate", false)?;
+    env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops"))?;
+    let ui = ApproveUi::start(env.cp, User::ApproverA, &["-n", &env.ns])?;
+    let port = ui.port;
+    let host = format!("127.0.0.1:{port}");
+    let get = |path: &str, extra: &str| http(port, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"));
+    let (status, _, body) = get("/", "")?;
+    ensure!(status == 403 && body.contains("one-time secret"), "{status} {body}");
+    let token = ui.url.split("token=").nth(1).context("token")?;
+    // A page elsewhere cannot use the link for the person.
+    let (status, ..) = http(port, &format!("GET /?token={token} HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"))?;
+    ensure!(status == 421, "a rebound Host got {status}");
+    let (status, head, _) = get(&format!("/?token={token}"), "Sec-Fetch-Site: none\r\n")?;
+    ensure!(
+        status == 303 && head.contains(&format!("set-cookie: tollgate-ui-{port}=")) && head.contains("httponly") && head.contains("samesite=strict"),
+        "{head}"
+    );
+    ensure!(head.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{head}");
+    let session = head.split(&format!("tollgate-ui-{port}=")).nth(1).and_then(|s| s.split(';').next()).context("cookie")?.to_owned();
+    let (status, _, body) = get(&format!("/?token={token}"), "")?;
+    ensure!(status == 403 && body.contains("already used"), "the link opened twice: {status} {body}");
+    let cookie = format!("Cookie: tollgate-ui-{port}={session}\r\n");
+    let (status, head, body) = get("/", &cookie)?;
+    ensure!(status == 200 && body.contains(&format!("{}/deploy-1", env.ns)), "{status} {body}");
+    for header in ["x-frame-options: deny", "x-content-type-options: nosniff", "referrer-policy: same-origin", "cache-control: no-store"] {
+        ensure!(head.contains(header), "no {header}: {head}");
+    }
+    // Another origin on the same machine (another port: the same site) cannot decide or read.
+    let form = "verdict=approve&reason=&csrf=x";
+    let post = |origin: &str| {
+        http(
+            port,
+            &format!(
+                "POST /r/{}/deploy-1/decide HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                env.ns,
+                form.len()
+            ),
+        )
+    };
+    let (status, ..) = post("http://127.0.0.1:1")?;
+    ensure!(status == 403, "a cross-origin post got {status}");
+    let (status, _, body) = post(&format!("http://127.0.0.1:{port}"))?;
+    ensure!(status == 403 && body.contains("did not come from this page"), "a post without the form's token got {status}: {body}");
+    let (status, ..) = get("/", &format!("{cookie}Sec-Fetch-Site: same-site\r\n"))?;
+    ensure!(status == 403, "a same-site page got {status}");
+    ensure!(decisions(env.cp, &env.ns, "deploy-1")?.is_empty(), "a refused post decided");
+    Ok(())
+}
