@@ -37,6 +37,9 @@ ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "PostgreSQL is 
 # Transparent mode's test runs real iptables rules in a network namespace of its own.
 TOLLGATE_IPTABLES="$(bash e2e/scripts/install-iptables.sh | tail -n 1)"
 export TOLLGATE_IPTABLES
+step "Debian chromium + chromium-driver and Selenium (pinned, cached): kubectl approve ui's browser tests"
+TOLLGATE_BROWSER="$(bash e2e/scripts/install-browser.sh | tail -n 1)"
+export TOLLGATE_BROWSER
 
 step "generated files are fresh"
 cargo run --quiet --locked -p tollgate-api --bin crdgen -- --check

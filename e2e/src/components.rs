@@ -90,6 +90,12 @@ pub fn argocd_health() -> Result<PathBuf> {
     tool(&BIN, "TOLLGATE_ARGOCD_HEALTH", "build-argocd-health.sh")
 }
 
+/// krew, kubectl's plugin manager, built from its Go module by `build-krew.sh` (once per process).
+pub fn krew() -> Result<PathBuf> {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    tool(&BIN, "TOLLGATE_KREW", "build-krew.sh")
+}
+
 /// Debian's iptables, installed by `install-iptables.sh` when missing (once per process).
 pub fn iptables() -> Result<PathBuf> {
     static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();

@@ -26,7 +26,7 @@ mod users;
 
 pub use balancer::Balancer;
 pub use basics::{TimedOut, random_hex, repo_file, wait_until};
-pub use components::{argocd_health, free_ports, helm, iptables, render_chart};
+pub use components::{argocd_health, free_ports, helm, iptables, krew, render_chart};
 pub use control_plane::ControlPlane;
 pub use mcp::{
     AuthEcho, Everything, Hostile, Modern, TasksServer, py_client, py_client_with_args, py_client_with_timeout, py_modern_client, py_modern_client_with,

@@ -3,6 +3,7 @@
 
 pub mod ai_review;
 pub mod authz;
+pub mod browser;
 pub mod decision;
 pub mod held;
 pub mod held_request;

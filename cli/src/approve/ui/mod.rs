@@ -1,7 +1,6 @@
 //! `kubectl approve ui`: the approvals inbox in a browser, served on loopback, acting with the
-//! person's own kubeconfig credentials (docs/approvals.md, "In the browser").
+//! person's own kubeconfig credentials (docs/operations.md, "In the browser"; docs/design.md §3.3).
 
-mod gate;
 mod live;
 mod pages;
 mod server;
@@ -22,7 +21,6 @@ use live::Scope;
 use pages::Shell;
 use view::Caller;
 
-pub use gate::{Admission, Facts, Refusal, Secrets, admit};
 pub use server::CSP;
 
 fn secret() -> Result<String> {

@@ -22,7 +22,7 @@ use kube::runtime::reflector::ObjectRef;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, Via};
 use tollgate_core::approval::Workflow;
 
-use super::gate::{self, Admission, Facts, Secrets};
+use tollgate_core::approval::browser::{self as gate, Admission, Facts, Secrets};
 use super::live::Live;
 use super::pages::{Flash, HistoryPage, InboxFragment, InboxPage, MessagePage, PhaseOption, RequestFragment, RequestPage, Shell};
 use super::view::{self, Caller, Filter, Rows};
@@ -154,7 +154,9 @@ async fn guard(State(ui): State<Shared>, req: Request, next: Next) -> Response {
         Admission::Allow => next.run(req).await,
         Admission::Exchange => {
             let set = format!("{name}={}; HttpOnly; SameSite=Strict; Path=/", ui.session);
-            let mut res = Redirect::to(req.uri().path()).into_response();
+            // Always to the inbox: a path of the link's choosing (`//elsewhere`) would be an
+            // open redirect.
+            let mut res = Redirect::to("/").into_response();
             if let Ok(v) = HeaderValue::from_str(&set) {
                 res.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -191,6 +193,10 @@ async fn inbox_fragment(State(ui): State<Shared>) -> Response {
 
 /// The request as the API server has it now, read as the person.
 async fn fetch(ui: &Ui, ns: &str, name: &str) -> Result<ApprovalRequest, String> {
+    // A decoded path segment could hold `/` or `..`: only object names go on to the API server.
+    if !view::is_object_name(ns) || !view::is_object_name(name) {
+        return Err(format!("no approval request {ns:?}/{name:?}: not a Kubernetes object name"));
+    }
     let api: Api<ApprovalRequest> = Api::namespaced(ui.client.clone(), ns);
     let cx = errors::Context { namespace: ns, user: Some(&ui.caller.user), doing: Doing::Read { name } };
     api.get(name).await.map_err(|e| errors::explain(&e, &cx))

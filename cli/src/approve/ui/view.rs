@@ -303,6 +303,15 @@ pub fn newest_first(items: &mut [ApprovalRequest]) {
     });
 }
 
+/// A DNS-1123 subdomain, as namespaces and ApprovalRequest names are.
+pub fn is_object_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// The verdict a form field names.
 pub fn verdict(field: &str) -> Option<Verdict> {
     match field {

@@ -136,3 +136,13 @@ fn history_filters() {
     assert!(!Filter { namespace: "other".into(), ..Filter::default() }.keeps(&approved));
     assert!(Filter { phase: "Pending".into(), ..Filter::default() }.keeps(&open));
 }
+
+#[test]
+fn only_object_names_reach_the_api_server() {
+    for ok in ["team-a", "x7k2", "trigger-long-running-operation-4590dfcf", "a.b"] {
+        assert!(is_object_name(ok), "{ok}");
+    }
+    for bad in ["", "../secrets", "a/b", "A", "-a", "a-", "a%2Fb", &"a".repeat(254)] {
+        assert!(!is_object_name(bad), "{bad}");
+    }
+}

@@ -1,7 +1,7 @@
-//! Who may talk to `kubectl approve ui`'s server (docs/approvals.md, "In the browser"): the pure
-//! rule, so every case is a unit test. The server is on loopback, but loopback is shared with
-//! every other program and every web page the person's browser has open, so it trusts nothing
-//! it did not hand out itself:
+//! Who may talk to `kubectl approve ui`'s server (docs/design.md §3.3; the server is
+//! `cli/src/approve/ui/`): the pure rule, so every case is a unit test. The server is on
+//! loopback, but loopback is shared with every other program and every web page the person's
+//! browser has open, so it trusts nothing it did not hand out itself:
 //! - `Host` must name the loopback address and port it listens on (a DNS-rebound name that
 //!   resolves to 127.0.0.1 carries its own name in `Host`);
 //! - a request that comes from a page (`Origin`, `Sec-Fetch-Site`) must come from this server's
