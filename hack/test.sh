@@ -40,6 +40,9 @@ export TOLLGATE_IPTABLES
 step "Debian chromium + chromium-driver and Selenium (pinned, cached): kubectl approve ui's browser tests"
 TOLLGATE_BROWSER="$(bash e2e/scripts/install-browser.sh | tail -n 1)"
 export TOLLGATE_BROWSER
+step "krew from its Go module (pinned, cached): installs the plugin from its manifest in a test"
+TOLLGATE_KREW="$(bash e2e/scripts/build-krew.sh | tail -n 1)"
+export TOLLGATE_KREW
 
 step "generated files are fresh"
 cargo run --quiet --locked -p tollgate-api --bin crdgen -- --check

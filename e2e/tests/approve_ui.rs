@@ -249,8 +249,8 @@ fn the_server_answers_only_its_own_pages() -> Result<()> {
     ensure!(status == 421, "a rebound Host got {status}");
     // Opened with a path of someone's choosing, it still lands on the inbox (no open redirect).
     let (status, head, _) = get(&format!("//evil.example/?token={token}"), "Sec-Fetch-Site: none\r\n")?;
-    ensure!(
     ensure!(head.split("\r\n").any(|l| l == "location: /"), "{head}");
+    ensure!(
         status == 303 && head.contains(&format!("set-cookie: tollgate-ui-{port}=")) && head.contains("httponly") && head.contains("samesite=strict"),
         "{head}"
     );

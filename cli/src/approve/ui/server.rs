@@ -22,12 +22,12 @@ use kube::runtime::reflector::ObjectRef;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, Via};
 use tollgate_core::approval::Workflow;
 
-use tollgate_core::approval::browser::{self as gate, Admission, Facts, Secrets};
 use super::live::Live;
 use super::pages::{Flash, HistoryPage, InboxFragment, InboxPage, MessagePage, PhaseOption, RequestFragment, RequestPage, Shell};
 use super::view::{self, Caller, Filter, Rows};
 use crate::approve::decide;
 use crate::approve::errors::{self, Doing};
+use tollgate_core::approval::browser::{self as gate, Admission, Facts, Secrets};
 
 /// No script but this server's own file, no inline script or style, no frames, forms only to
 /// this server: whatever the agent managed to put in a page, the browser runs none of it.
