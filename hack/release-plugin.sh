@@ -87,7 +87,9 @@ spec:
     admin) and your name in the request's ApprovalWorkflow.
       kubectl approve list -A
       kubectl approve ui
-    Shell completion: kubectl approve completion bash|zsh|fish
+    Completion in kubectl's own (kubectl approve <TAB>): link the plugin under
+    the name kubectl looks for, next to it on your PATH:
+      ln -s kubectl-approve "$(dirname "$(command -v kubectl-approve)")/kubectl_complete-approve"
   platforms:
 $platforms
 YAML

@@ -111,6 +111,10 @@ def run_once(driver, step):
         return [entry.get("message", "") for entry in driver.get_log("browser")]
     if op == "url":
         return driver.current_url
+    if op == "wait_file":
+        # Until the test says it has done its part.
+        WebDriverWait(driver, step.get("timeout", 60), poll_frequency=0.1).until(lambda _: os.path.exists(step["path"]))
+        return True
     if op == "mark":
         # Tells the test the page is up (e.g. before it makes the call the page should show).
         with open(step["path"], "w") as f:

@@ -31,11 +31,20 @@ pub struct ApproveUi {
 }
 
 impl ApproveUi {
-    /// Starts the plugin's `ui` as `user` with `args` and waits for the link it prints.
+    /// Starts the plugin's `ui --no-browser` as `user` with `args` and waits for the link it
+    /// prints.
     pub fn start(cp: &ControlPlane, user: User, args: &[&str]) -> Result<ApproveUi> {
-        let mut all = vec!["ui", "--no-browser"];
+        let mut all = vec!["--no-browser"];
         all.extend_from_slice(args);
-        let cmd = cp.kubectl_approve_command(user, &all)?;
+        Self::start_with(cp, user, &all, &[])
+    }
+
+    /// As [`ApproveUi::start`], with `args` as given and `env` added (`BROWSER`, say).
+    pub fn start_with(cp: &ControlPlane, user: User, args: &[&str], env: &[(&str, &str)]) -> Result<ApproveUi> {
+        let mut all = vec!["ui"];
+        all.extend_from_slice(args);
+        let mut cmd = cp.kubectl_approve_command(user, &all)?;
+        cmd.envs(env.iter().copied());
         let log = cp.dir().join(format!("approve-ui-{user}-{}.log", crate::random_hex(4)?));
         let process = Process::spawn(cmd, log)?;
         let url = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {

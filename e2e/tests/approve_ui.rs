@@ -215,8 +215,14 @@ fn an_expired_request_cannot_be_approved() -> Result<()> {
         {"op": "js", "script": "document.getElementById('decide').hidden = false; return true"},
         {"op": "click", "css": "#approve"},
         {"op": "wait", "css": "#flash", "contains": "Expired"},
+        // The history has it under its phase, and not under another.
+        {"op": "open", "url": format!("{}/history?phase=Expired&namespace={}", ui.base, env.ns)},
+        {"op": "text", "css": format!("tr[data-request='{}/deploy-1']", env.ns)},
+        {"op": "open", "url": format!("{}/history?phase=Approved&namespace={}", ui.base, env.ns)},
+        {"op": "wait", "css": "#no-history"},
     ]))?;
     ensure!(steps[2] == json!(1), "the form was not there while the request was pending");
+    ensure!(steps[9].as_str().is_some_and(|row| row.contains("Expired") && row.contains("deploy")), "history row: {}", steps[9]);
     ensure!(decisions(env.cp, &env.ns, "deploy-1")?.is_empty(), "a decision was recorded on an expired request");
     Ok(())
 }
@@ -283,5 +289,82 @@ fn the_server_answers_only_its_own_pages() -> Result<()> {
     let (status, ..) = get("/", &format!("{cookie}Sec-Fetch-Site: same-site\r\n"))?;
     ensure!(status == 403, "a same-site page got {status}");
     ensure!(decisions(env.cp, &env.ns, "deploy-1")?.is_empty(), "a refused post decided");
+    Ok(())
+}
+
+#[test]
+fn the_webhooks_refusal_reads_in_plain_words() -> Result<()> {
+    let env = setup("ui-refused", false)?;
+    env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops"))?;
+    env.cp.wait_phase(&env.ns, "deploy-1", "Pending", Duration::from_secs(20))?;
+    // The link is opened by the browser `$BROWSER` names, as on a person's desktop.
+    let opened = env.cp.dir().join(format!("opened-{}", random_hex(4)?));
+    let opener = env.cp.dir().join(format!("opener-{}.sh", random_hex(4)?));
+    std::fs::write(&opener, format!("#!/bin/sh\necho \"$1\" > {}\n", opened.display()))?;
+    std::process::Command::new("chmod").arg("+x").arg(&opener).status()?;
+    let ui = ApproveUi::start_with(env.cp, User::ApproverA, &["-n", &env.ns], &[("BROWSER", opener.to_str().context("path")?)])?;
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || Ok(std::fs::read_to_string(&opened).ok().filter(|u| u.trim() == ui.url)))?;
+
+    let (up, changed) = (env.cp.dir().join(format!("ui-form-{}", random_hex(4)?)), env.cp.dir().join(format!("ui-changed-{}", random_hex(4)?)));
+    let scenario = json!([
+        {"op": "open", "url": ui.url},
+        {"op": "open", "url": format!("{}/r/{}/deploy-1", ui.base, env.ns)},
+        {"op": "wait", "css": "#decide"},
+        {"op": "mark", "path": up},
+        // Meanwhile approver-a stops being an approver: the open page still has its form, and
+        // the API server's webhook has the last word.
+        {"op": "wait_file", "path": changed},
+        {"op": "click", "css": "#approve"},
+        {"op": "wait", "css": "#flash", "contains": "not an approver"},
+    ]);
+    let browser = std::thread::spawn(move || drive(&scenario));
+    wait_mark(&up)?;
+    env.cp.kubectl_ok(
+        User::Admin,
+        ["patch", "approvalworkflow", "ops", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"approvers":{"users":["approver-b"]}}}"#],
+    )?;
+    // Until the webhook knows (a dry run goes through admission and stores nothing).
+    let d = json!([{"op": "add", "path": "/status/decisions", "value": [
+        {"user": "approver-a", "decision": "Approve", "time": jiff::Timestamp::now().to_string(), "via": "kubectl"}]}])
+    .to_string();
+    wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let out =
+            env.cp.kubectl(User::ApproverA, ["patch", "ar", "deploy-1", "-n", &env.ns, "--subresource=status", "--type=json", "--dry-run=server", "-p", &d])?;
+        Ok((!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not an approver")).then_some(()))
+    })?;
+    std::fs::write(&changed, "")?;
+    let steps = browser.join().map_err(|_| anyhow::anyhow!("the browser driver panicked"))??;
+    let flash = steps[6].as_str().unwrap_or_default();
+    ensure!(flash.starts_with("you (approver-a) are not an approver of workflow ops"), "{flash}");
+    ensure!(decisions(env.cp, &env.ns, "deploy-1")?.is_empty(), "a refused decision was stored");
+    Ok(())
+}
+
+#[test]
+fn kubectl_completes_pending_request_names() -> Result<()> {
+    let env = setup("ui-complete", false)?;
+    env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops"))?;
+    env.cp.wait_phase(&env.ns, "deploy-1", "Pending", Duration::from_secs(20))?;
+    let dir = env.cp.dir().join(format!("complete-{}", random_hex(4)?));
+    std::fs::create_dir_all(&dir)?;
+    let plugin = tollgate_e2e::binary("tollgate-cli", "kubectl-approve")?;
+    std::os::unix::fs::symlink(&plugin, dir.join("kubectl-approve"))?;
+    std::os::unix::fs::symlink(&plugin, dir.join("kubectl_complete-approve"))?;
+    let path = std::env::join_paths(std::iter::once(dir.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?;
+    let kubeconfig = env.cp.kubeconfig(User::ApproverA);
+    let complete = |words: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("kubectl")
+            .args(["__complete", "approve", "-n", &env.ns, "--kubeconfig", kubeconfig.to_str().context("path")?])
+            .args(words)
+            .env("PATH", &path)
+            .env_remove("KUBECONFIG")
+            .output()?;
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let names = complete(&["deny", "dep"])?;
+    ensure!(names.lines().any(|l| l == "deploy-1\tdeploy by coder"), "{names}");
+    // A prefix nothing matches: no candidates, only the directive.
+    let none = complete(&["deny", "zzz"])?;
+    ensure!(none.trim() == ":4", "{none}");
     Ok(())
 }

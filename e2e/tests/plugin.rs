@@ -99,3 +99,31 @@ fn completions_know_every_subcommand() -> Result<()> {
     ensure!(out.status.success(), "bash could not load the completion: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
+
+/// A directory with the plugin under both names kubectl looks for, first on `PATH`.
+fn plugin_path_with_completion(dir: &Path) -> Result<std::ffi::OsString> {
+    let plugin = binary("tollgate-cli", "kubectl-approve")?;
+    std::os::unix::fs::symlink(&plugin, dir.join("kubectl-approve"))?;
+    std::os::unix::fs::symlink(&plugin, dir.join("kubectl_complete-approve"))?;
+    Ok(std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?)
+}
+
+fn kubectl_complete(path: &std::ffi::OsStr, words: &[&str]) -> Result<Vec<String>> {
+    let out = Command::new("kubectl").arg("__complete").arg("approve").args(words).env("PATH", path).output()?;
+    ensure!(out.status.success(), "kubectl __complete: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?.lines().map(str::to_owned).collect())
+}
+
+#[test]
+fn kubectl_completes_the_plugins_words() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = plugin_path_with_completion(dir.path())?;
+    let subs = kubectl_complete(&path, &[""])?;
+    ensure!(subs.iter().any(|l| l.starts_with("ui\tDecide in a browser")) && subs.iter().any(|l| l.starts_with("deny\t")), "{subs:?}");
+    ensure!(subs.last().is_some_and(|l| l == ":4"), "no directive: {subs:?}");
+    let flags = kubectl_complete(&path, &["ui", "--"])?;
+    ensure!(flags.iter().any(|l| l.starts_with("--no-browser")) && flags.iter().any(|l| l.starts_with("--port")), "{flags:?}");
+    let formats = kubectl_complete(&path, &["list", "-o", "y"])?;
+    ensure!(formats.first().is_some_and(|l| l == "yaml"), "{formats:?}");
+    Ok(())
+}

@@ -47,3 +47,22 @@ pub async fn show(session: &Session, args: &ShowArgs) -> Result<()> {
         Output::Name => out::println(&format::name_line(&ar)),
     }
 }
+
+/// Request names with what each asks (`tool by agent`), for completion: pending ones unless
+/// `all`; nothing when the cluster cannot be asked.
+pub async fn names(conn: &super::args::Connection, all: bool) -> Vec<(String, String)> {
+    let Ok(session) = super::client::connect(conn).await else {
+        return Vec::new();
+    };
+    let api: Api<ApprovalRequest> = Api::namespaced(session.client.clone(), &session.namespace);
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .filter(|ar| all || format::phase(ar) == Phase::Pending)
+        .map(|ar| {
+            (ar.metadata.name.clone().unwrap_or_default(), format!("{} by {}", format::truncate(&ar.spec.tool, 40), format::truncate(&ar.spec.agent, 40)))
+        })
+        .collect()
+}

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod client;
+pub mod complete;
 mod decide;
 pub mod errors;
 pub mod format;
@@ -24,6 +25,9 @@ use args::{Cli, Command};
 /// Errors are printed here as `error: ...`, never as a panic or a debug dump: they are meant for
 /// the person at the terminal.
 pub fn main(argv: Vec<OsString>) -> i32 {
+    if let Some(words) = completion_words(&argv) {
+        return complete_line(words);
+    }
     let cli = Cli::parse_from(args::normalize(argv));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -40,6 +44,41 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             1
         }
     }
+}
+
+/// The words to complete when kubectl asks: run as `kubectl_complete-approve WORDS…` (a link to
+/// this binary) or `kubectl-approve __complete WORDS…`.
+fn completion_words(argv: &[OsString]) -> Option<Vec<String>> {
+    let name = argv.first().map(std::path::Path::new).and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or_default();
+    let words = if name.starts_with("kubectl_complete-approve") {
+        &argv[1..]
+    } else if argv.get(1).is_some_and(|a| a == "__complete") {
+        &argv[2..]
+    } else {
+        return None;
+    };
+    Some(words.iter().map(|w| w.to_string_lossy().into_owned()).collect())
+}
+
+/// Prints the candidates for the last of `words`; never fails (a completion that cannot reach
+/// the cluster offers nothing).
+fn complete_line(mut words: Vec<String>) -> i32 {
+    let partial = words.pop().unwrap_or_default();
+    let offered = match complete::offer(&words, &partial) {
+        complete::Offer::Words(w) => w,
+        complete::Offer::Nothing => Vec::new(),
+        complete::Offer::Requests { all } => {
+            let conn = complete::connection(&words);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()
+                .and_then(|rt| rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(3), list::names(&conn, all)).await.ok() }))
+                .unwrap_or_default()
+        }
+    };
+    print!("{}", complete::lines(&offered, &partial));
+    0
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
