@@ -6,14 +6,9 @@
 # to run concurrently (flock). Prints the install directory on its LAST stdout line; the
 # directory's `chromedriver` and `chromium` files name the binaries.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  [[ "$(id -u)" == 0 ]] || { echo "chromium is missing and installing it needs root (apt-get install chromium chromium-driver)" >&2; exit 1; }
-  echo "install-browser: installing chromium and chromium-driver from Debian" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2
-fi
+apt_install_missing "chromium chromedriver" chromium chromium-driver
 
 # selenium 4.52.0 asks for certifi>=2026.10.23, newer than the registry serves; certifi is only
 # its CA bundle for https, and the tests drive a local ChromeDriver over plain http.
@@ -34,20 +29,7 @@ PINS=(
   h11==0.16.0
   PySocks==1.7.1
 )
-PYTHON="${TOLLGATE_PYTHON:-python3}"
-tag="$(printf '%s\n' "${PINS[@]}" "$("$PYTHON" --version 2>&1)" | sha256sum | cut -c1-12)"
-dir="${TOLLGATE_CACHE:-$HOME/.cache/tollgate}/browser-$tag"
-mkdir -p "$(dirname "$dir")"
-exec 9>"$dir.lock"
-flock 9
-if [[ ! -f "$dir/.done" ]]; then
-  echo "install-browser: installing selenium into $dir" >&2
-  rm -rf "$dir"
-  "$PYTHON" -m venv "$dir/venv"
-  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "${PINS[@]}" >&2
-  "$dir/venv/bin/python" -c 'import selenium.webdriver' >&2
-  touch "$dir/.done"
-fi
+pinned_venv browser 'import selenium.webdriver' "${PINS[@]}"
 command -v chromium > "$dir/chromium"
 command -v chromedriver > "$dir/chromedriver"
 echo "$dir"

@@ -4,6 +4,7 @@
 # model-sdks-<tag>/venv, the tag a hash of the pins. Idempotent (a stamp file); safe to run
 # concurrently (flock). Prints the install directory on its LAST stdout line.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 PINS=(
   openai==3.51.0
@@ -24,18 +25,5 @@ PINS=(
   typing-inspection==0.4.5
   typing_extensions==4.16.0
 )
-PYTHON="${TOLLGATE_PYTHON:-python3}"
-tag="$(printf '%s\n' "${PINS[@]}" "$("$PYTHON" --version 2>&1)" | sha256sum | cut -c1-12)"
-dir="${TOLLGATE_CACHE:-$HOME/.cache/tollgate}/model-sdks-$tag"
-mkdir -p "$(dirname "$dir")"
-exec 9>"$dir.lock"
-flock 9
-if [[ ! -f "$dir/.done" ]]; then
-  echo "install-model-sdks: installing into $dir" >&2
-  rm -rf "$dir"
-  "$PYTHON" -m venv "$dir/venv"
-  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "${PINS[@]}" >&2
-  "$dir/venv/bin/python" -c 'import openai, anthropic' >&2
-  touch "$dir/.done"
-fi
+pinned_venv model-sdks 'import openai, anthropic' "${PINS[@]}"
 echo "$dir"

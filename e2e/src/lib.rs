@@ -32,5 +32,5 @@ pub use mcp::{
     AuthEcho, Everything, Hostile, Modern, TasksServer, py_client, py_client_with_args, py_client_with_timeout, py_modern_client, py_modern_client_with,
     tool_text, tools_dir, ts_client,
 };
-pub use tollgate::{Launch, OPERATOR_USER, Operator, Process, Sidecar, binary, chart_values, plugin_path};
+pub use tollgate::{Launch, OPERATOR_USER, Operator, Process, Sidecar, binary, chart_values, plugin_path, plugin_path_with_completion};
 pub use users::User;

@@ -341,3 +341,12 @@ pub fn plugin_path() -> Result<std::ffi::OsString> {
     let dir = plugin.parent().context("plugin directory")?.to_path_buf();
     Ok(std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?)
 }
+
+/// `PATH` with a directory `dir` first that holds this build's plugin under both names kubectl
+/// looks for: `kubectl-approve` and `kubectl_complete-approve` (its completion).
+pub fn plugin_path_with_completion(dir: &std::path::Path) -> Result<std::ffi::OsString> {
+    let plugin = binary("tollgate-cli", "kubectl-approve")?;
+    std::os::unix::fs::symlink(&plugin, dir.join("kubectl-approve"))?;
+    std::os::unix::fs::symlink(&plugin, dir.join("kubectl_complete-approve"))?;
+    Ok(std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?)
+}

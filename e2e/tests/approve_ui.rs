@@ -347,10 +347,7 @@ fn kubectl_completes_pending_request_names() -> Result<()> {
     env.cp.wait_phase(&env.ns, "deploy-1", "Pending", Duration::from_secs(20))?;
     let dir = env.cp.dir().join(format!("complete-{}", random_hex(4)?));
     std::fs::create_dir_all(&dir)?;
-    let plugin = tollgate_e2e::binary("tollgate-cli", "kubectl-approve")?;
-    std::os::unix::fs::symlink(&plugin, dir.join("kubectl-approve"))?;
-    std::os::unix::fs::symlink(&plugin, dir.join("kubectl_complete-approve"))?;
-    let path = std::env::join_paths(std::iter::once(dir.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?;
+    let path = tollgate_e2e::plugin_path_with_completion(&dir)?;
     let kubeconfig = env.cp.kubeconfig(User::ApproverA);
     let complete = |words: &[&str]| -> Result<String> {
         let out = std::process::Command::new("kubectl")

@@ -100,14 +100,6 @@ fn completions_know_every_subcommand() -> Result<()> {
     Ok(())
 }
 
-/// A directory with the plugin under both names kubectl looks for, first on `PATH`.
-fn plugin_path_with_completion(dir: &Path) -> Result<std::ffi::OsString> {
-    let plugin = binary("tollgate-cli", "kubectl-approve")?;
-    std::os::unix::fs::symlink(&plugin, dir.join("kubectl-approve"))?;
-    std::os::unix::fs::symlink(&plugin, dir.join("kubectl_complete-approve"))?;
-    Ok(std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?)
-}
-
 fn kubectl_complete(path: &std::ffi::OsStr, words: &[&str]) -> Result<Vec<String>> {
     let out = Command::new("kubectl").arg("__complete").arg("approve").args(words).env("PATH", path).output()?;
     ensure!(out.status.success(), "kubectl __complete: {}", String::from_utf8_lossy(&out.stderr));
@@ -117,7 +109,7 @@ fn kubectl_complete(path: &std::ffi::OsStr, words: &[&str]) -> Result<Vec<String
 #[test]
 fn kubectl_completes_the_plugins_words() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let path = plugin_path_with_completion(dir.path())?;
+    let path = tollgate_e2e::plugin_path_with_completion(dir.path())?;
     let subs = kubectl_complete(&path, &[""])?;
     ensure!(subs.iter().any(|l| l.starts_with("ui\tDecide in a browser")) && subs.iter().any(|l| l.starts_with("deny\t")), "{subs:?}");
     ensure!(subs.last().is_some_and(|l| l == ":4"), "no directive: {subs:?}");
