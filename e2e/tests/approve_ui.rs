@@ -201,8 +201,8 @@ fn hostile_arguments_render_inertly_and_a_deny_needs_a_reason() -> Result<()> {
 fn an_expired_request_cannot_be_approved() -> Result<()> {
     let env = setup("ui-expired", false)?;
     env.cp.kubectl_ok(User::Admin, ["patch", "approvalworkflow", "ops", "-n", &env.ns, "--type=merge", "-p", r#"{"spec":{"timeoutSeconds":30}}"#])?;
-    // Requested 24 s ago under a 30 s timeout: it expires while the page is open.
-    env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops").aged(24))?;
+    // Requested 15 s ago under a 30 s timeout: it expires while the page is open.
+    env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops").aged(15))?;
     env.cp.wait_phase(&env.ns, "deploy-1", "Pending", Duration::from_secs(20))?;
     let ui = ApproveUi::start(env.cp, User::ApproverA, &["-n", &env.ns])?;
     let steps = drive(&json!([
