@@ -1,105 +1,19 @@
 //! The ledger and budgets, in SQLite (one replica, a file) or PostgreSQL (several replicas), with
-//! the same SQL through sqlx's Any driver. A call reserves its estimated cost against every budget
-//! that applies to it, in one transaction of one conditional `UPDATE` per budget (in a fixed
-//! order, so two replicas never deadlock): a budget already at its hard limit takes no more, so
+//! the same SQL through sqlx's Any driver. Calls reserve their estimated cost against every budget
+//! that applies to them in groups (`reserver.rs`): one transaction locks each budget period the
+//! group touches (in a fixed order, so two replicas never deadlock) and the calls are taken in
+//! order in memory (`ledger/group.rs`): a budget already at its hard limit takes no more, so
 //! concurrent calls, on any replica, can take spend past the limit by at most one call's
 //! estimate. The answer settles the reservation to the actual cost; an error releases it.
 
+use std::collections::{BTreeMap, HashSet};
+
+mod group;
+mod types;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr, query::Query};
 use tollgate_core::model::spend::Micros;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error("budget {budget} is spent: {spent} of {limit} micro-USD this period")]
-    Exhausted { budget: String, spent: Micros, limit: Micros },
-    #[error("ledger database: {0}")]
-    Db(#[from] sqlx::Error),
-    /// The group a reservation was in could not be written (the cause is logged once).
-    #[error("ledger unavailable: {0}")]
-    Unavailable(String),
-    #[error("ledger migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-}
-
-/// One budget a call counts against, in the period it falls in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    /// `namespace/name`.
-    pub budget: String,
-    pub period_start_us: i64,
-    pub hard_limit: Micros,
-    /// An audited budget: counted as the others, never refusing (docs/design.md §3.4).
-    pub audit: bool,
-    /// What the claim counts. A rate limit is a claim too (docs/design.md §3.4): its key is
-    /// `rate:…`, its period a minute's window, its limit requests or tokens in that window.
-    pub unit: Unit,
-    /// What the call takes from it; `None`: the call's estimate (micro-USD).
-    pub amount: Option<Micros>,
-}
-
-/// What a claim counts, and so what it is settled to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Unit {
-    /// Spend: settled to the call's cost.
-    #[default]
-    Micros,
-    /// Requests: a call is one, settled or not.
-    Requests,
-    /// Tokens: the bound reserved, settled to the tokens used (or kept when unknown).
-    Tokens,
-}
-
-impl Claim {
-    /// A budget's claim of the call's estimate.
-    pub fn budget(budget: String, period_start_us: i64, hard_limit: Micros, audit: bool) -> Claim {
-        Claim { budget, period_start_us, hard_limit, audit, unit: Unit::Micros, amount: None }
-    }
-}
-
-/// A budget that refused a call, or (audited) would have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exhaustion {
-    /// `namespace/name`.
-    pub budget: String,
-    /// What it held before the call.
-    pub spent: Micros,
-    pub limit: Micros,
-}
-
-/// What a call took from its budgets before it was sent.
-#[derive(Debug, Clone, Default)]
-pub struct Reservation {
-    /// The call's row in `inflight`, deleted when it is settled.
-    pub id: i64,
-    pub claims: Vec<Claim>,
-    pub amount: Micros,
-    /// Its `inflight` row was written with the reservation (a call counted against a budget);
-    /// otherwise the recorder writes it, in its next batch.
-    pub registered: bool,
-    /// What each budget held once this call's estimate was taken, by budget.
-    pub spent: Vec<(String, Micros)>,
-    /// The audited budgets that would have refused the call.
-    pub would_refuse: Vec<Exhaustion>,
-    /// Tokens the call used, once known (what its token claims are settled to).
-    pub tokens_used: Option<i64>,
-}
-
-/// A call in flight, as its `inflight` row: what is settled, as interrupted, if the gateway
-/// serving it dies.
-#[derive(Debug, Clone, Default)]
-pub struct InFlight {
-    pub id: i64,
-    pub instance: String,
-    pub started_us: i64,
-    pub namespace: String,
-    pub agent: String,
-    pub service_account: String,
-    pub pod: String,
-    pub provider: String,
-    pub model: String,
-    pub amount: Micros,
-}
+pub use types::{Claim, Exhaustion, InFlight, LedgerError, Reservation, Unit, unregistered};
 
 /// `ledger.status` of a call whose gateway stopped before it was settled.
 pub const INTERRUPTED: u16 = 0;
@@ -203,20 +117,26 @@ impl Ledger {
         touched.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
         touched.dedup_by(|a, b| (&a.budget, a.period_start_us) == (&b.budget, b.period_start_us));
         let mut tx = self.pool.begin().await?;
+        // Each period's row made if missing and locked until the commit, and what it holds.
+        let mut held: BTreeMap<group::Period, i64> = BTreeMap::new();
         for c in touched {
-            sqlx::query(
+            let spent: i64 = sqlx::query_scalar(
                 "INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, 0) \
-                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros",
+                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros RETURNING spent_micros",
             )
             .bind(&c.budget)
             .bind(c.period_start_us)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            held.insert((c.budget.clone(), c.period_start_us), spent);
         }
-        let mut answers = Vec::with_capacity(requests.len());
-        for (claims, call) in requests {
-            answers.push(reserve_in(&mut tx, claims, &call).await?);
+        let before = held.clone();
+        let answers = group::take_in_order(&mut held, &requests);
+        for (period, now) in &held {
+            add_in(&mut tx, period, now - before.get(period).copied().unwrap_or(0)).await?;
         }
+        let opened: Vec<&InFlight> = requests.iter().zip(&answers).filter(|(_, a)| a.as_ref().is_ok_and(|r| r.registered)).map(|((_, call), _)| call).collect();
+        open_all_in(&mut tx, &opened).await?;
         tx.commit().await?;
         Ok(answers)
     }
@@ -278,128 +198,105 @@ impl Ledger {
 
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-/// A call that counts against no budget: nothing to take, and its `inflight` row is the
-/// recorder's to write, in its next batch.
-pub fn unregistered(call: &InFlight) -> Reservation {
-    Reservation { id: call.id, amount: call.amount, ..Reservation::default() }
-}
-
 fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
     claims.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
     claims.dedup();
     claims
 }
 
-/// One call's reservation within a group's transaction: every claim taken, then its `inflight`
-/// row; or, at the first budget at its limit, what it took so far given back.
-async fn reserve_in(tx: &mut Tx, claims: Vec<Claim>, call: &InFlight) -> Result<Result<Reservation, LedgerError>, LedgerError> {
-    if claims.is_empty() {
-        return Ok(Ok(unregistered(call)));
-    }
-    let mut spent = Vec::with_capacity(claims.len());
-    let mut would_refuse = Vec::new();
-    for (i, c) in claims.iter().enumerate() {
-        let amount = c.amount.unwrap_or(call.amount);
-        if c.audit {
-            // Counted whatever it holds; had it held its limit already, it would have refused.
-            let now_spent: i64 = sqlx::query_scalar(
-                "INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, $3) \
-                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros + excluded.spent_micros RETURNING spent_micros",
-            )
-            .bind(&c.budget)
-            .bind(c.period_start_us)
-            .bind(amount)
-            .fetch_one(&mut **tx)
+/// Adds `delta` to what a budget period holds (nothing to do for none).
+async fn add_in(tx: &mut Tx, (budget, period_start_us): &group::Period, delta: i64) -> Result<(), LedgerError> {
+    if delta != 0 {
+        sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros + $3 WHERE budget = $1 AND period_start_us = $2")
+            .bind(budget)
+            .bind(period_start_us)
+            .bind(delta)
+            .execute(&mut **tx)
             .await?;
-            let before = now_spent - amount;
-            if before >= c.hard_limit {
-                would_refuse.push(Exhaustion { budget: c.budget.clone(), spent: before, limit: c.hard_limit });
-            }
-            spent.push((c.budget.clone(), now_spent));
-            continue;
-        }
-        // The period's row made, or the call's estimate added to it, only while the budget is
-        // below its hard limit; what it then holds comes back.
-        let taken: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO budget_spend (budget, period_start_us, spent_micros) SELECT $1, $2, $3 WHERE CAST($4 AS BIGINT) > 0 \
-             ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros + excluded.spent_micros \
-             WHERE budget_spend.spent_micros < $4 RETURNING spent_micros",
-        )
-        .bind(&c.budget)
-        .bind(c.period_start_us)
-        .bind(amount)
-        .bind(c.hard_limit)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(now_spent) = taken {
-            spent.push((c.budget.clone(), now_spent));
-            continue;
-        }
-        let held: Option<i64> = sqlx::query_scalar("SELECT spent_micros FROM budget_spend WHERE budget = $1 AND period_start_us = $2")
-            .bind(&c.budget)
-            .bind(c.period_start_us)
-            .fetch_optional(&mut **tx)
-            .await?;
-        for given_back in &claims[..i] {
-            adjust_in(tx, given_back, given_back.amount.unwrap_or(call.amount), 0).await?;
-        }
-        return Ok(Err(LedgerError::Exhausted { budget: c.budget.clone(), spent: held.unwrap_or(0), limit: c.hard_limit }));
     }
-    open_in(tx, call).await?;
-    Ok(Ok(Reservation { id: call.id, claims, amount: call.amount, registered: true, spent, would_refuse, tokens_used: None }))
-}
-
-/// A claim's `reserved` replaced by `actual`.
-async fn adjust_in(tx: &mut Tx, c: &Claim, reserved: Micros, actual: Micros) -> Result<(), LedgerError> {
-    sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros - $3 + $4 WHERE budget = $1 AND period_start_us = $2")
-        .bind(&c.budget)
-        .bind(c.period_start_us)
-        .bind(reserved)
-        .bind(actual)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
-pub(crate) async fn open_in(tx: &mut Tx, call: &InFlight) -> Result<(), LedgerError> {
-    sqlx::query(
-        "INSERT INTO inflight (id, instance, started_us, namespace, agent, service_account, pod, provider, model, amount_micros) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-    )
-    .bind(call.id)
-    .bind(&call.instance)
-    .bind(call.started_us)
-    .bind(&call.namespace)
-    .bind(&call.agent)
-    .bind(&call.service_account)
-    .bind(&call.pod)
-    .bind(&call.provider)
-    .bind(&call.model)
-    .bind(call.amount)
-    .execute(&mut **tx)
-    .await?;
+/// Calls' `inflight` rows, [`ROWS_PER_INSERT`] to a statement (a short chunk repeats its last
+/// row, which the conflict clause then skips: one statement of one shape, whatever the group).
+pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), LedgerError> {
+    for chunk in calls.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::query(
+            "INSERT INTO inflight (id, instance, started_us, namespace, agent, service_account, pod, provider, model, amount_micros) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), \
+             ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20), \
+             ($21, $22, $23, $24, $25, $26, $27, $28, $29, $30), \
+             ($31, $32, $33, $34, $35, $36, $37, $38, $39, $40), \
+             ($41, $42, $43, $44, $45, $46, $47, $48, $49, $50), \
+             ($51, $52, $53, $54, $55, $56, $57, $58, $59, $60), \
+             ($61, $62, $63, $64, $65, $66, $67, $68, $69, $70), \
+             ($71, $72, $73, $74, $75, $76, $77, $78, $79, $80) ON CONFLICT DO NOTHING",
+        );
+        for i in 0..ROWS_PER_INSERT {
+            let Some(call) = chunk.get(i).or(chunk.last()) else { break };
+            q = q
+                .bind(call.id)
+                .bind(&call.instance)
+                .bind(call.started_us)
+                .bind(&call.namespace)
+                .bind(&call.agent)
+                .bind(&call.service_account)
+                .bind(&call.pod)
+                .bind(&call.provider)
+                .bind(&call.model)
+                .bind(call.amount);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-/// Replaces the call's reservation by its cost; false when another gateway already settled it
-/// as interrupted (this one's heartbeat had gone stale): its ledger row and its budgets' share
-/// are written already, and are not written twice.
-pub(crate) async fn settle_in(tx: &mut Tx, r: &Reservation, actual: Micros) -> Result<bool, LedgerError> {
-    let taken = sqlx::query("DELETE FROM inflight WHERE id = $1").bind(r.id).execute(&mut **tx).await?.rows_affected() == 1;
+/// Replaces many calls' reservations by their costs; the ids taken, that is, every call but
+/// those another gateway already settled as interrupted (this one's heartbeat had gone stale):
+/// their ledger rows and their budgets' shares are written already, and are not written twice.
+/// One `DELETE … RETURNING` per [`IDS_PER_DELETE`] calls and one `UPDATE` per budget the batch
+/// touches, not one of each per call: each statement is a hand-off to the database's thread.
+pub(crate) async fn settle_all_in(tx: &mut Tx, calls: &[(&Reservation, Micros)]) -> Result<HashSet<i64>, LedgerError> {
     // Id 0: a call never written in flight (a test's), settled as it is.
-    if !taken && r.id != 0 {
-        return Ok(false);
+    let ids: Vec<i64> = calls.iter().map(|(r, _)| r.id).filter(|id| *id != 0).collect();
+    let mut taken: HashSet<i64> = HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_DELETE) {
+        let mut q = sqlx::query_scalar("DELETE FROM inflight WHERE id IN ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id");
+        // A short chunk repeats its last id: a statement of one shape, whatever the batch.
+        for i in 0..IDS_PER_DELETE {
+            q = q.bind(chunk.get(i).or(chunk.last()).copied().unwrap_or_default());
+        }
+        let deleted: Vec<i64> = q.fetch_all(&mut **tx).await?;
+        taken.extend(deleted);
     }
-    for c in &r.claims {
-        let reserved = c.amount.unwrap_or(r.amount);
-        let settled = match c.unit {
-            Unit::Micros => actual,
-            Unit::Requests => reserved,
-            Unit::Tokens => r.tokens_used.unwrap_or(reserved),
-        };
-        adjust_in(tx, c, reserved, settled).await?;
+    taken.insert(0);
+    for (period, delta) in settlement_deltas(calls, &taken) {
+        add_in(tx, &period, delta).await?;
     }
-    Ok(true)
+    Ok(taken)
+}
+
+/// Ids one settlement statement takes.
+const IDS_PER_DELETE: usize = 16;
+
+/// What settling `calls` changes in each budget period (only those of the calls `taken`): the
+/// actual replaces the reserved, in each claim's unit. Ordered by budget and period, the order
+/// every transaction locks them in, so two replicas' batches never deadlock; zero changes left out.
+fn settlement_deltas(calls: &[(&Reservation, Micros)], taken: &HashSet<i64>) -> std::collections::BTreeMap<(String, i64), i64> {
+    let mut deltas = std::collections::BTreeMap::new();
+    for (r, actual) in calls.iter().filter(|(r, _)| taken.contains(&r.id)) {
+        for c in &r.claims {
+            let reserved = c.amount.unwrap_or(r.amount);
+            let settled = match c.unit {
+                Unit::Micros => *actual,
+                Unit::Requests => reserved,
+                Unit::Tokens => r.tokens_used.unwrap_or(reserved),
+            };
+            *deltas.entry((c.budget.clone(), c.period_start_us)).or_insert(0) += settled - reserved;
+        }
+    }
+    deltas.retain(|_, d| *d != 0);
+    deltas
 }
 
 /// Ledger rows, [`ROWS_PER_INSERT`] to a statement while that many are left: each statement is
@@ -612,6 +509,21 @@ pub(crate) mod tests {
         assert_eq!(tollgate_core::audit::chain::verify(&all), Ok(n));
         let tools: Vec<String> = all.iter().map(|link| link.record["tool"].as_str().unwrap_or_default().to_owned()).collect();
         assert_eq!(tools, (0..n).map(|i| format!("m{i}")).collect::<Vec<_>>(), "records keep their order and their own columns");
+    }
+
+    #[test]
+    fn a_batch_settles_each_budget_once_and_only_what_it_took() {
+        let claim = |budget: &str, unit: Unit, amount: Option<Micros>| Claim { unit, amount, ..Claim::budget(budget.into(), 1, 1_000, false) };
+        let r = |id: i64, amount: Micros, claims: Vec<Claim>| Reservation { id, amount, claims, ..Reservation::default() };
+        let a = r(1, 100, vec![claim("b", Unit::Micros, None), claim("rate:requests:x", Unit::Requests, Some(1))]);
+        let b = r(2, 50, vec![claim("b", Unit::Micros, None)]);
+        let gone = r(3, 70, vec![claim("b", Unit::Micros, None)]);
+        let calls = [(&a, 30), (&b, 50), (&gone, 0)];
+        let taken: HashSet<i64> = [1, 2].into();
+        let deltas = settlement_deltas(&calls, &taken);
+        // a: 30 for 100 reserved; b: exactly what it reserved (no change); the request count
+        // stays; the call another gateway settled is not touched again.
+        assert_eq!(deltas.into_iter().collect::<Vec<_>>(), [(("b".to_owned(), 1), -70)]);
     }
 
     #[tokio::test]

@@ -166,20 +166,12 @@ pub(crate) async fn settle_many(
     // A call opened and settled within one batch never needs its in-flight row: most calls,
     // under load. (Such a call counts against no budget: those are opened as they reserve.)
     let settled: HashSet<i64> = calls.iter().map(|(r, ..)| r.id).collect();
-    let mut passing = HashSet::new();
-    for call in opened {
-        if settled.contains(&call.id) {
-            passing.insert(call.id);
-        } else {
-            crate::ledger::open_in(&mut tx, call).await?;
-        }
-    }
-    let mut rows = Vec::with_capacity(calls.len());
-    for (r, cost, row) in calls {
-        if passing.contains(&r.id) || crate::ledger::settle_in(&mut tx, r, *cost).await? {
-            rows.push(row);
-        }
-    }
+    let (passing, still_open): (Vec<&InFlight>, Vec<&InFlight>) = opened.iter().partition(|call| settled.contains(&call.id));
+    let passing: HashSet<i64> = passing.iter().map(|call| call.id).collect();
+    crate::ledger::open_all_in(&mut tx, &still_open).await?;
+    let to_settle: Vec<(&Reservation, Micros)> = calls.iter().filter(|(r, ..)| !passing.contains(&r.id)).map(|(r, cost, _)| (r, *cost)).collect();
+    let taken = crate::ledger::settle_all_in(&mut tx, &to_settle).await?;
+    let rows: Vec<&Row> = calls.iter().filter(|(r, ..)| passing.contains(&r.id) || taken.contains(&r.id)).map(|(.., row)| row).collect();
     crate::ledger::record_in(&mut tx, &rows).await?;
     crate::audit_store::append_in(&mut tx, audit).await?;
     tx.commit().await?;

@@ -1,0 +1,102 @@
+//! What a call claims from its budgets and what the ledger answers: the types the ledger's
+//! statements and the group's in-memory decisions (`group.rs`) share.
+
+use tollgate_core::model::spend::Micros;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("budget {budget} is spent: {spent} of {limit} micro-USD this period")]
+    Exhausted { budget: String, spent: Micros, limit: Micros },
+    #[error("ledger database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The group a reservation was in could not be written (the cause is logged once).
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    #[error("ledger migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// One budget a call counts against, in the period it falls in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// `namespace/name`.
+    pub budget: String,
+    pub period_start_us: i64,
+    pub hard_limit: Micros,
+    /// An audited budget: counted as the others, never refusing (docs/design.md §3.4).
+    pub audit: bool,
+    /// What the claim counts. A rate limit is a claim too (docs/design.md §3.4): its key is
+    /// `rate:…`, its period a minute's window, its limit requests or tokens in that window.
+    pub unit: Unit,
+    /// What the call takes from it; `None`: the call's estimate (micro-USD).
+    pub amount: Option<Micros>,
+}
+
+/// What a claim counts, and so what it is settled to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unit {
+    /// Spend: settled to the call's cost.
+    #[default]
+    Micros,
+    /// Requests: a call is one, settled or not.
+    Requests,
+    /// Tokens: the bound reserved, settled to the tokens used (or kept when unknown).
+    Tokens,
+}
+
+impl Claim {
+    /// A budget's claim of the call's estimate.
+    pub fn budget(budget: String, period_start_us: i64, hard_limit: Micros, audit: bool) -> Claim {
+        Claim { budget, period_start_us, hard_limit, audit, unit: Unit::Micros, amount: None }
+    }
+}
+
+/// A budget that refused a call, or (audited) would have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exhaustion {
+    /// `namespace/name`.
+    pub budget: String,
+    /// What it held before the call.
+    pub spent: Micros,
+    pub limit: Micros,
+}
+
+/// What a call took from its budgets before it was sent.
+#[derive(Debug, Clone, Default)]
+pub struct Reservation {
+    /// The call's row in `inflight`, deleted when it is settled.
+    pub id: i64,
+    pub claims: Vec<Claim>,
+    pub amount: Micros,
+    /// Its `inflight` row was written with the reservation (a call counted against a budget);
+    /// otherwise the recorder writes it, in its next batch.
+    pub registered: bool,
+    /// What each budget held once this call's estimate was taken, by budget.
+    pub spent: Vec<(String, Micros)>,
+    /// The audited budgets that would have refused the call.
+    pub would_refuse: Vec<Exhaustion>,
+    /// Tokens the call used, once known (what its token claims are settled to).
+    pub tokens_used: Option<i64>,
+}
+
+/// A call in flight, as its `inflight` row: what is settled, as interrupted, if the gateway
+/// serving it dies.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    pub id: i64,
+    pub instance: String,
+    pub started_us: i64,
+    pub namespace: String,
+    pub agent: String,
+    pub service_account: String,
+    pub pod: String,
+    pub provider: String,
+    pub model: String,
+    pub amount: Micros,
+}
+
+/// A call that counts against no budget: nothing to take, and its `inflight` row is the
+/// recorder's to write, in its next batch.
+pub fn unregistered(call: &InFlight) -> Reservation {
+    Reservation { id: call.id, amount: call.amount, ..Reservation::default() }
+}
