@@ -46,7 +46,8 @@ run decision taskset -c 1 target/release/bench-decision
 run injection taskset -c 1 target/release/bench-injection
 run sidecar target/release/bench-sidecar
 run gateway target/release/bench-gateway
-run scale target/release/bench-scale
+# The operator as the chart runs it: one glibc arena, trimmed early (its Deployment template).
+run scale env MALLOC_ARENA_MAX=1 MALLOC_TRIM_THRESHOLD_=65536 target/release/bench-scale
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 # Asked before the report is rewritten: the report itself is no change to what was measured.
@@ -62,6 +63,7 @@ dirty="$(git diff --quiet HEAD -- . ':(exclude)docs/performance.md' || echo ' (w
   echo "provider or MCP server called without a proxy) and a bare hyper reverse proxy that reads the"
   echo "body and forwards it. The load generator and the mock upstream run on CPU 0, the proxy under"
   echo "test on CPU 1. Ratios, not absolute figures, are what carries from one machine to another."
+  echo "Changes measured on the way here, with the runs that compare them: [performance-history.md](performance-history.md)."
   if ((${#missed[@]})); then
     echo
     echo "**Targets missed** in: ${missed[*]} (each bench's section says which, marked \`MISSED\`)."

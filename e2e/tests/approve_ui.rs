@@ -288,6 +288,21 @@ fn the_server_answers_only_its_own_pages() -> Result<()> {
     ensure!(status == 403 && body.contains("did not come from this page"), "a post without the form's token got {status}: {body}");
     let (status, ..) = get("/", &format!("{cookie}Sec-Fetch-Site: same-site\r\n"))?;
     ensure!(status == 403, "a same-site page got {status}");
+    // The form's own token, and a path whose decoded name holds a line break: refused plainly,
+    // and the server still answers.
+    let (_, _, page) = get(&format!("/r/{}/deploy-1", env.ns), &cookie)?;
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).context("no form token")?.to_owned();
+    let form = format!("verdict=approve&reason=&csrf={csrf}");
+    let crlf = http(
+        port,
+        &format!(
+            "POST /r/a%0d%0aSet-Cookie:x/deploy-1/decide HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    ensure!(crlf.as_ref().is_ok_and(|(status, head, _)| *status == 404 && !head.contains("set-cookie: x")), "a name with a line break: {crlf:?}");
+    let (status, ..) = get("/", &cookie)?;
+    ensure!(status == 200, "the server stopped answering: {status}");
     ensure!(decisions(env.cp, &env.ns, "deploy-1")?.is_empty(), "a refused post decided");
     Ok(())
 }

@@ -234,6 +234,10 @@ async fn decide_form(State(ui): State<Shared>, Path((ns, name)): Path<(String, S
     if !gate::same_secret(&form.csrf, &ui.csrf) {
         return message(StatusCode::FORBIDDEN, "refused: the form did not come from this page");
     }
+    // Before the names go into a `Location` (one with a line break would not be a header).
+    if !view::is_object_name(&ns) || !view::is_object_name(&name) {
+        return message(StatusCode::NOT_FOUND, "no such approval request");
+    }
     let Some(verdict) = view::verdict(&form.verdict) else {
         return message(StatusCode::BAD_REQUEST, "the decision must be approve or deny");
     };
