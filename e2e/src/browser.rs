@@ -25,7 +25,7 @@ pub struct ApproveUi {
     pub process: Process,
     /// The printed link, with its one-time secret.
     pub url: String,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<random>.localhost:<port>`.
     pub base: String,
     pub port: u16,
 }
@@ -52,7 +52,7 @@ impl ApproveUi {
                 bail!("kubectl approve ui exited ({status}):\n{}", process.log_tail());
             }
             let text = std::fs::read_to_string(&process.log).unwrap_or_default();
-            Ok(text.lines().map(str::trim).find(|l| l.starts_with("http://127.0.0.1:")).map(str::to_owned))
+            Ok(text.lines().map(str::trim).find(|l| l.starts_with("http://") && l.contains(".localhost:")).map(str::to_owned))
         })?;
         let base = url.split("/?").next().context("a link with a path")?.to_owned();
         let port = base.rsplit(':').next().and_then(|p| p.parse().ok()).context("a port in the link")?;

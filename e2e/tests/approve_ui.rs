@@ -245,7 +245,8 @@ fn the_server_answers_only_its_own_pages() -> Result<()> {
     env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops"))?;
     let ui = ApproveUi::start(env.cp, User::ApproverA, &["-n", &env.ns])?;
     let port = ui.port;
-    let host = format!("127.0.0.1:{port}");
+    let host = ui.base.strip_prefix("http://").context("an http link")?.to_owned();
+    ensure!(host.ends_with(&format!(".localhost:{port}")) && host.len() > 20, "the page's name: {host}");
     let get = |path: &str, extra: &str| http(port, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"));
     let (status, _, body) = get("/", "")?;
     ensure!(status == 403 && body.contains("one-time secret"), "{status} {body}");
@@ -253,11 +254,17 @@ fn the_server_answers_only_its_own_pages() -> Result<()> {
     // A page elsewhere cannot use the link for the person.
     let (status, ..) = http(port, &format!("GET /?token={token} HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"))?;
     ensure!(status == 421, "a rebound Host got {status}");
+    // Nor another name for loopback: the cookie is scoped to the page's own name, so no other
+    // server on 127.0.0.1 (whatever its port) is ever sent it.
+    for other in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let (status, ..) = http(port, &format!("GET /?token={token} HTTP/1.1\r\nHost: {other}\r\nConnection: close\r\n\r\n"))?;
+        ensure!(status == 421, "Host {other} got {status}");
+    }
     // Opened with a path of someone's choosing, it still lands on the inbox (no open redirect).
-    let (status, head, _) = get(&format!("//evil.example/?token={token}"), "Sec-Fetch-Site: none\r\n")?;
-    ensure!(head.split("\r\n").any(|l| l == "location: /"), "{head}");
+    let (status, head, body) = get(&format!("//evil.example/?token={token}"), "Sec-Fetch-Site: none\r\n")?;
+    ensure!(!head.contains("\r\nlocation:") && body.contains("content=\"0;url=/\""), "{head}\n{body}");
     ensure!(
-        status == 303 && head.contains(&format!("set-cookie: tollgate-ui-{port}=")) && head.contains("httponly") && head.contains("samesite=strict"),
+        status == 200 && head.contains(&format!("set-cookie: tollgate-ui-{port}=")) && head.contains("httponly") && head.contains("samesite=strict"),
         "{head}"
     );
     ensure!(head.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{head}");
@@ -284,7 +291,7 @@ fn the_server_answers_only_its_own_pages() -> Result<()> {
     };
     let (status, ..) = post("http://127.0.0.1:1")?;
     ensure!(status == 403, "a cross-origin post got {status}");
-    let (status, _, body) = post(&format!("http://127.0.0.1:{port}"))?;
+    let (status, _, body) = post(&format!("http://{host}"))?;
     ensure!(status == 403 && body.contains("did not come from this page"), "a post without the form's token got {status}: {body}");
     let (status, ..) = get("/", &format!("{cookie}Sec-Fetch-Site: same-site\r\n"))?;
     ensure!(status == 403, "a same-site page got {status}");
@@ -318,11 +325,20 @@ fn the_webhooks_refusal_reads_in_plain_words() -> Result<()> {
     std::fs::write(&opener, format!("#!/bin/sh\necho \"$1\" > {}\n", opened.display()))?;
     std::process::Command::new("chmod").arg("+x").arg(&opener).status()?;
     let ui = ApproveUi::start_with(env.cp, User::ApproverA, &["-n", &env.ns], &[("BROWSER", opener.to_str().context("path")?)])?;
-    wait_until(Duration::from_secs(10), Duration::from_millis(50), || Ok(std::fs::read_to_string(&opened).ok().filter(|u| u.trim() == ui.url)))?;
+    // It is given a private file that leads to the link, never the link (a command line is
+    // everyone's to read).
+    let launcher =
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || Ok(std::fs::read_to_string(&opened).ok().filter(|u| !u.trim().is_empty())))?;
+    let launcher = launcher.trim().to_owned();
+    ensure!(!launcher.contains("token="), "the opener's command line carries the secret: {launcher}");
+    let file = std::path::PathBuf::from(launcher.strip_prefix("file://").context("a file: URL")?);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file)?.permissions());
+    ensure!(mode & 0o077 == 0, "the launcher file is readable by others: {mode:o}");
+    ensure!(std::fs::read_to_string(&file)?.contains(&ui.url), "the launcher does not lead to the link");
 
     let (up, changed) = (env.cp.dir().join(format!("ui-form-{}", random_hex(4)?)), env.cp.dir().join(format!("ui-changed-{}", random_hex(4)?)));
     let scenario = json!([
-        {"op": "open", "url": ui.url},
+        {"op": "open", "url": launcher},
         {"op": "open", "url": format!("{}/r/{}/deploy-1", ui.base, env.ns)},
         {"op": "wait", "css": "#decide"},
         {"op": "mark", "path": up},

@@ -103,7 +103,8 @@ pub struct WatchArgs {
 every read and every decision goes to the API server as you, through the same admission rules as \
 `kubectl approve`. The printed link carries a one-time secret: it opens once, in one browser.")]
 pub struct UiArgs {
-    /// Port on 127.0.0.1 to serve on (0: any free port).
+    /// Port on 127.0.0.1 to serve on (0: any free port). The page's address is a random
+    /// `<name>.localhost` on that port, which browsers send to 127.0.0.1.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub port: u16,
     /// Only print the link; do not open a browser.

@@ -2,8 +2,10 @@
 //! `cli/src/approve/ui/`): the pure rule, so every case is a unit test. The server is on
 //! loopback, but loopback is shared with every other program and every web page the person's
 //! browser has open, so it trusts nothing it did not hand out itself:
-//! - `Host` must name the loopback address and port it listens on (a DNS-rebound name that
-//!   resolves to 127.0.0.1 carries its own name in `Host`);
+//! - `Host` must be the server's own name and port: a random `<hex>.localhost` (browsers send
+//!   every `*.localhost` to loopback), so that its cookie, which browsers scope by host and not
+//!   by port, is sent nowhere else — not to another program's port on 127.0.0.1 — and a
+//!   DNS-rebound name, which carries its own name in `Host`, is refused;
 //! - a request that comes from a page (`Origin`, `Sec-Fetch-Site`) must come from this server's
 //!   own origin; other ports of 127.0.0.1 are other origins (though the same *site*, which is why
 //!   `SameSite` cookies alone would not do);
@@ -29,6 +31,8 @@ pub struct Facts<'a> {
 /// What this server handed out.
 #[derive(Debug, Clone, Copy)]
 pub struct Secrets<'a> {
+    /// The server's own host name (`<random hex>.localhost`).
+    pub host: &'a str,
     pub port: u16,
     /// The one-time secret of the printed URL, until it is used.
     pub token: Option<&'a str>,
@@ -64,7 +68,7 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Refusal::Host => "this server answers only to its own loopback address (unexpected Host header)",
+            Refusal::Host => "this server answers only to the address `kubectl approve ui` printed (unexpected Host header)",
             Refusal::CrossOrigin => "refused: the request came from another web page",
             Refusal::SecretUsed => "this link was already used once; run `kubectl approve ui` again for a new one",
             Refusal::NoCredential => "open the address `kubectl approve ui` printed (it carries a one-time secret)",
@@ -72,16 +76,16 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// The names this server answers to: `127.0.0.1:<port>` and `localhost:<port>`.
-pub fn own_host(host: &str, port: u16) -> bool {
-    let Some((name, p)) = host.rsplit_once(':') else {
+/// Whether `host` (a `Host` header) is exactly the server's own `name:port`.
+pub fn own_host(host: &str, name: &str, port: u16) -> bool {
+    let Some((h, p)) = host.rsplit_once(':') else {
         return false;
     };
-    p.parse::<u16>().ok() == Some(port) && (name == "127.0.0.1" || name.eq_ignore_ascii_case("localhost"))
+    p.parse::<u16>().ok() == Some(port) && h.eq_ignore_ascii_case(name)
 }
 
-fn own_origin(origin: &str, port: u16) -> bool {
-    origin.strip_prefix("http://").is_some_and(|host| own_host(host, port))
+fn own_origin(origin: &str, name: &str, port: u16) -> bool {
+    origin.strip_prefix("http://").is_some_and(|host| own_host(host, name, port))
 }
 
 /// Compares secrets in time independent of where they first differ.
@@ -91,29 +95,27 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 
 /// Whether the request may go on, and how.
 pub fn admit(facts: &Facts<'_>, secrets: &Secrets<'_>) -> Admission {
-    if !facts.host.is_some_and(|h| own_host(h, secrets.port)) {
+    if !facts.host.is_some_and(|h| own_host(h, secrets.host, secrets.port)) {
         return Admission::Refuse(Refusal::Host);
     }
     // Browsers send Origin on every non-GET request and on cross-origin fetches; a state change
     // without one is not from a browser page at all, so it is refused too.
     match facts.origin {
-        Some(o) if !own_origin(o, secrets.port) => return Admission::Refuse(Refusal::CrossOrigin),
+        Some(o) if !own_origin(o, secrets.host, secrets.port) => return Admission::Refuse(Refusal::CrossOrigin),
         None if !facts.method_is_safe => return Admission::Refuse(Refusal::CrossOrigin),
         _ => {}
     }
     // `none`: typed or opened from outside a browser page; `same-origin`: this server's pages.
-    if let Some(site) = facts.sec_fetch_site
-        && site != "same-origin"
-        && site != "none"
-    {
-        return Admission::Refuse(Refusal::CrossOrigin);
-    }
+    let from_here = facts.sec_fetch_site.is_none_or(|site| site == "same-origin" || site == "none");
     if facts.cookie.is_some_and(|c| same_secret(c, secrets.session)) {
-        return Admission::Allow;
+        return if from_here { Admission::Allow } else { Admission::Refuse(Refusal::CrossOrigin) };
     }
+    // The link itself may come from anywhere (the private file the browser was given redirects
+    // to it, a `cross-site` navigation from a `file:` page): the secret is what it proves.
     match (facts.token, secrets.token) {
         (Some(given), Some(token)) if facts.method_is_safe && same_secret(given, token) => Admission::Exchange,
         (Some(_), None) => Admission::Refuse(Refusal::SecretUsed),
+        _ if !from_here => Admission::Refuse(Refusal::CrossOrigin),
         _ => Admission::Refuse(Refusal::NoCredential),
     }
 }
@@ -122,7 +124,8 @@ pub fn admit(facts: &Facts<'_>, secrets: &Secrets<'_>) -> Admission {
 mod tests {
     use super::*;
 
-    const SECRETS: Secrets<'static> = Secrets { port: 4711, token: Some("t0k3n"), session: "s3ss10n" };
+    const SECRETS: Secrets<'static> = Secrets { host: "a1b2c3.localhost", port: 4711, token: Some("t0k3n"), session: "s3ss10n" };
+    const HOST: &str = "a1b2c3.localhost:4711";
 
     fn get(host: &str) -> Facts<'_> {
         Facts { method_is_safe: true, host: Some(host), ..Facts::default() }
@@ -130,29 +133,42 @@ mod tests {
 
     #[test]
     fn the_printed_url_is_exchanged_once_for_a_cookie() {
-        let first = Facts { token: Some("t0k3n"), sec_fetch_site: Some("none"), ..get("127.0.0.1:4711") };
+        let first = Facts { token: Some("t0k3n"), sec_fetch_site: Some("none"), ..get(HOST) };
         assert_eq!(admit(&first, &SECRETS), Admission::Exchange);
+        // Also when the private launcher file redirected to it.
+        assert_eq!(admit(&Facts { sec_fetch_site: Some("cross-site"), ..first }, &SECRETS), Admission::Exchange);
         let used = Secrets { token: None, ..SECRETS };
         assert_eq!(admit(&first, &used), Admission::Refuse(Refusal::SecretUsed));
         let wrong = Facts { token: Some("t0k3m"), ..first };
         assert_eq!(admit(&wrong, &SECRETS), Admission::Refuse(Refusal::NoCredential));
-        let with_cookie = Facts { cookie: Some("s3ss10n"), ..get("localhost:4711") };
+        let with_cookie = Facts { cookie: Some("s3ss10n"), ..get("A1B2C3.localhost:4711") };
         assert_eq!(admit(&with_cookie, &used), Admission::Allow);
     }
 
     #[test]
     fn nothing_without_a_credential() {
-        assert_eq!(admit(&get("127.0.0.1:4711"), &SECRETS), Admission::Refuse(Refusal::NoCredential));
-        let bad_cookie = Facts { cookie: Some("s3ss10m"), ..get("127.0.0.1:4711") };
+        assert_eq!(admit(&get(HOST), &SECRETS), Admission::Refuse(Refusal::NoCredential));
+        let bad_cookie = Facts { cookie: Some("s3ss10m"), ..get(HOST) };
         assert_eq!(admit(&bad_cookie, &SECRETS), Admission::Refuse(Refusal::NoCredential));
         // The secret is for opening the page, not for posting decisions.
-        let post = Facts { method_is_safe: false, token: Some("t0k3n"), origin: Some("http://127.0.0.1:4711"), ..get("127.0.0.1:4711") };
+        let post = Facts { method_is_safe: false, token: Some("t0k3n"), origin: Some("http://a1b2c3.localhost:4711"), ..get(HOST) };
         assert_eq!(admit(&post, &SECRETS), Admission::Refuse(Refusal::NoCredential));
     }
 
     #[test]
     fn other_hosts_are_refused_even_with_the_cookie() {
-        for host in ["evil.example:4711", "127.0.0.1:4712", "127.0.0.1", "127.0.0.1.nip.io:4711", "[::1]:4711", ""] {
+        // Loopback by address or by another name is someone else's: the cookie is scoped to the name.
+        for host in [
+            "127.0.0.1:4711",
+            "localhost:4711",
+            "other.localhost:4711",
+            "a1b2c3.localhost:4712",
+            "a1b2c3.localhost",
+            "evil.example:4711",
+            "a1b2c3.localhost.evil:4711",
+            "[::1]:4711",
+            "",
+        ] {
             let f = Facts { cookie: Some("s3ss10n"), ..get(host) };
             assert_eq!(admit(&f, &SECRETS), Admission::Refuse(Refusal::Host), "{host}");
         }
@@ -162,8 +178,8 @@ mod tests {
 
     #[test]
     fn other_pages_cannot_post_or_read() {
-        let cookie = Facts { cookie: Some("s3ss10n"), ..get("127.0.0.1:4711") };
-        for origin in ["http://127.0.0.1:8080", "http://evil.example", "null", "https://127.0.0.1:4711"] {
+        let cookie = Facts { cookie: Some("s3ss10n"), ..get(HOST) };
+        for origin in ["http://127.0.0.1:4711", "http://a1b2c3.localhost:8080", "http://evil.example", "null", "https://a1b2c3.localhost:4711"] {
             let post = Facts { method_is_safe: false, origin: Some(origin), ..cookie };
             assert_eq!(admit(&post, &SECRETS), Admission::Refuse(Refusal::CrossOrigin), "{origin}");
         }
@@ -173,7 +189,7 @@ mod tests {
             let nav = Facts { sec_fetch_site: Some(site), ..cookie };
             assert_eq!(admit(&nav, &SECRETS), Admission::Refuse(Refusal::CrossOrigin), "{site}");
         }
-        let own = Facts { method_is_safe: false, origin: Some("http://localhost:4711"), sec_fetch_site: Some("same-origin"), ..cookie };
+        let own = Facts { method_is_safe: false, origin: Some("http://a1b2c3.localhost:4711"), sec_fetch_site: Some("same-origin"), ..cookie };
         assert_eq!(admit(&own, &SECRETS), Admission::Allow);
     }
 

@@ -34,6 +34,9 @@ use tollgate_core::approval::browser::{self as gate, Admission, Facts, Secrets};
 pub const CSP: &str =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// What the one-time link answers: on to the inbox, with no script (a meta refresh).
+const ENTER: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=/\"><title>Tollgate approvals</title></head><body><a href=\"/\">Continue to your approvals</a></body></html>";
+
 const UI_JS: &str = include_str!("../../../assets/ui.js");
 const UI_CSS: &str = include_str!("../../../assets/ui.css");
 /// The history's phase filter: (value, label).
@@ -47,6 +50,8 @@ pub struct Ui {
     /// Why the person sees no requests at all (listing them was refused), in plain words.
     pub list_error: Option<String>,
     pub live: Option<Live>,
+    /// The server's own name, `<random hex>.localhost`: its cookie goes to no other server.
+    pub host: String,
     pub port: u16,
     /// The printed URL's one-time secret, until it is used.
     pub token: Mutex<Option<String>>,
@@ -109,7 +114,8 @@ async fn secure_headers(req: Request, next: Next) -> Response {
 }
 
 fn cookie_name(port: u16) -> String {
-    // Cookies ignore ports: two `kubectl approve ui` at once must not overwrite each other's.
+    // The host name already keeps it from other servers; the port in the name keeps it apart
+    // from an earlier run's in the same browser.
     format!("tollgate-ui-{port}")
 }
 
@@ -141,7 +147,7 @@ fn admission(ui: &Ui, req: &Request, cookie_name: &str) -> Admission {
         token: query_token(req.uri().query()),
     };
     let mut token = ui.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let answer = gate::admit(&facts, &Secrets { port: ui.port, token: token.as_deref(), session: &ui.session });
+    let answer = gate::admit(&facts, &Secrets { host: &ui.host, port: ui.port, token: token.as_deref(), session: &ui.session });
     if answer == Admission::Exchange {
         *token = None;
     }
@@ -153,10 +159,12 @@ async fn guard(State(ui): State<Shared>, req: Request, next: Next) -> Response {
     match admission(&ui, &req, &name) {
         Admission::Allow => next.run(req).await,
         Admission::Exchange => {
+            // A page that goes on to the inbox itself, not a redirect: the link may have been
+            // reached through a cross-site navigation (the launcher file), and a redirect in that
+            // chain would not carry a SameSite=Strict cookie; this page's own navigation does.
+            // Always to the inbox: a path of the link's choosing would be an open redirect.
             let set = format!("{name}={}; HttpOnly; SameSite=Strict; Path=/", ui.session);
-            // Always to the inbox: a path of the link's choosing (`//elsewhere`) would be an
-            // open redirect.
-            let mut res = Redirect::to("/").into_response();
+            let mut res = html(StatusCode::OK, Ok(ENTER.to_owned()));
             if let Ok(v) = HeaderValue::from_str(&set) {
                 res.headers_mut().insert(header::SET_COOKIE, v);
             }
