@@ -310,7 +310,28 @@ fn the_server_answers_only_its_own_pages() -> Result<()> {
     ensure!(crlf.as_ref().is_ok_and(|(status, head, _)| *status == 404 && !head.contains("set-cookie: x")), "a name with a line break: {crlf:?}");
     let (status, ..) = get("/", &cookie)?;
     ensure!(status == 200, "the server stopped answering: {status}");
+    // A sibling `*.localhost` page's cookie of the same name, sent first, does not lock us out.
+    let (status, ..) = get("/", &format!("Cookie: tollgate-ui-{port}=tossed; tollgate-ui-{port}={session}\r\n"))?;
+    ensure!(status == 200, "a tossed cookie shadowed the session: {status}");
     ensure!(decisions(env.cp, &env.ns, "deploy-1")?.is_empty(), "a refused post decided");
+    // The request the page showed is deleted and another made under its name: the page's form
+    // names the old one, so the click decides nothing.
+    let uid = page.split("name=\"uid\" value=\"").nth(1).and_then(|s| s.split('"').next()).context("no uid in the form")?.to_owned();
+    env.cp.kubectl_ok(User::Admin, ["delete", "approvalrequest", "deploy-1", "-n", &env.ns])?;
+    env.cp.create_request(&env.ns, &Request::new("deploy-1", "ops"))?;
+    let form = format!("verdict=approve&reason=&csrf={csrf}&uid={uid}");
+    let (status, ..) = http(
+        port,
+        &format!(
+            "POST /r/{}/deploy-1/decide HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            env.ns,
+            form.len()
+        ),
+    )?;
+    ensure!(status == 303, "the decision post answered {status}");
+    let (_, _, page) = get(&format!("/r/{}/deploy-1", env.ns), &cookie)?;
+    ensure!(page.contains("a new request under the same name"), "no word of the replaced request: {page}");
+    ensure!(decisions(env.cp, &env.ns, "deploy-1")?.is_empty(), "a click on the old request decided the new one");
     Ok(())
 }
 

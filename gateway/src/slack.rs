@@ -171,13 +171,7 @@ async fn decide(gw: &GatewayState, member: &str, verdict: Verdict, ns: &str, nam
         if status.decisions.iter().any(|d| d.user == user) {
             return format!("Nothing was recorded: you already decided on {id}.");
         }
-        let ops = match tollgate_core::approval::decision::append_decision(
-            ar.status.as_ref(),
-            ar.metadata.resource_version.as_deref().unwrap_or_default(),
-            &decision,
-        )
-        .and_then(serde_json::from_value::<json_patch::Patch>)
-        {
+        let ops = match tollgate_core::approval::decision::append_decision(&ar, &decision).and_then(serde_json::from_value::<json_patch::Patch>) {
             Ok(ops) => ops,
             Err(e) => return format!("Nothing was recorded: {e}."),
         };

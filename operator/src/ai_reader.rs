@@ -127,7 +127,7 @@ impl AiReader {
         );
         for _ in 0..3 {
             let ar = api.get(name).await.map_err(|e| e.to_string())?;
-            let ops = tollgate_core::approval::decision::append_decision(ar.status.as_ref(), &ar.resource_version().unwrap_or_default(), &decision)
+            let ops = tollgate_core::approval::decision::append_decision(&ar, &decision)
                 .and_then(serde_json::from_value::<json_patch::Patch>)
                 .map_err(|e| e.to_string())?;
             match api.patch_status(name, &crate::ssa::write_params(), &Patch::Json::<()>(ops)).await {

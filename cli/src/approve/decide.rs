@@ -27,7 +27,7 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
     let decision =
         tollgate_core::approval::decision::person_decision(&user, verdict, reason.as_deref(), Via::Kubectl, now, "", false).map_err(anyhow::Error::msg)?;
 
-    let fresh = append(&api, name, &user, &decision, &cx, |attempt| {
+    let fresh = append(&api, name, None, &user, &decision, &cx, |attempt| {
         eprintln!("note: {ns}/{name} changed while your decision was being written; writing it again (attempt {attempt} of {ATTEMPTS})");
     })
     .await?;
@@ -47,11 +47,14 @@ pub async fn decide(session: &Session, verdict: Verdict, args: &DecideArgs) -> R
 }
 
 /// Appends `decision` by `user` to request `name` through the status subresource, reading and
-/// retrying when someone else wrote in between; the request as stored afterwards. Errors are
-/// in plain words. `kubectl approve` and `kubectl approve ui` both decide through here.
+/// retrying when someone else wrote in between; the request as stored afterwards. With `uid`,
+/// only to that request: a page's decision is about the request it showed, not one made since
+/// under the same name. Errors are in plain words. `kubectl approve` and `kubectl approve ui`
+/// both decide through here.
 pub async fn append(
     api: &Api<ApprovalRequest>,
     name: &str,
+    uid: Option<&str>,
     user: &str,
     decision: &ApprovalDecision,
     cx: &errors::Context<'_>,
@@ -62,9 +65,8 @@ pub async fn append(
     loop {
         attempt += 1;
         let ar = api.get(name).await.map_err(fail)?;
-        patch::precheck(&ar, user).map_err(anyhow::Error::msg)?;
-        let rv = ar.metadata.resource_version.as_deref().unwrap_or_default();
-        let ops = patch::append_decision(ar.status.as_ref(), rv, decision)?;
+        patch::precheck(&ar, uid, user).map_err(anyhow::Error::msg)?;
+        let ops = patch::append_decision(&ar, decision)?;
         let ops: json_patch::Patch = serde_json::from_value(ops)?;
         match api.patch_status(name, &PatchParams::default(), &Patch::Json::<()>(ops)).await {
             Ok(_) => break,

@@ -16,10 +16,14 @@ pub fn check_reason(verdict: Verdict, name: &str, reason: Option<&str>) -> Resul
     })
 }
 
-/// Why a decision by `user` on `ar` would be pointless, before asking the server (which has the
-/// final word through its webhook and the list-map key on `user`).
-pub fn precheck(ar: &ApprovalRequest, user: &str) -> Result<(), String> {
+/// Why a decision by `user` on `ar` (when `uid` is given, the request with that uid) would be
+/// pointless, before asking the server (which has the final word through its webhook and the
+/// list-map key on `user`).
+pub fn precheck(ar: &ApprovalRequest, uid: Option<&str>, user: &str) -> Result<(), String> {
     let id = super::format::qualified_name(ar);
+    if uid.is_some_and(|u| ar.metadata.uid.as_deref() != Some(u)) {
+        return Err(format!("{id} is a new request under the same name, made after the one you decided on; nothing was recorded"));
+    }
     let status = ar.status.as_ref();
     if let Some(phase) = status.and_then(|s| s.phase)
         && phase.is_final()
@@ -57,12 +61,26 @@ mod tests {
         serde_json::from_str(D).unwrap()
     }
 
+    const UID: &str = "2f0c8e1a-5b7d-4c3e-9a61-0d4b8f2e7c19";
+
+    fn read_at(status: Option<ApprovalRequestStatus>, rv: &str) -> ApprovalRequest {
+        let mut ar = request(status);
+        ar.metadata.uid = Some(UID.into());
+        ar.metadata.resource_version = Some(rv.into());
+        ar
+    }
+
+    fn same_request() -> Value {
+        json!({"op": "test", "path": "/metadata/uid", "value": UID})
+    }
+
     #[test]
     fn no_status_adds_the_whole_status_behind_a_guard() {
-        let ops = append_decision(None, "42", &decision("approver-a")).unwrap();
+        let ops = append_decision(&read_at(None, "42"), &decision("approver-a")).unwrap();
         assert_eq!(
             ops,
             json!([
+                same_request(),
                 {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
                 {"op": "add", "path": "/status", "value": {"decisions": [d_json()]}},
             ])
@@ -72,10 +90,11 @@ mod tests {
     #[test]
     fn status_without_decisions_adds_the_list_behind_a_guard() {
         let status = ApprovalRequestStatus { phase: Some(Phase::Pending), approvals: Some("0/1".into()), ..Default::default() };
-        let ops = append_decision(Some(&status), "7", &decision("approver-a")).unwrap();
+        let ops = append_decision(&read_at(Some(status), "7"), &decision("approver-a")).unwrap();
         assert_eq!(
             ops,
             json!([
+                same_request(),
                 {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
                 {"op": "add", "path": "/status/decisions", "value": [d_json()]},
             ])
@@ -83,10 +102,10 @@ mod tests {
     }
 
     #[test]
-    fn existing_decisions_are_appended_to() {
+    fn existing_decisions_are_appended_to_the_same_request_only() {
         let status = ApprovalRequestStatus { decisions: vec![decision("approver-b")], ..Default::default() };
-        let ops = append_decision(Some(&status), "7", &decision("approver-a")).unwrap();
-        assert_eq!(ops, json!([{"op": "add", "path": "/status/decisions/-", "value": d_json()}]));
+        let ops = append_decision(&read_at(Some(status), "7"), &decision("approver-a")).unwrap();
+        assert_eq!(ops, json!([same_request(), {"op": "add", "path": "/status/decisions/-", "value": d_json()}]));
         // It is a JSON patch kube can send.
         serde_json::from_value::<json_patch::Patch>(ops).unwrap();
     }
@@ -118,11 +137,17 @@ mod tests {
 
     #[test]
     fn prechecks() {
-        assert_eq!(precheck(&request(None), "a"), Ok(()));
+        assert_eq!(precheck(&request(None), None, "a"), Ok(()));
+        let replaced = read_at(None, "9");
+        assert_eq!(
+            precheck(&replaced, Some("an-older-uid"), "a").unwrap_err(),
+            "ns/x7k2 is a new request under the same name, made after the one you decided on; nothing was recorded"
+        );
+        assert_eq!(precheck(&replaced, Some(UID), "a"), Ok(()));
         let done = request(Some(ApprovalRequestStatus { phase: Some(Phase::Approved), ..Default::default() }));
-        assert_eq!(precheck(&done, "a").unwrap_err(), "ns/x7k2 is already Approved; decisions change nothing now");
+        assert_eq!(precheck(&done, None, "a").unwrap_err(), "ns/x7k2 is already Approved; decisions change nothing now");
         let decided = request(Some(ApprovalRequestStatus { decisions: vec![decision("approver-a")], ..Default::default() }));
-        assert_eq!(precheck(&decided, "approver-a").unwrap_err(), "you (approver-a) already decided on ns/x7k2: Approve at 2025-05-01T10:00:00Z");
-        assert_eq!(precheck(&decided, "approver-b"), Ok(()));
+        assert_eq!(precheck(&decided, None, "approver-a").unwrap_err(), "you (approver-a) already decided on ns/x7k2: Approve at 2025-05-01T10:00:00Z");
+        assert_eq!(precheck(&decided, None, "approver-b"), Ok(()));
     }
 }

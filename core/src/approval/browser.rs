@@ -22,8 +22,10 @@ pub struct Facts<'a> {
     pub host: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub sec_fetch_site: Option<&'a str>,
-    /// The value of this server's session cookie, when the request carries one.
-    pub cookie: Option<&'a str>,
+    /// Every value the request carries under this server's cookie name: a page on another
+    /// `*.localhost` name can add one of its own (`Domain=localhost`), and if only the first
+    /// counted, it could lock the person out of their own page.
+    pub cookies: &'a [&'a str],
     /// The `token` query parameter, when present.
     pub token: Option<&'a str>,
 }
@@ -107,7 +109,7 @@ pub fn admit(facts: &Facts<'_>, secrets: &Secrets<'_>) -> Admission {
     }
     // `none`: typed or opened from outside a browser page; `same-origin`: this server's pages.
     let from_here = facts.sec_fetch_site.is_none_or(|site| site == "same-origin" || site == "none");
-    if facts.cookie.is_some_and(|c| same_secret(c, secrets.session)) {
+    if facts.cookies.iter().any(|c| same_secret(c, secrets.session)) {
         return if from_here { Admission::Allow } else { Admission::Refuse(Refusal::CrossOrigin) };
     }
     // The link itself may come from anywhere (the private file the browser was given redirects
@@ -141,14 +143,22 @@ mod tests {
         assert_eq!(admit(&first, &used), Admission::Refuse(Refusal::SecretUsed));
         let wrong = Facts { token: Some("t0k3m"), ..first };
         assert_eq!(admit(&wrong, &SECRETS), Admission::Refuse(Refusal::NoCredential));
-        let with_cookie = Facts { cookie: Some("s3ss10n"), ..get("A1B2C3.localhost:4711") };
+        let with_cookie = Facts { cookies: &["s3ss10n"], ..get("A1B2C3.localhost:4711") };
         assert_eq!(admit(&with_cookie, &used), Admission::Allow);
+    }
+
+    #[test]
+    fn a_cookie_tossed_in_by_a_sibling_name_does_not_shadow_the_session() {
+        // Another `*.localhost` page can set `Domain=localhost` cookies of the same name; the
+        // browser sends them first when their path is longer.
+        let tossed = Facts { cookies: &["evil", "s3ss10n"], ..get(HOST) };
+        assert_eq!(admit(&tossed, &SECRETS), Admission::Allow);
     }
 
     #[test]
     fn nothing_without_a_credential() {
         assert_eq!(admit(&get(HOST), &SECRETS), Admission::Refuse(Refusal::NoCredential));
-        let bad_cookie = Facts { cookie: Some("s3ss10m"), ..get(HOST) };
+        let bad_cookie = Facts { cookies: &["s3ss10m"], ..get(HOST) };
         assert_eq!(admit(&bad_cookie, &SECRETS), Admission::Refuse(Refusal::NoCredential));
         // The secret is for opening the page, not for posting decisions.
         let post = Facts { method_is_safe: false, token: Some("t0k3n"), origin: Some("http://a1b2c3.localhost:4711"), ..get(HOST) };
@@ -169,16 +179,16 @@ mod tests {
             "[::1]:4711",
             "",
         ] {
-            let f = Facts { cookie: Some("s3ss10n"), ..get(host) };
+            let f = Facts { cookies: &["s3ss10n"], ..get(host) };
             assert_eq!(admit(&f, &SECRETS), Admission::Refuse(Refusal::Host), "{host}");
         }
-        let none = Facts { host: None, cookie: Some("s3ss10n"), ..get("") };
+        let none = Facts { host: None, cookies: &["s3ss10n"], ..get("") };
         assert_eq!(admit(&none, &SECRETS), Admission::Refuse(Refusal::Host));
     }
 
     #[test]
     fn other_pages_cannot_post_or_read() {
-        let cookie = Facts { cookie: Some("s3ss10n"), ..get(HOST) };
+        let cookie = Facts { cookies: &["s3ss10n"], ..get(HOST) };
         for origin in ["http://127.0.0.1:4711", "http://a1b2c3.localhost:8080", "http://evil.example", "null", "https://a1b2c3.localhost:4711"] {
             let post = Facts { method_is_safe: false, origin: Some(origin), ..cookie };
             assert_eq!(admit(&post, &SECRETS), Admission::Refuse(Refusal::CrossOrigin), "{origin}");

@@ -5,7 +5,7 @@
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use tollgate_api::{ApprovalDecision, ApprovalRequestStatus, Verdict, Via};
+use tollgate_api::{ApprovalDecision, ApprovalRequest, Verdict, Via};
 
 /// The `maxLength` of `status.decisions[].reason` in the CRD.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -60,20 +60,24 @@ pub fn person_decision(
     Ok(record(user, verdict, reason, via, now))
 }
 
-/// Ops appending `decision` to a request whose status is `status`, read at `resource_version`.
+/// Ops appending `decision` to request `ar`, as read.
 ///
-/// Appending to an existing list (`/-`) is safe against concurrent writers. Creating the list (or
-/// the whole status) replaces whatever is there, so those ops are guarded by a test of the
-/// resourceVersion: if someone else wrote in between, the server refuses and the caller re-reads.
-pub fn append_decision(status: Option<&ApprovalRequestStatus>, resource_version: &str, decision: &ApprovalDecision) -> Result<Value, serde_json::Error> {
+/// Every patch first tests the request's uid: between the read and the write (or between the
+/// page a person decided on and their click) the request may have been deleted and a new one
+/// made under the same name, and the decision was not about that one. Appending to an existing
+/// list (`/-`) is safe against concurrent writers. Creating the list (or the whole status)
+/// replaces whatever is there, so those ops are guarded by a test of the resourceVersion too: if
+/// someone else wrote in between, the server refuses and the caller re-reads.
+pub fn append_decision(ar: &ApprovalRequest, decision: &ApprovalDecision) -> Result<Value, serde_json::Error> {
     let d = serde_json::to_value(decision)?;
-    let guard = json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version});
-    Ok(match status {
-        None => json!([guard, {"op": "add", "path": "/status", "value": {"decisions": [d]}}]),
+    let uid = json!({"op": "test", "path": "/metadata/uid", "value": ar.metadata.uid.as_deref().unwrap_or_default()});
+    let version = json!({"op": "test", "path": "/metadata/resourceVersion", "value": ar.metadata.resource_version.as_deref().unwrap_or_default()});
+    Ok(match &ar.status {
+        None => json!([uid, version, {"op": "add", "path": "/status", "value": {"decisions": [d]}}]),
         Some(s) if s.decisions.is_empty() => {
-            json!([guard, {"op": "add", "path": "/status/decisions", "value": [d]}])
+            json!([uid, version, {"op": "add", "path": "/status/decisions", "value": [d]}])
         }
-        Some(_) => json!([{"op": "add", "path": "/status/decisions/-", "value": d}]),
+        Some(_) => json!([uid, {"op": "add", "path": "/status/decisions/-", "value": d}]),
     })
 }
 

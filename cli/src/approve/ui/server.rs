@@ -119,14 +119,15 @@ fn cookie_name(port: u16) -> String {
     format!("tollgate-ui-{port}")
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn cookies<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
+        .filter_map(|(k, v)| (k == name).then_some(v))
+        .collect()
 }
 
 fn query_token(query: Option<&str>) -> Option<&str> {
@@ -138,12 +139,13 @@ fn query_token(query: Option<&str>) -> Option<&str> {
 fn admission(ui: &Ui, req: &Request, cookie_name: &str) -> Admission {
     let headers = req.headers();
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let cookies = cookies(headers, cookie_name);
     let facts = Facts {
         method_is_safe: req.method() == Method::GET || req.method() == Method::HEAD,
         host: text(header::HOST),
         origin: text(header::ORIGIN),
         sec_fetch_site: headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()),
-        cookie: cookie(headers, cookie_name),
+        cookies: &cookies,
         token: query_token(req.uri().query()),
     };
     let mut token = ui.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -236,6 +238,9 @@ struct DecideForm {
     #[serde(default)]
     reason: String,
     csrf: String,
+    /// The request the page showed; a form without it is refused (after the token check).
+    #[serde(default)]
+    uid: String,
 }
 
 async fn decide_form(State(ui): State<Shared>, Path((ns, name)): Path<(String, String)>, Form(form): Form<DecideForm>) -> Response {
@@ -249,7 +254,7 @@ async fn decide_form(State(ui): State<Shared>, Path((ns, name)): Path<(String, S
     let Some(verdict) = view::verdict(&form.verdict) else {
         return message(StatusCode::BAD_REQUEST, "the decision must be approve or deny");
     };
-    let flash = match decide_as(&ui, &ns, &name, verdict, &form.reason).await {
+    let flash = match decide_as(&ui, &ns, &name, &form.uid, verdict, &form.reason).await {
         Ok(line) => Flash { kind: "ok", text: line },
         Err(e) => Flash { kind: "error", text: e },
     };
@@ -258,7 +263,7 @@ async fn decide_form(State(ui): State<Shared>, Path((ns, name)): Path<(String, S
 }
 
 /// Appends the person's decision, as `kubectl approve` does; the line to show, or why not.
-async fn decide_as(ui: &Ui, ns: &str, name: &str, verdict: tollgate_api::Verdict, reason: &str) -> Result<String, String> {
+async fn decide_as(ui: &Ui, ns: &str, name: &str, uid: &str, verdict: tollgate_api::Verdict, reason: &str) -> Result<String, String> {
     let ar = fetch(ui, ns, name).await?;
     let requires = workflow_of(ui, &ar).is_some_and(|w| w.require_reason);
     let reason = Some(reason).filter(|r| !r.trim().is_empty());
@@ -267,7 +272,7 @@ async fn decide_as(ui: &Ui, ns: &str, name: &str, verdict: tollgate_api::Verdict
             .map_err(|e| e.to_string())?;
     let api: Api<ApprovalRequest> = Api::namespaced(ui.client.clone(), ns);
     let cx = errors::Context { namespace: ns, user: Some(&ui.caller.user), doing: Doing::Decide { name } };
-    let fresh = decide::append(&api, name, &ui.caller.user, &decision, &cx, |_| {}).await.map_err(|e| e.to_string())?;
+    let fresh = decide::append(&api, name, Some(uid), &ui.caller.user, &decision, &cx, |_| {}).await.map_err(|e| e.to_string())?;
     Ok(crate::approve::format::decided_line(verdict, &fresh))
 }
 

@@ -129,7 +129,7 @@ pub struct Caller {
 }
 
 pub fn standing(ar: &ApprovalRequest, caller: &Caller, workflow: Option<&Workflow>, now: Timestamp) -> Standing {
-    if let Err(why) = super::super::patch::precheck(ar, &caller.user) {
+    if let Err(why) = super::super::patch::precheck(ar, None, &caller.user) {
         return Standing::Closed(why);
     }
     if let Some(t) = ar.status.as_ref().and_then(|s| s.expires_at.as_ref())
@@ -151,6 +151,8 @@ pub fn standing(ar: &ApprovalRequest, caller: &Caller, workflow: Option<&Workflo
 pub struct RequestView {
     pub namespace: String,
     pub name: String,
+    /// The decision form names the request by it too: the name alone could be reused.
+    pub uid: String,
     pub tool: Name,
     pub server: Name,
     pub agent: Name,
@@ -181,6 +183,7 @@ pub fn request(ar: &ApprovalRequest, caller: &Caller, workflow: Option<&Workflow
     RequestView {
         namespace: ar.metadata.namespace.clone().unwrap_or_default(),
         name: ar.metadata.name.clone().unwrap_or_default(),
+        uid: ar.metadata.uid.clone().unwrap_or_default(),
         tool: name(&spec.tool),
         server: name(&spec.server),
         agent: name(&spec.agent),
