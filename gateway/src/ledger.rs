@@ -234,17 +234,7 @@ pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), 
         );
         for i in 0..ROWS_PER_INSERT {
             let Some(call) = chunk.get(i).or(chunk.last()) else { break };
-            q = q
-                .bind(call.id)
-                .bind(&call.instance)
-                .bind(call.started_us)
-                .bind(&call.namespace)
-                .bind(&call.agent)
-                .bind(&call.service_account)
-                .bind(&call.pod)
-                .bind(&call.provider)
-                .bind(&call.model)
-                .bind(call.amount);
+            q = bind_inflight(q, call);
         }
         q.execute(&mut **tx).await?;
     }
@@ -334,6 +324,19 @@ pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerEr
 pub(crate) const ROWS_PER_INSERT: usize = 8;
 
 pub(crate) type AnyQuery<'q> = Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn bind_inflight<'q>(q: AnyQuery<'q>, call: &'q InFlight) -> AnyQuery<'q> {
+    q.bind(call.id)
+        .bind(&call.instance)
+        .bind(call.started_us)
+        .bind(&call.namespace)
+        .bind(&call.agent)
+        .bind(&call.service_account)
+        .bind(&call.pod)
+        .bind(&call.provider)
+        .bind(&call.model)
+        .bind(call.amount)
+}
 
 fn bind_row<'q>(q: AnyQuery<'q>, row: &'q Row) -> AnyQuery<'q> {
     let id = i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX;

@@ -1,6 +1,7 @@
 //! `kubectl approve ui`: the approvals inbox in a browser, served on loopback, acting with the
 //! person's own kubeconfig credentials (docs/operations.md, "In the browser"; docs/design.md §3.3).
 
+mod history;
 mod live;
 mod pages;
 mod server;

@@ -3,7 +3,8 @@
 
 use askama::Template;
 
-use super::view::{Filter, RequestView, Rows, Standing};
+use super::history::{self, Filter};
+use super::view::{RequestView, Rows, Standing};
 
 /// What every page's frame shows: who is acting and where.
 #[derive(Debug, Clone)]
@@ -55,7 +56,7 @@ pub struct HistoryPage<'a> {
     pub shell: &'a Shell,
     pub filter: &'a Filter,
     pub phases: &'a [PhaseOption],
-    pub rows: &'a [RequestView],
+    pub page: &'a history::Page,
     pub error: Option<String>,
 }
 

@@ -22,9 +22,10 @@ use kube::runtime::reflector::ObjectRef;
 use tollgate_api::{ApprovalRequest, ApprovalWorkflow, Via};
 use tollgate_core::approval::Workflow;
 
+use super::history::{self, Filter};
 use super::live::Live;
 use super::pages::{Flash, HistoryPage, InboxFragment, InboxPage, MessagePage, PhaseOption, RequestFragment, RequestPage, Shell};
-use super::view::{self, Caller, Filter, Rows};
+use super::view::{self, Caller, Rows};
 use crate::approve::decide;
 use crate::approve::errors::{self, Doing};
 use tollgate_core::approval::browser::{self as gate, Admission, Facts, Secrets};
@@ -212,23 +213,25 @@ async fn fetch(ui: &Ui, ns: &str, name: &str) -> Result<ApprovalRequest, String>
     api.get(name).await.map_err(|e| errors::explain(&e, &cx))
 }
 
+/// The request's view as of now, or the page that says why there is none.
+async fn request_view(ui: &Ui, ns: &str, name: &str) -> Result<view::RequestView, Response> {
+    let ar = fetch(ui, ns, name).await.map_err(|e| message(StatusCode::NOT_FOUND, &e))?;
+    Ok(view::request(&ar, &ui.caller, workflow_of(ui, &ar).as_ref(), jiff::Timestamp::now()))
+}
+
 async fn request_page(State(ui): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
-    let ar = match fetch(&ui, &ns, &name).await {
-        Ok(ar) => ar,
-        Err(e) => return message(StatusCode::NOT_FOUND, &e),
+    let v = match request_view(&ui, &ns, &name).await {
+        Ok(v) => v,
+        Err(page) => return page,
     };
-    let v = view::request(&ar, &ui.caller, workflow_of(&ui, &ar).as_ref(), jiff::Timestamp::now());
     let flash = ui.flash.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&format!("{ns}/{name}"));
     html(StatusCode::OK, RequestPage { shell: &ui.shell, r: &v, flash, csrf: &ui.csrf }.render())
 }
 
 async fn request_fragment(State(ui): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
-    match fetch(&ui, &ns, &name).await {
-        Ok(ar) => {
-            let v = view::request(&ar, &ui.caller, workflow_of(&ui, &ar).as_ref(), jiff::Timestamp::now());
-            html(StatusCode::OK, RequestFragment { r: &v }.render())
-        }
-        Err(e) => message(StatusCode::NOT_FOUND, &e),
+    match request_view(&ui, &ns, &name).await {
+        Ok(v) => html(StatusCode::OK, RequestFragment { r: &v }.render()),
+        Err(page) => page,
     }
 }
 
@@ -277,15 +280,10 @@ async fn decide_as(ui: &Ui, ns: &str, name: &str, uid: &str, verdict: tollgate_a
 }
 
 async fn history(State(ui): State<Shared>, Query(filter): Query<Filter>) -> Response {
-    let now = jiff::Timestamp::now();
-    let mut items: Vec<ApprovalRequest> = match &ui.live {
-        Some(live) => live.requests.state().iter().filter(|a| filter.keeps(a)).map(|a| (**a).clone()).collect(),
-        None => Vec::new(),
-    };
-    view::newest_first(&mut items);
-    let rows: Vec<_> = items.iter().map(|ar| view::request(ar, &ui.caller, workflow_of(&ui, ar).as_ref(), now)).collect();
+    let items = ui.live.as_ref().map(|live| live.requests.state()).unwrap_or_default();
+    let page = history::page(&items, &filter);
     let phases: Vec<PhaseOption> = PHASES.iter().map(|&(value, label)| PhaseOption { value, label, selected: filter.phase == value }).collect();
-    html(StatusCode::OK, HistoryPage { shell: &ui.shell, filter: &filter, phases: &phases, rows: &rows, error: ui.list_error.clone() }.render())
+    html(StatusCode::OK, HistoryPage { shell: &ui.shell, filter: &filter, phases: &phases, page: &page, error: ui.list_error.clone() }.render())
 }
 
 async fn events(State(ui): State<Shared>) -> Response {

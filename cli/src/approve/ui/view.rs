@@ -96,7 +96,7 @@ fn via(v: Via) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
-fn decisions(ar: &ApprovalRequest) -> Vec<DecisionView> {
+pub fn decisions(ar: &ApprovalRequest) -> Vec<DecisionView> {
     let Some(status) = &ar.status else {
         return Vec::new();
     };
@@ -270,40 +270,6 @@ pub fn inbox(items: &[ApprovalRequest], caller: &Caller, workflow: impl Fn(&Appr
         if why_not.is_empty() { rows.mine.push(row) } else { rows.others.push(row) }
     }
     rows
-}
-
-/// The history view's filters, from the query string.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-pub struct Filter {
-    #[serde(default)]
-    pub phase: String,
-    #[serde(default)]
-    pub namespace: String,
-    /// Matched, case-insensitively, against the tool, the server and the agent.
-    #[serde(default)]
-    pub q: String,
-}
-
-impl Filter {
-    pub fn keeps(&self, ar: &ApprovalRequest) -> bool {
-        let phase = format::phase(ar);
-        let phase_ok = match self.phase.as_str() {
-            "" => phase != Phase::Pending,
-            p => phase.to_string().eq_ignore_ascii_case(p),
-        };
-        let ns_ok = self.namespace.is_empty() || ar.metadata.namespace.as_deref() == Some(self.namespace.as_str());
-        let q = self.q.to_lowercase();
-        let q_ok = q.is_empty() || [&ar.spec.tool, &ar.spec.server, &ar.spec.agent].iter().any(|f| f.to_lowercase().contains(&q));
-        phase_ok && ns_ok && q_ok
-    }
-}
-
-/// The history's newest first.
-pub fn newest_first(items: &mut [ApprovalRequest]) {
-    items.sort_by(|a, b| {
-        let t = |ar: &ApprovalRequest| ar.status.as_ref().and_then(|s| s.resolved_at.clone()).map_or(ar.spec.requested_at.0, |t| t.0);
-        t(b).cmp(&t(a))
-    });
 }
 
 /// A DNS-1123 subdomain, as namespaces and ApprovalRequest names are.

@@ -124,20 +124,6 @@ fn the_inbox_splits_mine_from_others_oldest_first() {
 }
 
 #[test]
-fn history_filters() {
-    let approved = request(json!({}), Some(serde_json::from_value(json!({"phase": "Approved"})).unwrap()));
-    let open = request(json!({}), pending("2026-12-03T10:05:00Z"));
-    let all = Filter::default();
-    assert!(all.keeps(&approved) && !all.keeps(&open));
-    assert!(Filter { phase: "approved".into(), ..Filter::default() }.keeps(&approved));
-    assert!(!Filter { phase: "Denied".into(), ..Filter::default() }.keeps(&approved));
-    assert!(Filter { q: "MER".into(), ..Filter::default() }.keeps(&approved));
-    assert!(!Filter { q: "slack".into(), ..Filter::default() }.keeps(&approved));
-    assert!(!Filter { namespace: "other".into(), ..Filter::default() }.keeps(&approved));
-    assert!(Filter { phase: "Pending".into(), ..Filter::default() }.keeps(&open));
-}
-
-#[test]
 fn only_object_names_reach_the_api_server() {
     for ok in ["team-a", "x7k2", "trigger-long-running-operation-4590dfcf", "a.b"] {
         assert!(is_object_name(ok), "{ok}");
