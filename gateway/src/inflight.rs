@@ -103,6 +103,11 @@ pub async fn run(gw: Arc<GatewayState>) {
             }
             Err(e) => tracing::warn!(error = %e, "could not settle calls left in flight by stopped gateways"),
         }
+        match gw.ledger.charge_dead_leases(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(allowances = n, "charged the budget allowances stopped gateways held, whole"),
+            Err(e) => tracing::warn!(error = %e, "could not charge the budget allowances of stopped gateways"),
+        }
     }
 }
 
@@ -148,7 +153,16 @@ mod tests {
         let (quick, slow) = (call(3), call(5));
         let settled = crate::ledger::Reservation { id: quick.id, amount: 3, ..Default::default() };
         let row = crate::ledger::Row { namespace: "ns".into(), agent: "coder".into(), cost: 2, status: 200, ..Default::default() };
-        crate::recorder::settle_many(&l, &[quick, slow.clone()], &[(settled, 2, row)], Vec::new()).await.unwrap();
+        crate::recorder::settle_many(
+            &l,
+            &crate::recorder::Unit {
+                opened: [quick, slow.clone()].into_iter().map(|call| crate::recorder::Opened { call, drawn: Vec::new() }).collect(),
+                calls: vec![(settled, 2, row)],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 1);
         let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM inflight").fetch_all(&l.pool).await.unwrap();
         assert_eq!(ids, [(slow.id,)], "only the call still running is in flight");
@@ -164,7 +178,9 @@ mod tests {
         assert_eq!(l.reclaim(jiff::Timestamp::now().as_microsecond() + 1).await.unwrap(), 1);
         // The slow gateway finishes the call after all.
         let row = crate::ledger::Row { namespace: "ns".into(), agent: "coder".into(), cost: 7, status: 200, ..Default::default() };
-        crate::recorder::settle_many(&l, &[], &[(reservation, 7, row)], Vec::new()).await.unwrap();
+        crate::recorder::settle_many(&l, &crate::recorder::Unit { opened: Vec::new(), calls: vec![(reservation, 7, row)], ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 1, "one ledger row, not two");
         assert_eq!(l.spent("ns/b", 0).await.unwrap(), 40, "the budget holds what the ledger charged");
     }

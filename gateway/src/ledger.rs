@@ -8,12 +8,30 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+pub mod allowance;
 mod group;
+pub(crate) mod leases;
 mod types;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr, query::Query};
 use tollgate_core::model::spend::Micros;
-pub use types::{Claim, Exhaustion, InFlight, LedgerError, Reservation, Unit, unregistered};
+pub use types::{Claim, Exhaustion, InFlight, LedgerError, Period, Reservation, Unit, unregistered};
+
+/// An allowance asked for: the claim of the period to lease from (its limit), for calls of
+/// about `amount`.
+#[derive(Debug, Clone)]
+pub struct LeaseAsk {
+    pub claim: Claim,
+    pub amount: Micros,
+}
+
+/// An allowance granted: its size, and what its period held then (the lease included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    pub period: Period,
+    pub size: i64,
+    pub held: i64,
+}
 
 /// `ledger.status` of a call whose gateway stopped before it was settled.
 pub const INTERRUPTED: u16 = 0;
@@ -52,6 +70,7 @@ fn migrator() -> Migrator {
         m(4, "slack_seen", include_str!("../migrations/0004_slack_seen.sql")),
         m(5, "audit_gaps", include_str!("../migrations/0005_audit_gaps.sql")),
         m(6, "audit_shadow", include_str!("../migrations/0006_audit_shadow.sql")),
+        m(7, "leases", include_str!("../migrations/0007_leases.sql")),
     ])
 }
 
@@ -109,36 +128,59 @@ impl Ledger {
 
     /// [`Ledger::reserve`] for many calls in one transaction (a group commit: what queued while
     /// the last group was written goes together). Each call is taken whole or refused on its
-    /// own; an error of the transaction refuses them all. Every budget the group touches is
-    /// locked first, in one order, so two replicas' groups never deadlock.
+    /// own; an error of the transaction refuses them all.
     pub async fn reserve_many(&self, requests: Vec<(Vec<Claim>, InFlight)>) -> Result<Vec<Result<Reservation, LedgerError>>, LedgerError> {
+        Ok(self.reserve_and_lease(requests, &[], "").await?.0)
+    }
+
+    /// [`Ledger::reserve_many`], and allowances leased to `instance` in the same transaction:
+    /// each asked for is granted while its period is far enough from its limit
+    /// (`allowance::lease_size`), after the group's calls are taken. Every budget the group
+    /// touches is locked first, in one order, so two replicas' groups never deadlock.
+    pub async fn reserve_and_lease(
+        &self,
+        requests: Vec<(Vec<Claim>, InFlight)>,
+        leases: &[LeaseAsk],
+        instance: &str,
+    ) -> Result<(Vec<Result<Reservation, LedgerError>>, Vec<Granted>), LedgerError> {
         let requests: Vec<(Vec<Claim>, InFlight)> = requests.into_iter().map(|(claims, call)| (sorted(claims), call)).collect();
-        let mut touched: Vec<&Claim> = requests.iter().flat_map(|(claims, _)| claims).collect();
+        let mut touched: Vec<&Claim> = requests.iter().flat_map(|(claims, _)| claims).chain(leases.iter().map(|l| &l.claim)).collect();
         touched.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
         touched.dedup_by(|a, b| (&a.budget, a.period_start_us) == (&b.budget, b.period_start_us));
         let mut tx = self.pool.begin().await?;
-        // Each period's row made if missing and locked until the commit, and what it holds.
-        let mut held: BTreeMap<group::Period, i64> = BTreeMap::new();
+        // Each period's row made if missing and locked until the commit, and what it holds:
+        // spent, and leased by every gateway.
+        let mut held: BTreeMap<Period, i64> = BTreeMap::new();
         for c in touched {
-            let spent: i64 = sqlx::query_scalar(
+            let (spent, leased): (i64, i64) = sqlx::query_as(
                 "INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, 0) \
-                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros RETURNING spent_micros",
+                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros RETURNING spent_micros, leased_micros",
             )
             .bind(&c.budget)
             .bind(c.period_start_us)
             .fetch_one(&mut *tx)
             .await?;
-            held.insert((c.budget.clone(), c.period_start_us), spent);
+            held.insert((c.budget.clone(), c.period_start_us), spent.saturating_add(leased));
         }
         let before = held.clone();
         let answers = group::take_in_order(&mut held, &requests);
         for (period, now) in &held {
-            add_in(&mut tx, period, now - before.get(period).copied().unwrap_or(0)).await?;
+            add_in(&mut tx, period, now - before.get(period).copied().unwrap_or(0), 0).await?;
+        }
+        let mut granted = Vec::new();
+        for ask in leases {
+            let period = (ask.claim.budget.clone(), ask.claim.period_start_us);
+            let now = held.get(&period).copied().unwrap_or(0);
+            if let Some(size) = allowance::lease_size(ask.claim.hard_limit, now, ask.amount) {
+                leases::grant_in(&mut tx, instance, &period, size).await?;
+                held.insert(period.clone(), now + size);
+                granted.push(Granted { period, size, held: now + size });
+            }
         }
         let opened: Vec<&InFlight> = requests.iter().zip(&answers).filter(|(_, a)| a.as_ref().is_ok_and(|r| r.registered)).map(|((_, call), _)| call).collect();
         open_all_in(&mut tx, &opened).await?;
         tx.commit().await?;
-        Ok(answers)
+        Ok((answers, granted))
     }
 
     /// Rate limits' windows that ended before `before_us` (the current one is all they need).
@@ -204,13 +246,15 @@ fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
     claims
 }
 
-/// Adds `delta` to what a budget period holds (nothing to do for none).
-async fn add_in(tx: &mut Tx, (budget, period_start_us): &group::Period, delta: i64) -> Result<(), LedgerError> {
-    if delta != 0 {
-        sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros + $3 WHERE budget = $1 AND period_start_us = $2")
+/// Adds `spent` to what a budget period has spent and `leased` to what gateways hold of it
+/// (nothing to do for none).
+async fn add_in(tx: &mut Tx, (budget, period_start_us): &Period, spent: i64, leased: i64) -> Result<(), LedgerError> {
+    if spent != 0 || leased != 0 {
+        sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros + $3, leased_micros = leased_micros + $4 WHERE budget = $1 AND period_start_us = $2")
             .bind(budget)
             .bind(period_start_us)
-            .bind(delta)
+            .bind(spent)
+            .bind(leased)
             .execute(&mut **tx)
             .await?;
     }
@@ -244,11 +288,13 @@ pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), 
 /// Replaces many calls' reservations by their costs; the ids taken, that is, every call but
 /// those another gateway already settled as interrupted (this one's heartbeat had gone stale):
 /// their ledger rows and their budgets' shares are written already, and are not written twice.
+/// The calls `passing` were opened in this same batch and never written in flight: they are
+/// taken as they are.
 /// One `DELETE … RETURNING` per [`IDS_PER_DELETE`] calls and one `UPDATE` per budget the batch
 /// touches, not one of each per call: each statement is a hand-off to the database's thread.
-pub(crate) async fn settle_all_in(tx: &mut Tx, calls: &[(&Reservation, Micros)]) -> Result<HashSet<i64>, LedgerError> {
+pub(crate) async fn settle_all_in(tx: &mut Tx, calls: &[(&Reservation, Micros)], passing: &HashSet<i64>) -> Result<HashSet<i64>, LedgerError> {
     // Id 0: a call never written in flight (a test's), settled as it is.
-    let ids: Vec<i64> = calls.iter().map(|(r, _)| r.id).filter(|id| *id != 0).collect();
+    let ids: Vec<i64> = calls.iter().map(|(r, _)| r.id).filter(|id| *id != 0 && !passing.contains(id)).collect();
     let mut taken: HashSet<i64> = HashSet::with_capacity(ids.len());
     for chunk in ids.chunks(IDS_PER_DELETE) {
         let mut q = sqlx::query_scalar("DELETE FROM inflight WHERE id IN ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id");
@@ -260,8 +306,9 @@ pub(crate) async fn settle_all_in(tx: &mut Tx, calls: &[(&Reservation, Micros)])
         taken.extend(deleted);
     }
     taken.insert(0);
+    taken.extend(passing);
     for (period, delta) in settlement_deltas(calls, &taken) {
-        add_in(tx, &period, delta).await?;
+        add_in(tx, &period, delta, 0).await?;
     }
     Ok(taken)
 }
@@ -383,7 +430,12 @@ pub(crate) mod tests {
         let r2 = l.reserve(vec![claim("ns/team", 100)], &call(60)).await.unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 120);
         assert!(matches!(l.reserve(vec![claim("ns/team", 100)], &call(1)).await, Err(LedgerError::Exhausted { spent: 120, .. })));
-        crate::recorder::settle_many(&l, &[], &[(r1, 10, Row::default()), (r2, 0, Row::default())], Vec::new()).await.unwrap();
+        crate::recorder::settle_many(
+            &l,
+            &crate::recorder::Unit { opened: Vec::new(), calls: vec![(r1, 10, Row::default()), (r2, 0, Row::default())], ..Default::default() },
+        )
+        .await
+        .unwrap();
         assert_eq!(l.spent("ns/team", 0).await.unwrap(), 10);
     }
 
@@ -422,7 +474,9 @@ pub(crate) mod tests {
         r1.tokens_used = Some(100);
         l.reserve(vec![requests(2)], &call(5)).await.unwrap();
         assert!(matches!(l.reserve(vec![requests(2)], &call(5)).await, Err(LedgerError::Exhausted { spent: 2, limit: 2, .. })));
-        crate::recorder::settle_many(&l, &[], &[(r1, 5, Row::default())], Vec::new()).await.unwrap();
+        crate::recorder::settle_many(&l, &crate::recorder::Unit { opened: Vec::new(), calls: vec![(r1, 5, Row::default())], ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(l.spent("rate:requests:ManagedAgent ns/a", 0).await.unwrap(), 2, "a settled call keeps its request");
         assert_eq!(l.spent("rate:tokens:ManagedAgent ns/a", 0).await.unwrap(), 100, "tokens settled to what was used");
         l.reserve(vec![claim("ns/b", 10)], &call(10)).await.unwrap();
@@ -505,7 +559,7 @@ pub(crate) mod tests {
             })
             .collect();
         let audit = (0..n).map(|i| (src.clone(), serde_json::json!({"kind": "model_call", "tool": format!("m{i}"), "agent": {"name": "coder"}}))).collect();
-        crate::recorder::settle_many(&l, &[], &calls, audit).await.unwrap();
+        crate::recorder::settle_many(&l, &crate::recorder::Unit { calls, audit, ..Default::default() }).await.unwrap();
         assert_eq!(l.calls("ns", "coder").await.unwrap().len(), n);
         assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), (1..=n as Micros).sum::<Micros>());
         let all = l.export_audit().await.unwrap();
@@ -534,7 +588,12 @@ pub(crate) mod tests {
         let (l, _dir) = ledger().await;
         for cost in [5, 7] {
             let row = Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: "m".into(), cost, status: 200, ..Row::default() };
-            crate::recorder::settle_many(&l, &[], &[(Reservation::default(), cost, row)], Vec::new()).await.unwrap();
+            crate::recorder::settle_many(
+                &l,
+                &crate::recorder::Unit { opened: Vec::new(), calls: vec![(Reservation::default(), cost, row)], ..Default::default() },
+            )
+            .await
+            .unwrap();
         }
         assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), 12);
         assert_eq!(l.agent_spend("ns", "other", 0).await.unwrap(), 0);

@@ -32,12 +32,13 @@ pub async fn run(config: Config) -> Result<()> {
     // Alive before any call is opened: a call is never taken for a dead instance's.
     ledger.heartbeat(&instance).await.context("writing this gateway's heartbeat")?;
     let roots = Arc::new(tollgate_mcp_client::transport::platform_roots());
+    let settled = recorder::spawn(ledger.clone());
     let gw = Arc::new(GatewayState {
         config: config.clone(),
         client: client.clone(),
         index: Arc::default(),
-        settled: recorder::spawn(ledger.clone()),
-        reserver: reserver::Reserver::spawn(ledger.clone()),
+        reserver: reserver::Reserver::spawn(ledger.clone(), instance.clone(), settled.clone()),
+        settled,
         ledger,
         http: tollgate_mcp_client::transport::client(roots),
         credentials: credentials::ProviderCredentials::new(tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?),
@@ -73,13 +74,17 @@ pub async fn run(config: Config) -> Result<()> {
         () = gw.ledger.checkpoints() => Ok(()),
         () = checkpoints::run(gw.signer.clone(), &gw.client, &gw.ledger, std::time::Duration::from_secs(config.audit_checkpoint_seconds.max(1))) => Ok(()),
     };
-    // What was settled is written before the process goes; then its heartbeat, so whatever it
-    // still had in flight is settled by the next gateway at once.
+    // What was settled is written before the process goes; then its allowances go back; then its
+    // heartbeat, so whatever it still had in flight is settled by the next gateway at once.
     gw.settling.close();
     if tokio::time::timeout(std::time::Duration::from_secs(5), gw.settling.wait()).await.is_err() {
         tracing::warn!("streams still settling after 5 s");
     }
     recorder::flush(&gw.settled).await;
+    // Its allowances go back once the calls they served are written (just above).
+    if let Err(e) = gw.ledger.give_back_leases(&gw.instance).await {
+        tracing::warn!(error = %e, "could not hand this gateway's budget allowances back; they are charged once its heartbeat is stale");
+    }
     if let Err(e) = gw.ledger.forget(&gw.instance).await {
         tracing::warn!(error = %e, "could not remove this gateway's heartbeat");
     }

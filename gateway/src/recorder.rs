@@ -5,9 +5,9 @@
 //! is bounded, and a full queue makes the caller wait rather than lose a row.
 
 use crate::audit_store::Source;
-use crate::ledger::{InFlight, Ledger, LedgerError, Reservation, Row};
+use crate::ledger::{InFlight, Ledger, LedgerError, Period, Reservation, Row};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tollgate_core::model::spend::Micros;
 
@@ -18,13 +18,22 @@ pub struct Settled {
     pub audit: (Source, Value),
 }
 
-/// What is written: a call opened (not counted against a budget, so not yet in `inflight`), a
-/// settled call, a refused one (an audit record only: nothing was spent); or a request to say
-/// when everything sent before it is written.
+/// A call opened without a statement of its own: one that counts against no budget, or one
+/// served from this gateway's allowances (`drawn`: the periods it took its amount from).
+#[derive(Clone)]
+pub struct Opened {
+    pub call: InFlight,
+    pub drawn: Vec<Period>,
+}
+
+/// What is written: a call opened (not yet in `inflight`), a settled call, a refused one (an
+/// audit record only: nothing was spent), allowances handed back (after the calls they served);
+/// or a request to say when everything sent before it is written.
 pub enum Entry {
-    Opened(Box<InFlight>),
+    Opened(Box<Opened>),
     Call(Box<Settled>),
     Refusal(Source, Value),
+    GiveBack(String, Vec<Period>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -72,12 +81,15 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
     tx
 }
 
-/// What is written together: a call's opening and its settlement, or one refusal.
+/// What is written together: a call's opening and its settlement, one refusal, or allowances
+/// handed back.
 #[derive(Default, Clone)]
-struct Unit {
-    opened: Vec<InFlight>,
-    calls: Vec<(Reservation, Micros, Row)>,
-    audit: Vec<(Source, Value)>,
+pub(crate) struct Unit {
+    pub opened: Vec<Opened>,
+    pub calls: Vec<(Reservation, Micros, Row)>,
+    pub audit: Vec<(Source, Value)>,
+    /// By gateway instance.
+    pub given_back: Vec<(String, Period)>,
 }
 
 fn units(batch: &[Entry]) -> Vec<Unit> {
@@ -87,7 +99,7 @@ fn units(batch: &[Entry]) -> Vec<Unit> {
     for e in batch {
         match e {
             Entry::Opened(c) => {
-                opening.insert(c.id, out.len());
+                opening.insert(c.call.id, out.len());
                 out.push(Unit { opened: vec![(**c).clone()], ..Unit::default() });
             }
             Entry::Call(s) => {
@@ -102,6 +114,9 @@ fn units(batch: &[Entry]) -> Vec<Unit> {
                 }
             }
             Entry::Refusal(source, record) => out.push(Unit { audit: vec![(source.clone(), record.clone())], ..Unit::default() }),
+            Entry::GiveBack(instance, periods) => {
+                out.push(Unit { given_back: periods.iter().map(|p| (instance.clone(), p.clone())).collect(), ..Unit::default() });
+            }
             Entry::Flush(_) => {}
         }
     }
@@ -123,6 +138,7 @@ async fn write(ledger: &Ledger, units: &[Unit]) {
         whole.opened.extend(u.opened.iter().cloned());
         whole.calls.extend(u.calls.iter().cloned());
         whole.audit.extend(u.audit.iter().cloned());
+        whole.given_back.extend(u.given_back.iter().cloned());
     }
     if write_one(ledger, &whole).await.is_ok() || units.len() == 1 {
         return;
@@ -136,7 +152,7 @@ async fn write(ledger: &Ledger, units: &[Unit]) {
 async fn write_one(ledger: &Ledger, u: &Unit) -> Result<(), ()> {
     let mut wait = Duration::from_millis(50);
     loop {
-        match settle_many(ledger, &u.opened, &u.calls, u.audit.clone()).await {
+        match settle_many(ledger, u).await {
             Ok(()) => return Ok(()),
             Err(e) if permanent(&e) => {
                 tracing::error!(error = %e, calls = u.calls.len(), records = u.audit.len(), "the ledger refused what was written");
@@ -151,29 +167,42 @@ async fn write_one(ledger: &Ledger, u: &Unit) -> Result<(), ()> {
     }
 }
 
-/// Settles many calls in one transaction: each reservation replaced by its cost, each call's
-/// ledger row, and their audit records appended to the chain. One write per batch, not five
-/// per call, is what lets a gateway on one CPU keep up.
-/// Calls opened since the last batch are written first: a call settled in this batch may
-/// have been opened in it.
-pub(crate) async fn settle_many(
-    ledger: &Ledger,
-    opened: &[InFlight],
-    calls: &[(Reservation, Micros, Row)],
-    audit: Vec<(crate::audit_store::Source, serde_json::Value)>,
-) -> Result<(), LedgerError> {
+/// Writes a unit in one transaction: calls opened (their `inflight` rows, and what those served
+/// from allowances took, drawn from the leases), each settled call's reservation replaced by its
+/// cost, their ledger rows and audit records appended to the chain, then allowances handed back
+/// (after the calls they served). One write per batch, not five per call, is what lets a
+/// gateway on one CPU keep up. Calls opened since the last batch go first: a call settled in
+/// this batch may have been opened in it.
+pub(crate) async fn settle_many(ledger: &Ledger, u: &Unit) -> Result<(), LedgerError> {
     let mut tx = ledger.pool.begin().await?;
     // A call opened and settled within one batch never needs its in-flight row: most calls,
-    // under load. (Such a call counts against no budget: those are opened as they reserve.)
-    let settled: HashSet<i64> = calls.iter().map(|(r, ..)| r.id).collect();
-    let (passing, still_open): (Vec<&InFlight>, Vec<&InFlight>) = opened.iter().partition(|call| settled.contains(&call.id));
-    let passing: HashSet<i64> = passing.iter().map(|call| call.id).collect();
+    // under load.
+    let settled: HashSet<i64> = u.calls.iter().map(|(r, ..)| r.id).collect();
+    let passing: HashSet<i64> = u.opened.iter().map(|o| o.call.id).filter(|id| settled.contains(id)).collect();
+    let still_open: Vec<&InFlight> = u.opened.iter().map(|o| &o.call).filter(|c| !passing.contains(&c.id)).collect();
     crate::ledger::open_all_in(&mut tx, &still_open).await?;
-    let to_settle: Vec<(&Reservation, Micros)> = calls.iter().filter(|(r, ..)| !passing.contains(&r.id)).map(|(r, cost, _)| (r, *cost)).collect();
-    let taken = crate::ledger::settle_all_in(&mut tx, &to_settle).await?;
-    let rows: Vec<&Row> = calls.iter().filter(|(r, ..)| passing.contains(&r.id) || taken.contains(&r.id)).map(|(.., row)| row).collect();
+    for (instance, drawn) in drawn_by_instance(&u.opened) {
+        crate::ledger::leases::draw_all_in(&mut tx, &instance, &drawn).await?;
+    }
+    let to_settle: Vec<(&Reservation, Micros)> = u.calls.iter().map(|(r, cost, _)| (r, *cost)).collect();
+    let taken = crate::ledger::settle_all_in(&mut tx, &to_settle, &passing).await?;
+    let rows: Vec<&Row> = u.calls.iter().filter(|(r, ..)| taken.contains(&r.id)).map(|(.., row)| row).collect();
     crate::ledger::record_in(&mut tx, &rows).await?;
-    crate::audit_store::append_in(&mut tx, audit).await?;
+    crate::audit_store::append_in(&mut tx, u.audit.clone()).await?;
+    for (instance, period) in &u.given_back {
+        crate::ledger::leases::give_back_in(&mut tx, instance, period).await?;
+    }
     tx.commit().await?;
     Ok(())
+}
+
+/// What the opened calls took from allowances, by instance and period.
+fn drawn_by_instance(opened: &[Opened]) -> BTreeMap<String, BTreeMap<Period, i64>> {
+    let mut out: BTreeMap<String, BTreeMap<Period, i64>> = BTreeMap::new();
+    for o in opened {
+        for period in &o.drawn {
+            *out.entry(o.call.instance.clone()).or_default().entry(period.clone()).or_insert(0) += o.call.amount;
+        }
+    }
+    out
 }

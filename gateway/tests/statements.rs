@@ -77,15 +77,30 @@ async fn describe(pool: &AnyPool, sql: &str) -> Result<Value> {
     Ok(json!({"parameters": parameters, "columns": columns}))
 }
 
+/// Every `.rs` file under `dir`, its subdirectories' included, but tests of their own.
+fn rust_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(rust_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "rs") && !path.to_string_lossy().ends_with("_tests.rs") {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_statement_prepares_on_sqlite_and_postgresql_as_recorded() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut statements = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(root.join("src"))?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
+    let src = root.join("src");
+    let mut files = rust_files(&src)?;
     files.sort();
     for file in files {
-        let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = file.strip_prefix(&src)?.to_string_lossy().into_owned();
         for sql in statements_in(&std::fs::read_to_string(&file)?)? {
             statements.push((name.clone(), sql));
         }

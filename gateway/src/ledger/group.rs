@@ -6,10 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::types::{Claim, Exhaustion, InFlight, LedgerError, Reservation, unregistered};
-
-/// A budget period: the budget's `namespace/name` (or a rate key) and its period's start.
-pub(super) type Period = (String, i64);
+use super::types::{Claim, Exhaustion, InFlight, LedgerError, Period, Reservation, unregistered};
 
 /// Each call of `requests` taken whole or refused, in order, against `held` (what each period
 /// holds, updated as calls are taken): a claim is taken while its period holds less than its
@@ -45,7 +42,7 @@ fn take(held: &mut BTreeMap<Period, i64>, claims: &[Claim], call: &InFlight) -> 
         spent.push((c.budget.clone(), now + amount));
         taken.push((key, amount));
     }
-    Ok(Reservation { id: call.id, claims: claims.to_vec(), amount: call.amount, registered: true, spent, would_refuse, tokens_used: None })
+    Ok(Reservation { id: call.id, claims: claims.to_vec(), amount: call.amount, registered: true, spent, would_refuse, tokens_used: None, leased: false })
 }
 
 #[cfg(test)]

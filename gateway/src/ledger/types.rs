@@ -16,6 +16,9 @@ pub enum LedgerError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A budget period: the budget's `namespace/name` (or a rate key) and its period's start.
+pub type Period = (String, i64);
+
 /// One budget a call counts against, in the period it falls in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -77,6 +80,9 @@ pub struct Reservation {
     pub would_refuse: Vec<Exhaustion>,
     /// Tokens the call used, once known (what its token claims are settled to).
     pub tokens_used: Option<i64>,
+    /// Taken from this gateway's allowances (`allowance.rs`), in memory: the recorder writes its
+    /// `inflight` row and draws its claims from the leases, in its next batch.
+    pub leased: bool,
 }
 
 /// A call in flight, as its `inflight` row: what is settled, as interrupted, if the gateway
