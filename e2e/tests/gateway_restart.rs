@@ -199,3 +199,70 @@ fn a_client_that_stops_reading_a_stream_is_cut_off_and_charged_its_reservation()
     drop(stalled);
     Ok(())
 }
+
+/// A budget far from its limit is leased into the gateway's memory, and its calls are reserved
+/// from it; the allowance is drawn by the calls it served, handed back when idle and when the
+/// gateway stops, and charged whole when the gateway dies (the calls it served last may be in
+/// it, not yet written). Throughout, what the budget holds is what the ledger charged.
+#[test]
+fn a_gateways_allowance_is_drawn_handed_back_and_charged_when_it_dies() -> Result<()> {
+    let Scene { fake: _fake, ns, key, db, port } = scene("gateway-lease", "cheap", ", models: [cheap]")?;
+    let cp = ControlPlane::shared();
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let env = [("TOLLGATE_INSTANCE_LEASE_SECONDS", "2")];
+    let budget = "budget LIKE '%/cheap'";
+    let leased = || count(&db, &format!("SELECT leased_micros FROM budget_spend WHERE {budget}"));
+    let lease_rows = || count(&db, &format!("SELECT COUNT(*) FROM budget_leases WHERE {budget}"));
+    let spent = || count(&db, &format!("SELECT spent_micros FROM budget_spend WHERE {budget}"));
+    let charged = || count(&db, &format!("SELECT COALESCE(SUM(cost_micros), 0) FROM ledger WHERE namespace = '{ns}'"));
+    let calls = |n: usize| -> Result<()> {
+        for _ in 0..n {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{port}/openai/v1/chat/completions")])
+                .args(["-H", &format!("authorization: Bearer {key}"), "-H", "content-type: application/json"])
+                .args(["--data-binary", r#"{"model": "cheap", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}"#])
+                .output()?;
+            ensure!(out.stdout == b"200", "a call answered {}", String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(())
+    };
+    let settled = |n: i64| {
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            Ok((count(&db, &format!("SELECT COUNT(*) FROM ledger WHERE namespace = '{ns}' AND model = 'cheap'"))? == n).then_some(()))
+        })
+    };
+
+    let first = GatewayProcess::start_with(cp, &url, port, &env)?;
+    calls(20)?;
+    ensure!(leased()? > 0 && lease_rows()? == 1, "no allowance was leased for a budget far from its limit");
+    settled(20)?;
+    ensure!(count(&db, "SELECT COUNT(*) FROM inflight")? == 0, "calls still in flight");
+    assert_eq!(spent()?, charged()?, "the calls served from the allowance are drawn from it as they are written");
+    // Idle, it goes back.
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || Ok((leased()? == 0 && lease_rows()? == 0).then_some(())))
+        .context("an idle allowance was kept")?;
+    // Leased again, and handed back by a gateway that stops.
+    calls(5)?;
+    ensure!(leased()? > 0, "no allowance for the next calls");
+    first.process.terminate();
+    wait_until(Duration::from_secs(15), Duration::from_millis(50), || Ok(first.process.exited())).context("the gateway did not stop")?;
+    assert_eq!((leased()?, lease_rows()?), (0, 0), "a stopped gateway keeps no allowance");
+    assert_eq!(spent()?, charged()?);
+
+    // Killed holding one: its successor charges it, whole, and says so in the ledger.
+    let second = GatewayProcess::start_with(cp, &url, port, &env)?;
+    calls(5)?;
+    let held = leased()?;
+    ensure!(held > 0, "no allowance leased");
+    second.process.kill();
+    let _third = GatewayProcess::start_with(cp, &url, port, &env)?;
+    wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok((lease_rows()? == 0).then_some(())))
+        .context("a dead gateway's allowance is still held")?;
+    assert_eq!(leased()?, 0);
+    let charge = count(&db, &format!("SELECT cost_micros FROM ledger WHERE namespace = '{ns}' AND agent = '' AND status = 0"))?;
+    ensure!(charge > 0 && charge <= held, "the dead gateway's allowance charged {charge} (it held {held})");
+    assert_eq!(spent()?, charged()?, "what the budget holds is what the ledger charged, the dead gateway's allowance included");
+    let audited = count(&db, &format!("SELECT COUNT(*) FROM audit WHERE namespace = '{ns}' AND record LIKE '%charged whole%'"))?;
+    assert_eq!(audited, 1);
+    Ok(())
+}
