@@ -47,8 +47,8 @@ impl Ledger {
             tx.commit().await?;
             return Ok(new);
         }
-        let records = records.into_iter().map(|r| (source.clone(), r)).collect();
-        append_in(&mut tx, records).await?;
+        let records: Vec<Prepared> = records.into_iter().map(|r| Prepared::new(source, r)).collect();
+        append_in(&mut tx, records.iter()).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -109,35 +109,70 @@ impl Ledger {
     }
 }
 
-/// Appends records (each with who sent it) to the chain, within `tx`.
-pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, Value)>) -> Result<(), LedgerError> {
-    if records.is_empty() {
+/// A record as it is stored: bounded, its sender named in it, written out once in canonical form
+/// (what its hash covers and what is stored), and the fields the store indexes. Prepared where
+/// it is made, off the writer's batch, which then only hashes and binds.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    namespace: String,
+    service_account: String,
+    text: String,
+    agent: String,
+    tool: String,
+    decision: &'static str,
+    cut: i64,
+    lost: i64,
+    shadow_of: String,
+    shadow_would: &'static str,
+}
+
+impl Prepared {
+    pub fn new(source: &Source, mut r: Value) -> Prepared {
+        // What no database or reader's terminal takes, and no record of megabytes, is stored.
+        bounds::sanitize(&mut r);
+        if let Some(bytes) = bounds::bound(&mut r, bounds::MAX_RECORD_BYTES) {
+            tracing::warn!(bytes, namespace = source.namespace, "an audit record was cut to its bound");
+        }
+        let writer = if source.shipped { "sidecar" } else { "gateway" };
+        if let Some(o) = r.as_object_mut() {
+            o.insert("source".into(), serde_json::json!({"namespace": source.namespace, "serviceAccount": source.service_account, "writer": writer}));
+        }
+        let (cut, lost) = bounds::incompleteness(&r);
+        let (shadow_of, shadow_would) = bounds::indexed_shadow(&r, &source.namespace, source.shipped);
+        Prepared {
+            namespace: source.namespace.clone(),
+            service_account: source.service_account.clone(),
+            text: tollgate_core::mcp::digest::canonical_json(&r),
+            agent: bounds::indexed(&r["agent"]["name"]),
+            tool: bounds::indexed(&r["tool"]),
+            decision: bounds::indexed_decision(&r["decision"]),
+            cut,
+            lost,
+            shadow_of,
+            shadow_would,
+        }
+    }
+}
+
+/// Appends records to the chain, within `tx`.
+pub(crate) async fn append_in<'a>(tx: &mut crate::ledger::Tx, records: impl ExactSizeIterator<Item = &'a Prepared>) -> Result<(), LedgerError> {
+    if records.len() == 0 {
         return Ok(());
     }
     let now = jiff::Timestamp::now().as_microsecond();
     let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
     // Taking the head's row first serialises appends across replicas.
-    sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1").bind(n).execute(&mut **tx).await?;
-    let (end, prev): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut **tx).await?;
-    let sources: Vec<Source> = records.iter().map(|(s, _)| s.clone()).collect();
-    let records: Vec<Value> = records
-        .into_iter()
-        .map(|(s, mut r)| {
-            // What no database or reader's terminal takes, and no record of megabytes, is stored.
-            bounds::sanitize(&mut r);
-            if let Some(bytes) = bounds::bound(&mut r, bounds::MAX_RECORD_BYTES) {
-                tracing::warn!(bytes, namespace = s.namespace, "an audit record was cut to its bound");
-            }
-            let writer = if s.shipped { "sidecar" } else { "gateway" };
-            if let Some(o) = r.as_object_mut() {
-                o.insert("source".into(), serde_json::json!({"namespace": s.namespace, "serviceAccount": s.service_account, "writer": writer}));
-            }
-            r
+    let (end, prev): (i64, String) =
+        sqlx::query_as("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash").bind(n).fetch_one(&mut **tx).await?;
+    let mut last = prev;
+    let links: Vec<(i64, String, String, &Prepared)> = (end - n + 1..)
+        .zip(records)
+        .map(|(seq, p)| {
+            let hash = chain::hash_text(&last, seq, &p.text);
+            (seq, std::mem::replace(&mut last, hash.clone()), hash, p)
         })
         .collect();
-    let links = chain::chain(end - n, &prev, records);
     let mut chunks = links.chunks_exact(ROWS_PER_INSERT);
-    let mut sources = sources.iter();
     for chunk in chunks.by_ref() {
         let mut q = sqlx::query(
             "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
@@ -150,42 +185,37 @@ pub(crate) async fn append_in(tx: &mut crate::ledger::Tx, records: Vec<(Source, 
              ($85, $86, $87, $88, $89, $90, $91, $92, $93, $94, $95, $96, $97, $98), \
              ($99, $100, $101, $102, $103, $104, $105, $106, $107, $108, $109, $110, $111, $112)",
         );
-        for (l, source) in chunk.iter().zip(sources.by_ref()) {
-            q = bind_link(q, l, source, now);
+        for link in chunk {
+            q = bind_link(q, link, now);
         }
         q.execute(&mut **tx).await?;
     }
-    for (l, source) in chunks.remainder().iter().zip(sources) {
+    for link in chunks.remainder() {
         let q = sqlx::query(
             "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         );
-        bind_link(q, l, source, now).execute(&mut **tx).await?;
+        bind_link(q, link, now).execute(&mut **tx).await?;
     }
-    if let Some(last) = links.last() {
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&last.hash).execute(&mut **tx).await?;
-    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&last).execute(&mut **tx).await?;
     Ok(())
 }
 
-fn bind_link<'q>(q: AnyQuery<'q>, l: &'q Link, source: &'q Source, now: i64) -> AnyQuery<'q> {
-    let r = &l.record;
-    let (cut, lost) = bounds::incompleteness(r);
-    let (shadow_of, shadow_would) = bounds::indexed_shadow(r, &source.namespace, source.shipped);
-    q.bind(l.seq)
-        .bind(&l.prev)
-        .bind(&l.hash)
+fn bind_link<'q>(q: AnyQuery<'q>, (seq, prev, hash, p): &'q (i64, String, String, &'q Prepared), now: i64) -> AnyQuery<'q> {
+    q.bind(*seq)
+        .bind(prev)
+        .bind(hash)
         .bind(now)
-        .bind(&source.namespace)
-        .bind(&source.service_account)
-        .bind(bounds::indexed(&r["agent"]["name"]))
-        .bind(bounds::indexed(&r["tool"]))
-        .bind(bounds::indexed_decision(&r["decision"]))
-        .bind(r.to_string())
-        .bind(cut)
-        .bind(lost)
-        .bind(shadow_of)
-        .bind(shadow_would)
+        .bind(&p.namespace)
+        .bind(&p.service_account)
+        .bind(&p.agent)
+        .bind(&p.tool)
+        .bind(p.decision)
+        .bind(&p.text)
+        .bind(p.cut)
+        .bind(p.lost)
+        .bind(&p.shadow_of)
+        .bind(p.shadow_would)
 }
 
 fn to_link((seq, prev, hash, record): (i64, String, String, String)) -> Link {
@@ -239,7 +269,7 @@ mod tests {
         ];
         l.append_audit("b1", &sidecar, shipped).await.unwrap();
         let mut tx = l.pool.begin().await.unwrap();
-        append_in(&mut tx, vec![(gateway, rec("Budget team-a/daily", "deny"))]).await.unwrap();
+        append_in(&mut tx, std::iter::once(&Prepared::new(&gateway, rec("Budget team-a/daily", "deny")))).await.unwrap();
         tx.commit().await.unwrap();
         let mut counts = l.shadow_counts(0).await.unwrap();
         counts.sort();

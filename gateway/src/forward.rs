@@ -89,7 +89,7 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<B
                 let record = ModelCallRecord::refused(record_agent(&agent, None), who.model, &r, jiff::Timestamp::now()).to_value();
                 let source =
                     crate::audit_store::Source { namespace: agent.namespace.clone(), service_account: agent.spec.service_account_name.clone(), shipped: false };
-                if gw.settled.send(crate::recorder::Entry::Refusal(source, record)).await.is_err() {
+                if gw.settled.send(crate::recorder::Entry::Refusal(Box::new(crate::audit_store::Prepared::new(&source, record)))).await.is_err() {
                     tracing::error!("the ledger writer has stopped: a refusal was not audited");
                 }
             }
@@ -447,7 +447,7 @@ impl Settlement {
             crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone(), shipped: false };
         let mut reservation = self.reservation;
         reservation.tokens_used = usage.map(|u| i64::try_from(u.input.saturating_add(u.output)).unwrap_or(i64::MAX));
-        let settled = crate::recorder::Settled { reservation, cost, row, audit: (source, record) };
+        let settled = crate::recorder::Settled { reservation, cost, row, audit: crate::audit_store::Prepared::new(&source, record) };
         if self.gw.settled.send(crate::recorder::Entry::Call(Box::new(settled))).await.is_err() {
             tracing::error!("the ledger writer has stopped: a settled call was not recorded");
         }

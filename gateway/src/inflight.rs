@@ -74,7 +74,8 @@ impl crate::ledger::Ledger {
                 "reason": "interrupted: the gateway serving the call stopped before it was settled; charged its reserved estimate",
                 "costUSD": spend::micros_to_usd(amount),
             });
-            crate::audit_store::append_in(&mut tx, vec![(Source { namespace, service_account, shipped: false }, record)]).await?;
+            let record = crate::audit_store::Prepared::new(&Source { namespace, service_account, shipped: false }, record);
+            crate::audit_store::append_in(&mut tx, std::iter::once(&record)).await?;
             tx.commit().await?;
             settled += 1;
         }

@@ -558,7 +558,9 @@ pub(crate) mod tests {
                 )
             })
             .collect();
-        let audit = (0..n).map(|i| (src.clone(), serde_json::json!({"kind": "model_call", "tool": format!("m{i}"), "agent": {"name": "coder"}}))).collect();
+        let audit = (0..n)
+            .map(|i| crate::audit_store::Prepared::new(&src, serde_json::json!({"kind": "model_call", "tool": format!("m{i}"), "agent": {"name": "coder"}})))
+            .collect();
         crate::recorder::settle_many(&l, &crate::recorder::Unit { calls, audit, ..Default::default() }).await.unwrap();
         assert_eq!(l.calls("ns", "coder").await.unwrap().len(), n);
         assert_eq!(l.agent_spend("ns", "coder", 0).await.unwrap(), (1..=n as Micros).sum::<Micros>());

@@ -4,9 +4,8 @@
 //! written a call (or a record) at a time, so one bad value never holds up the rest. The queue
 //! is bounded, and a full queue makes the caller wait rather than lose a row.
 
-use crate::audit_store::Source;
+use crate::audit_store::Prepared;
 use crate::ledger::{InFlight, Ledger, LedgerError, Period, Reservation, Row};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tollgate_core::model::spend::Micros;
@@ -15,7 +14,7 @@ pub struct Settled {
     pub reservation: Reservation,
     pub cost: Micros,
     pub row: Row,
-    pub audit: (Source, Value),
+    pub audit: Prepared,
 }
 
 /// A call opened without a statement of its own: one that counts against no budget, or one
@@ -32,7 +31,7 @@ pub struct Opened {
 pub enum Entry {
     Opened(Box<Opened>),
     Call(Box<Settled>),
-    Refusal(Source, Value),
+    Refusal(Box<Prepared>),
     GiveBack(String, Vec<Period>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -67,14 +66,12 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
                     }
                 }
             }
-            let units = units(&batch);
+            let (units, flushed) = units(batch.drain(..));
             if !units.is_empty() {
                 write(&ledger, &units).await;
             }
-            for e in batch.drain(..) {
-                if let Entry::Flush(done) = e {
-                    let _ = done.send(());
-                }
+            for done in flushed {
+                let _ = done.send(());
             }
         }
     });
@@ -83,44 +80,48 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
 
 /// What is written together: a call's opening and its settlement, one refusal, or allowances
 /// handed back.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub(crate) struct Unit {
     pub opened: Vec<Opened>,
     pub calls: Vec<(Reservation, Micros, Row)>,
-    pub audit: Vec<(Source, Value)>,
+    pub audit: Vec<Prepared>,
     /// By gateway instance.
     pub given_back: Vec<(String, Period)>,
 }
 
-fn units(batch: &[Entry]) -> Vec<Unit> {
+type Flushed = Vec<tokio::sync::oneshot::Sender<()>>;
+
+/// The batch's entries as units (moved, not copied), and who waits for them to be written.
+fn units(batch: impl Iterator<Item = Entry>) -> (Vec<Unit>, Flushed) {
     let mut out: Vec<Unit> = Vec::new();
+    let mut flushed = Vec::new();
     // Units holding only a call's opening, by the call's id.
     let mut opening: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
     for e in batch {
         match e {
             Entry::Opened(c) => {
                 opening.insert(c.call.id, out.len());
-                out.push(Unit { opened: vec![(**c).clone()], ..Unit::default() });
+                out.push(Unit { opened: vec![*c], ..Unit::default() });
             }
             Entry::Call(s) => {
-                let settled = (s.reservation.clone(), s.cost, s.row.clone());
+                let Settled { reservation, cost, row, audit } = *s;
                 // Settled in the batch it was opened in: one unit, so the pair is never split.
-                match opening.remove(&s.reservation.id).and_then(|i| out.get_mut(i)) {
+                match opening.remove(&reservation.id).and_then(|i| out.get_mut(i)) {
                     Some(u) => {
-                        u.calls.push(settled);
-                        u.audit.push(s.audit.clone());
+                        u.calls.push((reservation, cost, row));
+                        u.audit.push(audit);
                     }
-                    None => out.push(Unit { calls: vec![settled], audit: vec![s.audit.clone()], ..Unit::default() }),
+                    None => out.push(Unit { calls: vec![(reservation, cost, row)], audit: vec![audit], ..Unit::default() }),
                 }
             }
-            Entry::Refusal(source, record) => out.push(Unit { audit: vec![(source.clone(), record.clone())], ..Unit::default() }),
+            Entry::Refusal(record) => out.push(Unit { audit: vec![*record], ..Unit::default() }),
             Entry::GiveBack(instance, periods) => {
-                out.push(Unit { given_back: periods.iter().map(|p| (instance.clone(), p.clone())).collect(), ..Unit::default() });
+                out.push(Unit { given_back: periods.into_iter().map(|p| (instance.clone(), p)).collect(), ..Unit::default() });
             }
-            Entry::Flush(_) => {}
+            Entry::Flush(done) => flushed.push(done),
         }
     }
-    out
+    (out, flushed)
 }
 
 /// A failure that trying again cannot mend: the database refused what it was given (a value out
@@ -133,33 +134,29 @@ fn permanent(e: &LedgerError) -> bool {
 /// bad unit (which is then dropped, loudly) never holds up the others. A database that is away
 /// is waited for: nothing is dropped for that.
 async fn write(ledger: &Ledger, units: &[Unit]) {
-    let mut whole = Unit::default();
-    for u in units {
-        whole.opened.extend(u.opened.iter().cloned());
-        whole.calls.extend(u.calls.iter().cloned());
-        whole.audit.extend(u.audit.iter().cloned());
-        whole.given_back.extend(u.given_back.iter().cloned());
-    }
-    if write_one(ledger, &whole).await.is_ok() || units.len() == 1 {
+    if write_retrying(ledger, units).await.is_ok() || units.len() == 1 {
         return;
     }
     for u in units {
-        let _ = write_one(ledger, u).await;
+        let _ = write_retrying(ledger, std::slice::from_ref(u)).await;
     }
 }
 
-/// Writes one unit, retrying while the database is away; the error it is refused with, if it is.
-async fn write_one(ledger: &Ledger, u: &Unit) -> Result<(), ()> {
+/// Writes units together, retrying while the database is away; the error they are refused
+/// with, if they are.
+async fn write_retrying(ledger: &Ledger, units: &[Unit]) -> Result<(), ()> {
     let mut wait = Duration::from_millis(50);
+    let calls: usize = units.iter().map(|u| u.calls.len()).sum();
     loop {
-        match settle_many(ledger, u).await {
+        match settle_units(ledger, units).await {
             Ok(()) => return Ok(()),
             Err(e) if permanent(&e) => {
-                tracing::error!(error = %e, calls = u.calls.len(), records = u.audit.len(), "the ledger refused what was written");
+                let records: usize = units.iter().map(|u| u.audit.len()).sum();
+                tracing::error!(error = %e, calls, records, "the ledger refused what was written");
                 return Err(());
             }
             Err(e) => {
-                tracing::error!(error = %e, calls = u.calls.len(), "could not write settled calls; retrying");
+                tracing::error!(error = %e, calls, "could not write settled calls; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
@@ -167,29 +164,32 @@ async fn write_one(ledger: &Ledger, u: &Unit) -> Result<(), ()> {
     }
 }
 
-/// Writes a unit in one transaction: calls opened (their `inflight` rows, and what those served
+/// Writes units in one transaction: calls opened (their `inflight` rows, and what those served
 /// from allowances took, drawn from the leases), each settled call's reservation replaced by its
 /// cost, their ledger rows and audit records appended to the chain, then allowances handed back
 /// (after the calls they served). One write per batch, not five per call, is what lets a
 /// gateway on one CPU keep up. Calls opened since the last batch go first: a call settled in
 /// this batch may have been opened in it.
-pub(crate) async fn settle_many(ledger: &Ledger, u: &Unit) -> Result<(), LedgerError> {
+async fn settle_units(ledger: &Ledger, units: &[Unit]) -> Result<(), LedgerError> {
+    let opened = || units.iter().flat_map(|u| &u.opened);
+    let calls = || units.iter().flat_map(|u| &u.calls);
     let mut tx = ledger.pool.begin().await?;
     // A call opened and settled within one batch never needs its in-flight row: most calls,
     // under load.
-    let settled: HashSet<i64> = u.calls.iter().map(|(r, ..)| r.id).collect();
-    let passing: HashSet<i64> = u.opened.iter().map(|o| o.call.id).filter(|id| settled.contains(id)).collect();
-    let still_open: Vec<&InFlight> = u.opened.iter().map(|o| &o.call).filter(|c| !passing.contains(&c.id)).collect();
+    let settled: HashSet<i64> = calls().map(|(r, ..)| r.id).collect();
+    let passing: HashSet<i64> = opened().map(|o| o.call.id).filter(|id| settled.contains(id)).collect();
+    let still_open: Vec<&InFlight> = opened().map(|o| &o.call).filter(|c| !passing.contains(&c.id)).collect();
     crate::ledger::open_all_in(&mut tx, &still_open).await?;
-    for (instance, drawn) in drawn_by_instance(&u.opened) {
+    for (instance, drawn) in drawn_by_instance(opened()) {
         crate::ledger::leases::draw_all_in(&mut tx, &instance, &drawn).await?;
     }
-    let to_settle: Vec<(&Reservation, Micros)> = u.calls.iter().map(|(r, cost, _)| (r, *cost)).collect();
+    let to_settle: Vec<(&Reservation, Micros)> = calls().map(|(r, cost, _)| (r, *cost)).collect();
     let taken = crate::ledger::settle_all_in(&mut tx, &to_settle, &passing).await?;
-    let rows: Vec<&Row> = u.calls.iter().filter(|(r, ..)| taken.contains(&r.id)).map(|(.., row)| row).collect();
+    let rows: Vec<&Row> = calls().filter(|(r, ..)| taken.contains(&r.id)).map(|(.., row)| row).collect();
     crate::ledger::record_in(&mut tx, &rows).await?;
-    crate::audit_store::append_in(&mut tx, u.audit.clone()).await?;
-    for (instance, period) in &u.given_back {
+    let audit: Vec<&Prepared> = units.iter().flat_map(|u| &u.audit).collect();
+    crate::audit_store::append_in(&mut tx, audit.into_iter()).await?;
+    for (instance, period) in units.iter().flat_map(|u| &u.given_back) {
         crate::ledger::leases::give_back_in(&mut tx, instance, period).await?;
     }
     tx.commit().await?;
@@ -197,7 +197,7 @@ pub(crate) async fn settle_many(ledger: &Ledger, u: &Unit) -> Result<(), LedgerE
 }
 
 /// What the opened calls took from allowances, by instance and period.
-fn drawn_by_instance(opened: &[Opened]) -> BTreeMap<String, BTreeMap<Period, i64>> {
+fn drawn_by_instance<'a>(opened: impl Iterator<Item = &'a Opened>) -> BTreeMap<String, BTreeMap<Period, i64>> {
     let mut out: BTreeMap<String, BTreeMap<Period, i64>> = BTreeMap::new();
     for o in opened {
         for period in &o.drawn {
@@ -205,4 +205,10 @@ fn drawn_by_instance(opened: &[Opened]) -> BTreeMap<String, BTreeMap<Period, i64
         }
     }
     out
+}
+
+/// [`settle_units`] of one unit.
+#[cfg(test)]
+pub(crate) async fn settle_many(ledger: &Ledger, u: &Unit) -> Result<(), LedgerError> {
+    settle_units(ledger, std::slice::from_ref(u)).await
 }

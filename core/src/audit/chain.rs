@@ -20,17 +20,18 @@ pub struct Link {
 
 /// The hash of a record stored after `prev`.
 pub fn hash(prev: &str, seq: i64, record: &Value) -> String {
+    hash_text(prev, seq, &canonical_json(record))
+}
+
+/// [`hash`] of a record already written out in canonical form (`canonical_json`).
+pub fn hash_text(prev: &str, seq: i64, canonical: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
     h.update(seq.to_string().as_bytes());
     h.update(b"\n");
-    h.update(canonical_json(record).as_bytes());
-    let mut out = String::from("sha256:");
-    for b in h.finalize() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    h.update(canonical.as_bytes());
+    format!("sha256:{}", hex::encode(h.finalize()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

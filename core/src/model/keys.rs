@@ -20,21 +20,12 @@ pub fn secret_name(agent: &str) -> String {
 
 /// A key from 32 random bytes.
 pub fn new_key(random: &[u8; 32]) -> String {
-    let mut key = String::from(PREFIX);
-    for b in random {
-        key.push_str(&format!("{b:02x}"));
-    }
-    key
+    format!("{PREFIX}{}", hex::encode(random))
 }
 
 /// `sha256:` of the key, as status keeps it.
 pub fn hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let mut out = String::from("sha256:");
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
 }
 
 /// What status shows of a key: enough to tell keys apart in logs, not to use one.

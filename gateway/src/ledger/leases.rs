@@ -97,8 +97,8 @@ impl Ledger {
             let namespace = budget.split_once('/').map_or(budget.as_str(), |(ns, _)| ns).to_owned();
             let row = Row { time_us: now.as_microsecond(), namespace: namespace.clone(), cost: *amount, status: super::INTERRUPTED, ..Row::default() };
             super::record_in(&mut tx, &[&row]).await?;
-            records.push((
-                crate::audit_store::Source { namespace, service_account: String::new(), shipped: false },
+            records.push(crate::audit_store::Prepared::new(
+                &crate::audit_store::Source { namespace, service_account: String::new(), shipped: false },
                 serde_json::json!({
                     "kind": "model_call",
                     "time": now.to_string(),
@@ -111,7 +111,7 @@ impl Ledger {
                 }),
             ));
         }
-        crate::audit_store::append_in(&mut tx, records).await?;
+        crate::audit_store::append_in(&mut tx, records.iter()).await?;
         tx.commit().await?;
         Ok(dead.len())
     }
