@@ -1,7 +1,7 @@
 //! The audit store (DESIGN §3.5): batches of records from sidecars, appended with a hash chain,
 //! each batch once; queried, exported and verified.
 
-use crate::ledger::{AnyQuery, Ledger, LedgerError, ROWS_PER_INSERT};
+use crate::ledger::{AnyQuery, Ledger, LedgerError};
 use serde_json::Value;
 use tollgate_core::audit::bounds;
 use tollgate_core::audit::chain::{self, Link};
@@ -172,30 +172,40 @@ pub(crate) async fn append_in<'a>(tx: &mut crate::ledger::Tx, records: impl Exac
             (seq, std::mem::replace(&mut last, hash.clone()), hash, p)
         })
         .collect();
-    let mut chunks = links.chunks_exact(ROWS_PER_INSERT);
-    for chunk in chunks.by_ref() {
-        let mut q = sqlx::query(
-            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14), \
-             ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28), \
-             ($29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42), \
-             ($43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56), \
-             ($57, $58, $59, $60, $61, $62, $63, $64, $65, $66, $67, $68, $69, $70), \
-             ($71, $72, $73, $74, $75, $76, $77, $78, $79, $80, $81, $82, $83, $84), \
-             ($85, $86, $87, $88, $89, $90, $91, $92, $93, $94, $95, $96, $97, $98), \
-             ($99, $100, $101, $102, $103, $104, $105, $106, $107, $108, $109, $110, $111, $112)",
-        );
-        for link in chunk {
+    for piece in crate::ledger::pieces(&links) {
+        let mut q = match piece.len() {
+            8 => sqlx::query(
+                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14), \
+                 ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28), \
+                 ($29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42), \
+                 ($43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56), \
+                 ($57, $58, $59, $60, $61, $62, $63, $64, $65, $66, $67, $68, $69, $70), \
+                 ($71, $72, $73, $74, $75, $76, $77, $78, $79, $80, $81, $82, $83, $84), \
+                 ($85, $86, $87, $88, $89, $90, $91, $92, $93, $94, $95, $96, $97, $98), \
+                 ($99, $100, $101, $102, $103, $104, $105, $106, $107, $108, $109, $110, $111, $112)",
+            ),
+            4 => sqlx::query(
+                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14), \
+                 ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28), \
+                 ($29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42), \
+                 ($43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56)",
+            ),
+            2 => sqlx::query(
+                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14), \
+                 ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
+            ),
+            _ => sqlx::query(
+                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            ),
+        };
+        for link in piece {
             q = bind_link(q, link, now);
         }
         q.execute(&mut **tx).await?;
-    }
-    for link in chunks.remainder() {
-        let q = sqlx::query(
-            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        );
-        bind_link(q, link, now).execute(&mut **tx).await?;
     }
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&last).execute(&mut **tx).await?;
     Ok(())

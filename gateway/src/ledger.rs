@@ -336,35 +336,59 @@ fn settlement_deltas(calls: &[(&Reservation, Micros)], taken: &HashSet<i64>) -> 
     deltas
 }
 
-/// Ledger rows, [`ROWS_PER_INSERT`] to a statement while that many are left: each statement is
-/// a hand-off to the database's thread, so a batch pays for few.
+/// Ledger rows, [`ROWS_PER_INSERT`] to a statement, the rest in at most three (4, 2, 1): each
+/// statement is a hand-off to the database's thread, so a batch pays for few.
 pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerError> {
-    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
-    for chunk in chunks.by_ref() {
-        let mut q = sqlx::query(
-            "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
-         ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26), \
-         ($27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39), \
-         ($40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52), \
-         ($53, $54, $55, $56, $57, $58, $59, $60, $61, $62, $63, $64, $65), \
-         ($66, $67, $68, $69, $70, $71, $72, $73, $74, $75, $76, $77, $78), \
-         ($79, $80, $81, $82, $83, $84, $85, $86, $87, $88, $89, $90, $91), \
-         ($92, $93, $94, $95, $96, $97, $98, $99, $100, $101, $102, $103, $104)",
-        );
-        for row in chunk {
+    for piece in pieces(rows) {
+        let mut q = match piece.len() {
+            8 => sqlx::query(
+                "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
+                 ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26), \
+                 ($27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39), \
+                 ($40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52), \
+                 ($53, $54, $55, $56, $57, $58, $59, $60, $61, $62, $63, $64, $65), \
+                 ($66, $67, $68, $69, $70, $71, $72, $73, $74, $75, $76, $77, $78), \
+                 ($79, $80, $81, $82, $83, $84, $85, $86, $87, $88, $89, $90, $91), \
+                 ($92, $93, $94, $95, $96, $97, $98, $99, $100, $101, $102, $103, $104)",
+            ),
+            4 => sqlx::query(
+                "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
+                 ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26), \
+                 ($27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39), \
+                 ($40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52)",
+            ),
+            2 => sqlx::query(
+                "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
+                 ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
+            ),
+            _ => sqlx::query(
+                "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            ),
+        };
+        for row in piece {
             q = bind_row(q, row);
         }
         q.execute(&mut **tx).await?;
     }
-    for row in chunks.remainder() {
-        let q = sqlx::query(
-            "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        );
-        bind_row(q, row).execute(&mut **tx).await?;
-    }
     Ok(())
+}
+
+/// `items` in pieces of [`ROWS_PER_INSERT`], then at most one each of 4, 2 and 1: few
+/// statements, and of four shapes only (each a literal, checked like the others).
+pub(crate) fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::with_capacity(items.len() / ROWS_PER_INSERT + 3);
+    for size in [ROWS_PER_INSERT, 4, 2, 1] {
+        while items.len() >= size {
+            let (piece, rest) = items.split_at(size);
+            out.push(piece);
+            items = rest;
+        }
+    }
+    out
 }
 
 /// Rows one multi-row `INSERT` writes.
@@ -416,6 +440,16 @@ pub(crate) mod tests {
     /// A call of `amount`, with a fresh id.
     pub(crate) fn call(amount: Micros) -> InFlight {
         InFlight { id: rand::random::<i64>() & i64::MAX, instance: "test".into(), amount, ..InFlight::default() }
+    }
+
+    #[test]
+    fn rows_go_in_eights_then_at_most_one_piece_each_of_four_two_and_one() {
+        let sizes = |n: usize| pieces(&vec![0; n]).iter().map(|p| p.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(7), [4, 2, 1]);
+        assert_eq!(sizes(8), [8]);
+        assert_eq!(sizes(22), [8, 8, 4, 2]);
+        assert_eq!(sizes(31), [8, 8, 8, 4, 2, 1]);
     }
 
     fn claim(budget: &str, limit: Micros) -> Claim {

@@ -48,7 +48,7 @@ const QUEUE: usize = 4096;
 const MAX_BATCH: usize = 512;
 /// How long a batch waits for company: a settled call is in the ledger this much later, and its
 /// answer never waits for it.
-const LINGER: Duration = Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(4);
 
 pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(QUEUE);
