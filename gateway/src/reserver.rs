@@ -86,7 +86,7 @@ async fn write_groups(ledger: Ledger, instance: String, mut rx: mpsc::Receiver<A
                     Ask::Reserve(claims, call, reply) => {
                         for c in claims.iter().filter(|c| leasable(c)) {
                             let period = (c.budget.clone(), c.period_start_us);
-                            if !held.holds(&period) {
+                            if !held.holds(&period, c.hard_limit) {
                                 leases.entry(period).or_insert_with(|| LeaseAsk { claim: c.clone(), amount: call.amount });
                             }
                         }
@@ -106,7 +106,7 @@ async fn write_groups(ledger: Ledger, instance: String, mut rx: mpsc::Receiver<A
         for ask in &asked {
             let period = (ask.claim.budget.clone(), ask.claim.period_start_us);
             match granted.iter().find(|g| g.period == period) {
-                Some(g) => held.grant(period, g.size, g.held, now_us()),
+                Some(g) => held.grant(period, ask.claim.hard_limit, g.size, g.held, now_us()),
                 None => held.refused(&period),
             }
         }

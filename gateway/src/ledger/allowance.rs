@@ -42,6 +42,9 @@ pub fn lease_size(hard_limit: i64, held: i64, amount: i64) -> Option<i64> {
 struct Allowance {
     left: i64,
     granted: i64,
+    /// The hard limit it was leased under: a budget whose limit changed is decided in the
+    /// database again until this allowance goes back (a lowered limit takes effect at once).
+    limit: i64,
     /// What the period held, all replicas, when this gateway last leased (its lease included).
     held_at_grant: i64,
     used_us: i64,
@@ -69,7 +72,7 @@ impl Allowances {
     /// leasable and its allowance must cover the whole amount.
     pub fn take(&mut self, claims: &[Claim], amount: i64, now_us: i64) -> Option<Taken> {
         let key = |c: &Claim| (c.budget.clone(), c.period_start_us);
-        let covered = claims.iter().all(|c| leasable(c) && self.by_period.get(&key(c)).is_some_and(|a| a.left >= amount));
+        let covered = claims.iter().all(|c| leasable(c) && self.by_period.get(&key(c)).is_some_and(|a| a.left >= amount && a.limit == c.hard_limit));
         if claims.is_empty() || !covered {
             return None;
         }
@@ -87,10 +90,12 @@ impl Allowances {
         Some(taken)
     }
 
-    /// A lease of `size` granted for `period`, which then held `held` (the lease included).
-    pub fn grant(&mut self, period: Period, size: i64, held: i64, now_us: i64) {
-        let a = self.by_period.entry(period).or_insert(Allowance { left: 0, granted: 0, held_at_grant: 0, used_us: now_us, refilling: false });
+    /// A lease of `size` granted for `period` under `limit`, which then held `held` (the lease
+    /// included).
+    pub fn grant(&mut self, period: Period, limit: i64, size: i64, held: i64, now_us: i64) {
+        let a = self.by_period.entry(period).or_insert(Allowance { left: 0, granted: 0, limit, held_at_grant: 0, used_us: now_us, refilling: false });
         a.left += size;
+        a.limit = limit;
         a.granted = a.left;
         a.held_at_grant = held;
         a.refilling = false;
@@ -103,9 +108,10 @@ impl Allowances {
         }
     }
 
-    /// Whether `period` has an allowance (a lease is not stacked on one the gateway holds).
-    pub fn holds(&self, period: &Period) -> bool {
-        self.by_period.get(period).is_some_and(|a| !a.refilling && a.left > 0)
+    /// Whether `period` has an allowance under `limit` (a lease is not stacked on one the
+    /// gateway holds).
+    pub fn holds(&self, period: &Period, limit: i64) -> bool {
+        self.by_period.get(period).is_some_and(|a| !a.refilling && a.left > 0 && a.limit == limit)
     }
 
     /// Allowances no call has used since `idle_since_us`, taken out: they go back to their

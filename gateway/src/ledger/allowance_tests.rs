@@ -25,10 +25,10 @@ fn leases_are_a_share_of_the_headroom_and_none_near_the_limit() {
 #[test]
 fn a_call_is_taken_from_every_allowance_or_from_none() {
     let mut a = Allowances::default();
-    a.grant(period("ns/a"), 1_000, 5_000, 0);
+    a.grant(period("ns/a"), 1_000_000, 1_000, 5_000, 0);
     // One claim has no allowance: nothing is taken.
     assert_eq!(a.take(&[budget("ns/a"), budget("ns/b")], 100, 1), None);
-    a.grant(period("ns/b"), 150, 9_000, 0);
+    a.grant(period("ns/b"), 1_000_000, 150, 9_000, 0);
     let taken = a.take(&[budget("ns/a"), budget("ns/b")], 100, 1).unwrap();
     assert_eq!(taken.spent, [("ns/a".to_owned(), 4_100), ("ns/b".to_owned(), 8_950)]);
     // ns/b has 50 left: a call of 100 is not covered, and takes nothing from ns/a either.
@@ -40,8 +40,8 @@ fn a_call_is_taken_from_every_allowance_or_from_none() {
 #[test]
 fn only_enforced_spend_is_leased() {
     let mut a = Allowances::default();
-    a.grant(period("ns/a"), 1_000, 1_000, 0);
-    a.grant(period("rate:requests:x"), 1_000, 1_000, 0);
+    a.grant(period("ns/a"), 1_000_000, 1_000, 1_000, 0);
+    a.grant(period("rate:requests:x"), 1_000_000, 1_000, 1_000, 0);
     let audited = Claim { audit: true, ..budget("ns/a") };
     let rate = Claim { amount: Some(1), unit: Unit::Requests, ..budget("rate:requests:x") };
     assert_eq!(a.take(&[audited], 1, 1), None);
@@ -52,13 +52,13 @@ fn only_enforced_spend_is_leased() {
 #[test]
 fn a_refill_is_asked_for_once_below_a_quarter() {
     let mut a = Allowances::default();
-    a.grant(period("ns/a"), 1_000, 1_000, 0);
+    a.grant(period("ns/a"), 1_000_000, 1_000, 1_000, 0);
     assert!(a.take(&[budget("ns/a")], 700, 1).unwrap().refill.is_empty());
     assert_eq!(a.take(&[budget("ns/a")], 100, 2).unwrap().refill, [period("ns/a")]);
     assert!(a.take(&[budget("ns/a")], 100, 3).unwrap().refill.is_empty(), "asked once");
-    assert!(!a.holds(&period("ns/a")), "a refill under way: no lease stacked on it");
-    a.grant(period("ns/a"), 1_000, 3_000, 4);
-    assert!(a.holds(&period("ns/a")));
+    assert!(!a.holds(&period("ns/a"), 1_000_000), "a refill under way: no lease stacked on it");
+    a.grant(period("ns/a"), 1_000_000, 1_000, 3_000, 4);
+    assert!(a.holds(&period("ns/a"), 1_000_000));
     assert_eq!(a.take(&[budget("ns/a")], 1_000, 5).unwrap().spent, [("ns/a".to_owned(), 2_900)]);
     a.refused(&period("ns/a"));
 }
@@ -66,10 +66,20 @@ fn a_refill_is_asked_for_once_below_a_quarter() {
 #[test]
 fn idle_allowances_go_back_and_busy_ones_stay() {
     let mut a = Allowances::default();
-    a.grant(period("ns/quiet"), 1_000, 1_000, 10);
-    a.grant(period("ns/busy"), 1_000, 1_000, 10);
+    a.grant(period("ns/quiet"), 1_000_000, 1_000, 1_000, 10);
+    a.grant(period("ns/busy"), 1_000_000, 1_000, 1_000, 10);
     a.take(&[budget("ns/busy")], 1, 50).unwrap();
     assert_eq!(a.take_idle(40), [period("ns/quiet")]);
     assert_eq!(a.take(&[budget("ns/quiet")], 1, 60), None, "gone from memory");
     assert!(a.take_idle(40).is_empty());
+}
+
+#[test]
+fn a_budget_whose_limit_changed_is_decided_in_the_database_again() {
+    let mut a = Allowances::default();
+    a.grant(period("ns/a"), 1_000_000, 1_000, 1_000, 0);
+    let lowered = Claim::budget("ns/a".into(), 0, 500, false);
+    assert_eq!(a.take(&[lowered], 1, 1), None, "a lowered limit takes effect at once");
+    assert!(!a.holds(&period("ns/a"), 500));
+    assert!(a.take(&[budget("ns/a")], 1, 1).is_some());
 }
