@@ -13,7 +13,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +30,7 @@ pub async fn run(shared: Arc<Shared>) {
     let api = Api::<ManagedAgent>::all(shared.client.clone());
     // One watch and one cache of agents for the controller and the cluster binding alike.
     let changed = Arc::new(tokio::sync::Notify::new());
-    let controller = super::lean::controller_notifying(api, watcher::Config::default(), changed.clone());
+    let controller = super::lean::controller_notifying(api, super::lean::config(), changed.clone());
     let binding = {
         let (shared, agents) = (shared.clone(), controller.store());
         async move {
@@ -44,7 +43,7 @@ pub async fn run(shared: Arc<Shared>) {
     // An injected pod that comes, goes or starts running changes its agent's count.
     let injected = Api::<Pod>::all(shared.client.clone());
     let controller = controller
-        .watches(injected, watcher::Config::default().labels(AGENT_LABEL), |pod: Pod| {
+        .watches(injected, super::lean::config().labels(AGENT_LABEL), |pod: Pod| {
             let agent = pod.labels().get(AGENT_LABEL).cloned().unwrap_or_default();
             Some(ObjectRef::<ManagedAgent>::new(&agent).within(&pod.namespace().unwrap_or_default()))
         })

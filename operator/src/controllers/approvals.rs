@@ -9,7 +9,6 @@ use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +30,12 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let requests: Api<ApprovalRequest> = Api::all(shared.client.clone());
-    let controller = super::lean::controller(requests, watcher::Config::default());
+    let controller = super::lean::controller(requests, super::lean::config());
     let store = controller.store();
     // A workflow's edit (quorum, approvers, timeout) or deletion is applied to its pending
     // requests at once, not at their next deadline.
     controller
-        .watches(Api::<ApprovalWorkflow>::all(shared.client.clone()), watcher::Config::default(), move |w: ApprovalWorkflow| {
+        .watches(Api::<ApprovalWorkflow>::all(shared.client.clone()), super::lean::config(), move |w: ApprovalWorkflow| {
             let (ns, name) = (w.namespace(), w.name_any());
             store
                 .state()

@@ -20,7 +20,6 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +37,7 @@ pub async fn run(shared: Arc<Shared>) {
     let api = Api::<Gateway>::all(shared.client.clone());
     // One watch and one cache of gateways for the controller and the cluster binding alike.
     let changed = Arc::new(tokio::sync::Notify::new());
-    let controller = super::lean::controller_notifying(api, watcher::Config::default(), changed.clone());
+    let controller = super::lean::controller_notifying(api, super::lean::config(), changed.clone());
     let binding = {
         let (shared, gateways) = (shared.clone(), controller.store());
         async move {
@@ -49,10 +48,8 @@ pub async fn run(shared: Arc<Shared>) {
         }
     };
     let deployments = Api::<Deployment>::namespaced(shared.client.clone(), &shared.namespace);
-    let controller = controller
-        .owns(deployments, watcher::Config::default().labels(GATEWAY_LABEL))
-        .run(reconcile, error_policy, shared)
-        .for_each(|_| futures::future::ready(()));
+    let controller =
+        controller.owns(deployments, super::lean::config().labels(GATEWAY_LABEL)).run(reconcile, error_policy, shared).for_each(|_| futures::future::ready(()));
     futures::join!(binding, controller);
 }
 

@@ -18,6 +18,16 @@ use tokio::sync::Notify;
 /// kubectl's client-side apply keeps the whole object again in this annotation.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Objects one list request returns while a watch (re)starts. A page of the API server's default
+/// 500, with their `managedFields`, is megabytes: decoded at once it is the operator's peak, and
+/// the HTTP connection's read buffer, grown to hold it, stays that large for the watch's life.
+const LIST_PAGE: u32 = 50;
+
+/// How every watch of the operator lists and watches.
+pub fn config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE)
+}
+
 /// What is dropped from an object before it is cached.
 pub fn slim<K: Resource>(o: &mut K) {
     o.managed_fields_mut().clear();

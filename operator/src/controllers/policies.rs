@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,22 +28,20 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let agents = || Api::<ManagedAgent>::all(shared.client.clone());
-    let namespaced = super::lean::controller(Api::<ToolPolicy>::all(shared.client.clone()), watcher::Config::default());
+    let namespaced = super::lean::controller(Api::<ToolPolicy>::all(shared.client.clone()), super::lean::config());
     let policies = namespaced.store();
     // An agent that comes, goes or changes its labels changes the count of its namespace's policies.
     let namespaced = namespaced
-        .watches(agents(), watcher::Config::default(), move |agent: ManagedAgent| {
+        .watches(agents(), super::lean::config(), move |agent: ManagedAgent| {
             let ns = agent.namespace();
             policies.state().into_iter().filter(|p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
         })
         .run(reconcile_namespaced, error_policy, shared.clone())
         .for_each(|_| futures::future::ready(()));
-    let cluster = super::lean::controller(Api::<ClusterToolPolicy>::all(shared.client.clone()), watcher::Config::default());
+    let cluster = super::lean::controller(Api::<ClusterToolPolicy>::all(shared.client.clone()), super::lean::config());
     let policies = cluster.store();
     let cluster = cluster
-        .watches(agents(), watcher::Config::default(), move |_: ManagedAgent| {
-            policies.state().into_iter().map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
-        })
+        .watches(agents(), super::lean::config(), move |_: ManagedAgent| policies.state().into_iter().map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>())
         .run(reconcile_cluster, error_policy, shared)
         .for_each(|_| futures::future::ready(()));
     futures::join!(namespaced, cluster);

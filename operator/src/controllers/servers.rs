@@ -14,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +76,7 @@ struct Context {
 pub async fn run(shared: Arc<Shared>, interval: Duration) {
     let roots = Arc::new(transport::platform_roots());
     let ctx = Arc::new(Context { client: transport::client(roots.clone()), roots, shared: shared.clone(), interval });
-    super::lean::controller(Api::<McpServer>::all(shared.client.clone()), watcher::Config::default())
+    super::lean::controller(Api::<McpServer>::all(shared.client.clone()), super::lean::config())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;

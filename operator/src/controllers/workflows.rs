@@ -9,7 +9,6 @@ use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +22,8 @@ pub enum Error {
 
 pub async fn run(shared: Arc<Shared>) {
     let requests = Api::<ApprovalRequest>::all(shared.client.clone());
-    super::lean::controller(Api::<ApprovalWorkflow>::all(shared.client.clone()), watcher::Config::default())
-        .watches(requests, watcher::Config::default(), |ar: ApprovalRequest| {
+    super::lean::controller(Api::<ApprovalWorkflow>::all(shared.client.clone()), super::lean::config())
+        .watches(requests, super::lean::config(), |ar: ApprovalRequest| {
             let ns = ar.namespace()?;
             Some(ObjectRef::<ApprovalWorkflow>::new(&ar.spec.workflow).within(&ns))
         })
