@@ -64,6 +64,15 @@ impl Postgres {
         Ok(Postgres { _process: process, dir, port })
     }
 
+    /// What `sql` selects, as `psql -At` prints it (a line per row, `|` between columns).
+    pub fn query(&self, sql: &str) -> Result<String> {
+        let out = Command::new(bin_dir()?.join("psql"))
+            .args(["-At", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .output()?;
+        ensure!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }

@@ -332,3 +332,56 @@ fn a_budget_holds_under_200_concurrent_calls_on_sqlite() -> Result<()> {
         Ok(vec![GatewayProcess::start(cp, &format!("sqlite://{}?mode=rwc", path.display()))?])
     })
 }
+
+/// Budgets far from their limit are leased into each replica's memory: 700 calls at once over
+/// two replicas sharing PostgreSQL, against a budget of 500 calls' worth (0.01 USD at 20
+/// micro-USD a call; 31 calls' worth is a sixteenth of it, so both replicas lease, then take the
+/// exact path near the limit). Never more than the limit and one call is served; what the
+/// replicas hold never leaves the books (`leased_micros` is the sum of the leases); at most a
+/// lease per replica is stranded at the end; idle, the allowances go back and the budget holds
+/// exactly what the ledger charged.
+#[test]
+fn leased_allowances_hold_a_budget_across_two_replicas_on_postgres() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let pg = Postgres::start(cp.dir())?;
+    let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: leased}\nspec: {period: Total, hardLimitUSD: 0.01, models: [cheap]}\n";
+    let Scene { ns, key, .. } = Scene::new(cp, "leased-pg", budget)?;
+    let gateways = [GatewayProcess::start(cp, &pg.url())?, GatewayProcess::start(cp, &pg.url())?];
+    let base_urls: Vec<String> = gateways.iter().map(|g| format!("{}/openai/v1", g.url())).collect();
+    let env = gateways[0].agent_env(&key);
+    let out = model_client(&env, &json!([{"op": "burst", "model": "cheap", "count": 700, "concurrency": 100, "base_urls": base_urls}]))?;
+    let calls = out[0]["calls"].as_array().context("per-call results")?;
+    let served = calls.iter().filter(|c| c["status"] == "200").count();
+    let others: Vec<&Value> = calls.iter().filter(|c| c["status"] != "200").collect();
+    ensure!(others.iter().all(|c| c["status"] == "403" && c["message"].as_str().is_some_and(|m| m.contains("budget leased is spent"))), "{}", out[0]["counts"]);
+    ensure!(served <= 501, "{served} calls served: past the limit by more than one call");
+    // Stranded at most: a lease per replica, each at most a sixteenth of the budget (31 calls).
+    ensure!(served >= 500 - 2 * 32, "{served} calls served: more stranded than a lease per replica");
+    let sum = |sql: &str| -> Result<i64> { Ok(pg.query(sql)?.parse().unwrap_or(-1)) };
+    let books = || -> Result<(i64, i64)> {
+        Ok((
+            sum("SELECT COALESCE(SUM(leased_micros), 0) FROM budget_spend WHERE budget LIKE '%/leased'")?,
+            sum("SELECT COALESCE(SUM(amount_micros), 0) FROM budget_leases WHERE budget LIKE '%/leased'")?,
+        ))
+    };
+    let (leased, rows) = books()?;
+    ensure!(leased == rows, "leased_micros {leased} but the leases sum to {rows}");
+    // Both replicas served calls from memory.
+    for g in &gateways {
+        let out = std::process::Command::new("curl").args(["-sf", "--max-time", "5", &format!("http://127.0.0.1:{}/metrics", g.admin_port)]).output()?;
+        let metrics = String::from_utf8_lossy(&out.stdout);
+        let from_memory =
+            metrics.lines().find_map(|l| l.strip_prefix("tollgate_budget_reservations_total{path=\"memory\"} ")).and_then(|n| n.trim().parse::<u64>().ok());
+        ensure!(from_memory.is_some_and(|n| n > 0), "a replica took no call from an allowance: {metrics}");
+    }
+    // Idle for two seconds, both replicas hand theirs back; the budget then holds the ledger's.
+    let charged = i64::try_from(served)? * 20;
+    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let spent = sum(&format!("SELECT spent_micros FROM budget_spend WHERE budget = '{ns}/leased'"))?;
+        Ok((books()? == (0, 0) && spent == charged).then_some(()))
+    })
+    .with_context(|| format!("allowances not handed back, or the budget is not what was charged: {:?}", books()))?;
+    ensure!(sum(&format!("SELECT COALESCE(SUM(cost_micros), 0) FROM ledger WHERE namespace = '{ns}'"))? == charged);
+    Ok(())
+}

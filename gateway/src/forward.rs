@@ -214,6 +214,9 @@ async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admit
         }
         other => Refusal::Ledger(other.to_string()),
     })?;
+    if !reservation.claims.is_empty() {
+        gw.metrics.reservation(if reservation.leased { "memory" } else { "database" });
+    }
     let drawn = if reservation.leased { reservation.claims.iter().map(|c| (c.budget.clone(), c.period_start_us)).collect() } else { Vec::new() };
     let opened = crate::recorder::Opened { call: inflight, drawn };
     if !reservation.registered && gw.settled.send(crate::recorder::Entry::Opened(Box::new(opened))).await.is_err() {

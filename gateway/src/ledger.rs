@@ -151,6 +151,7 @@ impl Ledger {
         // Each period's row made if missing and locked until the commit, and what it holds:
         // spent, and leased by every gateway.
         let mut held: BTreeMap<Period, i64> = BTreeMap::new();
+        let mut lent: BTreeMap<String, i64> = BTreeMap::new();
         for c in touched {
             let (spent, leased): (i64, i64) = sqlx::query_as(
                 "INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, 0) \
@@ -161,9 +162,20 @@ impl Ledger {
             .fetch_one(&mut *tx)
             .await?;
             held.insert((c.budget.clone(), c.period_start_us), spent.saturating_add(leased));
+            lent.insert(c.budget.clone(), leased);
         }
         let before = held.clone();
-        let answers = group::take_in_order(&mut held, &requests);
+        // A refusal says what was spent: what gateways hold is not.
+        let answers = group::take_in_order(&mut held, &requests)
+            .into_iter()
+            .map(|a| match a {
+                Err(LedgerError::Exhausted { budget, spent, limit }) => {
+                    let spent = spent - lent.get(&budget).copied().unwrap_or(0);
+                    Err(LedgerError::Exhausted { budget, spent, limit })
+                }
+                other => other,
+            })
+            .collect::<Vec<_>>();
         for (period, now) in &held {
             add_in(&mut tx, period, now - before.get(period).copied().unwrap_or(0), 0).await?;
         }
@@ -248,7 +260,7 @@ fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
 
 /// Adds `spent` to what a budget period has spent and `leased` to what gateways hold of it
 /// (nothing to do for none).
-async fn add_in(tx: &mut Tx, (budget, period_start_us): &Period, spent: i64, leased: i64) -> Result<(), LedgerError> {
+pub(crate) async fn add_in(tx: &mut Tx, (budget, period_start_us): &Period, spent: i64, leased: i64) -> Result<(), LedgerError> {
     if spent != 0 || leased != 0 {
         sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros + $3, leased_micros = leased_micros + $4 WHERE budget = $1 AND period_start_us = $2")
             .bind(budget)
@@ -285,14 +297,19 @@ pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), 
     Ok(())
 }
 
-/// Replaces many calls' reservations by their costs; the ids taken, that is, every call but
-/// those another gateway already settled as interrupted (this one's heartbeat had gone stale):
-/// their ledger rows and their budgets' shares are written already, and are not written twice.
-/// The calls `passing` were opened in this same batch and never written in flight: they are
-/// taken as they are.
-/// One `DELETE … RETURNING` per [`IDS_PER_DELETE`] calls and one `UPDATE` per budget the batch
-/// touches, not one of each per call: each statement is a hand-off to the database's thread.
-pub(crate) async fn settle_all_in(tx: &mut Tx, calls: &[(&Reservation, Micros)], passing: &HashSet<i64>) -> Result<HashSet<i64>, LedgerError> {
+/// Takes many calls out of `inflight` to settle them: the ids taken (every call but those
+/// another gateway already settled as interrupted, this one's heartbeat having gone stale: their
+/// ledger rows and their budgets' shares are written already, and are not written twice), and
+/// what settling them changes in each budget period, as (spent, leased), for the caller to write
+/// with its other changes once it holds the periods' rows in order. The calls `passing` were
+/// opened in this same batch and never written in flight: they are taken as they are. One
+/// `DELETE … RETURNING` per [`IDS_PER_DELETE`] calls, not one per call: each statement is a
+/// hand-off to the database's thread.
+pub(crate) async fn settle_all_in(
+    tx: &mut Tx,
+    calls: &[(&Reservation, Micros)],
+    passing: &HashSet<i64>,
+) -> Result<(HashSet<i64>, BTreeMap<Period, (i64, i64)>), LedgerError> {
     // Id 0: a call never written in flight (a test's), settled as it is.
     let ids: Vec<i64> = calls.iter().map(|(r, _)| r.id).filter(|id| *id != 0 && !passing.contains(id)).collect();
     let mut taken: HashSet<i64> = HashSet::with_capacity(ids.len());
@@ -307,10 +324,8 @@ pub(crate) async fn settle_all_in(tx: &mut Tx, calls: &[(&Reservation, Micros)],
     }
     taken.insert(0);
     taken.extend(passing);
-    for (period, delta) in settlement_deltas(calls, &taken) {
-        add_in(tx, &period, delta, 0).await?;
-    }
-    Ok(taken)
+    let deltas = settlement_deltas(calls, &taken).into_iter().map(|(period, d)| (period, (d, 0))).collect();
+    Ok((taken, deltas))
 }
 
 /// Ids one settlement statement takes.

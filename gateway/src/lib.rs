@@ -80,8 +80,9 @@ pub async fn run(config: Config) -> Result<()> {
     if tokio::time::timeout(std::time::Duration::from_secs(5), gw.settling.wait()).await.is_err() {
         tracing::warn!("streams still settling after 5 s");
     }
+    // Nothing more is taken from allowances in memory; then what was is written, and they go back.
+    gw.reserver.close();
     recorder::flush(&gw.settled).await;
-    // Its allowances go back once the calls they served are written (just above).
     if let Err(e) = gw.ledger.give_back_leases(&gw.instance).await {
         tracing::warn!(error = %e, "could not hand this gateway's budget allowances back; they are charged once its heartbeat is stale");
     }

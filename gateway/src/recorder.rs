@@ -6,7 +6,7 @@
 
 use crate::audit_store::Prepared;
 use crate::ledger::{InFlight, Ledger, LedgerError, Period, Reservation, Row};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 use tollgate_core::model::spend::Micros;
 
@@ -32,7 +32,8 @@ pub enum Entry {
     Opened(Box<Opened>),
     Call(Box<Settled>),
     Refusal(Box<Prepared>),
-    GiveBack(String, Vec<Period>),
+    /// What was left of each allowance, as memory had it when it was taken out.
+    GiveBack(String, Vec<(Period, i64)>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -80,13 +81,13 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
 
 /// What is written together: a call's opening and its settlement, one refusal, or allowances
 /// handed back.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Unit {
     pub opened: Vec<Opened>,
     pub calls: Vec<(Reservation, Micros, Row)>,
     pub audit: Vec<Prepared>,
-    /// By gateway instance.
-    pub given_back: Vec<(String, Period)>,
+    /// By gateway instance: the period and what was left of the allowance.
+    pub given_back: Vec<(String, Period, i64)>,
 }
 
 type Flushed = Vec<tokio::sync::oneshot::Sender<()>>;
@@ -116,7 +117,7 @@ fn units(batch: impl Iterator<Item = Entry>) -> (Vec<Unit>, Flushed) {
             }
             Entry::Refusal(record) => out.push(Unit { audit: vec![*record], ..Unit::default() }),
             Entry::GiveBack(instance, periods) => {
-                out.push(Unit { given_back: periods.into_iter().map(|p| (instance.clone(), p)).collect(), ..Unit::default() });
+                out.push(Unit { given_back: periods.into_iter().map(|(p, left)| (instance.clone(), p, left)).collect(), ..Unit::default() });
             }
             Entry::Flush(done) => flushed.push(done),
         }
@@ -127,7 +128,13 @@ fn units(batch: impl Iterator<Item = Entry>) -> (Vec<Unit>, Flushed) {
 /// A failure that trying again cannot mend: the database refused what it was given (a value out
 /// of range, a character it cannot store), not a connection that failed.
 fn permanent(e: &LedgerError) -> bool {
-    matches!(e, LedgerError::Db(sqlx::Error::Database(_) | sqlx::Error::Encode(_)))
+    match e {
+        // PostgreSQL's deadlock and serialisation failures, SQLite's busy and locked: the same
+        // transaction goes through when tried again.
+        LedgerError::Db(sqlx::Error::Database(d)) => !matches!(d.code().as_deref(), Some("40P01" | "40001" | "5" | "6" | "517" | "262")),
+        LedgerError::Db(sqlx::Error::Encode(_)) => true,
+        _ => false,
+    }
 }
 
 /// Writes the units in one transaction; when the database refuses it, each unit alone, so one
@@ -138,7 +145,16 @@ async fn write(ledger: &Ledger, units: &[Unit]) {
         return;
     }
     for u in units {
-        let _ = write_retrying(ledger, std::slice::from_ref(u)).await;
+        if write_retrying(ledger, std::slice::from_ref(u)).await.is_err() {
+            // Refused for a value in it: what counts against a budget is still written (the
+            // calls' rows without their records, then their openings alone), so no call it
+            // served goes uncounted.
+            let bare = Unit { opened: u.opened.clone(), calls: u.calls.clone(), audit: Vec::new(), given_back: u.given_back.clone() };
+            if write_retrying(ledger, std::slice::from_ref(&bare)).await.is_err() {
+                let bare = Unit { calls: Vec::new(), ..bare };
+                let _ = write_retrying(ledger, std::slice::from_ref(&bare)).await;
+            }
+        }
     }
 }
 
@@ -180,28 +196,42 @@ async fn settle_units(ledger: &Ledger, units: &[Unit]) -> Result<(), LedgerError
     let passing: HashSet<i64> = opened().map(|o| o.call.id).filter(|id| settled.contains(id)).collect();
     let still_open: Vec<&InFlight> = opened().map(|o| &o.call).filter(|c| !passing.contains(&c.id)).collect();
     crate::ledger::open_all_in(&mut tx, &still_open).await?;
-    for (instance, drawn) in drawn_by_instance(opened()) {
-        crate::ledger::leases::draw_all_in(&mut tx, &instance, &drawn).await?;
-    }
     let to_settle: Vec<(&Reservation, Micros)> = calls().map(|(r, cost, _)| (r, *cost)).collect();
-    let taken = crate::ledger::settle_all_in(&mut tx, &to_settle, &passing).await?;
+    let (taken, mut spend) = crate::ledger::settle_all_in(&mut tx, &to_settle, &passing).await?;
+    let drawn = drawn_by_instance(opened());
+    let given_back: Vec<&(String, Period, i64)> = units.iter().flat_map(|u| &u.given_back).collect();
+    // Spend rows first, in order; then the leases; then the chain's head (leases.rs).
+    let periods: BTreeSet<Period> = spend.keys().chain(drawn.keys().map(|(_, p)| p)).chain(given_back.iter().map(|(_, p, _)| p)).cloned().collect();
+    crate::ledger::leases::lock_in(&mut tx, &periods).await?;
+    for ((instance, period), amount) in &drawn {
+        let held = crate::ledger::leases::take_off_in(&mut tx, instance, period, *amount).await?;
+        let d = spend.entry(period.clone()).or_default();
+        d.0 += amount;
+        d.1 -= if held { *amount } else { 0 };
+    }
+    for (instance, period, left) in given_back {
+        if crate::ledger::leases::take_off_in(&mut tx, instance, period, *left).await? {
+            spend.entry(period.clone()).or_default().1 -= left;
+        }
+        crate::ledger::leases::forget_spent_in(&mut tx, instance, period).await?;
+    }
+    for (period, (spent, leased)) in &spend {
+        crate::ledger::add_in(&mut tx, period, *spent, *leased).await?;
+    }
     let rows: Vec<&Row> = calls().filter(|(r, ..)| taken.contains(&r.id)).map(|(.., row)| row).collect();
     crate::ledger::record_in(&mut tx, &rows).await?;
     let audit: Vec<&Prepared> = units.iter().flat_map(|u| &u.audit).collect();
     crate::audit_store::append_in(&mut tx, audit.into_iter()).await?;
-    for (instance, period) in units.iter().flat_map(|u| &u.given_back) {
-        crate::ledger::leases::give_back_in(&mut tx, instance, period).await?;
-    }
     tx.commit().await?;
     Ok(())
 }
 
 /// What the opened calls took from allowances, by instance and period.
-fn drawn_by_instance<'a>(opened: impl Iterator<Item = &'a Opened>) -> BTreeMap<String, BTreeMap<Period, i64>> {
-    let mut out: BTreeMap<String, BTreeMap<Period, i64>> = BTreeMap::new();
+fn drawn_by_instance<'a>(opened: impl Iterator<Item = &'a Opened>) -> BTreeMap<(String, Period), i64> {
+    let mut out: BTreeMap<(String, Period), i64> = BTreeMap::new();
     for o in opened {
         for period in &o.drawn {
-            *out.entry(o.call.instance.clone()).or_default().entry(period.clone()).or_insert(0) += o.call.amount;
+            *out.entry((o.call.instance.clone(), period.clone())).or_insert(0) += o.call.amount;
         }
     }
     out

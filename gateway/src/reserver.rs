@@ -48,6 +48,12 @@ impl Reserver {
         Reserver { asks, allowances }
     }
 
+    /// The gateway is stopping: nothing more is taken in memory (every call goes to the
+    /// database), so its leases can go back whole.
+    pub fn close(&self) {
+        self.allowances.lock().unwrap_or_else(PoisonError::into_inner).close();
+    }
+
     /// `call.amount` taken from every budget of `claims`, or from none (see [`Ledger::reserve`]).
     pub async fn reserve(&self, claims: Vec<Claim>, call: &InFlight) -> Result<Reservation, LedgerError> {
         if claims.is_empty() {

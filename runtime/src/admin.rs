@@ -34,6 +34,13 @@ pub struct Metrics {
     redirected: Family<RouteLabels, Counter>,
     audit: Family<AuditLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
+    reservations: Family<ReservationLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReservationLabels {
+    /// `memory` (from an allowance the gateway leased) or `database` (a group's transaction).
+    path: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,7 +94,13 @@ impl Default for Metrics {
             "Calls whose audited rules or budgets would have decided otherwise, by what they would have done",
             shadow.clone(),
         );
-        Metrics { registry, reconciles, reviews, decisions, redirected, audit, shadow }
+        let reservations = Family::<ReservationLabels, Counter>::default();
+        registry.register(
+            "tollgate_budget_reservations",
+            "Model calls reserved against budgets, by where: from an allowance in memory, or in the database",
+            reservations.clone(),
+        );
+        Metrics { registry, reconciles, reviews, decisions, redirected, audit, shadow, reservations }
     }
 }
 
@@ -99,6 +112,11 @@ impl Metrics {
     /// A call an audited rule (`call` = `tool`) or budget (`model`) would have decided as `would`.
     pub fn shadow(&self, call: &str, would: &str) {
         self.shadow.get_or_create(&ShadowLabels { would: would.into(), call: call.into() }).inc();
+    }
+
+    /// A model call reserved against its budgets: `memory` or `database`.
+    pub fn reservation(&self, path: &str) {
+        self.reservations.get_or_create(&ReservationLabels { path: path.into() }).inc();
     }
 
     /// A redirected connection: `mcp`, `passthrough`, or why it was refused.

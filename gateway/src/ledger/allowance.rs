@@ -56,6 +56,8 @@ struct Allowance {
 #[derive(Debug, Default)]
 pub struct Allowances {
     by_period: HashMap<Period, Allowance>,
+    /// The gateway is stopping: nothing more is taken in memory or granted into it.
+    closed: bool,
 }
 
 /// A call reserved from allowances: what each budget held after it (as far as this gateway
@@ -73,7 +75,7 @@ impl Allowances {
     pub fn take(&mut self, claims: &[Claim], amount: i64, now_us: i64) -> Option<Taken> {
         let key = |c: &Claim| (c.budget.clone(), c.period_start_us);
         let covered = claims.iter().all(|c| leasable(c) && self.by_period.get(&key(c)).is_some_and(|a| a.left >= amount && a.limit == c.hard_limit));
-        if claims.is_empty() || !covered {
+        if claims.is_empty() || !covered || self.closed {
             return None;
         }
         let mut taken = Taken { spent: Vec::with_capacity(claims.len()), refill: Vec::new() };
@@ -93,7 +95,12 @@ impl Allowances {
     /// A lease of `size` granted for `period` under `limit`, which then held `held` (the lease
     /// included).
     pub fn grant(&mut self, period: Period, limit: i64, size: i64, held: i64, now_us: i64) {
+        if self.closed {
+            return;
+        }
         let a = self.by_period.entry(period).or_insert(Allowance { left: 0, granted: 0, limit, held_at_grant: 0, used_us: now_us, refilling: false });
+        // Fresh, so not handed back at the next look for idle ones.
+        a.used_us = now_us;
         a.left += size;
         a.limit = limit;
         a.granted = a.left;
@@ -111,17 +118,23 @@ impl Allowances {
     /// Whether `period` has an allowance under `limit` (a lease is not stacked on one the
     /// gateway holds).
     pub fn holds(&self, period: &Period, limit: i64) -> bool {
-        self.by_period.get(period).is_some_and(|a| !a.refilling && a.left > 0 && a.limit == limit)
+        self.closed || self.by_period.get(period).is_some_and(|a| !a.refilling && a.left > 0 && a.limit == limit)
     }
 
-    /// Allowances no call has used since `idle_since_us`, taken out: they go back to their
-    /// periods, so a quiet gateway strands nothing (a period that ended included).
-    pub fn take_idle(&mut self, idle_since_us: i64) -> Vec<Period> {
+    /// Allowances no call has used since `idle_since_us`, taken out with what was left of each:
+    /// they go back to their periods, so a quiet gateway strands nothing (a period that ended
+    /// included). What is left, not the whole lease, goes back: a lease granted again meanwhile
+    /// stays.
+    pub fn take_idle(&mut self, idle_since_us: i64) -> Vec<(Period, i64)> {
         let idle: Vec<Period> = self.by_period.iter().filter(|(_, a)| a.used_us < idle_since_us && !a.refilling).map(|(p, _)| p.clone()).collect();
-        for p in &idle {
-            self.by_period.remove(p);
-        }
-        idle
+        idle.into_iter().filter_map(|p| self.by_period.remove(&p).map(|a| (p, a.left))).collect()
+    }
+
+    /// The gateway is stopping: every allowance is forgotten here (its lease goes back whole,
+    /// once the calls it served are written) and nothing more is taken or granted.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.by_period.clear();
     }
 }
 

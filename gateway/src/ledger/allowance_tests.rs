@@ -69,7 +69,7 @@ fn idle_allowances_go_back_and_busy_ones_stay() {
     a.grant(period("ns/quiet"), 1_000_000, 1_000, 1_000, 10);
     a.grant(period("ns/busy"), 1_000_000, 1_000, 1_000, 10);
     a.take(&[budget("ns/busy")], 1, 50).unwrap();
-    assert_eq!(a.take_idle(40), [period("ns/quiet")]);
+    assert_eq!(a.take_idle(40), [(period("ns/quiet"), 1_000)], "with what was left of it");
     assert_eq!(a.take(&[budget("ns/quiet")], 1, 60), None, "gone from memory");
     assert!(a.take_idle(40).is_empty());
 }
@@ -82,4 +82,19 @@ fn a_budget_whose_limit_changed_is_decided_in_the_database_again() {
     assert_eq!(a.take(&[lowered], 1, 1), None, "a lowered limit takes effect at once");
     assert!(!a.holds(&period("ns/a"), 500));
     assert!(a.take(&[budget("ns/a")], 1, 1).is_some());
+}
+
+#[test]
+fn a_fresh_grant_is_not_idle_and_a_stopping_gateway_takes_nothing_in_memory() {
+    let mut a = Allowances::default();
+    a.grant(period("ns/a"), 1_000_000, 1_000, 1_000, 10);
+    a.take(&[budget("ns/a")], 1_000, 20).unwrap();
+    // Spent, then granted again much later: the grant counts as use.
+    a.grant(period("ns/a"), 1_000_000, 1_000, 2_000, 5_000);
+    assert!(a.take_idle(4_000).is_empty());
+    a.close();
+    assert_eq!(a.take(&[budget("ns/a")], 1, 5_001), None);
+    assert!(a.holds(&period("ns/b"), 1_000_000), "closed: no lease is asked for");
+    a.grant(period("ns/b"), 1_000_000, 1_000, 1_000, 5_002);
+    assert!(a.take_idle(i64::MAX).is_empty(), "nothing granted into a closed gateway");
 }

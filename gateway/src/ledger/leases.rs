@@ -3,8 +3,12 @@
 //! at shutdown, and charged when its gateway died (docs/design.md §3.4). Each moves the same
 //! amount between `budget_leases` and `budget_spend.leased_micros`, so the latter is always the
 //! sum of the former.
+//!
+//! Lock order, in every transaction that touches them: the `budget_spend` rows first, sorted by
+//! budget and period (`lock_in`), then `budget_leases` rows, then `audit_head`; two replicas'
+//! transactions then never wait on each other in a circle.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use super::types::Period;
 use super::{Ledger, LedgerError, Row, Tx, add_in};
@@ -24,54 +28,80 @@ pub(crate) async fn grant_in(tx: &mut Tx, instance: &str, period: &Period, size:
     add_in(tx, period, 0, size).await
 }
 
-/// Calls served from `instance`'s allowances, by period: what they took moves from leased to
-/// spent. From an allowance no longer held (handed back, or charged when this gateway was taken
-/// for dead) they are charged to spent alone: counted twice at worst, never not at all.
-pub(crate) async fn draw_all_in(tx: &mut Tx, instance: &str, drawn: &BTreeMap<Period, i64>) -> Result<(), LedgerError> {
-    for (period, amount) in drawn {
-        let held = sqlx::query("UPDATE budget_leases SET amount_micros = amount_micros - $4 WHERE instance = $1 AND budget = $2 AND period_start_us = $3")
-            .bind(instance)
-            .bind(&period.0)
-            .bind(period.1)
-            .bind(amount)
+/// The `budget_spend` rows of `periods` locked, in their sorted order, before anything else of
+/// the transaction's.
+pub(crate) async fn lock_in(tx: &mut Tx, periods: &BTreeSet<Period>) -> Result<(), LedgerError> {
+    for (budget, period_start_us) in periods {
+        sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros WHERE budget = $1 AND period_start_us = $2")
+            .bind(budget)
+            .bind(period_start_us)
             .execute(&mut **tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if !held {
-            tracing::warn!(budget = period.0, "calls served from an allowance no longer held: charged to the budget directly");
-        }
-        add_in(tx, period, *amount, if held { -amount } else { 0 }).await?;
+            .await?;
     }
     Ok(())
 }
 
-/// `instance`'s allowance for `period` handed back: what is left of it is headroom again.
-pub(crate) async fn give_back_in(tx: &mut Tx, instance: &str, period: &Period) -> Result<(), LedgerError> {
-    let left: Option<i64> =
-        sqlx::query_scalar("DELETE FROM budget_leases WHERE instance = $1 AND budget = $2 AND period_start_us = $3 RETURNING amount_micros")
-            .bind(instance)
-            .bind(&period.0)
-            .bind(period.1)
-            .fetch_optional(&mut **tx)
-            .await?;
-    match left {
-        Some(left) => add_in(tx, period, 0, -left).await,
-        None => Ok(()),
+/// `amount` taken off `instance`'s lease of `period` (calls it served, or what is left of it
+/// handed back); whether the lease was still held. One no longer held was charged when this
+/// gateway was taken for dead, or handed back whole at its stop: the caller then charges what
+/// the calls took to the budget directly (counted twice at worst, never not at all). A lease
+/// left at nothing goes.
+pub(crate) async fn take_off_in(tx: &mut Tx, instance: &str, period: &Period, amount: i64) -> Result<bool, LedgerError> {
+    let held = sqlx::query("UPDATE budget_leases SET amount_micros = amount_micros - $4 WHERE instance = $1 AND budget = $2 AND period_start_us = $3")
+        .bind(instance)
+        .bind(&period.0)
+        .bind(period.1)
+        .bind(amount)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if !held {
+        tracing::warn!(budget = period.0, "an allowance no longer held: what its calls took is charged to the budget directly");
     }
+    Ok(held)
+}
+
+/// Leases taken off to nothing, removed.
+pub(crate) async fn forget_spent_in(tx: &mut Tx, instance: &str, period: &Period) -> Result<(), LedgerError> {
+    sqlx::query("DELETE FROM budget_leases WHERE instance = $1 AND budget = $2 AND period_start_us = $3 AND amount_micros <= 0")
+        .bind(instance)
+        .bind(&period.0)
+        .bind(period.1)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The leases of `instances` (all of one, or every dead one), taken out of the table whole:
+/// what each held. The spend rows are locked first, in order.
+async fn take_all_in(tx: &mut Tx, leases: Vec<(String, String, i64)>) -> Result<Vec<(String, Period, i64)>, LedgerError> {
+    let periods: BTreeSet<Period> = leases.iter().map(|(_, budget, start)| (budget.clone(), *start)).collect();
+    lock_in(tx, &periods).await?;
+    let mut out = Vec::with_capacity(leases.len());
+    for (instance, budget, start) in leases {
+        let amount: Option<i64> =
+            sqlx::query_scalar("DELETE FROM budget_leases WHERE instance = $1 AND budget = $2 AND period_start_us = $3 RETURNING amount_micros")
+                .bind(&instance)
+                .bind(&budget)
+                .bind(start)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(amount) = amount {
+            out.push((instance, (budget, start), amount));
+        }
+    }
+    Ok(out)
 }
 
 impl Ledger {
     /// Every allowance of `instance` handed back (a gateway stopping, once its calls are written).
     pub async fn give_back_leases(&self, instance: &str) -> Result<(), LedgerError> {
         let mut tx = self.pool.begin().await?;
-        let periods: Vec<(String, i64)> =
-            sqlx::query_as("SELECT budget, period_start_us FROM budget_leases WHERE instance = $1 ORDER BY budget, period_start_us")
-                .bind(instance)
-                .fetch_all(&mut *tx)
-                .await?;
-        for period in &periods {
-            give_back_in(&mut tx, instance, period).await?;
+        let leases: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT instance, budget, period_start_us FROM budget_leases WHERE instance = $1").bind(instance).fetch_all(&mut *tx).await?;
+        for (_, period, left) in take_all_in(&mut tx, leases).await? {
+            add_in(&mut tx, &period, 0, -left).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -83,26 +113,30 @@ impl Ledger {
     /// record, so what a budget holds is still what the ledger charged. How many.
     pub async fn charge_dead_leases(&self, cutoff_us: i64) -> Result<usize, LedgerError> {
         let mut tx = self.pool.begin().await?;
-        let dead: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "DELETE FROM budget_leases WHERE instance NOT IN (SELECT instance FROM gateway_instances WHERE seen_us >= $1) \
-             RETURNING instance, budget, period_start_us, amount_micros",
+        let leases: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT instance, budget, period_start_us FROM budget_leases WHERE instance NOT IN (SELECT instance FROM gateway_instances WHERE seen_us >= $1)",
         )
         .bind(cutoff_us)
         .fetch_all(&mut *tx)
         .await?;
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let dead = take_all_in(&mut tx, leases).await?;
         let now = jiff::Timestamp::now();
         let mut records = Vec::new();
-        for (instance, budget, period_start_us, amount) in &dead {
-            add_in(&mut tx, &(budget.clone(), *period_start_us), *amount, -amount).await?;
+        for (instance, period, amount) in &dead {
+            add_in(&mut tx, period, *amount, -amount).await?;
+            let budget = &period.0;
             let namespace = budget.split_once('/').map_or(budget.as_str(), |(ns, _)| ns).to_owned();
             let row = Row { time_us: now.as_microsecond(), namespace: namespace.clone(), cost: *amount, status: super::INTERRUPTED, ..Row::default() };
             super::record_in(&mut tx, &[&row]).await?;
             records.push(crate::audit_store::Prepared::new(
-                &crate::audit_store::Source { namespace, service_account: String::new(), shipped: false },
+                &crate::audit_store::Source { namespace: namespace.clone(), service_account: String::new(), shipped: false },
                 serde_json::json!({
                     "kind": "model_call",
                     "time": now.to_string(),
-                    "agent": {"namespace": budget.split_once('/').map_or("", |(ns, _)| ns)},
+                    "agent": {"namespace": namespace},
                     "decision": "error",
                     "status": super::INTERRUPTED,
                     "budget": budget,

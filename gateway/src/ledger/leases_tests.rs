@@ -51,8 +51,10 @@ async fn an_allowance_is_drawn_by_the_calls_it_served_and_what_is_left_goes_back
     settle_many(&l, &Unit { calls: vec![(slow_r, 70, Row::default())], ..Unit::default() }).await.unwrap();
     assert_eq!(held(&l).await, (230, 25_400, 25_400));
     assert_eq!(l.spent("ns/b", 0).await.unwrap(), 230, "a budget's spend leaves out what gateways hold");
-    settle_many(&l, &Unit { given_back: vec![("test".into(), period())], ..Unit::default() }).await.unwrap();
+    settle_many(&l, &Unit { given_back: vec![("test".into(), period(), 25_400)], ..Unit::default() }).await.unwrap();
     assert_eq!(held(&l).await, (230, 0, 0), "handed back: headroom again");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM budget_leases").fetch_one(&l.pool).await.unwrap();
+    assert_eq!(rows, 0, "a lease taken off to nothing goes");
     // A call that drew from an allowance no longer held is charged all the same.
     let (late, _) = leased_call(5);
     settle_many(&l, &Unit { opened: vec![late], ..Unit::default() }).await.unwrap();
@@ -90,4 +92,16 @@ async fn a_stopped_gateway_hands_back_and_a_dead_ones_allowance_is_charged_once(
     assert_eq!(rows, [(String::new(), 25_600, i64::from(INTERRUPTED))], "a ledger row says so");
     let audit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE record LIKE '%allowance of budget ns/b%'").fetch_one(&l.pool).await.unwrap();
     assert_eq!(audit, 1);
+}
+
+#[tokio::test]
+async fn a_lease_granted_again_while_the_last_one_goes_back_stays() {
+    let (l, _dir) = ledger().await;
+    lease(&l, "test").await;
+    // Idle: memory takes it out with all 25,600 left, and the recorder has yet to write that
+    // when a call leases again.
+    lease(&l, "test").await;
+    assert_eq!(held(&l).await, (200, 51_200, 51_200));
+    settle_many(&l, &Unit { given_back: vec![("test".into(), period(), 25_600)], ..Unit::default() }).await.unwrap();
+    assert_eq!(held(&l).await, (200, 25_600, 25_600), "only what was left of the first goes back");
 }
