@@ -346,7 +346,7 @@ fn leased_allowances_hold_a_budget_across_two_replicas_on_postgres() -> Result<(
     let cp = ControlPlane::shared();
     let pg = Postgres::start(cp.dir())?;
     let budget = "---\napiVersion: tollgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: leased}\nspec: {period: Total, hardLimitUSD: 0.01, models: [cheap]}\n";
-    let Scene { ns, key, .. } = Scene::new(cp, "leased-pg", budget)?;
+    let Scene { fake: _fake, ns, key, .. } = Scene::new(cp, "leased-pg", budget)?;
     let gateways = [GatewayProcess::start(cp, &pg.url())?, GatewayProcess::start(cp, &pg.url())?];
     let base_urls: Vec<String> = gateways.iter().map(|g| format!("{}/openai/v1", g.url())).collect();
     let env = gateways[0].agent_env(&key);
