@@ -138,22 +138,22 @@ fn permanent(e: &LedgerError) -> bool {
 }
 
 /// Writes the units in one transaction; when the database refuses it, each unit alone, so one
-/// bad unit (which is then dropped, loudly) never holds up the others. A database that is away
-/// is waited for: nothing is dropped for that.
+/// bad unit never holds up the others. A unit refused for a value in it is written again
+/// without its audit records, then as its calls' openings and allowances alone (loudly): what
+/// counts against a budget is never dropped. A database that is away is waited for: nothing is
+/// dropped for that.
 async fn write(ledger: &Ledger, units: &[Unit]) {
-    if write_retrying(ledger, units).await.is_ok() || units.len() == 1 {
+    if write_retrying(ledger, units).await.is_ok() {
         return;
     }
     for u in units {
-        if write_retrying(ledger, std::slice::from_ref(u)).await.is_err() {
-            // Refused for a value in it: what counts against a budget is still written (the
-            // calls' rows without their records, then their openings alone), so no call it
-            // served goes uncounted.
-            let bare = Unit { opened: u.opened.clone(), calls: u.calls.clone(), audit: Vec::new(), given_back: u.given_back.clone() };
-            if write_retrying(ledger, std::slice::from_ref(&bare)).await.is_err() {
-                let bare = Unit { calls: Vec::new(), ..bare };
-                let _ = write_retrying(ledger, std::slice::from_ref(&bare)).await;
-            }
+        if units.len() > 1 && write_retrying(ledger, std::slice::from_ref(u)).await.is_ok() {
+            continue;
+        }
+        let bare = Unit { opened: u.opened.clone(), calls: u.calls.clone(), audit: Vec::new(), given_back: u.given_back.clone() };
+        if write_retrying(ledger, std::slice::from_ref(&bare)).await.is_err() {
+            let bare = Unit { calls: Vec::new(), ..bare };
+            let _ = write_retrying(ledger, std::slice::from_ref(&bare)).await;
         }
     }
 }
@@ -241,4 +241,33 @@ fn drawn_by_instance<'a>(opened: impl Iterator<Item = &'a Opened>) -> BTreeMap<(
 #[cfg(test)]
 pub(crate) async fn settle_many(ledger: &Ledger, u: &Unit) -> Result<(), LedgerError> {
     settle_units(ledger, std::slice::from_ref(u)).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::audit_store::Source;
+    use crate::ledger::tests::{call, ledger};
+
+    #[tokio::test]
+    async fn a_batch_whose_records_are_refused_still_counts_its_calls() {
+        let (l, _dir) = ledger().await;
+        // The chain's next number is taken already: the database refuses the batch's records.
+        sqlx::query(
+            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
+             VALUES (1, '', '', 0, '', '', '', '', '', '{}', 0, 0, '', '')",
+        )
+        .execute(&l.pool)
+        .await
+        .unwrap();
+        let c = call(5);
+        let settled = Reservation { id: c.id, amount: 5, ..Reservation::default() };
+        let row = Row { namespace: "ns".into(), agent: "coder".into(), cost: 5, status: 200, ..Row::default() };
+        let source = Source { namespace: "ns".into(), service_account: "coder".into(), shipped: false };
+        let record = Prepared::new(&source, serde_json::json!({"kind": "model_call"}));
+        let unit = Unit { opened: vec![Opened { call: c, drawn: Vec::new() }], calls: vec![(settled, 5, row)], audit: vec![record], ..Unit::default() };
+        write(&l, &[unit]).await;
+        assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 1, "the call's ledger row is written without its record");
+    }
 }

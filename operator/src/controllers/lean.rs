@@ -7,12 +7,14 @@ use futures::{Stream, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// kubectl's client-side apply keeps the whole object again in this annotation.
@@ -28,6 +30,37 @@ pub fn config() -> watcher::Config {
     watcher::Config::default().page_size(LIST_PAGE)
 }
 
+/// A failed watch tries again after 0.8 s, 1.6 s, 3.2 s, then every 5 s; client-go's default
+/// (kube's `default_backoff`) grows to 30 s, so an API server back from a restart, or whose
+/// authorizer answers 403 until its caches fill, went unseen for half a minute.
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(800);
+const LATEST_RETRY: Duration = Duration::from_secs(5);
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(LATEST_RETRY);
+        Some(now)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = FIRST_RETRY;
+    }
+}
+
+/// The backoff of every watch of the operator: [`WatchBackoff`], started over after two quiet
+/// minutes.
+pub fn backoff() -> ResetTimerBackoff<WatchBackoff> {
+    ResetTimerBackoff::new(WatchBackoff { next: FIRST_RETRY }, Duration::from_secs(120))
+}
+
 /// What is dropped from an object before it is cached.
 pub fn slim<K: Resource>(o: &mut K) {
     o.managed_fields_mut().clear();
@@ -41,7 +74,7 @@ where
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    (reader, watcher(api, cfg).default_backoff().modify(slim::<K>).reflect(writer))
+    (reader, watcher(api, cfg).backoff(backoff()).modify(slim::<K>).reflect(writer))
 }
 
 /// `Controller::new`, over a lean cache.
@@ -51,7 +84,7 @@ where
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync + Unpin,
 {
     let (reader, events) = lean_events(api, cfg);
-    Controller::for_stream(events.applied_objects(), reader)
+    Controller::for_stream(events.applied_objects(), reader).trigger_backoff(backoff())
 }
 
 /// As [`controller`], and `changed` is notified whenever the cache is whole and changes (its
@@ -68,7 +101,7 @@ where
             changed.notify_one();
         }
     });
-    Controller::for_stream(events.applied_objects(), reader)
+    Controller::for_stream(events.applied_objects(), reader).trigger_backoff(backoff())
 }
 
 #[cfg(test)]
@@ -92,5 +125,14 @@ mod tests {
         let kept: Vec<&str> = ar.annotations().keys().map(String::as_str).collect();
         assert_eq!(kept, ["tollgate.dev/cancel", "tollgate.dev/traceparent"]);
         assert_eq!(ar.labels().get("tollgate.dev/agent").map(String::as_str), Some("a"));
+    }
+
+    #[test]
+    fn a_failed_watch_tries_again_within_five_seconds() {
+        let mut b = WatchBackoff { next: FIRST_RETRY };
+        let waits: Vec<u128> = b.by_ref().take(6).map(|d| d.as_millis()).collect();
+        assert_eq!(waits, [800, 1600, 3200, 5000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(FIRST_RETRY));
     }
 }
