@@ -106,9 +106,11 @@ async fn write_groups(ledger: Ledger, instance: String, mut rx: mpsc::Receiver<A
             }
         }
         let asked: Vec<LeaseAsk> = leases.into_values().collect();
-        let outcome = ledger.reserve_and_lease(requests, &asked, &instance).await;
+        let (outcome, granted) = match ledger.reserve_and_lease(requests, &asked, &instance).await {
+            Ok((answers, granted)) => (Ok(answers), granted),
+            Err(e) => (Err(e), Vec::new()),
+        };
         let mut held = allowances.lock().unwrap_or_else(PoisonError::into_inner);
-        let granted = outcome.as_ref().map(|(_, g)| g.clone()).unwrap_or_default();
         for ask in &asked {
             let period = (ask.claim.budget.clone(), ask.claim.period_start_us);
             match granted.iter().find(|g| g.period == period) {
@@ -117,7 +119,7 @@ async fn write_groups(ledger: Ledger, instance: String, mut rx: mpsc::Receiver<A
             }
         }
         drop(held);
-        answer(outcome.map(|(answers, _)| answers), replies);
+        answer(outcome, replies);
     }
 }
 
