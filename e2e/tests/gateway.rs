@@ -155,6 +155,18 @@ fn refused_calls_are_clear_errors_in_each_sdks_own_exception() -> Result<()> {
         Ok((!events.trim().is_empty()).then_some(()))
     })
     .context("an Event when the budget reached its hard limit")?;
+    // A replica that read the ledger a moment before the last call wrote after this one: the
+    // figure it left is put right, though the ledger's has not changed since (it stayed before).
+    let spent = status["status"]["spentUSD"].clone();
+    cp.kubectl_ok(
+        User::Admin,
+        ["patch", "budget", "tiny", "-n", &ns, "--subresource=status", "--type=merge", "-p", r#"{"status":{"spentUSD":0,"state":"Ok"}}"#],
+    )?;
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let b = get(cp, &ns, "budget", "tiny")?;
+        Ok((b["status"]["state"] == "HardExceeded" && b["status"]["spentUSD"] == spent).then_some(()))
+    })
+    .context("a stale figure written over the gateway's is never put right")?;
     // The kill switch: the key stops working within 2 s; deleting the agent too.
     cp.kubectl_ok(User::Admin, ["patch", "managedagent", "coder", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"suspended":true}}"#])?;
     wait_until(Duration::from_secs(2), Duration::from_millis(50), || Ok((call(&key, json!({"op": "chat", "model": "fast"}))?["status"] == 403).then_some(())))

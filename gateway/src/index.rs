@@ -10,7 +10,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use tollgate_api::{Budget, BudgetSpec, ManagedAgent, ManagedAgentSpec, ModelProvider, ModelProviderSpec};
+use tollgate_api::{Budget, BudgetSpec, BudgetStatus, ManagedAgent, ManagedAgentSpec, ModelProvider, ModelProviderSpec};
 use tollgate_runtime::watch::reflect;
 
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct Agent {
     /// The agent's status conditions as last seen, so the gateway writes its own only when they
     /// differ from what the object holds (another writer may have replaced them).
     pub conditions: Vec<tollgate_api::Condition>,
+    /// The `spendUSD` the object holds, for the same reason.
+    pub spend_usd: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +35,9 @@ pub struct Index {
     /// Per namespace, by name (the order `resolve` prefers).
     pub providers: HashMap<String, Vec<(String, ModelProviderSpec)>>,
     pub budgets: HashMap<String, Vec<(String, BudgetSpec)>>,
+    /// Each budget's status as the object holds it, by `namespace/name`: spend in status is
+    /// written when it differs from this, so a replica's write from an older read is put right.
+    pub budget_status: HashMap<String, BudgetStatus>,
 }
 
 pub struct Stores {
@@ -51,6 +56,7 @@ pub fn build(s: &Stores) -> Index {
             labels: a.labels().clone(),
             spec: a.spec.clone(),
             conditions: a.status.as_ref().map(|st| st.conditions.clone()).unwrap_or_default(),
+            spend_usd: a.status.as_ref().and_then(|st| st.spend_usd),
         };
         index.agents.insert(hash, Arc::new(agent));
     }
@@ -58,7 +64,11 @@ pub fn build(s: &Stores) -> Index {
         index.providers.entry(p.namespace().unwrap_or_default()).or_default().push((p.name_any(), p.spec.clone()));
     }
     for b in s.budgets.state() {
-        index.budgets.entry(b.namespace().unwrap_or_default()).or_default().push((b.name_any(), b.spec.clone()));
+        let ns = b.namespace().unwrap_or_default();
+        if let Some(status) = &b.status {
+            index.budget_status.insert(format!("{ns}/{}", b.name_any()), status.clone());
+        }
+        index.budgets.entry(ns).or_default().push((b.name_any(), b.spec.clone()));
     }
     for list in index.providers.values_mut() {
         list.sort_by(|a, b| a.0.cmp(&b.0));

@@ -211,6 +211,23 @@ impl Ledger {
         Ok(spent.unwrap_or(0))
     }
 
+    /// Whether this ledger has ever counted a call against the budget (`namespace/name`). A
+    /// gateway whose ledger never has writes nothing over another's figure but the first.
+    pub async fn knows_budget(&self, budget: &str) -> Result<bool, LedgerError> {
+        let row: Option<i32> = sqlx::query_scalar("SELECT 1 FROM budget_spend WHERE budget = $1 LIMIT 1").bind(budget).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
+    /// Whether this ledger holds a call of the agent.
+    pub async fn knows_agent(&self, namespace: &str, agent: &str) -> Result<bool, LedgerError> {
+        let row: Option<i32> = sqlx::query_scalar("SELECT 1 FROM ledger WHERE namespace = $1 AND agent = $2 LIMIT 1")
+            .bind(namespace)
+            .bind(agent)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// What an agent's calls cost since a time.
     pub async fn agent_spend(&self, namespace: &str, agent: &str, since_us: i64) -> Result<Micros, LedgerError> {
         let sum: Option<i64> = sqlx::query_scalar("SELECT CAST(SUM(cost_micros) AS BIGINT) FROM ledger WHERE namespace = $1 AND agent = $2 AND time_us >= $3")

@@ -2,32 +2,28 @@
 //! `periodStart`, and every agent's `spendUSD` (this calendar month, UTC), refreshed every few
 //! seconds; an Event when a budget crosses its soft or hard limit. Only changes are written.
 
+use crate::index::Index;
 use crate::state::GatewayState;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_api::{Budget, BudgetState, Enforcement, ManagedAgent};
+use tollgate_api::{Budget, BudgetSpec, BudgetState, BudgetStatus, Enforcement, ManagedAgent};
 use tollgate_core::model::spend;
 
 const MANAGER: &str = "tollgate-gateway";
 
 pub async fn run(gw: Arc<GatewayState>) {
-    let mut written: HashMap<String, serde_json::Value> = HashMap::new();
-    let mut states: HashMap<String, BudgetState> = HashMap::new();
     let mut shadows = crate::shadow_status::Written::new();
     // Old rate-limit windows are forgotten once a minute, not on every refresh.
     let mut forgotten_before = 0;
     let every = Duration::from_secs(gw.config.status_interval_seconds.max(1));
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = refresh(&gw, &mut written, &mut states).await {
-            tracing::warn!(error = %e, "could not refresh spend in status");
-        }
+        refresh(&gw).await;
         let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
         if let Err(e) = crate::shadow_status::refresh(&gw, &params, &mut shadows).await {
             tracing::warn!(error = %e, "could not count would-be decisions into status");
@@ -42,84 +38,121 @@ pub async fn run(gw: Arc<GatewayState>) {
     }
 }
 
-async fn refresh(gw: &GatewayState, written: &mut HashMap<String, serde_json::Value>, states: &mut HashMap<String, BudgetState>) -> anyhow::Result<()> {
+/// One object that cannot be written (deleted meanwhile, say) does not hold the others back.
+async fn refresh(gw: &GatewayState) {
     let index = gw.index.load_full();
     let now = Timestamp::now();
-    let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
     for (ns, budgets) in &index.budgets {
         for (name, b) in budgets {
-            let start = spend::period_start(b.period, now);
-            let key = format!("{ns}/{name}");
-            let spent = gw.ledger.spent(&key, start.as_microsecond()).await?;
-            let hard = spend::usd_to_micros(b.hard_limit_usd);
-            let state = spend::state(spent, b.soft_limit_usd.map(spend::usd_to_micros), hard);
-            let audited = b.enforcement == Some(Enforcement::Audit);
-            let mut message = format!("{:.6} of {:.2} USD spent since {start}", spend::micros_to_usd(spent), b.hard_limit_usd);
-            if audited {
-                message.push_str(" (enforcement: Audit: no call is refused; the calls it would refuse are recorded)");
-            }
-            let status = serde_json::json!({
-                "enforcement": if audited { Enforcement::Audit } else { Enforcement::Enforce },
-                "spentUSD": spend::micros_to_usd(spent),
-                "remainingUSD": spend::micros_to_usd((hard - spent).max(0)),
-                "state": state,
-                "periodStart": Time(start),
-                "conditions": [Condition {
-                    type_: "Ready".into(), status: "True".into(), reason: format!("{state:?}"), message,
-                    observed_generation: None, last_transition_time: Time(start),
-                }],
-            });
-            if written.get(&key) == Some(&status) {
-                continue;
-            }
-            let api = Api::<Budget>::namespaced(gw.client.clone(), ns);
-            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": status}))).await?;
-            written.insert(key.clone(), status);
-            let before = states.insert(key.clone(), state);
-            if before.is_some_and(|b| b != state) && state != BudgetState::Ok {
-                let (reason, note) = match state {
-                    BudgetState::HardExceeded if audited => (
-                        "HardLimitReached",
-                        format!(
-                            "budget {name} reached its hard limit of {:.2} USD: calls it counts would be refused; it is in Audit, so they are served and recorded",
-                            b.hard_limit_usd
-                        ),
-                    ),
-                    BudgetState::HardExceeded => (
-                        "HardLimitReached",
-                        format!(
-                            "budget {name} reached its hard limit of {:.2} USD: calls it counts are refused until {}",
-                            b.hard_limit_usd, "the period rolls over"
-                        ),
-                    ),
-                    _ => (
-                        "SoftLimitReached",
-                        format!("budget {name} passed its soft limit of {:.2} USD: calls are served with a warning", b.soft_limit_usd.unwrap_or_default()),
-                    ),
-                };
-                if let Ok(budget) = api.get(name).await {
-                    tollgate_runtime::events::publish(&gw.client, "tollgate-gateway", &budget.object_ref(&()), EventType::Warning, reason, &note, "Account")
-                        .await;
-                }
+            if let Err(e) = refresh_budget(gw, &index, ns, name, b, now).await {
+                tracing::warn!(budget = %format!("{ns}/{name}"), error = %e, "could not refresh a budget's spend in status");
             }
         }
     }
     let month = spend::period_start(tollgate_api::BudgetPeriod::Monthly, now).as_microsecond();
     for agent in index.agents.values() {
-        let key = format!("agent:{}/{}", agent.namespace, agent.name);
-        let spent = spend::micros_to_usd(gw.ledger.agent_spend(&agent.namespace, &agent.name, month).await?);
-        let mut status = serde_json::json!({"spendUSD": spent});
-        if let Some(conditions) = audit_condition(gw, agent, now).await? {
-            status["conditions"] = serde_json::json!(conditions);
-        } else if written.get(&key) == Some(&status) {
-            continue;
+        if let Err(e) = refresh_agent(gw, agent, month, now).await {
+            tracing::warn!(agent = %format!("{}/{}", agent.namespace, agent.name), error = %e, "could not refresh an agent's spend in status");
         }
-        Api::<ManagedAgent>::namespaced(gw.client.clone(), &agent.namespace)
-            .patch_status(&agent.name, &params, &Patch::Merge(serde_json::json!({"status": status})))
-            .await?;
-        status.as_object_mut().map(|o| o.remove("conditions"));
-        written.insert(key, status);
     }
+}
+
+/// A budget's figures as the ledger has them, written when the object holds others. Compared
+/// with what the object holds rather than with what this gateway last wrote: a replica that read
+/// the ledger a moment earlier may have written after us, and at the limit the figure would
+/// not change again to put it right.
+async fn refresh_budget(gw: &GatewayState, index: &Index, ns: &str, name: &str, b: &BudgetSpec, now: Timestamp) -> anyhow::Result<()> {
+    let start = spend::period_start(b.period, now);
+    let key = format!("{ns}/{name}");
+    let spent = gw.ledger.spent(&key, start.as_microsecond()).await?;
+    let hard = spend::usd_to_micros(b.hard_limit_usd);
+    let state = spend::state(spent, b.soft_limit_usd.map(spend::usd_to_micros), hard);
+    let audited = b.enforcement == Some(Enforcement::Audit);
+    let mut message = format!("{:.6} of {:.2} USD spent since {start}", spend::micros_to_usd(spent), b.hard_limit_usd);
+    if audited {
+        message.push_str(" (enforcement: Audit: no call is refused; the calls it would refuse are recorded)");
+    }
+    let figures = BudgetStatus {
+        enforcement: Some(if audited { Enforcement::Audit } else { Enforcement::Enforce }),
+        spent_usd: Some(spend::micros_to_usd(spent)),
+        remaining_usd: Some(spend::micros_to_usd((hard - spent).max(0))),
+        state: Some(state),
+        period_start: Some(Time(start)),
+        conditions: vec![tollgate_api::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: format!("{state:?}"),
+            message,
+            observed_generation: None,
+            last_transition_time: Time(start),
+        }],
+        ..BudgetStatus::default()
+    };
+    let observed = index.budget_status.get(&key);
+    if observed.is_some_and(|o| same_figures(o, &figures)) {
+        return Ok(());
+    }
+    // A gateway whose ledger never counted this budget (another Gateway's, or one just started
+    // on an empty ledger) writes only a first status, never over a figure.
+    if observed.is_some_and(|o| o.spent_usd.is_some()) && !gw.ledger.knows_budget(&key).await? {
+        return Ok(());
+    }
+    let api = Api::<Budget>::namespaced(gw.client.clone(), ns);
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
+    api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": figures}))).await?;
+    let before = observed.and_then(|o| o.state);
+    if before.is_some_and(|b| b != state) && state != BudgetState::Ok {
+        let note = limit_note(name, b, state, audited);
+        if let Ok(budget) = api.get(name).await {
+            let reason = if state == BudgetState::HardExceeded { "HardLimitReached" } else { "SoftLimitReached" };
+            tollgate_runtime::events::publish(&gw.client, "tollgate-gateway", &budget.object_ref(&()), EventType::Warning, reason, &note, "Account").await;
+        }
+    }
+    Ok(())
+}
+
+/// The figures the gateway writes, as the object holds them (not `shadow`, written elsewhere).
+fn same_figures(observed: &BudgetStatus, figures: &BudgetStatus) -> bool {
+    let ready = |s: &BudgetStatus| s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.reason.clone(), c.message.clone()));
+    observed.spent_usd == figures.spent_usd
+        && observed.remaining_usd == figures.remaining_usd
+        && observed.state == figures.state
+        && observed.enforcement == figures.enforcement
+        && observed.period_start == figures.period_start
+        && ready(observed) == ready(figures)
+}
+
+fn limit_note(name: &str, b: &BudgetSpec, state: BudgetState, audited: bool) -> String {
+    match state {
+        BudgetState::HardExceeded if audited => format!(
+            "budget {name} reached its hard limit of {:.2} USD: calls it counts would be refused; it is in Audit, so they are served and recorded",
+            b.hard_limit_usd
+        ),
+        BudgetState::HardExceeded => {
+            format!("budget {name} reached its hard limit of {:.2} USD: calls it counts are refused until the period rolls over", b.hard_limit_usd)
+        }
+        _ => format!("budget {name} passed its soft limit of {:.2} USD: calls are served with a warning", b.soft_limit_usd.unwrap_or_default()),
+    }
+}
+
+/// An agent's spend this month and its `AuditComplete` condition, written when the object holds
+/// others (the same rule as a budget's).
+async fn refresh_agent(gw: &GatewayState, agent: &crate::index::Agent, month: i64, now: Timestamp) -> anyhow::Result<()> {
+    let spent = spend::micros_to_usd(gw.ledger.agent_spend(&agent.namespace, &agent.name, month).await?);
+    let mut status = serde_json::json!({});
+    if agent.spend_usd != Some(spent) && (agent.spend_usd.is_none() || gw.ledger.knows_agent(&agent.namespace, &agent.name).await?) {
+        status["spendUSD"] = serde_json::json!(spent);
+    }
+    if let Some(conditions) = audit_condition(gw, agent, now).await? {
+        status["conditions"] = serde_json::json!(conditions);
+    }
+    if status.as_object().is_none_or(|o| o.is_empty()) {
+        return Ok(());
+    }
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
+    Api::<ManagedAgent>::namespaced(gw.client.clone(), &agent.namespace)
+        .patch_status(&agent.name, &params, &Patch::Merge(serde_json::json!({"status": status})))
+        .await?;
     Ok(())
 }
 
