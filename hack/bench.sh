@@ -46,8 +46,9 @@ run decision taskset -c 1 target/release/bench-decision
 run injection taskset -c 1 target/release/bench-injection
 run sidecar target/release/bench-sidecar
 run gateway target/release/bench-gateway
-# The operator as the chart runs it: one glibc arena, trimmed early (its Deployment template).
-run scale env MALLOC_ARENA_MAX=1 MALLOC_TRIM_THRESHOLD_=65536 target/release/bench-scale
+# The operator as the chart runs it: mimalloc, committing what it touches and purging at once
+# (its Deployment template).
+run scale env MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 target/release/bench-scale
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 # Asked before the report is rewritten: the report itself is no change to what was measured.

@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use state::{Config, GatewayState};
 
 pub async fn run(config: Config) -> Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = tollgate_runtime::kube_client::infer().await.context("connecting to the Kubernetes API")?;
     let ledger = ledger::Ledger::connect(&config.database_url).await.context("opening the ledger")?;
     let instance = format!("{:016x}", rand::random::<u64>());
     // Alive before any call is opened: a call is never taken for a dead instance's.

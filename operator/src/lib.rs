@@ -23,7 +23,7 @@ use controllers::{agents, approvals, gateways, policies, servers, workflows};
 use std::sync::Arc;
 
 pub async fn run(config: Config) -> Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = tollgate_runtime::kube_client::infer().await.context("connecting to the Kubernetes API")?;
     let identity = tollgate_runtime::whoami(&client).await?;
     tracing::info!(identity, "operator starting");
     let gateway_ca = Arc::new(gateway_ca::GatewayCa::new(&config.namespace, config.gateway_ca_secret.clone()));

@@ -31,7 +31,7 @@ use tollgate_runtime::admin::Readiness;
 pub use state::{Config, Sidecar};
 
 pub async fn run(config: Config) -> Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = tollgate_runtime::kube_client::infer().await.context("connecting to the Kubernetes API")?;
     let instance = format!("{:016x}", rand::random::<u64>());
     let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot::Snapshot::default()));
     let metrics: Arc<tollgate_runtime::admin::Metrics> = Arc::default();

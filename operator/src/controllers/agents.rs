@@ -10,7 +10,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::api::{Api, ListParams, Patch};
+use kube::api::{Api, ListParams, PartialObjectMeta, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -41,9 +41,10 @@ pub async fn run(shared: Arc<Shared>) {
         }
     };
     // An injected pod that comes, goes or starts running changes its agent's count.
-    let injected = Api::<Pod>::all(shared.client.clone());
+    // Only its labels are read: a pod's metadata is all that is watched (its spec is large).
+    let injected = Api::<PartialObjectMeta<Pod>>::all(shared.client.clone());
     let controller = controller
-        .watches(injected, super::lean::config().labels(AGENT_LABEL), |pod: Pod| {
+        .watches(injected, super::lean::config().labels(AGENT_LABEL), |pod: PartialObjectMeta<Pod>| {
             let agent = pod.labels().get(AGENT_LABEL).cloned().unwrap_or_default();
             Some(ObjectRef::<ManagedAgent>::new(&agent).within(&pod.namespace().unwrap_or_default()))
         })

@@ -5,7 +5,7 @@ use crate::context::Shared;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch};
+use kube::api::{Api, PartialObjectMeta, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -33,17 +33,21 @@ pub async fn run(shared: Arc<Shared>) {
     let controller = super::lean::controller(requests, super::lean::config());
     let store = controller.store();
     // A workflow's edit (quorum, approvers, timeout) or deletion is applied to its pending
-    // requests at once, not at their next deadline.
+    // requests at once, not at their next deadline. Its name is all the mapping reads.
     controller
-        .watches(Api::<ApprovalWorkflow>::all(shared.client.clone()), super::lean::config(), move |w: ApprovalWorkflow| {
-            let (ns, name) = (w.namespace(), w.name_any());
-            store
-                .state()
-                .into_iter()
-                .filter(|r| r.namespace() == ns && r.spec.workflow == name && !r.status.as_ref().and_then(|s| s.phase).unwrap_or_default().is_final())
-                .map(|r| ObjectRef::from_obj(&*r))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<PartialObjectMeta<ApprovalWorkflow>>::all(shared.client.clone()),
+            super::lean::config(),
+            move |w: PartialObjectMeta<ApprovalWorkflow>| {
+                let (ns, name) = (w.namespace(), w.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.namespace() == ns && r.spec.workflow == name && !r.status.as_ref().and_then(|s| s.phase).unwrap_or_default().is_final())
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(reconcile, error_policy, shared)
         .for_each(|_| futures::future::ready(()))
         .await;

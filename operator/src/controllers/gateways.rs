@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{Api, Patch};
+use kube::api::{Api, PartialObjectMeta, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
@@ -47,7 +47,8 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
     };
-    let deployments = Api::<Deployment>::namespaced(shared.client.clone(), &shared.namespace);
+    // Owner references are all `owns` reads: a Deployment's metadata is all that is watched.
+    let deployments = Api::<PartialObjectMeta<Deployment>>::namespaced(shared.client.clone(), &shared.namespace);
     let controller =
         controller.owns(deployments, super::lean::config().labels(GATEWAY_LABEL)).run(reconcile, error_policy, shared).for_each(|_| futures::future::ready(()));
     futures::join!(binding, controller);

@@ -7,7 +7,7 @@ use crate::context::Shared;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams, Patch};
+use kube::api::{Api, ListParams, PartialObjectMeta, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -27,12 +27,13 @@ pub enum Error {
 }
 
 pub async fn run(shared: Arc<Shared>) {
-    let agents = || Api::<ManagedAgent>::all(shared.client.clone());
+    // Only an agent's namespace is read: its metadata is all that is watched.
+    let agents = || Api::<PartialObjectMeta<ManagedAgent>>::all(shared.client.clone());
     let namespaced = super::lean::controller(Api::<ToolPolicy>::all(shared.client.clone()), super::lean::config());
     let policies = namespaced.store();
     // An agent that comes, goes or changes its labels changes the count of its namespace's policies.
     let namespaced = namespaced
-        .watches(agents(), super::lean::config(), move |agent: ManagedAgent| {
+        .watches(agents(), super::lean::config(), move |agent: PartialObjectMeta<ManagedAgent>| {
             let ns = agent.namespace();
             policies.state().into_iter().filter(|p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
         })
@@ -41,7 +42,9 @@ pub async fn run(shared: Arc<Shared>) {
     let cluster = super::lean::controller(Api::<ClusterToolPolicy>::all(shared.client.clone()), super::lean::config());
     let policies = cluster.store();
     let cluster = cluster
-        .watches(agents(), super::lean::config(), move |_: ManagedAgent| policies.state().into_iter().map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>())
+        .watches(agents(), super::lean::config(), move |_: PartialObjectMeta<ManagedAgent>| {
+            policies.state().into_iter().map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
+        })
         .run(reconcile_cluster, error_policy, shared)
         .for_each(|_| futures::future::ready(()));
     futures::join!(namespaced, cluster);
