@@ -6,10 +6,11 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p tollgate-cli -p tollgate-api \
- && cargo build --profile shipped --locked -p tollgate-sidecar -p tollgate-gateway -p tollgate-operator \
+ && cargo build --profile shipped --locked -p tollgate-sidecar -p tollgate-gateway \
+ && cargo build --profile shipped-small --locked -p tollgate-operator \
  && mkdir /out \
  && cp target/release/tollgate target/release/kubectl-approve target/release/crdgen \
-       target/shipped/tollgate-operator target/shipped/tollgate-gateway target/shipped/tollgate-sidecar /out/
+       target/shipped-small/tollgate-operator target/shipped/tollgate-gateway target/shipped/tollgate-sidecar /out/
 
 # Debian slim rather than distroless: the redirect needs iptables (nf_tables) and the sidecar
 # trusts the platform's CA certificates for https:// MCP servers.

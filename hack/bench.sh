@@ -19,10 +19,13 @@ if [[ "${TOLLGATE_BENCH_QUICK:-}" == "1" ]]; then
   sidecar="target/release/tollgate-sidecar"
   bins="$PWD/target/release"
 else
-  step "the shipping build (fat LTO) of the sidecar, gateway and operator"
-  cargo build --profile shipped -p tollgate-sidecar -p tollgate-gateway -p tollgate-operator
+  step "the shipping builds (fat LTO) of the sidecar, gateway and operator, as the image has them"
+  cargo build --profile shipped -p tollgate-sidecar -p tollgate-gateway
+  cargo build --profile shipped-small -p tollgate-operator
   sidecar="target/shipped/tollgate-sidecar"
-  bins="$PWD/target/shipped"
+  bins="$PWD/target/bench-bin"
+  mkdir -p "$bins"
+  ln -sf "$PWD/target/shipped/tollgate-gateway" "$PWD/target/shipped/tollgate-sidecar" "$PWD/target/shipped-small/tollgate-operator" "$bins/"
 fi
 export TOLLGATE_BENCH_SIDECAR="$sidecar"
 # The operator and gateway the benches start are the shipping builds, not the test suite's.
