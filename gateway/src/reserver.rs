@@ -92,7 +92,7 @@ async fn write_groups(ledger: Ledger, instance: String, mut rx: mpsc::Receiver<A
                     Ask::Reserve(claims, call, reply) => {
                         for c in claims.iter().filter(|c| leasable(c)) {
                             let period = (c.budget.clone(), c.period_start_us);
-                            if !held.holds(&period, c.hard_limit) {
+                            if held.wants_lease(&period, c.hard_limit) {
                                 leases.entry(period).or_insert_with(|| LeaseAsk { claim: c.clone(), amount: call.amount });
                             }
                         }

@@ -115,10 +115,10 @@ impl Allowances {
         }
     }
 
-    /// Whether `period` has an allowance under `limit` (a lease is not stacked on one the
-    /// gateway holds).
-    pub fn holds(&self, period: &Period, limit: i64) -> bool {
-        self.closed || self.by_period.get(period).is_some_and(|a| !a.refilling && a.left > 0 && a.limit == limit)
+    /// Whether a lease of `period` under `limit` is worth asking for: not while the gateway holds
+    /// one (leases are not stacked), nor once it is stopping.
+    pub fn wants_lease(&self, period: &Period, limit: i64) -> bool {
+        !self.closed && !self.by_period.get(period).is_some_and(|a| !a.refilling && a.left > 0 && a.limit == limit)
     }
 
     /// Allowances no call has used since `idle_since_us`, taken out with what was left of each:

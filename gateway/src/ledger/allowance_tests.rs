@@ -56,9 +56,9 @@ fn a_refill_is_asked_for_once_below_a_quarter() {
     assert!(a.take(&[budget("ns/a")], 700, 1).unwrap().refill.is_empty());
     assert_eq!(a.take(&[budget("ns/a")], 100, 2).unwrap().refill, [period("ns/a")]);
     assert!(a.take(&[budget("ns/a")], 100, 3).unwrap().refill.is_empty(), "asked once");
-    assert!(!a.holds(&period("ns/a"), 1_000_000), "a refill under way: no lease stacked on it");
+    assert!(a.wants_lease(&period("ns/a"), 1_000_000), "a refill under way: a group may ask for it");
     a.grant(period("ns/a"), 1_000_000, 1_000, 3_000, 4);
-    assert!(a.holds(&period("ns/a"), 1_000_000));
+    assert!(!a.wants_lease(&period("ns/a"), 1_000_000));
     assert_eq!(a.take(&[budget("ns/a")], 1_000, 5).unwrap().spent, [("ns/a".to_owned(), 2_900)]);
     a.refused(&period("ns/a"));
 }
@@ -80,7 +80,7 @@ fn a_budget_whose_limit_changed_is_decided_in_the_database_again() {
     a.grant(period("ns/a"), 1_000_000, 1_000, 1_000, 0);
     let lowered = Claim::budget("ns/a".into(), 0, 500, false);
     assert_eq!(a.take(&[lowered], 1, 1), None, "a lowered limit takes effect at once");
-    assert!(!a.holds(&period("ns/a"), 500));
+    assert!(a.wants_lease(&period("ns/a"), 500));
     assert!(a.take(&[budget("ns/a")], 1, 1).is_some());
 }
 
@@ -94,7 +94,7 @@ fn a_fresh_grant_is_not_idle_and_a_stopping_gateway_takes_nothing_in_memory() {
     assert!(a.take_idle(4_000).is_empty());
     a.close();
     assert_eq!(a.take(&[budget("ns/a")], 1, 5_001), None);
-    assert!(a.holds(&period("ns/b"), 1_000_000), "closed: no lease is asked for");
+    assert!(!a.wants_lease(&period("ns/b"), 1_000_000), "closed: no lease is asked for");
     a.grant(period("ns/b"), 1_000_000, 1_000, 1_000, 5_002);
     assert!(a.take_idle(i64::MAX).is_empty(), "nothing granted into a closed gateway");
 }
