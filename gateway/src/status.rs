@@ -65,29 +65,9 @@ async fn refresh_budget(gw: &GatewayState, index: &Index, ns: &str, name: &str, 
     let start = spend::period_start(b.period, now);
     let key = format!("{ns}/{name}");
     let spent = gw.ledger.spent(&key, start.as_microsecond()).await?;
-    let hard = spend::usd_to_micros(b.hard_limit_usd);
-    let state = spend::state(spent, b.soft_limit_usd.map(spend::usd_to_micros), hard);
+    let figures = figures(spent, b, start);
+    let state = figures.state.unwrap_or_default();
     let audited = b.enforcement == Some(Enforcement::Audit);
-    let mut message = format!("{:.6} of {:.2} USD spent since {start}", spend::micros_to_usd(spent), b.hard_limit_usd);
-    if audited {
-        message.push_str(" (enforcement: Audit: no call is refused; the calls it would refuse are recorded)");
-    }
-    let figures = BudgetStatus {
-        enforcement: Some(if audited { Enforcement::Audit } else { Enforcement::Enforce }),
-        spent_usd: Some(spend::micros_to_usd(spent)),
-        remaining_usd: Some(spend::micros_to_usd((hard - spent).max(0))),
-        state: Some(state),
-        period_start: Some(Time(start)),
-        conditions: vec![tollgate_api::Condition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            reason: format!("{state:?}"),
-            message,
-            observed_generation: None,
-            last_transition_time: Time(start),
-        }],
-        ..BudgetStatus::default()
-    };
     let observed = index.budget_status.get(&key);
     if observed.is_some_and(|o| same_figures(o, &figures)) {
         return Ok(());
@@ -109,6 +89,33 @@ async fn refresh_budget(gw: &GatewayState, index: &Index, ns: &str, name: &str, 
         }
     }
     Ok(())
+}
+
+/// What a budget's status says of `spent` in the period from `start`.
+fn figures(spent: i64, b: &BudgetSpec, start: Timestamp) -> BudgetStatus {
+    let hard = spend::usd_to_micros(b.hard_limit_usd);
+    let state = spend::state(spent, b.soft_limit_usd.map(spend::usd_to_micros), hard);
+    let audited = b.enforcement == Some(Enforcement::Audit);
+    let mut message = format!("{:.6} of {:.2} USD spent since {start}", spend::micros_to_usd(spent), b.hard_limit_usd);
+    if audited {
+        message.push_str(" (enforcement: Audit: no call is refused; the calls it would refuse are recorded)");
+    }
+    BudgetStatus {
+        enforcement: Some(if audited { Enforcement::Audit } else { Enforcement::Enforce }),
+        spent_usd: Some(spend::micros_to_usd(spent)),
+        remaining_usd: Some(spend::micros_to_usd((hard - spent).max(0))),
+        state: Some(state),
+        period_start: Some(Time(start)),
+        conditions: vec![tollgate_api::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: format!("{state:?}"),
+            message,
+            observed_generation: None,
+            last_transition_time: Time(start),
+        }],
+        ..BudgetStatus::default()
+    }
 }
 
 /// The figures the gateway writes, as the object holds them (not `shadow`, written elsewhere).
@@ -176,3 +183,24 @@ async fn audit_condition(gw: &GatewayState, agent: &crate::index::Agent, now: Ti
 }
 
 const AUDIT_COMPLETE: &str = "AuditComplete";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Figures read back from the object as the API server returns them compare equal to what
+    /// was written, or every gateway would write every budget on every refresh.
+    #[test]
+    fn figures_read_back_from_the_object_are_the_same_and_a_changed_one_is_not() {
+        let spec: BudgetSpec = serde_json::from_value(serde_json::json!({"period": "Daily", "hardLimitUSD": 0.001, "softLimitUSD": 0.0005})).unwrap();
+        let start = spend::period_start(spec.period, Timestamp::now());
+        for spent in [0, 1, 20, 499, 500, 999, 1000, 1020, 123_456_789] {
+            let written = figures(spent, &spec, start);
+            let read: BudgetStatus = serde_json::from_str(&serde_json::to_string(&written).unwrap()).unwrap();
+            assert!(same_figures(&read, &written), "{spent}: {read:?}");
+            assert!(!same_figures(&read, &figures(spent + 1, &spec, start)), "{spent} + 1");
+        }
+        let audited: BudgetSpec = serde_json::from_value(serde_json::json!({"period": "Daily", "hardLimitUSD": 0.001, "enforcement": "Audit"})).unwrap();
+        assert!(!same_figures(&figures(20, &spec, start), &figures(20, &audited, start)));
+    }
+}
