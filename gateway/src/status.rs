@@ -191,16 +191,17 @@ mod tests {
     /// Figures read back from the object as the API server returns them compare equal to what
     /// was written, or every gateway would write every budget on every refresh.
     #[test]
-    fn figures_read_back_from_the_object_are_the_same_and_a_changed_one_is_not() {
-        let spec: BudgetSpec = serde_json::from_value(serde_json::json!({"period": "Daily", "hardLimitUSD": 0.001, "softLimitUSD": 0.0005})).unwrap();
+    fn figures_read_back_from_the_object_are_the_same_and_a_changed_one_is_not() -> Result<(), serde_json::Error> {
+        let spec: BudgetSpec = serde_json::from_value(serde_json::json!({"period": "Daily", "hardLimitUSD": 0.001, "softLimitUSD": 0.0005}))?;
         let start = spend::period_start(spec.period, Timestamp::now());
         for spent in [0, 1, 20, 499, 500, 999, 1000, 1020, 123_456_789] {
             let written = figures(spent, &spec, start);
-            let read: BudgetStatus = serde_json::from_str(&serde_json::to_string(&written).unwrap()).unwrap();
+            let read: BudgetStatus = serde_json::from_str(&serde_json::to_string(&written)?)?;
             assert!(same_figures(&read, &written), "{spent}: {read:?}");
             assert!(!same_figures(&read, &figures(spent + 1, &spec, start)), "{spent} + 1");
         }
-        let audited: BudgetSpec = serde_json::from_value(serde_json::json!({"period": "Daily", "hardLimitUSD": 0.001, "enforcement": "Audit"})).unwrap();
+        let audited: BudgetSpec = serde_json::from_value(serde_json::json!({"period": "Daily", "hardLimitUSD": 0.001, "enforcement": "Audit"}))?;
         assert!(!same_figures(&figures(20, &spec, start), &figures(20, &audited, start)));
+        Ok(())
     }
 }
