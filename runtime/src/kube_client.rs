@@ -22,9 +22,11 @@ pub async fn infer() -> Result<Client, kube::Error> {
     build(config)
 }
 
-/// The client for `config`. A proxy in it gets kube's own client, which knows how to reach one.
+/// The client for `config`. A proxy or an exec credential plugin in it gets kube's own client:
+/// it knows how to reach a proxy, and when an exec plugin's client certificate expires (kube
+/// keeps that to its own builder).
 pub fn build(config: Config) -> Result<Client, kube::Error> {
-    if config.proxy_url.is_some() {
+    if config.proxy_url.is_some() || config.auth_info.exec.is_some() {
         return Client::try_from(config);
     }
     let mut tcp = HttpConnector::new();
