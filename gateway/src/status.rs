@@ -16,6 +16,11 @@ use tollgate_core::model::spend;
 
 const MANAGER: &str = "tollgate-gateway";
 
+/// Every status write of the gateway, under its own field manager.
+fn params() -> PatchParams {
+    PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() }
+}
+
 pub async fn run(gw: Arc<GatewayState>) {
     let mut shadows = crate::shadow_status::Written::new();
     // Old rate-limit windows are forgotten once a minute, not on every refresh.
@@ -24,8 +29,7 @@ pub async fn run(gw: Arc<GatewayState>) {
     loop {
         tokio::time::sleep(every).await;
         refresh(&gw).await;
-        let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
-        if let Err(e) = crate::shadow_status::refresh(&gw, &params, &mut shadows).await {
+        if let Err(e) = crate::shadow_status::refresh(&gw, &params(), &mut shadows).await {
             tracing::warn!(error = %e, "could not count would-be decisions into status");
         }
         let minutes_ago = tollgate_core::model::call::rate_window(Timestamp::now()) - 120_000_000;
@@ -67,7 +71,7 @@ async fn refresh_budget(gw: &GatewayState, index: &Index, ns: &str, name: &str, 
     let spent = gw.ledger.spent(&key, start.as_microsecond()).await?;
     let figures = figures(spent, b, start);
     let state = figures.state.unwrap_or_default();
-    let audited = b.enforcement == Some(Enforcement::Audit);
+    let audited = figures.enforcement == Some(Enforcement::Audit);
     let observed = index.budget_status.get(&key);
     if observed.is_some_and(|o| same_figures(o, &figures)) {
         return Ok(());
@@ -78,8 +82,7 @@ async fn refresh_budget(gw: &GatewayState, index: &Index, ns: &str, name: &str, 
         return Ok(());
     }
     let api = Api::<Budget>::namespaced(gw.client.clone(), ns);
-    let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
-    api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": figures}))).await?;
+    api.patch_status(name, &params(), &Patch::Merge(serde_json::json!({"status": figures}))).await?;
     let before = observed.and_then(|o| o.state);
     if before.is_some_and(|b| b != state) && state != BudgetState::Ok {
         let note = limit_note(name, b, state, audited);
@@ -156,9 +159,8 @@ async fn refresh_agent(gw: &GatewayState, agent: &crate::index::Agent, month: i6
     if status.as_object().is_none_or(|o| o.is_empty()) {
         return Ok(());
     }
-    let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
     Api::<ManagedAgent>::namespaced(gw.client.clone(), &agent.namespace)
-        .patch_status(&agent.name, &params, &Patch::Merge(serde_json::json!({"status": status})))
+        .patch_status(&agent.name, &params(), &Patch::Merge(serde_json::json!({"status": status})))
         .await?;
     Ok(())
 }
