@@ -349,11 +349,20 @@ fn upstream_request(sent: &Sent, client_headers: &hyper::HeaderMap, credential: 
 }
 
 fn usage_of(api: Api, answer: &Bytes) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(answer).ok()?;
+    let answer: UsageOnly = serde_json::from_slice(answer).ok()?;
     match api {
-        Api::OpenAi => Usage::from_openai(&v["usage"]),
-        Api::Anthropic => Usage::from_anthropic(&v["usage"]),
+        Api::OpenAi => Usage::from_openai(&answer.usage),
+        Api::Anthropic => Usage::from_anthropic(&answer.usage),
     }
+}
+
+/// An answer read for its `usage` alone: the completion around it is read past, not built as
+/// values (that was a twentieth of the gateway's CPU). An answer with two `usage` blocks is
+/// refused here, and its call charged as one whose usage is unknown.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Value,
 }
 
 /// The models the agent may use, as OpenAI lists them.
@@ -460,4 +469,22 @@ impl Settlement {
 /// The agent as its model calls' audit records name it.
 fn record_agent(agent: &crate::index::Agent, pod_claimed: Option<String>) -> ModelCallAgent {
     ModelCallAgent { namespace: agent.namespace.clone(), name: agent.name.clone(), service_account: agent.spec.service_account_name.clone(), pod_claimed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_read_from_an_answer_and_a_doubled_block_leaves_it_unknown() {
+        let answer = Bytes::from_static(br#"{"id":"x","choices":[{"message":{"content":"hi \"there\""}}],"usage":{"prompt_tokens":12,"completion_tokens":3}}"#);
+        assert_eq!(usage_of(Api::OpenAi, &answer), Some(Usage { input: 12, cached_input: 0, output: 3 }));
+        let anthropic = Bytes::from_static(br#"{"content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":7,"output_tokens":2}}"#);
+        assert_eq!(usage_of(Api::Anthropic, &anthropic), Some(Usage { input: 7, cached_input: 0, output: 2 }));
+        // A provider that says two things is believed in neither: the call costs its estimate.
+        let doubled = Bytes::from_static(br#"{"usage":{"prompt_tokens":1000},"usage":{"prompt_tokens":1}}"#);
+        assert_eq!(usage_of(Api::OpenAi, &doubled), None);
+        assert_eq!(usage_of(Api::OpenAi, &Bytes::from_static(b"[1]")), None);
+        assert_eq!(usage_of(Api::OpenAi, &Bytes::from_static(br#"{"id":"no usage"}"#)), None);
+    }
 }
