@@ -165,6 +165,7 @@ pub(crate) async fn append_in<'a>(tx: &mut crate::ledger::Tx, records: impl Exac
     let (end, prev): (i64, String) =
         sqlx::query_as("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash").bind(n).fetch_one(&mut **tx).await?;
     let mut last = prev;
+    let sqlite = crate::ledger::on_sqlite(tx);
     let links: Vec<(i64, String, String, &Prepared)> = (end - n + 1..)
         .zip(records)
         .map(|(seq, p)| {
@@ -173,35 +174,12 @@ pub(crate) async fn append_in<'a>(tx: &mut crate::ledger::Tx, records: impl Exac
         })
         .collect();
     for piece in crate::ledger::pieces(&links) {
-        let mut q = match piece.len() {
-            8 => sqlx::query(
-                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14), \
-                 ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28), \
-                 ($29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42), \
-                 ($43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56), \
-                 ($57, $58, $59, $60, $61, $62, $63, $64, $65, $66, $67, $68, $69, $70), \
-                 ($71, $72, $73, $74, $75, $76, $77, $78, $79, $80, $81, $82, $83, $84), \
-                 ($85, $86, $87, $88, $89, $90, $91, $92, $93, $94, $95, $96, $97, $98), \
-                 ($99, $100, $101, $102, $103, $104, $105, $106, $107, $108, $109, $110, $111, $112)",
-            ),
-            4 => sqlx::query(
-                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14), \
-                 ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28), \
-                 ($29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42), \
-                 ($43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56)",
-            ),
-            2 => sqlx::query(
-                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14), \
-                 ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
-            ),
-            _ => sqlx::query(
-                "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            ),
-        };
+        let mut q = sqlx::query(crate::ledger::sql::rows_for_backend(
+            "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            piece.len(),
+            sqlite,
+        )?);
         for link in piece {
             q = bind_link(q, link, now);
         }

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashSet};
 pub mod allowance;
 mod group;
 pub(crate) mod leases;
+pub mod sql;
 mod types;
+use sql::for_backend;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr, query::Query};
 use tollgate_core::model::spend::Micros;
@@ -61,6 +63,10 @@ pub struct Ledger {
 /// Often enough that the log stays small (every call appends a few pages to it).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The log's length, in pages, past which a checkpoint makes it start over (SQLite's own
+/// automatic checkpoint uses 1,000): about 4 MiB.
+const RESTART_AFTER_FRAMES: i64 = 1_000;
+
 fn migrator() -> Migrator {
     let m = |version, name: &str, sql: &'static str| Migration::new(version, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false);
     Migrator::with_migrations(vec![
@@ -72,6 +78,31 @@ fn migrator() -> Migrator {
         m(6, "audit_shadow", include_str!("../migrations/0006_audit_shadow.sql")),
         m(7, "leases", include_str!("../migrations/0007_leases.sql")),
     ])
+}
+
+/// One checkpoint. The log starts over from its beginning only when a write begins after every
+/// page in it was copied; a passive checkpoint leaves the writer be, so under calls that never
+/// pause the writer has always added pages by the time it ends, and the log grew without end
+/// (hundreds of MiB a minute, each new page of the file zeroed by the kernel first). So once the
+/// log is long, a restart checkpoint follows: it waits for the writer's transaction in flight,
+/// copies the few pages written since the passive one, and holds the next write back until it
+/// is done, which then starts the log over in the file's pages already allocated.
+async fn checkpoint(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let log_frames = passive_checkpoint(pool).await?;
+    restart_if_long(pool, log_frames).await
+}
+
+/// Copies what it can; the log's length in pages.
+async fn passive_checkpoint(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    let (_, log_frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
+    Ok(log_frames)
+}
+
+async fn restart_if_long(pool: &AnyPool, log_frames: i64) -> Result<(), sqlx::Error> {
+    if log_frames > RESTART_AFTER_FRAMES {
+        sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(pool).await?;
+    }
+    Ok(())
 }
 
 impl Ledger {
@@ -90,6 +121,11 @@ impl Ledger {
                     // Checkpoints (and their fsyncs) are the checkpointer's, on its own
                     // connection: a commit that crossed the log's threshold would pay for one.
                     sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *conn).await?;
+                    // A multi-row statement in a transaction keeps a journal of its own (to undo
+                    // just it); in a temporary file, that was a write call per page it touched.
+                    sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await?;
+                    // What the log file is cut back to when it starts over, should a burst have grown it.
+                    sqlx::query("PRAGMA journal_size_limit = 33554432").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
@@ -112,7 +148,7 @@ impl Ledger {
         let Some(pool) = &self.checkpointer else { return std::future::pending().await };
         loop {
             tokio::time::sleep(CHECKPOINT_EVERY).await;
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await {
+            if let Err(e) = checkpoint(pool).await {
                 tracing::warn!(error = %e, "could not checkpoint the ledger's write-ahead log");
             }
         }
@@ -269,6 +305,11 @@ impl Ledger {
 
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// Whether `tx` is SQLite's (sqlx's name of it), for [`sql::for_backend`].
+pub(crate) fn on_sqlite(tx: &Tx) -> bool {
+    tx.backend_name() == "SQLite"
+}
+
 fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
     claims.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
     claims.dedup();
@@ -293,8 +334,9 @@ pub(crate) async fn add_in(tx: &mut Tx, (budget, period_start_us): &Period, spen
 /// Calls' `inflight` rows, [`ROWS_PER_INSERT`] to a statement (a short chunk repeats its last
 /// row, which the conflict clause then skips: one statement of one shape, whatever the group).
 pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), LedgerError> {
+    let sqlite = on_sqlite(tx);
     for chunk in calls.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::query(
+        let mut q = sqlx::query(for_backend(
             "INSERT INTO inflight (id, instance, started_us, namespace, agent, service_account, pod, provider, model, amount_micros) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), \
              ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20), \
@@ -304,7 +346,8 @@ pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), 
              ($51, $52, $53, $54, $55, $56, $57, $58, $59, $60), \
              ($61, $62, $63, $64, $65, $66, $67, $68, $69, $70), \
              ($71, $72, $73, $74, $75, $76, $77, $78, $79, $80) ON CONFLICT DO NOTHING",
-        );
+            sqlite,
+        ));
         for i in 0..ROWS_PER_INSERT {
             let Some(call) = chunk.get(i).or(chunk.last()) else { break };
             q = bind_inflight(q, call);
@@ -330,8 +373,12 @@ pub(crate) async fn settle_all_in(
     // Id 0: a call never written in flight (a test's), settled as it is.
     let ids: Vec<i64> = calls.iter().map(|(r, _)| r.id).filter(|id| *id != 0 && !passing.contains(id)).collect();
     let mut taken: HashSet<i64> = HashSet::with_capacity(ids.len());
+    let sqlite = on_sqlite(tx);
     for chunk in ids.chunks(IDS_PER_DELETE) {
-        let mut q = sqlx::query_scalar("DELETE FROM inflight WHERE id IN ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id");
+        let mut q = sqlx::query_scalar(for_backend(
+            "DELETE FROM inflight WHERE id IN ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+            sqlite,
+        ));
         // A short chunk repeats its last id: a statement of one shape, whatever the batch.
         for i in 0..IDS_PER_DELETE {
             q = q.bind(chunk.get(i).or(chunk.last()).copied().unwrap_or_default());
@@ -368,39 +415,17 @@ fn settlement_deltas(calls: &[(&Reservation, Micros)], taken: &HashSet<i64>) -> 
     deltas
 }
 
-/// Ledger rows, [`ROWS_PER_INSERT`] to a statement, the rest in at most three (4, 2, 1): each
-/// statement is a hand-off to the database's thread, so a batch pays for few.
+/// Ledger rows, in pieces of the sizes of [`PIECES`]: each statement is a hand-off to the
+/// database's thread, so a batch pays for few.
 pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerError> {
+    let sqlite = on_sqlite(tx);
     for piece in pieces(rows) {
-        let mut q = match piece.len() {
-            8 => sqlx::query(
-                "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
-                 ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26), \
-                 ($27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39), \
-                 ($40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52), \
-                 ($53, $54, $55, $56, $57, $58, $59, $60, $61, $62, $63, $64, $65), \
-                 ($66, $67, $68, $69, $70, $71, $72, $73, $74, $75, $76, $77, $78), \
-                 ($79, $80, $81, $82, $83, $84, $85, $86, $87, $88, $89, $90, $91), \
-                 ($92, $93, $94, $95, $96, $97, $98, $99, $100, $101, $102, $103, $104)",
-            ),
-            4 => sqlx::query(
-                "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
-                 ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26), \
-                 ($27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39), \
-                 ($40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52)",
-            ),
-            2 => sqlx::query(
-                "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
-                 ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
-            ),
-            _ => sqlx::query(
-                "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            ),
-        };
+        let mut q = sqlx::query(sql::rows_for_backend(
+            "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            piece.len(),
+            sqlite,
+        )?);
         for row in piece {
             q = bind_row(q, row);
         }
@@ -409,11 +434,11 @@ pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerEr
     Ok(())
 }
 
-/// `items` in pieces of [`ROWS_PER_INSERT`], then at most one each of 4, 2 and 1: few
-/// statements, and of four shapes only (each a literal, checked like the others).
+/// `items` in pieces of the sizes of [`PIECES`], each as large as it can be: few statements, of
+/// four shapes only (`sql::rows_for_backend` makes each from one row's literal).
 pub(crate) fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
-    let mut out = Vec::with_capacity(items.len() / ROWS_PER_INSERT + 3);
-    for size in [ROWS_PER_INSERT, 4, 2, 1] {
+    let mut out = Vec::with_capacity(items.len() / PIECES[0] + 3 * PIECES.len());
+    for size in PIECES {
         while items.len() >= size {
             let (piece, rest) = items.split_at(size);
             out.push(piece);
@@ -422,6 +447,10 @@ pub(crate) fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
     }
     out
 }
+
+/// The sizes a batch's ledger rows and audit records are written in: each statement is a
+/// hand-off to SQLite's thread (two context switches), so a batch of 84 rows takes three, not 11.
+pub const PIECES: [usize; 4] = [64, 16, 4, 1];
 
 /// Rows one multi-row `INSERT` writes.
 pub(crate) const ROWS_PER_INSERT: usize = 8;
@@ -474,14 +503,49 @@ pub(crate) mod tests {
         InFlight { id: rand::random::<i64>() & i64::MAX, instance: "test".into(), amount, ..InFlight::default() }
     }
 
+    /// The gateway's writer is mid-transaction whenever a passive checkpoint ends (at
+    /// saturation it always is): that alone never lets the log start over, and it grew by
+    /// hundreds of MiB a minute. A long log is then restarted.
+    #[tokio::test]
+    async fn a_long_log_starts_over_though_a_write_was_in_flight_during_the_checkpoint() {
+        let (l, _dir) = ledger().await;
+        let checkpointer = l.checkpointer.clone().unwrap();
+        let write = |i: i64| sqlx::query("INSERT INTO slack_seen (signature, seen_us) VALUES ($1, $2)").bind(format!("signature-{i}")).bind(i);
+        for i in 0..1_200 {
+            write(i).execute(&l.pool).await.unwrap();
+        }
+        // A passive checkpoint while the writer is in a transaction: the log's length then.
+        let round = |i: i64| {
+            let (l, checkpointer) = (&l, &checkpointer);
+            async move {
+                let mut in_flight = l.pool.begin().await.unwrap();
+                write(i).execute(&mut *in_flight).await.unwrap();
+                let log = passive_checkpoint(checkpointer).await.unwrap();
+                in_flight.commit().await.unwrap();
+                log
+            }
+        };
+        let log = round(-1).await;
+        assert!(log > RESTART_AFTER_FRAMES, "{log} pages in the log");
+        // Passive checkpoints alone: the log goes on from where it was.
+        let longer = round(-2).await;
+        assert!(longer > log, "{longer} pages, then {log}");
+
+        restart_if_long(&checkpointer, longer).await.unwrap();
+        // The next commit starts the log over (it is where frames are written).
+        round(-3).await;
+        let log = round(-4).await;
+        assert!(log < 10, "the log did not start over: {log} pages");
+    }
+
     #[test]
-    fn rows_go_in_eights_then_at_most_one_piece_each_of_four_two_and_one() {
+    fn rows_go_in_pieces_of_64_16_4_and_1_largest_first() {
         let sizes = |n: usize| pieces(&vec![0; n]).iter().map(|p| p.len()).collect::<Vec<_>>();
         assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(7), [4, 2, 1]);
-        assert_eq!(sizes(8), [8]);
-        assert_eq!(sizes(22), [8, 8, 4, 2]);
-        assert_eq!(sizes(31), [8, 8, 8, 4, 2, 1]);
+        assert_eq!(sizes(7), [4, 1, 1, 1]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(85), [64, 16, 4, 1]);
+        assert_eq!(sizes(150), [64, 64, 16, 4, 1, 1]);
     }
 
     fn claim(budget: &str, limit: Micros) -> Claim {
@@ -612,7 +676,8 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_batch_is_written_many_rows_to_a_statement_and_the_chain_still_verifies() {
         let (l, _dir) = ledger().await;
-        let n = 2 * ROWS_PER_INSERT + 3;
+        // Every shape: 64, 64, 16, 4, 1, 1.
+        let n = PIECES.iter().sum::<usize>() + PIECES[0] + 1;
         let src = crate::audit_store::Source { namespace: "ns".into(), service_account: "coder".into(), shipped: false };
         let calls: Vec<(Reservation, Micros, Row)> = (0..n)
             .map(|i| {

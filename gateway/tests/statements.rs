@@ -16,18 +16,37 @@ use serde_json::{Value, json};
 use sqlx::{AnyPool, AssertSqlSafe, Column, Executor, SqlSafeStr, Statement, TypeInfo};
 use std::path::Path;
 
+/// How a statement's literal reaches the database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Given {
+    AsWritten,
+    /// Through `for_backend`: to SQLite with bare parameters.
+    Bare,
+    /// Through `rows_for_backend`: a one-row insert, given with as many rows as a piece holds.
+    Rows,
+}
+
 /// The string literals passed to `sqlx::query`, `query_as` and `query_scalar` in `source`, outside
-/// its tests, as the compiler reads them (line continuations and escapes resolved).
-fn statements_in(source: &str) -> Result<Vec<String>> {
+/// its tests, as the compiler reads them (line continuations and escapes resolved); each with how
+/// it is given to the database.
+fn statements_in(source: &str) -> Result<Vec<(String, Given)>> {
     let code = source.split("#[cfg(test)]").next().unwrap_or_default();
     let mut found = Vec::new();
+    let wrappers = [
+        ("for_backend(", Given::Bare),
+        ("crate::ledger::sql::for_backend(", Given::Bare),
+        ("sql::rows_for_backend(", Given::Rows),
+        ("crate::ledger::sql::rows_for_backend(", Given::Rows),
+    ];
     for start in ["sqlx::query(", "sqlx::query_as(", "sqlx::query_scalar("] {
         let mut rest = code;
         while let Some(at) = rest.find(start) {
             rest = rest[at + start.len()..].trim_start();
+            let (given, after_wrapper) = wrappers.iter().find_map(|(w, given)| rest.strip_prefix(w).map(|r| (*given, r))).unwrap_or((Given::AsWritten, rest));
+            rest = after_wrapper.trim_start();
             let Some(literal) = rest.strip_prefix('"') else { bail!("a statement that is not a string literal: {}", &rest[..rest.len().min(60)]) };
             let (sql, after) = unescape(literal)?;
-            found.push(sql);
+            found.push((sql, given));
             rest = after;
         }
     }
@@ -91,6 +110,29 @@ fn rust_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// What `pool` (`name`) is given in place of `sql` describes as `sql` (`one`) does: with bare
+/// parameters on SQLite the same; as a piece of rows, the row's parameters once a row.
+async fn given_as_described(pool: &AnyPool, name: &str, sql: &str, given: Given, one: &Value) -> Result<()> {
+    use tollgate_gateway::ledger::{PIECES, sql as forms};
+    let bare =
+        |s: &str| if name == "sqlite" { forms::anonymous_parameters(s).with_context(|| format!("no bare parameters for {s}")) } else { Ok(s.to_owned()) };
+    if given == Given::Bare {
+        let converted = bare(sql)?;
+        ensure!(describe(pool, &converted).await? == *one, "{converted} describes otherwise than {sql}");
+        return Ok(());
+    }
+    for rows in PIECES {
+        let expanded = bare(&forms::with_rows(sql, rows).with_context(|| format!("{sql} cannot be given as {rows} rows"))?)?;
+        let described = describe(pool, &expanded).await?;
+        let parameters = match &one["parameters"] {
+            Value::Array(types) => json!(types.iter().cycle().take(types.len() * rows).collect::<Vec<_>>()),
+            n => json!(n.as_u64().unwrap_or_default() * rows as u64),
+        };
+        ensure!(described == json!({"parameters": parameters, "columns": one["columns"]}), "{rows} rows of {sql} describe as {described}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_statement_prepares_on_sqlite_and_postgresql_as_recorded() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -101,8 +143,8 @@ async fn every_statement_prepares_on_sqlite_and_postgresql_as_recorded() -> Resu
     files.sort();
     for file in files {
         let name = file.strip_prefix(&src)?.to_string_lossy().into_owned();
-        for sql in statements_in(&std::fs::read_to_string(&file)?)? {
-            statements.push((name.clone(), sql));
+        for (sql, given) in statements_in(&std::fs::read_to_string(&file)?)? {
+            statements.push((name.clone(), sql, given));
         }
     }
     ensure!(statements.len() >= 20, "only {} statements found: the scan no longer reads the source", statements.len());
@@ -117,7 +159,7 @@ async fn every_statement_prepares_on_sqlite_and_postgresql_as_recorded() -> Resu
         databases.push((name, sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await?));
     }
     let mut recorded = Vec::new();
-    for (file, sql) in &statements {
+    for (file, sql, given) in &statements {
         let mut entry = json!({"file": file, "sql": sql});
         for (name, pool) in &databases {
             // A PRAGMA tunes SQLite's file, and is sent to SQLite only.
@@ -125,6 +167,10 @@ async fn every_statement_prepares_on_sqlite_and_postgresql_as_recorded() -> Resu
                 continue;
             }
             entry[*name] = describe(pool, sql).await.with_context(|| format!("{file}: on {name}"))?;
+            // What the database is given in the literal's place must be the same statement to it.
+            if *given != Given::AsWritten {
+                given_as_described(pool, name, sql, *given, &entry[*name]).await.with_context(|| format!("{file}: on {name}"))?;
+            }
         }
         recorded.push(entry);
     }
@@ -147,6 +193,15 @@ async fn every_statement_prepares_on_sqlite_and_postgresql_as_recorded() -> Resu
 #[test]
 fn the_scan_reads_literals_as_the_compiler_does() {
     let src = "let a = sqlx::query(\"SELECT 1 \\\n     FROM t WHERE x = '\\\"'\").bind(1);\nlet b: Vec<(i64,)> = sqlx::query_as(\n  \"SELECT y FROM u\").fetch_all(p);\n#[cfg(test)]\nsqlx::query(\"not this\")";
-    assert_eq!(statements_in(src).unwrap(), vec!["SELECT 1 FROM t WHERE x = '\"'".to_owned(), "SELECT y FROM u".to_owned()]);
+    assert_eq!(
+        statements_in(src).unwrap(),
+        vec![("SELECT 1 FROM t WHERE x = '\"'".to_owned(), Given::AsWritten), ("SELECT y FROM u".to_owned(), Given::AsWritten)]
+    );
+    let wrapped =
+        "sqlx::query(for_backend(\n  \"INSERT INTO t VALUES ($1)\", sqlite)); sqlx::query(sql::rows_for_backend(\"INSERT INTO u VALUES ($1)\", 4, sqlite))";
+    assert_eq!(
+        statements_in(wrapped).unwrap(),
+        vec![("INSERT INTO t VALUES ($1)".to_owned(), Given::Bare), ("INSERT INTO u VALUES ($1)".to_owned(), Given::Rows)]
+    );
     assert!(statements_in("sqlx::query(&sql)").is_err(), "a statement built at run time is not checked, so it is refused");
 }
