@@ -25,6 +25,12 @@ impl GatewayProcess {
         GatewayProcess::start_on(cp, database_url, port)
     }
 
+    /// Serving on one thread, as a gateway limited to one CPU does.
+    pub fn start_single_threaded(cp: &ControlPlane, database_url: &str) -> Result<GatewayProcess> {
+        let [port] = free_ports::<1>()?;
+        GatewayProcess::start_with(cp, database_url, port, &[("TOLLGATE_WORKER_THREADS", "1")])
+    }
+
     /// On a given port (a gateway started again where its clients expect it).
     pub fn start_on(cp: &ControlPlane, database_url: &str, port: u16) -> Result<GatewayProcess> {
         GatewayProcess::start_with(cp, database_url, port, &[])

@@ -25,7 +25,8 @@ fn the_official_sdks_call_models_through_the_gateway_under_the_agents_key() -> R
     operator();
     let cp = ControlPlane::shared();
     let scene = Scene::new(cp, "gateway", "")?;
-    let gateway = GatewayProcess::start(cp, &scene.ledger_url())?;
+    // One thread, as on one CPU: the other tests run the gateway's multi-threaded runtime.
+    let gateway = GatewayProcess::start_single_threaded(cp, &scene.ledger_url())?;
     let Scene { fake, ns, key, .. } = scene;
     let env = gateway.agent_env(&key);
     let steps = model_client(
@@ -341,7 +342,8 @@ fn a_budget_holds_under_200_concurrent_calls_on_sqlite() -> Result<()> {
     let cp = ControlPlane::shared();
     race(cp, "race-sqlite", || {
         let path = cp.dir().join(format!("race-{}.db", std::process::id()));
-        Ok(vec![GatewayProcess::start(cp, &format!("sqlite://{}?mode=rwc", path.display()))?])
+        // Served on one thread, as a gateway limited to one CPU is.
+        Ok(vec![GatewayProcess::start_single_threaded(cp, &format!("sqlite://{}?mode=rwc", path.display()))?])
     })
 }
 

@@ -8,18 +8,16 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = tollgate_gateway::Config::parse();
     let telemetry = tollgate_runtime::telemetry::init(config.log_json, "tollgate-gateway");
-    let code = match tollgate_gateway::run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "gateway failed");
-            ExitCode::FAILURE
-        }
+    // One thread per CPU; on one CPU, a single thread (tollgate_runtime::run_on_threads).
+    let threads = match config.worker_threads {
+        0 => tollgate_runtime::cpus(),
+        n => n,
     };
+    let code = tollgate_runtime::run_on_threads(threads, "gateway failed", tollgate_gateway::run(config));
     telemetry.shutdown();
     code
 }

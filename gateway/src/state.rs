@@ -73,6 +73,10 @@ pub struct Config {
     /// Seconds between checkpoints while the chain grows.
     #[arg(long, env = "TOLLGATE_AUDIT_CHECKPOINT_SECONDS", default_value_t = 30)]
     pub audit_checkpoint_seconds: u64,
+    /// Threads serving calls: 0 (the default) is one per CPU the process may use (its affinity,
+    /// its container's CPU limit), and one CPU runs everything on a single thread.
+    #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
     /// The Slack app's signing secret: `/slack/interactions` is served only with it.

@@ -12,6 +12,37 @@ pub mod write_deadline;
 
 pub use accept::accept;
 
+/// Runs `serve` to its end on `threads` threads; the process's exit code, its error logged with
+/// `failed`. One thread (or 0) runs everything on a single thread: on one CPU, a multi-threaded
+/// runtime pays for waking a worker that then waits for that same CPU (a ninth more CPU a call
+/// in the gateway's bench).
+pub fn run_on_threads(threads: usize, failed: &str, serve: impl std::future::Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
+    let runtime = match threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "{failed}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The CPUs this process may use: its affinity and its container's CPU limit, as the standard
+/// library reads them.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Resolves on SIGINT or SIGTERM (what Kubernetes sends before it kills a container).
 pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -22,26 +22,9 @@ fn main() -> ExitCode {
     }
     let config = tollgate_sidecar::Config::parse();
     let telemetry = tollgate_runtime::telemetry::init(config.log_json, "tollgate-sidecar");
-    // One thread by default, as a sidecar has a fraction of a core: a multi-threaded runtime on
-    // one CPU spends its time waking threads that then wait for the same CPU.
-    let runtime = match config.worker_threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
-    };
-    let runtime = match runtime {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = match runtime.block_on(tollgate_sidecar::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "sidecar failed");
-            ExitCode::FAILURE
-        }
-    };
+    // One thread by default, as a sidecar has a fraction of a core.
+    let threads = config.worker_threads;
+    let code = tollgate_runtime::run_on_threads(threads, "sidecar failed", tollgate_sidecar::run(config));
     telemetry.shutdown();
     code
 }
