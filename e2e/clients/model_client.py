@@ -17,7 +17,7 @@ Steps:
         answered 200, 403 and anything else, and per call its replica, status and message.
 
 Each step prints ONE JSON line: {"op", "ok": true, "text", "usage", "chunks", "first_event_s",
-"total_s"} or {"op", "ok": false, "error": <SDK exception class>, "status", "message"}. The SDKs
+"total_s", "ended_at_s" (when it ended, in seconds since the epoch)} or {"op", "ok": false, "error": <SDK exception class>, "status", "message"}. The SDKs
 do not retry (max_retries=0) unless a step says "retries": N: a test sees exactly what the gateway
 answered.
 """
@@ -122,6 +122,7 @@ def run(step: dict) -> dict:
     except (openai.APIConnectionError, anthropic.APIConnectionError) as e:
         return {"op": op, "ok": False, "error": type(e).__name__, "message": str(e)}
     out["total_s"] = time.monotonic() - started
+    out["ended_at_s"] = time.time()
     if first is not None:
         out["first_event_s"] = first - started
     return out
