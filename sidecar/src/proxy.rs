@@ -15,8 +15,16 @@ use tollgate_core::mcp::jsonrpc::{self, Envelope, Incoming as Message};
 use tollgate_core::policy;
 
 /// A request on `/mcp/<server>`, past the checks every request passes first (transport, rights,
-/// one reading).
-pub(crate) async fn handle(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, method: Method, headers: &HeaderMap, bytes: Bytes) -> Response<Body> {
+/// one reading); `arguments` are a single message's, as that check read them.
+pub(crate) async fn handle(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    server: &Server,
+    method: Method,
+    headers: &HeaderMap,
+    bytes: Bytes,
+    arguments: Option<Value>,
+) -> Response<Body> {
     if method != Method::POST {
         // GET (the server's stream, resumable with Last-Event-ID) and DELETE (end of session).
         return forward(sc, server, method, headers, Bytes::new(), None).await;
@@ -26,7 +34,7 @@ pub(crate) async fn handle(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serv
         Err(e) => return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, e.code(), &e.to_string())),
     };
     match message {
-        Message::Single(env) => single(sc, snapshot, server, headers, &env, &bytes).await,
+        Message::Single(env) => single(sc, snapshot, server, headers, &env, &bytes, arguments).await,
         Message::Batch(elements) => batch(sc, snapshot, server, headers, &elements, &bytes).await,
     }
 }
@@ -36,10 +44,18 @@ fn decided_here(env: &Envelope<'_>) -> bool {
     tollgate_core::mcp::methods::decided_by_firewall(env.method(), env.is_request(), crate::approvals::tasks::is_held_task(env))
 }
 
-async fn single(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Server, headers: &HeaderMap, env: &Envelope<'_>, bytes: &Bytes) -> Response<Body> {
+async fn single(
+    sc: &Arc<Sidecar>,
+    snapshot: &Snapshot,
+    server: &Server,
+    headers: &HeaderMap,
+    env: &Envelope<'_>,
+    bytes: &Bytes,
+    arguments: Option<Value>,
+) -> Response<Body> {
     match env.method() {
         Some("tools/call") if env.id.is_none() => crate::tools::refuse_idless(sc, server, env),
-        Some("tools/call") => crate::tools::tools_call(sc, snapshot, server, headers, env, bytes).await,
+        Some("tools/call") => crate::tools::tools_call(sc, snapshot, server, headers, env, bytes, arguments).await,
         Some("tools/list") if env.is_request() => tools_list(sc, snapshot, server, headers, env, bytes.clone()).await,
         Some("tasks/get" | "tasks/update" | "tasks/cancel") if env.is_request() => {
             let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
@@ -72,7 +88,7 @@ async fn batch(
             None => parts.push(crate::batch::invalid_element()),
             Some(env) if decided_here(env) => {
                 let raw = Bytes::copy_from_slice(element.raw.get().as_bytes());
-                parts.push(Box::pin(async move { single(sc, snapshot, server, headers, env, &raw).await }));
+                parts.push(Box::pin(async move { single(sc, snapshot, server, headers, env, &raw, None).await }));
             }
             Some(_) => rest.push(element.raw.get()),
         }

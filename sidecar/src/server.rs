@@ -176,17 +176,22 @@ async fn route(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<Str
         Bytes::new()
     };
     // What is decided here must be what the upstream runs: bodies parsers read differently go nowhere.
-    if is_post && let Err(a) = tollgate_core::mcp::strict::check(&bytes) {
-        let code = if matches!(a, tollgate_core::mcp::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
-        return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string()));
-    }
+    // The one reading also yields a single message's arguments, so they are parsed once.
+    let checked = if is_post { tollgate_core::mcp::strict::read(&bytes) } else { Ok(Default::default()) };
+    let arguments = match checked {
+        Ok(checked) => checked.arguments,
+        Err(a) => {
+            let code = if matches!(a, tollgate_core::mcp::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
+            return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string()));
+        }
+    };
     if is_post && let Some(refusal) = check_routing_headers(&sc, &parts.headers, &bytes, server) {
         return refusal;
     }
     let is_get = parts.method == Method::GET;
     let resp = match &server {
         None => crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await,
-        Some(server) => crate::proxy::handle(&sc, &snapshot, server, parts.method, &parts.headers, bytes).await,
+        Some(server) => crate::proxy::handle(&sc, &snapshot, server, parts.method, &parts.headers, bytes, arguments).await,
     };
     if !is_get || !resp.status().is_success() {
         return resp;

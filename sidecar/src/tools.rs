@@ -44,7 +44,8 @@ pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'
     refuse_invalid(sc, server, env, "a tools/call must carry an id: without one it is never forwarded", StatusCode::BAD_REQUEST, -32600)
 }
 
-/// A `tools/call`: decided, then denied, forwarded, or held for approval.
+/// A `tools/call`: decided, then denied, forwarded, or held for approval. `arguments`, when
+/// given, are its arguments as the strict check read them from `raw` (else they are read here).
 pub(crate) async fn tools_call(
     sc: &Arc<Sidecar>,
     snapshot: &Snapshot,
@@ -52,6 +53,7 @@ pub(crate) async fn tools_call(
     headers: &HeaderMap,
     env: &Envelope<'_>,
     raw: &Bytes,
+    arguments: Option<Value>,
 ) -> Response<Body> {
     let started = Instant::now();
     let call = match jsonrpc::tool_call_params(env.params) {
@@ -59,7 +61,7 @@ pub(crate) async fn tools_call(
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
     };
     let span = crate::trace::tools_call((&sc.config.namespace, &sc.config.agent), &server.name, &call.name, env, headers, call.meta.as_ref());
-    tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, call, started), span).await
+    tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, (call, arguments), started), span).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -70,7 +72,7 @@ async fn decide_and_act(
     headers: &HeaderMap,
     env: &Envelope<'_>,
     raw: &Bytes,
-    call: jsonrpc::ToolCallParams<'_>,
+    (call, read): (jsonrpc::ToolCallParams<'_>, Option<Value>),
     started: Instant,
 ) -> Response<Body> {
     if let Some(resp) = crate::approvals::builtin(sc, snapshot, server, headers, env, &call).await {
@@ -83,10 +85,13 @@ async fn decide_and_act(
     let Some(agent) = snapshot.agent.as_ref() else {
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, "Access denied: no agent", true));
     };
-    let arguments: Value = match call.arguments.map(|a| serde_json::from_str(a.get())) {
-        None => Value::Object(Default::default()),
-        Some(Ok(v)) => v,
-        Some(Err(e)) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &format!("invalid arguments: {e}"))),
+    let arguments: Value = match (read, call.arguments) {
+        (_, None) => Value::Object(Default::default()),
+        (Some(v), Some(_)) => v,
+        (None, Some(a)) => match serde_json::from_str(a.get()) {
+            Ok(v) => v,
+            Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &format!("invalid arguments: {e}"))),
+        },
     };
     let refs = snapshot.policy_refs();
     let mode = policy::justification_mode(&refs, &server.name, &call.name);

@@ -7,6 +7,7 @@
 //!   simple folding (`ſ` is `s`, the Kelvin sign is `k`), and keeps the last match.
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
@@ -25,14 +26,28 @@ pub enum Ambiguity {
     Json(String),
 }
 
+/// What the check read on its way through a body.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// A single message's `params.arguments`, as a value: the one every parser reads (each key
+    /// once), so the firewall need not parse them a second time.
+    pub arguments: Option<Value>,
+}
+
 /// Checks a POST body (one message or a batch); `Ok` means every parser reads the same message.
 pub fn check(body: &[u8]) -> Result<(), Ambiguity> {
+    read(body).map(|_| ())
+}
+
+/// [`check`], keeping what it read of a single message (its arguments).
+pub fn read(body: &[u8]) -> Result<Checked, Ambiguity> {
     let found = RefCell::new(None);
+    let arguments = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(body);
-    let result = Walk { role: Role::Top, found: &found }.deserialize(&mut de).and_then(|()| de.end());
+    let result = Walk { role: Role::Top, found: &found, arguments: Some(&arguments) }.deserialize(&mut de).and_then(|()| de.end());
     match (result, found.into_inner()) {
         (_, Some(ambiguity)) => Err(ambiguity),
-        (Ok(()), None) => Ok(()),
+        (Ok(()), None) => Ok(Checked { arguments: arguments.into_inner() }),
         (Err(e), None) => Err(Ambiguity::Json(e.to_string())),
     }
 }
@@ -88,14 +103,20 @@ fn folds_equal(key: &str, field: &str) -> bool {
 struct Walk<'f> {
     role: Role,
     found: &'f RefCell<Option<Ambiguity>>,
+    /// Where a single message's arguments are kept, on the way to them (none in a batch).
+    arguments: Option<&'f RefCell<Option<Value>>>,
 }
 
 impl Walk<'_> {
     fn refuse<E: de::Error>(&self, a: Ambiguity) -> E {
-        let e = E::custom(&a);
-        *self.found.borrow_mut() = Some(a);
-        e
+        refuse(self.found, a)
     }
+}
+
+fn refuse<E: de::Error>(found: &RefCell<Option<Ambiguity>>, a: Ambiguity) -> E {
+    let e = E::custom(&a);
+    *found.borrow_mut() = Some(a);
+    e
 }
 
 impl<'de> DeserializeSeed<'de> for Walk<'_> {
@@ -134,7 +155,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         // A batch's elements are messages; any other array's are plain values.
         let role = if self.role == Role::Top { Role::Envelope } else { Role::Other };
-        while seq.next_element_seed(Walk { role, found: self.found })?.is_some() {}
+        while seq.next_element_seed(Walk { role, found: self.found, arguments: None })?.is_some() {}
         Ok(())
     }
 
@@ -161,9 +182,78 @@ impl<'de> Visitor<'de> for Walk<'_> {
                     seen.extend(keys.iter().cloned());
                 }
             }
-            map.next_value_seed(Walk { role: child, found: self.found })?;
+            match self.arguments {
+                Some(slot) if child == Role::Arguments => *slot.borrow_mut() = Some(map.next_value_seed(Read { role: child, found: self.found })?),
+                _ => {
+                    let arguments = self.arguments.filter(|_| child == Role::Params);
+                    map.next_value_seed(Walk { role: child, found: self.found, arguments })?;
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// A value read whole (a single message's arguments), each object's keys checked once as
+/// [`Walk`] checks them: below `params`, names are the tool's own, so no field's case rules.
+struct Read<'f> {
+    role: Role,
+    found: &'f RefCell<Option<Ambiguity>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Read<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Read<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Read { role: Role::Other, found: self.found })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(refuse(self.found, Ambiguity::DuplicateKey { key, at: self.role.at() }));
+            }
+            let value = map.next_value_seed(Read { role: Role::Other, found: self.found })?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -232,6 +322,18 @@ mod tests {
         let many: String = (0..40).map(|i| format!("\"k{i}\":1,")).collect();
         let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"arguments":{{{many}"k33":2}}}}}}"#);
         assert!(matches!(check(body.as_bytes()), Err(Ambiguity::DuplicateKey { .. })));
+    }
+
+    #[test]
+    fn a_single_messages_arguments_are_read_as_serde_reads_them_and_a_batchs_are_not() {
+        let arguments = r#"{"message":"hi \u00e9","n":-3,"big":18446744073709551615,"x":1.5e3,"list":[null,true,{"a":{}}],"k":"v"}"#;
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{arguments}}}}}"#);
+        let read = read(body.as_bytes()).unwrap().arguments;
+        assert_eq!(read, Some(serde_json::from_str::<Value>(arguments).unwrap()));
+        let none = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"arguments":{"a":1}}}}"#;
+        assert_eq!(super::read(none.as_bytes()).unwrap().arguments, None, "only params.arguments");
+        let batch = format!("[{body}]");
+        assert_eq!(super::read(batch.as_bytes()).unwrap().arguments, None, "a batch's elements are decided one by one");
     }
 
     #[test]

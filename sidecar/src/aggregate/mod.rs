@@ -325,7 +325,7 @@ async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, h
     if let Some(accept) = headers.get(ACCEPT) {
         forwarded.insert(ACCEPT, accept.clone());
     }
-    let resp = crate::tools::tools_call(sc, snapshot, &server, &forwarded, &inner, &body).await;
+    let resp = crate::tools::tools_call(sc, snapshot, &server, &forwarded, &inner, &body, None).await;
     relay::to_client(&server.name, resp).await
 }
 
