@@ -61,7 +61,7 @@ pub(crate) async fn tools_call(
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
     };
     let span = crate::trace::tools_call((&sc.config.namespace, &sc.config.agent), &server.name, &call.name, env, headers, call.meta.as_ref());
-    tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, (call, arguments), started), span).await
+    tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, call, arguments, started), span).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -72,7 +72,8 @@ async fn decide_and_act(
     headers: &HeaderMap,
     env: &Envelope<'_>,
     raw: &Bytes,
-    (call, read): (jsonrpc::ToolCallParams<'_>, Option<Value>),
+    call: jsonrpc::ToolCallParams<'_>,
+    read: Option<Value>,
     started: Instant,
 ) -> Response<Body> {
     if let Some(resp) = crate::approvals::builtin(sc, snapshot, server, headers, env, &call).await {
