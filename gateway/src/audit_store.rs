@@ -130,19 +130,24 @@ impl Prepared {
     pub fn new(source: &Source, mut r: Value) -> Prepared {
         // What no database or reader's terminal takes, and no record of megabytes, is stored.
         bounds::sanitize(&mut r);
-        if let Some(bytes) = bounds::bound(&mut r, bounds::MAX_RECORD_BYTES) {
+        name_sender(&mut r, source);
+        // Written out once: a record within its bound (nearly all) is not serialized again to
+        // be measured. The sender's names are short and bounded; a cut record is named again,
+        // since cutting keeps only the fields that say what it is about.
+        let mut text = tollgate_core::mcp::digest::canonical_json(&r);
+        if text.len() > bounds::MAX_RECORD_BYTES
+            && let Some(bytes) = bounds::bound(&mut r, bounds::MAX_RECORD_BYTES)
+        {
             tracing::warn!(bytes, namespace = source.namespace, "an audit record was cut to its bound");
-        }
-        let writer = if source.shipped { "sidecar" } else { "gateway" };
-        if let Some(o) = r.as_object_mut() {
-            o.insert("source".into(), serde_json::json!({"namespace": source.namespace, "serviceAccount": source.service_account, "writer": writer}));
+            name_sender(&mut r, source);
+            text = tollgate_core::mcp::digest::canonical_json(&r);
         }
         let (cut, lost) = bounds::incompleteness(&r);
         let (shadow_of, shadow_would) = bounds::indexed_shadow(&r, &source.namespace, source.shipped);
         Prepared {
             namespace: source.namespace.clone(),
             service_account: source.service_account.clone(),
-            text: tollgate_core::mcp::digest::canonical_json(&r),
+            text,
             agent: bounds::indexed(&r["agent"]["name"]),
             tool: bounds::indexed(&r["tool"]),
             decision: bounds::indexed_decision(&r["decision"]),
@@ -151,6 +156,14 @@ impl Prepared {
             shadow_of,
             shadow_would,
         }
+    }
+}
+
+/// Names the record's sender in it, as the store verified it.
+fn name_sender(r: &mut Value, source: &Source) {
+    let writer = if source.shipped { "sidecar" } else { "gateway" };
+    if let Some(o) = r.as_object_mut() {
+        o.insert("source".into(), serde_json::json!({"namespace": source.namespace, "serviceAccount": source.service_account, "writer": writer}));
     }
 }
 
@@ -272,5 +285,27 @@ mod tests {
             ]
         );
         assert_eq!(l.query_audit(&Query { shadow: true, limit: 100, ..Query::default() }).await.unwrap().len(), 5);
+    }
+
+    /// The text stored is the record as canonically written, named by its sender; a record past
+    /// the bound is cut to it and still names its sender (cutting keeps identity fields only).
+    #[test]
+    fn a_record_is_written_out_whole_within_its_bound_and_cut_past_it_naming_its_sender() {
+        let source = Source { namespace: "team-a".into(), service_account: "coder".into(), shipped: true };
+        let small = json!({"kind": "tool_call", "tool": "t\u{0}x", "agent": {"name": "coder"}, "arguments": {"a": "b"}});
+        let p = Prepared::new(&source, small);
+        let stored: Value = serde_json::from_str(&p.text).unwrap();
+        assert_eq!(p.text, tollgate_core::mcp::digest::canonical_json(&stored), "stored as canonically written");
+        assert_eq!(stored["tool"], "t\u{FFFD}x");
+        assert_eq!(stored["source"], json!({"namespace": "team-a", "serviceAccount": "coder", "writer": "sidecar"}));
+        assert_eq!((p.cut, p.tool.as_str()), (0, "t\u{FFFD}x"));
+        let many: serde_json::Map<String, Value> = (0..2000).map(|i| (format!("k{i}"), json!("v".repeat(40)))).collect();
+        let big = json!({"kind": "tool_call", "tool": "t", "agent": {"name": "coder"}, "arguments": many});
+        let p = Prepared::new(&source, big);
+        let stored: Value = serde_json::from_str(&p.text).unwrap();
+        assert!(p.text.len() <= bounds::MAX_RECORD_BYTES + 200, "{} bytes", p.text.len());
+        assert!(stored["truncated"]["originalBytes"].as_u64().is_some_and(|n| n > bounds::MAX_RECORD_BYTES as u64));
+        assert_eq!((stored["tool"].as_str(), stored["source"]["writer"].as_str()), (Some("t"), Some("sidecar")));
+        assert!(p.cut > 0);
     }
 }

@@ -22,6 +22,11 @@ fn unsafe_char(c: char) -> bool {
 }
 
 fn clean(s: &str) -> Option<String> {
+    // Printable ASCII, newline and tab (nearly every string) hold nothing to replace: one pass
+    // over bytes, not a char decode per character.
+    if s.bytes().all(|b| matches!(b, b' '..=b'~' | b'\n' | b'\t')) {
+        return None;
+    }
     s.contains(unsafe_char).then(|| s.chars().map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c }).collect())
 }
 
@@ -197,6 +202,11 @@ mod tests {
         assert!(!v.to_string().contains("\\u0000"));
         let mut fine = json!({"tool": "read", "x": "ünïcødé\n"});
         assert!(!sanitize(&mut fine));
+        // Past printable ASCII, each kind the terminal or store would act on: DEL, a C1 control,
+        // a line separator.
+        let mut edges = json!(["a\u{7f}", "b\u{85}", "c\u{2028}", "~ \t"]);
+        assert!(sanitize(&mut edges));
+        assert_eq!(edges, json!(["a\u{FFFD}", "b\u{FFFD}", "c\u{FFFD}", "~ \t"]));
     }
 
     #[test]
