@@ -77,6 +77,7 @@ fn migrator() -> Migrator {
         m(5, "audit_gaps", include_str!("../migrations/0005_audit_gaps.sql")),
         m(6, "audit_shadow", include_str!("../migrations/0006_audit_shadow.sql")),
         m(7, "leases", include_str!("../migrations/0007_leases.sql")),
+        m(8, "ledger_head", include_str!("../migrations/0008_ledger_head.sql")),
     ])
 }
 
@@ -416,8 +417,16 @@ fn settlement_deltas(calls: &[(&Reservation, Micros)], taken: &HashSet<i64>) -> 
 }
 
 /// Ledger rows, in pieces of the sizes of [`PIECES`]: each statement is a hand-off to the
-/// database's thread, so a batch pays for few.
+/// database's thread, so a batch pays for few. Their ids are consecutive, taken from
+/// `ledger_head` (its row is locked until the transaction ends, as the audit chain's head is,
+/// and always before it): every row lands on the last page of the id's index.
 pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let last: i64 = sqlx::query_scalar("UPDATE ledger_head SET seq = seq + $1 WHERE id = 1 RETURNING seq").bind(n).fetch_one(&mut **tx).await?;
+    let mut ids = (last - n + 1)..;
     let sqlite = on_sqlite(tx);
     for piece in pieces(rows) {
         let mut q = sqlx::query(sql::rows_for_backend(
@@ -426,8 +435,8 @@ pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerEr
             piece.len(),
             sqlite,
         )?);
-        for row in piece {
-            q = bind_row(q, row);
+        for (row, id) in piece.iter().zip(&mut ids) {
+            q = bind_row(q, id, row);
         }
         q.execute(&mut **tx).await?;
     }
@@ -470,8 +479,7 @@ fn bind_inflight<'q>(q: AnyQuery<'q>, call: &'q InFlight) -> AnyQuery<'q> {
         .bind(call.amount)
 }
 
-fn bind_row<'q>(q: AnyQuery<'q>, row: &'q Row) -> AnyQuery<'q> {
-    let id = i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX;
+fn bind_row<'q>(q: AnyQuery<'q>, id: i64, row: &'q Row) -> AnyQuery<'q> {
     q.bind(id)
         .bind(row.time_us)
         .bind(&row.namespace)
@@ -699,6 +707,18 @@ pub(crate) mod tests {
         assert_eq!(tollgate_core::audit::chain::verify(&all), Ok(n));
         let tools: Vec<String> = all.iter().map(|link| link.record["tool"].as_str().unwrap_or_default().to_owned()).collect();
         assert_eq!(tools, (0..n).map(|i| format!("m{i}")).collect::<Vec<_>>(), "records keep their order and their own columns");
+        // A second batch's rows are numbered on from the first's: consecutive ids, so every row
+        // lands on the last page of the id's index.
+        let again = crate::recorder::Unit {
+            calls: vec![(Reservation::default(), 1, Row { namespace: "ns".into(), agent: "coder".into(), ..Row::default() })],
+            ..Default::default()
+        };
+        crate::recorder::settle_many(&l, &again).await.unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM ledger ORDER BY time_us, model").fetch_all(&l.pool).await.unwrap();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=i64::try_from(n + 1).unwrap()).collect::<Vec<_>>());
+        assert_eq!(ids[0], n as i64 + 1, "the second batch's row (time 0) comes after the first's");
     }
 
     #[test]

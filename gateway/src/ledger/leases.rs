@@ -5,7 +5,8 @@
 //! sum of the former.
 //!
 //! Lock order, in every transaction that touches them: the `budget_spend` rows first, sorted by
-//! budget and period (`lock_in`), then `budget_leases` rows, then `audit_head`; two replicas'
+//! budget and period (`lock_in`), then `budget_leases` rows, then `ledger_head` (the ledger's
+//! row numbers, `record_in`), then `audit_head`; two replicas'
 //! transactions then never wait on each other in a circle.
 
 use std::collections::BTreeSet;
