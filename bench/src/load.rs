@@ -118,6 +118,13 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz.max(1.0)
 }
 
+/// Bytes `pid` has caused to be written to storage so far (`write_bytes` of `/proc/PID/io`:
+/// counted as pages are dirtied, so a write-ahead log and its checkpoints both count).
+pub fn storage_written(pid: u32) -> f64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
 /// A process's memory: anonymous (heap, stacks) against pages of the binary itself.
 pub struct Memory {
     pub anonymous_kib: f64,

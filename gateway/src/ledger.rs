@@ -446,7 +446,7 @@ pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerEr
 /// `items` in pieces of the sizes of [`PIECES`], each as large as it can be: few statements, of
 /// four shapes only (`sql::rows_for_backend` makes each from one row's literal).
 pub(crate) fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
-    let mut out = Vec::with_capacity(items.len() / PIECES[0] + 3 * PIECES.len());
+    let mut out = Vec::with_capacity(items.len() / PIECES[0] + PIECES.len());
     for size in PIECES {
         while items.len() >= size {
             let (piece, rest) = items.split_at(size);
@@ -458,8 +458,9 @@ pub(crate) fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
 }
 
 /// The sizes a batch's ledger rows and audit records are written in: each statement is a
-/// hand-off to SQLite's thread (two context switches), so a batch of 84 rows takes three, not 11.
-pub const PIECES: [usize; 4] = [64, 16, 4, 1];
+/// hand-off to SQLite's thread (two context switches), so a batch takes one statement per bit of
+/// its row count below 128 (63 rows: six, where pieces of 64, 16, 4 and 1 took nine).
+pub const PIECES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// Rows one multi-row `INSERT` writes.
 pub(crate) const ROWS_PER_INSERT: usize = 8;
@@ -547,13 +548,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rows_go_in_pieces_of_64_16_4_and_1_largest_first() {
+    fn rows_go_in_pieces_of_each_power_of_two_to_64_largest_first() {
         let sizes = |n: usize| pieces(&vec![0; n]).iter().map(|p| p.len()).collect::<Vec<_>>();
         assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(7), [4, 1, 1, 1]);
+        assert_eq!(sizes(7), [4, 2, 1]);
+        assert_eq!(sizes(63), [32, 16, 8, 4, 2, 1]);
         assert_eq!(sizes(64), [64]);
         assert_eq!(sizes(85), [64, 16, 4, 1]);
-        assert_eq!(sizes(150), [64, 64, 16, 4, 1, 1]);
+        assert_eq!(sizes(150), [64, 64, 16, 4, 2]);
     }
 
     fn claim(budget: &str, limit: Micros) -> Claim {
@@ -684,7 +686,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_batch_is_written_many_rows_to_a_statement_and_the_chain_still_verifies() {
         let (l, _dir) = ledger().await;
-        // Every shape: 64, 64, 16, 4, 1, 1.
+        // Every shape, and 64 and 1 twice.
         let n = PIECES.iter().sum::<usize>() + PIECES[0] + 1;
         let src = crate::audit_store::Source { namespace: "ns".into(), service_account: "coder".into(), shipped: false };
         let calls: Vec<(Reservation, Micros, Row)> = (0..n)

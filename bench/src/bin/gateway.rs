@@ -143,10 +143,14 @@ fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_bod
     let (bare_calls, bare_cpu, _) = saturate(rt, p.bare, &[], body, p.bare_pid)?;
     // TOLLGATE_BENCH_PROFILE=FILE records the gateway's saturation runs (FILE.ledger, FILE.budget).
     let profile = Profile::start(p.gateway_pid, if budget { ".budget" } else { ".ledger" });
+    let written = tollgate_bench::load::storage_written(p.gateway_pid);
     let (gw_calls, gw_cpu, gw_rss) = saturate(rt, p.via, p.headers, body, p.gateway_pid)?;
+    let written = tollgate_bench::load::storage_written(p.gateway_pid) - written;
     drop(profile);
     println!("  saturation, 16 connections, 3 s, proxy on one CPU:");
     println!("{}; RSS {:.1} MiB", saturation_report("    ", "tollgate-gateway", (gw_calls, gw_cpu), (bare_calls, bare_cpu)), gw_rss / 1024.0);
+    // Not timing: what the ledger's pages cost the disk, the same from run to run.
+    println!("    ledger and audit writes to storage: {:.2} KiB per call", written / gw_calls / 1024.0);
     let per_call = |cpu: f64, calls: f64| cpu / calls;
     let cpu_ratio = per_call(gw_cpu, gw_calls) / per_call(bare_cpu, bare_calls);
     println!("  {}", tollgate_bench::target("CPU per call, the gateway's / the bare proxy's", cpu_ratio, if budget { 2.5 } else { 2.0 }, "×"));
