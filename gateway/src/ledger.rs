@@ -444,7 +444,7 @@ pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerEr
 }
 
 /// `items` in pieces of the sizes of [`PIECES`], each as large as it can be: few statements, of
-/// four shapes only (`sql::rows_for_backend` makes each from one row's literal).
+/// one shape per size (`sql::rows_for_backend` makes each from one row's literal).
 pub(crate) fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
     let mut out = Vec::with_capacity(items.len() / PIECES[0] + PIECES.len());
     for size in PIECES {
@@ -458,8 +458,8 @@ pub(crate) fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
 }
 
 /// The sizes a batch's ledger rows and audit records are written in: each statement is a
-/// hand-off to SQLite's thread (two context switches), so a batch takes one statement per bit of
-/// its row count below 128 (63 rows: six, where pieces of 64, 16, 4 and 1 took nine).
+/// hand-off to SQLite's thread (two context switches), so a batch takes one statement per 64
+/// rows and one per bit of what is left (63 rows: six statements).
 pub const PIECES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// Rows one multi-row `INSERT` writes.
