@@ -136,14 +136,21 @@ pub fn memory_breakdown(pid: u32) -> Memory {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default();
     let text = format!(
-        "RSS {} = anonymous {} + file {} (+ shmem {}); threads {}",
+        "RSS {} = anonymous {} + file {} (+ shmem {}); threads {}; sockets {}",
         field("VmRSS:"),
         field("RssAnon:"),
         field("RssFile:"),
         field("RssShmem:"),
-        field("Threads:")
+        field("Threads:"),
+        sockets(pid)
     );
     Memory { anonymous_kib: status_kib(&status, "RssAnon:"), text }
+}
+
+/// Sockets `pid` holds open: its connections (each with its buffers) and listeners.
+fn sockets(pid: u32) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
+    fds.filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))).count()
 }
 
 /// A `/proc/PID/status` field in KiB (0 when missing).

@@ -69,11 +69,13 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let lead = async {
         election.acquire().await?;
+        let mut agents = agents::Agents::default();
+        let counted = policies::Counted { agents: agents.store(), namespaced: agents.follow(), cluster: agents.follow() };
         tokio::select! {
             r = election.keep() => r,
             () = approvals::run(shared.clone()) => Ok(()),
-            () = agents::run(shared.clone()) => Ok(()),
-            () = policies::run(shared.clone()) => Ok(()),
+            () = agents::run(shared.clone(), agents) => Ok(()),
+            () = policies::run(shared.clone(), counted) => Ok(()),
             () = workflows::run(shared.clone()) => Ok(()),
             () = gateways::run(shared.clone()) => Ok(()),
             () = servers::run(shared.clone(), std::time::Duration::from_secs(config.discovery_interval_seconds.max(1))) => Ok(()),

@@ -3,6 +3,7 @@
 //! follows the set of agents, deletes included), `Ready` in its status, and its injected pods
 //! (`Injected`, and how many run).
 
+use super::lean::{Following, Listeners};
 use super::{condition, upsert_condition};
 use crate::context::Shared;
 use crate::ssa;
@@ -12,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, ListParams, PartialObjectMeta, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +27,33 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
-pub async fn run(shared: Arc<Shared>) {
+/// The agents' one watch and cache: the controller, the cluster binding and the policies'
+/// controllers (which count agents, and recount as they come, change and go) all read it.
+pub struct Agents {
+    store: (Store<ManagedAgent>, Writer<ManagedAgent>),
+    listeners: Listeners<ManagedAgent>,
+}
+
+impl Default for Agents {
+    fn default() -> Self {
+        Self { store: reflector::store(), listeners: Listeners::default() }
+    }
+}
+
+impl Agents {
+    pub fn store(&self) -> Store<ManagedAgent> {
+        self.store.0.clone()
+    }
+
+    pub fn follow(&mut self) -> Following<ManagedAgent> {
+        self.listeners.follow()
+    }
+}
+
+pub async fn run(shared: Arc<Shared>, agents: Agents) {
     let api = Api::<ManagedAgent>::all(shared.client.clone());
-    // One watch and one cache of agents for the controller and the cluster binding alike.
     let changed = Arc::new(tokio::sync::Notify::new());
-    let controller = super::lean::controller_notifying(api, super::lean::config(), changed.clone());
+    let controller = super::lean::controller_heard(api, super::lean::config(), agents.store, agents.listeners.with_notice(changed.clone()));
     let binding = {
         let (shared, agents) = (shared.clone(), controller.store());
         async move {

@@ -8,6 +8,7 @@
 //! (the providers' credentials), so a Gateway elsewhere would hand that to whoever may create
 //! pods there. Such a Gateway is told why, in its status, and gets nothing.
 
+use super::lean::Listeners;
 use super::{condition, upsert_condition};
 use crate::context::Shared;
 use crate::ssa;
@@ -19,7 +20,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, Service
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, PartialObjectMeta, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{self, Store};
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub async fn run(shared: Arc<Shared>) {
     let api = Api::<Gateway>::all(shared.client.clone());
     // One watch and one cache of gateways for the controller and the cluster binding alike.
     let changed = Arc::new(tokio::sync::Notify::new());
-    let controller = super::lean::controller_notifying(api, super::lean::config(), changed.clone());
+    let controller = super::lean::controller_heard(api, super::lean::config(), reflector::store(), Listeners::default().with_notice(changed.clone()));
     let binding = {
         let (shared, gateways) = (shared.clone(), controller.store());
         async move {

@@ -3,10 +3,13 @@
 //! are each about as large as the object and which no reconcile reads (docs/performance.md,
 //! "scale"). Other annotations stay: the approvals controller reads its own.
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
+use futures::channel::mpsc;
 use kube::api::Api;
+use kube::api::PartialObjectMeta;
+use kube::core::PartialObjectMetaExt;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -67,14 +70,67 @@ pub fn slim<K: Resource>(o: &mut K) {
     o.annotations_mut().remove(LAST_APPLIED);
 }
 
-/// A lean cache of `api`'s objects, and the watch events that keep it filled.
-fn lean_events<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    (reader, watcher(api, cfg).backoff(backoff()).modify(slim::<K>).reflect(writer))
+/// Who else hears of a kind's changes besides its controller: a notice that the cache is whole
+/// and changed (its first listing done, then every edit or deletion), for work over the whole
+/// kind done once per burst; and each object changed, for other controllers to map to theirs
+/// (as `Controller::watches` would, without a watch of its own).
+pub struct Listeners<K: Resource> {
+    changed: Option<Arc<Notify>>,
+    followers: Vec<mpsc::UnboundedSender<Result<PartialObjectMeta<K>, watcher::Error>>>,
+}
+
+impl<K: Resource> Default for Listeners<K> {
+    fn default() -> Self {
+        Self { changed: None, followers: Vec::new() }
+    }
+}
+
+/// The objects of a kind that come, change or go, named by their metadata: a trigger stream for
+/// `Controller::watches_stream`, which sees them after the kind's cache does.
+pub type Following<K> = mpsc::UnboundedReceiver<Result<PartialObjectMeta<K>, watcher::Error>>;
+
+impl<K: Resource> Listeners<K> {
+    #[must_use]
+    pub fn with_notice(mut self, changed: Arc<Notify>) -> Self {
+        self.changed = Some(changed);
+        self
+    }
+
+    pub fn follow(&mut self) -> Following<K> {
+        let (tx, rx) = mpsc::unbounded();
+        self.followers.push(tx);
+        rx
+    }
+
+    fn hear(&self, event: &watcher::Event<K>) {
+        let touched = match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => Some(o),
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        if let Some(o) = touched {
+            for follower in &self.followers {
+                // A follower gone (its controller ended) has nothing left to hear.
+                let _ = follower.unbounded_send(Ok(o.meta().clone().into_response_partial::<K>()));
+            }
+        }
+        if matches!(event, watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_))
+            && let Some(changed) = &self.changed
+        {
+            changed.notify_one();
+        }
+    }
+}
+
+/// Reconciles one controller runs at once when each only waits on the API server. Unbounded
+/// (kube's default), a burst of 2,000 new objects ran hundreds at once, each holding a
+/// connection of its own to the API server (one request at a time per HTTP/1.1 connection)
+/// with its buffers; the API server, not the operator, sets the pace, so more at once only
+/// added connections and memory (docs/performance-history.md, "Operator memory").
+const AT_ONCE: u16 = 4;
+
+/// A controller's settings with `at_once` reconciles at a time.
+pub fn settings(at_once: u16) -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(at_once)
 }
 
 /// `Controller::new`, over a lean cache.
@@ -83,25 +139,23 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync + Unpin,
 {
-    let (reader, events) = lean_events(api, cfg);
-    Controller::for_stream(events.applied_objects(), reader).trigger_backoff(backoff())
+    controller_heard(api, cfg, reflector::store(), Listeners::default())
 }
 
-/// As [`controller`], and `changed` is notified whenever the cache is whole and changes (its
-/// first listing done, then every edit or deletion): for work over the whole kind, done once
-/// per burst of changes, from the same cache.
-pub fn controller_notifying<K>(api: Api<K>, cfg: watcher::Config, changed: Arc<Notify>) -> Controller<K>
+/// As [`controller`], filling the cache `store` (whose reader others may hold), and telling
+/// `listeners` of every change once the cache has it.
+pub fn controller_heard<K>(api: Api<K>, cfg: watcher::Config, store: (Store<K>, Writer<K>), listeners: Listeners<K>) -> Controller<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync + Unpin,
 {
-    let (reader, events) = lean_events(api, cfg);
-    let events = events.inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_))) {
-            changed.notify_one();
+    let (reader, writer) = store;
+    let events = watcher(api, cfg).backoff(backoff()).modify(slim::<K>).reflect(writer).inspect(move |event| {
+        if let Ok(event) = event {
+            listeners.hear(event);
         }
     });
-    Controller::for_stream(events.applied_objects(), reader).trigger_backoff(backoff())
+    Controller::for_stream(events.applied_objects(), reader).trigger_backoff(backoff()).with_config(settings(AT_ONCE))
 }
 
 #[cfg(test)]
@@ -125,6 +179,38 @@ mod tests {
         let kept: Vec<&str> = ar.annotations().keys().map(String::as_str).collect();
         assert_eq!(kept, ["tollgate.dev/cancel", "tollgate.dev/traceparent"]);
         assert_eq!(ar.labels().get("tollgate.dev/agent").map(String::as_str), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn followers_hear_every_object_touched_and_the_notice_comes_once_the_cache_is_whole() {
+        use futures::StreamExt;
+        let agent = |name: &str| -> tollgate_api::ManagedAgent {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "tollgate.dev/v1alpha1", "kind": "ManagedAgent",
+                "metadata": {"name": name, "namespace": "n", "labels": {"team": "a"}},
+                "spec": {"selector": {}, "serviceAccountName": "sa"}
+            }))
+            .expect("an agent")
+        };
+        let changed = Arc::new(Notify::new());
+        let mut listeners = Listeners::default().with_notice(changed.clone());
+        let (mut first, mut second) = (listeners.follow(), listeners.follow());
+        let heard_notice = || futures::FutureExt::now_or_never(changed.notified()).is_some();
+
+        listeners.hear(&watcher::Event::Init);
+        listeners.hear(&watcher::Event::InitApply(agent("listed")));
+        assert!(!heard_notice(), "no notice while the first listing is still coming in");
+        listeners.hear(&watcher::Event::InitDone);
+        assert!(heard_notice());
+        listeners.hear(&watcher::Event::Apply(agent("edited")));
+        listeners.hear(&watcher::Event::Delete(agent("gone")));
+        assert!(heard_notice());
+        drop(listeners);
+
+        for follower in [&mut first, &mut second] {
+            let heard: Vec<String> = follower.map(|m| m.expect("an object").metadata.name.unwrap_or_default()).collect().await;
+            assert_eq!(heard, ["listed", "edited", "gone"]);
+        }
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! those that predate it or came in while it was down.
 
 use super::condition;
+use super::lean::Following;
 use crate::context::Shared;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, PartialObjectMeta, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,45 +25,59 @@ const RECOUNT: Duration = Duration::from_secs(300);
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("the agents' watch has stopped")]
+    AgentsUnwatched,
 }
 
-pub async fn run(shared: Arc<Shared>) {
-    // Only an agent's namespace is read: its metadata is all that is watched.
-    let agents = || Api::<PartialObjectMeta<ManagedAgent>>::all(shared.client.clone());
+/// What policies count: the agents' cache, and its changes (one stream for each controller).
+pub struct Counted {
+    pub agents: Store<ManagedAgent>,
+    pub namespaced: Following<ManagedAgent>,
+    pub cluster: Following<ManagedAgent>,
+}
+
+struct Context {
+    shared: Arc<Shared>,
+    agents: Store<ManagedAgent>,
+}
+
+pub async fn run(shared: Arc<Shared>, counted: Counted) {
+    let ctx = Arc::new(Context { shared: shared.clone(), agents: counted.agents });
     let namespaced = super::lean::controller(Api::<ToolPolicy>::all(shared.client.clone()), super::lean::config());
     let policies = namespaced.store();
     // An agent that comes, goes or changes its labels changes the count of its namespace's policies.
     let namespaced = namespaced
-        .watches(agents(), super::lean::config(), move |agent: PartialObjectMeta<ManagedAgent>| {
+        .watches_stream(counted.namespaced, move |agent: PartialObjectMeta<ManagedAgent>| {
             let ns = agent.namespace();
             policies.state().into_iter().filter(|p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
         })
-        .run(reconcile_namespaced, error_policy, shared.clone())
+        .run(reconcile_namespaced, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
     let cluster = super::lean::controller(Api::<ClusterToolPolicy>::all(shared.client.clone()), super::lean::config());
     let policies = cluster.store();
     let cluster = cluster
-        .watches(agents(), super::lean::config(), move |_: PartialObjectMeta<ManagedAgent>| {
+        .watches_stream(counted.cluster, move |_: PartialObjectMeta<ManagedAgent>| {
             policies.state().into_iter().map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
         })
-        .run(reconcile_cluster, error_policy, shared)
+        .run(reconcile_cluster, error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
     futures::join!(namespaced, cluster);
 }
 
-fn error_policy<K>(_: Arc<K>, error: &Error, shared: Arc<Shared>) -> Action {
-    shared.metrics.reconcile("toolpolicy", false);
+fn error_policy<K>(_: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.shared.metrics.reconcile("toolpolicy", false);
     tracing::warn!(%error, "policy reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
 #[tracing::instrument(skip_all, fields(policy = %p.name_any(), namespace = p.namespace().unwrap_or_default()))]
-async fn reconcile_namespaced(p: Arc<ToolPolicy>, shared: Arc<Shared>) -> Result<Action, Error> {
+async fn reconcile_namespaced(p: Arc<ToolPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let shared = &ctx.shared;
     let ns = p.namespace().unwrap_or_default();
     let compiled = policy::compile_tool_policy(&ns, &p.name_any(), &p.spec);
-    let agents = Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns).list(&ListParams::default()).await?;
+    let agents = ctx.agents_in(Some(&ns)).await?;
     let mode = policy::enforcement_summary(p.spec.enforcement, &p.spec.tools);
-    let status = status_for(&compiled, mode, &agents.items, &[], p.status.as_ref(), p.meta().generation);
+    let status = status_for(&compiled, mode, &agents, &[], p.status.as_ref(), p.meta().generation);
     if p.status.as_ref() != Some(&status) {
         Api::<ToolPolicy>::namespaced(shared.client.clone(), &ns)
             .patch_status(&p.name_any(), &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
@@ -73,12 +88,13 @@ async fn reconcile_namespaced(p: Arc<ToolPolicy>, shared: Arc<Shared>) -> Result
 }
 
 #[tracing::instrument(skip_all, fields(policy = %p.name_any()))]
-async fn reconcile_cluster(p: Arc<ClusterToolPolicy>, shared: Arc<Shared>) -> Result<Action, Error> {
+async fn reconcile_cluster(p: Arc<ClusterToolPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let shared = &ctx.shared;
     let compiled = policy::compile_cluster_tool_policy(&p.name_any(), &p.spec);
-    let agents = Api::<ManagedAgent>::all(shared.client.clone()).list(&ListParams::default()).await?;
+    let agents = ctx.agents_in(None).await?;
     let namespaces = Api::<Namespace>::all(shared.client.clone()).list(&ListParams::default()).await?;
     let mode = policy::enforcement_summary(p.spec.enforcement, &p.spec.tools);
-    let status = status_for(&compiled, mode, &agents.items, &namespaces.items, p.status.as_ref(), p.meta().generation);
+    let status = status_for(&compiled, mode, &agents, &namespaces.items, p.status.as_ref(), p.meta().generation);
     if p.status.as_ref() != Some(&status) {
         Api::<ClusterToolPolicy>::all(shared.client.clone())
             .patch_status(&p.name_any(), &crate::ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
@@ -88,10 +104,22 @@ async fn reconcile_cluster(p: Arc<ClusterToolPolicy>, shared: Arc<Shared>) -> Re
     Ok(Action::requeue(RECOUNT))
 }
 
+impl Context {
+    /// The agents of namespace `ns` (all with `None`), from the cache once its first listing is
+    /// done: a count from a cache still filling would be wrong and then corrected.
+    async fn agents_in(&self, ns: Option<&str>) -> Result<Vec<Arc<ManagedAgent>>, Error> {
+        self.agents.wait_until_ready().await.map_err(|_| Error::AgentsUnwatched)?;
+        Ok(match ns {
+            Some(ns) => self.agents.state().into_iter().filter(|a| a.namespace().as_deref() == Some(ns)).collect(),
+            None => self.agents.state(),
+        })
+    }
+}
+
 fn status_for(
     compiled: &Result<CompiledPolicy, CompileError>,
     mode: tollgate_api::EnforcementSummary,
-    agents: &[ManagedAgent],
+    agents: &[Arc<ManagedAgent>],
     namespaces: &[Namespace],
     old: Option<&ToolPolicyStatus>,
     generation: Option<i64>,

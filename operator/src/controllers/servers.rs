@@ -22,6 +22,11 @@ use tollgate_mcp_client::discovery::{self, Target};
 use tollgate_mcp_client::transport::{self, HttpClient};
 use tollgate_mcp_client::vault::Vault;
 
+/// Discoveries at once. Each waits on its server (up to [`MAX_DISCOVERY`]), not on the API
+/// server, so a few silent servers must not hold up everyone else's; still bounded, as each
+/// holds connections and their buffers.
+const DISCOVERIES_AT_ONCE: u16 = 16;
+
 /// The longest a discovery may take, whatever the server's own timeout.
 const MAX_DISCOVERY: Duration = Duration::from_secs(20);
 /// The largest answer read from a server during discovery.
@@ -77,6 +82,7 @@ pub async fn run(shared: Arc<Shared>, interval: Duration) {
     let roots = Arc::new(transport::platform_roots());
     let ctx = Arc::new(Context { client: transport::client(roots.clone()), roots, shared: shared.clone(), interval });
     super::lean::controller(Api::<McpServer>::all(shared.client.clone()), super::lean::config())
+        .with_config(super::lean::settings(DISCOVERIES_AT_ONCE))
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
