@@ -213,9 +213,8 @@ impl Ledger {
                 other => other,
             })
             .collect::<Vec<_>>();
-        for (period, now) in &held {
-            add_in(&mut tx, period, now - before.get(period).copied().unwrap_or(0), 0).await?;
-        }
+        let changes = held.iter().map(|(period, now)| (period.clone(), (now - before.get(period).copied().unwrap_or(0), 0))).collect();
+        add_all_in(&mut tx, &changes).await?;
         let mut granted = Vec::new();
         for ask in leases {
             let period = (ask.claim.budget.clone(), ask.claim.period_start_us);
@@ -315,6 +314,30 @@ fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
     claims.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
     claims.dedup();
     claims
+}
+
+/// Adds to budget periods what each has spent and what gateways hold of it (`(spent, leased)`
+/// by period; nothing to do for none), in pieces of the sizes of [`PIECES`]: with many budgets,
+/// a batch's periods are many, and one statement each was most of its hand-offs. (The casts:
+/// PostgreSQL types a `VALUES` list's parameters as text when it is not told otherwise.)
+pub(crate) async fn add_all_in(tx: &mut Tx, changes: &BTreeMap<Period, (i64, i64)>) -> Result<(), LedgerError> {
+    let changed: Vec<(&Period, &(i64, i64))> = changes.iter().filter(|(_, (spent, leased))| *spent != 0 || *leased != 0).collect();
+    let sqlite = on_sqlite(tx);
+    for piece in pieces(&changed) {
+        let mut q = sqlx::query(sql::rows_for_backend(
+            "WITH v (budget, period_start_us, spent, leased) AS (VALUES ($1, $2, $3, $4)) \
+             UPDATE budget_spend SET spent_micros = budget_spend.spent_micros + CAST(v.spent AS BIGINT), \
+             leased_micros = budget_spend.leased_micros + CAST(v.leased AS BIGINT) \
+             FROM v WHERE budget_spend.budget = v.budget AND budget_spend.period_start_us = CAST(v.period_start_us AS BIGINT)",
+            piece.len(),
+            sqlite,
+        )?);
+        for ((budget, period_start_us), (spent, leased)) in piece {
+            q = q.bind(budget).bind(period_start_us).bind(spent).bind(leased);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Adds `spent` to what a budget period has spent and `leased` to what gateways hold of it
@@ -673,6 +696,24 @@ pub(crate) mod tests {
         let mut want = vec![a.id, b.id];
         want.sort();
         assert_eq!(in_flight, want, "only the calls taken are in flight");
+    }
+
+    /// A batch over many budgets changes each one's period in one of a few statements: every
+    /// period gets its own change, none another's.
+    #[tokio::test]
+    async fn a_batch_over_many_budgets_settles_each_by_its_own_calls() {
+        let (l, _dir) = ledger().await;
+        // 71 budgets: pieces of 64, 4, 2 and 1.
+        let budgets: Vec<String> = (0..71).map(|i| format!("ns/b{i}")).collect();
+        let mut calls = Vec::new();
+        for (i, b) in budgets.iter().enumerate() {
+            let r = l.reserve(vec![claim(b, 1000)], &call(100)).await.unwrap();
+            calls.push((r, Micros::try_from(i).unwrap(), Row::default()));
+        }
+        crate::recorder::settle_many(&l, &crate::recorder::Unit { opened: Vec::new(), calls, ..Default::default() }).await.unwrap();
+        for (i, b) in budgets.iter().enumerate() {
+            assert_eq!(l.spent(b, 0).await.unwrap(), Micros::try_from(i).unwrap(), "{b}");
+        }
     }
 
     #[tokio::test]

@@ -215,9 +215,7 @@ async fn settle_units(ledger: &Ledger, units: &[Unit]) -> Result<(), LedgerError
         }
         crate::ledger::leases::forget_spent_in(&mut tx, instance, period).await?;
     }
-    for (period, (spent, leased)) in &spend {
-        crate::ledger::add_in(&mut tx, period, *spent, *leased).await?;
-    }
+    crate::ledger::add_all_in(&mut tx, &spend).await?;
     let rows: Vec<&Row> = calls().filter(|(r, ..)| taken.contains(&r.id)).map(|(.., row)| row).collect();
     crate::ledger::record_in(&mut tx, &rows).await?;
     let audit: Vec<&Prepared> = units.iter().flat_map(|u| &u.audit).collect();
