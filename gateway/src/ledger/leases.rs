@@ -7,7 +7,8 @@
 //! Lock order, in every transaction that touches them: the `budget_spend` rows first, sorted by
 //! budget and period (`lock_in`), then `budget_leases` rows, then `ledger_head` (the ledger's
 //! row numbers, `record_in`), then `audit_head`; two replicas'
-//! transactions then never wait on each other in a circle.
+//! transactions then never wait on each other in a circle. SQLite's ledger is one connection
+//! of one gateway: its transactions never overlap, and `lock_in` does nothing there.
 
 use std::collections::BTreeSet;
 
