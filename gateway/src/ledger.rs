@@ -341,18 +341,9 @@ pub(crate) async fn add_all_in(tx: &mut Tx, changes: &BTreeMap<Period, (i64, i64
 }
 
 /// Adds `spent` to what a budget period has spent and `leased` to what gateways hold of it
-/// (nothing to do for none).
-pub(crate) async fn add_in(tx: &mut Tx, (budget, period_start_us): &Period, spent: i64, leased: i64) -> Result<(), LedgerError> {
-    if spent != 0 || leased != 0 {
-        sqlx::query("UPDATE budget_spend SET spent_micros = spent_micros + $3, leased_micros = leased_micros + $4 WHERE budget = $1 AND period_start_us = $2")
-            .bind(budget)
-            .bind(period_start_us)
-            .bind(spent)
-            .bind(leased)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
+/// (nothing to do for none): [`add_all_in`] of one period.
+pub(crate) async fn add_in(tx: &mut Tx, period: &Period, spent: i64, leased: i64) -> Result<(), LedgerError> {
+    add_all_in(tx, &BTreeMap::from([(period.clone(), (spent, leased))])).await
 }
 
 /// Calls' `inflight` rows, [`ROWS_PER_INSERT`] to a statement (a short chunk repeats its last

@@ -6,7 +6,7 @@
 use futures::StreamExt;
 use futures::channel::mpsc;
 use kube::api::Api;
-use kube::api::PartialObjectMeta;
+use kube::api::{ObjectMeta, PartialObjectMeta};
 use kube::core::PartialObjectMetaExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, Store, store::Writer};
@@ -85,7 +85,7 @@ impl<K: Resource> Default for Listeners<K> {
     }
 }
 
-/// The objects of a kind that come, change or go, named by their metadata: a trigger stream for
+/// The objects of a kind that come, change or go, by name and namespace: a trigger stream for
 /// `Controller::watches_stream`, which sees them after the kind's cache does.
 pub type Following<K> = mpsc::UnboundedReceiver<Result<PartialObjectMeta<K>, watcher::Error>>;
 
@@ -108,9 +108,12 @@ impl<K: Resource> Listeners<K> {
             watcher::Event::Init | watcher::Event::InitDone => None,
         };
         if let Some(o) = touched {
+            // Its name and namespace are what a follower maps to its own objects; not its labels
+            // and annotations, once per follower.
+            let named = ObjectMeta { name: o.meta().name.clone(), namespace: o.meta().namespace.clone(), ..ObjectMeta::default() };
             for follower in &self.followers {
                 // A follower gone (its controller ended) has nothing left to hear.
-                let _ = follower.unbounded_send(Ok(o.meta().clone().into_response_partial::<K>()));
+                let _ = follower.unbounded_send(Ok(named.clone().into_response_partial::<K>()));
             }
         }
         if matches!(event, watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_))
