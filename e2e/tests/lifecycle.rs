@@ -197,3 +197,61 @@ spec: {approvers: {users: [approver-a]}, escalation: {approvers: {users: [approv
     assert_eq!(ready(&lonely)["status"], "False", "{lonely}");
     Ok(())
 }
+
+/// A namespace editor's servers that accept connections and never answer hold only their
+/// namespace's share of the discovery slots: another namespace's server is discovered at once,
+/// not after the silent ones time out.
+#[test]
+fn servers_that_never_answer_hold_only_their_namespace_s_share_of_discovery() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    operator();
+    let cp = ControlPlane::shared();
+    let server = Modern::start(cp)?;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let silent_url = format!("http://{}/mcp", silent.local_addr()?);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    // Holds every connection open, unanswered, for as long as the test runs.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let hog = cp.create_namespace("hog")?;
+    let silent_servers: String = (0..20)
+        .map(|i| {
+            format!(
+                "apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: silent-{i}}}\nspec: {{url: \"{silent_url}\", timeoutSeconds: 20}}\n---\n"
+            )
+        })
+        .collect();
+    cp.apply(User::Admin, &hog, &silent_servers)?;
+    let first_silent =
+        wait_until(Duration::from_secs(30), Duration::from_millis(20), || Ok((accepted.load(Ordering::SeqCst) >= 4).then(std::time::Instant::now)))
+            .context("the silent servers' discovery never started")?;
+
+    let fair = cp.create_namespace("fair")?;
+    cp.apply(
+        User::Admin,
+        &fair,
+        &format!("apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: files}}\nspec: {{url: \"{}\"}}\n", server.url()),
+    )?;
+    let discovered = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let ready = get(cp, &fair, "mcpserver", "files")?["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        Ok(ready.then_some(()))
+    });
+    let held = accepted.load(Ordering::SeqCst);
+    discovered.with_context(|| format!("another namespace's server waited behind {held} silent discoveries"))?;
+    // None of the silent discoveries has timed out yet, so these are all that ever ran at once.
+    if first_silent.elapsed() < Duration::from_secs(20) {
+        assert!(held <= 4, "the silent namespace ran {held} discoveries at once, over its share of 4");
+    }
+    Ok(())
+}

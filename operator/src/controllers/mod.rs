@@ -8,6 +8,7 @@ pub mod gateways;
 pub mod lean;
 pub mod policies;
 pub mod servers;
+pub mod share;
 pub mod workflows;
 
 // One rule for conditions, in core: the transition time moves with the status only.

@@ -27,7 +27,13 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the agents' watch has stopped")]
     AgentsUnwatched,
+    #[error("ManagedAgents not listed within {}s: may the operator list and watch managedagents.tollgate.dev (its ClusterRole)?", AGENTS_LISTED.as_secs())]
+    AgentsNotListed,
 }
+
+/// How long a count waits for the agents' first listing. A watch refused forever (the
+/// operator's RBAC broken) must be an error that says so, not reconciles that wait with it.
+const AGENTS_LISTED: Duration = Duration::from_secs(30);
 
 /// What policies count: the agents' cache, and its changes (one stream for each controller).
 pub struct Counted {
@@ -108,12 +114,20 @@ impl Context {
     /// The agents of namespace `ns` (all with `None`), from the cache once its first listing is
     /// done: a count from a cache still filling would be wrong and then corrected.
     async fn agents_in(&self, ns: Option<&str>) -> Result<Vec<Arc<ManagedAgent>>, Error> {
-        self.agents.wait_until_ready().await.map_err(|_| Error::AgentsUnwatched)?;
-        Ok(match ns {
-            Some(ns) => self.agents.state().into_iter().filter(|a| a.namespace().as_deref() == Some(ns)).collect(),
-            None => self.agents.state(),
-        })
+        agents_listed(&self.agents, ns, AGENTS_LISTED).await
     }
+}
+
+async fn agents_listed(agents: &Store<ManagedAgent>, ns: Option<&str>, wait: Duration) -> Result<Vec<Arc<ManagedAgent>>, Error> {
+    match tokio::time::timeout(wait, agents.wait_until_ready()).await {
+        Err(_) => return Err(Error::AgentsNotListed),
+        Ok(Err(_)) => return Err(Error::AgentsUnwatched),
+        Ok(Ok(())) => {}
+    }
+    Ok(match ns {
+        Some(ns) => agents.state().into_iter().filter(|a| a.namespace().as_deref() == Some(ns)).collect(),
+        None => agents.state(),
+    })
 }
 
 fn status_for(
@@ -154,4 +168,37 @@ fn status_for(
 /// The agent as the core sees it.
 pub fn agent_info(a: &ManagedAgent, namespace_labels: std::collections::BTreeMap<String, String>) -> policy::AgentInfo {
     policy::AgentInfo::from_spec(&a.name_any(), &a.namespace().unwrap_or_default(), a.labels().clone(), &a.spec, namespace_labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+
+    #[tokio::test]
+    async fn a_count_waits_for_the_agents_first_listing_and_then_says_it_never_came() {
+        let (store, mut writer) = reflector::store::<ManagedAgent>();
+        let never = agents_listed(&store, None, Duration::from_millis(50)).await;
+        assert!(matches!(never, Err(Error::AgentsNotListed)), "{never:?}");
+        assert!(never.err().map(|e| e.to_string()).unwrap_or_default().contains("list and watch managedagents"));
+
+        let agent = |name: &str, ns: &str| -> ManagedAgent {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "tollgate.dev/v1alpha1", "kind": "ManagedAgent",
+                "metadata": {"name": name, "namespace": ns}, "spec": {"selector": {}, "serviceAccountName": "sa"}
+            }))
+            .expect("an agent")
+        };
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(agent("a", "n")));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(agent("b", "m")));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        let listed = agents_listed(&store, Some("n"), Duration::from_millis(50)).await.map(|a| a.len());
+        assert_eq!(listed.ok(), Some(1));
+
+        drop(writer);
+        let (store, writer) = reflector::store::<ManagedAgent>();
+        drop(writer);
+        assert!(matches!(agents_listed(&store, None, Duration::from_secs(5)).await, Err(Error::AgentsUnwatched)));
+    }
 }

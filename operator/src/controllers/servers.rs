@@ -26,6 +26,11 @@ use tollgate_mcp_client::vault::Vault;
 /// server, so a few silent servers must not hold up everyone else's; still bounded, as each
 /// holds connections and their buffers.
 const DISCOVERIES_AT_ONCE: u16 = 16;
+/// Discoveries at once of one namespace's servers: a namespace whose servers never answer holds
+/// a quarter of the slots, and the servers of other namespaces are discovered meanwhile.
+const DISCOVERIES_PER_NAMESPACE: usize = DISCOVERIES_AT_ONCE as usize / 4;
+/// When a namespace already runs its share, its server is tried again after this.
+const WAIT_FOR_SHARE: Duration = Duration::from_secs(2);
 
 /// The longest a discovery may take, whatever the server's own timeout.
 const MAX_DISCOVERY: Duration = Duration::from_secs(20);
@@ -76,11 +81,18 @@ struct Context {
     client: HttpClient,
     roots: Arc<rustls::RootCertStore>,
     interval: Duration,
+    shares: super::share::Shares,
 }
 
 pub async fn run(shared: Arc<Shared>, interval: Duration) {
     let roots = Arc::new(transport::platform_roots());
-    let ctx = Arc::new(Context { client: transport::client(roots.clone()), roots, shared: shared.clone(), interval });
+    let ctx = Arc::new(Context {
+        client: transport::client(roots.clone()),
+        roots,
+        shared: shared.clone(),
+        interval,
+        shares: super::share::Shares::new(DISCOVERIES_PER_NAMESPACE),
+    });
     super::lean::controller(Api::<McpServer>::all(shared.client.clone()), super::lean::config())
         .with_config(super::lean::settings(DISCOVERIES_AT_ONCE))
         .run(reconcile, error_policy, ctx)
@@ -97,6 +109,10 @@ fn error_policy(_: Arc<McpServer>, error: &Error, ctx: Arc<Context>) -> Action {
 #[tracing::instrument(skip_all, fields(server = %server.name_any(), namespace = server.namespace().unwrap_or_default()))]
 async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = server.namespace().unwrap_or_default();
+    let Some(_slot) = ctx.shares.take(&ns) else {
+        tracing::debug!("its namespace runs its share of discoveries; later");
+        return Ok(Action::requeue(WAIT_FOR_SHARE));
+    };
     let client = &ctx.shared.client;
     let old = server.status.clone().unwrap_or_default();
     let generation = server.meta().generation;
