@@ -22,14 +22,18 @@ pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) 
     };
     let ns = req.namespace.clone().unwrap_or_default();
     let lp = ListParams::default();
-    let agents = match Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns).list(&lp).await {
+    // Both read at once, each a consistent list (a cache could miss an agent created just
+    // before its pod, which would then run uninjected): the pod waits for the slower, not both.
+    let (agents_api, servers_api) = (Api::<ManagedAgent>::namespaced(shared.client.clone(), &ns), Api::<McpServer>::namespaced(shared.client.clone(), &ns));
+    let (agents, servers) = tokio::join!(agents_api.list(&lp), servers_api.list(&lp));
+    let agents = match agents {
         Ok(l) => l.items,
         Err(e) => return response.deny(format!("cannot read the ManagedAgents of namespace {ns} to inject the pod: {e}")),
     };
     if agents.is_empty() {
         return response;
     }
-    let servers = match Api::<McpServer>::namespaced(shared.client.clone(), &ns).list(&lp).await {
+    let servers = match servers {
         Ok(l) => l.items,
         Err(e) => return response.deny(format!("cannot read the MCPServers of namespace {ns} to inject the pod: {e}")),
     };
