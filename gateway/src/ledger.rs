@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 pub mod allowance;
 mod group;
 pub(crate) mod leases;
+mod priority;
 pub mod sql;
 mod types;
 use sql::for_backend;
@@ -127,12 +128,23 @@ impl Ledger {
                     sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await?;
                     // What the log file is cut back to when it starts over, should a burst have grown it.
                     sqlx::query("PRAGMA journal_size_limit = 33554432").execute(&mut *conn).await?;
+                    priority::lower_sqlite_threads();
                     Ok(())
                 })
             });
         }
         let pool = options.connect(url).await?;
-        let checkpointer = if sqlite { Some(sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await?) } else { None };
+        let checkpointer = if sqlite {
+            let checkpointer = sqlx::any::AnyPoolOptions::new().max_connections(1).after_connect(|_, _| {
+                Box::pin(async {
+                    priority::lower_sqlite_threads();
+                    Ok(())
+                })
+            });
+            Some(checkpointer.connect(url).await?)
+        } else {
+            None
+        };
         migrator().run(&pool).await?;
         // The chain's start, once.
         sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT DO NOTHING")
