@@ -44,19 +44,27 @@ impl GatewayProcess {
     /// With at most `open_files` file descriptors (RLIMIT_NOFILE), as a container's limit sets it.
     pub fn start_with_file_limit(cp: &ControlPlane, database_url: &str, open_files: u32) -> Result<GatewayProcess> {
         let [port] = free_ports::<1>()?;
-        Self::spawn(cp, database_url, port, &[], Some(open_files))
+        Self::spawn(cp, database_url, port, &[], Some(format!("ulimit -n {open_files} && exec \"$0\"")))
     }
 
-    fn spawn(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)], open_files: Option<u32>) -> Result<GatewayProcess> {
+    /// With its stdout and stderr a pipe nobody reads, as a container runtime that stopped reading
+    /// its log leaves it (its log file stays empty).
+    pub fn start_with_unread_log(cp: &ControlPlane, database_url: &str) -> Result<GatewayProcess> {
+        let [port] = free_ports::<1>()?;
+        Self::spawn(cp, database_url, port, &[], Some("\"$0\" 2>&1 | sleep 86400".into()))
+    }
+
+    /// `wrapper`: a shell script that runs the gateway, `"$0"` in it.
+    fn spawn(cp: &ControlPlane, database_url: &str, port: u16, env: &[(&str, &str)], wrapper: Option<String>) -> Result<GatewayProcess> {
         gateway_identity(cp)?;
         let kubeconfig = cp.service_account_kubeconfig("tollgate-system", "tollgate-gateway")?;
         let [admin_port] = free_ports::<1>()?;
         let binary = binary("tollgate-gateway", "tollgate-gateway")?;
-        let mut cmd = match open_files {
+        let mut cmd = match wrapper {
             None => Command::new(binary),
-            Some(n) => {
+            Some(script) => {
                 let mut sh = Command::new("sh");
-                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\""), &binary.to_string_lossy()]);
+                sh.args(["-c", &script, &binary.to_string_lossy()]);
                 sh
             }
         };

@@ -260,6 +260,9 @@ impl Sidecar {
         };
         // A pinned sidecar is being measured: it logs as in production.
         let log_filter = if matches!(launch, Launch::Pinned(_)) { "info" } else { "info,tollgate_sidecar=debug" };
+        if matches!(launch, Launch::Pinned(_)) {
+            cmd.env("TOLLGATE_LOG_JSON", "true");
+        }
         cmd.env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", log_filter)
             // As injection sets them: the sidecar measured is the sidecar deployed.

@@ -233,6 +233,40 @@ fn a_gateway_out_of_file_descriptors_serves_again_once_they_are_freed() -> Resul
     Ok(())
 }
 
+/// A container runtime that stops reading the gateway's log leaves its stderr a full pipe. Each
+/// refused call logs a line; a pipe holds 64 KiB. The calls must still be answered: lines are
+/// written by a thread of their own and dropped past a bound (runtime/src/log_writer.rs).
+#[test]
+fn a_gateway_whose_log_nobody_reads_still_answers() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let scene = Scene::new(cp, "gateway-log", "")?;
+    let gateway = GatewayProcess::start_with_unread_log(cp, &scene.ledger_url())?;
+    // Four thousand refusals (a key nobody has), over one connection: about 600 KiB of log.
+    let calls = 4000;
+    // The first call not answered within 5 s ends the run (a gateway stuck on its log would
+    // otherwise take 5 s for each call left).
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--fail-early", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}\n", "-H", "authorization: Bearer tg-not-a-key"])
+        .arg(format!("{}/openai/v1/models?n=[1-{calls}]", gateway.url()))
+        .output()?;
+    let codes = String::from_utf8_lossy(&out.stdout);
+    let answered = codes.lines().filter(|c| *c == "401").count();
+    ensure!(answered == calls, "{answered} of {calls} refusals answered while nobody read the log; the others: {:?}", {
+        let mut others: Vec<&str> = codes.lines().filter(|c| *c != "401").collect();
+        others.dedup();
+        others
+    });
+    let key = scene.key.clone();
+    let list = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("authorization: Bearer {key}")])
+        .arg(format!("{}/openai/v1/models", gateway.url()))
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "200", "the agent's own calls are served too");
+    ensure!(gateway.process.exited().is_none(), "the gateway exited");
+    Ok(())
+}
+
 /// A client that sends its headers and then its body a little at a time, or never, is answered
 /// 408 once the body's deadline passes, on every endpoint, and one that sends nothing is cut off: the Slack one is anyone's to call,
 /// and connections held open for ever would take the gateway's descriptors from every agent.

@@ -426,7 +426,9 @@ impl Settlement {
             latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
             status: self.status,
         };
-        tracing::info!(
+        // Every call is in the audit store and its span; a line per call at `info` would cost
+        // each call a formatted log line (docs/operations.md, "Logs").
+        tracing::debug!(
             agent = row.agent,
             model = row.model,
             status = row.status,

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod admin;
 pub mod events;
 pub mod kube_client;
+pub mod log_writer;
 pub mod otel;
 pub mod telemetry;
 pub mod watch;

@@ -1,6 +1,8 @@
 //! Logging and tracing setup: one `tracing` span per reconcile, admission review and call; logs
-//! to stderr; spans also over OTLP when the `OTEL_*` variables ask for it ([`crate::otel`]).
+//! to stderr, written from a thread of their own (`log_writer.rs`); spans also over OTLP when
+//! the `OTEL_*` variables ask for it ([`crate::otel`]).
 
+use std::time::Duration;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -10,25 +12,40 @@ use tracing_subscriber::{EnvFilter, Layer};
 #[derive(Debug, Default)]
 pub struct Telemetry {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    log: Option<crate::log_writer::LogQueue>,
 }
 
 impl Telemetry {
-    /// Flushes queued spans (bounded by the exporter's timeout); call once, before exiting.
+    /// Flushes queued spans (bounded by the exporter's timeout) and log lines (bounded by
+    /// [`LOG_FLUSH`]); call once, before exiting.
     pub fn shutdown(mut self) {
         if let Some(p) = self.provider.take()
             && let Err(e) = p.shutdown()
         {
             tracing::warn!(error = %e, "flushing traces at exit");
         }
+        if let Some(log) = self.log.take() {
+            log.flush(LOG_FLUSH);
+        }
     }
 }
+
+/// How long an exiting process waits for its last log lines to be read.
+pub const LOG_FLUSH: Duration = Duration::from_secs(2);
 
 /// Sets up logging, and tracing over OTLP for `service` when configured. A tracing setup that
 /// cannot work is logged and left off: tracing never keeps a process from doing its job.
 pub fn init(json: bool, service: &'static str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,hyper=warn"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    // Written by a thread of its own (log_writer.rs); where that thread cannot start, as before.
+    let log = crate::log_writer::LogQueue::start(std::io::stderr()).ok();
+    let fmt = tracing_subscriber::fmt::layer();
+    let fmt = match (&log, json) {
+        (Some(q), true) => fmt.with_writer(q.clone()).json().boxed(),
+        (Some(q), false) => fmt.with_writer(q.clone()).boxed(),
+        (None, true) => fmt.with_writer(std::io::stderr).json().boxed(),
+        (None, false) => fmt.with_writer(std::io::stderr).boxed(),
+    };
     let (provider, problem) = match crate::otel::settings(|k| std::env::var(k).ok()) {
         Ok(None) => (None, None),
         Ok(Some(settings)) => match crate::otel::provider(service, &settings) {
@@ -57,5 +74,5 @@ pub fn init(json: bool, service: &'static str) -> Telemetry {
     } else if provider.is_some() {
         tracing::info!(service, "exporting traces over OTLP");
     }
-    Telemetry { provider }
+    Telemetry { provider, log }
 }

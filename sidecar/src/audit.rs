@@ -26,8 +26,14 @@ impl AuditLog {
         AuditLog { shipper, ..AuditLog::default() }
     }
 
+    /// Writes `record`, and says on the current span what it says.
     pub fn emit(&self, record: &AuditRecord) {
         crate::trace::recorded(record);
+        self.write(record);
+    }
+
+    /// Writes `record` (to stdout's buffer, and to the shipping queue), and nothing more.
+    pub fn write(&self, record: &AuditRecord) {
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = buf.is_empty();
         let start = buf.len();

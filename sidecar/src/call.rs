@@ -1,7 +1,9 @@
 //! One call's facts, shared by its audit records and its approval request.
 
+use crate::body::Body;
 use crate::snapshot::Server;
 use crate::state::Sidecar;
+use hyper::Response;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +39,27 @@ impl CallContext<'_> {
         self.sc.audit.emit(&self.record(kind, outcome, is_error, request, started));
     }
 
+    /// Forwards an allowed call with `upstream`, writing its decision record while the server
+    /// works on it: the arguments' digest and redaction and the record's serialization are not
+    /// on the call's path (docs/design.md §3.2).
+    pub async fn forward_recorded(&self, upstream: impl std::future::Future<Output = Response<Body>>) -> Response<Body> {
+        let (resp, ()) = tokio::join!(upstream, async {
+            // The connection sends the request first.
+            WakeAgain(false).await;
+            self.audit(RecordKind::Decision, None, false, None, None);
+        });
+        resp
+    }
+
+    /// As `audit` for the call's last record, written once its answer is on its way; the span
+    /// hears what it says at once.
+    pub fn audit_after_answer(&self, outcome: Outcome, is_error: bool, started: Instant) {
+        let record = self.record(RecordKind::Outcome, Some(outcome), is_error, None, Some(started));
+        crate::trace::recorded(&record);
+        let sc = self.sc.clone();
+        tokio::spawn(async move { sc.audit.write(&record) });
+    }
+
     /// The record `audit` writes; a held call keeps one to fill in when it ends.
     pub fn record(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) -> AuditRecord {
         let (policy, rule) = policy::attribution(&self.decision.decided_by);
@@ -67,5 +90,23 @@ impl CallContext<'_> {
             // Counted once per call: on its decision.
             shadow: self.decision.shadow.as_deref().filter(|_| kind == RecordKind::Decision).map(ShadowRecord::of),
         }
+    }
+}
+
+/// Pending once, waking its task again at once: the task goes behind the tasks already woken
+/// (the upstream connection, handed the request). Not `tokio::task::yield_now`, which waits for
+/// the runtime to poll its sockets first: a system call per call (a tenth more CPU a call).
+struct WakeAgain(bool);
+
+impl std::future::Future for WakeAgain {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }

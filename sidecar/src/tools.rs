@@ -115,8 +115,9 @@ async fn decide_and_act(
         correlation: format!("{:016x}", rand::random::<u64>()),
         facts: Default::default(),
     };
-    if decision.action != Action::RequireApproval {
-        // A held call's decision record names its request: `hold` writes it.
+    if decision.action == Action::Deny {
+        // An allowed call's decision record is written as it goes upstream (`forward_recorded`);
+        // a held call's names its request: `hold` writes it.
         ctx.audit(RecordKind::Decision, None, false, None, None);
     }
     tracing::debug!(action = ?decision.action, by = %decision.decided_by, correlation = ctx.correlation, "tools/call decided");
@@ -134,9 +135,9 @@ async fn decide_and_act(
         }
         Action::Allow => {
             sc.metrics.tool_call("allow", "forwarded");
-            let resp = call_upstream(sc, server, headers, forward_body, env.id).await;
+            let resp = ctx.forward_recorded(call_upstream(sc, server, headers, forward_body, env.id)).await;
             let outcome = if resp.status() == StatusCode::OK { Outcome::Forwarded } else { Outcome::UpstreamError };
-            ctx.audit(RecordKind::Outcome, Some(outcome), outcome != Outcome::Forwarded, None, Some(started));
+            ctx.audit_after_answer(outcome, outcome != Outcome::Forwarded, started);
             resp
         }
         Action::RequireApproval => {

@@ -5,7 +5,7 @@
 //! gateway knows 500 agents and 100 budgets (it should not grow with them).
 //!
 //! Build first: `cargo build --release --workspace --bins`. The load generator and the mock
-//! provider run on CPU 0, the proxies on CPU 1.
+//! provider run on CPU 0, the proxies on CPU 1. `TOLLGATE_BENCH_GATEWAY` runs another build.
 
 use anyhow::{Context, Result, ensure};
 use base64::Engine;
@@ -24,7 +24,9 @@ const NS: &str = "bench-gateway";
 fn main() -> Result<()> {
     pin_to_cpu(0);
     let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
-    let (gateway_bin, bare_bin) = (release.join("tollgate-gateway"), release.join("bench-bare-proxy"));
+    // `TOLLGATE_BENCH_GATEWAY` names another build (an older one, to compare).
+    let gateway_bin = std::env::var_os("TOLLGATE_BENCH_GATEWAY").map_or_else(|| release.join("tollgate-gateway"), PathBuf::from);
+    let bare_bin = release.join("bench-bare-proxy");
     ensure!(gateway_bin.is_file() && bare_bin.is_file(), "build first: cargo build --release --workspace --bins");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let provider = mock_upstream(MockAnswer::OpenAi)?;
@@ -204,7 +206,10 @@ fn start_gateway(cp: &ControlPlane, gateway_bin: &std::path::Path) -> Result<(Pr
     cmd.args(["-c", "1"])
         .arg(gateway_bin)
         .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
+        // Logging as the operator deploys it (JSON, the default filter): the gateway measured is
+        // the gateway deployed, its per-call log lines included.
+        .env_remove("RUST_LOG")
+        .env("TOLLGATE_LOG_JSON", "true")
         .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
         .env("TOLLGATE_DATABASE_URL", format!("sqlite://{}?mode=rwc", cp.dir().join("bench-ledger.db").display()));

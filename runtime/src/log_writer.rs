@@ -1,0 +1,208 @@
+//! Log lines written to stderr from a thread of their own, never from the thread that logs.
+//!
+//! A container's stderr is a pipe the container runtime reads. When it stops reading (a stalled
+//! log agent, a node under pressure), a write to a full pipe blocks, and a log line written by
+//! a runtime thread would stop every call that thread serves. Lines are queued in memory, up to
+//! [`MAX_QUEUED`] bytes, and a writer thread writes what has queued in one write; past the bound
+//! a line is dropped and counted, and the writer says how many were lost once it can write again.
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What may wait for a stalled reader: a quarter of a MiB, about a thousand lines.
+pub const MAX_QUEUED: usize = 256 * 1024;
+
+#[derive(Default)]
+struct Queue {
+    lines: Vec<u8>,
+    dropped: u64,
+    /// The writer holds a batch it has not finished writing.
+    writing: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer when the queue stops being empty, and `flush` when the writer is done.
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where log lines go: cheap to clone, one writer thread behind all clones.
+#[derive(Clone)]
+pub struct LogQueue {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LogQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.shared.lock();
+        f.debug_struct("LogQueue").field("queued", &q.lines.len()).field("dropped", &q.dropped).finish()
+    }
+}
+
+impl LogQueue {
+    /// A queue whose lines a new thread writes to `sink`.
+    pub fn start(sink: impl Write + Send + 'static) -> std::io::Result<LogQueue> {
+        let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), changed: Condvar::new() });
+        let writer = shared.clone();
+        std::thread::Builder::new().name("log-writer".into()).stack_size(64 * 1024).spawn(move || write_lines(&writer, sink))?;
+        Ok(LogQueue { shared })
+    }
+
+    /// Queues one line (or drops it, when the queue is full).
+    pub fn push(&self, line: &[u8]) {
+        let mut q = self.shared.lock();
+        if q.lines.len() + line.len() > MAX_QUEUED {
+            q.dropped += 1;
+            return;
+        }
+        let was_empty = q.lines.is_empty();
+        q.lines.extend_from_slice(line);
+        drop(q);
+        if was_empty {
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Waits, at most `within`, for what is queued now to be written; true when it was.
+    pub fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut q = self.shared.lock();
+        while !q.lines.is_empty() || q.writing {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            q = self.shared.changed.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+/// The writer thread: takes all that has queued and writes it in one go, for as long as the
+/// process runs. A sink that fails (stderr closed) loses the lines; nothing else can be done.
+fn write_lines(shared: &Shared, mut sink: impl Write) {
+    let mut batch = Vec::new();
+    loop {
+        let dropped = {
+            let mut q = shared.lock();
+            q.writing = false;
+            shared.changed.notify_all();
+            while q.lines.is_empty() {
+                q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            q.writing = true;
+            std::mem::swap(&mut batch, &mut q.lines);
+            std::mem::take(&mut q.dropped)
+        };
+        if dropped > 0 {
+            let _ = writeln!(sink, "{dropped} log line(s) dropped: the log was not read for a while");
+        }
+        let _ = sink.write_all(&batch).and_then(|()| sink.flush());
+        batch.clear();
+        // A burst's buffer is not kept for ever.
+        if batch.capacity() > MAX_QUEUED / 4 {
+            batch = Vec::new();
+        }
+    }
+}
+
+/// One event's line, handed to the queue whole when the formatter is done with it.
+pub struct Line {
+    queue: LogQueue,
+    text: Vec<u8>,
+}
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if !self.text.is_empty() {
+            self.queue.push(&self.text);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogQueue {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line { queue: self.clone(), text: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A pipe nobody reads, as a stalled container runtime leaves a container's stderr.
+    fn unread_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+        std::io::pipe().unwrap()
+    }
+
+    #[test]
+    fn a_log_nobody_reads_never_stops_the_thread_that_logs() {
+        let (reader, writer) = unread_pipe();
+        let queue = LogQueue::start(writer).unwrap();
+        let line = [b'x'; 199].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+        // Many times what the pipe and the queue hold together.
+        let lines = 4 * (MAX_QUEUED + (1 << 20)) / line.len();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let logging = queue.clone();
+        std::thread::spawn(move || {
+            for _ in 0..lines {
+                use tracing_subscriber::fmt::MakeWriter;
+                let mut w = logging.make_writer();
+                w.write_all(&line).unwrap();
+            }
+            let _ = done_tx.send(());
+        });
+        assert!(done_rx.recv_timeout(Duration::from_secs(30)).is_ok(), "logging waited for a reader that never came");
+        assert!(!queue.flush(Duration::from_millis(50)), "the queue cannot empty into a pipe nobody reads");
+        assert!(queue.shared.lock().dropped > 0, "lines past the bound are counted as dropped");
+        drop(reader);
+    }
+
+    #[test]
+    fn lines_arrive_whole_and_in_order_and_a_loss_is_reported() {
+        let (mut reader, writer) = unread_pipe();
+        let queue = LogQueue::start(writer).unwrap();
+        {
+            // Lines dropped while the writer is away are counted, and reported once it writes.
+            let mut q = queue.shared.lock();
+            q.dropped = 3;
+        }
+        for i in 0..100 {
+            use tracing_subscriber::fmt::MakeWriter;
+            let mut w = queue.make_writer();
+            write!(w, "line {i} ").unwrap();
+            writeln!(w, "of 100").unwrap();
+        }
+        assert!(queue.flush(Duration::from_secs(10)), "a read pipe empties the queue");
+        drop(queue);
+        let mut text = vec![0u8; 64 * 1024];
+        let n = std::io::Read::read(&mut reader, &mut text).unwrap();
+        let text = String::from_utf8_lossy(&text[..n]).into_owned();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("3 log line(s) dropped: the log was not read for a while"));
+        let rest: Vec<&str> = lines.collect();
+        let expected: Vec<String> = (0..100).map(|i| format!("line {i} of 100")).collect();
+        assert_eq!(rest, expected);
+    }
+}
