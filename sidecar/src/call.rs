@@ -93,9 +93,11 @@ impl CallContext<'_> {
     }
 }
 
-/// Pending once, waking its task again at once: the task goes behind the tasks already woken
-/// (the upstream connection, handed the request). Not `tokio::task::yield_now`, which waits for
-/// the runtime to poll its sockets first: a system call per call (a tenth more CPU a call).
+/// Pending once, waking its task again at once: on the sidecar's one thread the task goes behind
+/// the tasks already woken (the upstream connection, handed the request); on several, it may run
+/// first, and the record is written before the request goes, as it was. Not
+/// `tokio::task::yield_now`, which waits for the runtime to poll its sockets first: a system
+/// call per call (a tenth more CPU a call, docs/performance-history.md).
 struct WakeAgain(bool);
 
 impl std::future::Future for WakeAgain {
