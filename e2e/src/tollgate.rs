@@ -258,9 +258,10 @@ impl Sidecar {
             }
             Launch::Direct => Command::new(bin),
         };
-        // A pinned sidecar is being measured: it logs as in production.
-        let log_filter = if matches!(launch, Launch::Pinned(_)) { "info" } else { "info,tollgate_sidecar=debug" };
-        if matches!(launch, Launch::Pinned(_)) {
+        // A pinned sidecar is being measured: it logs as in production (JSON, at info).
+        let measured = matches!(launch, Launch::Pinned(_));
+        let log_filter = if measured { "info" } else { "info,tollgate_sidecar=debug" };
+        if measured {
             cmd.env("TOLLGATE_LOG_JSON", "true");
         }
         cmd.env("KUBECONFIG", &kubeconfig)

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -39,13 +40,12 @@ pub fn init(json: bool, service: &'static str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,hyper=warn"));
     // Written by a thread of its own (log_writer.rs); where that thread cannot start, as before.
     let log = crate::log_writer::LogQueue::start(std::io::stderr()).ok();
-    let fmt = tracing_subscriber::fmt::layer();
-    let fmt = match (&log, json) {
-        (Some(q), true) => fmt.with_writer(q.clone()).json().boxed(),
-        (Some(q), false) => fmt.with_writer(q.clone()).boxed(),
-        (None, true) => fmt.with_writer(std::io::stderr).json().boxed(),
-        (None, false) => fmt.with_writer(std::io::stderr).boxed(),
+    let writer = match &log {
+        Some(q) => BoxMakeWriter::new(q.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
     };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
     let (provider, problem) = match crate::otel::settings(|k| std::env::var(k).ok()) {
         Ok(None) => (None, None),
         Ok(Some(settings)) => match crate::otel::provider(service, &settings) {
