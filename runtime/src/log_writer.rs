@@ -58,10 +58,12 @@ impl LogQueue {
         Ok(LogQueue { shared })
     }
 
-    /// Queues one line (or drops it, when the queue is full).
+    /// Queues one line (or drops it, when the queue is full). A line longer than the bound is
+    /// still taken into an empty queue: it is in memory already, and it may be the one that says
+    /// what went wrong.
     pub fn push(&self, line: &[u8]) {
         let mut q = self.shared.lock();
-        if q.lines.len() + line.len() > MAX_QUEUED {
+        if !q.lines.is_empty() && q.lines.len() + line.len() > MAX_QUEUED {
             q.dropped += 1;
             q.dropped_ever += 1;
             return;
@@ -183,6 +185,18 @@ mod tests {
         // at all until every line had been logged).
         assert!(queue.shared.lock().dropped_ever > 0, "lines past the bound are counted as dropped");
         drop(reader);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_written_when_nothing_waits() {
+        let (mut reader, writer) = unread_pipe();
+        let queue = LogQueue::start(writer).unwrap();
+        let long = vec![b'y'; MAX_QUEUED + 10];
+        // Read for as long as the writer lives (the whole test process: it is never joined).
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        queue.push(&long);
+        assert!(queue.flush(Duration::from_secs(10)), "the long line is written");
+        assert_eq!(queue.shared.lock().dropped_ever, 0);
     }
 
     #[test]
