@@ -16,24 +16,13 @@ pub fn canonical_json(value: &Value) -> String {
 
 fn write_canonical<W: Write>(value: &Value, out: &mut W) -> std::io::Result<()> {
     match value {
+        // serde_json's map iterates its keys in byte order, which for ASCII keys is the order
+        // wanted: the usual object is written as it stands, without a sorted copy of its entries.
+        Value::Object(map) if in_utf16_order(map.keys()) => write_object(map.iter(), out),
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            // ASCII keys (nearly all) compare the same bytewise as by UTF-16 units.
-            entries.sort_by(
-                |(a, _), (b, _)| {
-                    if a.is_ascii() && b.is_ascii() { a.as_bytes().cmp(b.as_bytes()) } else { a.encode_utf16().cmp(b.encode_utf16()) }
-                },
-            );
-            out.write_all(b"{")?;
-            for (i, (key, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b",")?;
-                }
-                serde_json::to_writer(&mut *out, key)?;
-                out.write_all(b":")?;
-                write_canonical(v, out)?;
-            }
-            out.write_all(b"}")
+            entries.sort_by(|(a, _), (b, _)| utf16_cmp(a, b));
+            write_object(entries.into_iter(), out)
         }
         Value::Array(items) => {
             out.write_all(b"[")?;
@@ -47,6 +36,37 @@ fn write_canonical<W: Write>(value: &Value, out: &mut W) -> std::io::Result<()> 
         }
         scalar => Ok(serde_json::to_writer(&mut *out, scalar)?),
     }
+}
+
+fn write_object<'a, W: Write>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut W) -> std::io::Result<()> {
+    out.write_all(b"{")?;
+    for (i, (key, v)) in entries.enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, key)?;
+        out.write_all(b":")?;
+        write_canonical(v, out)?;
+    }
+    out.write_all(b"}")
+}
+
+/// RFC 8785's key order. ASCII keys (nearly all) compare the same bytewise as by UTF-16 units.
+fn utf16_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() && b.is_ascii() { a.as_bytes().cmp(b.as_bytes()) } else { a.encode_utf16().cmp(b.encode_utf16()) }
+}
+
+/// Whether `keys` already stand in RFC 8785's order: all ASCII and ascending.
+fn in_utf16_order<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
+    let Some(mut previous) = keys.next() else { return true };
+    if !previous.is_ascii() {
+        return false;
+    }
+    keys.all(|key| {
+        let ordered = key.is_ascii() && previous.as_bytes() < key.as_bytes();
+        previous = key;
+        ordered
+    })
 }
 
 /// Feeds what is written straight into the hash: no canonical copy of the arguments is kept.
@@ -105,6 +125,18 @@ mod tests {
         assert_eq!(d.len(), "sha256:".len() + 64);
         // sha256("{}")
         assert_eq!(d, "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a");
+    }
+
+    #[test]
+    fn objects_in_order_and_out_of_it_write_the_same() {
+        let mut map = serde_json::Map::new();
+        for k in ["b", "a", "c", "ab"] {
+            map.insert(k.to_owned(), json!(k));
+        }
+        assert_eq!(canonical_json(&Value::Object(map)), r#"{"a":"a","ab":"ab","b":"b","c":"c"}"#);
+        assert!(in_utf16_order(["a", "ab", "b"].map(String::from).iter()));
+        assert!(!in_utf16_order(["b", "a"].map(String::from).iter()));
+        assert!(!in_utf16_order(["a", "\u{e000}"].map(String::from).iter()), "non-ASCII keys are sorted by UTF-16 units");
     }
 
     #[test]

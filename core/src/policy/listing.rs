@@ -78,8 +78,10 @@ pub struct Justify {
 
 /// Removes `justification` from the arguments when the tool has a justification mode.
 pub fn split_justification(arguments: Value, mode: Option<Justification>) -> Justify {
-    let (Some(_), Value::Object(mut map)) = (mode, arguments.clone()) else {
-        return Justify { justification: None, arguments };
+    // Taken apart, not copied: the arguments are every call's largest value.
+    let mut map = match (mode, arguments) {
+        (Some(_), Value::Object(map)) => map,
+        (_, arguments) => return Justify { justification: None, arguments },
     };
     let justification = match map.remove("justification") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
