@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod admin;
 pub mod events;
+pub mod json_fields;
 pub mod kube_client;
 pub mod log_writer;
 pub mod otel;

@@ -45,7 +45,7 @@ pub fn init(json: bool, service: &'static str) -> Telemetry {
         None => BoxMakeWriter::new(std::io::stderr),
     };
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
-    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    let fmt = if json { fmt.json().fmt_fields(crate::json_fields::AppendedJsonFields).boxed() } else { fmt.boxed() };
     let (provider, problem) = match crate::otel::settings(|k| std::env::var(k).ok()) {
         Ok(None) => (None, None),
         Ok(Some(settings)) => match crate::otel::provider(service, &settings) {
