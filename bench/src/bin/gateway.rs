@@ -12,7 +12,7 @@ use base64::Engine;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::Duration;
-use tollgate_bench::load::{Conn, MockAnswer, Profile, mock_upstream, pin_to_cpu, saturate, saturation_report, start_bare_proxy};
+use tollgate_bench::load::{Conn, MockAnswer, Profile, Saturation, Target, mock_upstream, pin_to_cpu, start_bare_proxy};
 use tollgate_bench::quantile_us;
 use tollgate_e2e::{ControlPlane, Operator, Process, User, free_ports, wait_until};
 
@@ -83,11 +83,11 @@ fn at_scale(cp: &ControlPlane, rt: &tokio::runtime::Runtime, p: &Paths<'_>, body
         Ok((states.lines().filter(|l| !l.is_empty()).count() == 100 && keys.lines().filter(|l| l.contains("tollgate-key-")).count() == 500).then_some(()))
     })
     .context("500 agents' keys and 100 budgets' states")?;
-    let (bare_calls, bare_cpu, _) = saturate(rt, p.bare, &[], body, p.bare_pid)?;
-    let (calls, cpu, rss) = saturate(rt, p.via, p.headers, body, p.gateway_pid)?;
-    println!("\n[500 agents, 100 budgets; the calls counted by two] saturation, 16 connections, 3 s, proxy on one CPU:");
-    println!("{}; RSS {:.1} MiB", saturation_report("    ", "tollgate-gateway", (calls, cpu), (bare_calls, bare_cpu)), rss / 1024.0);
-    println!("  {}", tollgate_bench::target("CPU per call at this scale / with one budget", (cpu / calls) / one_budget, 1.2, "×"));
+    let runs = Saturation::run(rt, body, p.bare(), p.gateway())?;
+    let total = runs.proxy_total();
+    println!("\n[500 agents, 100 budgets; the calls counted by two] saturation, 16 connections, {}, proxy on one CPU:", rounds());
+    println!("{}; RSS {:.1} MiB", runs.report("    ", "tollgate-gateway"), total.max_rss / 1024.0);
+    println!("  {}", tollgate_bench::target("CPU per call at this scale / with one budget", total.per_call() / one_budget, 1.2, "×"));
     Ok(())
 }
 
@@ -99,6 +99,21 @@ struct Paths<'a> {
     headers: &'a [(&'a str, &'a str)],
     bare_pid: u32,
     gateway_pid: u32,
+}
+
+impl Paths<'_> {
+    fn bare(&self) -> Target<'_> {
+        Target { url: self.bare, headers: &[], pid: self.bare_pid }
+    }
+
+    fn gateway(&self) -> Target<'_> {
+        Target { url: self.via, headers: self.headers, pid: self.gateway_pid }
+    }
+}
+
+/// How a saturation run is taken, for its heading.
+fn rounds() -> String {
+    format!("{} rounds of {} s for each in turn", tollgate_bench::load::ROUNDS, tollgate_bench::load::WINDOW.as_secs())
 }
 
 /// Latency, first stream event and saturation of the three paths, printed; the gateway's CPU
@@ -142,24 +157,22 @@ fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_bod
     println!("  via tollgate-gateway      p50 {g50:7.1} µs   p99 {g99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", g50 - d50, g99 - d99);
     let ((fd50, _), (fb50, _), (fg50, fg99)) = (q(&mut fd), q(&mut fb), q(&mut fg));
     println!("  stream first event: direct p50 {fd50:.1} µs; via bare proxy p50 {fb50:.1} µs; via gateway p50 {fg50:.1} µs, p99 {fg99:.1} µs");
-    let (bare_calls, bare_cpu, _) = saturate(rt, p.bare, &[], body, p.bare_pid)?;
     // TOLLGATE_BENCH_PROFILE=FILE records the gateway's saturation runs (FILE.ledger, FILE.budget).
     let profile = Profile::start(p.gateway_pid, if budget { ".budget" } else { ".ledger" });
     let written = tollgate_bench::load::storage_written(p.gateway_pid);
-    let (gw_calls, gw_cpu, gw_rss) = saturate(rt, p.via, p.headers, body, p.gateway_pid)?;
+    let runs = Saturation::run(rt, body, p.bare(), p.gateway())?;
     let written = tollgate_bench::load::storage_written(p.gateway_pid) - written;
     drop(profile);
-    println!("  saturation, 16 connections, 3 s, proxy on one CPU:");
-    println!("{}; RSS {:.1} MiB", saturation_report("    ", "tollgate-gateway", (gw_calls, gw_cpu), (bare_calls, bare_cpu)), gw_rss / 1024.0);
+    let total = runs.proxy_total();
+    println!("  saturation, 16 connections, {}, proxy on one CPU:", rounds());
+    println!("{}; RSS {:.1} MiB", runs.report("    ", "tollgate-gateway"), total.max_rss / 1024.0);
     // Not timing: what the ledger's pages cost the disk, the same from run to run.
-    println!("    ledger and audit writes to storage: {:.2} KiB per call", written / gw_calls / 1024.0);
-    let per_call = |cpu: f64, calls: f64| cpu / calls;
-    let cpu_ratio = per_call(gw_cpu, gw_calls) / per_call(bare_cpu, bare_calls);
-    println!("  {}", tollgate_bench::target("CPU per call, the gateway's / the bare proxy's", cpu_ratio, if budget { 2.5 } else { 2.0 }, "×"));
+    println!("    ledger and audit writes to storage: {:.2} KiB per call", written / total.calls / 1024.0);
+    println!("  {}", tollgate_bench::target("CPU per call, the gateway's / the bare proxy's", runs.cpu_ratio().0, if budget { 2.5 } else { 2.0 }, "×"));
     println!("  {}", tollgate_bench::target("p50 via the gateway / via the bare proxy", g50 / b50, 1.2, "×"));
     println!("  {}", tollgate_bench::target("p99 via the gateway / via the bare proxy", g99 / b99, 1.5, "×"));
     println!("  {}", tollgate_bench::target("first stream event p50, added to the bare proxy's", fg50 - fb50, 50.0, " µs"));
-    Ok(per_call(gw_cpu, gw_calls))
+    Ok(total.per_call())
 }
 
 /// A chat completion of about 1 KiB answered, and a stream.

@@ -11,9 +11,7 @@ use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tollgate_bench::load::{
-    Conn, Memory, MockAnswer, Profile, memory_breakdown, mock_upstream, one_call, pin_to_cpu, saturate, saturation_report, start_bare_proxy,
-};
+use tollgate_bench::load::{Conn, Memory, MockAnswer, Profile, Saturation, Target, memory_breakdown, mock_upstream, one_call, pin_to_cpu, start_bare_proxy};
 use tollgate_bench::quantile_us;
 use tollgate_e2e::{ControlPlane, Operator, Sidecar, User, wait_until};
 
@@ -115,16 +113,19 @@ fn saturation(
     sidecar_pid: u32,
     idle: &Memory,
 ) -> Result<()> {
-    // Saturation: 16 connections for 3 s against each proxy on its one CPU.
-    println!("\nsaturation, 16 connections, 3 s each, proxy pinned to one CPU");
-    let bare_pid = bare.0.pid().context("bare pid")?;
-    let (bare_calls, bare_cpu, _) = saturate(rt, &bare.1, &[], body, bare_pid)?;
+    println!(
+        "\nsaturation, 16 connections, {} rounds of {} s for each in turn, proxy pinned to one CPU",
+        tollgate_bench::load::ROUNDS,
+        tollgate_bench::load::WINDOW.as_secs()
+    );
+    let bare = Target { url: &bare.1, headers: &[], pid: bare.0.pid().context("bare pid")? };
     // TOLLGATE_BENCH_PROFILE=FILE records the sidecar's saturation run with `perf record`.
     let profile = Profile::start(sidecar_pid, "");
-    let (side_calls, side_cpu, load_rss) = saturate(rt, via_sidecar, &[], body, sidecar_pid)?;
+    let runs = Saturation::run(rt, body, bare, Target { url: via_sidecar, headers: &[], pid: sidecar_pid })?;
     drop(profile);
-    println!("{}", saturation_report("  ", "tollgate-sidecar", (side_calls, side_cpu), (bare_calls, bare_cpu)));
-    println!("  {}", tollgate_bench::target("CPU per call, the sidecar's / the bare proxy's", (side_cpu / side_calls) / (bare_cpu / bare_calls), 1.25, "×"));
+    let load_rss = runs.proxy_total().max_rss;
+    println!("{}", runs.report("  ", "tollgate-sidecar"));
+    println!("  {}", tollgate_bench::target("CPU per call, the sidecar's / the bare proxy's", runs.cpu_ratio().0, 1.25, "×"));
     println!("\nsidecar memory");
     println!("  idle, after one call: {}", idle.text);
     println!("  under load: RSS {:.1} MiB at its peak; after it: {}", load_rss / 1024.0, memory_breakdown(sidecar_pid).text);
