@@ -5,6 +5,8 @@ use crate::ledger::{AnyQuery, Ledger, LedgerError};
 use serde_json::Value;
 use tollgate_core::audit::bounds;
 use tollgate_core::audit::chain::{self, Link};
+use tollgate_core::model::call::ModelCallRecord;
+use tollgate_core::model::record_text::Sender;
 
 /// Who sent a batch, as the API server vouched for its token: never what a record claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +114,7 @@ impl Ledger {
 /// A record as it is stored: bounded, its sender named in it, written out once in canonical form
 /// (what its hash covers and what is stored), and the fields the store indexes. Prepared where
 /// it is made, off the writer's batch, which then only hashes and binds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
     namespace: String,
     service_account: String,
@@ -159,11 +161,45 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// [`Prepared::new`] of a model call's record the gateway made itself: its text written
+    /// straight from the record when nothing in it needs cleaning or cutting (nearly always).
+    pub fn model_call(source: &Source, record: &ModelCallRecord) -> Prepared {
+        let sender = Sender { namespace: &source.namespace, service_account: &source.service_account, writer: writer(source) };
+        let Some(text) = tollgate_core::model::record_text::stored_text(record, sender) else {
+            return Prepared::new(source, record.to_value());
+        };
+        let shadow = record.shadow.as_ref();
+        let (shadow_of, shadow_would) = bounds::indexed_shadow_of(
+            shadow.map(|s| s.would.as_str()),
+            shadow.and_then(|s| s.policy.as_deref()).unwrap_or_default(),
+            &source.namespace,
+            source.shipped,
+        );
+        Prepared {
+            namespace: source.namespace.clone(),
+            service_account: source.service_account.clone(),
+            text,
+            agent: bounds::indexed_str(&record.agent.name),
+            tool: bounds::indexed_str(&record.tool),
+            decision: bounds::indexed_decision_str(record.decision),
+            // A record the gateway made whole: never cut, and no gap.
+            cut: 0,
+            lost: 0,
+            shadow_of,
+            shadow_would,
+        }
+    }
+}
+
+fn writer(source: &Source) -> &'static str {
+    if source.shipped { "sidecar" } else { "gateway" }
+}
+
 /// Names the record's sender in it, as the store verified it.
 fn name_sender(r: &mut Value, source: &Source) {
-    let writer = if source.shipped { "sidecar" } else { "gateway" };
     if let Some(o) = r.as_object_mut() {
-        o.insert("source".into(), serde_json::json!({"namespace": source.namespace, "serviceAccount": source.service_account, "writer": writer}));
+        o.insert("source".into(), serde_json::json!({"namespace": source.namespace, "serviceAccount": source.service_account, "writer": writer(source)}));
     }
 }
 
@@ -285,6 +321,37 @@ mod tests {
             ]
         );
         assert_eq!(l.query_audit(&Query { shadow: true, limit: 100, ..Query::default() }).await.unwrap().len(), 5);
+    }
+
+    /// A model call's record written straight from it is what the general path makes of it as
+    /// values, its budget's would-be decision indexed; one holding a NUL is cleaned by that path.
+    #[test]
+    fn a_model_calls_record_is_prepared_as_its_values_would_be() {
+        use tollgate_core::model::call::{ModelCallAgent, Tokens};
+        let source = Source { namespace: "team-a".into(), service_account: "coder".into(), shipped: false };
+        let agent = ModelCallAgent { namespace: "team-a".into(), name: "coder".into(), service_account: "coder".into(), pod_claimed: Some("p-1".into()) };
+        let settled = ModelCallRecord {
+            kind: tollgate_core::model::call::RECORD_KIND,
+            time: "2026-12-04T15:00:00Z".into(),
+            agent,
+            tool: "gpt-4o-mini".into(),
+            provider: Some("openai".into()),
+            decision: "allow",
+            status: 200,
+            reason: None,
+            tokens: Some(Tokens { input: 10, cached_input: 0, output: 20 }),
+            cost_usd: Some(0.0012),
+            duration_ms: Some(3),
+            hosted_tools: vec!["web_search".into()],
+            shadow: Some(tollgate_core::model::call::would_refuse("team-a/daily", 5_000_000, 1_000_000)),
+        };
+        let p = Prepared::model_call(&source, &settled);
+        assert_eq!(p, Prepared::new(&source, settled.to_value()));
+        assert_eq!((p.shadow_of.as_str(), p.shadow_would), ("Budget team-a/daily", "deny"), "the gateway speaks for its namespace's budgets");
+        let dirty = ModelCallRecord { tool: "gpt\0".into(), ..settled };
+        let p = Prepared::model_call(&source, &dirty);
+        assert_eq!(p, Prepared::new(&source, dirty.to_value()));
+        assert_eq!(p.tool, "gpt\u{FFFD}");
     }
 
     /// The text stored is the record as canonically written, named by its sender; a record past

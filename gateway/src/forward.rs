@@ -86,10 +86,10 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<B
             // A refusal of a known agent is a decision like any other: it goes into the audit
             // store. (Without a valid key there is nobody to attribute it to.)
             if let Some(agent) = who.agent {
-                let record = ModelCallRecord::refused(record_agent(&agent, None), who.model, &r, jiff::Timestamp::now()).to_value();
+                let record = ModelCallRecord::refused(record_agent(&agent, None), who.model, &r, jiff::Timestamp::now());
                 let source =
                     crate::audit_store::Source { namespace: agent.namespace.clone(), service_account: agent.spec.service_account_name.clone(), shipped: false };
-                if gw.settled.send(crate::recorder::Entry::Refusal(Box::new(crate::audit_store::Prepared::new(&source, record)))).await.is_err() {
+                if gw.settled.send(crate::recorder::Entry::Refusal(Box::new(crate::audit_store::Prepared::model_call(&source, &record)))).await.is_err() {
                     tracing::error!("the ledger writer has stopped: a refusal was not audited");
                 }
             }
@@ -455,13 +455,12 @@ impl Settlement {
             hosted_tools: self.hosted,
             // The first audited budget that would have refused it (the record has one shadow).
             shadow: self.reservation.would_refuse.first().map(|e| call::would_refuse(&e.budget, e.spent, e.limit)),
-        }
-        .to_value();
+        };
         let source =
             crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone(), shipped: false };
         let mut reservation = self.reservation;
         reservation.tokens_used = usage.map(|u| i64::try_from(u.input.saturating_add(u.output)).unwrap_or(i64::MAX));
-        let settled = crate::recorder::Settled { reservation, cost, row, audit: crate::audit_store::Prepared::new(&source, record) };
+        let settled = crate::recorder::Settled { reservation, cost, row, audit: crate::audit_store::Prepared::model_call(&source, &record) };
         if self.gw.settled.send(crate::recorder::Entry::Call(Box::new(settled))).await.is_err() {
             tracing::error!("the ledger writer has stopped: a settled call was not recorded");
         }

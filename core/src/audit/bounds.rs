@@ -30,6 +30,11 @@ fn clean(s: &str) -> Option<String> {
     s.contains(unsafe_char).then(|| s.chars().map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c }).collect())
 }
 
+/// Whether `s` holds nothing [`sanitize`] would replace.
+pub fn is_clean(s: &str) -> bool {
+    clean(s).is_none()
+}
+
 /// Replaces every control character (but newline and tab) in every string and key of `v` by
 /// U+FFFD; whether anything changed.
 pub fn sanitize(v: &mut Value) -> bool {
@@ -96,13 +101,21 @@ pub fn bound(record: &mut Value, max: usize) -> Option<usize> {
 
 /// The text an indexed column holds for a field: bounded, and empty when not a string.
 pub fn indexed(v: &Value) -> String {
-    let s = v.as_str().unwrap_or_default();
+    indexed_str(v.as_str().unwrap_or_default())
+}
+
+/// [`indexed`] of a string.
+pub fn indexed_str(s: &str) -> String {
     s[..s.floor_char_boundary(MAX_INDEXED)].to_owned()
 }
 
 /// The decision a record is indexed under: one of [`DECISIONS`], or `other`.
 pub fn indexed_decision(v: &Value) -> &'static str {
-    let d = v.as_str().unwrap_or_default();
+    indexed_decision_str(v.as_str().unwrap_or_default())
+}
+
+/// [`indexed_decision`] of a string.
+pub fn indexed_decision_str(d: &str) -> &'static str {
     DECISIONS.iter().copied().find(|x| *x == d).unwrap_or("other")
 }
 
@@ -113,11 +126,15 @@ pub fn indexed_decision(v: &Value) -> &'static str {
 /// namespace's policies, nor any budget.
 pub fn indexed_shadow(record: &Value, namespace: &str, shipped: bool) -> (String, &'static str) {
     let shadow = &record["shadow"];
-    let would = match shadow["would"].as_str() {
+    indexed_shadow_of(shadow["would"].as_str(), shadow["policy"].as_str().unwrap_or_default(), namespace, shipped)
+}
+
+/// [`indexed_shadow`] of a shadow's would-be decision and the object that says it.
+pub fn indexed_shadow_of(would: Option<&str>, of: &str, namespace: &str, shipped: bool) -> (String, &'static str) {
+    let would = match would {
         Some(w @ ("allow" | "deny" | "require_approval")) => DECISIONS.iter().copied().find(|d| *d == w).unwrap_or("other"),
         _ => return (String::new(), ""),
     };
-    let of = shadow["policy"].as_str().unwrap_or_default();
     let speaks_for = match of.split_once(' ') {
         Some(("ToolPolicy", rest)) => shipped && rest.split_once('/').is_some_and(|(ns, name)| ns == namespace && !name.is_empty()),
         Some(("ClusterToolPolicy", name)) => shipped && !name.is_empty() && !name.contains('/'),

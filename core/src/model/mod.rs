@@ -5,6 +5,7 @@
 
 pub mod call;
 pub mod keys;
+pub mod record_text;
 pub mod request;
 pub mod spend;
 use crate::glob::Glob;
