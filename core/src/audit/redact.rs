@@ -30,8 +30,7 @@ pub fn is_sensitive_key(key: &str) -> bool {
             buf[n] = b.to_ascii_lowercase();
             n += 1;
         }
-        let normalized = std::str::from_utf8(&buf[..n]).unwrap_or_default();
-        return SENSITIVE.iter().any(|s| normalized.contains(s));
+        return holds_sensitive(&buf[..n]);
     }
     let normalized: String = if key.is_ascii() {
         key.bytes().filter(|c| *c != b'_' && *c != b'-').map(|c| char::from(c.to_ascii_lowercase())).collect()
@@ -39,6 +38,23 @@ pub fn is_sensitive_key(key: &str) -> bool {
         key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
     };
     SENSITIVE.iter().any(|s| normalized.contains(s))
+}
+
+/// The bytes a [`SENSITIVE`] fragment starts with.
+const STARTS: [bool; 256] = {
+    let mut starts = [false; 256];
+    let mut i = 0;
+    while i < SENSITIVE.len() {
+        starts[SENSITIVE[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    starts
+};
+
+/// Whether a normalized key holds a [`SENSITIVE`] fragment: one pass over it, trying fragments
+/// only where one could start (a search per fragment was most of the redaction check's cost).
+fn holds_sensitive(normalized: &[u8]) -> bool {
+    (0..normalized.len()).any(|i| STARTS[usize::from(normalized[i])] && SENSITIVE.iter().any(|s| normalized[i..].starts_with(s.as_bytes())))
 }
 
 /// Word boundaries are ASCII ones: a Unicode `\b` makes the regex engine give up its fast
@@ -226,6 +242,23 @@ mod tests {
         for k in ["path", "command", "repo", "name", "tokens_used_count_x", "environment"] {
             // `tokens_used_count_x` contains "token": over-redacting is the safe side.
             assert_eq!(is_sensitive_key(k), k.contains("token"), "{k}");
+        }
+    }
+
+    #[test]
+    fn the_one_pass_key_check_finds_what_a_search_per_fragment_finds() {
+        let mut keys: Vec<String> = vec![String::new(), "p".into(), "pas".into(), "tokens".into(), "xx".into()];
+        for s in SENSITIVE {
+            for (pre, post) in [("", ""), ("x", ""), ("", "y"), ("my_", "_value"), ("pp", "s")] {
+                keys.push(format!("{pre}{s}{post}"));
+                keys.push(format!("{pre}{}{post}", &s[1..]));
+                keys.push(format!("{pre}{}{post}", &s[..s.len() - 1]));
+                keys.push(format!("{pre}{}{post}", s.to_uppercase()));
+            }
+        }
+        for k in keys {
+            let normalized: String = k.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect();
+            assert_eq!(is_sensitive_key(&k), SENSITIVE.iter().any(|s| normalized.contains(s)), "{k}");
         }
     }
 
