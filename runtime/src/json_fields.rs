@@ -49,13 +49,13 @@ struct Members<'a, 'w> {
 
 impl Members<'_, '_> {
     fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        let name = field.name();
-        // As `JsonFields`: the `log` crate's own fields are not the span's, and raw identifiers
-        // are named without their prefix.
-        if self.result.is_err() || name.starts_with("log.") {
+        self.named(field.name(), value);
+    }
+
+    fn named(&mut self, name: &str, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_err() {
             return;
         }
-        let name = name.strip_prefix("r#").unwrap_or(name);
         self.result = (|| {
             if !std::mem::take(&mut self.first) {
                 self.out.write_char(',')?;
@@ -89,8 +89,28 @@ impl Visit for Members<'_, '_> {
         self.member(field, |w| write_str(w, value));
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        // As serde_json writes bytes: an array of numbers.
         self.member(field, |w| {
+            w.write_char('[')?;
+            for (i, b) in value.iter().enumerate() {
+                if i > 0 {
+                    w.write_char(',')?;
+                }
+                write!(w, "{b}")?;
+            }
+            w.write_char(']')
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // As `JsonFields`: the `log` crate's own fields are not the span's, and a raw
+        // identifier is named without its prefix.
+        let name = field.name();
+        if name.starts_with("log.") {
+            return;
+        }
+        self.named(name.strip_prefix("r#").unwrap_or(name), |w| {
             w.write_char('"')?;
             write!(Escaped(w), "{value:?}")?;
             w.write_char('"')
@@ -164,7 +184,7 @@ mod tests {
         let layer = tracing_subscriber::fmt::layer().json().fmt_fields(fields).with_writer(move || out.clone());
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
             let odd = "quote \" backslash \\ newline \n tab \t bell \u{7} nul \0 é 🦀";
-            let span = tracing::info_span!("call", api = ?"Open\"Ai", n = 3_u64, neg = -2_i64, ok = true, r#type = "raw", x = 1.5_f64, nan = f64::NAN, agent = tracing::field::Empty, model = tracing::field::Empty);
+            let span = tracing::info_span!("call", bytes = &b"\x00\xff"[..], api = ?"Open\"Ai", n = 3_u64, neg = -2_i64, ok = true, r#type = "raw", x = 1.5_f64, nan = f64::NAN, agent = tracing::field::Empty, model = tracing::field::Empty);
             span.record("agent", "ns/\"a\"");
             span.record("model", odd);
             span.record("n", 4_u64);
