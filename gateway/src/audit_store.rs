@@ -165,8 +165,7 @@ impl Prepared {
     /// [`Prepared::new`] of a model call's record the gateway made itself: its text written
     /// straight from the record when nothing in it needs cleaning or cutting (nearly always).
     pub fn model_call(source: &Source, record: &ModelCallRecord) -> Prepared {
-        let sender = Sender { namespace: &source.namespace, service_account: &source.service_account, writer: writer(source) };
-        let Some(text) = tollgate_core::model::record_text::stored_text(record, sender) else {
+        let Some(text) = tollgate_core::model::record_text::stored_text(record, sender(source)) else {
             return Prepared::new(source, record.to_value());
         };
         let shadow = record.shadow.as_ref();
@@ -192,14 +191,15 @@ impl Prepared {
     }
 }
 
-fn writer(source: &Source) -> &'static str {
-    if source.shipped { "sidecar" } else { "gateway" }
+/// The record's `source`, as both ways of preparing it write it.
+fn sender(source: &Source) -> Sender<'_> {
+    Sender { namespace: &source.namespace, service_account: &source.service_account, writer: if source.shipped { "sidecar" } else { "gateway" } }
 }
 
 /// Names the record's sender in it, as the store verified it.
 fn name_sender(r: &mut Value, source: &Source) {
     if let Some(o) = r.as_object_mut() {
-        o.insert("source".into(), serde_json::json!({"namespace": source.namespace, "serviceAccount": source.service_account, "writer": writer(source)}));
+        o.insert("source".into(), serde_json::to_value(sender(source)).unwrap_or(Value::Null));
     }
 }
 
