@@ -131,13 +131,48 @@ pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Loopback ports free right now. All are held until all are chosen, so they differ; another
-/// process may still take one before the child binds it, which the startup error would show.
+/// Loopback ports free right now and never handed out before by this process. All are held
+/// until all are chosen, so they differ; a port already given to a child that has not bound it
+/// yet would look free to the kernel (it handed 32843 to an operator's admin server and then to its
+/// webhook), so this process remembers every port it gave. Another process may still take one
+/// before the child binds it, which the startup error would show.
 pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let listeners = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>().context("binding a loopback port")?;
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut held = Vec::with_capacity(N);
     let mut ports = [0; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr().context("reading a bound port")?.port();
+    let mut chosen = 0;
+    // Each refusal holds its listener, so the kernel offers another port next; the bound keeps
+    // a process that has used up its ports from spinning.
+    for _ in 0..N + 1024 {
+        if chosen == N {
+            break;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+        let port = listener.local_addr().context("reading a bound port")?.port();
+        held.push(listener);
+        if given.insert(port) {
+            ports[chosen] = port;
+            chosen += 1;
+        }
     }
+    ensure!(chosen == N, "no loopback port left that this process has not handed out");
     Ok(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_ports;
+
+    /// Before the registry, a port released by one call came back from a later one often
+    /// enough that two thousand calls always met a repeat (birthday odds over ~28,000 ports).
+    #[test]
+    fn a_port_is_never_handed_out_twice() -> anyhow::Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            let [port] = free_ports::<1>()?;
+            anyhow::ensure!(seen.insert(port), "port {port} was handed out twice");
+        }
+        Ok(())
+    }
 }
