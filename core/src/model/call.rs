@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use tollgate_api::{BudgetSpec, Enforcement, ManagedAgentSpec, ModelProviderSpec, Pricing, ProviderType};
+use tollgate_api::{BudgetSpec, Enforcement, ManagedAgentSpec, ModelAccess, ModelProviderSpec, Pricing, ProviderType};
 
 /// Headers that turn on a provider's beta features: passed on only from the allow-list.
 pub const BETA_HEADERS: [&str; 2] = ["anthropic-beta", "openai-beta"];
@@ -145,7 +145,8 @@ pub fn admit<'a>(
     mut body: Map<String, Value>,
     cx: &Context<'a>,
 ) -> Result<Admission<'a>, Refusal> {
-    let access = caller.spec.models.clone().unwrap_or_default();
+    let none = ModelAccess::default();
+    let access = caller.spec.models.as_ref().unwrap_or(&none);
     let model = model::resolve(requested, api, cx.providers).ok_or_else(|| Refusal::UnknownModel(requested.to_owned()))?;
     if !model::allowed(&access.allowed, requested, model.model) {
         return Err(Refusal::ModelNotAllowed { agent: caller.name.to_owned(), model: requested.to_owned() });
