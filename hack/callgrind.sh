@@ -4,7 +4,9 @@
 #   TOLLGATE_CALLGRIND_BIN=target/release/tollgate-sidecar TOLLGATE_BENCH_SIDECAR=hack/callgrind.sh \
 #     target/release/bench-sidecar
 #   callgrind_annotate --inclusive=yes /tmp/callgrind.tollgate-sidecar.<pid>   # then divide by the
-#     call count of the call's function (callgrind_annotate --tree=caller shows it)
+#     call count of a function that runs once a call (callgrind_annotate --tree=caller shows it):
+#     `strict::read` in the sidecar, `Prepared::model_call` in the gateway; an `async fn`'s count
+#     is its polls, several a call
 # The figures under valgrind are not the ones to quote (it runs 50 times slower, and it hides the
 # CPU's SHA extensions, so SHA-256 counts as software); instructions per call are.
 set -euo pipefail
