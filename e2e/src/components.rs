@@ -131,33 +131,52 @@ pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Loopback ports free right now and never handed out before by this process. All are held
-/// until all are chosen, so they differ; a port already given to a child that has not bound it
-/// yet would look free to the kernel (it handed 32843 to an operator's admin server and then to its
-/// webhook), so this process remembers every port it gave. Another process may still take one
-/// before the child binds it, which the startup error would show.
+/// Loopback ports free right now and never handed out before by this process, chosen below the
+/// kernel's ephemeral range. All are held until all are chosen, so they differ. Two races are
+/// closed: a port given to a child that has not bound it yet looks free to the kernel, which
+/// handed 32843 to an operator's admin server and then to its webhook (so this process remembers
+/// every port it gave); and a port from the ephemeral range can become any client socket's local
+/// port before the child binds it (the kernel picks neither outside that range). Another process
+/// may still bind one first, which the child's startup error would show.
 pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (low, high) = below_ephemeral();
+    let span = u32::from(high - low);
+    // Test processes running side by side start at different places.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let offset = (std::process::id().wrapping_mul(7919) ^ nanos) % span;
     let mut held = Vec::with_capacity(N);
     let mut ports = [0; N];
     let mut chosen = 0;
-    // Each refusal holds its listener, so the kernel offers another port next; the bound keeps
-    // a process that has used up its ports from spinning.
-    for _ in 0..N + 1024 {
+    for i in 0..span {
         if chosen == N {
             break;
         }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
-        let port = listener.local_addr().context("reading a bound port")?.port();
-        held.push(listener);
-        if given.insert(port) {
+        let port = low + u16::try_from((offset + i) % span).unwrap_or(0);
+        if given.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+            given.insert(port);
             ports[chosen] = port;
             chosen += 1;
         }
     }
-    ensure!(chosen == N, "no loopback port left that this process has not handed out");
+    ensure!(chosen == N, "no loopback port left in {low}..{high} that this process has not handed out");
     Ok(ports)
+}
+
+/// The ports below the kernel's ephemeral range, from 16384 (`ip_local_port_range` is 32768
+/// and up unless changed); a range moved down leaves at least 1,024 ports all the same.
+fn below_ephemeral() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let high = ephemeral_low.max(2048);
+    (high.saturating_sub(16384).max(1024).min(high - 1024), high)
 }
 
 #[cfg(test)]
@@ -166,12 +185,15 @@ mod tests {
 
     /// Before the registry, a port released by one call came back from a later one often
     /// enough that two thousand calls always met a repeat (birthday odds over ~28,000 ports).
+    /// None is in the range the kernel gives client sockets their ports from.
     #[test]
-    fn a_port_is_never_handed_out_twice() -> anyhow::Result<()> {
+    fn a_port_is_never_handed_out_twice_nor_from_the_ephemeral_range() -> anyhow::Result<()> {
+        let (_, ephemeral_low) = super::below_ephemeral();
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..2000 {
             let [port] = free_ports::<1>()?;
             anyhow::ensure!(seen.insert(port), "port {port} was handed out twice");
+            anyhow::ensure!(port < ephemeral_low, "port {port} is in the ephemeral range (from {ephemeral_low})");
         }
         Ok(())
     }
