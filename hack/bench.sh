@@ -71,6 +71,7 @@ dirty="$(git diff --quiet HEAD -- . ':(exclude)docs/performance.md' || echo ' (w
   if ((${#missed[@]})); then
     echo
     echo "**Targets missed** in: ${missed[*]} (each bench's section says which, marked \`MISSED\`)."
+    echo "Where each missed target's cost goes, and the next step: [What is left](performance-history.md#what-is-left)."
   fi
   for name in decision injection sidecar gateway scale; do
     echo
