@@ -29,18 +29,32 @@ pub struct Agent {
     pub version: Option<String>,
 }
 
+/// Each part is shared with the last index when its kind of object did not change: a budget's
+/// status write rebuilds the budgets, not 500 agents.
 #[derive(Debug, Default)]
 pub struct Index {
     /// False until every watch has listed once: until then every call is refused.
     pub loaded: bool,
     /// By `sha256:` of the agent's key, as its status records it.
-    pub agents: HashMap<String, Arc<Agent>>,
+    pub agents: Arc<HashMap<String, Arc<Agent>>>,
     /// Per namespace, by name (the order `resolve` prefers).
-    pub providers: HashMap<String, Vec<(String, ModelProviderSpec)>>,
-    pub budgets: HashMap<String, Vec<(String, BudgetSpec)>>,
+    pub providers: Arc<HashMap<String, Vec<(String, ModelProviderSpec)>>>,
+    pub budgets: Arc<HashMap<String, Vec<(String, BudgetSpec)>>>,
     /// Each budget's status as the object holds it, by `namespace/name`: spend in status is
     /// written when it differs from this, so a replica's write from an older read is put right.
-    pub budget_status: HashMap<String, BudgetStatus>,
+    pub budget_status: Arc<HashMap<String, BudgetStatus>>,
+}
+
+/// Which kinds of object changed since the last index was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    pub agents: bool,
+    pub providers: bool,
+    pub budgets: bool,
+}
+
+impl Changed {
+    pub const ALL: Changed = Changed { agents: true, providers: true, budgets: true };
 }
 
 pub struct Stores {
@@ -49,36 +63,67 @@ pub struct Stores {
     pub budgets: Store<Budget>,
 }
 
-/// The index of what `s` holds now; an agent whose object is unchanged since `previous` keeps
-/// its entry (every status write by the gateway or operator rebuilds the index, and copying
-/// 500 agents' specs and conditions for each was 1.3 million instructions a rebuild).
-pub fn build(s: &Stores, previous: &Index) -> Index {
-    let mut index = Index { loaded: true, ..Index::default() };
-    for a in s.agents.state() {
+/// The index of what `s` holds now. Kinds that did not change are shared with `previous`; an
+/// agent whose object is unchanged keeps its entry (every status write by the gateway or
+/// operator rebuilds the index, and copying 500 agents' specs and conditions for each was 1.3
+/// million instructions a rebuild).
+pub fn build(s: &Stores, previous: &Index, changed: Changed) -> Index {
+    let fresh = !previous.loaded;
+    let (budgets, budget_status) = if changed.budgets || fresh {
+        let (b, st) = budgets_of(s);
+        (Arc::new(b), Arc::new(st))
+    } else {
+        (previous.budgets.clone(), previous.budget_status.clone())
+    };
+    Index {
+        loaded: true,
+        agents: if changed.agents || fresh { Arc::new(agents_of(s, previous)) } else { previous.agents.clone() },
+        providers: if changed.providers || fresh { Arc::new(providers_of(s)) } else { previous.providers.clone() },
+        budgets,
+        budget_status,
+    }
+}
+
+fn agents_of(s: &Stores, previous: &Index) -> HashMap<String, Arc<Agent>> {
+    let state = s.agents.state();
+    let mut agents = HashMap::with_capacity(state.len());
+    for a in state {
         let Some(hash) = a.status.as_ref().and_then(|st| st.credentials.as_ref()).map(|c| &c.key_hash) else { continue };
         let agent = match previous.agents.get(hash) {
             Some(old) if unchanged(old, &a) => old.clone(),
             _ => Arc::new(agent_of(&a)),
         };
-        index.agents.insert(hash.clone(), agent);
+        agents.insert(hash.clone(), agent);
     }
+    agents
+}
+
+fn providers_of(s: &Stores) -> HashMap<String, Vec<(String, ModelProviderSpec)>> {
+    let mut providers: HashMap<String, Vec<(String, ModelProviderSpec)>> = HashMap::new();
     for p in s.providers.state() {
-        index.providers.entry(p.namespace().unwrap_or_default()).or_default().push((p.name_any(), p.spec.clone()));
+        providers.entry(p.namespace().unwrap_or_default()).or_default().push((p.name_any(), p.spec.clone()));
     }
+    for list in providers.values_mut() {
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    providers
+}
+
+type Budgets = (HashMap<String, Vec<(String, BudgetSpec)>>, HashMap<String, BudgetStatus>);
+
+fn budgets_of(s: &Stores) -> Budgets {
+    let (mut budgets, mut status): Budgets = Default::default();
     for b in s.budgets.state() {
         let ns = b.namespace().unwrap_or_default();
-        if let Some(status) = &b.status {
-            index.budget_status.insert(format!("{ns}/{}", b.name_any()), status.clone());
+        if let Some(st) = &b.status {
+            status.insert(format!("{ns}/{}", b.name_any()), st.clone());
         }
-        index.budgets.entry(ns).or_default().push((b.name_any(), b.spec.clone()));
+        budgets.entry(ns).or_default().push((b.name_any(), b.spec.clone()));
     }
-    for list in index.providers.values_mut() {
+    for list in budgets.values_mut() {
         list.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    for list in index.budgets.values_mut() {
-        list.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-    index
+    (budgets, status)
 }
 
 /// Whether `old` was made from this very object: one `resourceVersion` is one state of it.
@@ -104,13 +149,15 @@ fn agent_of(a: &ManagedAgent) -> Agent {
 
 /// Keeps `target` current; returns only if a watch ends.
 pub async fn watch(client: kube::Client, target: Arc<ArcSwap<Index>>, loaded: tollgate_runtime::admin::Readiness) -> Result<()> {
-    let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(64);
+    let channel = || tokio::sync::mpsc::channel::<()>(64);
+    let ((agents_tx, mut agents_rx), (providers_tx, mut providers_rx), (budgets_tx, mut budgets_rx)) = (channel(), channel(), channel());
     let all = watcher::Config::default;
     let stores = Stores {
-        agents: reflect(Api::<ManagedAgent>::all(client.clone()), all(), &changed_tx),
-        providers: reflect(Api::<ModelProvider>::all(client.clone()), all(), &changed_tx),
-        budgets: reflect(Api::<Budget>::all(client.clone()), all(), &changed_tx),
+        agents: reflect(Api::<ManagedAgent>::all(client.clone()), all(), &agents_tx),
+        providers: reflect(Api::<ModelProvider>::all(client.clone()), all(), &providers_tx),
+        budgets: reflect(Api::<Budget>::all(client.clone()), all(), &budgets_tx),
     };
+    drop((agents_tx, providers_tx, budgets_tx));
     for (name, wait) in [
         ("ManagedAgent", stores.agents.wait_until_ready().await),
         ("ModelProvider", stores.providers.wait_until_ready().await),
@@ -118,16 +165,33 @@ pub async fn watch(client: kube::Client, target: Arc<ArcSwap<Index>>, loaded: to
     ] {
         wait.map_err(|e| anyhow::anyhow!("watching {name}: {e}"))?;
     }
+    let mut changed = Changed::ALL;
     loop {
-        let index = build(&stores, &target.load());
+        let index = build(&stores, &target.load(), changed);
         tracing::debug!(agents = index.agents.len(), "index swapped");
         target.store(Arc::new(index));
         loaded.set_ready();
-        if changed.recv().await.is_none() {
-            return Ok(());
-        }
-        while changed.try_recv().is_ok() {}
+        // The first change wakes the loop; every change that came with it is taken too.
+        let woke = tokio::select! {
+            e = agents_rx.recv() => e.map(|()| Changed { agents: true, providers: false, budgets: false }),
+            e = providers_rx.recv() => e.map(|()| Changed { agents: false, providers: true, budgets: false }),
+            e = budgets_rx.recv() => e.map(|()| Changed { agents: false, providers: false, budgets: true }),
+        };
+        let Some(mut next) = woke else { return Ok(()) };
+        next.agents |= drained(&mut agents_rx);
+        next.providers |= drained(&mut providers_rx);
+        next.budgets |= drained(&mut budgets_rx);
+        changed = next;
     }
+}
+
+/// Whether `rx` held a change (each one taken).
+fn drained(rx: &mut tokio::sync::mpsc::Receiver<()>) -> bool {
+    let mut any = false;
+    while rx.try_recv().is_ok() {
+        any = true;
+    }
+    any
 }
 
 #[cfg(test)]
@@ -162,8 +226,8 @@ mod tests {
     /// suspended: a new `resourceVersion`) is read anew, so the change is enforced at once.
     #[test]
     fn a_rebuild_keeps_unchanged_agents_and_reads_changed_ones_anew() {
-        let first = build(&stores(&[agent("a", "1", false), agent("b", "2", false)]), &Index::default());
-        let second = build(&stores(&[agent("a", "1", false), agent("b", "3", true)]), &first);
+        let first = build(&stores(&[agent("a", "1", false), agent("b", "2", false)]), &Index::default(), Changed::ALL);
+        let second = build(&stores(&[agent("a", "1", false), agent("b", "3", true)]), &first, Changed::ALL);
         let (a1, a2) = (&first.agents["sha256:a"], &second.agents["sha256:a"]);
         assert!(Arc::ptr_eq(a1, a2), "the unchanged agent was copied");
         let (b1, b2) = (&first.agents["sha256:b"], &second.agents["sha256:b"]);
@@ -173,8 +237,24 @@ mod tests {
         // Without a version, nothing is taken over (an object not from the API server).
         let mut unversioned = agent("a", "1", false);
         unversioned.metadata.resource_version = None;
-        let before = build(&stores(&[unversioned.clone()]), &Index::default());
-        let after = build(&stores(&[unversioned]), &before);
+        let before = build(&stores(&[unversioned.clone()]), &Index::default(), Changed::ALL);
+        let after = build(&stores(&[unversioned]), &before, Changed::ALL);
         assert!(!Arc::ptr_eq(&before.agents["sha256:a"], &after.agents["sha256:a"]));
+    }
+
+    /// Only the kinds that changed are read again; a first index reads every kind whatever it
+    /// is told, since there is nothing to share.
+    #[test]
+    fn a_rebuild_reads_again_only_the_kinds_that_changed() {
+        let budgets_only = Changed { agents: false, providers: false, budgets: true };
+        let first = build(&stores(&[agent("a", "1", false)]), &Index::default(), budgets_only);
+        assert_eq!(first.agents.len(), 1, "a first index reads the agents too");
+        // The store now holds a suspended agent, but only budgets are said to have changed.
+        let second = build(&stores(&[agent("a", "2", true)]), &first, budgets_only);
+        assert!(Arc::ptr_eq(&first.agents, &second.agents) && Arc::ptr_eq(&first.providers, &second.providers));
+        assert!(!Arc::ptr_eq(&first.budgets, &second.budgets) && !Arc::ptr_eq(&first.budget_status, &second.budget_status));
+        let third = build(&stores(&[agent("a", "2", true)]), &second, Changed { agents: true, providers: false, budgets: false });
+        assert!(third.agents["sha256:a"].spec.suspended, "a change to the agents is read");
+        assert!(Arc::ptr_eq(&second.budgets, &third.budgets));
     }
 }

@@ -46,7 +46,7 @@ pub async fn run(gw: Arc<GatewayState>) {
 async fn refresh(gw: &GatewayState) {
     let index = gw.index.load_full();
     let now = Timestamp::now();
-    for (ns, budgets) in &index.budgets {
+    for (ns, budgets) in index.budgets.iter() {
         for (name, b) in budgets {
             if let Err(e) = refresh_budget(gw, &index, ns, name, b, now).await {
                 tracing::warn!(budget = %format!("{ns}/{name}"), error = %e, "could not refresh a budget's spend in status");
