@@ -176,7 +176,7 @@ fn below_ephemeral() -> (u16, u16) {
         .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
         .unwrap_or(32768);
     let high = ephemeral_low.max(2048);
-    (high.saturating_sub(16384).max(1024).min(high - 1024), high)
+    (high.saturating_sub(16384).clamp(1024, high - 1024), high)
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ pub struct Changed {
 
 impl Changed {
     pub const ALL: Changed = Changed { agents: true, providers: true, budgets: true };
+    pub const NONE: Changed = Changed { agents: false, providers: false, budgets: false };
 }
 
 pub struct Stores {
@@ -99,31 +100,28 @@ fn agents_of(s: &Stores, previous: &Index) -> HashMap<String, Arc<Agent>> {
 }
 
 fn providers_of(s: &Stores) -> HashMap<String, Vec<(String, ModelProviderSpec)>> {
-    let mut providers: HashMap<String, Vec<(String, ModelProviderSpec)>> = HashMap::new();
-    for p in s.providers.state() {
-        providers.entry(p.namespace().unwrap_or_default()).or_default().push((p.name_any(), p.spec.clone()));
-    }
-    for list in providers.values_mut() {
-        list.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-    providers
+    by_namespace(s.providers.state().iter().map(|p| (p.namespace().unwrap_or_default(), p.name_any(), p.spec.clone())))
 }
 
 type Budgets = (HashMap<String, Vec<(String, BudgetSpec)>>, HashMap<String, BudgetStatus>);
 
 fn budgets_of(s: &Stores) -> Budgets {
-    let (mut budgets, mut status): Budgets = Default::default();
-    for b in s.budgets.state() {
-        let ns = b.namespace().unwrap_or_default();
-        if let Some(st) = &b.status {
-            status.insert(format!("{ns}/{}", b.name_any()), st.clone());
-        }
-        budgets.entry(ns).or_default().push((b.name_any(), b.spec.clone()));
+    let state = s.budgets.state();
+    let status = state.iter().filter_map(|b| Some((format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any()), b.status.clone()?))).collect();
+    (by_namespace(state.iter().map(|b| (b.namespace().unwrap_or_default(), b.name_any(), b.spec.clone()))), status)
+}
+
+/// `(namespace, name, spec)` grouped by namespace, each group by name (the order `resolve`
+/// prefers).
+fn by_namespace<S>(objects: impl Iterator<Item = (String, String, S)>) -> HashMap<String, Vec<(String, S)>> {
+    let mut out: HashMap<String, Vec<(String, S)>> = HashMap::new();
+    for (ns, name, spec) in objects {
+        out.entry(ns).or_default().push((name, spec));
     }
-    for list in budgets.values_mut() {
+    for list in out.values_mut() {
         list.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    (budgets, status)
+    out
 }
 
 /// Whether `old` was made from this very object: one `resourceVersion` is one state of it.
@@ -172,12 +170,15 @@ pub async fn watch(client: kube::Client, target: Arc<ArcSwap<Index>>, loaded: to
         target.store(Arc::new(index));
         loaded.set_ready();
         // The first change wakes the loop; every change that came with it is taken too.
+        let mut next = Changed::NONE;
         let woke = tokio::select! {
-            e = agents_rx.recv() => e.map(|()| Changed { agents: true, providers: false, budgets: false }),
-            e = providers_rx.recv() => e.map(|()| Changed { agents: false, providers: true, budgets: false }),
-            e = budgets_rx.recv() => e.map(|()| Changed { agents: false, providers: false, budgets: true }),
+            e = agents_rx.recv() => e.map(|()| next.agents = true),
+            e = providers_rx.recv() => e.map(|()| next.providers = true),
+            e = budgets_rx.recv() => e.map(|()| next.budgets = true),
         };
-        let Some(mut next) = woke else { return Ok(()) };
+        if woke.is_none() {
+            return Ok(());
+        }
         next.agents |= drained(&mut agents_rx);
         next.providers |= drained(&mut providers_rx);
         next.budgets |= drained(&mut budgets_rx);
@@ -246,14 +247,14 @@ mod tests {
     /// is told, since there is nothing to share.
     #[test]
     fn a_rebuild_reads_again_only_the_kinds_that_changed() {
-        let budgets_only = Changed { agents: false, providers: false, budgets: true };
+        let budgets_only = Changed { budgets: true, ..Changed::NONE };
         let first = build(&stores(&[agent("a", "1", false)]), &Index::default(), budgets_only);
         assert_eq!(first.agents.len(), 1, "a first index reads the agents too");
         // The store now holds a suspended agent, but only budgets are said to have changed.
         let second = build(&stores(&[agent("a", "2", true)]), &first, budgets_only);
         assert!(Arc::ptr_eq(&first.agents, &second.agents) && Arc::ptr_eq(&first.providers, &second.providers));
         assert!(!Arc::ptr_eq(&first.budgets, &second.budgets) && !Arc::ptr_eq(&first.budget_status, &second.budget_status));
-        let third = build(&stores(&[agent("a", "2", true)]), &second, Changed { agents: true, providers: false, budgets: false });
+        let third = build(&stores(&[agent("a", "2", true)]), &second, Changed { agents: true, ..Changed::NONE });
         assert!(third.agents["sha256:a"].spec.suspended, "a change to the agents is read");
         assert!(Arc::ptr_eq(&second.budgets, &third.budgets));
     }

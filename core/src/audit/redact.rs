@@ -37,7 +37,7 @@ pub fn is_sensitive_key(key: &str) -> bool {
     } else {
         key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
     };
-    SENSITIVE.iter().any(|s| normalized.contains(s))
+    holds_sensitive(normalized.as_bytes())
 }
 
 /// The bytes a [`SENSITIVE`] fragment starts with.
