@@ -312,9 +312,17 @@ async fn send(
             return Err(Refusal::Provider { provider: sent.provider, reason: e.to_string() });
         }
     };
-    // An error answer ran nothing; a success without usage may have run it all.
-    let ending = if status.is_success() { usage_of(sent.api, &answer).map_or(Ending::Unknown, Ending::Used) } else { Ending::Used(Usage::default()) };
-    settlement.finish(ending, started.elapsed()).await;
+    // Settled just after the answer is on its way, not before: reading the usage and preparing
+    // the audit record were a third of what the gateway added to a call's latency. The
+    // reservation holds the call's estimate until then, so a call meanwhile sees more taken,
+    // never less; a stopping gateway waits for `settling` before its last write.
+    let latency = started.elapsed();
+    let (api, read) = (sent.api, answer.clone());
+    gw.settling.spawn(async move {
+        // An error answer ran nothing; a success without usage may have run it all.
+        let ending = if status.is_success() { usage_of(api, &read).map_or(Ending::Unknown, Ending::Used) } else { Ending::Used(Usage::default()) };
+        settlement.finish(ending, latency).await;
+    });
     out.body(full(answer)).map_err(|e| Refusal::BadRequest(e.to_string()))
 }
 
