@@ -8,7 +8,7 @@ use crate::state::GatewayState;
 use crate::stream;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -20,11 +20,26 @@ use tollgate_core::model::{self, Api, Refusal};
 use tollgate_mcp_client::transport::{self, Body, full};
 use tracing::Instrument;
 
-/// Request headers passed to the provider as they are.
-const FORWARDED: &[&str] = &["accept", "anthropic-version", "anthropic-beta", "openai-beta"];
+/// Request headers passed to the provider as they are. (Names made once, not parsed from text
+/// at every lookup and insert of every call.)
+const FORWARDED: [HeaderName; 4] = [
+    HeaderName::from_static("accept"),
+    ANTHROPIC_VERSION,
+    HeaderName::from_static("anthropic-beta"),
+    HeaderName::from_static("openai-beta"),
+];
 /// Response headers passed back as they are (a 429's advice on when to retry included).
-const RETURNED: &[&str] =
-    &["content-type", "retry-after", "x-request-id", "request-id", "anthropic-ratelimit-requests-remaining", "x-ratelimit-remaining-requests"];
+const RETURNED: [HeaderName; 6] = [
+    HeaderName::from_static("content-type"),
+    HeaderName::from_static("retry-after"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("request-id"),
+    HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+];
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+/// The client's word for its pod.
+const POD: HeaderName = HeaderName::from_static("x-tollgate-pod");
 /// Set when a soft limit of a budget that applies is reached: served, with a warning.
 pub const BUDGET_WARNING: &str = "x-tollgate-budget-warning";
 
@@ -142,7 +157,7 @@ async fn call(
     };
     // The client's word for its pod, and nothing more: an agent's key proves the agent, not the
     // pod, so this is kept as a claim in the audit record and never in the ledger's pod column.
-    let pod: String = req.headers().get("x-tollgate-pod").and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(253).collect();
+    let pod: String = req.headers().get(&POD).and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(253).collect();
     let client_headers = req.headers().clone();
     let bytes = transport::read_request(req.into_body(), gw.config.max_body, Duration::from_secs(gw.config.request_body_seconds))
         .await
@@ -279,9 +294,9 @@ async fn send(
     let (parts, incoming) = resp.into_parts();
     let mut out = Response::builder().status(status);
     if let Some(h) = out.headers_mut() {
-        for name in RETURNED {
-            if let Some(v) = parts.headers.get(*name) {
-                h.insert(*name, v.clone());
+        for name in &RETURNED {
+            if let Some(v) = parts.headers.get(name) {
+                h.insert(name.clone(), v.clone());
             }
         }
         if let Some(w) = sent.warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
@@ -332,15 +347,15 @@ fn upstream_request(sent: &Sent, client_headers: &hyper::HeaderMap, credential: 
     let mut upstream = Request::builder().method(Method::POST).uri(&sent.url);
     if let Some(h) = upstream.headers_mut() {
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for name in FORWARDED {
-            for v in client_headers.get_all(*name) {
-                h.append(*name, v.clone());
+        for name in &FORWARDED {
+            for v in client_headers.get_all(name) {
+                h.append(name.clone(), v.clone());
             }
         }
         // The provider's spans, if it traces, join the call's trace.
         tollgate_runtime::otel::propagate(&tracing::Span::current(), h);
-        if sent.api == Api::Anthropic && !h.contains_key("anthropic-version") {
-            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        if sent.api == Api::Anthropic && !h.contains_key(&ANTHROPIC_VERSION) {
+            h.insert(ANTHROPIC_VERSION, HeaderValue::from_static("2023-06-01"));
         }
         if let Some(c) = credential {
             let (name, value) = match sent.api {

@@ -157,7 +157,8 @@ pub fn admit<'a>(
     let strip_usage = as_provider_sees_it(&mut body, op, model.model);
     // Images the provider fetches count at their bound as input.
     let provided = request::provider_input(&body);
-    let sent = Value::Object(body).to_string().into_bytes();
+    // Written straight into bytes: `Value`'s `Display` goes through a formatter a piece at a time.
+    let sent = serde_json::to_vec(&body).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let images = usize::try_from(request::IMAGE_TOKENS).unwrap_or(usize::MAX).saturating_mul(provided.images);
     let estimate = model.pricing.map_or(0, |p| spend::estimate(p, sent.len().saturating_add(images), output));
     let claims = claims(caller, &model, &provided, cx)?;
