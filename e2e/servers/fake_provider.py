@@ -13,7 +13,8 @@ output tokens = 5 (cached input tokens 0), but "cheap" uses every output token t
 (`max_tokens`), so a call costs exactly what the gateway reserved for it. The model "rate-limited" answers 429; "broken" answers
 500; "flood" streams 40 MiB; "absurd" reports 10^19 tokens of each kind (past a 64-bit signed integer's sums); "slow" streams its first event, then waits a second before the rest. A stream of any model whose
 last message is "hold:<tag>" waits after its first events until `POST /release/<tag>` (at most a
-minute), so a test decides when the stream ends rather than racing a clock. The model "reviewer"
+minute), and a whole chat completion before its answer, so a test decides when the call ends
+rather than racing a clock. The model "reviewer"
 plays an AI first reader: it answers a JSON verdict on the held call in its last message, deny
 (95 %) for a tool named like "drop", approve (90 %) for one named like "read", else approve
 unsure (40 %).
@@ -107,11 +108,17 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
     @staticmethod
-    def pause(body: dict, model: str) -> None:
+    def hold(body: dict) -> bool:
+        """Waits for `POST /release/<tag>` when the last message is `hold:<tag>`; whether it was."""
         last = str((body.get("messages") or [{}])[-1].get("content", ""))
         if last.startswith("hold:"):
             gate(last.removeprefix("hold:")).wait(60)
-        elif model == "slow":
+            return True
+        return False
+
+    @classmethod
+    def pause(cls, body: dict, model: str) -> None:
+        if not cls.hold(body) and model == "slow":
             time.sleep(1)
 
     @staticmethod
@@ -134,6 +141,7 @@ class Handler(BaseHTTPRequestHandler):
             usage = {"prompt_tokens": 10**19, "completion_tokens": 10**19, "total_tokens": 10**19, "prompt_tokens_details": {"cached_tokens": 0}}
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
         if not body.get("stream"):
+            self.hold(body)
             return self.reply(200, {**base, "object": "chat.completion", "usage": usage, "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
         self.start_stream()

@@ -294,6 +294,45 @@ fn clients_that_never_finish_their_body_are_cut_off() -> Result<()> {
     Ok(())
 }
 
+/// A client that goes away while the provider works on its call does not take the call out of
+/// the ledger or the audit trail: the provider bills what it ran. The call's handler was dropped
+/// with the connection, and its settlement with it, until the gateway's successor found the
+/// `inflight` row (for a call served from an allowance, not even that).
+#[test]
+fn a_call_whose_client_goes_away_is_settled_at_its_reservation_and_audited() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let scene = Scene::new(cp, "gateway-gone", "")?;
+    let gateway = GatewayProcess::start(cp, &scene.ledger_url())?;
+    let Scene { fake, ns, key, .. } = scene;
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hold:gone"}]}).to_string();
+    // The client gives up after a second; the provider is still holding the call then.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "1", "-X", "POST", &format!("{}/openai/v1/chat/completions", gateway.url())])
+        .args(["-H", &format!("authorization: Bearer {key}"), "-H", "content-type: application/json", "-d", &body])
+        .output()?;
+    ensure!(out.status.code() == Some(28), "the client was answered before it gave up: {out:?}");
+    ensure!(fake.calls()?.iter().any(|c| c["body"].to_string().contains("hold:gone")), "the call never reached the provider");
+    fake.release("gone")?;
+    let admin = cp.token(User::Admin);
+    let record = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("{}/audit/v1/records?namespace={ns}", gateway.url()), "-H", &format!("authorization: Bearer {admin}")])
+            .output()?;
+        let records: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(records["records"].as_array().into_iter().flatten().find(|r| r["record"]["kind"] == "model_call").map(|r| r["record"].clone()))
+    })
+    .context("no audit record of the call whose client went away")?;
+    assert_eq!(record["status"], 499, "recorded as a call whose client closed it: {record}");
+    assert!(record["costUSD"].as_f64().is_some_and(|c| c > 0.0), "charged its reservation: {record}");
+    let spent = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        Ok(get(cp, &ns, "managedagent", "coder")?["status"]["spendUSD"].as_f64().filter(|s| *s > 0.0))
+    })
+    .context("the agent's spendUSD")?;
+    assert!(spent > 0.0);
+    Ok(())
+}
+
 /// A request that asks for an absurd number of output tokens reserves a bounded estimate: its
 /// estimate used to be the largest 64-bit integer, which SQLite's sum turned into a float, and
 /// releasing it rounded away what the budget had spent.

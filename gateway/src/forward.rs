@@ -3,7 +3,8 @@
 //! (streams event by event) and the call settled in the ledger. Every refusal is in the
 //! provider's own error format.
 
-use crate::ledger::{Claim, InFlight, LedgerError, Reservation, Row, Unit};
+use crate::ledger::{Claim, InFlight, LedgerError, Reservation, Unit};
+use crate::settlement::{Settlement, Unsettled};
 use crate::state::GatewayState;
 use crate::stream;
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_core::model::call::{self, Caller, Ending, ModelCallAgent, ModelCallRecord, Tokens};
+use tollgate_core::model::call::{self, Caller, Ending, ModelCallRecord};
 use tollgate_core::model::request::Operation;
 use tollgate_core::model::spend::{self, Usage};
 use tollgate_core::model::{self, Api, Refusal};
@@ -22,12 +23,8 @@ use tracing::Instrument;
 
 /// Request headers passed to the provider as they are. (Names made once, not parsed from text
 /// at every lookup and insert of every call.)
-const FORWARDED: [HeaderName; 4] = [
-    HeaderName::from_static("accept"),
-    ANTHROPIC_VERSION,
-    HeaderName::from_static("anthropic-beta"),
-    HeaderName::from_static("openai-beta"),
-];
+const FORWARDED: [HeaderName; 4] =
+    [HeaderName::from_static("accept"), ANTHROPIC_VERSION, HeaderName::from_static("anthropic-beta"), HeaderName::from_static("openai-beta")];
 /// Response headers passed back as they are (a 429's advice on when to retry included).
 const RETURNED: [HeaderName; 6] = [
     HeaderName::from_static("content-type"),
@@ -101,7 +98,7 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<B
             // A refusal of a known agent is a decision like any other: it goes into the audit
             // store. (Without a valid key there is nobody to attribute it to.)
             if let Some(agent) = who.agent {
-                let record = ModelCallRecord::refused(record_agent(&agent, None), who.model, &r, jiff::Timestamp::now());
+                let record = ModelCallRecord::refused(crate::settlement::record_agent(&agent, None), who.model, &r, jiff::Timestamp::now());
                 let source =
                     crate::audit_store::Source { namespace: agent.namespace.clone(), service_account: agent.spec.service_account_name.clone(), shipped: false };
                 if gw.settled.send(crate::recorder::Entry::Refusal(Box::new(crate::audit_store::Prepared::model_call(&source, &record)))).await.is_err() {
@@ -172,7 +169,7 @@ async fn call(
     let admitted = call::admit(&caller, api, op, &requested, body, &cx)?;
     let (reservation, warning) = reserve(gw, &agent, &admitted).await?;
     let model = &admitted.model;
-    let settle = Settlement {
+    let settle = Settlement::new(Unsettled {
         gw: gw.clone(),
         reservation,
         agent: agent.clone(),
@@ -183,7 +180,8 @@ async fn call(
         hosted: admitted.hosted,
         status: 0,
         span: span.clone(),
-    };
+        started: Instant::now(),
+    });
     let credentials = model.spec.credentials.clone();
     let sent = Sent { api, url: admitted.url, provider: model.provider.to_owned(), credentials, strip_usage: admitted.strip_usage, warning };
     send(gw, &agent, sent, &client_headers, Bytes::from(admitted.body), settle).await
@@ -306,17 +304,21 @@ async fn send(
     let settlement = settle.with_status(status.as_u16());
     if status.is_success() && transport::is_event_stream(&parts.headers) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        gw.settling.spawn(async move {
-            let end: stream::End = rx.await.unwrap_or_default();
-            // Usage seen in a stream that did not finish is only its beginning (Anthropic's
-            // `message_start` counts one output token): the provider bills what it ran, so a
-            // stream cut short, by the client or the provider, costs its whole reservation.
-            let ending = match end.usage.filter(|_| end.finished) {
-                Some(u) => Ending::Used(u),
-                None => Ending::Unknown,
-            };
-            settlement.finish(ending, started.elapsed()).await;
-        });
+        let span = settlement.span();
+        gw.settling.spawn(
+            async move {
+                let end: stream::End = rx.await.unwrap_or_default();
+                // Usage seen in a stream that did not finish is only its beginning (Anthropic's
+                // `message_start` counts one output token): the provider bills what it ran, so a
+                // stream cut short, by the client or the provider, costs its whole reservation.
+                let ending = match end.usage.filter(|_| end.finished) {
+                    Some(u) => Ending::Used(u),
+                    None => Ending::Unknown,
+                };
+                settlement.finish(ending, started.elapsed()).await;
+            }
+            .instrument(span),
+        );
         return out.body(stream::metered(incoming, sent.api, sent.strip_usage, timeout, tx)).map_err(|e| Refusal::BadRequest(e.to_string()));
     }
     let deadline = tokio::time::Instant::now() + timeout;
@@ -328,16 +330,22 @@ async fn send(
         }
     };
     // Settled just after the answer is on its way, not before: reading the usage and preparing
-    // the audit record were a third of what the gateway added to a call's latency. The
+    // the audit record were a third of what the gateway added to a call's latency. Its place
+    // in the recorder's queue is taken first, so a full queue still holds the caller back. The
     // reservation holds the call's estimate until then, so a call meanwhile sees more taken,
     // never less; a stopping gateway waits for `settling` before its last write.
     let latency = started.elapsed();
-    let (api, read) = (sent.api, answer.clone());
-    gw.settling.spawn(async move {
-        // An error answer ran nothing; a success without usage may have run it all.
-        let ending = if status.is_success() { usage_of(api, &read).map_or(Ending::Unknown, Ending::Used) } else { Ending::Used(Usage::default()) };
-        settlement.finish(ending, latency).await;
-    });
+    let place = gw.settled.clone().reserve_owned().await.ok();
+    let (api, read, span) = (sent.api, answer.clone(), settlement.span());
+    gw.settling.spawn(
+        async move {
+            // An error answer ran nothing; a success without usage may have run it all.
+            let ending = if status.is_success() { usage_of(api, &read).map_or(Ending::Unknown, Ending::Used) } else { Ending::Used(Usage::default()) };
+            drop(read);
+            settlement.finish_with(place, ending, latency);
+        }
+        .instrument(span),
+    );
     out.body(full(answer)).map_err(|e| Refusal::BadRequest(e.to_string()))
 }
 
@@ -403,96 +411,6 @@ fn models_list(providers: &[(String, tollgate_api::ModelProviderSpec)], allowed:
     let mut resp = Response::new(full(json!({"object": "list", "data": data}).to_string()));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
-}
-
-/// Settles one call: its reservation replaced by its cost, and its ledger row.
-struct Settlement {
-    gw: Arc<GatewayState>,
-    reservation: Reservation,
-    agent: Arc<crate::index::Agent>,
-    /// What the client said its pod is (`x-tollgate-pod`): recorded as a claim only.
-    claimed_pod: String,
-    provider: String,
-    model: String,
-    pricing: Option<tollgate_api::Pricing>,
-    /// The provider-hosted tools the call allowed, for its audit record.
-    hosted: Vec<String>,
-    status: u16,
-    /// The call's span: it ends once the call is settled, a stream's last event included.
-    span: tracing::Span,
-}
-
-impl Settlement {
-    fn with_status(self, status: u16) -> Settlement {
-        Settlement { status, ..self }
-    }
-
-    /// With the usage the provider reported; without it (a stream cut short, an answer without
-    /// usage), the call is taken to have cost its whole reservation: a provider bills what it ran.
-    async fn finish(self, ending: Ending, latency: Duration) {
-        let cost = call::cost(ending, self.pricing.as_ref(), self.reservation.amount);
-        let usage = match ending {
-            Ending::Used(u) => Some(u),
-            Ending::NotSent => Some(Usage::default()),
-            Ending::Unknown => None,
-        };
-        crate::trace::settled(&self.span, &self.provider, self.status, usage.as_ref(), cost);
-        let row = Row {
-            time_us: jiff::Timestamp::now().as_microsecond(),
-            namespace: self.agent.namespace.clone(),
-            agent: self.agent.name.clone(),
-            pod: String::new(),
-            provider: self.provider,
-            model: self.model,
-            usage: usage.unwrap_or_default(),
-            cost,
-            latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
-            status: self.status,
-        };
-        // Every call is in the audit store and its span; a line per call at `info` would cost
-        // each call a formatted log line (docs/operations.md, "Logs").
-        tracing::debug!(
-            agent = row.agent,
-            model = row.model,
-            status = row.status,
-            cost_micros = row.cost,
-            input = row.usage.input,
-            output = row.usage.output,
-            "model call settled"
-        );
-        self.gw.metrics.tool_call(call::settled_decision(row.status), "model_call");
-        // Model calls go into the same hash-chained audit store as tool calls, under the identity
-        // the agent's key proved.
-        let record = ModelCallRecord {
-            kind: call::RECORD_KIND,
-            time: jiff::Timestamp::now().to_string(),
-            agent: record_agent(&self.agent, Some(self.claimed_pod)),
-            tool: row.model.clone(),
-            provider: Some(row.provider.clone()),
-            decision: call::settled_decision(row.status),
-            status: row.status,
-            reason: None,
-            tokens: Some(Tokens { input: row.usage.input, cached_input: row.usage.cached_input, output: row.usage.output }),
-            cost_usd: Some(spend::micros_to_usd(row.cost)),
-            duration_ms: Some(row.latency_ms),
-            hosted_tools: self.hosted,
-            // The first audited budget that would have refused it (the record has one shadow).
-            shadow: self.reservation.would_refuse.first().map(|e| call::would_refuse(&e.budget, e.spent, e.limit)),
-        };
-        let source =
-            crate::audit_store::Source { namespace: row.namespace.clone(), service_account: self.agent.spec.service_account_name.clone(), shipped: false };
-        let mut reservation = self.reservation;
-        reservation.tokens_used = usage.map(|u| i64::try_from(u.input.saturating_add(u.output)).unwrap_or(i64::MAX));
-        let settled = crate::recorder::Settled { reservation, cost, row, audit: crate::audit_store::Prepared::model_call(&source, &record) };
-        if self.gw.settled.send(crate::recorder::Entry::Call(Box::new(settled))).await.is_err() {
-            tracing::error!("the ledger writer has stopped: a settled call was not recorded");
-        }
-    }
-}
-
-/// The agent as its model calls' audit records name it.
-fn record_agent(agent: &crate::index::Agent, pod_claimed: Option<String>) -> ModelCallAgent {
-    ModelCallAgent { namespace: agent.namespace.clone(), name: agent.name.clone(), service_account: agent.spec.service_account_name.clone(), pod_claimed }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod recorder;
 pub mod reserver;
 pub mod server;
+pub mod settlement;
 pub mod shadow_status;
 pub mod slack;
 pub mod state;
@@ -78,7 +79,7 @@ pub async fn run(config: Config) -> Result<()> {
     // heartbeat, so whatever it still had in flight is settled by the next gateway at once.
     gw.settling.close();
     if tokio::time::timeout(std::time::Duration::from_secs(5), gw.settling.wait()).await.is_err() {
-        tracing::warn!("streams still settling after 5 s");
+        tracing::warn!("calls still settling after 5 s");
     }
     // Nothing more is taken from allowances in memory; then what was is written, and they go back.
     gw.reserver.close();

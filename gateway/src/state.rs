@@ -123,7 +123,8 @@ pub struct GatewayState {
     pub reserver: crate::reserver::Reserver,
     /// This process, as its calls in flight and its heartbeat name it.
     pub instance: String,
-    /// Streams' settlements, awaited before the process stops.
+    /// Settlements still to be made (streams', whole answers' just after they are returned, calls
+    /// whose client went away), awaited before the process stops.
     pub settling: tokio_util::task::TaskTracker,
     /// Signs the audit chain's checkpoints, when the gateway has a key.
     pub signer: Option<Arc<crate::checkpoints::Signer>>,
