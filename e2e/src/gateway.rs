@@ -259,6 +259,17 @@ pub fn agent_key(cp: &ControlPlane, ns: &str, agent: &str) -> Result<String> {
     .with_context(|| format!("the operator minted no key for {agent}"))
 }
 
+/// The audit store's model-call records of `ns`, as the gateway serves them to an admin.
+pub fn model_records(cp: &ControlPlane, gateway: &GatewayProcess, ns: &str) -> Result<Vec<Value>> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{}/audit/v1/records?namespace={ns}", gateway.url()), "-H", &format!("authorization: Bearer {}", cp.token(User::Admin))])
+        .output()?;
+    ensure!(out.status.success(), "the audit query failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).context("the audit answer")?;
+    let records = v["records"].as_array().context("no records in the audit answer")?;
+    Ok(records.iter().map(|r| r["record"].clone()).filter(|r| r["kind"] == "model_call").collect())
+}
+
 /// Rows of `query` against the SQLite ledger at `db`, read directly (what is stored, not what
 /// the gateway says).
 pub fn ledger_rows(db: &std::path::Path, query: &str) -> Result<Vec<Vec<Value>>> {

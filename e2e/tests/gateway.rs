@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use common::operator;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, GatewayProcess, OPENAI_KEY, Scene, agent_key, model_client};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, GatewayProcess, OPENAI_KEY, Scene, agent_key, model_client, model_records};
 use tollgate_e2e::postgres::Postgres;
 use tollgate_e2e::{ControlPlane, User, wait_until};
 
@@ -314,15 +314,8 @@ fn a_call_whose_client_goes_away_is_settled_at_its_reservation_and_audited() -> 
     ensure!(out.status.code() == Some(28), "the client was answered before it gave up: {out:?}");
     ensure!(fake.calls()?.iter().any(|c| c["body"].to_string().contains("hold:gone")), "the call never reached the provider");
     fake.release("gone")?;
-    let admin = cp.token(User::Admin);
-    let record = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        let out = std::process::Command::new("curl")
-            .args(["-s", &format!("{}/audit/v1/records?namespace={ns}", gateway.url()), "-H", &format!("authorization: Bearer {admin}")])
-            .output()?;
-        let records: Value = serde_json::from_slice(&out.stdout)?;
-        Ok(records["records"].as_array().into_iter().flatten().find(|r| r["record"]["kind"] == "model_call").map(|r| r["record"].clone()))
-    })
-    .context("no audit record of the call whose client went away")?;
+    let record = wait_until(Duration::from_secs(10), Duration::from_millis(100), || Ok(model_records(cp, &gateway, &ns)?.into_iter().next()))
+        .context("no audit record of the call whose client went away")?;
     assert_eq!(record["status"], 499, "recorded as a call whose client closed it: {record}");
     assert!(record["costUSD"].as_f64().is_some_and(|c| c > 0.0), "charged its reservation: {record}");
     let spent = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {

@@ -11,19 +11,10 @@ use common::operator;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tollgate_e2e::free_ports;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, GatewayProcess, OPENAI_KEY, agent_key, ledger_rows, model_client, model_provider, setup};
+use tollgate_e2e::gateway::{
+    ANTHROPIC_KEY, FakeProvider, GatewayProcess, OPENAI_KEY, agent_key, ledger_rows, model_client, model_provider, model_records, setup,
+};
 use tollgate_e2e::{ControlPlane, User, wait_until};
-
-/// The audit store's model-call records of `ns`, as the gateway serves them to an admin.
-fn model_records(cp: &ControlPlane, gateway: &GatewayProcess, ns: &str) -> Result<Vec<Value>> {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", &format!("{}/audit/v1/records?namespace={ns}", gateway.url()), "-H", &format!("authorization: Bearer {}", cp.token(User::Admin))])
-        .output()?;
-    ensure!(out.status.success(), "the audit query failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).context("the audit answer")?;
-    let records = v["records"].as_array().context("no records in the audit answer")?;
-    Ok(records.iter().map(|r| r["record"].clone()).filter(|r| r["kind"] == "model_call").collect())
-}
 
 #[test]
 fn the_provider_runs_no_tool_the_agent_was_not_given() -> Result<()> {

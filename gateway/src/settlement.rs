@@ -61,10 +61,7 @@ impl Settlement {
     /// usage), the call is taken to have cost its whole reservation: a provider bills what it ran.
     pub async fn finish(mut self, ending: Ending, latency: Duration) {
         let Some(c) = self.0.take() else { return };
-        let gw = c.gw.clone();
-        if gw.settled.send(c.entry(ending, latency)).await.is_err() {
-            tracing::error!("the ledger writer has stopped: a settled call was not recorded");
-        }
+        c.record(ending, latency).await;
     }
 
     /// As [`Settlement::finish`], into the place in the recorder's queue taken before the
@@ -76,7 +73,7 @@ impl Settlement {
             Some(place) => {
                 place.send(c.entry(ending, latency));
             }
-            None => tracing::error!("the ledger writer has stopped: a settled call was not recorded"),
+            None => not_recorded(),
         }
     }
 }
@@ -90,22 +87,26 @@ impl Drop for Settlement {
         if c.status == 0 {
             c.status = CLIENT_GONE;
         }
-        let (gw, span, latency) = (c.gw.clone(), c.span.clone(), c.started.elapsed());
+        let (span, latency) = (c.span.clone(), c.started.elapsed());
         tracing::info!(parent: &span, agent = %c.agent.name, model = %c.model, "the client went away before its answer: settled at its reservation");
-        let settling = gw.settling.clone();
-        settling.spawn_on(
-            async move {
-                if gw.settled.send(c.entry(Ending::Unknown, latency)).await.is_err() {
-                    tracing::error!("the ledger writer has stopped: a settled call was not recorded");
-                }
-            }
-            .instrument(span),
-            &runtime,
-        );
+        let settling = c.gw.settling.clone();
+        settling.spawn_on(async move { c.record(Ending::Unknown, latency).await }.instrument(span), &runtime);
     }
 }
 
+fn not_recorded() {
+    tracing::error!("the ledger writer has stopped: a settled call was not recorded");
+}
+
 impl Unsettled {
+    /// The call's entry handed to the recorder, waiting for a place in its queue.
+    async fn record(self, ending: Ending, latency: Duration) {
+        let gw = self.gw.clone();
+        if gw.settled.send(self.entry(ending, latency)).await.is_err() {
+            not_recorded();
+        }
+    }
+
     /// The recorder's entry for the call, its span and metrics written.
     fn entry(self, ending: Ending, latency: Duration) -> Entry {
         let cost = call::cost(ending, self.pricing.as_ref(), self.reservation.amount);
