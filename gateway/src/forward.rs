@@ -230,11 +230,6 @@ async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admit
     if !reservation.claims.is_empty() {
         gw.metrics.reservation(if reservation.leased { "memory" } else { "database" });
     }
-    let drawn = if reservation.leased { reservation.claims.iter().map(|c| (c.budget.clone(), c.period_start_us)).collect() } else { Vec::new() };
-    let opened = crate::recorder::Opened { call: inflight, drawn };
-    if !reservation.registered && gw.settled.send(crate::recorder::Entry::Opened(Box::new(opened))).await.is_err() {
-        return Err(Refusal::Ledger("the ledger writer has stopped".into()));
-    }
     for e in &reservation.would_refuse {
         gw.metrics.shadow("model", "deny");
         tracing::info!(budget = e.budget, spent_micros = e.spent, limit_micros = e.limit, "an audited budget would have refused the call");

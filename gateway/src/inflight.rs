@@ -158,7 +158,7 @@ mod tests {
             &l,
             &crate::recorder::Unit {
                 opened: [quick, slow.clone()].into_iter().map(|call| crate::recorder::Opened { call, drawn: Vec::new() }).collect(),
-                calls: vec![(settled, 2, row)],
+                calls: vec![(settled, 2, Some(row))],
                 ..Default::default()
             },
         )
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(l.reclaim(jiff::Timestamp::now().as_microsecond() + 1).await.unwrap(), 1);
         // The slow gateway finishes the call after all.
         let row = crate::ledger::Row { namespace: "ns".into(), agent: "coder".into(), cost: 7, status: 200, ..Default::default() };
-        crate::recorder::settle_many(&l, &crate::recorder::Unit { opened: Vec::new(), calls: vec![(reservation, 7, row)], ..Default::default() })
+        crate::recorder::settle_many(&l, &crate::recorder::Unit { opened: Vec::new(), calls: vec![(reservation, 7, Some(row))], ..Default::default() })
             .await
             .unwrap();
         assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 1, "one ledger row, not two");

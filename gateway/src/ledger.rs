@@ -598,7 +598,7 @@ pub(crate) mod tests {
         assert!(matches!(l.reserve(vec![claim("ns/team", 100)], &call(1)).await, Err(LedgerError::Exhausted { spent: 120, .. })));
         crate::recorder::settle_many(
             &l,
-            &crate::recorder::Unit { opened: Vec::new(), calls: vec![(r1, 10, Row::default()), (r2, 0, Row::default())], ..Default::default() },
+            &crate::recorder::Unit { opened: Vec::new(), calls: vec![(r1, 10, Some(Row::default())), (r2, 0, Some(Row::default()))], ..Default::default() },
         )
         .await
         .unwrap();
@@ -640,7 +640,7 @@ pub(crate) mod tests {
         r1.tokens_used = Some(100);
         l.reserve(vec![requests(2)], &call(5)).await.unwrap();
         assert!(matches!(l.reserve(vec![requests(2)], &call(5)).await, Err(LedgerError::Exhausted { spent: 2, limit: 2, .. })));
-        crate::recorder::settle_many(&l, &crate::recorder::Unit { opened: Vec::new(), calls: vec![(r1, 5, Row::default())], ..Default::default() })
+        crate::recorder::settle_many(&l, &crate::recorder::Unit { opened: Vec::new(), calls: vec![(r1, 5, Some(Row::default()))], ..Default::default() })
             .await
             .unwrap();
         assert_eq!(l.spent("rate:requests:ManagedAgent ns/a", 0).await.unwrap(), 2, "a settled call keeps its request");
@@ -711,7 +711,7 @@ pub(crate) mod tests {
         let mut calls = Vec::new();
         for (i, b) in budgets.iter().enumerate() {
             let r = l.reserve(vec![claim(b, 1000)], &call(100)).await.unwrap();
-            calls.push((r, Micros::try_from(i).unwrap(), Row::default()));
+            calls.push((r, Micros::try_from(i).unwrap(), Some(Row::default())));
         }
         crate::recorder::settle_many(&l, &crate::recorder::Unit { opened: Vec::new(), calls, ..Default::default() }).await.unwrap();
         for (i, b) in budgets.iter().enumerate() {
@@ -733,13 +733,13 @@ pub(crate) mod tests {
         // Every shape, and 64 and 1 twice.
         let n = PIECES.iter().sum::<usize>() + PIECES[0] + 1;
         let src = crate::audit_store::Source { namespace: "ns".into(), service_account: "coder".into(), shipped: false };
-        let calls: Vec<(Reservation, Micros, Row)> = (0..n)
+        let calls: Vec<(Reservation, Micros, Option<Row>)> = (0..n)
             .map(|i| {
                 let cost = i as Micros + 1;
                 (
                     Reservation::default(),
                     cost,
-                    Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: format!("m{i}"), cost, status: 200, ..Row::default() },
+                    Some(Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: format!("m{i}"), cost, status: 200, ..Row::default() }),
                 )
             })
             .collect();
@@ -756,7 +756,7 @@ pub(crate) mod tests {
         // A second batch's rows are numbered on from the first's: consecutive ids, so every row
         // lands on the last page of the id's index.
         let again = crate::recorder::Unit {
-            calls: vec![(Reservation::default(), 1, Row { namespace: "ns".into(), agent: "coder".into(), ..Row::default() })],
+            calls: vec![(Reservation::default(), 1, Some(Row { namespace: "ns".into(), agent: "coder".into(), ..Row::default() }))],
             ..Default::default()
         };
         crate::recorder::settle_many(&l, &again).await.unwrap();
@@ -789,7 +789,7 @@ pub(crate) mod tests {
             let row = Row { time_us: 10, namespace: "ns".into(), agent: "coder".into(), model: "m".into(), cost, status: 200, ..Row::default() };
             crate::recorder::settle_many(
                 &l,
-                &crate::recorder::Unit { opened: Vec::new(), calls: vec![(Reservation::default(), cost, row)], ..Default::default() },
+                &crate::recorder::Unit { opened: Vec::new(), calls: vec![(Reservation::default(), cost, Some(row))], ..Default::default() },
             )
             .await
             .unwrap();

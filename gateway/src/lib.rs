@@ -34,18 +34,19 @@ pub async fn run(config: Config) -> Result<()> {
     ledger.heartbeat(&instance).await.context("writing this gateway's heartbeat")?;
     let roots = Arc::new(tollgate_mcp_client::transport::platform_roots());
     let settled = recorder::spawn(ledger.clone());
+    let settling = tokio_util::task::TaskTracker::new();
     let gw = Arc::new(GatewayState {
         config: config.clone(),
         client: client.clone(),
         index: Arc::default(),
-        reserver: reserver::Reserver::spawn(ledger.clone(), instance.clone(), settled.clone()),
+        reserver: reserver::Reserver::spawn(ledger.clone(), instance.clone(), settled.clone(), settling.clone()),
         settled,
         ledger,
         http: tollgate_mcp_client::transport::client(roots),
         credentials: credentials::ProviderCredentials::new(tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?),
         metrics: Arc::default(),
         instance,
-        settling: tokio_util::task::TaskTracker::new(),
+        settling,
         signer: checkpoints::Signer::new(config.audit_signing_key.as_ref().map(|k| k.0.as_str()), &config.audit_checkpoint_namespace)
             .map_err(anyhow::Error::msg)?
             .map(Arc::new),

@@ -26,11 +26,14 @@ pub struct Opened {
 }
 
 /// What is written: a call opened (not yet in `inflight`), a settled call, a refused one (an
-/// audit record only: nothing was spent), allowances handed back (after the calls they served);
-/// or a request to say when everything sent before it is written.
+/// audit record only: nothing was spent), a reservation its call never took (settled as not
+/// sent, without a ledger row or an audit record: nothing went to a provider), allowances
+/// handed back (after the calls they served); or a request to say when everything sent before
+/// it is written.
 pub enum Entry {
     Opened(Box<Opened>),
     Call(Box<Settled>),
+    Abandoned(Box<Reservation>),
     Refusal(Box<Prepared>),
     /// What was left of each allowance, as memory had it when it was taken out.
     GiveBack(String, Vec<(Period, i64)>),
@@ -84,7 +87,8 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
 #[derive(Default, Clone)]
 pub(crate) struct Unit {
     pub opened: Vec<Opened>,
-    pub calls: Vec<(Reservation, Micros, Row)>,
+    /// With its ledger row, but for a reservation its call never took.
+    pub calls: Vec<(Reservation, Micros, Option<Row>)>,
     pub audit: Vec<Prepared>,
     /// By gateway instance: the period and what was left of the allowance.
     pub given_back: Vec<(String, Period, i64)>,
@@ -109,11 +113,16 @@ fn units(batch: impl Iterator<Item = Entry>) -> (Vec<Unit>, Flushed) {
                 // Settled in the batch it was opened in: one unit, so the pair is never split.
                 match opening.remove(&reservation.id).and_then(|i| out.get_mut(i)) {
                     Some(u) => {
-                        u.calls.push((reservation, cost, row));
+                        u.calls.push((reservation, cost, Some(row)));
                         u.audit.push(audit);
                     }
-                    None => out.push(Unit { calls: vec![(reservation, cost, row)], audit: vec![audit], ..Unit::default() }),
+                    None => out.push(Unit { calls: vec![(reservation, cost, Some(row))], audit: vec![audit], ..Unit::default() }),
                 }
+            }
+            Entry::Abandoned(reservation) => {
+                let mut reservation = *reservation;
+                reservation.tokens_used = Some(0);
+                out.push(Unit { calls: vec![(reservation, 0, None)], ..Unit::default() });
             }
             Entry::Refusal(record) => out.push(Unit { audit: vec![*record], ..Unit::default() }),
             Entry::GiveBack(instance, periods) => {
@@ -216,7 +225,7 @@ async fn settle_units(ledger: &Ledger, units: &[Unit]) -> Result<(), LedgerError
         crate::ledger::leases::forget_spent_in(&mut tx, instance, period).await?;
     }
     crate::ledger::add_all_in(&mut tx, &spend).await?;
-    let rows: Vec<&Row> = calls().filter(|(r, ..)| taken.contains(&r.id)).map(|(.., row)| row).collect();
+    let rows: Vec<&Row> = calls().filter(|(r, ..)| taken.contains(&r.id)).filter_map(|(.., row)| row.as_ref()).collect();
     crate::ledger::record_in(&mut tx, &rows).await?;
     let audit: Vec<&Prepared> = units.iter().flat_map(|u| &u.audit).collect();
     crate::audit_store::append_in(&mut tx, audit.into_iter()).await?;
@@ -264,7 +273,7 @@ mod tests {
         let row = Row { namespace: "ns".into(), agent: "coder".into(), cost: 5, status: 200, ..Row::default() };
         let source = Source { namespace: "ns".into(), service_account: "coder".into(), shipped: false };
         let record = Prepared::new(&source, serde_json::json!({"kind": "model_call"}));
-        let unit = Unit { opened: vec![Opened { call: c, drawn: Vec::new() }], calls: vec![(settled, 5, row)], audit: vec![record], ..Unit::default() };
+        let unit = Unit { opened: vec![Opened { call: c, drawn: Vec::new() }], calls: vec![(settled, 5, Some(row))], audit: vec![record], ..Unit::default() };
         write(&l, &[unit]).await;
         assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 1, "the call's ledger row is written without its record");
     }

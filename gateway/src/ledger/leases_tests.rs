@@ -46,9 +46,9 @@ async fn an_allowance_is_drawn_by_the_calls_it_served_and_what_is_left_goes_back
     // Two calls served from it: one settled in the batch that opens it, one still running.
     let (quick, quick_r) = leased_call(100);
     let (slow, slow_r) = leased_call(100);
-    settle_many(&l, &Unit { opened: vec![quick, slow], calls: vec![(quick_r, 60, Row::default())], ..Unit::default() }).await.unwrap();
+    settle_many(&l, &Unit { opened: vec![quick, slow], calls: vec![(quick_r, 60, Some(Row::default()))], ..Unit::default() }).await.unwrap();
     assert_eq!(held(&l).await, (100 + 60 + 100, 25_400, 25_400), "drawn: 200; the quick one settled at 60");
-    settle_many(&l, &Unit { calls: vec![(slow_r, 70, Row::default())], ..Unit::default() }).await.unwrap();
+    settle_many(&l, &Unit { calls: vec![(slow_r, 70, Some(Row::default()))], ..Unit::default() }).await.unwrap();
     assert_eq!(held(&l).await, (230, 25_400, 25_400));
     assert_eq!(l.spent("ns/b", 0).await.unwrap(), 230, "a budget's spend leaves out what gateways hold");
     settle_many(&l, &Unit { given_back: vec![("test".into(), period(), 25_400)], ..Unit::default() }).await.unwrap();
