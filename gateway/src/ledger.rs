@@ -68,9 +68,14 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// automatic checkpoint uses 1,000): about 4 MiB.
 const RESTART_AFTER_FRAMES: i64 = 1_000;
 
-fn migrator() -> Migrator {
+fn migrator(sqlite: bool) -> Migrator {
+    Migrator::with_migrations(migrations(sqlite))
+}
+
+/// The schema's migrations; the few that differ between the databases come in one form each.
+fn migrations(sqlite: bool) -> Vec<Migration> {
     let m = |version, name: &str, sql: &'static str| Migration::new(version, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false);
-    Migrator::with_migrations(vec![
+    vec![
         m(1, "ledger", include_str!("../migrations/0001_ledger.sql")),
         m(2, "audit", include_str!("../migrations/0002_audit.sql")),
         m(3, "inflight", include_str!("../migrations/0003_inflight.sql")),
@@ -79,7 +84,12 @@ fn migrator() -> Migrator {
         m(6, "audit_shadow", include_str!("../migrations/0006_audit_shadow.sql")),
         m(7, "leases", include_str!("../migrations/0007_leases.sql")),
         m(8, "ledger_head", include_str!("../migrations/0008_ledger_head.sql")),
-    ])
+        m(
+            9,
+            "rowid_keys",
+            if sqlite { include_str!("../migrations/0009_rowid_keys.sqlite.sql") } else { include_str!("../migrations/0009_rowid_keys.postgres.sql") },
+        ),
+    ]
 }
 
 /// One checkpoint. The log starts over from its beginning only when a write begins after every
@@ -145,7 +155,7 @@ impl Ledger {
         } else {
             None
         };
-        migrator().run(&pool).await?;
+        migrator(sqlite).run(&pool).await?;
         // The chain's start, once.
         sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT DO NOTHING")
             .bind(tollgate_core::audit::chain::GENESIS)
@@ -536,6 +546,46 @@ pub(crate) mod tests {
     /// A call of `amount`, with a fresh id.
     pub(crate) fn call(amount: Micros) -> InFlight {
         InFlight { id: rand::random::<i64>() & i64::MAX, instance: "test".into(), amount, ..InFlight::default() }
+    }
+
+    /// A ledger written before its tables were keyed by SQLite's row id keeps every row and
+    /// record, and their chain, through the migration that re-keys them.
+    #[tokio::test]
+    async fn a_ledger_re_keyed_by_row_id_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+        {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+            Migrator::with_migrations(migrations(true)[..8].to_vec()).run(&pool).await.unwrap();
+            let random_id = 7_365_432_198_765_432_101_i64;
+            sqlx::query("INSERT INTO ledger VALUES ($1, 10, 'ns', 'coder', '', 'openai', 'gpt', 1, 0, 2, 30, 4, 200)")
+                .bind(random_id)
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO audit VALUES (1, 'g', 'h1', 10, 'ns', 'coder', 'coder', 'gpt', 'allow', '{}', 0, 0, '', '')")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let l = Ledger::connect(&url).await.unwrap();
+        let shape = |table: &'static str| {
+            sqlx::query_scalar::<_, String>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1").bind(table).fetch_one(&l.pool)
+        };
+        assert!(shape("ledger").await.unwrap().contains("id INTEGER PRIMARY KEY"));
+        assert!(shape("audit").await.unwrap().contains("seq INTEGER PRIMARY KEY"));
+        assert_eq!(l.calls("ns", "coder").await.unwrap(), [("gpt".to_owned(), 1, 2, 30, 200)], "the row written before");
+        let (seq, hash): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit").fetch_one(&l.pool).await.unwrap();
+        assert_eq!((seq, hash.as_str()), (1, "h1"));
+        let indexes: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .fetch_all(&l.pool)
+            .await
+            .unwrap();
+        for index in ["audit_incomplete", "audit_namespace_time", "audit_shadow", "ledger_agent_time"] {
+            assert!(indexes.iter().any(|i| i == index), "{index} kept: {indexes:?}");
+        }
     }
 
     /// The gateway's writer is mid-transaction whenever a passive checkpoint ends (at
