@@ -22,5 +22,6 @@ pub mod k8s;
 pub mod mcp;
 pub mod model;
 pub mod policy;
+pub mod sha256_text;
 pub mod trace;
 pub mod vault;

@@ -28,10 +28,10 @@ pub fn hash_text(prev: &str, seq: i64, canonical: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(seq.to_string().as_bytes());
+    h.update(itoa::Buffer::new().format(seq).as_bytes());
     h.update(b"\n");
     h.update(canonical.as_bytes());
-    format!("sha256:{}", hex::encode(h.finalize()))
+    crate::sha256_text::sha256_text(&h.finalize())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

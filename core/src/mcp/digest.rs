@@ -87,7 +87,7 @@ impl Write for HashWriter {
 pub fn arguments_digest(value: &Value) -> String {
     let mut hasher = HashWriter(Sha256::new());
     let _ = write_canonical(value, &mut hasher);
-    format!("sha256:{}", hex::encode(hasher.0.finalize()))
+    crate::sha256_text::sha256_text(&hasher.0.finalize())
 }
 
 #[cfg(test)]

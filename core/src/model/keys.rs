@@ -25,7 +25,7 @@ pub fn new_key(random: &[u8; 32]) -> String {
 
 /// `sha256:` of the key, as status keeps it.
 pub fn hash(key: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+    crate::sha256_text::sha256_text(&Sha256::digest(key.as_bytes()))
 }
 
 /// What status shows of a key: enough to tell keys apart in logs, not to use one.

@@ -70,7 +70,7 @@ impl Applied {
         };
         let what = if what.len() > MAX_KEY_NAME {
             use sha2::Digest;
-            format!("sha256:{}", hex::encode(sha2::Sha256::digest(what.as_bytes())))
+            crate::sha256_text::sha256_text(&sha2::Sha256::digest(what.as_bytes()))
         } else {
             what
         };
