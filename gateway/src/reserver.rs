@@ -126,7 +126,12 @@ impl Reserver {
         let (reply, answer) = oneshot::channel();
         self.asks.send(Ask::Reserve(claims, call.clone(), reply)).await.map_err(|_| stopped())?;
         let reservation = answer.await.map_err(|_| stopped())??.take();
-        debug_assert!(reservation.registered, "a call with claims is written in flight with its reservation");
+        // A call with claims is written in flight with its reservation; should one not be, the
+        // recorder opens it, or its settlement would find nothing to take.
+        if !reservation.registered {
+            let opened = Opened { call: call.clone(), drawn: Vec::new() };
+            self.recorder.send(Entry::Opened(Box::new(opened))).await.map_err(|_| stopped())?;
+        }
         Ok(reservation)
     }
 }
