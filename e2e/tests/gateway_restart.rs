@@ -266,3 +266,40 @@ fn a_gateways_allowance_is_drawn_handed_back_and_charged_when_it_dies() -> Resul
     assert_eq!(audited, 1);
     Ok(())
 }
+
+/// A gateway on an empty ledger (its SQLite volume lost, or a new one) starts each budget
+/// period it never counted from the spend the Budget's status shows, before it takes a call: it
+/// used to count the period again from nothing, letting through what the budget had refused.
+#[test]
+fn a_gateway_on_an_empty_ledger_starts_a_budget_from_its_status() -> Result<()> {
+    let scene = scene("gateway-floor", "total", "")?;
+    let cp = ControlPlane::shared();
+    let spent_usd = || -> Result<f64> {
+        let budget = tollgate_e2e::gateway::get(cp, &scene.ns, "budget", "total")?;
+        Ok(budget["status"]["spentUSD"].as_f64().unwrap_or(0.0))
+    };
+    let chat = |port: u16| -> Result<String> {
+        let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hello"}]}).to_string();
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-H", "content-type: application/json"])
+            .args(["-H", &format!("authorization: Bearer {}", scene.key), "-d", &body])
+            .arg(format!("http://127.0.0.1:{port}/openai/v1/chat/completions"))
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let first = GatewayProcess::start_with(cp, &scene.ledger_url(), scene.port, &[])?;
+    ensure!(chat(first.port)? == "200", "the first call is served");
+    let shown = wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok(Some(spent_usd()?).filter(|s| *s > 0.0)))
+        .context("the budget's status never showed the call's spend")?;
+    drop(first);
+
+    // The same Budget, a new ledger.
+    let db = cp.dir().join(format!("{}-new-ledger.db", scene.ns));
+    let second = GatewayProcess::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
+    let seeded = count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/total'")?;
+    assert_eq!(seeded, (shown * 1e6).round() as i64, "the new ledger starts the period from the status's {shown} USD");
+    ensure!(chat(second.port)? == "200", "a call within the budget is served");
+    wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok((spent_usd()? > shown).then_some(())))
+        .with_context(|| format!("the status went back from {shown} USD: {}", spent_usd().unwrap_or_default()))?;
+    Ok(())
+}

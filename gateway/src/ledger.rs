@@ -269,6 +269,17 @@ impl Ledger {
         Ok(spent.unwrap_or(0))
     }
 
+    /// A budget period this ledger has no row for, started at `spent`; whether it had none.
+    pub async fn start_period_at(&self, budget: &str, period_start_us: i64, spent: Micros) -> Result<bool, LedgerError> {
+        let written = sqlx::query("INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(budget)
+            .bind(period_start_us)
+            .bind(spent)
+            .execute(&self.pool)
+            .await?;
+        Ok(written.rows_affected() == 1)
+    }
+
     /// Whether this ledger has ever counted a call against the budget (`namespace/name`). A
     /// gateway whose ledger never has writes nothing over another's figure but the first.
     pub async fn knows_budget(&self, budget: &str) -> Result<bool, LedgerError> {
