@@ -267,9 +267,10 @@ fn a_gateways_allowance_is_drawn_handed_back_and_charged_when_it_dies() -> Resul
     Ok(())
 }
 
-/// A gateway on an empty ledger (its SQLite volume lost, or a new one) starts each budget
-/// period it never counted from the spend the Budget's status shows, before it takes a call: it
-/// used to count the period again from nothing, letting through what the budget had refused.
+/// A gateway on an empty ledger (its SQLite volume lost, or a new one) starts a budget period
+/// it never counted from the spend the Budget's status shows, as it reserves its first call
+/// there: it used to count the period again from nothing, letting through what the budget had
+/// refused.
 #[test]
 fn a_gateway_on_an_empty_ledger_starts_a_budget_from_its_status() -> Result<()> {
     let scene = scene("gateway-floor", "total", "")?;
@@ -293,12 +294,17 @@ fn a_gateway_on_an_empty_ledger_starts_a_budget_from_its_status() -> Result<()> 
         .context("the budget's status never showed the call's spend")?;
     drop(first);
 
-    // The same Budget, a new ledger.
+    // The same Budget, a new ledger: the period starts from the status, and the call adds to it.
     let db = cp.dir().join(format!("{}-new-ledger.db", scene.ns));
     let second = GatewayProcess::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
-    let seeded = count(&db, "SELECT spent_micros FROM budget_spend WHERE budget LIKE '%/total'")?;
-    assert_eq!(seeded, (shown * 1e6).round() as i64, "the new ledger starts the period from the status's {shown} USD");
     ensure!(chat(second.port)? == "200", "a call within the budget is served");
+    let budget = format!("SELECT spent_micros FROM budget_spend WHERE budget = '{}/total'", scene.ns);
+    let charged = format!("SELECT COALESCE(SUM(cost_micros), 0) FROM ledger WHERE namespace = '{}'", scene.ns);
+    let settled = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        let charged = count(&db, &charged)?;
+        Ok((charged > 0).then_some(charged))
+    })?;
+    assert_eq!(count(&db, &budget)?, (shown * 1e6).round() as i64 + settled, "the period starts from the status's {shown} USD");
     wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok((spent_usd()? > shown).then_some(())))
         .with_context(|| format!("the status went back from {shown} USD: {}", spent_usd().unwrap_or_default()))?;
     Ok(())

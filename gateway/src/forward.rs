@@ -167,7 +167,7 @@ async fn call(
     let budgets = index.budgets.get(&agent.namespace).unwrap_or(&no_budgets);
     let cx = call::Context { providers, budgets, now: jiff::Timestamp::now() };
     let admitted = call::admit(&caller, api, op, &requested, body, &cx)?;
-    let (reservation, warning) = reserve(gw, &agent, &admitted).await?;
+    let (reservation, warning) = reserve(gw, &agent, &admitted, &index.budget_status).await?;
     let model = &admitted.model;
     let settle = Settlement::new(Unsettled {
         gw: gw.clone(),
@@ -189,8 +189,22 @@ async fn call(
 
 /// The call's claims reserved at once for its estimate, and the call registered as in flight; a
 /// soft limit passed comes back as a warning.
-async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admitted: &call::Admission<'_>) -> Result<(Reservation, Option<String>), Refusal> {
-    let mut claims: Vec<Claim> = admitted.claims.iter().map(|c| Claim::budget(c.budget.clone(), c.period_start_us, c.hard_limit, c.audit)).collect();
+async fn reserve(
+    gw: &Arc<GatewayState>,
+    agent: &Arc<crate::index::Agent>,
+    admitted: &call::Admission<'_>,
+    statuses: &std::collections::HashMap<String, tollgate_api::BudgetStatus>,
+) -> Result<(Reservation, Option<String>), Refusal> {
+    let mut claims: Vec<Claim> = admitted
+        .claims
+        .iter()
+        .map(|c| {
+            // A period this ledger has not counted (its volume lost) starts from its status.
+            let status = statuses.get(&c.budget);
+            let floor = status.and_then(|s| spend::floor_from_status(s.spent_usd, s.period_start.as_ref().map(|t| t.0), c.period_start_us));
+            Claim { floor: floor.unwrap_or(0), ..Claim::budget(c.budget.clone(), c.period_start_us, c.hard_limit, c.audit) }
+        })
+        .collect();
     claims.extend(admitted.rates.iter().map(|r| Claim {
         budget: r.key.clone(),
         period_start_us: r.window_start_us,
@@ -198,6 +212,7 @@ async fn reserve(gw: &Arc<GatewayState>, agent: &Arc<crate::index::Agent>, admit
         audit: r.audit,
         unit: if r.tokens { Unit::Tokens } else { Unit::Requests },
         amount: Some(r.amount),
+        floor: 0,
     }));
     let inflight = InFlight {
         id: i64::from_be_bytes(rand::random::<[u8; 8]>()) & i64::MAX,

@@ -145,14 +145,8 @@ fn agent_of(a: &ManagedAgent) -> Agent {
     }
 }
 
-/// Keeps `target` current; returns only if a watch ends, or `first` fails. `first` is given the
-/// first index before any call can see it.
-pub async fn watch(
-    client: kube::Client,
-    target: Arc<ArcSwap<Index>>,
-    loaded: tollgate_runtime::admin::Readiness,
-    first: impl AsyncFnOnce(&Index) -> Result<()>,
-) -> Result<()> {
+/// Keeps `target` current; returns only if a watch ends.
+pub async fn watch(client: kube::Client, target: Arc<ArcSwap<Index>>, loaded: tollgate_runtime::admin::Readiness) -> Result<()> {
     let channel = || tokio::sync::mpsc::channel::<()>(64);
     let ((agents_tx, mut agents_rx), (providers_tx, mut providers_rx), (budgets_tx, mut budgets_rx)) = (channel(), channel(), channel());
     let all = watcher::Config::default;
@@ -170,12 +164,8 @@ pub async fn watch(
         wait.map_err(|e| anyhow::anyhow!("watching {name}: {e}"))?;
     }
     let mut changed = Changed::ALL;
-    let mut first = Some(first);
     loop {
         let index = build(&stores, &target.load(), changed);
-        if let Some(first) = first.take() {
-            first(&index).await?;
-        }
         tracing::debug!(agents = index.agents.len(), "index swapped");
         target.store(Arc::new(index));
         loaded.set_ready();

@@ -213,11 +213,12 @@ impl Ledger {
         let mut lent: BTreeMap<String, i64> = BTreeMap::new();
         for c in touched {
             let (spent, leased): (i64, i64) = sqlx::query_as(
-                "INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, 0) \
+                "INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, $3) \
                  ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros RETURNING spent_micros, leased_micros",
             )
             .bind(&c.budget)
             .bind(c.period_start_us)
+            .bind(c.floor)
             .fetch_one(&mut *tx)
             .await?;
             held.insert((c.budget.clone(), c.period_start_us), spent.saturating_add(leased));
@@ -267,17 +268,6 @@ impl Ledger {
             .fetch_optional(&self.pool)
             .await?;
         Ok(spent.unwrap_or(0))
-    }
-
-    /// A budget period this ledger has no row for, started at `spent`; whether it had none.
-    pub async fn start_period_at(&self, budget: &str, period_start_us: i64, spent: Micros) -> Result<bool, LedgerError> {
-        let written = sqlx::query("INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(budget)
-            .bind(period_start_us)
-            .bind(spent)
-            .execute(&self.pool)
-            .await?;
-        Ok(written.rows_affected() == 1)
     }
 
     /// Whether this ledger has ever counted a call against the budget (`namespace/name`). A
@@ -557,6 +547,24 @@ pub(crate) mod tests {
     /// A call of `amount`, with a fresh id.
     pub(crate) fn call(amount: Micros) -> InFlight {
         InFlight { id: rand::random::<i64>() & i64::MAX, instance: "test".into(), amount, ..InFlight::default() }
+    }
+
+    /// A period this ledger never counted starts from its claim's floor (the status's figure);
+    /// one it counted is never moved by a floor.
+    #[tokio::test]
+    async fn a_period_the_ledger_never_counted_starts_from_its_floor_and_only_then() {
+        let (l, _dir) = ledger().await;
+        let floored = |budget: &str, floor| Claim { floor, ..Claim::budget(budget.into(), 0, 1_000, false) };
+        l.reserve(vec![floored("ns/b", 900)], &tests::call(50)).await.unwrap();
+        assert_eq!(l.spent("ns/b", 0).await.unwrap(), 950, "started from the floor");
+        l.reserve(vec![floored("ns/b", 900)], &tests::call(60)).await.unwrap();
+        let refused = l.reserve(vec![floored("ns/b", 900)], &tests::call(10)).await;
+        assert!(matches!(refused, Err(LedgerError::Exhausted { .. })), "past its limit: {refused:?}");
+        let at_limit = l.reserve(vec![floored("ns/c", 1_000)], &tests::call(10)).await;
+        assert!(matches!(at_limit, Err(LedgerError::Exhausted { .. })), "a status at the limit refuses the first call: {at_limit:?}");
+        l.reserve(vec![floored("ns/d", 100)], &tests::call(10)).await.unwrap();
+        l.reserve(vec![floored("ns/d", 500)], &tests::call(10)).await.unwrap();
+        assert_eq!(l.spent("ns/d", 0).await.unwrap(), 120, "a counted period is the ledger's, whatever its status says");
     }
 
     /// A ledger written before its tables were keyed by SQLite's row id keeps every row and

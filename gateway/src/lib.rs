@@ -15,7 +15,6 @@ pub mod server;
 pub mod settlement;
 pub mod shadow_status;
 pub mod slack;
-pub mod spend_floor;
 pub mod state;
 pub mod status;
 pub mod stream;
@@ -61,12 +60,7 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(instance = gw.instance, "gateway starting");
     let ready = tollgate_runtime::admin::Readiness::default();
     let admin = tollgate_runtime::admin::serve(config.admin_addr, gw.metrics.clone(), ready.clone());
-    // Budget periods this ledger never counted start from their status before any call is taken.
-    let floors = gw.ledger.clone();
-    let first = async move |index: &index::Index| -> Result<()> {
-        spend_floor::seed(&floors, index, jiff::Timestamp::now()).await.context("starting budget periods from their status")
-    };
-    let watch = index::watch(client, gw.index.clone(), ready, first);
+    let watch = index::watch(client, gw.index.clone(), ready);
     let drain = std::time::Duration::from_secs(config.drain_seconds);
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert), Some(key)) => Some(Arc::new(tls::Files::load(cert.clone(), key.clone()).context("the serving certificate")?).server_config()),

@@ -142,12 +142,13 @@ pub fn bound_output(body: &mut serde_json::Map<String, serde_json::Value>, field
 /// figure is absurd, and the ledger's sums must never overflow.
 const MAX_FLOOR: Micros = 1_000_000_000_000_000;
 
-/// What a ledger that has never counted a budget period starts it from: the spend the Budget's
-/// status shows, when the status is of that same period. A gateway whose SQLite volume was lost
-/// would otherwise count the period again from nothing, while the status every owner reads says
-/// otherwise: the budget would let through what it had already refused.
-pub fn floor_from_status(status_spent_usd: Option<f64>, status_period_start: Option<Timestamp>, period_start: Timestamp) -> Option<Micros> {
-    if status_period_start? != period_start {
+/// What a ledger that has never counted a budget period starts it from, as its first call there
+/// is reserved: the spend the Budget's status shows, when the status is of that same period. A
+/// gateway whose SQLite volume was lost would otherwise count the period again from nothing,
+/// while the status every owner reads says otherwise: the budget would let through what it had
+/// already refused.
+pub fn floor_from_status(status_spent_usd: Option<f64>, status_period_start: Option<Timestamp>, period_start_us: i64) -> Option<Micros> {
+    if status_period_start?.as_microsecond() != period_start_us {
         return None;
     }
     let spent = usd_to_micros(status_spent_usd?).min(MAX_FLOOR);
@@ -307,13 +308,14 @@ mod tests {
     fn a_status_of_the_same_period_is_the_floor_of_a_ledger_that_never_counted_it() {
         let start = Timestamp::from_second(1_700_000_000).unwrap();
         let earlier = Timestamp::from_second(1_600_000_000).unwrap();
-        assert_eq!(floor_from_status(Some(0.25), Some(start), start), Some(250_000));
-        assert_eq!(floor_from_status(Some(0.25), Some(earlier), start), None, "a past period's spend is not this one's");
-        assert_eq!(floor_from_status(Some(0.25), None, start), None);
-        assert_eq!(floor_from_status(None, Some(start), start), None);
-        assert_eq!(floor_from_status(Some(0.0), Some(start), start), None, "nothing to start from");
-        assert_eq!(floor_from_status(Some(-3.0), Some(start), start), None);
-        assert_eq!(floor_from_status(Some(f64::NAN), Some(start), start), Some(MAX_FLOOR), "an unreadable figure blocks, bounded");
-        assert_eq!(floor_from_status(Some(1e300), Some(start), start), Some(MAX_FLOOR));
+        let floor = |usd, status_start| floor_from_status(usd, status_start, start.as_microsecond());
+        assert_eq!(floor(Some(0.25), Some(start)), Some(250_000));
+        assert_eq!(floor(Some(0.25), Some(earlier)), None, "a past period's spend is not this one's");
+        assert_eq!(floor(Some(0.25), None), None);
+        assert_eq!(floor(None, Some(start)), None);
+        assert_eq!(floor(Some(0.0), Some(start)), None, "nothing to start from");
+        assert_eq!(floor(Some(-3.0), Some(start)), None);
+        assert_eq!(floor(Some(f64::NAN), Some(start)), Some(MAX_FLOOR), "an unreadable figure blocks, bounded");
+        assert_eq!(floor(Some(1e300), Some(start)), Some(MAX_FLOOR));
     }
 }

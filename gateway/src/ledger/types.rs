@@ -33,6 +33,9 @@ pub struct Claim {
     pub unit: Unit,
     /// What the call takes from it; `None`: the call's estimate (micro-USD).
     pub amount: Option<Micros>,
+    /// What the period starts from when this ledger has no row for it yet
+    /// (`spend::floor_from_status`); a row it has is never changed by it.
+    pub floor: Micros,
 }
 
 /// What a claim counts, and so what it is settled to.
@@ -50,7 +53,7 @@ pub enum Unit {
 impl Claim {
     /// A budget's claim of the call's estimate.
     pub fn budget(budget: String, period_start_us: i64, hard_limit: Micros, audit: bool) -> Claim {
-        Claim { budget, period_start_us, hard_limit, audit, unit: Unit::Micros, amount: None }
+        Claim { budget, period_start_us, hard_limit, audit, unit: Unit::Micros, amount: None, floor: 0 }
     }
 }
 
