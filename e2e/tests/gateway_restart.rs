@@ -290,8 +290,14 @@ fn a_gateway_on_an_empty_ledger_starts_a_budget_from_its_status() -> Result<()> 
     };
     let first = GatewayProcess::start_with(cp, &scene.ledger_url(), scene.port, &[])?;
     ensure!(chat(first.port)? == "200", "the first call is served");
-    let shown = wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok(Some(spent_usd()?).filter(|s| *s > 0.0)))
-        .context("the budget's status never showed the call's spend")?;
+    // The status once it shows the settled call (a refresh while it was in flight shows its estimate).
+    let old_spent = format!("SELECT spent_micros FROM budget_spend WHERE budget = '{}/total'", scene.ns);
+    let shown = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let settled = count(&scene.db, "SELECT COUNT(*) FROM inflight")? == 0 && count(&scene.db, "SELECT COUNT(*) FROM ledger")? == 1;
+        let shown = spent_usd()?;
+        Ok((settled && shown > 0.0 && (shown * 1e6).round() as i64 == count(&scene.db, &old_spent)?).then_some(shown))
+    })
+    .context("the budget's status never showed the settled call's spend")?;
     drop(first);
 
     // The same Budget, a new ledger: the period starts from the status, and the call adds to it.

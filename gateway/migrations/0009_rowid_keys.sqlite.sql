@@ -1,4 +1,4 @@
--- SQLite only (PostgreSQL runs 0009_rowid_keys.postgres.sql, which does nothing). A table whose
+-- SQLite only (PostgreSQL's tables have no hidden row id: it has no migration 9). A table whose
 -- key is declared `BIGINT` keeps its rows under a hidden row id and the key in an index of its
 -- own: every ledger row and audit record was two b-tree inserts before its other indexes, and
 -- both pages went to the log at commit. Declared `INTEGER PRIMARY KEY`, the key is the row id:
@@ -6,7 +6,7 @@
 -- change a table's key in place, so each table is copied into its new shape, in this
 -- migration's transaction.
 CREATE TABLE ledger_by_rowid (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY NOT NULL,
     time_us BIGINT NOT NULL,
     namespace TEXT NOT NULL,
     agent TEXT NOT NULL,
@@ -27,7 +27,7 @@ ALTER TABLE ledger_by_rowid RENAME TO ledger;
 CREATE INDEX ledger_agent_time ON ledger (namespace, agent, time_us);
 
 CREATE TABLE audit_by_rowid (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY NOT NULL,
     prev TEXT NOT NULL,
     hash TEXT NOT NULL,
     time_us BIGINT NOT NULL,

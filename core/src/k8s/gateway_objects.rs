@@ -26,6 +26,8 @@ pub const GATEWAYS_CLUSTER_BINDING: &str = "tollgate-gateways";
 pub const PORT: i32 = 8080;
 pub const ADMIN_PORT: i32 = 8081;
 pub const BINARY: &str = "/usr/local/bin/tollgate-gateway";
+/// A gateway has this many checks, 5 s apart (ten minutes), to start: its ledger migrates first.
+const STARTUP_CHECKS: i32 = 120;
 const SQLITE_URL: &str = "sqlite:///var/lib/tollgate/ledger.db?mode=rwc";
 const LEDGER_DIR: &str = "/var/lib/tollgate";
 /// The gateway drains its calls and writes its queued settlements before this runs out.
@@ -286,6 +288,9 @@ fn gateway_container(owner: Owner<'_>, spec: &GatewaySpec, settings: &Settings) 
             .collect(),
         ),
         ports: Some(vec![port(serving_port, PORT), port("admin", ADMIN_PORT)]),
+        // Its ledger's schema is brought up to date before the admin port opens; a migration
+        // that copies a large SQLite ledger takes minutes, and liveness must not kill it.
+        startup_probe: Some(Probe { failure_threshold: Some(STARTUP_CHECKS), ..probe("/healthz") }),
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(Probe { period_seconds: Some(10), ..probe("/healthz") }),
         resources: spec.resources.clone(),

@@ -136,17 +136,16 @@ pub fn bound_output(body: &mut serde_json::Map<String, serde_json::Value>, field
     limit.saturating_mul(choices)
 }
 
-/// Where the period containing `now` starts (UTC): the hour, the day, Monday, the first of the
-/// month; a `Total` budget never rolls over.
 /// The most a Budget's status is taken to say was spent (a thousand million USD): past it a
 /// figure is absurd, and the ledger's sums must never overflow.
 const MAX_FLOOR: Micros = 1_000_000_000_000_000;
 
-/// What a ledger that has never counted a budget period starts it from, as its first call there
-/// is reserved: the spend the Budget's status shows, when the status is of that same period. A
+/// What a ledger that has never counted a budget starts its period from, as its first call is
+/// reserved: the spend the Budget's status shows, when the status is of that same period. A
 /// gateway whose SQLite volume was lost would otherwise count the period again from nothing,
 /// while the status every owner reads says otherwise: the budget would let through what it had
-/// already refused.
+/// already refused. (The status counts calls in flight at their estimate, so the floor errs
+/// toward the limit.)
 pub fn floor_from_status(status_spent_usd: Option<f64>, status_period_start: Option<Timestamp>, period_start_us: i64) -> Option<Micros> {
     if status_period_start?.as_microsecond() != period_start_us {
         return None;
@@ -155,6 +154,8 @@ pub fn floor_from_status(status_spent_usd: Option<f64>, status_period_start: Opt
     (spent > 0).then_some(spent)
 }
 
+/// Where the period containing `now` starts (UTC): the hour, the day, Monday, the first of the
+/// month; a `Total` budget never rolls over.
 pub fn period_start(period: BudgetPeriod, now: Timestamp) -> Timestamp {
     let dt = now.to_zoned(TimeZone::UTC).datetime();
     let start = match period {
