@@ -120,6 +120,8 @@ fn units(batch: impl Iterator<Item = Entry>) -> (Vec<Unit>, Flushed) {
                 }
             }
             Entry::Abandoned(reservation) => {
+                // Its money and token claims go back; a request-rate claim keeps its request
+                // (the agent made it), as every settlement does.
                 let mut reservation = *reservation;
                 reservation.tokens_used = Some(0);
                 out.push(Unit { calls: vec![(reservation, 0, None)], ..Unit::default() });
