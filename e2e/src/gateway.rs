@@ -83,7 +83,19 @@ impl GatewayProcess {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+}
 
+/// The HTTP status (as curl writes it: `000` when nothing came) of a chat completion `body`
+/// POSTed with `key` to the gateway on `port`, as an SDK would send it.
+pub fn chat_status(port: u16, key: &str, body: &str) -> Result<String> {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &format!("http://127.0.0.1:{port}/openai/v1/chat/completions")])
+        .args(["-H", &format!("authorization: Bearer {key}"), "-H", "content-type: application/json", "--data-binary", body])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl GatewayProcess {
     /// The environment injection gives an agent's app containers.
     pub fn agent_env(&self, key: &str) -> Vec<(String, String)> {
         vec![

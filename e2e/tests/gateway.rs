@@ -336,13 +336,7 @@ fn an_absurd_output_limit_cannot_round_a_budgets_spend_away() -> Result<()> {
     let scene = Scene::with_total_budget(cp, "gateway-absurd", "team", "")?;
     let (ns, key, db) = (scene.ns.clone(), scene.key.clone(), scene.db.clone());
     let gateway = GatewayProcess::start(cp, &format!("sqlite://{}?mode=rwc", db.display()))?;
-    let chat = |body: Value| -> Result<String> {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/openai/v1/chat/completions", gateway.url())])
-            .args(["-H", &format!("authorization: Bearer {key}"), "-H", "content-type: application/json", "--data-binary", &body.to_string()])
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let chat = |body: Value| tollgate_e2e::gateway::chat_status(gateway.port, &key, &body.to_string());
     let hi = json!([{"role": "user", "content": "hi"}]);
     ensure!(chat(json!({"model": "fast", "messages": hi}))? == "200");
     ensure!(chat(json!({"model": "fast", "messages": hi, "max_tokens": u64::MAX, "n": 1_000_000}))? == "200");

@@ -217,12 +217,9 @@ fn a_gateways_allowance_is_drawn_handed_back_and_charged_when_it_dies() -> Resul
     let charged = || count(&db, &format!("SELECT COALESCE(SUM(cost_micros), 0) FROM ledger WHERE namespace = '{ns}'"));
     let calls = |n: usize| -> Result<()> {
         for _ in 0..n {
-            let out = std::process::Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{port}/openai/v1/chat/completions")])
-                .args(["-H", &format!("authorization: Bearer {key}"), "-H", "content-type: application/json"])
-                .args(["--data-binary", r#"{"model": "cheap", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}"#])
-                .output()?;
-            ensure!(out.stdout == b"200", "a call answered {}", String::from_utf8_lossy(&out.stdout));
+            let status =
+                tollgate_e2e::gateway::chat_status(port, &key, r#"{"model": "cheap", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}"#)?;
+            ensure!(status == "200", "a call answered {status}");
         }
         Ok(())
     };
@@ -279,15 +276,8 @@ fn a_gateway_on_an_empty_ledger_starts_a_budget_from_its_status() -> Result<()> 
         let budget = tollgate_e2e::gateway::get(cp, &scene.ns, "budget", "total")?;
         Ok(budget["status"]["spentUSD"].as_f64().unwrap_or(0.0))
     };
-    let chat = |port: u16| -> Result<String> {
-        let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hello"}]}).to_string();
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-H", "content-type: application/json"])
-            .args(["-H", &format!("authorization: Bearer {}", scene.key), "-d", &body])
-            .arg(format!("http://127.0.0.1:{port}/openai/v1/chat/completions"))
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hello"}]}).to_string();
+    let chat = |port: u16| tollgate_e2e::gateway::chat_status(port, &scene.key, &body);
     let first = GatewayProcess::start_with(cp, &scene.ledger_url(), scene.port, &[])?;
     ensure!(chat(first.port)? == "200", "the first call is served");
     // The status once it shows the settled call (a refresh while it was in flight shows its estimate).
