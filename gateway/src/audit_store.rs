@@ -1,7 +1,8 @@
 //! The audit store (DESIGN §3.5): batches of records from sidecars, appended with a hash chain,
 //! each batch once; queried, exported and verified.
 
-use crate::ledger::{AnyQuery, Ledger, LedgerError};
+use crate::ledger::db::{Arg, Db, Kind, Sql};
+use crate::ledger::{Ledger, LedgerError, transaction};
 use serde_json::Value;
 use tollgate_core::audit::bounds;
 use tollgate_core::audit::chain::{self, Link};
@@ -37,22 +38,18 @@ impl Ledger {
     /// again. Whether it was new.
     pub async fn append_audit(&self, batch_id: &str, source: &Source, records: Vec<Value>) -> Result<bool, LedgerError> {
         let now = jiff::Timestamp::now().as_microsecond();
-        let mut tx = self.pool.begin().await?;
-        let new = sqlx::query("INSERT INTO audit_batches (batch_id, received_us) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(batch_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if !new || records.is_empty() {
-            tx.commit().await?;
-            return Ok(new);
-        }
+        // Prepared here, off the writer: each is cleaned, bounded and written out once.
         let records: Vec<Prepared> = records.into_iter().map(|r| Prepared::new(source, r)).collect();
-        append_in(&mut tx, records.iter()).await?;
-        tx.commit().await?;
-        Ok(true)
+        let batch_id = batch_id.to_owned();
+        transaction!(self, |db| async {
+            let sql = Sql::written("INSERT INTO audit_batches (batch_id, received_us) VALUES ($1, $2) ON CONFLICT DO NOTHING");
+            let new = db.execute(sql, &[Arg::Text(&batch_id), Arg::Int(now)]).await? == 1;
+            if new {
+                append_in(db, records.iter()).await?;
+            }
+            Ok(new)
+        })
+        .await
     }
 
     /// Records matching `q`, oldest first.
@@ -203,18 +200,18 @@ fn name_sender(r: &mut Value, source: &Source) {
     }
 }
 
-/// Appends records to the chain, within `tx`.
-pub(crate) async fn append_in<'a>(tx: &mut crate::ledger::Tx, records: impl ExactSizeIterator<Item = &'a Prepared>) -> Result<(), LedgerError> {
+/// Appends records to the chain, within the transaction `db`.
+pub(crate) async fn append_in<'a>(db: &mut impl Db, records: impl ExactSizeIterator<Item = &'a Prepared>) -> Result<(), LedgerError> {
     if records.len() == 0 {
         return Ok(());
     }
     let now = jiff::Timestamp::now().as_microsecond();
     let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
     // Taking the head's row first serialises appends across replicas.
-    let (end, prev): (i64, String) =
-        sqlx::query_as("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash").bind(n).fetch_one(&mut **tx).await?;
-    let mut last = prev;
-    let sqlite = crate::ledger::on_sqlite(tx);
+    let head = Sql::written("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash");
+    let mut cells = db.fetch(head, &[Arg::Int(n)], &[Kind::Int, Kind::Text]).await?.into_iter();
+    let (Some(end), Some(prev)) = (cells.next(), cells.next()) else { return Err(LedgerError::Unavailable("the audit chain has no head".into())) };
+    let (end, mut last) = (end.int()?, prev.text()?);
     let links: Vec<(i64, String, String, &Prepared)> = (end - n + 1..)
         .zip(records)
         .map(|(seq, p)| {
@@ -223,36 +220,38 @@ pub(crate) async fn append_in<'a>(tx: &mut crate::ledger::Tx, records: impl Exac
         })
         .collect();
     for piece in crate::ledger::pieces(&links) {
-        let mut q = sqlx::query(crate::ledger::sql::rows_for_backend(
+        let mut args = Vec::with_capacity(piece.len() * 14);
+        for link in piece {
+            args.extend(link_args(link, now));
+        }
+        let sql = Sql::rows(
             "INSERT INTO audit (seq, prev, hash, time_us, namespace, service_account, agent, tool, decision, record, cut, lost, shadow_of, shadow_would) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             piece.len(),
-            sqlite,
-        )?);
-        for link in piece {
-            q = bind_link(q, link, now);
-        }
-        q.execute(&mut **tx).await?;
+        );
+        db.execute(sql, &args).await?;
     }
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&last).execute(&mut **tx).await?;
+    db.execute(Sql::written("UPDATE audit_head SET hash = $1 WHERE id = 1"), &[Arg::Text(&last)]).await?;
     Ok(())
 }
 
-fn bind_link<'q>(q: AnyQuery<'q>, (seq, prev, hash, p): &'q (i64, String, String, &'q Prepared), now: i64) -> AnyQuery<'q> {
-    q.bind(*seq)
-        .bind(prev)
-        .bind(hash)
-        .bind(now)
-        .bind(&p.namespace)
-        .bind(&p.service_account)
-        .bind(&p.agent)
-        .bind(&p.tool)
-        .bind(p.decision)
-        .bind(&p.text)
-        .bind(p.cut)
-        .bind(p.lost)
-        .bind(&p.shadow_of)
-        .bind(p.shadow_would)
+fn link_args<'a>((seq, prev, hash, p): &'a (i64, String, String, &'a Prepared), now: i64) -> [Arg<'a>; 14] {
+    [
+        Arg::Int(*seq),
+        Arg::Text(prev),
+        Arg::Text(hash),
+        Arg::Int(now),
+        Arg::Text(&p.namespace),
+        Arg::Text(&p.service_account),
+        Arg::Text(&p.agent),
+        Arg::Text(&p.tool),
+        Arg::Text(p.decision),
+        Arg::Text(&p.text),
+        Arg::Int(p.cut),
+        Arg::Int(p.lost),
+        Arg::Text(&p.shadow_of),
+        Arg::Text(p.shadow_would),
+    ]
 }
 
 fn to_link((seq, prev, hash, record): (i64, String, String, String)) -> Link {

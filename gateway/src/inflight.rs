@@ -6,7 +6,8 @@
 //! that writes its ledger row and its audit record.
 
 use crate::audit_store::Source;
-use crate::ledger::{INTERRUPTED, LedgerError, Row, Tx};
+use crate::ledger::db::{Arg, Db, Sql};
+use crate::ledger::{INTERRUPTED, LedgerError, Row, transaction};
 use crate::state::GatewayState;
 use serde_json::json;
 use std::sync::Arc;
@@ -16,23 +17,22 @@ use tollgate_core::model::spend;
 impl crate::ledger::Ledger {
     /// Says `instance` is alive now.
     pub async fn heartbeat(&self, instance: &str) -> Result<(), LedgerError> {
-        sqlx::query("INSERT INTO gateway_instances (instance, seen_us) VALUES ($1, $2) ON CONFLICT (instance) DO UPDATE SET seen_us = excluded.seen_us")
-            .bind(instance)
-            .bind(jiff::Timestamp::now().as_microsecond())
-            .execute(&self.pool)
-            .await?;
+        let (instance, now) = (instance.to_owned(), jiff::Timestamp::now().as_microsecond());
+        let sql = Sql::written("INSERT INTO gateway_instances (instance, seen_us) VALUES ($1, $2) ON CONFLICT (instance) DO UPDATE SET seen_us = excluded.seen_us");
+        transaction!(self, |db| db.execute(sql, &[Arg::Text(&instance), Arg::Int(now)])).await?;
         Ok(())
     }
 
     /// A stopped instance: its heartbeat goes, so what it left in flight is settled at once.
     pub async fn forget(&self, instance: &str) -> Result<(), LedgerError> {
-        sqlx::query("DELETE FROM gateway_instances WHERE instance = $1").bind(instance).execute(&self.pool).await?;
+        let instance = instance.to_owned();
+        let sql = Sql::written("DELETE FROM gateway_instances WHERE instance = $1");
+        transaction!(self, |db| db.execute(sql, &[Arg::Text(&instance)])).await?;
         Ok(())
     }
 
     /// Settles, as interrupted, the calls of every instance not seen since `cutoff_us`; how many.
     pub async fn reclaim(&self, cutoff_us: i64) -> Result<usize, LedgerError> {
-        type Abandoned = (i64, i64, String, String, String, String, String, String, i64);
         let rows: Vec<Abandoned> = sqlx::query_as(
             "SELECT id, started_us, namespace, agent, service_account, pod, provider, model, amount_micros FROM inflight \
              WHERE started_us < $1 AND instance NOT IN (SELECT instance FROM gateway_instances WHERE seen_us >= $1)",
@@ -41,46 +41,52 @@ impl crate::ledger::Ledger {
         .fetch_all(&self.pool)
         .await?;
         let mut settled = 0;
-        for (id, started_us, namespace, agent, service_account, pod, provider, model, amount) in rows {
-            let mut tx: Tx = self.pool.begin().await?;
-            let mine = sqlx::query("DELETE FROM inflight WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected() == 1;
-            if !mine {
-                // Another gateway settled it first.
-                tx.rollback().await?;
-                continue;
+        for abandoned in rows {
+            if transaction!(self, |db| reclaim_in(db, abandoned)).await? {
+                settled += 1;
             }
-            let now = jiff::Timestamp::now().as_microsecond();
-            let row = Row {
-                time_us: now,
-                namespace: namespace.clone(),
-                agent: agent.clone(),
-                pod: pod.clone(),
-                provider: provider.clone(),
-                model: model.clone(),
-                usage: spend::Usage::default(),
-                cost: amount,
-                latency_ms: (now - started_us) / 1000,
-                status: INTERRUPTED,
-            };
-            crate::ledger::record_in(&mut tx, &[&row]).await?;
-            let record = json!({
-                "kind": "model_call",
-                "time": jiff::Timestamp::now().to_string(),
-                "agent": {"namespace": namespace, "name": agent, "pod": pod, "serviceAccount": service_account},
-                "tool": model,
-                "provider": provider,
-                "decision": "error",
-                "status": INTERRUPTED,
-                "reason": "interrupted: the gateway serving the call stopped before it was settled; charged its reserved estimate",
-                "costUSD": spend::micros_to_usd(amount),
-            });
-            let record = crate::audit_store::Prepared::new(&Source { namespace, service_account, shipped: false }, record);
-            crate::audit_store::append_in(&mut tx, std::iter::once(&record)).await?;
-            tx.commit().await?;
-            settled += 1;
         }
         Ok(settled)
     }
+}
+
+type Abandoned = (i64, i64, String, String, String, String, String, String, i64);
+
+/// Settles one call left in flight, unless another gateway settled it first: whether this one did.
+async fn reclaim_in(db: &mut impl Db, abandoned: Abandoned) -> Result<bool, LedgerError> {
+    let (id, started_us, namespace, agent, service_account, pod, provider, model, amount) = abandoned;
+    if db.execute(Sql::written("DELETE FROM inflight WHERE id = $1"), &[Arg::Int(id)]).await? != 1 {
+        // Another gateway settled it first.
+        return Ok(false);
+    }
+    let now = jiff::Timestamp::now().as_microsecond();
+    let row = Row {
+        time_us: now,
+        namespace: namespace.clone(),
+        agent: agent.clone(),
+        pod: pod.clone(),
+        provider: provider.clone(),
+        model: model.clone(),
+        usage: spend::Usage::default(),
+        cost: amount,
+        latency_ms: (now - started_us) / 1000,
+        status: INTERRUPTED,
+    };
+    crate::ledger::record_in(db, &[&row]).await?;
+    let record = json!({
+        "kind": "model_call",
+        "time": jiff::Timestamp::now().to_string(),
+        "agent": {"namespace": namespace, "name": agent, "pod": pod, "serviceAccount": service_account},
+        "tool": model,
+        "provider": provider,
+        "decision": "error",
+        "status": INTERRUPTED,
+        "reason": "interrupted: the gateway serving the call stopped before it was settled; charged its reserved estimate",
+        "costUSD": spend::micros_to_usd(amount),
+    });
+    let record = crate::audit_store::Prepared::new(&Source { namespace, service_account, shipped: false }, record);
+    crate::audit_store::append_in(db, std::iter::once(&record)).await?;
+    Ok(true)
 }
 
 /// This instance's heartbeat, and the settling of dead instances' calls, until the gateway stops.

@@ -1,5 +1,6 @@
 //! The ledger and budgets, in SQLite (one replica, a file) or PostgreSQL (several replicas), with
-//! the same SQL through sqlx's Any driver. Calls reserve their estimated cost against every budget
+//! the same SQL: reads through sqlx's Any driver, writes through [`db::Db`], on sqlx's
+//! transaction for PostgreSQL and on the writer's own connection for SQLite (`writer.rs`). Calls reserve their estimated cost against every budget
 //! that applies to them in groups (`reserver.rs`): one transaction locks each budget period the
 //! group touches (in a fixed order, so two replicas never deadlock) and the calls are taken in
 //! order in memory (`ledger/group.rs`): a budget already at its hard limit takes no more, so
@@ -9,12 +10,15 @@
 use std::collections::{BTreeMap, HashSet};
 
 pub mod allowance;
+pub(crate) mod db;
 mod group;
 pub(crate) mod leases;
 mod priority;
+mod reserve;
 pub mod sql;
 mod types;
-use sql::for_backend;
+mod writer;
+use db::{Arg, Db, Kind, Sql};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr, query::Query};
 use tollgate_core::model::spend::Micros;
@@ -56,10 +60,34 @@ pub struct Row {
 
 #[derive(Clone)]
 pub struct Ledger {
+    /// Reads; and on PostgreSQL, writes.
     pub(crate) pool: AnyPool,
     /// SQLite only: the connection that checkpoints its write-ahead log.
     checkpointer: Option<AnyPool>,
+    /// SQLite only: the connection every write transaction runs on, on its own thread.
+    writer: Option<writer::Writer>,
 }
+
+/// `$body`, an async expression over `$db` (a `&mut impl Db`), run in one transaction of
+/// `$ledger`'s, committed when it is `Ok`: on SQLite, on the writer's thread (what the body
+/// uses is moved there); on PostgreSQL, on the pool. A future of the body's `Result`.
+macro_rules! transaction {
+    ($ledger:expr, |$db:ident| $body:expr) => {
+        async move {
+            match &$ledger.writer {
+                Some(writer) => writer.transaction(move |$db| futures::executor::block_on($body)).await,
+                None => {
+                    let mut tx = $ledger.pool.begin().await?;
+                    let $db = &mut tx;
+                    let out = $body.await?;
+                    tx.commit().await?;
+                    Ok::<_, $crate::ledger::LedgerError>(out)
+                }
+            }
+        }
+    };
+}
+pub(crate) use transaction;
 
 /// Often enough that the log stays small (every call appends a few pages to it).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -90,6 +118,17 @@ fn migrations(sqlite: bool) -> Vec<Migration> {
         all.push(m(9, "rowid_keys", include_str!("../migrations/0009_rowid_keys.sqlite.sql")));
     }
     all
+}
+
+/// The file a `sqlite:` URL names, for the writer's own connection to it (sqlx has opened,
+/// created and migrated it by then). An in-memory database is one per connection: refused.
+fn sqlite_file(url: &str) -> Result<std::path::PathBuf, LedgerError> {
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+    let file = options.get_filename();
+    if url.contains(":memory:") || file.as_os_str().is_empty() || file.to_string_lossy().starts_with("file:sqlx-in-memory") {
+        return Err(LedgerError::Unavailable("a SQLite ledger must be a file: an in-memory database is one per connection".into()));
+    }
+    Ok(file.to_path_buf())
 }
 
 /// One checkpoint. The log starts over from its beginning only when a write begins after every
@@ -161,7 +200,8 @@ impl Ledger {
             .bind(tollgate_core::audit::chain::GENESIS)
             .execute(&pool)
             .await?;
-        Ok(Ledger { pool, checkpointer })
+        let writer = if sqlite { Some(writer::Writer::open(&sqlite_file(url)?)?) } else { None };
+        Ok(Ledger { pool, checkpointer, writer })
     }
 
     /// Copies SQLite's write-ahead log into the database file now and then, off the calls' path
@@ -203,61 +243,14 @@ impl Ledger {
         instance: &str,
     ) -> Result<(Vec<Result<Reservation, LedgerError>>, Vec<Granted>), LedgerError> {
         let requests: Vec<(Vec<Claim>, InFlight)> = requests.into_iter().map(|(claims, call)| (sorted(claims), call)).collect();
-        let mut touched: Vec<&Claim> = requests.iter().flat_map(|(claims, _)| claims).chain(leases.iter().map(|l| &l.claim)).collect();
-        touched.sort_by(|a, b| (&a.budget, a.period_start_us).cmp(&(&b.budget, b.period_start_us)));
-        touched.dedup_by(|a, b| (&a.budget, a.period_start_us) == (&b.budget, b.period_start_us));
-        let mut tx = self.pool.begin().await?;
-        // Each period's row made if missing and locked until the commit, and what it holds:
-        // spent, and leased by every gateway.
-        let mut held: BTreeMap<Period, i64> = BTreeMap::new();
-        let mut lent: BTreeMap<String, i64> = BTreeMap::new();
-        for c in touched {
-            let (spent, leased): (i64, i64) = sqlx::query_as(
-                "INSERT INTO budget_spend (budget, period_start_us, spent_micros) \
-                 VALUES ($1, $2, CASE WHEN EXISTS (SELECT 1 FROM budget_spend WHERE budget = $1) THEN 0 ELSE $3 END) \
-                 ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros RETURNING spent_micros, leased_micros",
-            )
-            .bind(&c.budget)
-            .bind(c.period_start_us)
-            .bind(c.floor)
-            .fetch_one(&mut *tx)
-            .await?;
-            held.insert((c.budget.clone(), c.period_start_us), spent.saturating_add(leased));
-            lent.insert(c.budget.clone(), leased);
-        }
-        let before = held.clone();
-        // A refusal says what was spent: what gateways hold is not.
-        let answers = group::take_in_order(&mut held, &requests)
-            .into_iter()
-            .map(|a| match a {
-                Err(LedgerError::Exhausted { budget, spent, limit }) => {
-                    let spent = spent - lent.get(&budget).copied().unwrap_or(0);
-                    Err(LedgerError::Exhausted { budget, spent, limit })
-                }
-                other => other,
-            })
-            .collect::<Vec<_>>();
-        let changes = held.iter().map(|(period, now)| (period.clone(), (now - before.get(period).copied().unwrap_or(0), 0))).collect();
-        add_all_in(&mut tx, &changes).await?;
-        let mut granted = Vec::new();
-        for ask in leases {
-            let period = (ask.claim.budget.clone(), ask.claim.period_start_us);
-            let now = held.get(&period).copied().unwrap_or(0);
-            if let Some(size) = allowance::lease_size(ask.claim.hard_limit, now, ask.amount) {
-                leases::grant_in(&mut tx, instance, &period, size).await?;
-                held.insert(period.clone(), now + size);
-                granted.push(Granted { period, size, held: now + size });
-            }
-        }
-        let opened: Vec<&InFlight> = requests.iter().zip(&answers).filter(|(_, a)| a.as_ref().is_ok_and(|r| r.registered)).map(|((_, call), _)| call).collect();
-        open_all_in(&mut tx, &opened).await?;
-        tx.commit().await?;
-        Ok((answers, granted))
+        let (leases, instance) = (leases.to_vec(), instance.to_owned());
+        transaction!(self, |db| reserve::reserve_in(db, &requests, &leases, &instance)).await
     }
 
     /// Rate limits' windows that ended before `before_us` (the current one is all they need).
     pub async fn forget_rate_windows(&self, before_us: i64) -> Result<(), LedgerError> {
-        sqlx::query("DELETE FROM budget_spend WHERE budget LIKE 'rate:%' AND period_start_us < $1").bind(before_us).execute(&self.pool).await?;
+        let sql = Sql::written("DELETE FROM budget_spend WHERE budget LIKE 'rate:%' AND period_start_us < $1");
+        transaction!(self, |db| db.execute(sql, &[Arg::Int(before_us)])).await?;
         Ok(())
     }
 
@@ -316,13 +309,13 @@ impl Ledger {
     /// Whether a Slack request with `signature` is seen here for the first time (and remembers
     /// it); requests older than `keep_us` are forgotten.
     pub async fn first_sighting(&self, signature: &str, now_us: i64, keep_us: i64) -> Result<bool, LedgerError> {
-        sqlx::query("DELETE FROM slack_seen WHERE seen_us < $1").bind(now_us.saturating_sub(keep_us)).execute(&self.pool).await?;
-        let inserted = sqlx::query("INSERT INTO slack_seen (signature, seen_us) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(signature)
-            .bind(now_us)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let signature = signature.to_owned();
+        let inserted = transaction!(self, |db| async {
+            db.execute(Sql::written("DELETE FROM slack_seen WHERE seen_us < $1"), &[Arg::Int(now_us.saturating_sub(keep_us))]).await?;
+            let sql = Sql::written("INSERT INTO slack_seen (signature, seen_us) VALUES ($1, $2) ON CONFLICT DO NOTHING");
+            db.execute(sql, &[Arg::Text(&signature), Arg::Int(now_us)]).await
+        })
+        .await?;
         Ok(inserted == 1)
     }
 }
@@ -344,38 +337,41 @@ fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {
 /// by period; nothing to do for none), in pieces of the sizes of [`PIECES`]: with many budgets,
 /// a batch's periods are many, and one statement each was most of its hand-offs. (The casts:
 /// PostgreSQL types a `VALUES` list's parameters as text when it is not told otherwise.)
-pub(crate) async fn add_all_in(tx: &mut Tx, changes: &BTreeMap<Period, (i64, i64)>) -> Result<(), LedgerError> {
+pub(crate) async fn add_all_in(db: &mut impl Db, changes: &BTreeMap<Period, (i64, i64)>) -> Result<(), LedgerError> {
     let changed: Vec<(&Period, &(i64, i64))> = changes.iter().filter(|(_, (spent, leased))| *spent != 0 || *leased != 0).collect();
-    let sqlite = on_sqlite(tx);
     for piece in pieces(&changed) {
-        let mut q = sqlx::query(sql::rows_for_backend(
+        let mut args = Vec::with_capacity(piece.len() * 4);
+        for ((budget, period_start_us), (spent, leased)) in piece {
+            args.extend([Arg::Text(budget), Arg::Int(*period_start_us), Arg::Int(*spent), Arg::Int(*leased)]);
+        }
+        let sql = Sql::rows(
             "WITH v (budget, period_start_us, spent, leased) AS (VALUES ($1, $2, $3, $4)) \
              UPDATE budget_spend SET spent_micros = budget_spend.spent_micros + CAST(v.spent AS BIGINT), \
              leased_micros = budget_spend.leased_micros + CAST(v.leased AS BIGINT) \
              FROM v WHERE budget_spend.budget = v.budget AND budget_spend.period_start_us = CAST(v.period_start_us AS BIGINT)",
             piece.len(),
-            sqlite,
-        )?);
-        for ((budget, period_start_us), (spent, leased)) in piece {
-            q = q.bind(budget).bind(period_start_us).bind(spent).bind(leased);
-        }
-        q.execute(&mut **tx).await?;
+        );
+        db.execute(sql, &args).await?;
     }
     Ok(())
 }
 
 /// Adds `spent` to what a budget period has spent and `leased` to what gateways hold of it
 /// (nothing to do for none): [`add_all_in`] of one period.
-pub(crate) async fn add_in(tx: &mut Tx, period: &Period, spent: i64, leased: i64) -> Result<(), LedgerError> {
-    add_all_in(tx, &BTreeMap::from([(period.clone(), (spent, leased))])).await
+pub(crate) async fn add_in(db: &mut impl Db, period: &Period, spent: i64, leased: i64) -> Result<(), LedgerError> {
+    add_all_in(db, &BTreeMap::from([(period.clone(), (spent, leased))])).await
 }
 
 /// Calls' `inflight` rows, [`ROWS_PER_INSERT`] to a statement (a short chunk repeats its last
 /// row, which the conflict clause then skips: one statement of one shape, whatever the group).
-pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), LedgerError> {
-    let sqlite = on_sqlite(tx);
+pub(crate) async fn open_all_in(db: &mut impl Db, calls: &[&InFlight]) -> Result<(), LedgerError> {
     for chunk in calls.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::query(for_backend(
+        let mut args = Vec::with_capacity(ROWS_PER_INSERT * 10);
+        for i in 0..ROWS_PER_INSERT {
+            let Some(call) = chunk.get(i).or(chunk.last()) else { break };
+            args.extend(inflight_args(call));
+        }
+        let sql = Sql::bare(
             "INSERT INTO inflight (id, instance, started_us, namespace, agent, service_account, pod, provider, model, amount_micros) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), \
              ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20), \
@@ -385,13 +381,8 @@ pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), 
              ($51, $52, $53, $54, $55, $56, $57, $58, $59, $60), \
              ($61, $62, $63, $64, $65, $66, $67, $68, $69, $70), \
              ($71, $72, $73, $74, $75, $76, $77, $78, $79, $80) ON CONFLICT DO NOTHING",
-            sqlite,
-        ));
-        for i in 0..ROWS_PER_INSERT {
-            let Some(call) = chunk.get(i).or(chunk.last()) else { break };
-            q = bind_inflight(q, call);
-        }
-        q.execute(&mut **tx).await?;
+        );
+        db.execute(sql, &args).await?;
     }
     Ok(())
 }
@@ -402,28 +393,20 @@ pub(crate) async fn open_all_in(tx: &mut Tx, calls: &[&InFlight]) -> Result<(), 
 /// what settling them changes in each budget period, as (spent, leased), for the caller to write
 /// with its other changes once it holds the periods' rows in order. The calls `passing` were
 /// opened in this same batch and never written in flight: they are taken as they are. One
-/// `DELETE … RETURNING` per [`IDS_PER_DELETE`] calls, not one per call: each statement is a
-/// hand-off to the database's thread.
+/// `DELETE … RETURNING` per [`IDS_PER_DELETE`] calls, not one per call.
 pub(crate) async fn settle_all_in(
-    tx: &mut Tx,
+    db: &mut impl Db,
     calls: &[(&Reservation, Micros)],
     passing: &HashSet<i64>,
 ) -> Result<(HashSet<i64>, BTreeMap<Period, (i64, i64)>), LedgerError> {
     // Id 0: a call never written in flight (a test's), settled as it is.
     let ids: Vec<i64> = calls.iter().map(|(r, _)| r.id).filter(|id| *id != 0 && !passing.contains(id)).collect();
     let mut taken: HashSet<i64> = HashSet::with_capacity(ids.len());
-    let sqlite = on_sqlite(tx);
     for chunk in ids.chunks(IDS_PER_DELETE) {
-        let mut q = sqlx::query_scalar(for_backend(
-            "DELETE FROM inflight WHERE id IN ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
-            sqlite,
-        ));
         // A short chunk repeats its last id: a statement of one shape, whatever the batch.
-        for i in 0..IDS_PER_DELETE {
-            q = q.bind(chunk.get(i).or(chunk.last()).copied().unwrap_or_default());
-        }
-        let deleted: Vec<i64> = q.fetch_all(&mut **tx).await?;
-        taken.extend(deleted);
+        let args: Vec<Arg> = (0..IDS_PER_DELETE).map(|i| Arg::Int(chunk.get(i).or(chunk.last()).copied().unwrap_or_default())).collect();
+        let sql = Sql::bare("DELETE FROM inflight WHERE id IN ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id");
+        taken.extend(db.ints(sql, &args, 1).await?);
     }
     taken.insert(0);
     taken.extend(passing);
@@ -454,31 +437,39 @@ fn settlement_deltas(calls: &[(&Reservation, Micros)], taken: &HashSet<i64>) -> 
     deltas
 }
 
-/// Ledger rows, in pieces of the sizes of [`PIECES`]: each statement is a hand-off to the
-/// database's thread, so a batch pays for few. Their ids are consecutive, taken from
-/// `ledger_head` (its row is locked until the transaction ends, as the audit chain's head is,
-/// and always before it): every row lands on the last page of the id's index.
-pub(crate) async fn record_in(tx: &mut Tx, rows: &[&Row]) -> Result<(), LedgerError> {
+/// Ledger rows, in pieces of the sizes of [`PIECES`]: a batch runs few statements. Their ids
+/// are consecutive, taken from `ledger_head` (its row is locked until the transaction ends, as
+/// the audit chain's head is, and always before it): every row lands on the last page of the
+/// id's index.
+pub(crate) async fn record_in(db: &mut impl Db, rows: &[&Row]) -> Result<(), LedgerError> {
     if rows.is_empty() {
         return Ok(());
     }
     let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let last: i64 = sqlx::query_scalar("UPDATE ledger_head SET seq = seq + $1 WHERE id = 1 RETURNING seq").bind(n).fetch_one(&mut **tx).await?;
+    let head = db.ints(Sql::written("UPDATE ledger_head SET seq = seq + $1 WHERE id = 1 RETURNING seq"), &[Arg::Int(n)], 1).await?;
+    let last = one(&head)?;
     let mut ids = (last - n + 1)..;
-    let sqlite = on_sqlite(tx);
     for piece in pieces(rows) {
-        let mut q = sqlx::query(sql::rows_for_backend(
+        let mut args = Vec::with_capacity(piece.len() * 13);
+        for (row, id) in piece.iter().zip(&mut ids) {
+            args.extend(row_args(id, row));
+        }
+        let sql = Sql::rows(
             "INSERT INTO ledger (id, time_us, namespace, agent, pod, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_micros, latency_ms, status) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             piece.len(),
-            sqlite,
-        )?);
-        for (row, id) in piece.iter().zip(&mut ids) {
-            q = bind_row(q, id, row);
-        }
-        q.execute(&mut **tx).await?;
+        );
+        db.execute(sql, &args).await?;
     }
     Ok(())
+}
+
+/// The one value a statement that changes one row returns.
+pub(crate) fn one(values: &[i64]) -> Result<i64, LedgerError> {
+    match values {
+        [v] => Ok(*v),
+        _ => Err(LedgerError::Unavailable(format!("expected one value from the ledger, read {}", values.len()))),
+    }
 }
 
 /// `items` in pieces of the sizes of [`PIECES`], each as large as it can be: few statements, of
@@ -495,9 +486,9 @@ pub(crate) fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
     out
 }
 
-/// The sizes a batch's ledger rows and audit records are written in: each statement is a
-/// hand-off to SQLite's thread (two context switches), so a batch takes one statement per 64
-/// rows and one per bit of what is left (63 rows: six statements).
+/// The sizes a batch's ledger rows and audit records are written in: a batch takes one
+/// statement per 64 rows and one per bit of what is left (63 rows: six statements), each a
+/// statement prepared once.
 pub const PIECES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// Rows one multi-row `INSERT` writes.
@@ -505,33 +496,38 @@ pub(crate) const ROWS_PER_INSERT: usize = 8;
 
 pub(crate) type AnyQuery<'q> = Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-fn bind_inflight<'q>(q: AnyQuery<'q>, call: &'q InFlight) -> AnyQuery<'q> {
-    q.bind(call.id)
-        .bind(&call.instance)
-        .bind(call.started_us)
-        .bind(&call.namespace)
-        .bind(&call.agent)
-        .bind(&call.service_account)
-        .bind(&call.pod)
-        .bind(&call.provider)
-        .bind(&call.model)
-        .bind(call.amount)
+fn inflight_args(call: &InFlight) -> [Arg<'_>; 10] {
+    [
+        Arg::Int(call.id),
+        Arg::Text(&call.instance),
+        Arg::Int(call.started_us),
+        Arg::Text(&call.namespace),
+        Arg::Text(&call.agent),
+        Arg::Text(&call.service_account),
+        Arg::Text(&call.pod),
+        Arg::Text(&call.provider),
+        Arg::Text(&call.model),
+        Arg::Int(call.amount),
+    ]
 }
 
-fn bind_row<'q>(q: AnyQuery<'q>, id: i64, row: &'q Row) -> AnyQuery<'q> {
-    q.bind(id)
-        .bind(row.time_us)
-        .bind(&row.namespace)
-        .bind(&row.agent)
-        .bind(&row.pod)
-        .bind(&row.provider)
-        .bind(&row.model)
-        .bind(i64::try_from(row.usage.input).unwrap_or(i64::MAX))
-        .bind(i64::try_from(row.usage.cached_input).unwrap_or(i64::MAX))
-        .bind(i64::try_from(row.usage.output).unwrap_or(i64::MAX))
-        .bind(row.cost)
-        .bind(row.latency_ms)
-        .bind(i64::from(row.status))
+fn row_args(id: i64, row: &Row) -> [Arg<'_>; 13] {
+    let count = |n: u64| Arg::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    [
+        Arg::Int(id),
+        Arg::Int(row.time_us),
+        Arg::Text(&row.namespace),
+        Arg::Text(&row.agent),
+        Arg::Text(&row.pod),
+        Arg::Text(&row.provider),
+        Arg::Text(&row.model),
+        count(row.usage.input),
+        count(row.usage.cached_input),
+        count(row.usage.output),
+        Arg::Int(row.cost),
+        Arg::Int(row.latency_ms),
+        Arg::Int(i64::from(row.status)),
+    ]
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! is bounded, and a full queue makes the caller wait rather than lose a row.
 
 use crate::audit_store::Prepared;
-use crate::ledger::{InFlight, Ledger, LedgerError, Period, Reservation, Row};
+use crate::ledger::db::Db;
+use crate::ledger::{InFlight, Ledger, LedgerError, Period, Reservation, Row, transaction};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tollgate_core::model::spend::Micros;
 
@@ -72,7 +74,7 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
             }
             let (units, flushed) = units(batch.drain(..));
             if !units.is_empty() {
-                write(&ledger, &units).await;
+                write(&ledger, units.into()).await;
             }
             for done in flushed {
                 let _ = done.send(());
@@ -144,6 +146,9 @@ fn permanent(e: &LedgerError) -> bool {
         // transaction goes through when tried again.
         LedgerError::Db(sqlx::Error::Database(d)) => !matches!(d.code().as_deref(), Some("40P01" | "40001" | "5" | "6" | "517" | "262")),
         LedgerError::Db(sqlx::Error::Encode(_)) => true,
+        // SQLite's busy and locked, on the writer's own connection: tried again.
+        LedgerError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => !matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked),
+        LedgerError::Sqlite(_) => true,
         _ => false,
     }
 }
@@ -153,29 +158,30 @@ fn permanent(e: &LedgerError) -> bool {
 /// without its audit records, then as its calls' openings and allowances alone (loudly): what
 /// counts against a budget is never dropped. A database that is away is waited for: nothing is
 /// dropped for that.
-async fn write(ledger: &Ledger, units: &[Unit]) {
-    if write_retrying(ledger, units).await.is_ok() {
+async fn write(ledger: &Ledger, units: Arc<[Unit]>) {
+    if write_retrying(ledger, &units).await.is_ok() {
         return;
     }
-    for u in units {
-        if units.len() > 1 && write_retrying(ledger, std::slice::from_ref(u)).await.is_ok() {
+    for u in units.iter() {
+        if units.len() > 1 && write_retrying(ledger, &Arc::from([u.clone()])).await.is_ok() {
             continue;
         }
         let bare = Unit { opened: u.opened.clone(), calls: u.calls.clone(), audit: Vec::new(), given_back: u.given_back.clone() };
-        if write_retrying(ledger, std::slice::from_ref(&bare)).await.is_err() {
+        if write_retrying(ledger, &Arc::from([bare.clone()])).await.is_err() {
             let bare = Unit { calls: Vec::new(), ..bare };
-            let _ = write_retrying(ledger, std::slice::from_ref(&bare)).await;
+            let _ = write_retrying(ledger, &Arc::from([bare])).await;
         }
     }
 }
 
 /// Writes units together, retrying while the database is away; the error they are refused
 /// with, if they are.
-async fn write_retrying(ledger: &Ledger, units: &[Unit]) -> Result<(), ()> {
+async fn write_retrying(ledger: &Ledger, units: &Arc<[Unit]>) -> Result<(), ()> {
     let mut wait = Duration::from_millis(50);
     let calls: usize = units.iter().map(|u| u.calls.len()).sum();
     loop {
-        match settle_units(ledger, units).await {
+        let batch = units.clone();
+        match transaction!(ledger, |db| settle_units_in(db, &batch)).await {
             Ok(()) => return Ok(()),
             Err(e) if permanent(&e) => {
                 let records: usize = units.iter().map(|u| u.audit.len()).sum();
@@ -197,42 +203,39 @@ async fn write_retrying(ledger: &Ledger, units: &[Unit]) -> Result<(), ()> {
 /// (after the calls they served). One write per batch, not five per call, is what lets a
 /// gateway on one CPU keep up. Calls opened since the last batch go first: a call settled in
 /// this batch may have been opened in it.
-async fn settle_units(ledger: &Ledger, units: &[Unit]) -> Result<(), LedgerError> {
+async fn settle_units_in(db: &mut impl Db, units: &[Unit]) -> Result<(), LedgerError> {
     let opened = || units.iter().flat_map(|u| &u.opened);
     let calls = || units.iter().flat_map(|u| &u.calls);
-    let mut tx = ledger.pool.begin().await?;
     // A call opened and settled within one batch never needs its in-flight row: most calls,
     // under load.
     let settled: HashSet<i64> = calls().map(|(r, ..)| r.id).collect();
     let passing: HashSet<i64> = opened().map(|o| o.call.id).filter(|id| settled.contains(id)).collect();
     let still_open: Vec<&InFlight> = opened().map(|o| &o.call).filter(|c| !passing.contains(&c.id)).collect();
-    crate::ledger::open_all_in(&mut tx, &still_open).await?;
+    crate::ledger::open_all_in(db, &still_open).await?;
     let to_settle: Vec<(&Reservation, Micros)> = calls().map(|(r, cost, _)| (r, *cost)).collect();
-    let (taken, mut spend) = crate::ledger::settle_all_in(&mut tx, &to_settle, &passing).await?;
+    let (taken, mut spend) = crate::ledger::settle_all_in(db, &to_settle, &passing).await?;
     let drawn = drawn_by_instance(opened());
     let given_back: Vec<&(String, Period, i64)> = units.iter().flat_map(|u| &u.given_back).collect();
     // Spend rows first, in order; then the leases; then the chain's head (leases.rs).
     let periods: BTreeSet<Period> = spend.keys().chain(drawn.keys().map(|(_, p)| p)).chain(given_back.iter().map(|(_, p, _)| p)).cloned().collect();
-    crate::ledger::leases::lock_in(&mut tx, &periods).await?;
+    crate::ledger::leases::lock_in(db, &periods).await?;
     for ((instance, period), amount) in &drawn {
-        let held = crate::ledger::leases::take_off_in(&mut tx, instance, period, *amount).await?;
+        let held = crate::ledger::leases::take_off_in(db, instance, period, *amount).await?;
         let d = spend.entry(period.clone()).or_default();
         d.0 += amount;
         d.1 -= if held { *amount } else { 0 };
     }
     for (instance, period, left) in given_back {
-        if crate::ledger::leases::take_off_in(&mut tx, instance, period, *left).await? {
+        if crate::ledger::leases::take_off_in(db, instance, period, *left).await? {
             spend.entry(period.clone()).or_default().1 -= left;
         }
-        crate::ledger::leases::forget_spent_in(&mut tx, instance, period).await?;
+        crate::ledger::leases::forget_spent_in(db, instance, period).await?;
     }
-    crate::ledger::add_all_in(&mut tx, &spend).await?;
+    crate::ledger::add_all_in(db, &spend).await?;
     let rows: Vec<&Row> = calls().filter(|(r, ..)| taken.contains(&r.id)).filter_map(|(.., row)| row.as_ref()).collect();
-    crate::ledger::record_in(&mut tx, &rows).await?;
+    crate::ledger::record_in(db, &rows).await?;
     let audit: Vec<&Prepared> = units.iter().flat_map(|u| &u.audit).collect();
-    crate::audit_store::append_in(&mut tx, audit.into_iter()).await?;
-    tx.commit().await?;
-    Ok(())
+    crate::audit_store::append_in(db, audit.into_iter()).await
 }
 
 /// What the opened calls took from allowances, by instance and period.
@@ -246,10 +249,11 @@ fn drawn_by_instance<'a>(opened: impl Iterator<Item = &'a Opened>) -> BTreeMap<(
     out
 }
 
-/// [`settle_units`] of one unit.
+/// [`settle_units_in`] of one unit, in a transaction of its own.
 #[cfg(test)]
 pub(crate) async fn settle_many(ledger: &Ledger, u: &Unit) -> Result<(), LedgerError> {
-    settle_units(ledger, std::slice::from_ref(u)).await
+    let units: Arc<[Unit]> = Arc::from([u.clone()]);
+    transaction!(ledger, |db| settle_units_in(db, &units)).await
 }
 
 #[cfg(test)]
@@ -276,7 +280,7 @@ mod tests {
         let source = Source { namespace: "ns".into(), service_account: "coder".into(), shipped: false };
         let record = Prepared::new(&source, serde_json::json!({"kind": "model_call"}));
         let unit = Unit { opened: vec![Opened { call: c, drawn: Vec::new() }], calls: vec![(settled, 5, Some(row))], audit: vec![record], ..Unit::default() };
-        write(&l, &[unit]).await;
+        write(&l, Arc::from([unit])).await;
         assert_eq!(l.calls("ns", "coder").await.unwrap().len(), 1, "the call's ledger row is written without its record");
     }
 }

@@ -53,6 +53,17 @@ fn statements_in(source: &str) -> Result<Vec<(String, Given)>> {
     // One written another way (a turbofish, a statement in a variable) would go unchecked.
     let calls = code.matches("sqlx::query").count();
     ensure!(calls == found.len(), "{calls} sqlx::query calls but {} statements read: write each as a literal argument", found.len());
+    // The ledger's writes, said once for both backends (`ledger/db.rs`).
+    for (start, given) in [("Sql::written(", Given::AsWritten), ("Sql::bare(", Given::Bare), ("Sql::rows(", Given::Rows)] {
+        let mut rest = code;
+        while let Some(at) = rest.find(start) {
+            rest = rest[at + start.len()..].trim_start();
+            let Some(literal) = rest.strip_prefix('"') else { bail!("a statement that is not a string literal: {}", &rest[..rest.len().min(60)]) };
+            let (sql, after) = unescape(literal)?;
+            found.push((sql, given));
+            rest = after;
+        }
+    }
     Ok(found)
 }
 
@@ -204,4 +215,14 @@ fn the_scan_reads_literals_as_the_compiler_does() {
         vec![("INSERT INTO t VALUES ($1)".to_owned(), Given::Bare), ("INSERT INTO u VALUES ($1)".to_owned(), Given::Rows)]
     );
     assert!(statements_in("sqlx::query(&sql)").is_err(), "a statement built at run time is not checked, so it is refused");
+    let said_once = "db.execute(Sql::written(\"DELETE FROM t\"), &[]); let s = Sql::rows(\n \"INSERT INTO u VALUES ($1)\", n); Sql::bare(\"SELECT $1\")";
+    assert_eq!(
+        statements_in(said_once).unwrap(),
+        vec![
+            ("DELETE FROM t".to_owned(), Given::AsWritten),
+            ("INSERT INTO u VALUES ($1)".to_owned(), Given::Rows),
+            ("SELECT $1".to_owned(), Given::Bare)
+        ]
+    );
+    assert!(statements_in("Sql::written(text)").is_err(), "nor one of the ledger's writes");
 }

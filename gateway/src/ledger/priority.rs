@@ -12,6 +12,9 @@ const NICE: i32 = 10;
 /// The name sqlx gives its SQLite threads, as the kernel keeps it (15 bytes).
 const THREAD_NAME: &str = "sqlx-sqlite-wor";
 
+/// The ledger's own writer thread (`writer.rs`).
+pub(crate) const WRITER_NAME: &str = "tollgate-ledger";
+
 /// Lowers the priority of every SQLite thread of this process (each connection's, once it is
 /// open). Where the platform has no per-thread priority, nothing changes.
 pub fn lower_sqlite_threads() {
@@ -23,6 +26,12 @@ pub fn lower_sqlite_threads() {
             set_nice(tid, NICE);
         }
     }
+}
+
+/// Lowers the calling thread's priority as [`lower_sqlite_threads`] does sqlx's (the ledger's
+/// own writer thread, `writer.rs`). On Linux a process id of 0 is the calling thread.
+pub fn lower_this_thread() {
+    set_nice(0, NICE);
 }
 
 #[allow(unsafe_code)]
@@ -39,12 +48,12 @@ fn set_nice(tid: libc::id_t, nice: i32) {
 mod tests {
     use super::*;
 
-    /// The nice value of each of this process's SQLite threads.
+    /// The nice value of each of this process's SQLite threads (sqlx's and the ledger's writer).
     fn sqlite_threads_nice() -> Vec<i32> {
         let tasks = std::fs::read_dir("/proc/self/task").map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
         tasks
             .iter()
-            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(THREAD_NAME)))
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(THREAD_NAME) || c.starts_with(WRITER_NAME)))
             .filter_map(|t| {
                 let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
                 // After the name's closing parenthesis: the state is the first field, nice the 17th.
@@ -58,6 +67,6 @@ mod tests {
         let (_ledger, _dir) = crate::ledger::tests::ledger().await;
         // Other tests open ledgers meanwhile: their threads may not be lowered yet.
         let nice = sqlite_threads_nice();
-        assert!(nice.iter().filter(|n| **n == NICE).count() >= 2, "the writer's and the checkpointer's threads: {nice:?}");
+        assert!(nice.iter().filter(|n| **n == NICE).count() >= 3, "the writer's, the reader's and the checkpointer's threads: {nice:?}");
     }
 }

@@ -9,6 +9,9 @@ pub enum LedgerError {
     Exhausted { budget: String, spent: Micros, limit: Micros },
     #[error("ledger database: {0}")]
     Db(#[from] sqlx::Error),
+    /// From the SQLite writer's own connection (`writer.rs`).
+    #[error("ledger database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The group a reservation was in could not be written (the cause is logged once).
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
