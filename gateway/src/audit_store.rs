@@ -47,7 +47,7 @@ impl Ledger {
             if new {
                 append_in(db, records.iter()).await?;
             }
-            Ok(new)
+            Ok::<_, LedgerError>(new)
         })
         .await
     }

@@ -18,7 +18,8 @@ impl crate::ledger::Ledger {
     /// Says `instance` is alive now.
     pub async fn heartbeat(&self, instance: &str) -> Result<(), LedgerError> {
         let (instance, now) = (instance.to_owned(), jiff::Timestamp::now().as_microsecond());
-        let sql = Sql::written("INSERT INTO gateway_instances (instance, seen_us) VALUES ($1, $2) ON CONFLICT (instance) DO UPDATE SET seen_us = excluded.seen_us");
+        let sql =
+            Sql::written("INSERT INTO gateway_instances (instance, seen_us) VALUES ($1, $2) ON CONFLICT (instance) DO UPDATE SET seen_us = excluded.seen_us");
         transaction!(self, |db| db.execute(sql, &[Arg::Text(&instance), Arg::Int(now)])).await?;
         Ok(())
     }

@@ -18,7 +18,7 @@ mod reserve;
 pub mod sql;
 mod types;
 mod writer;
-use db::{Arg, Db, Kind, Sql};
+use db::{Arg, Db, Sql};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr, query::Query};
 use tollgate_core::model::spend::Micros;
@@ -65,7 +65,7 @@ pub struct Ledger {
     /// SQLite only: the connection that checkpoints its write-ahead log.
     checkpointer: Option<AnyPool>,
     /// SQLite only: the connection every write transaction runs on, on its own thread.
-    writer: Option<writer::Writer>,
+    pub(crate) writer: Option<writer::Writer>,
 }
 
 /// `$body`, an async expression over `$db` (a `&mut impl Db`), run in one transaction of
@@ -318,13 +318,6 @@ impl Ledger {
         .await?;
         Ok(inserted == 1)
     }
-}
-
-pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
-
-/// Whether `tx` is SQLite's (sqlx's name of it), for [`sql::for_backend`].
-pub(crate) fn on_sqlite(tx: &Tx) -> bool {
-    tx.backend_name() == "SQLite"
 }
 
 fn sorted(mut claims: Vec<Claim>) -> Vec<Claim> {

@@ -124,9 +124,9 @@ pub(crate) trait Db {
     }
 }
 
-impl Db for super::Tx {
+impl Db for sqlx::Transaction<'_, sqlx::Any> {
     fn sqlite(&self) -> bool {
-        super::on_sqlite(self)
+        self.backend_name() == "SQLite"
     }
 
     async fn execute(&mut self, sql: Sql, args: &[Arg<'_>]) -> Result<u64, LedgerError> {

@@ -97,7 +97,7 @@ impl Ledger {
             for (_, period, left) in take_all_in(db, leases).await? {
                 add_in(db, &period, 0, -left).await?;
             }
-            Ok(())
+            Ok::<_, LedgerError>(())
         })
         .await
     }
@@ -113,7 +113,7 @@ impl Ledger {
             );
             let leases = leases_in(db, sql, &[Arg::Int(cutoff_us)]).await?;
             if leases.is_empty() {
-                return Ok(0);
+                return Ok::<_, LedgerError>(0);
             }
             let dead = take_all_in(db, leases).await?;
             charge_in(db, &dead).await?;
