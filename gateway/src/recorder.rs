@@ -61,8 +61,9 @@ pub fn spawn(ledger: Ledger) -> tokio::sync::mpsc::Sender<Entry> {
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            // Under load, what arrives meanwhile shares the transaction: each statement is a
-            // hand-off to the database's thread, and a transaction's own are paid once a batch.
+            // Under load, what arrives meanwhile shares the transaction: a transaction is a
+            // hand-off to the database's thread (on PostgreSQL, each statement a round trip),
+            // and its own costs are paid once a batch.
             if !batch.iter().any(|e| matches!(e, Entry::Flush(_))) {
                 tokio::time::sleep(LINGER).await;
                 while batch.len() < MAX_BATCH {
@@ -146,9 +147,11 @@ fn permanent(e: &LedgerError) -> bool {
         // transaction goes through when tried again.
         LedgerError::Db(sqlx::Error::Database(d)) => !matches!(d.code().as_deref(), Some("40P01" | "40001" | "5" | "6" | "517" | "262")),
         LedgerError::Db(sqlx::Error::Encode(_)) => true,
-        // SQLite's busy and locked, on the writer's own connection: tried again.
+        // On the SQLite writer's own connection: a value the database refused; busy and locked
+        // are tried again, as is a fault of the statements themselves (loudly, as sqlx's were).
         LedgerError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => !matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked),
-        LedgerError::Sqlite(_) => true,
+        // A transaction that made the writer panic would again.
+        LedgerError::Failed(_) => true,
         _ => false,
     }
 }

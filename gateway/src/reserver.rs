@@ -1,6 +1,6 @@
 //! Budget reservations. A call far from its budgets' limits is taken from this gateway's
 //! allowances in memory (`ledger/allowance.rs`), with nothing on its answer's path; the others
-//! are group-committed: each statement is a hand-off to the database's thread, so what queues
+//! are group-committed: each transaction is a hand-off to the database's thread, so what queues
 //! while one group is written goes in the next, in one transaction
 //! ([`Ledger::reserve_and_lease`]), with the leases and refills asked for meanwhile. Allowances
 //! no call used for a while go back to their budgets through the recorder, after the calls

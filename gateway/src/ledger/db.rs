@@ -4,8 +4,8 @@
 //! batches, audit appends, leases) are written against [`Db`]; each backend binds the same
 //! statement its own way.
 
-use super::LedgerError;
 use super::sql::{for_backend, rows_for_backend};
+use super::types::LedgerError;
 use sqlx::{Row as _, SqlSafeStr, SqlStr};
 
 /// A statement literal and how it reaches the database: as written, with bare parameters on
@@ -48,7 +48,8 @@ impl Sql {
     }
 }
 
-/// A bound value: borrowed, so a batch's texts are not copied to be bound.
+/// A bound value, borrowed from where it is: SQLite copies a text once as it binds it, and
+/// nothing else does.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg<'a> {
     Int(i64),
@@ -150,7 +151,9 @@ impl Db for sqlx::Transaction<'_, sqlx::Any> {
     }
 }
 
-fn bind<'q>(mut q: super::AnyQuery<'q>, args: &[Arg<'_>]) -> super::AnyQuery<'q> {
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn bind<'q>(mut q: AnyQuery<'q>, args: &[Arg<'_>]) -> AnyQuery<'q> {
     for a in args {
         q = match *a {
             Arg::Int(v) => q.bind(v),

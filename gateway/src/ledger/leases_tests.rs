@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
 use crate::ledger::tests::{call, ledger};
-use crate::ledger::{Claim, INTERRUPTED, LeaseAsk, Reservation};
+use crate::ledger::{Claim, INTERRUPTED, LeaseAsk, Ledger, Reservation, Row};
 use crate::recorder::{Opened, Unit, settle_many};
 
 const LIMIT: i64 = 1_000_000_000;

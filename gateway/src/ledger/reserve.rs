@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::db::{Arg, Db, Sql};
-use super::{Claim, Granted, InFlight, LeaseAsk, LedgerError, Period, Reservation, add_all_in, allowance, group, leases, open_all_in};
+use super::types::{Claim, Granted, InFlight, LeaseAsk, LedgerError, Period, Reservation};
+use super::writes::{add_all_in, open_all_in};
+use super::{allowance, group, leases};
 
 type Answers = Vec<Result<Reservation, LedgerError>>;
 

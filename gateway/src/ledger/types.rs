@@ -12,6 +12,9 @@ pub enum LedgerError {
     /// From the SQLite writer's own connection (`writer.rs`).
     #[error("ledger database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A transaction the SQLite writer could not run (it panicked): trying it again would too.
+    #[error("ledger writer: {0}")]
+    Failed(String),
     /// The group a reservation was in could not be written (the cause is logged once).
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
@@ -112,4 +115,38 @@ pub struct InFlight {
 /// recorder's to write, in its next batch.
 pub fn unregistered(call: &InFlight) -> Reservation {
     Reservation { id: call.id, amount: call.amount, ..Reservation::default() }
+}
+
+/// An allowance asked for: the claim of the period to lease from (its limit), for calls of
+/// about `amount`.
+#[derive(Debug, Clone)]
+pub struct LeaseAsk {
+    pub claim: Claim,
+    pub amount: Micros,
+}
+
+/// An allowance granted: its size, and what its period held then (the lease included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    pub period: Period,
+    pub size: i64,
+    pub held: i64,
+}
+
+/// `ledger.status` of a call whose gateway stopped before it was settled.
+pub const INTERRUPTED: u16 = 0;
+
+/// A settled call, as its ledger row.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub time_us: i64,
+    pub namespace: String,
+    pub agent: String,
+    pub pod: String,
+    pub provider: String,
+    pub model: String,
+    pub usage: tollgate_core::model::spend::Usage,
+    pub cost: Micros,
+    pub latency_ms: i64,
+    pub status: u16,
 }

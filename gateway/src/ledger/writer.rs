@@ -3,17 +3,18 @@
 //! back (a channel, a futex wake, two context switches), and its Any driver copies every bound
 //! text twice; a settled batch of 80 calls was a dozen hand-offs and every row's texts copied,
 //! about a quarter of the gateway's CPU at saturation spent around SQLite rather than in it.
-//! Here a whole transaction is one hand-off, and its statements bind borrowed values to
-//! prepared statements kept between batches. One writer connection also means no two writers
-//! ever wait on SQLite's lock; reads stay on sqlx's connection (the write-ahead log never makes
-//! a reader wait for the writer). PostgreSQL keeps sqlx.
+//! Here a whole transaction is one hand-off, and its statements bind borrowed values (SQLite
+//! copies each text once) to prepared statements kept between batches. One writer connection
+//! also means the ledger's writes never wait on each other for SQLite's lock (only a restart
+//! checkpoint holds the writer back, briefly: ledger.rs); reads stay on sqlx's connection (the
+//! write-ahead log never makes a reader wait for the writer). PostgreSQL keeps sqlx.
 
-use super::LedgerError;
 use super::db::{Arg, Cell, Db, Kind, Sql};
+use super::types::LedgerError;
 use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -22,6 +23,10 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
 }
+
+/// Transactions waiting for the writer; past them, a caller waits for a place (a sidecar
+/// shipping audit batches faster than they are written is held back, not queued without end).
+const QUEUE: usize = 64;
 
 /// Statements kept prepared: each size of each multi-row statement, and the rest.
 const PREPARED: usize = 128;
@@ -38,16 +43,14 @@ impl Writer {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(PREPARED);
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         std::thread::Builder::new()
             .name(super::priority::WRITER_NAME.into())
             .spawn(move || {
                 super::priority::lower_this_thread();
                 let mut conn = conn;
-                while let Ok(job) = queue.recv() {
-                    // A job that panics loses its answer (its caller is told the writer failed);
-                    // the transaction it held rolls back as it unwinds, and the next job runs.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                while let Some(job) = queue.blocking_recv() {
+                    job(&mut conn);
                 }
             })
             .map_err(|e| LedgerError::Unavailable(format!("could not start the ledger's writer: {e}")))?;
@@ -61,14 +64,25 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Lite<'_>) -> Result<T, LedgerError> + Send + 'static,
     {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let _ = done.send(in_transaction(conn, f));
-        });
+        let (done, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| run(conn, f, done));
         let stopped = || LedgerError::Unavailable("the ledger's writer has stopped".into());
-        self.jobs.send(job).map_err(|_| stopped())?;
+        self.jobs.send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// Runs one job and answers it. A caller that went away while it waited is not run for: its
+/// transaction would have rolled back on sqlx as its future was dropped (every write the ledger
+/// makes is one its caller would make again: an audit batch is stored once by its id). A job
+/// that panics rolls back as it unwinds and is answered [`LedgerError::Failed`]; the next runs.
+fn run<T>(conn: &mut Connection, f: impl FnOnce(&mut Lite<'_>) -> Result<T, LedgerError>, done: oneshot::Sender<Result<T, LedgerError>>) {
+    if done.is_closed() {
+        return;
+    }
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| in_transaction(conn, f)))
+        .unwrap_or_else(|_| Err(LedgerError::Failed("the ledger's writer panicked in a transaction; it was rolled back".into())));
+    let _ = done.send(out);
 }
 
 fn in_transaction<T>(conn: &mut Connection, f: impl FnOnce(&mut Lite<'_>) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
@@ -155,6 +169,30 @@ mod tests {
         assert!(short.is_err(), "a statement short of arguments is refused, never bound with what was left over");
     }
 
+    /// A caller gone before its transaction ran (a sidecar that hung up while its audit batch
+    /// waited) is not run for, as sqlx rolled back a transaction whose future was dropped.
+    #[tokio::test]
+    async fn a_transaction_whose_caller_went_away_before_it_ran_is_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (a INTEGER NOT NULL)").unwrap();
+        let w = Writer::open(&path).unwrap();
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        // Polled once, so queued first; it holds the writer until released.
+        let mut first = Box::pin(w.transaction(move |_| hold.recv().map_err(|e| LedgerError::Failed(e.to_string()))));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        let insert = Sql::written("INSERT INTO t (a) VALUES ($1)");
+        let gone = w.transaction(move |db| futures::executor::block_on(db.execute(insert, &[Arg::Int(7)])));
+        // Polled once: queued behind the first, then dropped unanswered.
+        assert!(futures::FutureExt::now_or_never(gone).is_none());
+        release.send(()).unwrap();
+        first.await.unwrap();
+        let count = w.transaction(|db| futures::executor::block_on(db.ints(Sql::written("SELECT COUNT(*) FROM t"), &[], 1))).await.unwrap();
+        assert_eq!(count, [0]);
+        let kept = w.transaction(move |db| futures::executor::block_on(db.execute(insert, &[Arg::Int(8)]))).await.unwrap();
+        assert_eq!(kept, 1, "a caller that waits is answered");
+    }
+
     #[tokio::test]
     async fn a_failed_transaction_leaves_nothing_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
@@ -175,7 +213,7 @@ mod tests {
             futures::executor::block_on(db.execute(insert, &[Arg::Int(2)])).unwrap();
             panic!("a job that panics")
         });
-        assert!(panicked.await.is_err());
+        assert!(matches!(panicked.await, Err(LedgerError::Failed(_))), "a panic is an answer of its own, not a writer gone");
         let count = w.transaction(|db| futures::executor::block_on(db.ints(Sql::written("SELECT COUNT(*) FROM t"), &[], 1))).await.unwrap();
         assert_eq!(count, [0], "neither transaction left a row");
     }
