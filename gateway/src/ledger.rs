@@ -330,6 +330,13 @@ pub(crate) mod tests {
         InFlight { id: rand::random::<i64>() & i64::MAX, instance: "test".into(), amount, ..InFlight::default() }
     }
 
+    #[test]
+    fn the_writer_opens_the_file_a_url_names_and_refuses_a_database_in_memory() {
+        assert_eq!(sqlite_file("sqlite:///var/lib/tollgate/ledger.db?mode=rwc").unwrap(), std::path::Path::new("/var/lib/tollgate/ledger.db"));
+        assert!(sqlite_file("sqlite::memory:").is_err());
+        assert!(sqlite_file("sqlite://:memory:").is_err());
+    }
+
     /// A period this ledger never counted starts from its claim's floor (the status's figure);
     /// one it counted is never moved by a floor.
     #[tokio::test]
