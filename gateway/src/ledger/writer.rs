@@ -95,22 +95,26 @@ fn in_transaction<T>(conn: &mut Connection, f: impl FnOnce(&mut Lite<'_>) -> Res
 /// A transaction on the writer's connection.
 pub(crate) struct Lite<'c>(&'c Connection);
 
+impl Lite<'_> {
+    /// `sql`, prepared once and kept, with `args` bound.
+    fn prepared(&self, sql: Sql, args: &[Arg<'_>]) -> Result<rusqlite::CachedStatement<'_>, LedgerError> {
+        let mut statement = self.0.prepare_cached(sql.given(true)?.as_str())?;
+        bind(&mut statement, args)?;
+        Ok(statement)
+    }
+}
+
 impl Db for Lite<'_> {
     fn sqlite(&self) -> bool {
         true
     }
 
     async fn execute(&mut self, sql: Sql, args: &[Arg<'_>]) -> Result<u64, LedgerError> {
-        let text = sql.given(true)?;
-        let mut statement = self.0.prepare_cached(text.as_str())?;
-        bind(&mut statement, args)?;
-        Ok(u64::try_from(statement.raw_execute()?).unwrap_or(u64::MAX))
+        Ok(u64::try_from(self.prepared(sql, args)?.raw_execute()?).unwrap_or(u64::MAX))
     }
 
     async fn fetch(&mut self, sql: Sql, args: &[Arg<'_>], kinds: &[Kind]) -> Result<Vec<Cell>, LedgerError> {
-        let text = sql.given(true)?;
-        let mut statement = self.0.prepare_cached(text.as_str())?;
-        bind(&mut statement, args)?;
+        let mut statement = self.prepared(sql, args)?;
         let mut rows = statement.raw_query();
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
@@ -148,12 +152,17 @@ fn bind(statement: &mut Statement<'_>, args: &[Arg<'_>]) -> Result<(), LedgerErr
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn numbered_parameters_bind_by_number_and_bare_ones_in_order() {
+    /// A writer on a new database holding one table made by `table`.
+    fn writer_on(table: &str) -> (Writer, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (a INTEGER, b TEXT, c INTEGER)").unwrap();
-        let w = Writer::open(&path).unwrap();
+        Connection::open(&path).unwrap().execute_batch(table).unwrap();
+        (Writer::open(&path).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn numbered_parameters_bind_by_number_and_bare_ones_in_order() {
+        let (w, _dir) = writer_on("CREATE TABLE t (a INTEGER, b TEXT, c INTEGER)");
         let rows = w
             .transaction(|db| {
                 futures::executor::block_on(async {
@@ -173,10 +182,7 @@ mod tests {
     /// waited) is not run for, as sqlx rolled back a transaction whose future was dropped.
     #[tokio::test]
     async fn a_transaction_whose_caller_went_away_before_it_ran_is_not_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (a INTEGER NOT NULL)").unwrap();
-        let w = Writer::open(&path).unwrap();
+        let (w, _dir) = writer_on("CREATE TABLE t (a INTEGER NOT NULL)");
         let (release, hold) = std::sync::mpsc::channel::<()>();
         // Polled once, so queued first; it holds the writer until released.
         let mut first = Box::pin(w.transaction(move |_| hold.recv().map_err(|e| LedgerError::Failed(e.to_string()))));
@@ -195,10 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_transaction_leaves_nothing_and_the_writer_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (a INTEGER NOT NULL)").unwrap();
-        let w = Writer::open(&path).unwrap();
+        let (w, _dir) = writer_on("CREATE TABLE t (a INTEGER NOT NULL)");
         let insert = Sql::written("INSERT INTO t (a) VALUES ($1)");
         let failed = w
             .transaction(move |db| {
