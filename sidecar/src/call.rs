@@ -21,18 +21,35 @@ pub(crate) struct CallContext<'a> {
     pub justification: Option<&'a str>,
     pub decision: &'a Decision,
     pub correlation: String,
-    /// Digest and redacted arguments, computed once for all of the call's records.
-    pub facts: std::sync::OnceLock<(String, RawJson)>,
+    /// What every record of the call repeats, worked out once for all of them.
+    pub facts: std::sync::OnceLock<Facts>,
+}
+
+/// The arguments' digest and redacted text, and the policy and rule that decided, as records
+/// name them.
+pub(crate) struct Facts {
+    digest: String,
+    arguments: RawJson,
+    policy: Option<String>,
+    rule: Option<String>,
 }
 
 impl CallContext<'_> {
     /// The arguments' digest, computed once for the call's records and its approval request.
     pub fn digest(&self) -> &str {
-        &self.facts().0
+        &self.facts().digest
     }
 
-    fn facts(&self) -> &(String, RawJson) {
-        self.facts.get_or_init(|| (tollgate_core::mcp::digest::arguments_digest(self.arguments), RawJson::redacted(self.arguments, self.raw_arguments)))
+    fn facts(&self) -> &Facts {
+        self.facts.get_or_init(|| {
+            let (policy, rule) = policy::attribution(&self.decision.decided_by);
+            Facts {
+                digest: tollgate_core::mcp::digest::arguments_digest(self.arguments),
+                arguments: RawJson::redacted(self.arguments, self.raw_arguments),
+                policy,
+                rule,
+            }
+        })
     }
 
     pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {
@@ -62,7 +79,7 @@ impl CallContext<'_> {
 
     /// The record `audit` writes; a held call keeps one to fill in when it ends.
     pub fn record(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) -> AuditRecord {
-        let (policy, rule) = policy::attribution(&self.decision.decided_by);
+        let facts = self.facts();
         AuditRecord {
             time: jiff::Timestamp::now().to_string(),
             kind,
@@ -75,12 +92,12 @@ impl CallContext<'_> {
             },
             server: self.server.name.clone(),
             tool: self.tool.to_owned(),
-            arguments_digest: self.facts().0.clone(),
-            arguments: self.facts().1.clone(),
+            arguments_digest: facts.digest.clone(),
+            arguments: facts.arguments.clone(),
             justification: self.justification.map(|j| tollgate_core::audit::redact::redact_str(j).into_owned()),
             decision: AuditDecision::from(self.decision.action),
-            policy,
-            rule,
+            policy: facts.policy.clone(),
+            rule: facts.rule.clone(),
             approval_request: request.map(str::to_owned),
             approvers: Vec::new(),
             outcome,
