@@ -20,9 +20,55 @@ use tollgate_runtime::watch::reflect;
 pub struct Server {
     pub name: String,
     pub url: String,
+    /// `url` parsed once, for every request to the server (`None`: it does not parse, and a
+    /// request says why).
+    pub target: Option<Target>,
     pub timeout: Duration,
     pub headers: Vec<HeaderSource>,
     pub tls: Option<tollgate_api::UpstreamTls>,
+}
+
+impl Server {
+    pub fn new(name: String, url: String, timeout: Duration, headers: Vec<HeaderSource>, tls: Option<tollgate_api::UpstreamTls>) -> Server {
+        Server { target: Target::parse(&url), name, url, timeout, headers, tls }
+    }
+
+    /// A server the sidecar answers for itself (built-in tools, refusals): never called.
+    pub fn local(name: String, timeout: Duration) -> Server {
+        Server::new(name, String::new(), timeout, Vec::new(), None)
+    }
+}
+
+/// What each request to a server starts from: its URI and the `Host` header hyper would write
+/// for it (the port only when it is not the scheme's), both cheap to clone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub uri: hyper::Uri,
+    pub host: hyper::header::HeaderValue,
+}
+
+impl Target {
+    /// `None` for what is not an absolute `http://` or `https://` URL with a host.
+    pub fn parse(url: &str) -> Option<Target> {
+        let uri: hyper::Uri = url.parse().ok()?;
+        let default_port = match uri.scheme_str()? {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let host = uri.host()?;
+        let authority = uri.authority()?.as_str();
+        let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+        let host = match uri.port_u16() {
+            Some(port) if port != default_port => format!("{host}:{port}"),
+            Some(_) => host.to_owned(),
+            // A port past 65535 is kept by the URI and dropped by `port_u16`: left to the
+            // request to refuse, as before.
+            None if host_and_port != host => return None,
+            None => host.to_owned(),
+        };
+        Some(Target { host: hyper::header::HeaderValue::from_str(&host).ok()?, uri })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -123,7 +169,7 @@ pub fn build(agent_name: &str, namespace: &str, s: &Stores) -> Snapshot {
         .filter_map(|m| {
             let url = m.spec.endpoint(namespace)?;
             let timeout = Duration::from_secs(u64::try_from(m.spec.timeout_seconds.max(1)).unwrap_or(30));
-            Some((m.name_any(), Server { name: m.name_any(), url, timeout, headers: m.spec.headers.clone(), tls: m.spec.tls.clone() }))
+            Some((m.name_any(), Server::new(m.name_any(), url, timeout, m.spec.headers.clone(), m.spec.tls.clone())))
         })
         .collect();
     let workflows = s
@@ -248,5 +294,26 @@ mod tests {
         assert_eq!(s.workflows.get("ops").map(|w| w.timeout), Some(Duration::from_secs(60)));
         assert!(!s.refuse_other_destinations);
         assert!(build("someone-else", "team-a", &stores).agent.is_none(), "an unmanaged agent gets no snapshot agent");
+        assert_eq!(server.target.as_ref().map(|t| t.uri.to_string()), Some("http://files/mcp".into()));
+    }
+
+    #[test]
+    fn a_servers_host_header_names_the_port_only_when_it_is_not_the_schemes() {
+        let host = |url: &str| Target::parse(url).map(|t| t.host.to_str().unwrap_or_default().to_owned());
+        for (url, want) in [
+            ("http://files/mcp", "files"),
+            ("http://files:80/mcp", "files"),
+            ("http://files:443/mcp", "files:443"),
+            ("https://files:443/mcp", "files"),
+            ("https://files:8443/mcp", "files:8443"),
+            ("http://10.0.0.1:8080/mcp", "10.0.0.1:8080"),
+            ("http://[::1]:9000/mcp", "[::1]:9000"),
+        ] {
+            assert_eq!(host(url).as_deref(), Some(want), "{url}");
+        }
+        assert_eq!(host("http://user:pw@files:8080/mcp").as_deref(), Some("files:8080"), "no credentials in Host");
+        for bad in ["", "files/mcp", "ftp://files/mcp", "http://", "http://files:99999/mcp"] {
+            assert_eq!(host(bad), None, "{bad:?}");
+        }
     }
 }

@@ -145,7 +145,17 @@ impl Upstream {
         // Without its credentials a server is not called at all: it would only refuse, less clearly.
         let credentials =
             self.credentials.resolve(&server.headers).await.map_err(|source| UpstreamError::Credentials { server: server.name.clone(), source })?;
-        let mut req = Request::builder().method(method).uri(&server.url);
+        // The parsed URL and its `Host` header come from the snapshot; hyper keeps a `Host` it is given.
+        let mut req = match &server.target {
+            Some(t) => {
+                let mut req = Request::builder().method(method).uri(t.uri.clone());
+                if let Some(h) = req.headers_mut() {
+                    h.insert(hyper::header::HOST, t.host.clone());
+                }
+                req
+            }
+            None => Request::builder().method(method).uri(&server.url),
+        };
         if let Some(h) = req.headers_mut() {
             for name in FORWARDED_REQUEST_HEADERS {
                 if let Some(v) = downstream.get(*name) {

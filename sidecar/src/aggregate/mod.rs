@@ -79,7 +79,7 @@ async fn one(sc: &Arc<Sidecar>, snapshot: &Snapshot, headers: &HeaderMap, env: &
     };
     if env.id.is_none() {
         if method == "tools/call" {
-            let server = Server { name: String::new(), url: String::new(), timeout: std::time::Duration::ZERO, headers: Vec::new(), tls: None };
+            let server = Server::local(String::new(), std::time::Duration::ZERO);
             return crate::tools::refuse_idless(sc, &server, env);
         }
         return relay::notification_from_client(sc, snapshot, &session, method, raw).await;

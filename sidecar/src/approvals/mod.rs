@@ -81,7 +81,7 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
         };
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &text, true));
     }
-    let standalone = Server { name: BUILTIN_SERVER.into(), url: String::new(), timeout: server.timeout, headers: Vec::new(), tls: None };
+    let standalone = Server::local(BUILTIN_SERVER.into(), server.timeout);
     let ctx = CallContext {
         sc,
         server: &standalone,
