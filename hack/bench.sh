@@ -13,6 +13,10 @@ step "control plane (kube-apiserver + etcd from their Go modules, cached)"
 TOLLGATE_CONTROL_PLANE_DIR="$(bash e2e/scripts/build-control-plane.sh | tail -n 1)"
 export TOLLGATE_CONTROL_PLANE_DIR
 
+step "LiteLLM's proxy (PyPI, pinned, cached): what the gateway's added latency is compared with"
+TOLLGATE_LITELLM="$(bash e2e/scripts/install-litellm.sh | tail -n 1)"
+export TOLLGATE_LITELLM
+
 step "release build"
 cargo build --release -p tollgate-bench -p tollgate-sidecar -p tollgate-gateway -p tollgate-operator --bins
 if [[ "${TOLLGATE_BENCH_QUICK:-}" == "1" ]]; then
@@ -67,6 +71,8 @@ dirty="$(git diff --quiet HEAD -- . ':(exclude)docs/performance.md' || echo ' (w
   echo "provider or MCP server called without a proxy) and a bare hyper reverse proxy that reads the"
   echo "body and forwards it. The load generator and the mock upstream run on CPU 0, the proxy under"
   echo "test on CPU 1. Ratios, not absolute figures, are what carries from one machine to another."
+  echo "The gateway's bench also puts LiteLLM's proxy (pinned, without a database) on the same CPU"
+  echo "and mock provider, for the latency each adds."
   echo "Changes measured on the way here, with the runs that compare them: [performance-history.md](performance-history.md)."
   if ((${#missed[@]})); then
     echo

@@ -1,5 +1,6 @@
 //! Shared measurement helpers for the benchmarks.
 
+pub mod litellm;
 pub mod load;
 
 use std::time::Instant;

@@ -2,7 +2,8 @@
 //! (DESIGN §5): added latency (p50/p99) of a non-streaming chat completion with a ~1 KiB answer,
 //! one connection; CPU per call at saturation; the first-event delay of a stream; each with the
 //! ledger only and with a budget reserved and settled on every call; then CPU per call once the
-//! gateway knows 500 agents and 100 budgets (it should not grow with them).
+//! gateway knows 500 agents and 100 budgets (it should not grow with them). With
+//! `TOLLGATE_LITELLM` (`hack/bench.sh` installs it), the latency LiteLLM's proxy adds besides.
 //!
 //! Build first: `cargo build --release --workspace --bins`. The load generator and the mock
 //! provider run on CPU 0, the proxies on CPU 1. `TOLLGATE_BENCH_GATEWAY` runs another build.
@@ -51,6 +52,7 @@ fn main() -> Result<()> {
     measure(&rt, &paths, &body, &stream_body, false)?;
     add_budget(&cp)?;
     let one_budget = measure(&rt, &paths, &body, &stream_body, true)?;
+    against_litellm(&cp, &rt, &paths, &provider, &body)?;
     at_scale(&cp, &rt, &paths, &body, one_budget)?;
     tollgate_bench::finish()
 }
@@ -89,6 +91,56 @@ fn at_scale(cp: &ControlPlane, rt: &tokio::runtime::Runtime, p: &Paths<'_>, body
     println!("{}; RSS {:.1} MiB", runs.report("    ", "tollgate-gateway"), total.max_rss / 1024.0);
     println!("  {}", tollgate_bench::target("CPU per call at this scale / with one budget", total.per_call() / one_budget, 1.2, "×"));
     Ok(())
+}
+
+/// The latency the gateway adds (its ledger and a budget on) against what LiteLLM's proxy adds
+/// without either, one connection each: the gateway is to add at most a fiftieth of LiteLLM's.
+/// In rounds of a block of calls for each path, LiteLLM's first: what it still does after
+/// answering (its callbacks) falls on the direct path's block, which does not run on its CPU.
+fn against_litellm(cp: &ControlPlane, rt: &tokio::runtime::Runtime, p: &Paths<'_>, provider: &str, body: &Bytes) -> Result<()> {
+    let Some(install) = tollgate_bench::litellm::installed() else {
+        println!("\n[against LiteLLM] skipped: TOLLGATE_LITELLM names no install (hack/bench.sh makes one)");
+        return Ok(());
+    };
+    let litellm = tollgate_bench::litellm::start(&install, provider, cp.dir())?;
+    let litellm_headers = [("authorization", litellm.authorization.as_str())];
+    let mut samples: [Vec<u64>; 4] = Default::default();
+    rt.block_on(async {
+        let mut lc = Conn::open(&litellm.url, &litellm_headers).await?;
+        let answer = lc.text(body).await.with_context(|| format!("via LiteLLM; its log:\n{}", litellm.process.log_tail()))?;
+        ensure!(answer.contains("All tests pass"), "LiteLLM did not pass the answer on: {answer}");
+        let mut conns = [lc, Conn::open(p.direct, &[]).await?, Conn::open(p.bare, &[]).await?, Conn::open(p.via, p.headers).await?];
+        for conn in &mut conns {
+            for _ in 0..50 {
+                conn.call(body).await?;
+            }
+        }
+        for _round in 0..5 {
+            for (conn, samples) in conns.iter_mut().zip(samples.iter_mut()) {
+                for _ in 0..50 {
+                    samples.push(conn.timed(body).await?);
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let [(l50, l99), (d50, _), (b50, _), (g50, g99)] = samples.map(|mut v| quantiles(&mut v));
+    let (l_added, b_added, g_added) = (l50 - d50, b50 - d50, g50 - d50);
+    let share = |added: f64| l_added / added.max(0.001);
+    println!("\n[against LiteLLM {} (its proxy, no database), on the gateway's CPU] one connection, 250 calls per path (rounds of 50 each)", litellm.version);
+    println!("  direct to the provider    p50 {d50:7.1} µs");
+    println!("  via LiteLLM               p50 {l50:7.1} µs   p99 {l99:7.1} µs   added p50 {l_added:7.1} µs");
+    println!("  via bare hyper proxy      p50 {b50:7.1} µs   added p50 {b_added:7.1} µs: 1/{:.0} of LiteLLM's", share(b_added));
+    println!(
+        "  via tollgate-gateway      p50 {g50:7.1} µs   p99 {g99:7.1} µs   added p50 {g_added:7.1} µs: 1/{:.0} of LiteLLM's (ledger and a budget)",
+        share(g_added)
+    );
+    println!("  {}", tollgate_bench::target("added p50, the gateway's as a share of LiteLLM's", 100.0 * g_added / l_added, 2.0, " %"));
+    Ok(())
+}
+
+fn quantiles(v: &mut [u64]) -> (f64, f64) {
+    (quantile_us(v, 0.5), quantile_us(v, 0.99))
 }
 
 /// Where the three paths are, and the processes whose CPU is counted.
@@ -149,13 +201,12 @@ fn measure(rt: &tokio::runtime::Runtime, p: &Paths<'_>, body: &Bytes, stream_bod
         }
         anyhow::Ok(())
     })?;
-    let q = |v: &mut Vec<u64>| (quantile_us(v, 0.5), quantile_us(v, 0.99));
-    let ((d50, d99), (b50, b99), (g50, g99)) = (q(&mut d), q(&mut b), q(&mut g));
+    let ((d50, d99), (b50, b99), (g50, g99)) = (quantiles(&mut d), quantiles(&mut b), quantiles(&mut g));
     println!("\n[{label}] latency, one connection, {} calls per path (interleaved rounds)", d.len());
     println!("  direct to the provider    p50 {d50:7.1} µs   p99 {d99:7.1} µs");
     println!("  via bare hyper proxy      p50 {b50:7.1} µs   p99 {b99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", b50 - d50, b99 - d99);
     println!("  via tollgate-gateway      p50 {g50:7.1} µs   p99 {g99:7.1} µs   added p50 {:6.1} µs  p99 {:6.1} µs", g50 - d50, g99 - d99);
-    let ((fd50, _), (fb50, _), (fg50, fg99)) = (q(&mut fd), q(&mut fb), q(&mut fg));
+    let ((fd50, _), (fb50, _), (fg50, fg99)) = (quantiles(&mut fd), quantiles(&mut fb), quantiles(&mut fg));
     println!("  stream first event: direct p50 {fd50:.1} µs; via bare proxy p50 {fb50:.1} µs; via gateway p50 {fg50:.1} µs, p99 {fg99:.1} µs");
     // TOLLGATE_BENCH_PROFILE=FILE records the gateway's saturation runs (FILE.ledger, FILE.budget).
     let profile = Profile::start(p.gateway_pid, if budget { ".budget" } else { ".ledger" });

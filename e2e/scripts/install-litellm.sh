@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Installs LiteLLM's proxy (`litellm[proxy]`, PyPI), pinned with its whole dependency closure,
+# into a venv in a cache outside the repo: ${TOLLGATE_CACHE:-$HOME/.cache/tollgate}/
+# litellm-<tag>/venv, the tag a hash of the pins. Only `hack/bench.sh` uses it: the gateway's
+# bench measures the latency LiteLLM adds beside the gateway's. 1.106.12: the `proxy` extra of
+# 1.108.14 and 1.110.2 needs a `litellm-proxy` package PyPI does not have. Idempotent (a stamp
+# file); safe to run concurrently (flock). Prints the install directory on its LAST stdout line.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+PINS=(
+  aiohappyeyeballs==2.7.1
+  aiohttp==3.14.5
+  aiosignal==1.4.0
+  annotated-doc==0.0.7
+  annotated-types==0.8.0
+  anyio==4.16.0
+  APScheduler==3.11.3
+  attrs==26.1.0
+  azure-core==1.41.0
+  azure-identity==1.27.0
+  azure-storage-blob==12.31.1
+  backoff==2.2.1
+  boto3==1.44.18
+  botocore==1.44.18
+  certifi==2026.10.19.post1
+  cffi==2.1.1
+  charset-normalizer==3.5.3
+  click==8.5.1
+  croniter==7.0.0
+  cryptography==50.0.2
+  distro==1.9.0
+  dnspython==2.9.2
+  email-validator==2.4.0
+  Expression==5.8.0
+  fastapi==0.165.0
+  fastapi-sso==0.23.0
+  fastuuid==0.14.0
+  filelock==4.3.2
+  frozenlist==1.8.0
+  fsspec==2026.9.0
+  granian==2.8.9
+  gunicorn==23.0.0
+  h11==0.16.0
+  h2==4.4.1
+  hf-xet==1.8.0
+  hiredis==3.5.0
+  hpack==4.2.0
+  httpcore==1.0.9
+  httpcore2==2.17.0
+  httpx==0.29.0
+  httpx2==2.17.0
+  huggingface_hub==1.33.0
+  hyperframe==6.1.0
+  idna==3.21
+  importlib_metadata==8.9.0
+  inquirerpy==0.3.4
+  isodate==0.7.2
+  Jinja2==3.1.6
+  jiter==0.19.0
+  jmespath==1.1.0
+  jsonschema==4.26.0
+  jsonschema-specifications==2025.9.1
+  litellm==1.106.12
+  litellm-enterprise==0.1.76.post1
+  litellm-proxy-extras==0.4.108
+  markdown-it-py==4.3.0
+  MarkupSafe==3.0.4
+  mcp==2.3.0
+  mcp-types==2.3.0
+  mdurl==0.1.2
+  msal==1.39.0
+  msal-extensions==1.3.1
+  multidict==7.2.1
+  numpy==2.4.6
+  oauthlib==4.0.1
+  openai==2.54.0
+  opentelemetry-api==1.45.3
+  orjson==3.13.0
+  packaging==26.4
+  pfzy==0.3.4
+  polars==1.44.2
+  polars-runtime-32==1.44.2
+  prompt_toolkit==3.0.53
+  propcache==0.5.4
+  psycopg==3.3.9
+  psycopg-binary==3.3.9
+  pycparser==3.12
+  pydantic==2.14.4
+  pydantic-settings==2.16.3
+  pydantic_core==2.50.5
+  Pygments==2.21.0
+  PyJWT==2.15.1
+  PyNaCl==1.6.2
+  pyroscope-io==0.8.16
+  python-dateutil==2.9.0.post0
+  python-dotenv==1.2.4
+  python-multipart==0.0.34
+  PyYAML==6.0.4
+  redis==8.2.0
+  referencing==0.37.0
+  regex==2026.12.2
+  requests==2.34.2
+  RestrictedPython==8.5
+  rich==13.9.4
+  rpds-py==2026.9.1
+  rq==2.12.0
+  s3transfer==0.19.3
+  six==1.17.0
+  sniffio==1.3.1
+  soundfile==0.14.0
+  sse-starlette==3.7.1
+  starlette==1.10.0
+  tiktoken==0.14.0
+  tokenizers==0.23.3
+  tomlkit==0.15.3
+  tqdm==4.70.1
+  truststore==0.10.5
+  typing-inspection==0.4.5
+  typing_extensions==4.16.0
+  tzlocal==5.4.5
+  urllib3==2.8.0
+  uvicorn==0.55.0
+  uvloop==0.23.0
+  wcwidth==0.9.4
+  websockets==15.0.1
+  yarl==1.25.1
+  zipp==4.1.2
+)
+pinned_venv litellm 'import litellm.proxy.proxy_server' "${PINS[@]}"
+echo "$dir"
