@@ -8,13 +8,9 @@ use anyhow::{Context, Result, ensure};
 use common::operator;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, GatewayProcess, OPENAI_KEY, Scene, agent_key, model_client, model_records};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, GatewayProcess, OPENAI_KEY, Scene, agent_key, get, model_client, model_records};
 use tollgate_e2e::postgres::Postgres;
 use tollgate_e2e::{ControlPlane, User, wait_until};
-
-fn get(cp: &ControlPlane, ns: &str, resource: &str, name: &str) -> Result<Value> {
-    Ok(serde_json::from_str(&cp.kubectl_ok(User::Admin, ["get", resource, name, "-n", ns, "-o", "json"])?)?)
-}
 
 fn text(step: &Value) -> &str {
     step["text"].as_str().unwrap_or_default()
