@@ -147,16 +147,13 @@ impl Upstream {
             self.credentials.resolve(&server.headers).await.map_err(|source| UpstreamError::Credentials { server: server.name.clone(), source })?;
         // The parsed URL and its `Host` header come from the snapshot; hyper keeps a `Host` it is given.
         let mut req = match &server.target {
-            Some(t) => {
-                let mut req = Request::builder().method(method).uri(t.uri.clone());
-                if let Some(h) = req.headers_mut() {
-                    h.insert(hyper::header::HOST, t.host.clone());
-                }
-                req
-            }
+            Some(t) => Request::builder().method(method).uri(t.uri.clone()),
             None => Request::builder().method(method).uri(&server.url),
         };
         if let Some(h) = req.headers_mut() {
+            if let Some(t) = &server.target {
+                h.insert(hyper::header::HOST, t.host.clone());
+            }
             for name in FORWARDED_REQUEST_HEADERS {
                 if let Some(v) = downstream.get(*name) {
                     h.insert(HeaderName::from_static(name), v.clone());
