@@ -17,7 +17,7 @@ pub(crate) struct CallContext<'a> {
     pub tool: &'a str,
     pub arguments: &'a Value,
     /// The arguments' JSON text as the agent sent it, when `arguments` is exactly that.
-    pub raw_arguments: Option<&'a serde_json::value::RawValue>,
+    pub raw_arguments: Option<&'a str>,
     pub justification: Option<&'a str>,
     pub decision: &'a Decision,
     pub correlation: String,

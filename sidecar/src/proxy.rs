@@ -4,6 +4,7 @@
 use crate::body::{Body, full, json, streamed};
 use crate::snapshot::{Server, Snapshot};
 use crate::state::Sidecar;
+use crate::tools::Read;
 use crate::upstream::{copy_response_headers, is_event_stream};
 use bytes::Bytes;
 use hyper::header::HeaderMap;
@@ -12,10 +13,11 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tollgate_core::mcp::jsonrpc::{self, Envelope, Incoming as Message};
+use tollgate_core::mcp::strict;
 use tollgate_core::policy;
 
 /// A request on `/mcp/<server>`, past the checks every request passes first (transport, rights,
-/// one reading); `arguments` are a single message's, as that check read them.
+/// one reading); `message` is a single message as that reading kept it.
 pub(crate) async fn handle(
     sc: &Arc<Sidecar>,
     snapshot: &Snapshot,
@@ -23,19 +25,19 @@ pub(crate) async fn handle(
     method: Method,
     headers: &HeaderMap,
     bytes: Bytes,
-    arguments: Option<Value>,
+    message: Option<strict::Message<'_>>,
 ) -> Response<Body> {
     if method != Method::POST {
         // GET (the server's stream, resumable with Last-Event-ID) and DELETE (end of session).
         return forward(sc, server, method, headers, Bytes::new(), None).await;
     }
-    let message = match jsonrpc::parse(&bytes) {
-        Ok(m) => m,
-        Err(e) => return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, e.code(), &e.to_string())),
-    };
-    match message {
-        Message::Single(env) => single(sc, snapshot, server, headers, &env, &bytes, arguments).await,
-        Message::Batch(elements) => batch(sc, snapshot, server, headers, &elements, &bytes).await,
+    if let Some(m) = message {
+        return single(sc, snapshot, server, headers, &m.envelope, &bytes, Read { call: m.call, arguments: m.arguments }).await;
+    }
+    match jsonrpc::parse(&bytes) {
+        Ok(Message::Single(env)) => single(sc, snapshot, server, headers, &env, &bytes, Read::default()).await,
+        Ok(Message::Batch(elements)) => batch(sc, snapshot, server, headers, &elements, &bytes).await,
+        Err(e) => json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, e.code(), &e.to_string())),
     }
 }
 
@@ -51,14 +53,14 @@ async fn single(
     headers: &HeaderMap,
     env: &Envelope<'_>,
     bytes: &Bytes,
-    arguments: Option<Value>,
+    read: Read<'_>,
 ) -> Response<Body> {
     match env.method() {
         Some("tools/call") if env.id.is_none() => crate::tools::refuse_idless(sc, server, env),
-        Some("tools/call") => crate::tools::tools_call(sc, snapshot, server, headers, env, bytes, arguments).await,
+        Some("tools/call") => crate::tools::tools_call(sc, snapshot, server, headers, env, bytes, read).await,
         Some("tools/list") if env.is_request() => tools_list(sc, snapshot, server, headers, env, bytes.clone()).await,
         Some("tasks/get" | "tasks/update" | "tasks/cancel") if env.is_request() => {
-            let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
+            let params: Value = env.params.and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
             match crate::approvals::tasks::task_request(&params) {
                 Some(request) => crate::approvals::tasks::answer(sc, Some(&server.name), env, request, headers).await,
                 None => forward(sc, server, Method::POST, headers, bytes.clone(), env.id).await,
@@ -88,7 +90,7 @@ async fn batch(
             None => parts.push(crate::batch::invalid_element()),
             Some(env) if decided_here(env) => {
                 let raw = Bytes::copy_from_slice(element.raw.get().as_bytes());
-                parts.push(Box::pin(async move { single(sc, snapshot, server, headers, env, &raw, None).await }));
+                parts.push(Box::pin(async move { single(sc, snapshot, server, headers, env, &raw, Read::default()).await }));
             }
             Some(_) => rest.push(element.raw.get()),
         }

@@ -107,7 +107,7 @@ fn check_routing_headers(sc: &Arc<Sidecar>, headers: &hyper::HeaderMap, bytes: &
     };
     match jsonrpc::parse(bytes) {
         Ok(jsonrpc::Incoming::Single(env)) => {
-            let params: serde_json::Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
+            let params: serde_json::Value = env.params.and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
             routing::check(&h, &env, &params).err().map(|e| refuse(Some(&env), &e))
         }
         Ok(jsonrpc::Incoming::Batch(_)) if h.method.is_some() || h.name.is_some() || !h.params.is_empty() => {
@@ -176,10 +176,11 @@ async fn route(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<Str
         Bytes::new()
     };
     // What is decided here must be what the upstream runs: bodies parsers read differently go nowhere.
-    // The one reading also yields a single message's arguments, so they are parsed once.
+    // The one reading also yields a single message's envelope, params and arguments, so nothing
+    // reads the body again to decide it.
     let checked = if is_post { tollgate_core::mcp::strict::read(&bytes) } else { Ok(Default::default()) };
-    let arguments = match checked {
-        Ok(checked) => checked.arguments,
+    let message = match checked {
+        Ok(checked) => checked.message,
         Err(a) => {
             let code = if matches!(a, tollgate_core::mcp::strict::Ambiguity::Json(_)) { -32700 } else { -32600 };
             return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, code, &a.to_string()));
@@ -190,8 +191,8 @@ async fn route(req: Request<Incoming>, sc: Arc<Sidecar>, server_name: Option<Str
     }
     let is_get = parts.method == Method::GET;
     let resp = match &server {
-        None => crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes).await,
-        Some(server) => crate::proxy::handle(&sc, &snapshot, server, parts.method, &parts.headers, bytes, arguments).await,
+        None => crate::aggregate::handle(&sc, &snapshot, parts.method, &parts.headers, bytes.clone()).await,
+        Some(server) => crate::proxy::handle(&sc, &snapshot, server, parts.method, &parts.headers, bytes.clone(), message).await,
     };
     if !is_get || !resp.status().is_success() {
         return resp;

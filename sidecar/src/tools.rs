@@ -44,8 +44,16 @@ pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'
     refuse_invalid(sc, server, env, "a tools/call must carry an id: without one it is never forwarded", StatusCode::BAD_REQUEST, -32600)
 }
 
-/// A `tools/call`: decided, then denied, forwarded, or held for approval. `arguments`, when
-/// given, are its arguments as the strict check read them from `raw` (else they are read here).
+/// What the strict check read of a call on its way through the body, so it is not read again:
+/// its params, when `tool_call_params` would read them so, and its arguments as a value.
+#[derive(Default)]
+pub(crate) struct Read<'a> {
+    pub call: Option<jsonrpc::ToolCallParams<'a>>,
+    pub arguments: Option<Value>,
+}
+
+/// A `tools/call`: decided, then denied, forwarded, or held for approval. What `read` lacks is
+/// read here from `env`.
 pub(crate) async fn tools_call(
     sc: &Arc<Sidecar>,
     snapshot: &Snapshot,
@@ -53,15 +61,15 @@ pub(crate) async fn tools_call(
     headers: &HeaderMap,
     env: &Envelope<'_>,
     raw: &Bytes,
-    arguments: Option<Value>,
+    read: Read<'_>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let call = match jsonrpc::tool_call_params(env.params) {
+    let call = match read.call.map_or_else(|| jsonrpc::tool_call_params(env.params), Ok) {
         Ok(c) => c,
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
     };
     let span = crate::trace::tools_call((&sc.config.namespace, &sc.config.agent), &server.name, &call.name, env, headers, call.meta.as_ref());
-    tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, call, arguments, started), span).await
+    tracing::Instrument::instrument(decide_and_act(sc, snapshot, server, headers, env, raw, call, read.arguments, started), span).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -89,7 +97,7 @@ async fn decide_and_act(
     let arguments: Value = match (read, call.arguments) {
         (_, None) => Value::Object(Default::default()),
         (Some(v), Some(_)) => v,
-        (None, Some(a)) => match serde_json::from_str(a.get()) {
+        (None, Some(a)) => match serde_json::from_str(a) {
             Ok(v) => v,
             Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &format!("invalid arguments: {e}"))),
         },

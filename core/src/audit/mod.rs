@@ -101,9 +101,10 @@ impl RawJson {
 
     /// `value` redacted, as a record keeps it: its text as received (`raw`) when redaction would
     /// change nothing, else a redacted rendering.
-    pub fn redacted(value: &serde_json::Value, raw: Option<&serde_json::value::RawValue>) -> RawJson {
-        match raw.filter(|raw| crate::audit::redact::untouched(value, raw.get())) {
-            Some(text) => RawJson::from(text.to_owned()),
+    pub fn redacted(value: &serde_json::Value, raw: Option<&str>) -> RawJson {
+        let untouched = raw.filter(|raw| crate::audit::redact::untouched(value, raw));
+        match untouched.and_then(|text| serde_json::value::RawValue::from_string(text.to_owned()).ok()) {
+            Some(text) => RawJson::from(text),
             None => RawJson::of(&crate::audit::redact::Redacted(value)),
         }
     }

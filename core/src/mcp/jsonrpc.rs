@@ -13,8 +13,14 @@ pub struct Envelope<'a> {
     pub id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub method: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub params: Option<&'a RawValue>,
+    /// The params' JSON text.
+    #[serde(borrow, default, deserialize_with = "raw_text")]
+    pub params: Option<&'a str>,
+}
+
+/// A value's JSON text, borrowed from the body; `null` is `None`, as serde reads an `Option`.
+fn raw_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de str>, D::Error> {
+    Ok(Option::<&'de RawValue>::deserialize(d)?.map(RawValue::get))
 }
 
 impl Envelope<'_> {
@@ -80,8 +86,9 @@ pub fn parse(body: &[u8]) -> Result<Incoming<'_>, ParseError> {
 #[derive(Debug, Deserialize)]
 pub struct ToolCallParams<'a> {
     pub name: String,
-    #[serde(borrow, default)]
-    pub arguments: Option<&'a RawValue>,
+    /// The arguments' JSON text.
+    #[serde(borrow, default, deserialize_with = "raw_text")]
+    pub arguments: Option<&'a str>,
     #[serde(rename = "_meta", default)]
     pub meta: Option<Meta>,
 }
@@ -105,9 +112,9 @@ fn string_or_nothing<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<St
     })
 }
 
-pub fn tool_call_params<'a>(params: Option<&'a RawValue>) -> Result<ToolCallParams<'a>, String> {
+pub fn tool_call_params(params: Option<&str>) -> Result<ToolCallParams<'_>, String> {
     let raw = params.ok_or("tools/call without params")?;
-    serde_json::from_str(raw.get()).map_err(|e| format!("invalid tools/call params: {e}"))
+    serde_json::from_str(raw).map_err(|e| format!("invalid tools/call params: {e}"))
 }
 
 fn id_value(id: Option<&RawValue>) -> Value {
@@ -173,8 +180,8 @@ pub fn progress_notification(token: &Value, progress: u64, message: &str) -> Vec
 }
 
 /// The `tools/call` request with new arguments (the justification removed), other fields kept.
-pub fn with_arguments(id: Option<&RawValue>, params: &RawValue, arguments: &Value) -> Result<Vec<u8>, String> {
-    let mut p: serde_json::Map<String, Value> = serde_json::from_str(params.get()).map_err(|e| format!("invalid tools/call params: {e}"))?;
+pub fn with_arguments(id: Option<&RawValue>, params: &str, arguments: &Value) -> Result<Vec<u8>, String> {
+    let mut p: serde_json::Map<String, Value> = serde_json::from_str(params).map_err(|e| format!("invalid tools/call params: {e}"))?;
     p.insert("arguments".into(), arguments.clone());
     serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "method": "tools/call", "params": p})).map_err(|e| e.to_string())
 }
@@ -194,7 +201,7 @@ mod tests {
         assert_eq!(e.id.map(|i| i.get()), Some("7"));
         let call = tool_call_params(e.params).unwrap();
         assert_eq!(call.name, "x");
-        assert_eq!(call.arguments.map(|a| a.get()), Some(r#"{"a":[1,{"b":2}]}"#));
+        assert_eq!(call.arguments, Some(r#"{"a":[1,{"b":2}]}"#));
 
         let Ok(Incoming::Single(n)) = parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#) else { panic!() };
         assert!(!n.is_request());

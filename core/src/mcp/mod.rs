@@ -1,4 +1,4 @@
-//! MCP on the wire, decided: JSON-RPC envelopes and the strict body check, Server-Sent Events,
+//! MCP on the wire, decided: JSON-RPC envelopes and the strict body check (one reading of a body, by a scanner of our own), Server-Sent Events,
 //! the routing headers, who may reach the sidecar, the aggregated endpoint's names, discovery,
 //! the tasks extension, and the canonical digest of a call's arguments.
 
@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod jsonrpc;
 pub mod methods;
 pub mod routing;
+pub mod scan;
 pub mod sse;
 pub mod strict;
 pub mod tasks;

@@ -5,12 +5,16 @@
 //! - At the envelope and in `params`, a key that is a case variant of a field MCP defines (`Name`
 //!   beside `name`): Go's `encoding/json` matches field names case-insensitively, with Unicode
 //!   simple folding (`ſ` is `s`, the Kelvin sign is `k`), and keeps the last match.
+//!
+//! The check is the body's one reading ([`crate::mcp::scan`]): on its way it keeps a single
+//! message's envelope, its `tools/call` params and its arguments as a value, so nothing reads the
+//! body again to decide it.
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use crate::mcp::jsonrpc::{Envelope, Meta, ToolCallParams};
+use crate::mcp::scan::{Scanner, SyntaxError};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::fmt;
 
 const ENVELOPE_FIELDS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
 const PARAMS_FIELDS: &[&str] =
@@ -26,11 +30,31 @@ pub enum Ambiguity {
     Json(String),
 }
 
+impl From<SyntaxError> for Ambiguity {
+    fn from(e: SyntaxError) -> Ambiguity {
+        Ambiguity::Json(e.to_string())
+    }
+}
+
 /// What the check read on its way through a body.
 #[derive(Debug, Default)]
-pub struct Checked {
-    /// A single message's `params.arguments`, as a value: the one every parser reads (each key
-    /// once), so the firewall need not parse them a second time.
+pub struct Checked<'a> {
+    /// A single message, when it is one [`crate::mcp::jsonrpc::parse`] reads as a message (an
+    /// object whose `method`, if any, is a string); else that parser says what is wrong.
+    pub message: Option<Message<'a>>,
+}
+
+/// A single message as the check read it.
+#[derive(Debug)]
+pub struct Message<'a> {
+    /// What [`crate::mcp::jsonrpc::parse`] would read.
+    pub envelope: Envelope<'a>,
+    /// `params` as a `tools/call`'s, when they are an object with a string `name` and a readable
+    /// `_meta`, as [`crate::mcp::jsonrpc::tool_call_params`] would read them; else that says
+    /// what is wrong.
+    pub call: Option<ToolCallParams<'a>>,
+    /// `params.arguments` as a value: the one every parser reads (each key once), so the
+    /// firewall need not parse them a second time.
     pub arguments: Option<Value>,
 }
 
@@ -39,23 +63,27 @@ pub fn check(body: &[u8]) -> Result<(), Ambiguity> {
     read(body).map(|_| ())
 }
 
-/// [`check`], keeping what it read of a single message (its arguments).
-pub fn read(body: &[u8]) -> Result<Checked, Ambiguity> {
-    let found = RefCell::new(None);
-    let arguments = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let result = Walk { role: Role::Top, found: &found, arguments: Some(&arguments) }.deserialize(&mut de).and_then(|()| de.end());
-    match (result, found.into_inner()) {
-        (_, Some(ambiguity)) => Err(ambiguity),
-        (Ok(()), None) => Ok(Checked { arguments: arguments.into_inner() }),
-        (Err(e), None) => Err(Ambiguity::Json(e.to_string())),
-    }
+/// [`check`], keeping what it read of a single message.
+pub fn read(body: &[u8]) -> Result<Checked<'_>, Ambiguity> {
+    let text = std::str::from_utf8(body).map_err(|e| SyntaxError::at("invalid UTF-8", body, e.valid_up_to()))?;
+    let mut scan = Scanner::new(text);
+    let message = match scan.peek()? {
+        b'{' => message(&mut scan)?,
+        b'[' => {
+            scan.array(|s| walk(s, Role::Envelope))?;
+            None
+        }
+        _ => {
+            walk(&mut scan, Role::Other)?;
+            None
+        }
+    };
+    scan.end()?;
+    Ok(Checked { message })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// The body: a message or a batch of messages.
-    Top,
     Envelope,
     Params,
     Arguments,
@@ -65,7 +93,7 @@ enum Role {
 impl Role {
     fn at(self) -> &'static str {
         match self {
-            Role::Top | Role::Envelope => "the JSON-RPC message",
+            Role::Envelope => "the JSON-RPC message",
             Role::Params => "params",
             Role::Arguments => "the arguments",
             Role::Other => "the body",
@@ -74,7 +102,7 @@ impl Role {
 
     fn fields(self) -> &'static [&'static str] {
         match self {
-            Role::Top | Role::Envelope => ENVELOPE_FIELDS,
+            Role::Envelope => ENVELOPE_FIELDS,
             Role::Params => PARAMS_FIELDS,
             _ => &[],
         }
@@ -82,8 +110,7 @@ impl Role {
 
     fn child(self, key: &str) -> Role {
         match (self, key) {
-            (Role::Top | Role::Envelope, "params") => Role::Params,
-            (Role::Params, "arguments") => Role::Arguments,
+            (Role::Envelope, "params") => Role::Params,
             _ => Role::Other,
         }
     }
@@ -99,185 +126,196 @@ fn folds_equal(key: &str, field: &str) -> bool {
     key.chars().map(fold).eq(field.chars().map(fold))
 }
 
-/// Walks one value; the first ambiguity found is left in `found` (serde's errors carry only text).
-struct Walk<'f> {
+/// One object's keys so far, each checked as it comes: once only, and (where MCP names the
+/// fields) no case variant of a field.
+struct Keys<'a> {
     role: Role,
-    found: &'f RefCell<Option<Ambiguity>>,
-    /// Where a single message's arguments are kept, on the way to them (none in a batch).
-    arguments: Option<&'f RefCell<Option<Value>>>,
+    few: Vec<Cow<'a, str>>,
+    many: std::collections::HashSet<Cow<'a, str>>,
 }
 
-impl Walk<'_> {
-    fn refuse<E: de::Error>(&self, a: Ambiguity) -> E {
-        refuse(self.found, a)
-    }
-}
-
-fn refuse<E: de::Error>(found: &RefCell<Option<Ambiguity>>, a: Ambiguity) -> E {
-    let e = E::custom(&a);
-    *found.borrow_mut() = Some(a);
-    e
-}
-
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Walk<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JSON")
+impl<'a> Keys<'a> {
+    fn new(role: Role) -> Keys<'a> {
+        Keys { role, few: Vec::new(), many: Default::default() }
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        // A batch's elements are messages; any other array's are plain values.
-        let role = if self.role == Role::Top { Role::Envelope } else { Role::Other };
-        while seq.next_element_seed(Walk { role, found: self.found, arguments: None })?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let role = if self.role == Role::Top { Role::Envelope } else { self.role };
-        let mut keys: Vec<Cow<'de, str>> = Vec::new();
-        let mut seen: std::collections::HashSet<Cow<'de, str>> = std::collections::HashSet::new();
-        while let Some(key) = map.next_key_seed(Key)? {
-            let fields = role.fields();
-            if !fields.contains(&key.as_ref())
-                && let Some(field) = fields.iter().find(|f| folds_equal(&key, f))
-            {
-                return Err(self.refuse(Ambiguity::CaseVariant { key: key.into_owned(), field, at: role.at() }));
+    // A `&Cow`, not a `&str`: a borrowed key is kept without copying its text.
+    #[allow(clippy::ptr_arg)]
+    fn check(&mut self, key: &Cow<'a, str>) -> Result<(), Ambiguity> {
+        let fields = self.role.fields();
+        if !fields.contains(&key.as_ref())
+            && let Some(field) = fields.iter().find(|f| folds_equal(key, f))
+        {
+            return Err(Ambiguity::CaseVariant { key: key.clone().into_owned(), field, at: self.role.at() });
+        }
+        // Small objects are the rule: a linear scan beats hashing until they grow.
+        let duplicate = if self.few.len() < 16 { self.few.contains(key) } else { !self.many.insert(key.clone()) };
+        if duplicate {
+            return Err(Ambiguity::DuplicateKey { key: key.clone().into_owned(), at: self.role.at() });
+        }
+        if self.few.len() < 16 {
+            self.few.push(key.clone());
+            if self.few.len() == 16 {
+                self.many.extend(self.few.iter().cloned());
             }
-            // Small objects are the rule: a linear scan beats hashing until they grow.
-            let duplicate = if keys.len() < 16 { keys.contains(&key) } else { !seen.insert(key.clone()) };
-            if duplicate {
-                return Err(self.refuse(Ambiguity::DuplicateKey { key: key.into_owned(), at: role.at() }));
-            }
-            let child = role.child(&key);
-            if keys.len() < 16 {
-                keys.push(key);
-                if keys.len() == 16 {
-                    seen.extend(keys.iter().cloned());
+        }
+        Ok(())
+    }
+}
+
+/// Checks one value, keeping nothing.
+fn walk(scan: &mut Scanner<'_>, role: Role) -> Result<(), Ambiguity> {
+    match scan.peek()? {
+        b'{' => {
+            let mut keys = Keys::new(role);
+            scan.object(|s, key| {
+                keys.check(&key)?;
+                walk(s, role.child(&key))
+            })
+        }
+        b'[' => scan.array(|s| walk(s, Role::Other)),
+        _ => Ok(scan.scalar().map(drop)?),
+    }
+}
+
+/// Reads one value whole (a message's arguments), its objects' keys checked: below `params`,
+/// names are the tool's own, so no field's case rules.
+fn value(scan: &mut Scanner<'_>, role: Role) -> Result<Value, Ambiguity> {
+    match scan.peek()? {
+        b'{' => {
+            let mut object = serde_json::Map::new();
+            scan.object(|s, key| {
+                if object.contains_key(key.as_ref()) {
+                    return Err(Ambiguity::DuplicateKey { key: key.into_owned(), at: role.at() });
                 }
-            }
-            match self.arguments {
-                Some(slot) if child == Role::Arguments => *slot.borrow_mut() = Some(map.next_value_seed(Read { role: child, found: self.found })?),
-                _ => {
-                    let arguments = self.arguments.filter(|_| child == Role::Params);
-                    map.next_value_seed(Walk { role: child, found: self.found, arguments })?;
-                }
-            }
+                let v = value(s, role)?;
+                object.insert(key.into_owned(), v);
+                Ok(())
+            })?;
+            Ok(Value::Object(object))
         }
-        Ok(())
-    }
-}
-
-/// A value read whole (a single message's arguments), each object's keys checked once as
-/// [`Walk`] checks them: below `params`, names are the tool's own, so no field's case rules.
-struct Read<'f> {
-    role: Role,
-    found: &'f RefCell<Option<Ambiguity>>,
-}
-
-impl<'de> DeserializeSeed<'de> for Read<'_> {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Read<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Bool(b))
-    }
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::from(n))
-    }
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::from(n))
-    }
-    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::String(s.to_owned()))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Value, E> {
-        Ok(Value::String(s))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(Read { role: Role::Other, found: self.found })? {
-            items.push(item);
+        b'[' => {
+            let mut items = Vec::new();
+            scan.array(|s| value(s, role).map(|v| items.push(v)))?;
+            Ok(Value::Array(items))
         }
-        Ok(Value::Array(items))
+        _ => Ok(scan.scalar()?),
     }
+}
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(refuse(self.found, Ambiguity::DuplicateKey { key, at: self.role.at() }));
+/// Checks one value and gives back its text.
+fn spanned<'a>(scan: &mut Scanner<'a>, role: Role) -> Result<&'a str, Ambiguity> {
+    scan.peek()?;
+    let start = scan.offset();
+    walk(scan, role)?;
+    Ok(scan.since(start))
+}
+
+/// What a single message's envelope holds, as read.
+#[derive(Default)]
+struct Fields<'a> {
+    id: Option<&'a str>,
+    /// `None` absent or `null`, as serde reads an `Option`; `Some(None)` not a string.
+    method: Option<Option<Cow<'a, str>>>,
+    params: Option<&'a str>,
+    call: Call<'a>,
+}
+
+/// What an object of params holds that a `tools/call` reads.
+#[derive(Default)]
+struct Call<'a> {
+    is_object: bool,
+    /// `Some(None)`: not a string.
+    name: Option<Option<Cow<'a, str>>>,
+    arguments: Option<&'a str>,
+    value: Option<Value>,
+    meta: Option<&'a str>,
+}
+
+/// A single message: its object checked, its fields kept.
+fn message<'a>(scan: &mut Scanner<'a>) -> Result<Option<Message<'a>>, Ambiguity> {
+    let mut f = Fields::default();
+    let mut keys = Keys::new(Role::Envelope);
+    scan.object(|s, key| {
+        keys.check(&key)?;
+        match key.as_ref() {
+            "id" => f.id = not_null(spanned(s, Role::Other)?),
+            "method" => f.method = string_or_not(s)?,
+            "params" => f.params = not_null(params(s, &mut f.call)?),
+            _ => walk(s, Role::Other)?,
+        }
+        Ok::<(), Ambiguity>(())
+    })?;
+    Ok(f.into_message())
+}
+
+/// `params`: checked, their text kept, and an object's `tools/call` fields.
+fn params<'a>(scan: &mut Scanner<'a>, call: &mut Call<'a>) -> Result<&'a str, Ambiguity> {
+    if scan.peek()? != b'{' {
+        return spanned(scan, Role::Params);
+    }
+    let start = scan.offset();
+    call.is_object = true;
+    let mut keys = Keys::new(Role::Params);
+    scan.object(|s, key| {
+        keys.check(&key)?;
+        match key.as_ref() {
+            "name" => call.name = string_or_not(s)?,
+            "arguments" => {
+                s.peek()?;
+                let start = s.offset();
+                call.value = Some(value(s, Role::Arguments)?);
+                call.arguments = not_null(s.since(start));
             }
-            let value = map.next_value_seed(Read { role: Role::Other, found: self.found })?;
-            object.insert(key, value);
+            "_meta" => call.meta = not_null(spanned(s, Role::Other)?),
+            _ => walk(s, Role::Other)?,
         }
-        Ok(Value::Object(object))
+        Ok::<(), Ambiguity>(())
+    })?;
+    Ok(scan.since(start))
+}
+
+/// A value's text, `None` for `null`: serde reads an `Option` so.
+fn not_null(text: &str) -> Option<&str> {
+    Some(text).filter(|t| *t != "null")
+}
+
+/// A field serde reads as `Option<String>`: `None` for `null`, `Some(None)` for a value that is
+/// not a string (which serde refuses).
+fn string_or_not<'a>(scan: &mut Scanner<'a>) -> Result<Option<Option<Cow<'a, str>>>, Ambiguity> {
+    if scan.peek()? == b'"' {
+        return Ok(Some(Some(scan.string()?)));
+    }
+    Ok(not_null(spanned(scan, Role::Other)?).map(|_| None))
+}
+
+impl<'a> Fields<'a> {
+    /// The message as `jsonrpc` reads it, or `None` where that reading fails (and so says why).
+    fn into_message(self) -> Option<Message<'a>> {
+        let method = match self.method {
+            Some(None) => return None,
+            Some(Some(m)) => Some(m),
+            None => None,
+        };
+        let id = match self.id {
+            Some(text) => Some(serde_json::from_str::<&RawValue>(text).ok()?),
+            None => None,
+        };
+        let Call { is_object, name, arguments, value, meta } = self.call;
+        let call = match (is_object, name) {
+            (true, Some(Some(name))) => tool_call(name, arguments, meta),
+            _ => None,
+        };
+        Some(Message { envelope: Envelope { id, method, params: self.params }, call, arguments: value })
     }
 }
 
-/// Object keys, borrowed from the body unless they contain escapes.
-struct Key;
-
-impl<'de> DeserializeSeed<'de> for Key {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
+fn tool_call<'a>(name: Cow<'a, str>, arguments: Option<&'a str>, meta: Option<&'a str>) -> Option<ToolCallParams<'a>> {
+    let meta = match meta {
+        Some(text) => Some(serde_json::from_str::<Meta>(text).ok()?),
+        None => None,
+    };
+    Some(ToolCallParams { name: name.into_owned(), arguments, meta })
 }
 
 #[cfg(test)]
@@ -328,12 +366,12 @@ mod tests {
     fn a_single_messages_arguments_are_read_as_serde_reads_them_and_a_batchs_are_not() {
         let arguments = r#"{"message":"hi \u00e9","n":-3,"big":18446744073709551615,"x":1.5e3,"list":[null,true,{"a":{}}],"k":"v"}"#;
         let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{arguments}}}}}"#);
-        let read = read(body.as_bytes()).unwrap().arguments;
+        let read = read(body.as_bytes()).unwrap().message.and_then(|m| m.arguments);
         assert_eq!(read, Some(serde_json::from_str::<Value>(arguments).unwrap()));
         let none = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"arguments":{"a":1}}}}"#;
-        assert_eq!(super::read(none.as_bytes()).unwrap().arguments, None, "only params.arguments");
+        assert_eq!(super::read(none.as_bytes()).unwrap().message.and_then(|m| m.arguments), None, "only params.arguments");
         let batch = format!("[{body}]");
-        assert_eq!(super::read(batch.as_bytes()).unwrap().arguments, None, "a batch's elements are decided one by one");
+        assert!(super::read(batch.as_bytes()).unwrap().message.is_none(), "a batch's elements are decided one by one");
     }
 
     #[test]

@@ -84,7 +84,7 @@ async fn one(sc: &Arc<Sidecar>, snapshot: &Snapshot, headers: &HeaderMap, env: &
         }
         return relay::notification_from_client(sc, snapshot, &session, method, raw).await;
     }
-    let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_else(|| json!({}));
+    let params: Value = env.params.and_then(|p| serde_json::from_str(p).ok()).unwrap_or_else(|| json!({}));
     match methods::aggregated(method) {
         Aggregated::Ping => json(StatusCode::OK, jsonrpc::result_response(env.id, json!({}))),
         Aggregated::List(key) => list(sc, snapshot, &session, env, method, key).await,
@@ -125,11 +125,11 @@ async fn held_task(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, en
 /// `initialize`: opens the upstream session of every server the agent may use, and answers with
 /// what they offer together.
 async fn initialize(sc: &Sidecar, snapshot: &Snapshot, env: &Envelope<'_>) -> Response<Body> {
-    if env.params.is_some_and(|p| p.get().len() > session::MAX_INIT_PARAMS) {
+    if env.params.is_some_and(|p| p.len() > session::MAX_INIT_PARAMS) {
         let msg = format!("initialize params larger than {} bytes are refused", session::MAX_INIT_PARAMS);
         return json(StatusCode::BAD_REQUEST, jsonrpc::error_response(env.id, -32600, &msg));
     }
-    let params: Value = env.params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or(Value::Null);
+    let params: Value = env.params.and_then(|p| serde_json::from_str(p).ok()).unwrap_or(Value::Null);
     let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
     let version = SUPPORTED_VERSIONS.iter().find(|v| v.as_str() == asked).unwrap_or(&SUPPORTED_VERSIONS[0]).clone();
     let session = Arc::new(Session::new(params));
@@ -325,7 +325,7 @@ async fn tools_call(sc: &Arc<Sidecar>, snapshot: &Snapshot, session: &Session, h
     if let Some(accept) = headers.get(ACCEPT) {
         forwarded.insert(ACCEPT, accept.clone());
     }
-    let resp = crate::tools::tools_call(sc, snapshot, &server, &forwarded, &inner, &body, None).await;
+    let resp = crate::tools::tools_call(sc, snapshot, &server, &forwarded, &inner, &body, Default::default()).await;
     relay::to_client(&server.name, resp).await
 }
 

@@ -49,7 +49,7 @@ pub async fn builtin(
     if !matches!(call.name.as_str(), GET_STATUS | REQUEST_APPROVAL) {
         return None;
     }
-    let args: Value = call.arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or(Value::Null);
+    let args: Value = call.arguments.and_then(|a| serde_json::from_str(a).ok()).unwrap_or(Value::Null);
     match call.name.as_str() {
         GET_STATUS => {
             let id = args.get("request_id").and_then(Value::as_str).unwrap_or_default();

@@ -27,7 +27,7 @@ pub(crate) fn task_request(params: &Value) -> Option<&str> {
 pub(crate) fn is_held_task(env: &Envelope<'_>) -> bool {
     env.is_request()
         && matches!(env.method(), Some("tasks/get" | "tasks/update" | "tasks/cancel"))
-        && env.params.and_then(|p| serde_json::from_str::<Value>(p.get()).ok()).is_some_and(|p| task_request(&p).is_some())
+        && env.params.and_then(|p| serde_json::from_str::<Value>(p).ok()).is_some_and(|p| task_request(&p).is_some())
 }
 
 /// When an `Instant` of this process was, on the wall clock.
