@@ -155,6 +155,15 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// A scalar checked as [`Scanner::scalar`] reads it, its value not made (a string's not copied).
+    pub fn check_scalar(&mut self) -> Result<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            _ => self.literal().map(drop),
+        }
+    }
+
     fn literal(&mut self) -> Result<Value> {
         let rest = &self.text.as_bytes()[self.pos..];
         let (value, len) = if rest.starts_with(b"null") {

@@ -174,7 +174,7 @@ fn walk(scan: &mut Scanner<'_>, role: Role) -> Result<(), Ambiguity> {
             })
         }
         b'[' => scan.array(|s| walk(s, Role::Other)),
-        _ => Ok(scan.scalar().map(drop)?),
+        _ => Ok(scan.check_scalar()?),
     }
 }
 
