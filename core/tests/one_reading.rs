@@ -256,9 +256,9 @@ proptest! {
         prop_assert_eq!(message.envelope.params, env.params);
         let whole: Value = serde_json::from_slice(&body).unwrap();
         let arguments = whole.get("params").filter(|p| p.is_object()).and_then(|p| p.get("arguments"));
-        prop_assert_eq!(message.arguments.as_ref(), arguments);
+        prop_assert_eq!(message.call.arguments.as_ref(), arguments);
         let by_serde = jsonrpc::tool_call_params(env.params);
-        if let Some(call) = &message.call {
+        if let Some(call) = &message.call.params {
             prop_assert_eq!(format!("{call:?}"), format!("{:?}", by_serde.unwrap()));
         } else if let Some(params) = whole.get("params").filter(|p| p.is_object()) {
             // Left to serde only where serde refuses it.

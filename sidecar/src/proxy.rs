@@ -4,7 +4,6 @@
 use crate::body::{Body, full, json, streamed};
 use crate::snapshot::{Server, Snapshot};
 use crate::state::Sidecar;
-use crate::tools::Read;
 use crate::upstream::{copy_response_headers, is_event_stream};
 use bytes::Bytes;
 use hyper::header::HeaderMap;
@@ -13,7 +12,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tollgate_core::mcp::jsonrpc::{self, Envelope, Incoming as Message};
-use tollgate_core::mcp::strict;
+use tollgate_core::mcp::strict::{self, ReadCall};
 use tollgate_core::policy;
 
 /// A request on `/mcp/<server>`, past the checks every request passes first (transport, rights,
@@ -32,10 +31,10 @@ pub(crate) async fn handle(
         return forward(sc, server, method, headers, Bytes::new(), None).await;
     }
     if let Some(m) = message {
-        return single(sc, snapshot, server, headers, &m.envelope, &bytes, Read { call: m.call, arguments: m.arguments }).await;
+        return single(sc, snapshot, server, headers, &m.envelope, &bytes, m.call).await;
     }
     match jsonrpc::parse(&bytes) {
-        Ok(Message::Single(env)) => single(sc, snapshot, server, headers, &env, &bytes, Read::default()).await,
+        Ok(Message::Single(env)) => single(sc, snapshot, server, headers, &env, &bytes, ReadCall::default()).await,
         Ok(Message::Batch(elements)) => batch(sc, snapshot, server, headers, &elements, &bytes).await,
         Err(e) => json(StatusCode::BAD_REQUEST, jsonrpc::error_response(None, e.code(), &e.to_string())),
     }
@@ -53,7 +52,7 @@ async fn single(
     headers: &HeaderMap,
     env: &Envelope<'_>,
     bytes: &Bytes,
-    read: Read<'_>,
+    read: ReadCall<'_>,
 ) -> Response<Body> {
     match env.method() {
         Some("tools/call") if env.id.is_none() => crate::tools::refuse_idless(sc, server, env),
@@ -90,7 +89,7 @@ async fn batch(
             None => parts.push(crate::batch::invalid_element()),
             Some(env) if decided_here(env) => {
                 let raw = Bytes::copy_from_slice(element.raw.get().as_bytes());
-                parts.push(Box::pin(async move { single(sc, snapshot, server, headers, env, &raw, Read::default()).await }));
+                parts.push(Box::pin(async move { single(sc, snapshot, server, headers, env, &raw, ReadCall::default()).await }));
             }
             Some(_) => rest.push(element.raw.get()),
         }

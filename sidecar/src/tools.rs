@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tollgate_core::audit::{Outcome, RecordKind};
 use tollgate_core::mcp::jsonrpc::{self, Envelope};
+use tollgate_core::mcp::strict::ReadCall;
 use tollgate_core::policy::{self, Action, Args, Decision};
 
 /// A `tools/call` refused before any decision (no id, routing headers that lie about it): a
@@ -44,16 +45,8 @@ pub(crate) fn refuse_idless(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'
     refuse_invalid(sc, server, env, "a tools/call must carry an id: without one it is never forwarded", StatusCode::BAD_REQUEST, -32600)
 }
 
-/// What the strict check read of a call on its way through the body, so it is not read again:
-/// its params, when `tool_call_params` would read them so, and its arguments as a value.
-#[derive(Default)]
-pub(crate) struct Read<'a> {
-    pub call: Option<jsonrpc::ToolCallParams<'a>>,
-    pub arguments: Option<Value>,
-}
-
-/// A `tools/call`: decided, then denied, forwarded, or held for approval. What `read` lacks is
-/// read here from `env`.
+/// A `tools/call`: decided, then denied, forwarded, or held for approval. What the strict check
+/// did not keep in `read` is read here from `env`.
 pub(crate) async fn tools_call(
     sc: &Arc<Sidecar>,
     snapshot: &Snapshot,
@@ -61,10 +54,10 @@ pub(crate) async fn tools_call(
     headers: &HeaderMap,
     env: &Envelope<'_>,
     raw: &Bytes,
-    read: Read<'_>,
+    read: ReadCall<'_>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let call = match read.call.map_or_else(|| jsonrpc::tool_call_params(env.params), Ok) {
+    let call = match read.params.map_or_else(|| jsonrpc::tool_call_params(env.params), Ok) {
         Ok(c) => c,
         Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &e)),
     };

@@ -4,7 +4,7 @@
 libfuzzer_sys::fuzz_target!(|body: &[u8]| {
     if let Ok(checked) = tollgate_core::mcp::strict::read(body)
         && let Some(message) = checked.message
-        && message.call.is_none()
+        && message.call.params.is_none()
     {
         let _ = tollgate_core::mcp::jsonrpc::tool_call_params(message.envelope.params);
     }

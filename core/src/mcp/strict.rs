@@ -49,10 +49,16 @@ pub struct Checked<'a> {
 pub struct Message<'a> {
     /// What [`crate::mcp::jsonrpc::parse`] would read.
     pub envelope: Envelope<'a>,
+    pub call: ReadCall<'a>,
+}
+
+/// What the check read of a `tools/call` on its way, so that it is not read again.
+#[derive(Debug, Default)]
+pub struct ReadCall<'a> {
     /// `params` as a `tools/call`'s, when they are an object with a string `name` and a readable
     /// `_meta`, as [`crate::mcp::jsonrpc::tool_call_params`] would read them; else that says
     /// what is wrong.
-    pub call: Option<ToolCallParams<'a>>,
+    pub params: Option<ToolCallParams<'a>>,
     /// `params.arguments` as a value: the one every parser reads (each key once), so the
     /// firewall need not parse them a second time.
     pub arguments: Option<Value>,
@@ -218,15 +224,14 @@ struct Fields<'a> {
     /// `None` absent or `null`, as serde reads an `Option`; `Some(None)` not a string.
     method: Option<Option<Cow<'a, str>>>,
     params: Option<&'a str>,
-    call: Call<'a>,
+    call: CallFields<'a>,
 }
 
 /// What an object of params holds that a `tools/call` reads.
 #[derive(Default)]
-struct Call<'a> {
-    is_object: bool,
-    /// `Some(None)`: not a string.
-    name: Option<Option<Cow<'a, str>>>,
+struct CallFields<'a> {
+    /// Only a string: anything else is serde's to refuse.
+    name: Option<Cow<'a, str>>,
     arguments: Option<&'a str>,
     value: Option<Value>,
     meta: Option<&'a str>,
@@ -250,17 +255,16 @@ fn message<'a>(scan: &mut Scanner<'a>) -> Result<Option<Message<'a>>, Ambiguity>
 }
 
 /// `params`: checked, their text kept, and an object's `tools/call` fields.
-fn params<'a>(scan: &mut Scanner<'a>, call: &mut Call<'a>) -> Result<&'a str, Ambiguity> {
+fn params<'a>(scan: &mut Scanner<'a>, call: &mut CallFields<'a>) -> Result<&'a str, Ambiguity> {
     if scan.peek()? != b'{' {
         return spanned(scan, Role::Params);
     }
     let start = scan.offset();
-    call.is_object = true;
     let mut keys = Keys::new(Role::Params);
     scan.object(|s, key| {
         keys.check(&key)?;
         match key.as_ref() {
-            "name" => call.name = string_or_not(s)?,
+            "name" => call.name = string_or_not(s)?.flatten(),
             "arguments" => {
                 s.peek()?;
                 let start = s.offset();
@@ -301,12 +305,9 @@ impl<'a> Fields<'a> {
             Some(text) => Some(serde_json::from_str::<&RawValue>(text).ok()?),
             None => None,
         };
-        let Call { is_object, name, arguments, value, meta } = self.call;
-        let call = match (is_object, name) {
-            (true, Some(Some(name))) => tool_call(name, arguments, meta),
-            _ => None,
-        };
-        Some(Message { envelope: Envelope { id, method, params: self.params }, call, arguments: value })
+        let CallFields { name, arguments, value, meta } = self.call;
+        let params = name.and_then(|name| tool_call(name, arguments, meta));
+        Some(Message { envelope: Envelope { id, method, params: self.params }, call: ReadCall { params, arguments: value } })
     }
 }
 
@@ -366,10 +367,10 @@ mod tests {
     fn a_single_messages_arguments_are_read_as_serde_reads_them_and_a_batchs_are_not() {
         let arguments = r#"{"message":"hi \u00e9","n":-3,"big":18446744073709551615,"x":1.5e3,"list":[null,true,{"a":{}}],"k":"v"}"#;
         let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{arguments}}}}}"#);
-        let read = read(body.as_bytes()).unwrap().message.and_then(|m| m.arguments);
+        let read = read(body.as_bytes()).unwrap().message.and_then(|m| m.call.arguments);
         assert_eq!(read, Some(serde_json::from_str::<Value>(arguments).unwrap()));
         let none = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"arguments":{"a":1}}}}"#;
-        assert_eq!(super::read(none.as_bytes()).unwrap().message.and_then(|m| m.arguments), None, "only params.arguments");
+        assert_eq!(super::read(none.as_bytes()).unwrap().message.and_then(|m| m.call.arguments), None, "only params.arguments");
         let batch = format!("[{body}]");
         assert!(super::read(batch.as_bytes()).unwrap().message.is_none(), "a batch's elements are decided one by one");
     }
