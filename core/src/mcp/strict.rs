@@ -186,15 +186,15 @@ fn walk(scan: &mut Scanner<'_>, role: Role) -> Result<(), Ambiguity> {
 
 /// Reads one value whole (a message's arguments), its objects' keys checked: below `params`,
 /// names are the tool's own, so no field's case rules.
-fn value(scan: &mut Scanner<'_>, role: Role) -> Result<Value, Ambiguity> {
+fn value(scan: &mut Scanner<'_>) -> Result<Value, Ambiguity> {
     match scan.peek()? {
         b'{' => {
             let mut object = serde_json::Map::new();
             scan.object(|s, key| {
                 if object.contains_key(key.as_ref()) {
-                    return Err(Ambiguity::DuplicateKey { key: key.into_owned(), at: role.at() });
+                    return Err(Ambiguity::DuplicateKey { key: key.into_owned(), at: Role::Arguments.at() });
                 }
-                let v = value(s, role)?;
+                let v = value(s)?;
                 object.insert(key.into_owned(), v);
                 Ok(())
             })?;
@@ -202,7 +202,7 @@ fn value(scan: &mut Scanner<'_>, role: Role) -> Result<Value, Ambiguity> {
         }
         b'[' => {
             let mut items = Vec::new();
-            scan.array(|s| value(s, role).map(|v| items.push(v)))?;
+            scan.array(|s| value(s).map(|v| items.push(v)))?;
             Ok(Value::Array(items))
         }
         _ => Ok(scan.scalar()?),
@@ -268,7 +268,7 @@ fn params<'a>(scan: &mut Scanner<'a>, call: &mut CallFields<'a>) -> Result<&'a s
             "arguments" => {
                 s.peek()?;
                 let start = s.offset();
-                call.value = Some(value(s, Role::Arguments)?);
+                call.value = Some(value(s)?);
                 call.arguments = not_null(s.since(start));
             }
             "_meta" => call.meta = not_null(spanned(s, Role::Other)?),
