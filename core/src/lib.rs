@@ -18,6 +18,7 @@ pub mod approval;
 pub mod audit;
 pub mod glob;
 pub mod hmac;
+pub mod json_text;
 pub mod k8s;
 pub mod mcp;
 pub mod model;

@@ -28,18 +28,17 @@ impl AuditLog {
 
     /// Writes `record`, and says on the current span what it says.
     pub fn emit(&self, record: &AuditRecord) {
-        crate::trace::recorded(record);
-        self.write(record);
+        crate::trace::recorded(&record.into());
+        self.write_with(|buf| record.write_json(buf));
     }
 
-    /// Writes `record` (to stdout's buffer, and to the shipping queue), and nothing more.
-    pub fn write(&self, record: &AuditRecord) {
+    /// Appends the line `write` puts in `buf` (to stdout's buffer, and to the shipping queue),
+    /// and nothing more.
+    pub fn write_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = buf.is_empty();
         let start = buf.len();
-        if serde_json::to_writer(&mut *buf, record).is_err() {
-            return;
-        }
+        write(&mut buf);
         if let Some(s) = &self.shipper {
             s.push(bytes::Bytes::copy_from_slice(&buf[start..]));
         }

@@ -3,10 +3,12 @@
 use crate::body::Body;
 use crate::snapshot::Server;
 use crate::state::Sidecar;
+use crate::trace::Said;
 use hyper::Response;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
+use tollgate_core::audit::line::{Line, Shared};
 use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RawJson, RecordKind, ShadowRecord};
 use tollgate_core::policy::{self, Decision};
 
@@ -25,13 +27,13 @@ pub(crate) struct CallContext<'a> {
     pub facts: std::sync::OnceLock<Facts>,
 }
 
-/// The arguments' digest and redacted text, and the policy and rule that decided, as records
-/// name them.
+/// The arguments' digest, the policy and rule that decided, and what every record of the call
+/// repeats, written once as JSON (`tollgate_core::audit::line`).
 pub(crate) struct Facts {
     digest: String,
-    arguments: RawJson,
     policy: Option<String>,
     rule: Option<String>,
+    shared: Arc<str>,
 }
 
 impl CallContext<'_> {
@@ -43,17 +45,65 @@ impl CallContext<'_> {
     fn facts(&self) -> &Facts {
         self.facts.get_or_init(|| {
             let (policy, rule) = policy::attribution(&self.decision.decided_by);
-            Facts {
-                digest: tollgate_core::mcp::digest::arguments_digest(self.arguments),
-                arguments: RawJson::redacted(self.arguments, self.raw_arguments),
-                policy,
-                rule,
+            let digest = tollgate_core::mcp::digest::arguments_digest(self.arguments);
+            let arguments = tollgate_core::audit::redacted_text(self.arguments, self.raw_arguments);
+            let justification = self.justification.map(tollgate_core::audit::redact::redact_str);
+            let config = &self.sc.config;
+            let snapshot = self.sc.snapshot.load();
+            let shared = Shared {
+                namespace: &config.namespace,
+                name: &config.agent,
+                pod: Some(config.pod.as_str()).filter(|p| !p.is_empty()),
+                service_account: snapshot.agent.as_ref().map_or("", |a| a.service_account.as_str()),
+                server: &self.server.name,
+                tool: self.tool,
+                arguments_digest: &digest,
+                arguments: &arguments,
+                justification: justification.as_deref(),
+                decision: AuditDecision::from(self.decision.action),
+                policy: policy.as_deref(),
+                rule: rule.as_deref(),
             }
+            .text();
+            Facts { digest, policy, rule, shared: shared.into() }
         })
     }
 
+    /// Writes a record of the call, and says on the current span what it says.
     pub fn audit(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) {
-        self.sc.audit.emit(&self.record(kind, outcome, is_error, request, started));
+        let time = jiff::Timestamp::now().to_string();
+        let shadow = self.decision.shadow.as_deref().filter(|_| kind == RecordKind::Decision).map(ShadowRecord::of);
+        crate::trace::recorded(&self.said(kind, outcome, is_error, request, shadow.as_ref().map(|s| s.would)));
+        let line = Line {
+            time: &time,
+            kind,
+            correlation_id: &self.correlation,
+            shared: &self.facts().shared,
+            approval_request: request,
+            approvers: &[],
+            outcome,
+            is_error,
+            duration_ms: started.map(millis),
+            error: self.decision.error.as_deref(),
+            shadow: shadow.as_ref(),
+        };
+        self.sc.audit.write_with(|buf| line.write(buf));
+    }
+
+    fn said<'b>(&'b self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&'b str>, shadow: Option<AuditDecision>) -> Said<'b> {
+        let facts = self.facts();
+        Said {
+            kind,
+            correlation_id: &self.correlation,
+            decision: AuditDecision::from(self.decision.action),
+            policy: facts.policy.as_deref(),
+            rule: facts.rule.as_deref(),
+            shadow,
+            namespace: &self.sc.config.namespace,
+            approval_request: request,
+            outcome,
+            is_error,
+        }
     }
 
     /// Forwards an allowed call with `upstream`, writing its decision record while the server
@@ -71,13 +121,28 @@ impl CallContext<'_> {
     /// As `audit` for the call's last record, written once its answer is on its way; the span
     /// hears what it says at once.
     pub fn audit_after_answer(&self, outcome: Outcome, is_error: bool, started: Instant) {
-        let record = self.record(RecordKind::Outcome, Some(outcome), is_error, None, Some(started));
-        crate::trace::recorded(&record);
-        let sc = self.sc.clone();
-        tokio::spawn(async move { sc.audit.write(&record) });
+        let (time, duration_ms) = (jiff::Timestamp::now().to_string(), millis(started));
+        crate::trace::recorded(&self.said(RecordKind::Outcome, Some(outcome), is_error, None, None));
+        let (sc, shared, correlation, error) = (self.sc.clone(), self.facts().shared.clone(), self.correlation.clone(), self.decision.error.clone());
+        tokio::spawn(async move {
+            let line = Line {
+                time: &time,
+                kind: RecordKind::Outcome,
+                correlation_id: &correlation,
+                shared: &shared,
+                approval_request: None,
+                approvers: &[],
+                outcome: Some(outcome),
+                is_error,
+                duration_ms: Some(duration_ms),
+                error: error.as_deref(),
+                shadow: None,
+            };
+            sc.audit.write_with(|buf| line.write(buf));
+        });
     }
 
-    /// The record `audit` writes; a held call keeps one to fill in when it ends.
+    /// The outcome record a held call keeps, to fill in and write when it ends.
     pub fn record(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) -> AuditRecord {
         let facts = self.facts();
         AuditRecord {
@@ -93,7 +158,7 @@ impl CallContext<'_> {
             server: self.server.name.clone(),
             tool: self.tool.to_owned(),
             arguments_digest: facts.digest.clone(),
-            arguments: facts.arguments.clone(),
+            arguments: RawJson::redacted(self.arguments, self.raw_arguments),
             justification: self.justification.map(|j| tollgate_core::audit::redact::redact_str(j).into_owned()),
             decision: AuditDecision::from(self.decision.action),
             policy: facts.policy.clone(),
@@ -102,12 +167,16 @@ impl CallContext<'_> {
             approvers: Vec::new(),
             outcome,
             is_error,
-            duration_ms: started.map(|s| s.elapsed().as_secs_f64() * 1000.0),
+            duration_ms: started.map(millis),
             error: self.decision.error.clone(),
             // Counted once per call: on its decision.
             shadow: self.decision.shadow.as_deref().filter(|_| kind == RecordKind::Decision).map(ShadowRecord::of),
         }
     }
+}
+
+fn millis(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Pending once, waking its task again at once: on the sidecar's one thread the task goes behind

@@ -4,7 +4,7 @@
 //! No span carries arguments or a justification: only names, decisions and identifiers.
 
 use hyper::header::HeaderMap;
-use tollgate_core::audit::{AuditRecord, Outcome, RecordKind};
+use tollgate_core::audit::{AuditDecision, AuditRecord, Outcome, RecordKind};
 use tollgate_core::mcp::jsonrpc::{Envelope, Meta};
 use tollgate_runtime::otel;
 use tracing::Span;
@@ -79,28 +79,60 @@ pub(crate) fn decided_by_people(wait: &Span, decisions: &[tollgate_api::Approval
     }
 }
 
+/// What a record says that its call's span carries: the hand-written lines of a call and a held
+/// call's `AuditRecord` say it alike.
+pub(crate) struct Said<'a> {
+    pub kind: RecordKind,
+    pub correlation_id: &'a str,
+    pub decision: AuditDecision,
+    pub policy: Option<&'a str>,
+    pub rule: Option<&'a str>,
+    pub shadow: Option<AuditDecision>,
+    pub namespace: &'a str,
+    pub approval_request: Option<&'a str>,
+    pub outcome: Option<Outcome>,
+    pub is_error: bool,
+}
+
+impl<'a> From<&'a AuditRecord> for Said<'a> {
+    fn from(r: &'a AuditRecord) -> Said<'a> {
+        Said {
+            kind: r.kind,
+            correlation_id: &r.correlation_id,
+            decision: r.decision,
+            policy: r.policy.as_deref(),
+            rule: r.rule.as_deref(),
+            shadow: r.shadow.as_ref().map(|s| s.would),
+            namespace: &r.agent.namespace,
+            approval_request: r.approval_request.as_deref(),
+            outcome: r.outcome,
+            is_error: r.is_error,
+        }
+    }
+}
+
 /// What an audit record says about its call, onto the span that is current when it is written
 /// (the call's, or a held call's wait): one place, so spans say what the audit says.
-pub(crate) fn recorded(record: &AuditRecord) {
+pub(crate) fn recorded(record: &Said<'_>) {
     if !otel::enabled() {
         return;
     }
     let span = Span::current();
     // Each fact once: an attribute recorded twice is exported twice.
     if record.kind == RecordKind::Decision {
-        span.record("tollgate.correlation_id", record.correlation_id.as_str());
+        span.record("tollgate.correlation_id", record.correlation_id);
         span.record("tollgate.decision", record.decision.as_str());
-        if let Some(p) = &record.policy {
-            span.record("tollgate.policy", p.as_str());
+        if let Some(p) = record.policy {
+            span.record("tollgate.policy", p);
         }
-        if let Some(r) = &record.rule {
-            span.record("tollgate.rule", r.as_str());
+        if let Some(r) = record.rule {
+            span.record("tollgate.rule", r);
         }
-        if let Some(s) = &record.shadow {
-            span.record("tollgate.shadow", s.would.as_str());
+        if let Some(s) = record.shadow {
+            span.record("tollgate.shadow", s.as_str());
         }
-        if let Some(r) = &record.approval_request {
-            span.record("tollgate.approval_request", format!("{}/{r}", record.agent.namespace));
+        if let Some(r) = record.approval_request {
+            span.record("tollgate.approval_request", format!("{}/{r}", record.namespace));
         }
     }
     if let Some(o) = record.outcome {

@@ -4,6 +4,7 @@
 pub mod bounds;
 pub mod chain;
 pub mod checkpoint;
+pub mod line;
 pub mod redact;
 pub mod shadow;
 use serde::{Deserialize, Serialize};
@@ -102,11 +103,19 @@ impl RawJson {
     /// `value` redacted, as a record keeps it: its text as received (`raw`) when redaction would
     /// change nothing, else a redacted rendering.
     pub fn redacted(value: &serde_json::Value, raw: Option<&str>) -> RawJson {
-        let untouched = raw.filter(|raw| crate::audit::redact::untouched(value, raw));
-        match untouched.and_then(|text| serde_json::value::RawValue::from_string(text.to_owned()).ok()) {
-            Some(text) => RawJson::from(text),
-            None => RawJson::of(&crate::audit::redact::Redacted(value)),
+        match serde_json::value::RawValue::from_string(redacted_text(value, raw).into_owned()) {
+            Ok(text) => RawJson::from(text),
+            Err(_) => RawJson::of(&crate::audit::redact::Redacted(value)),
         }
+    }
+}
+
+/// `value` redacted, as a record's JSON text: `raw` (its text as received) when redaction would
+/// change nothing, else a redacted rendering. Either is valid JSON on one line.
+pub fn redacted_text<'a>(value: &serde_json::Value, raw: Option<&'a str>) -> std::borrow::Cow<'a, str> {
+    match raw.filter(|raw| crate::audit::redact::untouched(value, raw)) {
+        Some(text) => std::borrow::Cow::Borrowed(text),
+        None => std::borrow::Cow::Owned(serde_json::to_string(&crate::audit::redact::Redacted(value)).unwrap_or_else(|_| "null".to_owned())),
     }
 }
 

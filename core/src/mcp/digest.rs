@@ -1,20 +1,20 @@
 //! The canonical argument digest: `sha256:` over a canonical JSON form, so the same arguments give
 //! the same digest whatever their key order or whitespace.
 
+use crate::json_text::write_str;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 
 /// Writes `value` canonically: object keys sorted by their UTF-16 code units (as RFC 8785 does),
-/// no insignificant whitespace, strings escaped by serde_json.
+/// no insignificant whitespace, strings escaped as serde_json escapes them.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = Vec::new();
-    // Writing to a Vec cannot fail, and serde_json writes valid UTF-8.
-    let _ = write_canonical(value, &mut out);
+    write_canonical(value, &mut out);
+    // Only whole strings and serde_json's numbers were written: valid UTF-8.
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical<W: Write>(value: &Value, out: &mut W) -> std::io::Result<()> {
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         // serde_json's map iterates its keys in byte order, which for ASCII keys is the order
         // wanted: the usual object is written as it stands, without a sorted copy of its entries.
@@ -25,30 +25,34 @@ fn write_canonical<W: Write>(value: &Value, out: &mut W) -> std::io::Result<()> 
             write_object(entries.into_iter(), out)
         }
         Value::Array(items) => {
-            out.write_all(b"[")?;
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.write_all(b",")?;
+                    out.push(b',');
                 }
-                write_canonical(item, out)?;
+                write_canonical(item, out);
             }
-            out.write_all(b"]")
+            out.push(b']');
         }
-        scalar => Ok(serde_json::to_writer(&mut *out, scalar)?),
+        Value::String(s) => write_str(out, s),
+        // serde_json's own writing of a number, `true`, `false` or `null`, into a Vec: cannot fail.
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 
-fn write_object<'a, W: Write>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut W) -> std::io::Result<()> {
-    out.write_all(b"{")?;
+fn write_object<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    out.push(b'{');
     for (i, (key, v)) in entries.enumerate() {
         if i > 0 {
-            out.write_all(b",")?;
+            out.push(b',');
         }
-        serde_json::to_writer(&mut *out, key)?;
-        out.write_all(b":")?;
-        write_canonical(v, out)?;
+        write_str(out, key);
+        out.push(b':');
+        write_canonical(v, out);
     }
-    out.write_all(b"}")
+    out.push(b'}');
 }
 
 /// RFC 8785's key order. ASCII keys (nearly all) compare the same bytewise as by UTF-16 units.
@@ -69,25 +73,12 @@ fn in_utf16_order<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
     })
 }
 
-/// Feeds what is written straight into the hash: no canonical copy of the arguments is kept.
-struct HashWriter(Sha256);
-
-impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// `sha256:<hex>` of the canonical form.
+/// `sha256:<hex>` of the canonical form, written out whole and hashed at once: fed to the hash
+/// piece by piece as written, the many small pieces cost more than the copy.
 pub fn arguments_digest(value: &Value) -> String {
-    let mut hasher = HashWriter(Sha256::new());
-    let _ = write_canonical(value, &mut hasher);
-    crate::sha256_text::sha256_text(&hasher.0.finalize())
+    let mut out = Vec::with_capacity(256);
+    write_canonical(value, &mut out);
+    crate::sha256_text::sha256_text(&Sha256::digest(&out))
 }
 
 #[cfg(test)]

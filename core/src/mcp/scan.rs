@@ -8,6 +8,7 @@
 //! holds the two to that): the same escapes, unpaired surrogates refused, control characters
 //! refused in strings, numbers out of `f64`'s range refused, at most 127 levels of nesting.
 
+use crate::json_text::plain_run;
 use serde_json::{Number, Value};
 use std::borrow::Cow;
 
@@ -313,32 +314,6 @@ impl<'a> Scanner<'a> {
         }
         Ok(n)
     }
-}
-
-/// Where the run of bytes from `i` that a string holds as they are ends: at a `"`, a `\`, a
-/// control character or the end. Eight bytes at a time while none of them is one.
-fn plain_run(bytes: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let backslash = w ^ (ONES * u64::from(b'\\'));
-        let found = (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash) | (w.wrapping_sub(ONES * 0x20) & !w);
-        if found & HIGH != 0 {
-            break;
-        }
-        i += 8;
-    }
-    while let Some(&b) = bytes.get(i) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            break;
-        }
-        i += 1;
-    }
-    i
 }
 
 #[cfg(test)]

@@ -1,0 +1,184 @@
+//! An audit record's JSON line written by hand: the bytes `serde_json::to_writer` writes for an
+//! [`AuditRecord`], without building one (docs/design.md §3.5).
+//!
+//! A call's decision and outcome records repeat everything from `agent` to `rule`. The sidecar
+//! writes that part once per call ([`Shared::text`]) and copies it into each of the call's lines
+//! ([`Line::write`]): the arguments' text goes into the record as it came, not read again into a
+//! `RawValue`, and no record's strings are copied into an `AuditRecord` to be serialized. A test
+//! holds the two writings to the same bytes (`core/tests/record_line.rs`).
+
+use super::{AuditDecision, AuditRecord, Outcome, RecordKind, ShadowRecord};
+use crate::json_text::write_str as string;
+
+/// What every record of one call repeats, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Shared<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub pod: Option<&'a str>,
+    pub service_account: &'a str,
+    pub server: &'a str,
+    pub tool: &'a str,
+    pub arguments_digest: &'a str,
+    /// The redacted arguments' JSON text, valid and on one line: it is written as it stands.
+    pub arguments: &'a str,
+    pub justification: Option<&'a str>,
+    pub decision: AuditDecision,
+    pub policy: Option<&'a str>,
+    pub rule: Option<&'a str>,
+}
+
+impl Shared<'_> {
+    /// The record's fields from `agent` to `rule`, as JSON members without the braces.
+    pub fn text(&self) -> String {
+        let mut out = Vec::with_capacity(160 + self.arguments.len());
+        out.extend_from_slice(b"\"agent\":{\"namespace\":");
+        string(&mut out, self.namespace);
+        member(&mut out, "name", self.name);
+        if let Some(pod) = self.pod {
+            member(&mut out, "pod", pod);
+        }
+        member(&mut out, "service_account", self.service_account);
+        out.push(b'}');
+        member(&mut out, "server", self.server);
+        member(&mut out, "tool", self.tool);
+        member(&mut out, "arguments_digest", self.arguments_digest);
+        out.extend_from_slice(b",\"arguments\":");
+        out.extend_from_slice(self.arguments.as_bytes());
+        if let Some(j) = self.justification {
+            member(&mut out, "justification", j);
+        }
+        member(&mut out, "decision", self.decision.as_str());
+        if let Some(p) = self.policy {
+            member(&mut out, "policy", p);
+        }
+        if let Some(r) = self.rule {
+            member(&mut out, "rule", r);
+        }
+        // Only whole strings and the arguments' text (valid UTF-8) were written.
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// One record, its shared part already written.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    /// RFC 3339.
+    pub time: &'a str,
+    pub kind: RecordKind,
+    pub correlation_id: &'a str,
+    /// [`Shared::text`] of the call.
+    pub shared: &'a str,
+    pub approval_request: Option<&'a str>,
+    pub approvers: &'a [String],
+    pub outcome: Option<Outcome>,
+    pub is_error: bool,
+    pub duration_ms: Option<f64>,
+    pub error: Option<&'a str>,
+    pub shadow: Option<&'a ShadowRecord>,
+}
+
+impl Line<'_> {
+    /// Appends the record's JSON (no line break) to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":");
+        string(out, self.time);
+        member(out, "kind", kind_str(self.kind));
+        member(out, "correlation_id", self.correlation_id);
+        out.push(b',');
+        out.extend_from_slice(self.shared.as_bytes());
+        if let Some(r) = self.approval_request {
+            member(out, "approval_request", r);
+        }
+        if !self.approvers.is_empty() {
+            out.extend_from_slice(b",\"approvers\":[");
+            for (i, a) in self.approvers.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, a);
+            }
+            out.push(b']');
+        }
+        if let Some(o) = self.outcome {
+            member(out, "outcome", o.as_str());
+        }
+        out.extend_from_slice(if self.is_error { b",\"is_error\":true" } else { b",\"is_error\":false" });
+        if let Some(d) = self.duration_ms {
+            out.extend_from_slice(b",\"duration_ms\":");
+            // serde_json's own number writing (ryu; `null` when not finite), into a Vec: cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &d);
+        }
+        if let Some(e) = self.error {
+            member(out, "error", e);
+        }
+        if let Some(s) = self.shadow {
+            out.extend_from_slice(b",\"shadow\":");
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        out.push(b'}');
+    }
+}
+
+impl AuditRecord {
+    /// The record's JSON, as `serde_json::to_writer` writes it, appended to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let shared = Shared {
+            namespace: &self.agent.namespace,
+            name: &self.agent.name,
+            pod: self.agent.pod.as_deref(),
+            service_account: &self.agent.service_account,
+            server: &self.server,
+            tool: &self.tool,
+            arguments_digest: &self.arguments_digest,
+            arguments: self.arguments.get(),
+            justification: self.justification.as_deref(),
+            decision: self.decision,
+            policy: self.policy.as_deref(),
+            rule: self.rule.as_deref(),
+        }
+        .text();
+        Line {
+            time: &self.time,
+            kind: self.kind,
+            correlation_id: &self.correlation_id,
+            shared: &shared,
+            approval_request: self.approval_request.as_deref(),
+            approvers: &self.approvers,
+            outcome: self.outcome,
+            is_error: self.is_error,
+            duration_ms: self.duration_ms,
+            error: self.error.as_deref(),
+            shadow: self.shadow.as_ref(),
+        }
+        .write(out);
+    }
+}
+
+fn kind_str(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Decision => "decision",
+        RecordKind::Outcome => "outcome",
+    }
+}
+
+/// `,"key":"value"`; keys are ours and need no escaping.
+fn member(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    string(out, value);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_as_serialized() {
+        for k in [RecordKind::Decision, RecordKind::Outcome] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", kind_str(k)));
+        }
+    }
+}
