@@ -63,20 +63,14 @@ fn sse_events_split_anywhere_parse_the_same() {
 /// Spans name decisions and outcomes as records do: the names are the serialized ones.
 #[test]
 fn span_names_of_decisions_and_outcomes_are_their_record_names() {
-    use tollgate_core::audit::{AuditDecision, Outcome};
-    for d in [AuditDecision::Allow, AuditDecision::Deny, AuditDecision::RequireApproval] {
+    use tollgate_core::audit::{AuditDecision, Outcome, RecordKind};
+    for d in AuditDecision::ALL {
         assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
     }
-    for o in [
-        Outcome::Forwarded,
-        Outcome::Denied,
-        Outcome::Approved,
-        Outcome::ApprovalDenied,
-        Outcome::ApprovalExpired,
-        Outcome::ApprovalCancelled,
-        Outcome::UpstreamError,
-        Outcome::Timeout,
-    ] {
+    for k in [RecordKind::Decision, RecordKind::Outcome] {
+        assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+    }
+    for o in Outcome::ALL {
         assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
     }
 }

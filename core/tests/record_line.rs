@@ -22,20 +22,11 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn decision() -> impl Strategy<Value = AuditDecision> {
-    prop::sample::select(vec![AuditDecision::Allow, AuditDecision::Deny, AuditDecision::RequireApproval])
+    prop::sample::select(AuditDecision::ALL.to_vec())
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
-    prop::sample::select(vec![
-        Outcome::Forwarded,
-        Outcome::Denied,
-        Outcome::Approved,
-        Outcome::ApprovalDenied,
-        Outcome::ApprovalExpired,
-        Outcome::ApprovalCancelled,
-        Outcome::UpstreamError,
-        Outcome::Timeout,
-    ])
+    prop::sample::select(Outcome::ALL.to_vec())
 }
 
 fn arguments() -> impl Strategy<Value = RawJson> {

@@ -18,6 +18,16 @@ pub enum RecordKind {
     Outcome,
 }
 
+impl RecordKind {
+    /// The name records use (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Decision => "decision",
+            RecordKind::Outcome => "outcome",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditDecision {
@@ -27,6 +37,8 @@ pub enum AuditDecision {
 }
 
 impl AuditDecision {
+    pub const ALL: [AuditDecision; 3] = [AuditDecision::Allow, AuditDecision::Deny, AuditDecision::RequireApproval];
+
     /// The name records and spans use (as serialized).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,6 +73,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Forwarded,
+        Outcome::Denied,
+        Outcome::Approved,
+        Outcome::ApprovalDenied,
+        Outcome::ApprovalExpired,
+        Outcome::ApprovalCancelled,
+        Outcome::UpstreamError,
+        Outcome::Timeout,
+    ];
+
     /// The name records and spans use (as serialized).
     pub fn as_str(self) -> &'static str {
         match self {
