@@ -194,6 +194,9 @@ pub enum Launch<'a> {
     Pinned(usize),
     /// Inside a network namespace (transparent mode); its admin port is exposed to the host.
     In(&'a crate::netns::NetNs),
+    /// Its stdout piped into the shell command given (a reader that stalls, say), its log its
+    /// stderr alone.
+    StdoutInto(&'a str),
 }
 
 /// A running `tollgate-sidecar` for one agent, as its service account.
@@ -257,6 +260,11 @@ impl Sidecar {
                 ns.command(bin)
             }
             Launch::Direct => Command::new(bin),
+            Launch::StdoutInto(reader) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("\"$0\" \"$@\" | {reader}")]).arg(bin);
+                c
+            }
         };
         // A pinned sidecar is being measured: it logs as in production (JSON, at info).
         let measured = matches!(launch, Launch::Pinned(_));

@@ -436,3 +436,75 @@ fn a_truncated_rewritten_or_reordered_chain_is_named_against_signed_checkpoints(
     ensure!(v["ok"] == false && v["error"].as_str().unwrap_or_default().contains("removed from the end"), "{body}");
     Ok(())
 }
+
+/// A container runtime that stops reading the sidecar's stdout leaves it a full pipe (64 KiB,
+/// a call or two of large records). Every call must still be answered: stdout is written by a
+/// thread of its own, and records past its bound are left out of it. Once stdout is read again,
+/// every record is there or counted by an `audit-gap` line, and the metric says as many.
+#[test]
+fn a_sidecar_whose_stdout_nobody_reads_still_answers_and_says_what_it_left_out() -> Result<()> {
+    operator();
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("audit-unread")?;
+    cp.apply(
+        User::Admin,
+        &ns,
+        "apiVersion: tollgate.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: files}\nspec: {url: \"http://127.0.0.1:9/mcp\"}\n---\n\
+         apiVersion: tollgate.dev/v1alpha1\nkind: ManagedAgent\nmetadata: {name: coder}\nspec: {selector: {matchLabels: {app: coder}}, serviceAccountName: coder, mcpServers: [files]}\n---\n\
+         apiVersion: tollgate.dev/v1alpha1\nkind: ToolPolicy\nmetadata: {name: files}\nspec: {tools: [{server: files, name: delete_everything, rules: [{action: Deny}]}]}\n",
+    )?;
+    let (go, out) = (cp.dir().join(format!("{ns}-read")), cp.dir().join(format!("{ns}-stdout")));
+    // Reads nothing until `go` exists, then everything, into `out`.
+    let reader = format!("(while [ ! -e '{}' ]; do sleep 0.05; done; exec cat > '{}')", go.display(), out.display());
+    let bin = tollgate_e2e::binary("tollgate-sidecar", "tollgate-sidecar")?;
+    let sidecar = Sidecar::start_binary(cp, &ns, "coder", "coder", "coder-pod", &bin, tollgate_e2e::Launch::StdoutInto(&reader), &[], &[])?;
+    // Denied calls (no upstream is asked), each with 24 KB of arguments: two records of 24 KB a
+    // call, 19 MB in all, more than the pipe and the sidecar's 8 MiB bound hold together.
+    let calls = 400;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "delete_everything", "arguments": {"note": "the quick brown fox jumps over the lazy dog ".repeat(550)}}});
+    let body_file = cp.dir().join(format!("{ns}-body.json"));
+    std::fs::write(&body_file, body.to_string())?;
+    // Over one connection; the first call not answered within 5 s ends the run.
+    let codes = Command::new("curl")
+        .args(["-s", "--fail-early", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}\n"])
+        .args(["-H", "content-type: application/json", "-H", "accept: application/json, text/event-stream"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!("{}?n=[1-{calls}]", sidecar.url("files")))
+        .output()?;
+    let codes = String::from_utf8_lossy(&codes.stdout).into_owned();
+    let answered = codes.lines().filter(|c| *c == "200").count();
+    ensure!(answered == calls, "{answered} of {calls} calls answered while nobody read stdout: {}", sidecar.process.log_tail());
+
+    std::fs::write(&go, "")?;
+    let lines = |text: &str| -> Result<(usize, u64)> {
+        let (mut records, mut lost) = (0, 0);
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).with_context(|| format!("a line of stdout that is not a record: {line:.200}"))?;
+            match v["kind"].as_str() {
+                Some("decision" | "outcome") => records += 1,
+                Some("audit-gap") => {
+                    ensure!(v["reason"] == "unread" && v["agent"]["name"] == "coder", "{v}");
+                    lost += v["lost"].as_u64().context("lost")?;
+                }
+                _ => anyhow::bail!("an unexpected line: {line:.200}"),
+            }
+        }
+        Ok((records, lost))
+    };
+    // Whole lines only: the reader may be mid-write.
+    let (records, lost) = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let whole = text.rsplit_once('\n').map_or("", |(done, _)| done);
+        let (records, lost) = lines(whole)?;
+        Ok((records + usize::try_from(lost)? == 2 * calls).then_some((records, lost)))
+    })
+    .with_context(|| format!("stdout once read again does not account for {} records", 2 * calls))?;
+    ensure!(lost > 0 && records > 0, "{records} records written, {lost} left out: the bound was never reached");
+    let metrics = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/metrics", sidecar.admin_port)]).output()?;
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    ensure!(metrics.contains(&format!("tollgate_audit_records_total{{event=\"unwritten\"}} {lost}")), "{metrics}");
+    ensure!(sidecar.process.log_tail().contains("stdout was not read for a while"), "{}", sidecar.process.log_tail());
+    Ok(())
+}

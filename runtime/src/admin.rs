@@ -125,7 +125,8 @@ impl Metrics {
     }
 
     /// An audit record not shipped or stored whole: `cut` to its bound, `refused` by the store,
-    /// or `overflowed` the queue while the store was away.
+    /// or `overflowed` the queue while the store was away; or not written to stdout: `unwritten`
+    /// while stdout was not read.
     pub fn audit(&self, event: &str, n: u64) {
         self.audit.get_or_create(&AuditLabels { event: event.into() }).inc_by(n);
     }

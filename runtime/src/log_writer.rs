@@ -1,10 +1,12 @@
-//! Log lines written to stderr from a thread of their own, never from the thread that logs.
+//! Log lines written to stderr (and the sidecar's audit lines to stdout) from a thread of their
+//! own, never from the thread that logs.
 //!
 //! A container's stderr is a pipe the container runtime reads. When it stops reading (a stalled
 //! log agent, a node under pressure), a write to a full pipe blocks, and a log line written by
 //! a runtime thread would stop every call that thread serves. Lines are queued in memory, up to
-//! [`MAX_QUEUED`] bytes, and a writer thread writes what has queued in one write; past the bound
-//! a line is dropped and counted, and the writer says how many were lost once it can write again.
+//! a bound ([`MAX_QUEUED`] bytes for logs), and a writer thread writes what has queued in one
+//! write; past the bound a line is dropped and counted, and the writer says how many were lost
+//! once it can write again, whether or not a line follows.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -28,6 +30,12 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the writer when the queue stops being empty, and `flush` when the writer is done.
     changed: Condvar,
+    /// What may queue before lines are dropped.
+    bound: usize,
+}
+
+fn log_lines_dropped(dropped: u64) -> Vec<u8> {
+    format!("{dropped} log line(s) dropped: the log was not read for a while\n").into_bytes()
 }
 
 impl Shared {
@@ -50,11 +58,22 @@ impl std::fmt::Debug for LogQueue {
 }
 
 impl LogQueue {
-    /// A queue whose lines a new thread writes to `sink`.
+    /// A queue of log lines (at most [`MAX_QUEUED`] bytes) that a new thread writes to `sink`.
     pub fn start(sink: impl Write + Send + 'static) -> std::io::Result<LogQueue> {
-        let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), changed: Condvar::new() });
+        LogQueue::start_bounded(sink, "log-writer", MAX_QUEUED, log_lines_dropped)
+    }
+
+    /// A queue of at most `bound` bytes that a new thread, `name`, writes to `sink`, writing
+    /// `note` of the lines dropped before the batch after them.
+    pub fn start_bounded(
+        sink: impl Write + Send + 'static,
+        name: &str,
+        bound: usize,
+        note: impl Fn(u64) -> Vec<u8> + Send + 'static,
+    ) -> std::io::Result<LogQueue> {
+        let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), changed: Condvar::new(), bound });
         let writer = shared.clone();
-        std::thread::Builder::new().name("log-writer".into()).stack_size(64 * 1024).spawn(move || write_lines(&writer, sink))?;
+        std::thread::Builder::new().name(name.into()).stack_size(64 * 1024).spawn(move || write_lines(&writer, sink, note))?;
         Ok(LogQueue { shared })
     }
 
@@ -62,14 +81,19 @@ impl LogQueue {
     /// still taken into an empty queue: it is in memory already, and it may be the one that says
     /// what went wrong.
     pub fn push(&self, line: &[u8]) {
+        self.push_lines(line, 1);
+    }
+
+    /// Queues `count` whole lines at once, or drops them all, as [`LogQueue::push`] one.
+    pub fn push_lines(&self, lines: &[u8], count: u64) {
         let mut q = self.shared.lock();
-        if !q.lines.is_empty() && q.lines.len() + line.len() > MAX_QUEUED {
-            q.dropped += 1;
-            q.dropped_ever += 1;
+        if !q.lines.is_empty() && q.lines.len() + lines.len() > self.shared.bound {
+            q.dropped += count;
+            q.dropped_ever += count;
             return;
         }
         let was_empty = q.lines.is_empty();
-        q.lines.extend_from_slice(line);
+        q.lines.extend_from_slice(lines);
         drop(q);
         if was_empty {
             self.shared.changed.notify_all();
@@ -80,7 +104,7 @@ impl LogQueue {
     pub fn flush(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         let mut q = self.shared.lock();
-        while !q.lines.is_empty() || q.writing {
+        while !q.lines.is_empty() || q.dropped > 0 || q.writing {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -93,14 +117,14 @@ impl LogQueue {
 
 /// The writer thread: takes all that has queued and writes it in one go, for as long as the
 /// process runs. A sink that fails (stderr closed) loses the lines; nothing else can be done.
-fn write_lines(shared: &Shared, mut sink: impl Write) {
+fn write_lines(shared: &Shared, mut sink: impl Write, note: impl Fn(u64) -> Vec<u8>) {
     let mut batch = Vec::new();
     loop {
         let dropped = {
             let mut q = shared.lock();
             q.writing = false;
             shared.changed.notify_all();
-            while q.lines.is_empty() {
+            while q.lines.is_empty() && q.dropped == 0 {
                 q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
             }
             q.writing = true;
@@ -108,12 +132,12 @@ fn write_lines(shared: &Shared, mut sink: impl Write) {
             std::mem::take(&mut q.dropped)
         };
         if dropped > 0 {
-            let _ = writeln!(sink, "{dropped} log line(s) dropped: the log was not read for a while");
+            let _ = sink.write_all(&note(dropped));
         }
         let _ = sink.write_all(&batch).and_then(|()| sink.flush());
         batch.clear();
         // A burst's buffer is not kept for ever.
-        if batch.capacity() > MAX_QUEUED / 4 {
+        if batch.capacity() > shared.bound / 4 {
             batch = Vec::new();
         }
     }
@@ -224,5 +248,17 @@ mod tests {
         let rest: Vec<&str> = lines.collect();
         let expected: Vec<String> = (0..100).map(|i| format!("line {i} of 100")).collect();
         assert_eq!(rest, expected);
+    }
+
+    #[test]
+    fn a_loss_with_nothing_after_it_is_reported_all_the_same() {
+        let (mut reader, writer) = unread_pipe();
+        let queue = LogQueue::start_bounded(writer, "test-writer", 1024, |n| format!("{n} lost\n").into_bytes()).unwrap();
+        queue.shared.lock().dropped = 2;
+        queue.shared.changed.notify_all();
+        assert!(queue.flush(Duration::from_secs(10)), "the loss is written though no line follows it");
+        let mut text = vec![0u8; 64];
+        let n = std::io::Read::read(&mut reader, &mut text).unwrap();
+        assert_eq!(String::from_utf8_lossy(&text[..n]), "2 lost\n");
     }
 }

@@ -1,29 +1,66 @@
 //! Audit records as JSON lines on stdout (DESIGN §3.5), and to the gateway's audit store when
 //! one is configured ([`crate::ship`]).
 //!
-//! Lines gather in memory and a writer task writes what arrived within [`LINGER`] in one write:
-//! one syscall per call pair was a tenth of the sidecar's CPU under load. Shutdown flushes.
+//! Lines gather in memory and are handed on once [`LINGER`] has passed: one syscall per call
+//! pair was a tenth of the sidecar's CPU under load. Stdout is written by a thread of its own
+//! (`tollgate_runtime::log_writer`): a container's stdout is a pipe the container runtime reads,
+//! and when it stops reading, a write from the runtime's thread would stop every call the
+//! sidecar serves. Past [`MAX_UNWRITTEN`] bytes waiting, records are left out of stdout (they
+//! still ship) and an `audit-gap` line says how many once stdout is read again. Shutdown flushes.
 
-use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
-use tollgate_core::audit::AuditRecord;
+use tollgate_core::audit::{AuditRecord, bounds};
+use tollgate_runtime::log_writer::LogQueue;
 
 /// How long a line may wait for others to share its write.
 const LINGER: Duration = Duration::from_millis(2);
-/// Past this much waiting, the caller writes at once rather than grow the buffer.
+/// Past this much waiting, the lines are handed on at once rather than grow the buffer.
 const MAX_BUFFERED: usize = 1 << 20;
+/// What stdout may hold unread before records are left out of it: four thousand calls' records.
+pub const MAX_UNWRITTEN: usize = 8 << 20;
+/// How long shutdown waits for the last records to be written.
+const FLUSH: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    count: u64,
+}
+
 pub struct AuditLog {
-    buf: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
     wake: tokio::sync::Notify,
     pub shipper: Option<crate::ship::Shipper>,
+    stdout: Stdout,
+}
+
+/// Where stdout's lines go: its writer thread, or, where that could not start, stdout itself
+/// from the caller, as before there was one.
+enum Stdout {
+    Queue(LogQueue),
+    Direct,
 }
 
 impl AuditLog {
-    pub fn new(shipper: Option<crate::ship::Shipper>) -> AuditLog {
-        AuditLog { shipper, ..AuditLog::default() }
+    /// `agent` names the records that leave a gap on stdout; `left_out` counts them.
+    pub fn new(shipper: Option<crate::ship::Shipper>, agent: &str, left_out: impl Fn(u64) + Send + 'static) -> AuditLog {
+        let agent = agent.to_owned();
+        let note = move |lost: u64| {
+            left_out(lost);
+            tracing::warn!(lost, "stdout was not read for a while: audit records were left out of it (they are shipped to the audit store when there is one)");
+            let mut line = bounds::gap(&agent, lost, "unread", &jiff::Timestamp::now().to_string()).to_string().into_bytes();
+            line.push(b'\n');
+            line
+        };
+        let stdout = match LogQueue::start_bounded(std::io::stdout(), "audit-writer", MAX_UNWRITTEN, note) {
+            Ok(q) => Stdout::Queue(q),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the audit log: records are written to stdout by the thread that serves calls");
+                Stdout::Direct
+            }
+        };
+        AuditLog { pending: Mutex::default(), wake: tokio::sync::Notify::new(), shipper, stdout }
     }
 
     /// Writes `record`, and says on the current span what it says.
@@ -35,24 +72,35 @@ impl AuditLog {
     /// Appends the line `write` puts in `buf` (to stdout's buffer, and to the shipping queue),
     /// and nothing more.
     pub fn write_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
-        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        let was_empty = buf.is_empty();
-        let start = buf.len();
-        write(&mut buf);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = pending.lines.is_empty();
+        let start = pending.lines.len();
+        write(&mut pending.lines);
         if let Some(s) = &self.shipper {
-            s.push(bytes::Bytes::copy_from_slice(&buf[start..]));
+            s.push(bytes::Bytes::copy_from_slice(&pending.lines[start..]));
         }
-        buf.push(b'\n');
-        if buf.len() >= MAX_BUFFERED {
-            write_out(&mut buf);
+        pending.lines.push(b'\n');
+        pending.count += 1;
+        if pending.lines.len() >= MAX_BUFFERED {
+            self.hand_on(&mut pending);
         } else if was_empty {
             self.wake.notify_one();
         }
     }
 
-    /// Writes what is buffered now.
+    /// Hands what is buffered now to stdout's writer.
     pub fn flush(&self) {
-        write_out(&mut self.buf.lock().unwrap_or_else(|e| e.into_inner()));
+        self.hand_on(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Flushes, and waits (a bounded time) for stdout's writer to write it all: before exiting.
+    pub fn flush_and_wait(&self) {
+        self.flush();
+        if let Stdout::Queue(q) = &self.stdout
+            && !q.flush(FLUSH)
+        {
+            tracing::warn!("stdout was not read: the last audit records may not have been written to it");
+        }
     }
 
     /// The writer task: runs until the process ends.
@@ -63,16 +111,25 @@ impl AuditLog {
             self.flush();
         }
     }
+
+    fn hand_on(&self, pending: &mut Pending) {
+        if pending.lines.is_empty() {
+            return;
+        }
+        match &self.stdout {
+            Stdout::Queue(q) => q.push_lines(&pending.lines, pending.count),
+            Stdout::Direct => write_out(&pending.lines),
+        }
+        pending.lines.clear();
+        pending.count = 0;
+    }
 }
 
-fn write_out(buf: &mut Vec<u8>) {
-    if buf.is_empty() {
-        return;
-    }
+fn write_out(lines: &[u8]) {
+    use std::io::Write;
     let mut out = std::io::stdout().lock();
     // A closed stdout must not take the proxy down; the records are lost and the log says so.
-    if let Err(e) = out.write_all(buf).and_then(|()| out.flush()) {
+    if let Err(e) = out.write_all(lines).and_then(|()| out.flush()) {
         tracing::warn!(error = %e, "could not write audit records");
     }
-    buf.clear();
 }

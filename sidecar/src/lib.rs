@@ -68,7 +68,10 @@ pub async fn run(config: Config) -> Result<()> {
         held: approvals::Registry::default(),
         sessions: aggregate::Sessions::default(),
         metrics: metrics.clone(),
-        audit: audit::AuditLog::new(shipper),
+        audit: audit::AuditLog::new(shipper, &config.agent, {
+            let metrics = metrics.clone();
+            move |n| metrics.audit("unwritten", n)
+        }),
         instance,
         limits: limits::Limiter::default(),
     });
@@ -103,7 +106,7 @@ pub async fn run(config: Config) -> Result<()> {
         () = async { match &sidecar.audit.shipper { Some(s) => s.run().await, None => std::future::pending().await } } => Ok(()),
         () = tollgate_runtime::shutdown_signal() => Ok(()),
     };
-    sidecar.audit.flush();
+    sidecar.audit.flush_and_wait();
     result
 }
 
