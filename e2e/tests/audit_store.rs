@@ -459,7 +459,7 @@ fn a_sidecar_whose_stdout_nobody_reads_still_answers_and_says_what_it_left_out()
     let bin = tollgate_e2e::binary("tollgate-sidecar", "tollgate-sidecar")?;
     let sidecar = Sidecar::start_binary(cp, &ns, "coder", "coder", "coder-pod", &bin, tollgate_e2e::Launch::StdoutInto(&reader), &[], &[])?;
     // Denied calls (no upstream is asked), each with 24 KB of arguments: two records of 24 KB a
-    // call, 19 MB in all, more than the pipe and the sidecar's 8 MiB bound hold together.
+    // call, 19 MB in all, more than the pipe and the sidecar's 4 MiB bound hold together.
     let calls = 400;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "delete_everything", "arguments": {"note": "the quick brown fox jumps over the lazy dog ".repeat(550)}}});

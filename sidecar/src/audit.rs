@@ -17,8 +17,10 @@ use tollgate_runtime::log_writer::LogQueue;
 const LINGER: Duration = Duration::from_millis(2);
 /// Past this much waiting, the lines are handed on at once rather than grow the buffer.
 const MAX_BUFFERED: usize = 1 << 20;
-/// What stdout may hold unread before records are left out of it: four thousand calls' records.
-pub const MAX_UNWRITTEN: usize = 8 << 20;
+/// What stdout may hold unread before records are left out of it: two thousand calls' records
+/// of 1 KiB. With the batch being written and the lines gathering, a stalled stdout holds at most
+/// about twice this in memory (the sidecar's limit is 64 MiB, its RSS under load about 22).
+const MAX_UNWRITTEN: usize = 4 << 20;
 /// How long shutdown waits for the last records to be written.
 const FLUSH: Duration = Duration::from_secs(2);
 
