@@ -437,15 +437,30 @@ fn a_truncated_rewritten_or_reordered_chain_is_named_against_signed_checkpoints(
     Ok(())
 }
 
-/// A container runtime that stops reading the sidecar's stdout leaves it a full pipe (64 KiB,
-/// a call or two of large records). Every call must still be answered: stdout is written by a
-/// thread of its own, and records past its bound are left out of it. Once stdout is read again,
-/// every record is there or counted by an `audit-gap` line, and the metric says as many.
-#[test]
-fn a_sidecar_whose_stdout_nobody_reads_still_answers_and_says_what_it_left_out() -> Result<()> {
+/// What a sidecar did while nobody read its stdout.
+struct Unread {
+    /// Calls answered (HTTP 200) within 5 s each, of [`UNREAD_CALLS`].
+    answered: usize,
+    /// Of those, refused because their records could not be written.
+    refused: usize,
+    /// Decision and outcome records on stdout once it is read again.
+    records: usize,
+    /// Records the `audit-gap` lines say were left out.
+    lost: u64,
+    metrics: String,
+    sidecar: Sidecar,
+}
+
+const UNREAD_CALLS: usize = 400;
+
+/// A sidecar whose stdout nobody reads takes [`UNREAD_CALLS`] denied calls (no upstream is
+/// asked), each with 24 KB of arguments: two records of 24 KB a call, 19 MB in all, more than
+/// the pipe (64 KiB) and the sidecar's bound (4 MiB) hold together. Then stdout is read, until
+/// it accounts for every call's records (`accounted`).
+fn with_stdout_unread(name: &str, env: &[(&str, &str)], accounted: impl Fn(usize, u64, usize) -> bool) -> Result<Unread> {
     operator();
     let cp = ControlPlane::shared();
-    let ns = cp.create_namespace("audit-unread")?;
+    let ns = cp.create_namespace(name)?;
     cp.apply(
         User::Admin,
         &ns,
@@ -457,28 +472,26 @@ fn a_sidecar_whose_stdout_nobody_reads_still_answers_and_says_what_it_left_out()
     // Reads nothing until `go` exists, then everything, into `out`.
     let reader = format!("(while [ ! -e '{}' ]; do sleep 0.05; done; exec cat > '{}')", go.display(), out.display());
     let bin = tollgate_e2e::binary("tollgate-sidecar", "tollgate-sidecar")?;
-    let sidecar = Sidecar::start_binary(cp, &ns, "coder", "coder", "coder-pod", &bin, tollgate_e2e::Launch::StdoutInto(&reader), &[], &[])?;
-    // Denied calls (no upstream is asked), each with 24 KB of arguments: two records of 24 KB a
-    // call, 19 MB in all, more than the pipe and the sidecar's 4 MiB bound hold together.
-    let calls = 400;
+    let sidecar = Sidecar::start_binary(cp, &ns, "coder", "coder", "coder-pod", &bin, tollgate_e2e::Launch::StdoutInto(&reader), &[], env)?;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "delete_everything", "arguments": {"note": "the quick brown fox jumps over the lazy dog ".repeat(550)}}});
     let body_file = cp.dir().join(format!("{ns}-body.json"));
     std::fs::write(&body_file, body.to_string())?;
     // Over one connection; the first call not answered within 5 s ends the run.
-    let codes = Command::new("curl")
-        .args(["-s", "--fail-early", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}\n"])
+    let answers = Command::new("curl")
+        .args(["-s", "--fail-early", "--max-time", "5", "-w", "\n%{http_code}\n"])
         .args(["-H", "content-type: application/json", "-H", "accept: application/json, text/event-stream"])
         .arg("--data-binary")
         .arg(format!("@{}", body_file.display()))
-        .arg(format!("{}?n=[1-{calls}]", sidecar.url("files")))
+        .arg(format!("{}?n=[1-{UNREAD_CALLS}]", sidecar.url("files")))
         .output()?;
-    let codes = String::from_utf8_lossy(&codes.stdout).into_owned();
-    let answered = codes.lines().filter(|c| *c == "200").count();
-    ensure!(answered == calls, "{answered} of {calls} calls answered while nobody read stdout: {}", sidecar.process.log_tail());
+    let answers = String::from_utf8_lossy(&answers.stdout).into_owned();
+    let answered = answers.lines().filter(|l| *l == "200").count();
+    let refused = answers.matches("cannot write audit records now").count();
+    ensure!(answered == UNREAD_CALLS, "{answered} of {UNREAD_CALLS} calls answered while nobody read stdout: {}", sidecar.process.log_tail());
 
     std::fs::write(&go, "")?;
-    let lines = |text: &str| -> Result<(usize, u64)> {
+    let count = |text: &str| -> Result<(usize, u64)> {
         let (mut records, mut lost) = (0, 0);
         for line in text.lines() {
             let v: Value = serde_json::from_str(line).with_context(|| format!("a line of stdout that is not a record: {line:.200}"))?;
@@ -496,15 +509,51 @@ fn a_sidecar_whose_stdout_nobody_reads_still_answers_and_says_what_it_left_out()
     // Whole lines only: the reader may be mid-write.
     let (records, lost) = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
         let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let whole = text.rsplit_once('\n').map_or("", |(done, _)| done);
-        let (records, lost) = lines(whole)?;
-        Ok((records + usize::try_from(lost)? == 2 * calls).then_some((records, lost)))
+        let (records, lost) = count(text.rsplit_once('\n').map_or("", |(done, _)| done))?;
+        Ok(accounted(records, lost, refused).then_some((records, lost)))
     })
-    .with_context(|| format!("stdout once read again does not account for {} records", 2 * calls))?;
-    ensure!(lost > 0 && records > 0, "{records} records written, {lost} left out: the bound was never reached");
+    .with_context(|| format!("stdout once read again does not account for every call ({refused} refused): {}", sidecar.process.log_tail()))?;
     let metrics = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/metrics", sidecar.admin_port)]).output()?;
     let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
-    ensure!(metrics.contains(&format!("tollgate_audit_records_total{{event=\"unwritten\"}} {lost}")), "{metrics}");
-    ensure!(sidecar.process.log_tail().contains("stdout was not read for a while"), "{}", sidecar.process.log_tail());
+    Ok(Unread { answered, refused, records, lost, metrics, sidecar })
+}
+
+/// A container runtime that stops reading the sidecar's stdout leaves it a full pipe. Without
+/// an audit store, stdout is the records' only copy: every call is still answered, those whose
+/// records could not be kept are refused saying why, and no record is left out. Once stdout is
+/// read again, calls are served again.
+#[test]
+fn without_a_store_a_sidecar_whose_stdout_nobody_reads_refuses_calls_and_loses_no_record() -> Result<()> {
+    let run = with_stdout_unread("audit-unread", &[], |records, lost, refused| lost == 0 && records == 2 * (UNREAD_CALLS - refused))?;
+    ensure!(run.refused > 0 && run.refused < run.answered, "{} of {} calls refused: the bound was never reached", run.refused, run.answered);
+    ensure!(run.records > 0, "no record written");
+    ensure!(run.metrics.contains(&format!("tollgate_tool_calls_total{{decision=\"deny\",outcome=\"audit_unwritten\"}} {}", run.refused)), "{}", run.metrics);
+    ensure!(run.sidecar.process.log_tail().contains("stdout is not being read: tools/call is refused"), "{}", run.sidecar.process.log_tail());
+    // Without a session: the server's address answers nothing, and a call needs none.
+    let headers = ["content-type: application/json".to_owned(), "accept: application/json, text/event-stream".to_owned()];
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "delete_everything", "arguments": {}}}).to_string();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let answer = tollgate_e2e::raw_mcp::request("POST", &run.sidecar.url("files"), &headers, Some(&call))?;
+        let (text, _) = answer.tool_text(&json!(9))?;
+        Ok((text.starts_with("Access denied") && !text.contains("cannot write audit records")).then_some(()))
+    })
+    .context("calls are not served again once stdout is read")?;
+    Ok(())
+}
+
+/// With an audit store (here one that is away: the records wait in the sidecar's queue for it),
+/// stdout is not the only copy: every call is decided, records are left out of stdout past its
+/// bound, and an `audit-gap` line says how many once it is read again, as the metric does.
+#[test]
+fn with_a_store_a_sidecar_whose_stdout_nobody_reads_decides_every_call_and_says_what_it_left_out() -> Result<()> {
+    let token = ControlPlane::shared().dir().join("audit-unread-store.token");
+    std::fs::write(&token, "not-a-token")?;
+    let token = token.display().to_string();
+    let env = [("TOLLGATE_AUDIT_URL", "http://127.0.0.1:9"), ("TOLLGATE_AUDIT_TOKEN_FILE", token.as_str())];
+    let run = with_stdout_unread("audit-unread-store", &env, |records, lost, _| records + usize::try_from(lost).unwrap_or(0) == 2 * UNREAD_CALLS)?;
+    ensure!(run.refused == 0, "{} calls refused though their records ship", run.refused);
+    ensure!(run.lost > 0 && run.records > 0, "{} records written, {} left out: the bound was never reached", run.records, run.lost);
+    ensure!(run.metrics.contains(&format!("tollgate_audit_records_total{{event=\"unwritten\"}} {}", run.lost)), "{}", run.metrics);
+    ensure!(run.sidecar.process.log_tail().contains("stdout was not read for a while"), "{}", run.sidecar.process.log_tail());
     Ok(())
 }

@@ -24,6 +24,8 @@ struct Queue {
     dropped_ever: u64,
     /// The writer holds a batch it has not finished writing.
     writing: bool,
+    /// The bytes of that batch.
+    writing_bytes: usize,
 }
 
 struct Shared {
@@ -87,7 +89,7 @@ impl LogQueue {
     /// Queues `count` whole lines at once, or drops them all, as [`LogQueue::push`] one.
     pub fn push_lines(&self, lines: &[u8], count: u64) {
         let mut q = self.shared.lock();
-        if !q.lines.is_empty() && q.lines.len() + lines.len() > self.shared.bound {
+        if !q.lines.is_empty() && q.lines.len().saturating_add(lines.len()) > self.shared.bound {
             q.dropped += count;
             q.dropped_ever += count;
             return;
@@ -98,6 +100,12 @@ impl LogQueue {
         if was_empty {
             self.shared.changed.notify_all();
         }
+    }
+
+    /// The bytes not yet written: queued, and in the batch the writer holds.
+    pub fn backlog(&self) -> usize {
+        let q = self.shared.lock();
+        q.lines.len() + q.writing_bytes
     }
 
     /// Waits, at most `within`, for what is queued now to be written; true when it was.
@@ -123,12 +131,14 @@ fn write_lines(shared: &Shared, mut sink: impl Write, note: impl Fn(u64) -> Vec<
         let dropped = {
             let mut q = shared.lock();
             q.writing = false;
+            q.writing_bytes = 0;
             shared.changed.notify_all();
             while q.lines.is_empty() && q.dropped == 0 {
                 q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
             }
             q.writing = true;
             std::mem::swap(&mut batch, &mut q.lines);
+            q.writing_bytes = batch.len();
             std::mem::take(&mut q.dropped)
         };
         if dropped > 0 {
@@ -248,6 +258,42 @@ mod tests {
         let rest: Vec<&str> = lines.collect();
         let expected: Vec<String> = (0..100).map(|i| format!("line {i} of 100")).collect();
         assert_eq!(rest, expected);
+    }
+
+    #[test]
+    fn the_backlog_counts_what_the_writer_holds_and_what_waits() {
+        /// Takes nothing until it is let go: a writer stuck on its first batch.
+        struct Held(std::sync::mpsc::Receiver<()>);
+        impl Write for Held {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.recv();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (go, held) = std::sync::mpsc::channel();
+        // Never drops: what waits is the caller's to weigh.
+        let queue = LogQueue::start_bounded(Held(held), "test-writer", usize::MAX, |_| Vec::new()).unwrap();
+        let line = [b'y'; 1023].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+        queue.push(&line);
+        wait_for(|| queue.shared.lock().writing);
+        for _ in 0..3 {
+            queue.push(&line);
+        }
+        assert_eq!(queue.backlog(), 4 * 1024, "every byte not yet written, whoever holds it");
+        drop(go);
+        assert!(queue.flush(Duration::from_secs(10)));
+        assert_eq!(queue.backlog(), 0);
+    }
+
+    fn wait_for(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "not within 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]

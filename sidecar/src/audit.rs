@@ -5,10 +5,16 @@
 //! pair was a tenth of the sidecar's CPU under load. Stdout is written by a thread of its own
 //! (`tollgate_runtime::log_writer`): a container's stdout is a pipe the container runtime reads,
 //! and when it stops reading, a write from the runtime's thread would stop every call the
-//! sidecar serves. Past [`MAX_UNWRITTEN`] bytes waiting, records are left out of stdout (they
-//! still ship) and an `audit-gap` line says how many once stdout is read again. Shutdown flushes.
+//! sidecar serves. Past [`MAX_UNWRITTEN`] bytes waiting:
+//! - with an audit store, records are left out of stdout (they still ship, and the store is the
+//!   trail) and an `audit-gap` line says how many once stdout is read again;
+//! - without one, stdout is the only copy, so no record is left out of it: new calls are refused
+//!   instead ([`AuditLog::backed_up`]) until it is read again.
+//!
+//! Shutdown flushes.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tollgate_core::audit::{AuditRecord, bounds};
 use tollgate_runtime::log_writer::LogQueue;
@@ -17,8 +23,8 @@ use tollgate_runtime::log_writer::LogQueue;
 const LINGER: Duration = Duration::from_millis(2);
 /// Past this much waiting, the lines are handed on at once rather than grow the buffer.
 const MAX_BUFFERED: usize = 1 << 20;
-/// What stdout may hold unread before records are left out of it: two thousand calls' records
-/// of 1 KiB. With the batch being written and the lines gathering, a stalled stdout holds at most
+/// What stdout may hold unread before records are left out of it, or calls refused: two
+/// thousand calls' records of 1 KiB. With the batch being written and the lines gathering, a stalled stdout holds at most
 /// about twice this in memory (the sidecar's limit is 64 MiB, its RSS under load about 22).
 const MAX_UNWRITTEN: usize = 4 << 20;
 /// How long shutdown waits for the last records to be written.
@@ -35,6 +41,8 @@ pub struct AuditLog {
     wake: tokio::sync::Notify,
     pub shipper: Option<crate::ship::Shipper>,
     stdout: Stdout,
+    /// Calls are refused: stdout is the records' only copy and too much of it waits.
+    refusing: AtomicBool,
 }
 
 /// Where stdout's lines go: its writer thread, or, where that could not start, stdout itself
@@ -55,14 +63,38 @@ impl AuditLog {
             line.push(b'\n');
             line
         };
-        let stdout = match LogQueue::start_bounded(std::io::stdout(), "audit-writer", MAX_UNWRITTEN, note) {
+        // Without a store, nothing is left out: calls are refused instead (`backed_up`).
+        let bound = if shipper.is_some() { MAX_UNWRITTEN } else { usize::MAX };
+        let stdout = match LogQueue::start_bounded(std::io::stdout(), "audit-writer", bound, note) {
             Ok(q) => Stdout::Queue(q),
             Err(e) => {
                 tracing::warn!(error = %e, "no thread for the audit log: records are written to stdout by the thread that serves calls");
                 Stdout::Direct
             }
         };
-        AuditLog { pending: Mutex::default(), wake: tokio::sync::Notify::new(), shipper, stdout }
+        AuditLog { pending: Mutex::default(), wake: tokio::sync::Notify::new(), shipper, stdout, refusing: AtomicBool::new(false) }
+    }
+
+    /// Whether a new call must be refused: without an audit store, stdout holds the only copy
+    /// of the records, and past [`MAX_UNWRITTEN`] bytes waiting for it a call's records could
+    /// not be kept within a bound. The log says when that begins and ends.
+    pub fn backed_up(&self) -> bool {
+        let Stdout::Queue(q) = &self.stdout else { return false };
+        if self.shipper.is_some() {
+            return false;
+        }
+        let now = q.backlog() > MAX_UNWRITTEN;
+        if self.refusing.swap(now, Ordering::Relaxed) != now {
+            if now {
+                tracing::warn!(
+                    waiting = q.backlog(),
+                    "stdout is not being read: tools/call is refused until the audit records waiting for it are written (there is no audit store to keep them)"
+                );
+            } else {
+                tracing::info!("stdout is read again: tools/call is served");
+            }
+        }
+        now
     }
 
     /// Writes `record`, and says on the current span what it says.

@@ -19,6 +19,11 @@ use tollgate_mcp_client::transport::{self, HttpClient, full};
 
 /// Records waiting at most; a gateway outage longer than this loses the oldest.
 pub const MAX_QUEUED: usize = 10_000;
+/// Their bytes at most, past which the oldest are lost too. Records are cut to 64 KiB, so ten
+/// thousand could be 640 MiB, ten times the sidecar's memory limit: an agent's large calls
+/// during a gateway outage would take the sidecar down, and the queue with it, with no gap
+/// record to say so.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 const MAX_BATCH: usize = 500;
 /// A batch's bytes at most (the gateway takes 8 MiB): a few calls with megabytes of arguments
 /// make several batches, never one the gateway refuses.
@@ -38,7 +43,34 @@ pub struct Shipper {
 #[derive(Default)]
 struct Queue {
     records: VecDeque<Bytes>,
+    /// The records' bytes.
+    bytes: usize,
     dropped: u64,
+}
+
+impl Queue {
+    /// Queues `record` last, dropping (and counting) the oldest past either bound.
+    fn push_back(&mut self, record: Bytes) {
+        while self.records.len() >= MAX_QUEUED || (!self.records.is_empty() && self.bytes + record.len() > MAX_QUEUED_BYTES) {
+            let Some(oldest) = self.records.pop_front() else { break };
+            self.bytes -= oldest.len();
+            self.dropped += 1;
+        }
+        self.bytes += record.len();
+        self.records.push_back(record);
+    }
+
+    /// Puts `record` back first: one taken from the queue, or the gap record standing for one.
+    fn push_front(&mut self, record: Bytes) {
+        self.bytes += record.len();
+        self.records.push_front(record);
+    }
+
+    fn take(&mut self, n: usize) -> Vec<Bytes> {
+        let taken: Vec<Bytes> = self.records.drain(..n).collect();
+        self.bytes -= taken.iter().map(Bytes::len).sum::<usize>();
+        taken
+    }
 }
 
 /// Why a batch was not shipped; the gateway's status, when it answered.
@@ -82,12 +114,7 @@ impl Shipper {
         } else {
             record
         };
-        let mut q = self.queue();
-        if q.records.len() >= MAX_QUEUED {
-            q.records.pop_front();
-            q.dropped += 1;
-        }
-        q.records.push_back(record);
+        self.queue().push_back(record);
     }
 
     /// A record standing for `lost` records that will never be shipped, so the store (and the
@@ -108,7 +135,7 @@ impl Shipper {
             bytes += r.len();
             n += 1;
         }
-        (q.records.drain(..n).collect(), std::mem::take(&mut q.dropped))
+        (q.take(n), std::mem::take(&mut q.dropped))
     }
 
     /// Sends batches until the process ends.
@@ -148,7 +175,7 @@ impl Shipper {
                         let rest = records.split_off(records.len() / 2);
                         let mut q = self.queue();
                         for r in rest.into_iter().rev() {
-                            q.records.push_front(r);
+                            q.push_front(r);
                         }
                         tracing::warn!(batch = %id, %status, "the gateway refused an audit batch; shipping it in halves");
                         batch_no += 1;
@@ -160,7 +187,7 @@ impl Shipper {
                         let was_gap =
                             records.first().and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok()).is_some_and(|r| r["kind"] == bounds::GAP_KIND);
                         if !was_gap {
-                            self.queue().records.push_front(self.gap(1, "refused"));
+                            self.queue().push_front(self.gap(1, "refused"));
                         }
                         pending = None;
                     }
@@ -296,5 +323,29 @@ mod tests {
         let (batch, dropped) = shipper.next_batch();
         assert_eq!(dropped, 3);
         assert_eq!(batch.first().map(|b| b.as_ref()), Some(&b"{\"n\":3}"[..]));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let metrics = Arc::new(tollgate_runtime::admin::Metrics::default());
+        let shipper =
+            Shipper::new("http://127.0.0.1:9", std::sync::Arc::new(rustls::RootCertStore::empty()), PathBuf::from("/nonexistent"), "pod-1", "coder", metrics);
+        // Records of 60 KiB (under the 64 KiB cut), far fewer than MAX_QUEUED.
+        let record = |i: usize| Bytes::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(60 * 1024)));
+        let fit = MAX_QUEUED_BYTES / record(0).len();
+        for i in 0..fit + 5 {
+            shipper.push(record(i));
+        }
+        {
+            let q = shipper.queue();
+            assert_eq!((q.records.len(), q.dropped), (fit, 5), "the oldest dropped past the bytes' bound");
+            assert_eq!(q.bytes, q.records.iter().map(Bytes::len).sum::<usize>());
+            assert!(q.bytes <= MAX_QUEUED_BYTES);
+        }
+        let (batch, dropped) = shipper.next_batch();
+        assert_eq!(dropped, 5);
+        assert!(batch.first().is_some_and(|b| b.starts_with(b"{\"n\":5,")), "the oldest kept is the sixth");
+        let q = shipper.queue();
+        assert_eq!(q.bytes, q.records.iter().map(Bytes::len).sum::<usize>(), "taking a batch counts its bytes out");
     }
 }

@@ -84,6 +84,10 @@ async fn decide_and_act(
         sc.metrics.tool_call("deny", "not_loaded");
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {reason}"), true));
     }
+    if sc.audit.backed_up() {
+        sc.metrics.tool_call("deny", "audit_unwritten");
+        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, AUDIT_UNWRITTEN, true));
+    }
     let Some(agent) = snapshot.agent.as_ref() else {
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, "Access denied: no agent", true));
     };
@@ -155,6 +159,10 @@ fn rate_limited(id: Option<&RawValue>, l: &crate::limits::Refused) -> Vec<u8> {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": RATE_LIMITED, "message": l.message, "data": {"retryAfterSeconds": l.retry_after_secs}}});
     serde_json::to_vec(&body).unwrap_or_default()
 }
+
+/// What a call is told while its records could not be written (`AuditLog::backed_up`).
+pub const AUDIT_UNWRITTEN: &str =
+    "Access denied: this sidecar cannot write audit records now (its stdout is not being read), so it refuses calls until it can; try again later";
 
 /// The JSON-RPC error code of a call over a rate limit.
 pub const RATE_LIMITED: i64 = -32029;
