@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// What may wait for a stalled reader: a quarter of a MiB, about a thousand lines.
 pub const MAX_QUEUED: usize = 256 * 1024;
+/// The most a buffer keeps of its capacity once written.
+const KEPT: usize = 1 << 20;
 
 #[derive(Default)]
 struct Queue {
@@ -88,14 +90,32 @@ impl LogQueue {
 
     /// Queues `count` whole lines at once, or drops them all, as [`LogQueue::push`] one.
     pub fn push_lines(&self, lines: &[u8], count: u64) {
+        self.queue_lines(count, lines.len(), |queued| queued.extend_from_slice(lines));
+    }
+
+    /// As [`LogQueue::push_lines`], taking the lines out of `lines` (left empty): into an empty
+    /// queue by exchanging buffers, not copying, so a caller that gathers lines and the writer
+    /// pass two buffers between them rather than fill three.
+    pub fn hand_over(&self, lines: &mut Vec<u8>, count: u64) {
+        self.queue_lines(count, lines.len(), |queued| {
+            if queued.is_empty() {
+                std::mem::swap(queued, lines);
+            } else {
+                queued.extend_from_slice(lines);
+            }
+        });
+        lines.clear();
+    }
+
+    fn queue_lines(&self, count: u64, len: usize, add: impl FnOnce(&mut Vec<u8>)) {
         let mut q = self.shared.lock();
-        if !q.lines.is_empty() && q.lines.len().saturating_add(lines.len()) > self.shared.bound {
+        if !q.lines.is_empty() && q.lines.len().saturating_add(len) > self.shared.bound {
             q.dropped += count;
             q.dropped_ever += count;
             return;
         }
         let was_empty = q.lines.is_empty();
-        q.lines.extend_from_slice(lines);
+        add(&mut q.lines);
         drop(q);
         if was_empty {
             self.shared.changed.notify_all();
@@ -130,6 +150,10 @@ fn write_lines(shared: &Shared, mut sink: impl Write, note: impl Fn(u64) -> Vec<
     loop {
         let dropped = {
             let mut q = shared.lock();
+            // The buffer written last goes back to the queue, for the lines to come.
+            if q.lines.capacity() == 0 {
+                q.lines = std::mem::take(&mut batch);
+            }
             q.writing = false;
             q.writing_bytes = 0;
             shared.changed.notify_all();
@@ -137,7 +161,9 @@ fn write_lines(shared: &Shared, mut sink: impl Write, note: impl Fn(u64) -> Vec<
                 q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
             }
             q.writing = true;
-            std::mem::swap(&mut batch, &mut q.lines);
+            // Taken, not exchanged: the buffer goes back to the queue once written (at the top of
+            // the loop), and the lines that come meanwhile start one of their own only if they must.
+            batch = std::mem::take(&mut q.lines);
             q.writing_bytes = batch.len();
             std::mem::take(&mut q.dropped)
         };
@@ -147,7 +173,7 @@ fn write_lines(shared: &Shared, mut sink: impl Write, note: impl Fn(u64) -> Vec<
         let _ = sink.write_all(&batch).and_then(|()| sink.flush());
         batch.clear();
         // A burst's buffer is not kept for ever.
-        if batch.capacity() > shared.bound / 4 {
+        if batch.capacity() > KEPT.min(shared.bound / 4) {
             batch = Vec::new();
         }
     }
@@ -294,6 +320,32 @@ mod tests {
             assert!(Instant::now() < deadline, "not within 10 s");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn handed_over_lines_pass_two_buffers_back_and_forth() {
+        #[derive(Clone, Default)]
+        struct Kept(Arc<Mutex<Vec<u8>>>);
+        impl Write for Kept {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let kept = Kept::default();
+        let queue = LogQueue::start_bounded(kept.clone(), "test-writer", 1 << 20, |_| Vec::new()).unwrap();
+        let mut lines = b"a\n".repeat(500);
+        queue.hand_over(&mut lines, 500);
+        assert!(lines.is_empty(), "the lines are taken");
+        assert!(queue.flush(Duration::from_secs(10)));
+        lines.extend_from_slice(&b"b\n".repeat(500));
+        queue.hand_over(&mut lines, 500);
+        assert!(lines.is_empty() && lines.capacity() >= 1000, "the buffer written first comes back, not a new one: {}", lines.capacity());
+        assert!(queue.flush(Duration::from_secs(10)));
+        assert_eq!(*kept.0.lock().unwrap(), [b"a\n".repeat(500), b"b\n".repeat(500)].concat());
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl AuditLog {
             return;
         }
         match &self.stdout {
-            Stdout::Queue(q) => q.push_lines(&pending.lines, pending.count),
+            Stdout::Queue(q) => q.hand_over(&mut pending.lines, pending.count),
             Stdout::Direct => write_out(&pending.lines),
         }
         pending.lines.clear();
