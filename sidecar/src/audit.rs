@@ -21,8 +21,9 @@ use tollgate_runtime::log_writer::LogQueue;
 
 /// How long a line may wait for others to share its write.
 const LINGER: Duration = Duration::from_millis(2);
-/// Past this much waiting, the lines are handed on at once rather than grow the buffer.
-const MAX_BUFFERED: usize = 1 << 20;
+/// Past this much waiting, the lines are handed on at once rather than grow the buffer: two
+/// buffers pass between the sidecar and stdout's writer, each at most about twice this.
+const MAX_BUFFERED: usize = 128 << 10;
 /// What stdout may hold unread before records are left out of it, or calls refused: two
 /// thousand calls' records of 1 KiB. With the batch being written and the lines gathering, a stalled stdout holds at most
 /// about twice this in memory (the sidecar's limit is 64 MiB, its RSS under load about 22).
