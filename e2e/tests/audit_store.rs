@@ -469,8 +469,10 @@ fn with_stdout_unread(name: &str, env: &[(&str, &str)], accounted: impl Fn(usize
          apiVersion: tollgate.dev/v1alpha1\nkind: ToolPolicy\nmetadata: {name: files}\nspec: {tools: [{server: files, name: delete_everything, rules: [{action: Deny}]}]}\n",
     )?;
     let (go, out) = (cp.dir().join(format!("{ns}-read")), cp.dir().join(format!("{ns}-stdout")));
-    // Reads nothing until `go` exists, then everything, into `out`.
-    let reader = format!("(while [ ! -e '{}' ]; do sleep 0.05; done; exec cat > '{}')", go.display(), out.display());
+    // Reads nothing until a line comes through the pipe `go`, then everything, into `out`.
+    let made = Command::new("mkfifo").arg(&go).status()?;
+    ensure!(made.success(), "mkfifo {}: {made}", go.display());
+    let reader = format!("(read -r line < '{}'; exec cat > '{}')", go.display(), out.display());
     let bin = tollgate_e2e::binary("tollgate-sidecar", "tollgate-sidecar")?;
     let sidecar = Sidecar::start_binary(cp, &ns, "coder", "coder", "coder-pod", &bin, tollgate_e2e::Launch::StdoutInto(&reader), &[], env)?;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -490,7 +492,8 @@ fn with_stdout_unread(name: &str, env: &[(&str, &str)], accounted: impl Fn(usize
     let refused = answers.matches("cannot write audit records now").count();
     ensure!(answered == UNREAD_CALLS, "{answered} of {UNREAD_CALLS} calls answered while nobody read stdout: {}", sidecar.process.log_tail());
 
-    std::fs::write(&go, "")?;
+    // Opening the pipe waits for the reader to open its end.
+    std::fs::write(&go, "read\n")?;
     let count = |text: &str| -> Result<(usize, u64)> {
         let (mut records, mut lost) = (0, 0);
         for line in text.lines() {

@@ -288,11 +288,16 @@ mod tests {
 
     #[test]
     fn the_backlog_counts_what_the_writer_holds_and_what_waits() {
-        /// Takes nothing until it is let go: a writer stuck on its first batch.
-        struct Held(std::sync::mpsc::Receiver<()>);
+        /// Takes nothing until it is let go, saying when the writer reached it: a writer stuck
+        /// on its first batch.
+        struct Held {
+            reached: std::sync::mpsc::Sender<()>,
+            go: std::sync::mpsc::Receiver<()>,
+        }
         impl Write for Held {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                let _ = self.0.recv();
+                let _ = self.reached.send(());
+                let _ = self.go.recv();
                 Ok(buf.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -300,11 +305,12 @@ mod tests {
             }
         }
         let (go, held) = std::sync::mpsc::channel();
+        let (reached_tx, reached) = std::sync::mpsc::channel();
         // Never drops: what waits is the caller's to weigh.
-        let queue = LogQueue::start_bounded(Held(held), "test-writer", usize::MAX, |_| Vec::new()).unwrap();
+        let queue = LogQueue::start_bounded(Held { reached: reached_tx, go: held }, "test-writer", usize::MAX, |_| Vec::new()).unwrap();
         let line = [b'y'; 1023].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
         queue.push(&line);
-        wait_for(|| queue.shared.lock().writing);
+        assert!(reached.recv_timeout(Duration::from_secs(10)).is_ok(), "the writer took the first line");
         for _ in 0..3 {
             queue.push(&line);
         }
@@ -312,14 +318,6 @@ mod tests {
         drop(go);
         assert!(queue.flush(Duration::from_secs(10)));
         assert_eq!(queue.backlog(), 0);
-    }
-
-    fn wait_for(done: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "not within 10 s");
-            std::thread::sleep(Duration::from_millis(1));
-        }
     }
 
     #[test]
