@@ -75,17 +75,13 @@ impl CallContext<'_> {
         let shadow = self.decision.shadow.as_deref().filter(|_| kind == RecordKind::Decision).map(ShadowRecord::of);
         crate::trace::recorded(&self.said(kind, outcome, is_error, request, shadow.as_ref().map(|s| s.would)));
         let line = Line {
-            time: &time,
-            kind,
-            correlation_id: &self.correlation,
-            shared: &self.facts().shared,
             approval_request: request,
-            approvers: &[],
             outcome,
             is_error,
             duration_ms: started.map(millis),
             error: self.decision.error.as_deref(),
             shadow: shadow.as_ref(),
+            ..Line::new(&time, kind, &self.correlation, &self.facts().shared)
         };
         self.sc.audit.write_with(|buf| line.write(buf));
     }
@@ -126,28 +122,23 @@ impl CallContext<'_> {
         let (sc, shared, correlation, error) = (self.sc.clone(), self.facts().shared.clone(), self.correlation.clone(), self.decision.error.clone());
         tokio::spawn(async move {
             let line = Line {
-                time: &time,
-                kind: RecordKind::Outcome,
-                correlation_id: &correlation,
-                shared: &shared,
-                approval_request: None,
-                approvers: &[],
                 outcome: Some(outcome),
                 is_error,
                 duration_ms: Some(duration_ms),
                 error: error.as_deref(),
-                shadow: None,
+                ..Line::new(&time, RecordKind::Outcome, &correlation, &shared)
             };
             sc.audit.write_with(|buf| line.write(buf));
         });
     }
 
-    /// The outcome record a held call keeps, to fill in and write when it ends.
-    pub fn record(&self, kind: RecordKind, outcome: Option<Outcome>, is_error: bool, request: Option<&str>, started: Option<Instant>) -> AuditRecord {
+    /// The outcome record a held call keeps, naming its approval `request`, to fill in and
+    /// write when it ends.
+    pub fn held_record(&self, request: &str) -> AuditRecord {
         let facts = self.facts();
         AuditRecord {
             time: jiff::Timestamp::now().to_string(),
-            kind,
+            kind: RecordKind::Outcome,
             correlation_id: self.correlation.clone(),
             agent: AgentRef {
                 namespace: self.sc.config.namespace.clone(),
@@ -163,14 +154,14 @@ impl CallContext<'_> {
             decision: AuditDecision::from(self.decision.action),
             policy: facts.policy.clone(),
             rule: facts.rule.clone(),
-            approval_request: request.map(str::to_owned),
+            approval_request: Some(request.to_owned()),
             approvers: Vec::new(),
-            outcome,
-            is_error,
-            duration_ms: started.map(millis),
+            outcome: None,
+            is_error: false,
+            duration_ms: None,
             error: self.decision.error.clone(),
-            // Counted once per call: on its decision.
-            shadow: self.decision.shadow.as_deref().filter(|_| kind == RecordKind::Decision).map(ShadowRecord::of),
+            // A shadow is counted once per call: on its decision record.
+            shadow: None,
         }
     }
 }

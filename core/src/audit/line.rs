@@ -78,7 +78,24 @@ pub struct Line<'a> {
     pub shadow: Option<&'a ShadowRecord>,
 }
 
-impl Line<'_> {
+impl<'a> Line<'a> {
+    /// A record of `kind` with nothing beyond what every record has: the rest set as needed.
+    pub fn new(time: &'a str, kind: RecordKind, correlation_id: &'a str, shared: &'a str) -> Line<'a> {
+        Line {
+            time,
+            kind,
+            correlation_id,
+            shared,
+            approval_request: None,
+            approvers: &[],
+            outcome: None,
+            is_error: false,
+            duration_ms: None,
+            error: None,
+            shadow: None,
+        }
+    }
+
     /// Appends the record's JSON (no line break) to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"time\":");
