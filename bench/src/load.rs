@@ -123,6 +123,19 @@ impl Saturation {
         Ok(runs)
     }
 
+    /// As [`Saturation::run`], both sent `per_second` calls a second: CPU per call at one call
+    /// rate, where neither is the bottleneck. At saturation the faster proxy leaves the load
+    /// generator's CPU no idle time, while a slower one lets it sleep, and waking it again
+    /// costs the slower proxy kernel time per call (scheduler wake-ups) that the faster never pays.
+    pub fn at_rate(rt: &tokio::runtime::Runtime, body: &Bytes, bare: Target<'_>, proxy: Target<'_>, per_second: f64) -> Result<Saturation> {
+        let mut runs = Saturation { bare: Vec::new(), proxy: Vec::new() };
+        for _ in 0..ROUNDS {
+            runs.bare.push(load(rt, bare, body, Some(per_second))?);
+            runs.proxy.push(load(rt, proxy, body, Some(per_second))?);
+        }
+        Ok(runs)
+    }
+
     /// The proxy's calls and CPU over all rounds.
     pub fn proxy_total(&self) -> Load {
         Load::total(&self.proxy)
@@ -157,19 +170,34 @@ impl Saturation {
 
 /// Calls and the process's CPU seconds over [`WINDOW`] of 16 connections; the max RSS seen.
 fn saturate(rt: &tokio::runtime::Runtime, target: Target<'_>, body: &Bytes) -> Result<Load> {
+    load(rt, target, body, None)
+}
+
+/// As [`saturate`], each connection sending `per_second` / 16 calls a second at most: calls are
+/// due at fixed times, and one late is sent at once.
+fn load(rt: &tokio::runtime::Runtime, target: Target<'_>, body: &Bytes, per_second: Option<f64>) -> Result<Load> {
+    const CONNECTIONS: u32 = 16;
     let calls = Arc::new(AtomicU64::new(0));
     let cpu0 = cpu_seconds(target.pid);
-    let deadline = Instant::now() + WINDOW;
+    let start = Instant::now();
+    let deadline = start + WINDOW;
     let mut max_rss = 0.0f64;
     let headers: Vec<(String, String)> = target.headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let interval = per_second.map(|rate| Duration::from_secs_f64(f64::from(CONNECTIONS) / rate.max(1.0)));
     rt.block_on(async {
         let mut tasks = Vec::new();
-        for _ in 0..16 {
+        for i in 0..CONNECTIONS {
             let (url, body, calls, headers) = (target.url.to_owned(), body.clone(), calls.clone(), headers.clone());
             tasks.push(tokio::spawn(async move {
                 let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let mut c = Conn::open(&url, &h).await?;
+                // Connections spread over the interval, not all due at once.
+                let mut due = interval.map(|every| tokio::time::Instant::from_std(start) + every * i / CONNECTIONS);
                 while Instant::now() < deadline {
+                    if let (Some(at), Some(every)) = (due.as_mut(), interval) {
+                        tokio::time::sleep_until(*at).await;
+                        *at += every;
+                    }
                     c.call(&body).await?;
                     calls.fetch_add(1, Ordering::Relaxed);
                 }

@@ -126,6 +126,15 @@ fn saturation(
     let load_rss = runs.proxy_total().max_rss;
     println!("{}", runs.report("  ", "tollgate-sidecar"));
     println!("  {}", tollgate_bench::target("CPU per call, the sidecar's / the bare proxy's", runs.cpu_ratio().0, 1.25, "×"));
+    let seconds = tollgate_bench::load::WINDOW.as_secs_f64() * runs.proxy.len() as f64;
+    let rate = (0.8 * runs.proxy_total().calls / seconds).round();
+    let paced = Saturation::at_rate(rt, body, bare, Target { url: via_sidecar, headers: &[], pid: sidecar_pid }, rate)?;
+    println!(
+        "\nthe same call rate for both, {rate} calls/s (80 % of the sidecar's throughput at saturation), {} rounds of {} s",
+        tollgate_bench::load::ROUNDS,
+        tollgate_bench::load::WINDOW.as_secs()
+    );
+    println!("{}", paced.report("  ", "tollgate-sidecar"));
     println!("\nsidecar memory");
     println!("  idle, after one call: {}", idle.text);
     println!("  under load: RSS {:.1} MiB at its peak; after it: {}", load_rss / 1024.0, memory_breakdown(sidecar_pid).text);
