@@ -190,6 +190,14 @@ pub fn model_client(env: &[(String, String)], scenario: &Value) -> Result<Vec<Va
 }
 
 /// The provider keys the fake provider expects (and that must never reach an agent).
+/// The chart's own Gateway (`tollgate`) at zero replicas: one Gateway serves a cluster, and a
+/// test that runs a Gateway of its own makes room for it. The chart's keeps its objects and its
+/// account's binding, as any Gateway at zero replicas does.
+pub fn chart_gateway_steps_aside(cp: &ControlPlane) -> Result<()> {
+    cp.kubectl_ok(User::Admin, ["patch", "gateway", "tollgate", "-n", "tollgate-system", "--type=merge", "-p", r#"{"spec":{"replicas":0}}"#])?;
+    Ok(())
+}
+
 pub const OPENAI_KEY: &str = "sk-provider-openai-0123456789";
 pub const ANTHROPIC_KEY: &str = "sk-ant-provider-0123456789";
 

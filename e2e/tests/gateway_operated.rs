@@ -1,8 +1,9 @@
 //! The operator runs a `Gateway`: its Deployment, Service, service account (bound to the gateway
 //! role while the Gateway exists) and ledger claim, with `status.url`, `readyReplicas` and
 //! `Ready`; and the pod its Deployment describes, run by the e2e kubelet exactly as stored,
-//! serves the official SDKs. Gateways outside the operator's namespace, or SQLite with more than
-//! one replica, are refused with a reason.
+//! serves the official SDKs. Gateways outside the operator's namespace, a second one that would
+//! run replicas beside the one serving, or SQLite with more than one replica, are refused with a
+//! reason.
 
 mod common;
 
@@ -11,7 +12,7 @@ use common::operator;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
-use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, OPENAI_KEY, get, model_client, setup};
+use tollgate_e2e::gateway::{ANTHROPIC_KEY, FakeProvider, OPENAI_KEY, chart_gateway_steps_aside, get, model_client, setup};
 use tollgate_e2e::kubelet::{Programs, run_pod};
 use tollgate_e2e::{ControlPlane, User, binary, wait_until};
 
@@ -46,6 +47,7 @@ fn the_operator_runs_a_gateway_whose_pod_serves_the_sdks() -> Result<()> {
     let cp = ControlPlane::shared();
     let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
     let (ns, key) = setup(cp, &fake, "gateway-operated", "")?;
+    chart_gateway_steps_aside(cp)?;
 
     // SQLite with two replicas is refused by the API server, with the reason.
     let two = "apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: edge}\nspec: {replicas: 2}\n";
@@ -57,6 +59,8 @@ fn the_operator_runs_a_gateway_whose_pod_serves_the_sdks() -> Result<()> {
     assert!(said.contains("SQLite (no spec.database) runs one replica"), "{said}");
 
     cp.apply(User::Admin, SYSTEM, "apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: edge}\nspec: {replicas: 1, storage: {size: 2Gi}}\n")?;
+    // A Gateway at zero replicas runs no ledger: it competes with none, and gets its objects.
+    cp.apply(User::Admin, SYSTEM, &gateway_yaml("backup", 0))?;
     let status = gateway_status(cp, SYSTEM, "edge", |s| s["url"].is_string())?;
     assert_eq!(status["url"], "http://edge-gateway.tollgate-system.svc:8080");
     assert_eq!((status["readyReplicas"].as_i64(), ready(&status)["reason"].as_str()), (Some(0), Some("NoReplicaReady")), "{status}");
@@ -107,6 +111,17 @@ fn the_operator_runs_a_gateway_whose_pod_serves_the_sdks() -> Result<()> {
     let table = cp.kubectl_ok(User::Admin, ["get", "gateways", "-n", SYSTEM, "edge"])?;
     assert!(table.contains("True") && table.contains("http://edge-gateway.tollgate-system.svc:8080"), "{table}");
 
+    // A second Gateway would keep a ledger of its own and count every budget again: it is told
+    // which one serves, and runs nothing.
+    cp.apply(User::Admin, SYSTEM, &gateway_yaml("second", 1))?;
+    let status = gateway_status(cp, SYSTEM, "second", |s| !ready(s).is_null())?;
+    assert_eq!(ready(&status)["reason"], "AnotherGatewayServes", "{status}");
+    let said = ready(&status)["message"].as_str().unwrap_or_default().to_owned();
+    assert!(said.starts_with("Gateway edge already serves this cluster"), "{said}");
+    assert!(status["url"].is_null(), "{status}");
+    ensure!(!cp.kubectl(User::Admin, ["get", "deployment", "second-gateway", "-n", SYSTEM])?.status.success(), "a second serving Gateway got a Deployment");
+    ensure!(!binding_subjects(cp)?.contains(&format!("{SYSTEM}/second-gateway")), "a refused gateway's account was bound");
+
     // A Gateway elsewhere is told why it gets nothing.
     cp.apply(User::Admin, &ns, "apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: rogue}\nspec: {replicas: 1}\n")?;
     let status = gateway_status(cp, &ns, "rogue", |s| !ready(s).is_null())?;
@@ -122,5 +137,33 @@ fn the_operator_runs_a_gateway_whose_pod_serves_the_sdks() -> Result<()> {
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || Ok((!binding_subjects(cp)?.contains(&format!("{SYSTEM}/edge-gateway"))).then_some(())))
         .context("a deleted gateway's account kept the gateway role")?;
     drop(running);
+
+    // The next in line serves at once.
+    let status = gateway_status(cp, SYSTEM, "second", |s| s["url"].is_string())?;
+    assert_eq!(ready(&status)["reason"], "NoReplicaReady", "{status}");
+    assert_eq!(get(cp, SYSTEM, "deployment", "second-gateway")?["spec"]["replicas"], 1);
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || Ok(binding_subjects(cp)?.contains(&format!("{SYSTEM}/second-gateway")).then_some(())))
+        .context("the gateway that took over is not bound to the gateway role")?;
+
+    // An older Gateway scaled up serves, and the one that served stops: its Deployment, made
+    // while it served, goes to zero replicas and its account loses the role.
+    cp.apply(User::Admin, SYSTEM, &gateway_yaml("backup", 1))?;
+    let status = gateway_status(cp, SYSTEM, "second", |s| ready(s)["reason"] == "AnotherGatewayServes")?;
+    assert!(ready(&status)["message"].as_str().unwrap_or_default().starts_with("Gateway backup already serves"), "{status}");
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        Ok((get(cp, SYSTEM, "deployment", "second-gateway")?["spec"]["replicas"] == 0).then_some(()))
+    })
+    .context("the refused gateway's Deployment kept its replicas")?;
+    assert_eq!(get(cp, SYSTEM, "deployment", "backup-gateway")?["spec"]["replicas"], 1);
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let subjects = binding_subjects(cp)?;
+        Ok((subjects.contains(&format!("{SYSTEM}/backup-gateway")) && !subjects.contains(&format!("{SYSTEM}/second-gateway"))).then_some(()))
+    })
+    .context("the gateway role follows the serving gateway")?;
+    cp.kubectl_ok(User::Admin, ["delete", "gateway", "backup", "second", "-n", SYSTEM])?;
     Ok(())
+}
+
+fn gateway_yaml(name: &str, replicas: u32) -> String {
+    format!("apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec: {{replicas: {replicas}}}\n")
 }

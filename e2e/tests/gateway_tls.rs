@@ -124,6 +124,7 @@ fn agents_reach_a_tls_gateway_trusting_only_the_ca_injection_gave_them() -> Resu
     let fake = FakeProvider::start(cp, OPENAI_KEY, ANTHROPIC_KEY)?;
     let server = Modern::start(cp)?;
     let ns = agent_namespace(cp, &fake, &server.url())?;
+    tollgate_e2e::gateway::chart_gateway_steps_aside(cp)?;
 
     // No certificate yet: an agent pod is refused, saying why (a Deployment's ReplicaSet retries).
     let file = cp.dir().join(format!("{ns}-pod.json"));

@@ -8,6 +8,7 @@ pub mod gateway_objects;
 pub mod inject;
 pub mod lease;
 pub mod names;
+pub mod one_gateway;
 pub mod pod_guard;
 pub mod references;
 pub mod transparent;

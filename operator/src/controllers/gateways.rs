@@ -7,6 +7,11 @@
 //! Only the operator's namespace: a gateway's service account reads Secrets in every namespace
 //! (the providers' credentials), so a Gateway elsewhere would hand that to whoever may create
 //! pods there. Such a Gateway is told why, in its status, and gets nothing.
+//!
+//! One Gateway serves (`tollgate_core::k8s::one_gateway`): another that would run replicas is
+//! told which serves, runs none (a Deployment it had is scaled to zero) and is not bound to the
+//! gateway role; when the serving one goes or scales to zero, every Gateway is reconciled again
+//! and the next serves.
 
 use super::lean::Listeners;
 use super::{condition, upsert_condition};
@@ -27,6 +32,7 @@ use std::time::Duration;
 use tollgate_api::{Gateway, GatewayStatus};
 use tollgate_core::audit::checkpoint;
 use tollgate_core::k8s::gateway_objects::{self, GATEWAY_LABEL, Owner};
+use tollgate_core::k8s::one_gateway::{self, Candidate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,19 +45,30 @@ pub async fn run(shared: Arc<Shared>) {
     // One watch and one cache of gateways for the controller and the cluster binding alike.
     let changed = Arc::new(tokio::sync::Notify::new());
     let controller = super::lean::controller_heard(api, super::lean::config(), reflector::store(), Listeners::default().with_notice(changed.clone()));
+    // Every Gateway again when the one that serves changes: the next in line takes over.
+    let (again_tx, again_rx) = tokio::sync::mpsc::channel::<()>(1);
     let binding = {
         let (shared, gateways) = (shared.clone(), controller.store());
         async move {
+            let mut serving = None;
             loop {
                 changed.notified().await;
-                cluster_binding(&shared, &gateways).await;
+                let now = cluster_binding(&shared, &gateways).await;
+                if now != serving {
+                    serving = now;
+                    let _ = again_tx.try_send(());
+                }
             }
         }
     };
+    let again = futures::stream::unfold(again_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
     // Owner references are all `owns` reads: a Deployment's metadata is all that is watched.
     let deployments = Api::<PartialObjectMeta<Deployment>>::namespaced(shared.client.clone(), &shared.namespace);
-    let controller =
-        controller.owns(deployments, super::lean::config().labels(GATEWAY_LABEL)).run(reconcile, error_policy, shared).for_each(|_| futures::future::ready(()));
+    let controller = controller
+        .owns(deployments, super::lean::config().labels(GATEWAY_LABEL))
+        .reconcile_all_on(again)
+        .run(reconcile, error_policy, shared)
+        .for_each(|_| futures::future::ready(()));
     futures::join!(binding, controller);
 }
 
@@ -59,17 +76,32 @@ fn runs_here(shared: &Shared, g: &Gateway) -> bool {
     g.namespace().as_deref() == Some(shared.namespace.as_str()) && gateway_objects::name_problem(&g.name_any()).is_none()
 }
 
-/// The gateways' service accounts, exactly those of the Gateways that exist and run: a Gateway
-/// deleted loses the Secrets its account could read with the next event.
-async fn cluster_binding(shared: &Shared, gateways: &Store<Gateway>) {
-    let all = gateways.state();
-    let running: Vec<(String, String)> =
-        all.iter().filter(|g| runs_here(shared, g) && g.meta().deletion_timestamp.is_none()).map(|g| (shared.namespace.clone(), g.name_any())).collect();
+fn candidate(g: &Gateway) -> Candidate<'_> {
+    Candidate {
+        name: g.metadata.name.as_deref().unwrap_or_default(),
+        created: g.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        replicas: gateway_objects::replicas(&g.spec),
+        deleting: g.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// The gateways' service accounts, exactly those of the Gateways that exist and run, and none
+/// another serves instead of: a Gateway deleted or refused loses the Secrets its account could
+/// read with the next event. Returns the Gateway that serves.
+async fn cluster_binding(shared: &Shared, gateways: &Store<Gateway>) -> Option<String> {
+    let all: Vec<Arc<Gateway>> = gateways.state().into_iter().filter(|g| runs_here(shared, g)).collect();
+    let candidates: Vec<Candidate<'_>> = all.iter().map(|g| candidate(g)).collect();
+    let running: Vec<(String, String)> = candidates
+        .iter()
+        .filter(|c| !c.deleting && one_gateway::served_instead(c.name, &candidates).is_none())
+        .map(|c| (shared.namespace.clone(), c.name.to_owned()))
+        .collect();
     let wanted = gateway_objects::cluster_binding(running.iter().map(|(ns, n)| (ns.as_str(), n.as_str())), &shared.gateways.cluster_role);
     match Api::<ClusterRoleBinding>::all(shared.client.clone()).patch(gateway_objects::GATEWAYS_CLUSTER_BINDING, &ssa::params(), &ssa::body(&wanted)).await {
         Ok(_) => tracing::debug!(gateways = running.len(), "gateways' cluster role binding in step"),
         Err(e) => tracing::warn!(error = %e, "could not keep the gateways' cluster role binding"),
     }
+    one_gateway::serving(&candidates).map(str::to_owned)
 }
 
 fn error_policy(_: Arc<Gateway>, error: &Error, shared: Arc<Shared>) -> Action {
@@ -93,15 +125,22 @@ async fn reconcile(g: Arc<Gateway>, shared: Arc<Shared>) -> Result<Action, Error
                 shared.namespace
             ),
         ))
+    } else if let Some(problem) = gateway_objects::name_problem(&name) {
+        Some(("InvalidName", problem))
     } else {
-        gateway_objects::name_problem(&name).map(|m| ("InvalidName", m))
+        served_instead(&g, &shared).await?.map(|other| ("AnotherGatewayServes", one_gateway::refusal(&name, &other)))
     };
     let outcome = match refusal {
         Some((reason, message)) => {
             status.url = None;
             status.ready_replicas = None;
             upsert_condition(&mut status.conditions, condition("Ready", false, reason, &message, generation, Timestamp::now()));
-            Ok(Action::await_change())
+            if reason == "AnotherGatewayServes" {
+                tracing::warn!(%message, "gateway refused");
+                stop_replicas(&g, &shared).await.map(|()| Action::await_change()).map_err(Error::from)
+            } else {
+                Ok(Action::await_change())
+            }
         }
         None => apply(&g, &shared, &mut status).await,
     };
@@ -112,6 +151,32 @@ async fn reconcile(g: Arc<Gateway>, shared: Arc<Shared>) -> Result<Action, Error
     }
     shared.metrics.reconcile("gateway", outcome.is_ok());
     outcome
+}
+
+/// The Gateway that serves instead of `g`, read from the API server (not the cache: two
+/// Gateways made at once must each see the other).
+async fn served_instead(g: &Gateway, shared: &Shared) -> Result<Option<String>, kube::Error> {
+    let all = Api::<Gateway>::namespaced(shared.client.clone(), &shared.namespace).list(&Default::default()).await?;
+    let candidates: Vec<Candidate<'_>> = all.items.iter().filter(|o| gateway_objects::name_problem(&o.name_any()).is_none()).map(candidate).collect();
+    Ok(one_gateway::served_instead(&g.name_any(), &candidates).map(str::to_owned))
+}
+
+/// A refused Gateway's Deployment, made before another came to serve (by a version without the
+/// rule), is scaled to zero: its ledger stops counting. One never made is not made.
+async fn stop_replicas(g: &Gateway, shared: &Shared) -> Result<(), kube::Error> {
+    let name = g.name_any();
+    let object_name = gateway_objects::object_name(&name);
+    let api = Api::<Deployment>::namespaced(shared.client.clone(), &shared.namespace);
+    let Some(running) = api.get_opt(&object_name).await? else { return Ok(()) };
+    if running.spec.and_then(|s| s.replicas) == Some(0) {
+        return Ok(());
+    }
+    let owner = Owner { name: &name, namespace: &shared.namespace, uid: g.metadata.uid.as_deref().unwrap_or_default() };
+    let stopped = tollgate_api::GatewaySpec { replicas: 0, ..g.spec.clone() };
+    let objects = gateway_objects::objects(owner, &stopped, &shared.gateways);
+    api.patch(&object_name, &ssa::params(), &ssa::body(&objects.deployment)).await?;
+    tracing::info!(deployment = object_name, "refused gateway's deployment scaled to zero");
+    Ok(())
 }
 
 /// The public key of the gateway's audit signing key, made (once) if it has none: the private

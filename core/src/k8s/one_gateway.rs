@@ -1,0 +1,98 @@
+//! One Gateway serves the cluster (docs/design.md §3.4). Every gateway reads every agent and
+//! every Budget, and each Gateway keeps a ledger of its own: with two serving, each would count
+//! and enforce every budget alone, and an agent calling both (its key works at either Service)
+//! would spend each budget twice while they overwrote each other's Budget status. So of the
+//! Gateways that would run replicas, the oldest serves and the others are refused with its name
+//! and run none; more capacity is the one Gateway's `spec.replicas`, sharing one PostgreSQL ledger.
+//! A Gateway at zero replicas runs no ledger and keeps its objects (its audit key, its Service).
+
+/// What the rule reads of a Gateway in the operator's namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub name: &'a str,
+    /// Its `metadata.creationTimestamp`; one not yet stored counts as the newest.
+    pub created: Option<jiff::Timestamp>,
+    /// The replicas it asks for.
+    pub replicas: i32,
+    /// It has a deletion timestamp: it is going, and another may take over now.
+    pub deleting: bool,
+}
+
+impl Candidate<'_> {
+    fn would_serve(&self) -> bool {
+        self.replicas > 0 && !self.deleting
+    }
+}
+
+/// The Gateway that serves the cluster: the oldest of those that would run replicas, the first
+/// by name among those made in the same second.
+pub fn serving<'a>(all: &[Candidate<'a>]) -> Option<&'a str> {
+    all.iter()
+        .filter(|c| c.would_serve())
+        .min_by(|a, b| (a.created.is_none(), a.created, a.name).cmp(&(b.created.is_none(), b.created, b.name)))
+        .map(|c| c.name)
+}
+
+/// The Gateway that serves instead of `me`, when `me` would run replicas and another serves.
+pub fn served_instead<'a>(me: &str, all: &[Candidate<'a>]) -> Option<&'a str> {
+    let mine = all.iter().find(|c| c.name == me)?;
+    if !mine.would_serve() {
+        return None;
+    }
+    serving(all).filter(|other| *other != me)
+}
+
+/// Why `me` runs no replicas while `other` serves (its `Ready` condition's message).
+pub fn refusal(me: &str, other: &str) -> String {
+    format!(
+        "Gateway {other} already serves this cluster: {me} would keep a ledger of its own, count every budget again, and let an agent calling both spend each budget twice. \
+         It runs no replicas while {other} serves; for more capacity raise {other}'s spec.replicas (with spec.database), or delete {other} to have {me} serve"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Option<jiff::Timestamp> {
+        jiff::Timestamp::from_second(seconds).ok()
+    }
+
+    fn gw(name: &str, created: Option<jiff::Timestamp>, replicas: i32) -> Candidate<'_> {
+        Candidate { name, created, replicas, deleting: false }
+    }
+
+    #[test]
+    fn the_oldest_gateway_with_replicas_serves_and_the_others_are_told_its_name() {
+        let all = [gw("new", at(200), 1), gw("old", at(100), 1), gw("idle", at(50), 0)];
+        assert_eq!(serving(&all), Some("old"));
+        assert_eq!(served_instead("new", &all), Some("old"));
+        assert_eq!(served_instead("old", &all), None);
+        // At zero replicas it runs no ledger: never refused, never the one that serves.
+        assert_eq!(served_instead("idle", &all), None);
+    }
+
+    #[test]
+    fn made_in_one_second_the_first_by_name_serves_and_one_not_yet_stored_is_the_newest() {
+        let same = [gw("b", at(100), 1), gw("a", at(100), 1)];
+        assert_eq!(served_instead("b", &same), Some("a"));
+        let unstored = [gw("a", None, 1), gw("z", at(100), 1)];
+        assert_eq!(served_instead("a", &unstored), Some("z"));
+    }
+
+    #[test]
+    fn when_the_serving_gateway_goes_or_scales_to_zero_the_next_serves() {
+        let mut all = [gw("old", at(100), 1), gw("new", at(200), 1)];
+        assert_eq!(served_instead("new", &all), Some("old"));
+        all[0].deleting = true;
+        assert_eq!(served_instead("new", &all), None);
+        all[0] = gw("old", at(100), 0);
+        assert_eq!(served_instead("new", &all), None);
+        assert_eq!(serving(&all), Some("new"));
+    }
+
+    #[test]
+    fn a_gateway_the_rule_does_not_know_is_not_refused() {
+        assert_eq!(served_instead("unknown", &[gw("old", at(100), 1)]), None);
+    }
+}
