@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
     category = "tollgate",
     doc = "The shared Tollgate model gateway (usage ledger, budgets, audit store, Slack endpoint).",
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Available", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),

@@ -109,7 +109,7 @@ fn the_operator_runs_a_gateway_whose_pod_serves_the_sdks() -> Result<()> {
     let status = gateway_status(cp, SYSTEM, "edge", |s| s["readyReplicas"] == 1)?;
     assert_eq!((ready(&status)["status"].as_str(), ready(&status)["reason"].as_str()), (Some("True"), Some("Available")), "{status}");
     let table = cp.kubectl_ok(User::Admin, ["get", "gateways", "-n", SYSTEM, "edge"])?;
-    assert!(table.contains("True") && table.contains("http://edge-gateway.tollgate-system.svc:8080"), "{table}");
+    assert!(table.contains("True") && table.contains("Available") && table.contains("http://edge-gateway.tollgate-system.svc:8080"), "{table}");
 
     // A second Gateway would keep a ledger of its own and count every budget again: it is told
     // which one serves, and runs nothing.
@@ -121,6 +121,8 @@ fn the_operator_runs_a_gateway_whose_pod_serves_the_sdks() -> Result<()> {
     assert!(status["url"].is_null(), "{status}");
     ensure!(!cp.kubectl(User::Admin, ["get", "deployment", "second-gateway", "-n", SYSTEM])?.status.success(), "a second serving Gateway got a Deployment");
     ensure!(!binding_subjects(cp)?.contains(&format!("{SYSTEM}/second-gateway")), "a refused gateway's account was bound");
+    let table = cp.kubectl_ok(User::Admin, ["get", "gateways", "-n", SYSTEM, "second"])?;
+    assert!(table.contains("False") && table.contains("AnotherGatewayServes"), "{table}");
 
     // A Gateway elsewhere is told why it gets nothing.
     cp.apply(User::Admin, &ns, "apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: rogue}\nspec: {replicas: 1}\n")?;
