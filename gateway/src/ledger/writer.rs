@@ -44,16 +44,21 @@ impl Writer {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(PREPARED);
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
+        let (lowered, started) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()
             .name(super::priority::WRITER_NAME.into())
             .spawn(move || {
                 super::priority::lower_this_thread();
+                let _ = lowered.send(());
                 let mut conn = conn;
                 while let Some(job) = queue.blocking_recv() {
                     job(&mut conn);
                 }
             })
             .map_err(|e| LedgerError::Unavailable(format!("could not start the ledger's writer: {e}")))?;
+        // Open means running below the calls: the thread has lowered itself before it is handed
+        // a job (a moment, once; it fails only if the thread died first).
+        started.recv().map_err(|_| LedgerError::Unavailable("the ledger's writer stopped as it started".into()))?;
         Ok(Writer { jobs })
     }
 
