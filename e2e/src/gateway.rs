@@ -189,7 +189,6 @@ pub fn model_client(env: &[(String, String)], scenario: &Value) -> Result<Vec<Va
     stdout.lines().map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}"))).collect()
 }
 
-/// The provider keys the fake provider expects (and that must never reach an agent).
 /// The chart's own Gateway (`tollgate`) at zero replicas: one Gateway serves a cluster, and a
 /// test that runs a Gateway of its own makes room for it. The chart's keeps its objects and its
 /// account's binding, as any Gateway at zero replicas does.
@@ -198,6 +197,7 @@ pub fn chart_gateway_steps_aside(cp: &ControlPlane) -> Result<()> {
     Ok(())
 }
 
+/// The provider keys the fake provider expects (and that must never reach an agent).
 pub const OPENAI_KEY: &str = "sk-provider-openai-0123456789";
 pub const ANTHROPIC_KEY: &str = "sk-ant-provider-0123456789";
 

@@ -147,22 +147,36 @@ fn the_operator_runs_a_gateway_whose_pod_serves_the_sdks() -> Result<()> {
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || Ok(binding_subjects(cp)?.contains(&format!("{SYSTEM}/second-gateway")).then_some(())))
         .context("the gateway that took over is not bound to the gateway role")?;
 
-    // An older Gateway scaled up serves, and the one that served stops: its Deployment, made
-    // while it served, goes to zero replicas and its account loses the role.
+    // An older Gateway scaled up does not take over: the one serving goes on.
     cp.apply(User::Admin, SYSTEM, &gateway_yaml("backup", 1))?;
-    let status = gateway_status(cp, SYSTEM, "second", |s| ready(s)["reason"] == "AnotherGatewayServes")?;
-    assert!(ready(&status)["message"].as_str().unwrap_or_default().starts_with("Gateway backup already serves"), "{status}");
+    let status = gateway_status(cp, SYSTEM, "backup", |s| ready(s)["reason"] == "AnotherGatewayServes")?;
+    assert!(ready(&status)["message"].as_str().unwrap_or_default().starts_with("Gateway second already serves"), "{status}");
+    assert_eq!(get(cp, SYSTEM, "deployment", "backup-gateway")?["spec"]["replicas"], 0, "made at zero replicas, left there");
+    let status = get(cp, SYSTEM, "gateway", "second")?["status"].clone();
+    assert_eq!(ready(&status)["reason"], "NoReplicaReady", "{status}");
+    assert_eq!(get(cp, SYSTEM, "deployment", "second-gateway")?["spec"]["replicas"], 1);
+
+    // Deleted while a finalizer holds it, the serving Gateway stops at once and the next serves:
+    // its Deployment goes to zero replicas and its account loses the role.
+    let hold = r#"{"metadata":{"finalizers":["example.com/hold"]}}"#;
+    cp.kubectl_ok(User::Admin, ["patch", "gateway", "second", "-n", SYSTEM, "--type=merge", "-p", hold])?;
+    cp.kubectl_ok(User::Admin, ["delete", "gateway", "second", "-n", SYSTEM, "--wait=false"])?;
+    let status = gateway_status(cp, SYSTEM, "second", |s| ready(s)["reason"] == "Deleting")?;
+    assert!(status["url"].is_null(), "{status}");
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         Ok((get(cp, SYSTEM, "deployment", "second-gateway")?["spec"]["replicas"] == 0).then_some(()))
     })
-    .context("the refused gateway's Deployment kept its replicas")?;
+    .context("a deleting gateway's Deployment kept its replicas")?;
+    let status = gateway_status(cp, SYSTEM, "backup", |s| s["url"].is_string())?;
+    assert_eq!(ready(&status)["reason"], "NoReplicaReady", "{status}");
     assert_eq!(get(cp, SYSTEM, "deployment", "backup-gateway")?["spec"]["replicas"], 1);
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         let subjects = binding_subjects(cp)?;
         Ok((subjects.contains(&format!("{SYSTEM}/backup-gateway")) && !subjects.contains(&format!("{SYSTEM}/second-gateway"))).then_some(()))
     })
     .context("the gateway role follows the serving gateway")?;
-    cp.kubectl_ok(User::Admin, ["delete", "gateway", "backup", "second", "-n", SYSTEM])?;
+    cp.kubectl_ok(User::Admin, ["patch", "gateway", "second", "-n", SYSTEM, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#])?;
+    cp.kubectl_ok(User::Admin, ["delete", "gateway", "backup", "-n", SYSTEM])?;
     Ok(())
 }
 

@@ -1,10 +1,18 @@
 //! One Gateway serves the cluster (docs/design.md §3.4). Every gateway reads every agent and
 //! every Budget, and each Gateway keeps a ledger of its own: with two serving, each would count
 //! and enforce every budget alone, and an agent calling both (its key works at either Service)
-//! would spend each budget twice while they overwrote each other's Budget status. So of the
-//! Gateways that would run replicas, the oldest serves and the others are refused with its name
-//! and run none; more capacity is the one Gateway's `spec.replicas`, sharing one PostgreSQL ledger.
-//! A Gateway at zero replicas runs no ledger and keeps its objects (its audit key, its Service).
+//! would spend each budget twice while they overwrote each other's Budget status. So one of the
+//! Gateways that would run replicas serves and the others are refused with its name and run
+//! none; more capacity is the one Gateway's `spec.replicas`, sharing one PostgreSQL ledger.
+//! The one that serves keeps serving while it asks for replicas: a Gateway scaled up or made
+//! later never takes over from it. When it goes, the oldest of the others serves. A Gateway at
+//! zero replicas runs no ledger and keeps its objects (its audit key, its Service).
+
+/// The `Ready` reason of a Gateway another serves instead of.
+pub const REFUSED: &str = "AnotherGatewayServes";
+/// The `Ready` reason of a Gateway being deleted (held by a finalizer, or a foreground deletion
+/// of its objects): it runs no replicas while it goes.
+pub const DELETING: &str = "Deleting";
 
 /// What the rule reads of a Gateway in the operator's namespace.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +24,15 @@ pub struct Candidate<'a> {
     pub replicas: i32,
     /// It has a deletion timestamp: it is going, and another may take over now.
     pub deleting: bool,
+    /// Its status says it serves ([`serves_by_status`]).
+    pub serving: bool,
+}
+
+/// Whether a Gateway's status says it serves: it has a URL, and its `Ready` reason is neither a
+/// refusal nor zero replicas. A Gateway made before this rule existed counts too, so of two
+/// that both served then, the older goes on.
+pub fn serves_by_status(has_url: bool, ready_reason: Option<&str>) -> bool {
+    has_url && !matches!(ready_reason, Some(REFUSED | DELETING | "ScaledToZero" | "OutsideTollgateNamespace" | "InvalidName"))
 }
 
 impl Candidate<'_> {
@@ -24,13 +41,11 @@ impl Candidate<'_> {
     }
 }
 
-/// The Gateway that serves the cluster: the oldest of those that would run replicas, the first
-/// by name among those made in the same second.
+/// The Gateway that serves the cluster, of those that would run replicas: the one serving now,
+/// else the oldest (the first by name among those made in the same second).
 pub fn serving<'a>(all: &[Candidate<'a>]) -> Option<&'a str> {
-    all.iter()
-        .filter(|c| c.would_serve())
-        .min_by(|a, b| (a.created.is_none(), a.created, a.name).cmp(&(b.created.is_none(), b.created, b.name)))
-        .map(|c| c.name)
+    let rank = |c: &Candidate<'a>| (!c.serving, c.created.is_none(), c.created, c.name);
+    all.iter().filter(|c| c.would_serve()).min_by(|a, b| rank(a).cmp(&rank(b))).map(|c| c.name)
 }
 
 /// The Gateway that serves instead of `me`, when `me` would run replicas and another serves.
@@ -46,7 +61,7 @@ pub fn served_instead<'a>(me: &str, all: &[Candidate<'a>]) -> Option<&'a str> {
 pub fn refusal(me: &str, other: &str) -> String {
     format!(
         "Gateway {other} already serves this cluster: {me} would keep a ledger of its own, count every budget again, and let an agent calling both spend each budget twice. \
-         It runs no replicas while {other} serves; for more capacity raise {other}'s spec.replicas (with spec.database), or delete {other} to have {me} serve"
+         It runs no replicas while {other} serves; for more capacity raise {other}'s spec.replicas (with spec.database), or delete {other} or scale it to zero to have the oldest other Gateway serve"
     )
 }
 
@@ -59,7 +74,7 @@ mod tests {
     }
 
     fn gw(name: &str, created: Option<jiff::Timestamp>, replicas: i32) -> Candidate<'_> {
-        Candidate { name, created, replicas, deleting: false }
+        Candidate { name, created, replicas, deleting: false, serving: false }
     }
 
     #[test]
@@ -89,6 +104,27 @@ mod tests {
         all[0] = gw("old", at(100), 0);
         assert_eq!(served_instead("new", &all), None);
         assert_eq!(serving(&all), Some("new"));
+    }
+
+    #[test]
+    fn the_one_serving_goes_on_when_an_older_one_is_scaled_up_and_of_two_serving_the_older_does() {
+        let serving = Candidate { serving: true, ..gw("new", at(200), 1) };
+        let all = [gw("old", at(100), 1), serving];
+        assert_eq!(served_instead("old", &all), Some("new"));
+        assert_eq!(served_instead("new", &all), None);
+        let both = [Candidate { serving: true, ..gw("old", at(100), 1) }, serving];
+        assert_eq!(served_instead("new", &both), Some("old"));
+    }
+
+    #[test]
+    fn a_status_serves_with_a_url_and_a_reason_that_is_not_a_refusal() {
+        assert!(serves_by_status(true, Some("Available")));
+        assert!(serves_by_status(true, Some("NoReplicaReady")));
+        assert!(serves_by_status(true, None));
+        assert!(!serves_by_status(false, Some("Available")));
+        for reason in [REFUSED, DELETING, "ScaledToZero", "OutsideTollgateNamespace", "InvalidName"] {
+            assert!(!serves_by_status(true, Some(reason)), "{reason}");
+        }
     }
 
     #[test]

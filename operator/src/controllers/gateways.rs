@@ -45,17 +45,25 @@ pub async fn run(shared: Arc<Shared>) {
     // One watch and one cache of gateways for the controller and the cluster binding alike.
     let changed = Arc::new(tokio::sync::Notify::new());
     let controller = super::lean::controller_heard(api, super::lean::config(), reflector::store(), Listeners::default().with_notice(changed.clone()));
-    // Every Gateway again when the one that serves changes: the next in line takes over.
+    // Every Gateway again when the choice of the one that serves may have changed: the next in
+    // line takes over, and one that a scale-up made serve stops.
     let (again_tx, again_rx) = tokio::sync::mpsc::channel::<()>(1);
     let binding = {
         let (shared, gateways) = (shared.clone(), controller.store());
         async move {
-            let mut serving = None;
+            let mut choice = None;
             loop {
                 changed.notified().await;
-                let now = cluster_binding(&shared, &gateways).await;
-                if now != serving {
-                    serving = now;
+                // A binding that could not be written is tried again: a refused or deleted
+                // gateway's account must lose the role.
+                let now = loop {
+                    match cluster_binding(&shared, &gateways).await {
+                        Ok(now) => break now,
+                        Err(()) => tokio::time::sleep(Duration::from_secs(5)).await,
+                    }
+                };
+                if choice.as_ref() != Some(&now) {
+                    choice = Some(now);
                     let _ = again_tx.try_send(());
                 }
             }
@@ -77,31 +85,43 @@ fn runs_here(shared: &Shared, g: &Gateway) -> bool {
 }
 
 fn candidate(g: &Gateway) -> Candidate<'_> {
+    let status = g.status.as_ref();
+    let ready_reason = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.reason.as_str());
     Candidate {
         name: g.metadata.name.as_deref().unwrap_or_default(),
         created: g.metadata.creation_timestamp.as_ref().map(|t| t.0),
         replicas: gateway_objects::replicas(&g.spec),
         deleting: g.metadata.deletion_timestamp.is_some(),
+        serving: one_gateway::serves_by_status(status.is_some_and(|s| s.url.is_some()), ready_reason),
     }
 }
 
+/// What the choice of the serving Gateway is made from, and the choice: when it changes, every
+/// Gateway is reconciled again.
+type Choice = (Option<String>, Vec<(String, bool, bool)>);
+
 /// The gateways' service accounts, exactly those of the Gateways that exist and run, and none
 /// another serves instead of: a Gateway deleted or refused loses the Secrets its account could
-/// read with the next event. Returns the Gateway that serves.
-async fn cluster_binding(shared: &Shared, gateways: &Store<Gateway>) -> Option<String> {
+/// read with the next event. Returns the choice; `Err` when the binding could not be written.
+async fn cluster_binding(shared: &Shared, gateways: &Store<Gateway>) -> Result<Choice, ()> {
     let all: Vec<Arc<Gateway>> = gateways.state().into_iter().filter(|g| runs_here(shared, g)).collect();
-    let candidates: Vec<Candidate<'_>> = all.iter().map(|g| candidate(g)).collect();
+    let mut candidates: Vec<Candidate<'_>> = all.iter().map(|g| candidate(g)).collect();
+    candidates.sort_by_key(|c| c.name);
     let running: Vec<(String, String)> = candidates
         .iter()
         .filter(|c| !c.deleting && one_gateway::served_instead(c.name, &candidates).is_none())
         .map(|c| (shared.namespace.clone(), c.name.to_owned()))
         .collect();
     let wanted = gateway_objects::cluster_binding(running.iter().map(|(ns, n)| (ns.as_str(), n.as_str())), &shared.gateways.cluster_role);
-    match Api::<ClusterRoleBinding>::all(shared.client.clone()).patch(gateway_objects::GATEWAYS_CLUSTER_BINDING, &ssa::params(), &ssa::body(&wanted)).await {
-        Ok(_) => tracing::debug!(gateways = running.len(), "gateways' cluster role binding in step"),
-        Err(e) => tracing::warn!(error = %e, "could not keep the gateways' cluster role binding"),
+    let written =
+        Api::<ClusterRoleBinding>::all(shared.client.clone()).patch(gateway_objects::GATEWAYS_CLUSTER_BINDING, &ssa::params(), &ssa::body(&wanted)).await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not keep the gateways' cluster role binding; trying again");
+        return Err(());
     }
-    one_gateway::serving(&candidates).map(str::to_owned)
+    tracing::debug!(gateways = running.len(), "gateways' cluster role binding in step");
+    let inputs = candidates.iter().map(|c| (c.name.to_owned(), c.replicas > 0 && !c.deleting, c.serving)).collect();
+    Ok((one_gateway::serving(&candidates).map(str::to_owned), inputs))
 }
 
 fn error_policy(_: Arc<Gateway>, error: &Error, shared: Arc<Shared>) -> Action {
@@ -117,40 +137,61 @@ async fn reconcile(g: Arc<Gateway>, shared: Arc<Shared>) -> Result<Action, Error
     let generation = g.meta().generation;
     let old = g.status.clone().unwrap_or_default();
     let mut status = GatewayStatus { observed_generation: generation, ..old.clone() };
-    let refusal = if ns != shared.namespace {
-        Some((
-            "OutsideTollgateNamespace",
-            format!(
-                "gateways run only in {}, the operator's namespace: a gateway's service account reads model providers' Secrets in every namespace",
-                shared.namespace
-            ),
-        ))
-    } else if let Some(problem) = gateway_objects::name_problem(&name) {
-        Some(("InvalidName", problem))
-    } else {
-        served_instead(&g, &shared).await?.map(|other| ("AnotherGatewayServes", one_gateway::refusal(&name, &other)))
-    };
+    let refusal = refusal(&g, &shared).await?;
     let outcome = match refusal {
         Some((reason, message)) => {
             status.url = None;
             status.ready_replicas = None;
+            let was = old.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone());
             upsert_condition(&mut status.conditions, condition("Ready", false, reason, &message, generation, Timestamp::now()));
-            if reason == "AnotherGatewayServes" {
-                tracing::warn!(%message, "gateway refused");
-                stop_replicas(&g, &shared).await.map(|()| Action::await_change()).map_err(Error::from)
-            } else {
-                Ok(Action::await_change())
+            match reason {
+                one_gateway::REFUSED | one_gateway::DELETING => {
+                    if was.as_deref() != Some(reason) {
+                        tracing::warn!(%message, "gateway runs no replicas");
+                    }
+                    // Looked at again now and then, besides every change of the choice.
+                    stop_replicas(&g, &shared).await.map(|()| Action::requeue(Duration::from_secs(60))).map_err(Error::from)
+                }
+                _ => Ok(Action::await_change()),
             }
         }
         None => apply(&g, &shared, &mut status).await,
     };
     if status != old {
+        // A field the status no longer has is written as null: a merge patch leaves out what
+        // is merely absent (a Gateway that stops serving keeps no URL).
+        let mut body = serde_json::to_value(&status).unwrap_or_default();
+        for (field, gone) in [("url", status.url.is_none()), ("readyReplicas", status.ready_replicas.is_none())] {
+            if gone {
+                body[field] = serde_json::Value::Null;
+            }
+        }
         Api::<Gateway>::namespaced(shared.client.clone(), &ns)
-            .patch_status(&name, &ssa::write_params(), &Patch::Merge(serde_json::json!({"status": status})))
+            .patch_status(&name, &ssa::write_params(), &Patch::Merge(serde_json::json!({"status": body})))
             .await?;
     }
     shared.metrics.reconcile("gateway", outcome.is_ok());
     outcome
+}
+
+/// Why `g` gets nothing or runs no replicas, if it does not serve: a Gateway elsewhere, one
+/// whose objects' names would not be valid, one being deleted, one another serves instead of.
+async fn refusal(g: &Gateway, shared: &Shared) -> Result<Option<(&'static str, String)>, kube::Error> {
+    let name = g.name_any();
+    if g.namespace().as_deref() != Some(shared.namespace.as_str()) {
+        let message = format!(
+            "gateways run only in {}, the operator's namespace: a gateway's service account reads model providers' Secrets in every namespace",
+            shared.namespace
+        );
+        return Ok(Some(("OutsideTollgateNamespace", message)));
+    }
+    if let Some(problem) = gateway_objects::name_problem(&name) {
+        return Ok(Some(("InvalidName", problem)));
+    }
+    if g.metadata.deletion_timestamp.is_some() {
+        return Ok(Some((one_gateway::DELETING, "the Gateway is being deleted: it runs no replicas, and the next Gateway in line serves".to_owned())));
+    }
+    Ok(served_instead(g, shared).await?.map(|other| (one_gateway::REFUSED, one_gateway::refusal(&name, &other))))
 }
 
 /// The Gateway that serves instead of `g`, read from the API server (not the cache: two
@@ -161,21 +202,21 @@ async fn served_instead(g: &Gateway, shared: &Shared) -> Result<Option<String>, 
     Ok(one_gateway::served_instead(&g.name_any(), &candidates).map(str::to_owned))
 }
 
-/// A refused Gateway's Deployment, made before another came to serve (by a version without the
-/// rule), is scaled to zero: its ledger stops counting. One never made is not made.
+/// A refused or deleting Gateway's Deployment, made while it served, is scaled to zero: its
+/// ledger stops counting. One never made is not made; one gone meanwhile stays gone (a patch,
+/// not an apply, which would make it again).
 async fn stop_replicas(g: &Gateway, shared: &Shared) -> Result<(), kube::Error> {
-    let name = g.name_any();
-    let object_name = gateway_objects::object_name(&name);
+    let object_name = gateway_objects::object_name(&g.name_any());
     let api = Api::<Deployment>::namespaced(shared.client.clone(), &shared.namespace);
     let Some(running) = api.get_opt(&object_name).await? else { return Ok(()) };
     if running.spec.and_then(|s| s.replicas) == Some(0) {
         return Ok(());
     }
-    let owner = Owner { name: &name, namespace: &shared.namespace, uid: g.metadata.uid.as_deref().unwrap_or_default() };
-    let stopped = tollgate_api::GatewaySpec { replicas: 0, ..g.spec.clone() };
-    let objects = gateway_objects::objects(owner, &stopped, &shared.gateways);
-    api.patch(&object_name, &ssa::params(), &ssa::body(&objects.deployment)).await?;
-    tracing::info!(deployment = object_name, "refused gateway's deployment scaled to zero");
+    match api.patch(&object_name, &ssa::write_params(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}}))).await {
+        Ok(_) => tracing::info!(deployment = object_name, "deployment of a gateway that does not serve scaled to zero"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
