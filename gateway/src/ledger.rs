@@ -337,7 +337,8 @@ pub(crate) mod tests {
         assert!(sqlite_file("sqlite://:memory:").is_err());
     }
 
-    /// A period this ledger never counted starts from its claim's floor (the status's figure);
+    /// A period this ledger never counted starts from its claim's floor (the status's figure),
+    /// a new period of a budget it counted before too (another gateway served it meanwhile);
     /// one it counted is never moved by a floor.
     #[tokio::test]
     async fn a_period_the_ledger_never_counted_starts_from_its_floor_and_only_then() {
@@ -355,7 +356,10 @@ pub(crate) mod tests {
         assert_eq!(l.spent("ns/d", 0).await.unwrap(), 120, "a counted period is the ledger's, whatever its status says");
         let next_period = Claim { period_start_us: 7, ..floored("ns/d", 500) };
         l.reserve(vec![next_period], &tests::call(10)).await.unwrap();
-        assert_eq!(l.spent("ns/d", 7).await.unwrap(), 10, "a new period of a budget the ledger counted starts from nothing");
+        assert_eq!(l.spent("ns/d", 7).await.unwrap(), 510, "a new period another ledger counted starts from what it counted");
+        let unshown = Claim { period_start_us: 9, ..floored("ns/d", 0) };
+        l.reserve(vec![unshown], &tests::call(10)).await.unwrap();
+        assert_eq!(l.spent("ns/d", 9).await.unwrap(), 10, "a new period the status shows nothing of starts from nothing");
     }
 
     /// A ledger written before its tables were keyed by SQLite's row id keeps every row and

@@ -53,16 +53,17 @@ pub(super) async fn reserve_in(
     Ok((answers, granted))
 }
 
-/// Each period's row made if missing (from its claim's floor, when this ledger never counted
-/// the budget) and locked until the commit, in the order given: what each holds (spent, and
-/// leased by every gateway), and what gateways hold of each budget.
+/// Each period's row made if missing (from its claim's floor: the spend the Budget's status
+/// shows for that very period, which another ledger counted, since this one has no row for it)
+/// and locked until the commit, in the order given: what each holds (spent, and leased by every
+/// gateway), and what gateways hold of each budget.
 async fn lock_periods_in(db: &mut impl Db, touched: &[&Claim]) -> Result<(BTreeMap<Period, i64>, BTreeMap<String, i64>), LedgerError> {
     let mut held: BTreeMap<Period, i64> = BTreeMap::new();
     let mut lent: BTreeMap<String, i64> = BTreeMap::new();
     for c in touched {
         let sql = Sql::written(
             "INSERT INTO budget_spend (budget, period_start_us, spent_micros) \
-             VALUES ($1, $2, CASE WHEN EXISTS (SELECT 1 FROM budget_spend WHERE budget = $1) THEN 0 ELSE $3 END) \
+             VALUES ($1, $2, $3) \
              ON CONFLICT (budget, period_start_us) DO UPDATE SET spent_micros = budget_spend.spent_micros RETURNING spent_micros, leased_micros",
         );
         let row = db.ints(sql, &[Arg::Text(&c.budget), Arg::Int(c.period_start_us), Arg::Int(c.floor)], 2).await?;
