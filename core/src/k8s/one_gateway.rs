@@ -28,11 +28,13 @@ pub struct Candidate<'a> {
     pub serving: bool,
 }
 
-/// Whether a Gateway's status says it serves: it has a URL, and its `Ready` reason is neither a
-/// refusal nor zero replicas. A Gateway made before this rule existed counts too, so of two
-/// that both served then, the older goes on.
+/// Whether a Gateway's status says it serves: it has a URL, and its `Ready` reason is one of a
+/// Gateway running its replicas (`gateway_objects::readiness`). Not one at zero replicas, whose
+/// objects could not be written, or whose TLS Secret is unusable: scaled up, such a one would
+/// otherwise take over from the one serving. A Gateway made before this rule existed counts
+/// too, so of two that both served then, the older goes on.
 pub fn serves_by_status(has_url: bool, ready_reason: Option<&str>) -> bool {
-    has_url && !matches!(ready_reason, Some(REFUSED | DELETING | "ScaledToZero" | "OutsideTollgateNamespace" | "InvalidName"))
+    has_url && matches!(ready_reason, Some("Available" | "Degraded" | "NoReplicaReady"))
 }
 
 impl Candidate<'_> {
@@ -117,12 +119,18 @@ mod tests {
     }
 
     #[test]
-    fn a_status_serves_with_a_url_and_a_reason_that_is_not_a_refusal() {
+    fn a_status_serves_with_a_url_and_the_reason_of_a_gateway_running_its_replicas() {
         assert!(serves_by_status(true, Some("Available")));
         assert!(serves_by_status(true, Some("NoReplicaReady")));
-        assert!(serves_by_status(true, None));
+        assert!(serves_by_status(true, Some("Degraded")));
         assert!(!serves_by_status(false, Some("Available")));
-        for reason in [REFUSED, DELETING, "ScaledToZero", "OutsideTollgateNamespace", "InvalidName"] {
+        assert!(!serves_by_status(true, None));
+        // Every reason of a Gateway running replicas, as the operator writes them, and none else.
+        for (desired, ready) in [(2, 2), (2, 1), (2, 0), (0, 0)] {
+            let (_, reason, _) = crate::k8s::gateway_objects::readiness(desired, ready);
+            assert_eq!(serves_by_status(true, Some(reason)), desired > 0, "{reason}");
+        }
+        for reason in [REFUSED, DELETING, "ScaledToZero", "OutsideTollgateNamespace", "InvalidName", "TLSSecretUnusable", "ApplyFailed"] {
             assert!(!serves_by_status(true, Some(reason)), "{reason}");
         }
     }

@@ -54,17 +54,18 @@ pub async fn run(shared: Arc<Shared>) {
             let mut choice = None;
             loop {
                 changed.notified().await;
-                // A binding that could not be written is tried again: a refused or deleted
-                // gateway's account must lose the role.
-                let now = loop {
-                    match cluster_binding(&shared, &gateways).await {
-                        Ok(now) => break now,
-                        Err(()) => tokio::time::sleep(Duration::from_secs(5)).await,
+                // A binding that could not be written is tried again (a refused or deleted
+                // gateway's account must lose the role); the choice is signalled meanwhile.
+                loop {
+                    let (now, written) = cluster_binding(&shared, &gateways).await;
+                    if choice.as_ref() != Some(&now) {
+                        choice = Some(now);
+                        let _ = again_tx.try_send(());
                     }
-                };
-                if choice.as_ref() != Some(&now) {
-                    choice = Some(now);
-                    let _ = again_tx.try_send(());
+                    if written {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
         }
@@ -102,8 +103,8 @@ type Choice = (Option<String>, Vec<(String, bool, bool)>);
 
 /// The gateways' service accounts, exactly those of the Gateways that exist and run, and none
 /// another serves instead of: a Gateway deleted or refused loses the Secrets its account could
-/// read with the next event. Returns the choice; `Err` when the binding could not be written.
-async fn cluster_binding(shared: &Shared, gateways: &Store<Gateway>) -> Result<Choice, ()> {
+/// read with the next event. Returns the choice, and whether the binding was written.
+async fn cluster_binding(shared: &Shared, gateways: &Store<Gateway>) -> (Choice, bool) {
     let all: Vec<Arc<Gateway>> = gateways.state().into_iter().filter(|g| runs_here(shared, g)).collect();
     let mut candidates: Vec<Candidate<'_>> = all.iter().map(|g| candidate(g)).collect();
     candidates.sort_by_key(|c| c.name);
@@ -115,13 +116,12 @@ async fn cluster_binding(shared: &Shared, gateways: &Store<Gateway>) -> Result<C
     let wanted = gateway_objects::cluster_binding(running.iter().map(|(ns, n)| (ns.as_str(), n.as_str())), &shared.gateways.cluster_role);
     let written =
         Api::<ClusterRoleBinding>::all(shared.client.clone()).patch(gateway_objects::GATEWAYS_CLUSTER_BINDING, &ssa::params(), &ssa::body(&wanted)).await;
-    if let Err(e) = written {
-        tracing::warn!(error = %e, "could not keep the gateways' cluster role binding; trying again");
-        return Err(());
+    match &written {
+        Ok(_) => tracing::debug!(gateways = running.len(), "gateways' cluster role binding in step"),
+        Err(e) => tracing::warn!(error = %e, "could not keep the gateways' cluster role binding; trying again"),
     }
-    tracing::debug!(gateways = running.len(), "gateways' cluster role binding in step");
     let inputs = candidates.iter().map(|c| (c.name.to_owned(), c.replicas > 0 && !c.deleting, c.serving)).collect();
-    Ok((one_gateway::serving(&candidates).map(str::to_owned), inputs))
+    ((one_gateway::serving(&candidates).map(str::to_owned), inputs), written.is_ok())
 }
 
 fn error_policy(_: Arc<Gateway>, error: &Error, shared: Arc<Shared>) -> Action {
