@@ -305,3 +305,63 @@ fn a_gateway_on_an_empty_ledger_starts_a_budget_from_its_status() -> Result<()> 
         .with_context(|| format!("the status went back from {shown} USD: {}", spent_usd().unwrap_or_default()))?;
     Ok(())
 }
+
+/// A gateway taking over a budget whose period another Gateway's ledger counted, its own ledger
+/// having counted the budget in another period, leaves the Budget's status alone until its first
+/// call there and starts the period from it. It used to start the period from nothing (its
+/// ledger "knew" the budget), and its status loop wrote the nothing over the figure.
+#[test]
+fn a_gateway_taking_over_starts_the_period_from_the_status_though_it_counted_another() -> Result<()> {
+    let scene = scene("gateway-takeover", "total", "")?;
+    let cp = ControlPlane::shared();
+    let spent_usd = || -> Result<f64> {
+        let budget = tollgate_e2e::gateway::get(cp, &scene.ns, "budget", "total")?;
+        Ok(budget["status"]["spentUSD"].as_f64().unwrap_or(0.0))
+    };
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hello"}]}).to_string();
+    let chat = |port: u16| tollgate_e2e::gateway::chat_status(port, &scene.key, &body);
+    let first = GatewayProcess::start_with(cp, &scene.ledger_url(), scene.port, &[])?;
+    ensure!(chat(first.port)? == "200", "the first call is served");
+    let counted = format!("SELECT spent_micros FROM budget_spend WHERE budget = '{}/total'", scene.ns);
+    let shown = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let settled = count(&scene.db, "SELECT COUNT(*) FROM inflight")? == 0 && count(&scene.db, "SELECT COUNT(*) FROM ledger")? == 1;
+        let shown = spent_usd()?;
+        Ok((settled && shown > 0.0 && (shown * 1e6).round() as i64 == count(&scene.db, &counted)?).then_some(shown))
+    })
+    .context("the budget's status never showed the settled call's spend")?;
+    drop(first);
+
+    // The successor's ledger counted this budget once, in another period.
+    let db = cp.dir().join(format!("{}-successor-ledger.db", scene.ns));
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    drop(GatewayProcess::start(cp, &url)?);
+    let earlier = format!("INSERT INTO budget_spend (budget, period_start_us, spent_micros) VALUES ('{}/total', 12345, 7)", scene.ns);
+    ledger_exec(&db, &earlier)?;
+    let second = GatewayProcess::start(cp, &url)?;
+    // Its status loop (every second) keeps the figure, saying so, rather than write its nothing.
+    wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let kept = std::fs::read_to_string(&second.process.log)?.contains("budget status kept: another ledger counted this period");
+        Ok((kept || spent_usd()? != shown).then_some(()))
+    })
+    .context("the successor's status loop never came to the budget")?;
+    assert_eq!(spent_usd()?, shown, "the status kept the figure the successor starts from");
+    ensure!(chat(second.port)? == "200", "a call within the budget is served");
+    let this_period = format!("SELECT spent_micros FROM budget_spend WHERE budget = '{}/total' AND period_start_us = 0", scene.ns);
+    let charged = format!("SELECT COALESCE(SUM(cost_micros), 0) FROM ledger WHERE namespace = '{}'", scene.ns);
+    let settled = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        let charged = count(&db, &charged)?;
+        Ok((charged > 0 && count(&db, "SELECT COUNT(*) FROM inflight")? == 0).then_some(charged))
+    })?;
+    assert_eq!(count(&db, &this_period)?, (shown * 1e6).round() as i64 + settled, "the period starts from the status's {shown} USD");
+    wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok((spent_usd()? > shown).then_some(())))
+        .with_context(|| format!("the status went back from {shown} USD: {}", spent_usd().unwrap_or_default()))?;
+    Ok(())
+}
+
+/// Runs one statement on the SQLite ledger at `db`, committed.
+fn ledger_exec(db: &Path, statement: &str) -> Result<()> {
+    let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(sys.argv[2])\nc.commit()";
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(db).arg(statement).output()?;
+    ensure!(out.status.success(), "{statement}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}

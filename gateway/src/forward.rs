@@ -199,7 +199,8 @@ async fn reserve(
         .claims
         .iter()
         .map(|c| {
-            // A period this ledger has not counted (its volume lost) starts from its status.
+            // A period this ledger has no row for (its volume lost, or another Gateway's ledger
+            // counted it) starts from its status.
             let status = statuses.get(&c.budget);
             let floor = status.and_then(|s| spend::floor_from_status(s.spent_usd, s.period_start.as_ref().map(|t| t.0), c.period_start_us));
             Claim { floor: floor.unwrap_or(0), ..Claim::budget(c.budget.clone(), c.period_start_us, c.hard_limit, c.audit) }

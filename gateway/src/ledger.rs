@@ -250,10 +250,15 @@ impl Ledger {
         Ok(spent.unwrap_or(0))
     }
 
-    /// Whether this ledger has ever counted a call against the budget (`namespace/name`). A
-    /// gateway whose ledger never has writes nothing over another's figure but the first.
-    pub async fn knows_budget(&self, budget: &str) -> Result<bool, LedgerError> {
-        let row: Option<i32> = sqlx::query_scalar("SELECT 1 FROM budget_spend WHERE budget = $1 LIMIT 1").bind(budget).fetch_optional(&self.pool).await?;
+    /// Whether this ledger has counted the budget (`namespace/name`) in the period from
+    /// `period_start_us`. A gateway whose ledger has not writes nothing over another's figure
+    /// for that period.
+    pub async fn knows_period(&self, budget: &str, period_start_us: i64) -> Result<bool, LedgerError> {
+        let row: Option<i32> = sqlx::query_scalar("SELECT 1 FROM budget_spend WHERE budget = $1 AND period_start_us = $2 LIMIT 1")
+            .bind(budget)
+            .bind(period_start_us)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.is_some())
     }
 

@@ -76,9 +76,13 @@ async fn refresh_budget(gw: &GatewayState, index: &Index, ns: &str, name: &str, 
     if observed.is_some_and(|o| same_figures(o, &figures)) {
         return Ok(());
     }
-    // A gateway whose ledger never counted this budget (another Gateway's, or one just started
-    // on an empty ledger) writes only a first status, never over a figure.
-    if observed.is_some_and(|o| o.spent_usd.is_some()) && !gw.ledger.knows_budget(&key).await? {
+    // A figure for this very period that this ledger has no row for was counted by another
+    // ledger (the Gateway this one took over from, or this one before its volume was lost): it
+    // is the floor this ledger's first call in the period starts from, so it is never written
+    // over before that call. A figure of an earlier period gives way to this one's.
+    let others = observed.is_some_and(|o| o.spent_usd.is_some_and(|s| s > 0.0) && o.period_start.as_ref().map(|t| t.0) == Some(start));
+    if others && !gw.ledger.knows_period(&key, start.as_microsecond()).await? {
+        tracing::debug!(budget = %key, "budget status kept: another ledger counted this period, and this one starts from it");
         return Ok(());
     }
     let api = Api::<Budget>::namespaced(gw.client.clone(), ns);

@@ -140,9 +140,10 @@ pub fn bound_output(body: &mut serde_json::Map<String, serde_json::Value>, field
 /// figure is absurd, and the ledger's sums must never overflow.
 const MAX_FLOOR: Micros = 1_000_000_000_000_000;
 
-/// What a ledger that has never counted a budget starts its period from, as its first call is
+/// What a ledger with no row for a budget's period starts it from, as its first call there is
 /// reserved: the spend the Budget's status shows, when the status is of that same period. A
-/// gateway whose SQLite volume was lost would otherwise count the period again from nothing,
+/// gateway whose SQLite volume was lost, or one that took over from another Gateway, would
+/// otherwise count the period again from nothing,
 /// while the status every owner reads says otherwise: the budget would let through what it had
 /// already refused. (The status counts calls in flight at their estimate, so the floor errs
 /// toward the limit.)

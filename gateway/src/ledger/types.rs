@@ -39,9 +39,9 @@ pub struct Claim {
     pub unit: Unit,
     /// What the call takes from it; `None`: the call's estimate (micro-USD).
     pub amount: Option<Micros>,
-    /// What the period starts from when this ledger has never counted the budget, in any period
-    /// (`spend::floor_from_status`: its volume lost); a row it has is never changed by it, and a
-    /// new period of a budget it counted starts from nothing.
+    /// What the period starts from when this ledger has no row for it (`spend::floor_from_status`:
+    /// another ledger counted it, that of the Gateway this one took over from, or this one's
+    /// before its volume was lost); a row it has is never changed by it.
     pub floor: Micros,
 }
 
