@@ -270,25 +270,9 @@ fn a_gateways_allowance_is_drawn_handed_back_and_charged_when_it_dies() -> Resul
 /// refused.
 #[test]
 fn a_gateway_on_an_empty_ledger_starts_a_budget_from_its_status() -> Result<()> {
-    let scene = scene("gateway-floor", "total", "")?;
-    let cp = ControlPlane::shared();
-    let spent_usd = || -> Result<f64> {
-        let budget = tollgate_e2e::gateway::get(cp, &scene.ns, "budget", "total")?;
-        Ok(budget["status"]["spentUSD"].as_f64().unwrap_or(0.0))
-    };
-    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hello"}]}).to_string();
-    let chat = |port: u16| tollgate_e2e::gateway::chat_status(port, &scene.key, &body);
-    let first = GatewayProcess::start_with(cp, &scene.ledger_url(), scene.port, &[])?;
-    ensure!(chat(first.port)? == "200", "the first call is served");
-    // The status once it shows the settled call (a refresh while it was in flight shows its estimate).
-    let old_spent = format!("SELECT spent_micros FROM budget_spend WHERE budget = '{}/total'", scene.ns);
-    let shown = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
-        let settled = count(&scene.db, "SELECT COUNT(*) FROM inflight")? == 0 && count(&scene.db, "SELECT COUNT(*) FROM ledger")? == 1;
-        let shown = spent_usd()?;
-        Ok((settled && shown > 0.0 && (shown * 1e6).round() as i64 == count(&scene.db, &old_spent)?).then_some(shown))
-    })
-    .context("the budget's status never showed the settled call's spend")?;
-    drop(first);
+    let counted = Counted::by_a_first_gateway("gateway-floor")?;
+    let (scene, cp, shown) = (&counted.scene, ControlPlane::shared(), counted.shown);
+    let (spent_usd, chat) = (|| counted.spent_usd(), |port: u16| counted.chat(port));
 
     // The same Budget, a new ledger: the period starts from the status, and the call adds to it.
     let db = cp.dir().join(format!("{}-new-ledger.db", scene.ns));
@@ -312,24 +296,9 @@ fn a_gateway_on_an_empty_ledger_starts_a_budget_from_its_status() -> Result<()> 
 /// ledger "knew" the budget), and its status loop wrote the nothing over the figure.
 #[test]
 fn a_gateway_taking_over_starts_the_period_from_the_status_though_it_counted_another() -> Result<()> {
-    let scene = scene("gateway-takeover", "total", "")?;
-    let cp = ControlPlane::shared();
-    let spent_usd = || -> Result<f64> {
-        let budget = tollgate_e2e::gateway::get(cp, &scene.ns, "budget", "total")?;
-        Ok(budget["status"]["spentUSD"].as_f64().unwrap_or(0.0))
-    };
-    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hello"}]}).to_string();
-    let chat = |port: u16| tollgate_e2e::gateway::chat_status(port, &scene.key, &body);
-    let first = GatewayProcess::start_with(cp, &scene.ledger_url(), scene.port, &[])?;
-    ensure!(chat(first.port)? == "200", "the first call is served");
-    let counted = format!("SELECT spent_micros FROM budget_spend WHERE budget = '{}/total'", scene.ns);
-    let shown = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
-        let settled = count(&scene.db, "SELECT COUNT(*) FROM inflight")? == 0 && count(&scene.db, "SELECT COUNT(*) FROM ledger")? == 1;
-        let shown = spent_usd()?;
-        Ok((settled && shown > 0.0 && (shown * 1e6).round() as i64 == count(&scene.db, &counted)?).then_some(shown))
-    })
-    .context("the budget's status never showed the settled call's spend")?;
-    drop(first);
+    let counted = Counted::by_a_first_gateway("gateway-takeover")?;
+    let (scene, cp, shown) = (&counted.scene, ControlPlane::shared(), counted.shown);
+    let (spent_usd, chat) = (|| counted.spent_usd(), |port: u16| counted.chat(port));
 
     // The successor's ledger counted this budget once, in another period.
     let db = cp.dir().join(format!("{}-successor-ledger.db", scene.ns));
@@ -356,6 +325,44 @@ fn a_gateway_taking_over_starts_the_period_from_the_status_though_it_counted_ano
     wait_until(Duration::from_secs(15), Duration::from_millis(100), || Ok((spent_usd()? > shown).then_some(())))
         .with_context(|| format!("the status went back from {shown} USD: {}", spent_usd().unwrap_or_default()))?;
     Ok(())
+}
+
+/// A Budget (`total`) that a first gateway counted one call against, stopped once the Budget's
+/// status shows the settled call: the figure (`shown`, USD) a later gateway starts from.
+struct Counted {
+    scene: Scene,
+    shown: f64,
+}
+
+impl Counted {
+    fn by_a_first_gateway(prefix: &str) -> Result<Counted> {
+        let scene = scene(prefix, "total", "")?;
+        let cp = ControlPlane::shared();
+        let mut counted = Counted { scene, shown: 0.0 };
+        let first = GatewayProcess::start_with(cp, &counted.scene.ledger_url(), counted.scene.port, &[])?;
+        ensure!(counted.chat(first.port)? == "200", "the first call is served");
+        // The status once it shows the settled call (a refresh while it was in flight shows its estimate).
+        let db = &counted.scene.db;
+        let old_spent = format!("SELECT spent_micros FROM budget_spend WHERE budget = '{}/total'", counted.scene.ns);
+        counted.shown = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            let settled = count(db, "SELECT COUNT(*) FROM inflight")? == 0 && count(db, "SELECT COUNT(*) FROM ledger")? == 1;
+            let shown = counted.spent_usd()?;
+            Ok((settled && shown > 0.0 && (shown * 1e6).round() as i64 == count(db, &old_spent)?).then_some(shown))
+        })
+        .context("the budget's status never showed the settled call's spend")?;
+        Ok(counted)
+    }
+
+    fn spent_usd(&self) -> Result<f64> {
+        let budget = tollgate_e2e::gateway::get(ControlPlane::shared(), &self.scene.ns, "budget", "total")?;
+        Ok(budget["status"]["spentUSD"].as_f64().unwrap_or(0.0))
+    }
+
+    /// The HTTP status of a small chat call to the gateway on `port`.
+    fn chat(&self, port: u16) -> Result<String> {
+        let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hello"}]}).to_string();
+        tollgate_e2e::gateway::chat_status(port, &self.scene.key, &body)
+    }
 }
 
 /// Runs one statement on the SQLite ledger at `db`, committed.
