@@ -57,6 +57,11 @@ fn the_default_install_is_safe_and_highly_available() -> Result<()> {
     assert!(container["resources"]["requests"].is_object(), "{container}");
     assert!(find(&docs, "PodDisruptionBudget").is_some(), "a PodDisruptionBudget with two replicas");
     assert!(find(&docs, "Service").is_some());
+    // The chart's Gateway: one replica on SQLite whatever `gateway.replicas` asks above it, and
+    // none when it asks for none (it steps aside for another: one Gateway serves a cluster).
+    assert_eq!(find(&docs, "Gateway").context("the chart's Gateway")?["spec"]["replicas"], 1);
+    let stepped_aside = documents(&render_chart(&["--set", "gateway.replicas=0"])?)?;
+    assert_eq!(find(&stepped_aside, "Gateway").context("the chart's Gateway")?["spec"]["replicas"], 0);
 
     let vwc = find(&docs, "ValidatingWebhookConfiguration").context("the webhook configuration comes with the chart")?;
     let webhooks = vwc["webhooks"].as_array().context("webhooks")?;
