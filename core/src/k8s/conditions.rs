@@ -17,6 +17,11 @@ pub fn condition(type_: &str, status: bool, reason: &str, message: &str, generat
     }
 }
 
+/// The reason of the condition of `type_`, if there is one.
+pub fn reason<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.reason.as_str())
+}
+
 /// `c` in `conditions` in place of any of its type, keeping the old transition time when the
 /// status is the same.
 pub fn set(conditions: &mut Vec<Condition>, mut c: Condition) {
@@ -41,6 +46,7 @@ mod tests {
         set(&mut all, condition("Ready", false, "Degraded", "still 0 of 1", Some(2), t(20)));
         let ready = all.iter().find(|c| c.type_ == "Ready").cloned().unwrap_or_else(|| condition("", false, "", "", None, t(0)));
         assert_eq!((ready.reason.as_str(), ready.observed_generation, ready.last_transition_time.0), ("Degraded", Some(2), t(10)));
+        assert_eq!((reason(&all, "Ready"), reason(&all, "Other"), reason(&all, "Missing")), (Some("Degraded"), Some("X"), None));
         set(&mut all, condition("Ready", true, "Available", "1 of 1", Some(2), t(30)));
         let times: Vec<(String, Timestamp)> = all.iter().map(|c| (c.type_.clone(), c.last_transition_time.0)).collect();
         assert_eq!(times, [("Other".to_owned(), t(1)), ("Ready".to_owned(), t(30))], "one Ready, moved on the status change");

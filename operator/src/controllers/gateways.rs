@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate_api::{Gateway, GatewayStatus};
 use tollgate_core::audit::checkpoint;
+use tollgate_core::k8s::conditions;
 use tollgate_core::k8s::gateway_objects::{self, GATEWAY_LABEL, Owner};
 use tollgate_core::k8s::one_gateway::{self, Candidate};
 
@@ -51,21 +52,20 @@ pub async fn run(shared: Arc<Shared>) {
     let binding = {
         let (shared, gateways) = (shared.clone(), controller.store());
         async move {
-            let mut choice = None;
+            let (mut choice, mut written) = (None, true);
             loop {
-                changed.notified().await;
-                // A binding that could not be written is tried again (a refused or deleted
-                // gateway's account must lose the role); the choice is signalled meanwhile.
-                loop {
-                    let (now, written) = cluster_binding(&shared, &gateways).await;
-                    if choice.as_ref() != Some(&now) {
-                        choice = Some(now);
-                        let _ = again_tx.try_send(());
-                    }
-                    if written {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                // A binding that could not be written is tried again at the next change, or
+                // within 5 s: a refused or deleted gateway's account must lose the role.
+                if written {
+                    changed.notified().await;
+                } else {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), changed.notified()).await;
+                }
+                let (now, ok) = cluster_binding(&shared, &gateways).await;
+                written = ok;
+                if choice.as_ref() != Some(&now) {
+                    choice = Some(now);
+                    let _ = again_tx.try_send(());
                 }
             }
         }
@@ -87,7 +87,7 @@ fn runs_here(shared: &Shared, g: &Gateway) -> bool {
 
 fn candidate(g: &Gateway) -> Candidate<'_> {
     let status = g.status.as_ref();
-    let ready_reason = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).map(|c| c.reason.as_str());
+    let ready_reason = status.and_then(|s| conditions::reason(&s.conditions, "Ready"));
     Candidate {
         name: g.metadata.name.as_deref().unwrap_or_default(),
         created: g.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -142,7 +142,7 @@ async fn reconcile(g: Arc<Gateway>, shared: Arc<Shared>) -> Result<Action, Error
         Some((reason, message)) => {
             status.url = None;
             status.ready_replicas = None;
-            let was = old.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone());
+            let was = conditions::reason(&old.conditions, "Ready").map(str::to_owned);
             upsert_condition(&mut status.conditions, condition("Ready", false, reason, &message, generation, Timestamp::now()));
             match reason {
                 one_gateway::REFUSED | one_gateway::DELETING => {
