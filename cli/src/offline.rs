@@ -132,12 +132,13 @@ pub fn eval(bundle: &Bundle, call: &Call<'_>) -> Result<Decision> {
     let Some((_, agent)) = bundle.agents.iter().find(|(n, _)| n == call.agent) else {
         bail!("no ManagedAgent named {:?} in the files given", call.agent);
     };
-    let raw: serde_json::Value = serde_json::from_str(call.arguments).context("--args is not valid JSON")?;
+    // Read as the sidecar reads a call's arguments: a key given twice is refused there too.
+    let raw = tollgate_core::json_tree::parse(call.arguments).context("--args is not valid JSON")?;
     let refs: Vec<&CompiledPolicy> = bundle.policies.iter().collect();
     let applicable: Vec<&CompiledPolicy> = refs.iter().copied().filter(|p| p.applies_to(agent)).collect();
     let split = policy::split_justification(raw, policy::justification_mode(&applicable, call.server, call.tool));
     let workflows = |name: &str| bundle.workflows.iter().any(|(ns, n)| *ns == agent.namespace && n == name);
-    let args = Args::value(&split.arguments);
+    let args = Args::tree(&split.arguments);
     let decided =
         policy::Call { agent, server: call.server, tool: call.tool, args: &args, justification: split.justification.as_deref(), now: jiff::Timestamp::now() };
     Ok(policy::decide(&refs, &decided, &workflows, call.cluster_default))

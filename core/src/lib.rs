@@ -19,6 +19,7 @@ pub mod audit;
 pub mod glob;
 pub mod hmac;
 pub mod json_text;
+pub mod json_tree;
 pub mod k8s;
 pub mod mcp;
 pub mod model;

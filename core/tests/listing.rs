@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use tollgate_core::glob::Glob;
+use tollgate_core::json_tree::Tree;
 use tollgate_core::policy::{self, Action, DecidedBy, Justification};
 
 #[test]
@@ -73,17 +74,18 @@ fn rule7_justification_mode_and_schema() {
 #[test]
 fn rule7_justification_is_stripped_and_empty_counts_as_missing() {
     let args = json!({"path": "/x", "justification": "ticket INC-42"});
-    let j = policy::split_justification(args.clone(), Some(Justification::Optional));
+    let j = policy::split_justification(Tree::borrowed(&args), Some(Justification::Optional));
     assert_eq!(j.justification.as_deref(), Some("ticket INC-42"));
-    assert_eq!(j.arguments, json!({"path": "/x"}));
+    assert_eq!(j.arguments.to_value(), json!({"path": "/x"}));
     for empty in [json!(""), json!("   "), json!(null), json!(42)] {
-        let j = policy::split_justification(json!({"justification": empty}), Some(Justification::Required));
+        let call = json!({"justification": empty});
+        let j = policy::split_justification(Tree::borrowed(&call), Some(Justification::Required));
         assert_eq!(j.justification, None, "{empty}");
-        assert_eq!(j.arguments, json!({}));
+        assert_eq!(j.arguments.to_value(), json!({}));
     }
     // No justification mode: a `justification` argument is the tool's own and stays.
-    let j = policy::split_justification(args.clone(), None);
-    assert_eq!((j.justification, j.arguments), (None, args));
+    let j = policy::split_justification(Tree::borrowed(&args), None);
+    assert_eq!((j.justification, j.arguments.to_value()), (None, args));
 }
 
 #[test]

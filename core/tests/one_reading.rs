@@ -256,7 +256,8 @@ proptest! {
         prop_assert_eq!(message.envelope.params, env.params);
         let whole: Value = serde_json::from_slice(&body).unwrap();
         let arguments = whole.get("params").filter(|p| p.is_object()).and_then(|p| p.get("arguments"));
-        prop_assert_eq!(message.call.arguments.as_ref(), arguments);
+        let read = message.call.arguments.as_ref().map(|t| t.to_value());
+        prop_assert_eq!(read.as_ref(), arguments);
         let by_serde = jsonrpc::tool_call_params(env.params);
         if let Some(call) = &message.call.params {
             prop_assert_eq!(format!("{call:?}"), format!("{:?}", by_serde.unwrap()));

@@ -5,11 +5,11 @@ use crate::snapshot::Server;
 use crate::state::Sidecar;
 use crate::trace::Said;
 use hyper::Response;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use tollgate_core::audit::line::{Line, Shared};
 use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RawJson, RecordKind, ShadowRecord};
+use tollgate_core::json_tree::Tree;
 use tollgate_core::policy::{self, Decision};
 
 /// One call's facts, for audit records and approval requests.
@@ -17,7 +17,7 @@ pub(crate) struct CallContext<'a> {
     pub sc: &'a Arc<Sidecar>,
     pub server: &'a Server,
     pub tool: &'a str,
-    pub arguments: &'a Value,
+    pub arguments: &'a Tree<'a>,
     /// The arguments' JSON text as the agent sent it, when `arguments` is exactly that.
     pub raw_arguments: Option<&'a str>,
     pub justification: Option<&'a str>,
@@ -45,7 +45,7 @@ impl CallContext<'_> {
     fn facts(&self) -> &Facts {
         self.facts.get_or_init(|| {
             let (policy, rule) = policy::attribution(&self.decision.decided_by);
-            let digest = tollgate_core::mcp::digest::arguments_digest(self.arguments);
+            let digest = tollgate_core::mcp::digest::tree_digest(self.arguments);
             let arguments = tollgate_core::audit::redacted_text(self.arguments, self.raw_arguments);
             let justification = self.justification.map(tollgate_core::audit::redact::redact_str);
             let config = &self.sc.config;

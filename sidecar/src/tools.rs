@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Instant;
 use tollgate_core::audit::{Outcome, RecordKind};
+use tollgate_core::json_tree::Tree;
 use tollgate_core::mcp::jsonrpc::{self, Envelope};
 use tollgate_core::mcp::strict::ReadCall;
 use tollgate_core::policy::{self, Action, Args, Decision};
@@ -26,7 +27,7 @@ pub(crate) fn refuse_invalid(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<
         sc,
         server,
         tool: &tool,
-        arguments: &Value::Null,
+        arguments: &Tree::Null,
         raw_arguments: None,
         justification: None,
         decision: &decision,
@@ -74,7 +75,7 @@ async fn decide_and_act(
     env: &Envelope<'_>,
     raw: &Bytes,
     call: jsonrpc::ToolCallParams<'_>,
-    read: Option<Value>,
+    read: Option<Tree<'_>>,
     started: Instant,
 ) -> Response<Body> {
     if let Some(resp) = crate::approvals::builtin(sc, snapshot, server, headers, env, &call).await {
@@ -91,10 +92,10 @@ async fn decide_and_act(
     let Some(agent) = snapshot.agent.as_ref() else {
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, "Access denied: no agent", true));
     };
-    let arguments: Value = match (read, call.arguments) {
-        (_, None) => Value::Object(Default::default()),
+    let arguments: Tree<'_> = match (read, call.arguments) {
+        (_, None) => Tree::Object(Default::default()),
         (Some(v), Some(_)) => v,
-        (None, Some(a)) => match serde_json::from_str(a) {
+        (None, Some(a)) => match tollgate_core::json_tree::parse(a) {
             Ok(v) => v,
             Err(e) => return json(StatusCode::OK, jsonrpc::error_response(env.id, -32602, &format!("invalid arguments: {e}"))),
         },
@@ -103,7 +104,7 @@ async fn decide_and_act(
     let mode = policy::justification_mode(&refs, &server.name, &call.name);
     let split = policy::split_justification(arguments, mode);
     let workflows = |w: &str| snapshot.workflows.contains_key(w);
-    let args = Args::value(&split.arguments);
+    let args = Args::tree(&split.arguments);
     let decided =
         policy::Call { agent, server: &server.name, tool: &call.name, args: &args, justification: split.justification.as_deref(), now: jiff::Timestamp::now() };
     let mut decision = policy::decide(&refs, &decided, &workflows, sc.config.cluster_default);
@@ -169,7 +170,7 @@ pub const RATE_LIMITED: i64 = -32029;
 
 /// What goes upstream: the call without its justification (taken out when the tool has a
 /// justification mode), else the body as the agent sent it.
-fn without_justification(env: &Envelope<'_>, split: bool, arguments: &Value, raw: &Bytes) -> Bytes {
+fn without_justification(env: &Envelope<'_>, split: bool, arguments: &Tree<'_>, raw: &Bytes) -> Bytes {
     if !split {
         return raw.clone();
     }

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod line;
 pub mod redact;
 pub mod shadow;
+use crate::json_tree::Tree;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,20 +126,21 @@ impl RawJson {
 
     /// `value` redacted, as a record keeps it: its text as received (`raw`) when redaction would
     /// change nothing, else a redacted rendering.
-    pub fn redacted(value: &serde_json::Value, raw: Option<&str>) -> RawJson {
+    pub fn redacted(value: &Tree<'_>, raw: Option<&str>) -> RawJson {
         match serde_json::value::RawValue::from_string(redacted_text(value, raw).into_owned()) {
             Ok(text) => RawJson::from(text),
-            Err(_) => RawJson::of(&crate::audit::redact::Redacted(value)),
+            Err(_) => RawJson::of(&crate::audit::redact::Redacted(&value.to_value())),
         }
     }
 }
 
 /// `value` redacted, as a record's JSON text: `raw` (its text as received) when redaction would
 /// change nothing, else a redacted rendering. Either is valid JSON on one line.
-pub fn redacted_text<'a>(value: &serde_json::Value, raw: Option<&'a str>) -> std::borrow::Cow<'a, str> {
+pub fn redacted_text<'a>(value: &Tree<'_>, raw: Option<&'a str>) -> std::borrow::Cow<'a, str> {
     match raw.filter(|raw| crate::audit::redact::untouched(value, raw)) {
         Some(text) => std::borrow::Cow::Borrowed(text),
-        None => std::borrow::Cow::Owned(serde_json::to_string(&crate::audit::redact::Redacted(value)).unwrap_or_else(|_| "null".to_owned())),
+        // Redaction is rare: the tree is copied into a value for it.
+        None => std::borrow::Cow::Owned(serde_json::to_string(&crate::audit::redact::Redacted(&value.to_value())).unwrap_or_else(|_| "null".to_owned())),
     }
 }
 

@@ -5,6 +5,7 @@
 //! - by shape, in any string: bearer and basic credentials, passwords in URLs and DSNs,
 //!   private-key blocks, and the token formats of well-known providers.
 
+use crate::json_tree::{Members, Tree};
 use regex::Regex;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -112,8 +113,16 @@ pub fn redact_str(s: &str) -> Cow<'_, str> {
 /// Whether an object is a name/value pair naming a credential, e.g. an HTTP header list entry
 /// `{"name": "Authorization", "value": "Bearer …"}`: its value goes whatever it looks like.
 fn is_sensitive_pair(map: &serde_json::Map<String, Value>) -> bool {
-    ["name", "key", "header", "Name", "Key"].iter().any(|k| map.get(*k).and_then(Value::as_str).is_some_and(is_sensitive_key))
+    PAIR_NAMES.iter().any(|k| map.get(*k).and_then(Value::as_str).is_some_and(is_sensitive_key))
 }
+
+/// [`is_sensitive_pair`] of an object read as a tree.
+fn is_sensitive_pair_tree(members: &Members<'_>) -> bool {
+    PAIR_NAMES.iter().any(|k| members.get(k).and_then(Tree::as_str).is_some_and(is_sensitive_key))
+}
+
+/// The members that name what a name/value pair holds.
+const PAIR_NAMES: [&str; 5] = ["name", "key", "header", "Name", "Key"];
 
 fn pair_value_key(k: &str) -> bool {
     matches!(k, "value" | "Value" | "val")
@@ -169,14 +178,14 @@ impl serde::Serialize for At<'_> {
 /// string (strings are checked as decoded, so an escape hides nothing). No rendering: most
 /// calls' arguments are recorded as they came. Text with a line break between its tokens is
 /// never taken as is: it would split an audit line.
-pub fn untouched(value: &Value, raw: &str) -> bool {
+pub fn untouched(value: &Tree<'_>, raw: &str) -> bool {
     /// `strings`: whether its strings may hold a secret shape (else only keys and depth are checked).
-    fn clean(value: &Value, depth: usize, strings: bool) -> bool {
+    fn clean(value: &Tree<'_>, depth: usize, strings: bool) -> bool {
         match value {
             _ if depth >= MAX_DEPTH => false,
-            Value::Object(map) => !is_sensitive_pair(map) && map.iter().all(|(k, v)| !is_sensitive_key(k) && clean(v, depth + 1, strings)),
-            Value::Array(items) => items.iter().all(|v| clean(v, depth + 1, strings)),
-            Value::String(s) => !strings || s.len() < 6 || !has_shape(s),
+            Tree::Object(members) => !is_sensitive_pair_tree(members) && members.iter().all(|(k, v)| !is_sensitive_key(k) && clean(v, depth + 1, strings)),
+            Tree::Array(items) => items.iter().all(|v| clean(v, depth + 1, strings)),
+            Tree::String(s) => !strings || s.len() < 6 || !has_shape(s),
             _ => true,
         }
     }
@@ -395,7 +404,7 @@ mod tests {
         let mut taken = 0;
         for raw in cases {
             let v: Value = serde_json::from_str(raw).unwrap();
-            if untouched(&v, raw) {
+            if untouched(&Tree::borrowed(&v), raw) {
                 taken += 1;
                 assert_eq!(redact(&v), v, "{raw} was taken as is, but redaction changes it");
             }
@@ -405,7 +414,7 @@ mod tests {
         for _ in 0..100 {
             deep = json!({"a": deep});
         }
-        assert!(!untouched(&deep, &deep.to_string()), "past the depth limit, redaction cuts");
+        assert!(!untouched(&Tree::borrowed(&deep), &deep.to_string()), "past the depth limit, redaction cuts");
     }
 
     #[test]

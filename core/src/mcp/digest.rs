@@ -2,6 +2,7 @@
 //! the same digest whatever their key order or whitespace.
 
 use crate::json_text::write_str;
+use crate::json_tree::Tree;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -9,22 +10,22 @@ use sha2::{Digest, Sha256};
 /// no insignificant whitespace, strings escaped as serde_json escapes them.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = Vec::new();
-    write_canonical(value, &mut out);
+    write_canonical(&Tree::borrowed(value), &mut out);
     // Only whole strings and serde_json's numbers were written: valid UTF-8.
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+fn write_canonical(value: &Tree<'_>, out: &mut Vec<u8>) {
     match value {
-        // serde_json's map iterates its keys in byte order, which for ASCII keys is the order
-        // wanted: the usual object is written as it stands, without a sorted copy of its entries.
-        Value::Object(map) if in_utf16_order(map.keys()) => write_object(map.iter(), out),
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        // A tree's members stand in byte order, which for ASCII keys is the order wanted: the
+        // usual object is written as it stands, without a sorted copy of its entries.
+        Tree::Object(members) if in_utf16_order(members.keys()) => write_object(members.iter(), out),
+        Tree::Object(members) => {
+            let mut entries: Vec<(&str, &Tree<'_>)> = members.iter().collect();
             entries.sort_by(|(a, _), (b, _)| utf16_cmp(a, b));
             write_object(entries.into_iter(), out)
         }
-        Value::Array(items) => {
+        Tree::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
@@ -34,15 +35,11 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::String(s) => write_str(out, s),
-        // serde_json's own writing of a number, `true`, `false` or `null`, into a Vec: cannot fail.
-        scalar => {
-            let _ = serde_json::to_writer(&mut *out, scalar);
-        }
+        scalar => scalar.write_json(out),
     }
 }
 
-fn write_object<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+fn write_object<'a, 't: 'a>(entries: impl Iterator<Item = (&'a str, &'a Tree<'t>)>, out: &mut Vec<u8>) {
     out.push(b'{');
     for (i, (key, v)) in entries.enumerate() {
         if i > 0 {
@@ -61,7 +58,7 @@ fn utf16_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Whether `keys` already stand in RFC 8785's order: all ASCII and ascending.
-fn in_utf16_order<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
+fn in_utf16_order<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
     let Some(mut previous) = keys.next() else { return true };
     if !previous.is_ascii() {
         return false;
@@ -73,11 +70,16 @@ fn in_utf16_order<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
     })
 }
 
+/// `sha256:<hex>` of the canonical form of `value`.
+pub fn arguments_digest(value: &Value) -> String {
+    tree_digest(&Tree::borrowed(value))
+}
+
 /// `sha256:<hex>` of the canonical form, written out whole and hashed at once: fed to the hash
 /// piece by piece as written, the many small pieces cost more than the copy.
-pub fn arguments_digest(value: &Value) -> String {
+pub fn tree_digest(tree: &Tree<'_>) -> String {
     let mut out = Vec::with_capacity(256);
-    write_canonical(value, &mut out);
+    write_canonical(tree, &mut out);
     crate::sha256_text::sha256_text(&Sha256::digest(&out))
 }
 
@@ -125,9 +127,9 @@ mod tests {
             map.insert(k.to_owned(), json!(k));
         }
         assert_eq!(canonical_json(&Value::Object(map)), r#"{"a":"a","ab":"ab","b":"b","c":"c"}"#);
-        assert!(in_utf16_order(["a", "ab", "b"].map(String::from).iter()));
-        assert!(!in_utf16_order(["b", "a"].map(String::from).iter()));
-        assert!(!in_utf16_order(["a", "\u{e000}"].map(String::from).iter()), "non-ASCII keys are sorted by UTF-16 units");
+        assert!(in_utf16_order(["a", "ab", "b"].into_iter()));
+        assert!(!in_utf16_order(["b", "a"].into_iter()));
+        assert!(!in_utf16_order(["a", "\u{e000}"].into_iter()), "non-ASCII keys are sorted by UTF-16 units");
     }
 
     #[test]

@@ -180,9 +180,9 @@ pub fn progress_notification(token: &Value, progress: u64, message: &str) -> Vec
 }
 
 /// The `tools/call` request with new arguments (the justification removed), other fields kept.
-pub fn with_arguments(id: Option<&RawValue>, params: &str, arguments: &Value) -> Result<Vec<u8>, String> {
+pub fn with_arguments(id: Option<&RawValue>, params: &str, arguments: &crate::json_tree::Tree<'_>) -> Result<Vec<u8>, String> {
     let mut p: serde_json::Map<String, Value> = serde_json::from_str(params).map_err(|e| format!("invalid tools/call params: {e}"))?;
-    p.insert("arguments".into(), arguments.clone());
+    p.insert("arguments".into(), arguments.to_value());
     serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id_value(id), "method": "tools/call", "params": p})).map_err(|e| e.to_string())
 }
 
@@ -251,7 +251,7 @@ mod tests {
         ) else {
             panic!()
         };
-        let out: Value = serde_json::from_slice(&with_arguments(e.id, e.params.unwrap(), &json!({"a":1})).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&with_arguments(e.id, e.params.unwrap(), &crate::json_tree::Tree::borrowed(&json!({"a":1}))).unwrap()).unwrap();
         assert_eq!(out["params"], json!({"name":"x","arguments":{"a":1},"_meta":{"progressToken":"t"}}));
     }
 }

@@ -10,9 +10,9 @@
 //! message's envelope, its `tools/call` params and its arguments as a value, so nothing reads the
 //! body again to decide it.
 
+use crate::json_tree::{self, ReadError, Tree};
 use crate::mcp::jsonrpc::{Envelope, Meta, ToolCallParams};
 use crate::mcp::scan::{Scanner, SyntaxError};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -59,9 +59,9 @@ pub struct ReadCall<'a> {
     /// `_meta`, as [`crate::mcp::jsonrpc::tool_call_params`] would read them; else that says
     /// what is wrong.
     pub params: Option<ToolCallParams<'a>>,
-    /// `params.arguments` as a value: the one every parser reads (each key once), so the
+    /// `params.arguments` as a tree: the one every parser reads (each key once), so the
     /// firewall need not parse them a second time.
-    pub arguments: Option<Value>,
+    pub arguments: Option<Tree<'a>>,
 }
 
 /// Checks a POST body (one message or a batch); `Ok` means every parser reads the same message.
@@ -186,27 +186,11 @@ fn walk(scan: &mut Scanner<'_>, role: Role) -> Result<(), Ambiguity> {
 
 /// Reads one value whole (a message's arguments), its objects' keys checked: below `params`,
 /// names are the tool's own, so no field's case rules.
-fn value(scan: &mut Scanner<'_>) -> Result<Value, Ambiguity> {
-    match scan.peek()? {
-        b'{' => {
-            let mut object = serde_json::Map::new();
-            scan.object(|s, key| {
-                if object.contains_key(key.as_ref()) {
-                    return Err(Ambiguity::DuplicateKey { key: key.into_owned(), at: Role::Arguments.at() });
-                }
-                let v = value(s)?;
-                object.insert(key.into_owned(), v);
-                Ok(())
-            })?;
-            Ok(Value::Object(object))
-        }
-        b'[' => {
-            let mut items = Vec::new();
-            scan.array(|s| value(s).map(|v| items.push(v)))?;
-            Ok(Value::Array(items))
-        }
-        _ => Ok(scan.scalar()?),
-    }
+fn value<'a>(scan: &mut Scanner<'a>) -> Result<Tree<'a>, Ambiguity> {
+    json_tree::read(scan).map_err(|e| match e {
+        ReadError::Syntax(e) => Ambiguity::from(e),
+        ReadError::DuplicateKey(key) => Ambiguity::DuplicateKey { key, at: Role::Arguments.at() },
+    })
 }
 
 /// Checks one value and gives back its text.
@@ -233,7 +217,7 @@ struct CallFields<'a> {
     /// Only a string: anything else is serde's to refuse.
     name: Option<Cow<'a, str>>,
     arguments: Option<&'a str>,
-    value: Option<Value>,
+    value: Option<Tree<'a>>,
     meta: Option<&'a str>,
 }
 
@@ -368,7 +352,7 @@ mod tests {
         let arguments = r#"{"message":"hi \u00e9","n":-3,"big":18446744073709551615,"x":1.5e3,"list":[null,true,{"a":{}}],"k":"v"}"#;
         let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{arguments}}}}}"#);
         let read = read(body.as_bytes()).unwrap().message.and_then(|m| m.call.arguments);
-        assert_eq!(read, Some(serde_json::from_str::<Value>(arguments).unwrap()));
+        assert_eq!(read.map(|t| t.to_value()), Some(serde_json::from_str::<serde_json::Value>(arguments).unwrap()));
         let none = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"arguments":{"a":1}}}}"#;
         assert_eq!(super::read(none.as_bytes()).unwrap().message.and_then(|m| m.call.arguments), None, "only params.arguments");
         let batch = format!("[{body}]");

@@ -2,6 +2,7 @@
 //! `matches` whose regexes are compiled once), programs compiled at policy load, and variables bound
 //! lazily per call.
 
+use crate::json_tree::Tree;
 use crate::policy::regex_cache::cached_regex;
 use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp, CelUInt, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
@@ -122,7 +123,7 @@ impl Condition {
 
     pub(crate) fn evaluate_native(&self, bindings: &Bindings<'_>) -> Option<bool> {
         let native = self.native.as_deref()?;
-        let empty = serde_json::Value::Null;
+        let empty = Tree::Null;
         let args = if self.uses.args { bindings.args.parsed().ok()? } else { &empty };
         let inputs = crate::policy::native::Inputs {
             args,
@@ -320,12 +321,11 @@ fn agent_to_val(agent: &crate::policy::input::AgentInfo) -> Box<dyn Val> {
 
 /// JSON to CEL. Integers stay integers, so `args.count > 5` works; a number too large for i64
 /// becomes uint or double as CEL would parse it.
-pub(crate) fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
-    use serde_json::Value as J;
+pub(crate) fn json_to_val(value: &Tree<'_>) -> Box<dyn Val> {
     match value {
-        J::Null => Box::new(CelNull),
-        J::Bool(b) => Box::new(CelBool::from(*b)),
-        J::Number(n) => {
+        Tree::Null => Box::new(CelNull),
+        Tree::Bool(b) => Box::new(CelBool::from(*b)),
+        Tree::Number(n) => {
             if let Some(i) = n.as_i64() {
                 Box::new(CelInt::from(i))
             } else if let Some(u) = n.as_u64() {
@@ -334,9 +334,11 @@ pub(crate) fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
                 Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
             }
         }
-        J::String(s) => Box::new(CelString::from(s.clone())),
-        J::Array(items) => Box::new(CelList::from(items.iter().map(json_to_val).collect::<Vec<_>>())),
-        J::Object(map) => Box::new(CelMap::from(map.iter().map(|(k, v)| (CelMapKey::from(k.clone()), json_to_val(v))).collect::<HashMap<_, _>>())),
+        Tree::String(s) => Box::new(CelString::from(s.as_ref().to_owned())),
+        Tree::Array(items) => Box::new(CelList::from(items.iter().map(json_to_val).collect::<Vec<_>>())),
+        Tree::Object(members) => {
+            Box::new(CelMap::from(members.iter().map(|(k, v)| (CelMapKey::from(k.to_owned()), json_to_val(v))).collect::<HashMap<_, _>>()))
+        }
     }
 }
 
@@ -345,7 +347,7 @@ pub fn eval_standalone(source: &str, vars: BTreeMap<&str, serde_json::Value>) ->
     let program = env().compile(source).map_err(|e| e.to_string())?;
     let mut ctx = Context::with_env(env());
     for (k, v) in vars {
-        ctx.add_variable_as_val(k, json_to_val(&v));
+        ctx.add_variable_as_val(k, json_to_val(&Tree::borrowed(&v)));
     }
     program.execute(&ctx).map_err(|e| e.to_string())
 }

@@ -2,6 +2,7 @@
 //! parsed only when a rule reads them.
 
 use crate::glob::Glob;
+use crate::json_tree::Tree;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use tollgate_api::Action;
@@ -47,17 +48,18 @@ impl AgentInfo {
     }
 }
 
-/// Tool arguments, kept as raw bytes until a rule reads `args`.
+/// Tool arguments, kept as raw bytes (or a `Value`) until a rule reads `args`.
 #[derive(Debug)]
 pub struct Args<'a> {
     raw: ArgsSource<'a>,
-    parsed: OnceLock<Result<serde_json::Value, String>>,
+    parsed: OnceLock<Result<Tree<'a>, String>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum ArgsSource<'a> {
     Raw(&'a [u8]),
     Value(&'a serde_json::Value),
+    Tree(&'a Tree<'a>),
 }
 
 impl<'a> Args<'a> {
@@ -69,21 +71,28 @@ impl<'a> Args<'a> {
         Args { raw: ArgsSource::Value(value), parsed: OnceLock::new() }
     }
 
-    /// The arguments as JSON; parsed at most once. Invalid UTF-8, invalid JSON or nesting past
-    /// serde_json's recursion limit are errors, which fail closed in any rule that reads `args`.
-    pub fn parsed(&self) -> Result<&serde_json::Value, &str> {
-        match &self.raw {
-            ArgsSource::Value(v) => Ok(v),
-            ArgsSource::Raw(bytes) => self
-                .parsed
-                .get_or_init(|| {
-                    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-                        return Ok(serde_json::Value::Object(Default::default()));
-                    }
-                    serde_json::from_slice(bytes).map_err(|e| format!("arguments are not valid JSON: {e}"))
-                })
-                .as_ref()
-                .map_err(String::as_str),
-        }
+    /// Arguments read already, as the sidecar's one reading of a body keeps them.
+    pub fn tree(tree: &'a Tree<'a>) -> Self {
+        Args { raw: ArgsSource::Tree(tree), parsed: OnceLock::new() }
     }
+
+    /// The arguments as JSON; read at most once. Invalid UTF-8, invalid JSON, a key twice in an
+    /// object or nesting past serde_json's recursion limit are errors, which fail closed in any
+    /// rule that reads `args`.
+    pub fn parsed(&self) -> Result<&Tree<'a>, &str> {
+        let parsed = match self.raw {
+            ArgsSource::Tree(tree) => return Ok(tree),
+            ArgsSource::Value(value) => self.parsed.get_or_init(|| Ok(Tree::borrowed(value))),
+            ArgsSource::Raw(bytes) => self.parsed.get_or_init(|| read_raw(bytes)),
+        };
+        parsed.as_ref().map_err(String::as_str)
+    }
+}
+
+fn read_raw(bytes: &[u8]) -> Result<Tree<'_>, String> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Tree::Object(Default::default()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("arguments are not valid JSON: invalid UTF-8 at byte {}", e.valid_up_to()))?;
+    crate::json_tree::parse(text).map_err(|e| format!("arguments are not valid JSON: {e}"))
 }

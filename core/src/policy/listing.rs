@@ -1,5 +1,6 @@
 use super::compiled::CompiledPolicy;
 use super::input::AgentInfo;
+use crate::json_tree::Tree;
 use serde_json::{Map, Value};
 use tollgate_api::{Action, Justification};
 
@@ -70,24 +71,24 @@ pub fn visible(policies: &[&CompiledPolicy], agent: &AgentInfo, server: &str, to
 
 /// A justification as the agent gave it; an empty or blank string counts as missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Justify {
+pub struct Justify<'a> {
     pub justification: Option<String>,
     /// The arguments without the `justification` key, as forwarded and as rules see them.
-    pub arguments: Value,
+    pub arguments: Tree<'a>,
 }
 
 /// Removes `justification` from the arguments when the tool has a justification mode.
-pub fn split_justification(arguments: Value, mode: Option<Justification>) -> Justify {
+pub fn split_justification(arguments: Tree<'_>, mode: Option<Justification>) -> Justify<'_> {
     // Taken apart, not copied: the arguments are every call's largest value.
-    let mut map = match (mode, arguments) {
-        (Some(_), Value::Object(map)) => map,
+    let mut members = match (mode, arguments) {
+        (Some(_), Tree::Object(members)) => members,
         (_, arguments) => return Justify { justification: None, arguments },
     };
-    let justification = match map.remove("justification") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+    let justification = match members.remove("justification") {
+        Some(Tree::String(s)) if !s.trim().is_empty() => Some(s.into_owned()),
         _ => None,
     };
-    Justify { justification, arguments: Value::Object(map) }
+    Justify { justification, arguments: Tree::Object(members) }
 }
 
 const JUSTIFICATION_DESCRIPTION: &str = "Why this call is needed. Approvers and the audit log see it; it is not passed to the tool.";

@@ -8,9 +8,9 @@
 //! errors and their messages are cel-rust's own. A differential property test holds the two
 //! evaluators to the same answers.
 
+use crate::json_tree::{Members, Tree};
 use crate::policy::regex_cache::cached_regex;
 use cel::common::ast::{Expr, LiteralValue, operators};
-use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -34,6 +34,8 @@ pub(crate) enum Node {
     In(Box<Node>, Box<Node>),
     AddInt(Box<Node>, Box<Node>),
     Call(Func, Vec<Node>),
+    /// `matches` with a pattern the policy spells out: compiled at load, not looked up per call.
+    MatchesLit(Box<Node>, std::sync::Arc<regex::Regex>),
     Loop(Box<Loop>),
     /// `range.exists(x, pred)` / `range.all(x, pred)`: the macro's accumulator is a plain bool.
     Quantifier {
@@ -95,6 +97,17 @@ pub(crate) enum Func {
     Trim,
 }
 
+/// `matches(text, pattern)`: a literal pattern that compiles is compiled now; any other is
+/// looked up as the call runs (and one that does not compile is an error then, as in cel).
+fn matches(args: Vec<Node>) -> Node {
+    if let [target, Node::Lit(Lit::Str(pattern))] = args.as_slice()
+        && let Ok(re) = cached_regex(pattern)
+    {
+        return Node::MatchesLit(Box::new(target.clone()), re);
+    }
+    Node::Call(Func::Matches, args)
+}
+
 /// Lowers a parsed expression, or `None` when any part is outside the subset.
 pub(crate) fn lower(e: &cel::IdedExpr) -> Option<Node> {
     Lowering { scope: Vec::new(), slots: 0 }.lower(e)
@@ -108,7 +121,7 @@ pub(crate) fn slots(node: &Node) -> usize {
             [l.iter_slot + 1, l.accu_slot + 1, slots(&l.range), slots(&l.init), slots(&l.cond), slots(&l.step), slots(&l.result)].into_iter().max().unwrap_or(0)
         }
         Node::Quantifier { range, iter_slot, pred, .. } => (iter_slot + 1).max(slots(range)).max(slots(pred)),
-        Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) => slots(operand),
+        Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) | Node::MatchesLit(operand, _) => slots(operand),
         Node::Index(a, b) | Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) | Node::In(a, b) | Node::AddInt(a, b) => slots(a).max(slots(b)),
         Node::Cond(a, b, c) => slots(a).max(slots(b)).max(slots(c)),
         Node::Call(_, args) => args.iter().map(slots).max().unwrap_or(0),
@@ -139,7 +152,7 @@ fn uses_slot(node: &Node, slot: usize) -> bool {
         Node::Local(i) => *i == slot,
         Node::Loop(l) => [&l.range, &l.init, &l.cond, &l.step, &l.result].into_iter().any(|n| uses_slot(n, slot)),
         Node::Quantifier { range, pred, .. } => uses_slot(range, slot) || uses_slot(pred, slot),
-        Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) => uses_slot(operand, slot),
+        Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) | Node::MatchesLit(operand, _) => uses_slot(operand, slot),
         Node::Index(a, b) | Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) | Node::In(a, b) | Node::AddInt(a, b) => {
             uses_slot(a, slot) || uses_slot(b, slot)
         }
@@ -249,7 +262,7 @@ impl Lowering {
             ("startsWith", true) => Node::Call(Func::StartsWith, args),
             ("endsWith", true) => Node::Call(Func::EndsWith, args),
             ("contains", true) => Node::Call(Func::Contains, args),
-            ("matches", _) => Node::Call(Func::Matches, args),
+            ("matches", _) => matches(args),
             ("size", _) => Node::Call(Func::Size, args),
             ("lowerAscii", true) => Node::Call(Func::LowerAscii, args),
             ("upperAscii", true) => Node::Call(Func::UpperAscii, args),
@@ -268,31 +281,31 @@ pub(crate) enum V<'a> {
     UInt(u64),
     Double(f64),
     Str(Cow<'a, str>),
-    List(&'a [Json]),
-    Map(&'a serde_json::Map<String, Json>),
+    List(&'a [Tree<'a>]),
+    Map(&'a Members<'a>),
     Labels(&'a BTreeMap<String, String>),
     Tool,
     Agent,
 }
 
-fn from_json(j: &Json) -> V<'_> {
+fn from_json<'a>(j: &'a Tree<'a>) -> V<'a> {
     match j {
-        Json::Null => V::Null,
-        Json::Bool(b) => V::Bool(*b),
-        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+        Tree::Null => V::Null,
+        Tree::Bool(b) => V::Bool(*b),
+        Tree::Number(n) => match (n.as_i64(), n.as_u64()) {
             (Some(i), _) => V::Int(i),
             (None, Some(u)) => V::UInt(u),
             _ => n.as_f64().map_or(V::Null, V::Double),
         },
-        Json::String(s) => V::Str(Cow::Borrowed(s)),
-        Json::Array(a) => V::List(a),
-        Json::Object(m) => V::Map(m),
+        Tree::String(s) => V::Str(Cow::Borrowed(s)),
+        Tree::Array(a) => V::List(a),
+        Tree::Object(m) => V::Map(m),
     }
 }
 
 /// What native evaluation reads.
 pub(crate) struct Inputs<'a> {
-    pub args: &'a Json,
+    pub args: &'a Tree<'a>,
     pub tool_name: &'a str,
     pub server: &'a str,
     pub agent: &'a crate::policy::input::AgentInfo,
@@ -375,6 +388,10 @@ impl<'a> Eval<'a> {
                 _ => return None,
             },
             Node::Call(f, args) => self.call(*f, args)?,
+            Node::MatchesLit(target, re) => match self.eval(target)? {
+                V::Str(s) => V::Bool(re.is_match(&s)),
+                _ => return None,
+            },
             Node::Quantifier { all, range, iter_slot, pred } => self.quantify(*all, range, *iter_slot, pred)?,
             Node::Loop(l) => self.fold(l)?,
         })
@@ -503,7 +520,7 @@ impl<'a> Eval<'a> {
 fn iterate<'a>(range: V<'a>) -> Option<Box<dyn Iterator<Item = V<'a>> + 'a>> {
     Some(match range {
         V::List(items) => Box::new(items.iter().map(from_json)),
-        V::Map(m) => Box::new(m.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
+        V::Map(m) => Box::new(m.keys().map(|k| V::Str(Cow::Borrowed(k)))),
         V::Labels(l) => Box::new(l.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
         _ => return None,
     })

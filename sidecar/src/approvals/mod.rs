@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_core::approval::held::{Binding, hold_deadline};
 use tollgate_core::audit::{Outcome, RecordKind};
+use tollgate_core::json_tree::Tree;
 use tollgate_core::mcp::jsonrpc::{self, Envelope, ToolCallParams};
 use tollgate_core::policy::{self, Action, Args, DecidedBy};
 
@@ -69,7 +70,8 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
     let arguments = json!({"operation": args.get("operation"), "context": args.get("context")});
     let refs = snapshot.policy_refs();
     let workflows = |w: &str| snapshot.workflows.contains_key(w);
-    let args = Args::value(&arguments);
+    let arguments = Tree::borrowed(&arguments);
+    let args = Args::tree(&arguments);
     let call = policy::Call { agent, server: BUILTIN_SERVER, tool: REQUEST_APPROVAL, args: &args, justification: reasoning, now: jiff::Timestamp::now() };
     let decision = policy::decide(&refs, &call, &workflows, Action::Deny);
     if decision.action != Action::RequireApproval {

@@ -53,7 +53,7 @@ pub(super) async fn create(ctx: &CallContext<'_>, workflow: &str, digest: &str) 
             sidecar_instance: Some(sc.instance.clone()),
             server: ctx.server.name.clone(),
             tool: ctx.tool.to_owned(),
-            arguments: Some(tollgate_core::audit::redact::redact(ctx.arguments)),
+            arguments: Some(tollgate_core::audit::redact::redact(&ctx.arguments.to_value())),
             arguments_digest: digest.to_owned(),
             justification: ctx.justification.map(|j| held_request::bounded(&tollgate_core::audit::redact::redact_str(j), held_request::MAX_JUSTIFICATION)),
             policy,
