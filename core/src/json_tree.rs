@@ -86,6 +86,11 @@ impl<'a> Members<'a> {
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(k, _)| k.as_ref())
     }
+
+    /// The members in key order, as they are kept.
+    pub fn entries(&self) -> &[(Cow<'a, str>, Tree<'a>)] {
+        &self.0
+    }
 }
 
 impl<'a> Tree<'a> {

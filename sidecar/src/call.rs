@@ -33,7 +33,8 @@ pub(crate) struct Facts {
     digest: String,
     policy: Option<String>,
     rule: Option<String>,
-    shared: Arc<str>,
+    /// An `Arc<String>`, not an `Arc<str>`: made from the `String` written, without a copy.
+    shared: Arc<String>,
 }
 
 impl CallContext<'_> {
@@ -65,7 +66,7 @@ impl CallContext<'_> {
                 rule: rule.as_deref(),
             }
             .text();
-            Facts { digest, policy, rule, shared: shared.into() }
+            Facts { digest, policy, rule, shared: Arc::new(shared) }
         })
     }
 

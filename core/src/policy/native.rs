@@ -34,8 +34,13 @@ pub(crate) enum Node {
     In(Box<Node>, Box<Node>),
     AddInt(Box<Node>, Box<Node>),
     Call(Func, Vec<Node>),
+    /// `args.field`, most rules' first step, looked up without making `args` a value first.
+    ArgsField(String),
     /// `matches` with a pattern the policy spells out: compiled at load, not looked up per call.
     MatchesLit(Box<Node>, std::sync::Arc<regex::Regex>),
+    /// `startsWith`, `endsWith` or `contains` with a string the policy spells out: the common
+    /// test, and the body of most `exists` loops, evaluated without a second operand.
+    StrLit(StrTest, Box<Node>, String),
     Loop(Box<Loop>),
     /// `range.exists(x, pred)` / `range.all(x, pred)`: the macro's accumulator is a plain bool.
     Quantifier {
@@ -86,6 +91,13 @@ pub(crate) enum Cmp {
 }
 
 #[derive(Debug, Clone, Copy)]
+pub(crate) enum StrTest {
+    StartsWith,
+    EndsWith,
+    Contains,
+}
+
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Func {
     StartsWith,
     EndsWith,
@@ -108,6 +120,15 @@ fn matches(args: Vec<Node>) -> Node {
     Node::Call(Func::Matches, args)
 }
 
+/// `text.test('literal')` as a [`Node::StrLit`]; any other operand as the general call.
+fn str_test(test: StrTest, general: Func, args: Vec<Node>) -> Node {
+    match <[Node; 2]>::try_from(args) {
+        Ok([target, Node::Lit(Lit::Str(literal))]) => Node::StrLit(test, Box::new(target), literal),
+        Ok(pair) => Node::Call(general, pair.into()),
+        Err(args) => Node::Call(general, args),
+    }
+}
+
 /// Lowers a parsed expression, or `None` when any part is outside the subset.
 pub(crate) fn lower(e: &cel::IdedExpr) -> Option<Node> {
     Lowering { scope: Vec::new(), slots: 0 }.lower(e)
@@ -121,11 +142,13 @@ pub(crate) fn slots(node: &Node) -> usize {
             [l.iter_slot + 1, l.accu_slot + 1, slots(&l.range), slots(&l.init), slots(&l.cond), slots(&l.step), slots(&l.result)].into_iter().max().unwrap_or(0)
         }
         Node::Quantifier { range, iter_slot, pred, .. } => (iter_slot + 1).max(slots(range)).max(slots(pred)),
-        Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) | Node::MatchesLit(operand, _) => slots(operand),
+        Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) | Node::MatchesLit(operand, _) | Node::StrLit(_, operand, _) => {
+            slots(operand)
+        }
         Node::Index(a, b) | Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) | Node::In(a, b) | Node::AddInt(a, b) => slots(a).max(slots(b)),
         Node::Cond(a, b, c) => slots(a).max(slots(b)).max(slots(c)),
         Node::Call(_, args) => args.iter().map(slots).max().unwrap_or(0),
-        Node::Lit(_) | Node::Var(_) => 0,
+        Node::Lit(_) | Node::Var(_) | Node::ArgsField(_) => 0,
     }
 }
 
@@ -152,13 +175,15 @@ fn uses_slot(node: &Node, slot: usize) -> bool {
         Node::Local(i) => *i == slot,
         Node::Loop(l) => [&l.range, &l.init, &l.cond, &l.step, &l.result].into_iter().any(|n| uses_slot(n, slot)),
         Node::Quantifier { range, pred, .. } => uses_slot(range, slot) || uses_slot(pred, slot),
-        Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) | Node::MatchesLit(operand, _) => uses_slot(operand, slot),
+        Node::Select { operand, .. } | Node::Not(operand) | Node::NotStrictlyFalse(operand) | Node::MatchesLit(operand, _) | Node::StrLit(_, operand, _) => {
+            uses_slot(operand, slot)
+        }
         Node::Index(a, b) | Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) | Node::In(a, b) | Node::AddInt(a, b) => {
             uses_slot(a, slot) || uses_slot(b, slot)
         }
         Node::Cond(a, b, c) => uses_slot(a, slot) || uses_slot(b, slot) || uses_slot(c, slot),
         Node::Call(_, args) => args.iter().any(|a| uses_slot(a, slot)),
-        Node::Lit(_) | Node::Var(_) => false,
+        Node::Lit(_) | Node::Var(_) | Node::ArgsField(_) => false,
     }
 }
 
@@ -192,7 +217,10 @@ impl Lowering {
                     })
                 }
             }
-            Expr::Select(s) => Node::Select { operand: Box::new(self.lower(&s.operand)?), field: s.field.clone(), test: s.test },
+            Expr::Select(s) => match self.lower(&s.operand)? {
+                Node::Var(Var::Args) if !s.test => Node::ArgsField(s.field.clone()),
+                operand => Node::Select { operand: Box::new(operand), field: s.field.clone(), test: s.test },
+            },
             Expr::Call(c) => self.lower_call(c)?,
             Expr::Comprehension(c) => {
                 if c.iter_var2.is_some() {
@@ -259,9 +287,9 @@ impl Lowering {
             (operators::IN, false) => two(args).map(|(a, b)| Node::In(a, b))?,
             (operators::INDEX, false) => two(args).map(|(a, b)| Node::Index(a, b))?,
             (operators::ADD, false) => two(args).map(|(a, b)| Node::AddInt(a, b))?,
-            ("startsWith", true) => Node::Call(Func::StartsWith, args),
-            ("endsWith", true) => Node::Call(Func::EndsWith, args),
-            ("contains", true) => Node::Call(Func::Contains, args),
+            ("startsWith", true) => str_test(StrTest::StartsWith, Func::StartsWith, args),
+            ("endsWith", true) => str_test(StrTest::EndsWith, Func::EndsWith, args),
+            ("contains", true) => str_test(StrTest::Contains, Func::Contains, args),
             ("matches", _) => matches(args),
             ("size", _) => Node::Call(Func::Size, args),
             ("lowerAscii", true) => Node::Call(Func::LowerAscii, args),
@@ -348,6 +376,10 @@ impl<'a> Eval<'a> {
             },
             Node::Local(i) => self.locals.get(*i)?.clone(),
             Node::Select { operand, field, test } => self.select(operand, field, *test)?,
+            Node::ArgsField(field) => match self.inputs.args {
+                Tree::Object(members) => from_json(members.get(field)?),
+                _ => return None,
+            },
             Node::Index(target, index) => self.index(target, index)?,
             Node::Not(a) => match self.eval(a)? {
                 V::Bool(b) => V::Bool(!b),
@@ -390,6 +422,14 @@ impl<'a> Eval<'a> {
             Node::Call(f, args) => self.call(*f, args)?,
             Node::MatchesLit(target, re) => match self.eval(target)? {
                 V::Str(s) => V::Bool(re.is_match(&s)),
+                _ => return None,
+            },
+            Node::StrLit(test, target, literal) => match self.eval(target)? {
+                V::Str(s) => V::Bool(match test {
+                    StrTest::StartsWith => s.starts_with(literal.as_str()),
+                    StrTest::EndsWith => s.ends_with(literal.as_str()),
+                    StrTest::Contains => s.contains(literal.as_str()),
+                }),
                 _ => return None,
             },
             Node::Quantifier { all, range, iter_slot, pred } => self.quantify(*all, range, *iter_slot, pred)?,
@@ -516,12 +556,31 @@ impl<'a> Eval<'a> {
     }
 }
 
-/// What a comprehension ranges over: a list's elements, a map's keys.
-fn iterate<'a>(range: V<'a>) -> Option<Box<dyn Iterator<Item = V<'a>> + 'a>> {
+/// What a comprehension ranges over: a list's elements, a map's keys. An enum, not a boxed
+/// iterator: an `exists` over a list runs on every call, and the box was an allocation each time.
+enum Range<'a> {
+    List(std::slice::Iter<'a, Tree<'a>>),
+    Map(std::slice::Iter<'a, (Cow<'a, str>, Tree<'a>)>),
+    Labels(std::collections::btree_map::Keys<'a, String, String>),
+}
+
+impl<'a> Iterator for Range<'a> {
+    type Item = V<'a>;
+
+    fn next(&mut self) -> Option<V<'a>> {
+        match self {
+            Range::List(items) => items.next().map(from_json),
+            Range::Map(members) => members.next().map(|(k, _)| V::Str(Cow::Borrowed(k.as_ref()))),
+            Range::Labels(keys) => keys.next().map(|k| V::Str(Cow::Borrowed(k.as_str()))),
+        }
+    }
+}
+
+fn iterate(range: V<'_>) -> Option<Range<'_>> {
     Some(match range {
-        V::List(items) => Box::new(items.iter().map(from_json)),
-        V::Map(m) => Box::new(m.keys().map(|k| V::Str(Cow::Borrowed(k)))),
-        V::Labels(l) => Box::new(l.keys().map(|k| V::Str(Cow::Borrowed(k.as_str())))),
+        V::List(items) => Range::List(items.iter()),
+        V::Map(m) => Range::Map(m.entries().iter()),
+        V::Labels(l) => Range::Labels(l.keys()),
         _ => return None,
     })
 }
