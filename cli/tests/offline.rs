@@ -62,3 +62,29 @@ fn quickstart_decisions() {
         assert!(out.contains(want), "{tool} {args}: expected {want:?} in\n{out}");
     }
 }
+
+#[test]
+fn arguments_the_sidecar_would_refuse_are_refused() {
+    let eval = |args: &str| {
+        tollgate(&[
+            "eval",
+            "-f",
+            "examples/quickstart",
+            "-n",
+            "tollgate-demo",
+            "--agent",
+            "coder",
+            "--server",
+            "platform-tools",
+            "--tool",
+            "read_file",
+            "--args",
+            args,
+        ])
+    };
+    for (args, why) in [(r#"{"path":"/tmp/a","path":"/home/me/.env"}"#, "duplicate key \"path\""), (r#"{"path":"#, "EOF while parsing")] {
+        let (ok, out) = eval(args);
+        assert!(!ok, "{args}: {out}");
+        assert!(out.contains("--args is not valid JSON") && out.contains(why), "{args}: expected {why:?} in\n{out}");
+    }
+}

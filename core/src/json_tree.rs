@@ -79,7 +79,7 @@ impl<'a> Members<'a> {
     }
 
     /// The members in key order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Tree<'a>)> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Tree<'a>)> + Clone {
         self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
@@ -102,8 +102,13 @@ impl<'a> Tree<'a> {
             Value::Number(n) => Tree::Number(n.clone()),
             Value::String(s) => Tree::String(Cow::Borrowed(s)),
             Value::Array(items) => Tree::Array(items.iter().map(Tree::borrowed).collect()),
-            // A map's keys are unique and iterate in order already.
-            Value::Object(map) => Tree::Object(Members(map.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), Tree::borrowed(v))).collect())),
+            Value::Object(map) => {
+                // A map's keys are unique, and in order already unless serde_json's
+                // `preserve_order` is ever turned on: sorted, which costs a pass when they are.
+                let mut members: Vec<_> = map.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), Tree::borrowed(v))).collect();
+                members.sort_by(|(a, _), (b, _)| a.cmp(b));
+                Tree::Object(Members(members))
+            }
         }
     }
 
@@ -184,7 +189,9 @@ pub fn read<'a>(scan: &mut Scanner<'a>) -> Result<Tree<'a>, ReadError> {
             Value::Bool(b) => Tree::Bool(b),
             Value::Number(n) => Tree::Number(n),
             Value::String(s) => Tree::String(Cow::Owned(s)),
-            _ => Tree::Null,
+            Value::Null => Tree::Null,
+            // `scalar` reads no array or object: both are read above.
+            Value::Array(_) | Value::Object(_) => return Err(ReadError::Syntax(scan.error("expected a scalar"))),
         }),
     }
 }

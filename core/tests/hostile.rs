@@ -96,6 +96,17 @@ fn hostile_regexes_from_arguments_are_bounded() {
     }
 }
 
+#[test]
+fn a_key_given_twice_fails_a_rule_that_reads_the_arguments() {
+    // serde_json keeps the last `path`, other parsers the first: the rules read neither.
+    let p = tool_policy("team-a", "p", RULES);
+    let d = decide(&[&p], "x", r#"{"path": "/etc/shadow", "path": "/tmp/x", "a": {"b": {"c": 1}}}"#);
+    assert!(d.action == Action::Deny && d.error.as_deref().is_some_and(|e| e.contains("duplicate key")), "{d:?}");
+    let quiet = tool_policy("team-a", "q", "tools: [{name: x, rules: [{action: Allow, when: \"tool.name == 'x'\"}]}]");
+    let d = decide(&[&quiet], "x", r#"{"path": 1, "path": 2}"#);
+    assert_eq!((d.action, d.error), (Action::Allow, None), "a rule that does not read the arguments is not affected");
+}
+
 fn call<'a>(agent: &'a tollgate_core::policy::AgentInfo, args: &'a tollgate_core::policy::Args<'a>) -> tollgate_core::policy::Call<'a> {
     tollgate_core::policy::Call { agent, server: "s", tool: "x", args, justification: None, now: now() }
 }

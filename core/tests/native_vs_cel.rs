@@ -19,16 +19,26 @@ fn scalar() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn arguments() -> impl Strategy<Value = serde_json::Value> {
-    (scalar(), scalar(), scalar(), prop::collection::vec(scalar(), 0..5), prop::option::of(scalar()), any::<bool>()).prop_map(|(a, b, s, l, x, with_m)| {
-        let mut args = json!({"a": a, "b": b, "s": s, "l": l});
-        if with_m {
-            args["m"] = match x {
-                Some(x) => json!({"x": x, "y": 1}),
-                None => json!({"y": 1}),
-            };
-        }
-        args
-    })
+    let object = (scalar(), scalar(), scalar(), prop::collection::vec(scalar(), 0..5), prop::option::of(scalar()), any::<bool>(), any::<bool>()).prop_map(
+        |(a, b, s, l, x, with_m, many)| {
+            let mut args = json!({"a": a, "b": b, "s": s, "l": l});
+            if with_m {
+                args["m"] = match x {
+                    Some(x) => json!({"x": x, "y": 1}),
+                    None => json!({"y": 1}),
+                };
+            }
+            // Past eight members an object's keys are searched, not scanned (json_tree.rs).
+            if many {
+                for (i, key) in ["k0", "k1", "k2", "k3", "zz", "é", "\u{1f680}", "A"].into_iter().enumerate() {
+                    args[key] = json!(i);
+                }
+            }
+            args
+        },
+    );
+    // Arguments that are not an object: every `args.x` has nothing to read.
+    prop_oneof![8 => object, 1 => scalar(), 1 => prop::collection::vec(scalar(), 0..3).prop_map(|l| json!(l))]
 }
 
 fn atom() -> impl Strategy<Value = String> {
@@ -42,6 +52,9 @@ fn atom() -> impl Strategy<Value = String> {
         Just("args.l[0]"),
         Just("args['a']"),
         Just("args.missing"),
+        Just("args.zz"),
+        Just("args['é']"),
+        Just("args.k3"),
         Just("tool.name"),
         Just("tool.server"),
         Just("agent.name"),
@@ -83,6 +96,9 @@ fn expression() -> impl Strategy<Value = String> {
             inner.clone().prop_map(|a| format!("{a}.lowerAscii()")),
             inner.clone().prop_map(|a| format!("{a}.trim()")),
             Just("has(args.m.x)".to_owned()),
+            Just("has(args.a)".to_owned()),
+            Just("has(args.zz)".to_owned()),
+            Just("'é' in args".to_owned()),
             pred.clone().prop_map(|p| format!("args.l.exists(v, {p})")),
             pred.clone().prop_map(|p| format!("args.l.all(v, {p})")),
             pred.clone().prop_map(|p| format!("args.l.exists_one(v, {p})")),

@@ -10,36 +10,53 @@ use sha2::{Digest, Sha256};
 /// no insignificant whitespace, strings escaped as serde_json escapes them.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = Vec::new();
-    write_canonical(&Tree::borrowed(value), &mut out);
+    value.write_canonical(&mut out);
     // Only whole strings and serde_json's numbers were written: valid UTF-8.
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(value: &Tree<'_>, out: &mut Vec<u8>) {
-    match value {
-        // A tree's members stand in byte order, which for ASCII keys is the order wanted: the
-        // usual object is written as it stands, without a sorted copy of its entries.
-        Tree::Object(members) if in_utf16_order(members.keys()) => write_object(members.iter(), out),
-        Tree::Object(members) => {
-            let mut entries: Vec<(&str, &Tree<'_>)> = members.iter().collect();
-            entries.sort_by(|(a, _), (b, _)| utf16_cmp(a, b));
-            write_object(entries.into_iter(), out)
-        }
-        Tree::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
+/// What a canonical form is written from, in place: a `serde_json::Value` (the audit chain's
+/// records, a tool's schema) or a call's arguments read as a tree (json_tree.rs).
+trait Canonical {
+    fn write_canonical(&self, out: &mut Vec<u8>);
+}
+
+impl Canonical for Value {
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Object(map) => write_object(map.iter().map(|(k, v)| (k.as_str(), v)), out),
+            Value::Array(items) => write_array(items, out),
+            Value::String(s) => write_str(out, s),
+            // serde_json's own writing of a number, `true`, `false` or `null`, into a Vec: cannot fail.
+            scalar => {
+                let _ = serde_json::to_writer(&mut *out, scalar);
             }
-            out.push(b']');
         }
-        scalar => scalar.write_json(out),
     }
 }
 
-fn write_object<'a, 't: 'a>(entries: impl Iterator<Item = (&'a str, &'a Tree<'t>)>, out: &mut Vec<u8>) {
+impl Canonical for Tree<'_> {
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            Tree::Object(members) => write_object(members.iter(), out),
+            Tree::Array(items) => write_array(items, out),
+            scalar => scalar.write_json(out),
+        }
+    }
+}
+
+/// Both a map and a tree keep their keys in byte order, which for ASCII keys is the order
+/// wanted: the usual object is written as it stands, without a sorted copy of its entries.
+fn write_object<'a, T: Canonical + 'a>(entries: impl Iterator<Item = (&'a str, &'a T)> + Clone, out: &mut Vec<u8>) {
+    if in_utf16_order(entries.clone().map(|(k, _)| k)) {
+        return write_members(entries, out);
+    }
+    let mut sorted: Vec<(&str, &T)> = entries.collect();
+    sorted.sort_by(|(a, _), (b, _)| utf16_cmp(a, b));
+    write_members(sorted.into_iter(), out)
+}
+
+fn write_members<'a, T: Canonical + 'a>(entries: impl Iterator<Item = (&'a str, &'a T)>, out: &mut Vec<u8>) {
     out.push(b'{');
     for (i, (key, v)) in entries.enumerate() {
         if i > 0 {
@@ -47,9 +64,20 @@ fn write_object<'a, 't: 'a>(entries: impl Iterator<Item = (&'a str, &'a Tree<'t>
         }
         write_str(out, key);
         out.push(b':');
-        write_canonical(v, out);
+        v.write_canonical(out);
     }
     out.push(b'}');
+}
+
+fn write_array<T: Canonical>(items: &[T], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item.write_canonical(out);
+    }
+    out.push(b']');
 }
 
 /// RFC 8785's key order. ASCII keys (nearly all) compare the same bytewise as by UTF-16 units.
@@ -72,14 +100,19 @@ fn in_utf16_order<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
 
 /// `sha256:<hex>` of the canonical form of `value`.
 pub fn arguments_digest(value: &Value) -> String {
-    tree_digest(&Tree::borrowed(value))
+    digest_of(value)
 }
 
-/// `sha256:<hex>` of the canonical form, written out whole and hashed at once: fed to the hash
-/// piece by piece as written, the many small pieces cost more than the copy.
+/// `sha256:<hex>` of the canonical form of a call's arguments, read as a tree.
 pub fn tree_digest(tree: &Tree<'_>) -> String {
+    digest_of(tree)
+}
+
+/// Written out whole and hashed at once: fed to the hash piece by piece as written, the many
+/// small pieces cost more than the copy.
+fn digest_of(value: &impl Canonical) -> String {
     let mut out = Vec::with_capacity(256);
-    write_canonical(tree, &mut out);
+    value.write_canonical(&mut out);
     crate::sha256_text::sha256_text(&Sha256::digest(&out))
 }
 
@@ -95,6 +128,19 @@ mod tests {
         let b: Value = serde_json::from_str("{\"a\":{\"x\":\"s\",\n \"y\":[1,2]},\"b\":1}").unwrap();
         assert_eq!(arguments_digest(&a), arguments_digest(&b));
         assert_eq!(canonical_json(&a), r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
+    }
+
+    #[test]
+    fn a_value_and_a_tree_write_the_same_canonical_bytes() {
+        let text = r#"{"😀":1,"b":-0,"a":18446744073709551615,"é":"x\n\"","":[1e300,0.5,-3,true,null],"\ue000":{"z":{},"y":[]}}"#;
+        let want = "{\"\":[1e+300,0.5,-3,true,null],\"a\":18446744073709551615,\"b\":-0.0,\"é\":\"x\\n\\\"\",\"😀\":1,\"\u{e000}\":{\"y\":[],\"z\":{}}}";
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(canonical_json(&value), want);
+        let tree = crate::json_tree::parse(text).unwrap();
+        let mut written = Vec::new();
+        tree.write_canonical(&mut written);
+        assert_eq!(String::from_utf8(written).unwrap(), want);
+        assert_eq!(tree_digest(&tree), arguments_digest(&value));
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl<'a> Scanner<'a> {
         Scanner { text, pos: 0, depth: 0 }
     }
 
-    fn error(&self, what: &'static str) -> SyntaxError {
+    pub(crate) fn error(&self, what: &'static str) -> SyntaxError {
         SyntaxError::at(what, self.text.as_bytes(), self.pos)
     }
 

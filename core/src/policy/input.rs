@@ -94,5 +94,9 @@ fn read_raw(bytes: &[u8]) -> Result<Tree<'_>, String> {
         return Ok(Tree::Object(Default::default()));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| format!("arguments are not valid JSON: invalid UTF-8 at byte {}", e.valid_up_to()))?;
-    crate::json_tree::parse(text).map_err(|e| format!("arguments are not valid JSON: {e}"))
+    crate::json_tree::parse(text).map_err(|e| match e {
+        crate::json_tree::ReadError::Syntax(e) => format!("arguments are not valid JSON: {e}"),
+        // Parsers disagree on which of the two counts, so no rule reads either.
+        duplicate @ crate::json_tree::ReadError::DuplicateKey(_) => format!("arguments are refused: {duplicate}"),
+    })
 }
