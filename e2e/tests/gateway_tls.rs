@@ -203,6 +203,46 @@ fn agents_reach_a_tls_gateway_trusting_only_the_ca_injection_gave_them() -> Resu
     assert_eq!(trust.trim(), ca.trim(), "the app containers trust exactly the gateway's CA");
     drop(pod);
     drop(gateway);
+
+    // The configured Gateway steps aside for another: pods admitted from then on are sent to
+    // the one that serves, and trust its CA, not the configured one's.
+    cp.apply(User::Admin, SYSTEM, "apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: next}\nspec: {replicas: 1, tls: {}}\n")?;
+    cp.kubectl_ok(User::Admin, ["patch", "gateway", "secure", "-n", SYSTEM, "--type=merge", "-p", r#"{"spec":{"replicas":0}}"#])?;
+    let next_ca = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let out = cp.kubectl(User::Admin, ["get", "secret", "next-gateway-tls", "-n", SYSTEM, "-o", r#"jsonpath={.data.ca\.crt}"#])?;
+        Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()).filter(|c| !c.is_empty()))
+    })
+    .context("the Gateway that took over has no certificate")?;
+    let next_ca = String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, next_ca)?)?;
+    assert_ne!(next_ca.trim(), ca.trim(), "each Gateway's certificate has a CA of its own");
+    let second = cp.dir().join(format!("{ns}-pod-2.json"));
+    std::fs::write(&second, agent_pod().replace("\"coder-1\"", "\"coder-2\""))?;
+    let sidecar_env = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let _ = cp.kubectl(User::Admin, ["delete", "pod", "coder-2", "-n", &ns, "--ignore-not-found", "--force", "--grace-period=0"])?;
+        cp.kubectl_ok(User::Admin, ["apply", "-n", &ns, "-f", second.to_str().context("path")?])?;
+        let stored = get(cp, &ns, "pod", "coder-2")?;
+        let sidecar = stored["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .chain(stored["spec"]["containers"].as_array())
+            .flatten()
+            .find(|c| c["name"] == "tollgate-sidecar")
+            .cloned();
+        let env: Vec<(String, String)> = sidecar
+            .as_ref()
+            .and_then(|c| c["env"].as_array())
+            .into_iter()
+            .flatten()
+            .map(|e| (e["name"].as_str().unwrap_or_default().to_owned(), e["value"].as_str().unwrap_or_default().to_owned()))
+            .collect();
+        let audit_url = env.iter().find(|(k, _)| k == "TOLLGATE_AUDIT_URL").map(|(_, v)| v.clone());
+        Ok((audit_url.as_deref() == Some("https://next-gateway.tollgate-system.svc:8080")).then_some(env))
+    })
+    .context("a pod admitted once another Gateway serves is still sent to the configured one")?;
+    let trusted = sidecar_env.iter().find(|(k, _)| k == "TOLLGATE_GATEWAY_CA").map(|(_, v)| v.trim().to_owned());
+    assert_eq!(trusted.as_deref(), Some(next_ca.trim()), "the pod trusts the serving Gateway's CA");
+    cp.kubectl_ok(User::Admin, ["delete", "pod", "coder-2", "-n", &ns, "--force", "--grace-period=0"])?;
+    cp.kubectl_ok(User::Admin, ["delete", "gateway", "next", "-n", SYSTEM])?;
     cp.kubectl_ok(User::Admin, ["delete", "gateway", "secure", "-n", SYSTEM])?;
     Ok(())
 }

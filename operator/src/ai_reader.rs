@@ -26,16 +26,16 @@ pub struct AiReader {
     client: kube::Client,
     http: HttpClient,
     /// The gateway the reader's model calls go through, and its CA when it serves TLS.
-    gateway_url: Option<String>,
+    serving: Arc<crate::serving::ServingGateway>,
     gateway_ca: Arc<crate::gateway_ca::GatewayCa>,
     /// Requests being read now.
     reading: Mutex<HashSet<String>>,
 }
 
 impl AiReader {
-    pub fn new(client: kube::Client, gateway_url: Option<String>, gateway_ca: Arc<crate::gateway_ca::GatewayCa>) -> Arc<AiReader> {
+    pub fn new(client: kube::Client, serving: Arc<crate::serving::ServingGateway>, gateway_ca: Arc<crate::gateway_ca::GatewayCa>) -> Arc<AiReader> {
         let roots = Arc::new(transport::platform_roots());
-        Arc::new(AiReader { client, http: transport::client(roots), gateway_url, gateway_ca, reading: Mutex::default() })
+        Arc::new(AiReader { client, http: transport::client(roots), serving, gateway_ca, reading: Mutex::default() })
     }
 
     /// Has `request` read, if its workflow has a reader and it has not been read.
@@ -84,7 +84,9 @@ impl AiReader {
 
     /// The model's reading of the call, through the gateway under the reader agent's key.
     async fn ask(&self, ns: &str, reader: &ReaderSpec, request: &ApprovalRequest) -> Result<ReaderAnswer, String> {
-        let gateway = self.gateway_url.as_deref().ok_or("the operator knows no gateway (TOLLGATE_GATEWAY_URL) to call the model through")?;
+        let target = self.serving.target();
+        let gateway =
+            target.url.as_deref().ok_or("the operator knows no gateway to call the model through: no Gateway serves, and TOLLGATE_GATEWAY_URL is not set")?;
         let agent = Api::<ManagedAgent>::namespaced(self.client.clone(), ns)
             .get_opt(&reader.agent)
             .await
@@ -104,7 +106,7 @@ impl AiReader {
         let headers = [("content-type", "application/json"), ("authorization", auth.as_str())];
         let body = Bytes::from(ai_review::request_body(reader, request).to_string());
         // Its own client when the gateway's CA is what vouches for it: one reading is rare.
-        let tls_client = match self.gateway_ca.pem(&self.client).await? {
+        let tls_client = match self.gateway_ca.pem(&self.client, target.ca_secret.as_deref()).await? {
             Some(pem) => Some(transport::client(Arc::new(
                 transport::roots_with_bundle(&rustls::RootCertStore::empty(), pem.as_bytes()).map_err(|e| format!("the gateway's CA: {e}"))?,
             ))),

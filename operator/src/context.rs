@@ -9,7 +9,8 @@ pub struct Shared {
     pub client: kube::Client,
     /// Who the operator is, as the API server sees it; only it may move `phase`.
     pub identity: String,
-    pub slack_relay_user: String,
+    /// The Gateway agents are sent to; only its account may relay a Slack decision.
+    pub serving: Arc<crate::serving::ServingGateway>,
     pub metrics: Arc<tollgate_runtime::admin::Metrics>,
     pub injection: tollgate_core::k8s::inject::Settings,
     /// The operator's namespace, the only one it runs gateways in.
@@ -21,6 +22,6 @@ pub struct Shared {
     pub vault: Option<Arc<tollgate_mcp_client::vault::Vault>>,
     /// Whether a `ModelProvider.baseURL` may be plain `http`.
     pub allow_http_providers: bool,
-    /// The CA of the gateway at `injection.gateway_url`, when it serves TLS.
+    /// The CA of the gateway agents are sent to (`serving`), when it serves TLS.
     pub gateway_ca: Arc<gateway_ca::GatewayCa>,
 }

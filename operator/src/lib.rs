@@ -12,6 +12,7 @@ pub mod events;
 pub mod gateway_ca;
 pub mod leader;
 pub mod notify;
+pub mod serving;
 pub mod ssa;
 
 pub use config::Config;
@@ -26,11 +27,19 @@ pub async fn run(config: Config) -> Result<()> {
     let client = tollgate_runtime::kube_client::infer().await.context("connecting to the Kubernetes API")?;
     let identity = tollgate_runtime::whoami(&client).await?;
     tracing::info!(identity, "operator starting");
-    let gateway_ca = Arc::new(gateway_ca::GatewayCa::new(&config.namespace, config.gateway_ca_secret.clone()));
+    let gateway_ca = Arc::new(gateway_ca::GatewayCa::new(&config.namespace));
+    // Until a Gateway serves (or without one), agents are sent where the chart says.
+    let configured = tollgate_core::k8s::one_gateway::Target {
+        url: config.gateway_url.clone(),
+        ca_secret: config.gateway_ca_secret.clone().filter(|s| !s.is_empty()),
+        relay_user: config.slack_relay_user.clone(),
+    };
+    let (serving, watch_gateways) = serving::ServingGateway::start(client.clone(), &config.namespace, configured);
+    let serving = Arc::new(serving);
     let shared = Arc::new(Shared {
         client: client.clone(),
         identity,
-        slack_relay_user: config.slack_relay_user.clone(),
+        serving: serving.clone(),
         metrics: Arc::default(),
         injection: config.injection(),
         namespace: config.namespace.clone(),
@@ -47,7 +56,7 @@ pub async fn run(config: Config) -> Result<()> {
             tracing: config.tracing_env(),
         },
         vault: tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
-        ai_reader: ai_reader::AiReader::new(client.clone(), config.gateway_url.clone(), gateway_ca.clone()),
+        ai_reader: ai_reader::AiReader::new(client.clone(), serving, gateway_ca.clone()),
         allow_http_providers: config.allow_http_providers,
         gateway_ca,
     });
@@ -84,6 +93,7 @@ pub async fn run(config: Config) -> Result<()> {
     let result = tokio::select! {
         r = webhook => r.context("webhook server"),
         r = admin => r.context("admin server"),
+        () = watch_gateways => Err(anyhow::anyhow!("the watch of gateways ended")),
         r = lead => r.context("leading"),
         () = tollgate_runtime::shutdown_signal() => { tracing::info!("stopping"); Ok(()) }
     };

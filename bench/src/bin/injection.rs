@@ -142,11 +142,16 @@ fn operator_state(client: &kube::Client) -> (tollgate_core::k8s::inject::Setting
         vault: None,
         tracing: None,
     };
-    let gateway_ca = Arc::new(tollgate_operator::gateway_ca::GatewayCa::new("tollgate-system", None));
+    let gateway_ca = Arc::new(tollgate_operator::gateway_ca::GatewayCa::new("tollgate-system"));
+    let configured = tollgate_core::k8s::one_gateway::Target { url: None, ca_secret: None, relay_user: String::new() };
+    // As in the operator: the namespace's Gateways watched, for the one agents are sent to.
+    let (serving, watch) = tollgate_operator::serving::ServingGateway::start(client.clone(), "tollgate-system", configured);
+    tokio::spawn(watch);
+    let serving = Arc::new(serving);
     let shared = Arc::new(tollgate_operator::Shared {
         client: client.clone(),
         identity: "bench".into(),
-        slack_relay_user: String::new(),
+        serving: serving.clone(),
         metrics: Arc::default(),
         injection: settings.clone(),
         namespace: "tollgate-system".into(),
@@ -159,7 +164,7 @@ fn operator_state(client: &kube::Client) -> (tollgate_core::k8s::inject::Setting
         },
         notifier: tollgate_operator::notify::Notifier::new(client.clone(), "http://127.0.0.1:9".into(), None),
         vault: None,
-        ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), None, gateway_ca.clone()),
+        ai_reader: tollgate_operator::ai_reader::AiReader::new(client.clone(), serving, gateway_ca.clone()),
         allow_http_providers: false,
         gateway_ca,
     });

@@ -50,6 +50,39 @@ pub fn serving<'a>(all: &[Candidate<'a>]) -> Option<&'a str> {
     all.iter().filter(|c| c.would_serve()).min_by(|a, b| rank(a).cmp(&rank(b))).map(|c| c.name)
 }
 
+/// Where the cluster's agents reach the Gateway that serves: what injected pods are given
+/// (the gateway's URL, the Secret whose `ca.crt` they trust it by), what the AI first reader
+/// calls, and whose account may relay a Slack decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: Option<String>,
+    pub ca_secret: Option<String>,
+    pub relay_user: String,
+}
+
+/// The [`Target`] of the Gateway `name` in `namespace`, as its objects are made
+/// (`gateway_objects`).
+pub fn target_of(name: &str, namespace: &str, spec: &tollgate_api::GatewaySpec) -> Target {
+    use crate::k8s::gateway_objects::{object_name, tls_secret_name, url};
+    Target {
+        url: Some(url(name, namespace, spec)),
+        ca_secret: tls_secret_name(name, spec),
+        relay_user: format!("system:serviceaccount:{namespace}:{}", object_name(name)),
+    }
+}
+
+/// The target agents are given: the one the operator was configured with (the chart's Gateway),
+/// unless that is the Gateway `configured_is` of this namespace and another, `serving`, serves
+/// instead; then the serving one's. A configured gateway that is no Gateway of the namespace
+/// (run some other way) is kept, and so is none: the operator is not told to send agents
+/// anywhere it was not configured to.
+pub fn target<'a>(configured: &'a Target, configured_is: Option<&str>, serving: Option<(&str, &'a Target)>) -> &'a Target {
+    match (configured_is, serving) {
+        (Some(mine), Some((name, serving))) if mine != name => serving,
+        _ => configured,
+    }
+}
+
 /// The Gateway that serves instead of `me`, when `me` would run replicas and another serves.
 pub fn served_instead<'a>(me: &str, all: &[Candidate<'a>]) -> Option<&'a str> {
     let mine = all.iter().find(|c| c.name == me)?;
@@ -138,5 +171,32 @@ mod tests {
     #[test]
     fn a_gateway_the_rule_does_not_know_is_not_refused() {
         assert_eq!(served_instead("unknown", &[gw("old", at(100), 1)]), None);
+    }
+
+    #[test]
+    fn agents_are_sent_to_the_serving_gateway_else_to_the_configured_one() {
+        let spec = tollgate_api::GatewaySpec {
+            replicas: 1,
+            image: None,
+            database: None,
+            slack: None,
+            storage: None,
+            resources: None,
+            tls: Some(tollgate_api::GatewayTls::default()),
+        };
+        let edge = target_of("edge", "tollgate-system", &spec);
+        assert_eq!(edge.url.as_deref(), Some("https://edge-gateway.tollgate-system.svc:8080"));
+        assert_eq!(edge.ca_secret.as_deref(), Some("edge-gateway-tls"));
+        assert_eq!(edge.relay_user, "system:serviceaccount:tollgate-system:edge-gateway");
+        let plain = target_of("edge", "tollgate-system", &tollgate_api::GatewaySpec { tls: None, ..spec.clone() });
+        assert_eq!((plain.url.as_deref(), plain.ca_secret), (Some("http://edge-gateway.tollgate-system.svc:8080"), None));
+        let chart = target_of("tollgate", "tollgate-system", &spec);
+        assert_eq!(target(&chart, Some("tollgate"), Some(("edge", &edge))), &edge, "the chart's Gateway stepped aside for edge");
+        assert_eq!(target(&chart, Some("tollgate"), Some(("tollgate", &chart))), &chart);
+        assert_eq!(target(&chart, Some("tollgate"), None), &chart, "none serves: nowhere better to send them");
+        let elsewhere = Target { url: Some("http://127.0.0.1:8080".into()), ca_secret: None, relay_user: "someone".into() };
+        assert_eq!(target(&elsewhere, None, Some(("edge", &edge))), &elsewhere, "a gateway run some other way is kept");
+        let none = Target { url: None, ca_secret: None, relay_user: "someone".into() };
+        assert_eq!(target(&none, None, Some(("edge", &edge))), &none, "nor is one made up");
     }
 }

@@ -48,11 +48,10 @@ pub async fn review_pod(req: &AdmissionRequest<DynamicObject>, shared: &Shared) 
         })
         .collect();
     let pod_name = pod.metadata.name.clone().or(pod.metadata.generate_name.clone().map(|g| format!("{g}…"))).unwrap_or_default();
-    let ca = shared.gateway_ca.pem(&shared.client).await;
-    let settings = match &ca {
-        Ok(Some(ca)) => std::borrow::Cow::Owned(inject::Settings { gateway_ca: Some(ca.clone()), ..shared.injection.clone() }),
-        _ => std::borrow::Cow::Borrowed(&shared.injection),
-    };
+    // The Gateway that serves, with the CA its certificate is issued by.
+    let target = shared.serving.target();
+    let ca = shared.gateway_ca.pem(&shared.client, target.ca_secret.as_deref()).await;
+    let settings = inject::Settings { gateway_url: target.url, gateway_ca: ca.as_ref().ok().cloned().flatten(), ..shared.injection.clone() };
     match inject::review(&pod, &candidates, &settings) {
         // Without it the agent could not verify the gateway it is sent to: refused, to be retried.
         PodReview::Inject { .. } if ca.is_err() => {

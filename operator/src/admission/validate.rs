@@ -120,12 +120,13 @@ async fn review_decision(req: &AdmissionRequest<DynamicObject>, shared: &Shared)
     };
     let rules = Workflow::from_spec(&old.spec.workflow, &workflow.spec);
     let agent_sa = format!("system:serviceaccount:{ns}:{}", old.spec.service_account);
+    let relay = shared.serving.target().relay_user;
     let ctx = AuthzContext {
         workflow: &rules,
         request_name: &req.name,
         agent_service_account: &agent_sa,
         operator: &shared.identity,
-        slack_relay: &shared.slack_relay_user,
+        slack_relay: &relay,
         now: jiff::Timestamp::now(),
     };
     match authorize_status_update(&old.status.unwrap_or_default(), &new.status.unwrap_or_default(), &Caller { username: caller, groups: &groups }, &ctx) {

@@ -16,6 +16,7 @@
 use super::lean::Listeners;
 use super::{condition, upsert_condition};
 use crate::context::Shared;
+use crate::serving::candidate;
 use crate::ssa;
 use base64::Engine;
 use futures::StreamExt;
@@ -83,18 +84,6 @@ pub async fn run(shared: Arc<Shared>) {
 
 fn runs_here(shared: &Shared, g: &Gateway) -> bool {
     g.namespace().as_deref() == Some(shared.namespace.as_str()) && gateway_objects::name_problem(&g.name_any()).is_none()
-}
-
-fn candidate(g: &Gateway) -> Candidate<'_> {
-    let status = g.status.as_ref();
-    let ready_reason = status.and_then(|s| conditions::reason(&s.conditions, "Ready"));
-    Candidate {
-        name: g.metadata.name.as_deref().unwrap_or_default(),
-        created: g.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        replicas: gateway_objects::replicas(&g.spec),
-        deleting: g.metadata.deletion_timestamp.is_some(),
-        serving: one_gateway::serves_by_status(status.is_some_and(|s| s.url.is_some()), ready_reason),
-    }
 }
 
 /// What the choice of the serving Gateway is made from, and the choice: when it changes, every
