@@ -215,34 +215,40 @@ fn agents_reach_a_tls_gateway_trusting_only_the_ca_injection_gave_them() -> Resu
     .context("the Gateway that took over has no certificate")?;
     let next_ca = String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, next_ca)?)?;
     assert_ne!(next_ca.trim(), ca.trim(), "each Gateway's certificate has a CA of its own");
-    let second = cp.dir().join(format!("{ns}-pod-2.json"));
-    std::fs::write(&second, agent_pod().replace("\"coder-1\"", "\"coder-2\""))?;
-    let sidecar_env = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
-        let _ = cp.kubectl(User::Admin, ["delete", "pod", "coder-2", "-n", &ns, "--ignore-not-found", "--force", "--grace-period=0"])?;
-        cp.kubectl_ok(User::Admin, ["apply", "-n", &ns, "-f", second.to_str().context("path")?])?;
-        let stored = get(cp, &ns, "pod", "coder-2")?;
-        let sidecar = stored["spec"]["initContainers"]
+    let next_url = "https://next-gateway.tollgate-system.svc:8080";
+    let sidecar_env =
+        admitted_sidecar_env(cp, &ns, "coder-2", next_url).context("a pod admitted once another Gateway serves is still sent to the configured one")?;
+    let trusted = sidecar_env.iter().find(|(k, _)| k == "TOLLGATE_GATEWAY_CA").map(|(_, v)| v.trim().to_owned());
+    assert_eq!(trusted.as_deref(), Some(next_ca.trim()), "the pod trusts the serving Gateway's CA");
+    // The configured Gateway gone altogether: still the one that serves.
+    cp.kubectl_ok(User::Admin, ["delete", "gateway", "secure", "-n", SYSTEM])?;
+    admitted_sidecar_env(cp, &ns, "coder-3", next_url).context("once the configured Gateway is deleted, pods are sent to it again")?;
+    cp.kubectl_ok(User::Admin, ["delete", "gateway", "next", "-n", SYSTEM])?;
+    Ok(())
+}
+
+/// The sidecar's environment of the agent pod `name`, admitted (again, until it is) once its
+/// audit URL is `url`; the pod is deleted afterwards.
+fn admitted_sidecar_env(cp: &ControlPlane, ns: &str, name: &str, url: &str) -> Result<Vec<(String, String)>> {
+    let file = cp.dir().join(format!("{ns}-{name}.json"));
+    std::fs::write(&file, agent_pod().replace("\"coder-1\"", &format!("\"{name}\"")))?;
+    let delete = || cp.kubectl(User::Admin, ["delete", "pod", name, "-n", ns, "--ignore-not-found", "--force", "--grace-period=0"]);
+    let env = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        delete()?;
+        if !cp.kubectl(User::Admin, ["apply", "-n", ns, "-f", file.to_str().context("path")?])?.status.success() {
+            return Ok(None);
+        }
+        let stored = get(cp, ns, "pod", name)?;
+        let containers = stored["spec"]["initContainers"].as_array().into_iter().chain(stored["spec"]["containers"].as_array()).flatten();
+        let sidecar = containers.into_iter().find(|c| c["name"] == "tollgate-sidecar").cloned().unwrap_or_default();
+        let env: Vec<(String, String)> = sidecar["env"]
             .as_array()
-            .into_iter()
-            .chain(stored["spec"]["containers"].as_array())
-            .flatten()
-            .find(|c| c["name"] == "tollgate-sidecar")
-            .cloned();
-        let env: Vec<(String, String)> = sidecar
-            .as_ref()
-            .and_then(|c| c["env"].as_array())
             .into_iter()
             .flatten()
             .map(|e| (e["name"].as_str().unwrap_or_default().to_owned(), e["value"].as_str().unwrap_or_default().to_owned()))
             .collect();
-        let audit_url = env.iter().find(|(k, _)| k == "TOLLGATE_AUDIT_URL").map(|(_, v)| v.clone());
-        Ok((audit_url.as_deref() == Some("https://next-gateway.tollgate-system.svc:8080")).then_some(env))
-    })
-    .context("a pod admitted once another Gateway serves is still sent to the configured one")?;
-    let trusted = sidecar_env.iter().find(|(k, _)| k == "TOLLGATE_GATEWAY_CA").map(|(_, v)| v.trim().to_owned());
-    assert_eq!(trusted.as_deref(), Some(next_ca.trim()), "the pod trusts the serving Gateway's CA");
-    cp.kubectl_ok(User::Admin, ["delete", "pod", "coder-2", "-n", &ns, "--force", "--grace-period=0"])?;
-    cp.kubectl_ok(User::Admin, ["delete", "gateway", "next", "-n", SYSTEM])?;
-    cp.kubectl_ok(User::Admin, ["delete", "gateway", "secure", "-n", SYSTEM])?;
-    Ok(())
+        Ok(env.iter().any(|(k, v)| k == "TOLLGATE_AUDIT_URL" && v == url).then_some(env))
+    })?;
+    delete()?;
+    Ok(env)
 }

@@ -85,8 +85,7 @@ impl AiReader {
     /// The model's reading of the call, through the gateway under the reader agent's key.
     async fn ask(&self, ns: &str, reader: &ReaderSpec, request: &ApprovalRequest) -> Result<ReaderAnswer, String> {
         let target = self.serving.target();
-        let gateway =
-            target.url.as_deref().ok_or("the operator knows no gateway to call the model through: no Gateway serves, and TOLLGATE_GATEWAY_URL is not set")?;
+        let gateway = target.url.as_deref().ok_or("the operator knows no gateway to call the model through (TOLLGATE_GATEWAY_URL is not set)")?;
         let agent = Api::<ManagedAgent>::namespaced(self.client.clone(), ns)
             .get_opt(&reader.agent)
             .await

@@ -35,6 +35,7 @@ pub async fn run(config: Config) -> Result<()> {
         relay_user: config.slack_relay_user.clone(),
     };
     let (serving, watch_gateways) = serving::ServingGateway::start(client.clone(), &config.namespace, configured);
+    let watch_gateways = tokio::spawn(watch_gateways);
     let serving = Arc::new(serving);
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -56,7 +57,7 @@ pub async fn run(config: Config) -> Result<()> {
             tracing: config.tracing_env(),
         },
         vault: tollgate_mcp_client::vault::Vault::new(&config.vault).map_err(anyhow::Error::msg)?,
-        ai_reader: ai_reader::AiReader::new(client.clone(), serving, gateway_ca.clone()),
+        ai_reader: ai_reader::AiReader::new(client.clone(), serving.clone(), gateway_ca.clone()),
         allow_http_providers: config.allow_http_providers,
         gateway_ca,
     });
@@ -67,6 +68,9 @@ pub async fn run(config: Config) -> Result<()> {
     let admin = tollgate_runtime::admin::serve(config.admin_addr, shared.metrics.clone(), ready.clone());
     // Every replica registers the same configuration (one CA, one address): idempotent.
     register::webhook_configuration(&client, &config, &certs.ca_pem).await?;
+    // Not before the Gateways are listed: a pod admitted meanwhile would be sent to the
+    // configured gateway though another serves, and keep that URL.
+    serving.synced().await.context("listing the gateways agents are sent to")?;
     ready.set_ready();
 
     let identity = config.identity.clone().unwrap_or_else(|| format!("tollgate-operator-{:08x}", rand::random::<u32>()));
@@ -93,7 +97,7 @@ pub async fn run(config: Config) -> Result<()> {
     let result = tokio::select! {
         r = webhook => r.context("webhook server"),
         r = admin => r.context("admin server"),
-        () = watch_gateways => Err(anyhow::anyhow!("the watch of gateways ended")),
+        _ = watch_gateways => Err(anyhow::anyhow!("the watch of gateways ended")),
         r = lead => r.context("leading"),
         () = tollgate_runtime::shutdown_signal() => { tracing::info!("stopping"); Ok(()) }
     };

@@ -39,7 +39,7 @@ pub fn candidate(g: &Gateway) -> Candidate<'_> {
 impl ServingGateway {
     /// The choice over the Gateways of `namespace`, and the watch that keeps it current (to run
     /// for as long as the operator does).
-    pub fn start(client: kube::Client, namespace: &str, configured: Target) -> (ServingGateway, impl std::future::Future<Output = ()>) {
+    pub fn start(client: kube::Client, namespace: &str, configured: Target) -> (ServingGateway, impl std::future::Future<Output = ()> + use<>) {
         let (gateways, writer) = reflector::store();
         let api = Api::<Gateway>::namespaced(client, namespace);
         let watch = watcher(api, crate::controllers::lean::config()).backoff(crate::controllers::lean::backoff()).reflect(writer).for_each(|event| {
@@ -51,13 +51,18 @@ impl ServingGateway {
         (ServingGateway { namespace: namespace.to_owned(), configured, gateways }, watch)
     }
 
+    /// Once the Gateways have been listed (until then, [`ServingGateway::target`] knows none).
+    pub async fn synced(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.gateways.wait_until_ready().await
+    }
+
     /// Where agents are sent now.
     pub fn target(&self) -> Target {
         let all: Vec<_> = self.gateways.state().into_iter().filter(|g| gateway_objects::name_problem(&g.name_any()).is_none()).collect();
         let targets: Vec<(String, Target)> = all.iter().map(|g| (g.name_any(), one_gateway::target_of(&g.name_any(), &self.namespace, &g.spec))).collect();
         let candidates: Vec<Candidate<'_>> = all.iter().map(|g| candidate(g)).collect();
-        let configured_is = targets.iter().find(|(_, t)| t.url.is_some() && t.url == self.configured.url).map(|(name, _)| name.as_str());
+        let configured_is = self.configured.url.as_deref().and_then(|url| one_gateway::gateway_of_url(url, &self.namespace));
         let serving = one_gateway::serving(&candidates).and_then(|name| targets.iter().find(|(n, _)| n == name)).map(|(n, t)| (n.as_str(), t));
-        one_gateway::target(&self.configured, configured_is, serving).clone()
+        one_gateway::target(&self.configured, configured_is.as_deref(), serving).clone()
     }
 }

@@ -71,11 +71,23 @@ pub fn target_of(name: &str, namespace: &str, spec: &tollgate_api::GatewaySpec) 
     }
 }
 
+/// The Gateway of `namespace` a configured URL is the Service of (`<name>-gateway.<namespace>.svc`,
+/// any scheme, port, `.cluster.local` or trailing `/`), by the URL's shape alone: the Gateway may
+/// be gone (deleted, and another serving).
+pub fn gateway_of_url(url: &str, namespace: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit_once(':').map_or(authority, |(host, port)| if port.bytes().all(|b| b.is_ascii_digit()) { host } else { authority });
+    let service = [".svc.cluster.local", ".svc", ""].iter().find_map(|suffix| host.strip_suffix(&format!(".{namespace}{suffix}")))?;
+    let name = service.strip_suffix("-gateway").filter(|n| !n.is_empty() && !n.contains('.'))?;
+    Some(name.to_owned())
+}
+
 /// The target agents are given: the one the operator was configured with (the chart's Gateway),
-/// unless that is the Gateway `configured_is` of this namespace and another, `serving`, serves
-/// instead; then the serving one's. A configured gateway that is no Gateway of the namespace
-/// (run some other way) is kept, and so is none: the operator is not told to send agents
-/// anywhere it was not configured to.
+/// unless that is the Gateway `configured_is` of this namespace ([`gateway_of_url`]) and
+/// another, `serving`, serves instead (it stepped aside, is refused, or is gone); then the
+/// serving one's. A configured gateway that is no Gateway of the namespace (run some other way)
+/// is kept, and so is none: the operator does not send agents anywhere it was not told to.
 pub fn target<'a>(configured: &'a Target, configured_is: Option<&str>, serving: Option<(&str, &'a Target)>) -> &'a Target {
     match (configured_is, serving) {
         (Some(mine), Some((name, serving))) if mine != name => serving,
@@ -173,9 +185,8 @@ mod tests {
         assert_eq!(served_instead("unknown", &[gw("old", at(100), 1)]), None);
     }
 
-    #[test]
-    fn agents_are_sent_to_the_serving_gateway_else_to_the_configured_one() {
-        let spec = tollgate_api::GatewaySpec {
+    fn spec() -> tollgate_api::GatewaySpec {
+        tollgate_api::GatewaySpec {
             replicas: 1,
             image: None,
             database: None,
@@ -183,7 +194,12 @@ mod tests {
             storage: None,
             resources: None,
             tls: Some(tollgate_api::GatewayTls::default()),
-        };
+        }
+    }
+
+    #[test]
+    fn agents_are_sent_to_the_serving_gateway_else_to_the_configured_one() {
+        let spec = spec();
         let edge = target_of("edge", "tollgate-system", &spec);
         assert_eq!(edge.url.as_deref(), Some("https://edge-gateway.tollgate-system.svc:8080"));
         assert_eq!(edge.ca_secret.as_deref(), Some("edge-gateway-tls"));
@@ -198,5 +214,31 @@ mod tests {
         assert_eq!(target(&elsewhere, None, Some(("edge", &edge))), &elsewhere, "a gateway run some other way is kept");
         let none = Target { url: None, ca_secret: None, relay_user: "someone".into() };
         assert_eq!(target(&none, None, Some(("edge", &edge))), &none, "nor is one made up");
+    }
+
+    #[test]
+    fn a_configured_url_names_its_gateway_by_its_shape() {
+        let ns = "tollgate-system";
+        for url in [
+            "https://tollgate-gateway.tollgate-system.svc:8080",
+            "http://tollgate-gateway.tollgate-system.svc:8080/",
+            "https://tollgate-gateway.tollgate-system.svc.cluster.local:8080",
+            "http://tollgate-gateway.tollgate-system",
+            "https://tollgate-gateway.tollgate-system.svc/openai",
+        ] {
+            assert_eq!(gateway_of_url(url, ns).as_deref(), Some("tollgate"), "{url}");
+        }
+        assert_eq!(gateway_of_url(&target_of("my-edge", ns, &spec()).url.unwrap_or_default(), ns).as_deref(), Some("my-edge"));
+        for other in [
+            "http://127.0.0.1:8080",
+            "https://tollgate-gateway.team-a.svc:8080",
+            "https://tollgate.tollgate-system.svc:8080",
+            "https://-gateway.tollgate-system.svc",
+            "https://a.b-gateway.tollgate-system.svc",
+            "ftp://tollgate-gateway.tollgate-system.svc",
+            "https://gateway.example.com",
+        ] {
+            assert_eq!(gateway_of_url(other, ns), None, "{other}");
+        }
     }
 }

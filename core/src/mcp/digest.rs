@@ -40,7 +40,13 @@ impl Canonical for Tree<'_> {
         match self {
             Tree::Object(members) => write_object(members.iter(), out),
             Tree::Array(items) => write_array(items, out),
-            scalar => scalar.write_json(out),
+            Tree::String(s) => write_str(out, s),
+            Tree::Null => out.extend_from_slice(b"null"),
+            Tree::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            // serde_json's own writing of a number, into a Vec: cannot fail.
+            Tree::Number(n) => {
+                let _ = serde_json::to_writer(&mut *out, n);
+            }
         }
     }
 }
