@@ -13,6 +13,11 @@ fn tollgate(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `tollgate eval` of a call by the quickstart's agent to its platform tools.
+fn eval_quickstart(tool: &str, args: &str) -> (bool, String) {
+    tollgate(&["eval", "-f", "examples/quickstart", "-n", "tollgate-demo", "--agent", "coder", "--server", "platform-tools", "--tool", tool, "--args", args])
+}
+
 #[test]
 fn every_example_policy_compiles() {
     let (ok, out) = tollgate(&["validate", "-f", "examples/quickstart", "-f", "examples/policies"]);
@@ -43,21 +48,7 @@ fn quickstart_decisions() {
         ("read_file", r#"{"path":"/home/me/.env"}"#, "blocked cluster-wide"),
     ];
     for (tool, args, want) in cases {
-        let (ok, out) = tollgate(&[
-            "eval",
-            "-f",
-            "examples/quickstart",
-            "-n",
-            "tollgate-demo",
-            "--agent",
-            "coder",
-            "--server",
-            "platform-tools",
-            "--tool",
-            tool,
-            "--args",
-            args,
-        ]);
+        let (ok, out) = eval_quickstart(tool, args);
         assert!(ok, "{out}");
         assert!(out.contains(want), "{tool} {args}: expected {want:?} in\n{out}");
     }
@@ -65,25 +56,8 @@ fn quickstart_decisions() {
 
 #[test]
 fn arguments_the_sidecar_would_refuse_are_refused() {
-    let eval = |args: &str| {
-        tollgate(&[
-            "eval",
-            "-f",
-            "examples/quickstart",
-            "-n",
-            "tollgate-demo",
-            "--agent",
-            "coder",
-            "--server",
-            "platform-tools",
-            "--tool",
-            "read_file",
-            "--args",
-            args,
-        ])
-    };
     for (args, why) in [(r#"{"path":"/tmp/a","path":"/home/me/.env"}"#, "duplicate key \"path\""), (r#"{"path":"#, "EOF while parsing")] {
-        let (ok, out) = eval(args);
+        let (ok, out) = eval_quickstart("read_file", args);
         assert!(!ok, "{args}: {out}");
         assert!(out.contains("--args is not valid JSON") && out.contains(why), "{args}: expected {why:?} in\n{out}");
     }

@@ -83,10 +83,6 @@ impl<'a> Members<'a> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| k.as_ref())
-    }
-
     /// The members in key order, as they are kept.
     pub fn entries(&self) -> &[(Cow<'a, str>, Tree<'a>)] {
         &self.0
@@ -201,7 +197,7 @@ mod tests {
         let Tree::Object(members) = parse(text).unwrap() else { panic!("an object") };
         assert!(matches!(members.get("path"), Some(Tree::String(Cow::Borrowed("/etc/passwd")))));
         assert!(matches!(members.get("esc"), Some(Tree::String(Cow::Owned(s))) if s == "a\tb"));
-        assert_eq!(members.keys().collect::<Vec<_>>(), ["esc", "files", "n", "path"]);
+        assert_eq!(members.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["esc", "files", "n", "path"]);
         assert!(members.contains_key("n") && !members.contains_key("m") && members.get("zz").is_none());
         let many: String = (0..40).rev().map(|i| format!("\"k{i}\":{i},")).collect();
         let text = format!("{{{many}\"k\":-1}}");

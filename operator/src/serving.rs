@@ -59,10 +59,11 @@ impl ServingGateway {
     /// Where agents are sent now.
     pub fn target(&self) -> Target {
         let all: Vec<_> = self.gateways.state().into_iter().filter(|g| gateway_objects::name_problem(&g.name_any()).is_none()).collect();
-        let targets: Vec<(String, Target)> = all.iter().map(|g| (g.name_any(), one_gateway::target_of(&g.name_any(), &self.namespace, &g.spec))).collect();
         let candidates: Vec<Candidate<'_>> = all.iter().map(|g| candidate(g)).collect();
+        let serving = one_gateway::serving(&candidates).and_then(|name| {
+            all.iter().find(|g| g.metadata.name.as_deref() == Some(name)).map(|g| (name, one_gateway::target_of(name, &self.namespace, &g.spec)))
+        });
         let configured_is = self.configured.url.as_deref().and_then(|url| one_gateway::gateway_of_url(url, &self.namespace));
-        let serving = one_gateway::serving(&candidates).and_then(|name| targets.iter().find(|(n, _)| n == name)).map(|(n, t)| (n.as_str(), t));
-        one_gateway::target(&self.configured, configured_is.as_deref(), serving).clone()
+        one_gateway::target(&self.configured, configured_is.as_deref(), serving.as_ref().map(|(n, t)| (*n, t))).clone()
     }
 }
