@@ -55,7 +55,7 @@ prop_compose! {
     fn record()(
         time in text(), outcome_kind in any::<bool>(), correlation_id in text(),
         agent in (text(), text(), prop::option::of(text()), text()),
-        server in text(), tool in text(), arguments_digest in text(), arguments in arguments(),
+        server in text(), tool in text(), arguments_digest in text(), arguments in prop::option::of(arguments()),
         justification in prop::option::of(text()), decision in decision(),
         policy in prop::option::of(text()), rule in prop::option::of(text()),
         approval_request in prop::option::of(text()), approvers in prop::collection::vec(text(), 0..3),
@@ -87,64 +87,68 @@ proptest! {
     }
 }
 
-/// The sidecar's way, one shared part for both records, gives each record's own line.
+/// The sidecar's way, one shared part for both records, gives each record's own line: the
+/// decision's with the arguments and the justification, the outcome's naming the decision by its
+/// correlation id and digest alone.
 #[test]
 fn one_shared_part_serves_a_calls_records() {
     let agent = AgentRef { namespace: "team-a".into(), name: "triage".into(), pod: Some("triage-0".into()), service_account: "triage".into() };
     let arguments = RawJson::of(&serde_json::json!({"path": "/etc/\"x\"\n"}));
-    let shared = Shared {
-        namespace: &agent.namespace,
-        name: &agent.name,
-        pod: agent.pod.as_deref(),
-        service_account: &agent.service_account,
-        server: "fs",
-        tool: "read_file",
-        arguments_digest: "sha256:00",
-        arguments: arguments.get(),
-        justification: Some("needed\tnow"),
-        decision: AuditDecision::Allow,
-        policy: Some("team-a/files"),
-        rule: None,
-    }
-    .text();
-    for (kind, outcome, duration_ms) in [(RecordKind::Decision, None, None), (RecordKind::Outcome, Some(Outcome::Forwarded), Some(1.25))] {
-        let mut ours = Vec::new();
-        let line = Line {
-            time: "2026-12-05T12:00:00.5Z",
-            kind,
-            correlation_id: "00ff",
-            shared: &shared,
-            approval_request: None,
-            approvers: &[],
-            outcome,
-            is_error: false,
-            duration_ms,
-            error: None,
-            shadow: None,
-        };
-        line.write(&mut ours);
-        let record = AuditRecord {
-            time: line.time.into(),
-            kind,
-            correlation_id: line.correlation_id.into(),
-            agent: agent.clone(),
-            server: "fs".into(),
-            tool: "read_file".into(),
-            arguments_digest: "sha256:00".into(),
-            arguments: arguments.clone(),
-            justification: Some("needed\tnow".into()),
+    for justification in [Some("needed\tnow"), None] {
+        let shared = Shared {
+            namespace: &agent.namespace,
+            name: &agent.name,
+            pod: agent.pod.as_deref(),
+            service_account: &agent.service_account,
+            server: "fs",
+            tool: "read_file",
+            arguments_digest: "sha256:00",
+            arguments: Some(arguments.get()),
+            justification,
             decision: AuditDecision::Allow,
-            policy: Some("team-a/files".into()),
+            policy: Some("team-a/files"),
             rule: None,
-            approval_request: None,
-            approvers: Vec::new(),
-            outcome,
-            is_error: false,
-            duration_ms,
-            error: None,
-            shadow: None,
-        };
-        assert_eq!(String::from_utf8(ours.clone()).unwrap(), serde_json::to_string(&record).unwrap());
-        assert_eq!(serde_json::from_slice::<AuditRecord>(&ours).unwrap(), record);
+        }
+        .text();
+        for (kind, outcome, duration_ms) in [(RecordKind::Decision, None, None), (RecordKind::Outcome, Some(Outcome::Forwarded), Some(1.25))] {
+            let mut ours = Vec::new();
+            let line = Line {
+                time: "2026-12-05T12:00:00.5Z",
+                kind,
+                correlation_id: "00ff",
+                shared: shared.for_kind(kind),
+                approval_request: None,
+                approvers: &[],
+                outcome,
+                is_error: false,
+                duration_ms,
+                error: None,
+                shadow: None,
+            };
+            line.write(&mut ours);
+            let record = AuditRecord {
+                time: line.time.into(),
+                kind,
+                correlation_id: line.correlation_id.into(),
+                agent: agent.clone(),
+                server: "fs".into(),
+                tool: "read_file".into(),
+                arguments_digest: "sha256:00".into(),
+                arguments: (kind == RecordKind::Decision).then(|| arguments.clone()),
+                justification: justification.filter(|_| kind == RecordKind::Decision).map(str::to_owned),
+                decision: AuditDecision::Allow,
+                policy: Some("team-a/files".into()),
+                rule: None,
+                approval_request: None,
+                approvers: Vec::new(),
+                outcome,
+                is_error: false,
+                duration_ms,
+                error: None,
+                shadow: None,
+            };
+            assert_eq!(String::from_utf8(ours.clone()).unwrap(), serde_json::to_string(&record).unwrap());
+            assert_eq!(serde_json::from_slice::<AuditRecord>(&ours).unwrap(), record);
+        }
     }
 }

@@ -51,10 +51,18 @@ fn allow_deny_hide_justify_and_pass_through() -> Result<()> {
     assert!(step(&steps, 8).to_string().contains("architecture"), "{}", step(&steps, 8));
 
     // One decision record per call, the denied ones with their policy and rule.
-    let audit = env.sidecar.wait_audit(|a| a.iter().any(|r| r["tool"] == "get-sum" && r["kind"] == "outcome"))?;
+    let audit = env.sidecar.wait_audit(|a| a.iter().any(|r| r["tool"] == "get-sum" && r["kind"] == "outcome" && r["decision"] == "allow"))?;
     let denied: Vec<&Value> = audit.iter().filter(|r| r["kind"] == "decision" && r["decision"] == "deny").collect();
     assert!(denied.iter().any(|r| r["tool"] == "get-env" && r["rule"] == "spec.tools[1].rules[0]"), "{audit:?}");
     assert!(audit.iter().any(|r| r["tool"] == "get-sum" && r["justification"] == "checking arithmetic for INC-7"), "{audit:?}");
+    // The outcome names its decision record (correlation id, digest) and repeats neither the
+    // arguments nor the justification.
+    let of_sum = |kind: &str| audit.iter().find(|r| r["tool"] == "get-sum" && r["kind"] == kind && r["decision"] == "allow").cloned();
+    let (decision, outcome) = (of_sum("decision").context("get-sum's decision")?, of_sum("outcome").context("get-sum's outcome")?);
+    assert!(decision["arguments"].is_object() && decision["justification"].is_string(), "{decision}");
+    assert_eq!((&outcome["correlation_id"], &outcome["arguments_digest"]), (&decision["correlation_id"], &decision["arguments_digest"]), "{outcome}");
+    assert!(outcome.get("arguments").is_none() && outcome.get("justification").is_none(), "{outcome}");
+    assert_eq!((&outcome["outcome"], &outcome["is_error"]), (&json!("forwarded"), &json!(false)), "{outcome}");
     Ok(())
 }
 

@@ -78,21 +78,31 @@ where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    // A body of one frame (most are) is that frame's bytes, not a copy of them.
+    let mut first = Bytes::new();
     let mut out = bytes::BytesMut::new();
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(ReadError::Timeout),
+            Ok(None) if out.is_empty() => return Ok(first),
             Ok(None) => return Ok(out.freeze()),
             Ok(Some(Err(e))) => return Err(ReadError::BrokeOff(e.to_string())),
             Ok(Some(Ok(frame))) => frame,
         };
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(ReadError::TooLarge(limit));
-            }
-            // A server that floods its answer must not keep this (perhaps single) thread from others.
-            if out.len() / YIELD_EVERY != (out.len() + data.len()) / YIELD_EVERY {
-                tokio::task::yield_now().await;
+        let Ok(data) = frame.into_data() else { continue };
+        let read = first.len() + out.len();
+        if read + data.len() > limit {
+            return Err(ReadError::TooLarge(limit));
+        }
+        // A server that floods its answer must not keep this (perhaps single) thread from others.
+        if read / YIELD_EVERY != (read + data.len()) / YIELD_EVERY {
+            tokio::task::yield_now().await;
+        }
+        if read == 0 {
+            first = data;
+        } else {
+            if out.is_empty() {
+                out.extend_from_slice(&std::mem::take(&mut first));
             }
             out.extend_from_slice(&data);
         }
@@ -233,5 +243,37 @@ mod tests {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         assert_eq!(read_body(body.clone(), 10, deadline).await, Err(ReadError::TooLarge(10)));
         assert_eq!(read_body(body, 100, deadline).await.unwrap().len(), 100);
+    }
+
+    /// A body in frames, empty ones among them, as a stream delivers it.
+    struct Framed(std::collections::VecDeque<&'static [u8]>);
+
+    impl hyper::body::Body for Framed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|p| Ok(hyper::body::Frame::data(Bytes::from_static(p)))))
+        }
+    }
+
+    fn framed(parts: &[&'static [u8]]) -> Framed {
+        Framed(parts.iter().copied().collect())
+    }
+
+    #[tokio::test]
+    async fn a_body_in_frames_is_read_whole_and_bounded_across_them() {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let cases: [(&[&'static [u8]], &[u8]); 4] =
+            [(&[b""], b""), (&[b"{\"a\":1}"], b"{\"a\":1}"), (&[b"", b"{\"a\"", b"", b":1}"], b"{\"a\":1}"), (&[b"{", b"\"a\"", b":", b"1}"], b"{\"a\":1}")];
+        for (parts, whole) in cases {
+            assert_eq!(read_body(framed(parts), 7, deadline).await.unwrap(), Bytes::copy_from_slice(whole), "{parts:?}");
+        }
+        // The bound holds for the bytes of all frames, the first one's included.
+        assert_eq!(read_body(framed(&[b"{\"a\"", b":1}", b" "]), 7, deadline).await, Err(ReadError::TooLarge(7)));
+        assert_eq!(read_body(framed(&[b"{\"a\":1} "]), 7, deadline).await, Err(ReadError::TooLarge(7)));
     }
 }

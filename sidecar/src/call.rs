@@ -7,8 +7,8 @@ use crate::trace::Said;
 use hyper::Response;
 use std::sync::Arc;
 use std::time::Instant;
-use tollgate_core::audit::line::{Line, Shared};
-use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RawJson, RecordKind, ShadowRecord};
+use tollgate_core::audit::line::{Line, Shared, SharedText};
+use tollgate_core::audit::{AgentRef, AuditDecision, AuditRecord, Outcome, RecordKind, ShadowRecord};
 use tollgate_core::json_tree::Tree;
 use tollgate_core::policy::{self, Decision};
 
@@ -33,8 +33,7 @@ pub(crate) struct Facts {
     digest: String,
     policy: Option<String>,
     rule: Option<String>,
-    /// An `Arc<String>`, not an `Arc<str>`: made from the `String` written, without a copy.
-    shared: Arc<String>,
+    shared: Arc<SharedText>,
 }
 
 impl CallContext<'_> {
@@ -59,7 +58,7 @@ impl CallContext<'_> {
                 server: &self.server.name,
                 tool: self.tool,
                 arguments_digest: &digest,
-                arguments: &arguments,
+                arguments: Some(&arguments),
                 justification: justification.as_deref(),
                 decision: AuditDecision::from(self.decision.action),
                 policy: policy.as_deref(),
@@ -150,8 +149,9 @@ impl CallContext<'_> {
             server: self.server.name.clone(),
             tool: self.tool.to_owned(),
             arguments_digest: facts.digest.clone(),
-            arguments: RawJson::redacted(self.arguments, self.raw_arguments),
-            justification: self.justification.map(|j| tollgate_core::audit::redact::redact_str(j).into_owned()),
+            // The call's decision record has them; this one names it.
+            arguments: None,
+            justification: None,
             decision: AuditDecision::from(self.decision.action),
             policy: facts.policy.clone(),
             rule: facts.rule.clone(),

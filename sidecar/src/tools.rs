@@ -127,7 +127,7 @@ async fn decide_and_act(
         ctx.audit(RecordKind::Decision, None, false, None, None);
     }
     tracing::debug!(action = ?decision.action, by = %decision.decided_by, correlation = ctx.correlation, "tools/call decided");
-    note_shadow(sc, &decision, &ctx.correlation);
+    note_shadow(sc, &decision, &ctx.correlation, &server.name, &call.name);
 
     let forward_body = without_justification(env, mode.is_some(), &split.arguments, raw);
     match decision.action {
@@ -181,7 +181,7 @@ fn without_justification(env: &Envelope<'_>, split: bool, arguments: &Tree<'_>, 
 }
 
 /// An audited rule that would have decided otherwise: counted, and logged (its record says it too).
-fn note_shadow(sc: &Sidecar, decision: &policy::Decision, correlation: &str) {
+fn note_shadow(sc: &Sidecar, decision: &policy::Decision, correlation: &str, server: &str, tool: &str) {
     let Some(shadow) = &decision.shadow else { return };
     let would = match shadow.action {
         Action::Allow => "allow",
@@ -189,7 +189,7 @@ fn note_shadow(sc: &Sidecar, decision: &policy::Decision, correlation: &str) {
         Action::RequireApproval => "require_approval",
     };
     sc.metrics.shadow("tool", would);
-    tracing::info!(would, by = %shadow.decided_by, correlation, "an audited rule would have decided otherwise");
+    tracing::info!(would, by = %shadow.decided_by, correlation, server, tool, "an audited rule would have decided otherwise");
 }
 
 /// A held call made by a client that declared the tasks extension is answered with a task the

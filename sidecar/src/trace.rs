@@ -1,6 +1,6 @@
 //! The spans of a tool call, as the OpenTelemetry MCP and GenAI conventions name them, with
 //! Tollgate's decision on them (docs/operations.md, "Tracing"). Without tracing configured the
-//! span is the plain one the logs have always shown, and nothing here costs anything per call.
+//! span is a plain one at debug level, for the logs, and nothing here costs anything per call.
 //! No span carries arguments or a justification: only names, decisions and identifiers.
 
 use hyper::header::HeaderMap;
@@ -14,7 +14,11 @@ use tracing::field::Empty;
 /// the one in the call's `_meta`).
 pub(crate) fn tools_call(agent: (&str, &str), server: &str, tool: &str, env: &Envelope<'_>, headers: &HeaderMap, meta: Option<&Meta>) -> Span {
     if !otel::enabled() {
-        return tracing::info_span!("tools_call", server = %server, tool = %tool);
+        // Without tracing the span only gives the call's log lines its server and tool: at debug
+        // level, made only when debug logging is on (the lines logged inside a call name what
+        // they need). At info it cost the JSON log layer a formatting of its fields, and the
+        // call an entry and exit on every poll, on every call (docs/performance-history.md).
+        return tracing::debug_span!("tools_call", server = %server, tool = %tool);
     }
     use tollgate_core::trace::attribute;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(attribute);

@@ -1,13 +1,16 @@
 //! An audit record's JSON line written by hand: the bytes `serde_json::to_writer` writes for an
 //! [`AuditRecord`], without building one (docs/design.md §3.5).
 //!
-//! A call's decision and outcome records repeat everything from `agent` to `rule`. The sidecar
+//! A call's decision and outcome records repeat everything from `agent` to `rule`, but for the
+//! arguments and the justification: only the decision record carries those, and the outcome
+//! record names it by `correlation_id` and `arguments_digest` (docs/design.md §3.5). The sidecar
 //! writes that part once per call ([`Shared::text`]) and copies it into each of the call's lines
-//! ([`Line::write`]): the arguments' text goes into the record as it came, not read again into a
-//! `RawValue`, and no record's strings are copied into an `AuditRecord` to be serialized. A test
-//! holds the two writings to the same bytes (`core/tests/record_line.rs`).
+//! ([`Line::write`]), the arguments' part into the decision's alone: the arguments' text goes
+//! into the record as it came, not read again into a `RawValue`, and no record's strings are
+//! copied into an `AuditRecord` to be serialized. A test holds the two writings to the same bytes
+//! (`core/tests/record_line.rs`).
 
-use super::{AuditDecision, AuditRecord, Outcome, RecordKind, ShadowRecord};
+use super::{AuditDecision, AuditRecord, Outcome, RawJson, RecordKind, ShadowRecord};
 use crate::json_text::write_str as string;
 
 /// What every record of one call repeats, borrowed.
@@ -21,17 +24,45 @@ pub struct Shared<'a> {
     pub tool: &'a str,
     pub arguments_digest: &'a str,
     /// The redacted arguments' JSON text, valid and on one line: it is written as it stands.
-    pub arguments: &'a str,
+    /// `None` in a record that names its decision record instead (an outcome's).
+    pub arguments: Option<&'a str>,
     pub justification: Option<&'a str>,
     pub decision: AuditDecision,
     pub policy: Option<&'a str>,
     pub rule: Option<&'a str>,
 }
 
+/// [`Shared`] written: JSON members without the braces, and where in them the arguments and the
+/// justification are.
+#[derive(Debug, Clone, Default)]
+pub struct SharedText {
+    text: String,
+    arguments: std::ops::Range<usize>,
+}
+
+impl SharedText {
+    /// What a record of `kind` carries of it: an outcome record leaves the arguments and the
+    /// justification to its call's decision record, which it names.
+    pub fn for_kind(&self, kind: RecordKind) -> [&str; 2] {
+        match kind {
+            RecordKind::Decision => [&self.text, ""],
+            RecordKind::Outcome => {
+                let (head, rest) = self.text.split_at(self.arguments.start);
+                [head, rest.get(self.arguments.len()..).unwrap_or_default()]
+            }
+        }
+    }
+
+    /// All of it, whatever the kind: a record written as it stands.
+    pub fn whole(&self) -> [&str; 2] {
+        [&self.text, ""]
+    }
+}
+
 impl Shared<'_> {
-    /// The record's fields from `agent` to `rule`, as JSON members without the braces.
-    pub fn text(&self) -> String {
-        let mut out = Vec::with_capacity(160 + self.arguments.len());
+    /// The record's fields from `agent` to `rule`.
+    pub fn text(&self) -> SharedText {
+        let mut out = Vec::with_capacity(160 + self.arguments.map_or(0, str::len));
         out.extend_from_slice(b"\"agent\":{\"namespace\":");
         string(&mut out, self.namespace);
         member(&mut out, "name", self.name);
@@ -43,11 +74,15 @@ impl Shared<'_> {
         member(&mut out, "server", self.server);
         member(&mut out, "tool", self.tool);
         member(&mut out, "arguments_digest", self.arguments_digest);
-        out.extend_from_slice(b",\"arguments\":");
-        out.extend_from_slice(self.arguments.as_bytes());
+        let start = out.len();
+        if let Some(arguments) = self.arguments {
+            out.extend_from_slice(b",\"arguments\":");
+            out.extend_from_slice(arguments.as_bytes());
+        }
         if let Some(j) = self.justification {
             member(&mut out, "justification", j);
         }
+        let end = out.len();
         member(&mut out, "decision", self.decision.as_str());
         if let Some(p) = self.policy {
             member(&mut out, "policy", p);
@@ -55,8 +90,9 @@ impl Shared<'_> {
         if let Some(r) = self.rule {
             member(&mut out, "rule", r);
         }
-        // Only whole strings and the arguments' text (valid UTF-8) were written.
-        String::from_utf8(out).unwrap_or_default()
+        // Only whole strings and the arguments' text (valid UTF-8) were written, so the text and
+        // its range stand on character boundaries.
+        SharedText { text: String::from_utf8(out).unwrap_or_default(), arguments: start..end }
     }
 }
 
@@ -67,8 +103,8 @@ pub struct Line<'a> {
     pub time: &'a str,
     pub kind: RecordKind,
     pub correlation_id: &'a str,
-    /// [`Shared::text`] of the call.
-    pub shared: &'a str,
+    /// What the record carries of [`Shared::text`] ([`SharedText::for_kind`]), in two pieces.
+    pub shared: [&'a str; 2],
     pub approval_request: Option<&'a str>,
     pub approvers: &'a [String],
     pub outcome: Option<Outcome>,
@@ -80,12 +116,12 @@ pub struct Line<'a> {
 
 impl<'a> Line<'a> {
     /// A record of `kind` with nothing beyond what every record has: the rest set as needed.
-    pub fn new(time: &'a str, kind: RecordKind, correlation_id: &'a str, shared: &'a str) -> Line<'a> {
+    pub fn new(time: &'a str, kind: RecordKind, correlation_id: &'a str, shared: &'a SharedText) -> Line<'a> {
         Line {
             time,
             kind,
             correlation_id,
-            shared,
+            shared: shared.for_kind(kind),
             approval_request: None,
             approvers: &[],
             outcome: None,
@@ -103,7 +139,8 @@ impl<'a> Line<'a> {
         member(out, "kind", self.kind.as_str());
         member(out, "correlation_id", self.correlation_id);
         out.push(b',');
-        out.extend_from_slice(self.shared.as_bytes());
+        out.extend_from_slice(self.shared[0].as_bytes());
+        out.extend_from_slice(self.shared[1].as_bytes());
         if let Some(r) = self.approval_request {
             member(out, "approval_request", r);
         }
@@ -148,7 +185,7 @@ impl AuditRecord {
             server: &self.server,
             tool: &self.tool,
             arguments_digest: &self.arguments_digest,
-            arguments: self.arguments.get(),
+            arguments: self.arguments.as_ref().map(RawJson::get),
             justification: self.justification.as_deref(),
             decision: self.decision,
             policy: self.policy.as_deref(),
@@ -159,7 +196,7 @@ impl AuditRecord {
             time: &self.time,
             kind: self.kind,
             correlation_id: &self.correlation_id,
-            shared: &shared,
+            shared: shared.whole(),
             approval_request: self.approval_request.as_deref(),
             approvers: &self.approvers,
             outcome: self.outcome,

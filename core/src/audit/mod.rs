@@ -1,5 +1,6 @@
-//! The audit record (DESIGN §3.5): one per decision and one per outcome, written by the sidecar
-//! as a JSON line and later shipped to the gateway's hash-chained store.
+//! The audit record (docs/design.md §3.5): one per decision and one per outcome, written by the
+//! sidecar as a JSON line and later shipped to the gateway's hash-chained store. The arguments
+//! and the justification are in the decision record alone; the outcome record names it.
 
 pub mod bounds;
 pub mod chain;
@@ -109,8 +110,7 @@ pub struct AgentRef {
     pub service_account: String,
 }
 
-/// JSON kept as its text: written verbatim, compared as text, and shared, not copied, by the
-/// records of one call.
+/// JSON kept as its text: written verbatim and compared as text.
 #[derive(Debug, Clone)]
 pub struct RawJson(std::sync::Arc<serde_json::value::RawValue>);
 
@@ -122,15 +122,6 @@ impl RawJson {
 
     pub fn get(&self) -> &str {
         self.0.get()
-    }
-
-    /// `value` redacted, as a record keeps it: its text as received (`raw`) when redaction would
-    /// change nothing, else a redacted rendering.
-    pub fn redacted(value: &Tree<'_>, raw: Option<&str>) -> RawJson {
-        match serde_json::value::RawValue::from_string(redacted_text(value, raw).into_owned()) {
-            Ok(text) => RawJson::from(text),
-            Err(_) => RawJson::of(&crate::audit::redact::Redacted(&value.to_value())),
-        }
     }
 }
 
@@ -179,8 +170,11 @@ pub struct AuditRecord {
     pub server: String,
     pub tool: String,
     pub arguments_digest: String,
-    /// Redacted (see [`crate::audit::redact`]), kept as JSON text: a call's records share one rendering.
-    pub arguments: RawJson,
+    /// Redacted (see [`crate::audit::redact`]), kept as JSON text. A decision record's only: an
+    /// outcome record names its decision record (`correlation_id`, `arguments_digest`) instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<RawJson>,
+    /// A decision record's only, as the arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
     pub decision: AuditDecision,

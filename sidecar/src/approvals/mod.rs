@@ -137,7 +137,15 @@ pub(crate) async fn hold(
         }
     };
     ctx.audit(RecordKind::Decision, None, false, Some(&name), None);
-    tracing::info!(request = name, tool = ctx.tool, workflow = workflow_name, r#async = workflow.async_mode, as_task, "call held for approval");
+    tracing::info!(
+        request = name,
+        server = ctx.server.name,
+        tool = ctx.tool,
+        workflow = workflow_name,
+        r#async = workflow.async_mode,
+        as_task,
+        "call held for approval"
+    );
     let server = (ctx.server.name != BUILTIN_SERVER).then(|| ctx.server.clone());
     let audit = ctx.held_record(&name);
     let binding = Binding {
