@@ -449,13 +449,36 @@ struct Unread {
     lost: u64,
     metrics: String,
     sidecar: Sidecar,
+    /// Where stdout is read into.
+    out: std::path::PathBuf,
+}
+
+/// The decision and outcome records among whole lines of stdout, the records `audit-gap` lines
+/// say were left out (`unread`), and the calls they say were refused without a record.
+fn count(text: &str) -> Result<(usize, u64, u64)> {
+    let (mut records, mut lost, mut refused) = (0, 0, 0);
+    // Whole lines only: the reader may be mid-write.
+    for line in text.rsplit_once('\n').map_or("", |(done, _)| done).lines() {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("a line of stdout that is not a record: {line:.200}"))?;
+        match (v["kind"].as_str(), v["reason"].as_str()) {
+            (Some("decision" | "outcome"), _) => records += 1,
+            (Some("audit-gap"), Some(reason @ ("unread" | "refused_unread"))) => {
+                ensure!(v["agent"]["name"] == "coder", "{v}");
+                let n = v["lost"].as_u64().context("lost")?;
+                if reason == "unread" { lost += n } else { refused += n }
+            }
+            _ => anyhow::bail!("an unexpected line: {line:.200}"),
+        }
+    }
+    Ok((records, lost, refused))
 }
 
 const UNREAD_CALLS: usize = 400;
 
 /// A sidecar whose stdout nobody reads takes [`UNREAD_CALLS`] denied calls (no upstream is
-/// asked), each with 24 KB of arguments: two records of 24 KB a call, 19 MB in all, more than
-/// the pipe (64 KiB) and the sidecar's bound (4 MiB) hold together. Then stdout is read, until
+/// asked), each with 24 KB of arguments: a decision record of 24 KB a call (its outcome record
+/// names it without repeating them), 9.6 MB in all, more than the pipe (64 KiB) and the
+/// sidecar's bound (4 MiB) hold together. Then stdout is read, until
 /// it accounts for every call's records (`accounted`).
 fn with_stdout_unread(name: &str, env: &[(&str, &str)], accounted: impl Fn(usize, u64, usize) -> bool) -> Result<Unread> {
     operator();
@@ -494,31 +517,14 @@ fn with_stdout_unread(name: &str, env: &[(&str, &str)], accounted: impl Fn(usize
 
     // Opening the pipe waits for the reader to open its end.
     std::fs::write(&go, "read\n")?;
-    let count = |text: &str| -> Result<(usize, u64)> {
-        let (mut records, mut lost) = (0, 0);
-        for line in text.lines() {
-            let v: Value = serde_json::from_str(line).with_context(|| format!("a line of stdout that is not a record: {line:.200}"))?;
-            match v["kind"].as_str() {
-                Some("decision" | "outcome") => records += 1,
-                Some("audit-gap") => {
-                    ensure!(v["reason"] == "unread" && v["agent"]["name"] == "coder", "{v}");
-                    lost += v["lost"].as_u64().context("lost")?;
-                }
-                _ => anyhow::bail!("an unexpected line: {line:.200}"),
-            }
-        }
-        Ok((records, lost))
-    };
-    // Whole lines only: the reader may be mid-write.
     let (records, lost) = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let (records, lost) = count(text.rsplit_once('\n').map_or("", |(done, _)| done))?;
+        let (records, lost, _) = count(&std::fs::read_to_string(&out).unwrap_or_default())?;
         Ok(accounted(records, lost, refused).then_some((records, lost)))
     })
     .with_context(|| format!("stdout once read again does not account for every call ({refused} refused): {}", sidecar.process.log_tail()))?;
     let metrics = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/metrics", sidecar.admin_port)]).output()?;
     let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
-    Ok(Unread { answered, refused, records, lost, metrics, sidecar })
+    Ok(Unread { answered, refused, records, lost, metrics, sidecar, out })
 }
 
 /// A container runtime that stops reading the sidecar's stdout leaves it a full pipe. Without
@@ -541,6 +547,13 @@ fn without_a_store_a_sidecar_whose_stdout_nobody_reads_refuses_calls_and_loses_n
         Ok((text.starts_with("Access denied") && !text.contains("cannot write audit records")).then_some(()))
     })
     .context("calls are not served again once stdout is read")?;
+    // The calls refused left no record each, but the trail says how many there were.
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let (_, _, said) = count(&std::fs::read_to_string(&run.out).unwrap_or_default())?;
+        ensure!(said <= run.refused as u64, "{said} calls said refused, {} were", run.refused);
+        Ok((said == run.refused as u64).then_some(()))
+    })
+    .context("no audit-gap line says how many calls were refused without a record")?;
     Ok(())
 }
 

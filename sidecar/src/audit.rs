@@ -9,12 +9,13 @@
 //! - with an audit store, records are left out of stdout (they still ship, and the store is the
 //!   trail) and an `audit-gap` line says how many once stdout is read again;
 //! - without one, stdout is the only copy, so no record is left out of it: new calls are refused
-//!   instead ([`AuditLog::backed_up`]) until it is read again.
+//!   instead ([`AuditLog::refuses_call`]) until it is read again, and then an `audit-gap` line
+//!   says how many were refused without a record.
 //!
 //! Shutdown flushes.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tollgate_core::audit::{AuditRecord, bounds};
 use tollgate_runtime::log_writer::LogQueue;
@@ -44,7 +45,15 @@ pub struct AuditLog {
     stdout: Stdout,
     /// Calls are refused: stdout is the records' only copy and too much of it waits.
     refusing: AtomicBool,
+    /// Calls refused so since the last `audit-gap` line said how many.
+    refused: AtomicU64,
+    /// The agent, for the `audit-gap` lines.
+    agent: String,
 }
+
+/// The reason of an `audit-gap` line standing for calls refused, without a record, while stdout
+/// was not read and no audit store kept records.
+pub const REFUSED_UNREAD: &str = "refused_unread";
 
 /// Where stdout's lines go: its writer thread, or, where that could not start, stdout itself
 /// from the caller, as before there was one.
@@ -56,7 +65,7 @@ enum Stdout {
 impl AuditLog {
     /// `agent` names the records that leave a gap on stdout; `left_out` counts them.
     pub fn new(shipper: Option<crate::ship::Shipper>, agent: &str, left_out: impl Fn(u64) + Send + 'static) -> AuditLog {
-        let agent = agent.to_owned();
+        let (agent, gap_agent) = (agent.to_owned(), agent.to_owned());
         let note = move |lost: u64| {
             left_out(lost);
             tracing::warn!(lost, "stdout was not read for a while: audit records were left out of it (they are shipped to the audit store when there is one)");
@@ -73,13 +82,23 @@ impl AuditLog {
                 Stdout::Direct
             }
         };
-        AuditLog { pending: Mutex::default(), wake: tokio::sync::Notify::new(), shipper, stdout, refusing: AtomicBool::new(false) }
+        AuditLog {
+            pending: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            shipper,
+            stdout,
+            refusing: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+            agent: gap_agent,
+        }
     }
 
     /// Whether a new call must be refused: without an audit store, stdout holds the only copy
     /// of the records, and past [`MAX_UNWRITTEN`] bytes waiting for it a call's records could
-    /// not be kept within a bound. The log says when that begins and ends.
-    pub fn backed_up(&self) -> bool {
+    /// not be kept within a bound. The log says when that begins and ends. A call refused has no
+    /// record: it is counted, and once stdout is read again (found so by the next call, or at
+    /// shutdown) an `audit-gap` line with reason [`REFUSED_UNREAD`] says how many there were.
+    pub fn refuses_call(&self) -> bool {
         let Stdout::Queue(q) = &self.stdout else { return false };
         if self.shipper.is_some() {
             return false;
@@ -93,9 +112,24 @@ impl AuditLog {
                 );
             } else {
                 tracing::info!("stdout is read again: tools/call is served");
+                self.say_refused();
             }
         }
+        if now {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
         now
+    }
+
+    /// An `audit-gap` line for the calls refused without a record since the last one, if any.
+    fn say_refused(&self) {
+        let refused = self.refused.swap(0, Ordering::Relaxed);
+        if refused == 0 {
+            return;
+        }
+        let line = bounds::gap(&self.agent, refused, REFUSED_UNREAD, &jiff::Timestamp::now().to_string());
+        // Into a Vec: cannot fail.
+        self.write_with(|buf| drop(serde_json::to_writer(buf, &line)));
     }
 
     /// Writes `record`, and says on the current span what it says.
@@ -130,6 +164,7 @@ impl AuditLog {
 
     /// Flushes, and waits (a bounded time) for stdout's writer to write it all: before exiting.
     pub fn flush_and_wait(&self) {
+        self.say_refused();
         self.flush();
         if let Stdout::Queue(q) = &self.stdout
             && !q.flush(FLUSH)

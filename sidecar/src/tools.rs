@@ -85,7 +85,7 @@ async fn decide_and_act(
         sc.metrics.tool_call("deny", "not_loaded");
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {reason}"), true));
     }
-    if sc.audit.backed_up() {
+    if sc.audit.refuses_call() {
         sc.metrics.tool_call("deny", "audit_unwritten");
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, AUDIT_UNWRITTEN, true));
     }
@@ -161,7 +161,7 @@ fn rate_limited(id: Option<&RawValue>, l: &crate::limits::Refused) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// What a call is told while its records could not be written (`AuditLog::backed_up`).
+/// What a call is told while its records could not be written (`AuditLog::refuses_call`).
 pub const AUDIT_UNWRITTEN: &str =
     "Access denied: this sidecar cannot write audit records now (its stdout is not being read), so it refuses calls until it can; try again later";
 
