@@ -85,6 +85,45 @@ proptest! {
         let theirs = serde_json::to_vec(&record).unwrap();
         prop_assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(theirs).unwrap());
     }
+
+    /// The sidecar's way: one shared part written for the call, each record taking its share of
+    /// it, is serde's line of the record as that kind carries it (an outcome without the
+    /// arguments and the justification).
+    #[test]
+    fn a_share_of_the_calls_part_is_the_records_line(record in record()) {
+        let shared = Shared {
+            namespace: &record.agent.namespace,
+            name: &record.agent.name,
+            pod: record.agent.pod.as_deref(),
+            service_account: &record.agent.service_account,
+            server: &record.server,
+            tool: &record.tool,
+            arguments_digest: &record.arguments_digest,
+            arguments: record.arguments.as_ref().map(RawJson::get),
+            justification: record.justification.as_deref(),
+            decision: record.decision,
+            policy: record.policy.as_deref(),
+            rule: record.rule.as_deref(),
+        }
+        .text();
+        let line = Line {
+            approval_request: record.approval_request.as_deref(),
+            approvers: &record.approvers,
+            outcome: record.outcome,
+            is_error: record.is_error,
+            duration_ms: record.duration_ms,
+            error: record.error.as_deref(),
+            shadow: record.shadow.as_ref(),
+            ..Line::new(&record.time, record.kind, &record.correlation_id, &shared)
+        };
+        let mut ours = Vec::new();
+        line.write(&mut ours);
+        let mut carried = record.clone();
+        if record.kind == RecordKind::Outcome {
+            (carried.arguments, carried.justification) = (None, None);
+        }
+        prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&carried).unwrap());
+    }
 }
 
 /// The sidecar's way, one shared part for both records, gives each record's own line: the

@@ -73,7 +73,7 @@ impl AuditLog {
             line.push(b'\n');
             line
         };
-        // Without a store, nothing is left out: calls are refused instead (`backed_up`).
+        // Without a store, nothing is left out: calls are refused instead (`refuses_call`).
         let bound = if shipper.is_some() { MAX_UNWRITTEN } else { usize::MAX };
         let stdout = match LogQueue::start_bounded(std::io::stdout(), "audit-writer", bound, note) {
             Ok(q) => Stdout::Queue(q),
@@ -104,7 +104,12 @@ impl AuditLog {
             return false;
         }
         let now = q.backlog() > MAX_UNWRITTEN;
-        if self.refusing.swap(now, Ordering::Relaxed) != now {
+        // Counted before the state is swapped: on several threads, a call that finds stdout read
+        // again says every refusal counted so far, and none is left for a later line.
+        if now {
+            self.refused.fetch_add(1, Ordering::AcqRel);
+        }
+        if self.refusing.swap(now, Ordering::AcqRel) != now {
             if now {
                 tracing::warn!(
                     waiting = q.backlog(),
@@ -115,18 +120,17 @@ impl AuditLog {
                 self.say_refused();
             }
         }
-        if now {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-        }
         now
     }
 
     /// An `audit-gap` line for the calls refused without a record since the last one, if any.
     fn say_refused(&self) {
-        let refused = self.refused.swap(0, Ordering::Relaxed);
+        let refused = self.refused.swap(0, Ordering::AcqRel);
         if refused == 0 {
             return;
         }
+        // The log too: at shutdown stdout may still be unread, and the line never written.
+        tracing::warn!(refused, "tools/call was refused without an audit record while stdout was not read");
         let line = bounds::gap(&self.agent, refused, REFUSED_UNREAD, &jiff::Timestamp::now().to_string());
         // Into a Vec: cannot fail.
         self.write_with(|buf| drop(serde_json::to_writer(buf, &line)));

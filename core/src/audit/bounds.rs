@@ -9,8 +9,12 @@ use serde_json::{Map, Value, json};
 pub const MAX_RECORD_BYTES: usize = 64 << 10;
 /// Longest string kept whole in a record that had to be cut down.
 const KEPT_STRING: usize = 1024;
-/// Fields that say what a record is about: kept when the rest of a record is cut.
-const IDENTITY: &[&str] = &["kind", "time", "agent", "server", "tool", "decision", "outcome", "correlationId", "status", "policy", "rule"];
+/// Fields that say what a record is about: kept when the rest of a record is cut. Among them
+/// what ties a call's records together (`correlation_id`, `arguments_digest`, the approval
+/// request): an outcome record names its decision record by them, so a decision record cut down
+/// must keep them.
+const IDENTITY: &[&str] =
+    &["kind", "time", "agent", "server", "tool", "decision", "outcome", "correlation_id", "arguments_digest", "approval_request", "status", "policy", "rule"];
 /// Longest tool or decision name indexed.
 const MAX_INDEXED: usize = 256;
 /// Decisions a record may be indexed under.
@@ -241,6 +245,17 @@ mod tests {
         }
         bound(&mut many, 4096).unwrap();
         assert!(size(&many) <= 4096 && many["tool"] == "w" && many["truncated"]["originalBytes"].as_u64().unwrap() > 4096, "{many}");
+        // A call's decision record of many small arguments keeps what its outcome record names
+        // it by.
+        let mut decision = json!({"kind": "decision", "time": "t", "tool": "w", "correlation_id": "00ff", "arguments_digest": "sha256:ab",
+            "approval_request": "w-1", "arguments": (0..10_000).map(|i| (format!("f{i}"), json!("y"))).collect::<Map<String, Value>>()});
+        bound(&mut decision, 4096).unwrap();
+        assert_eq!(
+            (&decision["correlation_id"], &decision["arguments_digest"], &decision["approval_request"]),
+            (&json!("00ff"), &json!("sha256:ab"), &json!("w-1")),
+            "{decision}"
+        );
+        assert!(decision.get("arguments").is_none(), "{decision}");
         let mut small = json!({"kind": "k"});
         assert_eq!(bound(&mut small, 10), Some(12));
         assert!(size(&small) <= 40, "{small}");

@@ -24,7 +24,8 @@ pub struct Shared<'a> {
     pub tool: &'a str,
     pub arguments_digest: &'a str,
     /// The redacted arguments' JSON text, valid and on one line: it is written as it stands.
-    /// `None` in a record that names its decision record instead (an outcome's).
+    /// The sidecar always gives them ([`SharedText::for_kind`] leaves them out of an outcome);
+    /// `None` is a record written as it stands without them (an `AuditRecord`'s).
     pub arguments: Option<&'a str>,
     pub justification: Option<&'a str>,
     pub decision: AuditDecision,
@@ -47,8 +48,8 @@ impl SharedText {
         match kind {
             RecordKind::Decision => [&self.text, ""],
             RecordKind::Outcome => {
-                let (head, rest) = self.text.split_at(self.arguments.start);
-                [head, rest.get(self.arguments.len()..).unwrap_or_default()]
+                let (start, end) = (self.arguments.start, self.arguments.end);
+                [self.text.get(..start).unwrap_or_default(), self.text.get(end..).unwrap_or_default()]
             }
         }
     }
@@ -92,7 +93,7 @@ impl Shared<'_> {
         }
         // Only whole strings and the arguments' text (valid UTF-8) were written, so the text and
         // its range stand on character boundaries.
-        SharedText { text: String::from_utf8(out).unwrap_or_default(), arguments: start..end }
+        String::from_utf8(out).map_or_else(|_| SharedText::default(), |text| SharedText { text, arguments: start..end })
     }
 }
 
