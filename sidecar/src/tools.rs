@@ -86,8 +86,7 @@ async fn decide_and_act(
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {reason}"), true));
     }
     if sc.audit.refuses_call() {
-        sc.metrics.tool_call("deny", "audit_unwritten");
-        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, AUDIT_UNWRITTEN, true));
+        return refused_unwritten(sc, env.id);
     }
     let Some(agent) = snapshot.agent.as_ref() else {
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, "Access denied: no agent", true));
@@ -159,6 +158,12 @@ async fn decide_and_act(
 fn rate_limited(id: Option<&RawValue>, l: &crate::limits::Refused) -> Vec<u8> {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": RATE_LIMITED, "message": l.message, "data": {"retryAfterSeconds": l.retry_after_secs}}});
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// A call refused while its records could not be written (`AuditLog::refuses_call`), counted.
+pub(crate) fn refused_unwritten(sc: &Sidecar, id: Option<&RawValue>) -> Response<Body> {
+    sc.metrics.tool_call("deny", "audit_unwritten");
+    json(StatusCode::OK, jsonrpc::tool_text_result(id, AUDIT_UNWRITTEN, true))
 }
 
 /// What a call is told while its records could not be written (`AuditLog::refuses_call`).

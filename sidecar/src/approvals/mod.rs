@@ -66,6 +66,10 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
         let reason = snapshot.unavailable(&sc.config.agent, &sc.config.namespace).unwrap_or_default();
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {reason}"), true));
     };
+    // Decided and recorded as any call is: refused while its records could not be kept.
+    if sc.audit.refuses_call() {
+        return crate::tools::refused_unwritten(sc, env.id);
+    }
     let reasoning = args.get("reasoning").and_then(Value::as_str).filter(|r| !r.trim().is_empty());
     let arguments = json!({"operation": args.get("operation"), "context": args.get("context")});
     let refs = snapshot.policy_refs();
@@ -74,15 +78,6 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
     let args = Args::tree(&arguments);
     let call = policy::Call { agent, server: BUILTIN_SERVER, tool: REQUEST_APPROVAL, args: &args, justification: reasoning, now: jiff::Timestamp::now() };
     let decision = policy::decide(&refs, &call, &workflows, Action::Deny);
-    if decision.action != Action::RequireApproval {
-        let text = match decision.action {
-            Action::Deny if decision.decided_by != DecidedBy::ClusterDefault => format!("Access denied: {}", decision.deny_message()),
-            _ => format!(
-                "request_approval needs a ToolPolicy rule for server {BUILTIN_SERVER:?}, tool {REQUEST_APPROVAL:?} with action RequireApproval and an approvalWorkflow"
-            ),
-        };
-        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &text, true));
-    }
     let standalone = Server::local(BUILTIN_SERVER.into(), server.timeout);
     let ctx = CallContext {
         sc,
@@ -95,6 +90,19 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
         correlation: format!("{:016x}", rand::random::<u64>()),
         facts: Default::default(),
     };
+    if decision.action != Action::RequireApproval {
+        let text = match decision.action {
+            Action::Deny if decision.decided_by != DecidedBy::ClusterDefault => format!("Access denied: {}", decision.deny_message()),
+            _ => format!(
+                "request_approval needs a ToolPolicy rule for server {BUILTIN_SERVER:?}, tool {REQUEST_APPROVAL:?} with action RequireApproval and an approvalWorkflow"
+            ),
+        };
+        // Not held, so refused: recorded as a denied call is, whatever the rule said.
+        ctx.audit(RecordKind::Decision, None, false, None, None);
+        ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, None);
+        sc.metrics.tool_call("deny", "denied");
+        return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &text, true));
+    }
     hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), Bytes::new(), None, false).await
 }
 
