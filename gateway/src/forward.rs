@@ -93,7 +93,14 @@ pub async fn handle(req: Request<Incoming>, gw: Arc<GatewayState>) -> Response<B
         Ok(resp) => resp,
         Err(r) => {
             crate::trace::refused(&span, &r);
-            tracing::info!(refusal = %r, "model call refused");
+            let agent = who.agent.as_ref();
+            tracing::info!(
+                refusal = %r,
+                namespace = agent.map(|a| a.namespace.as_str()),
+                agent = agent.map(|a| a.name.as_str()),
+                model = who.model.as_deref(),
+                "model call refused"
+            );
             gw.metrics.tool_call("deny", "model_refused");
             // A refusal of a known agent is a decision like any other: it goes into the audit
             // store. (Without a valid key there is nobody to attribute it to.)
@@ -248,7 +255,14 @@ async fn reserve(
     }
     for e in &reservation.would_refuse {
         gw.metrics.shadow("model", "deny");
-        tracing::info!(budget = e.budget, spent_micros = e.spent, limit_micros = e.limit, "an audited budget would have refused the call");
+        tracing::info!(
+            budget = e.budget,
+            spent_micros = e.spent,
+            limit_micros = e.limit,
+            namespace = agent.namespace,
+            agent = agent.name,
+            "an audited budget would have refused the call"
+        );
     }
     let warning = call::soft_limit_warning(&admitted.claims, &reservation.spent);
     Ok((reservation, warning))

@@ -1,7 +1,7 @@
 //! The span of a model call, as the OpenTelemetry GenAI conventions name it, with Tollgate's
 //! decision and cost (docs/operations.md, "Tracing"). It continues the agent's `traceparent`,
 //! is the provider's parent, and ends when the call is settled (after the last event of a
-//! stream). Without tracing configured it is the plain span the logs have always shown. No span
+//! stream). Without tracing configured it is a plain span at debug level, for the logs. No span
 //! carries prompts, answers or keys.
 
 use hyper::header::HeaderMap;
@@ -14,7 +14,11 @@ use tracing::field::Empty;
 /// The span of one request to a model endpoint; `operation` is the GenAI operation it is.
 pub(crate) fn model_call(api: Api, endpoint: &dyn std::fmt::Debug, operation: &'static str, headers: &HeaderMap) -> Span {
     if !otel::enabled() {
-        return tracing::info_span!("model_call", api = ?api, endpoint = ?endpoint, agent = Empty, model = Empty);
+        // Without tracing the span only gives the call's log lines their context: at debug
+        // level, made only when debug logging is on (the lines logged about a call name its
+        // agent and model themselves). At info the JSON log layer formatted its fields on every
+        // call, and the call entered and left it on every poll (docs/performance-history.md).
+        return tracing::debug_span!("model_call", api = ?api, endpoint = ?endpoint, agent = Empty, model = Empty);
     }
     let span = tracing::info_span!(
         "model_call",
@@ -46,12 +50,18 @@ fn provider_name(api: Api) -> &'static str {
 }
 
 pub(crate) fn agent(span: &Span, namespace: &str, name: &str) {
+    if span.is_disabled() {
+        return;
+    }
     let who = format!("{namespace}/{name}");
     span.record(if otel::enabled() { "tollgate.agent" } else { "agent" }, who.as_str());
 }
 
 /// The model asked for: the span is named `<operation> <model>` from here on.
 pub(crate) fn model(span: &Span, operation: &str, requested: &str) {
+    if span.is_disabled() {
+        return;
+    }
     if !otel::enabled() {
         span.record("model", requested);
         return;
