@@ -91,21 +91,7 @@ proptest! {
     /// arguments and the justification).
     #[test]
     fn a_share_of_the_calls_part_is_the_records_line(record in record()) {
-        let shared = Shared {
-            namespace: &record.agent.namespace,
-            name: &record.agent.name,
-            pod: record.agent.pod.as_deref(),
-            service_account: &record.agent.service_account,
-            server: &record.server,
-            tool: &record.tool,
-            arguments_digest: &record.arguments_digest,
-            arguments: record.arguments.as_ref().map(RawJson::get),
-            justification: record.justification.as_deref(),
-            decision: record.decision,
-            policy: record.policy.as_deref(),
-            rule: record.rule.as_deref(),
-        }
-        .text();
+        let shared = Shared::from(&record).text();
         let line = Line {
             approval_request: record.approval_request.as_deref(),
             approvers: &record.approvers,

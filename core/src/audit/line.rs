@@ -175,24 +175,30 @@ impl<'a> Line<'a> {
     }
 }
 
+impl<'a> From<&'a AuditRecord> for Shared<'a> {
+    /// What `record` carries from `agent` to `rule`, as it stands.
+    fn from(record: &'a AuditRecord) -> Shared<'a> {
+        Shared {
+            namespace: &record.agent.namespace,
+            name: &record.agent.name,
+            pod: record.agent.pod.as_deref(),
+            service_account: &record.agent.service_account,
+            server: &record.server,
+            tool: &record.tool,
+            arguments_digest: &record.arguments_digest,
+            arguments: record.arguments.as_ref().map(RawJson::get),
+            justification: record.justification.as_deref(),
+            decision: record.decision,
+            policy: record.policy.as_deref(),
+            rule: record.rule.as_deref(),
+        }
+    }
+}
+
 impl AuditRecord {
     /// The record's JSON, as `serde_json::to_writer` writes it, appended to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let shared = Shared {
-            namespace: &self.agent.namespace,
-            name: &self.agent.name,
-            pod: self.agent.pod.as_deref(),
-            service_account: &self.agent.service_account,
-            server: &self.server,
-            tool: &self.tool,
-            arguments_digest: &self.arguments_digest,
-            arguments: self.arguments.as_ref().map(RawJson::get),
-            justification: self.justification.as_deref(),
-            decision: self.decision,
-            policy: self.policy.as_deref(),
-            rule: self.rule.as_deref(),
-        }
-        .text();
+        let shared = Shared::from(self).text();
         Line {
             time: &self.time,
             kind: self.kind,
