@@ -453,6 +453,8 @@ struct Unread {
     out: std::path::PathBuf,
     /// The answer to the built-in `request_approval`, asked once the calls were made.
     builtin: String,
+    /// The error answering a `tools/call` without an id, sent after it.
+    invalid: String,
 }
 
 /// The decision and outcome records among whole lines of stdout, the records `audit-gap` lines
@@ -516,10 +518,14 @@ fn with_stdout_unread(name: &str, env: &[(&str, &str)], accounted: impl Fn(usize
     let answered = answers.lines().filter(|l| *l == "200").count();
     let refused = answers.matches("cannot write audit records now").count();
     ensure!(answered == UNREAD_CALLS, "{answered} of {UNREAD_CALLS} calls answered while nobody read stdout: {}", sidecar.process.log_tail());
-    // The built-in tool writes records as any call does (here denied: no rule asks for it).
+    // The built-in tool writes records as any call does: without a store it is refused, as
+    // stdout is unread; with one, decided (denied: the agent may not use the built-in server).
     let headers = ["content-type: application/json".to_owned(), "accept: application/json, text/event-stream".to_owned()];
     let ask = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "request_approval", "arguments": {"operation": "x"}}});
     let (builtin, _) = tollgate_e2e::raw_mcp::request("POST", &sidecar.url("files"), &headers, Some(&ask.to_string()))?.tool_text(&json!(7))?;
+    // So does a call refused before any decision (here: no id).
+    let idless = json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "delete_everything", "arguments": {}}});
+    let invalid = tollgate_e2e::raw_mcp::request("POST", &sidecar.url("files"), &headers, Some(&idless.to_string()))?.error_message()?.to_owned();
 
     // Opening the pipe waits for the reader to open its end.
     std::fs::write(&go, "read\n")?;
@@ -530,7 +536,7 @@ fn with_stdout_unread(name: &str, env: &[(&str, &str)], accounted: impl Fn(usize
     .with_context(|| format!("stdout once read again does not account for every call ({refused} refused): {}", sidecar.process.log_tail()))?;
     let metrics = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/metrics", sidecar.admin_port)]).output()?;
     let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
-    Ok(Unread { answered, refused, records, lost, metrics, sidecar, out, builtin })
+    Ok(Unread { answered, refused, records, lost, metrics, sidecar, out, builtin, invalid })
 }
 
 /// A container runtime that stops reading the sidecar's stdout leaves it a full pipe. Without
@@ -542,10 +548,11 @@ fn without_a_store_a_sidecar_whose_stdout_nobody_reads_refuses_calls_and_loses_n
     let run = with_stdout_unread("audit-unread", &[], |records, lost, refused| lost == 0 && records == 2 * (UNREAD_CALLS - refused))?;
     ensure!(run.refused > 0 && run.refused < run.answered, "{} of {} calls refused: the bound was never reached", run.refused, run.answered);
     ensure!(run.builtin.contains("cannot write audit records now"), "request_approval was not refused: {}", run.builtin);
+    ensure!(run.invalid.contains("cannot write audit records now"), "a call without an id was not refused so: {}", run.invalid);
     ensure!(run.records > 0, "no record written");
-    // The calls and request_approval.
+    // The calls, request_approval and the call without an id.
     ensure!(
-        run.metrics.contains(&format!("tollgate_tool_calls_total{{decision=\"deny\",outcome=\"audit_unwritten\"}} {}", run.refused + 1)),
+        run.metrics.contains(&format!("tollgate_tool_calls_total{{decision=\"deny\",outcome=\"audit_unwritten\"}} {}", run.refused + 2)),
         "{}",
         run.metrics
     );
@@ -562,8 +569,8 @@ fn without_a_store_a_sidecar_whose_stdout_nobody_reads_refuses_calls_and_loses_n
     // The calls refused left no record each, but the trail says how many there were.
     wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
         let (_, _, said) = count(&std::fs::read_to_string(&run.out).unwrap_or_default())?;
-        // The calls refused, and request_approval.
-        let refused = run.refused as u64 + 1;
+        // The calls refused, request_approval and the call without an id.
+        let refused = run.refused as u64 + 2;
         ensure!(said <= refused, "{said} calls said refused, {refused} were");
         Ok((said == refused).then_some(()))
     })
@@ -580,11 +587,12 @@ fn with_a_store_a_sidecar_whose_stdout_nobody_reads_decides_every_call_and_says_
     std::fs::write(&token, "not-a-token")?;
     let token = token.display().to_string();
     let env = [("TOLLGATE_AUDIT_URL", "http://127.0.0.1:9"), ("TOLLGATE_AUDIT_TOKEN_FILE", token.as_str())];
-    // The calls' records and request_approval's two.
-    let run = with_stdout_unread("audit-unread-store", &env, |records, lost, _| records + usize::try_from(lost).unwrap_or(0) == 2 * UNREAD_CALLS + 2)?;
+    // The calls' records, request_approval's two and the id-less call's two.
+    let run = with_stdout_unread("audit-unread-store", &env, |records, lost, _| records + usize::try_from(lost).unwrap_or(0) == 2 * UNREAD_CALLS + 4)?;
     ensure!(run.refused == 0, "{} calls refused though their records ship", run.refused);
     // Denied (the agent may not use the built-in server), and its two records counted above.
     ensure!(run.builtin.starts_with("Access denied: agent coder may not use MCP server"), "{}", run.builtin);
+    ensure!(run.invalid.contains("must carry an id"), "{}", run.invalid);
     ensure!(run.lost > 0 && run.records > 0, "{} records written, {} left out: the bound was never reached", run.records, run.lost);
     ensure!(run.metrics.contains(&format!("tollgate_audit_records_total{{event=\"unwritten\"}} {}", run.lost)), "{}", run.metrics);
     ensure!(run.sidecar.process.log_tail().contains("stdout was not read for a while"), "{}", run.sidecar.process.log_tail());

@@ -73,7 +73,7 @@ impl Settlement {
             Some(place) => {
                 place.send(c.entry(ending, latency));
             }
-            None => not_recorded(),
+            None => not_recorded(&c.agent),
         }
     }
 }
@@ -88,22 +88,29 @@ impl Drop for Settlement {
             c.status = CLIENT_GONE;
         }
         let (span, latency) = (c.span.clone(), c.started.elapsed());
-        tracing::info!(parent: &span, agent = %c.agent.name, model = %c.model, "the client went away before its answer: settled at its reservation");
+        tracing::info!(
+            parent: &span,
+            namespace = %c.agent.namespace,
+            agent = %c.agent.name,
+            model = %c.model,
+            "the client went away before its answer: settled at its reservation"
+        );
         let settling = c.gw.settling.clone();
         settling.spawn_on(async move { c.record(Ending::Unknown, latency).await }.instrument(span), &runtime);
     }
 }
 
-fn not_recorded() {
-    tracing::error!("the ledger writer has stopped: a settled call was not recorded");
+/// Said of `agent`'s call: without a tracing exporter no span names it.
+fn not_recorded(agent: &crate::index::Agent) {
+    tracing::error!(namespace = %agent.namespace, agent = %agent.name, "the ledger writer has stopped: a settled call was not recorded");
 }
 
 impl Unsettled {
     /// The call's entry handed to the recorder, waiting for a place in its queue.
     async fn record(self, ending: Ending, latency: Duration) {
-        let gw = self.gw.clone();
+        let (gw, agent) = (self.gw.clone(), self.agent.clone());
         if gw.settled.send(self.entry(ending, latency)).await.is_err() {
-            not_recorded();
+            not_recorded(&agent);
         }
     }
 

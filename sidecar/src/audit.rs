@@ -51,6 +51,10 @@ pub struct AuditLog {
     agent: String,
 }
 
+/// What a call is told while its records could not be written ([`AuditLog::refuses_call`]).
+pub const AUDIT_UNWRITTEN: &str =
+    "Access denied: this sidecar cannot write audit records now (its stdout is not being read), so it refuses calls until it can; try again later";
+
 /// The reason of an `audit-gap` line standing for calls refused, without a record, while stdout
 /// was not read and no audit store kept records.
 pub const REFUSED_UNREAD: &str = "refused_unread";

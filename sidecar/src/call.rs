@@ -167,6 +167,13 @@ impl CallContext<'_> {
     }
 }
 
+/// The answer to a call refused while its records could not be written
+/// (`AuditLog::refuses_call`), counted.
+pub(crate) fn refused_unwritten(sc: &Sidecar, id: Option<&serde_json::value::RawValue>) -> Response<Body> {
+    sc.metrics.tool_call("deny", "audit_unwritten");
+    crate::body::json(hyper::StatusCode::OK, tollgate_core::mcp::jsonrpc::tool_text_result(id, crate::audit::AUDIT_UNWRITTEN, true))
+}
+
 fn millis(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }

@@ -21,6 +21,11 @@ use tollgate_core::policy::{self, Action, Args, Decision};
 /// A `tools/call` refused before any decision (no id, routing headers that lie about it): a
 /// JSON-RPC error with `status`, and the refusal audited.
 pub(crate) fn refuse_invalid(sc: &Arc<Sidecar>, server: &Server, env: &Envelope<'_>, message: &str, status: StatusCode, code: i64) -> Response<Body> {
+    // Its records are written as any call's: not while they could not be kept.
+    if sc.audit.refuses_call() {
+        sc.metrics.tool_call("deny", "audit_unwritten");
+        return json(status, jsonrpc::error_response(env.id, code, crate::audit::AUDIT_UNWRITTEN));
+    }
     let tool = jsonrpc::tool_call_params(env.params).map(|c| c.name).unwrap_or_default();
     let decision = Decision::refused(policy::DecidedBy::InvalidRequest, message);
     let ctx = CallContext {
@@ -86,7 +91,7 @@ async fn decide_and_act(
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &format!("Access denied: {reason}"), true));
     }
     if sc.audit.refuses_call() {
-        return refused_unwritten(sc, env.id);
+        return crate::call::refused_unwritten(sc, env.id);
     }
     let Some(agent) = snapshot.agent.as_ref() else {
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, "Access denied: no agent", true));
@@ -159,16 +164,6 @@ fn rate_limited(id: Option<&RawValue>, l: &crate::limits::Refused) -> Vec<u8> {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": RATE_LIMITED, "message": l.message, "data": {"retryAfterSeconds": l.retry_after_secs}}});
     serde_json::to_vec(&body).unwrap_or_default()
 }
-
-/// A call refused while its records could not be written (`AuditLog::refuses_call`), counted.
-pub(crate) fn refused_unwritten(sc: &Sidecar, id: Option<&RawValue>) -> Response<Body> {
-    sc.metrics.tool_call("deny", "audit_unwritten");
-    json(StatusCode::OK, jsonrpc::tool_text_result(id, AUDIT_UNWRITTEN, true))
-}
-
-/// What a call is told while its records could not be written (`AuditLog::refuses_call`).
-pub const AUDIT_UNWRITTEN: &str =
-    "Access denied: this sidecar cannot write audit records now (its stdout is not being read), so it refuses calls until it can; try again later";
 
 /// The JSON-RPC error code of a call over a rate limit.
 pub const RATE_LIMITED: i64 = -32029;

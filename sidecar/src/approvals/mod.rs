@@ -68,7 +68,7 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
     };
     // Decided and recorded as any call is: refused while its records could not be kept.
     if sc.audit.refuses_call() {
-        return crate::tools::refused_unwritten(sc, env.id);
+        return crate::call::refused_unwritten(sc, env.id);
     }
     let reasoning = args.get("reasoning").and_then(Value::as_str).filter(|r| !r.trim().is_empty());
     let arguments = json!({"operation": args.get("operation"), "context": args.get("context")});
@@ -77,7 +77,9 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
     let arguments = Tree::borrowed(&arguments);
     let args = Args::tree(&arguments);
     let call = policy::Call { agent, server: BUILTIN_SERVER, tool: REQUEST_APPROVAL, args: &args, justification: reasoning, now: jiff::Timestamp::now() };
-    let decision = policy::decide(&refs, &call, &workflows, Action::Deny);
+    let mut decision = policy::decide(&refs, &call, &workflows, Action::Deny);
+    // A rate limit on its rule holds for it as for any tool.
+    let limited = sc.limits.apply(&mut decision, BUILTIN_SERVER, REQUEST_APPROVAL);
     let standalone = Server::local(BUILTIN_SERVER.into(), server.timeout);
     let ctx = CallContext {
         sc,
@@ -97,10 +99,12 @@ async fn request_approval(sc: &Arc<Sidecar>, snapshot: &Snapshot, server: &Serve
                 "request_approval needs a ToolPolicy rule for server {BUILTIN_SERVER:?}, tool {REQUEST_APPROVAL:?} with action RequireApproval and an approvalWorkflow"
             ),
         };
-        // Not held, so refused: recorded as a denied call is, whatever the rule said.
+        // Not held, so refused. The records say what the rules decided (an `allow` is refused
+        // too: the tool does nothing but ask) and that the call was refused.
         ctx.audit(RecordKind::Decision, None, false, None, None);
         ctx.audit(RecordKind::Outcome, Some(Outcome::Denied), true, None, None);
-        sc.metrics.tool_call("deny", "denied");
+        let decided = if decision.action == Action::Allow { "allow" } else { "deny" };
+        sc.metrics.tool_call(decided, if limited.is_some() { "rate_limited" } else { "not_held" });
         return json(StatusCode::OK, jsonrpc::tool_text_result(env.id, &text, true));
     }
     hold(&ctx, headers, env.id.map(|i| i.get().to_owned()), Bytes::new(), None, false).await
