@@ -46,7 +46,7 @@ impl SharedText {
     /// justification to its call's decision record, which it names.
     pub fn for_kind(&self, kind: RecordKind) -> [&str; 2] {
         match kind {
-            RecordKind::Decision => [&self.text, ""],
+            RecordKind::Decision => self.whole(),
             RecordKind::Outcome => {
                 let (start, end) = (self.arguments.start, self.arguments.end);
                 [self.text.get(..start).unwrap_or_default(), self.text.get(end..).unwrap_or_default()]
